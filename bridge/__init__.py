@@ -1,0 +1,1 @@
+"""drbridge: OpenADR 2.0b demand response to OCPP smart charging."""

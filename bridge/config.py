@@ -1,0 +1,145 @@
+"""The site configuration (YAML), validated before anything starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policies.fleet import Site, StationInfo
+from policies.model import PRESETS, Policy, parse_policy, preset_text
+from policies.validation import InvalidDocument, Problem, parse_yaml, validate_yaml
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VenSection(_Section):
+    vtn_url: str
+    ven_name: str = Field(min_length=1)
+    resource_id: str | None = None  # the site's name in reports; defaults to ven_name
+    poll_retry_max_s: float = Field(default=60, gt=0)
+
+    @field_validator("vtn_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class StationSection(_Section):
+    id: str = Field(min_length=1)
+    max_current_a: float | None = Field(default=None, gt=0, le=500)
+    phases: Literal[1, 3] | None = None
+
+
+class OcppSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9000, ge=0, le=65535)
+    # When empty, any station id is accepted; otherwise only these.
+    stations: tuple[StationSection, ...] = ()
+    call_timeout_s: float = Field(default=10, gt=0)
+    retry_s: float = Field(default=5, gt=0)
+    default_max_current_a: float = Field(default=32, gt=0, le=500)
+
+
+class SiteSection(_Section):
+    capacity_kw: float = Field(gt=0)
+    voltage_v: float = Field(default=230, gt=0, le=1000)
+    phases: Literal[1, 3] = 3
+
+
+class StorageSection(_Section):
+    path: str = "var/drbridge.db"
+
+
+class TelemetrySection(_Section):
+    interval_s: int = Field(default=60, ge=1, le=3600)
+    # A station silent for longer no longer counts towards the measured site load.
+    stale_after_s: float = Field(default=180, gt=0)
+
+
+class ConfigModel(_Section):
+    ven: VenSection
+    ocpp: OcppSection = Field(default_factory=OcppSection)
+    site: SiteSection
+    policy: str = "default"
+    storage: StorageSection = Field(default_factory=StorageSection)
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded configuration: the validated model, its policy, and resolved paths."""
+
+    model: ConfigModel
+    policy: Policy
+    source: Path
+    storage_path: Path
+
+    @property
+    def site(self) -> Site:
+        s = self.model.site
+        return Site(capacity_w=s.capacity_kw * 1000, voltage_v=s.voltage_v, phases=s.phases)
+
+    @property
+    def resource_id(self) -> str:
+        return self.model.ven.resource_id or self.model.ven.ven_name
+
+    def station_info(self, station_id: str) -> StationInfo:
+        listed = {s.id: s for s in self.model.ocpp.stations}.get(station_id)
+        site = self.model.site
+        return StationInfo(
+            station_id=station_id,
+            phases=(listed.phases if listed and listed.phases else site.phases),
+            voltage_v=site.voltage_v,
+            max_current_a=(
+                listed.max_current_a
+                if listed and listed.max_current_a
+                else self.model.ocpp.default_max_current_a
+            ),
+        )
+
+    def accepts_station(self, station_id: str) -> bool:
+        listed = self.model.ocpp.stations
+        return not listed or any(s.id == station_id for s in listed)
+
+
+def _load_policy(name: str, base: Path, source: str, lines: dict) -> Policy:
+    if name in PRESETS:
+        return parse_policy(preset_text(name), f"<preset {name}>")
+    path = (base / name).resolve()
+    if not path.is_file():
+        raise InvalidDocument(source, [Problem(
+            ("policy",), lines.get(("policy",)),
+            f"{name!r} is neither a preset ({', '.join(PRESETS)}) nor a policy file",
+        )])
+    return parse_policy(path.read_text("utf-8"), str(path))
+
+
+def load_config_text(text: str, source: Path) -> Config:
+    model = validate_yaml(text, str(source), ConfigModel)
+    _, lines = parse_yaml(text, str(source))
+    base = source.resolve().parent
+    policy = _load_policy(model.policy, base, str(source), lines)
+    storage = Path(model.storage.path)
+    return Config(
+        model=model,
+        policy=policy,
+        source=source,
+        storage_path=storage if storage.is_absolute() else base / storage,
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file and the policy it names; raises InvalidDocument."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as error:
+        raise InvalidDocument(str(path), [Problem((), None, f"cannot read: {error.strerror}")]) \
+            from None
+    return load_config_text(text, path)

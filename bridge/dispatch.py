@@ -1,0 +1,213 @@
+"""Reconcile what each station should hold with what it has acknowledged.
+
+One path for everything: a new plan, a boot, a reconnect, a rejected profile
+all end in :meth:`Dispatcher.wake` for a station, whose worker then reads the
+station's capabilities if needed, builds the profile and sends it until the
+station accepts. Each station has one worker, so one call at a time per
+station and any number of stations in parallel.
+
+Safety: a station is *steerable* once it has acknowledged one of our
+profiles and while it is connected. Any other station is *reserved*: the
+planner counts it at what it may draw (its last acknowledged schedule, or its
+hardware maximum) and it is sent 0 W until it acknowledges. A raise is sent
+only when no steerable station is still above its new limit, so the sum of
+what the stations hold never exceeds the site limit, even in transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.profiles import is_raise, same_schedule, station_max_profile
+from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
+from bridge.store import Store
+from policies.fleet import Reservation, StationInfo, Step
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StationState:
+    info: StationInfo
+    link: StationLink | None = None
+    caps: Capabilities = field(default_factory=Capabilities)
+    desired: tuple[Step, ...] | None = None
+    applied: tuple[Step, ...] | None = None  # last schedule the station accepted
+    confirmed: bool = False  # applied was accepted on this connection
+    last_status: str = ""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def steerable(self) -> bool:
+        return self.link is not None and self.confirmed
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        min_current_a: float,
+        retry_s: float,
+        on_change: Callable[[], None],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._min_current_a = min_current_a
+        self._retry_s = retry_s
+        self._on_change = on_change  # the steerable set changed: the plan must be redone
+        self._clock = clock
+        self._settled = asyncio.Condition()
+        self.stations: dict[str, StationState] = {}
+        for station_id, steps in store.applied().items():
+            self.stations[station_id] = StationState(
+                info=StationInfo(station_id, 3, 230.0, 0.0), applied=steps
+            )
+
+    # connection lifecycle -------------------------------------------------------------------
+    def connected(self, info: StationInfo, link: StationLink) -> None:
+        state = self.stations.get(info.station_id)
+        if state is None:
+            state = self.stations[info.station_id] = StationState(info=info)
+        state.info, state.link, state.confirmed = info, link, False
+        if state.task is None or state.task.done():
+            state.task = asyncio.create_task(self._worker(state), name=f"dispatch {info.station_id}")
+        state.wake.set()
+        self._on_change()
+
+    def booted(self, station_id: str) -> None:
+        """A (re)boot may have wiped the station's profiles: send them again."""
+        state = self.stations.get(station_id)
+        if state is not None:
+            state.confirmed = False
+            state.caps = Capabilities()
+            state.wake.set()
+            self._on_change()
+
+    def disconnected(self, station_id: str, link: StationLink) -> None:
+        state = self.stations.get(station_id)
+        if state is not None and state.link is link:
+            state.link, state.confirmed = None, False
+            self._on_change()
+
+    async def close(self) -> None:
+        tasks = [s.task for s in self.stations.values() if s.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # plan in, reservations out --------------------------------------------------------------
+    def set_desired(self, schedules: Mapping[str, tuple[Step, ...]]) -> None:
+        for station_id, steps in schedules.items():
+            state = self.stations.get(station_id)
+            if state is not None and state.desired != steps:
+                state.desired = steps
+                state.wake.set()
+
+    def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
+        """Stations the planner must count at what they may draw, not at what it would give."""
+        result = []
+        for station_id, state in self.stations.items():
+            if state.steerable:
+                continue
+            if state.applied is not None:
+                held, why = state.applied, "its last acknowledged schedule"
+            elif station_id in with_session:
+                start = self._clock()
+                held = (Step(start, state.info.max_w, "hardware maximum"),)
+                why = "its hardware maximum"
+            else:
+                continue
+            log.debug("%s counted at %s", station_id, why)
+            result.append(Reservation(station_id, held))
+        return tuple(result)
+
+    # the worker -----------------------------------------------------------------------------
+    def _above_desired(self, state: StationState, now: datetime) -> bool:
+        return (state.steerable and state.desired is not None and state.applied is not None
+                and is_raise(state.applied, self._built(state, now).applied, now))
+
+    def _built(self, state: StationState, now: datetime):  # noqa: ANN202 - BuiltProfile
+        assert state.desired is not None
+        return station_max_profile(state.desired, state.info, state.caps, now,
+                                   self._min_current_a)
+
+    async def _wait_for_decreases(self, state: StationState) -> bool:
+        """Wait until no other steerable station holds more than its new limit."""
+        def settled() -> bool:
+            now = self._clock()
+            return not any(self._above_desired(other, now)
+                           for other in self.stations.values() if other is not state)
+        async with self._settled:
+            try:
+                await asyncio.wait_for(self._settled.wait_for(settled), self._retry_s * 2)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _notify(self) -> None:
+        async with self._settled:
+            self._settled.notify_all()
+
+    async def _worker(self, state: StationState) -> None:
+        station_id = state.info.station_id
+        while True:
+            await state.wake.wait()
+            state.wake.clear()
+            link = state.link
+            if link is None or state.desired is None:
+                continue
+            if not state.caps.known:
+                try:
+                    state.caps = await link.read_capabilities()
+                    self._store.save_station(station_id, {"capabilities": repr(state.caps)})
+                except CallFailed as error:
+                    log.warning("%s: GetConfiguration failed (%s); assuming amps, stack level 0",
+                                station_id, error)
+            now = self._clock()
+            built = self._built(state, now)
+            if state.confirmed and state.applied is not None and same_schedule(
+                built.applied, state.applied, now
+            ):
+                continue
+            raising = is_raise(built.applied, state.applied, now)
+            if raising and not await self._wait_for_decreases(state):
+                log.info("%s: raise held back until other stations have lowered", station_id)
+                self._retry_later(state)
+                continue
+            try:
+                status = await link.set_charging_profile(built.connector_id, built.payload)
+                detail = ""
+            except CallFailed as error:
+                status, detail = "Failed", str(error)
+            state.last_status = status
+            self._store.record_profile(station_id, now, built.unit, built.payload,
+                                       built.applied, status, detail)
+            if status == ACCEPTED:
+                was_steerable = state.steerable
+                state.applied, state.confirmed = built.applied, True
+                self._store.save_applied(station_id, built.applied, now)
+                log.info("%s: profile accepted (%s)", station_id, _describe(built.applied))
+                await self._notify()
+                if not was_steerable:
+                    self._on_change()
+            else:
+                log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",
+                            station_id, status, detail, self._retry_s)
+                self._retry_later(state)
+
+    def _retry_later(self, state: StationState) -> None:
+        asyncio.get_running_loop().call_later(self._retry_s, state.wake.set)
+
+
+def _describe(steps: tuple[Step, ...]) -> str:
+    return ", ".join(f"{s.start:%H:%M:%S} {s.limit_w / 1000:.1f} kW" for s in steps)

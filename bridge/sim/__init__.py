@@ -1,0 +1,1 @@
+"""Simulated OCPP equipment for tests, the demo and benchmarks."""

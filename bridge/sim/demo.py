@@ -1,0 +1,158 @@
+"""``drbridge demo``: a local VTN, simulated chargers and the bridge, through one DR event.
+
+Everything runs in this process on loopback, over the real protocols: the VTN
+is openleadr's server speaking OpenADR 2.0b over HTTP, the stations are OCPP
+1.6J clients over websockets, the bridge is the same code ``drbridge run``
+starts, with its SQLite file under ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import statistics
+import textwrap
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bridge.app import Bridge, Snapshot
+from bridge.config import load_config_text
+from bridge.sim.station import SimulatedStation, StationSpec
+from bridge.sim.vtn import DemoVtn, free_port
+
+CAPACITY_KW = 66.0
+EVENT_LEVEL = 2  # SIMPLE "high": the default policy keeps 25 % of capacity
+LEAD = timedelta(seconds=8)  # notice between the event's arrival and its start
+DURATION = timedelta(seconds=16)
+AFTER = timedelta(seconds=8)
+RATE_UNITS = ("Current", "Power", "Current,Power")  # chargers differ; the bridge must serve all
+
+
+def demo_config(vtn_url: str, ocpp_port: int) -> str:
+    return textwrap.dedent(f"""\
+        ven:
+          vtn_url: {vtn_url}
+          ven_name: demo-site
+        ocpp:
+          host: 127.0.0.1
+          port: {ocpp_port}
+          retry_s: 1
+        site:
+          capacity_kw: {CAPACITY_KW:g}
+          voltage_v: 230
+          phases: 3
+        policy: default
+        storage:
+          path: drbridge.db
+        telemetry:
+          interval_s: 5
+          stale_after_s: 5
+        """)
+
+
+@dataclass
+class Phase:
+    name: str
+    loads: list[float]
+
+    def mean_kw(self) -> float:
+        return statistics.fmean(self.loads) / 1000 if self.loads else math.nan
+
+    def max_kw(self) -> float:
+        return max(self.loads) / 1000 if self.loads else math.nan
+
+
+def _row(t: float, label: str, snap: Snapshot, ids: list[str]) -> str:
+    limits = " ".join(
+        f"{snap.station_limits_w.get(i, math.nan) / 1000:4.1f}"
+        if not math.isnan(snap.station_limits_w.get(i, math.nan)) else "   -" for i in ids
+    )
+    return (f"{t:5.0f}s {label:<8} cap {snap.site_limit_w / 1000:5.1f} kW  "
+            f"load {snap.load_w / 1000:5.1f} kW | {limits}")
+
+
+async def run_demo(stations: int = 12, workdir: Path = Path("var/demo")) -> int:
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    vtn = DemoVtn()
+    await vtn.start()
+    config_path = workdir / "demo-site.yaml"
+    config_path.write_text(demo_config(vtn.url, free_port()))
+    config = load_config_text(config_path.read_text(), config_path)
+    bridge = Bridge(config)
+    bridge_task = asyncio.create_task(bridge.run())
+    await asyncio.sleep(0.3)
+    url = f"ws://127.0.0.1:{config.model.ocpp.port}"
+    fleet = [
+        SimulatedStation(StationSpec(station_id=f"CP{n + 1:02d}", rate_unit=RATE_UNITS[n % 3],
+                                     ev_max_current_a=16.0), url)
+        for n in range(stations)
+    ]
+    fleet_tasks = [asyncio.create_task(s.run()) for s in fleet]
+    ids = [s.spec.station_id for s in fleet]
+    print(f"drbridge demo: VTN at {vtn.url}, {stations} OCPP 1.6J chargers "
+          f"(EVs of 11 kW each), site capacity {CAPACITY_KW:g} kW, policy 'default'")
+    print(f"config: {config_path}   database: {config.storage_path}")
+    print(f"{'':6} {'':8} {'':29}   station limits, kW: {' '.join(i[-4:] for i in ids)}")
+    t0 = asyncio.get_running_loop().time()
+
+    def clock() -> float:
+        return asyncio.get_running_loop().time() - t0
+
+    phases = {name: Phase(name, []) for name in ("before", "during", "after")}
+    try:
+        ven_id = None
+        while ven_id is None or clock() < 6:
+            ven_id = vtn.ven_id("demo-site")
+            snap = bridge.snapshot()
+            print(_row(clock(), "-", snap, ids))
+            if clock() > 4:
+                phases["before"].loads.append(snap.load_w)
+            await asyncio.sleep(1)
+        start = datetime.now(UTC).replace(microsecond=0) + LEAD
+        event_id = vtn.add_simple_event(ven_id, start, [(DURATION, EVENT_LEVEL)],
+                                        event_id="demo-event-1")
+        print(f"{clock():5.0f}s VTN issues {event_id}: SIMPLE level {EVENT_LEVEL} "
+              f"from {start:%H:%M:%S} for {DURATION.seconds} s")
+        end = start + DURATION
+        while datetime.now(UTC) < end + AFTER:
+            now = datetime.now(UTC)
+            snap = bridge.snapshot()
+            in_event = start <= now < end
+            label = "EVENT" if in_event else ("pending" if now < start else "restored")
+            # Meter values arrive once a second: judge the cap from one second into the event.
+            if start + timedelta(seconds=1.5) <= now < end:
+                phases["during"].loads.append(snap.load_w)
+            elif now < start:
+                phases["before"].loads.append(snap.load_w)
+            elif now >= end + timedelta(seconds=3):
+                phases["after"].loads.append(snap.load_w)
+            print(_row(clock(), label, snap, ids))
+            await asyncio.sleep(1)
+    finally:
+        for station in fleet:
+            await station.stop()
+        for task in fleet_tasks:
+            task.cancel()
+        await asyncio.gather(*fleet_tasks, return_exceptions=True)
+        bridge.stop()
+        await bridge_task
+        await vtn.stop()
+
+    cap_kw = CAPACITY_KW * 0.25
+    held = phases["during"].max_kw() <= cap_kw + 0.05
+    opts = [o for o in vtn.received.opts if o[1] == "demo-event-1"]
+    reports = vtn.received.reports
+    print()
+    print("summary")
+    print(f"  site load before   {phases['before'].mean_kw():5.1f} kW (cap {CAPACITY_KW:g} kW)")
+    print(f"  site load during   {phases['during'].mean_kw():5.1f} kW mean, "
+          f"{phases['during'].max_kw():5.1f} kW max (cap {cap_kw:g} kW)")
+    print(f"  site load after    {phases['after'].mean_kw():5.1f} kW")
+    print(f"  VEN answered       {opts[0][2] if opts else 'nothing'}")
+    print(f"  telemetry reports  {len(reports)} values reached the VTN"
+          + (f", last {reports[-1][3] / 1000:.1f} kW" if reports else ""))
+    print(f"  cap held           {'yes' if held else 'NO'}")
+    return 0 if held and opts else 1

@@ -1,0 +1,668 @@
+"""A simulated OCPP 1.6J charging station with an EV plugged in.
+
+The station is the charge-point side of the real ``ocpp`` library talking over a real websocket,
+so tests, the demo and benchmarks exercise the bridge against something that behaves like a
+compliant charger: it checks and stacks charging profiles as OCPP 1.6 §3.13 describes, and the
+simulated EV draws what the resulting limit allows, which the meter integrates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import websockets
+from ocpp.exceptions import OCPPError
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.enums import Action
+from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
+from websockets.typing import Subprotocol
+
+log = logging.getLogger(__name__)
+
+EV_MIN_CURRENT_A = 6.0  # IEC 61851: an EV cannot charge below 6 A, so it pauses
+_RECURRENCE = {"Daily": timedelta(days=1), "Weekly": timedelta(weeks=1)}
+_TRIGGERABLE = {"MeterValues", "StatusNotification", "Heartbeat", "BootNotification"}
+_RATE_UNITS = {"current": "A", "power": "W"}
+
+
+@dataclass
+class StationSpec:
+    station_id: str
+    rate_unit: str = "Current,Power"  # ChargingScheduleAllowedChargingRateUnit
+    max_current_a: float = 32.0  # station hardware limit per phase
+    phases: int = 3
+    voltage_v: float = 230.0
+    ev_max_current_a: float = 16.0  # what the EV draws per phase when not limited
+    meter_interval_s: float = 1.0
+    plugged_in: bool = True
+    id_tag: str = "SIMTAG"
+    max_stack_level: int = 8
+    max_periods: int = 24
+    max_profiles: int = 8
+    vendor: str = "drbridge-sim"
+    model: str = "sim-1"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse(ts: str) -> datetime:
+    dt = datetime.fromisoformat(ts)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # 1.6 means UTC when no offset is given
+
+
+async def _nap(event: asyncio.Event, seconds: float) -> None:
+    """Wait for `event` at most `seconds`; asyncio.timeout, unlike 3.11's wait_for, never eats
+    a cancellation."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SimulatedStation(ChargePoint):
+    """One connector, one EV; reconnects by itself until stop()."""
+
+    def __init__(self, spec: StationSpec, central_system_url: str) -> None:
+        super().__init__(spec.station_id, None, response_timeout=10)
+        self.spec = spec
+        self.url = f"{central_system_url.rstrip('/')}/{spec.station_id}"
+        self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        # Absolute profiles without startSchedule start when they arrive, as most chargers do.
+        self._received_at: dict[int, datetime] = {}
+        self._raw: dict[str, Any] = {}  # camelCase payload of the CALL being handled
+        self._ws: ClientConnection | None = None
+        self._booted = False
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._run_task: asyncio.Task[Any] | None = None
+        self._plugged = spec.plugged_in
+        self._want_tx = spec.plugged_in  # a plug-in (or remote start) not yet turned into a tx
+        self._id_tag = spec.id_tag
+        self._tx_id: int | None = None
+        self._tx_start: datetime | None = None
+        self._remote_profile: dict[str, Any] | None = None
+        # StopTransactions are queued so one that happens offline is delivered after reconnect.
+        self._stops: list[call.StopTransaction] = []
+        self._last_status: str | None = None
+        self._meter_interval = spec.meter_interval_s
+        self._last_meter = 0.0
+        self._energy_wh = 0.0
+        self._integrated_at = time.monotonic()
+
+    # ---- state for tests -------------------------------------------------------------------
+    @property
+    def booted(self) -> bool:
+        return self._booted
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._ws.state is State.OPEN
+
+    @property
+    def transaction_id(self) -> int | None:
+        return self._tx_id
+
+    @property
+    def energy_wh(self) -> float:
+        self._integrate()
+        return self._energy_wh
+
+    @property
+    def power_w(self) -> float:
+        if self._tx_id is None or not self._plugged:
+            return 0.0
+        amps = min(self.spec.ev_max_current_a, self.composite_limit_a())
+        return 0.0 if amps < EV_MIN_CURRENT_A else amps * self.spec.voltage_v * self.spec.phases
+
+    def composite_limit_a(self, at: datetime | None = None) -> float:
+        at = _now() if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
+        return self._limit_at(at, self._tx_start or _now())
+
+    def composite_limit_w(self, at: datetime | None = None) -> float:
+        return self.composite_limit_a(at) * self.spec.voltage_v * self.spec.phases
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._run_task = asyncio.current_task()
+        self._stopping.clear()
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                async with websockets.connect(
+                    self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5
+                ) as ws:
+                    backoff = 0.2
+                    await self._session(ws)
+            except Exception as exc:  # a station never gives up on its central system
+                log.info("%s: connection to %s ended: %r", self.id, self.url, exc)
+            await _nap(self._stopping, backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            await asyncio.wait({task}, timeout=5)
+            if not task.done():
+                task.cancel()
+
+    async def drop_connection(self) -> None:
+        # Abort without a close frame: what a central system sees when a station loses its link.
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    async def reboot(self, reason: str = "PowerLoss") -> None:
+        # No await before the abort, so nothing of this session can run in between.
+        self._end_transaction(reason)
+        self._want_tx = self._plugged
+        await self.drop_connection()
+
+    def unplug(self) -> None:
+        self._end_transaction("EVDisconnected")
+        self._plugged = self._want_tx = False
+        self._id_tag = self.spec.id_tag
+        self._wake.set()
+
+    def plug_in(self) -> None:
+        self._plugged = True
+        self._want_tx = self._tx_id is None
+        self._wake.set()
+
+    # ---- one websocket connection -------------------------------------------------------------
+    async def _session(self, ws: ClientConnection) -> None:
+        self._ws = self._connection = ws
+        # Fresh call plumbing: a call cut off with the old link must not hold up the new one.
+        self._response_queue = asyncio.Queue()
+        self._call_lock = asyncio.Lock()
+        self._last_status = None
+        self._tasks = set()
+        core = [self._spawn(self.start()), self._spawn(self._operate())]
+        core.append(self._spawn(self._stopping.wait()))
+        try:
+            done, _ = await asyncio.wait(core, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, websockets.ConnectionClosed):
+                    log.error("%s: session task failed", self.id, exc_info=exc)
+        finally:
+            self._booted = False
+            self._ws = None
+            tasks = list(self._tasks)
+            while pending := [t for t in tasks if not t.done()]:
+                for task in pending:  # again and again: see _operate about lost cancellations
+                    task.cancel()
+                await asyncio.wait(pending, timeout=0.5)
+            for task in tasks:
+                if not task.cancelled():
+                    task.exception()  # retrieved, so asyncio does not warn about it
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def route_message(self, raw_msg: str) -> None:
+        # The library hands handlers snake_case copies; keep the wire form for the log/profiles.
+        try:
+            msg = json.loads(raw_msg)
+        except ValueError:
+            msg = None
+        if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[3], dict):
+            self._raw = msg[3]
+            self.received.append((str(msg[2]), msg[3]))
+        await super().route_message(raw_msg)
+
+    async def _call(self, payload: Any) -> Any:
+        """Send a CALL; None when it failed, because a station logs and carries on."""
+        if self._ws is None:
+            return None  # session over
+        try:
+            return await self.call(payload, suppress=False)
+        except OCPPError as exc:
+            log.warning("%s: %s answered with %r", self.id, type(payload).__name__, exc)
+        except Exception as exc:
+            log.warning("%s: %s failed: %r", self.id, type(payload).__name__, exc)
+        return None
+
+    def _boot_payload(self) -> call.BootNotification:
+        return call.BootNotification(
+            charge_point_model=self.spec.model, charge_point_vendor=self.spec.vendor
+        )
+
+    async def _operate(self) -> None:
+        # Loops test self._ws as well as being cancelled: the ocpp library's wait_for can swallow
+        # a cancellation on Python 3.11 when a response lands at the same moment.
+        while self._ws is not None:
+            res = await self._call(self._boot_payload())
+            if res is not None and res.status == "Accepted":
+                break
+            await asyncio.sleep(res.interval if res is not None and res.interval > 0 else 2.0)
+        else:
+            return
+        self._booted = True
+        self._spawn(self._heartbeat(res.interval if res.interval > 0 else 60))
+        await self._flush_stops()
+        if self._tx_id is None:
+            await self._send_status("Available")
+        while self._ws is not None:
+            self._wake.clear()
+            await self._flush_stops()
+            if self._plugged and self._want_tx and self._tx_id is None:
+                await self._send_status("Preparing")
+                await self._start_transaction()
+            await self._send_status(self._status())
+            metering = self._tx_id is not None and self._meter_interval > 0
+            if metering and time.monotonic() >= self._last_meter + self._meter_interval:
+                self._last_meter = time.monotonic()
+                await self._send_meter_values("Sample.Periodic")
+            # Wake at least every second: scheduled profile periods change the status over time.
+            timeout = 1.0
+            if metering:
+                due = self._last_meter + self._meter_interval - time.monotonic()
+                timeout = max(0.0, min(timeout, due))
+            await _nap(self._wake, timeout)
+
+    async def _heartbeat(self, interval: float) -> None:
+        while self._ws is not None:
+            await asyncio.sleep(interval)
+            await self._call(call.Heartbeat())
+
+    async def _flush_stops(self) -> None:
+        while self._stops:
+            stop = self._stops[0]
+            if await self._call(stop) is None and not self.connected:
+                return  # link gone: the next session delivers it
+            self._stops.remove(stop)
+
+    async def _start_transaction(self) -> None:
+        self._integrate()
+        res = await self._call(
+            call.StartTransaction(
+                connector_id=1,
+                id_tag=self._id_tag,
+                meter_start=int(self._energy_wh),
+                timestamp=_iso(_now()),
+            )
+        )
+        if res is None:
+            return  # retried on the next loop turn
+        self._want_tx = False
+        self._tx_id, self._tx_start = res.transaction_id, _now()
+        self._last_meter = time.monotonic()
+        if res.id_tag_info.get("status") != "Accepted":
+            self._end_transaction("DeAuthorized")
+        elif self._remote_profile is not None:
+            profile = {**self._remote_profile, "transactionId": self._tx_id}
+            if self._install(1, profile) != "Accepted":
+                log.warning("%s: profile from RemoteStartTransaction rejected", self.id)
+        self._remote_profile = None
+
+    def _end_transaction(self, reason: str) -> None:
+        if self._tx_id is None:
+            return
+        self._integrate()
+        stop = call.StopTransaction(
+            meter_stop=int(self._energy_wh),
+            timestamp=_iso(_now()),
+            transaction_id=self._tx_id,
+            reason=reason,
+            id_tag=self._id_tag,
+        )
+        self._stops.append(stop)
+        # A TxProfile belongs to its transaction and goes with it.
+        for key in [k for k in self.installed_profiles if k[1] == "TxProfile"]:
+            del self.installed_profiles[key]
+        self._tx_id = self._tx_start = None
+        self._wake.set()
+
+    def _status(self) -> str:
+        if self._tx_id is not None:
+            if self.composite_limit_a() < EV_MIN_CURRENT_A:
+                return "SuspendedEVSE"
+            return "Charging" if self.power_w > 0 else "SuspendedEV"
+        if not self._plugged:
+            return "Available"
+        return "Preparing" if self._want_tx else "Finishing"
+
+    async def _send_status(self, status: str, force: bool = False) -> None:
+        if status == self._last_status and not force:
+            return
+        self._last_status = status
+        await self._call(
+            call.StatusNotification(
+                connector_id=1, error_code="NoError", status=status, timestamp=_iso(_now())
+            )
+        )
+
+    async def _send_meter_values(self, context: str) -> None:
+        power = self.power_w
+        amps = power / (self.spec.voltage_v * self.spec.phases)
+        phases = ["L1", "L2", "L3"][: self.spec.phases]
+
+        def sample(value: float, measurand: str, unit: str, phase: str | None = None) -> dict:
+            out = {"value": f"{value:.1f}", "context": context, "measurand": measurand}
+            return out | ({"phase": phase} if phase else {}) | {"unit": unit}
+
+        values = [
+            sample(power, "Power.Active.Import", "W"),
+            sample(self.energy_wh, "Energy.Active.Import.Register", "Wh"),
+            *(sample(amps, "Current.Import", "A", ph) for ph in phases),
+            *(sample(self.spec.voltage_v, "Voltage", "V", f"{ph}-N") for ph in phases),
+        ]
+        await self._call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=self._tx_id,
+                meter_value=[{"timestamp": _iso(_now()), "sampledValue": values}],
+            )
+        )
+
+    def _integrate(self) -> None:
+        # Called before every change of what the EV draws, so power_w held since the last call.
+        now = time.monotonic()
+        self._energy_wh += self.power_w * (now - self._integrated_at) / 3600
+        self._integrated_at = now
+
+    # ---- smart charging ----------------------------------------------------------------------
+    def _install(self, connector_id: int, profile: dict[str, Any]) -> str:
+        purpose, level = profile["chargingProfilePurpose"], profile["stackLevel"]
+        sched = profile["chargingSchedule"]
+        allowed = {_RATE_UNITS.get(u.strip().lower()) for u in self.spec.rate_unit.split(",")}
+        # A TxProfile only makes sense for the transaction running on our connector.
+        tx_ok = connector_id == 1 and self._tx_id is not None
+        tx_ok = tx_ok and profile.get("transactionId") == self._tx_id
+        recurrence_ok = profile["chargingProfileKind"] != "Recurring" or (
+            "recurrencyKind" in profile and "startSchedule" in sched
+        )
+        if (
+            str(sched["chargingRateUnit"]).upper() not in allowed
+            or not 0 <= level <= self.spec.max_stack_level
+            or len(sched["chargingSchedulePeriod"]) > self.spec.max_periods
+            or connector_id not in (0, 1)
+            or (purpose == "ChargePointMaxProfile" and connector_id != 0)
+            or (purpose == "TxProfile" and not tx_ok)
+            or not recurrence_ok
+        ):
+            return "Rejected"
+        key = (connector_id, purpose, level)
+        replaced = [
+            k
+            for k, p in self.installed_profiles.items()
+            if k == key or p["chargingProfileId"] == profile["chargingProfileId"]
+        ]
+        if len(self.installed_profiles) - len(replaced) >= self.spec.max_profiles:
+            return "Rejected"
+        self._integrate()
+        for k in replaced:
+            del self.installed_profiles[k]
+        self.installed_profiles[key] = profile
+        self._received_at[profile["chargingProfileId"]] = _now()
+        self._wake.set()
+        return "Accepted"
+
+    def _profile_start(self, p: dict[str, Any], at: datetime, rel_start: datetime) -> datetime:
+        sched = p["chargingSchedule"]
+        if p["chargingProfileKind"] == "Relative":
+            return rel_start
+        if "startSchedule" in sched:
+            start = _parse(sched["startSchedule"])
+        else:
+            start = self._received_at.get(p["chargingProfileId"], at)
+        if p["chargingProfileKind"] == "Recurring":
+            step = _RECURRENCE[p["recurrencyKind"]]
+            start += step * math.floor((at - start) / step)  # latest recurrence not after `at`
+        return start
+
+    def _profile_limit(self, p: dict[str, Any], at: datetime, rel_start: datetime) -> float | None:
+        """Per-phase amps the profile sets at `at`, or None when it does not apply then."""
+        if ("validFrom" in p and at < _parse(p["validFrom"])) or (
+            "validTo" in p and at >= _parse(p["validTo"])
+        ):
+            return None
+        sched = p["chargingSchedule"]
+        elapsed = (at - self._profile_start(p, at, rel_start)).total_seconds()
+        if elapsed < 0 or ("duration" in sched and elapsed >= sched["duration"]):
+            return None
+        current = None
+        for period in sorted(sched["chargingSchedulePeriod"], key=lambda x: x["startPeriod"]):
+            if period["startPeriod"] > elapsed:
+                break
+            current = period
+        if current is None:
+            return None
+        limit = float(current["limit"])
+        if str(sched["chargingRateUnit"]).upper() == "W":
+            limit /= self.spec.voltage_v * min(current.get("numberPhases", 3), self.spec.phases)
+        return limit
+
+    def _limit_at(self, at: datetime, rel_start: datetime) -> float:
+        def winner(purpose: str, connector: int, tx: int | None = None) -> float | None:
+            stack = sorted(
+                (
+                    p
+                    for (c, pur, _), p in self.installed_profiles.items()
+                    if c == connector
+                    and pur == purpose
+                    and (purpose != "TxProfile" or p.get("transactionId") == tx)
+                ),
+                key=lambda p: -p["stackLevel"],
+            )
+            for p in stack:
+                limit = self._profile_limit(p, at, rel_start)
+                if limit is not None:
+                    return limit
+            return None
+
+        tx_limit = winner("TxProfile", 1, self._tx_id) if self._tx_id is not None else None
+        if tx_limit is None:
+            tx_limit = winner("TxDefaultProfile", 1)
+        if tx_limit is None:
+            tx_limit = winner("TxDefaultProfile", 0)
+        limits = [x for x in (tx_limit, winner("ChargePointMaxProfile", 0)) if x is not None]
+        return max(0.0, min([self.spec.max_current_a, *limits]))
+
+    def _edges(self, p: dict[str, Any], t0: datetime, t1: datetime, rel: datetime) -> set[datetime]:
+        """Instants in [t0, t1) where profile `p` may change what it imposes."""
+        sched = p["chargingSchedule"]
+        offsets = [period["startPeriod"] for period in sched["chargingSchedulePeriod"]]
+        offsets += [sched["duration"]] if "duration" in sched else []
+        edges = {_parse(p[k]) for k in ("validFrom", "validTo") if k in p}
+        start = self._profile_start(p, t0, rel)
+        step = _RECURRENCE[p["recurrencyKind"]] if p["chargingProfileKind"] == "Recurring" else None
+        while start < t1:
+            edges.update(start + timedelta(seconds=o) for o in offsets)
+            if step is None:
+                break
+            start += step
+        return edges
+
+    # ---- handlers for CALLs from the central system -------------------------------------------
+    def _configuration(self) -> dict[str, tuple[str, bool]]:
+        """Key -> (value, readonly)."""
+        return {
+            "ChargingScheduleAllowedChargingRateUnit": (self.spec.rate_unit, True),
+            "ChargeProfileMaxStackLevel": (str(self.spec.max_stack_level), True),
+            "ChargingScheduleMaxPeriods": (str(self.spec.max_periods), True),
+            "MaxChargingProfilesInstalled": (str(self.spec.max_profiles), True),
+            "SupportedFeatureProfiles": ("Core,SmartCharging", True),
+            "NumberOfConnectors": ("1", True),
+            "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
+        }
+
+    @on(Action.get_configuration)
+    def on_get_configuration(
+        self, key: list[str] | None = None, **_: Any
+    ) -> call_result.GetConfiguration:
+        config = self._configuration()
+        wanted = key or list(config)
+        return call_result.GetConfiguration(
+            configuration_key=[
+                {"key": k, "readonly": config[k][1], "value": config[k][0]}
+                for k in wanted
+                if k in config
+            ],
+            unknown_key=[k for k in wanted if k not in config] or None,
+        )
+
+    @on(Action.change_configuration)
+    def on_change_configuration(
+        self, key: str, value: str, **_: Any
+    ) -> call_result.ChangeConfiguration:
+        if key != "MeterValueSampleInterval":
+            # 1.6: a known read-only key is Rejected, an unknown one NotSupported.
+            status = "Rejected" if key in self._configuration() else "NotSupported"
+            return call_result.ChangeConfiguration(status=status)
+        try:
+            seconds = int(value)
+        except ValueError:
+            seconds = -1
+        if seconds < 0:
+            return call_result.ChangeConfiguration(status="Rejected")
+        self._meter_interval = seconds
+        self._wake.set()
+        return call_result.ChangeConfiguration(status="Accepted")
+
+    @on(Action.set_charging_profile)
+    def on_set_charging_profile(
+        self, connector_id: int, **_: Any
+    ) -> call_result.SetChargingProfile:
+        status = self._install(connector_id, self._raw["csChargingProfiles"])
+        return call_result.SetChargingProfile(status=status)
+
+    @on(Action.clear_charging_profile)
+    def on_clear_charging_profile(
+        self,
+        id: int | None = None,
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+        **_: Any,
+    ) -> call_result.ClearChargingProfile:
+        def matches(key: tuple[int, str, int], p: dict[str, Any]) -> bool:
+            if id is not None:  # 1.6: an id makes the other criteria irrelevant
+                return p["chargingProfileId"] == id
+            c, purpose, level = key
+            return (
+                connector_id in (None, c)
+                and charging_profile_purpose in (None, purpose)
+                and stack_level in (None, level)
+            )
+
+        doomed = [k for k, p in self.installed_profiles.items() if matches(k, p)]
+        if not doomed:
+            return call_result.ClearChargingProfile(status="Unknown")
+        self._integrate()
+        for k in doomed:
+            del self.installed_profiles[k]
+        self._wake.set()
+        return call_result.ClearChargingProfile(status="Accepted")
+
+    @on(Action.get_composite_schedule)
+    def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> call_result.GetCompositeSchedule:
+        if connector_id not in (0, 1):
+            return call_result.GetCompositeSchedule(status="Rejected")
+        unit = charging_rate_unit or "A"
+        watts_per_amp = self.spec.voltage_v * self.spec.phases if unit == "W" else 1.0
+        t0 = _now().replace(microsecond=0)
+        t1 = t0 + timedelta(seconds=duration)
+        rel = self._tx_start or t0
+        edges = {t0}.union(*(self._edges(p, t0, t1, rel) for p in self.installed_profiles.values()))
+        offsets = {math.ceil((e - t0).total_seconds()) for e in edges if t0 <= e < t1}
+        periods: list[dict[str, Any]] = []
+        for offset in sorted(o for o in offsets if o < duration or o == 0):
+            limit = round(self._limit_at(t0 + timedelta(seconds=offset), rel) * watts_per_amp, 1)
+            if not periods or periods[-1]["limit"] != limit:
+                periods.append({"startPeriod": offset, "limit": limit})
+        return call_result.GetCompositeSchedule(
+            status="Accepted",
+            connector_id=connector_id,
+            schedule_start=_iso(t0),
+            charging_schedule={
+                "duration": duration,
+                "startSchedule": _iso(t0),
+                "chargingRateUnit": unit,
+                "chargingSchedulePeriod": periods,
+            },
+        )
+
+    @on(Action.remote_start_transaction)
+    def on_remote_start_transaction(
+        self, id_tag: str, connector_id: int | None = None, **_: Any
+    ) -> call_result.RemoteStartTransaction:
+        profile = self._raw.get("chargingProfile")
+        if (
+            self._tx_id is not None
+            or connector_id not in (None, 1)
+            or (profile is not None and profile.get("chargingProfilePurpose") != "TxProfile")
+        ):
+            return call_result.RemoteStartTransaction(status="Rejected")
+        self._id_tag, self._remote_profile, self._want_tx = id_tag, profile, True
+        self._wake.set()
+        return call_result.RemoteStartTransaction(status="Accepted")
+
+    @on(Action.remote_stop_transaction)
+    def on_remote_stop_transaction(
+        self, transaction_id: int, **_: Any
+    ) -> call_result.RemoteStopTransaction:
+        if transaction_id != self._tx_id or self._tx_id is None:
+            return call_result.RemoteStopTransaction(status="Rejected")
+        self._end_transaction("Remote")
+        return call_result.RemoteStopTransaction(status="Accepted")
+
+    @on(Action.reset)
+    def on_reset(self, type: str, **_: Any) -> call_result.Reset:
+        return call_result.Reset(status="Accepted")
+
+    @after(Action.reset)
+    def after_reset(self, type: str, **_: Any) -> None:
+        self._spawn(self.reboot("HardReset" if type == "Hard" else "SoftReset"))
+
+    def _triggerable(self, requested_message: str, connector_id: int | None) -> str:
+        if requested_message not in _TRIGGERABLE:
+            return "NotImplemented"
+        return "Accepted" if connector_id in (None, 0, 1) else "Rejected"
+
+    @on(Action.trigger_message)
+    def on_trigger_message(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> call_result.TriggerMessage:
+        return call_result.TriggerMessage(status=self._triggerable(requested_message, connector_id))
+
+    @after(Action.trigger_message)
+    def after_trigger_message(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> None:
+        # Sent from a task: awaiting a CALL here would block the receive loop it waits on.
+        if self._triggerable(requested_message, connector_id) == "Accepted":
+            self._spawn(self._send_triggered(requested_message))
+
+    async def _send_triggered(self, message: str) -> None:
+        if message == "MeterValues":
+            await self._send_meter_values("Trigger")
+        elif message == "StatusNotification":
+            await self._send_status(self._status(), force=True)
+        elif message == "Heartbeat":
+            await self._call(call.Heartbeat())
+        else:
+            await self._call(self._boot_payload())

@@ -1,0 +1,108 @@
+"""A small OpenADR 2.0b VTN on openleadr's ``OpenADRServer``, for the demo and the tests.
+
+It registers any VEN, asks for every TELEMETRY_USAGE report the VEN offers at
+the VEN's own sampling rate, keeps what arrives, and issues SIMPLE events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from openleadr import OpenADRServer
+
+VTN_ID = "DEMO-VTN"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Received:
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+    opts: list[tuple[str, str, str]] = field(default_factory=list)  # (ven_id, event_id, opt)
+    reports: list[tuple[str, str, datetime, float]] = field(default_factory=list)
+
+
+class DemoVtn:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None,
+                 poll_interval: timedelta = timedelta(seconds=1)) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.received = Received()
+        self._vens: dict[str, dict[str, str]] = {}
+        self.server = OpenADRServer(
+            vtn_id=VTN_ID,
+            http_host=host,
+            http_port=self.port,
+            requested_poll_freq=poll_interval,
+            show_fingerprint=False,
+            ven_lookup=self._ven_lookup,
+        )
+        self.server.add_handler("on_create_party_registration", self._on_registration)
+        self.server.add_handler("on_register_report", self._on_register_report)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/OpenADR2/Simple/2.0b"
+
+    async def start(self) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # openleadr prints a banner
+            await self.server.run()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def ven_id(self, ven_name: str) -> str | None:
+        for ven_id, ven in self._vens.items():
+            if ven["ven_name"] == ven_name:
+                return ven_id
+        return None
+
+    def add_simple_event(self, ven_id: str, start: datetime,
+                         levels: list[tuple[timedelta, int]], event_id: str | None = None,
+                         response_required: str = "always") -> str:
+        """An event with one SIMPLE signal: consecutive (duration, level) intervals from start."""
+        intervals = []
+        at = start
+        for duration, level in levels:
+            intervals.append({"dtstart": at, "duration": duration, "signal_payload": level})
+            at += duration
+        return str(self.server.add_event(
+            ven_id=ven_id, signal_name="SIMPLE", signal_type="level", intervals=intervals,
+            callback=self._on_opt, event_id=event_id, response_required=response_required,
+        ))
+
+    def cancel_event(self, ven_id: str, event_id: str) -> None:
+        self.server.cancel_event(ven_id, event_id)
+
+    # openleadr handlers ---------------------------------------------------------------------
+    def _ven_lookup(self, ven_id: str) -> dict[str, str]:
+        return self._vens.get(ven_id, {})
+
+    async def _on_registration(self, registration_info: dict[str, Any]) -> tuple[str, str]:
+        self.received.registrations.append(registration_info)
+        ven_name = registration_info["ven_name"]
+        ven_id = registration_info.get("ven_id") or f"ven-{ven_name}"
+        self._vens[ven_id] = {"ven_id": ven_id, "ven_name": ven_name,
+                              "registration_id": f"reg-{ven_id}", "fingerprint": ""}
+        return ven_id, f"reg-{ven_id}"
+
+    async def _on_register_report(
+        self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
+        min_sampling_interval: timedelta, max_sampling_interval: timedelta,
+    ) -> tuple[Any, timedelta] | None:
+        def on_data(data: list[tuple[datetime, float]]) -> None:
+            for at, value in data:
+                self.received.reports.append((ven_id, resource_id, at, float(value)))
+        return on_data, min_sampling_interval
+
+    def _on_opt(self, ven_id: str, event_id: str, opt_type: str) -> None:
+        self.received.opts.append((ven_id, event_id, opt_type))

@@ -1,0 +1,205 @@
+"""Everything that must survive a restart, in one SQLite file (through sqlite-utils).
+
+Registration, events with their opt state, stations, transactions, every
+profile sent and its result, what each station acknowledged, meter samples
+and the site load. Writes are small and synchronous: the callers persist
+before they acknowledge (an event before oadrCreatedEvent, a transaction
+before StartTransaction.conf). Meter samples are the one hot path and arrive
+in batches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from policies.fleet import Step
+from ven.client import Registration
+from ven.events import DrEvent
+
+SCHEMA_VERSION = 1
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def steps_to_json(steps: Iterable[Step]) -> str:
+    return json.dumps([[_iso(s.start), s.limit_w, s.reason] for s in steps])
+
+
+def steps_from_json(text: str) -> tuple[Step, ...]:
+    return tuple(Step(datetime.fromisoformat(a), float(w), r) for a, w, r in json.loads(text))
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event: DrEvent
+    opt: str
+    opt_reason: str
+
+
+@dataclass(frozen=True)
+class MeterSample:
+    station_id: str
+    connector_id: int
+    at: datetime
+    power_w: float | None
+    energy_wh: float | None
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(path)
+        self.db.enable_wal()
+        self._create()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _create(self) -> None:
+        db = self.db
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        db["registration"].create(
+            {"vtn_url": str, "ven_id": str, "registration_id": str, "updated_at": str},
+            pk="vtn_url", if_not_exists=True,
+        )
+        db["events"].create(
+            {"event_id": str, "modification_number": int, "status": str, "opt": str,
+             "opt_reason": str, "received_at": str, "start": str, "end": str, "body": str},
+            pk="event_id", if_not_exists=True,
+        )
+        db["stations"].create(
+            {"station_id": str, "vendor": str, "model": str, "firmware": str,
+             "capabilities": str, "last_boot": str, "last_seen": str},
+            pk="station_id", if_not_exists=True,
+        )
+        db["transactions"].create(
+            {"id": int, "station_id": str, "connector_id": int, "id_tag": str,
+             "meter_start": int, "started_at": str, "stopped_at": str, "meter_stop": int},
+            pk="id", if_not_exists=True,
+        )
+        db["profiles"].create(
+            {"id": int, "station_id": str, "sent_at": str, "unit": str, "payload": str,
+             "schedule": str, "status": str, "detail": str},
+            pk="id", if_not_exists=True,
+        )
+        db["applied"].create(
+            {"station_id": str, "schedule": str, "acked_at": str},
+            pk="station_id", if_not_exists=True,
+        )
+        db["plans"].create({"id": int, "made_at": str, "site": str, "stations": str},
+                           pk="id", if_not_exists=True)
+        db["samples"].create(
+            {"station_id": str, "connector_id": int, "at": str, "power_w": float,
+             "energy_wh": float}, if_not_exists=True,
+        )
+        db["site_load"].create({"at": str, "load_w": float, "limit_w": float},
+                               if_not_exists=True)
+        db["samples"].create_index(["station_id", "at"], if_not_exists=True)
+        db["site_load"].create_index(["at"], if_not_exists=True)
+
+    # registration -----------------------------------------------------------------------
+    def registration(self, vtn_url: str) -> Registration | None:
+        rows = list(self.db["registration"].rows_where("vtn_url = ?", [vtn_url]))
+        if not rows:
+            return None
+        return Registration(rows[0]["ven_id"], rows[0]["registration_id"])
+
+    def save_registration(self, vtn_url: str, registration: Registration, now: datetime) -> None:
+        self.db["registration"].upsert(
+            {"vtn_url": vtn_url, "ven_id": registration.ven_id,
+             "registration_id": registration.registration_id, "updated_at": _iso(now)},
+            pk="vtn_url",
+        )
+
+    # events -----------------------------------------------------------------------------
+    def save_event(self, event: DrEvent, opt: str, opt_reason: str, now: datetime) -> None:
+        end = event.end
+        self.db["events"].upsert(
+            {"event_id": event.event_id, "modification_number": event.modification_number,
+             "status": event.status.value, "opt": opt, "opt_reason": opt_reason,
+             "received_at": _iso(now), "start": _iso(event.start),
+             "end": _iso(end) if end else None, "body": event.model_dump_json()},
+            pk="event_id",
+        )
+
+    def events(self) -> list[StoredEvent]:
+        return [
+            StoredEvent(DrEvent.model_validate_json(row["body"]), row["opt"], row["opt_reason"])
+            for row in self.db["events"].rows_where(order_by="start")
+        ]
+
+    # stations and transactions ----------------------------------------------------------
+    def save_station(self, station_id: str, fields: Mapping[str, Any]) -> None:
+        self.db["stations"].upsert({"station_id": station_id, **fields}, pk="station_id",
+                                   alter=True)
+
+    def start_transaction(self, station_id: str, connector_id: int, id_tag: str,
+                          meter_start: int, at: datetime) -> int:
+        table = self.db["transactions"].insert(
+            {"station_id": station_id, "connector_id": connector_id, "id_tag": id_tag,
+             "meter_start": meter_start, "started_at": _iso(at)}
+        )
+        return int(table.last_pk)
+
+    def stop_transaction(self, transaction_id: int, meter_stop: int, at: datetime) -> None:
+        if self.db["transactions"].count_where("id = ?", [transaction_id]):
+            self.db["transactions"].update(
+                transaction_id, {"meter_stop": meter_stop, "stopped_at": _iso(at)}
+            )
+
+    def open_transactions(self) -> list[dict[str, Any]]:
+        return list(self.db["transactions"].rows_where("stopped_at is null", order_by="id"))
+
+    # profiles ---------------------------------------------------------------------------
+    def record_profile(self, station_id: str, at: datetime, unit: str, payload: Mapping,
+                       steps: Iterable[Step], status: str, detail: str = "") -> None:
+        self.db["profiles"].insert(
+            {"station_id": station_id, "sent_at": _iso(at), "unit": unit,
+             "payload": json.dumps(payload), "schedule": steps_to_json(steps),
+             "status": status, "detail": detail}
+        )
+
+    def save_applied(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
+        self.db["applied"].upsert(
+            {"station_id": station_id, "schedule": steps_to_json(steps), "acked_at": _iso(at)},
+            pk="station_id",
+        )
+
+    def applied(self) -> dict[str, tuple[Step, ...]]:
+        return {row["station_id"]: steps_from_json(row["schedule"])
+                for row in self.db["applied"].rows}
+
+    # plans and telemetry ----------------------------------------------------------------
+    def save_plan(self, made_at: datetime, site: Iterable[Step],
+                  stations: Mapping[str, Iterable[Step]]) -> None:
+        self.db["plans"].insert(
+            {"made_at": _iso(made_at), "site": steps_to_json(site),
+             "stations": json.dumps({k: json.loads(steps_to_json(v))
+                                     for k, v in stations.items()})}
+        )
+
+    def add_samples(self, samples: Iterable[MeterSample]) -> None:
+        self.db["samples"].insert_all(
+            {"station_id": s.station_id, "connector_id": s.connector_id, "at": _iso(s.at),
+             "power_w": s.power_w, "energy_wh": s.energy_wh}
+            for s in samples
+        )
+
+    def add_site_load(self, at: datetime, load_w: float, limit_w: float) -> None:
+        self.db["site_load"].insert({"at": _iso(at), "load_w": load_w, "limit_w": limit_w})
+
+    def site_load(self, since: datetime) -> list[tuple[datetime, float, float]]:
+        return [
+            (datetime.fromisoformat(r["at"]), r["load_w"], r["limit_w"])
+            for r in self.db["site_load"].rows_where("at >= ?", [_iso(since)], order_by="at")
+        ]

@@ -1,0 +1,103 @@
+"""Meter values -> power per connector -> measured site load (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+POWER = "Power.Active.Import"
+ENERGY = "Energy.Active.Import.Register"
+CURRENT = "Current.Import"
+
+_UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one MeterValue element says about a connector."""
+
+    at: datetime
+    power_w: float | None  # measured, or derived from per-phase current
+    energy_wh: float | None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+
+
+def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Reading | None:
+    """Power and energy from one 1.6 MeterValue (snake_case keys, as ``ocpp`` hands them).
+
+    Power.Active.Import wins; otherwise per-phase Current.Import times the
+    nominal voltage. Power from energy deltas needs two readings, see
+    :class:`ConnectorMeter`.
+    """
+    at = parse_timestamp(meter_value.get("timestamp", ""))
+    if at is None:
+        return None
+    power = energy = None
+    phase_powers: dict[str, float] = {}
+    phase_amps: dict[str, float] = {}
+    for sampled in meter_value.get("sampled_value") or []:
+        measurand = sampled.get("measurand", ENERGY)
+        value = _number(sampled.get("value"))
+        if value is None:
+            continue
+        unit = sampled.get("unit")
+        value *= _UNIT_SCALE.get(unit, 1.0) if unit else 1.0
+        phase = sampled.get("phase")
+        if measurand == POWER:
+            if phase:
+                phase_powers[phase] = value
+            else:
+                power = value
+        elif measurand == ENERGY and not phase:
+            energy = value
+        elif measurand == CURRENT:
+            phase_amps[phase or "L1"] = value
+    if power is None and phase_powers:
+        power = sum(phase_powers.values())
+    elif power is None and phase_amps:
+        power = sum(phase_amps.values()) * voltage_v
+    return Reading(at, power, energy)
+
+
+@dataclass
+class ConnectorMeter:
+    """The latest power of one connector, deriving it from energy when power is missing."""
+
+    last_energy: tuple[datetime, float] | None = None
+    latest: tuple[datetime, float] | None = None
+
+    def update(self, reading: Reading) -> float | None:
+        power = reading.power_w
+        if power is None and reading.energy_wh is not None and self.last_energy is not None:
+            then, energy = self.last_energy
+            seconds = (reading.at - then).total_seconds()
+            if seconds > 0 and reading.energy_wh >= energy:
+                power = (reading.energy_wh - energy) * 3600 / seconds
+        if reading.energy_wh is not None:
+            self.last_energy = (reading.at, reading.energy_wh)
+        if power is not None:
+            self.latest = (reading.at, max(power, 0.0))
+        return power
+
+
+def site_load_w(
+    latest: Iterable[tuple[datetime, float] | None], now: datetime, stale_after: timedelta
+) -> float:
+    """Sum of the connectors' latest power; readings older than ``stale_after`` count as 0."""
+    return sum(p for item in latest if item is not None
+               for at, p in [item] if now - at <= stale_after)

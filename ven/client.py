@@ -1,0 +1,195 @@
+"""The OpenADR 2.0b VEN: registration, polling, events and the telemetry report.
+
+Built on ``openleadr.OpenADRClient``. openleadr's own ``run()`` gives up for
+good when the first registration fails; a gateway must not, so this module
+drives the same steps itself with a retry loop, and hands every event on as a
+typed :class:`~ven.events.DrEvent`. It knows nothing of chargers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from openleadr import OpenADRClient
+
+from ven.events import DrEvent, InvalidEvent, OptType, normalise_event
+
+log = logging.getLogger(__name__)
+
+TELEMETRY_REPORT_ID = "drbridge-telemetry-usage"
+SITE_POWER_RID = "site-real-power"
+
+
+@dataclass(frozen=True)
+class Registration:
+    ven_id: str
+    registration_id: str
+
+
+@dataclass(frozen=True)
+class VenSettings:
+    vtn_url: str
+    ven_name: str
+    resource_id: str  # the site, as named in reports
+    telemetry_interval: timedelta = timedelta(seconds=60)
+    retry_initial: timedelta = timedelta(seconds=1)
+    retry_max: timedelta = timedelta(seconds=60)
+
+
+class VenListener(Protocol):
+    """What the VEN needs from the rest of the gateway."""
+
+    async def on_event(self, event: DrEvent) -> OptType:
+        """Decide on and persist an event; called before the VTN gets our answer."""
+        ...
+
+    def on_registration(self, registration: Registration) -> None: ...
+
+    def measured_load_w(self) -> float: ...
+
+
+class _Client(OpenADRClient):
+    """openleadr's client, noting when the VTN last answered."""
+
+    last_contact: datetime | None = None
+    on_contact: Callable[[datetime], None] | None = None
+
+    async def _perform_request(self, service: str, message: Any) -> Any:
+        result = await super()._perform_request(service, message)
+        if result is not None and result[0] is not None:
+            self.last_contact = datetime.now(UTC)
+        return result
+
+
+def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Callable[[], float]:
+    """Exponential backoff with full jitter, so many VENs do not retry in lockstep."""
+    attempt = 0
+
+    def next_delay() -> float:
+        nonlocal attempt
+        ceiling = min(maximum, initial * 2**attempt)
+        attempt += 1
+        return rng.uniform(ceiling / 2, ceiling)
+
+    return next_delay
+
+
+class Ven:
+    def __init__(
+        self,
+        settings: VenSettings,
+        listener: VenListener,
+        registration: Registration | None = None,
+    ) -> None:
+        self._settings = settings
+        self._listener = listener
+        self._client = _Client(
+            ven_name=settings.ven_name,
+            vtn_url=settings.vtn_url,
+            ven_id=registration.ven_id if registration else None,
+            show_fingerprint=False,
+        )
+        self._client.add_handler("on_event", self._handle_event)
+        self._client.add_handler("on_update_event", self._handle_event)
+        self._client.add_report(
+            callback=listener.measured_load_w,
+            resource_id=settings.resource_id,
+            measurement="REAL_POWER",
+            unit="W",
+            scale="none",
+            sampling_rate=settings.telemetry_interval,
+            report_specifier_id=TELEMETRY_REPORT_ID,
+            r_id=SITE_POWER_RID,
+            report_duration=timedelta(hours=1),
+        )
+        self._stopped = asyncio.Event()
+        self._vtn_id = ""
+        self._client.add_hook("after_parse_xml", self._remember_vtn_id)
+
+    @property
+    def registration(self) -> Registration | None:
+        client = self._client
+        if client.ven_id and client.registration_id:
+            return Registration(client.ven_id, client.registration_id)
+        return None
+
+    @property
+    def last_contact(self) -> datetime | None:
+        return self._client.last_contact
+
+    async def run(self) -> None:
+        """Register (retrying for as long as it takes), then poll until :meth:`stop`."""
+        client = self._client
+        client.loop = asyncio.get_running_loop()
+        delay = backoff_delays(
+            self._settings.retry_initial.total_seconds(),
+            self._settings.retry_max.total_seconds(),
+            random.Random(),
+        )
+        while not self._stopped.is_set():
+            if await self._register():
+                break
+            wait = delay()
+            log.warning("registration with %s failed; retrying in %.1f s",
+                        self._settings.vtn_url, wait)
+            await self._sleep(wait)
+        if self._stopped.is_set():
+            return
+        registration = self.registration
+        assert registration is not None
+        self._listener.on_registration(registration)
+        await client.register_reports(client.reports)
+        client.report_queue_task = asyncio.create_task(client._report_queue_worker())
+        await client.sync_events()
+        await client._poll()
+        poll_seconds = min(client.poll_frequency, timedelta(hours=24)).total_seconds()
+        client.scheduler.add_job(client._poll, trigger="interval", seconds=poll_seconds)
+        client.scheduler.start()
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        client = self._client
+        if client.scheduler.running:
+            client.scheduler.shutdown(wait=False)
+        if client.report_queue_task:
+            client.report_queue_task.cancel()
+        if client.client_session is not None:
+            await client.client_session.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _register(self) -> bool:
+        client = self._client
+        try:
+            _, reply = await client.query_registration()
+            request_id = ((reply or {}).get("response") or {}).get("request_id")
+            await client.create_party_registration(ven_id=client.ven_id, request_id=request_id)
+        except Exception:  # openleadr raises on replies it cannot digest; keep trying
+            log.exception("registration attempt failed")
+            return False
+        return client.registration_id is not None
+
+    def _remember_vtn_id(self, message_type: str, payload: dict[str, Any]) -> None:
+        if isinstance(payload, dict) and payload.get("vtn_id"):
+            self._vtn_id = str(payload["vtn_id"])
+
+    async def _handle_event(self, raw: dict[str, Any]) -> OptType:
+        try:
+            event = normalise_event(raw, vtn_id=self._vtn_id)
+        except InvalidEvent as error:
+            log.error("refusing event: %s", error)
+            return "optOut"
+        return await self._listener.on_event(event)
+
+
