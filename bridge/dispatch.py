@@ -80,7 +80,9 @@ class Dispatcher:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
         if state.task is None or state.task.done():
-            state.task = asyncio.create_task(self._worker(state), name=f"dispatch {info.station_id}")
+            state.task = asyncio.create_task(
+                self._worker(state), name=f"dispatch {info.station_id}"
+            )
         state.wake.set()
         self._on_change()
 

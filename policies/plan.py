@@ -11,12 +11,16 @@ from policies.model import Policy
 from ven.events import DrEvent, EventStatus, OptType
 
 
+HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
+
+
 def decide_opt(event: DrEvent, policy: Policy) -> tuple[OptType, str]:
     """Opt in unless the site cannot respond to any signal of the event."""
     names = {signal.name for signal in event.signals}
     if policy.opt_out_unsupported and not names & policy.handled_signals:
         return "optOut", f"no signal this policy acts on (got {', '.join(sorted(names))})"
-    return "optIn", f"policy {policy.name} acts on {', '.join(sorted(names & policy.handled_signals))}"
+    acted_on = ", ".join(sorted(names & policy.handled_signals))
+    return "optIn", f"policy {policy.name} acts on {acted_on}"
 
 
 def event_limit_at(
@@ -108,9 +112,7 @@ def make_plan(
         shares = allocate_fair(available, demands)
         for station_id in station_steps:
             if station_id in reserved_ids:
-                station_steps[station_id].append(Step(
-                    at, 0.0, "held at 0 W until it acknowledges a limit (counted at what it may draw)"
-                ))
+                station_steps[station_id].append(Step(at, 0.0, HELD_REASON))
                 continue
             parts = [(k, s) for k, s in shares.items() if k[0] == station_id]
             watts = sum(s.watts for _, s in parts)

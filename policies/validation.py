@@ -85,7 +85,9 @@ def problems_from(error: ValidationError, lines: dict[KeyPath, int]) -> list[Pro
     problems = []
     for item in error.errors():
         # pydantic appends the validator's name for unions and tagged types; keep real keys only
-        path = tuple(p for p in item["loc"] if isinstance(p, int) or not str(p).startswith("function-"))
+        path = tuple(
+            p for p in item["loc"] if isinstance(p, int) or not str(p).startswith("function-")
+        )
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see the example configuration)"

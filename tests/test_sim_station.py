@@ -45,7 +45,9 @@ class CentralSystemLink(ChargePoint):
     @on(Action.boot_notification)
     def on_boot(self, **_):
         now = iso(datetime.now(UTC))
-        return call_result.BootNotification(current_time=now, interval=30, status="Accepted")
+        status = self.hub.boot_status
+        interval = 30 if status == "Accepted" else 1
+        return call_result.BootNotification(current_time=now, interval=interval, status=status)
 
     @on(Action.heartbeat)
     def on_heartbeat(self, **_):
@@ -79,6 +81,7 @@ class Hub:
         self.links = {}  # station_id -> latest CentralSystemLink
         self.next_tx = 100
         self.fail_meter_values = False
+        self.boot_status = "Accepted"
         self.url = ""
 
     def of(self, station_id, action):
@@ -331,3 +334,71 @@ async def test_trigger_configuration_and_call_errors(hub, start_station):
     seen = len(hub.of("CP1", "MeterValues"))
     await until(lambda: len(hub.of("CP1", "MeterValues")) > seen)
     assert station.connected and station.booted
+
+
+async def test_pending_boot_is_retried(hub, start_station):
+    hub.boot_status = "Pending"
+    asyncio.get_running_loop().call_later(0.5, setattr, hub, "boot_status", "Accepted")
+    await start_station()
+    assert len(hub.of("CP1", "BootNotification")) == 2
+
+
+async def test_composite_rules(hub, start_station):
+    station = await start_station(max_profiles=4)
+    now = datetime.now(UTC)
+    # Relative: 12 A for the first 600 s of the transaction, nothing after that.
+    relative = profile(1, "TxDefaultProfile", ((0, 12.0),))
+    relative["chargingProfileKind"] = "Relative"
+    del relative["chargingSchedule"]["startSchedule"]
+    relative["chargingSchedule"]["duration"] = 600
+    assert await set_profile(hub, "CP1", 0, relative) == "Accepted"
+    assert station.composite_limit_a() == 12.0
+    assert station.composite_limit_a(now + timedelta(seconds=700)) == 32.0
+
+    # A TxDefaultProfile for connector 1 beats connector 0's, whatever the stack levels.
+    mine = profile(2, "TxDefaultProfile", ((0, 14.0),), stack=0)
+    assert await set_profile(hub, "CP1", 1, mine) == "Accepted"
+    assert station.composite_limit_a() == 14.0
+
+    # Daily recurring cap: 8 A for an hour from 10 s ago, every day.
+    daily = profile(3, periods=((0, 8.0),))
+    daily["chargingProfileKind"] = "Recurring"
+    daily["recurrencyKind"] = "Daily"
+    daily["chargingSchedule"]["startSchedule"] = iso(now - timedelta(days=1, seconds=10))
+    daily["chargingSchedule"]["duration"] = 3600
+    assert await set_profile(hub, "CP1", 0, daily) == "Accepted"
+    assert station.composite_limit_a() == 8.0
+    assert station.composite_limit_a(now + timedelta(seconds=3700)) == 14.0
+    assert station.composite_limit_a(now + timedelta(days=1)) == 8.0
+
+    # Expired profiles do not count; the fifth profile is one too many.
+    expired = profile(4, periods=((0, 6.0),), stack=2)
+    expired["validTo"] = iso(now - timedelta(seconds=1))
+    assert await set_profile(hub, "CP1", 0, expired) == "Accepted"
+    assert station.composite_limit_a() == 8.0
+    assert await set_profile(hub, "CP1", 0, profile(5, stack=3)) == "Rejected"
+
+
+async def test_remote_stop_start_and_reset(hub, start_station):
+    station = await start_station()
+    tx = station.transaction_id
+    stop = call.RemoteStopTransaction(transaction_id=tx)
+    assert (await hub.send("CP1", stop)).status == "Accepted"
+    await until(lambda: hub.of("CP1", "StopTransaction"))
+    assert station.transaction_id is None and station.power_w == 0.0
+
+    tx_profile = profile(5, "TxProfile", ((0, 7.0),))
+    start = call.RemoteStartTransaction(
+        id_tag="REMOTE", connector_id=1, charging_profile=tx_profile
+    )
+    assert (await hub.send("CP1", start)).status == "Accepted"
+    await until(lambda: station.transaction_id is not None)
+    assert hub.of("CP1", "StartTransaction")[-1]["idTag"] == "REMOTE"
+    assert station.composite_limit_a() == 7.0
+
+    second = station.transaction_id
+    assert (await hub.send("CP1", call.Reset(type="Hard"))).status == "Accepted"
+    await until(lambda: station.transaction_id not in (None, second))
+    assert len(hub.of("CP1", "BootNotification")) == 2
+    assert [s["reason"] for s in hub.of("CP1", "StopTransaction")] == ["Remote", "HardReset"]
+    assert station.installed_profiles == {}  # the TxProfile ended with its transaction

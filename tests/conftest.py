@@ -1,0 +1,116 @@
+"""Shared pieces for tests that run the real protocols on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.app import Bridge
+from bridge.config import Config, load_config
+from bridge.sim.station import SimulatedStation, StationSpec
+from bridge.sim.vtn import DemoVtn, free_port
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+                     what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: str = "",
+                telemetry_interval_s: int = 60) -> str:
+    return textwrap.dedent(f"""\
+        ven:
+          vtn_url: {vtn_url}
+          ven_name: test-site
+        ocpp:
+          host: 127.0.0.1
+          port: {ocpp_port}
+          retry_s: 0.5
+          call_timeout_s: 3
+        site:
+          capacity_kw: {capacity_kw}
+        policy: default
+        storage:
+          path: var/bridge.db
+        telemetry:
+          interval_s: {telemetry_interval_s}
+          stale_after_s: 5
+        """) + extra
+
+
+@pytest.fixture
+async def vtn() -> AsyncIterator[DemoVtn]:
+    server = DemoVtn(poll_interval=timedelta(seconds=1))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+class Site:
+    """A bridge, its config and a fleet of simulated stations, torn down after the test."""
+
+    def __init__(self, tmp_path: Path, vtn: DemoVtn) -> None:
+        self.tmp_path = tmp_path
+        self.vtn = vtn
+        self.ocpp_port = free_port()
+        self.config_path = tmp_path / "site.yaml"
+        self.bridge: Bridge | None = None
+        self._bridge_task: asyncio.Task[None] | None = None
+        self.stations: list[SimulatedStation] = []
+        self._station_tasks: list[asyncio.Task[None]] = []
+
+    def write_config(self, **kwargs: object) -> Config:
+        self.config_path.write_text(site_config(self.vtn.url, self.ocpp_port, **kwargs))
+        return load_config(self.config_path)
+
+    async def start_bridge(self, **kwargs: object) -> Bridge:
+        config = self.write_config(**kwargs) if kwargs or not self.config_path.exists() \
+            else load_config(self.config_path)
+        self.bridge = Bridge(config)
+        self._bridge_task = asyncio.create_task(self.bridge.run())
+        await wait_until(lambda: self.bridge is not None and self.bridge.ocpp._server is not None,
+                         what="the OCPP server")
+        return self.bridge
+
+    async def stop_bridge(self) -> None:
+        if self.bridge is not None and self._bridge_task is not None:
+            self.bridge.stop()
+            await self._bridge_task
+        self.bridge = self._bridge_task = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.ocpp_port}"
+
+    def add_station(self, station_id: str, **spec: object) -> SimulatedStation:
+        station = SimulatedStation(StationSpec(station_id=station_id, **spec), self.url)
+        self.stations.append(station)
+        self._station_tasks.append(asyncio.create_task(station.run()))
+        return station
+
+    async def close(self) -> None:
+        for station in self.stations:
+            await station.stop()
+        for task in self._station_tasks:
+            task.cancel()
+        await asyncio.gather(*self._station_tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.stop_bridge()
+
+
+@pytest.fixture
+async def site(tmp_path: Path, vtn: DemoVtn) -> AsyncIterator[Site]:
+    harness = Site(tmp_path, vtn)
+    yield harness
+    await harness.close()
