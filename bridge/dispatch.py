@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.profiles import is_raise, same_schedule, station_max_profile
+from bridge.ocpp.profiles import BuiltProfile, is_raise, same_schedule, station_max_profile
 from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
 from bridge.store import Store
 from policies.fleet import Reservation, StationInfo, Step
@@ -138,10 +138,20 @@ class Dispatcher:
         return (state.steerable and state.desired is not None and state.applied is not None
                 and is_raise(state.applied, self._built(state, now).applied, now))
 
-    def _built(self, state: StationState, now: datetime):  # noqa: ANN202 - BuiltProfile
-        assert state.desired is not None
-        return station_max_profile(state.desired, state.info, state.caps, now,
-                                   self._min_current_a)
+    def _target(self, state: StationState) -> tuple[Step, ...] | None:
+        """What to send: after a (re)connection, first re-confirm what the station holds.
+
+        Until then the planner counts the station at that schedule and would offer
+        it 0 W; re-sending its own schedule avoids pausing its EV for nothing.
+        """
+        if not state.confirmed and state.applied is not None:
+            return state.applied
+        return state.desired
+
+    def _built(self, state: StationState, now: datetime) -> BuiltProfile:
+        target = self._target(state)
+        assert target is not None
+        return station_max_profile(target, state.info, state.caps, now, self._min_current_a)
 
     async def _wait_for_decreases(self, state: StationState) -> bool:
         """Wait until no other steerable station holds more than its new limit."""
@@ -166,7 +176,7 @@ class Dispatcher:
             await state.wake.wait()
             state.wake.clear()
             link = state.link
-            if link is None or state.desired is None:
+            if link is None or self._target(state) is None:
                 continue
             if not state.caps.known:
                 try:
@@ -201,6 +211,7 @@ class Dispatcher:
                 log.info("%s: profile accepted (%s)", station_id, _describe(built.applied))
                 await self._notify()
                 if not was_steerable:
+                    state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                     self._on_change()
             else:
                 log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",

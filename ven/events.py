@@ -8,6 +8,7 @@ interval's absolute start resolved. Normalisation is pure (no I/O, no clock).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -122,7 +123,15 @@ def _optional_duration(value: Any, where: str) -> timedelta | None:
 
 
 def _item_base(signal: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """openleadr stores the itemBase under its element name (currencyPerKWh, powerReal, ...)."""
+    """The itemBase's units and scale, in either shape openleadr leaves it.
+
+    openleadr rewrites a signal's itemBase to ``measurement: {name, unit, scale, ...}``, but
+    stops doing so at the first signal without one; later signals keep it under its element
+    name (currencyPerKWh, powerReal, ...) with ``item_units`` / ``si_scale_code``.
+    """
+    measurement = signal.get("measurement")
+    if isinstance(measurement, Mapping) and "unit" in measurement:
+        return measurement.get("unit"), measurement.get("scale")
     for value in signal.values():
         if isinstance(value, Mapping) and "item_units" in value:
             return value.get("item_units"), value.get("si_scale_code")
@@ -144,8 +153,12 @@ def _signal(raw: Mapping[str, Any], start: datetime, where: str) -> EventSignal:
         duration = _duration(item.get("duration"), f"{here}.duration")
         begin = _aware(item["dtstart"], f"{here}.dtstart") if item.get("dtstart") else cursor
         payload = item.get("signal_payload")
-        if isinstance(payload, bool) or not isinstance(payload, int | float):
-            raise InvalidEvent(f"{here}: signal payload must be a number, got {payload!r}")
+        if (
+            isinstance(payload, bool)
+            or not isinstance(payload, int | float)
+            or not math.isfinite(payload)
+        ):  # xs:float admits NaN and INF, which no signal can mean
+            raise InvalidEvent(f"{here}: signal payload must be a finite number, got {payload!r}")
         uid = item.get("uid")
         intervals.append(
             SignalInterval(
@@ -158,6 +171,8 @@ def _signal(raw: Mapping[str, Any], start: datetime, where: str) -> EventSignal:
         cursor = begin + duration
     unit, scale = _item_base(raw)
     current = raw.get("current_value")
+    if isinstance(current, float) and not math.isfinite(current):
+        raise InvalidEvent(f"{where}: currentValue must be a finite number, got {current!r}")
     return EventSignal(
         name=str(name),
         type=str(raw.get("signal_type") or ""),

@@ -1,0 +1,141 @@
+"""`drbridge run` and `drbridge check` as a site runs them: separate processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from conftest import Site, wait_until
+
+from bridge.sim.station import SimulatedStation
+
+DRBRIDGE = [sys.executable, "-m", "bridge.cli"]
+
+
+def check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DRBRIDGE, "check", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def spawn_bridge(config: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *DRBRIDGE, "run", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def event_rows(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select event_id, opt from events").fetchall()
+
+
+async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: Site):
+    """kill -9 mid-event, VTN gone: the restarted bridge rebuilds the limits from its store."""
+    site.write_config(capacity_kw=44)
+    db = site.tmp_path / "var" / "bridge.db"
+    process = await spawn_bridge(site.config_path)
+    try:
+        stations = [site.add_station(f"CP{i}", rate_unit="Current") for i in range(2)]
+        await wait_until(lambda: all(s.composite_limit_w() >= 4_140 for s in stations),
+                         timeout=20, what="stations under the bridge's profiles")
+        await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+        ven_id = site.vtn.ven_id("test-site")
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=10), 2)])
+        during = start + timedelta(seconds=5)
+        await wait_until(lambda: sum(s.composite_limit_w(during) for s in stations) <= 11_000,
+                         what="the event's limits")
+        assert event_rows(db) == [(event_id, "optIn")]
+    finally:
+        process.kill()  # SIGKILL: no chance to save anything more
+        await process.wait()
+    await site.vtn.stop()
+
+    # A station that lost its profiles while the bridge was down (a power cut, say)
+    wiped: SimulatedStation = site.stations[0]
+    wiped.installed_profiles.clear()
+    await wiped.drop_connection()
+    process = await spawn_bridge(site.config_path)
+    try:
+        await wait_until(lambda: wiped.installed_profiles != {}, timeout=20,
+                         what="the restarted bridge re-applying limits")
+        # the schedule it gets back holds the event and the restore after it
+        await wait_until(lambda: wiped.composite_limit_w(start + timedelta(minutes=11)) > 0,
+                         timeout=20, what="the event's schedule again")
+        assert sum(s.composite_limit_w(during) for s in site.stations) <= 11_000
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    await site.vtn.start()  # the fixture stops it
+
+
+def test_check_accepts_a_valid_config(tmp_path: Path):
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "ven: {vtn_url: 'http://127.0.0.1:8080/OpenADR2/Simple/2.0b', ven_name: site-a}\n"
+        "site: {capacity_kw: 66}\n"
+    )
+    result = check(config)
+    assert result.returncode == 0, result.stderr
+    assert "policy     default" in result.stdout
+
+
+def test_check_names_file_line_and_key(tmp_path: Path):
+    config = tmp_path / "broken.yaml"
+    config.write_text(
+        "ven:\n"
+        "  vtn_url: http://127.0.0.1:8080/OpenADR2/Simple/2.0b\n"
+        "  ven_name: site-a\n"
+        "site:\n"
+        "  capacity_kw: -5\n"
+        "  phasess: 3\n"
+    )
+    result = check(config)
+    assert result.returncode == 2
+    assert f"{config}:5: site.capacity_kw: Input should be greater than 0" in result.stderr
+    assert f"{config}:6: site.phasess: unknown key" in result.stderr
+
+
+def test_check_refuses_a_broken_policy_file(tmp_path: Path):
+    policy = tmp_path / "mine.yaml"
+    policy.write_text("name: mine\nsimple:\n  levels:\n    1: 150%\n")
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "ven: {vtn_url: 'http://127.0.0.1:8080/OpenADR2/Simple/2.0b', ven_name: site-a}\n"
+        "site: {capacity_kw: 66}\npolicy: mine.yaml\n"
+    )
+    result = check(config)
+    assert result.returncode == 2
+    assert f"{policy}:4: simple.levels[1]: Input should be less than or equal to 1" \
+        in result.stderr
+
+
+def test_check_refuses_unknown_policy_and_bad_yaml(tmp_path: Path):
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "ven: {vtn_url: 'http://127.0.0.1:8080/OpenADR2/Simple/2.0b', ven_name: site-a}\n"
+        "site: {capacity_kw: 66}\npolicy: nonesuch\n"
+    )
+    result = check(config)
+    assert result.returncode == 2
+    assert "policy: 'nonesuch' is neither a preset (default) nor a policy file" in result.stderr
+    config.write_text("ven: [\n")
+    result = check(config)
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    missing = check(tmp_path / "absent.yaml")
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path):
+    config = tmp_path / "site.yaml"
+    config.write_text("ven: {vtn_url: 'ftp://nowhere', ven_name: a}\nsite: {capacity_kw: 1}\n")
+    result = subprocess.run([*DRBRIDGE, "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "ven.vtn_url" in result.stderr and "http://" in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing started, nothing written
