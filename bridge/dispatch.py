@@ -6,12 +6,15 @@ station's capabilities if needed, builds the profile and sends it until the
 station accepts. Each station has one worker, so one call at a time per
 station and any number of stations in parallel.
 
-Safety: a station is *steerable* once it has acknowledged one of our
-profiles and while it is connected. Any other station is *reserved*: the
-planner counts it at what it may draw (its last acknowledged schedule, or its
-hardware maximum) and it is sent 0 W until it acknowledges. A raise is sent
-only when no steerable station is still above its new limit, so the sum of
-what the stations hold never exceeds the site limit, even in transition.
+Safety: a station is *steerable* while it is connected and has acknowledged
+our profile on this connection. A station that is not is *reserved* when the
+bridge has commanded it before (the planner counts it at its last acknowledged
+schedule: a station keeps its profile while offline) or when it refused our
+profile (counted at its hardware maximum). After a reconnection the station is
+first sent the schedule it holds, to confirm it without pausing its EV. A
+raise is sent only when no steerable station is still above its new limit, so
+the sum of what the bridge has commanded never exceeds the site limit, even
+in transition.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class StationState:
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
     confirmed: bool = False  # applied was accepted on this connection
+    refused: bool = False  # the last profile was rejected or the call failed
     last_status: str = ""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -123,7 +127,7 @@ class Dispatcher:
                 continue
             if state.applied is not None:
                 held, why = state.applied, "its last acknowledged schedule"
-            elif station_id in with_session:
+            elif state.refused and station_id in with_session:
                 start = self._clock()
                 held = (Step(start, state.info.max_w, "hardware maximum"),)
                 why = "its hardware maximum"
@@ -206,7 +210,7 @@ class Dispatcher:
                                        built.applied, status, detail)
             if status == ACCEPTED:
                 was_steerable = state.steerable
-                state.applied, state.confirmed = built.applied, True
+                state.applied, state.confirmed, state.refused = built.applied, True, False
                 self._store.save_applied(station_id, built.applied, now)
                 log.info("%s: profile accepted (%s)", station_id, _describe(built.applied))
                 await self._notify()
@@ -216,6 +220,9 @@ class Dispatcher:
             else:
                 log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",
                             station_id, status, detail, self._retry_s)
+                if not state.refused:
+                    state.refused = True
+                    self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
 
     def _retry_later(self, state: StationState) -> None:

@@ -10,7 +10,6 @@ from policies.fleet import Fleet, Plan, Site, Step, value_at
 from policies.model import Policy
 from ven.events import DrEvent, EventStatus, OptType
 
-
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
 
 
