@@ -36,7 +36,8 @@ async def test_malformed_frames_get_a_callerror_and_the_link_lives(site: Site):
         reply = await exchange(ws, json.dumps({"not": "a list"}))
         assert reply[0] == 4 and reply[2] == "ProtocolError"
         # a schema violation: Heartbeat takes no fields, BootNotification needs two
-        reply = await exchange(ws, json.dumps([2, "m1", "BootNotification", {"chargePointModel": 7}]))
+        bad_boot = [2, "m1", "BootNotification", {"chargePointModel": 7}]
+        reply = await exchange(ws, json.dumps(bad_boot))
         assert reply[0] == 4 and reply[1] == "m1"
         assert reply[2] in ("FormationViolation", "TypeConstraintViolation",
                             "OccurenceConstraintViolation", "PropertyConstraintViolation")

@@ -50,7 +50,8 @@ def test_zero_limit_pauses_all():
     maxima=st.lists(st.floats(min_value=6, max_value=63), min_size=40, max_size=40),
 )
 def test_allocation_invariants(limit, phases, maxima):
-    demands = [Demand(i, 6 * 230 * p, m * 230 * p) for i, (p, m) in enumerate(zip(phases, maxima, strict=False))]
+    pairs = zip(phases, maxima, strict=False)
+    demands = [Demand(i, 6 * 230 * p, m * 230 * p) for i, (p, m) in enumerate(pairs)]
     shares = allocate_fair(limit, demands)
     assert set(shares) == {d.key for d in demands}
     # never above the limit

@@ -69,6 +69,9 @@ def station_max_profile(
     """A ChargePointMaxProfile on connector 0 that holds the whole schedule at absolute times."""
     unit = caps.preferred_unit
     start = now.astimezone(UTC).replace(microsecond=0) - START_LEAD
+    # Steps already superseded at the schedule's start are of no use to the station.
+    current = value_at(steps, start)
+    steps = [s for s in steps if s.start > start or s is current] or list(steps[:1])
     periods: list[tuple[int, float]] = []
     previous: float | None = None
     for step in steps:

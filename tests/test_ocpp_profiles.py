@@ -1,0 +1,119 @@
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.ocpp.capabilities import Capabilities, parse_configuration, parse_rate_units
+from bridge.ocpp.profiles import is_raise, same_schedule, station_max_profile, to_unit
+from bridge.ocpp.server import station_id_from_path
+from policies.fleet import StationInfo, Step, value_at
+
+NOW = datetime(2026, 11, 25, 12, 0, 0, 400_000, tzinfo=UTC)
+THREE = StationInfo("CP1", 3, 230, 32)
+ONE = StationInfo("CP2", 1, 230, 32)
+AMPS = Capabilities(rate_units=frozenset({"A"}), known=True)
+WATTS = Capabilities(rate_units=frozenset({"W"}), known=True)
+
+
+def steps(*pairs: tuple[int, float]) -> tuple[Step, ...]:
+    return tuple(Step(NOW + timedelta(seconds=s), w, f"r{s}") for s, w in pairs)
+
+
+def test_rate_units_in_any_spelling():
+    assert parse_rate_units("Current") == {"A"}
+    assert parse_rate_units("POWER") == {"W"}
+    assert parse_rate_units("Current,Power") == {"A", "W"}
+    assert parse_rate_units("current power") == {"A", "W"}
+    assert parse_rate_units("A;W") == {"A", "W"}
+    assert parse_rate_units("") == frozenset()
+
+
+def test_capabilities_from_get_configuration():
+    caps = parse_configuration([
+        {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Power"},
+        {"key": "ChargeProfileMaxStackLevel", "value": "3"},
+        {"key": "ChargingScheduleMaxPeriods", "value": " 5 "},
+        {"key": "MaxChargingProfilesInstalled", "value": "junk"},
+        {"key": "SupportedFeatureProfiles", "value": "Core,SmartCharging"},
+    ])
+    assert caps.rate_units == {"W"} and caps.preferred_unit == "W"
+    assert (caps.max_stack_level, caps.max_periods) == (3, 5)
+    assert "SmartCharging" in caps.features and caps.known
+    assert parse_configuration([]).rate_units == {"A"}  # silent station: amps, the 1.6 default
+
+
+def test_amps_round_down_and_pause_below_minimum():
+    assert to_unit(11_040, "A", THREE, 6) == 16.0
+    assert to_unit(11_039, "A", THREE, 6) == 15.9
+    assert to_unit(4_139, "A", THREE, 6) == 0.0  # under 6 A: pause, never a trickle
+    assert to_unit(4_140, "A", THREE, 6) == 6.0
+    assert to_unit(5_500.7, "W", THREE, 6) == 5_500.0
+    assert to_unit(1_379, "W", ONE, 6) == 0.0
+
+
+def test_profile_holds_the_event_at_absolute_times():
+    built = station_max_profile(steps((0, 11_040), (60, 4_140), (120, 11_040)), THREE, AMPS,
+                                NOW, 6)
+    schedule = built.payload["chargingSchedule"]
+    assert built.connector_id == 0
+    assert built.payload["chargingProfilePurpose"] == "ChargePointMaxProfile"
+    assert built.payload["chargingProfileKind"] == "Absolute"
+    assert schedule["startSchedule"] == "2026-11-25T11:59:55Z"  # a little in the past
+    periods = [(p["startPeriod"], p["limit"]) for p in schedule["chargingSchedulePeriod"]]
+    # the decrease starts on the second before its time, the increase on the one after
+    assert periods == [(0, 16.0), (65, 6.0), (126, 16.0)]
+    assert {p["numberPhases"] for p in schedule["chargingSchedulePeriod"]} == {3}
+
+
+def test_watt_profile_for_a_watt_only_station():
+    built = station_max_profile(steps((0, 7_000.9)), ONE, WATTS, NOW, 6)
+    assert built.unit == "W"
+    assert built.payload["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 7_000.0
+
+
+def test_past_steps_are_dropped():
+    built = station_max_profile(steps((-600, 1_000), (-300, 8_000), (300, 5_000)), THREE, WATTS,
+                                NOW, 6)
+    periods = built.payload["chargingSchedule"]["chargingSchedulePeriod"]
+    assert [(p["startPeriod"], p["limit"]) for p in periods] == [(0, 8_000), (305, 5_000)]
+
+
+@given(st.lists(st.tuples(st.integers(1, 86_400), st.floats(0, 50_000)), min_size=1,
+                max_size=60),
+       st.integers(1, 24))
+def test_applied_schedule_never_above_the_plan(raw, max_periods):
+    plan = tuple(sorted({s: w for s, w in raw}.items()))
+    planned = steps((0, 22_080), *plan)
+    caps = Capabilities(rate_units=frozenset({"A"}), max_periods=max_periods, known=True)
+    built = station_max_profile(planned, THREE, caps, NOW, 6)
+    periods = built.payload["chargingSchedule"]["chargingSchedulePeriod"]
+    assert len(periods) <= max_periods
+    starts = [p["startPeriod"] for p in periods]
+    assert starts == sorted(set(starts)) and starts[0] == 0
+    probes = {s.start for s in planned} | {s.start for s in built.applied}
+    for at in probes | {t + timedelta(milliseconds=500) for t in probes}:
+        if at < NOW:
+            continue
+        applied, wanted = value_at(built.applied, at), value_at(planned, at)
+        assert applied is not None and wanted is not None
+        assert applied.limit_w <= wanted.limit_w + 1e-6
+
+
+def test_schedule_comparisons():
+    a = steps((0, 10_000), (60, 5_000))
+    assert same_schedule(a, steps((0, 10_000), (60, 5_000)), NOW)
+    assert not same_schedule(a, steps((0, 10_000), (61, 5_000)), NOW)
+    # what already lies in the past does not matter
+    assert same_schedule(steps((-60, 1), (0, 10_000)), steps((-30, 2), (0, 10_000)), NOW)
+    assert is_raise(steps((0, 10_001 + 1)), steps((0, 10_000)), NOW)
+    assert not is_raise(steps((0, 5_000)), a, NOW)
+    assert is_raise(steps((0, 9_000)), a, NOW)  # above the later 5 kW
+    assert is_raise(steps((0, 5_000), (60, 6_000)), a, NOW)
+    assert is_raise(a, None, NOW)
+
+
+def test_station_id_from_path():
+    assert station_id_from_path("/CP%2001") == "CP 01"
+    assert station_id_from_path("/ocpp/site/CP1/") == "CP1"
+    assert station_id_from_path("/CP1?token=x") == "CP1"
+    assert station_id_from_path("/") is None
