@@ -14,14 +14,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any, Protocol
 
+from lxml import etree
 from openleadr import OpenADRClient
+from openleadr.messaging import validate_xml_signature
 
 from ven.events import DrEvent, InvalidEvent, OptType, normalise_event
+from ven.messages import RefusedMessage, read_message
 
 log = logging.getLogger(__name__)
 
+_NO_ENTITIES = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 TELEMETRY_REPORT_ID = "drbridge-telemetry-usage"
 SITE_POWER_RID = "site-real-power"
 
@@ -55,16 +60,45 @@ class VenListener(Protocol):
 
 
 class _Client(OpenADRClient):
-    """openleadr's client, noting when the VTN last answered."""
+    """openleadr's client, with drbridge's intake for what the VTN answers.
+
+    openleadr checks the XSD only; :func:`ven.messages.read_message` also refuses
+    oversize and entity-bearing payloads and content that makes no sense, and
+    it never raises anything but :class:`RefusedMessage`.
+    """
 
     last_contact: datetime | None = None
-    on_contact: Callable[[datetime], None] | None = None
 
-    async def _perform_request(self, service: str, message: Any) -> Any:
-        result = await super()._perform_request(service, message)
-        if result is not None and result[0] is not None:
-            self.last_contact = datetime.now(UTC)
-        return result
+    async def _perform_request(self, service: str, message: Any) -> tuple[str | None, dict]:
+        await self._ensure_client_session()
+        url = f"{self.vtn_url}/{service}"
+        try:
+            async with self.client_session.post(url, data=message) as reply:
+                status, content = reply.status, await reply.read()
+        except Exception as error:  # unreachable VTN, reset, timeout: retried by the caller
+            log.warning("VTN %s unreachable: %s: %s", url, type(error).__name__, error)
+            return None, {}
+        if status != HTTPStatus.OK:
+            log.warning("VTN answered %s with HTTP %d", service, status)
+            return None, {}
+        if not content:
+            return None, {}
+        try:
+            if self.vtn_fingerprint:
+                validate_xml_signature(etree.fromstring(content, parser=_NO_ENTITIES),
+                                       cert_fingerprint=self.vtn_fingerprint)
+            message_type, payload = read_message(content)
+        except RefusedMessage as error:
+            log.error("refused a message from the VTN: %s", error.reason)
+            return None, {}
+        except Exception as error:  # a signature that does not verify
+            log.error("refused a message from the VTN: %s: %s", type(error).__name__, error)
+            return None, {}
+        self.last_contact = datetime.now(UTC)
+        code = (payload.get("response") or {}).get("response_code")
+        if code not in (None, 200):
+            log.warning("VTN answered %s with OpenADR status %s", message_type, code)
+        return message_type, payload
 
 
 def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Callable[[], float]:

@@ -54,7 +54,8 @@ VTN_TO_VEN = frozenset(
 # A VEN also receives some replies that are usually VEN -> VTN, when it is the one that asked:
 # oadrCanceledPartyRegistration after its own cancel, and oadrUpdateReport / oadrCreatedReport /
 # oadrUpdatedReport / oadrCanceledReport about reports it requested from the VTN. read_message
-# holds those to the same content checks; messages only a VEN sends get the schema alone.
+# holds those to the same content checks. Messages only a VEN sends get the schema, plus the
+# responseCode check where they carry an eiResponse.
 
 
 class RefusedMessage(ValueError):
@@ -100,16 +101,14 @@ def _safe_parser(*, strip_comments: bool = False) -> etree.XMLParser:
 def _parse_safely(raw: bytes, *, strip_comments: bool = False) -> etree._Element:
     """Well-formedness parse of untrusted bytes; refuses DTDs of any kind."""
     if not isinstance(raw, bytes | bytearray | memoryview):
-        raise RefusedMessage(
-            f"message: expected bytes, got {type(raw).__name__}", stage="input"
-        )
-    raw = bytes(raw)
-    if not raw.strip():
-        raise RefusedMessage("message: empty input", stage="input")
+        raise RefusedMessage(f"message: expected bytes, got {type(raw).__name__}", stage="input")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise RefusedMessage(
             f"message: {len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit", stage="input"
         )
+    raw = bytes(raw)
+    if not raw.strip():
+        raise RefusedMessage("message: empty input", stage="input")
     upper = raw.upper()
     if any(marker in upper for marker in _DTD_MARKERS):
         raise RefusedMessage(
@@ -118,8 +117,9 @@ def _parse_safely(raw: bytes, *, strip_comments: bool = False) -> etree._Element
     try:
         root = etree.fromstring(raw, _safe_parser(strip_comments=strip_comments))
     except (etree.LxmlError, ValueError) as error:
-        raise RefusedMessage(f"message: not well-formed XML: {_lxml_text(error)}", stage="xml") \
-            from error
+        raise RefusedMessage(
+            f"message: not well-formed XML: {_lxml_text(error)}", stage="xml"
+        ) from error
     if root is None:
         raise RefusedMessage("message: no root element", stage="xml")
     docinfo = root.getroottree().docinfo
@@ -337,8 +337,9 @@ def _check_distribute_event(message_type: str, payload: dict[str, Any]) -> None:
 
 def _check_created_event(message_type: str, payload: dict[str, Any]) -> None:
     _response_code(message_type, payload)
-    for index, item in enumerate(_items(message_type, payload.get("event_responses"),
-                                        "eventResponses")):
+    for index, item in enumerate(
+        _items(message_type, payload.get("event_responses"), "eventResponses")
+    ):
         where = f"{message_type} eventResponse[{index}]"
         if not isinstance(item, Mapping):
             raise RefusedMessage(f"{where}: malformed")
@@ -389,8 +390,9 @@ def _check_duration(where: str, value: Any, name: str) -> None:
         raise RefusedMessage(f"{where}: {name} is not a valid duration ({value!r})")
 
 
-def _check_report_requests(message_type: str, payload: Mapping[str, Any], *,
-                           required: bool) -> None:
+def _check_report_requests(
+    message_type: str, payload: Mapping[str, Any], *, required: bool
+) -> None:
     requests = _items(message_type, payload.get("report_requests"), "oadrReportRequest")
     if required and not requests:
         raise RefusedMessage(f"{message_type}: no oadrReportRequest")
@@ -450,8 +452,9 @@ def _report_request_ids(where: str, value: Any) -> list[str]:
     return [i for i in ids if i is not None]
 
 
-def _check_cancel_report(message_type: str, payload: Mapping[str, Any],
-                         *, nested: bool = False) -> None:
+def _check_cancel_report(
+    message_type: str, payload: Mapping[str, Any], *, nested: bool = False
+) -> None:
     _need(message_type, payload, "request_id")
     _report_request_ids(message_type, payload.get("report_request_id"))
     if not isinstance(payload.get("report_to_follow"), bool):
@@ -463,14 +466,14 @@ def _check_cancel_report(message_type: str, payload: Mapping[str, Any],
 def _check_update_report(message_type: str, payload: dict[str, Any]) -> None:
     _need(message_type, payload, "request_id")
     _need(message_type, payload, "ven_id", _TO_VEN)
-    _check_reports(message_type, payload,
-                   ("report_id", "report_request_id", "report_specifier_id"))
+    _check_reports(message_type, payload, ("report_id", "report_request_id", "report_specifier_id"))
 
 
 def _check_pending_reports(message_type: str, payload: dict[str, Any]) -> None:
     _response_code(message_type, payload)
-    for index, item in enumerate(_items(message_type, payload.get("pending_reports"),
-                                        "oadrPendingReports")):
+    for index, item in enumerate(
+        _items(message_type, payload.get("pending_reports"), "oadrPendingReports")
+    ):
         _need(f"{message_type} oadrPendingReports[{index}]", item, "report_request_id")
 
 
