@@ -42,8 +42,8 @@ def test_power_from_energy_deltas():
 
 def test_garbage_is_skipped_not_fatal():
     assert read_meter_value({"timestamp": "yesterday"}, 230) is None
-    reading = read_meter_value(meter_value(T0, {"value": "n/a", "measurand": "Power.Active.Import"}),
-                               230)
+    junk = {"value": "n/a", "measurand": "Power.Active.Import"}
+    reading = read_meter_value(meter_value(T0, junk), 230)
     assert reading is not None and reading.power_w is None
 
 
