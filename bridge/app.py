@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bridge.aio import cancel_and_wait
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.ocpp.server import OcppServer
@@ -100,9 +101,7 @@ class Bridge:
             await self._stop.wait()
         finally:
             await self.ven.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             await self.ocpp.close()
             await self.dispatcher.close()
             self._flush()

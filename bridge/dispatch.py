@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bridge.aio import cancel_and_wait
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.profiles import BuiltProfile, is_raise, same_schedule, station_max_profile
 from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
@@ -106,10 +107,7 @@ class Dispatcher:
             self._on_change()
 
     async def close(self) -> None:
-        tasks = [s.task for s in self.stations.values() if s.task]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(s.task for s in self.stations.values() if s.task)
 
     # plan in, reservations out --------------------------------------------------------------
     def set_desired(self, schedules: Mapping[str, tuple[Step, ...]]) -> None:

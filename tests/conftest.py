@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.aio import cancel_and_wait
 from bridge.app import Bridge
 from bridge.config import Config, load_config
 from bridge.sim.station import SimulatedStation, StationSpec
@@ -100,13 +101,10 @@ class Site:
         return station
 
     async def close(self) -> None:
-        for station in self.stations:
-            await station.stop()
-        for task in self._station_tasks:
-            task.cancel()
-        await asyncio.gather(*self._station_tasks, return_exceptions=True)
+        await asyncio.gather(*(station.stop() for station in self.stations))
+        await cancel_and_wait(self._station_tasks)
         with contextlib.suppress(Exception):
-            await self.stop_bridge()
+            await asyncio.wait_for(self.stop_bridge(), 30)
 
 
 @pytest.fixture

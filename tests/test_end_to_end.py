@@ -77,7 +77,8 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
                      timeout=3.5, what="profiles carrying the event")
     assert datetime.now(UTC) < start
     assert total_limit_w(stations) > 11_000  # not yet in force
-    assert (ven_id, event_id, "optIn") in site.vtn.received.opts
+    await wait_until(lambda: (ven_id, event_id, "optIn") in site.vtn.received.opts,
+                     timeout=2, what="the VEN's optIn at the VTN")
     # ... and the schedule itself gives capacity back when the event ends.
     assert total_limit_w(stations, end + timedelta(seconds=1)) > 40_000
 

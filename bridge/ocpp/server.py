@@ -16,6 +16,7 @@ from bridge.ocpp.v16 import StationLink, StationListener
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
+CLOSE_TIMEOUT_S = 10.0
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -68,7 +69,10 @@ class OcppServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("some station connections did not close in time")
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         station_id = station_id_from_path(request.path)

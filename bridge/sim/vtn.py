@@ -6,6 +6,7 @@ the VEN's own sampling rate, keeps what arrives, and issues SIMPLE events.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import socket
@@ -58,7 +59,11 @@ class DemoVtn:
             await self.server.run()
 
     async def stop(self) -> None:
-        await self.server.stop()
+        # aiohttp waits up to a minute for open requests; a demo VTN need not be so patient
+        try:
+            await asyncio.wait_for(self.server.stop(), 10)
+        except TimeoutError:
+            pass
 
     def ven_id(self, ven_name: str) -> str | None:
         for ven_id, ven in self._vens.items():
