@@ -30,7 +30,7 @@ from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.profiles import BuiltProfile, is_raise, same_schedule, station_max_profile
 from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
 from bridge.store import Store
-from policies.fleet import Reservation, StationInfo, Step
+from policies.fleet import Reservation, StationInfo, Step, upper_envelope
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class StationState:
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
     confirmed: bool = False  # applied was accepted on this connection
     refused: bool = False  # the last profile was rejected or the call failed
+    in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
+    uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
     last_status: str = ""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -55,6 +57,18 @@ class StationState:
     @property
     def steerable(self) -> bool:
         return self.link is not None and self.confirmed
+
+    @property
+    def reserved(self) -> bool:
+        """Counted by the planner at what it may hold, rather than given a share."""
+        return not self.steerable and (self.applied is not None or self.refused)
+
+    def held(self) -> tuple[Step, ...] | None:
+        """Everything the station may be applying now: acknowledged, in flight or unanswered."""
+        series = [s for s in (self.applied, self.in_flight, self.uncertain) if s is not None]
+        if not series:
+            return None
+        return series[0] if len(series) == 1 else upper_envelope(*series)
 
 
 class Dispatcher:
@@ -71,7 +85,9 @@ class Dispatcher:
         self._retry_s = retry_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
-        self._settled = asyncio.Condition()
+        # Stations that may hold more than the plan now gives them; raises wait for none.
+        self._above: set[str] = set()
+        self._settle_event = asyncio.Event()
         self.stations: dict[str, StationState] = {}
         for station_id, steps in store.applied().items():
             self.stations[station_id] = StationState(
@@ -89,6 +105,7 @@ class Dispatcher:
                 self._worker(state), name=f"dispatch {info.station_id}"
             )
         state.wake.set()
+        self._refresh(state)
         self._on_change()
 
     def booted(self, station_id: str) -> None:
@@ -98,12 +115,14 @@ class Dispatcher:
             state.confirmed = False
             state.caps = Capabilities()
             state.wake.set()
+            self._refresh(state)
             self._on_change()
 
     def disconnected(self, station_id: str, link: StationLink) -> None:
         state = self.stations.get(station_id)
         if state is not None and state.link is link:
             state.link, state.confirmed = None, False
+            self._refresh(state)
             self._on_change()
 
     async def close(self) -> None:
@@ -116,6 +135,7 @@ class Dispatcher:
             if state is not None and state.desired != steps:
                 state.desired = steps
                 state.wake.set()
+                self._refresh(state)
 
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
@@ -124,7 +144,7 @@ class Dispatcher:
             if state.steerable:
                 continue
             if state.applied is not None:
-                held, why = state.applied, "its last acknowledged schedule"
+                held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
                 start = self._clock()
                 held = (Step(start, state.info.max_w, "hardware maximum"),)
@@ -136,9 +156,21 @@ class Dispatcher:
         return tuple(result)
 
     # the worker -----------------------------------------------------------------------------
-    def _above_desired(self, state: StationState, now: datetime) -> bool:
-        return (state.steerable and state.desired is not None and state.applied is not None
-                and is_raise(state.applied, self._built(state, now).applied, now))
+    def _refresh(self, state: StationState) -> None:
+        """Keep the set of stations above their planned limits up to date."""
+        station_id = state.info.station_id
+        held = state.held()
+        above = (not state.reserved and state.desired is not None and held is not None
+                 and is_raise(held, state.desired, self._clock()))
+        if above:
+            self._above.add(station_id)
+        elif station_id in self._above:
+            self._above.discard(station_id)
+            self._settled()
+
+    def _settled(self) -> None:
+        self._settle_event.set()
+        self._settle_event = asyncio.Event()
 
     def _target(self, state: StationState) -> tuple[Step, ...] | None:
         """What to send: after a (re)connection, first re-confirm what the station holds.
@@ -156,21 +188,16 @@ class Dispatcher:
         return station_max_profile(target, state.info, state.caps, now, self._min_current_a)
 
     async def _wait_for_decreases(self, state: StationState) -> bool:
-        """Wait until no other steerable station holds more than its new limit."""
-        def settled() -> bool:
-            now = self._clock()
-            return not any(self._above_desired(other, now)
-                           for other in self.stations.values() if other is not state)
-        async with self._settled:
+        """Wait until no other station may hold more than the plan gives it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_s * 2
+        while self._above - {state.info.station_id}:
+            event = self._settle_event
             try:
-                await asyncio.wait_for(self._settled.wait_for(settled), self._retry_s * 2)
+                await asyncio.wait_for(event.wait(), deadline - loop.time())
             except TimeoutError:
                 return False
         return True
-
-    async def _notify(self) -> None:
-        async with self._settled:
-            self._settled.notify_all()
 
     async def _worker(self, state: StationState) -> None:
         station_id = state.info.station_id
@@ -189,39 +216,54 @@ class Dispatcher:
                                 station_id, error)
             now = self._clock()
             built = self._built(state, now)
-            if state.confirmed and state.applied is not None and same_schedule(
-                built.applied, state.applied, now
-            ):
+            if state.confirmed and state.uncertain is None and state.applied is not None \
+                    and same_schedule(built.applied, state.applied, now):
                 continue
-            raising = is_raise(built.applied, state.applied, now)
-            if raising and not await self._wait_for_decreases(state):
-                log.info("%s: raise held back until other stations have lowered", station_id)
-                self._retry_later(state)
-                continue
-            try:
-                status = await link.set_charging_profile(built.connector_id, built.payload)
-                detail = ""
-            except CallFailed as error:
-                status, detail = "Failed", str(error)
-            state.last_status = status
-            self._store.record_profile(station_id, now, built.unit, built.payload,
-                                       built.applied, status, detail)
-            if status == ACCEPTED:
-                was_steerable = state.steerable
-                state.applied, state.confirmed, state.refused = built.applied, True, False
-                self._store.save_applied(station_id, built.applied, now)
-                log.info("%s: profile accepted (%s)", station_id, _describe(built.applied))
-                await self._notify()
-                if not was_steerable:
-                    state.wake.set()  # it may have been a re-confirmation: now the plan's turn
-                    self._on_change()
-            else:
-                log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",
-                            station_id, status, detail, self._retry_s)
-                if not state.refused:
-                    state.refused = True
-                    self._on_change()  # count it at what it may draw from now on
-                self._retry_later(state)
+            if is_raise(built.applied, state.held(), now):
+                if not await self._wait_for_decreases(state):
+                    log.info("%s: raise held back until other stations have lowered", station_id)
+                    self._retry_later(state)
+                    continue
+                # the plan may have moved while we waited: send what it says now
+                now = self._clock()
+                built = self._built(state, now)
+            await self._send(state, link, built, now)
+
+    async def _send(self, state: StationState, link: StationLink, built: BuiltProfile,
+                    now: datetime) -> None:
+        station_id = state.info.station_id
+        # From here until the answer, the station may already apply the new schedule.
+        state.in_flight = built.applied
+        self._refresh(state)
+        try:
+            status = await link.set_charging_profile(built.connector_id, built.payload)
+            detail = ""
+        except CallFailed as error:
+            status, detail = "Failed", str(error)
+            # no answer: it may or may not apply it, so count the higher of both
+            state.uncertain = state.held()
+        finally:
+            state.in_flight = None
+        state.last_status = status
+        self._store.record_profile(station_id, now, built.unit, built.payload,
+                                   built.applied, status, detail)
+        if status == ACCEPTED:
+            was_steerable = state.steerable
+            state.applied, state.uncertain = built.applied, None
+            state.confirmed, state.refused = True, False
+            self._store.save_applied(station_id, built.applied, now)
+            log.info("%s: profile accepted (%s)", station_id, _describe(built.applied))
+            if not was_steerable:
+                state.wake.set()  # it may have been a re-confirmation: now the plan's turn
+                self._on_change()
+        else:
+            log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",
+                        station_id, status, detail, self._retry_s)
+            if not state.refused:
+                state.refused = True
+                self._on_change()  # count it at what it may draw from now on
+            self._retry_later(state)
+        self._refresh(state)
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(self._retry_s, state.wake.set)

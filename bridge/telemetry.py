@@ -38,7 +38,7 @@ def parse_timestamp(text: str) -> datetime | None:
 
 
 def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Reading | None:
-    """Power and energy from one 1.6 MeterValue (snake_case keys, as ``ocpp`` hands them).
+    """Power and energy from one 1.6 MeterValue, as on the wire (camelCase keys).
 
     Power.Active.Import wins; otherwise per-phase Current.Import times the
     nominal voltage. Power from energy deltas needs two readings, see
@@ -50,7 +50,7 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
     power = energy = None
     phase_powers: dict[str, float] = {}
     phase_amps: dict[str, float] = {}
-    for sampled in meter_value.get("sampled_value") or []:
+    for sampled in meter_value.get("sampledValue") or []:
         measurand = sampled.get("measurand", ENERGY)
         value = _number(sampled.get("value"))
         if value is None:

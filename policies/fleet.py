@@ -58,6 +58,21 @@ def value_at(steps: Sequence[Step], at: datetime) -> Step | None:
     return current
 
 
+def upper_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
+    """The highest of several series at every moment (before a series starts, it counts 0)."""
+    times = sorted({step.start for steps in series for step in steps})
+    result: list[Step] = []
+    for at in times:
+        best: Step | None = None
+        for steps in series:
+            step = value_at(steps, at)
+            if step is not None and (best is None or step.limit_w > best.limit_w):
+                best = step
+        if best is not None and (not result or result[-1].limit_w != best.limit_w):
+            result.append(Step(at, best.limit_w, best.reason))
+    return tuple(result)
+
+
 @dataclass(frozen=True)
 class Reservation:
     """A station the bridge cannot steer right now, counted at what it may draw.

@@ -136,3 +136,12 @@ def test_opt_out_when_no_signal_is_understood():
 
 def test_level_shares_from_preset():
     assert [POLICY.simple.share(level) for level in (0, 1, 2, 3, 4)] == [1, .5, .25, 0, 0]
+
+
+def test_upper_envelope_takes_the_highest_at_every_moment():
+    from policies.fleet import upper_envelope
+
+    a = (Step(NOW, 10, "a"), Step(NOW + timedelta(seconds=60), 2, "a2"))
+    b = (Step(NOW + timedelta(seconds=30), 5, "b"),)
+    env = upper_envelope(a, b)
+    assert [(int((s.start - NOW).total_seconds()), s.limit_w) for s in env] == [(0, 10), (60, 5)]

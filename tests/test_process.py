@@ -23,9 +23,9 @@ def check(config: Path) -> subprocess.CompletedProcess[str]:
 
 
 async def spawn_bridge(config: Path) -> asyncio.subprocess.Process:
+    log = (config.parent / "bridge.log").open("a")  # pytest shows it when a test fails
     return await asyncio.create_subprocess_exec(
-        *DRBRIDGE, "run", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        *DRBRIDGE, "run", "--config", str(config), stdout=log, stderr=log,
     )
 
 
@@ -36,6 +36,14 @@ def event_rows(db: Path) -> list[tuple[str, str]]:
 
 async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: Site):
     """kill -9 mid-event, VTN gone: the restarted bridge rebuilds the limits from its store."""
+    try:
+        await restart_scenario(site)
+    except AssertionError:
+        print((site.tmp_path / "bridge.log").read_text())  # the bridge's own account
+        raise
+
+
+async def restart_scenario(site: Site) -> None:
     site.write_config(capacity_kw=44)
     db = site.tmp_path / "var" / "bridge.db"
     process = await spawn_bridge(site.config_path)
@@ -48,9 +56,9 @@ async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: Site):
         start = datetime.now(UTC) + timedelta(seconds=2)
         event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=10), 2)])
         during = start + timedelta(seconds=5)
+        await wait_until(lambda: event_rows(db) == [(event_id, "optIn")], what="stored event")
         await wait_until(lambda: sum(s.composite_limit_w(during) for s in stations) <= 11_000,
                          what="the event's limits")
-        assert event_rows(db) == [(event_id, "optIn")]
     finally:
         process.kill()  # SIGKILL: no chance to save anything more
         await process.wait()

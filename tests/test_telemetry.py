@@ -6,7 +6,7 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def meter_value(at: datetime, *sampled: dict) -> dict:
-    return {"timestamp": at.isoformat().replace("+00:00", "Z"), "sampled_value": list(sampled)}
+    return {"timestamp": at.isoformat().replace("+00:00", "Z"), "sampledValue": list(sampled)}
 
 
 def test_power_measurand_wins_and_units_scale():
