@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test bench lint venv clean
 
 $(BIN)/drbridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ demo: venv
 	$(BIN)/drbridge demo
 
 test: venv
-	$(BIN)/ruff check ven policies bridge tests examples
+	$(BIN)/ruff check ven policies bridge tests examples bench
 	$(BIN)/pytest
+
+# Benchmarks (loopback only, about ten minutes); results in docs/benchmarks.md.
+bench: venv
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.run
 
 lint: venv
 	$(BIN)/ruff check ven policies bridge tests examples

@@ -55,6 +55,7 @@ class Bridge:
                                datetime.fromisoformat(row["started_at"]))
             for row in self.store.open_transactions()
         }
+        self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
         self.plan: Plan | None = None
         self._samples: list[MeterSample] = []
@@ -158,20 +159,29 @@ class Bridge:
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
                             meter_start: int, at: datetime) -> int:
         now = self._clock()
-        for tx_id, session in list(self.sessions.items()):
-            if (session.station_id, session.connector_id) == (station_id, connector_id):
-                # the station started anew without stopping the old one (a reboot)
-                self.store.stop_transaction(tx_id, meter_start, now)
-                del self.sessions[tx_id]
+        previous = self._open_tx.get((station_id, connector_id))
+        if previous is not None and previous in self.sessions:
+            # the station started anew without stopping the old one (a reboot)
+            self.store.stop_transaction(previous, meter_start, now)
+            del self.sessions[previous]
         tx_id = self.store.start_transaction(station_id, connector_id, id_tag, meter_start, now)
         self.sessions[tx_id] = Session(station_id, connector_id, now)
+        self._open_tx[(station_id, connector_id)] = tx_id
         log.info("%s/%d: transaction %d started", station_id, connector_id, tx_id)
         self.request_replan()
         return tx_id
 
     def transaction_stopped(self, station_id: str, transaction_id: int, meter_stop: int,
                             at: datetime) -> None:
-        self.store.stop_transaction(transaction_id, meter_stop, self._clock())
+        now = self._clock()
+        self.store.stop_transaction(transaction_id, meter_stop, now)
+        session = self.sessions.get(transaction_id)
+        if session is not None:
+            # the EV is done: its last reading must not count on until it goes stale
+            meter = self.meters.get((session.station_id, session.connector_id))
+            if meter is not None:
+                meter.latest = (now, 0.0)
+            self._open_tx.pop((session.station_id, session.connector_id), None)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
         self.request_replan()

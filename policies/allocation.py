@@ -60,6 +60,6 @@ def allocate_fair(limit_w: float, demands: Sequence[Demand]) -> dict[Hashable, S
     total = len(demands)
     for demand in admitted:
         watts = min(max(level, demand.min_w), demand.max_w)
-        note = f"fair share, {len(admitted)} of {total} sessions charging"
+        note = f"fair share, {len(admitted)} of {total} charging"
         shares[demand.key] = Share(watts, note)
     return shares

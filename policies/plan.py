@@ -80,11 +80,16 @@ def make_plan(
 ) -> Plan:
     """The plan from ``now`` on. ``events`` are those the site has opted in to.
 
-    Sessions are ranked by start time (first come, first served when not all
-    fit); stations without a session get 0 W, so an EV that arrives while the
-    bridge is away cannot break the site limit.
+    Stations with a charging session share the limit, ranked by their first
+    session's start (first come, first served when not all fit); stations
+    without a session get 0 W, so an EV that arrives while the bridge is away
+    cannot break the site limit.
     """
+    # One share per station: its profile limits the station as a whole, whatever the number
+    # of its sessions, and never above its hardware maximum. First come, first served.
     sessions = sorted(fleet.sessions, key=lambda s: (s.started_at, s.station_id, s.connector_id))
+    charging = [fleet.stations[sid] for sid in dict.fromkeys(s.station_id for s in sessions)
+                if sid in fleet.stations]
     site_steps: list[Step] = []
     station_steps: dict[str, list[Step]] = {sid: [] for sid in fleet.stations}
     reserved_ids = {r.station_id for r in fleet.reservations}
@@ -96,29 +101,19 @@ def make_plan(
             step = value_at(reservation.steps, at)
             reserved += step.limit_w if step else 0.0
         available = max(limit - reserved, 0.0)
-        demands = []
-        for session in sessions:
-            station = fleet.stations.get(session.station_id)
-            if station is None or station.station_id in reserved_ids:
-                continue
-            demands.append(
-                Demand(
-                    key=(session.station_id, session.connector_id),
-                    min_w=station.watts(policy.allocation.min_current_a),
-                    max_w=station.max_w,
-                )
-            )
-        shares = allocate_fair(available, demands)
+        shares = allocate_fair(available, [
+            Demand(key=station.station_id,
+                   min_w=station.watts(policy.allocation.min_current_a),
+                   max_w=station.max_w)
+            for station in charging if station.station_id not in reserved_ids
+        ])
         for station_id in station_steps:
             if station_id in reserved_ids:
                 station_steps[station_id].append(Step(at, 0.0, HELD_REASON))
                 continue
-            parts = [(k, s) for k, s in shares.items() if k[0] == station_id]
-            watts = sum(s.watts for _, s in parts)
-            if not parts:
-                why = "no charging session"
-            else:
-                why = "; ".join(s.reason for _, s in parts)
+            share = shares.get(station_id)
+            watts = share.watts if share else 0.0
+            why = share.reason if share else "no charging session"
             if reserved:
                 why += f"; {reserved:.0f} W held for stations the bridge cannot steer"
             station_steps[station_id].append(Step(at, watts, f"{reason}; {why}"))

@@ -145,3 +145,12 @@ def test_upper_envelope_takes_the_highest_at_every_moment():
     b = (Step(NOW + timedelta(seconds=30), 5, "b"),)
     env = upper_envelope(a, b)
     assert [(int((s.start - NOW).total_seconds()), s.limit_w) for s in env] == [(0, 10), (60, 5)]
+
+
+def test_a_station_with_two_sessions_gets_one_share_within_its_maximum():
+    stations = {"CP0": StationInfo("CP0", 3, 230, 32), "CP1": StationInfo("CP1", 3, 230, 32)}
+    sessions = (Session("CP0", 1, NOW), Session("CP0", 2, NOW), Session("CP1", 1, NOW))
+    plan = make_plan([], POLICY, Site(100_000), Fleet(stations, sessions), NOW)
+    assert plan.stations["CP0"][0].limit_w == MAX_3PH  # not two sessions' worth
+    plan = make_plan([], POLICY, Site(10_000), Fleet(stations, sessions), NOW)
+    assert plan.stations["CP0"][0].limit_w == plan.stations["CP1"][0].limit_w == 5_000

@@ -2,7 +2,7 @@
 
 The one place that knows the 1.6 ChargingProfile layout. Limits are always
 rounded *down* (0.1 A or 1 W) so that what the station applies never exceeds
-what the plan allowed; a decrease starts on the second before its planned
+what the plan allowed; a decrease starts at least a second before its planned
 time and an increase on the second after, for the same reason.
 """
 
@@ -80,7 +80,7 @@ def station_max_profile(
         if previous is None:
             second = 0
         elif limit < previous:
-            second = math.floor(offset)
+            second = math.ceil(offset) - 1  # at least a second early, even on whole seconds
         else:
             second = math.ceil(offset)
         second = max(second, 0)
