@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 FLUSH_PERIOD_S = 1.0
+# Changes within this window share one plan: each plan may re-send a profile to every station.
+REPLAN_COALESCE_S = 0.25
 
 
 def utcnow() -> datetime:
@@ -67,6 +69,7 @@ class Bridge:
             min_current_a=config.policy.allocation.min_current_a,
             retry_s=model.ocpp.retry_s,
             on_change=self.request_replan,
+            meter_interval_s=model.ocpp.meter_interval_s,
             clock=clock,
         )
         self.ocpp = OcppServer(
@@ -231,10 +234,11 @@ class Bridge:
                 self._replan_now()
             except Exception:  # a planning bug must not stop the bridge; the stations keep limits
                 log.exception("planning failed; stations keep their current profiles")
-            await asyncio.sleep(0.05)  # coalesce bursts (a boot storm) into one plan
+            await asyncio.sleep(REPLAN_COALESCE_S)  # a boot storm: a few plans, not thousands
 
     # telemetry ------------------------------------------------------------------------------
     def _flush(self) -> None:
+        self.store.flush()
         if self._samples:
             samples, self._samples = self._samples, []
             self.store.add_samples(samples)

@@ -78,11 +78,13 @@ class Dispatcher:
         min_current_a: float,
         retry_s: float,
         on_change: Callable[[], None],
+        meter_interval_s: int = 0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._min_current_a = min_current_a
         self._retry_s = retry_s
+        self._meter_interval_s = meter_interval_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
         # Stations that may hold more than the plan now gives them; raises wait for none.
@@ -214,6 +216,7 @@ class Dispatcher:
                 except CallFailed as error:
                     log.warning("%s: GetConfiguration failed (%s); assuming amps, stack level 0",
                                 station_id, error)
+                await self._ask_meter_interval(station_id, link)
             now = self._clock()
             built = self._built(state, now)
             if state.confirmed and state.uncertain is None and state.applied is not None \
@@ -228,6 +231,17 @@ class Dispatcher:
                 now = self._clock()
                 built = self._built(state, now)
             await self._send(state, link, built, now)
+
+    async def _ask_meter_interval(self, station_id: str, link: StationLink) -> None:
+        if not self._meter_interval_s:
+            return
+        try:
+            status = await link.change_configuration("MeterValueSampleInterval",
+                                                     str(self._meter_interval_s))
+        except CallFailed as error:
+            status = str(error)
+        if status != "Accepted":
+            log.info("%s: keeps its own meter interval (%s)", station_id, status)
 
     async def _send(self, state: StationState, link: StationLink, built: BuiltProfile,
                     now: datetime) -> None:

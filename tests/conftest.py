@@ -39,6 +39,7 @@ def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: st
           port: {ocpp_port}
           retry_s: 0.5
           call_timeout_s: 3
+          meter_interval_s: 1
         site:
           capacity_kw: {capacity_kw}
         policy: default

@@ -91,8 +91,11 @@ async def test_rejected_profile_is_retried_and_recorded(site: Site):
     try:
         await wait_until(lambda: station.installed_profiles != {}, timeout=15,
                          what="the profile after two rejections")
-        rows = list(bridge.store.db["profiles"].rows_where("station_id = 'PICKY'", order_by="id"))
-        assert [r["status"] for r in rows[:3]] == ["Rejected", "Rejected", "Accepted"]
+        def statuses() -> list[str]:
+            rows = bridge.store.db["profiles"].rows_where("station_id = 'PICKY'", order_by="id")
+            return [r["status"] for r in rows][:3]
+        await wait_until(lambda: len(statuses()) == 3, what="the profile log written")
+        assert statuses() == ["Rejected", "Rejected", "Accepted"]
         await wait_until(lambda: 4_140 <= station.composite_limit_w() <= 20_000,
                          what="its share of the cap")
     finally:

@@ -1,7 +1,10 @@
+import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
+from ocpp.messages import MessageType, get_validator
 
 from bridge.ocpp.capabilities import Capabilities, parse_configuration, parse_rate_units
 from bridge.ocpp.profiles import is_raise, same_schedule, station_max_profile, to_unit
@@ -86,6 +89,10 @@ def test_applied_schedule_never_above_the_plan(raw, max_periods):
     planned = steps((0, 22_080), *plan)
     caps = Capabilities(rate_units=frozenset({"A"}), max_periods=max_periods, known=True)
     built = station_max_profile(planned, THREE, caps, NOW, 6)
+    # what goes on the wire is a valid 1.6 SetChargingProfile (the library's own validator)
+    get_validator(MessageType.Call, "SetChargingProfile", "1.6", parse_float=Decimal).validate(
+        json.loads(json.dumps({"connectorId": 0, "csChargingProfiles": built.payload}),
+                   parse_float=Decimal))
     periods = built.payload["chargingSchedule"]["chargingSchedulePeriod"]
     assert len(periods) <= max_periods
     starts = [p["startPeriod"] for p in periods]

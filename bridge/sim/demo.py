@@ -39,6 +39,7 @@ def demo_config(vtn_url: str, ocpp_port: int) -> str:
           host: 127.0.0.1
           port: {ocpp_port}
           retry_s: 1
+          meter_interval_s: 1
         site:
           capacity_kw: {CAPACITY_KW:g}
           voltage_v: 230
