@@ -6,8 +6,9 @@ with ``fastjsonschema``, a handler over the wire dict, one JSON encode. The
 ``ocpp`` library's generic routing costs ten times more per message (schema
 validation with ``jsonschema``, key-case conversion, dataclass round trips),
 and MeterValues from thousands of stations are the bridge's hot path. Calls *to*
-the station (GetConfiguration, SetChargingProfile) are rare and go through the
-library's ``call()``, with its validation.
+the station (GetConfiguration, SetChargingProfile) take the same lean path, one
+at a time per station, and their answers are validated against the response
+schemas; a profile wave to thousands of stations is the other hot path.
 
 Handlers answer at once and hand what they learnt to a :class:`StationListener`
 in domain terms; they never await a call to the station (that would stall the
@@ -16,6 +17,7 @@ station's message loop); the dispatcher makes those from its own tasks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -25,9 +27,6 @@ from importlib import resources
 from typing import Any, Protocol
 
 import fastjsonschema
-from ocpp.exceptions import OCPPError
-from ocpp.messages import CallError, CallResult
-from ocpp.v16 import ChargePoint, call
 from ocpp.v16.enums import Action, ChargingProfileStatus, ClearChargingProfileStatus
 
 from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration
@@ -57,10 +56,18 @@ class Refused(Exception):
 
 
 @cache
+def _schema_validator(name: str) -> Callable[[Payload], Any]:
+    text = resources.files("ocpp").joinpath("v16", "schemas", f"{name}.json").read_text("utf-8")
+    return fastjsonschema.compile(json.loads(text))
+
+
 def request_validator(action: str) -> Callable[[Payload], Any]:
     """The compiled validator of a 1.6 request, from the schemas the ocpp package ships."""
-    text = resources.files("ocpp").joinpath("v16", "schemas", f"{action}.json").read_text("utf-8")
-    return fastjsonschema.compile(json.loads(text))
+    return _schema_validator(action)
+
+
+def response_validator(action: str) -> Callable[[Payload], Any]:
+    return _schema_validator(f"{action}Response")
 
 
 def validate_request(action: str, payload: Payload) -> None:
@@ -103,11 +110,18 @@ def _time(text: str | None) -> datetime:
         return datetime.now(UTC)
 
 
-class StationLink(ChargePoint):
+class StationLink:
+    """The central system's end of one station's websocket."""
+
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
-        super().__init__(station_id, connection, response_timeout=call_timeout_s)
+        self.id = station_id
+        self._connection = connection
         self._listener = listener
+        self._call_timeout_s = call_timeout_s
+        self._call_lock = asyncio.Lock()
+        self._call_seq = 0
+        self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
         self._handlers: dict[str, Callable[[Payload], Payload]] = {
             "BootNotification": self.on_boot,
             "Heartbeat": self.on_heartbeat,
@@ -133,14 +147,12 @@ class StationLink(ChargePoint):
             return
         if frame[0] == 2:
             await self._on_call(frame)
-        elif frame[0] == 3 and len(frame) == 3:
-            self._response_queue.put_nowait(CallResult(str(frame[1]), frame[2]))
-        elif frame[0] == 4 and len(frame) >= 4:
-            details = frame[4] if len(frame) > 4 else {}
-            self._response_queue.put_nowait(
-                CallError(str(frame[1]), frame[2], frame[3], details)
-            )
-        # a malformed reply is dropped: the pending call then times out and is retried
+        elif self._pending is not None and len(frame) >= 3 and frame[1] == self._pending[0] \
+                and not self._pending[1].done():
+            self._pending[1].set_result(frame)
+        else:
+            # late, unknown or malformed replies are dropped: the call times out and is retried
+            log.debug("%s: dropped reply %.200r", self.id, raw_msg)
 
     async def _on_call(self, frame: list[Any]) -> None:
         if len(frame) != 4 or not isinstance(frame[1], str):
@@ -173,44 +185,60 @@ class StationLink(ChargePoint):
         await self._send(json.dumps(frame, separators=(",", ":")))
 
     async def _send(self, message: str) -> None:
-        await self._connection.send(message)  # without the library's per-frame INFO log
+        await self._connection.send(message)
+
+    async def start(self) -> None:
+        """Serve the station's frames until its connection closes."""
+        async for message in self._connection:
+            await self.route_message(message)
 
     # calls to the station ----------------------------------------------------------------
-    async def _call(self, payload: Any, skip_schema_validation: bool = False) -> Any:
+    async def _request(self, action: str, payload: Payload) -> Payload:
+        """One call to the station and its validated answer; raises CallFailed."""
+        async with self._call_lock:  # OCPP-J: one call at a time in each direction
+            self._call_seq += 1
+            unique_id = str(self._call_seq)
+            answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._pending = (unique_id, answer)
+            try:
+                await self._send(json.dumps([2, unique_id, action, payload],
+                                            separators=(",", ":")))
+                async with asyncio.timeout(self._call_timeout_s):
+                    frame = await answer
+            except TimeoutError as error:
+                raise CallFailed("no answer in time") from error
+            except Exception as error:  # the connection closed under us
+                raise CallFailed(f"{type(error).__name__}: {error}") from error
+            finally:
+                self._pending = None
+        if frame[0] == 4:
+            raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}")
+        reply = frame[2]
         try:
-            result = await self.call(payload, suppress=False,
-                                     skip_schema_validation=skip_schema_validation)
-        except OCPPError as error:
-            raise CallFailed(f"CALLERROR {error.code}: {error.description}") from error
-        except TimeoutError as error:
-            raise CallFailed("no answer in time") from error
-        except Exception as error:  # closed connection, invalid reply
-            raise CallFailed(f"{type(error).__name__}: {error}") from error
-        return result
+            response_validator(action)(reply)
+        except fastjsonschema.JsonSchemaValueException as error:
+            raise CallFailed(f"{action} answer does not follow OCPP 1.6: {error.message}") \
+                from None
+        return reply
 
     async def read_capabilities(self) -> Capabilities:
-        result = await self._call(call.GetConfiguration(key=list(KEYS)))
-        return parse_configuration(result.configuration_key or [])
+        reply = await self._request("GetConfiguration", {"key": list(KEYS)})
+        return parse_configuration(reply.get("configurationKey") or [])
 
-    async def set_charging_profile(self, connector_id: int, profile: dict[str, Any]) -> str:
-        # Built by bridge.ocpp.profiles and checked against the 1.6 schema by the tests; the
-        # library's validation (~0.3 ms per profile with jsonschema) is skipped on the way out.
-        result = await self._call(
-            call.SetChargingProfile(connector_id=connector_id, cs_charging_profiles=profile),
-            skip_schema_validation=True,
+    async def set_charging_profile(self, connector_id: int, profile: Payload) -> str:
+        # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
+        reply = await self._request(
+            "SetChargingProfile", {"connectorId": connector_id, "csChargingProfiles": profile}
         )
-        status = str(result.status)
-        if status not in PROFILE_STATUSES:
-            raise CallFailed(f"SetChargingProfile answered with status {status!r}")
-        return status
+        return str(reply["status"])
 
     async def change_configuration(self, key: str, value: str) -> str:
-        result = await self._call(call.ChangeConfiguration(key=key, value=value))
-        return str(result.status)
+        reply = await self._request("ChangeConfiguration", {"key": key, "value": value})
+        return str(reply["status"])
 
     async def clear_charging_profile(self, profile_id: int) -> str:
-        result = await self._call(call.ClearChargingProfile(id=profile_id))
-        return str(result.status)
+        reply = await self._request("ClearChargingProfile", {"id": profile_id})
+        return str(reply["status"])
 
     # handlers: wire dicts in, wire dicts out -------------------------------------------------
     def on_boot(self, payload: Payload) -> Payload:
@@ -255,5 +283,4 @@ class StationLink(ChargePoint):
 
 
 ACCEPTED = ChargingProfileStatus.accepted.value
-PROFILE_STATUSES = frozenset(s.value for s in ChargingProfileStatus)
 CLEARED = ClearChargingProfileStatus.accepted.value
