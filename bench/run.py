@@ -200,7 +200,7 @@ async def storm_and_dispatch(workdir: Path, count: int, with_storm: bool) -> dic
         with bridge(workdir, count, vtn.url) as running:
             start_at = time.time() + 3
             settle = 8 + count / 500
-            duration = settle + 15
+            duration = settle + 10
             gens = fleet(workdir, running.port, count, "steady", start_at, duration)
             await asyncio.sleep(start_at + settle - time.time())
             deadline = time.time() + 30
@@ -243,11 +243,11 @@ def event_received_at(db: Path) -> float:
 
 def steady_state(workdir: Path, count: int) -> dict[str, float]:
     """Stations send MeterValues every 10 s; the bridge's CPU and memory over a window."""
-    spread = min(10.0, count / 500)
-    window = 15.0
+    spread = min(20.0, count / 500)
+    window = 10.0
     with bridge(workdir, count) as running:
         start_at = time.time() + 2
-        warmup = spread + 15  # past the boot storm's profile waves
+        warmup = spread + 20  # past the boot storm's profile waves
         gens = fleet(workdir, running.port, count, "steady", start_at, warmup + window + 5,
                      meter_interval=10.0, spread=spread)
         time.sleep(start_at + warmup - time.time())
@@ -385,8 +385,8 @@ async def main(args: argparse.Namespace) -> None:
         "",
         "## 3. Steady state",
         "",
-        "MeterValues every 10 s from each station (connections spread over up to 10 s); the"
-        " bridge's CPU (share of one core, from /proc over 15 s, starting 15 s after the last"
+        "MeterValues every 10 s from each station (connections spread over up to 20 s); the"
+        " bridge's CPU (share of one core, from /proc over 10 s, starting 20 s after the last"
         " connection) and RSS. Target: 10,000"
         " stations in < 50 % of one core and < 1 GB.",
         "",

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 FLUSH_PERIOD_S = 1.0
-# Changes within this window share one plan: each plan may re-send a profile to every station.
-REPLAN_COALESCE_S = 0.25
+# Changes within this window share one plan: each plan may re-send a profile to every
+# station, so a boot storm must make a few plans, not one per session. (A DR event is
+# planned at once, without waiting.)
+REPLAN_COALESCE_S = 1.0
 
 
 def utcnow() -> datetime:
@@ -234,7 +236,7 @@ class Bridge:
                 self._replan_now()
             except Exception:  # a planning bug must not stop the bridge; the stations keep limits
                 log.exception("planning failed; stations keep their current profiles")
-            await asyncio.sleep(REPLAN_COALESCE_S)  # a boot storm: a few plans, not thousands
+            await asyncio.sleep(REPLAN_COALESCE_S)
 
     # telemetry ------------------------------------------------------------------------------
     def _flush(self) -> None:
