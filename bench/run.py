@@ -199,7 +199,7 @@ async def storm_and_dispatch(workdir: Path, count: int, with_storm: bool) -> dic
     try:
         with bridge(workdir, count, vtn.url) as running:
             start_at = time.time() + 3
-            settle = 8 + count / 500
+            settle = 8 + count / 400
             duration = settle + 10
             gens = fleet(workdir, running.port, count, "steady", start_at, duration)
             await asyncio.sleep(start_at + settle - time.time())
@@ -247,7 +247,7 @@ def steady_state(workdir: Path, count: int) -> dict[str, float]:
     window = 10.0
     with bridge(workdir, count) as running:
         start_at = time.time() + 2
-        warmup = spread + 20  # past the boot storm's profile waves
+        warmup = spread + 10 + count / 1000  # past the boot storm's profile waves
         gens = fleet(workdir, running.port, count, "steady", start_at, warmup + window + 5,
                      meter_interval=10.0, spread=spread)
         time.sleep(start_at + warmup - time.time())
@@ -386,8 +386,8 @@ async def main(args: argparse.Namespace) -> None:
         "## 3. Steady state",
         "",
         "MeterValues every 10 s from each station (connections spread over up to 20 s); the"
-        " bridge's CPU (share of one core, from /proc over 10 s, starting 20 s after the last"
-        " connection) and RSS. Target: 10,000"
+        " bridge's CPU (share of one core, from /proc over 10 s, starting 10 s + 1 s per 1,000"
+        " stations after the last connection) and RSS. Target: 10,000"
         " stations in < 50 % of one core and < 1 GB.",
         "",
         "| stations | CPU (% of one core) | RSS (MB) | MeterValues reply p99 (ms) |",

@@ -190,15 +190,22 @@ class Dispatcher:
         return station_max_profile(target, state.info, state.caps, now, self._min_current_a)
 
     async def _wait_for_decreases(self, state: StationState) -> bool:
-        """Wait until no other station may hold more than the plan gives it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry_s * 2
+        """Wait until no other station may hold more than the plan gives it.
+
+        False when this station's own plan changed meanwhile: its worker starts over.
+        A station that cannot lower (offline, refusing) leaves the set by becoming
+        reserved, so this wait cannot last for ever.
+        """
         while self._above - {state.info.station_id}:
-            event = self._settle_event
-            try:
-                await asyncio.wait_for(event.wait(), deadline - loop.time())
-            except TimeoutError:
+            if state.wake.is_set():
                 return False
+            settled = asyncio.ensure_future(self._settle_event.wait())
+            woken = asyncio.ensure_future(state.wake.wait())
+            try:
+                await asyncio.wait({settled, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                settled.cancel()
+                woken.cancel()
         return True
 
     async def _worker(self, state: StationState) -> None:
@@ -224,9 +231,7 @@ class Dispatcher:
                 continue
             if is_raise(built.applied, state.held(), now):
                 if not await self._wait_for_decreases(state):
-                    log.info("%s: raise held back until other stations have lowered", station_id)
-                    self._retry_later(state)
-                    continue
+                    continue  # its plan changed while it waited: start over with the new one
                 # the plan may have moved while we waited: send what it says now
                 now = self._clock()
                 built = self._built(state, now)
