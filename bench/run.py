@@ -390,7 +390,7 @@ async def main(args: argparse.Namespace) -> None:
         " stations after the last connection) and RSS. Target: 10,000"
         " stations in < 50 % of one core and < 1 GB.",
         "",
-        "| stations | CPU (% of one core) | RSS (MB) | MeterValues reply p99 (ms) |",
+        "| stations | CPU (% of one core) | RSS (MB) | MeterValues reply p99, whole run (ms) |",
         "|---:|---:|---:|---:|",
     ]
     for n in steady_sizes:
