@@ -271,7 +271,7 @@ class Dispatcher:
             state.applied, state.uncertain = built.applied, None
             state.confirmed, state.refused = True, False
             self._store.save_applied(station_id, built.applied, now)
-            log.info("%s: profile accepted (%s)", station_id, _describe(built.applied))
+            log.debug("%s: profile accepted (%s)", station_id, _describe(built.applied))
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
