@@ -155,9 +155,6 @@ class Bridge:
         self.store.save_station(station_id, {**info, "last_boot": now, "last_seen": now})
         self.dispatcher.booted(station_id)
 
-    def station_seen(self, station_id: str) -> None:
-        pass  # last-seen is kept in memory by the telemetry; nothing to persist per frame
-
     def status_changed(self, station_id: str, connector_id: int, status: str) -> None:
         log.debug("%s/%d: %s", station_id, connector_id, status)
 

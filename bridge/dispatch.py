@@ -50,7 +50,6 @@ class StationState:
     refused: bool = False  # the last profile was rejected or the call failed
     in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
     uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
-    last_status: str = ""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -263,7 +262,6 @@ class Dispatcher:
             state.uncertain = state.held()
         finally:
             state.in_flight = None
-        state.last_status = status
         self._store.record_profile(station_id, now, built.unit, built.payload,
                                    built.applied, status, detail)
         if status == ACCEPTED:

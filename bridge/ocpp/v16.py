@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 import fastjsonschema
-from ocpp.v16.enums import Action, ChargingProfileStatus, ClearChargingProfileStatus
+from ocpp.v16.enums import Action, ChargingProfileStatus
 
 from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration
 
@@ -85,8 +85,6 @@ class CallFailed(Exception):
 class StationListener(Protocol):
     def station_booted(self, station_id: str, info: dict[str, str]) -> None: ...
 
-    def station_seen(self, station_id: str) -> None: ...
-
     def status_changed(self, station_id: str, connector_id: int, status: str) -> None: ...
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
@@ -136,7 +134,6 @@ class StationLink:
     # frames in -----------------------------------------------------------------------------
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Every frame gets an answer; a bad one a CALLERROR, and the link lives on."""
-        self._listener.station_seen(self.id)
         try:
             frame = json.loads(raw_msg)
         except (ValueError, TypeError):
@@ -283,4 +280,3 @@ class StationLink:
 
 
 ACCEPTED = ChargingProfileStatus.accepted.value
-CLEARED = ClearChargingProfileStatus.accepted.value
