@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -93,8 +94,23 @@ class Config:
     def resource_id(self) -> str:
         return self.model.ven.resource_id or self.model.ven.ven_name
 
+    @cached_property
+    def _listed(self) -> dict[str, StationSection]:
+        return {s.id: s for s in self.model.ocpp.stations}
+
     def station_info(self, station_id: str) -> StationInfo:
-        listed = {s.id: s for s in self.model.ocpp.stations}.get(station_id)
+        # Called per message and per plan for every station: no work beyond a lookup.
+        info = self._infos.get(station_id)
+        if info is None:
+            info = self._infos[station_id] = self._make_station_info(station_id)
+        return info
+
+    @cached_property
+    def _infos(self) -> dict[str, StationInfo]:
+        return {}
+
+    def _make_station_info(self, station_id: str) -> StationInfo:
+        listed = self._listed.get(station_id)
         site = self.model.site
         return StationInfo(
             station_id=station_id,
@@ -108,8 +124,7 @@ class Config:
         )
 
     def accepts_station(self, station_id: str) -> bool:
-        listed = self.model.ocpp.stations
-        return not listed or any(s.id == station_id for s in listed)
+        return not self._listed or station_id in self._listed
 
 
 def _load_policy(name: str, base: Path, source: str, lines: dict) -> Policy:
