@@ -13,6 +13,7 @@ from ven.events import DrEvent, EventStatus
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
+    from bridge.config import Config
     from bridge.dispatch import StationState
 
 # The VTN is considered reachable while it answered within this time (polls are more often).
@@ -31,8 +32,8 @@ def _watts(value: float | None) -> float | None:
     return round(value, 1)
 
 
-def baseline_settings(bridge: Bridge) -> BaselineSettings:
-    report = bridge.config.model.report
+def baseline_settings(config: Config) -> BaselineSettings:
+    report = config.model.report
     return BaselineSettings(days=report.baseline_days, min_days=report.baseline_min_days,
                             comparable=report.comparable_days,
                             pre_event=timedelta(seconds=report.pre_event_s))
@@ -104,15 +105,15 @@ def event_state(event: DrEvent, now: datetime) -> str:
     return "active" if event.start <= now else "upcoming"
 
 
-def event_cap_w(bridge: Bridge, event: DrEvent) -> float | None:
+def event_cap_w(config: Config, event: DrEvent) -> float | None:
     """The lowest site limit the event asks for, under this site's policy."""
-    asked = [event_limit_at(event, bridge.config.policy, bridge.config.site, interval.start)
+    asked = [event_limit_at(event, config.policy, config.site, interval.start)
              for signal in event.signals for interval in signal.intervals]
     limits = [a[0] for a in asked if a is not None]
     return min(limits) if limits else None
 
 
-def _event_end(event: DrEvent) -> datetime:
+def event_end(event: DrEvent) -> datetime:
     if event.end is not None:
         return event.end
     return max((i.end for s in event.signals for i in s.intervals), default=event.start)
@@ -121,7 +122,7 @@ def _event_end(event: DrEvent) -> datetime:
 def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
                now: datetime) -> dict[str, Any]:
     state = event_state(event, now)
-    cap = event_cap_w(bridge, event)
+    cap = event_cap_w(bridge.config, event)
     result: dict[str, Any] = {
         "event_id": event.event_id,
         "modification_number": event.modification_number,
@@ -143,9 +144,9 @@ def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
         "baseline_w": None, "measured_w": None, "shed_w": None, "baseline_method": None,
     }
     if state in ("active", "completed") and event.start <= now:
-        end = min(_event_end(event), now)
+        end = min(event_end(event), now)
         if end > event.start:
-            settings = baseline_settings(bridge)
+            settings = baseline_settings(bridge.config)
             rows = []
             for a, b in history_windows(event.start, end, settings):
                 rows.extend(bridge.store.site_load_between(a, b))
