@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,12 +13,13 @@ from typing import Any
 from bridge.aio import cancel_and_wait
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.holds import HoldMode, plan_with_holds
 from bridge.ocpp.server import OcppServer
 from bridge.ocpp.v16 import StationLink
 from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
-from policies.plan import decide_opt, make_plan
+from policies.plan import decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
 
@@ -107,11 +109,24 @@ class Bridge:
             self,
             registration=self.store.registration(model.ven.vtn_url),
         )
+        # what the operator's dashboard and metrics show beyond the plan
+        self.started_at = clock()
+        self.connector_status: dict[tuple[str, int], tuple[str, datetime]] = {}
+        self.last_seen: dict[str, datetime] = {}
+        self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
+        self.holds = self.store.holds()  # station id -> (mode, reason, since)
+        self.web = None
+        if model.web.enabled:
+            from bridge.web.server import WebServer
+
+            self.web = WebServer(self)
 
     # lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve until :meth:`stop`; then persist and close."""
         await self.ocpp.start()
+        if self.web is not None:
+            await self.web.start()
         self._replan_now()
         tasks = [
             asyncio.create_task(self.ven.run(), name="ven"),
@@ -124,6 +139,8 @@ class Bridge:
         finally:
             await self.ven.stop()
             await cancel_and_wait(tasks)
+            if self.web is not None:
+                await self.web.close()
             await self.ocpp.close()
             await self.dispatcher.close()
             self._flush()
@@ -280,16 +297,24 @@ class Bridge:
     def _station_disconnected(self, station_id: str, link: StationLink) -> None:
         self.dispatcher.disconnected(station_id, link)
 
+    def _heard(self, station_id: str, action: str) -> None:
+        self.messages_in[action] += 1
+        self.last_seen[station_id] = self._clock()
+
     def station_booted(self, station_id: str, info: dict[str, str]) -> None:
+        self._heard(station_id, "BootNotification")
         now = self._clock().isoformat()
         self.store.save_station(station_id, {**info, "last_boot": now, "last_seen": now})
         self.dispatcher.booted(station_id)
 
     def status_changed(self, station_id: str, connector_id: int, status: str) -> None:
+        self._heard(station_id, "StatusNotification")
+        self.connector_status[(station_id, connector_id)] = (status, self._clock())
         log.debug("%s/%d: %s", station_id, connector_id, status)
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
                             meter_start: int, at: datetime) -> int:
+        self._heard(station_id, "StartTransaction")
         now = self._clock()
         previous = self._open_tx.get((station_id, connector_id))
         if previous is not None and previous in self.sessions:
@@ -305,6 +330,7 @@ class Bridge:
 
     def transaction_stopped(self, station_id: str, transaction_id: int, meter_stop: int,
                             at: datetime) -> None:
+        self._heard(station_id, "StopTransaction")
         now = self._clock()
         self.store.stop_transaction(transaction_id, meter_stop, now)
         session = self.sessions.get(transaction_id)
@@ -320,6 +346,7 @@ class Bridge:
 
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:
+        self._heard(station_id, "MeterValues")
         info = self.config.station_info(station_id)
         meter = self.meters.setdefault((station_id, connector_id), ConnectorMeter())
         for item in meter_values:
@@ -345,7 +372,9 @@ class Bridge:
             sessions=tuple(s for s in self.sessions.values() if s.station_id in stations),
             reservations=self.dispatcher.reservations(with_session),
         )
-        plan = make_plan(self.active_events(now), self.config.policy, self.config.site, fleet, now)
+        holds = {sid: hold[0] for sid, hold in self.holds.items()}
+        plan = plan_with_holds(self.active_events(now), self.config.policy, self.config.site,
+                               fleet, now, holds)  # type: ignore[arg-type]
         previous = self.plan
         self.plan = plan
         self.dispatcher.set_desired(plan.stations)
@@ -364,6 +393,21 @@ class Bridge:
             except Exception:  # a planning bug must not stop the bridge; the stations keep limits
                 log.exception("planning failed; stations keep their current profiles")
             await asyncio.sleep(REPLAN_COALESCE_S)
+
+    # operator actions ---------------------------------------------------------------------
+    def set_hold(self, station_id: str, mode: HoldMode, reason: str) -> None:
+        """Pause a station (0 W) or exempt it from DR, until :meth:`clear_hold`."""
+        now = self._clock()
+        self.store.set_hold(station_id, mode, reason, now)
+        self.holds[station_id] = (mode, reason, now)
+        log.info("%s: %s by the operator (%s)", station_id, mode, reason)
+        self._replan_now()
+
+    def clear_hold(self, station_id: str) -> None:
+        self.store.clear_hold(station_id)
+        if self.holds.pop(station_id, None) is not None:
+            log.info("%s: operator hold lifted", station_id)
+        self._replan_now()
 
     # telemetry ------------------------------------------------------------------------------
     def _flush(self) -> None:

@@ -140,7 +140,36 @@ def cmd_cancel_opt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.sim.demo import run_demo
 
-    return asyncio.run(run_demo(stations=args.stations, workdir=Path(args.workdir)))
+    return asyncio.run(run_demo(stations=args.stations, workdir=Path(args.workdir),
+                                web_port=args.web_port, linger_s=args.linger))
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from bridge.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("operator password: ")
+        if getpass.getpass("again: ") != password:
+            print("drbridge: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("drbridge: use at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(Path(args.config))
+    if config is None:
+        return EXIT_INVALID_CONFIG
+    from bridge.report import write_report
+
+    return write_report(config, args.event_id, Path(args.out) if args.out else None)
 
 
 def _logging(verbose: bool) -> None:
@@ -188,7 +217,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--stations", type=int, default=12, help="simulated chargers (default 12)")
     demo.add_argument("--workdir", default="var/demo", help="where the demo keeps its database")
+    demo.add_argument("--web-port", type=int, default=0,
+                      help="port of the demo's dashboard (default: any free port)")
+    demo.add_argument("--linger", type=float, default=0, metavar="SECONDS",
+                      help="keep everything running this long after the event, to look around")
     demo.set_defaults(func=cmd_demo)
+    hashing = commands.add_parser(
+        "hash-password", help="print the scrypt hash of an operator password for web.password_hash"
+    )
+    hashing.set_defaults(func=cmd_hash_password)
+    report = commands.add_parser(
+        "report", help="an event's performance: CSV, PNG plot and a text summary"
+    )
+    report.add_argument("event_id", help="the event, as the VTN named it")
+    report.add_argument("--config", required=True, help="site configuration (YAML)")
+    report.add_argument("--out", help="folder for the files (default: reports/ by the database)")
+    report.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     _logging(args.verbose)
     if args.command == "demo" and not args.verbose:

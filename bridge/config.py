@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bridge.web.auth import check_hash_format
 from policies.fleet import Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, Problem, parse_yaml, validate_yaml
@@ -67,6 +68,32 @@ class TelemetrySection(_Section):
     stale_after_s: float = Field(default=180, gt=0)
 
 
+class WebSection(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port (tests)
+    # `drbridge hash-password` prints one; without it the dashboard is read-only.
+    password_hash: str | None = None
+    session_ttl_s: float = Field(default=8 * 3600, gt=0)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_hash_format(value)
+        return value
+
+
+class ReportSection(_Section):
+    # Baseline: the site's load over the event's window on this many previous comparable days
+    baseline_days: int = Field(default=10, ge=1, le=90)
+    # fewer days with data than this and the baseline is the load before the event
+    baseline_min_days: int = Field(default=3, ge=1, le=90)
+    comparable_days: Literal["same_day_type", "all"] = "same_day_type"
+    pre_event_s: float = Field(default=3600, gt=0)  # window of the fallback baseline
+    interval_s: int = Field(default=300, ge=1, le=3600)  # interval of the CSV and plot
+
+
 class ConfigModel(_Section):
     ven: VenSection
     ocpp: OcppSection = Field(default_factory=OcppSection)
@@ -74,6 +101,8 @@ class ConfigModel(_Section):
     policy: str = "default"
     storage: StorageSection = Field(default_factory=StorageSection)
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    web: WebSection = Field(default_factory=WebSection)
+    report: ReportSection = Field(default_factory=ReportSection)
 
 
 @dataclass(frozen=True)

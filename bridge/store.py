@@ -171,6 +171,8 @@ class Store:
              "cancelled_at": str, "cancel_sent_at": str},
             pk="opt_id", if_not_exists=True,
         )
+        db["holds"].create({"station_id": str, "mode": str, "reason": str, "set_at": str},
+                           pk="station_id", if_not_exists=True)
         db["samples"].create_index(["station_id", "at"], if_not_exists=True)
         db["site_load"].create_index(["at"], if_not_exists=True)
 
@@ -347,3 +349,54 @@ class Store:
             (datetime.fromisoformat(r["at"]), r["load_w"], r["limit_w"])
             for r in self.db["site_load"].rows_where("at >= ?", [_iso(since)], order_by="at")
         ]
+
+    def site_load_between(self, start: datetime, end: datetime
+                          ) -> list[tuple[datetime, float, float]]:
+        return [
+            (datetime.fromisoformat(r["at"]), r["load_w"], r["limit_w"])
+            for r in self.db["site_load"].rows_where("at >= ? and at < ?",
+                                                     [_iso(start), _iso(end)], order_by="at")
+        ]
+
+    def samples_between(self, start: datetime, end: datetime) -> list[MeterSample]:
+        return [
+            MeterSample(r["station_id"], r["connector_id"], datetime.fromisoformat(r["at"]),
+                        r["power_w"], r["energy_wh"])
+            for r in self.db["samples"].rows_where("at >= ? and at < ?", [_iso(start), _iso(end)],
+                                                   order_by="at")
+        ]
+
+    # profiles sent, for the operator --------------------------------------------------------
+    def profile_counts(self) -> dict[str, int]:
+        """How many profiles were sent, by the station's answer (Accepted, Rejected, Failed)."""
+        return {row[0]: int(row[1]) for row in self.db.execute(
+            "SELECT status, count(*) FROM profiles GROUP BY status").fetchall()}
+
+    def accepted_schedules(self, station_id: str, until: datetime
+                           ) -> list[tuple[datetime, tuple[Step, ...]]]:
+        """Every schedule the station accepted before ``until``, oldest first."""
+        return [
+            (datetime.fromisoformat(r["sent_at"]), steps_from_json(r["schedule"]))
+            for r in self.db["profiles"].rows_where(
+                "station_id = ? and status = 'Accepted' and sent_at < ?",
+                [station_id, _iso(until)], order_by="id")
+        ]
+
+    # operator holds on stations ----------------------------------------------------------
+    def holds(self) -> dict[str, tuple[str, str, datetime]]:
+        """station id -> (mode, reason, since)."""
+        return {r["station_id"]: (r["mode"], r["reason"], datetime.fromisoformat(r["set_at"]))
+                for r in self.db["holds"].rows}
+
+    def set_hold(self, station_id: str, mode: str, reason: str, at: datetime) -> None:
+        with self._durable():
+            self._write(
+                "INSERT INTO holds (station_id, mode, reason, set_at) VALUES (?, ?, ?, ?) ON"
+                " CONFLICT(station_id) DO UPDATE SET mode = excluded.mode,"
+                " reason = excluded.reason, set_at = excluded.set_at",
+                [station_id, mode, reason, _iso(at)],
+            )
+
+    def clear_hold(self, station_id: str) -> None:
+        with self._durable():
+            self._write("DELETE FROM holds WHERE station_id = ?", [station_id])

@@ -48,6 +48,8 @@ def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: st
         telemetry:
           interval_s: {telemetry_interval_s}
           stale_after_s: 5
+        web:
+          port: 0
         """) + extra
 
 

@@ -30,7 +30,7 @@ AFTER = timedelta(seconds=8)
 RATE_UNITS = ("Current", "Power", "Current,Power")  # chargers differ; the bridge must serve all
 
 
-def demo_config(vtn_url: str, ocpp_port: int) -> str:
+def demo_config(vtn_url: str, ocpp_port: int, web_port: int = 0) -> str:
     return textwrap.dedent(f"""\
         ven:
           vtn_url: {vtn_url}
@@ -50,6 +50,8 @@ def demo_config(vtn_url: str, ocpp_port: int) -> str:
         telemetry:
           interval_s: 5
           stale_after_s: 5
+        web:
+          port: {web_port}
         """)
 
 
@@ -74,13 +76,14 @@ def _row(t: float, label: str, snap: Snapshot, ids: list[str]) -> str:
             f"load {snap.load_w / 1000:5.1f} kW | {limits}")
 
 
-async def run_demo(stations: int = 12, workdir: Path = Path("var/demo")) -> int:
+async def run_demo(stations: int = 12, workdir: Path = Path("var/demo"),
+                   web_port: int = 0, linger_s: float = 0) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     vtn = DemoVtn()
     await vtn.start()
     config_path = workdir / "demo-site.yaml"
-    config_path.write_text(demo_config(vtn.url, free_port()))
+    config_path.write_text(demo_config(vtn.url, free_port(), web_port))
     config = load_config_text(config_path.read_text(), config_path)
     bridge = Bridge(config)
     bridge_task = asyncio.create_task(bridge.run())
@@ -96,6 +99,9 @@ async def run_demo(stations: int = 12, workdir: Path = Path("var/demo")) -> int:
     print(f"drbridge demo: VTN at {vtn.url}, {stations} OCPP 1.6J chargers "
           f"(EVs of 11 kW each), site capacity {CAPACITY_KW:g} kW, policy 'default'")
     print(f"config: {config_path}   database: {config.storage_path}")
+    if bridge.web is not None:
+        await asyncio.wait_for(bridge.web.ready.wait(), 10)
+        print(f"dashboard: {bridge.web.url}")
     print(f"{'':6} {'':8} {'':29}   station limits, kW: {' '.join(i[-4:] for i in ids)}")
     t0 = asyncio.get_running_loop().time()
 
@@ -132,6 +138,9 @@ async def run_demo(stations: int = 12, workdir: Path = Path("var/demo")) -> int:
                 phases["after"].loads.append(snap.load_w)
             print(_row(clock(), label, snap, ids))
             await asyncio.sleep(1)
+        if linger_s > 0 and bridge.web is not None:
+            print(f"the dashboard stays up for {linger_s:g} s: {bridge.web.url}")
+            await asyncio.sleep(linger_s)
     finally:
         for station in fleet:
             await station.stop()

@@ -1,0 +1,63 @@
+"""Operator holds on stations: paused (0 W) or exempt from DR (still within site capacity).
+
+Pure: wraps the policy's planner without changing it. A paused station's sessions
+are left out of the fleet, so the others share its capacity. An exempt station
+is planned first against the site capacity alone (no event), then counted as a
+reservation when the others share the DR limit: the sum of what is commanded never
+exceeds the capacity, and the event's limit is kept as far as the exempt stations
+leave room for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Literal
+
+from policies.fleet import Fleet, Plan, Reservation, Site, Step
+from policies.model import Policy
+from policies.plan import make_plan
+from ven.events import DrEvent
+
+HoldMode = Literal["pause", "exempt"]
+HOLD_MODES: tuple[HoldMode, ...] = ("pause", "exempt")
+PAUSED_REASON = "paused by the operator"
+EXEMPT_REASON = "exempt from DR by the operator"
+
+
+def plan_with_holds(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Fleet,
+                    now: datetime, holds: Mapping[str, HoldMode]) -> Plan:
+    paused = {sid for sid, mode in holds.items() if mode == "pause"}
+    exempt = {sid for sid, mode in holds.items() if mode == "exempt"} & fleet.stations.keys()
+    sessions = tuple(s for s in fleet.sessions if s.station_id not in paused)
+    if not exempt:
+        plan = make_plan(events, policy, site, replace(fleet, sessions=sessions), now)
+        return _paused(plan, paused)
+    free = make_plan((), policy, site, Fleet(
+        stations={sid: info for sid, info in fleet.stations.items() if sid in exempt},
+        sessions=tuple(s for s in sessions if s.station_id in exempt),
+        reservations=fleet.reservations,
+    ), now)
+    others = make_plan(events, policy, site, Fleet(
+        stations={sid: info for sid, info in fleet.stations.items() if sid not in exempt},
+        sessions=tuple(s for s in sessions if s.station_id not in exempt),
+        reservations=fleet.reservations + tuple(
+            Reservation(sid, steps) for sid, steps in free.stations.items()),
+    ), now)
+    stations = dict(others.stations)
+    for sid, steps in free.stations.items():
+        stations[sid] = tuple(Step(s.start, s.limit_w, f"{EXEMPT_REASON}; {s.reason}")
+                              for s in steps)
+    return _paused(Plan(made_at=now, site=others.site, stations=stations), paused)
+
+
+def _paused(plan: Plan, paused: set[str]) -> Plan:
+    if not paused & plan.stations.keys():
+        return plan
+    stations = {
+        sid: (tuple(Step(s.start, 0.0, PAUSED_REASON) for s in steps) if sid in paused
+              else steps)
+        for sid, steps in plan.stations.items()
+    }
+    return Plan(made_at=plan.made_at, site=plan.site, stations=stations)

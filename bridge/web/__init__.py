@@ -1,0 +1,1 @@
+"""The operator's window on the bridge: dashboard, JSON API and Prometheus metrics."""

@@ -1,0 +1,114 @@
+"""Prometheus metrics in the text exposition format (0.0.4), written by hand: a few
+gauges and counters read from the bridge at scrape time need no client library."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from bridge.web import views
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+EVENT_STATES = ("upcoming", "active", "completed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Literal["gauge", "counter"]
+    help: str
+    samples: tuple[tuple[Mapping[str, str], float], ...] = field(default=())
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if value != int(value) else str(int(value))
+
+
+def format_metrics(metrics: Iterable[Metric]) -> str:
+    lines: list[str] = []
+    for metric in metrics:
+        lines.append(f"# HELP {metric.name} {metric.help.replace(chr(10), ' ')}")
+        lines.append(f"# TYPE {metric.name} {metric.kind}")
+        for labels, value in metric.samples:
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            name = f"{metric.name}{{{label_text}}}" if label_text else metric.name
+            lines.append(f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _one(name: str, kind: Literal["gauge", "counter"], help_text: str, value: float) -> Metric:
+    return Metric(name, kind, help_text, (({}, value),))
+
+
+def collect(bridge: Bridge) -> list[Metric]:
+    snapshot = bridge.snapshot()
+    now = snapshot.at
+    capacity = bridge.config.site.capacity_w
+    stations = bridge.dispatcher.stations.values()
+    profiles = bridge.store.profile_counts()
+    sent = sum(profiles.values())
+    states = {state: 0 for state in EVENT_STATES}
+    current: list[tuple[Mapping[str, str], float]] = []
+    for stored in bridge.events.values():
+        state = views.event_state(stored.event, now)
+        states[state] += 1
+        if state in ("active", "upcoming"):
+            current.append(({"event_id": stored.event.event_id, "state": state,
+                             "opt": stored.opt}, 1.0))
+    last_contact = bridge.ven.last_contact
+    dr_active = snapshot.site_limit_w < capacity and bool(snapshot.active_events)
+    return [
+        _one("drbridge_site_load_watts", "gauge", "Measured EV charging load of the site.",
+             snapshot.load_w),
+        _one("drbridge_site_limit_watts", "gauge", "Site limit in force now.",
+             snapshot.site_limit_w),
+        _one("drbridge_site_capacity_watts", "gauge", "Configured site capacity.", capacity),
+        _one("drbridge_dr_limit_active", "gauge",
+             "1 while a DR event holds the site below its capacity.", float(dr_active)),
+        _one("drbridge_stations_connected", "gauge", "Stations with an open OCPP connection.",
+             float(sum(1 for s in stations if s.link is not None))),
+        _one("drbridge_stations_known", "gauge", "Stations the bridge has seen.",
+             float(len(bridge.dispatcher.stations))),
+        _one("drbridge_sessions_active", "gauge", "Open charging transactions.",
+             float(len(bridge.sessions))),
+        _one("drbridge_profiles_sent_total", "counter", "Charging profiles sent to stations.",
+             float(sent)),
+        _one("drbridge_profiles_rejected_total", "counter",
+             "Charging profiles a station rejected or did not answer.",
+             float(sent - profiles.get("Accepted", 0))),
+        Metric("drbridge_profiles_total", "counter",
+               "Charging profiles sent, by the station's answer.",
+               tuple(({"status": status}, float(n)) for status, n in sorted(profiles.items()))),
+        Metric("drbridge_events", "gauge", "DR events known, by state.",
+               tuple(({"state": state}, float(n)) for state, n in states.items())),
+        Metric("drbridge_event_info", "gauge",
+               "1 for each active or upcoming DR event, with its state and opt.",
+               tuple(current)),
+        _one("drbridge_vtn_registered", "gauge", "1 once registered with the VTN.",
+             float(bridge.ven.registration is not None)),
+        _one("drbridge_vtn_last_contact_timestamp_seconds", "gauge",
+             "Unix time of the VTN's last answer (0: never).",
+             last_contact.timestamp() if last_contact else 0.0),
+        Metric("drbridge_ocpp_messages_received_total", "counter",
+               "OCPP requests received from stations, by action.",
+               tuple(({"action": action}, float(n))
+                     for action, n in sorted(bridge.messages_in.items()))),
+        _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",
+             bridge.started_at.timestamp()),
+    ]
+
+
+def render_metrics(bridge: Bridge) -> str:
+    return format_metrics(collect(bridge))

@@ -1,0 +1,143 @@
+"""The OpenAPI 3.1 description of the dashboard's API, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NUM = {"type": ["number", "null"]}
+STR = {"type": ["string", "null"]}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+ERROR = {"description": "error", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/Error"}}}}
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema}"}}}}}
+
+
+def _obj(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": {"type": "string"}}),
+    "Vtn": _obj({"url": {"type": "string"},
+                 "state": {"enum": ["online", "unreachable", "never contacted"]},
+                 "registered": {"type": "boolean"}, "ven_id": STR, "last_contact": TIME,
+                 "seconds_since_contact": NUM}),
+    "Site": _obj({
+        "at": TIME, "load_w": NUM, "limit_w": NUM, "limit_reason": {"type": "string"},
+        "capacity_w": NUM,
+        "dr_banner": _obj({"active": {"type": "boolean"},
+                           "events": {"type": "array", "items": {"type": "string"}},
+                           "text": STR}),
+        "vtn": {"$ref": "#/components/schemas/Vtn"},
+        "stations_connected": {"type": "integer"}, "stations_known": {"type": "integer"},
+        "sessions": {"type": "integer"},
+    }),
+    "Load": _obj({"since": TIME, "capacity_w": NUM, "points": {"type": "array", "items": _obj(
+        {"at": TIME, "load_w": NUM, "limit_w": NUM})}}),
+    "Event": _obj({
+        "event_id": {"type": "string"}, "modification_number": {"type": "integer"},
+        "status": {"type": "string", "description": "as the VTN sent it"},
+        "state": {"enum": ["upcoming", "active", "completed", "cancelled"]},
+        "start": TIME, "end": TIME, "opt": {"enum": ["optIn", "optOut"]},
+        "opt_reason": {"type": "string"}, "market_context": {"type": "string"},
+        "test_event": {"type": "boolean"},
+        "signals": {"type": "array", "items": _obj({
+            "name": {"type": "string"}, "type": {"type": "string"}, "unit": STR,
+            "intervals": {"type": "array", "items": _obj(
+                {"start": TIME, "end": TIME, "value": {"type": "number"}})}})},
+        "cap_w": {**NUM, "description": "lowest site limit the event asks for"},
+        "baseline_w": NUM, "measured_w": NUM,
+        "shed_w": {**NUM, "description": "baseline minus measured, mean over the event so far"},
+        "baseline_method": STR,
+    }),
+    "Events": _obj({k: {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
+                    for k in ("active", "upcoming", "history")}),
+    "Station": _obj({
+        "station_id": {"type": "string"}, "connected": {"type": "boolean"}, "last_seen": TIME,
+        "power_w": NUM, "limit_w": {**NUM, "description": "limit the station acknowledged"},
+        "limit_reason": {"type": "string", "description": "event, policy rule and allocation"},
+        "planned": {"type": ["object", "null"], "properties": {
+            "since": TIME, "limit_w": NUM, "reason": {"type": "string"}}},
+        "profile_state": {"enum": ["accepted", "rejected", "unverified", "non-compliant"]},
+        "max_w": NUM,
+        "hold": {"type": ["object", "null"], "properties": {
+            "mode": {"enum": ["pause", "exempt"]}, "reason": {"type": "string"}, "since": TIME}},
+        "connectors": {"type": "array", "items": _obj({
+            "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
+            "power_w": NUM, "session": {"type": ["object", "null"], "properties": {
+                "transaction_id": {"type": "integer"}, "started_at": TIME}}})},
+    }),
+    "Stations": _obj({"at": TIME, "stations": {"type": "array", "items": {
+        "$ref": "#/components/schemas/Station"}}}),
+    "Session": _obj({"logged_in": {"type": "boolean"}, "login_enabled": {"type": "boolean"}}),
+}
+
+REASON_BODY = {"required": False, "content": {"application/json": {"schema": _obj(
+    {"reason": {"type": "string", "maxLength": 500}})}}}
+AUTH = [{"session": []}]
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "drbridge operator API", "version": "1",
+                 "description": "Site, DR events and stations of a running drbridge; "
+                                "actions need a session cookie from POST /api/login."},
+        "paths": {
+            "/api/site": {"get": {"summary": "Site load, limit, DR banner, VTN state",
+                                  "responses": _ok("Site", "the site now")}},
+            "/api/load": {"get": {
+                "summary": "Site load and limit over the last hours",
+                "parameters": [{"name": "hours", "in": "query", "required": False,
+                                "schema": {"type": "number", "default": 3,
+                                           "exclusiveMinimum": 0, "maximum": 48}}],
+                "responses": {**_ok("Load", "one point per recorded sample"), "400": ERROR}}},
+            "/api/events": {"get": {"summary": "Active, upcoming and past DR events",
+                                    "responses": _ok("Events", "events")}},
+            "/api/stations": {"get": {"summary": "Stations, connectors, limits and reasons",
+                                      "responses": _ok("Stations", "stations")}},
+            "/api/session": {"get": {"summary": "Whether this client is logged in",
+                                     "responses": _ok("Session", "session")}},
+            "/api/login": {"post": {
+                "summary": "Log in with the operator password; sets a session cookie",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _obj({"password": {"type": "string"}})}}},
+                "responses": {**_ok("Session", "logged in"), "401": ERROR, "403": ERROR}}},
+            "/api/logout": {"post": {"summary": "End the session",
+                                     "responses": _ok("Session", "logged out")}},
+            "/api/events/{event_id}/opt-out": {"post": {
+                "summary": "Opt the site out of an event (tells the VTN)", "security": AUTH,
+                "parameters": [{"name": "event_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "requestBody": REASON_BODY,
+                "responses": {"200": {"description": "opted out"}, "401": ERROR,
+                              "404": ERROR, "409": ERROR}}},
+            "/api/stations/{station_id}/hold": {
+                "put": {"summary": "Pause a station (0 W) or exempt it from DR",
+                        "security": AUTH,
+                        "parameters": [{"name": "station_id", "in": "path", "required": True,
+                                        "schema": {"type": "string"}}],
+                        "requestBody": {"required": True, "content": {"application/json": {
+                            "schema": _obj({"mode": {"enum": ["pause", "exempt"]},
+                                            "reason": {"type": "string"}})}}},
+                        "responses": {"200": {"description": "held"}, "400": ERROR,
+                                      "401": ERROR, "404": ERROR}},
+                "delete": {"summary": "Lift a station's hold", "security": AUTH,
+                           "parameters": [{"name": "station_id", "in": "path",
+                                           "required": True, "schema": {"type": "string"}}],
+                           "responses": {"200": {"description": "lifted"}, "401": ERROR,
+                                         "404": ERROR}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text format)",
+                                 "responses": {"200": {"description": "metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}},
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
+                                            "name": "drbridge_session"}},
+        },
+    }

@@ -1,0 +1,252 @@
+"""What the API answers, assembled from the running bridge (read-only)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from bridge.performance import BaselineSettings, evaluate, history_windows
+from policies.fleet import Step, value_at
+from policies.plan import event_limit_at
+from ven.events import DrEvent, EventStatus
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+    from bridge.config import Config
+    from bridge.dispatch import StationState
+
+# The VTN is considered reachable while it answered within this time (polls are more often).
+VTN_SILENT_AFTER = timedelta(minutes=2)
+NON_COMPLIANT_AFTER = timedelta(seconds=15)  # a station gets this long to follow its limit
+EVENT_HISTORY = 20
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _watts(value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    return round(value, 1)
+
+
+def baseline_settings(config: Config) -> BaselineSettings:
+    report = config.model.report
+    return BaselineSettings(days=report.baseline_days, min_days=report.baseline_min_days,
+                            comparable=report.comparable_days,
+                            pre_event=timedelta(seconds=report.pre_event_s))
+
+
+# site -----------------------------------------------------------------------------------------
+def vtn_view(bridge: Bridge, now: datetime) -> dict[str, Any]:
+    last = bridge.ven.last_contact
+    registration = bridge.ven.registration
+    if last is None:
+        state = "never contacted"
+    elif now - last <= VTN_SILENT_AFTER:
+        state = "online"
+    else:
+        state = "unreachable"
+    return {
+        "url": bridge.config.model.ven.vtn_url,
+        "state": state,
+        "registered": registration is not None,
+        "ven_id": registration.ven_id if registration else None,
+        "last_contact": _iso(last),
+        "seconds_since_contact": round((now - last).total_seconds(), 1) if last else None,
+    }
+
+
+def site_view(bridge: Bridge) -> dict[str, Any]:
+    snapshot = bridge.snapshot()
+    now = snapshot.at
+    capacity = bridge.config.site.capacity_w
+    dr_limited = snapshot.site_limit_w < capacity and bool(snapshot.active_events)
+    connected = [s for s in bridge.dispatcher.stations.values() if s.link is not None]
+    return {
+        "at": now.isoformat(),
+        "load_w": _watts(snapshot.load_w),
+        "limit_w": _watts(snapshot.site_limit_w),
+        "limit_reason": snapshot.site_limit_reason,
+        "capacity_w": _watts(capacity),
+        "dr_banner": {
+            "active": dr_limited,
+            "events": snapshot.active_events,
+            "text": (f"Demand response in force: site limited to "
+                     f"{snapshot.site_limit_w / 1000:.1f} kW ({snapshot.site_limit_reason})"
+                     if dr_limited else None),
+        },
+        "vtn": vtn_view(bridge, now),
+        "stations_connected": len(connected),
+        "stations_known": len(bridge.dispatcher.stations),
+        "sessions": len(bridge.sessions),
+    }
+
+
+def load_series(bridge: Bridge, hours: float) -> dict[str, Any]:
+    now = bridge.snapshot().at
+    rows = bridge.store.site_load(now - timedelta(hours=hours))
+    return {
+        "since": (now - timedelta(hours=hours)).isoformat(),
+        "capacity_w": bridge.config.site.capacity_w,
+        "points": [{"at": at.isoformat(), "load_w": _watts(load), "limit_w": _watts(limit)}
+                   for at, load, limit in rows],
+    }
+
+
+# events ----------------------------------------------------------------------------------------
+def event_state(event: DrEvent, now: datetime) -> str:
+    if event.status == EventStatus.CANCELLED:
+        return "cancelled"
+    if event.is_over(now):
+        return "completed"
+    return "active" if event.start <= now else "upcoming"
+
+
+def event_cap_w(config: Config, event: DrEvent) -> float | None:
+    """The lowest site limit the event asks for, under this site's policy."""
+    asked = [event_limit_at(event, config.policy, config.site, interval.start)
+             for signal in event.signals for interval in signal.intervals]
+    limits = [a[0] for a in asked if a is not None]
+    return min(limits) if limits else None
+
+
+def event_end(event: DrEvent) -> datetime:
+    if event.end is not None:
+        return event.end
+    return max((i.end for s in event.signals for i in s.intervals), default=event.start)
+
+
+def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
+               now: datetime) -> dict[str, Any]:
+    state = event_state(event, now)
+    cap = event_cap_w(bridge.config, event)
+    result: dict[str, Any] = {
+        "event_id": event.event_id,
+        "modification_number": event.modification_number,
+        "status": event.status.value,
+        "state": state,
+        "start": event.start.isoformat(),
+        "end": _iso(event.end),
+        "opt": opt,
+        "opt_reason": opt_reason,
+        "market_context": event.market_context,
+        "test_event": event.test_event,
+        "signals": [
+            {"name": s.name, "type": s.type, "unit": s.unit,
+             "intervals": [{"start": i.start.isoformat(), "end": i.end.isoformat(),
+                            "value": i.value} for i in s.intervals]}
+            for s in event.signals
+        ],
+        "cap_w": _watts(cap),
+        "baseline_w": None, "measured_w": None, "shed_w": None, "baseline_method": None,
+    }
+    if state in ("active", "completed") and event.start <= now:
+        end = min(event_end(event), now)
+        if end > event.start:
+            settings = baseline_settings(bridge.config)
+            rows = []
+            for a, b in history_windows(event.start, end, settings):
+                rows.extend(bridge.store.site_load_between(a, b))
+            rows.extend(bridge.store.site_load_between(event.start, end))
+            perf = evaluate(event.event_id, event.start, end, rows, end - event.start,
+                            settings, cap_w=cap)
+            result.update(baseline_w=_watts(perf.baseline_w), measured_w=_watts(perf.measured_w),
+                          shed_w=_watts(perf.achieved_shed_w), baseline_method=perf.method)
+    return result
+
+
+def events_view(bridge: Bridge) -> dict[str, Any]:
+    now = bridge.snapshot().at
+    views = [event_view(bridge, e.event, e.opt, e.opt_reason, now)
+             for e in sorted(bridge.events.values(), key=lambda e: e.event.start)]
+    return {
+        "active": [v for v in views if v["state"] == "active"],
+        "upcoming": [v for v in views if v["state"] == "upcoming"],
+        "history": [v for v in reversed(views)
+                    if v["state"] in ("completed", "cancelled")][:EVENT_HISTORY],
+    }
+
+
+# stations --------------------------------------------------------------------------------------
+def profile_state(state: StationState, power_w: float | None, now: datetime) -> str:
+    """accepted / rejected / unverified / non-compliant, as the operator needs to know."""
+    if state.refused:
+        return "rejected"
+    if not state.confirmed or state.in_flight is not None or state.uncertain is not None:
+        return "unverified"
+    step = value_at(state.applied, now) if state.applied else None
+    if step is not None and power_w is not None and now - step.start >= NON_COMPLIANT_AFTER \
+            and power_w > step.limit_w * 1.05 + 100:
+        return "non-compliant"
+    return "accepted"
+
+
+def _step_view(step: Step | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    return {"since": step.start.isoformat(), "limit_w": _watts(step.limit_w),
+            "reason": step.reason}
+
+
+def _limit_reason(applied: Step | None, planned: Step | None, known: bool) -> str:
+    if applied is None:
+        return "no limit acknowledged yet" if known else "not connected since the bridge started"
+    # A profile starts a decrease a second before the plan does, and its copy of the reason
+    # is the one of that earlier second: the plan's own step says why, once they agree.
+    if planned is not None and abs(planned.limit_w - applied.limit_w) <= 100:
+        return planned.reason
+    if planned is not None:
+        return f"{applied.reason} (changing to {planned.limit_w / 1000:.1f} kW: {planned.reason})"
+    return applied.reason
+
+
+def stations_view(bridge: Bridge) -> dict[str, Any]:
+    now = bridge.snapshot().at
+    stale = timedelta(seconds=bridge.config.model.telemetry.stale_after_s)
+    sessions = {(s.station_id, s.connector_id): (tx, s) for tx, s in bridge.sessions.items()}
+    stations = []
+    for station_id in sorted(set(bridge.dispatcher.stations) | set(bridge.holds)):
+        state = bridge.dispatcher.stations.get(station_id)
+        connectors = []
+        connector_ids = sorted({c for (sid, c) in bridge.connector_status if sid == station_id}
+                               | {c for (sid, c) in bridge.meters if sid == station_id}
+                               | {c for (sid, c) in sessions if sid == station_id})
+        station_power: float | None = None
+        for connector_id in connector_ids:
+            status = bridge.connector_status.get((station_id, connector_id))
+            meter = bridge.meters.get((station_id, connector_id))
+            power = meter.latest[1] if meter and meter.latest and \
+                now - meter.latest[0] <= stale else None
+            if power is not None:
+                station_power = (station_power or 0.0) + power
+            session = sessions.get((station_id, connector_id))
+            connectors.append({
+                "connector_id": connector_id,
+                "status": status[0] if status else None,
+                "status_since": _iso(status[1]) if status else None,
+                "power_w": _watts(power),
+                "session": {"transaction_id": session[0],
+                            "started_at": session[1].started_at.isoformat()}
+                if session else None,
+            })
+        applied = value_at(state.applied, now) if state and state.applied else None
+        desired = value_at(state.desired, now) if state and state.desired else None
+        hold = bridge.holds.get(station_id)
+        stations.append({
+            "station_id": station_id,
+            "connected": state is not None and state.link is not None,
+            "last_seen": _iso(bridge.last_seen.get(station_id)),
+            "power_w": _watts(station_power),
+            "limit_w": _watts(applied.limit_w) if applied else None,
+            "limit_reason": _limit_reason(applied, desired, state is not None),
+            "planned": _step_view(desired),
+            "profile_state": profile_state(state, station_power, now) if state else "unverified",
+            "max_w": _watts(state.info.max_w) if state and state.info.max_current_a else None,
+            "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
+            if hold else None,
+            "connectors": connectors,
+        })
+    return {"at": now.isoformat(), "stations": stations}

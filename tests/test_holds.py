@@ -1,0 +1,87 @@
+"""Operator holds in the plan (pure): a paused station gets 0 W, an exempt one ignores DR."""
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.holds import EXEMPT_REASON, PAUSED_REASON, plan_with_holds
+from policies.fleet import Fleet, Reservation, Session, Site, StationInfo, Step, value_at
+from policies.model import parse_policy, preset_text
+from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SITE = Site(capacity_w=44_000)
+POLICY = parse_policy(preset_text("default"), "default")
+MAX_3PH = 32 * 230 * 3
+
+
+def event(level: int, start: datetime = NOW, minutes: int = 30) -> DrEvent:
+    interval = SignalInterval(start=start, duration=timedelta(minutes=minutes), value=level)
+    return DrEvent(event_id="e1", modification_number=0, status=EventStatus.ACTIVE, start=start,
+                   duration=timedelta(minutes=minutes),
+                   signals=(EventSignal(name="SIMPLE", type="level", intervals=(interval,)),))
+
+
+def fleet(n: int, reservations: tuple[Reservation, ...] = ()) -> Fleet:
+    stations = {f"CP{i}": StationInfo(f"CP{i}", 3, 230.0, 32.0) for i in range(n)}
+    sessions = tuple(Session(f"CP{i}", 1, NOW - timedelta(minutes=10 - i)) for i in range(n))
+    return Fleet(stations=stations, sessions=sessions, reservations=reservations)
+
+
+def at(plan_steps: tuple[Step, ...], when: datetime = NOW) -> Step:
+    step = value_at(plan_steps, when)
+    assert step is not None
+    return step
+
+
+def test_no_holds_is_the_policy_plan():
+    plan = plan_with_holds([event(1)], POLICY, SITE, fleet(2), NOW, {})
+    assert at(plan.site).limit_w == 22_000
+    assert all(at(s).limit_w == 11_000 for s in plan.stations.values())
+
+
+def test_paused_station_gets_zero_and_the_others_its_share():
+    plan = plan_with_holds([], POLICY, SITE, fleet(3), NOW, {"CP0": "pause"})
+    assert at(plan.stations["CP0"]) == Step(NOW, 0.0, PAUSED_REASON)
+    assert [at(plan.stations[s]).limit_w for s in ("CP1", "CP2")] == [22_000, 22_000]
+
+
+def test_exempt_station_keeps_charging_through_an_event_within_capacity():
+    plan = plan_with_holds([event(2)], POLICY, SITE, fleet(3), NOW, {"CP2": "exempt"})
+    # 25 % of 44 kW is 11 kW: the exempt station keeps its 22 kW maximum, the others pause
+    exempt = at(plan.stations["CP2"])
+    assert exempt.limit_w == MAX_3PH
+    assert exempt.reason.startswith(EXEMPT_REASON)
+    assert at(plan.stations["CP0"]).limit_w == 0
+    assert at(plan.stations["CP1"]).limit_w == 0
+    assert at(plan.site).limit_w == 11_000  # the event's limit is still what the site shows
+
+
+def test_exempt_station_leaves_the_others_what_the_event_allows():
+    plan = plan_with_holds([event(1)], POLICY, Site(capacity_w=88_000), fleet(3), NOW,
+                           {"CP0": "exempt"})
+    # event: 44 kW; the exempt station takes 22 kW, the other two share the remaining 22 kW
+    assert at(plan.stations["CP0"]).limit_w == MAX_3PH
+    assert at(plan.stations["CP1"]).limit_w + at(plan.stations["CP2"]).limit_w <= 44_000 - MAX_3PH
+
+
+@given(
+    n=st.integers(min_value=1, max_value=8),
+    level=st.integers(min_value=0, max_value=3),
+    capacity_kw=st.floats(min_value=1, max_value=200),
+    modes=st.lists(st.sampled_from([None, "pause", "exempt"]), min_size=8, max_size=8),
+    reserved_w=st.floats(min_value=0, max_value=30_000),
+)
+def test_commanded_total_never_exceeds_capacity(n, level, capacity_kw, modes, reserved_w):
+    site = Site(capacity_w=capacity_kw * 1000)
+    reservation = Reservation("OFFLINE", (Step(NOW, reserved_w, "held"),))
+    holds = {f"CP{i}": mode for i, mode in enumerate(modes[:n]) if mode}
+    plan = plan_with_holds([event(level, NOW + timedelta(minutes=5))], POLICY, site,
+                           fleet(n, (reservation,)), NOW, holds)
+    for when in (NOW, NOW + timedelta(minutes=6), NOW + timedelta(minutes=40)):
+        total = sum(at(s, when).limit_w for s in plan.stations.values())
+        assert total <= max(site.capacity_w - reserved_w, 0) + 1e-6
+        for sid, mode in holds.items():
+            if mode == "pause":
+                assert at(plan.stations[sid], when).limit_w == 0

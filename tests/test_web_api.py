@@ -1,0 +1,215 @@
+"""The JSON API, login, operator actions and /metrics, over HTTP against a running bridge."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from conftest import Site, wait_until
+
+from bridge.config import load_config_text
+from bridge.holds import PAUSED_REASON
+from bridge.web.auth import hash_password
+from policies.validation import InvalidDocument
+
+PASSWORD = "correct horse battery"
+PASSWORD_HASH = hash_password(PASSWORD)
+WEB = f"web:\n  port: 0\n  password_hash: '{PASSWORD_HASH}'\n"
+
+
+def web_config(site: Site, **kwargs: object) -> None:
+    site.write_config(**kwargs)
+    # the site config from conftest has a web section with port 0; add the password
+    text = site.config_path.read_text().replace("web:\n  port: 0\n", WEB)
+    site.config_path.write_text(text)
+
+
+def base_url(site: Site) -> str:
+    assert site.bridge is not None and site.bridge.web is not None
+    return f"http://127.0.0.1:{site.bridge.web.port}"
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> dict:
+    async with http.get(url) as response:
+        assert response.status == 200, await response.text()
+        assert response.content_type == "application/json"
+        return await response.json()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+async def start(site: Site, **kwargs: object) -> str:
+    web_config(site, **kwargs)
+    bridge = await site.start_bridge()
+    assert bridge.web is not None
+    await wait_until(lambda: bridge.web is not None and bridge.web.ready.is_set(),
+                     what="the web server")
+    return base_url(site)
+
+
+async def test_api_shows_site_event_and_stations(site: Site):
+    url = await start(site, capacity_kw=44, telemetry_interval_s=1)
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station("CP1"), site.add_station("CP2", rate_unit="Power")]
+    await wait_until(lambda: all(s.transaction_id for s in stations) and
+                     bridge.measured_load_w() > 0, what="charging")
+    await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    ven_id = site.vtn.ven_id("test-site")
+    start_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    event_id = site.vtn.add_simple_event(ven_id, start_at, [(timedelta(minutes=5), 2)])
+    await wait_until(lambda: event_id in bridge.events, what="the event at the bridge")
+    await wait_until(lambda: datetime.now(UTC) > start_at + timedelta(seconds=2), what="start")
+
+    async with aiohttp.ClientSession() as http:
+        await wait_until(lambda: bridge.snapshot().site_limit_w == 11_000, what="the DR limit")
+        site_now = await get_json(http, f"{url}/api/site")
+        assert site_now["limit_w"] == 11_000
+        assert site_now["capacity_w"] == 44_000
+        assert site_now["dr_banner"]["active"] is True
+        assert event_id in site_now["dr_banner"]["events"]
+        assert "11.0 kW" in site_now["dr_banner"]["text"]
+        assert site_now["vtn"]["state"] == "online"
+        assert site_now["vtn"]["registered"] is True and site_now["vtn"]["ven_id"] == ven_id
+        assert site_now["stations_connected"] == 2
+
+        events = await get_json(http, f"{url}/api/events")
+        [active] = events["active"]
+        assert active["event_id"] == event_id and active["opt"] == "optIn"
+        assert active["signals"][0]["name"] == "SIMPLE"
+        assert active["signals"][0]["intervals"][0]["value"] == 2
+        assert active["cap_w"] == 11_000
+        assert events["upcoming"] == [] and events["history"] == []
+
+        async def station_rows() -> dict[str, dict]:
+            data = await get_json(http, f"{url}/api/stations")
+            return {s["station_id"]: s for s in data["stations"]}
+
+        rows = await station_rows()
+        assert set(rows) == {"CP1", "CP2"}
+        for row in rows.values():
+            assert row["connected"] is True
+            assert row["last_seen"] is not None
+            assert row["limit_w"] is not None and row["limit_w"] <= 11_000
+            assert f"event {event_id}" in row["limit_reason"]
+            assert row["profile_state"] in ("accepted", "unverified")
+            [connector] = row["connectors"]
+            assert connector["connector_id"] == 1
+            assert connector["session"] is not None
+            assert connector["status"] == "Charging"
+        assert sum(r["limit_w"] for r in rows.values()) <= 11_000
+
+        await wait_until(lambda: len(bridge.store.site_load(start_at - timedelta(hours=1))) >= 2,
+                         what="site load rows")
+        load = await get_json(http, f"{url}/api/load?hours=1")
+        assert load["points"] and load["capacity_w"] == 44_000
+        assert {"at", "load_w", "limit_w"} <= set(load["points"][-1])
+        async with http.get(f"{url}/api/load?hours=-1") as response:
+            assert response.status == 400
+
+        spec = await get_json(http, f"{url}/api/openapi.json")
+        assert spec["openapi"].startswith("3.")
+        for path in ("/api/site", "/api/events", "/api/stations", "/api/load", "/metrics",
+                     "/api/events/{event_id}/opt-out", "/api/stations/{station_id}/hold"):
+            assert path in spec["paths"]
+
+        async with http.get(f"{url}/metrics") as response:
+            assert response.status == 200
+            assert response.content_type == "text/plain"
+            text = await response.text()
+        metrics = parse_metrics(text)
+        assert "# TYPE drbridge_site_load_watts gauge" in text
+        assert metrics["drbridge_site_limit_watts"] == 11_000
+        assert metrics["drbridge_site_capacity_watts"] == 44_000
+        assert metrics["drbridge_dr_limit_active"] == 1
+        assert metrics["drbridge_stations_connected"] == 2
+        assert metrics["drbridge_vtn_registered"] == 1
+        assert metrics["drbridge_vtn_last_contact_timestamp_seconds"] > start_at.timestamp() - 60
+        assert metrics[f'drbridge_event_info{{event_id="{event_id}",state="active",'
+                       f'opt="optIn"}}'] == 1
+        assert metrics['drbridge_events{state="active"}'] == 1
+        assert metrics['drbridge_ocpp_messages_received_total{action="MeterValues"}'] > 0
+        assert metrics['drbridge_ocpp_messages_received_total{action="BootNotification"}'] == 2
+        assert metrics["drbridge_profiles_sent_total"] >= 2
+        assert metrics["drbridge_site_load_watts"] > 0
+
+
+async def test_actions_need_login_and_pause_holds_a_station_at_zero(site: Site):
+    url = await start(site, capacity_kw=44)
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station("CP1"), site.add_station("CP2")]
+    await wait_until(lambda: all(s.transaction_id for s in stations) and
+                     all(s.composite_limit_w() > 0 for s in stations), what="charging")
+    hold_url = f"{url}/api/stations/CP1/hold"
+    # unsafe: keep cookies from an IP address (127.0.0.1)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        session = await get_json(http, f"{url}/api/session")
+        assert session == {"logged_in": False, "login_enabled": True}
+        async with http.put(hold_url, json={"mode": "pause"}) as response:
+            assert response.status == 401
+        async with http.post(f"{url}/api/events/nope/opt-out", json={}) as response:
+            assert response.status == 401
+        async with http.post(f"{url}/api/login", json={"password": "wrong"}) as response:
+            assert response.status == 401
+        async with http.post(f"{url}/api/login", data="password") as response:
+            assert response.status == 415
+        async with http.post(f"{url}/api/login", json={"password": PASSWORD}) as response:
+            assert response.status == 200
+            assert response.cookies["drbridge_session"]["httponly"]
+        assert (await get_json(http, f"{url}/api/session"))["logged_in"] is True
+
+        async with http.put(hold_url, json={"mode": "sleep"}) as response:
+            assert response.status == 400
+        async with http.put(f"{url}/api/stations/NOPE/hold", json={"mode": "pause"}) as response:
+            assert response.status == 404
+        async with http.post(f"{url}/api/events/nope/opt-out", json={}) as response:
+            assert response.status == 404
+        async with http.put(hold_url, json={"mode": "pause", "reason": "cable check"}) as r:
+            assert r.status == 200
+        await wait_until(lambda: stations[0].composite_limit_w() == 0, what="CP1 paused")
+        rows = {s["station_id"]: s for s in
+                (await get_json(http, f"{url}/api/stations"))["stations"]}
+        assert rows["CP1"]["hold"]["mode"] == "pause"
+        assert rows["CP1"]["hold"]["reason"] == "cable check"
+        await wait_until(lambda: bridge.dispatcher.stations["CP1"].applied is not None and
+                         bridge.dispatcher.stations["CP1"].applied[-1].reason == PAUSED_REASON,
+                         what="the pause acknowledged")
+        rows = {s["station_id"]: s for s in
+                (await get_json(http, f"{url}/api/stations"))["stations"]}
+        assert rows["CP1"]["limit_w"] == 0 and rows["CP1"]["limit_reason"] == PAUSED_REASON
+        # the other station gets the capacity the paused one left
+        await wait_until(lambda: stations[1].composite_limit_w() >= 22_000,
+                         what="CP2 at its maximum (32 A)")
+        # stored, so it survives a restart
+        assert bridge.store.holds()["CP1"][0] == "pause"
+
+        async with http.delete(hold_url) as response:
+            assert response.status == 200
+        await wait_until(lambda: stations[0].composite_limit_w() > 0, what="CP1 resumed")
+        async with http.post(f"{url}/api/logout", json={}) as response:
+            assert response.status == 200
+        async with http.delete(hold_url) as response:
+            assert response.status == 401
+
+
+def test_bad_password_hash_is_refused_with_its_key(tmp_path):
+    text = textwrap.dedent("""\
+        ven: {vtn_url: 'http://127.0.0.1:1/OpenADR2/Simple/2.0b', ven_name: a}
+        site: {capacity_kw: 10}
+        web:
+          password_hash: hunter2
+        """)
+    with pytest.raises(InvalidDocument) as error:
+        load_config_text(text, tmp_path / "site.yaml")
+    assert "site.yaml:4: web.password_hash" in str(error.value)
+    assert "drbridge hash-password" in str(error.value)

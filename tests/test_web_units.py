@@ -1,0 +1,56 @@
+"""Pure parts of the web package: password hashes, sessions, the metrics text format."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridge.web.auth import Sessions, check_hash_format, hash_password, verify_password
+from bridge.web.metrics import Metric, format_metrics
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def test_password_hash_round_trip_and_salt():
+    first, second = hash_password("s3cret pass"), hash_password("s3cret pass")
+    assert first != second  # a fresh salt each time
+    assert first.startswith("scrypt$16384$8$1$")
+    assert verify_password("s3cret pass", first) and verify_password("s3cret pass", second)
+    assert not verify_password("s3cret pasS", first)
+    assert "s3cret" not in first
+
+
+@pytest.mark.parametrize("bad", ["hunter2", "scrypt$16384$8$1$zz$00", "pbkdf2$1$1$1$00$00",
+                                 "scrypt$1000$8$1$" + "00" * 16 + "$" + "00" * 32,
+                                 "scrypt$16384$8$1$00$" + "00" * 32])
+def test_malformed_hashes_are_refused(bad):
+    with pytest.raises(ValueError):
+        check_hash_format(bad)
+
+
+def test_sessions_expire_and_end():
+    sessions = Sessions(ttl=timedelta(hours=1))
+    token = sessions.create(NOW)
+    assert sessions.valid(token, NOW + timedelta(minutes=59))
+    assert not sessions.valid(token, NOW + timedelta(hours=1))
+    assert not sessions.valid(token, NOW)  # expired tokens are forgotten
+    other = sessions.create(NOW)
+    sessions.end(other)
+    assert not sessions.valid(other, NOW)
+    assert not sessions.valid(None, NOW) and not sessions.valid("made-up", NOW)
+
+
+def test_metrics_text_format():
+    text = format_metrics([
+        Metric("x_watts", "gauge", "A gauge.", (({}, 1500.0),)),
+        Metric("y_total", "counter", "By label.",
+               (({"action": 'a"b\\c\nd'}, 3.0), ({"action": "z"}, 0.5))),
+        Metric("empty", "gauge", "No samples yet."),
+        Metric("nan", "gauge", "Not a number.", (({}, float("nan")),)),
+    ])
+    assert text == (
+        "# HELP x_watts A gauge.\n# TYPE x_watts gauge\nx_watts 1500\n"
+        "# HELP y_total By label.\n# TYPE y_total counter\n"
+        'y_total{action="a\\"b\\\\c\\nd"} 3\ny_total{action="z"} 0.5\n'
+        "# HELP empty No samples yet.\n# TYPE empty gauge\n"
+        "# HELP nan Not a number.\n# TYPE nan gauge\nnan NaN\n"
+    )
