@@ -16,11 +16,11 @@ from bridge.dispatch import Dispatcher
 from bridge.holds import HoldMode, plan_with_holds
 from bridge.ocpp.server import OcppServer
 from bridge.ocpp.v16 import StationLink
-from bridge.store import MeterSample, Store, StoredEvent
+from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
 from policies.plan import decide_opt
-from ven.client import Registration, Ven, VenSettings
+from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,20 @@ FLUSH_PERIOD_S = 1.0
 # station, so a boot storm must make a few plans, not one per session. (A DR event is
 # planned at once, without waiting.)
 REPLAN_COALESCE_S = 1.0
+# Operator opts written by another process (the CLI) are picked up this often; opts the VTN
+# has not acknowledged yet are sent again this often.
+OPERATOR_POLL_S = 1.0
+OPT_RETRY_S = 5.0
+OPERATOR_OPT_OUT = "operator opted out"
+OPT_REASONS: frozenset[str] = frozenset(OptReason.__args__)  # type: ignore[attr-defined]
+
+
+class UnknownEvent(KeyError):
+    """No event with this id has been received from the VTN."""
+
+
+class EventOver(ValueError):
+    """The event has ended or was cancelled; there is nothing left to opt out of."""
 
 
 def utcnow() -> datetime:
@@ -66,6 +80,7 @@ class Bridge:
         self.plan: Plan | None = None
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
+        self._opt_send_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         model = config.model
         self.dispatcher = Dispatcher(
@@ -117,6 +132,7 @@ class Bridge:
             asyncio.create_task(self.ven.run(), name="ven"),
             asyncio.create_task(self._replan_loop(), name="replan"),
             asyncio.create_task(self._flush_loop(), name="telemetry"),
+            asyncio.create_task(self._operator_loop(), name="operator"),
         ]
         try:
             await self._stop.wait()
@@ -138,7 +154,7 @@ class Bridge:
 
     # VEN side -------------------------------------------------------------------------------
     async def on_event(self, event: DrEvent) -> OptType:
-        opt, reason = decide_opt(event, self.config.policy)
+        opt, reason = self._decide_opt(event)
         known = self.events.get(event.event_id)
         if known and known.event.modification_number > event.modification_number:
             log.info("event %s: modification %d is older than %d; ignored", event.event_id,
@@ -151,6 +167,120 @@ class Bridge:
                  event.modification_number, opt, reason)
         self._replan_now()
         return opt
+
+    def _decide_opt(self, event: DrEvent) -> tuple[OptType, str]:
+        """The policy decides, unless the site operator opted out of the event."""
+        operator = self.store.operator_opt_out(event.event_id)
+        if operator is not None:
+            return "optOut", _operator_reason(operator)
+        return decide_opt(event, self.config.policy)
+
+    # operator opts ---------------------------------------------------------------------------
+    async def opt_out_event(self, event_id: str, reason: str) -> None:
+        """The site operator opts out of an event: stored first (it survives a restart), then
+        the plan drops the event and the VTN is told (oadrCreateOpt; retried until it
+        acknowledges). Raises :class:`UnknownEvent` or :class:`EventOver`."""
+        known = self.events.get(event_id)
+        if known is None:
+            raise UnknownEvent(event_id)
+        if known.event.is_over(self._clock()):
+            raise EventOver(f"event {event_id} is over")
+        self.store.request_opt_out(event_id, reason, self._clock())
+        self._apply_operator_opts()
+        await self._send_operator_opts()
+
+    async def declare_unavailable(self, start: datetime, end: datetime, reason: str) -> str:
+        """The site cannot take part in events from ``start`` to ``end``; sent to the VTN as an
+        availability schedule (oadrCreateOpt). Returns the opt id, for :meth:`cancel_opt`."""
+        if end <= start:
+            raise ValueError("the window must end after it starts")
+        opt = self.store.request_unavailability(start, end, reason, self._clock())
+        self._apply_operator_opts()
+        await self._send_operator_opts()
+        return opt.opt_id
+
+    async def cancel_opt(self, opt_id: str) -> None:
+        """Withdraw an operator opt (oadrCancelOpt); an event opted out of goes back to the
+        policy's decision. Raises KeyError for an unknown or already withdrawn opt."""
+        if not self.store.request_opt_cancel(opt_id, self._clock()):
+            raise KeyError(opt_id)
+        self._apply_operator_opts()
+        await self._send_operator_opts()
+
+    def operator_opts(self) -> list[OperatorOpt]:
+        return self.store.operator_opts()
+
+    def _apply_operator_opts(self) -> None:
+        """Bring each known event's opt in line with the operator's standing opt-outs."""
+        now = self._clock()
+        standing = {o.event_id: o for o in self.store.operator_opts(
+            "event_id IS NOT NULL AND cancelled_at IS NULL")}
+        changed = False
+        for event_id, known in list(self.events.items()):
+            operator = standing.get(event_id)
+            if operator is not None:
+                opt, reason = "optOut", _operator_reason(operator)
+            elif known.opt_reason.startswith(OPERATOR_OPT_OUT):
+                opt, reason = decide_opt(known.event, self.config.policy)
+            else:
+                continue
+            if (opt, reason) != (known.opt, known.opt_reason):
+                self.store.save_event(known.event, opt, reason, now)
+                self.events[event_id] = StoredEvent(known.event, opt, reason)
+                log.info("event %s: %s (%s)", event_id, opt, reason)
+                changed = True
+        for pending in self.store.operator_opts("applied_at IS NULL"):
+            self.store.mark_opt(pending.opt_id, "applied_at", now)
+        if changed:
+            self._replan_now()
+
+    async def _send_operator_opts(self) -> None:
+        """Send the VTN every operator opt (or withdrawal) it has not acknowledged yet."""
+        if self.ven.registration is None:
+            return  # sent once registered
+        async with self._opt_send_lock:
+            for opt in self.store.operator_opts(
+                    "sent_at IS NULL AND cancelled_at IS NULL AND applied_at IS NOT NULL"):
+                reason = _opt_reason(opt.reason)
+                if opt.event_id is not None:
+                    known = self.events.get(opt.event_id)
+                    if known is None:
+                        continue
+                    sent = await self.ven.opt_out_of_event(
+                        opt.opt_id, opt.event_id, known.event.modification_number, reason,
+                        market_context=known.event.market_context or None)
+                else:
+                    assert opt.window_start is not None and opt.window_end is not None
+                    sent = await self.ven.declare_unavailable(
+                        opt.opt_id, [Window(opt.window_start, opt.window_end - opt.window_start)],
+                        reason)
+                if sent:
+                    self.store.mark_opt(opt.opt_id, "sent_at", self._clock())
+                    log.info("VTN acknowledged opt %s", opt.opt_id)
+            for opt in self.store.operator_opts(
+                    "cancelled_at IS NOT NULL AND cancel_sent_at IS NULL"):
+                # an opt the VTN never acknowledged needs no withdrawal
+                if opt.sent_at is None or await self.ven.cancel_opt(opt.opt_id):
+                    self.store.mark_opt(opt.opt_id, "cancel_sent_at", self._clock())
+
+    async def _operator_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        attempted: set[str] = set()
+        last_send = loop.time()
+        while True:
+            try:
+                self._apply_operator_opts()
+                unsent = {o.opt_id for o in self.store.operator_opts(
+                    "(sent_at IS NULL AND cancelled_at IS NULL)"
+                    " OR (cancelled_at IS NOT NULL AND cancel_sent_at IS NULL)")}
+                # new ones at once (the CLI wrote them), failed ones again every OPT_RETRY_S
+                if unsent - attempted or (unsent and loop.time() - last_send >= OPT_RETRY_S):
+                    attempted |= unsent
+                    last_send = loop.time()
+                    await self._send_operator_opts()
+            except Exception:  # a store or VTN hiccup must not end the loop; retried
+                log.exception("applying operator opts failed; retrying")
+            await asyncio.sleep(OPERATOR_POLL_S)
 
     def on_registration(self, registration: Registration) -> None:
         self.store.save_registration(self.config.model.ven.vtn_url, registration, self._clock())
@@ -319,6 +449,15 @@ class Bridge:
             station_power_w=power,
             active_events=[e.event_id for e in self.active_events(now) if e.start <= now],
         )
+
+
+def _operator_reason(opt: OperatorOpt) -> str:
+    return f"{OPERATOR_OPT_OUT}: {opt.reason}" if opt.reason else OPERATOR_OPT_OUT
+
+
+def _opt_reason(text: str) -> OptReason:
+    """The operator's reason as an ei:optReason when it is one; otherwise notParticipating."""
+    return text if text in OPT_REASONS else "notParticipating"  # type: ignore[return-value]
 
 
 def _changed(old: Plan, new: Plan, now: datetime) -> bool:

@@ -7,10 +7,15 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.config import Config, load_config
 from policies.validation import InvalidDocument
+
+if TYPE_CHECKING:
+    from bridge.store import Store
 
 EXIT_INVALID_CONFIG = 2
 
@@ -54,6 +59,81 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID_CONFIG
     asyncio.run(_run(config))
     logging.getLogger("drbridge").info("stopped; state saved in %s", config.storage_path)
+    return 0
+
+
+def _open_store(args: argparse.Namespace) -> Store | None:
+    """The configured site's store, opened beside a running bridge (SQLite WAL allows it)."""
+    config = _load(Path(args.config))
+    if config is None:
+        return None
+    from bridge.store import Store
+
+    return Store(config.storage_path)
+
+
+def cmd_opt_out(args: argparse.Namespace) -> int:
+    """Record the opt-out in the store; the running bridge (or the next start) applies it
+    within a second, replans without the event and tells the VTN."""
+    store = _open_store(args)
+    if store is None:
+        return EXIT_INVALID_CONFIG
+    try:
+        known = {e.event.event_id: e for e in store.events()}
+        event = known.get(args.event_id)
+        now = datetime.now(UTC)
+        if event is None:
+            print(f"drbridge: no event {args.event_id!r} has been received "
+                  f"(known: {', '.join(known) or 'none'})", file=sys.stderr)
+            return 1
+        if event.event.is_over(now):
+            print(f"drbridge: event {args.event_id} is over", file=sys.stderr)
+            return 1
+        opt = store.request_opt_out(args.event_id, args.reason, now)
+    finally:
+        store.close()
+    print(f"opted out of {args.event_id} ({opt.opt_id}); a running bridge applies it "
+          f"within seconds and tells the VTN")
+    return 0
+
+
+def cmd_unavailable(args: argparse.Namespace) -> int:
+    def instant(text: str) -> datetime:
+        value = datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    try:
+        start, end = instant(args.start), instant(args.until)
+    except ValueError as error:
+        print(f"drbridge: {error} (write times as ISO 8601, e.g. 2026-07-01T14:00Z)",
+              file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    if end <= start:
+        print("drbridge: --until must be after --from", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    store = _open_store(args)
+    if store is None:
+        return EXIT_INVALID_CONFIG
+    try:
+        opt = store.request_unavailability(start, end, args.reason, datetime.now(UTC))
+    finally:
+        store.close()
+    print(f"unavailable from {start.isoformat()} until {end.isoformat()} ({opt.opt_id})")
+    return 0
+
+
+def cmd_cancel_opt(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    if store is None:
+        return EXIT_INVALID_CONFIG
+    try:
+        withdrawn = store.request_opt_cancel(args.opt_id, datetime.now(UTC))
+    finally:
+        store.close()
+    if not withdrawn:
+        print(f"drbridge: no standing opt {args.opt_id!r}", file=sys.stderr)
+        return 1
+    print(f"withdrew {args.opt_id}")
     return 0
 
 
@@ -113,6 +193,25 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a configuration and its policy")
     check.add_argument("--config", required=True, help="site configuration (YAML)")
     check.set_defaults(func=cmd_check)
+    opt_out = commands.add_parser(
+        "opt-out", help="opt the site out of a DR event (a running bridge picks it up)")
+    opt_out.add_argument("event_id", help="the event's id, as received from the VTN")
+    opt_out.add_argument("--config", required=True, help="site configuration (YAML)")
+    opt_out.add_argument("--reason", default="notParticipating",
+                         help="an OpenADR optReason or free text (default notParticipating)")
+    opt_out.set_defaults(func=cmd_opt_out)
+    unavailable = commands.add_parser(
+        "unavailable", help="tell the VTN the site cannot take part in events for a while")
+    unavailable.add_argument("--from", dest="start", required=True, help="ISO 8601 start")
+    unavailable.add_argument("--until", required=True, help="ISO 8601 end")
+    unavailable.add_argument("--config", required=True, help="site configuration (YAML)")
+    unavailable.add_argument("--reason", default="notParticipating",
+                             help="an OpenADR optReason or free text")
+    unavailable.set_defaults(func=cmd_unavailable)
+    cancel_opt = commands.add_parser("cancel-opt", help="withdraw an opt-out or unavailability")
+    cancel_opt.add_argument("opt_id", help="the id printed by opt-out or unavailable")
+    cancel_opt.add_argument("--config", required=True, help="site configuration (YAML)")
+    cancel_opt.set_defaults(func=cmd_cancel_opt)
     demo = commands.add_parser(
         "demo", help="a local VTN, simulated chargers and the bridge through one DR event"
     )

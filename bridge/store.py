@@ -18,6 +18,7 @@ fsync. The profile log and meter samples are written in batches by
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,33 @@ class StoredEvent:
     event: DrEvent
     opt: str
     opt_reason: str
+
+
+@dataclass(frozen=True)
+class OperatorOpt:
+    """A site operator's opt: out of one event, or unavailable for a window (event_id None)."""
+
+    opt_id: str
+    event_id: str | None
+    reason: str
+    window_start: datetime | None
+    window_end: datetime | None
+    requested_at: datetime
+    applied_at: datetime | None  # when the bridge acted on it (replanned)
+    sent_at: datetime | None  # when the VTN acknowledged it
+    cancelled_at: datetime | None
+    cancel_sent_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> OperatorOpt:
+        def when(key: str) -> datetime | None:
+            return datetime.fromisoformat(row[key]) if row[key] else None
+
+        requested = when("requested_at")
+        assert requested is not None
+        return cls(row["opt_id"], row["event_id"], row["reason"], when("window_start"),
+                   when("window_end"), requested, when("applied_at"), when("sent_at"),
+                   when("cancelled_at"), when("cancel_sent_at"))
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,12 @@ class Store:
                                if_not_exists=True)
         db["holds"].create({"station_id": str, "mode": str, "reason": str, "set_at": str},
                            pk="station_id", if_not_exists=True)
+        db["operator_opts"].create(
+            {"opt_id": str, "event_id": str, "reason": str, "window_start": str,
+             "window_end": str, "requested_at": str, "applied_at": str, "sent_at": str,
+             "cancelled_at": str, "cancel_sent_at": str},
+            pk="opt_id", if_not_exists=True,
+        )
         db["samples"].create_index(["station_id", "at"], if_not_exists=True)
         db["site_load"].create_index(["at"], if_not_exists=True)
 
@@ -174,6 +208,64 @@ class Store:
             StoredEvent(DrEvent.model_validate_json(row["body"]), row["opt"], row["opt_reason"])
             for row in self.db["events"].rows_where(order_by="start")
         ]
+
+    # operator opts ----------------------------------------------------------------------
+    # Written by whoever takes the operator's decision (the running bridge, or the CLI in
+    # another process); the running bridge applies what is not applied yet and sends what the
+    # VTN has not acknowledged yet.
+    def request_opt_out(self, event_id: str, reason: str, now: datetime) -> OperatorOpt:
+        """Record the operator's opt-out of an event; asking twice keeps the first."""
+        existing = self.operator_opt_out(event_id)
+        if existing is not None:
+            return existing
+        return self._add_opt(event_id, reason, None, None, now)
+
+    def request_unavailability(self, start: datetime, end: datetime, reason: str,
+                               now: datetime) -> OperatorOpt:
+        return self._add_opt(None, reason, start, end, now)
+
+    def _add_opt(self, event_id: str | None, reason: str, start: datetime | None,
+                 end: datetime | None, now: datetime) -> OperatorOpt:
+        opt_id = f"drbridge-opt-{uuid.uuid4().hex[:16]}"
+        with self._durable():
+            self._write(
+                "INSERT INTO operator_opts (opt_id, event_id, reason, window_start, window_end,"
+                " requested_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [opt_id, event_id, reason, _iso(start) if start else None,
+                 _iso(end) if end else None, _iso(now)],
+            )
+        opt = self.operator_opt(opt_id)
+        assert opt is not None
+        return opt
+
+    def request_opt_cancel(self, opt_id: str, now: datetime) -> bool:
+        """Withdraw an opt; False when there is no such opt or it was withdrawn already."""
+        with self._durable():
+            cursor = self._write(
+                "UPDATE operator_opts SET cancelled_at = ? WHERE opt_id = ? AND cancelled_at IS"
+                " NULL", [_iso(now), opt_id])
+        return bool(cursor.rowcount)
+
+    def operator_opt(self, opt_id: str) -> OperatorOpt | None:
+        rows = list(self.db["operator_opts"].rows_where("opt_id = ?", [opt_id]))
+        return OperatorOpt.from_row(rows[0]) if rows else None
+
+    def operator_opt_out(self, event_id: str) -> OperatorOpt | None:
+        """The operator's standing opt-out of this event, if any."""
+        rows = list(self.db["operator_opts"].rows_where(
+            "event_id = ? AND cancelled_at IS NULL", [event_id], order_by="requested_at"))
+        return OperatorOpt.from_row(rows[0]) if rows else None
+
+    def operator_opts(self, where: str = "1", params: Iterable[Any] = ()) -> list[OperatorOpt]:
+        return [OperatorOpt.from_row(r) for r in
+                self.db["operator_opts"].rows_where(where, list(params), order_by="requested_at")]
+
+    def mark_opt(self, opt_id: str, column: str, now: datetime) -> None:
+        if column not in ("applied_at", "sent_at", "cancel_sent_at"):
+            raise ValueError(f"not an opt progress column: {column}")
+        with self._durable():
+            self._write(f"UPDATE operator_opts SET {column} = ? WHERE opt_id = ?",
+                        [_iso(now), opt_id])
 
     # stations and transactions ----------------------------------------------------------
     def _write(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> Any:

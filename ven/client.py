@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from lxml import etree
-from openleadr import OpenADRClient
+from openleadr import OpenADRClient, utils
 from openleadr.messaging import validate_xml_signature
 
 from ven.events import DrEvent, InvalidEvent, OptType, normalise_event
@@ -29,6 +29,19 @@ log = logging.getLogger(__name__)
 _NO_ENTITIES = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 TELEMETRY_REPORT_ID = "drbridge-telemetry-usage"
 SITE_POWER_RID = "site-real-power"
+
+
+# ei:optReason values (OpenADR 2.0b OptReasonEnumeratedType, without the x- extension).
+OptReason = Literal["economic", "emergency", "mustRun", "notParticipating", "outageRunStatus",
+                    "overrideStatus", "participating", "x-schedule"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A period of time, as in an xcal:vavailability component."""
+
+    start: datetime
+    duration: timedelta
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,69 @@ class Ven:
     def _remember_vtn_id(self, message_type: str, payload: dict[str, Any]) -> None:
         if isinstance(payload, dict) and payload.get("vtn_id"):
             self._vtn_id = str(payload["vtn_id"])
+
+    # EiOpt ----------------------------------------------------------------------------------
+    async def opt_out_of_event(self, opt_id: str, event_id: str, modification_number: int,
+                               reason: OptReason = "notParticipating",
+                               market_context: str | None = None) -> bool:
+        """Tell the VTN (oadrCreateOpt) that the site no longer takes part in an event.
+
+        True once the VTN acknowledged ``opt_id``. The caller keeps ``opt_id`` so that a
+        retry after a restart is the same opt, not a second one.
+        """
+        return await self._create_opt(
+            opt_id, "optOut", reason, market_context=market_context,
+            event_id=event_id, modification_number=modification_number,
+        )
+
+    async def declare_unavailable(self, opt_id: str, windows: list[Window],
+                                  reason: OptReason = "notParticipating",
+                                  market_context: str | None = None) -> bool:
+        """Send an availability schedule (oadrCreateOpt, optOut with an xcal:vavailability):
+        during ``windows`` the site cannot take part in events. True once acknowledged."""
+        if not windows:
+            raise ValueError("an unavailability opt needs at least one window")
+        vavailability = {"components": [{"dtstart": w.start.astimezone(UTC),
+                                         "duration": w.duration} for w in windows]}
+        return await self._create_opt(opt_id, "optOut", reason, market_context=market_context,
+                                      vavailability=vavailability)
+
+    async def cancel_opt(self, opt_id: str) -> bool:
+        """Withdraw an opt sent before (oadrCancelOpt). True once the VTN acknowledged it."""
+        client = self._client
+        if not client.ven_id:
+            return False
+        message = client._create_message("oadrCancelOpt", request_id=utils.generate_id(),
+                                         opt_id=opt_id, ven_id=client.ven_id)
+        message_type, payload = await client._perform_request("EiOpt", message)
+        return self._acknowledged("oadrCanceledOpt", opt_id, message_type, payload)
+
+    async def _create_opt(self, opt_id: str, opt_type: OptType, reason: OptReason,
+                          **fields: Any) -> bool:
+        client = self._client
+        if not client.ven_id:
+            return False  # not registered yet: the caller retries later
+        message = client._create_message(
+            "oadrCreateOpt", request_id=utils.generate_id(), ven_id=client.ven_id,
+            opt_id=opt_id, opt_type=opt_type, opt_reason=reason,
+            created_date_time=datetime.now(UTC),
+            targets=[{"ven_id": client.ven_id}], **fields,
+        )
+        message_type, payload = await client._perform_request("EiOpt", message)
+        return self._acknowledged("oadrCreatedOpt", opt_id, message_type, payload)
+
+    @staticmethod
+    def _acknowledged(expected: str, opt_id: str, message_type: str | None,
+                      payload: dict[str, Any]) -> bool:
+        code = (payload.get("response") or {}).get("response_code")
+        if message_type != expected or code is None or not 200 <= code < 300:
+            log.warning("VTN did not acknowledge opt %s (%s, status %s)", opt_id,
+                        message_type, code)
+            return False
+        if str(payload.get("opt_id")) != opt_id:
+            log.warning("VTN acknowledged opt %s instead of %s", payload.get("opt_id"), opt_id)
+            return False
+        return True
 
     async def _handle_event(self, raw: dict[str, Any]) -> OptType:
         try:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from openleadr import OpenADRServer
+from openleadr.service import VTNService, handler, service
 
 VTN_ID = "DEMO-VTN"
 
@@ -30,6 +31,27 @@ class Received:
     registrations: list[dict[str, Any]] = field(default_factory=list)
     opts: list[tuple[str, str, str]] = field(default_factory=list)  # (ven_id, event_id, opt)
     reports: list[tuple[str, str, datetime, float]] = field(default_factory=list)
+    created_opts: list[dict[str, Any]] = field(default_factory=list)  # oadrCreateOpt payloads
+    cancelled_opts: list[tuple[str, str]] = field(default_factory=list)  # (ven_id, opt_id)
+
+
+@service("EiOpt")
+class _OptService(VTNService):
+    """EiOpt, which openleadr's server leaves out: acknowledges and keeps every opt."""
+
+    def __init__(self, vtn_id: str, received: Received) -> None:
+        super().__init__(vtn_id)
+        self.received = received
+
+    @handler("oadrCreateOpt")
+    async def create_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.received.created_opts.append(payload)
+        return "oadrCreatedOpt", {"opt_id": payload["opt_id"]}
+
+    @handler("oadrCancelOpt")
+    async def cancel_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.received.cancelled_opts.append((payload["ven_id"], payload["opt_id"]))
+        return "oadrCanceledOpt", {"opt_id": payload["opt_id"]}
 
 
 class DemoVtn:
@@ -49,6 +71,10 @@ class DemoVtn:
         )
         self.server.add_handler("on_create_party_registration", self._on_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
+        opt_service = _OptService(VTN_ID, self.received)
+        opt_service.ven_lookup = self._ven_lookup  # type: ignore[attr-defined]
+        self.server.app.router.add_post(f"{self.server.http_path_prefix}/EiOpt",
+                                        opt_service.handler)
 
     @property
     def url(self) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge.app import EventOver, UnknownEvent
 from bridge.holds import HOLD_MODES
 from bridge.web import views
 from bridge.web.auth import Sessions, verify_password
@@ -193,15 +194,14 @@ class WebServer:
         self._require_login(request)
         body = await _body(request)
         event_id = request.match_info["event_id"]
-        known = self.bridge.events.get(event_id)
-        if known is None:
-            return _error(404, f"no event {event_id}")
-        if views.event_state(known.event, self.bridge.snapshot().at) in ("completed",
-                                                                           "cancelled"):
-            return _error(409, f"event {event_id} is over")
         reason = _reason(body)
         log.info("dashboard: operator opts out of %s (%s)", event_id, reason)
-        await self.bridge.opt_out_event(event_id, reason)
+        try:
+            await self.bridge.opt_out_event(event_id, reason)
+        except UnknownEvent:
+            return _error(404, f"no event {event_id}")
+        except EventOver as error:
+            return _error(409, str(error))
         return _json({"event_id": event_id, "opt": "optOut", "reason": reason})
 
     def _station(self, request: web.Request) -> str:
