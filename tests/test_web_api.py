@@ -268,3 +268,32 @@ def test_hash_password_command_prints_a_usable_hash():
     short = subprocess.run([sys.executable, "-m", "bridge.cli", "hash-password"],
                            input="short\n", capture_output=True, text=True, timeout=60)
     assert short.returncode == 1 and "8 characters" in short.stderr
+
+
+async def test_exempt_station_is_not_curtailed_by_an_event(site: Site):
+    url = await start(site, capacity_kw=44)
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station("CP1"), site.add_station("CP2")]
+    await wait_until(lambda: all(s.transaction_id and s.composite_limit_w() > 0
+                                 for s in stations), what="charging")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{url}/api/login", json={"password": PASSWORD}) as response:
+            assert response.status == 200
+        async with http.put(f"{url}/api/stations/CP1/hold",
+                            json={"mode": "exempt", "reason": "ambulance bay"}) as response:
+            assert response.status == 200
+        await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+        start_at = datetime.now(UTC) + timedelta(seconds=1)
+        site.vtn.add_simple_event(site.vtn.ven_id("test-site"), start_at,
+                                  [(timedelta(minutes=5), 2)])
+        during = start_at + timedelta(seconds=30)
+        # 25 % of 44 kW is 11 kW: the exempt station keeps its 32 A (22 kW), the other pauses
+        await wait_until(lambda: stations[1].composite_limit_w(during) == 0,
+                         what="CP2 curtailed by the event")
+        assert stations[0].composite_limit_w(during) >= 22_000
+        assert sum(s.composite_limit_w(during) for s in stations) <= 44_000
+        rows = {s["station_id"]: s for s in
+                (await get_json(http, f"{url}/api/stations"))["stations"]}
+        assert rows["CP1"]["hold"]["mode"] == "exempt"
+        assert rows["CP1"]["planned"]["reason"].startswith("exempt from DR by the operator")

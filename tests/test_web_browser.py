@@ -112,3 +112,13 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
     # the DR limit is lifted: the banner goes
     await page.wait_for_selector("#banner", state="hidden", timeout=10_000)
     assert bridge.events[event_id].opt == "optOut"
+
+    # pause a station from its row, then resume it
+    cp1 = stations[0]
+    await page.click(f"{station_row} button.pause")
+    await wait_until(lambda: cp1.composite_limit_w() == 0 and "CP1" in bridge.holds,
+                     what="CP1 paused from the page")
+    await page.wait_for_selector(f"{station_row} span.hold")
+    assert await page.inner_text(f"{station_row} span.hold") == "pause"
+    await page.click(f"{station_row} button.resume")
+    await wait_until(lambda: cp1.composite_limit_w() > 0, what="CP1 resumed from the page")

@@ -90,7 +90,8 @@ function renderChart(series, nowIso) {
   }
   for (let i = 0; i <= 4; i++) {
     const t = t0 + (t1 - t0) * i / 4;
-    const label = svg("text", { x: Math.min(x(t), width - 60), y: height - 6 });
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    const label = svg("text", { x: x(t), y: height - 6, "text-anchor": anchor });
     const short = t1 - t0 < 15 * 60 * 1000;
     label.textContent = new Date(t).toLocaleTimeString([], short
       ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" });
