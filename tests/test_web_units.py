@@ -67,3 +67,17 @@ def test_thin_keeps_the_lowest_limit_and_the_mean_load():
                                        NOW + timedelta(seconds=8)]
     assert [r[1] for r in thinned] == [1.5, 5.5, 8.5]
     assert [r[2] for r in thinned] == [5_000, 1_000, 5_000]
+
+
+def test_login_throttle_after_repeated_failures():
+    from bridge.web.auth import LoginThrottle
+
+    throttle = LoginThrottle(limit=3, window=timedelta(minutes=5))
+    for minute in range(3):
+        assert throttle.allowed("10.0.0.9", NOW + timedelta(minutes=minute))
+        throttle.failed("10.0.0.9", NOW + timedelta(minutes=minute))
+    assert not throttle.allowed("10.0.0.9", NOW + timedelta(minutes=3))
+    assert throttle.allowed("10.0.0.8", NOW + timedelta(minutes=3))  # others are not held up
+    assert throttle.allowed("10.0.0.9", NOW + timedelta(minutes=5, seconds=1))  # one expired
+    throttle.succeeded("10.0.0.9")
+    assert throttle.allowed("10.0.0.9", NOW)

@@ -106,7 +106,8 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Log in with the operator password; sets a session cookie",
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": _obj({"password": {"type": "string"}})}}},
-                "responses": {**_ok("Session", "logged in"), "401": ERROR, "403": ERROR}}},
+                "responses": {**_ok("Session", "logged in"), "401": ERROR, "403": ERROR,
+                              "429": ERROR}}},
             "/api/logout": {"post": {"summary": "End the session",
                                      "responses": _ok("Session", "logged out")}},
             "/api/events/{event_id}/opt-out": {"post": {

@@ -14,7 +14,7 @@ from aiohttp import web
 from bridge.app import EventOver, UnknownEvent
 from bridge.holds import HOLD_MODES
 from bridge.web import views
-from bridge.web.auth import Sessions, verify_password
+from bridge.web.auth import LoginThrottle, Sessions, verify_password
 from bridge.web.metrics import render_metrics
 from bridge.web.openapi import openapi_document
 
@@ -66,6 +66,7 @@ class WebServer:
         self.bridge = bridge
         self.settings = bridge.config.model.web
         self.sessions = Sessions(ttl=timedelta(seconds=self.settings.session_ttl_s))
+        self.throttle = LoginThrottle()
         self._runner: web.AppRunner | None = None
         self.port = self.settings.port
         self.ready = asyncio.Event()  # set once listening (or given up)
@@ -165,12 +166,18 @@ class WebServer:
             return _error(403, "no operator password is configured (web.password_hash)")
         if not isinstance(password, str):
             return _error(400, "password must be a string")
+        client = request.remote or "?"
+        now = self.bridge.snapshot().at
+        if not self.throttle.allowed(client, now):
+            return _error(429, "too many failed logins; wait a few minutes")
         # scrypt takes a tenth of a second by design: off the event loop
         ok = await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, stored)
         if not ok:
-            log.warning("dashboard: failed login from %s", request.remote)
+            self.throttle.failed(client, now)
+            log.warning("dashboard: failed login from %s", client)
             return _error(401, "wrong password")
+        self.throttle.succeeded(client)
         token = self.sessions.create(self.bridge.snapshot().at)
         response = _json({"logged_in": True})
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
