@@ -112,6 +112,7 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
     # the DR limit is lifted: the banner goes
     await page.wait_for_selector("#banner", state="hidden", timeout=10_000)
     assert bridge.events[event_id].opt == "optOut"
+    assert "overrideStatus" in await page.get_attribute(f"{row} td.opt", "title")
 
     # pause a station from its row, then resume it
     cp1 = stations[0]
@@ -122,3 +123,11 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
     assert await page.inner_text(f"{station_row} span.hold") == "pause"
     await page.click(f"{station_row} button.resume")
     await wait_until(lambda: cp1.composite_limit_w() > 0, what="CP1 resumed from the page")
+
+    # withdrawn from the page: the VTN hears oadrCancelOpt and the event's limit is back
+    await page.click(f"{row} button.withdraw")
+    await wait_until(lambda: any(opt_id == sent["opt_id"]
+                                 for _, opt_id in site.vtn.received.cancelled_opts),
+                     what="the withdrawal at the VTN")
+    await page.wait_for_selector("#banner:not([hidden])", timeout=10_000)
+    assert bridge.events[event_id].opt == "optIn"

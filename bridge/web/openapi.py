@@ -53,6 +53,9 @@ SCHEMAS: dict[str, Any] = {
         "baseline_w": NUM, "measured_w": NUM,
         "shed_w": {**NUM, "description": "baseline minus measured, mean over the event so far"},
         "baseline_method": STR,
+        "operator_opt": {"type": ["object", "null"], "properties": {
+            "opt_id": {"type": "string"}, "reason": {"type": "string"},
+            "requested_at": TIME, "vtn_acknowledged_at": TIME}},
     }),
     "Events": _obj({k: {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
                     for k in ("active", "upcoming", "history")}),
@@ -116,7 +119,14 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "requestBody": REASON_BODY,
                 "responses": {"200": {"description": "opted out"}, "401": ERROR,
-                              "404": ERROR, "409": ERROR}}},
+                              "404": ERROR, "409": ERROR}},
+                "delete": {
+                    "summary": "Withdraw the operator's opt-out (oadrCancelOpt)",
+                    "security": AUTH,
+                    "parameters": [{"name": "event_id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "withdrawn"}, "401": ERROR,
+                                  "404": ERROR}}},
             "/api/stations/{station_id}/hold": {
                 "put": {"summary": "Pause a station (0 W) or exempt it from DR",
                         "security": AUTH,

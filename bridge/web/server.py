@@ -88,6 +88,7 @@ class WebServer:
             web.post("/api/login", self.login),
             web.post("/api/logout", self.logout),
             web.post("/api/events/{event_id}/opt-out", self.opt_out),
+            web.delete("/api/events/{event_id}/opt-out", self.withdraw_opt_out),
             web.put("/api/stations/{station_id}/hold", self.set_hold),
             web.delete("/api/stations/{station_id}/hold", self.clear_hold),
             web.get("/metrics", self.metrics),
@@ -210,6 +211,17 @@ class WebServer:
         except EventOver as error:
             return _error(409, str(error))
         return _json({"event_id": event_id, "opt": "optOut", "reason": reason})
+
+    async def withdraw_opt_out(self, request: web.Request) -> web.Response:
+        """Undo the operator's opt-out: the event goes back to the policy's decision."""
+        self._require_login(request)
+        event_id = request.match_info["event_id"]
+        opt = views.standing_opt_outs(self.bridge).get(event_id)
+        if opt is None:
+            return _error(404, f"no operator opt-out of {event_id}")
+        log.info("dashboard: operator withdraws the opt-out of %s", event_id)
+        await self.bridge.cancel_opt(opt.opt_id)
+        return _json({"event_id": event_id, "withdrawn": opt.opt_id})
 
     def _station(self, request: web.Request) -> str:
         station_id = request.match_info["station_id"]

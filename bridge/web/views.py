@@ -174,10 +174,24 @@ def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
     return result
 
 
+def standing_opt_outs(bridge: Bridge) -> dict[str, Any]:
+    """event id -> the operator's opt-out of it that is not withdrawn."""
+    return {o.event_id: o for o in bridge.operator_opts()
+            if o.event_id is not None and o.cancelled_at is None}
+
+
 def events_view(bridge: Bridge) -> dict[str, Any]:
     now = bridge.snapshot().at
-    views = [event_view(bridge, e.event, e.opt, e.opt_reason, now)
-             for e in sorted(bridge.events.values(), key=lambda e: e.event.start)]
+    operator = standing_opt_outs(bridge)
+    views = []
+    for stored in sorted(bridge.events.values(), key=lambda e: e.event.start):
+        view = event_view(bridge, stored.event, stored.opt, stored.opt_reason, now)
+        opt = operator.get(stored.event.event_id)
+        view["operator_opt"] = None if opt is None else {
+            "opt_id": opt.opt_id, "reason": opt.reason,
+            "requested_at": opt.requested_at.isoformat(),
+            "vtn_acknowledged_at": _iso(opt.sent_at)}
+        views.append(view)
     return {
         "active": [v for v in views if v["state"] == "active"],
         "upcoming": [v for v in views if v["state"] == "upcoming"],

@@ -130,6 +130,14 @@ async function optOut(eventId) {
   refresh();
 }
 
+async function withdraw(eventId) {
+  try {
+    await send("DELETE", `/api/events/${encodeURIComponent(eventId)}/opt-out`);
+    say(`Opt-out of ${eventId} withdrawn.`);
+  } catch (error) { say(`Withdrawal failed: ${error.message}`); }
+  refresh();
+}
+
 function renderEvents(events) {
   const body = $("events").tBodies[0];
   const rows = [...events.active, ...events.upcoming, ...events.history].map((e) => {
@@ -146,7 +154,9 @@ function renderEvents(events) {
       el("td", { class: "num" }, kw(e.shed_w)),
       el("td", { class: "actions" }, canOpt
         ? el("button", { type: "button", class: "opt-out", onclick: () => optOut(e.event_id) }, "Opt out")
-        : null));
+        : (loggedIn && e.operator_opt && (e.state === "active" || e.state === "upcoming")
+          ? el("button", { type: "button", class: "withdraw", onclick: () => withdraw(e.event_id) }, "Withdraw opt-out")
+          : null)));
   });
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "muted" }, "no events"))]));
 }
