@@ -40,6 +40,10 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")
     print(f"  storage    {config.storage_path}")
+    web = model.web
+    if web.enabled:
+        print(f"  dashboard  http://{web.host}:{web.port}/ "
+              f"({'operator login' if web.password_hash else 'read-only: no password_hash'})")
     return 0
 
 

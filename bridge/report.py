@@ -68,10 +68,12 @@ def summary_text(perf: Performance, stored: StoredEvent) -> str:
         f"  achieved shed       {_kw(perf.achieved_shed_w)} (baseline minus measured, mean)"
         f", {_pct(perf.delivered_pct)} of requested",
         f"  compliance          {_pct(perf.compliance_pct)} of intervals at or under the limit",
-        "  stations opted out  " + (", ".join(perf.stations_opted_out) or "none")
-        + " (exempt from DR by the operator now)",
-        "  non-compliant       " + (", ".join(perf.stations_non_compliant) or "none")
-        + " (measured above the limit they accepted)",
+        "  stations opted out  " + (", ".join(perf.stations_opted_out)
+                                    + " (exempt from DR by the operator now)"
+                                    if perf.stations_opted_out else "none"),
+        "  non-compliant       " + (", ".join(perf.stations_non_compliant)
+                                    + " (measured above the limit they accepted)"
+                                    if perf.stations_non_compliant else "none"),
         f"  baseline method     {perf.method}",
     ]
     return "\n".join(lines) + "\n"
@@ -115,10 +117,12 @@ def write_plot(perf: Performance, path: Path) -> None:
     axes.set_title(f"DR event {perf.event_id}")
     axes.set_ylabel("site load, kW")
     axes.set_xlabel("UTC")
-    axes.set_ylim(bottom=0)
+    values_kw = [v / 1000 for i in perf.intervals
+                 for v in (i.baseline_w, i.measured_w, i.limit_w) if v is not None]
+    axes.set_ylim(bottom=0, top=max(values_kw, default=1.0) * 1.25 or 1.0)
     axes.grid(alpha=0.3)
     if times:
-        axes.legend(loc="upper right")
+        axes.legend(loc="upper right", ncols=3)
     figure.autofmt_xdate()
     figure.text(0.01, 0.01, f"baseline: {perf.method}"[:150], fontsize=7, color="#57606a")
     figure.savefig(path)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
+import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +15,8 @@ from conftest import Site, wait_until
 
 from bridge.config import load_config_text
 from bridge.holds import PAUSED_REASON
-from bridge.web.auth import hash_password
+from bridge.sim.vtn import free_port
+from bridge.web.auth import hash_password, verify_password
 from policies.validation import InvalidDocument
 
 PASSWORD = "correct horse battery"
@@ -213,3 +218,82 @@ def test_bad_password_hash_is_refused_with_its_key(tmp_path):
         load_config_text(text, tmp_path / "site.yaml")
     assert "site.yaml:4: web.password_hash" in str(error.value)
     assert "drbridge hash-password" in str(error.value)
+
+
+async def test_drbridge_run_serves_the_dashboard(site: Site):
+    port = free_port()
+    site.write_config()
+    text = site.config_path.read_text().replace("web:\n  port: 0\n", f"web:\n  port: {port}\n")
+    site.config_path.write_text(text)
+    log = (site.tmp_path / "bridge.log").open("a")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", "run", "--config", str(site.config_path),
+        stdout=log, stderr=log)
+    try:
+        async with aiohttp.ClientSession() as http:
+            answer: dict = {}
+
+            async def poll() -> None:
+                while True:
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/api/site") as response:
+                            if response.status == 200:
+                                answer.update(await response.json())
+                                return
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(poll(), 20)
+            assert answer["capacity_w"] == 44_000
+            async with http.get(f"http://127.0.0.1:{port}/") as response:
+                assert response.status == 200
+                page = await response.text()
+            assert "/static/app.js" in page
+            assert "http://" not in page and "https://" not in page  # nothing from elsewhere
+            async with http.get(f"http://127.0.0.1:{port}/static/app.js") as response:
+                assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+def test_hash_password_command_prints_a_usable_hash():
+    result = subprocess.run([sys.executable, "-m", "bridge.cli", "hash-password"],
+                            input="long enough secret\n", capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    stored = result.stdout.strip()
+    assert verify_password("long enough secret", stored)
+    short = subprocess.run([sys.executable, "-m", "bridge.cli", "hash-password"],
+                           input="short\n", capture_output=True, text=True, timeout=60)
+    assert short.returncode == 1 and "8 characters" in short.stderr
+
+
+async def test_exempt_station_is_not_curtailed_by_an_event(site: Site):
+    url = await start(site, capacity_kw=44)
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station("CP1"), site.add_station("CP2")]
+    await wait_until(lambda: all(s.transaction_id and s.composite_limit_w() > 0
+                                 for s in stations), what="charging")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{url}/api/login", json={"password": PASSWORD}) as response:
+            assert response.status == 200
+        async with http.put(f"{url}/api/stations/CP1/hold",
+                            json={"mode": "exempt", "reason": "ambulance bay"}) as response:
+            assert response.status == 200
+        await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+        start_at = datetime.now(UTC) + timedelta(seconds=1)
+        site.vtn.add_simple_event(site.vtn.ven_id("test-site"), start_at,
+                                  [(timedelta(minutes=5), 2)])
+        during = start_at + timedelta(seconds=30)
+        # 25 % of 44 kW is 11 kW: the exempt station keeps its 32 A (22 kW), the other pauses
+        await wait_until(lambda: stations[1].composite_limit_w(during) == 0,
+                         what="CP2 curtailed by the event")
+        assert stations[0].composite_limit_w(during) >= 22_000
+        assert sum(s.composite_limit_w(during) for s in stations) <= 44_000
+        rows = {s["station_id"]: s for s in
+                (await get_json(http, f"{url}/api/stations"))["stations"]}
+        assert rows["CP1"]["hold"]["mode"] == "exempt"
+        assert rows["CP1"]["planned"]["reason"].startswith("exempt from DR by the operator")

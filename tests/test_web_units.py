@@ -54,3 +54,30 @@ def test_metrics_text_format():
         "# HELP empty No samples yet.\n# TYPE empty gauge\n"
         "# HELP nan Not a number.\n# TYPE nan gauge\nnan NaN\n"
     )
+
+
+def test_thin_keeps_the_lowest_limit_and_the_mean_load():
+    from bridge.web.views import thin
+
+    rows = [(NOW + timedelta(seconds=i), float(i), 1_000.0 if i == 7 else 5_000.0)
+            for i in range(10)]
+    assert thin(rows, 10) == rows
+    thinned = thin(rows, 3)
+    assert [r[0] for r in thinned] == [NOW, NOW + timedelta(seconds=4),
+                                       NOW + timedelta(seconds=8)]
+    assert [r[1] for r in thinned] == [1.5, 5.5, 8.5]
+    assert [r[2] for r in thinned] == [5_000, 1_000, 5_000]
+
+
+def test_login_throttle_after_repeated_failures():
+    from bridge.web.auth import LoginThrottle
+
+    throttle = LoginThrottle(limit=3, window=timedelta(minutes=5))
+    for minute in range(3):
+        assert throttle.allowed("10.0.0.9", NOW + timedelta(minutes=minute))
+        throttle.failed("10.0.0.9", NOW + timedelta(minutes=minute))
+    assert not throttle.allowed("10.0.0.9", NOW + timedelta(minutes=3))
+    assert throttle.allowed("10.0.0.8", NOW + timedelta(minutes=3))  # others are not held up
+    assert throttle.allowed("10.0.0.9", NOW + timedelta(minutes=5, seconds=1))  # one expired
+    throttle.succeeded("10.0.0.9")
+    assert throttle.allowed("10.0.0.9", NOW)

@@ -83,3 +83,27 @@ class Sessions:
     def end(self, token: str | None) -> None:
         if token:
             self._expiry.pop(token, None)
+
+
+@dataclass
+class LoginThrottle:
+    """Refuses logins from a client after ``limit`` failures within ``window``: scrypt's
+    cost slows one guesser, this stops a patient one."""
+
+    limit: int = 5
+    window: timedelta = timedelta(minutes=5)
+    _failures: dict[str, list[datetime]] = field(default_factory=dict)
+
+    def allowed(self, client: str, now: datetime) -> bool:
+        recent = [t for t in self._failures.get(client, ()) if now - t < self.window]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return len(recent) < self.limit
+
+    def failed(self, client: str, now: datetime) -> None:
+        self._failures.setdefault(client, []).append(now)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)

@@ -53,6 +53,9 @@ SCHEMAS: dict[str, Any] = {
         "baseline_w": NUM, "measured_w": NUM,
         "shed_w": {**NUM, "description": "baseline minus measured, mean over the event so far"},
         "baseline_method": STR,
+        "operator_opt": {"type": ["object", "null"], "properties": {
+            "opt_id": {"type": "string"}, "reason": {"type": "string"},
+            "requested_at": TIME, "vtn_acknowledged_at": TIME}},
     }),
     "Events": _obj({k: {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
                     for k in ("active", "upcoming", "history")}),
@@ -106,7 +109,8 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Log in with the operator password; sets a session cookie",
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": _obj({"password": {"type": "string"}})}}},
-                "responses": {**_ok("Session", "logged in"), "401": ERROR, "403": ERROR}}},
+                "responses": {**_ok("Session", "logged in"), "401": ERROR, "403": ERROR,
+                              "429": ERROR}}},
             "/api/logout": {"post": {"summary": "End the session",
                                      "responses": _ok("Session", "logged out")}},
             "/api/events/{event_id}/opt-out": {"post": {
@@ -115,7 +119,14 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "requestBody": REASON_BODY,
                 "responses": {"200": {"description": "opted out"}, "401": ERROR,
-                              "404": ERROR, "409": ERROR}}},
+                              "404": ERROR, "409": ERROR}},
+                "delete": {
+                    "summary": "Withdraw the operator's opt-out (oadrCancelOpt)",
+                    "security": AUTH,
+                    "parameters": [{"name": "event_id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "withdrawn"}, "401": ERROR,
+                                  "404": ERROR}}},
             "/api/stations/{station_id}/hold": {
                 "put": {"summary": "Pause a station (0 W) or exempt it from DR",
                         "security": AUTH,

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge.app import EventOver, UnknownEvent
 from bridge.holds import HOLD_MODES
 from bridge.web import views
-from bridge.web.auth import Sessions, verify_password
+from bridge.web.auth import LoginThrottle, Sessions, verify_password
 from bridge.web.metrics import render_metrics
 from bridge.web.openapi import openapi_document
 
@@ -65,6 +66,7 @@ class WebServer:
         self.bridge = bridge
         self.settings = bridge.config.model.web
         self.sessions = Sessions(ttl=timedelta(seconds=self.settings.session_ttl_s))
+        self.throttle = LoginThrottle()
         self._runner: web.AppRunner | None = None
         self.port = self.settings.port
         self.ready = asyncio.Event()  # set once listening (or given up)
@@ -86,6 +88,7 @@ class WebServer:
             web.post("/api/login", self.login),
             web.post("/api/logout", self.logout),
             web.post("/api/events/{event_id}/opt-out", self.opt_out),
+            web.delete("/api/events/{event_id}/opt-out", self.withdraw_opt_out),
             web.put("/api/stations/{station_id}/hold", self.set_hold),
             web.delete("/api/stations/{station_id}/hold", self.clear_hold),
             web.get("/metrics", self.metrics),
@@ -164,12 +167,18 @@ class WebServer:
             return _error(403, "no operator password is configured (web.password_hash)")
         if not isinstance(password, str):
             return _error(400, "password must be a string")
+        client = request.remote or "?"
+        now = self.bridge.snapshot().at
+        if not self.throttle.allowed(client, now):
+            return _error(429, "too many failed logins; wait a few minutes")
         # scrypt takes a tenth of a second by design: off the event loop
         ok = await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, stored)
         if not ok:
-            log.warning("dashboard: failed login from %s", request.remote)
+            self.throttle.failed(client, now)
+            log.warning("dashboard: failed login from %s", client)
             return _error(401, "wrong password")
+        self.throttle.succeeded(client)
         token = self.sessions.create(self.bridge.snapshot().at)
         response = _json({"logged_in": True})
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
@@ -193,16 +202,26 @@ class WebServer:
         self._require_login(request)
         body = await _body(request)
         event_id = request.match_info["event_id"]
-        known = self.bridge.events.get(event_id)
-        if known is None:
-            return _error(404, f"no event {event_id}")
-        if views.event_state(known.event, self.bridge.snapshot().at) in ("completed",
-                                                                           "cancelled"):
-            return _error(409, f"event {event_id} is over")
         reason = _reason(body)
         log.info("dashboard: operator opts out of %s (%s)", event_id, reason)
-        await self.bridge.opt_out_event(event_id, reason)
+        try:
+            await self.bridge.opt_out_event(event_id, reason)
+        except UnknownEvent:
+            return _error(404, f"no event {event_id}")
+        except EventOver as error:
+            return _error(409, str(error))
         return _json({"event_id": event_id, "opt": "optOut", "reason": reason})
+
+    async def withdraw_opt_out(self, request: web.Request) -> web.Response:
+        """Undo the operator's opt-out: the event goes back to the policy's decision."""
+        self._require_login(request)
+        event_id = request.match_info["event_id"]
+        opt = views.standing_opt_outs(self.bridge).get(event_id)
+        if opt is None:
+            return _error(404, f"no operator opt-out of {event_id}")
+        log.info("dashboard: operator withdraws the opt-out of %s", event_id)
+        await self.bridge.cancel_opt(opt.opt_id)
+        return _json({"event_id": event_id, "withdrawn": opt.opt_id})
 
     def _station(self, request: web.Request) -> str:
         station_id = request.match_info["station_id"]

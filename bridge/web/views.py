@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 VTN_SILENT_AFTER = timedelta(minutes=2)
 NON_COMPLIANT_AFTER = timedelta(seconds=15)  # a station gets this long to follow its limit
 EVENT_HISTORY = 20
+MAX_CHART_POINTS = 1500
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -85,9 +86,24 @@ def site_view(bridge: Bridge) -> dict[str, Any]:
     }
 
 
+def thin(rows: list[tuple[datetime, float, float]], most: int
+         ) -> list[tuple[datetime, float, float]]:
+    """At most ``most`` points: consecutive rows merged into their mean load and their
+    lowest limit, so that a DR limit stays visible however long the window."""
+    if len(rows) <= most:
+        return rows
+    size = -(-len(rows) // most)
+    result = []
+    for first in range(0, len(rows), size):
+        group = rows[first:first + size]
+        result.append((group[0][0], sum(r[1] for r in group) / len(group),
+                       min(r[2] for r in group)))
+    return result
+
+
 def load_series(bridge: Bridge, hours: float) -> dict[str, Any]:
     now = bridge.snapshot().at
-    rows = bridge.store.site_load(now - timedelta(hours=hours))
+    rows = thin(bridge.store.site_load(now - timedelta(hours=hours)), MAX_CHART_POINTS)
     return {
         "since": (now - timedelta(hours=hours)).isoformat(),
         "capacity_w": bridge.config.site.capacity_w,
@@ -158,10 +174,24 @@ def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
     return result
 
 
+def standing_opt_outs(bridge: Bridge) -> dict[str, Any]:
+    """event id -> the operator's opt-out of it that is not withdrawn."""
+    return {o.event_id: o for o in bridge.operator_opts()
+            if o.event_id is not None and o.cancelled_at is None}
+
+
 def events_view(bridge: Bridge) -> dict[str, Any]:
     now = bridge.snapshot().at
-    views = [event_view(bridge, e.event, e.opt, e.opt_reason, now)
-             for e in sorted(bridge.events.values(), key=lambda e: e.event.start)]
+    operator = standing_opt_outs(bridge)
+    views = []
+    for stored in sorted(bridge.events.values(), key=lambda e: e.event.start):
+        view = event_view(bridge, stored.event, stored.opt, stored.opt_reason, now)
+        opt = operator.get(stored.event.event_id)
+        view["operator_opt"] = None if opt is None else {
+            "opt_id": opt.opt_id, "reason": opt.reason,
+            "requested_at": opt.requested_at.isoformat(),
+            "vtn_acknowledged_at": _iso(opt.sent_at)}
+        views.append(view)
     return {
         "active": [v for v in views if v["state"] == "active"],
         "upcoming": [v for v in views if v["state"] == "upcoming"],

@@ -70,10 +70,12 @@ function svg(tag, attrs) {
 function renderChart(series, nowIso) {
   const chart = $("chart");
   const width = 900, height = 260, left = 50, right = 10, top = 10, bottom = 24;
-  const t0 = new Date(series.since).getTime(), t1 = new Date(nowIso).getTime();
   const points = series.points.map((p) => ({
     t: new Date(p.at).getTime(), load: p.load_w, limit: p.limit_w,
   }));
+  // a bridge that started recently fills the width with what it has
+  const t1 = new Date(nowIso).getTime();
+  const t0 = Math.max(new Date(series.since).getTime(), points.length ? points[0].t : 0);
   const top_w = Math.max(series.capacity_w || 0,
     ...points.map((p) => Math.max(p.load || 0, p.limit || 0))) * 1.05 || 1;
   const x = (t) => left + ((t - t0) / Math.max(t1 - t0, 1)) * (width - left - right);
@@ -88,8 +90,11 @@ function renderChart(series, nowIso) {
   }
   for (let i = 0; i <= 4; i++) {
     const t = t0 + (t1 - t0) * i / 4;
-    const label = svg("text", { x: Math.min(x(t), width - 60), y: height - 6 });
-    label.textContent = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    const label = svg("text", { x: x(t), y: height - 6, "text-anchor": anchor });
+    const short = t1 - t0 < 15 * 60 * 1000;
+    label.textContent = new Date(t).toLocaleTimeString([], short
+      ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" });
     chart.append(label);
   }
   const loadPts = points.filter((p) => p.load !== null).map((p) => `${x(p.t).toFixed(1)},${y(p.load).toFixed(1)}`);
@@ -125,6 +130,14 @@ async function optOut(eventId) {
   refresh();
 }
 
+async function withdraw(eventId) {
+  try {
+    await send("DELETE", `/api/events/${encodeURIComponent(eventId)}/opt-out`);
+    say(`Opt-out of ${eventId} withdrawn.`);
+  } catch (error) { say(`Withdrawal failed: ${error.message}`); }
+  refresh();
+}
+
 function renderEvents(events) {
   const body = $("events").tBodies[0];
   const rows = [...events.active, ...events.upcoming, ...events.history].map((e) => {
@@ -141,7 +154,9 @@ function renderEvents(events) {
       el("td", { class: "num" }, kw(e.shed_w)),
       el("td", { class: "actions" }, canOpt
         ? el("button", { type: "button", class: "opt-out", onclick: () => optOut(e.event_id) }, "Opt out")
-        : null));
+        : (loggedIn && e.operator_opt && (e.state === "active" || e.state === "upcoming")
+          ? el("button", { type: "button", class: "withdraw", onclick: () => withdraw(e.event_id) }, "Withdraw opt-out")
+          : null)));
   });
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "muted" }, "no events"))]));
 }

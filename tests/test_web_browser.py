@@ -1,0 +1,133 @@
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright) against a running
+bridge with a VTN and simulated stations."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Site, wait_until
+from test_web_api import PASSWORD, start
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+CHROMIUM = os.environ.get("DRBRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Set to a path (docs/dashboard.png) to keep a screenshot of the dashboard during the event.
+SCREENSHOT = os.environ.get("DRBRIDGE_SCREENSHOT")
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[object]:
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+        yield await context.new_page()
+        await browser.close()
+
+
+async def limit_polyline_ys(page) -> list[float]:
+    points = await page.get_attribute("#chart polyline.limit", "points")
+    return [float(p.split(",")[1]) for p in (points or "").split()]
+
+
+async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
+    url = await start(site, capacity_kw=44, telemetry_interval_s=1)
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station(f"CP{i}", rate_unit=unit)
+                for i, unit in enumerate(["Current", "Power", "Current", "Power"], 1)]
+    await wait_until(lambda: all(s.transaction_id and s.composite_limit_w() > 0
+                                 for s in stations), what="charging")
+    await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    ven_id = site.vtn.ven_id("test-site")
+
+    await page.goto(url)
+    await page.wait_for_selector('#stations tr[data-station="CP4"]')
+    assert await page.inner_text("#vtn") != "VTN …"
+    # before the event: the limit line is flat at capacity, no banner
+    assert await page.is_hidden("#banner")
+
+    start_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    event_id = site.vtn.add_simple_event(ven_id, start_at, [(timedelta(seconds=40), 2)])
+    await wait_until(lambda: datetime.now(UTC) > start_at + timedelta(seconds=3),
+                     timeout=15, what="the event running")
+
+    # the chart: the limit line steps down from 44 kW to 11 kW (lower on screen)
+    await page.wait_for_function(
+        "document.querySelector('#chart').dataset.minLimitW === '11000'", timeout=10_000)
+    assert await page.get_attribute("#chart", "data-max-limit-w") == "44000"
+    ys = await limit_polyline_ys(page)
+    assert len(set(ys)) == 2 and ys[-1] > ys[0]
+    assert await page.get_attribute("#chart polyline.load", "points")
+
+    # the banner and the event row
+    await page.wait_for_selector("#banner:not([hidden])")
+    assert "11.0 kW" in await page.inner_text("#banner")
+    row = f'#events tr[data-event="{event_id}"]'
+    assert "active" in await page.inner_text(row)
+    assert await page.inner_text(f"{row} td.opt") == "optIn"
+
+    # a station row: its limit (its share of 11 kW) and why
+    station_row = '#stations tr[data-station="CP1"]'
+    await page.wait_for_function(
+        f"document.querySelector('{station_row} td.reason').textContent.includes('{event_id}')",
+        timeout=10_000)
+    limit_text = await page.inner_text(f"{station_row} td.limit")
+    assert limit_text.endswith("kW") and float(limit_text.split()[0]) <= 11.0
+    assert "SIMPLE level 2" in await page.inner_text(f"{station_row} td.reason")
+    if SCREENSHOT:
+        await page.screenshot(path=SCREENSHOT, full_page=True)
+
+    # no actions before logging in
+    assert await page.query_selector(f"{row} button.opt-out") is None
+    await page.fill("#password", PASSWORD)
+    await page.click("#login-form button[type=submit]")
+    await page.wait_for_selector("#logged-in:not([hidden])")
+    await page.wait_for_selector(f"{row} button.opt-out")
+
+    async def answer(dialog) -> None:
+        await dialog.accept("overrideStatus")
+
+    page.on("dialog", answer)
+    await page.click(f"{row} button.opt-out")
+    await wait_until(lambda: any(o.get("event_id") == event_id and o.get("opt_type") == "optOut"
+                                 for o in site.vtn.received.created_opts),
+                     what="the opt-out at the VTN")
+    [sent] = [o for o in site.vtn.received.created_opts if o.get("event_id") == event_id]
+    assert sent["opt_reason"] == "overrideStatus"
+    await page.wait_for_function(
+        f"document.querySelector('{row} td.opt')?.textContent === 'optOut'", timeout=10_000)
+    # the DR limit is lifted: the banner goes
+    await page.wait_for_selector("#banner", state="hidden", timeout=10_000)
+    assert bridge.events[event_id].opt == "optOut"
+    assert "overrideStatus" in await page.get_attribute(f"{row} td.opt", "title")
+
+    # pause a station from its row, then resume it
+    cp1 = stations[0]
+    await page.click(f"{station_row} button.pause")
+    await wait_until(lambda: cp1.composite_limit_w() == 0 and "CP1" in bridge.holds,
+                     what="CP1 paused from the page")
+    await page.wait_for_selector(f"{station_row} span.hold")
+    assert await page.inner_text(f"{station_row} span.hold") == "pause"
+    await page.click(f"{station_row} button.resume")
+    await wait_until(lambda: cp1.composite_limit_w() > 0, what="CP1 resumed from the page")
+
+    # withdrawn from the page: the VTN hears oadrCancelOpt and the event's limit is back
+    await page.click(f"{row} button.withdraw")
+    await wait_until(lambda: any(opt_id == sent["opt_id"]
+                                 for _, opt_id in site.vtn.received.cancelled_opts),
+                     what="the withdrawal at the VTN")
+    await page.wait_for_selector("#banner:not([hidden])", timeout=10_000)
+    assert bridge.events[event_id].opt == "optIn"
