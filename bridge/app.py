@@ -12,6 +12,7 @@ from typing import Any
 from bridge.aio import cancel_and_wait
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
 from bridge.ocpp.v16 import StationLink
 from bridge.store import MeterSample, Store, StoredEvent
@@ -80,6 +81,7 @@ class Bridge:
             on_open=self._station_connected,
             on_close=self._station_disconnected,
             call_timeout_s=model.ocpp.call_timeout_s,
+            security=EdgeSecurity.from_config(config),
         )
         self.ven = Ven(
             VenSettings(

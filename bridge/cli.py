@@ -1,4 +1,4 @@
-"""The ``drbridge`` command: run, check, demo."""
+"""The ``drbridge`` command: run, check, demo, hash-password."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from bridge.config import Config, load_config
 from policies.validation import InvalidDocument
 
 EXIT_INVALID_CONFIG = 2
+_PROFILES = {
+    0: "profile 0: stations are not authenticated (ws://)",
+    1: "profile 1: Basic auth over plain ws:// (trusted networks only)",
+    2: "profile 2: TLS (wss://) and Basic auth",
+    3: "profile 3: TLS (wss://) with client certificates",
+}
 
 
 def _load(path: Path) -> Config | None:
@@ -31,6 +37,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{config.source}: OK")
     print(f"  VTN        {model.ven.vtn_url} as {model.ven.ven_name}")
     print(f"  OCPP       ws://{model.ocpp.host}:{model.ocpp.port}/<station id>")
+    print(f"  security   {_PROFILES[model.ocpp.security.profile]}")
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")
@@ -63,6 +70,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(stations=args.stations, workdir=Path(args.workdir)))
 
 
+def _read_password(args: argparse.Namespace) -> bytes | None:
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("station password: ")
+        if getpass.getpass("again: ") != first:
+            print("drbridge: the passwords differ", file=sys.stderr)
+            return None
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if args.hex:
+        try:
+            password = bytes.fromhex(first)
+        except ValueError:
+            print("drbridge: --hex expects hexadecimal digits", file=sys.stderr)
+            return None
+    else:
+        password = first.encode("utf-8")
+    if not password:
+        print("drbridge: empty password", file=sys.stderr)
+        return None
+    return password
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from bridge.ocpp.passwords import generate_password, hash_password
+
+    if args.generate:
+        text = generate_password()
+        password = bytes.fromhex(text) if args.hex else text.encode("ascii")
+        print(f"# the station's password{' (hex)' if args.hex else ''}: {text}")
+    else:
+        read = _read_password(args)
+        if read is None:
+            return EXIT_INVALID_CONFIG
+        password = read
+    print(f"password_hash: {hash_password(password)}")
+    return 0
+
+
 def _logging(verbose: bool) -> None:
     import openleadr.client  # noqa: F401 - it sets its logger's level on import; override after
     logging.basicConfig(
@@ -90,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--stations", type=int, default=12, help="simulated chargers (default 12)")
     demo.add_argument("--workdir", default="var/demo", help="where the demo keeps its database")
     demo.set_defaults(func=cmd_demo)
+    hashing = commands.add_parser(
+        "hash-password",
+        help="hash a station's password for ocpp.stations[].password_hash (read from stdin)",
+    )
+    hashing.add_argument("--generate", action="store_true",
+                         help="make a random password (40 hex digits) and print it too")
+    hashing.add_argument("--hex", action="store_true",
+                         help="the password is hex digits standing for raw bytes, as an OCPP 1.6"
+                         " AuthorizationKey set with ChangeConfiguration")
+    hashing.set_defaults(func=cmd_hash_password)
     args = parser.parse_args(argv)
     _logging(args.verbose)
     if args.command == "demo" and not args.verbose:
