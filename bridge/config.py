@@ -177,6 +177,11 @@ def _load_policy(name: str, base: Path, source: str, lines: dict) -> Policy:
 
 
 _TLS_KEYS = ("tls_certificate", "tls_private_key", "tls_client_ca")
+_TLS_KEY_MEANING = {
+    "tls_certificate": "the bridge's certificate chain, a PEM file",
+    "tls_private_key": "the key of tls_certificate, an unencrypted PEM file",
+    "tls_client_ca": "the CA certificate(s) that sign station certificates, a PEM file",
+}
 
 
 def _security_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Problem]:
@@ -209,7 +214,8 @@ def _security_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Probl
     for key in _TLS_KEYS:
         value = getattr(security, key)
         if key in needed and value is None:
-            problems.append(problem(("security", key), f"required by security profile {profile}"))
+            problems.append(problem(("security", key), f"required by security profile {profile}:"
+                                    f" {_TLS_KEY_MEANING[key]}"))
         elif key not in needed and value is not None:
             problems.append(problem(("security", key), f"not used by security profile {profile}"
                                     " (TLS keys: profiles 2 and 3; the client CA: profile 3)"))
