@@ -36,7 +36,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     model = config.model
     print(f"{config.source}: OK")
     print(f"  VTN        {model.ven.vtn_url} as {model.ven.ven_name}")
-    print(f"  OCPP       ws://{model.ocpp.host}:{model.ocpp.port}/<station id>")
+    scheme = "wss" if model.ocpp.security.profile in (2, 3) else "ws"
+    print(f"  OCPP       {scheme}://{model.ocpp.host}:{model.ocpp.port}/<station id>")
     print(f"  security   {_PROFILES[model.ocpp.security.profile]}")
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")
