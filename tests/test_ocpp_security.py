@@ -88,6 +88,7 @@ async def heartbeat_works(url: str, **options: Any) -> bool:
 async def test_profile_1_admits_the_right_password_only_and_never_logs_it(
         site: Site, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.DEBUG)  # every logger, websockets' header dump included
+    caplog.set_level(logging.DEBUG, logger="websockets")  # (`drbridge` quiets it)
     configure(site, "profile: 1")
     await site.start_bridge()
     station = start_station(site, "CP-1", site.url,
@@ -108,7 +109,8 @@ async def test_profile_1_admits_the_right_password_only_and_never_logs_it(
     # what the bridge logged (the stations' own websockets client logs its headers)
     log = "\n".join(caplog.handler.format(r) for r in caplog.records
                     if not r.name.startswith("websockets.client"))
-    assert "wrong password" in log and "unknown station" in log
+    assert "station 'CP-1' from 127.0.0.1 refused: wrong password" in log
+    assert "station 'CP-9' from 127.0.0.1 refused: unknown station" in log
     assert "[redacted]" in log  # websockets did dump the headers, without the credentials
     secrets = [*PASSWORDS.values(), WRONG]
     secrets += [basic(user, pw)["Authorization"].split()[1]

@@ -293,3 +293,43 @@ def test_hash_password_hex_and_generate(monkeypatch: pytest.MonkeyPatch, capsys)
     assert len(password) == 40 and verify_password(password.encode(), _hash_from(out))
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["hash-password"]) == 2
+
+
+# ---- the handshake decision --------------------------------------------------------------------
+async def test_gatekeeper_runs_the_kdf_once_per_station(monkeypatch: pytest.MonkeyPatch):
+    from http import HTTPStatus
+
+    import bridge.ocpp.auth as auth
+
+    kdf_runs: list[bytes] = []
+
+    def counting_verify(password: bytes, encoded: str) -> bool:
+        kdf_runs.append(password)
+        return verify_password(password, encoded)
+
+    monkeypatch.setattr(auth, "verify_password", counting_verify)
+    now = [0.0]
+    keeper = auth.Gatekeeper(
+        1, {"CP-1", "CP-2"}.__contains__,
+        {"CP-1": hash_password(b"one", log2_n=10), "CP-2": hash_password(b"two", log2_n=10)},
+        FailureLimiter(FailurePolicy(per_station=2, block_s=30)), clock=lambda: now[0],
+    )
+
+    def check(station: str, raw: bytes | None):
+        return keeper.check(station, "192.0.2.7", None if raw is None else _basic(raw), None)
+
+    assert await check("CP-1", b"CP-1:one") is None
+    assert await check("CP-1", b"CP-1:one") is None  # a reconnection: from the digest
+    assert (await check("CP-1", b"CP-1:uno")).status is HTTPStatus.UNAUTHORIZED
+    assert kdf_runs == [b"one"]  # the wrong guess was known wrong without the KDF
+    assert (await check("CP-2", b"CP-1:one")).status is HTTPStatus.UNAUTHORIZED
+    assert (await check("CP-2", b"CP-2:zwei")).status is HTTPStatus.UNAUTHORIZED
+    blocked = await check("CP-2", b"CP-2:two")
+    assert blocked.status is HTTPStatus.TOO_MANY_REQUESTS
+    assert dict(blocked.headers)["Retry-After"] == "30"
+    now[0] = 31
+    assert await check("CP-2", b"CP-2:two") is None
+    challenge = await check("CP-2", None)
+    assert challenge.status is HTTPStatus.UNAUTHORIZED
+    assert dict(challenge.headers)["WWW-Authenticate"].startswith("Basic realm=")
+    assert (await check("CP-3", b"CP-3:x")).status is HTTPStatus.NOT_FOUND

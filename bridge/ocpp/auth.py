@@ -36,7 +36,7 @@ KDF_SLOTS = 2
 @dataclass(frozen=True)
 class Refusal:
     status: HTTPStatus
-    reason: str  # for the log and the response body; never holds a credential
+    reason: str  # for the log; never holds a credential
     headers: tuple[tuple[str, str], ...] = ()
 
 

@@ -117,7 +117,8 @@ class OcppServer:
         )
         if refusal is None:
             return None
-        response = connection.respond(refusal.status, refusal.reason + "\n")
+        # The reason is for our log; the station learns only the status.
+        response = connection.respond(refusal.status, refusal.status.phrase + "\n")
         for name, value in refusal.headers:
             response.headers[name] = value
         return response
