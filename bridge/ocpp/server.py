@@ -93,6 +93,9 @@ class OcppServer:
         log.info("OCPP 1.6J central system listening on %s://%s:%d/<station id>"
                  " (security profile %d)", self.security.scheme, self._host, self.port,
                  self.security.profile)
+        if self.security.profile == 1:
+            log.warning("security profile 1: station passwords cross the network unencrypted;"
+                        " use it on a trusted network or VPN only (profile 2 adds TLS)")
 
     async def close(self) -> None:
         if self._server is not None:
