@@ -14,6 +14,7 @@ from bridge.aio import cancel_and_wait
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.holds import HoldMode, plan_with_holds
+from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
 from bridge.ocpp.v16 import StationLink
 from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
@@ -97,6 +98,7 @@ class Bridge:
             on_open=self._station_connected,
             on_close=self._station_disconnected,
             call_timeout_s=model.ocpp.call_timeout_s,
+            security=EdgeSecurity.from_config(config),
         )
         self.ven = Ven(
             VenSettings(

@@ -82,6 +82,8 @@ class SimulatedStation(ChargePoint):
         super().__init__(spec.station_id, None, response_timeout=10)
         self.spec = spec
         self.url = f"{central_system_url.rstrip('/')}/{spec.station_id}"
+        # Extra arguments of websockets.connect: ssl, additional_headers (credentials)...
+        self.connect_options: dict[str, Any] = {}
         self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
         self.received: list[tuple[str, dict[str, Any]]] = []
         # Absolute profiles without startSchedule start when they arrive, as most chargers do.
@@ -147,7 +149,8 @@ class SimulatedStation(ChargePoint):
         while not self._stopping.is_set():
             try:
                 async with websockets.connect(
-                    self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5
+                    self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5,
+                    **self.connect_options,
                 ) as ws:
                     backoff = 0.2
                     await self._session(ws)
