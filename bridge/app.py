@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,8 @@ class Snapshot:
     station_limits_w: dict[str, float]
     station_power_w: dict[str, float]
     active_events: list[str]
+    # steered, connecting, offline, refusing, unmanageable or non-compliant (see Dispatcher)
+    station_status: dict[str, str] = field(default_factory=dict)
 
 
 class Bridge:
@@ -274,6 +276,7 @@ class Bridge:
             station_limits_w=limits,
             station_power_w=power,
             active_events=[e.event_id for e in self.active_events(now) if e.start <= now],
+            station_status={sid: s.status for sid, s in self.dispatcher.stations.items()},
         )
 
 

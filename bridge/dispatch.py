@@ -34,6 +34,9 @@ from policies.fleet import Reservation, StationInfo, Step, upper_envelope
 
 log = logging.getLogger(__name__)
 
+# Retries after failed calls back off exponentially up to this many times retry_s.
+MAX_BACKOFF = 16
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -50,17 +53,32 @@ class StationState:
     refused: bool = False  # the last profile was rejected or the call failed
     in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
     uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
+    # Its feature profiles lack SmartCharging: no profile is ever sent to it.
+    unmanageable: bool = False
+    retry_s: float = 0.0  # the next retry's delay, doubled after each failure
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
     @property
     def steerable(self) -> bool:
-        return self.link is not None and self.confirmed
+        return self.link is not None and self.confirmed and not self.unmanageable
 
     @property
     def reserved(self) -> bool:
         """Counted by the planner at what it may hold, rather than given a share."""
-        return not self.steerable and (self.applied is not None or self.refused)
+        return not self.steerable and (self.applied is not None or self.refused
+                                       or self.unmanageable)
+
+    @property
+    def status(self) -> str:
+        """One word for the operator."""
+        if self.unmanageable:
+            return "unmanageable"
+        if self.link is None:
+            return "offline"
+        if self.refused:
+            return "refusing"
+        return "steered" if self.confirmed else "connecting"
 
     def held(self) -> tuple[Step, ...] | None:
         """Everything the station may be applying now: acknowledged, in flight or unanswered."""
@@ -94,6 +112,13 @@ class Dispatcher:
             self.stations[station_id] = StationState(
                 info=StationInfo(station_id, 3, 230.0, 0.0), applied=steps
             )
+        # What each station answered last time: a station that reconnects without
+        # rebooting is not asked again (a BootNotification refreshes it).
+        self._cached_caps: dict[str, Capabilities] = {}
+        for station_id, text in store.station_capabilities().items():
+            caps = Capabilities.from_json(text)
+            if caps is not None:
+                self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
     def connected(self, info: StationInfo, link: StationLink) -> None:
@@ -101,6 +126,8 @@ class Dispatcher:
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
+        if not state.caps.known and info.station_id in self._cached_caps:
+            self._use_caps(state, self._cached_caps[info.station_id])
         if state.task is None or state.task.done():
             state.task = asyncio.create_task(
                 self._worker(state), name=f"dispatch {info.station_id}"
@@ -115,6 +142,7 @@ class Dispatcher:
         if state is not None:
             state.confirmed = False
             state.caps = Capabilities()
+            self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
             self._on_change()
@@ -144,7 +172,11 @@ class Dispatcher:
         for station_id, state in self.stations.items():
             if state.steerable:
                 continue
-            if state.applied is not None:
+            if state.unmanageable:
+                # it may start charging at any moment, at whatever it can draw
+                held, why = (Step(self._clock(), state.info.max_w, "cannot be steered"),), \
+                    "its hardware maximum (no smart charging)"
+            elif state.applied is not None:
                 held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
                 start = self._clock()
@@ -217,12 +249,17 @@ class Dispatcher:
                 continue
             if not state.caps.known:
                 try:
-                    state.caps = await link.read_capabilities()
-                    self._store.save_station(station_id, {"capabilities": repr(state.caps)})
+                    caps = await link.read_capabilities()
                 except CallFailed as error:
                     log.warning("%s: GetConfiguration failed (%s); assuming amps, stack level 0",
                                 station_id, error)
+                else:
+                    self._cached_caps[station_id] = caps
+                    self._store.save_station(station_id, {"capabilities": caps.to_json()})
+                    self._use_caps(state, caps)
                 await self._ask_meter_interval(station_id, link)
+            if state.unmanageable:
+                continue
             now = self._clock()
             built = self._built(state, now)
             if state.confirmed and state.uncertain is None and state.applied is not None \
@@ -235,6 +272,18 @@ class Dispatcher:
                 now = self._clock()
                 built = self._built(state, now)
             await self._send(state, link, built, now)
+
+    def _use_caps(self, state: StationState, caps: Capabilities) -> None:
+        state.caps = caps
+        unmanageable = not caps.smart_charging
+        if unmanageable != state.unmanageable:
+            state.unmanageable = unmanageable
+            if unmanageable:
+                log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
+                            "its hardware maximum", state.info.station_id,
+                            ",".join(sorted(caps.features)))
+            self._refresh(state)
+            self._on_change()
 
     async def _ask_meter_interval(self, station_id: str, link: StationLink) -> None:
         if not self._meter_interval_s:
@@ -267,15 +316,16 @@ class Dispatcher:
         if status == ACCEPTED:
             was_steerable = state.steerable
             state.applied, state.uncertain = built.applied, None
-            state.confirmed, state.refused = True, False
+            state.confirmed, state.refused, state.retry_s = True, False, 0.0
             self._store.save_applied(station_id, built.applied, now)
             log.debug("%s: profile accepted (%s)", station_id, _describe(built.applied))
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
         else:
-            log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",
-                        station_id, status, detail, self._retry_s)
+            state.retry_s = min(state.retry_s * 2, self._retry_s * MAX_BACKOFF) or self._retry_s
+            log.warning("%s: SetChargingProfile %s %s; retrying in %.1f s",
+                        station_id, status, detail, state.retry_s)
             if not state.refused:
                 state.refused = True
                 self._on_change()  # count it at what it may draw from now on
@@ -283,7 +333,7 @@ class Dispatcher:
         self._refresh(state)
 
     def _retry_later(self, state: StationState) -> None:
-        asyncio.get_running_loop().call_later(self._retry_s, state.wake.set)
+        asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
 
 
 def _describe(steps: tuple[Step, ...]) -> str:

@@ -193,6 +193,12 @@ class Store:
             [station_id, *fields.values()],
         )
 
+    def station_capabilities(self) -> dict[str, str]:
+        """Each station's stored capabilities (as Capabilities.to_json wrote them)."""
+        rows = self.db.conn.execute(
+            "SELECT station_id, capabilities FROM stations WHERE capabilities IS NOT NULL")
+        return {station_id: text for station_id, text in rows}
+
     def start_transaction(self, station_id: str, connector_id: int, id_tag: str,
                           meter_start: int, at: datetime) -> int:
         cursor = self._write(

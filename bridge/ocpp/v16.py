@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -99,6 +100,14 @@ class StationListener(Protocol):
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time_or_none(text: Any) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _time(text: str | None) -> datetime:
@@ -190,8 +199,13 @@ class StationLink:
             await self.route_message(message)
 
     # calls to the station ----------------------------------------------------------------
-    async def _request(self, action: str, payload: Payload) -> Payload:
-        """One call to the station and its validated answer; raises CallFailed."""
+    async def _request(self, action: str, payload: Payload, lenient: bool = False) -> Payload:
+        """One call to the station and its validated answer; raises CallFailed.
+
+        ``lenient``: an answer that breaks the 1.6 schema is still read (defensively, by
+        the caller) instead of failing the call. Only for answers whose every field is
+        checked where it is used; requests from the station are always validated.
+        """
         async with self._call_lock:  # OCPP-J: one call at a time in each direction
             self._call_seq += 1
             unique_id = str(self._call_seq)
@@ -214,28 +228,46 @@ class StationLink:
         try:
             response_validator(action)(reply)
         except fastjsonschema.JsonSchemaValueException as error:
-            raise CallFailed(f"{action} answer does not follow OCPP 1.6: {error.message}") \
-                from None
+            if not lenient or not isinstance(reply, dict):
+                raise CallFailed(f"{action} answer does not follow OCPP 1.6: {error.message}") \
+                    from None
+            log.debug("%s: %s answer does not follow OCPP 1.6 (%s); read leniently",
+                      self.id, action, error.message)
         return reply
 
     async def read_capabilities(self) -> Capabilities:
-        reply = await self._request("GetConfiguration", {"key": list(KEYS)})
-        return parse_configuration(reply.get("configurationKey") or [])
+        reply = await self._request("GetConfiguration", {"key": list(KEYS)}, lenient=True)
+        keys = reply.get("configurationKey")
+        return parse_configuration(keys if isinstance(keys, list) else [])
 
     async def set_charging_profile(self, connector_id: int, profile: Payload) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
         reply = await self._request(
-            "SetChargingProfile", {"connectorId": connector_id, "csChargingProfiles": profile}
+            "SetChargingProfile", {"connectorId": connector_id, "csChargingProfiles": profile},
+            lenient=True,
         )
-        return str(reply["status"])
+        return _status(reply)
 
     async def change_configuration(self, key: str, value: str) -> str:
-        reply = await self._request("ChangeConfiguration", {"key": key, "value": value})
-        return str(reply["status"])
+        reply = await self._request("ChangeConfiguration", {"key": key, "value": value},
+                                    lenient=True)
+        return _status(reply)
 
     async def clear_charging_profile(self, profile_id: int) -> str:
-        reply = await self._request("ClearChargingProfile", {"id": profile_id})
-        return str(reply["status"])
+        reply = await self._request("ClearChargingProfile", {"id": profile_id}, lenient=True)
+        return _status(reply)
+
+    async def composite_schedule(self, connector_id: int, duration_s: int,
+                                 unit: str) -> CompositeSchedule | None:
+        """What the station says it will apply; None when it rejects or cannot answer."""
+        reply = await self._request(
+            "GetCompositeSchedule",
+            {"connectorId": connector_id, "duration": duration_s, "chargingRateUnit": unit},
+            lenient=True,
+        )
+        if _status(reply) != ACCEPTED:
+            return None
+        return parse_composite_schedule(reply, unit)
 
     # handlers: wire dicts in, wire dicts out -------------------------------------------------
     def on_boot(self, payload: Payload) -> Payload:
@@ -280,3 +312,48 @@ class StationLink:
 
 
 ACCEPTED = ChargingProfileStatus.accepted.value
+
+
+def _status(reply: Payload) -> str:
+    """A reply's status; "accepted" in any case counts, anything unreadable does not."""
+    status = reply.get("status")
+    if not isinstance(status, str):
+        return "Unreadable"
+    return ACCEPTED if status.strip().lower() == "accepted" else status
+
+
+@dataclass(frozen=True)
+class CompositeSchedule:
+    """What a station reports it will apply: per-period limits in the asked unit."""
+
+    start: datetime
+    unit: str
+    periods: tuple[tuple[int, float], ...]  # (seconds from start, limit)
+
+    def limit_at(self, at: datetime) -> float | None:
+        offset = (at - self.start).total_seconds()
+        current = None
+        for second, limit in self.periods:
+            if second > offset:
+                break
+            current = limit
+        return current
+
+
+def parse_composite_schedule(reply: Payload, unit: str) -> CompositeSchedule | None:
+    """GetCompositeSchedule.conf read defensively: None when it cannot be understood."""
+    schedule = reply.get("chargingSchedule")
+    if not isinstance(schedule, dict):
+        return None
+    start_text = schedule.get("startSchedule") or reply.get("scheduleStart")
+    start = _time_or_none(start_text)
+    got_unit = str(schedule.get("chargingRateUnit") or unit).strip().upper()
+    periods = []
+    for period in schedule.get("chargingSchedulePeriod") or []:
+        try:
+            periods.append((int(float(period["startPeriod"])), float(period["limit"])))
+        except (TypeError, ValueError, KeyError):
+            return None
+    if start is None or got_unit != unit or not periods:
+        return None
+    return CompositeSchedule(start, unit, tuple(sorted(periods)))

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import websockets
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
@@ -52,6 +52,11 @@ class StationSpec:
     max_profiles: int = 8
     vendor: str = "drbridge-sim"
     model: str = "sim-1"
+    # Quirks of real chargers, off by default.
+    feature_profiles: str = "Core,SmartCharging"  # without SmartCharging: refuses profiles
+    # Answers GetConfiguration and SetChargingProfile off-schema: numbers and booleans as
+    # the wrong JSON types, unknown fields, a lower-case status.
+    sloppy_replies: bool = False
 
 
 def _now() -> datetime:
@@ -229,7 +234,25 @@ class SimulatedStation(ChargePoint):
         if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[3], dict):
             self._raw = msg[3]
             self.received.append((str(msg[2]), msg[3]))
+            sloppy = self._sloppy_reply(str(msg[2]), msg[3]) if self.spec.sloppy_replies else None
+            if sloppy is not None:
+                await self._connection.send(json.dumps([3, msg[1], sloppy]))
+                return
         await super().route_message(raw_msg)
+
+    def _sloppy_reply(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The off-schema answer some firmwares give; None to answer normally."""
+        if action == "GetConfiguration":
+            keys = []
+            for key, (value, readonly) in self._configuration().items():
+                typed: Any = int(value) if value.isdigit() else value
+                keys.append({"key": key, "value": typed, "readonly": str(readonly).lower(),
+                             "vendorNote": "x"})
+            return {"configurationKey": keys, "unknownKey": None}
+        if action == "SetChargingProfile":
+            status = self._install(payload["connectorId"], payload["csChargingProfiles"])
+            return {"status": status.lower(), "statusInfo": {}}
+        return None
 
     async def _call(self, payload: Any) -> Any:
         """Send a CALL; None when it failed, because a station logs and carries on."""
@@ -503,7 +526,7 @@ class SimulatedStation(ChargePoint):
             "ChargeProfileMaxStackLevel": (str(self.spec.max_stack_level), True),
             "ChargingScheduleMaxPeriods": (str(self.spec.max_periods), True),
             "MaxChargingProfilesInstalled": (str(self.spec.max_profiles), True),
-            "SupportedFeatureProfiles": ("Core,SmartCharging", True),
+            "SupportedFeatureProfiles": (self.spec.feature_profiles, True),
             "NumberOfConnectors": ("1", True),
             "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
         }
@@ -545,6 +568,8 @@ class SimulatedStation(ChargePoint):
     def on_set_charging_profile(
         self, connector_id: int, **_: Any
     ) -> call_result.SetChargingProfile:
+        if "smartcharging" not in self.spec.feature_profiles.lower():
+            raise NotSupportedError(description="SmartCharging is not supported")
         status = self._install(connector_id, self._raw["csChargingProfiles"])
         return call_result.SetChargingProfile(status=status)
 

@@ -1,0 +1,71 @@
+"""Chargers as they exist: each quirk a simulated station has, and what the bridge makes of it."""
+
+from __future__ import annotations
+
+from conftest import Site, wait_until
+
+from bridge.ocpp.capabilities import Capabilities, parse_configuration
+from bridge.sim.station import SimulatedStation
+
+HARDWARE_MAX_W = 32 * 230 * 3
+
+
+def max_profile(station: SimulatedStation) -> dict | None:
+    return next((p for k, p in station.installed_profiles.items()
+                 if k[1] == "ChargePointMaxProfile"), None)
+
+
+def test_capabilities_survive_a_round_trip_and_read_any_dialect():
+    caps = parse_configuration([
+        {"key": "ChargingScheduleAllowedChargingRateUnit", "value": "current, POWER"},
+        {"key": "ChargeProfileMaxStackLevel", "value": 8},
+        {"key": "ChargingScheduleMaxPeriods", "value": "10.0"},
+        {"key": "MaxChargingProfilesInstalled", "value": " 4 "},
+        {"key": "SupportedFeatureProfiles", "value": "core;smartcharging"},
+        {"key": "NumberOfConnectors", "value": 2},
+    ])
+    assert caps.rate_units == {"A", "W"} and caps.smart_charging
+    assert (caps.max_stack_level, caps.max_periods, caps.max_profiles, caps.connectors) == \
+        (8, 10, 4, 2)
+    assert Capabilities.from_json(caps.to_json()) == caps
+    assert Capabilities.from_json("Capabilities(...)") is None
+    dumb = parse_configuration([{"key": "SupportedFeatureProfiles", "value": "Core,Reservation"}])
+    assert not dumb.smart_charging
+    assert parse_configuration([]).smart_charging  # one that does not say is tried
+
+
+async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Site):
+    bridge = await site.start_bridge(capacity_kw=30)
+    dumb = site.add_station("DUMB", feature_profiles="Core,FirmwareManagement")
+    smart = site.add_station("SMART")
+    await wait_until(lambda: bridge.snapshot().station_status.get("DUMB") == "unmanageable",
+                     what="the station reported unmanageable")
+    await wait_until(lambda: smart.transaction_id is not None
+                     and 0 < smart.composite_limit_w() <= 30_000 - HARDWARE_MAX_W,
+                     what="the smart station held to what the other leaves")
+    assert not any(action == "SetChargingProfile" for action, _ in dumb.received)
+    assert bridge.snapshot().station_status["SMART"] == "steered"
+    assert dumb.power_w + smart.composite_limit_w() <= 30_000
+
+
+async def test_rate_units_in_any_case_and_off_schema_replies(site: Site):
+    bridge = await site.start_bridge(capacity_kw=40)
+    sloppy = site.add_station("SLOPPY", rate_unit="power", sloppy_replies=True)
+    amps = site.add_station("AMPS", rate_unit="CURRENT")
+    both = site.add_station("BOTH", rate_unit="current,Power")
+    stations = [sloppy, amps, both]
+    await wait_until(lambda: all(max_profile(s) and s.composite_limit_w() >= 4_140
+                                 for s in stations), what="every station steered")
+    units = [max_profile(s)["chargingSchedule"]["chargingRateUnit"] for s in stations]
+    assert units == ["W", "A", "A"]
+    assert bridge.dispatcher.stations["SLOPPY"].caps.rate_units == {"W"}
+    assert all(status == "steered" for status in bridge.snapshot().station_status.values())
+
+
+async def test_stack_level_stays_within_what_the_station_takes(site: Site):
+    await site.start_bridge(capacity_kw=40)
+    flat = site.add_station("FLAT", max_stack_level=0, max_periods=1)
+    await wait_until(lambda: max_profile(flat) is not None, what="a profile")
+    profile = max_profile(flat)
+    assert profile is not None and profile["stackLevel"] == 0
+    assert len(profile["chargingSchedule"]["chargingSchedulePeriod"]) == 1
