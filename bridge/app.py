@@ -220,7 +220,10 @@ class Bridge:
         plan = make_plan(self.active_events(now), self.config.policy, self.config.site, fleet, now)
         previous = self.plan
         self.plan = plan
-        self.dispatcher.set_desired(plan.stations)
+        running: dict[str, dict[int, int]] = {}
+        for tx_id, session in self.sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        self.dispatcher.set_desired(plan.stations, running)
         if previous is None or _changed(previous, plan, now):
             self.store.save_plan(plan.made_at, plan.site, plan.stations)
 

@@ -27,7 +27,14 @@ from datetime import UTC, datetime
 
 from bridge.aio import cancel_and_wait
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.profiles import BuiltProfile, is_raise, same_schedule, station_max_profile
+from bridge.ocpp.profiles import (
+    PREFERRED_STACK_LEVEL,
+    BuiltProfile,
+    connector_profiles,
+    is_raise,
+    same_schedule,
+    station_max_profile,
+)
 from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
 from bridge.store import Store
 from policies.fleet import Reservation, StationInfo, Step, upper_envelope
@@ -56,6 +63,11 @@ class StationState:
     # Its feature profiles lack SmartCharging: no profile is ever sent to it.
     unmanageable: bool = False
     retry_s: float = 0.0  # the next retry's delay, doubled after each failure
+    sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
+    # What the station accepted on this connection, per connector (0: the station cap).
+    slots: dict[int, BuiltProfile] = field(default_factory=dict)
+    stack_zero: bool = False  # it rejected a stack level above 0
+    per_connector_only: bool = False  # it rejected profiles on connector 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -126,6 +138,7 @@ class Dispatcher:
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
+        state.slots = {}
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
         if state.task is None or state.task.done():
@@ -142,6 +155,9 @@ class Dispatcher:
         if state is not None:
             state.confirmed = False
             state.caps = Capabilities()
+            state.slots = {}
+            # new firmware may take what the old one refused
+            state.stack_zero = state.per_connector_only = False
             self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
@@ -158,11 +174,16 @@ class Dispatcher:
         await cancel_and_wait(s.task for s in self.stations.values() if s.task)
 
     # plan in, reservations out --------------------------------------------------------------
-    def set_desired(self, schedules: Mapping[str, tuple[Step, ...]]) -> None:
+    def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
+                    sessions: Mapping[str, Mapping[int, int]] | None = None) -> None:
+        """Each station's share, and its sessions (connector id -> transaction id)."""
         for station_id, steps in schedules.items():
             state = self.stations.get(station_id)
-            if state is not None and state.desired != steps:
-                state.desired = steps
+            if state is None:
+                continue
+            running = dict((sessions or {}).get(station_id, {}))
+            if state.desired != steps or state.sessions != running:
+                state.desired, state.sessions = steps, running
                 state.wake.set()
                 self._refresh(state)
 
@@ -215,10 +236,40 @@ class Dispatcher:
             return state.applied
         return state.desired
 
-    def _built(self, state: StationState, now: datetime) -> BuiltProfile:
+    def _built(self, state: StationState, now: datetime) -> tuple[BuiltProfile, list[BuiltProfile]]:
+        """The station cap, and the profiles that carry it to this station.
+
+        A one-connector station gets the cap alone. One with more connectors, or
+        more sessions, also gets each session's part of the share on its connector:
+        some stations apply a connector-0 cap to each connector, so two sessions
+        would draw it twice. A station that refuses connector 0 gets only those.
+        """
         target = self._target(state)
         assert target is not None
-        return station_max_profile(target, state.info, state.caps, now, self._min_current_a)
+        level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
+        cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
+        profiles = [] if state.per_connector_only else [cap]
+        if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
+            profiles += connector_profiles(target, state.sessions, state.caps.connectors,
+                                           state.info, state.caps, now, self._min_current_a,
+                                           level)
+        return cap, profiles
+
+    def _pending(self, state: StationState, profiles: list[BuiltProfile],
+                 now: datetime) -> list[BuiltProfile]:
+        """The profiles the station does not hold yet, decreases first."""
+        def unchanged(new: BuiltProfile) -> bool:
+            old = state.slots.get(new.connector_id)
+            return (state.confirmed and old is not None and old.purpose == new.purpose
+                    and old.transaction_id == new.transaction_id
+                    and old.stack_level == new.stack_level and old.unit == new.unit
+                    and same_schedule(old.applied, new.applied, now))
+
+        def raises(new: BuiltProfile) -> bool:
+            old = state.slots.get(new.connector_id)
+            return is_raise(new.applied, old.applied if old else None, now)
+
+        return sorted((p for p in profiles if not unchanged(p)), key=raises)
 
     async def _wait_for_decreases(self, state: StationState) -> bool:
         """Wait until no other station may hold more than the plan gives it.
@@ -261,17 +312,23 @@ class Dispatcher:
             if state.unmanageable:
                 continue
             now = self._clock()
-            built = self._built(state, now)
-            if state.confirmed and state.uncertain is None and state.applied is not None \
-                    and same_schedule(built.applied, state.applied, now):
+            cap, profiles = self._built(state, now)
+            todo = self._pending(state, profiles, now)
+            if not todo and state.confirmed and state.uncertain is None:
+                if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+                    # the station holds it already (its profiles round alike): book it only
+                    state.applied = cap.applied
+                    self._store.save_applied(station_id, cap.applied, now)
+                    self._refresh(state)
                 continue
-            if is_raise(built.applied, state.held(), now):
+            if is_raise(cap.applied, state.held(), now):
                 if not await self._wait_for_decreases(state):
                     continue  # its plan changed while it waited: start over with the new one
                 # the plan may have moved while we waited: send what it says now
                 now = self._clock()
-                built = self._built(state, now)
-            await self._send(state, link, built, now)
+                cap, profiles = self._built(state, now)
+                todo = self._pending(state, profiles, now)
+            await self._send(state, link, cap, todo, now)
 
     def _use_caps(self, state: StationState, caps: Capabilities) -> None:
         state.caps = caps
@@ -296,40 +353,64 @@ class Dispatcher:
         if status != "Accepted":
             log.info("%s: keeps its own meter interval (%s)", station_id, status)
 
-    async def _send(self, state: StationState, link: StationLink, built: BuiltProfile,
-                    now: datetime) -> None:
+    async def _send(self, state: StationState, link: StationLink, cap: BuiltProfile,
+                    todo: list[BuiltProfile], now: datetime) -> None:
         station_id = state.info.station_id
-        # From here until the answer, the station may already apply the new schedule.
-        state.in_flight = built.applied
+        # From here until the last answer, the station may already apply the new schedule.
+        state.in_flight = cap.applied
         self._refresh(state)
+        failed: tuple[BuiltProfile, str, str] | None = None
         try:
-            status = await link.set_charging_profile(built.connector_id, built.payload)
-            detail = ""
-        except CallFailed as error:
-            status, detail = "Failed", str(error)
-            # no answer: it may or may not apply it, so count the higher of both
-            state.uncertain = state.held()
+            for built in todo:
+                try:
+                    status = await link.set_charging_profile(built.connector_id, built.payload)
+                    detail = ""
+                except CallFailed as error:
+                    status, detail = "Failed", str(error)
+                self._store.record_profile(station_id, now, built.unit, built.payload,
+                                           built.applied, status, detail)
+                if status != ACCEPTED:
+                    failed = (built, status, detail)
+                    if status == "Failed" or built is not todo[0]:
+                        # no answer, or part of the wave applies: count the higher of both
+                        state.uncertain = state.held()
+                    break
+                state.slots[built.connector_id] = built
         finally:
             state.in_flight = None
-        self._store.record_profile(station_id, now, built.unit, built.payload,
-                                   built.applied, status, detail)
-        if status == ACCEPTED:
+        if failed is None:
             was_steerable = state.steerable
-            state.applied, state.uncertain = built.applied, None
+            state.applied, state.uncertain = cap.applied, None
             state.confirmed, state.refused, state.retry_s = True, False, 0.0
-            self._store.save_applied(station_id, built.applied, now)
-            log.debug("%s: profile accepted (%s)", station_id, _describe(built.applied))
+            self._store.save_applied(station_id, cap.applied, now)
+            log.debug("%s: profiles accepted (%s)", station_id, _describe(cap.applied))
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
         else:
-            state.retry_s = min(state.retry_s * 2, self._retry_s * MAX_BACKOFF) or self._retry_s
-            log.warning("%s: SetChargingProfile %s %s; retrying in %.1f s",
-                        station_id, status, detail, state.retry_s)
-            if not state.refused:
-                state.refused = True
-                self._on_change()  # count it at what it may draw from now on
-            self._retry_later(state)
+            built, status, detail = failed
+            if status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
+                log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
+                state.stack_zero = True
+                state.wake.set()
+            elif status == "Rejected" and built.connector_id == 0 \
+                    and not state.per_connector_only:
+                log.info("%s: rejected a profile on connector 0; limiting each connector",
+                         station_id)
+                state.per_connector_only = True
+                state.wake.set()
+            else:
+                state.retry_s = min(state.retry_s * 2, self._retry_s * MAX_BACKOFF) \
+                    or self._retry_s
+                log.warning("%s: SetChargingProfile %s on connector %d %s; retrying in %.1f s",
+                            station_id, status, built.connector_id, detail, state.retry_s)
+                if status == "Rejected":
+                    # the fallbacks did not help either: start from the top next time
+                    state.stack_zero = state.per_connector_only = False
+                if not state.refused:
+                    state.refused = True
+                    self._on_change()  # count it at what it may draw from now on
+                self._retry_later(state)
         self._refresh(state)
 
     def _retry_later(self, state: StationState) -> None:

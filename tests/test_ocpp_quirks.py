@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from conftest import Site, wait_until
 
 from bridge.ocpp.capabilities import Capabilities, parse_configuration
@@ -69,3 +71,60 @@ async def test_stack_level_stays_within_what_the_station_takes(site: Site):
     profile = max_profile(flat)
     assert profile is not None and profile["stackLevel"] == 0
     assert len(profile["chargingSchedule"]["chargingSchedulePeriod"]) == 1
+
+
+def profiles_of(station: SimulatedStation, purpose: str) -> dict[int, dict]:
+    return {k[0]: p for k, p in station.installed_profiles.items() if k[1] == purpose}
+
+
+async def watch_power(stations: list[SimulatedStation], stop: asyncio.Event) -> float:
+    """The highest total draw seen, sampled every 5 ms."""
+    worst = 0.0
+    while not stop.is_set():
+        worst = max(worst, sum(s.power_w for s in stations))
+        await asyncio.sleep(0.005)
+    return worst
+
+
+async def test_cap_applied_per_connector_is_split_between_sessions(site: Site):
+    """MicroOcpp applies a connector-0 ChargePointMaxProfile to each connector."""
+    await site.start_bridge(capacity_kw=12)
+    twin = site.add_station("TWIN", connectors=2, plugged_in=False, cp_max_per_connector=True)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_power([twin], stop))
+    try:
+        twin.plug_in(1)
+        await wait_until(lambda: twin.connector_power_w(1) > 0, what="the first EV charging")
+        # the idle connector waits at 0 until its session has a share
+        idle = profiles_of(twin, "TxDefaultProfile").get(2)
+        assert idle is not None and idle["chargingProfileId"] == 9102
+        assert idle["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0
+        twin.plug_in(2)
+        await wait_until(lambda: twin.connector_power_w(1) > 0 and twin.connector_power_w(2) > 0,
+                         what="both EVs charging")
+        tx = profiles_of(twin, "TxProfile")
+        assert {c: p["transactionId"] for c, p in tx.items()} == \
+            {c: twin.connectors[c].tx_id for c in (1, 2)}
+        assert {p["chargingProfileId"] for p in tx.values()} == {9201, 9202}
+        assert twin.power_w <= 12_000
+    finally:
+        stop.set()
+    assert await watcher <= 12_000
+
+
+async def test_station_refusing_connector_zero_is_limited_per_connector(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    picky = site.add_station("NOZERO", rejects_connector_zero=True)
+    await wait_until(lambda: 1 in profiles_of(picky, "TxProfile"), what="a TxProfile")
+    assert profiles_of(picky, "TxProfile")[1]["transactionId"] == picky.transaction_id
+    assert not profiles_of(picky, "ChargePointMaxProfile")
+    await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")
+    assert bridge.snapshot().station_status["NOZERO"] == "steered"
+
+
+async def test_station_taking_stack_level_zero_only(site: Site):
+    await site.start_bridge(capacity_kw=8)
+    low = site.add_station("LOW", max_stack_level=8, accepted_stack_level=0)
+    await wait_until(lambda: max_profile(low) is not None, what="the cap installed")
+    assert max_profile(low)["stackLevel"] == 0  # type: ignore[index]
+    await wait_until(lambda: 0 < low.power_w <= 8_000, what="the EV held to the cap")
