@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.aio import cancel_and_wait
+from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.ocpp.server import OcppServer
@@ -63,6 +64,8 @@ class Bridge:
         }
         self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
+        # each station's connectors' latest power, for its total draw
+        self._connector_power: dict[str, dict[int, float]] = {}
         self.plan: Plan | None = None
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
@@ -75,6 +78,8 @@ class Bridge:
             on_change=self.request_replan,
             meter_interval_s=model.ocpp.meter_interval_s,
             clock=clock,
+            compliance=ComplianceRule(model.ocpp.compliance_tolerance_w,
+                                      timedelta(seconds=model.ocpp.compliance_grace_s)),
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -185,6 +190,7 @@ class Bridge:
             meter = self.meters.get((session.station_id, session.connector_id))
             if meter is not None:
                 meter.latest = (now, 0.0)
+            self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
@@ -202,6 +208,12 @@ class Bridge:
             self._samples.append(
                 MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh)
             )
+            if power is not None:
+                connectors = self._connector_power.setdefault(station_id, {})
+                connectors[connector_id] = power
+                # connector 0 is the station's own meter where it has one
+                total = connectors[0] if 0 in connectors else sum(connectors.values())
+                self.dispatcher.observe_draw(station_id, total)
 
     # planning -------------------------------------------------------------------------------
     def active_events(self, now: datetime) -> list[DrEvent]:

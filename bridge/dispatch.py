@@ -23,26 +23,29 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
+from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
     BuiltProfile,
     connector_profiles,
+    from_unit,
     is_raise,
     same_schedule,
     station_max_profile,
 )
 from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
 from bridge.store import Store
-from policies.fleet import Reservation, StationInfo, Step, upper_envelope
+from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
 
 log = logging.getLogger(__name__)
 
 # Retries after failed calls back off exponentially up to this many times retry_s.
 MAX_BACKOFF = 16
+VERIFY_WINDOW_S = 300  # how far ahead GetCompositeSchedule looks
 
 
 def utcnow() -> datetime:
@@ -68,24 +71,33 @@ class StationState:
     slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
+    # Its composite schedule showed a profile of its own above ours: use its top level.
+    stack_top: bool = False
+    applied_since: datetime | None = None  # when ``applied`` last changed
+    verified: bool = False  # GetCompositeSchedule confirmed our limit on this connection
+    composite_supported: bool = True
+    compliance: Compliance = field(default_factory=Compliance)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
     @property
     def steerable(self) -> bool:
-        return self.link is not None and self.confirmed and not self.unmanageable
+        return (self.link is not None and self.confirmed and not self.unmanageable
+                and not self.compliance.flagged)
 
     @property
     def reserved(self) -> bool:
         """Counted by the planner at what it may hold, rather than given a share."""
         return not self.steerable and (self.applied is not None or self.refused
-                                       or self.unmanageable)
+                                       or self.unmanageable or self.compliance.flagged)
 
     @property
     def status(self) -> str:
         """One word for the operator."""
         if self.unmanageable:
             return "unmanageable"
+        if self.compliance.flagged:
+            return "non-compliant"
         if self.link is None:
             return "offline"
         if self.refused:
@@ -109,6 +121,7 @@ class Dispatcher:
         on_change: Callable[[], None],
         meter_interval_s: int = 0,
         clock: Callable[[], datetime] = utcnow,
+        compliance: ComplianceRule | None = None,
     ) -> None:
         self._store = store
         self._min_current_a = min_current_a
@@ -116,6 +129,7 @@ class Dispatcher:
         self._meter_interval_s = meter_interval_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
+        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=60))
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
@@ -138,7 +152,7 @@ class Dispatcher:
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
-        state.slots = {}
+        state.slots, state.verified = {}, False
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
         if state.task is None or state.task.done():
@@ -155,9 +169,12 @@ class Dispatcher:
         if state is not None:
             state.confirmed = False
             state.caps = Capabilities()
-            state.slots = {}
-            # new firmware may take what the old one refused
-            state.stack_zero = state.per_connector_only = False
+            state.slots, state.verified, state.composite_supported = {}, False, True
+            # new firmware may take what the old one refused, and may follow its profiles
+            state.stack_zero = state.per_connector_only = state.stack_top = False
+            if state.compliance.flagged:
+                self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
+            state.compliance = Compliance()
             self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
@@ -197,6 +214,10 @@ class Dispatcher:
                 # it may start charging at any moment, at whatever it can draw
                 held, why = (Step(self._clock(), state.info.max_w, "cannot be steered"),), \
                     "its hardware maximum (no smart charging)"
+            elif state.compliance.flagged:
+                peak = state.compliance.peak_w
+                held = (Step(self._clock(), peak, "does not follow its profile"),)
+                why = f"its measured draw ({peak:.0f} W; it ignores its profile)"
             elif state.applied is not None:
                 held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
@@ -247,6 +268,8 @@ class Dispatcher:
         target = self._target(state)
         assert target is not None
         level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
+        if state.stack_top:
+            level = state.caps.max_stack_level
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
         profiles = [] if state.per_connector_only else [cap]
         if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
@@ -380,6 +403,8 @@ class Dispatcher:
             state.in_flight = None
         if failed is None:
             was_steerable = state.steerable
+            if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+                state.applied_since = now
             state.applied, state.uncertain = cap.applied, None
             state.confirmed, state.refused, state.retry_s = True, False, 0.0
             self._store.save_applied(station_id, cap.applied, now)
@@ -387,6 +412,8 @@ class Dispatcher:
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
+            if not state.verified and state.composite_supported:
+                await self._verify_composite(state, link, cap)
         else:
             built, status, detail = failed
             if status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
@@ -412,6 +439,77 @@ class Dispatcher:
                     self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
         self._refresh(state)
+
+    async def _verify_composite(self, state: StationState, link: StationLink,
+                                cap: BuiltProfile) -> None:
+        """Ask the station what limit it computes, once per connection (it costs a call).
+
+        A station may hold a profile of its own at a higher stack level, which wins
+        over ours: ours then goes to its top stack level (replacing the other), and a
+        station that still computes more than we set is flagged.
+        """
+        station_id = state.info.station_id
+        try:
+            composite = await link.composite_schedule(0, VERIFY_WINDOW_S, cap.unit)
+        except CallFailed as error:
+            log.info("%s: no composite schedule (%s); meter values will tell", station_id, error)
+            state.composite_supported = "CALLERROR" not in str(error)
+            return
+        if composite is None:
+            state.composite_supported = False
+            return
+        at = self._clock()
+        mine = value_at(cap.applied, at)
+        theirs = composite.limit_at(at)
+        if mine is None or theirs is None:
+            return
+        theirs_w = from_unit(theirs, cap.unit, state.info)
+        if theirs_w <= mine.limit_w + self._rule.tolerance_w:
+            state.verified = True
+            return
+        if not state.stack_top and state.caps.max_stack_level > cap.stack_level:
+            log.warning("%s: computes %.0f W where we set %.0f W; a profile of its own wins: "
+                        "ours goes to stack level %d", station_id, theirs_w, mine.limit_w,
+                        state.caps.max_stack_level)
+            state.stack_top, state.slots = True, {}
+            state.wake.set()
+            return
+        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W where we set "
+                          f"{mine.limit_w:.0f} W", theirs_w)
+
+    def _flag(self, state: StationState, detail: str, peak_w: float) -> None:
+        state.compliance.flag(detail, peak_w)
+        self._flagged(state)
+
+    def _flagged(self, state: StationState) -> None:
+        station_id = state.info.station_id
+        log.warning("%s: non-compliant: %s; counted at %.0f W", station_id,
+                    state.compliance.detail, state.compliance.peak_w)
+        self._store.save_compliance(station_id, "non-compliant", state.compliance.detail,
+                                    self._clock())
+        self._refresh(state)
+        self._on_change()
+
+    # meter values ---------------------------------------------------------------------------
+    def observe_draw(self, station_id: str, measured_w: float) -> None:
+        """The station's total draw just measured: does it follow what it accepted?"""
+        state = self.stations.get(station_id)
+        if state is None:
+            return
+        now = self._clock()
+        allowed: float | None = None
+        settled = (state.confirmed and state.in_flight is None and state.uncertain is None
+                   and state.applied is not None and state.applied_since is not None
+                   and now - state.applied_since >= self._rule.grace)
+        if settled and state.applied is not None:
+            limits = [value_at(state.applied, t) for t in (now, now - self._rule.grace)]
+            allowed = max((s.limit_w for s in limits if s is not None), default=None)
+        was_flagged = state.compliance.flagged
+        if state.compliance.observe(self._rule, now, measured_w, allowed):
+            if was_flagged:
+                self._on_change()  # it draws more than it was counted at
+            else:
+                self._flagged(state)
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from conftest import Site, wait_until
 
+from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities, parse_configuration
 from bridge.sim.station import SimulatedStation
 
@@ -15,6 +17,23 @@ HARDWARE_MAX_W = 32 * 230 * 3
 def max_profile(station: SimulatedStation) -> dict | None:
     return next((p for k, p in station.installed_profiles.items()
                  if k[1] == "ChargePointMaxProfile"), None)
+
+
+def test_compliance_needs_a_draw_above_the_limit_for_the_whole_grace_time():
+    rule = ComplianceRule(tolerance_w=500, grace=timedelta(seconds=10))
+    t0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    seen = Compliance()
+    assert not seen.observe(rule, t0, 11_000, None)  # nothing settled yet: no judgement
+    assert not seen.observe(rule, t0, 10_400, 10_000)  # within the tolerance
+    assert not seen.observe(rule, t0 + timedelta(seconds=1), 11_000, 10_000)
+    assert not seen.observe(rule, t0 + timedelta(seconds=5), 11_000, 10_000)
+    assert not seen.observe(rule, t0 + timedelta(seconds=6), 9_000, 10_000)  # it followed
+    assert not seen.observe(rule, t0 + timedelta(seconds=7), 11_000, 10_000)
+    assert seen.observe(rule, t0 + timedelta(seconds=17), 11_000, 10_000)
+    assert seen.flagged and seen.peak_w == 11_000 and "10000 W" in seen.detail
+    assert not seen.observe(rule, t0 + timedelta(seconds=18), 11_200, 10_000)
+    assert seen.observe(rule, t0 + timedelta(seconds=19), 22_000, 10_000)  # counted higher now
+    assert seen.peak_w == 22_000
 
 
 def test_capabilities_survive_a_round_trip_and_read_any_dialect():
@@ -128,3 +147,50 @@ async def test_station_taking_stack_level_zero_only(site: Site):
     await wait_until(lambda: max_profile(low) is not None, what="the cap installed")
     assert max_profile(low)["stackLevel"] == 0  # type: ignore[index]
     await wait_until(lambda: 0 < low.power_w <= 8_000, what="the EV held to the cap")
+
+
+def with_compliance(site: Site, capacity_kw: float, grace_s: float = 2) -> None:
+    site.write_config(capacity_kw=capacity_kw)
+    site.config_path.write_text(site.config_path.read_text().replace(
+        "  meter_interval_s: 1\n",
+        f"  meter_interval_s: 1\n  compliance_grace_s: {grace_s}\n"
+        "  compliance_tolerance_w: 500\n"))
+
+
+async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_draw(site: Site):
+    with_compliance(site, capacity_kw=20)
+    bridge = await site.start_bridge()
+    deaf = site.add_station("DEAF", ignores_profiles=True)
+    good = site.add_station("GOOD")
+    await wait_until(lambda: bridge.snapshot().station_status.get("DEAF") == "non-compliant",
+                     timeout=20, what="the station flagged non-compliant")
+    # its EV draws 16 A on three phases whatever it accepted; the other gets the rest
+    await wait_until(lambda: 0 < good.composite_limit_w() <= 20_000 - deaf.power_w,
+                     what="the compliant station held to what the other leaves")
+    assert good.power_w + deaf.power_w <= 20_000
+    assert bridge.snapshot().station_status["GOOD"] == "steered"
+    row = bridge.store.db["compliance"].get("DEAF")
+    assert row["status"] == "non-compliant" and "above" in row["detail"]
+    assert not list(bridge.store.db["compliance"].rows_where("station_id = 'GOOD'"))
+
+
+async def test_profile_of_its_own_at_a_higher_stack_level_is_found_and_replaced(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    vendor = site.add_station("VENDOR", max_stack_level=5, factory_cap_a=32)
+    await wait_until(lambda: (max_profile(vendor) or {}).get("chargingProfileId") == 9001
+                     and bridge.dispatcher.stations["VENDOR"].verified,
+                     what="ours at the top stack level, confirmed by its composite schedule")
+    assert max_profile(vendor)["stackLevel"] == 5  # type: ignore[index]
+    await wait_until(lambda: 0 < vendor.power_w <= 8_000, what="the EV held to the cap")
+    assert any(action == "GetCompositeSchedule" for action, _ in vendor.received)
+    assert bridge.snapshot().station_status["VENDOR"] == "steered"
+
+
+async def test_station_without_composite_schedules_is_still_steered(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    plain = site.add_station("PLAIN", supports_composite_schedule=False)
+    await wait_until(lambda: not bridge.dispatcher.stations["PLAIN"].composite_supported
+                     if "PLAIN" in bridge.dispatcher.stations else False,
+                     what="composite schedules found unsupported")
+    await wait_until(lambda: 0 < plain.power_w <= 8_000, what="the EV held to the cap")
+    assert bridge.snapshot().station_status["PLAIN"] == "steered"

@@ -68,6 +68,9 @@ class StationSpec:
     accepted_stack_level: int | None = None
     ignores_profiles: bool = False  # accepts every profile, and its EVs draw what they like
     supports_composite_schedule: bool = True  # else GetCompositeSchedule gets a CALLERROR
+    # A ChargePointMaxProfile of its own (vendor or installer) at its top stack level,
+    # which wins over any profile sent at a lower level.
+    factory_cap_a: float | None = None
 
 
 @dataclass
@@ -133,6 +136,16 @@ class SimulatedStation(ChargePoint):
         self._stops: list[call.StopTransaction] = []
         self._meter_interval = spec.meter_interval_s
         self._integrated_at = time.monotonic()
+        if spec.factory_cap_a is not None:
+            self.installed_profiles[(0, "ChargePointMaxProfile", spec.max_stack_level)] = {
+                "chargingProfileId": 1, "stackLevel": spec.max_stack_level,
+                "chargingProfilePurpose": "ChargePointMaxProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": {
+                    "startSchedule": "2020-01-01T00:00:00Z", "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": spec.factory_cap_a}],
+                },
+            }
 
     # ---- state for tests -------------------------------------------------------------------
     @property
