@@ -13,8 +13,8 @@ from bridge.aio import cancel_and_wait
 from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.server import OcppServer
-from bridge.ocpp.v16 import StationLink
 from bridge.store import MeterSample, Store, StoredEvent
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
@@ -151,10 +151,10 @@ class Bridge:
         return site_load_w((m.latest for m in self.meters.values()), self._clock(), stale)
 
     # OCPP side ------------------------------------------------------------------------------
-    def _station_connected(self, station_id: str, link: StationLink) -> None:
+    def _station_connected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.connected(self.config.station_info(station_id), link)
 
-    def _station_disconnected(self, station_id: str, link: StationLink) -> None:
+    def _station_disconnected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.disconnected(station_id, link)
 
     def station_booted(self, station_id: str, info: dict[str, str]) -> None:

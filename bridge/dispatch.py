@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.aio import cancel_and_wait
 from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
     BuiltProfile,
@@ -37,7 +38,6 @@ from bridge.ocpp.profiles import (
     same_schedule,
     station_max_profile,
 )
-from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
 from bridge.store import Store
 from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
 
@@ -55,7 +55,7 @@ def utcnow() -> datetime:
 @dataclass
 class StationState:
     info: StationInfo
-    link: StationLink | None = None
+    link: ChargerLink | None = None
     caps: Capabilities = field(default_factory=Capabilities)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -147,7 +147,7 @@ class Dispatcher:
                 self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
-    def connected(self, info: StationInfo, link: StationLink) -> None:
+    def connected(self, info: StationInfo, link: ChargerLink) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
@@ -180,7 +180,7 @@ class Dispatcher:
             self._refresh(state)
             self._on_change()
 
-    def disconnected(self, station_id: str, link: StationLink) -> None:
+    def disconnected(self, station_id: str, link: ChargerLink) -> None:
         state = self.stations.get(station_id)
         if state is not None and state.link is link:
             state.link, state.confirmed = None, False
@@ -365,18 +365,17 @@ class Dispatcher:
             self._refresh(state)
             self._on_change()
 
-    async def _ask_meter_interval(self, station_id: str, link: StationLink) -> None:
+    async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
         if not self._meter_interval_s:
             return
         try:
-            status = await link.change_configuration("MeterValueSampleInterval",
-                                                     str(self._meter_interval_s))
+            status = await link.set_meter_interval(self._meter_interval_s)
         except CallFailed as error:
             status = str(error)
         if status != "Accepted":
             log.info("%s: keeps its own meter interval (%s)", station_id, status)
 
-    async def _send(self, state: StationState, link: StationLink, cap: BuiltProfile,
+    async def _send(self, state: StationState, link: ChargerLink, cap: BuiltProfile,
                     todo: list[BuiltProfile], now: datetime) -> None:
         station_id = state.info.station_id
         # From here until the last answer, the station may already apply the new schedule.
@@ -386,7 +385,7 @@ class Dispatcher:
         try:
             for built in todo:
                 try:
-                    status = await link.set_charging_profile(built.connector_id, built.payload)
+                    status = await link.set_profile(built)
                     detail = ""
                 except CallFailed as error:
                     status, detail = "Failed", str(error)
@@ -440,7 +439,7 @@ class Dispatcher:
                 self._retry_later(state)
         self._refresh(state)
 
-    async def _verify_composite(self, state: StationState, link: StationLink,
+    async def _verify_composite(self, state: StationState, link: ChargerLink,
                                 cap: BuiltProfile) -> None:
         """Ask the station what limit it computes, once per connection (it costs a call).
 

@@ -21,16 +21,23 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import fastjsonschema
-from ocpp.v16.enums import Action, ChargingProfileStatus
+from ocpp.v16.enums import Action
 
 from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration
+from bridge.ocpp.link import (
+    ACCEPTED,
+    CallFailed,
+    CompositeSchedule,
+    StationListener,
+    reply_status,
+)
+from bridge.ocpp.profiles import BuiltProfile
 
 log = logging.getLogger(__name__)
 
@@ -79,25 +86,6 @@ def validate_request(action: str, payload: Payload) -> None:
         raise Refused(code, f"{action}: {error.message}") from None
 
 
-class CallFailed(Exception):
-    """A call to a station got a CallError, timed out, or the link dropped."""
-
-
-class StationListener(Protocol):
-    def station_booted(self, station_id: str, info: dict[str, str]) -> None: ...
-
-    def status_changed(self, station_id: str, connector_id: int, status: str) -> None: ...
-
-    def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
-                            meter_start: int, at: datetime) -> int: ...
-
-    def transaction_stopped(self, station_id: str, transaction_id: int, meter_stop: int,
-                            at: datetime) -> None: ...
-
-    def meter_values(self, station_id: str, connector_id: int,
-                     meter_values: list[dict[str, Any]]) -> None: ...
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -118,7 +106,14 @@ def _time(text: str | None) -> datetime:
 
 
 class StationLink:
-    """The central system's end of one station's websocket."""
+    """The central system's end of one station's websocket (OCPP-J framing, 1.6 actions).
+
+    ``bridge.ocpp.v201`` reuses the framing and replaces the actions.
+    """
+
+    VERSION = "1.6"
+    KNOWN_ACTIONS: frozenset[str] = ACTIONS_16
+    FORMAT_VIOLATION = "FormationViolation"  # 2.0.1 spells it FormatViolation
 
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
@@ -140,13 +135,19 @@ class StationLink:
             "DataTransfer": self.on_data_transfer,
         }
 
+    def validate_request(self, action: str, payload: Payload) -> None:
+        validate_request(action, payload)
+
+    def response_validator(self, action: str) -> Callable[[Payload], Any]:
+        return response_validator(action)
+
     # frames in -----------------------------------------------------------------------------
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Every frame gets an answer; a bad one a CALLERROR, and the link lives on."""
         try:
             frame = json.loads(raw_msg)
         except (ValueError, TypeError):
-            await self._send_call_error("-1", "FormationViolation", "not valid JSON")
+            await self._send_call_error("-1", self.FORMAT_VIOLATION, "not valid JSON")
             return
         if not isinstance(frame, list) or not frame or frame[0] not in (2, 3, 4):
             await self._send_call_error("-1", "ProtocolError", "not an OCPP-J message")
@@ -169,12 +170,13 @@ class StationLink:
         try:
             handler = self._handlers.get(action)
             if handler is None:
-                supported = action in ACTIONS_16
+                supported = action in self.KNOWN_ACTIONS
                 raise Refused("NotImplemented" if supported else "NotSupported",
-                              f"{action} is not {'handled' if supported else 'an OCPP 1.6 action'}")
+                              f"{action} is not "
+                              f"{'handled' if supported else f'an OCPP {self.VERSION} action'}")
             if not isinstance(payload, dict):
-                raise Refused("FormationViolation", "the payload must be an object")
-            validate_request(action, payload)
+                raise Refused(self.FORMAT_VIOLATION, "the payload must be an object")
+            self.validate_request(action, payload)
             reply = handler(payload)
         except Refused as refusal:
             log.warning("%s: refused %s: %s", self.id, action, refusal.description)
@@ -226,13 +228,13 @@ class StationLink:
             raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}")
         reply = frame[2]
         try:
-            response_validator(action)(reply)
+            self.response_validator(action)(reply)
         except fastjsonschema.JsonSchemaValueException as error:
             if not lenient or not isinstance(reply, dict):
-                raise CallFailed(f"{action} answer does not follow OCPP 1.6: {error.message}") \
-                    from None
-            log.debug("%s: %s answer does not follow OCPP 1.6 (%s); read leniently",
-                      self.id, action, error.message)
+                raise CallFailed(f"{action} answer does not follow OCPP {self.VERSION}: "
+                                 f"{error.message}") from None
+            log.debug("%s: %s answer does not follow OCPP %s (%s); read leniently",
+                      self.id, action, self.VERSION, error.message)
         return reply
 
     async def read_capabilities(self) -> Capabilities:
@@ -240,22 +242,29 @@ class StationLink:
         keys = reply.get("configurationKey")
         return parse_configuration(keys if isinstance(keys, list) else [])
 
-    async def set_charging_profile(self, connector_id: int, profile: Payload) -> str:
+    async def set_profile(self, profile: BuiltProfile) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
         reply = await self._request(
-            "SetChargingProfile", {"connectorId": connector_id, "csChargingProfiles": profile},
+            "SetChargingProfile",
+            {"connectorId": profile.connector_id, "csChargingProfiles": profile.payload},
             lenient=True,
         )
-        return _status(reply)
+        return reply_status(reply)
+
+    async def set_meter_interval(self, seconds: int) -> str:
+        return await self.change_configuration("MeterValueSampleInterval", str(seconds))
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._connection.close(code, reason)
 
     async def change_configuration(self, key: str, value: str) -> str:
         reply = await self._request("ChangeConfiguration", {"key": key, "value": value},
                                     lenient=True)
-        return _status(reply)
+        return reply_status(reply)
 
     async def clear_charging_profile(self, profile_id: int) -> str:
         reply = await self._request("ClearChargingProfile", {"id": profile_id}, lenient=True)
-        return _status(reply)
+        return reply_status(reply)
 
     async def composite_schedule(self, connector_id: int, duration_s: int,
                                  unit: str) -> CompositeSchedule | None:
@@ -265,7 +274,7 @@ class StationLink:
             {"connectorId": connector_id, "duration": duration_s, "chargingRateUnit": unit},
             lenient=True,
         )
-        if _status(reply) != ACCEPTED:
+        if reply_status(reply) != ACCEPTED:
             return None
         return parse_composite_schedule(reply, unit)
 
@@ -309,35 +318,6 @@ class StationLink:
     def on_data_transfer(self, payload: Payload) -> Payload:
         # No vendor extensions: drbridge stays with what every compliant station speaks.
         return {"status": "UnknownVendorId"}
-
-
-ACCEPTED = ChargingProfileStatus.accepted.value
-
-
-def _status(reply: Payload) -> str:
-    """A reply's status; "accepted" in any case counts, anything unreadable does not."""
-    status = reply.get("status")
-    if not isinstance(status, str):
-        return "Unreadable"
-    return ACCEPTED if status.strip().lower() == "accepted" else status
-
-
-@dataclass(frozen=True)
-class CompositeSchedule:
-    """What a station reports it will apply: per-period limits in the asked unit."""
-
-    start: datetime
-    unit: str
-    periods: tuple[tuple[int, float], ...]  # (seconds from start, limit)
-
-    def limit_at(self, at: datetime) -> float | None:
-        offset = (at - self.start).total_seconds()
-        current = None
-        for second, limit in self.periods:
-            if second > offset:
-                break
-            current = limit
-        return current
 
 
 def parse_composite_schedule(reply: Payload, unit: str) -> CompositeSchedule | None:
