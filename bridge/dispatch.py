@@ -77,6 +77,9 @@ class StationState:
     verified: bool = False  # GetCompositeSchedule confirmed our limit on this connection
     composite_supported: bool = True
     compliance: Compliance = field(default_factory=Compliance)
+    # Ids of our profiles the station accepted and may still hold; they outlive reboots
+    # on most stations, so one we no longer send is cleared rather than left to apply.
+    installed: set[int] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -351,7 +354,7 @@ class Dispatcher:
                 now = self._clock()
                 cap, profiles = self._built(state, now)
                 todo = self._pending(state, profiles, now)
-            await self._send(state, link, cap, todo, now)
+            await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
 
     def _use_caps(self, state: StationState, caps: Capabilities) -> None:
         state.caps = caps
@@ -376,7 +379,7 @@ class Dispatcher:
             log.info("%s: keeps its own meter interval (%s)", station_id, status)
 
     async def _send(self, state: StationState, link: ChargerLink, cap: BuiltProfile,
-                    todo: list[BuiltProfile], now: datetime) -> None:
+                    todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
         # From here until the last answer, the station may already apply the new schedule.
         state.in_flight = cap.applied
@@ -398,6 +401,7 @@ class Dispatcher:
                         state.uncertain = state.held()
                     break
                 state.slots[built.connector_id] = built
+                state.installed.add(built.profile_id)
         finally:
             state.in_flight = None
         if failed is None:
@@ -411,6 +415,8 @@ class Dispatcher:
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
+            state.slots = {c: b for c, b in state.slots.items() if b.profile_id in wanted}
+            await self._clear_stale(state, link, wanted)
             if not state.verified and state.composite_supported:
                 await self._verify_composite(state, link, cap)
         else:
@@ -438,6 +444,21 @@ class Dispatcher:
                     self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
         self._refresh(state)
+
+    async def _clear_stale(self, state: StationState, link: ChargerLink, wanted: set[int]) -> None:
+        """Clear our profiles the station may hold but the current strategy no longer sends.
+
+        Run after the new profiles are in place, so the station is never without a limit.
+        """
+        for profile_id in sorted(state.installed - wanted):
+            try:
+                status = await link.clear_charging_profile(profile_id)
+            except CallFailed as error:
+                log.info("%s: ClearChargingProfile %d failed (%s); retried after the next "
+                         "profile", state.info.station_id, profile_id, error)
+                return
+            log.debug("%s: cleared profile %d (%s)", state.info.station_id, profile_id, status)
+            state.installed.discard(profile_id)  # Accepted, or Unknown: it is gone either way
 
     async def _verify_composite(self, state: StationState, link: ChargerLink,
                                 cap: BuiltProfile) -> None:

@@ -194,3 +194,39 @@ async def test_station_without_composite_schedules_is_still_steered(site: Site):
                      what="composite schedules found unsupported")
     await wait_until(lambda: 0 < plain.power_w <= 8_000, what="the EV held to the cap")
     assert bridge.snapshot().station_status["PLAIN"] == "steered"
+
+
+async def test_profiles_of_an_abandoned_strategy_are_cleared_by_id(site: Site):
+    """After a refusal of connector 0 the station got per-connector profiles; once it takes
+    connector 0 again (after a reboot), those are cleared, and only those."""
+    await site.start_bridge(capacity_kw=8)
+    station = site.add_station("FLIP", rejects_connector_zero=True)
+    await wait_until(lambda: 1 in profiles_of(station, "TxProfile"), what="a TxProfile")
+    station.installed_profiles[(1, "TxDefaultProfile", 7)] = {  # the installer's own
+        "chargingProfileId": 77, "stackLevel": 7, "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {"startSchedule": "2020-01-01T00:00:00Z", "chargingRateUnit": "A",
+                             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 32}]}}
+    station.spec.rejects_connector_zero = False
+    await station.reboot()
+    await wait_until(lambda: max_profile(station) is not None, what="the cap on connector 0")
+    await wait_until(lambda: {p["chargingProfileId"] for p in station.installed_profiles.values()}
+                     == {9001, 77}, what="our per-connector profiles cleared, theirs kept")
+    cleared = [p for a, p in station.received if a == "ClearChargingProfile"]
+    assert cleared and all(set(p) == {"id"} and p["id"] in (9101, 9201) for p in cleared)
+    await wait_until(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
+
+
+async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    mute = site.add_station("MUTE", unanswered_profiles=2)
+
+    def statuses() -> list[str]:
+        rows = bridge.store.db["profiles"].rows_where("station_id = 'MUTE'", order_by="id")
+        return [r["status"] for r in rows]
+
+    await wait_until(lambda: "Accepted" in statuses(), timeout=30, what="an answered profile")
+    assert statuses()[:3] == ["Failed", "Failed", "Accepted"]
+    await wait_until(lambda: bridge.snapshot().station_status["MUTE"] == "steered",
+                     what="the station steered")
+    await wait_until(lambda: 0 < mute.power_w <= 8_000, what="the EV held to the cap")

@@ -52,6 +52,10 @@ class ChargerLink(Protocol):
 
     async def set_meter_interval(self, seconds: int) -> str: ...
 
+    async def clear_charging_profile(self, profile_id: int) -> str:
+        """Remove one profile by its id (so never one that is not ours)."""
+        ...
+
     async def close(self, code: int, reason: str) -> None: ...
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import ocpp.messages
 import websockets
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
@@ -31,6 +32,10 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 log = logging.getLogger(__name__)
+
+# The library validates each message in a worker thread by default; the thread hop costs
+# more than the validation, and a fleet of simulated stations sends many small messages.
+ocpp.messages.ASYNC_VALIDATION = False
 
 EV_MIN_CURRENT_A = 6.0  # IEC 61851: an EV cannot charge below 6 A, so it pauses
 _RECURRENCE = {"Daily": timedelta(days=1), "Weekly": timedelta(weeks=1)}
@@ -71,6 +76,9 @@ class StationSpec:
     # A ChargePointMaxProfile of its own (vendor or installer) at its top stack level,
     # which wins over any profile sent at a lower level.
     factory_cap_a: float | None = None
+    # Installs the first this many SetChargingProfile but never answers them (a reply lost
+    # on a flaky mobile link, or firmware busy elsewhere).
+    unanswered_profiles: int = 0
 
 
 @dataclass
@@ -136,6 +144,7 @@ class SimulatedStation(ChargePoint):
         self._stops: list[call.StopTransaction] = []
         self._meter_interval = spec.meter_interval_s
         self._integrated_at = time.monotonic()
+        self._unanswered = spec.unanswered_profiles
         if spec.factory_cap_a is not None:
             self.installed_profiles[(0, "ChargePointMaxProfile", spec.max_stack_level)] = {
                 "chargingProfileId": 1, "stackLevel": spec.max_stack_level,
@@ -298,6 +307,10 @@ class SimulatedStation(ChargePoint):
         if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[3], dict):
             self._raw = msg[3]
             self.received.append((str(msg[2]), msg[3]))
+            if msg[2] == "SetChargingProfile" and self._unanswered > 0:
+                self._unanswered -= 1
+                self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
+                return
             sloppy = self._sloppy_reply(str(msg[2]), msg[3]) if self.spec.sloppy_replies else None
             if sloppy is not None:
                 await self._connection.send(json.dumps([3, msg[1], sloppy]))
