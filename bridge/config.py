@@ -82,6 +82,10 @@ class OcppSection(_Section):
     # Many ship with 60 s or more, which leaves the measured load a minute behind.
     meter_interval_s: int = Field(default=10, ge=0, le=3600)
     security: SecuritySection = Field(default_factory=SecuritySection)
+    # A station drawing more than it accepted, by more than the tolerance for longer than
+    # the grace time, is flagged non-compliant and counted at its measured draw.
+    compliance_tolerance_w: float = Field(default=500, ge=0)
+    compliance_grace_s: float = Field(default=60, gt=0)
 
 
 class SiteSection(_Section):

@@ -1,4 +1,5 @@
-"""The websocket endpoint stations connect to: ws(s)://host:port/<station id>, ocpp1.6.
+"""The websocket endpoint stations connect to: ws(s)://host:port/<station id>, subprotocol
+ocpp1.6 or ocpp2.0.1 (negotiated per station).
 
 Before a station's handshake is answered: the per-address connection limits, then the
 station id and its credentials (security profiles 0-3, see bridge.ocpp.auth).
@@ -21,10 +22,12 @@ from bridge.ocpp.auth import Gatekeeper
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.v16 import StationLink, StationListener
+from bridge.ocpp.v201 import StationLink201
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
+SUBPROTOCOLS = {SUBPROTOCOL: StationLink, "ocpp2.0.1": StationLink201}
 CLOSE_TIMEOUT_S = 10.0
 # A refused flood must not flood the log: one line per address and this many seconds.
 REFUSAL_LOG_PERIOD_S = 60.0
@@ -74,7 +77,7 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            subprotocols=[SUBPROTOCOL],
+            subprotocols=list(SUBPROTOCOLS),
             process_request=self._check_request,
             create_connection=self._limited_connection_class(),
             ssl=self.security.ssl_context,
@@ -90,7 +93,7 @@ class OcppServer:
             compression=None,
             ping_timeout=60,
         )
-        log.info("OCPP 1.6J central system listening on %s://%s:%d/<station id>"
+        log.info("OCPP 1.6J/2.0.1 central system listening on %s://%s:%d/<station id>"
                  " (security profile %d)", self.security.scheme, self._host, self.port,
                  self.security.profile)
         if self.security.profile == 1:
@@ -168,14 +171,15 @@ class OcppServer:
         station_id = station_id_from_path(connection.request.path if connection.request else "")
         if station_id is None:
             return
-        if connection.subprotocol != SUBPROTOCOL:
-            await connection.close(1002, "subprotocol ocpp1.6 required")
+        link_class = SUBPROTOCOLS.get(str(connection.subprotocol))
+        if link_class is None:
+            await connection.close(1002, "subprotocol ocpp1.6 or ocpp2.0.1 required")
             return
         previous = self.links.get(station_id)
         if previous is not None:
             # A station that reconnects before we noticed the old link died: keep the new one.
             await previous._connection.close(1000, "replaced by a new connection")
-        link = StationLink(station_id, connection, self._listener, self._call_timeout_s)
+        link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)
