@@ -103,9 +103,14 @@ class Bridge:
                 resource_id=config.resource_id,
                 telemetry_interval=timedelta(seconds=model.telemetry.interval_s),
                 retry_max=timedelta(seconds=model.ven.poll_retry_max_s),
+                resource_ids=frozenset(model.ven.resources),
+                group_ids=frozenset(model.ven.groups),
+                party_ids=frozenset([model.ven.party_id] if model.ven.party_id else []),
             ),
             self,
             registration=self.store.registration(model.ven.vtn_url),
+            state=self.store,
+            known_events=[(e.event, e.opt) for e in self.events.values()],  # type: ignore[misc]
         )
 
     # lifecycle ------------------------------------------------------------------------------
@@ -210,6 +215,7 @@ class Bridge:
             if (opt, reason) != (known.opt, known.opt_reason):
                 self.store.save_event(known.event, opt, reason, now)
                 self.events[event_id] = StoredEvent(known.event, opt, reason)
+                self.ven.opts[event_id] = opt  # what the VEN answers if the VTN sends it again
                 log.info("event %s: %s (%s)", event_id, opt, reason)
                 changed = True
         for pending in self.store.operator_opts("applied_at IS NULL"):
@@ -268,6 +274,16 @@ class Bridge:
     def on_registration(self, registration: Registration) -> None:
         self.store.save_registration(self.config.model.ven.vtn_url, registration, self._clock())
         log.info("registered with the VTN as %s", registration.ven_id)
+
+    def on_registration_cancelled(self) -> None:
+        self.store.clear_registration(self.config.model.ven.vtn_url)
+
+    def event_stations(self, event: DrEvent) -> frozenset[str] | None:
+        """The stations an event applies to: None for the whole site (no or site-wide
+        targets); otherwise the stations of the configured resources and groups it named."""
+        if event.whole_site:
+            return None
+        return self.config.target_stations(event.matched_resources, event.matched_groups)
 
     def measured_load_w(self) -> float:
         stale = timedelta(seconds=self.config.model.telemetry.stale_after_s)

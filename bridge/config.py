@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,12 @@ class VenSection(_Section):
     ven_name: str = Field(min_length=1)
     resource_id: str | None = None  # the site's name in reports; defaults to ven_name
     poll_retry_max_s: float = Field(default=60, gt=0)
+    # eiTarget: resource ids and group ids the VTN may name, each mapped to the stations it
+    # means; party_id names the whole site. Events naming none of these (nor the VEN, nor
+    # resource_id) are not for this site: opted out of and not acted on.
+    resources: dict[str, tuple[str, ...]] = {}
+    groups: dict[str, tuple[str, ...]] = {}
+    party_id: str | None = None
 
     @field_validator("vtn_url")
     @classmethod
@@ -122,6 +129,16 @@ class Config:
                 else self.model.ocpp.default_max_current_a
             ),
         )
+
+    def target_stations(self, resources: Iterable[str], groups: Iterable[str]) -> frozenset[str]:
+        """The stations an event's matched resource ids and group ids stand for."""
+        ven = self.model.ven
+        stations: set[str] = set()
+        for resource in resources:
+            stations.update(ven.resources.get(resource, ()))
+        for group in groups:
+            stations.update(ven.groups.get(group, ()))
+        return frozenset(stations)
 
     def accepts_station(self, station_id: str) -> bool:
         return not self._listed or station_id in self._listed

@@ -22,6 +22,7 @@ class Listener:
     def __init__(self) -> None:
         self.events: list[DrEvent] = []
         self.registrations: list[Registration] = []
+        self.cancelled = 0
 
     async def on_event(self, event: DrEvent) -> OptType:
         self.events.append(event)
@@ -29,6 +30,9 @@ class Listener:
 
     def on_registration(self, registration: Registration) -> None:
         self.registrations.append(registration)
+
+    def on_registration_cancelled(self) -> None:
+        self.cancelled += 1
 
     def measured_load_w(self) -> float:
         return 1234.0

@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import io
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiohttp import web
 from openleadr import OpenADRServer
+from openleadr.messaging import parse_message
 from openleadr.service import VTNService, handler, service
 
 VTN_ID = "DEMO-VTN"
@@ -32,6 +35,8 @@ class Received:
     opts: list[tuple[str, str, str]] = field(default_factory=list)  # (ven_id, event_id, opt)
     reports: list[tuple[str, str, datetime, float]] = field(default_factory=list)
     created_opts: list[dict[str, Any]] = field(default_factory=list)  # oadrCreateOpt payloads
+    # every eventResponse of every oadrCreatedEvent, as openleadr parses them
+    event_responses: list[dict[str, Any]] = field(default_factory=list)
     cancelled_opts: list[tuple[str, str]] = field(default_factory=list)  # (ven_id, opt_id)
 
 
@@ -75,6 +80,10 @@ class DemoVtn:
         opt_service.ven_lookup = self._ven_lookup  # type: ignore[attr-defined]
         self.server.app.router.add_post(f"{self.server.http_path_prefix}/EiOpt",
                                         opt_service.handler)
+        # Messages queued here answer the next polls instead of openleadr's own: raw payloads
+        # (oadrDistributeEvent written by hand, hostile ones) through a real VTN's transport.
+        self.raw_replies: list[bytes] = []
+        self.server.app.middlewares.append(self._intercept)
 
     @property
     def url(self) -> str:
@@ -113,6 +122,44 @@ class DemoVtn:
 
     def cancel_event(self, ven_id: str, event_id: str) -> None:
         self.server.cancel_event(ven_id, event_id)
+
+    def send_raw(self, payload: bytes) -> None:
+        """Answer the VEN's next poll with these bytes."""
+        self.raw_replies.append(payload)
+
+    def request_reregistration(self, ven_id: str) -> None:
+        self.send_raw(self._message("oadrRequestReregistration", ven_id=ven_id))
+
+    def cancel_registration(self, ven_id: str) -> None:
+        ven = self._vens[ven_id]
+        self.send_raw(self._message("oadrCancelPartyRegistration", request_id="cancel-1",
+                                    ven_id=ven_id, registration_id=ven["registration_id"]))
+
+    def _message(self, message_type: str, **payload: Any) -> bytes:
+        service = self.server.services["poll_service"]
+        return str(service._create_message(message_type, **payload)).encode()
+
+    @web.middleware
+    async def _intercept(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                         ) -> web.StreamResponse:
+        if request.path.endswith("/EiEvent"):
+            with contextlib.suppress(Exception):  # openleadr's own handler judges bad input
+                message_type, payload = parse_message(await request.read())
+                if message_type == "oadrCreatedEvent":
+                    self.received.event_responses.extend(payload.get("event_responses") or [])
+                    if any(r.get("event_id") not in self._openleadr_events(payload["ven_id"])
+                           for r in payload.get("event_responses") or []):
+                        # events written by hand are not in openleadr's books: just acknowledge
+                        return web.Response(text="", content_type="application/xml")
+        if request.path.endswith("/OadrPoll") and self.raw_replies:
+            return web.Response(body=self.raw_replies.pop(0), content_type="application/xml")
+        return await handler(request)
+
+    def _openleadr_events(self, ven_id: str) -> set[str]:
+        events = self.server.services["event_service"].events.get(ven_id, [])
+        return {e.event_descriptor.event_id if hasattr(e, "event_descriptor")
+                else e["event_descriptor"]["event_id"] for e in events}
 
     # openleadr handlers ---------------------------------------------------------------------
     def _ven_lookup(self, ven_id: str) -> dict[str, str]:
