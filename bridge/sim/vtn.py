@@ -37,6 +37,7 @@ class Received:
     created_opts: list[dict[str, Any]] = field(default_factory=list)  # oadrCreateOpt payloads
     # every eventResponse of every oadrCreatedEvent, as openleadr parses them
     event_responses: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # all, as parsed
     cancelled_opts: list[tuple[str, str]] = field(default_factory=list)  # (ven_id, opt_id)
 
 
@@ -143,15 +144,18 @@ class DemoVtn:
     async def _intercept(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                          ) -> web.StreamResponse:
-        if request.path.endswith("/EiEvent"):
-            with contextlib.suppress(Exception):  # openleadr's own handler judges bad input
-                message_type, payload = parse_message(await request.read())
-                if message_type == "oadrCreatedEvent":
-                    self.received.event_responses.extend(payload.get("event_responses") or [])
-                    if any(r.get("event_id") not in self._openleadr_events(payload["ven_id"])
-                           for r in payload.get("event_responses") or []):
-                        # events written by hand are not in openleadr's books: just acknowledge
-                        return web.Response(text="", content_type="application/xml")
+        message_type, payload = "", {}
+        with contextlib.suppress(Exception):  # openleadr's own handler judges bad input
+            message_type, payload = parse_message(await request.read())
+            self.received.messages.append((message_type, payload))
+        if message_type == "oadrCreatedEvent":
+            self.received.event_responses.extend(payload.get("event_responses") or [])
+            if any(r.get("event_id") not in self._openleadr_events(payload["ven_id"])
+                   for r in payload.get("event_responses") or []):
+                # events written by hand are not in openleadr's books: just acknowledge
+                return web.Response(text="", content_type="application/xml")
+        if message_type == "oadrCanceledPartyRegistration":  # openleadr has no handler for it
+            return web.Response(text="", content_type="application/xml")
         if request.path.endswith("/OadrPoll") and self.raw_replies:
             return web.Response(body=self.raw_replies.pop(0), content_type="application/xml")
         return await handler(request)
