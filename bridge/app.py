@@ -106,6 +106,7 @@ class Bridge:
                 resource_ids=frozenset(model.ven.resources),
                 group_ids=frozenset(model.ven.groups),
                 party_ids=frozenset([model.ven.party_id] if model.ven.party_id else []),
+                tls=config.tls,
             ),
             self,
             registration=self.store.registration(model.ven.vtn_url),

@@ -40,6 +40,8 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")
     print(f"  storage    {config.storage_path}")
+    for warning in config.warnings():
+        print(f"  WARNING    {warning}")
     return 0
 
 

@@ -12,14 +12,19 @@ It knows nothing of chargers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
 import logging
 import random
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
+import aiohttp
 from lxml import etree
 from openleadr import OpenADRClient, utils
 from openleadr.messaging import validate_xml_signature
@@ -55,6 +60,55 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """Transport security towards the VTN (OpenADR 2.0b: TLS 1.2 with client certificates)."""
+
+    cert: str | None = None  # the VEN's client certificate (PEM); also signs when signing
+    key: str | None = None
+    passphrase: str | None = None
+    ca_file: str | None = None  # CAs the VTN's server certificate must chain to
+    vtn_fingerprint: str | None = None  # pin of the VTN's TLS certificate
+    check_hostname: bool = True
+    xml_signatures: bool = False  # sign what we send, and require valid signed replies
+    vtn_signing_fingerprint: str | None = None  # pin of the VTN's signing certificate
+
+
+def fingerprint_matches(der: bytes, pin: str) -> bool:
+    """A certificate against a pin: its whole SHA-256, or OpenADR's short form (the last
+    ten bytes of it, as openleadr prints them), colons and case ignored."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    wanted = pin.replace(":", "").strip().upper()
+    return bool(wanted) and (wanted == digest or (len(wanted) == 20 and digest.endswith(wanted)))
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_warnings(url: str, tls: TlsSettings | None) -> list[str]:
+    """What is unsafe about how the VEN would talk to this VTN."""
+    if is_loopback(url):
+        return []
+    if not url.startswith("https://"):
+        return [f"the VTN {url} is not on this machine and is reached WITHOUT TLS: anyone on "
+                "the path can read and forge DR events; use https:// with ven.tls"]
+    problems = []
+    if tls is None or not tls.cert:
+        problems.append("no client certificate (ven.tls.cert/key): OpenADR 2.0b requires "
+                        "mutual TLS")
+    if tls is None or not (tls.vtn_fingerprint or tls.ca_file):
+        problems.append("the VTN's certificate is checked against the system CAs only "
+                        "(set ven.tls.ca_file or ven.tls.vtn_fingerprint)")
+    return problems
+
+
+@dataclass(frozen=True)
 class VenSettings:
     vtn_url: str
     ven_name: str
@@ -66,6 +120,7 @@ class VenSettings:
     resource_ids: frozenset[str] = frozenset()
     group_ids: frozenset[str] = frozenset()
     party_ids: frozenset[str] = frozenset()
+    tls: TlsSettings | None = None
 
 
 class VenListener(Protocol):
@@ -106,6 +161,31 @@ class MemoryState:
         self.offsets[event_id] = offset
 
 
+class CertificateMismatch(aiohttp.ClientConnectionError):
+    """The VTN's TLS certificate is not the pinned one."""
+
+
+class _PinningConnector(aiohttp.TCPConnector):
+    """Checks the VTN's certificate against the pin right after the TLS handshake, before
+    anything is sent (aiohttp's own Fingerprint cannot go with a client certificate)."""
+
+    def __init__(self, pin: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pin = pin
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        if self._pin:
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            if der is None or not fingerprint_matches(der, self._pin):
+                transport.close()
+                log.error("refused the VTN: its certificate does not match "
+                          "ven.tls.vtn_fingerprint")
+                raise CertificateMismatch("VTN certificate does not match the pin")
+        return transport, protocol
+
+
 class _Client(OpenADRClient):
     """openleadr's client, with drbridge's intake for what the VTN answers.
 
@@ -115,6 +195,26 @@ class _Client(OpenADRClient):
     """
 
     last_contact: datetime | None = None
+    tls: TlsSettings | None = None
+
+    async def _ensure_client_session(self) -> None:
+        """One HTTP session; over https a TLS 1.2+ context with our client certificate and
+        the configured CAs (openleadr only builds one when a client certificate is given)."""
+        if self.client_session is not None:
+            return
+        connector = None
+        if self.vtn_url.startswith("https://"):
+            tls = self.tls or TlsSettings()
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.check_hostname = tls.check_hostname
+            if tls.cert and tls.key:
+                context.load_cert_chain(tls.cert, tls.key, tls.passphrase)
+            connector = _PinningConnector(tls.vtn_fingerprint, ssl=context)
+        self.client_session = aiohttp.ClientSession(
+            connector=connector, headers={"content-type": "application/xml"},
+            timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=10),
+        )
 
     async def _perform_request(self, service: str, message: Any) -> tuple[str | None, dict]:
         await self._ensure_client_session()
@@ -175,12 +275,24 @@ class Ven:
         self._listener = listener
         self._state: VenState = state or MemoryState()
         self._rng = rng or random.Random()
+        tls = settings.tls or TlsSettings()
+        signing = tls.xml_signatures
         self._client = _Client(
             ven_name=settings.ven_name,
             vtn_url=settings.vtn_url,
             ven_id=registration.ven_id if registration else None,
             show_fingerprint=False,
+            cert=tls.cert if signing else None,
+            key=tls.key if signing else None,
+            passphrase=tls.passphrase if signing else None,
+            # replies must carry a valid signature by this certificate
+            vtn_fingerprint=(tls.vtn_signing_fingerprint or tls.vtn_fingerprint)
+            if signing else None,
+            disable_signature=not signing,
         )
+        self._client.tls = settings.tls
+        for warning in transport_warnings(settings.vtn_url, settings.tls):
+            log.warning("INSECURE: %s", warning)
         # Re-registration under the id the VTN gave us before a restart.
         self._previous_registration_id = registration.registration_id if registration else None
         self._client.add_report(

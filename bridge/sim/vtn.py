@@ -60,13 +60,31 @@ class _OptService(VTNService):
         return "oadrCanceledOpt", {"opt_id": payload["opt_id"]}
 
 
+@dataclass(frozen=True)
+class VtnTls:
+    """HTTPS with client certificates required (and, with ``sign``, signed messages)."""
+
+    cert: str
+    key: str
+    ca_file: str  # the CA that VEN client certificates must chain to
+    sign: bool = False  # sign our messages with cert/key, and require signed ones
+
+
 class DemoVtn:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None,
-                 poll_interval: timedelta = timedelta(seconds=1)) -> None:
+                 poll_interval: timedelta = timedelta(seconds=1),
+                 tls: VtnTls | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.received = Received()
+        self.tls = tls
         self._vens: dict[str, dict[str, str]] = {}
+        secure: dict[str, Any] = {}
+        if tls is not None:
+            secure = {"http_cert": tls.cert, "http_key": tls.key, "http_ca_file": tls.ca_file,
+                      "verify_message_signatures": tls.sign}
+            if tls.sign:
+                secure |= {"cert": tls.cert, "key": tls.key}
         self.server = OpenADRServer(
             vtn_id=VTN_ID,
             http_host=host,
@@ -74,6 +92,7 @@ class DemoVtn:
             requested_poll_freq=poll_interval,
             show_fingerprint=False,
             ven_lookup=self._ven_lookup,
+            **secure,
         )
         self.server.add_handler("on_create_party_registration", self._on_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
@@ -88,7 +107,8 @@ class DemoVtn:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/OpenADR2/Simple/2.0b"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/OpenADR2/Simple/2.0b"
 
     async def start(self) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # openleadr prints a banner
@@ -173,8 +193,11 @@ class DemoVtn:
         self.received.registrations.append(registration_info)
         ven_name = registration_info["ven_name"]
         ven_id = registration_info.get("ven_id") or f"ven-{ven_name}"
+        # over TLS openleadr hands us the client certificate's fingerprint; later messages
+        # from this VEN must come with the same certificate
         self._vens[ven_id] = {"ven_id": ven_id, "ven_name": ven_name,
-                              "registration_id": f"reg-{ven_id}", "fingerprint": ""}
+                              "registration_id": f"reg-{ven_id}",
+                              "fingerprint": registration_info.get("fingerprint") or ""}
         return ven_id, f"reg-{ven_id}"
 
     async def _on_register_report(
