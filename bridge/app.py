@@ -20,6 +20,7 @@ from policies.fleet import Fleet, Plan, Session, Step, value_at
 from policies.plan import decide_opt, make_plan
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
+from ven.reports import SiteStatus
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,33 @@ class Bridge:
     def measured_load_w(self) -> float:
         stale = timedelta(seconds=self.config.model.telemetry.stale_after_s)
         return site_load_w((m.latest for m in self.meters.values()), self._clock(), stale)
+
+    # report values (TELEMETRY_USAGE, TELEMETRY_STATUS, HISTORY_USAGE) -----------------------
+    def measured_energy_wh(self) -> float:
+        """The sum of the stations' energy registers, as last read."""
+        return sum(m.last_energy[1] for m in self.meters.values() if m.last_energy)
+
+    def group_load_w(self, group_id: str) -> float:
+        stations = set(self.config.model.ven.groups.get(group_id, ()))
+        stale = timedelta(seconds=self.config.model.telemetry.stale_after_s)
+        return site_load_w((m.latest for (station_id, _), m in self.meters.items()
+                            if station_id in stations), self._clock(), stale)
+
+    def site_status(self) -> SiteStatus:
+        now = self._clock()
+        step = value_at(self.plan.site, now) if self.plan else None
+        capacity = self.config.site.capacity_w
+        override = any(
+            e.opt_reason.startswith(OPERATOR_OPT_OUT) and e.event.start <= now
+            and not e.event.is_over(now) for e in self.events.values())
+        return SiteStatus(
+            online=any(s.link is not None for s in self.dispatcher.stations.values()),
+            manual_override=override,
+            current_w=step.limit_w if step else capacity, min_w=0.0, max_w=capacity,
+        )
+
+    def load_history(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+        return [(at, load) for at, load, _ in self.store.site_load(start) if at < end]
 
     # OCPP side ------------------------------------------------------------------------------
     def _station_connected(self, station_id: str, link: StationLink) -> None:

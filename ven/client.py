@@ -26,18 +26,25 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from lxml import etree
-from openleadr import OpenADRClient, utils
+from openleadr import OpenADRClient, objects, utils
 from openleadr.messaging import validate_xml_signature
 
 from ven.events import DrEvent, EventStatus, InvalidEvent, OptType, normalise_event
 from ven.lifecycle import Change, SiteTargets, classify, implicitly_cancelled, match_targets
 from ven.messages import RefusedMessage, read_message
+from ven.reports import (
+    HISTORY_ID,
+    HISTORY_RID,
+    UPDATE_REPORT_TEMPLATE,
+    ReportSource,
+    install_templates,
+    offer_reports,
+    update_report_payload,
+)
 
 log = logging.getLogger(__name__)
 
 _NO_ENTITIES = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-TELEMETRY_REPORT_ID = "drbridge-telemetry-usage"
-SITE_POWER_RID = "site-real-power"
 
 
 # ei:optReason values (OpenADR 2.0b OptReasonEnumeratedType, without the x- extension).
@@ -123,8 +130,8 @@ class VenSettings:
     tls: TlsSettings | None = None
 
 
-class VenListener(Protocol):
-    """What the VEN needs from the rest of the gateway."""
+class VenListener(ReportSource, Protocol):
+    """What the VEN needs from the rest of the gateway (report values included)."""
 
     async def on_event(self, event: DrEvent) -> OptType:
         """Decide on and persist an event (new, modified or cancelled); called before the VTN
@@ -137,7 +144,6 @@ class VenListener(Protocol):
         """The VTN cancelled our registration: forget the persisted one."""
         ...
 
-    def measured_load_w(self) -> float: ...
 
 
 class VenState(Protocol):
@@ -248,6 +254,135 @@ class _Client(OpenADRClient):
         return message_type, payload
 
 
+    async def _report_queue_worker(self) -> None:
+        """Send each finished report (oadrUpdateReport) through drbridge's template, which
+        carries TELEMETRY_STATUS payloads too."""
+        while True:
+            report = await self.pending_reports.get()
+            try:
+                message = self._create_message(
+                    UPDATE_REPORT_TEMPLATE, request_id=utils.generate_id(), ven_id=self.ven_id,
+                    reports=[update_report_payload(report)])
+                message_type, payload = await self._perform_request("EiReport", message)
+                if message_type is not None and payload.get("cancel_report"):
+                    await self.cancel_report(payload["cancel_report"])
+            except Exception:  # one bad report must not stop the others
+                log.exception("could not send report %s", report.report_specifier_id)
+
+    async def create_report(self, response_payload: dict[str, Any]) -> None:
+        """oadrCreateReport (or the requests in oadrRegisteredReport): schedule each requested
+        report at the granularity the VTN asks for, when that is within what was offered;
+        history is answered at once for the window asked for. One oadrCreatedReport lists
+        the requests taken on.
+
+        Replaces openleadr's, which shares one list of rIDs between all the requests of a
+        message and looks back from now for history.
+        """
+        accepted: list[str] = []
+        for request in response_payload.get("report_requests") or []:
+            try:
+                if await self._take_report_request(request):
+                    accepted.append(str(request["report_request_id"]))
+            except Exception:  # a malformed request must not stop the others
+                log.exception("could not take report request %s", request)
+        request_id = response_payload.get("request_id") or \
+            (response_payload.get("response") or {}).get("request_id")
+        message = self._create_message(
+            "oadrCreatedReport", ven_id=self.ven_id,
+            pending_reports=[{"report_request_id": r} for r in accepted],
+            response={"response_code": 200, "response_description": "OK",
+                      "request_id": request_id})
+        await self._perform_request("EiReport", message)
+
+    async def _take_report_request(self, request: dict[str, Any]) -> bool:
+        specifier = request["report_specifier"]
+        specifier_id = specifier["report_specifier_id"]
+        request_id = request["report_request_id"]
+        report = next((r for r in self.reports if r.report_specifier_id == specifier_id), None)
+        if report is None:
+            log.warning("the VTN asked for report %s, which we did not offer", specifier_id)
+            return False
+        if specifier_id == HISTORY_ID:
+            await self._history_report(request)
+            return True
+        granularity = specifier.get("granularity") or timedelta(0)
+        r_ids = []
+        payloads = specifier.get("specifier_payloads") or []
+        for payload in payloads if isinstance(payloads, list) else [payloads]:
+            description = next((d for d in report.report_descriptions
+                                if d.r_id == payload.get("r_id")), None)
+            if description is None:
+                log.warning("report %s has no rID %s", specifier_id, payload.get("r_id"))
+                continue
+            offered = description.sampling_rate
+            if granularity and not offered.min_period <= granularity <= offered.max_period:
+                log.warning("the VTN asked for %s every %s; offered %s to %s: refused",
+                            description.r_id, granularity, offered.min_period,
+                            offered.max_period)
+                continue
+            r_ids.append(description.r_id)
+        if not r_ids:
+            return False
+        back = specifier.get("report_back_duration") or timedelta(0)
+        entry: dict[str, Any] = {"report_request_id": request_id,
+                                 "report_specifier_id": specifier_id,
+                                 "report_back_duration": back, "r_ids": r_ids,
+                                 "granularity": granularity, "job": None}
+        self.report_requests.append(entry)
+        if granularity > timedelta(0):
+            # sample every granularity; openleadr's update_report sends once a report-back
+            # duration's worth of samples is in
+            entry["job"] = self.scheduler.add_job(
+                self.update_report, trigger="interval",
+                seconds=granularity.total_seconds(), args=[request_id])
+        else:
+            await self.update_report(request_id)  # a single report, now
+        return True
+
+    async def _history_report(self, request: dict[str, Any]) -> None:
+        specifier = request["report_specifier"]
+        offered = next(d.sampling_rate for r in self.reports
+                       if r.report_specifier_id == HISTORY_ID
+                       for d in r.report_descriptions if d.r_id == HISTORY_RID)
+        granularity = specifier.get("granularity") or offered.min_period
+        # honoured within what was offered
+        granularity = min(max(granularity, offered.min_period), offered.max_period)
+        window = specifier.get("report_interval") or {}
+        now = datetime.now(UTC)
+        if window.get("dtstart"):
+            start = window["dtstart"]
+            end = min(start + (window.get("duration") or now - start), now)
+        else:
+            end = now
+            start = end - (specifier.get("report_back_duration") or granularity)
+        callback = self.report_callbacks[(HISTORY_ID, HISTORY_RID)]
+        values = callback(date_from=start, date_to=end, sampling_interval=granularity)
+        report = objects.Report(
+            report_specifier_id=HISTORY_ID, report_name="HISTORY_USAGE",
+            report_request_id=request["report_request_id"], duration=end - start,
+            intervals=[objects.ReportInterval(
+                dtstart=at, duration=granularity,
+                report_payload=objects.ReportPayload(r_id=HISTORY_RID, value=value))
+                for at, value in values])
+        await self.pending_reports.put(report)
+
+    async def cancel_report(self, payload: dict[str, Any]) -> None:
+        request = next((r for r in self.report_requests
+                        if r["report_request_id"] == payload.get("report_request_id")), None)
+        if request is not None and request.get("job") is not None:
+            request["job"].remove()
+            request["job"] = None
+        if request is not None:
+            self.report_requests.remove(request)
+        message = self._create_message(
+            "oadrCanceledReport", ven_id=self.ven_id, pending_reports=[],
+            report_request_id=payload.get("report_request_id"),
+            response={"response_code": 200 if request else 452,
+                      "response_description": "OK" if request else "Invalid ID",
+                      "request_id": payload.get("request_id")})
+        await self._perform_request("EiReport", message)
+
+
 def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Callable[[], float]:
     """Exponential backoff with full jitter, so many VENs do not retry in lockstep."""
     attempt = 0
@@ -295,17 +430,9 @@ class Ven:
             log.warning("INSECURE: %s", warning)
         # Re-registration under the id the VTN gave us before a restart.
         self._previous_registration_id = registration.registration_id if registration else None
-        self._client.add_report(
-            callback=listener.measured_load_w,
-            resource_id=settings.resource_id,
-            measurement="REAL_POWER",
-            unit="W",
-            scale="none",
-            sampling_rate=settings.telemetry_interval,
-            report_specifier_id=TELEMETRY_REPORT_ID,
-            r_id=SITE_POWER_RID,
-            report_duration=timedelta(hours=1),
-        )
+        install_templates()
+        offer_reports(self._client, listener, settings.resource_id, settings.group_ids,
+                      settings.telemetry_interval)
         self._stopped = asyncio.Event()
         self._registration_lost = asyncio.Event()
         self.known: dict[str, DrEvent] = {}

@@ -38,6 +38,7 @@ class Received:
     # every eventResponse of every oadrCreatedEvent, as openleadr parses them
     event_responses: list[dict[str, Any]] = field(default_factory=list)
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # all, as parsed
+    bodies: list[tuple[str, bytes]] = field(default_factory=list)  # all, as sent
     cancelled_opts: list[tuple[str, str]] = field(default_factory=list)  # (ven_id, opt_id)
 
 
@@ -166,8 +167,10 @@ class DemoVtn:
                          ) -> web.StreamResponse:
         message_type, payload = "", {}
         with contextlib.suppress(Exception):  # openleadr's own handler judges bad input
-            message_type, payload = parse_message(await request.read())
+            body = await request.read()
+            message_type, payload = parse_message(body)
             self.received.messages.append((message_type, payload))
+            self.received.bodies.append((message_type, body))
         if message_type == "oadrCreatedEvent":
             self.received.event_responses.extend(payload.get("event_responses") or [])
             if any(r.get("event_id") not in self._openleadr_events(payload["ven_id"])
@@ -204,6 +207,8 @@ class DemoVtn:
         self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
         min_sampling_interval: timedelta, max_sampling_interval: timedelta,
     ) -> tuple[Any, timedelta] | None:
+        if measurement == "Status":
+            return None  # openleadr's VTN cannot read oadrPayloadResourceStatus values
         def on_data(data: list[tuple[datetime, float]]) -> None:
             for at, value in data:
                 self.received.reports.append((ven_id, resource_id, at, float(value)))
