@@ -81,3 +81,28 @@ async def test_targets_map_to_configured_stations_and_foreign_events_are_left_al
     assert "ev-other" not in bridge.events
     [answer] = [r for r in site.vtn.received.event_responses if r["event_id"] == "ev-other"]
     assert answer["opt_type"] == "optOut"
+
+
+async def test_report_values_come_from_the_running_bridge(site: Site):
+    bridge = await site.start_bridge(capacity_kw=44, ven_extra=GROUPS)
+    t0 = datetime.now(UTC)
+    await start_fleet(site, ["Current", "Power"])  # CP0 and CP1: the fleet-vans group
+    await wait_until(lambda: bridge.group_load_w("fleet-vans") > 0, what="group load")
+    assert bridge.group_load_w("fleet-vans") == bridge.measured_load_w()
+    assert bridge.group_load_w("nobody") == 0
+    await wait_until(lambda: bridge.measured_energy_wh() > 0, what="energy registers")
+    status = bridge.site_status()
+    assert status.online and not status.manual_override
+    assert status.max_w == status.current_w == 44_000 and status.min_w == 0
+
+    await registered(site)
+    start = datetime.now(UTC)
+    site.vtn.send_raw(distribute_event([Event("ev-now", start, level(1))]))
+    await wait_until(lambda: bridge.site_status().current_w == 22_000, what="the event's limit")
+    await bridge.opt_out_event("ev-now", "overrideStatus")
+    status = bridge.site_status()
+    assert status.manual_override and status.current_w == 44_000
+
+    await wait_until(lambda: bridge.load_history(t0, datetime.now(UTC)) != [],
+                     what="stored site load")
+    assert all(t0 <= at for at, _ in bridge.load_history(t0, datetime.now(UTC)))
