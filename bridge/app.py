@@ -17,7 +17,7 @@ from bridge.ocpp.v16 import StationLink
 from bridge.store import MeterSample, Store, StoredEvent
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
-from policies.plan import decide_opt, make_plan
+from policies.plan import Conditions, decide_opt, make_plan
 from ven.client import Registration, Ven, VenSettings
 from ven.events import DrEvent, OptType
 
@@ -62,6 +62,9 @@ class Bridge:
         self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
         self.plan: Plan | None = None
+        # per event: the measured site load when the event arrived (LOAD_DISPATCH deltas)
+        self._baselines: dict[str, float] = {}
+        self._started = clock()
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
         self._stop = asyncio.Event()
@@ -121,7 +124,8 @@ class Bridge:
 
     # VEN side -------------------------------------------------------------------------------
     async def on_event(self, event: DrEvent) -> OptType:
-        opt, reason = decide_opt(event, self.config.policy)
+        baseline = self._baselines.setdefault(event.event_id, self.measured_load_w())
+        opt, reason = decide_opt(event, self.config.policy, self.config.site, baseline)
         known = self.events.get(event.event_id)
         if known and known.event.modification_number > event.modification_number:
             log.info("event %s: modification %d is older than %d; ignored", event.event_id,
@@ -206,16 +210,37 @@ class Bridge:
         return [e.event for e in self.events.values()
                 if e.opt == "optIn" and not e.event.is_over(now)]
 
+    def planned_events(self, now: datetime) -> list[DrEvent]:
+        """Events the plan follows: active ones, and those still in their recovery period."""
+        def recovering(event: DrEvent) -> bool:
+            end = event.end
+            return event.status != "cancelled" and end is not None and \
+                event.recovery is not None and end + event.recovery > now
+        return [e.event for e in self.events.values()
+                if e.opt == "optIn" and (not e.event.is_over(now) or recovering(e.event))]
+
     def _replan_now(self) -> None:
         now = self._clock()
         stations = {sid: self.config.station_info(sid) for sid in self.dispatcher.stations}
         with_session = {s.station_id for s in self.sessions.values()}
+        measured: dict[str, float] = {}
+        reported: dict[str, datetime] = {}
+        for (station_id, _), meter in self.meters.items():
+            if meter.latest:
+                at, watts = meter.latest
+                measured[station_id] = measured.get(station_id, 0.0) + watts
+                reported[station_id] = max(at, reported.get(station_id, at))
         fleet = Fleet(
             stations=stations,
             sessions=tuple(s for s in self.sessions.values() if s.station_id in stations),
             reservations=self.dispatcher.reservations(with_session),
+            measured_w=measured,
+            last_report=reported,
         )
-        plan = make_plan(self.active_events(now), self.config.policy, self.config.site, fleet, now)
+        conditions = Conditions(baselines_w=self._baselines,
+                                vtn_last_heard=self.ven.last_contact or self._started)
+        plan = make_plan(self.planned_events(now), self.config.policy, self.config.site, fleet,
+                         now, self.plan.state if self.plan else None, conditions)
         previous = self.plan
         self.plan = plan
         self.dispatcher.set_desired(plan.stations)
