@@ -245,6 +245,15 @@ class Store:
                                      for k, v in stations.items()})}
         )
 
+    def last_plan(self) -> tuple[datetime, tuple[Step, ...], dict[str, tuple[Step, ...]]] | None:
+        """The newest stored plan (made at, site steps, each station's steps), reasons included."""
+        rows = list(self.db.query("SELECT * FROM plans ORDER BY id DESC LIMIT 1"))
+        if not rows:
+            return None
+        row = rows[0]
+        return (datetime.fromisoformat(row["made_at"]), steps_from_json(row["site"]),
+                {k: steps_from_json(json.dumps(v)) for k, v in json.loads(row["stations"]).items()})
+
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
         with self.db.conn:
             self.db.conn.executemany(
