@@ -256,6 +256,8 @@ class OptOut(_Strict):
     unsupported: bool = True  # events with no signal this policy acts on
     # Opt out when the event asks for more shed than this share of the site capacity.
     shed_exceeds: Share | None = None
+    # Opt out of SIMPLE-only events whose highest level is below this (emergencies only).
+    simple_below: int | None = Field(default=None, ge=0)
 
 
 class Policy(_Strict):

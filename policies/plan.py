@@ -55,6 +55,12 @@ def decide_opt(event: DrEvent, policy: Policy, site: Site | None = None,
     handled = sorted({s.name for s in event.signals if policy.handles(s.name, s.type)})
     if policy.opts_out_unsupported and not handled:
         return "optOut", f"no signal this policy acts on (got {', '.join(sorted(names))})"
+    below = policy.opt_out.simple_below
+    if below is not None and handled == ["SIMPLE"]:
+        highest = max(i.value for s in event.signals if s.name == "SIMPLE" for i in s.intervals)
+        if highest < below:
+            return "optOut", (f"SIMPLE level {highest:g} is below {below}, the lowest level "
+                              f"this site responds to (opt_out.simple_below)")
     limit = policy.opt_out.shed_exceeds
     if limit is not None and site is not None:
         baselines = {} if baseline_w is None else {event.event_id: baseline_w}
