@@ -63,6 +63,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(stations=args.stations, workdir=Path(args.workdir)))
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bridge.simulate import load_scenario, plot, simulate, table
+
+    config = _load(Path(args.config))
+    if config is None:
+        return EXIT_INVALID_CONFIG
+    try:
+        scenario = load_scenario(Path(args.event).read_text("utf-8"), args.event)
+    except OSError as error:
+        print(f"drbridge: cannot read {args.event}: {error.strerror}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    except InvalidDocument as error:
+        print(f"drbridge: invalid event file\n{error}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    rows = simulate(config, scenario, args.fleet)
+    print(table(rows))
+    png = Path(args.png or Path(args.event).with_suffix(".png").name)
+    plot(rows, png, f"{config.policy.name} policy, {Path(args.event).name}")
+    print(f"plot written to {png}")
+    return 0
+
+
 def _logging(verbose: bool) -> None:
     import openleadr.client  # noqa: F401 - it sets its logger's level on import; override after
     logging.basicConfig(
@@ -90,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--stations", type=int, default=12, help="simulated chargers (default 12)")
     demo.add_argument("--workdir", default="var/demo", help="where the demo keeps its database")
     demo.set_defaults(func=cmd_demo)
+    sim = commands.add_parser(
+        "simulate", help="the policy over a simulated fleet through described events (no network)"
+    )
+    sim.add_argument("--config", required=True, help="site configuration (YAML)")
+    sim.add_argument("--event", required=True, help="the events and fleet to simulate (YAML)")
+    sim.add_argument("--fleet", type=int, default=None, help="simulated stations (default: the"
+                     " event file's fleet.stations)")
+    sim.add_argument("--png", default=None, help="where to write the plot (default: the event"
+                     " file's name with .png, in the current folder)")
+    sim.set_defaults(func=cmd_simulate)
     args = parser.parse_args(argv)
     _logging(args.verbose)
     if args.command == "demo" and not args.verbose:

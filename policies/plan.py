@@ -375,7 +375,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         aware = rule.demand_aware
         if aware.enabled and measured is not None and old is not None and old.charging:
             margin = info.watts(aware.margin_a)
-            if measured < old.limit_w - margin:
+            # an EV at its cap may want more: it gets it back at the next plan; one that
+            # stays a margin below (its own limit, a full battery) keeps the cap
+            if measured + margin <= old.limit_w + 1.0:
                 max_w = min(max_w, max(min_w, measured + margin))
         if old is not None and old.restore_at is not None and at < old.restore_at:
             max_w = min(max_w, old.limit_w)
