@@ -127,16 +127,20 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     shares: dict[Hashable, Share] = {}
     watts: dict[Hashable, float] = {}
     admitted: list[Load] = []
+    used = [0.0] * len(constraints)  # kept as sessions are admitted: one pass, not N^2
     for load in loads:
         floor = min(load.min_w, load.max_w)
         if load.key in keep_paused:
             shares[load.key] = Share(0.0, "paused: guard time since it was last paused")
             continue
-        blocked = next((c for c in constraints if load.key in c.coef and
-                        c.used(watts) + c.coef[load.key] * floor > c.cap + c.tolerance()), None)
+        path = [(i, c) for i, c in enumerate(constraints) if load.key in c.coef]
+        blocked = next((c for i, c in path
+                        if used[i] + c.coef[load.key] * floor > c.cap + c.tolerance()), None)
         if blocked is None and load.max_w > 0:
             admitted.append(load)
             watts[load.key] = floor
+            for i, c in path:
+                used[i] += c.coef[load.key] * floor
         else:
             why = blocked.name if blocked else "its maximum"
             shares[load.key] = Share(0.0, f"paused: {why} cannot give it the minimum current")
@@ -179,10 +183,11 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
                        <= room for c, room, members in rising)
 
         high = max(load.max_w / load.weight for load in active.values())
-        if fits(high):
-            level = high
-        else:
-            low, top = level, high
+        exact = min([high, *(_highest_level(members, room, floor) for _, room, members in rising)])
+        if fits(exact):
+            level = max(level, exact)
+        else:  # float rounding put the exact level a hair too high: settle by bisection
+            low, top = level, exact
             for _ in range(64):
                 mid = (low + top) / 2
                 if fits(mid):
@@ -215,6 +220,34 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
         for key in frozen:
             active.pop(key)
     return held_by
+
+
+def _highest_level(members: Sequence[tuple[float, Load]], room: float,
+                   floor: Mapping[Hashable, float]) -> float:
+    """The highest level t with sum(coef * clamp(weight * t, floor, max)) <= room.
+
+    The sum is piecewise linear in t: each share is flat at its floor until
+    ``floor / weight``, rises with slope ``coef * weight`` until ``max / weight``,
+    then is flat again. Sweep the breakpoints in order.
+    """
+    total = 0.0  # the flat part of the sum
+    changes: list[tuple[float, float, float]] = []  # (t, change of slope, change of flat part)
+    for coef, load in members:
+        low, high = floor[load.key], load.max_w
+        total += coef * low
+        if high > low:
+            changes.append((low / load.weight, coef * load.weight, -coef * low))
+            changes.append((high / load.weight, -coef * load.weight, coef * high))
+    if total > room:
+        return 0.0
+    changes.sort(key=lambda change: change[0])
+    slope = 0.0
+    for at, d_slope, d_total in changes:
+        if slope > 0 and total + slope * at > room:
+            return (room - total) / slope
+        slope += d_slope
+        total += d_total
+    return (room - total) / slope if slope > 1e-15 else float("inf")
 
 
 @dataclass(frozen=True)
