@@ -54,6 +54,8 @@ class FleetSpec(_Strict):
     ev_kw: tuple[float, ...] = Field(default=(7.4, 11.0, 22.0), min_length=1)  # EVs' own limits
     need_kwh: tuple[float, float] = (10.0, 40.0)  # energy each EV wants, drawn in this range
     arrive_within_min: float = Field(default=30, ge=0)  # arrivals spread over this
+    stay_h: tuple[float, float] = (4.0, 10.0)  # each EV leaves after this long, full or not
+    needs_known: bool = True  # the policy is told each EV's need and departure
 
 
 class Scenario(_Strict):
@@ -98,10 +100,11 @@ class _Ev:
     arrives: datetime
     max_w: float
     need_wh: float
+    departs: datetime
     delivered_wh: float = 0.0
 
     def charging(self, at: datetime) -> bool:
-        return self.arrives <= at and self.delivered_wh < self.need_wh
+        return self.arrives <= at < self.departs and self.delivered_wh < self.need_wh
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
     for station in _stations(config, fleet_size or spec.stations):
         arrives = scenario.start + timedelta(minutes=rng.uniform(0, spec.arrive_within_min))
         evs.append(_Ev(station, arrives, min(rng.choice(spec.ev_kw) * 1000, station.max_w),
-                       rng.uniform(*spec.need_kwh) * 1000))
+                       rng.uniform(*spec.need_kwh) * 1000,
+                       departs=arrives + timedelta(hours=rng.uniform(*spec.stay_h))))
     site = config.site
     policy = config.policy
     events = scenario.dr_events()
@@ -150,8 +154,11 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
                 opt, _ = decide_opt(event, policy, site, load_before)
                 opted[event.event_id] = opt == "optIn"
         active = [e for e in events if opted.get(e.event_id) and _in_play(e, at)]
-        sessions = tuple(Session(ev.station.station_id, 1, ev.arrives)
-                         for ev in evs if ev.charging(at))
+        sessions = tuple(
+            Session(ev.station.station_id, 1, ev.arrives,
+                    energy_needed_wh=ev.need_wh - ev.delivered_wh if spec.needs_known else None,
+                    departure=ev.departs if spec.needs_known else None)
+            for ev in evs if ev.charging(at))
         fleet = Fleet({ev.station.station_id: ev.station for ev in evs}, sessions,
                       measured_w=dict(measured))
         plan = make_plan(active, policy, site, fleet, at, state,

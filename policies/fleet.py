@@ -72,6 +72,9 @@ class Session:
     station_id: str
     connector_id: int
     started_at: datetime
+    # where known (from the EV, the driver or a fleet system): what it still needs, and by when
+    energy_needed_wh: float | None = None
+    departure: datetime | None = None
 
 
 @dataclass(frozen=True)

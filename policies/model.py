@@ -124,10 +124,24 @@ class PriceTier(_Strict):
     limit: LimitSpec  # ...limits EV charging to this
 
 
+class Cheapest(_Strict):
+    """Charge in the cheapest intervals of an event's price curve, hold back in the rest."""
+
+    charge_in: Share  # the cheapest intervals making up this share of the curve's duration
+    otherwise: LimitSpec  # the limit in the other intervals (raised to meet known needs)
+
+
 class PriceRule(_Strict):
     """ELECTRICITY_PRICE: the dearer the energy, the lower the limit."""
 
-    tiers: tuple[PriceTier, ...] = Field(min_length=1)
+    tiers: tuple[PriceTier, ...] = ()
+    cheapest: Cheapest | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PriceRule:
+        if not self.tiers and self.cheapest is None:
+            raise ValueError("give `tiers`, `cheapest`, or both")
+        return self
 
     @field_validator("tiers")
     @classmethod

@@ -27,7 +27,7 @@ from policies.fleet import (
     value_at,
 )
 from policies.model import Group, Policy
-from policies.signals import event_ask, last_ask
+from policies.signals import Need, event_ask, last_ask
 from policies.tree import FixedLoad, Load, allocate_tree
 from ven.events import DrEvent, EventStatus, OptType
 
@@ -121,14 +121,14 @@ def _failsafe(policy: Policy, site: Site, fleet: Fleet, now: datetime,
 
 
 def _target_at(events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime,
-               baselines: Mapping[str, float],
-               failsafe: tuple[float, Why] | None) -> tuple[float, tuple[Why, ...]]:
+               baselines: Mapping[str, float], failsafe: tuple[float, Why] | None,
+               needs: Sequence[Need] = ()) -> tuple[float, tuple[Why, ...]]:
     """The smallest of the capacity, the fail-safe and every event's limit at ``at``."""
     limit, chain = site.capacity_w, (Why("site", "site capacity"),)
     if failsafe is not None and failsafe[0] < limit:
         limit, chain = failsafe[0], (failsafe[1],)
     for event in events:
-        ask = event_ask(event, policy, site, at, baselines)
+        ask = event_ask(event, policy, site, at, baselines, needs)
         if ask is not None and ask.limit_w < limit:
             limit, chain = ask.limit_w, ask.chain
         recovery = _recovery_ask(event, policy, site, at, baselines)
@@ -206,6 +206,17 @@ def _ramped(targets: list[tuple[datetime, float, tuple[Why, ...]]], policy: Poli
     return steps, ramp_at_now
 
 
+def _needs(fleet: Fleet) -> list[Need]:
+    """Sessions whose remaining energy and departure are known."""
+    needs = []
+    for session in fleet.sessions:
+        info = fleet.stations.get(session.station_id)
+        if info is None or session.energy_needed_wh is None or session.departure is None:
+            continue
+        needs.append(Need(session.energy_needed_wh, session.departure, info.max_w))
+    return needs
+
+
 # -- sharing among the stations ---------------------------------------------------------------
 
 @dataclass
@@ -235,7 +246,9 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 
     # the site limit: targets at every event boundary, then ramped
     times = sorted({now} | _event_times(events, policy, now))
-    targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe))
+    needs = _needs(fleet)
+    targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe,
+                                needs))
                for at in times]
     site_series, ramp_now = _ramped(targets, policy, state, now)
 

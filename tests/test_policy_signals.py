@@ -190,3 +190,50 @@ def test_bad_policies_name_the_line_and_key(text, line, message):
         parse_policy(text, "bad.yaml")
     assert f"bad.yaml:{line}:" in str(error.value)
     assert message in str(error.value)
+
+
+CHEAPEST = """
+name: cheap
+electricity_price:
+  cheapest: {charge_in: 50%, otherwise: 10%}
+"""
+
+
+def test_cheapest_intervals_charge_and_the_others_hold_back():
+    # four 10-minute intervals; the cheapest half (0.10 and 0.15) charge freely
+    ev = event("ELECTRICITY_PRICE", "price", 0.30, 0.10, 0.40, 0.15)
+    pol = policy(CHEAPEST)
+    got = [limit(ev, NOW + timedelta(minutes=10 * i), pol=pol)[0] for i in range(4)]
+    assert got == [10_000, 100_000, 10_000, 100_000]
+    watts, reason = limit(ev, NOW, pol=pol)
+    assert "not among the cheapest 50%" in reason
+
+
+def test_cheapest_mode_raises_the_dear_limit_to_meet_known_needs():
+    ev = event("ELECTRICITY_PRICE", "price", 0.30, 0.10, 0.40, 0.15)
+    stations = {"CP0": StationInfo("CP0", 3, 230, 16)}  # 11.04 kW
+    # leaves after 20 minutes wanting 5 kWh: the one cheap interval before (10 min) gives
+    # 1.84 kWh; the other 3.16 kWh must come in the dear first 10 minutes (18.96 kW > max)
+    needy = Session("CP0", 1, NOW, energy_needed_wh=5_000,
+                    departure=NOW + timedelta(minutes=20))
+    plan = make_plan([ev], policy(CHEAPEST), SITE, Fleet(stations, (needy,)), NOW)
+    first = value_at(plan.site, NOW)
+    assert first.limit_w == pytest.approx(11_040)
+    assert "to meet sessions' needs by their departure" in first.reason
+    # a session that can be filled in the cheap intervals changes nothing
+    easy = Session("CP0", 1, NOW, energy_needed_wh=1_000, departure=NOW + timedelta(hours=1))
+    plan = make_plan([ev], policy(CHEAPEST), SITE, Fleet(stations, (easy,)), NOW)
+    assert value_at(plan.site, NOW).limit_w == 10_000
+
+
+def test_tiers_and_cheapest_together_take_the_lower():
+    pol = policy("name: p\nelectricity_price:\n  tiers: [{above: 0.35, limit: 5%}]\n"
+                 "  cheapest: {charge_in: 50%, otherwise: 10%}\n")
+    ev = event("ELECTRICITY_PRICE", "price", 0.30, 0.10, 0.40, 0.15)
+    assert limit(ev, NOW + timedelta(minutes=20), pol=pol)[0] == 5_000
+    assert limit(ev, NOW, pol=pol)[0] == 10_000
+
+
+def test_price_rule_needs_tiers_or_cheapest():
+    with pytest.raises(InvalidDocument, match="give `tiers`, `cheapest`, or both"):
+        policy("name: p\nelectricity_price: {}\n")
