@@ -236,6 +236,8 @@ class Bridge:
             reservations=self.dispatcher.reservations(with_session),
             measured_w=measured,
             last_report=reported,
+            # as fresh as the newest reading while EVs charge (failsafe.fleet_stale_after_s)
+            taken_at=max(reported.values()) if reported and self.sessions else None,
         )
         conditions = Conditions(baselines_w=self._baselines,
                                 vtn_last_heard=self.ven.last_contact or self._started)
