@@ -21,7 +21,7 @@ from bridge.ocpp.server import OcppServer
 from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
-from policies.plan import decide_opt
+from policies.plan import Conditions, decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
 from ven.reports import SiteStatus
@@ -85,6 +85,9 @@ class Bridge:
         # each station's connectors' latest power, for its total draw
         self._connector_power: dict[str, dict[int, float]] = {}
         self.plan: Plan | None = None
+        # per event: the measured site load when the event arrived (LOAD_DISPATCH deltas)
+        self._baselines: dict[str, float] = {}
+        self._started = clock()
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
         self._opt_send_lock = asyncio.Lock()
@@ -170,7 +173,8 @@ class Bridge:
 
     # VEN side -------------------------------------------------------------------------------
     async def on_event(self, event: DrEvent) -> OptType:
-        opt, reason = self._decide_opt(event)
+        baseline = self._baselines.setdefault(event.event_id, self.measured_load_w())
+        opt, reason = self._decide_opt(event, baseline)
         known = self.events.get(event.event_id)
         if known and known.event.modification_number > event.modification_number:
             log.info("event %s: modification %d is older than %d; ignored", event.event_id,
@@ -184,12 +188,12 @@ class Bridge:
         self._replan_now()
         return opt
 
-    def _decide_opt(self, event: DrEvent) -> tuple[OptType, str]:
+    def _decide_opt(self, event: DrEvent, baseline_w: float) -> tuple[OptType, str]:
         """The policy decides, unless the site operator opted out of the event."""
         operator = self.store.operator_opt_out(event.event_id)
         if operator is not None:
             return "optOut", _operator_reason(operator)
-        return decide_opt(event, self.config.policy)
+        return decide_opt(event, self.config.policy, self.config.site, baseline_w)
 
     # operator opts ---------------------------------------------------------------------------
     async def opt_out_event(self, event_id: str, reason: str) -> None:
@@ -237,7 +241,8 @@ class Bridge:
             if operator is not None:
                 opt, reason = "optOut", _operator_reason(operator)
             elif known.opt_reason.startswith(OPERATOR_OPT_OUT):
-                opt, reason = decide_opt(known.event, self.config.policy)
+                opt, reason = decide_opt(known.event, self.config.policy, self.config.site,
+                                         self._baselines.get(event_id, 0.0))
             else:
                 continue
             if (opt, reason) != (known.opt, known.opt_reason):
@@ -424,18 +429,41 @@ class Bridge:
         return [e.event for e in self.events.values()
                 if e.opt == "optIn" and not e.event.is_over(now)]
 
+    def planned_events(self, now: datetime) -> list[DrEvent]:
+        """Events the plan follows: active ones, and those still in their recovery period."""
+        def recovering(event: DrEvent) -> bool:
+            end = event.end
+            return event.status != "cancelled" and end is not None and \
+                event.recovery is not None and end + event.recovery > now
+        return [e.event for e in self.events.values()
+                if e.opt == "optIn" and (not e.event.is_over(now) or recovering(e.event))]
+
     def _replan_now(self) -> None:
         now = self._clock()
         stations = {sid: self.config.station_info(sid) for sid in self.dispatcher.stations}
         with_session = {s.station_id for s in self.sessions.values()}
+        measured: dict[str, float] = {}
+        reported: dict[str, datetime] = {}
+        for (station_id, _), meter in self.meters.items():
+            if meter.latest:
+                at, watts = meter.latest
+                measured[station_id] = measured.get(station_id, 0.0) + watts
+                reported[station_id] = max(at, reported.get(station_id, at))
         fleet = Fleet(
             stations=stations,
             sessions=tuple(s for s in self.sessions.values() if s.station_id in stations),
             reservations=self.dispatcher.reservations(with_session),
+            measured_w=measured,
+            last_report=reported,
+            # as fresh as the newest reading while EVs charge (failsafe.fleet_stale_after_s)
+            taken_at=max(reported.values()) if reported and self.sessions else None,
         )
         holds = {sid: hold[0] for sid, hold in self.holds.items()}
-        plan = plan_with_holds(self.active_events(now), self.config.policy, self.config.site,
-                               fleet, now, holds)  # type: ignore[arg-type]
+        conditions = Conditions(baselines_w=self._baselines,
+                                vtn_last_heard=self.ven.last_contact or self._started)
+        plan = plan_with_holds(self.planned_events(now), self.config.policy, self.config.site,
+                               fleet, now, holds,  # type: ignore[arg-type]
+                               self.plan.state if self.plan else None, conditions)
         previous = self.plan
         self.plan = plan
         running: dict[str, dict[int, int]] = {}

@@ -207,6 +207,28 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bridge.simulate import load_scenario, plot, simulate, table
+
+    config = _load(Path(args.config))
+    if config is None:
+        return EXIT_INVALID_CONFIG
+    try:
+        scenario = load_scenario(Path(args.event).read_text("utf-8"), args.event)
+    except OSError as error:
+        print(f"drbridge: cannot read {args.event}: {error.strerror}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    except InvalidDocument as error:
+        print(f"drbridge: invalid event file\n{error}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    rows = simulate(config, scenario, args.fleet)
+    print(table(rows))
+    png = Path(args.png or Path(args.event).with_suffix(".png").name)
+    plot(rows, png, f"{config.policy.name} policy, {Path(args.event).name}")
+    print(f"plot written to {png}")
+    return 0
+
+
 def _logging(verbose: bool) -> None:
     import openleadr.client  # noqa: F401 - it sets its logger's level on import; override after
     logging.basicConfig(
@@ -274,6 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--config", required=True, help="site configuration (YAML)")
     report.add_argument("--out", help="folder for the files (default: reports/ by the database)")
     report.set_defaults(func=cmd_report)
+    sim = commands.add_parser(
+        "simulate", help="the policy over a simulated fleet through described events (no network)"
+    )
+    sim.add_argument("--config", required=True, help="site configuration (YAML)")
+    sim.add_argument("--event", required=True, help="the events and fleet to simulate (YAML)")
+    sim.add_argument("--fleet", type=int, default=None, help="simulated stations (default: the"
+                     " event file's fleet.stations)")
+    sim.add_argument("--png", default=None, help="where to write the plot (default: the event"
+                     " file's name with .png, in the current folder)")
+    sim.set_defaults(func=cmd_simulate)
     args = parser.parse_args(argv)
     _logging(args.verbose)
     if args.command == "demo" and not args.verbose:

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bridge.ocpp.tls import server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
-from policies.fleet import Site, StationInfo
+from policies.fleet import Circuit, Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
-from policies.validation import InvalidDocument, Problem, parse_yaml, validate_yaml
+from policies.validation import InvalidDocument, KeyPath, Problem, parse_yaml, validate_yaml
 from ven.client import TlsSettings, transport_warnings
 
 
@@ -75,6 +75,11 @@ class VenSection(_Section):
         return value
 
 
+class ConnectorSection(_Section):
+    id: int = Field(ge=1)
+    max_current_a: float = Field(gt=0, le=500)  # per phase, where lower than the station's
+
+
 class StationSection(_Section):
     id: str = Field(min_length=1)
     max_current_a: float | None = Field(default=None, gt=0, le=500)
@@ -91,6 +96,10 @@ class StationSection(_Section):
             except NotAPasswordHash as error:
                 raise ValueError(f"{error}; make one with `drbridge hash-password`") from None
         return value
+    circuit: str | None = None  # the site.circuits id feeding it; none: the connection itself
+    phase: Literal["L1", "L2", "L3"] | None = None  # the line a single-phase station is on
+    max_power_kw: float | None = Field(default=None, gt=0)
+    connectors: tuple[ConnectorSection, ...] = ()
 
 
 class SecuritySection(_Section):
@@ -128,10 +137,34 @@ class OcppSection(_Section):
     compliance_grace_s: float = Field(default=60, gt=0)
 
 
+class CircuitSection(_Section):
+    """A panel or feeder; circuits may nest."""
+
+    id: str = Field(min_length=1)
+    max_current_a: float | None = Field(default=None, gt=0)  # per phase
+    max_power_kw: float | None = Field(default=None, gt=0)
+    circuits: tuple[CircuitSection, ...] = ()
+
+
 class SiteSection(_Section):
     capacity_kw: float = Field(gt=0)
     voltage_v: float = Field(default=230, gt=0, le=1000)
     phases: Literal[1, 3] = 3
+    max_current_a: float | None = Field(default=None, gt=0)  # per phase at the connection
+    circuits: tuple[CircuitSection, ...] = ()
+
+    def flat_circuits(self) -> list[tuple[CircuitSection, str | None, KeyPath]]:
+        """Every circuit with its parent's id and its key path in the file."""
+        found: list[tuple[CircuitSection, str | None, KeyPath]] = []
+
+        def walk(items: tuple[CircuitSection, ...], parent: str | None, path: KeyPath) -> None:
+            for index, circuit in enumerate(items):
+                here = (*path, "circuits", index)
+                found.append((circuit, parent, here))
+                walk(circuit.circuits, circuit.id, here)
+
+        walk(self.circuits, None, ("site",))
+        return found
 
 
 class StorageSection(_Section):
@@ -196,7 +229,13 @@ class Config:
     @property
     def site(self) -> Site:
         s = self.model.site
-        return Site(capacity_w=s.capacity_kw * 1000, voltage_v=s.voltage_v, phases=s.phases)
+        circuits = tuple(
+            Circuit(c.id, parent, c.max_current_a,
+                    None if c.max_power_kw is None else c.max_power_kw * 1000)
+            for c, parent, _ in s.flat_circuits()
+        )
+        return Site(capacity_w=s.capacity_kw * 1000, voltage_v=s.voltage_v, phases=s.phases,
+                    max_current_a=s.max_current_a, circuits=circuits)
 
     @property
     def resource_id(self) -> str:
@@ -229,6 +268,11 @@ class Config:
                 if listed and listed.max_current_a
                 else self.model.ocpp.default_max_current_a
             ),
+            circuit=listed.circuit if listed else None,
+            phase=int(listed.phase[1]) if listed and listed.phase else 1,
+            max_power_w=listed.max_power_kw * 1000 if listed and listed.max_power_kw else None,
+            connector_max_a=tuple((c.id, c.max_current_a) for c in listed.connectors)
+            if listed else (),
         )
 
     def target_stations(self, resources: Iterable[str], groups: Iterable[str]) -> frozenset[str]:
@@ -365,9 +409,34 @@ def _check_tls_files(model: ConfigModel, base: Path, source: str, lines: dict) -
         raise InvalidDocument(source, problems)
 
 
+def _tree_problems(model: ConfigModel, lines: dict[KeyPath, int]) -> list[Problem]:
+    """What a valid schema can still get wrong about the site's tree."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for circuit, _, path in model.site.flat_circuits():
+        if circuit.id in seen:
+            problems.append(Problem((*path, "id"), lines.get((*path, "id")),
+                                    f"circuit id {circuit.id!r} is used twice; give each its own"))
+        seen.add(circuit.id)
+    for index, station in enumerate(model.ocpp.stations):
+        path: KeyPath = ("ocpp", "stations", index)
+        if station.circuit is not None and station.circuit not in seen:
+            known = ", ".join(sorted(seen)) or "none are defined under site.circuits"
+            problems.append(Problem((*path, "circuit"), lines.get((*path, "circuit")),
+                                    f"unknown circuit {station.circuit!r} (known: {known})"))
+        phases = station.phases or model.site.phases
+        if station.phase is not None and phases != 1:
+            problems.append(Problem((*path, "phase"), lines.get((*path, "phase")),
+                                    "only a single-phase station (phases: 1) sits on one line"))
+    return problems
+
+
 def load_config_text(text: str, source: Path) -> Config:
     model = validate_yaml(text, str(source), ConfigModel)
     _, lines = parse_yaml(text, str(source))
+    problems = _tree_problems(model, lines)
+    if problems:
+        raise InvalidDocument(str(source), problems)
     base = source.resolve().parent
     problems = _security_problems(model.ocpp, base, lines)
     if problems:

@@ -15,9 +15,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
-from policies.fleet import Fleet, Plan, Reservation, Site, Step
+from policies.fleet import Fleet, Plan, PlanState, Reservation, Site, Step
 from policies.model import Policy
-from policies.plan import make_plan
+from policies.plan import Conditions, make_plan
 from ven.events import DrEvent
 
 HoldMode = Literal["pause", "exempt"]
@@ -27,29 +27,34 @@ EXEMPT_REASON = "exempt from DR by the operator"
 
 
 def plan_with_holds(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Fleet,
-                    now: datetime, holds: Mapping[str, HoldMode]) -> Plan:
+                    now: datetime, holds: Mapping[str, HoldMode],
+                    state: PlanState | None = None,
+                    conditions: Conditions | None = None) -> Plan:
     paused = {sid for sid, mode in holds.items() if mode == "pause"}
     exempt = {sid for sid, mode in holds.items() if mode == "exempt"} & fleet.stations.keys()
     sessions = tuple(s for s in fleet.sessions if s.station_id not in paused)
     if not exempt:
-        plan = make_plan(events, policy, site, replace(fleet, sessions=sessions), now)
+        plan = make_plan(events, policy, site, replace(fleet, sessions=sessions), now, state,
+                         conditions)
         return _paused(plan, paused)
-    free = make_plan((), policy, site, Fleet(
+    free = make_plan((), policy, site, replace(
+        fleet,
         stations={sid: info for sid, info in fleet.stations.items() if sid in exempt},
         sessions=tuple(s for s in sessions if s.station_id in exempt),
         reservations=fleet.reservations,
-    ), now)
-    others = make_plan(events, policy, site, Fleet(
-        stations={sid: info for sid, info in fleet.stations.items() if sid not in exempt},
+    ), now, None, conditions)
+    # the exempt stations stay in the fleet, so that their reservations are counted
+    others = make_plan(events, policy, site, replace(
+        fleet,
         sessions=tuple(s for s in sessions if s.station_id not in exempt),
         reservations=fleet.reservations + tuple(
             Reservation(sid, steps) for sid, steps in free.stations.items()),
-    ), now)
+    ), now, state, conditions)
     stations = dict(others.stations)
     for sid, steps in free.stations.items():
         stations[sid] = tuple(Step(s.start, s.limit_w, f"{EXEMPT_REASON}; {s.reason}")
                               for s in steps)
-    return _paused(Plan(made_at=now, site=others.site, stations=stations), paused)
+    return _paused(replace(others, stations=stations), paused)
 
 
 def _paused(plan: Plan, paused: set[str]) -> Plan:
@@ -60,4 +65,4 @@ def _paused(plan: Plan, paused: set[str]) -> Plan:
               else steps)
         for sid, steps in plan.stations.items()
     }
-    return Plan(made_at=plan.made_at, site=plan.site, stations=stations)
+    return replace(plan, stations=stations)

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlite_utils
 
-from policies.fleet import Step
+from policies.fleet import Step, Why
 from ven.client import Registration
 from ven.events import DrEvent
 
@@ -42,11 +42,18 @@ def _iso(value: datetime) -> str:
 
 
 def steps_to_json(steps: Iterable[Step]) -> str:
-    return json.dumps([[_iso(s.start), s.limit_w, s.reason] for s in steps])
+    # a step's reason chain, when it has one, as a fourth item: [[kind, text], ...]
+    return json.dumps([[_iso(s.start), s.limit_w, s.reason,
+                        *([[[w.kind, w.text] for w in s.chain]] if s.chain else [])]
+                       for s in steps])
 
 
 def steps_from_json(text: str) -> tuple[Step, ...]:
-    return tuple(Step(datetime.fromisoformat(a), float(w), r) for a, w, r in json.loads(text))
+    return tuple(
+        Step(datetime.fromisoformat(a), float(w), r,
+             tuple(Why(kind, why) for kind, why in rest[0]) if rest else ())
+        for a, w, r, *rest in json.loads(text)
+    )
 
 
 @dataclass(frozen=True)
@@ -366,6 +373,15 @@ class Store:
              "stations": json.dumps({k: json.loads(steps_to_json(v))
                                      for k, v in stations.items()})}
         )
+
+    def last_plan(self) -> tuple[datetime, tuple[Step, ...], dict[str, tuple[Step, ...]]] | None:
+        """The newest stored plan (made at, site steps, each station's steps), reasons included."""
+        rows = list(self.db.query("SELECT * FROM plans ORDER BY id DESC LIMIT 1"))
+        if not rows:
+            return None
+        row = rows[0]
+        return (datetime.fromisoformat(row["made_at"]), steps_from_json(row["site"]),
+                {k: steps_from_json(json.dumps(v)) for k, v in json.loads(row["stations"]).items()})
 
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
         with self.db.conn:

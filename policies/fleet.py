@@ -8,10 +8,25 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
+class Circuit:
+    """A panel or feeder between the site's connection and some stations."""
+
+    circuit_id: str
+    parent: str | None = None  # None: fed directly from the site's connection
+    max_current_a: float | None = None  # per phase
+    max_power_w: float | None = None
+
+
+@dataclass(frozen=True)
 class Site:
     capacity_w: float  # grid connection available to EV charging; never exceeded
     voltage_v: float = 230.0
     phases: int = 3
+    max_current_a: float | None = None  # per phase at the connection, when it is rated so
+    circuits: tuple[Circuit, ...] = ()
+
+
+PHASES = (1, 2, 3)  # L1, L2, L3
 
 
 @dataclass(frozen=True)
@@ -20,13 +35,34 @@ class StationInfo:
     phases: int
     voltage_v: float
     max_current_a: float  # hardware limit per phase
+    circuit: str | None = None  # None: fed directly from the site's connection
+    phase: int = 1  # the line (1..3 = L1..L3) a single-phase station is wired to
+    max_power_w: float | None = None
+    # per-connector hardware limits per phase (connector id, amps), where lower than the station's
+    connector_max_a: tuple[tuple[int, float], ...] = ()
 
     def watts(self, amps_per_phase: float) -> float:
         return amps_per_phase * self.voltage_v * self.phases
 
     @property
     def max_w(self) -> float:
-        return self.watts(self.max_current_a)
+        hardware = self.watts(self.max_current_a)
+        return hardware if self.max_power_w is None else min(hardware, self.max_power_w)
+
+    def max_w_for(self, connectors: Sequence[int]) -> float:
+        """The most the station can draw with sessions on these connectors."""
+        limits = dict(self.connector_max_a)
+        total = sum(self.watts(min(limits.get(c, self.max_current_a), self.max_current_a))
+                    for c in dict.fromkeys(connectors))
+        return min(total, self.max_w) if connectors else self.max_w
+
+    def amps_per_watt(self) -> tuple[float, float, float]:
+        """Current on each line (L1, L2, L3) per watt the station draws."""
+        if self.phases == 3:
+            per = 1 / (3 * self.voltage_v)
+            return (per, per, per)
+        line = self.phase if self.phase in PHASES else 1
+        return tuple(1 / self.voltage_v if p == line else 0.0 for p in PHASES)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -36,15 +72,39 @@ class Session:
     station_id: str
     connector_id: int
     started_at: datetime
+    # where known (from the EV, the driver or a fleet system): what it still needs, and by when
+    energy_needed_wh: float | None = None
+    departure: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Why:
+    """One link of a reason chain: ``event``, ``signal``, ``rule``, ``allocation``, ..."""
+
+    kind: str
+    text: str
 
 
 @dataclass(frozen=True)
 class Step:
-    """A limit holding from ``start`` until the next step of its series."""
+    """A limit holding from ``start`` until the next step of its series.
+
+    ``reason`` is the chain in one line, for people and logs; ``chain`` keeps its links
+    (event, rule, allocation step) apart, for the store and the dashboard.
+    """
 
     start: datetime
     limit_w: float
     reason: str
+    chain: tuple[Why, ...] = ()
+
+
+def explain(chain: Sequence[Why]) -> str:
+    return "; ".join(link.text for link in chain)
+
+
+def step_of(start: datetime, limit_w: float, chain: Sequence[Why]) -> Step:
+    return Step(start, limit_w, explain(chain), tuple(chain))
 
 
 def value_at(steps: Sequence[Step], at: datetime) -> Step | None:
@@ -69,7 +129,7 @@ def upper_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
             if step is not None and (best is None or step.limit_w > best.limit_w):
                 best = step
         if best is not None and (not result or result[-1].limit_w != best.limit_w):
-            result.append(Step(at, best.limit_w, best.reason))
+            result.append(Step(at, best.limit_w, best.reason, best.chain))
     return tuple(result)
 
 
@@ -90,6 +150,33 @@ class Fleet:
     stations: Mapping[str, StationInfo]
     sessions: tuple[Session, ...] = ()
     reservations: tuple[Reservation, ...] = ()
+    # What each station draws per its latest MeterValues (W), and when it last reported.
+    measured_w: Mapping[str, float] = field(default_factory=dict)
+    last_report: Mapping[str, datetime] = field(default_factory=dict)
+    taken_at: datetime | None = None  # when this snapshot was current; None: now
+
+
+@dataclass(frozen=True)
+class StationState:
+    """What the last plan decided for one station, carried into the next plan."""
+
+    limit_w: float  # commanded at the plan's time
+    charging: bool  # had a share (not paused)
+    since: datetime  # when ``charging`` last changed
+    restore_at: datetime | None = None  # random restore delay: held until then
+    switched: bool = False  # ``since`` marks a switch on or off (not a session's arrival)
+    paused_at_limit_w: float = 0.0  # the site limit when it was paused
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """The allocation state a plan hands to the next: make_plan stays a pure function."""
+
+    at: datetime
+    site_limit_w: float
+    stations: Mapping[str, StationState] = field(default_factory=dict)
+    # A restore in progress: the limit it started from, and when.
+    ramp_from: tuple[datetime, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,3 +184,5 @@ class Plan:
     made_at: datetime
     site: tuple[Step, ...]  # the site limit over time
     stations: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
+    state: PlanState | None = None  # pass to the next make_plan
+    paused: tuple[str, ...] = ()  # stations with a session but no share at ``made_at``

@@ -1,57 +1,515 @@
-"""From DR events, site, fleet and time to a plan: the site limit and each station's schedule."""
+"""From DR events, site, fleet and time to a plan: the site limit and each station's schedule.
+
+Pure: the caller passes ``now``, what it measured (baselines, when the VTN was last
+heard) and the previous plan's :class:`PlanState`; the plan hands back the next state.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+import heapq
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from policies.allocation import Demand, allocate_fair
-from policies.fleet import Fleet, Plan, Site, Step, value_at
-from policies.model import Policy
+from policies.fleet import (
+    Fleet,
+    Plan,
+    PlanState,
+    Site,
+    StationInfo,
+    StationState,
+    Step,
+    Why,
+    explain,
+    step_of,
+    value_at,
+)
+from policies.model import Group, Policy
+from policies.signals import Need, event_ask, last_ask
+from policies.tree import FixedLoad, Load, allocate_tree
 from ven.events import DrEvent, EventStatus, OptType
 
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
+# Future steps a plan may hold for rotations and ramps, so a long event cannot make it huge.
+MAX_STEPS = 400
 
 
-def decide_opt(event: DrEvent, policy: Policy) -> tuple[OptType, str]:
-    """Opt in unless the site cannot respond to any signal of the event."""
+@dataclass(frozen=True)
+class Conditions:
+    """What the caller knows besides the events and the fleet."""
+
+    # per event id: the site load measured before the event (for deltas and offsets)
+    baselines_w: Mapping[str, float] = field(default_factory=dict)
+    vtn_last_heard: datetime | None = None  # None: never checked (no fail-safe on it)
+    rng: random.Random | None = None  # draws restore delays; None: seeded from the time
+
+
+# -- opting in or out -------------------------------------------------------------------------
+
+def decide_opt(event: DrEvent, policy: Policy, site: Site | None = None,
+               baseline_w: float | None = None) -> tuple[OptType, str]:
+    """Opt in unless the site cannot respond to the event, or a rule says to stay out."""
     names = {signal.name for signal in event.signals}
-    if policy.opt_out_unsupported and not names & policy.handled_signals:
+    handled = sorted({s.name for s in event.signals if policy.handles(s.name, s.type)})
+    if policy.opts_out_unsupported and not handled:
         return "optOut", f"no signal this policy acts on (got {', '.join(sorted(names))})"
-    acted_on = ", ".join(sorted(names & policy.handled_signals))
-    return "optIn", f"policy {policy.name} acts on {acted_on}"
+    below = policy.opt_out.simple_below
+    if below is not None and handled == ["SIMPLE"]:
+        highest = max(i.value for s in event.signals if s.name == "SIMPLE" for i in s.intervals)
+        if highest < below:
+            return "optOut", (f"SIMPLE level {highest:g} is below {below}, the lowest level "
+                              f"this site responds to (opt_out.simple_below)")
+    limit = policy.opt_out.shed_exceeds
+    if limit is not None and site is not None:
+        baselines = {} if baseline_w is None else {event.event_id: baseline_w}
+        normal = site.capacity_w if baseline_w is None else baseline_w
+        starts = sorted({i.start for s in event.signals for i in s.intervals})
+        for at in starts:
+            ask = event_ask(event, policy, site, at, baselines)
+            if ask is None:
+                continue
+            shed = normal - ask.limit_w
+            if shed > limit * site.capacity_w + 1e-6:
+                return "optOut", (
+                    f"the event asks to shed {shed / 1000:g} kW at {at:%H:%M}, more than the "
+                    f"{limit:.0%} of capacity ({limit * site.capacity_w / 1000:g} kW) "
+                    f"the site can give (opt_out.shed_exceeds)")
+    if not handled:
+        return "optIn", "opted in by policy without a signal it acts on"
+    return "optIn", f"policy {policy.name} acts on {', '.join(handled)}"
 
 
-def event_limit_at(
-    event: DrEvent, policy: Policy, site: Site, at: datetime
-) -> tuple[float, str] | None:
-    """The limit one event asks for at ``at``, with its reason; None if it asks nothing then."""
-    if event.status == EventStatus.CANCELLED:
+# -- the site limit ---------------------------------------------------------------------------
+
+def _recovery_ask(event: DrEvent, policy: Policy, site: Site, at: datetime,
+                  baselines: Mapping[str, float]) -> tuple[float, tuple[Why, ...]] | None:
+    """During an event's recovery period its limit rises in steps from its last to capacity."""
+    end = event.end
+    if end is None or not event.recovery or event.status == EventStatus.CANCELLED:
         return None
-    best: tuple[float, str] | None = None
-    for signal in event.signals:
-        if signal.name != "SIMPLE":
-            continue
-        level = signal.value_at(at)
-        if level is None:
-            continue
-        share = policy.simple.share(level)
-        limit = share * site.capacity_w
-        reason = f"event {event.event_id}: SIMPLE level {level:g} -> {share:.0%} of capacity"
-        if best is None or limit < best[0]:
-            best = (limit, reason)
-    return best
+    if not end <= at < end + event.recovery:
+        return None
+    last = last_ask(event, policy, site, baselines)
+    if last is None:
+        return None
+    step = timedelta(seconds=policy.restore.step_s)
+    done = math.floor((at - end) / step) * step
+    fraction = min(done / event.recovery, 1.0)
+    limit = last.limit_w + (site.capacity_w - last.limit_w) * fraction
+    return limit, (Why("event", f"event {event.event_id}"),
+                   Why("restore", f"recovery period until {end + event.recovery:%H:%M:%S}, "
+                                  f"{fraction:.0%} restored"))
 
 
-def _boundaries(events: Iterable[DrEvent], fleet: Fleet, now: datetime) -> list[datetime]:
-    times = {now}
+def _failsafe(policy: Policy, site: Site, fleet: Fleet, now: datetime,
+              conditions: Conditions) -> tuple[float, Why] | None:
+    rule = policy.failsafe
+    limit = rule.limit.watts_of(site.capacity_w)
+    heard = conditions.vtn_last_heard
+    if rule.vtn_silent_after_s is not None and heard is not None and \
+            (now - heard).total_seconds() > rule.vtn_silent_after_s:
+        return limit, Why("failsafe", f"fail-safe: VTN silent since {heard:%H:%M:%S} "
+                                      f"-> {rule.limit.describe()}")
+    taken = fleet.taken_at
+    if rule.fleet_stale_after_s is not None and taken is not None and \
+            (now - taken).total_seconds() > rule.fleet_stale_after_s:
+        return limit, Why("failsafe", f"fail-safe: fleet snapshot from {taken:%H:%M:%S} "
+                                      f"is stale -> {rule.limit.describe()}")
+    return None
+
+
+def _target_at(events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime,
+               baselines: Mapping[str, float], failsafe: tuple[float, Why] | None,
+               needs: Sequence[Need] = ()) -> tuple[float, tuple[Why, ...]]:
+    """The smallest of the capacity, the fail-safe and every event's limit at ``at``."""
+    limit, chain = site.capacity_w, (Why("site", "site capacity"),)
+    if failsafe is not None and failsafe[0] < limit:
+        limit, chain = failsafe[0], (failsafe[1],)
+    for event in events:
+        ask = event_ask(event, policy, site, at, baselines, needs)
+        if ask is not None and ask.limit_w < limit:
+            limit, chain = ask.limit_w, ask.chain
+        recovery = _recovery_ask(event, policy, site, at, baselines)
+        if recovery is not None and recovery[0] < limit:
+            limit, chain = recovery
+    return limit, chain
+
+
+def site_limit_at(events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime,
+                  baselines: Mapping[str, float] | None = None) -> tuple[float, str]:
+    """The minimum of the capacity and every event's limit at ``at``, with its reason."""
+    limit, chain = _target_at(events, policy, site, at, baselines or {}, None)
+    return limit, explain(chain)
+
+
+def _event_times(events: Sequence[DrEvent], policy: Policy, now: datetime) -> set[datetime]:
+    times = set()
+    step = timedelta(seconds=policy.restore.step_s)
     for event in events:
         for signal in event.signals:
             for interval in signal.intervals:
                 times.update(t for t in (interval.start, interval.end) if t > now)
+        if event.end is not None and event.recovery:
+            at = event.end
+            while at <= event.end + event.recovery:
+                if at > now:
+                    times.add(at)
+                at += step
+    return times
+
+
+def _ramped(targets: list[tuple[datetime, float, tuple[Why, ...]]], policy: Policy,
+            state: PlanState | None, now: datetime) -> tuple[list[Step], tuple | None]:
+    """The target series with every rise limited to the ramp rate (in steps).
+
+    Returns the steps and the ramp in progress at ``now`` (for the next plan).
+    """
+    rule = policy.restore
+    if rule.ramp_kw_per_min is None:
+        return [step_of(t, w, c) for t, w, c in targets], None
+    rate = rule.ramp_kw_per_min * 1000 / 60  # W/s
+    step = timedelta(seconds=rule.step_s)
+    anchor: tuple[datetime, float] | None = state.ramp_from if state else None
+    current = state.site_limit_w if state else None
+    steps: list[Step] = []
+    ramp_at_now: tuple | None = None
+    for index, (at, target, chain) in enumerate(targets):
+        until = targets[index + 1][0] if index + 1 < len(targets) else None
+        if current is not None and target > current + 1e-6 and anchor is None:
+            anchor = (at, current)
+        t = at
+        while True:
+            if anchor is None:
+                value, links = target, chain
+            else:
+                elapsed = math.floor((t - anchor[0]) / step) * step.total_seconds()
+                ramp = anchor[1] + rate * elapsed
+                if ramp >= target - 1e-6:
+                    anchor = None
+                    value, links = target, chain
+                else:
+                    value = ramp
+                    links = (*chain, Why("restore", f"ramp {rule.ramp_kw_per_min:g} kW/min from "
+                                                    f"{anchor[1] / 1000:g} kW"))
+            steps.append(step_of(t, value, links))
+            current = value
+            if t == now:
+                ramp_at_now = anchor
+            if anchor is None or len(steps) > MAX_STEPS:
+                break
+            done = math.floor((t - anchor[0]) / step) + 1
+            t = anchor[0] + done * step
+            if until is not None and t >= until:
+                break
+    return steps, ramp_at_now
+
+
+def _needs(fleet: Fleet) -> list[Need]:
+    """Sessions whose remaining energy and departure are known."""
+    needs = []
+    for session in fleet.sessions:
+        info = fleet.stations.get(session.station_id)
+        if info is None or session.energy_needed_wh is None or session.departure is None:
+            continue
+        needs.append(Need(session.energy_needed_wh, session.departure, info.max_w))
+    return needs
+
+
+# -- sharing among the stations ---------------------------------------------------------------
+
+@dataclass
+class _Station:
+    info: StationInfo
+    group: Group | None
+    started: datetime
+    connectors: list[int]
+
+
+def _group_label(group: Group | None) -> str:
+    return f"group {group.name}" if group is not None else ""
+
+
+def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Fleet,
+              now: datetime, state: PlanState | None = None,
+              conditions: Conditions | None = None) -> Plan:
+    """The plan from ``now`` on. ``events`` are those the site has opted in to.
+
+    Stations with a charging session share the limit (one share per station, within its
+    hardware and every circuit above it); stations without a session get 0 W, so an EV
+    that arrives while the bridge is away cannot break the site limit.
+    """
+    conditions = conditions or Conditions()
+    rule = policy.allocation
+    failsafe = _failsafe(policy, site, fleet, now, conditions)
+
+    # the site limit: targets at every event boundary, then ramped
+    times = sorted({now} | _event_times(events, policy, now))
+    needs = _needs(fleet)
+    targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe,
+                                needs))
+               for at in times]
+    site_series, ramp_now = _ramped(targets, policy, state, now)
+
+    sessions = sorted(fleet.sessions, key=lambda s: (s.started_at, s.station_id, s.connector_id))
+    charging: dict[str, _Station] = {}
+    for session in sessions:
+        info = fleet.stations.get(session.station_id)
+        if info is None:
+            continue
+        entry = charging.setdefault(session.station_id, _Station(
+            info, rule.group_of(info.station_id), session.started_at, []))
+        entry.connectors.append(session.connector_id)
+    reserved_ids = {r.station_id for r in fleet.reservations}
+    previous = dict(state.stations) if state else {}
+    silent_after = timedelta(seconds=policy.failsafe.station_silent_after_s)
+    silent = {
+        sid: previous[sid].limit_w for sid, seen in fleet.last_report.items()
+        if sid in previous and sid in fleet.stations and sid not in reserved_ids
+        and now - seen > silent_after
+    }
+
+    # restores after a rise of the site limit: each station waits a random delay
+    window = policy.restore.random_window_s
+    rises: list[datetime] = []  # where a restore starts (not each step of a ramp)
+    before = state.site_limit_w if state else None
+    was_rising = bool(state and state.ramp_from)
+    for step in site_series:
+        rising = before is not None and step.limit_w > before + 1e-6
+        if rising and not was_rising and window > 0:
+            rises.append(step.start)
+        was_rising = rising
+        before = step.limit_w
+
+    queue = [*(s.start for s in site_series)]
     for reservation in fleet.reservations:
-        times.update(step.start for step in reservation.steps if step.start > now)
-    return sorted(times)
+        queue.extend(s.start for s in reservation.steps if s.start > now)
+    horizon = max(queue) + timedelta(seconds=rule.rotation.period_s)
+    heap = sorted(set(queue))
+    heapq.heapify(heap)
+
+    site_steps: list[Step] = []
+    station_steps: dict[str, list[Step]] = {sid: [] for sid in fleet.stations}
+    states: dict[str, StationState] = dict(previous)
+    state_now: dict[str, StationState] = {}
+    paused_now: tuple[str, ...] = ()
+    done: set[datetime] = set()
+    while heap and len(site_steps) < MAX_STEPS:
+        at = heapq.heappop(heap)
+        if at in done:
+            continue
+        done.add(at)
+        site_step = value_at(site_series, at)
+        assert site_step is not None
+        if at in rises:
+            rng = conditions.rng or random.Random(at.isoformat())
+            for sid in sorted(charging):
+                old = states.get(sid)
+                if old is None:
+                    continue
+                delay = timedelta(seconds=rng.uniform(0, window))
+                states[sid] = StationState(old.limit_w, old.charging, old.since,
+                                           restore_at=at + delay, switched=old.switched,
+                                           paused_at_limit_w=old.paused_at_limit_w)
+                heapq.heappush(heap, at + delay)
+        chosen, site_step, extra = _allocate_at(
+            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids)
+        # Later turns come with later plans: a schedule that both lowers and raises a
+        # station is harder to apply safely than one plan per turn.
+        for when in extra if at == now else ():
+            if when <= horizon and when not in done:
+                heapq.heappush(heap, when)
+        site_steps.append(site_step)
+        for station_id, step in chosen.items():
+            station_steps[station_id].append(step)
+            old = states.get(station_id)
+            on = step.limit_w > 0
+            if station_id in charging and station_id not in silent.keys() | reserved_ids:
+                restore_at = old.restore_at if old and old.restore_at and old.restore_at > at \
+                    else None
+                if old is None:  # a new session: paused is not a switch, it never charged
+                    since, switched = (at, True) if on else (charging[station_id].started, False)
+                elif old.charging == on:
+                    since, switched = old.since, old.switched
+                else:
+                    since, switched = at, True
+                paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
+                    else site_step.limit_w
+                states[station_id] = StationState(step.limit_w, on, since, restore_at, switched,
+                                                  paused_at)
+            elif station_id not in silent:
+                states.pop(station_id, None)
+        if at == now:
+            state_now = dict(states)
+            paused_now = tuple(sid for sid in charging
+                               if chosen[sid].limit_w == 0 and sid not in reserved_ids)
+    return Plan(
+        made_at=now,
+        site=_merge(site_steps),
+        stations={sid: _merge(steps) for sid, steps in station_steps.items() if steps},
+        state=PlanState(at=now, site_limit_w=site_series[0].limit_w, stations=state_now,
+                        ramp_from=ramp_now),
+        paused=paused_now,
+    )
+
+
+def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy: Policy,
+                 charging: Mapping[str, _Station], states: Mapping[str, StationState],
+                 silent: Mapping[str, float], reserved_ids: set[str],
+                 ) -> tuple[dict[str, Step], Step, list[datetime]]:
+    """Every station's step at ``at``, the site step (an exemption may lift it) and the
+    moments a rotation or a restore asks to be planned again."""
+    rule = policy.allocation
+    min_a = rule.min_current_a
+    fixed: list[FixedLoad] = []
+    for reservation in fleet.reservations:
+        step = value_at(reservation.steps, at)
+        if step is None:
+            continue
+        info = fleet.stations.get(reservation.station_id)
+        if info is not None:
+            fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), step.limit_w))
+        else:
+            # a station the plan knows nothing of (not described, not connected): counted at
+            # the site's root, on every line at once, which is never less than what it draws
+            per_line = 1 / site.voltage_v
+            fixed.append(FixedLoad(None, (per_line, per_line, per_line), step.limit_w))
+    for sid, watts in silent.items():
+        info = fleet.stations[sid]
+        fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), watts))
+    reserved = sum(f.watts for f in fixed)
+
+    loads: dict[str, Load] = {}
+    keep_paused: set[str] = set()
+    guard = timedelta(seconds=rule.rotation.guard_s)
+    extra: list[datetime] = []
+    for sid, entry in charging.items():
+        if sid in reserved_ids or sid in silent:
+            continue
+        info = entry.info
+        min_w = info.watts(min_a)
+        max_w = info.max_w_for(entry.connectors)
+        old = states.get(sid)
+        measured = fleet.measured_w.get(sid)
+        aware = rule.demand_aware
+        if aware.enabled and measured is not None and old is not None and old.charging:
+            margin = info.watts(aware.margin_a)
+            # an EV at its cap may want more: it gets it back at the next plan; one that
+            # stays a margin below (its own limit, a full battery) keeps the cap
+            if measured + margin <= old.limit_w + 1.0:
+                max_w = min(max_w, max(min_w, measured + margin))
+        if old is not None and old.restore_at is not None and at < old.restore_at:
+            max_w = min(max_w, old.limit_w)
+            if old.limit_w < min_w:
+                keep_paused.add(sid)
+            extra.append(old.restore_at)
+        if old is not None and not old.charging and old.switched and at - old.since < guard \
+                and site_step.limit_w <= old.paused_at_limit_w + 1e-6:
+            # paused by a turn or a lower limit only just now; a higher site limit since
+            # (an event's end) takes away the reason it was paused, so it may resume
+            keep_paused.add(sid)
+            extra.append(old.since + guard)
+        weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
+        loads[sid] = Load(sid, info.circuit, info.amps_per_watt(), min_w, max_w, weight)
+
+    exempt = {sid for sid, e in charging.items() if sid in loads and e.group and e.group.exempt}
+    chosen: dict[str, Step] = {}
+    limit = site_step.limit_w
+    site_chain = site_step.chain
+    exempt_used = 0.0
+    if exempt:
+        # exempt groups charge as if there were no event, within the physical limits
+        shares = allocate_tree(site.capacity_w, [loads[s] for s in exempt], site,
+                               fixed, label="exempt from DR", keep_paused=frozenset(keep_paused))
+        for sid in exempt:
+            share = shares[sid]
+            group = charging[sid].group
+            chain = (*site_chain, Why("optout", f"{_group_label(group)} is exempt from DR"),
+                     Why("allocation", share.reason))
+            chosen[sid] = step_of(at, share.watts, chain)
+            info = charging[sid].info
+            fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), share.watts))
+            exempt_used += share.watts
+        if exempt_used + reserved > limit:
+            limit = exempt_used + reserved
+            site_chain = (*site_chain, Why("optout", f"exempt groups keep "
+                                                     f"{exempt_used / 1000:g} kW"))
+    steered = [sid for sid in charging if sid in loads and sid not in exempt]
+    order = _order(at, steered, charging, states, policy, limit, loads, site, fixed, extra)
+    label = "priority share" if rule.strategy == "priority" else "fair share"
+    shares = allocate_tree(limit, [loads[s] for s in order], site,
+                           fixed, label=label, keep_paused=frozenset(keep_paused))
+    for sid in fleet.stations:
+        if sid in chosen:
+            continue
+        if sid in reserved_ids:
+            chosen[sid] = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
+            continue
+        if sid in silent:
+            last = silent[sid]
+            chosen[sid] = step_of(at, last, (*site_chain, Why(
+                "failsafe", f"not reporting: counted at its last commanded "
+                            f"{last / 1000:g} kW")))
+            continue
+        share = shares.get(sid)
+        watts = share.watts if share else 0.0
+        why = share.reason if share else "no charging session"
+        links = [*site_chain]
+        entry = charging.get(sid)
+        if entry is not None and entry.group is not None and rule.strategy == "priority":
+            links.append(Why("rule", f"{_group_label(entry.group)} (rank {entry.group.rank}, "
+                                     f"weight {entry.group.weight:g})"))
+        links.append(Why("allocation", why))
+        if reserved:
+            links.append(Why("allocation",
+                             f"{reserved:.0f} W held for stations the bridge cannot steer"))
+        chosen[sid] = step_of(at, watts, links)
+    return chosen, Step(site_step.start, limit, explain(site_chain), site_chain) \
+        if limit != site_step.limit_w else site_step, extra
+
+
+def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
+           states: Mapping[str, StationState], policy: Policy, available_w: float,
+           loads: Mapping[str, Load], site: Site, fixed: list[FixedLoad],
+           extra: list[datetime]) -> list[str]:
+    """Who is admitted first: guarded sessions, then by rank; taking turns when not all fit."""
+    rule = policy.allocation
+    rotation = rule.rotation
+    guard = timedelta(seconds=rotation.guard_s)
+
+    def rank(sid: str) -> int:
+        group = charging[sid].group
+        return group.rank if group is not None and rule.strategy == "priority" else 0
+
+    fcfs = sorted(steered, key=lambda sid: (rank(sid), charging[sid].started, sid))
+    # how many fit at their minimum, if all of them asked
+    trial = allocate_tree(available_w, [Load(s, loads[s].circuit, loads[s].amps_per_w,
+                                             loads[s].min_w, loads[s].min_w) for s in fcfs],
+                          site, fixed)
+    fit = sum(1 for share in trial.values() if share.watts > 0)
+    rotating = rotation.enabled and 0 < fit < len(steered)
+    slot = timedelta(0)
+    if rotating:
+        rounds = math.ceil(len(steered) / fit)
+        slot = max(guard, timedelta(seconds=rotation.period_s / rounds))
+
+    def key(sid: str) -> tuple:
+        old = states.get(sid)
+        on = old is not None and old.charging
+        since = old.since if old is not None else charging[sid].started
+        if on and old is not None and old.switched and at - since < guard:
+            return (0, rank(sid), since, sid)
+        if not rotating:
+            return (1, rank(sid), charging[sid].started, sid)
+        if on and at - since < slot:
+            extra.append(since + slot)
+            return (1, rank(sid), 0, since, sid)
+        if not on:
+            return (1, rank(sid), 1, since, sid)  # waited longest first
+        return (1, rank(sid), 2, -since.timestamp(), sid)  # charged longest last
+
+    return sorted(steered, key=key)
 
 
 def _merge(steps: Sequence[Step]) -> tuple[Step, ...]:
@@ -61,64 +519,3 @@ def _merge(steps: Sequence[Step]) -> tuple[Step, ...]:
             continue
         merged.append(step)
     return tuple(merged)
-
-
-def site_limit_at(
-    events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime
-) -> tuple[float, str]:
-    """The minimum of the capacity and every event's limit at ``at``."""
-    limit, reason = site.capacity_w, "site capacity"
-    for event in events:
-        asked = event_limit_at(event, policy, site, at)
-        if asked is not None and asked[0] < limit:
-            limit, reason = asked
-    return limit, reason
-
-
-def make_plan(
-    events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Fleet, now: datetime
-) -> Plan:
-    """The plan from ``now`` on. ``events`` are those the site has opted in to.
-
-    Stations with a charging session share the limit, ranked by their first
-    session's start (first come, first served when not all fit); stations
-    without a session get 0 W, so an EV that arrives while the bridge is away
-    cannot break the site limit.
-    """
-    # One share per station: its profile limits the station as a whole, whatever the number
-    # of its sessions, and never above its hardware maximum. First come, first served.
-    sessions = sorted(fleet.sessions, key=lambda s: (s.started_at, s.station_id, s.connector_id))
-    charging = [fleet.stations[sid] for sid in dict.fromkeys(s.station_id for s in sessions)
-                if sid in fleet.stations]
-    site_steps: list[Step] = []
-    station_steps: dict[str, list[Step]] = {sid: [] for sid in fleet.stations}
-    reserved_ids = {r.station_id for r in fleet.reservations}
-    for at in _boundaries(events, fleet, now):
-        limit, reason = site_limit_at(events, policy, site, at)
-        site_steps.append(Step(at, limit, reason))
-        reserved = 0.0
-        for reservation in fleet.reservations:
-            step = value_at(reservation.steps, at)
-            reserved += step.limit_w if step else 0.0
-        available = max(limit - reserved, 0.0)
-        shares = allocate_fair(available, [
-            Demand(key=station.station_id,
-                   min_w=station.watts(policy.allocation.min_current_a),
-                   max_w=station.max_w)
-            for station in charging if station.station_id not in reserved_ids
-        ])
-        for station_id in station_steps:
-            if station_id in reserved_ids:
-                station_steps[station_id].append(Step(at, 0.0, HELD_REASON))
-                continue
-            share = shares.get(station_id)
-            watts = share.watts if share else 0.0
-            why = share.reason if share else "no charging session"
-            if reserved:
-                why += f"; {reserved:.0f} W held for stations the bridge cannot steer"
-            station_steps[station_id].append(Step(at, watts, f"{reason}; {why}"))
-    return Plan(
-        made_at=now,
-        site=_merge(site_steps),
-        stations={sid: _merge(steps) for sid, steps in station_steps.items() if steps},
-    )

@@ -93,6 +93,8 @@ def problems_from(error: ValidationError, lines: dict[KeyPath, int]) -> list[Pro
             message = "unknown key (check the spelling; see the example configuration)"
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         problems.append(Problem(path, _nearest_line(path, lines), message))
     return problems
 

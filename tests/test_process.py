@@ -131,7 +131,8 @@ def test_check_refuses_unknown_policy_and_bad_yaml(tmp_path: Path):
     )
     result = check(config)
     assert result.returncode == 2
-    assert "policy: 'nonesuch' is neither a preset (default) nor a policy file" in result.stderr
+    assert "policy: 'nonesuch' is neither a preset (default, price-responsive, emergency-only," \
+        " fleet-depot) nor a policy file" in result.stderr
     config.write_text("ven: [\n")
     result = check(config)
     assert result.returncode == 2 and "not valid YAML" in result.stderr

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bridge.performance import BaselineSettings, evaluate, history_windows
 from policies.fleet import Step, value_at
-from policies.plan import event_limit_at
+from policies.signals import event_ask
 from ven.events import DrEvent, EventStatus
 
 if TYPE_CHECKING:
@@ -121,11 +122,12 @@ def event_state(event: DrEvent, now: datetime) -> str:
     return "active" if event.start <= now else "upcoming"
 
 
-def event_cap_w(config: Config, event: DrEvent) -> float | None:
+def event_cap_w(config: Config, event: DrEvent,
+                baselines_w: Mapping[str, float] | None = None) -> float | None:
     """The lowest site limit the event asks for, under this site's policy."""
-    asked = [event_limit_at(event, config.policy, config.site, interval.start)
+    asked = [event_ask(event, config.policy, config.site, interval.start, baselines_w or {})
              for signal in event.signals for interval in signal.intervals]
-    limits = [a[0] for a in asked if a is not None]
+    limits = [a.limit_w for a in asked if a is not None]
     return min(limits) if limits else None
 
 
@@ -138,7 +140,7 @@ def event_end(event: DrEvent) -> datetime:
 def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
                now: datetime) -> dict[str, Any]:
     state = event_state(event, now)
-    cap = event_cap_w(bridge.config, event)
+    cap = event_cap_w(bridge.config, event, bridge._baselines)
     result: dict[str, Any] = {
         "event_id": event.event_id,
         "modification_number": event.modification_number,

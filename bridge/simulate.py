@@ -1,0 +1,238 @@
+"""``drbridge simulate``: the policy engine over a simulated fleet through described events.
+
+No network and no clock: every interval the plan is made as the bridge would make it
+(previous state in, next state out), each simulated EV draws what its limit and its
+own charger allow until its battery is full, and what it drew is fed back as the
+measured power of the next interval.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.config import Config
+from policies.fleet import Fleet, PlanState, Session, StationInfo, value_at
+from policies.plan import Conditions, decide_opt, make_plan
+from policies.validation import validate_yaml
+from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
+
+DEFAULT_START = datetime(2026, 1, 15, 16, 0, tzinfo=UTC)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntervalSpec(_Strict):
+    minutes: float = Field(gt=0)
+    value: float
+
+
+class SignalSpec(_Strict):
+    name: str = "SIMPLE"
+    type: str = "level"
+    unit: str | None = None
+    scale: str | None = None
+    intervals: tuple[IntervalSpec, ...] = Field(min_length=1)
+
+
+class EventSpec(_Strict):
+    id: str = Field(min_length=1)
+    start_min: float = Field(ge=0)  # minutes after the simulation starts
+    recovery_min: float | None = Field(default=None, gt=0)
+    signals: tuple[SignalSpec, ...] = Field(min_length=1)
+
+
+class FleetSpec(_Strict):
+    stations: int = Field(default=10, ge=1, le=2000)
+    ev_kw: tuple[float, ...] = Field(default=(7.4, 11.0, 22.0), min_length=1)  # EVs' own limits
+    need_kwh: tuple[float, float] = (10.0, 40.0)  # energy each EV wants, drawn in this range
+    arrive_within_min: float = Field(default=30, ge=0)  # arrivals spread over this
+    stay_h: tuple[float, float] = (4.0, 10.0)  # each EV leaves after this long, full or not
+    needs_known: bool = True  # the policy is told each EV's need and departure
+
+
+class Scenario(_Strict):
+    """An EVENT.yaml: what happens during a simulation."""
+
+    start: datetime = DEFAULT_START
+    duration_min: float = Field(default=180, gt=0, le=7 * 24 * 60)
+    interval_s: float = Field(default=60, ge=1, le=3600)
+    seed: int = 1
+    fleet: FleetSpec = Field(default_factory=FleetSpec)
+    events: tuple[EventSpec, ...] = ()
+
+    def dr_events(self) -> list[DrEvent]:
+        result = []
+        for spec in self.events:
+            start = self.start + timedelta(minutes=spec.start_min)
+            signals = []
+            for signal in spec.signals:
+                at, intervals = start, []
+                for item in signal.intervals:
+                    length = timedelta(minutes=item.minutes)
+                    intervals.append(SignalInterval(start=at, duration=length, value=item.value))
+                    at += length
+                signals.append(EventSignal(name=signal.name, type=signal.type, unit=signal.unit,
+                                           scale=signal.scale, intervals=tuple(intervals)))
+            duration = max(sum((i.duration for i in s.intervals), timedelta(0)) for s in signals)
+            result.append(DrEvent(
+                event_id=spec.id, modification_number=0, status=EventStatus.FAR, start=start,
+                duration=duration, signals=tuple(signals),
+                recovery=None if spec.recovery_min is None
+                else timedelta(minutes=spec.recovery_min)))
+        return result
+
+
+def load_scenario(text: str, source: str) -> Scenario:
+    return validate_yaml(text, source, Scenario)
+
+
+@dataclass
+class _Ev:
+    station: StationInfo
+    arrives: datetime
+    max_w: float
+    need_wh: float
+    departs: datetime
+    delivered_wh: float = 0.0
+
+    def charging(self, at: datetime) -> bool:
+        return self.arrives <= at < self.departs and self.delivered_wh < self.need_wh
+
+
+@dataclass(frozen=True)
+class Row:
+    at: datetime
+    site_limit_w: float
+    allocated_w: float
+    load_w: float
+    charging: int
+    paused: int
+    reason: str
+
+
+def _stations(config: Config, count: int) -> list[StationInfo]:
+    listed = [s.id for s in config.model.ocpp.stations]
+    ids = listed[:count] if listed else []
+    ids += [f"SIM-{i:02d}" for i in range(len(ids) + 1, count + 1)]
+    return [config.station_info(sid) for sid in ids]
+
+
+def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) -> list[Row]:
+    """One row per interval: what the plan allowed and what the simulated fleet drew."""
+    rng = random.Random(scenario.seed)
+    spec = scenario.fleet
+    evs = []
+    for station in _stations(config, fleet_size or spec.stations):
+        arrives = scenario.start + timedelta(minutes=rng.uniform(0, spec.arrive_within_min))
+        evs.append(_Ev(station, arrives, min(rng.choice(spec.ev_kw) * 1000, station.max_w),
+                       rng.uniform(*spec.need_kwh) * 1000,
+                       departs=arrives + timedelta(hours=rng.uniform(*spec.stay_h))))
+    site = config.site
+    policy = config.policy
+    events = scenario.dr_events()
+    step = timedelta(seconds=scenario.interval_s)
+    state: PlanState | None = None
+    baselines: dict[str, float] = {}
+    opted: dict[str, bool] = {}
+    measured: dict[str, float] = {}
+    rows: list[Row] = []
+    at = scenario.start
+    while at < scenario.start + timedelta(minutes=scenario.duration_min):
+        load_before = sum(measured.values())
+        for event in events:
+            # the VTN announces each event ten minutes ahead (or at once)
+            if event.event_id not in opted and at >= event.start - timedelta(minutes=10):
+                baselines[event.event_id] = load_before
+                opt, _ = decide_opt(event, policy, site, load_before)
+                opted[event.event_id] = opt == "optIn"
+        active = [e for e in events if opted.get(e.event_id) and _in_play(e, at)]
+        sessions = tuple(
+            Session(ev.station.station_id, 1, ev.arrives,
+                    energy_needed_wh=ev.need_wh - ev.delivered_wh if spec.needs_known else None,
+                    departure=ev.departs if spec.needs_known else None)
+            for ev in evs if ev.charging(at))
+        fleet = Fleet({ev.station.station_id: ev.station for ev in evs}, sessions,
+                      measured_w=dict(measured))
+        plan = make_plan(active, policy, site, fleet, at, state,
+                         Conditions(baselines_w=baselines, rng=random.Random(scenario.seed)))
+        state = plan.state
+        site_step = value_at(plan.site, at)
+        allocated = 0.0
+        measured = {}
+        for ev in evs:
+            step_now = value_at(plan.stations.get(ev.station.station_id, ()), at)
+            limit = step_now.limit_w if step_now else 0.0
+            allocated += limit
+            if ev.charging(at):
+                draw = min(limit, ev.max_w, (ev.need_wh - ev.delivered_wh) * 3600
+                           / step.total_seconds())
+                ev.delivered_wh += draw * step.total_seconds() / 3600
+                measured[ev.station.station_id] = draw
+        rows.append(Row(
+            at=at,
+            site_limit_w=site_step.limit_w if site_step else site.capacity_w,
+            allocated_w=allocated,
+            load_w=sum(measured.values()),
+            charging=sum(1 for w in measured.values() if w > 0),
+            paused=len(plan.paused),
+            reason=site_step.reason if site_step else "site capacity",
+        ))
+        at += step
+    return rows
+
+
+def _in_play(event: DrEvent, at: datetime) -> bool:
+    end = event.end
+    if end is None:
+        return True
+    return at < end + (event.recovery or timedelta(0))
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [f"{'time':>8}  {'limit kW':>8}  {'allocated':>9}  {'load kW':>8}  "
+             f"{'charging':>8}  {'paused':>6}  reason"]
+    for row in rows:
+        lines.append(
+            f"{row.at:%H:%M:%S}  {row.site_limit_w / 1000:8.1f}  {row.allocated_w / 1000:9.1f}  "
+            f"{row.load_w / 1000:8.1f}  {row.charging:8d}  {row.paused:6d}  {row.reason}")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], path: Path, title: str) -> None:
+    """Load against limit over time, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [r.at for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.step(times, [r.site_limit_w / 1000 for r in rows], where="post", label="site limit",
+             color="tab:red", linewidth=2)
+    top.step(times, [r.allocated_w / 1000 for r in rows], where="post",
+             label="allocated to stations", color="tab:orange", linestyle="--")
+    top.step(times, [r.load_w / 1000 for r in rows], where="post", label="simulated load",
+             color="tab:blue")
+    top.set_ylabel("kW")
+    top.set_title(title)
+    top.legend(loc="upper right")
+    top.grid(alpha=0.3)
+    bottom.step(times, [r.charging for r in rows], where="post", label="charging",
+                color="tab:green")
+    bottom.step(times, [r.paused for r in rows], where="post", label="paused", color="tab:gray")
+    bottom.set_ylabel("sessions")
+    bottom.legend(loc="upper right")
+    bottom.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

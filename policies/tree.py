@@ -1,0 +1,275 @@
+"""The site as a tree (connection -> circuits -> stations) and sharing a limit within it.
+
+Every node may limit the current on each line (L1, L2, L3) and/or its power. A
+three-phase station draws a third of its power on each line; a single-phase one
+draws all of it on the line it is wired to. Sharing is progressive filling: every
+session's share rises together (scaled by its weight) until a node's limit, the
+site limit or the session's maximum stops it; the others keep rising. So no node
+is ever over its limit, and headroom is only left where a limit binds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policies.fleet import PHASES, Site
+
+SITE_NODE = "site"
+_EPS_W = 1e-6
+
+
+class TreeError(ValueError):
+    """A site description that is not a tree (unknown parent, a cycle)."""
+
+
+def circuit_paths(site: Site) -> dict[str | None, tuple[str, ...]]:
+    """Each circuit's path from the site's connection down (``None``: the connection itself)."""
+    parents = {c.circuit_id: c.parent for c in site.circuits}
+    paths: dict[str | None, tuple[str, ...]] = {None: (SITE_NODE,)}
+    for circuit_id in parents:
+        chain: list[str] = []
+        at: str | None = circuit_id
+        while at is not None:
+            if at in chain:
+                raise TreeError(f"circuit {circuit_id}: its parents form a cycle")
+            if at not in parents:
+                raise TreeError(f"circuit {chain[-1]}: unknown parent circuit {at!r}")
+            chain.append(at)
+            at = parents[at]
+        paths[circuit_id] = (SITE_NODE, *reversed(chain))
+    return paths
+
+
+@dataclass(frozen=True)
+class Load:
+    """A session's station as the allocator sees it."""
+
+    key: Hashable
+    circuit: str | None
+    amps_per_w: tuple[float, float, float]
+    min_w: float
+    max_w: float
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class FixedLoad:
+    """Power the allocator cannot steer (a station it cannot reach), counted where it is."""
+
+    circuit: str | None
+    amps_per_w: tuple[float, float, float]
+    watts: float
+
+
+@dataclass(frozen=True)
+class Share:
+    watts: float
+    reason: str
+
+
+@dataclass
+class _Constraint:
+    name: str
+    cap: float  # after what fixed loads take
+    coef: dict[Hashable, float] = field(default_factory=dict)
+
+    def used(self, watts: Mapping[Hashable, float]) -> float:
+        return sum(c * watts.get(k, 0.0) for k, c in self.coef.items())
+
+    def tolerance(self) -> float:
+        """Float noise allowed when admitting a minimum; never used to raise a share."""
+        return 1e-9
+
+
+def _constraints(site: Site, limit_w: float, loads: Sequence[Load],
+                 fixed: Sequence[FixedLoad]) -> list[_Constraint]:
+    paths = circuit_paths(site)
+    circuits = {c.circuit_id: c for c in site.circuits}
+    rated: list[tuple[str, str | None, float | None, float | None]] = [
+        ("site", None, site.max_current_a, None)
+    ]
+    rated += [(f"circuit {c.circuit_id}", c.circuit_id, c.max_current_a, c.max_power_w)
+              for c in circuits.values()]
+    limit = _Constraint("the site limit", limit_w - sum(f.watts for f in fixed))
+    for load in loads:
+        limit.coef[load.key] = 1.0
+    result = [limit]
+
+    def under(node: str, circuit: str | None) -> bool:
+        return node in paths[circuit]
+
+    for name, node_id, amps, watts in rated:
+        node = SITE_NODE if node_id is None else node_id
+        if watts is not None:
+            cap = watts - sum(f.watts for f in fixed if under(node, f.circuit))
+            result.append(_Constraint(f"{name} power limit ({watts / 1000:g} kW)", cap, {
+                load.key: 1.0 for load in loads if under(node, load.circuit)}))
+        if amps is not None:
+            for index, line in enumerate(PHASES):
+                cap = amps - sum(f.watts * f.amps_per_w[index] for f in fixed
+                                 if under(node, f.circuit))
+                result.append(_Constraint(f"{name} L{line} current limit ({amps:g} A)", cap, {
+                    load.key: load.amps_per_w[index] for load in loads
+                    if under(node, load.circuit) and load.amps_per_w[index] > 0}))
+    return result
+
+
+def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
+                  fixed: Sequence[FixedLoad] = (), label: str = "fair share",
+                  keep_paused: frozenset[Hashable] = frozenset()) -> dict[Hashable, Share]:
+    """Share ``limit_w`` among ``loads``, admitted in the given order, within every node.
+
+    A session is admitted while its minimum still fits everywhere on its path; the rest
+    are paused (0 W), and so are those in ``keep_paused``. Then progressive filling.
+    """
+    constraints = _constraints(site, max(limit_w, 0.0), loads, fixed)
+    shares: dict[Hashable, Share] = {}
+    watts: dict[Hashable, float] = {}
+    admitted: list[Load] = []
+    used = [0.0] * len(constraints)  # kept as sessions are admitted: one pass, not N^2
+    for load in loads:
+        floor = min(load.min_w, load.max_w)
+        if load.key in keep_paused:
+            shares[load.key] = Share(0.0, "paused: guard time since it was last paused")
+            continue
+        path = [(i, c) for i, c in enumerate(constraints) if load.key in c.coef]
+        blocked = next((c for i, c in path
+                        if used[i] + c.coef[load.key] * floor > c.cap + c.tolerance()), None)
+        if blocked is None and load.max_w > 0:
+            admitted.append(load)
+            watts[load.key] = floor
+            for i, c in path:
+                used[i] += c.coef[load.key] * floor
+        else:
+            why = blocked.name if blocked else "its maximum"
+            shares[load.key] = Share(0.0, f"paused: {why} cannot give it the minimum current")
+    if not admitted:
+        return shares
+    reasons = _fill(admitted, constraints, watts)
+    charging = len(admitted)
+    for load in admitted:
+        why = reasons[load.key]
+        text = f"{label}, {charging} of {len(loads)} charging"
+        shares[load.key] = Share(watts[load.key], f"{text}, held by {why}" if why else text)
+    return shares
+
+
+def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
+          watts: dict[Hashable, float]) -> dict[Hashable, str]:
+    """Raise every admitted share together until each is held by something; in place."""
+    active = {load.key: load for load in admitted}
+    held_by: dict[Hashable, str] = {}
+    floor = {load.key: min(load.min_w, load.max_w) for load in admitted}
+
+    def at_level(load: Load, level: float) -> float:
+        return min(max(level * load.weight, floor[load.key]), load.max_w)
+
+    level = 0.0
+    for _ in range(len(admitted) + len(constraints) + 1):
+        if not active:
+            break
+        # per constraint: what the held shares take, and the rising ones with their factor
+        rising = [
+            (c, c.cap - sum(co * watts[k] for k, co in c.coef.items()
+                            if k not in active and k in watts),
+             [(co, active[k]) for k, co in c.coef.items() if k in active])
+            for c in constraints
+        ]
+        rising = [item for item in rising if item[2]]
+
+        def fits(candidate: float, rising: list = rising) -> bool:
+            return all(sum(co * at_level(load, candidate) for co, load in members)
+                       <= room for c, room, members in rising)
+
+        high = max(load.max_w / load.weight for load in active.values())
+        exact = min([high, *(_highest_level(members, room, floor) for _, room, members in rising)])
+        if fits(exact):
+            level = max(level, exact)
+        else:  # float rounding put the exact level a hair too high: settle by bisection
+            low, top = level, exact
+            for _ in range(64):
+                mid = (low + top) / 2
+                if fits(mid):
+                    low = mid
+                else:
+                    top = mid
+            level = low
+        for load in active.values():
+            watts[load.key] = at_level(load, level)
+        frozen: set[Hashable] = set()
+        for key, load in active.items():
+            if watts[key] >= load.max_w - _EPS_W:
+                frozen.add(key)
+                held_by[key] = "its maximum"
+        # a limit with no room left holds everything still rising beneath it
+        nudge = level + max(level * 1e-6, 1e-3)
+        for constraint in constraints:
+            room = constraint.cap - constraint.used(watts)
+            if room > 1e-6 * max(constraint.cap, 1.0):
+                continue
+            for key in constraint.coef:
+                if key in active and key not in frozen and \
+                        at_level(active[key], nudge) > watts[key]:
+                    frozen.add(key)
+                    held_by[key] = constraint.name
+        if not frozen:  # numerical corner: stop rather than loop
+            for key in active:
+                held_by[key] = "the site limit"
+            break
+        for key in frozen:
+            active.pop(key)
+    return held_by
+
+
+def _highest_level(members: Sequence[tuple[float, Load]], room: float,
+                   floor: Mapping[Hashable, float]) -> float:
+    """The highest level t with sum(coef * clamp(weight * t, floor, max)) <= room.
+
+    The sum is piecewise linear in t: each share is flat at its floor until
+    ``floor / weight``, rises with slope ``coef * weight`` until ``max / weight``,
+    then is flat again. Sweep the breakpoints in order.
+    """
+    total = 0.0  # the flat part of the sum
+    changes: list[tuple[float, float, float]] = []  # (t, change of slope, change of flat part)
+    for coef, load in members:
+        low, high = floor[load.key], load.max_w
+        total += coef * low
+        if high > low:
+            changes.append((low / load.weight, coef * load.weight, -coef * low))
+            changes.append((high / load.weight, -coef * load.weight, coef * high))
+    if total > room:
+        return 0.0
+    changes.sort(key=lambda change: change[0])
+    slope = 0.0
+    for at, d_slope, d_total in changes:
+        if slope > 0 and total + slope * at > room:
+            return (room - total) / slope
+        slope += d_slope
+        total += d_total
+    return (room - total) / slope if slope > 1e-15 else float("inf")
+
+
+@dataclass(frozen=True)
+class Overload:
+    node: str
+    used: float
+    cap: float
+
+
+def overloads(site: Site, limit_w: float, loads: Sequence[Load], watts: Mapping[Hashable, float],
+              fixed: Sequence[FixedLoad] = (), slack: float = 1e-3) -> list[Overload]:
+    """Every node (and the site limit) that ``watts`` would overload: the check tests use."""
+    return [Overload(c.name, c.used(watts), c.cap)
+            for c in _constraints(site, limit_w, loads, fixed)
+            if c.used(watts) > c.cap + slack]
+
+
+def blocking(site: Site, limit_w: float, loads: Sequence[Load], watts: Mapping[Hashable, float],
+             load: Load, fixed: Sequence[FixedLoad] = ()) -> str | None:
+    """The limit on ``load``'s path with no room for its minimum, if any."""
+    for c in _constraints(site, limit_w, loads, fixed):
+        if load.key in c.coef and \
+                c.used(watts) + c.coef[load.key] * min(load.min_w, load.max_w) > c.cap + 1e-6:
+            return c.name
+    return None

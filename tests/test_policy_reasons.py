@@ -1,0 +1,76 @@
+"""Every limit in a plan carries its reason chain, and the store keeps it."""
+
+from datetime import UTC, datetime, timedelta
+
+from bridge.store import Store, steps_from_json, steps_to_json
+from policies.fleet import Fleet, Reservation, Session, Site, StationInfo, Step, Why
+from policies.model import parse_policy, preset_text
+from policies.plan import make_plan
+from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = parse_policy(preset_text("default"), "default")
+
+
+def level_event(level: float) -> DrEvent:
+    return DrEvent(
+        event_id="ev-7", modification_number=0, status=EventStatus.ACTIVE, start=NOW,
+        duration=timedelta(minutes=30),
+        signals=(EventSignal(name="SIMPLE", type="level", intervals=(
+            SignalInterval(start=NOW, duration=timedelta(minutes=30), value=level),)),))
+
+
+def fleet(n: int, sessions: int) -> Fleet:
+    stations = {f"CP{i}": StationInfo(f"CP{i}", 3, 230, 32) for i in range(n)}
+    return Fleet(stations, tuple(Session(f"CP{i}", 1, NOW - timedelta(minutes=i))
+                                 for i in range(sessions)))
+
+
+def test_every_site_and_station_step_has_event_rule_and_allocation():
+    plan = make_plan([level_event(2)], POLICY, Site(40_000), fleet(6, 5), NOW)
+    site = plan.site[0]
+    assert [w.kind for w in site.chain] == ["event", "signal", "rule"]
+    assert site.reason == "event ev-7; SIMPLE level 2; simple.levels[2] -> 25% of capacity"
+    for steps in plan.stations.values():
+        for step in steps:
+            kinds = [w.kind for w in step.chain]
+            assert kinds[-1] == "allocation"
+            if step.start < NOW + timedelta(minutes=30):
+                assert kinds[:3] == ["event", "signal", "rule"]
+                assert step.reason.startswith(site.reason)
+            else:
+                assert kinds[0] == "site"
+    charging = [s[0] for s in plan.stations.values() if s[0].limit_w > 0]
+    paused = [s[0] for s in plan.stations.values() if s[0].limit_w == 0]
+    assert all("fair share, 2 of 5 charging" in s.chain[-1].text for s in charging)
+    assert any("paused: the site limit cannot give it the minimum" in s.reason for s in paused)
+    assert plan.stations["CP5"][0].chain[-1].text == "no charging session"
+    assert set(plan.paused) == {"CP0", "CP1", "CP2"}  # first come, first served
+
+
+def test_reservations_appear_in_the_chain():
+    base = fleet(3, 3)
+    held = Fleet(base.stations, base.sessions, (Reservation("CP0", (Step(NOW, 5_000, "x"),)),))
+    plan = make_plan([], POLICY, Site(30_000), held, NOW)
+    assert "5000 W held for stations the bridge cannot steer" in plan.stations["CP1"][0].reason
+    assert plan.stations["CP0"][0].chain[-1].kind == "allocation"
+
+
+def test_chain_survives_json_and_old_rows_still_read():
+    step = Step(NOW, 1_000.0, "a; b", (Why("event", "a"), Why("allocation", "b")))
+    assert steps_from_json(steps_to_json([step])) == (step,)
+    old = '[["2026-11-25T12:00:00+00:00", 1000.0, "a; b"]]'
+    assert steps_from_json(old) == (Step(NOW, 1_000.0, "a; b"),)
+
+
+def test_store_keeps_the_plans_reasons(tmp_path):
+    plan = make_plan([level_event(1)], POLICY, Site(40_000), fleet(2, 2), NOW)
+    store = Store(tmp_path / "plans.db")
+    try:
+        store.save_plan(plan.made_at, plan.site, plan.stations)
+        made_at, site, stations = store.last_plan()
+    finally:
+        store.close()
+    assert made_at == NOW and site == plan.site
+    assert stations == dict(plan.stations)
+    assert stations["CP0"][0].chain[0] == Why("event", "event ev-7")
