@@ -33,7 +33,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Received:
     registrations: list[dict[str, Any]] = field(default_factory=list)
     opts: list[tuple[str, str, str]] = field(default_factory=list)  # (ven_id, event_id, opt)
+    # power readings (W): (ven_id, resource_id, at, watts)
     reports: list[tuple[str, str, datetime, float]] = field(default_factory=list)
+    # every reading: (ven_id, resource_id, measurement, unit, at, value)
+    readings: list[tuple[str, str, str, str, datetime, float]] = field(default_factory=list)
     created_opts: list[dict[str, Any]] = field(default_factory=list)  # oadrCreateOpt payloads
     # every eventResponse of every oadrCreatedEvent, as openleadr parses them
     event_responses: list[dict[str, Any]] = field(default_factory=list)
@@ -211,7 +214,10 @@ class DemoVtn:
             return None  # openleadr's VTN cannot read oadrPayloadResourceStatus values
         def on_data(data: list[tuple[datetime, float]]) -> None:
             for at, value in data:
-                self.received.reports.append((ven_id, resource_id, at, float(value)))
+                self.received.readings.append(
+                    (ven_id, resource_id, measurement, unit, at, float(value)))
+                if unit == "W":
+                    self.received.reports.append((ven_id, resource_id, at, float(value)))
         return on_data, min_sampling_interval
 
     def _on_opt(self, ven_id: str, event_id: str, opt_type: str) -> None:
