@@ -62,8 +62,9 @@ class Bridge:
         self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
         self.plan: Plan | None = None
-        # per event: the measured site load when the event arrived (LOAD_DISPATCH deltas)
-        self._baselines: dict[str, float] = {}
+        # per event: the measured site load when the event arrived (LOAD_DISPATCH deltas);
+        # with the allocation state, kept across restarts
+        self._resumed_state, self._baselines = self.store.plan_state()
         self._started = clock()
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
@@ -242,12 +243,14 @@ class Bridge:
         conditions = Conditions(baselines_w=self._baselines,
                                 vtn_last_heard=self.ven.last_contact or self._started)
         plan = make_plan(self.planned_events(now), self.config.policy, self.config.site, fleet,
-                         now, self.plan.state if self.plan else None, conditions)
+                         now, self.plan.state if self.plan else self._resumed_state, conditions)
         previous = self.plan
         self.plan = plan
         self.dispatcher.set_desired(plan.stations)
         if previous is None or _changed(previous, plan, now):
             self.store.save_plan(plan.made_at, plan.site, plan.stations)
+            if plan.state is not None:
+                self.store.save_plan_state(plan.state, self._baselines)
 
     async def _replan_loop(self) -> None:
         while True:
