@@ -34,6 +34,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")
+    policy = config.policy
+    print(f"  acts on    {', '.join(sorted(policy.handled_signals)) or 'no signal'}; "
+          f"{policy.allocation.strategy} share; {len(config.site.circuits)} circuit(s)")
     print(f"  storage    {config.storage_path}")
     return 0
 
