@@ -401,7 +401,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     reserved = sum(f.watts for f in fixed)
 
     loads: dict[str, Load] = {}
-    keep_paused: set[str] = set()
+    keep_paused: dict[str, str] = {}
     guard = timedelta(seconds=rule.rotation.guard_s)
     extra: list[datetime] = []
     for sid, entry in charging.items():
@@ -422,13 +422,14 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         if old is not None and old.restore_at is not None and at < old.restore_at:
             max_w = min(max_w, old.limit_w)
             if old.limit_w < min_w:
-                keep_paused.add(sid)
+                keep_paused[sid] = f"random restore delay until {old.restore_at:%H:%M:%S}"
             extra.append(old.restore_at)
         if old is not None and not old.charging and old.switched and at - old.since < guard \
                 and site_step.limit_w <= old.paused_at_limit_w + 1e-6:
             # paused by a turn or a lower limit only just now; a higher site limit since
             # (an event's end) takes away the reason it was paused, so it may resume
-            keep_paused.add(sid)
+            keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
+                               f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
         weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
         loads[sid] = Load(sid, info.circuit, info.amps_per_watt(), min_w, max_w, weight)
@@ -441,7 +442,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     if exempt:
         # exempt groups charge as if there were no event, within the physical limits
         shares = allocate_tree(site.capacity_w, [loads[s] for s in exempt], site,
-                               fixed, label="exempt from DR", keep_paused=frozenset(keep_paused))
+                               fixed, label="exempt from DR", keep_paused=keep_paused)
         for sid in exempt:
             share = shares[sid]
             group = charging[sid].group
@@ -459,7 +460,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     order = _order(at, steered, charging, states, policy, limit, loads, site, fixed, extra)
     label = "priority share" if rule.strategy == "priority" else "fair share"
     shares = allocate_tree(limit, [loads[s] for s in order], site,
-                           fixed, label=label, keep_paused=frozenset(keep_paused))
+                           fixed, label=label, keep_paused=keep_paused)
     for sid in fleet.stations:
         if sid in chosen:
             continue
