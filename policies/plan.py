@@ -468,8 +468,10 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             chosen[sid] = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
             continue
         if sid in silent:
+            # counted at what it was last told; told no more than the site limit, should
+            # it still listen
             last = silent[sid]
-            chosen[sid] = step_of(at, last, (*site_chain, Why(
+            chosen[sid] = step_of(at, min(last, limit), (*site_chain, Why(
                 "failsafe", f"not reporting: counted at its last commanded "
                             f"{last / 1000:g} kW")))
             continue
