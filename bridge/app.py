@@ -250,6 +250,7 @@ class Bridge:
         if previous is None or _changed(previous, plan, now):
             self.store.save_plan(plan.made_at, plan.site, plan.stations)
             if plan.state is not None:
+                self._baselines = {k: v for k, v in self._baselines.items() if k in self.events}
                 self.store.save_plan_state(plan.state, self._baselines)
 
     async def _replan_loop(self) -> None:

@@ -69,6 +69,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from bridge.simulate import load_scenario, plot, simulate, table
 
+    if args.fleet is not None and args.fleet < 1:
+        print("drbridge: --fleet must be 1 or more", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
     config = _load(Path(args.config))
     if config is None:
         return EXIT_INVALID_CONFIG
