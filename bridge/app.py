@@ -85,8 +85,9 @@ class Bridge:
         # each station's connectors' latest power, for its total draw
         self._connector_power: dict[str, dict[int, float]] = {}
         self.plan: Plan | None = None
-        # per event: the measured site load when the event arrived (LOAD_DISPATCH deltas)
-        self._baselines: dict[str, float] = {}
+        # per event: the measured site load when the event arrived (LOAD_DISPATCH deltas);
+        # with the allocation state, kept across restarts
+        self._resumed_state, self._baselines = self.store.plan_state()
         self._started = clock()
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
@@ -463,7 +464,8 @@ class Bridge:
                                 vtn_last_heard=self.ven.last_contact or self._started)
         plan = plan_with_holds(self.planned_events(now), self.config.policy, self.config.site,
                                fleet, now, holds,  # type: ignore[arg-type]
-                               self.plan.state if self.plan else None, conditions)
+                               self.plan.state if self.plan else self._resumed_state,
+                               conditions)
         previous = self.plan
         self.plan = plan
         running: dict[str, dict[int, int]] = {}
@@ -472,6 +474,9 @@ class Bridge:
         self.dispatcher.set_desired(plan.stations, running)
         if previous is None or _changed(previous, plan, now):
             self.store.save_plan(plan.made_at, plan.site, plan.stations)
+            if plan.state is not None:
+                self._baselines = {k: v for k, v in self._baselines.items() if k in self.events}
+                self.store.save_plan_state(plan.state, self._baselines)
 
     async def _replan_loop(self) -> None:
         while True:

@@ -47,6 +47,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")
+    policy = config.policy
+    print(f"  acts on    {', '.join(sorted(policy.handled_signals)) or 'no signal'}; "
+          f"{policy.allocation.strategy} share; {len(config.site.circuits)} circuit(s)")
     print(f"  storage    {config.storage_path}")
     web = model.web
     if web.enabled:
@@ -210,6 +213,9 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from bridge.simulate import load_scenario, plot, simulate, table
 
+    if args.fleet is not None and args.fleet < 1:
+        print("drbridge: --fleet must be 1 or more", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
     config = _load(Path(args.config))
     if config is None:
         return EXIT_INVALID_CONFIG

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlite_utils
 
-from policies.fleet import Step, Why
+from policies.fleet import PlanState, StationState, Step, Why
 from ven.client import Registration
 from ven.events import DrEvent
 
@@ -54,6 +54,45 @@ def steps_from_json(text: str) -> tuple[Step, ...]:
              tuple(Why(kind, why) for kind, why in rest[0]) if rest else ())
         for a, w, r, *rest in json.loads(text)
     )
+
+
+def _opt_iso(value: datetime | None) -> str | None:
+    return None if value is None else _iso(value)
+
+
+def _opt_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
+    return json.dumps({
+        "at": _iso(state.at), "site_limit_w": state.site_limit_w,
+        "ramp_from": None if state.ramp_from is None
+        else [_iso(state.ramp_from[0]), state.ramp_from[1]],
+        "rises": [_iso(at) for at in state.rises],
+        "restore_began": _opt_iso(state.restore_began),
+        "stations": {sid: [s.limit_w, s.charging, _iso(s.since), _opt_iso(s.restore_at),
+                           s.switched, s.paused_at_limit_w]
+                     for sid, s in state.stations.items()},
+        "baselines": dict(baselines),
+    })
+
+
+def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
+    data = json.loads(text)
+    ramp = data["ramp_from"]
+    state = PlanState(
+        at=datetime.fromisoformat(data["at"]),
+        site_limit_w=float(data["site_limit_w"]),
+        stations={sid: StationState(float(w), bool(on), datetime.fromisoformat(since),
+                                    _opt_time(restore), bool(switched), float(paused))
+                  for sid, (w, on, since, restore, switched, paused)
+                  in data["stations"].items()},
+        ramp_from=None if ramp is None else (datetime.fromisoformat(ramp[0]), float(ramp[1])),
+        rises=tuple(datetime.fromisoformat(at) for at in data["rises"]),
+        restore_began=_opt_time(data["restore_began"]),
+    )
+    return state, {k: float(v) for k, v in data["baselines"].items()}
 
 
 @dataclass(frozen=True)
@@ -170,6 +209,8 @@ class Store:
         )
         db["plans"].create({"id": int, "made_at": str, "site": str, "stations": str},
                            pk="id", if_not_exists=True)
+        # the allocation state the next plan starts from (turns, guard times, restores)
+        db["plan_state"].create({"id": int, "state": str}, pk="id", if_not_exists=True)
         db["samples"].create(
             {"station_id": str, "connector_id": int, "at": str, "power_w": float,
              "energy_wh": float}, if_not_exists=True,
@@ -382,6 +423,17 @@ class Store:
         row = rows[0]
         return (datetime.fromisoformat(row["made_at"]), steps_from_json(row["site"]),
                 {k: steps_from_json(json.dumps(v)) for k, v in json.loads(row["stations"]).items()})
+
+    def save_plan_state(self, state: PlanState, baselines: Mapping[str, float]) -> None:
+        self._write("INSERT OR REPLACE INTO plan_state (id, state) VALUES (1, ?)",
+                    [plan_state_to_json(state, baselines)])
+
+    def plan_state(self) -> tuple[PlanState | None, dict[str, float]]:
+        """The last saved allocation state and event baselines (None, {} if none)."""
+        rows = list(self.db.query("SELECT state FROM plan_state WHERE id = 1"))
+        if not rows:
+            return None, {}
+        return plan_state_from_json(rows[0]["state"])
 
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
         with self.db.conn:

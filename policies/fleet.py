@@ -177,6 +177,10 @@ class PlanState:
     stations: Mapping[str, StationState] = field(default_factory=dict)
     # A restore in progress: the limit it started from, and when.
     ramp_from: tuple[datetime, float] | None = None
+    # When each rise of the site limit in this plan began, so the next plan continues a
+    # restore from its real start (the profiles may have carried out part of it already).
+    rises: tuple[datetime, ...] = ()
+    restore_began: datetime | None = None  # the restore (random delays) in progress
 
 
 @dataclass(frozen=True)

@@ -160,25 +160,41 @@ def _event_times(events: Sequence[DrEvent], policy: Policy, now: datetime) -> se
     return times
 
 
+def _rise_since(state: PlanState | None, now: datetime) -> datetime | None:
+    """When the previous plan began to raise the site limit, between its time and ``now``."""
+    if state is None:
+        return None
+    return next((at for at in state.rises if state.at < at <= now), None)
+
+
 def _ramped(targets: list[tuple[datetime, float, tuple[Why, ...]]], policy: Policy,
-            state: PlanState | None, now: datetime) -> tuple[list[Step], tuple | None]:
+            state: PlanState | None, now: datetime,
+            rise_at: datetime | None) -> tuple[list[Step], tuple | None, list[datetime]]:
     """The target series with every rise limited to the ramp rate (in steps).
 
-    Returns the steps and the ramp in progress at ``now`` (for the next plan).
+    A rise found at ``now`` began at ``rise_at`` when the previous plan scheduled it.
+    Returns the steps, the ramp in progress at ``now`` and when each rise began.
     """
     rule = policy.restore
+    current = state.site_limit_w if state else None
     if rule.ramp_kw_per_min is None:
-        return [step_of(t, w, c) for t, w, c in targets], None
+        rises = []
+        for index, (at, target, _) in enumerate(targets):
+            if current is not None and target > current + 1e-6:
+                rises.append(rise_at if index == 0 and rise_at else at)
+            current = target
+        return [step_of(t, w, c) for t, w, c in targets], None, rises
     rate = rule.ramp_kw_per_min * 1000 / 60  # W/s
     step = timedelta(seconds=rule.step_s)
     anchor: tuple[datetime, float] | None = state.ramp_from if state else None
-    current = state.site_limit_w if state else None
     steps: list[Step] = []
+    rises: list[datetime] = []
     ramp_at_now: tuple | None = None
     for index, (at, target, chain) in enumerate(targets):
         until = targets[index + 1][0] if index + 1 < len(targets) else None
         if current is not None and target > current + 1e-6 and anchor is None:
-            anchor = (at, current)
+            anchor = (rise_at if index == 0 and rise_at else at, current)
+            rises.append(anchor[0])
         t = at
         while True:
             if anchor is None:
@@ -203,7 +219,7 @@ def _ramped(targets: list[tuple[datetime, float, tuple[Why, ...]]], policy: Poli
             t = anchor[0] + done * step
             if until is not None and t >= until:
                 break
-    return steps, ramp_at_now
+    return steps, ramp_at_now, rises
 
 
 def _needs(fleet: Fleet) -> list[Need]:
@@ -250,7 +266,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe,
                                 needs))
                for at in times]
-    site_series, ramp_now = _ramped(targets, policy, state, now)
+    rise_at = _rise_since(state, now)
+    site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
 
     sessions = sorted(fleet.sessions, key=lambda s: (s.started_at, s.station_id, s.connector_id))
     charging: dict[str, _Station] = {}
@@ -272,15 +289,17 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 
     # restores after a rise of the site limit: each station waits a random delay
     window = policy.restore.random_window_s
-    rises: list[datetime] = []  # where a restore starts (not each step of a ramp)
+    # the plan step at which each rise starts (a rise found now may have begun earlier);
+    # the first rise after a drop begins a restore, and each station draws its delay once
+    rises = {max(at, now): at for at in rise_times} if window > 0 else {}
+    drops = set()
     before = state.site_limit_w if state else None
-    was_rising = bool(state and state.ramp_from)
     for step in site_series:
-        rising = before is not None and step.limit_w > before + 1e-6
-        if rising and not was_rising and window > 0:
-            rises.append(step.start)
-        was_rising = rising
+        if before is not None and step.limit_w < before - 1e-6:
+            drops.add(step.start)
         before = step.limit_w
+    restore_began = state.restore_began if state else None
+    restore_now = restore_began
 
     queue = [*(s.start for s in site_series)]
     for reservation in fleet.reservations:
@@ -302,17 +321,23 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         done.add(at)
         site_step = value_at(site_series, at)
         assert site_step is not None
-        if at in rises:
-            rng = conditions.rng or random.Random(at.isoformat())
+        if at in drops:
+            restore_began = None
+        if at in rises and restore_began is None:
+            # a rise the previous plan scheduled keeps its time, so the same delays follow
+            began = restore_began = rises[at]
+            rng = conditions.rng or random.Random(began.isoformat())
             for sid in sorted(charging):
                 old = states.get(sid)
                 if old is None:
                     continue
                 delay = timedelta(seconds=rng.uniform(0, window))
+                if began + delay <= at:
+                    continue  # its restore time has passed already
                 states[sid] = StationState(old.limit_w, old.charging, old.since,
-                                           restore_at=at + delay, switched=old.switched,
+                                           restore_at=began + delay, switched=old.switched,
                                            paused_at_limit_w=old.paused_at_limit_w)
-                heapq.heappush(heap, at + delay)
+                heapq.heappush(heap, began + delay)
         chosen, site_step, extra = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids)
         # Later turns come with later plans: a schedule that both lowers and raises a
@@ -342,6 +367,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                 states.pop(station_id, None)
         if at == now:
             state_now = dict(states)
+            restore_now = restore_began
             paused_now = tuple(sid for sid in charging
                                if chosen[sid].limit_w == 0 and sid not in reserved_ids)
     return Plan(
@@ -349,7 +375,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         site=_merge(site_steps),
         stations={sid: _merge(steps) for sid, steps in station_steps.items() if steps},
         state=PlanState(at=now, site_limit_w=site_series[0].limit_w, stations=state_now,
-                        ramp_from=ramp_now),
+                        ramp_from=ramp_now, rises=tuple(rise_times),
+                        restore_began=restore_now),
         paused=paused_now,
     )
 
@@ -381,7 +408,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     reserved = sum(f.watts for f in fixed)
 
     loads: dict[str, Load] = {}
-    keep_paused: set[str] = set()
+    keep_paused: dict[str, str] = {}
     guard = timedelta(seconds=rule.rotation.guard_s)
     extra: list[datetime] = []
     for sid, entry in charging.items():
@@ -402,13 +429,14 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         if old is not None and old.restore_at is not None and at < old.restore_at:
             max_w = min(max_w, old.limit_w)
             if old.limit_w < min_w:
-                keep_paused.add(sid)
+                keep_paused[sid] = f"random restore delay until {old.restore_at:%H:%M:%S}"
             extra.append(old.restore_at)
         if old is not None and not old.charging and old.switched and at - old.since < guard \
                 and site_step.limit_w <= old.paused_at_limit_w + 1e-6:
             # paused by a turn or a lower limit only just now; a higher site limit since
             # (an event's end) takes away the reason it was paused, so it may resume
-            keep_paused.add(sid)
+            keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
+                               f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
         weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
         loads[sid] = Load(sid, info.circuit, info.amps_per_watt(), min_w, max_w, weight)
@@ -421,7 +449,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     if exempt:
         # exempt groups charge as if there were no event, within the physical limits
         shares = allocate_tree(site.capacity_w, [loads[s] for s in exempt], site,
-                               fixed, label="exempt from DR", keep_paused=frozenset(keep_paused))
+                               fixed, label="exempt from DR", keep_paused=keep_paused)
         for sid in exempt:
             share = shares[sid]
             group = charging[sid].group
@@ -439,7 +467,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     order = _order(at, steered, charging, states, policy, limit, loads, site, fixed, extra)
     label = "priority share" if rule.strategy == "priority" else "fair share"
     shares = allocate_tree(limit, [loads[s] for s in order], site,
-                           fixed, label=label, keep_paused=frozenset(keep_paused))
+                           fixed, label=label, keep_paused=keep_paused)
     for sid in fleet.stations:
         if sid in chosen:
             continue
@@ -447,8 +475,10 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             chosen[sid] = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
             continue
         if sid in silent:
+            # counted at what it was last told; told no more than the site limit, should
+            # it still listen
             last = silent[sid]
-            chosen[sid] = step_of(at, last, (*site_chain, Why(
+            chosen[sid] = step_of(at, min(last, limit), (*site_chain, Why(
                 "failsafe", f"not reporting: counted at its last commanded "
                             f"{last / 1000:g} kW")))
             continue

@@ -17,6 +17,7 @@ from policies.fleet import PHASES, Site
 
 SITE_NODE = "site"
 _EPS_W = 1e-6
+_ADMIT_EPS = 1e-9  # float noise allowed when admitting a minimum; never used to raise a share
 
 
 class TreeError(ValueError):
@@ -77,10 +78,6 @@ class _Constraint:
     def used(self, watts: Mapping[Hashable, float]) -> float:
         return sum(c * watts.get(k, 0.0) for k, c in self.coef.items())
 
-    def tolerance(self) -> float:
-        """Float noise allowed when admitting a minimum; never used to raise a share."""
-        return 1e-9
-
 
 def _constraints(site: Site, limit_w: float, loads: Sequence[Load],
                  fixed: Sequence[FixedLoad]) -> list[_Constraint]:
@@ -117,12 +114,14 @@ def _constraints(site: Site, limit_w: float, loads: Sequence[Load],
 
 def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
                   fixed: Sequence[FixedLoad] = (), label: str = "fair share",
-                  keep_paused: frozenset[Hashable] = frozenset()) -> dict[Hashable, Share]:
+                  keep_paused: Mapping[Hashable, str] | None = None) -> dict[Hashable, Share]:
     """Share ``limit_w`` among ``loads``, admitted in the given order, within every node.
 
     A session is admitted while its minimum still fits everywhere on its path; the rest
-    are paused (0 W), and so are those in ``keep_paused``. Then progressive filling.
+    are paused (0 W), and so are those in ``keep_paused`` (key -> why). Then progressive
+    filling.
     """
+    keep_paused = keep_paused or {}
     constraints = _constraints(site, max(limit_w, 0.0), loads, fixed)
     shares: dict[Hashable, Share] = {}
     watts: dict[Hashable, float] = {}
@@ -131,11 +130,11 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     for load in loads:
         floor = min(load.min_w, load.max_w)
         if load.key in keep_paused:
-            shares[load.key] = Share(0.0, "paused: guard time since it was last paused")
+            shares[load.key] = Share(0.0, f"paused: {keep_paused[load.key]}")
             continue
         path = [(i, c) for i, c in enumerate(constraints) if load.key in c.coef]
         blocked = next((c for i, c in path
-                        if used[i] + c.coef[load.key] * floor > c.cap + c.tolerance()), None)
+                        if used[i] + c.coef[load.key] * floor > c.cap + _ADMIT_EPS), None)
         if blocked is None and load.max_w > 0:
             admitted.append(load)
             watts[load.key] = floor

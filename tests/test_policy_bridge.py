@@ -32,3 +32,15 @@ async def test_the_stored_plan_explains_each_limit_and_the_state_carries_over(si
     assert set(bridge.plan.state.stations) == {"CP0", "CP1", "CP2"}
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
                      what="profiles carrying the event")
+
+
+async def test_a_restarted_bridge_resumes_the_allocation_state(site: Site):
+    bridge = await site.start_bridge(capacity_kw=44)
+    await start_fleet(site, ["Current", "Current"])
+    await wait_until(lambda: bridge.store.plan_state()[0] is not None
+                     and len(bridge.store.plan_state()[0].stations) == 2,
+                     what="the allocation state saved")
+    saved, _ = bridge.store.plan_state()
+    await site.stop_bridge()
+    again = await site.start_bridge()
+    assert again._resumed_state == saved

@@ -80,6 +80,12 @@ def test_a_station_that_stopped_reporting_counts_at_its_last_commanded_limit():
     again = make_plan([], pol, Site(30_000), fleet(3, last_report=reports),
                       NOW + timedelta(minutes=2), later.state)
     assert again.stations["CP0"][0].limit_w == last
+    # a lower site limit is still sent to it, while it stays counted at its last limit
+    low = make_plan([], pol, Site(5_000), fleet(3, last_report=reports),
+                    NOW + timedelta(minutes=3), again.state)
+    assert low.stations["CP0"][0].limit_w == 5_000
+    assert low.stations["CP1"][0].limit_w == low.stations["CP2"][0].limit_w == 0
+    assert low.state.stations["CP0"].limit_w == last
 
 
 def test_opt_out_unsupported_keeps_its_old_spelling():

@@ -72,3 +72,19 @@ def test_fleet_depot_puts_the_fleet_first_and_holds_a_safe_limit():
     assert silent.site[0].limit_w == 60_000
     assert value_at(silent.site, NOW).chain[0].kind == "failsafe"
     assert limit("fleet-depot", event("LOAD_CONTROL", "x-loadControlLevelOffset", 2)) == 35_000
+
+
+def test_check_rejects_a_bad_policy_with_its_line(tmp_path, capsys):
+    from bridge.cli import main
+
+    policy = tmp_path / "mine.yaml"
+    policy.write_text("name: mine\nelectricity_price:\n  tiers:\n    - {above: 0.3, limit: 5 kWh}\n"
+                      "allocation:\n  rotation: {guard_s: -1}\n")
+    config = tmp_path / "site.yaml"
+    config.write_text("ven: {vtn_url: http://x, ven_name: v}\nsite: {capacity_kw: 10}\n"
+                      "policy: mine.yaml\n")
+    assert main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{policy}:4: electricity_price.tiers[0].limit: expected a share" in err
+    assert f"{policy}:6: allocation.rotation.guard_s: Input should be greater than or equal" \
+        in err

@@ -113,3 +113,51 @@ def test_plans_hold_every_node_floor_and_leave_no_headroom_stranded(scenario):
             if demand > site_limit:
                 left = site_limit - sum(watts.values()) - sum(f.watts for f in fixed)
                 assert left < max(item.min_w for item in loads) + 1e-6
+
+
+STATEFUL = parse_policy("""
+name: s
+load_dispatch: {}
+allocation:
+  strategy: priority
+  groups: [{name: a, stations: ['S1*'], rank: 0, weight: 2}, {name: b, stations: ['*'], rank: 1}]
+  demand_aware: {enabled: true, margin_a: 2}
+  rotation: {period_s: 600, guard_s: 120}
+restore: {ramp_kw_per_min: 20, step_s: 30, random_window_s: 90}
+failsafe: {station_silent_after_s: 60}
+""", "s")
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenarios(), st.lists(st.tuples(st.integers(5, 120), st.floats(0, 1), st.booleans()),
+                             min_size=3, max_size=12))
+def test_plans_made_one_after_another_hold_every_node(scenario, steps):
+    """Turns, guard times, demand-aware caps, restores and silent stations across plans."""
+    site, fleet, events, _ = scenario
+    state = None
+    at = NOW
+    reports = {}
+    for seconds, draw_share, silent in steps:
+        at += timedelta(seconds=seconds)
+        measured = {sid: draw_share * info.max_w for sid, info in fleet.stations.items()}
+        for sid in fleet.stations:
+            if not (silent and sid.endswith("0")):
+                reports[sid] = at
+        now_fleet = Fleet(fleet.stations, fleet.sessions, fleet.reservations,
+                          measured_w=measured, last_report=dict(reports))
+        plan = make_plan(events, STATEFUL, site, now_fleet, at, state)
+        state = plan.state
+        limit = value_at(plan.site, at).limit_w
+        fixed = [FixedLoad(fleet.stations[r.station_id].circuit,
+                           fleet.stations[r.station_id].amps_per_watt(),
+                           value_at(r.steps, at).limit_w if value_at(r.steps, at) else 0.0)
+                 for r in fleet.reservations]
+        loads, watts = [], {}
+        for sid, steps_ in plan.stations.items():
+            info = fleet.stations[sid]
+            watts[sid] = value_at(steps_, at).limit_w
+            loads.append(Load(sid, info.circuit, info.amps_per_watt(), 0.0, info.max_w))
+            assert watts[sid] == 0 or watts[sid] >= min(info.watts(6), info.max_w) - 1e-6 \
+                or "not reporting" in value_at(steps_, at).reason
+        assert not [o for o in overloads(site, limit, loads, watts, fixed, slack=1e-6)
+                    if o.used > max(o.cap, 0.0) + 1e-6]

@@ -74,3 +74,24 @@ def test_store_keeps_the_plans_reasons(tmp_path):
     assert made_at == NOW and site == plan.site
     assert stations == dict(plan.stations)
     assert stations["CP0"][0].chain[0] == Why("event", "event ev-7")
+
+
+def test_store_keeps_the_allocation_state_and_baselines(tmp_path):
+    from policies.fleet import PlanState, StationState
+
+    state = PlanState(
+        at=NOW, site_limit_w=12_000.0,
+        stations={"CP0": StationState(4_140.0, True, NOW - timedelta(minutes=3), None, True,
+                                      0.0),
+                  "CP1": StationState(0.0, False, NOW, NOW + timedelta(seconds=90), True,
+                                      12_000.0)},
+        ramp_from=(NOW - timedelta(minutes=1), 6_000.0), rises=(NOW - timedelta(minutes=1),),
+        restore_began=NOW - timedelta(minutes=1))
+    store = Store(tmp_path / "state.db")
+    try:
+        assert store.plan_state() == (None, {})
+        store.save_plan_state(state, {"ev-7": 33_000.0})
+        store.save_plan_state(state, {"ev-7": 33_000.0})  # one row, replaced
+        assert store.plan_state() == (state, {"ev-7": 33_000.0})
+    finally:
+        store.close()

@@ -57,11 +57,27 @@ def test_ramp_continues_across_plans_through_the_state():
     during = make_plan([level_event(3, NOW, 5)], pol, Site(50_000), fleet(5),
                        NOW + timedelta(minutes=4))
     # the event is over and gone from the list; the state still knows where the site was
+    # and that the ramp began at the event's end (as the stations' profiles carried it out)
     after = make_plan([], pol, Site(50_000), fleet(5), NOW + timedelta(minutes=6), during.state)
-    assert after.site[0].limit_w == 0  # ramping from here, not back at capacity at once
-    assert value_at(after.site, NOW + timedelta(minutes=6, seconds=30)).limit_w == 3_000
+    assert after.site[0].limit_w == 6_000  # one minute into the ramp, not at capacity at once
+    assert value_at(after.site, NOW + timedelta(minutes=6, seconds=30)).limit_w == 9_000
+    for at in (NOW + timedelta(minutes=6), NOW + timedelta(minutes=8)):
+        assert total(after, at) == total(during, at)  # both plans command the same
     again = make_plan([], pol, Site(50_000), fleet(5), NOW + timedelta(minutes=7), after.state)
-    assert again.site[0].limit_w == 6_000
+    assert again.site[0].limit_w == 12_000
+
+
+def test_a_replan_after_the_event_keeps_the_random_restore_times():
+    pol = policy("{ramp_kw_per_min: 30, step_s: 30, random_window_s: 240}")
+    event = level_event(1, NOW, 5)
+    during = make_plan([event], pol, Site(66_000), fleet(6), NOW + timedelta(minutes=4))
+    after = make_plan([], pol, Site(66_000), fleet(6), NOW + timedelta(minutes=5, seconds=40),
+                      during.state)
+    for minutes in (5.7, 6, 7, 9, 12):
+        at = NOW + timedelta(minutes=minutes)
+        for sid, steps in after.stations.items():
+            assert value_at(steps, at).limit_w == value_at(during.stations[sid], at).limit_w, \
+                (sid, minutes)
 
 
 def test_no_ramp_configured_restores_at_once():

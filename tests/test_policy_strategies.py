@@ -171,3 +171,15 @@ def test_rotation_gives_every_session_a_turn_within_the_period(n, fit, guard_min
         if paused_since is not None:
             longest = max(longest, timeline[-1][0] - paused_since)
         assert longest <= timedelta(seconds=period), sid
+
+
+def test_a_session_held_by_the_guard_time_says_until_when():
+    pol = policy("  rotation: {guard_s: 300}\n")
+    ids = ["A", "B"]
+    first = make_plan([], pol, Site(2 * MIN_3PH), fleet(ids), NOW)
+    low = make_plan([], pol, Site(MIN_3PH), fleet(ids), NOW + timedelta(seconds=30), first.state)
+    paused = next(sid for sid, w in limits(low).items() if w == 0)
+    # the limit stays low: the paused session may not come back before the guard time ends
+    later = make_plan([], pol, Site(MIN_3PH), fleet(ids), NOW + timedelta(seconds=60), low.state)
+    assert limits(later)[paused] == 0
+    assert "guard time until 12:05:30 (paused at 12:00:30)" in later.stations[paused][0].reason
