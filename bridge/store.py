@@ -165,14 +165,14 @@ class Store:
         )
         db["site_load"].create({"at": str, "load_w": float, "limit_w": float},
                                if_not_exists=True)
-        db["holds"].create({"station_id": str, "mode": str, "reason": str, "set_at": str},
-                           pk="station_id", if_not_exists=True)
         db["operator_opts"].create(
             {"opt_id": str, "event_id": str, "reason": str, "window_start": str,
              "window_end": str, "requested_at": str, "applied_at": str, "sent_at": str,
              "cancelled_at": str, "cancel_sent_at": str},
             pk="opt_id", if_not_exists=True,
         )
+        db["holds"].create({"station_id": str, "mode": str, "reason": str, "set_at": str},
+                           pk="station_id", if_not_exists=True)
         db["samples"].create_index(["station_id", "at"], if_not_exists=True)
         db["site_load"].create_index(["at"], if_not_exists=True)
 
