@@ -404,7 +404,7 @@ class Bridge:
         self._replan_now()
 
     def clear_hold(self, station_id: str) -> None:
-        self.store.clear_hold(station_id)
+        self.store.clear_hold(station_id, self._clock())
         if self.holds.pop(station_id, None) is not None:
             log.info("%s: operator hold lifted", station_id)
         self._replan_now()

@@ -215,3 +215,18 @@ def non_compliant_stations(
         if power > _allowed(step.limit_w):
             over[station_id] = over.get(station_id, 0) + 1
     return sorted(sid for sid, n in over.items() if n >= 2 and n > 0.1 * judged[sid])
+
+
+def exempt_during(log: Iterable[tuple[str, str | None, datetime]], start: datetime,
+                  end: datetime) -> list[str]:
+    """Stations exempt from DR at any moment of [start, end), from the log of hold changes
+    (station id, mode or None when lifted, when), oldest first."""
+    at_start: dict[str, str | None] = {}
+    exempt: set[str] = set()
+    for station_id, mode, at in log:
+        if at < start:
+            at_start[station_id] = mode
+        elif at < end and mode == "exempt":
+            exempt.add(station_id)
+    exempt |= {sid for sid, mode in at_start.items() if mode == "exempt"}
+    return sorted(exempt)
