@@ -297,3 +297,31 @@ async def test_exempt_station_is_not_curtailed_by_an_event(site: Site):
                 (await get_json(http, f"{url}/api/stations"))["stations"]}
         assert rows["CP1"]["hold"]["mode"] == "exempt"
         assert rows["CP1"]["planned"]["reason"].startswith("exempt from DR by the operator")
+
+
+async def test_event_history_has_cap_baseline_measured_and_shed(site: Site):
+    # the baseline: the load over the 3 s before the event (no previous days here)
+    url = await start(site, capacity_kw=44, telemetry_interval_s=1,
+                      extra="report:\n  pre_event_s: 3\n")
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station("CP1"), site.add_station("CP2")]
+    await wait_until(lambda: all(s.transaction_id for s in stations) and
+                     bridge.measured_load_w() > 20_000, what="charging at full power")
+    await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    await asyncio.sleep(3)  # full load before the event
+    start_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    event_id = site.vtn.add_simple_event(site.vtn.ven_id("test-site"), start_at,
+                                         [(timedelta(seconds=5), 2)])
+    await wait_until(lambda: datetime.now(UTC) > start_at + timedelta(seconds=6),
+                     timeout=15, what="the event over")
+    async with aiohttp.ClientSession() as http:
+        events = await get_json(http, f"{url}/api/events")
+    assert events["active"] == [] and events["upcoming"] == []
+    [past] = events["history"]
+    assert past["event_id"] == event_id and past["state"] == "completed"
+    assert past["cap_w"] == 11_000
+    assert past["baseline_w"] > 20_000
+    assert past["measured_w"] < past["baseline_w"]
+    assert past["shed_w"] == pytest.approx(past["baseline_w"] - past["measured_w"], abs=1)
+    assert past["baseline_method"].startswith("pre-event load: mean site load over the 0.05 min")

@@ -183,8 +183,12 @@ def standing_opt_outs(bridge: Bridge) -> dict[str, Any]:
 def events_view(bridge: Bridge) -> dict[str, Any]:
     now = bridge.snapshot().at
     operator = standing_opt_outs(bridge)
+    ordered = sorted(bridge.events.values(), key=lambda e: e.event.start)
+    current = [e for e in ordered if event_state(e.event, now) in ("active", "upcoming")]
+    past = [e for e in ordered if event_state(e.event, now) in ("completed", "cancelled")]
     views = []
-    for stored in sorted(bridge.events.values(), key=lambda e: e.event.start):
+    # each past event's figures take a few queries: only the latest ones are shown
+    for stored in current + past[-EVENT_HISTORY:]:
         view = event_view(bridge, stored.event, stored.opt, stored.opt_reason, now)
         opt = operator.get(stored.event.event_id)
         view["operator_opt"] = None if opt is None else {
