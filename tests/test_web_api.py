@@ -123,13 +123,32 @@ async def test_api_shows_site_event_and_stations(site: Site):
 
         spec = await get_json(http, f"{url}/api/openapi.json")
         assert spec["openapi"].startswith("3.")
+        refs = set()
+
+        def collect(node: object) -> None:
+            if isinstance(node, dict):
+                refs.update(v for k, v in node.items() if k == "$ref")
+                for value in node.values():
+                    collect(value)
+            elif isinstance(node, list):
+                for value in node:
+                    collect(value)
+
+        collect(spec)
+        assert refs and all(ref.removeprefix("#/components/schemas/") in
+                            spec["components"]["schemas"] for ref in refs)
+        # every field the API answers is described
+        described = spec["components"]["schemas"]
+        assert set(site_now) == set(described["Site"]["properties"])
+        assert set(active) == set(described["Event"]["properties"])
+        assert set(rows["CP1"]) == set(described["Station"]["properties"])
         for path in ("/api/site", "/api/events", "/api/stations", "/api/load", "/metrics",
                      "/api/events/{event_id}/opt-out", "/api/stations/{station_id}/hold"):
             assert path in spec["paths"]
 
         async with http.get(f"{url}/metrics") as response:
             assert response.status == 200
-            assert response.content_type == "text/plain"
+            assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
             text = await response.text()
         metrics = parse_metrics(text)
         assert "# TYPE drbridge_site_load_watts gauge" in text
