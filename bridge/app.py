@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.aio import cancel_and_wait
 from bridge.config import Config
@@ -22,6 +22,9 @@ from policies.fleet import Fleet, Plan, Session, Step, value_at
 from policies.plan import decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
+
+if TYPE_CHECKING:
+    from bridge.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ class Bridge:
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.holds = self.store.holds()  # station id -> (mode, reason, since)
-        self.web = None
+        self.web: WebServer | None = None
         if model.web.enabled:
             from bridge.web.server import WebServer
 
