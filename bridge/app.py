@@ -6,16 +6,18 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bridge.aio import cancel_and_wait
+from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.holds import HoldMode, plan_with_holds
+from bridge.ocpp.link import ChargerLink
+from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
-from bridge.ocpp.v16 import StationLink
 from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
@@ -65,6 +67,8 @@ class Snapshot:
     station_limits_w: dict[str, float]
     station_power_w: dict[str, float]
     active_events: list[str]
+    # steered, connecting, offline, refusing, unmanageable or non-compliant (see Dispatcher)
+    station_status: dict[str, str] = field(default_factory=dict)
 
 
 class Bridge:
@@ -80,6 +84,8 @@ class Bridge:
         }
         self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
+        # each station's connectors' latest power, for its total draw
+        self._connector_power: dict[str, dict[int, float]] = {}
         self.plan: Plan | None = None
         self._samples: list[MeterSample] = []
         self._replan = asyncio.Event()
@@ -93,6 +99,8 @@ class Bridge:
             on_change=self.request_replan,
             meter_interval_s=model.ocpp.meter_interval_s,
             clock=clock,
+            compliance=ComplianceRule(model.ocpp.compliance_tolerance_w,
+                                      timedelta(seconds=model.ocpp.compliance_grace_s)),
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -100,6 +108,7 @@ class Bridge:
             on_open=self._station_connected,
             on_close=self._station_disconnected,
             call_timeout_s=model.ocpp.call_timeout_s,
+            security=EdgeSecurity.from_config(config),
         )
         self.ven = Ven(
             VenSettings(
@@ -294,10 +303,10 @@ class Bridge:
         return site_load_w((m.latest for m in self.meters.values()), self._clock(), stale)
 
     # OCPP side ------------------------------------------------------------------------------
-    def _station_connected(self, station_id: str, link: StationLink) -> None:
+    def _station_connected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.connected(self.config.station_info(station_id), link)
 
-    def _station_disconnected(self, station_id: str, link: StationLink) -> None:
+    def _station_disconnected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.disconnected(station_id, link)
 
     def _heard(self, station_id: str, action: str) -> None:
@@ -342,6 +351,7 @@ class Bridge:
             meter = self.meters.get((session.station_id, session.connector_id))
             if meter is not None:
                 meter.latest = (now, 0.0)
+            self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
@@ -360,6 +370,12 @@ class Bridge:
             self._samples.append(
                 MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh)
             )
+            if power is not None:
+                connectors = self._connector_power.setdefault(station_id, {})
+                connectors[connector_id] = power
+                # connector 0 is the station's own meter where it has one
+                total = connectors[0] if 0 in connectors else sum(connectors.values())
+                self.dispatcher.observe_draw(station_id, total)
 
     # planning -------------------------------------------------------------------------------
     def active_events(self, now: datetime) -> list[DrEvent]:
@@ -380,7 +396,10 @@ class Bridge:
                                fleet, now, holds)  # type: ignore[arg-type]
         previous = self.plan
         self.plan = plan
-        self.dispatcher.set_desired(plan.stations)
+        running: dict[str, dict[int, int]] = {}
+        for tx_id, session in self.sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        self.dispatcher.set_desired(plan.stations, running)
         if previous is None or _changed(previous, plan, now):
             self.store.save_plan(plan.made_at, plan.site, plan.stations)
 
@@ -451,6 +470,7 @@ class Bridge:
             station_limits_w=limits,
             station_power_w=power,
             active_events=[e.event_id for e in self.active_events(now) if e.start <= now],
+            station_status={sid: s.status for sid, s in self.dispatcher.stations.items()},
         )
 
 

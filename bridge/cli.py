@@ -1,4 +1,4 @@
-"""The ``drbridge`` command: run, check, demo."""
+"""The ``drbridge`` command: run, check, demo, opt-out, report, hash-password, ..."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from bridge.store import Store
 
 EXIT_INVALID_CONFIG = 2
+_PROFILES = {
+    0: "profile 0: stations are not authenticated (ws://)",
+    1: "profile 1: Basic auth over plain ws:// (trusted networks only)",
+    2: "profile 2: TLS (wss://) and Basic auth",
+    3: "profile 3: TLS (wss://) with client certificates",
+}
 
 
 def _load(path: Path) -> Config | None:
@@ -35,7 +41,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     model = config.model
     print(f"{config.source}: OK")
     print(f"  VTN        {model.ven.vtn_url} as {model.ven.ven_name}")
-    print(f"  OCPP       ws://{model.ocpp.host}:{model.ocpp.port}/<station id>")
+    scheme = "wss" if model.ocpp.security.profile in (2, 3) else "ws"
+    print(f"  OCPP       {scheme}://{model.ocpp.host}:{model.ocpp.port}/<station id>")
+    print(f"  security   {_PROFILES[model.ocpp.security.profile]}")
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")
@@ -148,25 +156,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 web_port=args.web_port, linger_s=args.linger))
 
 
-def cmd_hash_password(args: argparse.Namespace) -> int:
-    import getpass
-
-    from bridge.web.auth import hash_password
-
-    if sys.stdin.isatty():
-        password = getpass.getpass("operator password: ")
-        if getpass.getpass("again: ") != password:
-            print("drbridge: the passwords differ", file=sys.stderr)
-            return 1
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    if len(password) < 8:
-        print("drbridge: use at least 8 characters", file=sys.stderr)
-        return 1
-    print(hash_password(password))
-    return 0
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     config = _load(Path(args.config))
     if config is None:
@@ -174,6 +163,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bridge.report import write_report
 
     return write_report(config, args.event_id, Path(args.out) if args.out else None)
+
+
+def _read_password(args: argparse.Namespace) -> bytes | None:
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("station password: ")
+        if getpass.getpass("again: ") != first:
+            print("drbridge: the passwords differ", file=sys.stderr)
+            return None
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if args.hex:
+        try:
+            password = bytes.fromhex(first)
+        except ValueError:
+            print("drbridge: --hex expects hexadecimal digits", file=sys.stderr)
+            return None
+    else:
+        password = first.encode("utf-8")
+    if not password:
+        print("drbridge: empty password", file=sys.stderr)
+        return None
+    return password
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from bridge.passwords import generate_password, hash_password
+
+    if args.generate:
+        text = generate_password()
+        password = bytes.fromhex(text) if args.hex else text.encode("ascii")
+        print(f"# the station's password{' (hex)' if args.hex else ''}: {text}")
+    else:
+        read = _read_password(args)
+        if read is None:
+            return EXIT_INVALID_CONFIG
+        password = read
+    print(f"password_hash: {hash_password(password)}")
+    return 0
 
 
 def _logging(verbose: bool) -> None:
@@ -227,8 +256,14 @@ def main(argv: list[str] | None = None) -> int:
                       help="keep everything running this long after the event, to look around")
     demo.set_defaults(func=cmd_demo)
     hashing = commands.add_parser(
-        "hash-password", help="print the scrypt hash of an operator password for web.password_hash"
+        "hash-password",
+        help="hash a password for ocpp.stations[].password_hash or web.password_hash",
     )
+    hashing.add_argument("--generate", action="store_true",
+                         help="make a random password (40 hex digits) and print it too")
+    hashing.add_argument("--hex", action="store_true",
+                         help="the password is hex digits standing for raw bytes, as an OCPP 1.6"
+                         " AuthorizationKey set with ChangeConfiguration")
     hashing.set_defaults(func=cmd_hash_password)
     report = commands.add_parser(
         "report", help="an event's performance: CSV, PNG plot and a text summary"

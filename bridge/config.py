@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.web.auth import check_hash_format
+from bridge.ocpp.tls import server_context
+from bridge.passwords import NotAPasswordHash, parse_hash
 from policies.fleet import Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, Problem, parse_yaml, validate_yaml
@@ -37,6 +39,35 @@ class StationSection(_Section):
     id: str = Field(min_length=1)
     max_current_a: float | None = Field(default=None, gt=0, le=500)
     phases: Literal[1, 3] | None = None
+    # OCPP security profiles 1 and 2; made by `drbridge hash-password`.
+    password_hash: str | None = None
+
+    @field_validator("password_hash")
+    @classmethod
+    def _a_hash(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_hash(value)
+            except NotAPasswordHash as error:
+                raise ValueError(f"{error}; make one with `drbridge hash-password`") from None
+        return value
+
+
+class SecuritySection(_Section):
+    # OCPP security profile: 0 none, 1 Basic auth, 2 TLS and Basic auth, 3 TLS client certificates
+    profile: Literal[0, 1, 2, 3] = 0
+    tls_certificate: str | None = None  # PEM, the bridge's certificate chain (profiles 2, 3)
+    tls_private_key: str | None = None
+    tls_client_ca: str | None = None  # PEM, the CA(s) that sign station certificates (profile 3)
+    max_message_bytes: int = Field(default=131_072, ge=1024, le=16 * 2**20)
+    max_auth_failures: int = Field(default=5, ge=1)  # per station id and address
+    max_auth_failures_per_address: int = Field(default=50, ge=1)
+    auth_failure_window_s: float = Field(default=60, gt=0)
+    auth_block_s: float = Field(default=300, gt=0)
+    max_connections_per_address: int = Field(default=1000, ge=0)  # 0: no limit
+    max_new_connections_per_s: int = Field(default=100, ge=0)  # per address; 0: no limit
+    # Loopback is where simulators and benchmarks connect from, thousands at once.
+    limit_loopback: bool = False
 
 
 class OcppSection(_Section):
@@ -50,6 +81,11 @@ class OcppSection(_Section):
     # Asked of every station at boot (MeterValueSampleInterval); 0 keeps the station's own.
     # Many ship with 60 s or more, which leaves the measured load a minute behind.
     meter_interval_s: int = Field(default=10, ge=0, le=3600)
+    security: SecuritySection = Field(default_factory=SecuritySection)
+    # A station drawing more than it accepted, by more than the tolerance for longer than
+    # the grace time, is flagged non-compliant and counted at its measured draw.
+    compliance_tolerance_w: float = Field(default=500, ge=0)
+    compliance_grace_s: float = Field(default=60, gt=0)
 
 
 class SiteSection(_Section):
@@ -80,7 +116,10 @@ class WebSection(_Section):
     @classmethod
     def _hash(cls, value: str | None) -> str | None:
         if value is not None:
-            check_hash_format(value)
+            try:
+                parse_hash(value)
+            except NotAPasswordHash as error:
+                raise ValueError(f"{error}; run `drbridge hash-password` again") from None
         return value
 
 
@@ -155,6 +194,10 @@ class Config:
     def accepts_station(self, station_id: str) -> bool:
         return not self._listed or station_id in self._listed
 
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        return (self.source.resolve().parent / path).resolve()
+
 
 def _load_policy(name: str, base: Path, source: str, lines: dict) -> Policy:
     if name in PRESETS:
@@ -168,10 +211,77 @@ def _load_policy(name: str, base: Path, source: str, lines: dict) -> Policy:
     return parse_policy(path.read_text("utf-8"), str(path))
 
 
+_TLS_KEYS = ("tls_certificate", "tls_private_key", "tls_client_ca")
+_TLS_KEY_MEANING = {
+    "tls_certificate": "the bridge's certificate chain, a PEM file",
+    "tls_private_key": "the key of tls_certificate, an unencrypted PEM file",
+    "tls_client_ca": "the CA certificate(s) that sign station certificates, a PEM file",
+}
+
+
+def _security_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Problem]:
+    """What the chosen security profile needs and the config lacks (or has in vain)."""
+    security = ocpp.security
+    profile = security.profile
+
+    def problem(path: tuple[str | int, ...], message: str) -> Problem:
+        full = ("ocpp", *path)
+        # the key's own line, or its nearest parent's when the key is missing
+        line = next((lines[full[:cut]] for cut in range(len(full), 0, -1)
+                     if full[:cut] in lines), None)
+        return Problem(full, line, message)
+
+    problems: list[Problem] = []
+    if profile in (1, 2) and not ocpp.stations:
+        problems.append(problem(("stations",), f"security profile {profile} needs the stations "
+                                "listed, each with a password_hash"))
+    for index, station in enumerate(ocpp.stations):
+        if profile in (1, 2) and station.password_hash is None:
+            problems.append(problem(("stations", index, "password_hash"),
+                                    f"required by security profile {profile} (station "
+                                    f"{station.id!r}); make one with `drbridge hash-password`"))
+        elif profile not in (1, 2) and station.password_hash is not None:
+            problems.append(problem(("stations", index, "password_hash"),
+                                    f"security profile {profile} asks stations for no password;"
+                                    " set ocpp.security.profile to 1 or 2, or remove this key"))
+    needed = {2: _TLS_KEYS[:2], 3: _TLS_KEYS}.get(profile, ())
+    paths: dict[str, Path] = {}
+    for key in _TLS_KEYS:
+        value = getattr(security, key)
+        if key in needed and value is None:
+            problems.append(problem(("security", key), f"required by security profile {profile}:"
+                                    f" {_TLS_KEY_MEANING[key]}"))
+        elif key not in needed and value is not None:
+            problems.append(problem(("security", key), f"not used by security profile {profile}"
+                                    " (TLS keys: profiles 2 and 3; the client CA: profile 3)"))
+        elif value is not None:
+            path = (base / value).resolve()
+            if not path.is_file():
+                problems.append(problem(("security", key), f"no such file: {path}"))
+            else:
+                paths[key] = path
+    if not problems and needed:
+        try:
+            server_context(paths["tls_certificate"], paths["tls_private_key"], None)
+        except (OSError, ssl.SSLError) as error:
+            problems.append(problem(("security", "tls_certificate"),
+                                    f"cannot use this certificate with tls_private_key: {error}"))
+        if "tls_client_ca" in paths:
+            try:
+                ssl.create_default_context(cafile=paths["tls_client_ca"])
+            except (OSError, ssl.SSLError) as error:
+                problems.append(problem(("security", "tls_client_ca"),
+                                        f"not a usable CA file (PEM): {error}"))
+    return problems
+
+
 def load_config_text(text: str, source: Path) -> Config:
     model = validate_yaml(text, str(source), ConfigModel)
     _, lines = parse_yaml(text, str(source))
     base = source.resolve().parent
+    problems = _security_problems(model.ocpp, base, lines)
+    if problems:
+        raise InvalidDocument(str(source), problems)
     policy = _load_policy(model.policy, base, str(source), lines)
     storage = Path(model.storage.path)
     return Config(

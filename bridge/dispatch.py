@@ -23,16 +23,29 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
+from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.profiles import BuiltProfile, is_raise, same_schedule, station_max_profile
-from bridge.ocpp.v16 import ACCEPTED, CallFailed, StationLink
+from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
+from bridge.ocpp.profiles import (
+    PREFERRED_STACK_LEVEL,
+    BuiltProfile,
+    connector_profiles,
+    from_unit,
+    is_raise,
+    same_schedule,
+    station_max_profile,
+)
 from bridge.store import Store
-from policies.fleet import Reservation, StationInfo, Step, upper_envelope
+from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
 
 log = logging.getLogger(__name__)
+
+# Retries after failed calls back off exponentially up to this many times retry_s.
+MAX_BACKOFF = 16
+VERIFY_WINDOW_S = 300  # how far ahead GetCompositeSchedule looks
 
 
 def utcnow() -> datetime:
@@ -42,7 +55,7 @@ def utcnow() -> datetime:
 @dataclass
 class StationState:
     info: StationInfo
-    link: StationLink | None = None
+    link: ChargerLink | None = None
     caps: Capabilities = field(default_factory=Capabilities)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -50,17 +63,49 @@ class StationState:
     refused: bool = False  # the last profile was rejected or the call failed
     in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
     uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
+    # Its feature profiles lack SmartCharging: no profile is ever sent to it.
+    unmanageable: bool = False
+    retry_s: float = 0.0  # the next retry's delay, doubled after each failure
+    sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
+    # What the station accepted on this connection, per connector (0: the station cap).
+    slots: dict[int, BuiltProfile] = field(default_factory=dict)
+    stack_zero: bool = False  # it rejected a stack level above 0
+    per_connector_only: bool = False  # it rejected profiles on connector 0
+    # Its composite schedule showed a profile of its own above ours: use its top level.
+    stack_top: bool = False
+    applied_since: datetime | None = None  # when ``applied`` last changed
+    verified: bool = False  # GetCompositeSchedule confirmed our limit on this connection
+    composite_supported: bool = True
+    compliance: Compliance = field(default_factory=Compliance)
+    # Ids of our profiles the station accepted and may still hold; they outlive reboots
+    # on most stations, so one we no longer send is cleared rather than left to apply.
+    installed: set[int] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
     @property
     def steerable(self) -> bool:
-        return self.link is not None and self.confirmed
+        return (self.link is not None and self.confirmed and not self.unmanageable
+                and not self.compliance.flagged)
 
     @property
     def reserved(self) -> bool:
         """Counted by the planner at what it may hold, rather than given a share."""
-        return not self.steerable and (self.applied is not None or self.refused)
+        return not self.steerable and (self.applied is not None or self.refused
+                                       or self.unmanageable or self.compliance.flagged)
+
+    @property
+    def status(self) -> str:
+        """One word for the operator."""
+        if self.unmanageable:
+            return "unmanageable"
+        if self.compliance.flagged:
+            return "non-compliant"
+        if self.link is None:
+            return "offline"
+        if self.refused:
+            return "refusing"
+        return "steered" if self.confirmed else "connecting"
 
     def held(self) -> tuple[Step, ...] | None:
         """Everything the station may be applying now: acknowledged, in flight or unanswered."""
@@ -79,6 +124,7 @@ class Dispatcher:
         on_change: Callable[[], None],
         meter_interval_s: int = 0,
         clock: Callable[[], datetime] = utcnow,
+        compliance: ComplianceRule | None = None,
     ) -> None:
         self._store = store
         self._min_current_a = min_current_a
@@ -86,6 +132,7 @@ class Dispatcher:
         self._meter_interval_s = meter_interval_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
+        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=60))
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
@@ -94,13 +141,23 @@ class Dispatcher:
             self.stations[station_id] = StationState(
                 info=StationInfo(station_id, 3, 230.0, 0.0), applied=steps
             )
+        # What each station answered last time: a station that reconnects without
+        # rebooting is not asked again (a BootNotification refreshes it).
+        self._cached_caps: dict[str, Capabilities] = {}
+        for station_id, text in store.station_capabilities().items():
+            caps = Capabilities.from_json(text)
+            if caps is not None:
+                self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
-    def connected(self, info: StationInfo, link: StationLink) -> None:
+    def connected(self, info: StationInfo, link: ChargerLink) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
+        state.slots, state.verified = {}, False
+        if not state.caps.known and info.station_id in self._cached_caps:
+            self._use_caps(state, self._cached_caps[info.station_id])
         if state.task is None or state.task.done():
             state.task = asyncio.create_task(
                 self._worker(state), name=f"dispatch {info.station_id}"
@@ -115,11 +172,18 @@ class Dispatcher:
         if state is not None:
             state.confirmed = False
             state.caps = Capabilities()
+            state.slots, state.verified, state.composite_supported = {}, False, True
+            # new firmware may take what the old one refused, and may follow its profiles
+            state.stack_zero = state.per_connector_only = state.stack_top = False
+            if state.compliance.flagged:
+                self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
+            state.compliance = Compliance()
+            self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
             self._on_change()
 
-    def disconnected(self, station_id: str, link: StationLink) -> None:
+    def disconnected(self, station_id: str, link: ChargerLink) -> None:
         state = self.stations.get(station_id)
         if state is not None and state.link is link:
             state.link, state.confirmed = None, False
@@ -130,11 +194,16 @@ class Dispatcher:
         await cancel_and_wait(s.task for s in self.stations.values() if s.task)
 
     # plan in, reservations out --------------------------------------------------------------
-    def set_desired(self, schedules: Mapping[str, tuple[Step, ...]]) -> None:
+    def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
+                    sessions: Mapping[str, Mapping[int, int]] | None = None) -> None:
+        """Each station's share, and its sessions (connector id -> transaction id)."""
         for station_id, steps in schedules.items():
             state = self.stations.get(station_id)
-            if state is not None and state.desired != steps:
-                state.desired = steps
+            if state is None:
+                continue
+            running = dict((sessions or {}).get(station_id, {}))
+            if state.desired != steps or state.sessions != running:
+                state.desired, state.sessions = steps, running
                 state.wake.set()
                 self._refresh(state)
 
@@ -144,7 +213,15 @@ class Dispatcher:
         for station_id, state in self.stations.items():
             if state.steerable:
                 continue
-            if state.applied is not None:
+            if state.unmanageable:
+                # it may start charging at any moment, at whatever it can draw
+                held, why = (Step(self._clock(), state.info.max_w, "cannot be steered"),), \
+                    "its hardware maximum (no smart charging)"
+            elif state.compliance.flagged:
+                peak = state.compliance.peak_w
+                held = (Step(self._clock(), peak, "does not follow its profile"),)
+                why = f"its measured draw ({peak:.0f} W; it ignores its profile)"
+            elif state.applied is not None:
                 held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
                 start = self._clock()
@@ -183,10 +260,42 @@ class Dispatcher:
             return state.applied
         return state.desired
 
-    def _built(self, state: StationState, now: datetime) -> BuiltProfile:
+    def _built(self, state: StationState, now: datetime) -> tuple[BuiltProfile, list[BuiltProfile]]:
+        """The station cap, and the profiles that carry it to this station.
+
+        A one-connector station gets the cap alone. One with more connectors, or
+        more sessions, also gets each session's part of the share on its connector:
+        some stations apply a connector-0 cap to each connector, so two sessions
+        would draw it twice. A station that refuses connector 0 gets only those.
+        """
         target = self._target(state)
         assert target is not None
-        return station_max_profile(target, state.info, state.caps, now, self._min_current_a)
+        level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
+        if state.stack_top:
+            level = state.caps.max_stack_level
+        cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
+        profiles = [] if state.per_connector_only else [cap]
+        if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
+            profiles += connector_profiles(target, state.sessions, state.caps.connectors,
+                                           state.info, state.caps, now, self._min_current_a,
+                                           level)
+        return cap, profiles
+
+    def _pending(self, state: StationState, profiles: list[BuiltProfile],
+                 now: datetime) -> list[BuiltProfile]:
+        """The profiles the station does not hold yet, decreases first."""
+        def unchanged(new: BuiltProfile) -> bool:
+            old = state.slots.get(new.connector_id)
+            return (state.confirmed and old is not None and old.purpose == new.purpose
+                    and old.transaction_id == new.transaction_id
+                    and old.stack_level == new.stack_level and old.unit == new.unit
+                    and same_schedule(old.applied, new.applied, now))
+
+        def raises(new: BuiltProfile) -> bool:
+            old = state.slots.get(new.connector_id)
+            return is_raise(new.applied, old.applied if old else None, now)
+
+        return sorted((p for p in profiles if not unchanged(p)), key=raises)
 
     async def _wait_for_decreases(self, state: StationState) -> bool:
         """Wait until no other station may hold more than the plan gives it.
@@ -217,73 +326,213 @@ class Dispatcher:
                 continue
             if not state.caps.known:
                 try:
-                    state.caps = await link.read_capabilities()
-                    self._store.save_station(station_id, {"capabilities": repr(state.caps)})
+                    caps = await link.read_capabilities()
                 except CallFailed as error:
                     log.warning("%s: GetConfiguration failed (%s); assuming amps, stack level 0",
                                 station_id, error)
+                else:
+                    self._cached_caps[station_id] = caps
+                    self._store.save_station(station_id, {"capabilities": caps.to_json()})
+                    self._use_caps(state, caps)
                 await self._ask_meter_interval(station_id, link)
-            now = self._clock()
-            built = self._built(state, now)
-            if state.confirmed and state.uncertain is None and state.applied is not None \
-                    and same_schedule(built.applied, state.applied, now):
+            if state.unmanageable:
                 continue
-            if is_raise(built.applied, state.held(), now):
+            now = self._clock()
+            cap, profiles = self._built(state, now)
+            todo = self._pending(state, profiles, now)
+            if not todo and state.confirmed and state.uncertain is None:
+                if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+                    # the station holds it already (its profiles round alike): book it only
+                    state.applied = cap.applied
+                    self._store.save_applied(station_id, cap.applied, now)
+                    self._refresh(state)
+                continue
+            if is_raise(cap.applied, state.held(), now):
                 if not await self._wait_for_decreases(state):
                     continue  # its plan changed while it waited: start over with the new one
                 # the plan may have moved while we waited: send what it says now
                 now = self._clock()
-                built = self._built(state, now)
-            await self._send(state, link, built, now)
+                cap, profiles = self._built(state, now)
+                todo = self._pending(state, profiles, now)
+            await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
 
-    async def _ask_meter_interval(self, station_id: str, link: StationLink) -> None:
+    def _use_caps(self, state: StationState, caps: Capabilities) -> None:
+        state.caps = caps
+        unmanageable = not caps.smart_charging
+        if unmanageable != state.unmanageable:
+            state.unmanageable = unmanageable
+            if unmanageable:
+                log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
+                            "its hardware maximum", state.info.station_id,
+                            ",".join(sorted(caps.features)))
+            self._refresh(state)
+            self._on_change()
+
+    async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
         if not self._meter_interval_s:
             return
         try:
-            status = await link.change_configuration("MeterValueSampleInterval",
-                                                     str(self._meter_interval_s))
+            status = await link.set_meter_interval(self._meter_interval_s)
         except CallFailed as error:
             status = str(error)
         if status != "Accepted":
             log.info("%s: keeps its own meter interval (%s)", station_id, status)
 
-    async def _send(self, state: StationState, link: StationLink, built: BuiltProfile,
-                    now: datetime) -> None:
+    async def _send(self, state: StationState, link: ChargerLink, cap: BuiltProfile,
+                    todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
-        # From here until the answer, the station may already apply the new schedule.
-        state.in_flight = built.applied
+        # From here until the last answer, the station may already apply the new schedule.
+        state.in_flight = cap.applied
         self._refresh(state)
+        failed: tuple[BuiltProfile, str, str] | None = None
         try:
-            status = await link.set_charging_profile(built.connector_id, built.payload)
-            detail = ""
-        except CallFailed as error:
-            status, detail = "Failed", str(error)
-            # no answer: it may or may not apply it, so count the higher of both
-            state.uncertain = state.held()
+            for built in todo:
+                try:
+                    status = await link.set_profile(built)
+                    detail = ""
+                except CallFailed as error:
+                    status, detail = "Failed", str(error)
+                self._store.record_profile(station_id, now, built.unit, built.payload,
+                                           built.applied, status, detail)
+                if status != ACCEPTED:
+                    failed = (built, status, detail)
+                    if status == "Failed" or built is not todo[0]:
+                        # no answer, or part of the wave applies: count the higher of both
+                        state.uncertain = state.held()
+                    break
+                state.slots[built.connector_id] = built
+                state.installed.add(built.profile_id)
         finally:
             state.in_flight = None
-        self._store.record_profile(station_id, now, built.unit, built.payload,
-                                   built.applied, status, detail)
-        if status == ACCEPTED:
+        if failed is None:
             was_steerable = state.steerable
-            state.applied, state.uncertain = built.applied, None
-            state.confirmed, state.refused = True, False
-            self._store.save_applied(station_id, built.applied, now)
-            log.debug("%s: profile accepted (%s)", station_id, _describe(built.applied))
+            if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+                state.applied_since = now
+            state.applied, state.uncertain = cap.applied, None
+            state.confirmed, state.refused, state.retry_s = True, False, 0.0
+            self._store.save_applied(station_id, cap.applied, now)
+            log.debug("%s: profiles accepted (%s)", station_id, _describe(cap.applied))
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
+            state.slots = {c: b for c, b in state.slots.items() if b.profile_id in wanted}
+            await self._clear_stale(state, link, wanted)
+            if not state.verified and state.composite_supported:
+                await self._verify_composite(state, link, cap)
         else:
-            log.warning("%s: SetChargingProfile %s %s; retrying in %.0f s",
-                        station_id, status, detail, self._retry_s)
-            if not state.refused:
-                state.refused = True
-                self._on_change()  # count it at what it may draw from now on
-            self._retry_later(state)
+            built, status, detail = failed
+            if status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
+                log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
+                state.stack_zero = True
+                state.wake.set()
+            elif status == "Rejected" and built.connector_id == 0 \
+                    and not state.per_connector_only:
+                log.info("%s: rejected a profile on connector 0; limiting each connector",
+                         station_id)
+                state.per_connector_only = True
+                state.wake.set()
+            else:
+                state.retry_s = min(state.retry_s * 2, self._retry_s * MAX_BACKOFF) \
+                    or self._retry_s
+                log.warning("%s: SetChargingProfile %s on connector %d %s; retrying in %.1f s",
+                            station_id, status, built.connector_id, detail, state.retry_s)
+                if status == "Rejected":
+                    # the fallbacks did not help either: start from the top next time
+                    state.stack_zero = state.per_connector_only = False
+                if not state.refused:
+                    state.refused = True
+                    self._on_change()  # count it at what it may draw from now on
+                self._retry_later(state)
         self._refresh(state)
 
+    async def _clear_stale(self, state: StationState, link: ChargerLink, wanted: set[int]) -> None:
+        """Clear our profiles the station may hold but the current strategy no longer sends.
+
+        Run after the new profiles are in place, so the station is never without a limit.
+        """
+        for profile_id in sorted(state.installed - wanted):
+            try:
+                status = await link.clear_charging_profile(profile_id)
+            except CallFailed as error:
+                log.info("%s: ClearChargingProfile %d failed (%s); retried after the next "
+                         "profile", state.info.station_id, profile_id, error)
+                return
+            log.debug("%s: cleared profile %d (%s)", state.info.station_id, profile_id, status)
+            state.installed.discard(profile_id)  # Accepted, or Unknown: it is gone either way
+
+    async def _verify_composite(self, state: StationState, link: ChargerLink,
+                                cap: BuiltProfile) -> None:
+        """Ask the station what limit it computes, once per connection (it costs a call).
+
+        A station may hold a profile of its own at a higher stack level, which wins
+        over ours: ours then goes to its top stack level (replacing the other), and a
+        station that still computes more than we set is flagged.
+        """
+        station_id = state.info.station_id
+        try:
+            composite = await link.composite_schedule(0, VERIFY_WINDOW_S, cap.unit)
+        except CallFailed as error:
+            log.info("%s: no composite schedule (%s); meter values will tell", station_id, error)
+            state.composite_supported = "CALLERROR" not in str(error)
+            return
+        if composite is None:
+            state.composite_supported = False
+            return
+        at = self._clock()
+        mine = value_at(cap.applied, at)
+        theirs = composite.limit_at(at)
+        if mine is None or theirs is None:
+            return
+        theirs_w = from_unit(theirs, cap.unit, state.info)
+        if theirs_w <= mine.limit_w + self._rule.tolerance_w:
+            state.verified = True
+            return
+        if not state.stack_top and state.caps.max_stack_level > cap.stack_level:
+            log.warning("%s: computes %.0f W where we set %.0f W; a profile of its own wins: "
+                        "ours goes to stack level %d", station_id, theirs_w, mine.limit_w,
+                        state.caps.max_stack_level)
+            state.stack_top, state.slots = True, {}
+            state.wake.set()
+            return
+        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W where we set "
+                          f"{mine.limit_w:.0f} W", theirs_w)
+
+    def _flag(self, state: StationState, detail: str, peak_w: float) -> None:
+        state.compliance.flag(detail, peak_w)
+        self._flagged(state)
+
+    def _flagged(self, state: StationState) -> None:
+        station_id = state.info.station_id
+        log.warning("%s: non-compliant: %s; counted at %.0f W", station_id,
+                    state.compliance.detail, state.compliance.peak_w)
+        self._store.save_compliance(station_id, "non-compliant", state.compliance.detail,
+                                    self._clock())
+        self._refresh(state)
+        self._on_change()
+
+    # meter values ---------------------------------------------------------------------------
+    def observe_draw(self, station_id: str, measured_w: float) -> None:
+        """The station's total draw just measured: does it follow what it accepted?"""
+        state = self.stations.get(station_id)
+        if state is None:
+            return
+        now = self._clock()
+        allowed: float | None = None
+        settled = (state.confirmed and state.in_flight is None and state.uncertain is None
+                   and state.applied is not None and state.applied_since is not None
+                   and now - state.applied_since >= self._rule.grace)
+        if settled and state.applied is not None:
+            limits = [value_at(state.applied, t) for t in (now, now - self._rule.grace)]
+            allowed = max((s.limit_w for s in limits if s is not None), default=None)
+        was_flagged = state.compliance.flagged
+        if state.compliance.observe(self._rule, now, measured_w, allowed):
+            if was_flagged:
+                self._on_change()  # it draws more than it was counted at
+            else:
+                self._flagged(state)
+
     def _retry_later(self, state: StationState) -> None:
-        asyncio.get_running_loop().call_later(self._retry_s, state.wake.set)
+        asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
 
 
 def _describe(steps: tuple[Step, ...]) -> str:

@@ -157,6 +157,10 @@ class Store:
             {"station_id": str, "schedule": str, "acked_at": str},
             pk="station_id", if_not_exists=True,
         )
+        db["compliance"].create(
+            {"station_id": str, "status": str, "detail": str, "at": str},
+            pk="station_id", if_not_exists=True,
+        )
         db["plans"].create({"id": int, "made_at": str, "site": str, "stations": str},
                            pk="id", if_not_exists=True)
         db["samples"].create(
@@ -288,6 +292,21 @@ class Store:
             f"INSERT INTO stations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
             f" ON CONFLICT(station_id) DO UPDATE SET {updates}",
             [station_id, *fields.values()],
+        )
+
+    def station_capabilities(self) -> dict[str, str]:
+        """Each station's stored capabilities (as Capabilities.to_json wrote them)."""
+        rows = self.db.conn.execute(
+            "SELECT station_id, capabilities FROM stations WHERE capabilities IS NOT NULL")
+        return {station_id: text for station_id, text in rows}
+
+    def save_compliance(self, station_id: str, status: str, detail: str, at: datetime) -> None:
+        """Whether a station follows its profiles ("compliant" or "non-compliant") and why."""
+        self._write(
+            "INSERT INTO compliance (station_id, status, detail, at) VALUES (?, ?, ?, ?) ON"
+            " CONFLICT(station_id) DO UPDATE SET status = excluded.status,"
+            " detail = excluded.detail, at = excluded.at",
+            [station_id, status, detail, _iso(at)],
         )
 
     def start_transaction(self, station_id: str, connector_id: int, id_tag: str,

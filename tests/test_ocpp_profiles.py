@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from ocpp.messages import MessageType, get_validator
 
 from bridge.ocpp.capabilities import Capabilities, parse_configuration, parse_rate_units
-from bridge.ocpp.profiles import is_raise, same_schedule, station_max_profile, to_unit
+from bridge.ocpp.profiles import (
+    connector_profiles,
+    is_raise,
+    same_schedule,
+    split_watts,
+    station_max_profile,
+    to_unit,
+)
 from bridge.ocpp.server import station_id_from_path
 from policies.fleet import StationInfo, Step, value_at
 
@@ -124,3 +131,27 @@ def test_station_id_from_path():
     assert station_id_from_path("/ocpp/site/CP1/") == "CP1"
     assert station_id_from_path("/CP1?token=x") == "CP1"
     assert station_id_from_path("/") is None
+
+
+def test_share_split_between_sessions_never_sums_above_it():
+    assert split_watts(12_000, 2, 4_140) == [6_000, 6_000]
+    assert split_watts(10_000, 3, 4_140) == [5_000, 5_000, 0.0]  # two fit at the minimum
+    assert split_watts(3_000, 2, 4_140) == [0.0, 0.0]
+    assert split_watts(5_000, 0, 4_140) == []
+
+
+def test_connector_profiles_carry_the_transaction_and_pause_idle_connectors():
+    built = connector_profiles(steps((0, 22_080), (60, 8_280)), {1: 41, 3: 42}, 3, THREE, AMPS,
+                               NOW, 6)
+    assert [(b.purpose, b.connector_id, b.transaction_id, b.profile_id) for b in built] == [
+        ("TxProfile", 1, 41, 9201), ("TxDefaultProfile", 2, None, 9102),
+        ("TxProfile", 3, 42, 9203)]
+    tx = built[0].payload
+    assert tx["transactionId"] == 41 and tx["stackLevel"] == 0  # AMPS takes level 0 only
+    assert [(p["startPeriod"], p["limit"]) for p in tx["chargingSchedule"]
+            ["chargingSchedulePeriod"]] == [(0, 16.0), (65, 6.0)]
+    assert built[1].payload["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0
+    for b in built:  # each one a valid 1.6 SetChargingProfile
+        get_validator(MessageType.Call, "SetChargingProfile", "1.6", parse_float=Decimal).validate(
+            json.loads(json.dumps({"connectorId": b.connector_id, "csChargingProfiles": b.payload}),
+                       parse_float=Decimal))

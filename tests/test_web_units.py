@@ -2,9 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from bridge.web.auth import Sessions, check_hash_format, hash_password, verify_password
+from bridge.web.auth import Sessions, hash_password, verify_password
 from bridge.web.metrics import Metric, format_metrics
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -13,18 +11,10 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 def test_password_hash_round_trip_and_salt():
     first, second = hash_password("s3cret pass"), hash_password("s3cret pass")
     assert first != second  # a fresh salt each time
-    assert first.startswith("scrypt$16384$8$1$")
+    assert first.startswith("scrypt$14$8$1$")
     assert verify_password("s3cret pass", first) and verify_password("s3cret pass", second)
     assert not verify_password("s3cret pasS", first)
     assert "s3cret" not in first
-
-
-@pytest.mark.parametrize("bad", ["hunter2", "scrypt$16384$8$1$zz$00", "pbkdf2$1$1$1$00$00",
-                                 "scrypt$1000$8$1$" + "00" * 16 + "$" + "00" * 32,
-                                 "scrypt$16384$8$1$00$" + "00" * 32])
-def test_malformed_hashes_are_refused(bad):
-    with pytest.raises(ValueError):
-        check_hash_format(bad)
 
 
 def test_sessions_expire_and_end():

@@ -1,7 +1,13 @@
-"""What a station's smart charging can take, read from GetConfiguration (pure)."""
+"""What a station's smart charging can take, read from GetConfiguration (pure).
+
+Chargers answer in many dialects: rate units as "Current", "power", "Current,Power"
+or "A;W"; numbers as strings with spaces or as JSON numbers; feature profiles in
+any case. Whatever cannot be read falls back to the most cautious value.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +33,40 @@ class Capabilities:
     known: bool = False  # False until the station answered GetConfiguration
 
     @property
+    def smart_charging(self) -> bool:
+        """False only when the station lists its feature profiles without SmartCharging.
+
+        A station that does not say is tried: a refusal is handled like any other.
+        """
+        if not self.features:
+            return True
+        return any(f.lower() == "smartcharging" for f in self.features)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "rate_units": sorted(self.rate_units), "max_stack_level": self.max_stack_level,
+            "max_periods": self.max_periods, "max_profiles": self.max_profiles,
+            "features": sorted(self.features), "connectors": self.connectors,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> Capabilities | None:
+        """What :meth:`to_json` wrote; None for anything else (an older format, junk)."""
+        try:
+            data = json.loads(text)
+            return cls(
+                rate_units=frozenset(data["rate_units"]),
+                max_stack_level=int(data["max_stack_level"]),
+                max_periods=int(data["max_periods"]),
+                max_profiles=None if data["max_profiles"] is None else int(data["max_profiles"]),
+                features=frozenset(data["features"]),
+                connectors=int(data["connectors"]),
+                known=True,
+            )
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    @property
     def preferred_unit(self) -> str:
         # Amps are what the EV's pilot signal carries; use them where possible.
         return "A" if "A" in self.rate_units or not self.rate_units else "W"
@@ -45,8 +85,8 @@ def parse_rate_units(text: str) -> frozenset[str]:
 
 def _int(value: Any, default: int) -> int:
     try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
+        return int(float(str(value).strip()))  # "8", " 8 ", 8 and "8.0" alike
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
@@ -56,7 +96,7 @@ def parse_configuration(keys: Iterable[Mapping[str, Any]]) -> Capabilities:
     default = Capabilities()
     units = parse_rate_units(str(values.get(RATE_UNIT_KEY) or ""))
     features = frozenset(
-        w.strip() for w in str(values.get(FEATURES_KEY) or "").split(",") if w.strip()
+        w.strip() for w in re.split(r"[,;\s]+", str(values.get(FEATURES_KEY) or "")) if w.strip()
     )
     profiles = values.get(PROFILES_KEY)
     return Capabilities(

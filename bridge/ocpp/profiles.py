@@ -1,4 +1,4 @@
-"""A station's limit schedule -> an OCPP 1.6 charging profile (pure).
+"""A station's limit schedule -> OCPP 1.6 charging profiles (pure).
 
 The one place that knows the 1.6 ChargingProfile layout. Limits are always
 rounded *down* (0.1 A or 1 W) so that what the station applies never exceeds
@@ -9,26 +9,60 @@ time and an increase on the second after, for the same reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bridge.ocpp.capabilities import Capabilities
 from policies.fleet import StationInfo, Step, value_at
 
-# Fixed ids per purpose, so a new profile replaces ours and clearing touches only ours.
+# Fixed ids per purpose and connector, so a new profile replaces ours and clearing by id
+# touches only ours.
 STATION_MAX_PROFILE_ID = 9001
-STATION_MAX_STACK_LEVEL = 0
+TX_DEFAULT_PROFILE_ID = 9100  # + connector id
+TX_PROFILE_ID = 9200  # + connector id
+STATION_MAX, TX_DEFAULT, TX = "ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"
+# Above a station's own level-0 defaults; stations that take only 0 get 0.
+PREFERRED_STACK_LEVEL = 1
 # A start slightly in the past keeps a station with a lagging clock from ignoring the profile.
 START_LEAD = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
 class BuiltProfile:
-    connector_id: int
-    payload: dict  # cs_charging_profiles, camelCase as on the wire
-    unit: str
+    """One limit profile in domain terms; :attr:`payload` is its OCPP 1.6 form."""
+
+    purpose: str  # STATION_MAX, TX_DEFAULT or TX
+    connector_id: int  # 0: the whole station
+    transaction_id: int | None  # TX only
+    profile_id: int
+    stack_level: int
+    unit: str  # "A" or "W"
+    number_phases: int
+    start: datetime
+    periods: tuple[tuple[int, float], ...]  # (seconds from start, limit in unit)
     applied: tuple[Step, ...]  # what the station will apply, in W, at absolute times
+
+    @property
+    def payload(self) -> dict:
+        """cs_charging_profiles as on the 1.6 wire (camelCase)."""
+        payload: dict = {
+            "chargingProfileId": self.profile_id,
+            "stackLevel": self.stack_level,
+            "chargingProfilePurpose": self.purpose,
+            "chargingProfileKind": "Absolute",
+            "chargingSchedule": {
+                "startSchedule": self.start.isoformat().replace("+00:00", "Z"),
+                "chargingRateUnit": self.unit,
+                "chargingSchedulePeriod": [
+                    {"startPeriod": second, "limit": limit, "numberPhases": self.number_phases}
+                    for second, limit in self.periods
+                ],
+            },
+        }
+        if self.transaction_id is not None:
+            payload["transactionId"] = self.transaction_id
+        return payload
 
 
 def _floor(value: float, step: float) -> float:
@@ -36,7 +70,11 @@ def _floor(value: float, step: float) -> float:
 
 
 def to_unit(watts: float, unit: str, station: StationInfo, min_current_a: float) -> float:
-    """Watts -> the profile's unit, rounded down; below the minimum current means pause."""
+    """Watts -> the profile's unit, rounded down; below the minimum current means pause.
+
+    Amps are per phase at the station's full phase count: the worst case, since an EV on
+    fewer phases draws less power for the same current.
+    """
     amps = watts / (station.voltage_v * station.phases)
     if amps < min_current_a - 1e-9:
         return 0.0
@@ -59,14 +97,18 @@ def _fit_periods(periods: list[tuple[int, float]], max_periods: int) -> list[tup
     return periods
 
 
-def station_max_profile(
+def build_profile(
     steps: Sequence[Step],
     station: StationInfo,
     caps: Capabilities,
     now: datetime,
     min_current_a: float,
+    purpose: str = STATION_MAX,
+    connector_id: int = 0,
+    transaction_id: int | None = None,
+    stack_level: int = PREFERRED_STACK_LEVEL,
 ) -> BuiltProfile:
-    """A ChargePointMaxProfile on connector 0 that holds the whole schedule at absolute times."""
+    """A profile that holds the whole schedule at absolute times."""
     unit = caps.preferred_unit
     start = now.astimezone(UTC).replace(microsecond=0) - START_LEAD
     # Steps already superseded at the schedule's start are of no use to the station.
@@ -91,26 +133,81 @@ def station_max_profile(
             periods.append((second, limit))
         previous = periods[-1][1]
     periods = _fit_periods(periods, caps.max_periods)
-    payload = {
-        "chargingProfileId": STATION_MAX_PROFILE_ID,
-        "stackLevel": min(STATION_MAX_STACK_LEVEL, caps.max_stack_level),
-        "chargingProfilePurpose": "ChargePointMaxProfile",
-        "chargingProfileKind": "Absolute",
-        "chargingSchedule": {
-            "startSchedule": start.isoformat().replace("+00:00", "Z"),
-            "chargingRateUnit": unit,
-            "chargingSchedulePeriod": [
-                {"startPeriod": second, "limit": limit, "numberPhases": station.phases}
-                for second, limit in periods
-            ],
-        },
-    }
     applied = tuple(
         Step(start + timedelta(seconds=second), from_unit(limit, unit, station),
              _reason_at(steps, start + timedelta(seconds=second)))
         for second, limit in periods
     )
-    return BuiltProfile(connector_id=0, payload=payload, unit=unit, applied=applied)
+    profile_id = {STATION_MAX: STATION_MAX_PROFILE_ID, TX_DEFAULT: TX_DEFAULT_PROFILE_ID,
+                  TX: TX_PROFILE_ID}[purpose] + connector_id
+    return BuiltProfile(
+        purpose=purpose, connector_id=connector_id, transaction_id=transaction_id,
+        profile_id=profile_id, stack_level=max(0, min(stack_level, caps.max_stack_level)),
+        unit=unit, number_phases=station.phases, start=start, periods=tuple(periods),
+        applied=applied,
+    )
+
+
+def station_max_profile(
+    steps: Sequence[Step],
+    station: StationInfo,
+    caps: Capabilities,
+    now: datetime,
+    min_current_a: float,
+    stack_level: int = PREFERRED_STACK_LEVEL,
+) -> BuiltProfile:
+    """The station-wide cap: a ChargePointMaxProfile on connector 0."""
+    return build_profile(steps, station, caps, now, min_current_a, stack_level=stack_level)
+
+
+def split_watts(total_w: float, count: int, min_w: float) -> list[float]:
+    """A station's share split between its ``count`` sessions, never summing above it.
+
+    Equal parts while each gets at least ``min_w``; otherwise the first sessions get
+    equal parts of at least ``min_w`` and the rest pause (a trickle below the minimum
+    current pauses an EV anyway).
+    """
+    if count <= 0:
+        return []
+    if total_w / count >= min_w or min_w <= 0:
+        return [total_w / count] * count
+    fit = min(int(total_w // min_w), count)
+    return [total_w / fit if i < fit else 0.0 for i in range(count)] if fit else [0.0] * count
+
+
+def connector_profiles(
+    steps: Sequence[Step],
+    sessions: Mapping[int, int],
+    connectors: int,
+    station: StationInfo,
+    caps: Capabilities,
+    now: datetime,
+    min_current_a: float,
+    stack_level: int = PREFERRED_STACK_LEVEL,
+) -> list[BuiltProfile]:
+    """Per-connector limits that sum to no more than ``steps``.
+
+    A connector with a session gets a TxProfile for its transaction with its part of
+    the station's share; one without gets a TxDefaultProfile of 0 W, so an EV that
+    starts there waits for its share instead of drawing beside the others.
+    """
+    active = sorted(sessions)
+    min_w = station.watts(min_current_a)
+    parts: dict[int, list[Step]] = {c: [] for c in active}
+    for step in steps:
+        for connector_id, watts in zip(active, split_watts(step.limit_w, len(active), min_w),
+                                       strict=True):
+            parts[connector_id].append(Step(step.start, watts, step.reason))
+    built = []
+    for connector_id in range(1, max(connectors, *active, 1) + 1):
+        if connector_id in parts:
+            built.append(build_profile(parts[connector_id], station, caps, now, min_current_a,
+                                       TX, connector_id, sessions[connector_id], stack_level))
+        else:
+            idle = (Step(now, 0.0, "no session on this connector"),)
+            built.append(build_profile(idle, station, caps, now, min_current_a, TX_DEFAULT,
+                                       connector_id, None, stack_level))
+    return built
 
 
 def _reason_at(steps: Sequence[Step], at: datetime) -> str:

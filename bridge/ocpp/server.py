@@ -1,22 +1,36 @@
-"""The websocket endpoint stations connect to: ws://host:port/<station id>, ocpp1.6."""
+"""The websocket endpoint stations connect to: ws(s)://host:port/<station id>, subprotocol
+ocpp1.6 or ocpp2.0.1 (negotiated per station).
+
+Before a station's handshake is answered: the per-address connection limits, then the
+station id and its credentials (security profiles 0-3, see bridge.ocpp.auth).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from bridge.ocpp.auth import Gatekeeper
+from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
+from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.v16 import StationLink, StationListener
+from bridge.ocpp.v201 import StationLink201
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
+SUBPROTOCOLS = {SUBPROTOCOL: StationLink, "ocpp2.0.1": StationLink201}
 CLOSE_TIMEOUT_S = 10.0
+# A refused flood must not flood the log: one line per address and this many seconds.
+REFUSAL_LOG_PERIOD_S = 60.0
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -36,12 +50,20 @@ class OcppServer:
         on_open: Callable[[str, StationLink], None],
         on_close: Callable[[str, StationLink], None],
         call_timeout_s: float = 10.0,
+        security: EdgeSecurity | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._listener = listener
         self._accepts = accepts
         self._on_open, self._on_close = on_open, on_close
         self._call_timeout_s = call_timeout_s
+        self.security = security or EdgeSecurity()
+        self.gatekeeper = Gatekeeper(
+            self.security.profile, accepts, self.security.password_hashes,
+            FailureLimiter(self.security.failures),
+        )
+        self.connection_limiter = ConnectionLimiter(self.security.connections)
+        self._refusals_logged: dict[str, float] = {}
         self._server: Server | None = None
         self.links: dict[str, StationLink] = {}
 
@@ -55,8 +77,14 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            subprotocols=[SUBPROTOCOL],
+            subprotocols=list(SUBPROTOCOLS),
             process_request=self._check_request,
+            create_connection=self._limited_connection_class(),
+            ssl=self.security.ssl_context,
+            # websockets closes the connection with 1009 (message too big) before reading
+            # more of a frame than this; see the README for why not a CALLERROR.
+            max_size=self.security.max_message_bytes,
+            logger=websockets_logger(),
             # A site reboot brings every station back at once; asyncio's default of 100
             # pending connections would make the kernel drop some of them.
             backlog=2048,
@@ -65,8 +93,12 @@ class OcppServer:
             compression=None,
             ping_timeout=60,
         )
-        log.info("OCPP 1.6J central system listening on ws://%s:%d/<station id>",
-                 self._host, self.port)
+        log.info("OCPP 1.6J/2.0.1 central system listening on %s://%s:%d/<station id>"
+                 " (security profile %d)", self.security.scheme, self._host, self.port,
+                 self.security.profile)
+        if self.security.profile == 1:
+            log.warning("security profile 1: station passwords cross the network unencrypted;"
+                        " use it on a trusted network or VPN only (profile 2 adds TLS)")
 
     async def close(self) -> None:
         if self._server is not None:
@@ -76,25 +108,78 @@ class OcppServer:
             except TimeoutError:
                 log.warning("some station connections did not close in time")
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_request(self, connection: ServerConnection,
+                             request: Request) -> Response | None:
         station_id = station_id_from_path(request.path)
-        if station_id is None or not self._accepts(station_id):
-            log.warning("refused station %r from %s", station_id, connection.remote_address)
+        if station_id is None:
+            log.warning("refused a connection without station id from %s",
+                        connection.remote_address)
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown station\n")
-        return None
+        refusal = await self.gatekeeper.check(
+            station_id,
+            _host_of(connection.remote_address),
+            request.headers.get("Authorization"),
+            connection.transport.get_extra_info("peercert"),
+        )
+        if refusal is None:
+            return None
+        # The reason is for our log; the station learns only the status.
+        response = connection.respond(refusal.status, refusal.status.phrase + "\n")
+        for name, value in refusal.headers:
+            response.headers[name] = value
+        return response
+
+    def _limited_connection_class(self) -> type[ServerConnection]:
+        """A connection class that applies the per-address limits as soon as a socket is
+        accepted (after the TLS handshake, with TLS), before any HTTP is read."""
+        server = self
+
+        class LimitedConnection(ServerConnection):
+            _admitted: str | None = None
+
+            def connection_made(self, transport: Any) -> None:
+                super().connection_made(transport)
+                address = _host_of(transport.get_extra_info("peername"))
+                admission = server.connection_limiter.admit(address, time.monotonic())
+                if admission is Admission.ADMITTED:
+                    self._admitted = address
+                else:
+                    server._log_refusal(address, admission)
+                    transport.abort()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                super().connection_lost(exc)
+                if self._admitted is not None:
+                    server.connection_limiter.release(self._admitted)
+                    self._admitted = None
+
+        return LimitedConnection
+
+    def _log_refusal(self, address: str, admission: Admission) -> None:
+        now = time.monotonic()
+        last = self._refusals_logged.get(address)
+        if last is not None and now - last < REFUSAL_LOG_PERIOD_S:
+            return
+        if len(self._refusals_logged) >= 1000:  # bounded: forget the oldest
+            self._refusals_logged.pop(next(iter(self._refusals_logged)))
+        self._refusals_logged.pop(address, None)
+        self._refusals_logged[address] = now
+        log.warning("refusing connections from %s: %s (logged once a minute)",
+                    address, admission.value)
 
     async def _handle(self, connection: ServerConnection) -> None:
         station_id = station_id_from_path(connection.request.path if connection.request else "")
         if station_id is None:
             return
-        if connection.subprotocol != SUBPROTOCOL:
-            await connection.close(1002, "subprotocol ocpp1.6 required")
+        link_class = SUBPROTOCOLS.get(str(connection.subprotocol))
+        if link_class is None:
+            await connection.close(1002, "subprotocol ocpp1.6 or ocpp2.0.1 required")
             return
         previous = self.links.get(station_id)
         if previous is not None:
             # A station that reconnects before we noticed the old link died: keep the new one.
             await previous._connection.close(1000, "replaced by a new connection")
-        link = StationLink(station_id, connection, self._listener, self._call_timeout_s)
+        link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)
@@ -107,3 +192,10 @@ class OcppServer:
                 del self.links[station_id]
             self._on_close(station_id, link)
             await asyncio.sleep(0)
+
+
+def _host_of(address: Any) -> str:
+    """The host part of a socket address (IPv4 or IPv6 tuple); empty when unknown."""
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return ""

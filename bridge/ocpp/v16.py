@@ -24,12 +24,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import fastjsonschema
-from ocpp.v16.enums import Action, ChargingProfileStatus
+from ocpp.v16.enums import Action
 
 from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration
+from bridge.ocpp.link import (
+    ACCEPTED,
+    CallFailed,
+    CompositeSchedule,
+    StationListener,
+    reply_status,
+)
+from bridge.ocpp.profiles import BuiltProfile
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +86,16 @@ def validate_request(action: str, payload: Payload) -> None:
         raise Refused(code, f"{action}: {error.message}") from None
 
 
-class CallFailed(Exception):
-    """A call to a station got a CallError, timed out, or the link dropped."""
-
-
-class StationListener(Protocol):
-    def station_booted(self, station_id: str, info: dict[str, str]) -> None: ...
-
-    def status_changed(self, station_id: str, connector_id: int, status: str) -> None: ...
-
-    def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
-                            meter_start: int, at: datetime) -> int: ...
-
-    def transaction_stopped(self, station_id: str, transaction_id: int, meter_stop: int,
-                            at: datetime) -> None: ...
-
-    def meter_values(self, station_id: str, connector_id: int,
-                     meter_values: list[dict[str, Any]]) -> None: ...
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time_or_none(text: Any) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _time(text: str | None) -> datetime:
@@ -109,7 +106,14 @@ def _time(text: str | None) -> datetime:
 
 
 class StationLink:
-    """The central system's end of one station's websocket."""
+    """The central system's end of one station's websocket (OCPP-J framing, 1.6 actions).
+
+    ``bridge.ocpp.v201`` reuses the framing and replaces the actions.
+    """
+
+    VERSION = "1.6"
+    KNOWN_ACTIONS: frozenset[str] = ACTIONS_16
+    FORMAT_VIOLATION = "FormationViolation"  # 2.0.1 spells it FormatViolation
 
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
@@ -131,13 +135,19 @@ class StationLink:
             "DataTransfer": self.on_data_transfer,
         }
 
+    def validate_request(self, action: str, payload: Payload) -> None:
+        validate_request(action, payload)
+
+    def response_validator(self, action: str) -> Callable[[Payload], Any]:
+        return response_validator(action)
+
     # frames in -----------------------------------------------------------------------------
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Every frame gets an answer; a bad one a CALLERROR, and the link lives on."""
         try:
             frame = json.loads(raw_msg)
         except (ValueError, TypeError):
-            await self._send_call_error("-1", "FormationViolation", "not valid JSON")
+            await self._send_call_error("-1", self.FORMAT_VIOLATION, "not valid JSON")
             return
         if not isinstance(frame, list) or not frame or frame[0] not in (2, 3, 4):
             await self._send_call_error("-1", "ProtocolError", "not an OCPP-J message")
@@ -160,12 +170,13 @@ class StationLink:
         try:
             handler = self._handlers.get(action)
             if handler is None:
-                supported = action in ACTIONS_16
+                supported = action in self.KNOWN_ACTIONS
                 raise Refused("NotImplemented" if supported else "NotSupported",
-                              f"{action} is not {'handled' if supported else 'an OCPP 1.6 action'}")
+                              f"{action} is not "
+                              f"{'handled' if supported else f'an OCPP {self.VERSION} action'}")
             if not isinstance(payload, dict):
-                raise Refused("FormationViolation", "the payload must be an object")
-            validate_request(action, payload)
+                raise Refused(self.FORMAT_VIOLATION, "the payload must be an object")
+            self.validate_request(action, payload)
             reply = handler(payload)
         except Refused as refusal:
             log.warning("%s: refused %s: %s", self.id, action, refusal.description)
@@ -190,8 +201,13 @@ class StationLink:
             await self.route_message(message)
 
     # calls to the station ----------------------------------------------------------------
-    async def _request(self, action: str, payload: Payload) -> Payload:
-        """One call to the station and its validated answer; raises CallFailed."""
+    async def _request(self, action: str, payload: Payload, lenient: bool = False) -> Payload:
+        """One call to the station and its validated answer; raises CallFailed.
+
+        ``lenient``: an answer that breaks the 1.6 schema is still read (defensively, by
+        the caller) instead of failing the call. Only for answers whose every field is
+        checked where it is used; requests from the station are always validated.
+        """
         async with self._call_lock:  # OCPP-J: one call at a time in each direction
             self._call_seq += 1
             unique_id = str(self._call_seq)
@@ -212,30 +228,55 @@ class StationLink:
             raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}")
         reply = frame[2]
         try:
-            response_validator(action)(reply)
+            self.response_validator(action)(reply)
         except fastjsonschema.JsonSchemaValueException as error:
-            raise CallFailed(f"{action} answer does not follow OCPP 1.6: {error.message}") \
-                from None
+            if not lenient or not isinstance(reply, dict):
+                raise CallFailed(f"{action} answer does not follow OCPP {self.VERSION}: "
+                                 f"{error.message}") from None
+            log.debug("%s: %s answer does not follow OCPP %s (%s); read leniently",
+                      self.id, action, self.VERSION, error.message)
         return reply
 
     async def read_capabilities(self) -> Capabilities:
-        reply = await self._request("GetConfiguration", {"key": list(KEYS)})
-        return parse_configuration(reply.get("configurationKey") or [])
+        reply = await self._request("GetConfiguration", {"key": list(KEYS)}, lenient=True)
+        keys = reply.get("configurationKey")
+        return parse_configuration(keys if isinstance(keys, list) else [])
 
-    async def set_charging_profile(self, connector_id: int, profile: Payload) -> str:
+    async def set_profile(self, profile: BuiltProfile) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
         reply = await self._request(
-            "SetChargingProfile", {"connectorId": connector_id, "csChargingProfiles": profile}
+            "SetChargingProfile",
+            {"connectorId": profile.connector_id, "csChargingProfiles": profile.payload},
+            lenient=True,
         )
-        return str(reply["status"])
+        return reply_status(reply)
+
+    async def set_meter_interval(self, seconds: int) -> str:
+        return await self.change_configuration("MeterValueSampleInterval", str(seconds))
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._connection.close(code, reason)
 
     async def change_configuration(self, key: str, value: str) -> str:
-        reply = await self._request("ChangeConfiguration", {"key": key, "value": value})
-        return str(reply["status"])
+        reply = await self._request("ChangeConfiguration", {"key": key, "value": value},
+                                    lenient=True)
+        return reply_status(reply)
 
     async def clear_charging_profile(self, profile_id: int) -> str:
-        reply = await self._request("ClearChargingProfile", {"id": profile_id})
-        return str(reply["status"])
+        reply = await self._request("ClearChargingProfile", {"id": profile_id}, lenient=True)
+        return reply_status(reply)
+
+    async def composite_schedule(self, connector_id: int, duration_s: int,
+                                 unit: str) -> CompositeSchedule | None:
+        """What the station says it will apply; None when it rejects or cannot answer."""
+        reply = await self._request(
+            "GetCompositeSchedule",
+            {"connectorId": connector_id, "duration": duration_s, "chargingRateUnit": unit},
+            lenient=True,
+        )
+        if reply_status(reply) != ACCEPTED:
+            return None
+        return parse_composite_schedule(reply, unit)
 
     # handlers: wire dicts in, wire dicts out -------------------------------------------------
     def on_boot(self, payload: Payload) -> Payload:
@@ -279,4 +320,20 @@ class StationLink:
         return {"status": "UnknownVendorId"}
 
 
-ACCEPTED = ChargingProfileStatus.accepted.value
+def parse_composite_schedule(reply: Payload, unit: str) -> CompositeSchedule | None:
+    """GetCompositeSchedule.conf read defensively: None when it cannot be understood."""
+    schedule = reply.get("chargingSchedule")
+    if not isinstance(schedule, dict):
+        return None
+    start_text = schedule.get("startSchedule") or reply.get("scheduleStart")
+    start = _time_or_none(start_text)
+    got_unit = str(schedule.get("chargingRateUnit") or unit).strip().upper()
+    periods = []
+    for period in schedule.get("chargingSchedulePeriod") or []:
+        try:
+            periods.append((int(float(period["startPeriod"])), float(period["limit"])))
+        except (TypeError, ValueError, KeyError):
+            return None
+    if start is None or got_unit != unit or not periods:
+        return None
+    return CompositeSchedule(start, unit, tuple(sorted(periods)))

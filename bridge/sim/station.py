@@ -1,9 +1,10 @@
-"""A simulated OCPP 1.6J charging station with an EV plugged in.
+"""A simulated OCPP 1.6J charging station with an EV plugged in on each connector.
 
 The station is the charge-point side of the real ``ocpp`` library talking over a real websocket,
 so tests, the demo and benchmarks exercise the bridge against something that behaves like a
 compliant charger: it checks and stacks charging profiles as OCPP 1.6 §3.13 describes, and the
-simulated EV draws what the resulting limit allows, which the meter integrates.
+simulated EVs draw what the resulting limits allow, which the meters integrate. Quirks of real
+chargers can be switched on one by one (see :class:`StationSpec`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import ocpp.messages
 import websockets
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import NotImplementedError as OcppNotImplemented
+from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
@@ -29,6 +32,10 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 log = logging.getLogger(__name__)
+
+# The library validates each message in a worker thread by default; the thread hop costs
+# more than the validation, and a fleet of simulated stations sends many small messages.
+ocpp.messages.ASYNC_VALIDATION = False
 
 EV_MIN_CURRENT_A = 6.0  # IEC 61851: an EV cannot charge below 6 A, so it pauses
 _RECURRENCE = {"Daily": timedelta(days=1), "Weekly": timedelta(weeks=1)}
@@ -52,6 +59,42 @@ class StationSpec:
     max_profiles: int = 8
     vendor: str = "drbridge-sim"
     model: str = "sim-1"
+    # Quirks of real chargers, off by default.
+    feature_profiles: str = "Core,SmartCharging"  # without SmartCharging: refuses profiles
+    # Answers GetConfiguration and SetChargingProfile off-schema: numbers and booleans as
+    # the wrong JSON types, unknown fields, a lower-case status.
+    sloppy_replies: bool = False
+    connectors: int = 1  # each with its own EV (all plugged in when plugged_in)
+    # Applies a ChargePointMaxProfile to each connector instead of the station's sum (as
+    # MicroOcpp does): two sessions under one 16 A cap draw 16 A each.
+    cp_max_per_connector: bool = False
+    rejects_connector_zero: bool = False  # any profile for connector 0 is Rejected
+    # Rejects stack levels above this although it reports max_stack_level.
+    accepted_stack_level: int | None = None
+    ignores_profiles: bool = False  # accepts every profile, and its EVs draw what they like
+    supports_composite_schedule: bool = True  # else GetCompositeSchedule gets a CALLERROR
+    # A ChargePointMaxProfile of its own (vendor or installer) at its top stack level,
+    # which wins over any profile sent at a lower level.
+    factory_cap_a: float | None = None
+    # Installs the first this many SetChargingProfile but never answers them (a reply lost
+    # on a flaky mobile link, or firmware busy elsewhere).
+    unanswered_profiles: int = 0
+
+
+@dataclass
+class Connector:
+    """One connector with its EV and transaction."""
+
+    id: int
+    plugged: bool
+    want_tx: bool  # a plug-in (or remote start) not yet turned into a transaction
+    id_tag: str
+    tx_id: int | None = None
+    tx_start: datetime | None = None
+    remote_profile: dict[str, Any] | None = None
+    last_status: str | None = None
+    last_meter: float = 0.0
+    energy_wh: float = 0.0
 
 
 def _now() -> datetime:
@@ -76,12 +119,14 @@ def _iso(dt: datetime) -> str:
 
 
 class SimulatedStation(ChargePoint):
-    """One connector, one EV; reconnects by itself until stop()."""
+    """One EV per connector; reconnects by itself until stop()."""
 
     def __init__(self, spec: StationSpec, central_system_url: str) -> None:
         super().__init__(spec.station_id, None, response_timeout=10)
         self.spec = spec
         self.url = f"{central_system_url.rstrip('/')}/{spec.station_id}"
+        # Extra arguments of websockets.connect: ssl, additional_headers (credentials)...
+        self.connect_options: dict[str, Any] = {}
         self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
         self.received: list[tuple[str, dict[str, Any]]] = []
         # Absolute profiles without startSchedule start when they arrive, as most chargers do.
@@ -93,19 +138,25 @@ class SimulatedStation(ChargePoint):
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_task: asyncio.Task[Any] | None = None
-        self._plugged = spec.plugged_in
-        self._want_tx = spec.plugged_in  # a plug-in (or remote start) not yet turned into a tx
-        self._id_tag = spec.id_tag
-        self._tx_id: int | None = None
-        self._tx_start: datetime | None = None
-        self._remote_profile: dict[str, Any] | None = None
+        self.connectors = {
+            c: Connector(c, spec.plugged_in, spec.plugged_in, spec.id_tag)
+            for c in range(1, max(spec.connectors, 1) + 1)
+        }
         # StopTransactions are queued so one that happens offline is delivered after reconnect.
         self._stops: list[call.StopTransaction] = []
-        self._last_status: str | None = None
         self._meter_interval = spec.meter_interval_s
-        self._last_meter = 0.0
-        self._energy_wh = 0.0
         self._integrated_at = time.monotonic()
+        self._unanswered = spec.unanswered_profiles
+        if spec.factory_cap_a is not None:
+            self.installed_profiles[(0, "ChargePointMaxProfile", spec.max_stack_level)] = {
+                "chargingProfileId": 1, "stackLevel": spec.max_stack_level,
+                "chargingProfilePurpose": "ChargePointMaxProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": {
+                    "startSchedule": "2020-01-01T00:00:00Z", "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": spec.factory_cap_a}],
+                },
+            }
 
     # ---- state for tests -------------------------------------------------------------------
     @property
@@ -118,26 +169,51 @@ class SimulatedStation(ChargePoint):
 
     @property
     def transaction_id(self) -> int | None:
-        return self._tx_id
+        """Connector 1's transaction."""
+        return self.connectors[1].tx_id
 
     @property
     def energy_wh(self) -> float:
         self._integrate()
-        return self._energy_wh
+        return sum(c.energy_wh for c in self.connectors.values())
 
     @property
     def power_w(self) -> float:
-        if self._tx_id is None or not self._plugged:
-            return 0.0
-        amps = min(self.spec.ev_max_current_a, self.composite_limit_a())
-        return 0.0 if amps < EV_MIN_CURRENT_A else amps * self.spec.voltage_v * self.spec.phases
+        return sum(self._draws_a().values()) * self.spec.voltage_v * self.spec.phases
 
-    def composite_limit_a(self, at: datetime | None = None) -> float:
+    def connector_power_w(self, connector_id: int) -> float:
+        return self._draws_a().get(connector_id, 0.0) * self.spec.voltage_v * self.spec.phases
+
+    def _draws_a(self, at: datetime | None = None) -> dict[int, float]:
+        """Per-phase amps each connector's EV draws now."""
+        at = _now() if at is None else at
+        wants: dict[int, float] = {}
+        for c in self.connectors.values():
+            if c.tx_id is None or not c.plugged:
+                continue
+            amps = self.spec.ev_max_current_a
+            if not self.spec.ignores_profiles:
+                amps = min(amps, self._connector_limit(c.id, at))
+            wants[c.id] = amps if amps >= EV_MIN_CURRENT_A else 0.0
+        cap = self._station_cap(at)
+        total = sum(wants.values())
+        if self.spec.ignores_profiles or self.spec.cp_max_per_connector or total <= cap:
+            return wants
+        # a compliant station shares its cap between its EVs
+        return {c: a * cap / total for c, a in wants.items()}
+
+    def composite_limit_a(self, at: datetime | None = None, connector_id: int = 0) -> float:
+        """Per-phase amps the station (connector 0) or one connector may draw at ``at``."""
         at = _now() if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
-        return self._limit_at(at, self._tx_start or _now())
+        if connector_id:
+            return self._connector_limit(connector_id, at)
+        per_connector = sum(self._connector_limit(c, at) for c in self.connectors)
+        if self.spec.cp_max_per_connector:
+            return per_connector
+        return min(self._station_cap(at), per_connector)
 
-    def composite_limit_w(self, at: datetime | None = None) -> float:
-        return self.composite_limit_a(at) * self.spec.voltage_v * self.spec.phases
+    def composite_limit_w(self, at: datetime | None = None, connector_id: int = 0) -> float:
+        return self.composite_limit_a(at, connector_id) * self.spec.voltage_v * self.spec.phases
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,7 +223,8 @@ class SimulatedStation(ChargePoint):
         while not self._stopping.is_set():
             try:
                 async with websockets.connect(
-                    self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5
+                    self.url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=5,
+                    **self.connect_options,
                 ) as ws:
                     backoff = 0.2
                     await self._session(ws)
@@ -171,19 +248,22 @@ class SimulatedStation(ChargePoint):
 
     async def reboot(self, reason: str = "PowerLoss") -> None:
         # No await before the abort, so nothing of this session can run in between.
-        self._end_transaction(reason)
-        self._want_tx = self._plugged
+        for connector in self.connectors.values():
+            self._end_transaction(connector, reason)
+            connector.want_tx = connector.plugged
         await self.drop_connection()
 
-    def unplug(self) -> None:
-        self._end_transaction("EVDisconnected")
-        self._plugged = self._want_tx = False
-        self._id_tag = self.spec.id_tag
+    def unplug(self, connector_id: int = 1) -> None:
+        connector = self.connectors[connector_id]
+        self._end_transaction(connector, "EVDisconnected")
+        connector.plugged = connector.want_tx = False
+        connector.id_tag = self.spec.id_tag
         self._wake.set()
 
-    def plug_in(self) -> None:
-        self._plugged = True
-        self._want_tx = self._tx_id is None
+    def plug_in(self, connector_id: int = 1) -> None:
+        connector = self.connectors[connector_id]
+        connector.plugged = True
+        connector.want_tx = connector.tx_id is None
         self._wake.set()
 
     # ---- one websocket connection -------------------------------------------------------------
@@ -192,7 +272,8 @@ class SimulatedStation(ChargePoint):
         # Fresh call plumbing: a call cut off with the old link must not hold up the new one.
         self._response_queue = asyncio.Queue()
         self._call_lock = asyncio.Lock()
-        self._last_status = None
+        for connector in self.connectors.values():
+            connector.last_status = None
         self._tasks = set()
         core = [self._spawn(self.start()), self._spawn(self._operate())]
         core.append(self._spawn(self._stopping.wait()))
@@ -229,7 +310,29 @@ class SimulatedStation(ChargePoint):
         if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[3], dict):
             self._raw = msg[3]
             self.received.append((str(msg[2]), msg[3]))
+            if msg[2] == "SetChargingProfile" and self._unanswered > 0:
+                self._unanswered -= 1
+                self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
+                return
+            sloppy = self._sloppy_reply(str(msg[2]), msg[3]) if self.spec.sloppy_replies else None
+            if sloppy is not None:
+                await self._connection.send(json.dumps([3, msg[1], sloppy]))
+                return
         await super().route_message(raw_msg)
+
+    def _sloppy_reply(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The off-schema answer some firmwares give; None to answer normally."""
+        if action == "GetConfiguration":
+            keys = []
+            for key, (value, readonly) in self._configuration().items():
+                typed: Any = int(value) if value.isdigit() else value
+                keys.append({"key": key, "value": typed, "readonly": str(readonly).lower(),
+                             "vendorNote": "x"})
+            return {"configurationKey": keys, "unknownKey": None}
+        if action == "SetChargingProfile":
+            status = self._install(payload["connectorId"], payload["csChargingProfiles"])
+            return {"status": status.lower(), "statusInfo": {}}
+        return None
 
     async def _call(self, payload: Any) -> Any:
         """Send a CALL; None when it failed, because a station logs and carries on."""
@@ -261,24 +364,26 @@ class SimulatedStation(ChargePoint):
         self._booted = True
         self._spawn(self._heartbeat(res.interval if res.interval > 0 else 60))
         await self._flush_stops()
-        if self._tx_id is None:
-            await self._send_status("Available")
+        for connector in self.connectors.values():
+            if connector.tx_id is None:
+                await self._send_status(connector, "Available")
         while self._ws is not None:
             self._wake.clear()
             await self._flush_stops()
-            if self._plugged and self._want_tx and self._tx_id is None:
-                await self._send_status("Preparing")
-                await self._start_transaction()
-            await self._send_status(self._status())
-            metering = self._tx_id is not None and self._meter_interval > 0
-            if metering and time.monotonic() >= self._last_meter + self._meter_interval:
-                self._last_meter = time.monotonic()
-                await self._send_meter_values("Sample.Periodic")
             # Wake at least every second: scheduled profile periods change the status over time.
             timeout = 1.0
-            if metering:
-                due = self._last_meter + self._meter_interval - time.monotonic()
-                timeout = max(0.0, min(timeout, due))
+            for connector in self.connectors.values():
+                if connector.plugged and connector.want_tx and connector.tx_id is None:
+                    await self._send_status(connector, "Preparing")
+                    await self._start_transaction(connector)
+                await self._send_status(connector, self._status(connector))
+                metering = connector.tx_id is not None and self._meter_interval > 0
+                if metering and time.monotonic() >= connector.last_meter + self._meter_interval:
+                    connector.last_meter = time.monotonic()
+                    await self._send_meter_values(connector, "Sample.Periodic")
+                if metering:
+                    due = connector.last_meter + self._meter_interval - time.monotonic()
+                    timeout = max(0.0, min(timeout, due))
             await _nap(self._wake, timeout)
 
     async def _heartbeat(self, interval: float) -> None:
@@ -293,68 +398,71 @@ class SimulatedStation(ChargePoint):
                 return  # link gone: the next session delivers it
             self._stops.remove(stop)
 
-    async def _start_transaction(self) -> None:
+    async def _start_transaction(self, connector: Connector) -> None:
         self._integrate()
         res = await self._call(
             call.StartTransaction(
-                connector_id=1,
-                id_tag=self._id_tag,
-                meter_start=int(self._energy_wh),
+                connector_id=connector.id,
+                id_tag=connector.id_tag,
+                meter_start=int(connector.energy_wh),
                 timestamp=_iso(_now()),
             )
         )
         if res is None:
             return  # retried on the next loop turn
-        self._want_tx = False
-        self._tx_id, self._tx_start = res.transaction_id, _now()
-        self._last_meter = time.monotonic()
+        connector.want_tx = False
+        connector.tx_id, connector.tx_start = res.transaction_id, _now()
+        connector.last_meter = time.monotonic()
         if res.id_tag_info.get("status") != "Accepted":
-            self._end_transaction("DeAuthorized")
-        elif self._remote_profile is not None:
-            profile = {**self._remote_profile, "transactionId": self._tx_id}
-            if self._install(1, profile) != "Accepted":
+            self._end_transaction(connector, "DeAuthorized")
+        elif connector.remote_profile is not None:
+            profile = {**connector.remote_profile, "transactionId": connector.tx_id}
+            if self._install(connector.id, profile) != "Accepted":
                 log.warning("%s: profile from RemoteStartTransaction rejected", self.id)
-        self._remote_profile = None
+        connector.remote_profile = None
 
-    def _end_transaction(self, reason: str) -> None:
-        if self._tx_id is None:
+    def _end_transaction(self, connector: Connector, reason: str) -> None:
+        if connector.tx_id is None:
             return
         self._integrate()
         stop = call.StopTransaction(
-            meter_stop=int(self._energy_wh),
+            meter_stop=int(connector.energy_wh),
             timestamp=_iso(_now()),
-            transaction_id=self._tx_id,
+            transaction_id=connector.tx_id,
             reason=reason,
-            id_tag=self._id_tag,
+            id_tag=connector.id_tag,
         )
         self._stops.append(stop)
         # A TxProfile belongs to its transaction and goes with it.
-        for key in [k for k in self.installed_profiles if k[1] == "TxProfile"]:
+        for key in [k for k in self.installed_profiles
+                    if k[1] == "TxProfile" and k[0] == connector.id]:
             del self.installed_profiles[key]
-        self._tx_id = self._tx_start = None
+        connector.tx_id = connector.tx_start = None
         self._wake.set()
 
-    def _status(self) -> str:
-        if self._tx_id is not None:
-            if self.composite_limit_a() < EV_MIN_CURRENT_A:
+    def _status(self, connector: Connector) -> str:
+        if connector.tx_id is not None:
+            if self.composite_limit_a(connector_id=connector.id) < EV_MIN_CURRENT_A \
+                    or self.composite_limit_a() < EV_MIN_CURRENT_A:
                 return "SuspendedEVSE"
-            return "Charging" if self.power_w > 0 else "SuspendedEV"
-        if not self._plugged:
+            return "Charging" if self.connector_power_w(connector.id) > 0 else "SuspendedEV"
+        if not connector.plugged:
             return "Available"
-        return "Preparing" if self._want_tx else "Finishing"
+        return "Preparing" if connector.want_tx else "Finishing"
 
-    async def _send_status(self, status: str, force: bool = False) -> None:
-        if status == self._last_status and not force:
+    async def _send_status(self, connector: Connector, status: str, force: bool = False) -> None:
+        if status == connector.last_status and not force:
             return
-        self._last_status = status
+        connector.last_status = status
         await self._call(
             call.StatusNotification(
-                connector_id=1, error_code="NoError", status=status, timestamp=_iso(_now())
+                connector_id=connector.id, error_code="NoError", status=status,
+                timestamp=_iso(_now()),
             )
         )
 
-    async def _send_meter_values(self, context: str) -> None:
-        power = self.power_w
+    async def _send_meter_values(self, connector: Connector, context: str) -> None:
+        power = self.connector_power_w(connector.id)
         amps = power / (self.spec.voltage_v * self.spec.phases)
         phases = ["L1", "L2", "L3"][: self.spec.phases]
 
@@ -364,22 +472,29 @@ class SimulatedStation(ChargePoint):
 
         values = [
             sample(power, "Power.Active.Import", "W"),
-            sample(self.energy_wh, "Energy.Active.Import.Register", "Wh"),
+            sample(self._energy_of(connector), "Energy.Active.Import.Register", "Wh"),
             *(sample(amps, "Current.Import", "A", ph) for ph in phases),
             *(sample(self.spec.voltage_v, "Voltage", "V", f"{ph}-N") for ph in phases),
         ]
         await self._call(
             call.MeterValues(
-                connector_id=1,
-                transaction_id=self._tx_id,
+                connector_id=connector.id,
+                transaction_id=connector.tx_id,
                 meter_value=[{"timestamp": _iso(_now()), "sampledValue": values}],
             )
         )
 
+    def _energy_of(self, connector: Connector) -> float:
+        self._integrate()
+        return connector.energy_wh
+
     def _integrate(self) -> None:
-        # Called before every change of what the EV draws, so power_w held since the last call.
+        # Called before every change of what the EVs draw, so their power held since the last call.
         now = time.monotonic()
-        self._energy_wh += self.power_w * (now - self._integrated_at) / 3600
+        hours = (now - self._integrated_at) / 3600
+        watts_per_amp = self.spec.voltage_v * self.spec.phases
+        for connector_id, amps in self._draws_a().items():
+            self.connectors[connector_id].energy_wh += amps * watts_per_amp * hours
         self._integrated_at = now
 
     # ---- smart charging ----------------------------------------------------------------------
@@ -387,17 +502,21 @@ class SimulatedStation(ChargePoint):
         purpose, level = profile["chargingProfilePurpose"], profile["stackLevel"]
         sched = profile["chargingSchedule"]
         allowed = {_RATE_UNITS.get(u.strip().lower()) for u in self.spec.rate_unit.split(",")}
-        # A TxProfile only makes sense for the transaction running on our connector.
-        tx_ok = connector_id == 1 and self._tx_id is not None
-        tx_ok = tx_ok and profile.get("transactionId") == self._tx_id
+        # A TxProfile only makes sense for the transaction running on its connector.
+        connector = self.connectors.get(connector_id)
+        tx_ok = connector is not None and connector.tx_id is not None
+        tx_ok = tx_ok and profile.get("transactionId") == connector.tx_id  # type: ignore[union-attr]
+        top_level = self.spec.max_stack_level if self.spec.accepted_stack_level is None \
+            else self.spec.accepted_stack_level
         recurrence_ok = profile["chargingProfileKind"] != "Recurring" or (
             "recurrencyKind" in profile and "startSchedule" in sched
         )
         if (
             str(sched["chargingRateUnit"]).upper() not in allowed
-            or not 0 <= level <= self.spec.max_stack_level
+            or not 0 <= level <= top_level
             or len(sched["chargingSchedulePeriod"]) > self.spec.max_periods
-            or connector_id not in (0, 1)
+            or not 0 <= connector_id <= len(self.connectors)
+            or (connector_id == 0 and self.spec.rejects_connector_zero)
             or (purpose == "ChargePointMaxProfile" and connector_id != 0)
             or (purpose == "TxProfile" and not tx_ok)
             or not recurrence_ok
@@ -454,31 +573,49 @@ class SimulatedStation(ChargePoint):
             limit /= self.spec.voltage_v * min(current.get("numberPhases", 3), self.spec.phases)
         return limit
 
-    def _limit_at(self, at: datetime, rel_start: datetime) -> float:
-        def winner(purpose: str, connector: int, tx: int | None = None) -> float | None:
-            stack = sorted(
-                (
-                    p
-                    for (c, pur, _), p in self.installed_profiles.items()
-                    if c == connector
-                    and pur == purpose
-                    and (purpose != "TxProfile" or p.get("transactionId") == tx)
-                ),
-                key=lambda p: -p["stackLevel"],
-            )
-            for p in stack:
-                limit = self._profile_limit(p, at, rel_start)
-                if limit is not None:
-                    return limit
-            return None
+    def _winner(self, purpose: str, connector_id: int, at: datetime, rel_start: datetime,
+                tx: int | None = None) -> float | None:
+        """The limit of the highest stack level of a purpose in force at ``at``, if any."""
+        stack = sorted(
+            (
+                p
+                for (c, pur, _), p in self.installed_profiles.items()
+                if c == connector_id
+                and pur == purpose
+                and (purpose != "TxProfile" or p.get("transactionId") == tx)
+            ),
+            key=lambda p: -p["stackLevel"],
+        )
+        for p in stack:
+            limit = self._profile_limit(p, at, rel_start)
+            if limit is not None:
+                return limit
+        return None
 
-        tx_limit = winner("TxProfile", 1, self._tx_id) if self._tx_id is not None else None
+    def _rel_start(self, connector_id: int) -> datetime:
+        """Where Relative profiles start: the connector's transaction (or the first one)."""
+        connectors = [self.connectors[connector_id]] if connector_id else []
+        starts = [c.tx_start for c in [*connectors, *self.connectors.values()] if c.tx_start]
+        return starts[0] if starts else _now()
+
+    def _station_cap(self, at: datetime) -> float:
+        """Per-phase amps the whole station may draw (ChargePointMaxProfile, hardware)."""
+        cap = self._winner("ChargePointMaxProfile", 0, at, self._rel_start(0))
+        return max(0.0, min(self.spec.max_current_a, cap if cap is not None else math.inf))
+
+    def _connector_limit(self, connector_id: int, at: datetime) -> float:
+        """Per-phase amps one connector may draw: its Tx(Default)Profile under the cap."""
+        connector = self.connectors[connector_id]
+        rel = self._rel_start(connector_id)
+        tx_limit = None
+        if connector.tx_id is not None:
+            tx_limit = self._winner("TxProfile", connector_id, at, rel, connector.tx_id)
         if tx_limit is None:
-            tx_limit = winner("TxDefaultProfile", 1)
+            tx_limit = self._winner("TxDefaultProfile", connector_id, at, rel)
         if tx_limit is None:
-            tx_limit = winner("TxDefaultProfile", 0)
-        limits = [x for x in (tx_limit, winner("ChargePointMaxProfile", 0)) if x is not None]
-        return max(0.0, min([self.spec.max_current_a, *limits]))
+            tx_limit = self._winner("TxDefaultProfile", 0, at, rel)
+        limits = [x for x in (tx_limit,) if x is not None]
+        return max(0.0, min([self._station_cap(at), *limits]))
 
     def _edges(self, p: dict[str, Any], t0: datetime, t1: datetime, rel: datetime) -> set[datetime]:
         """Instants in [t0, t1) where profile `p` may change what it imposes."""
@@ -503,8 +640,8 @@ class SimulatedStation(ChargePoint):
             "ChargeProfileMaxStackLevel": (str(self.spec.max_stack_level), True),
             "ChargingScheduleMaxPeriods": (str(self.spec.max_periods), True),
             "MaxChargingProfilesInstalled": (str(self.spec.max_profiles), True),
-            "SupportedFeatureProfiles": ("Core,SmartCharging", True),
-            "NumberOfConnectors": ("1", True),
+            "SupportedFeatureProfiles": (self.spec.feature_profiles, True),
+            "NumberOfConnectors": (str(len(self.connectors)), True),
             "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
         }
 
@@ -545,6 +682,8 @@ class SimulatedStation(ChargePoint):
     def on_set_charging_profile(
         self, connector_id: int, **_: Any
     ) -> call_result.SetChargingProfile:
+        if "smartcharging" not in self.spec.feature_profiles.lower():
+            raise NotSupportedError(description="SmartCharging is not supported")
         status = self._install(connector_id, self._raw["csChargingProfiles"])
         return call_result.SetChargingProfile(status=status)
 
@@ -580,18 +719,21 @@ class SimulatedStation(ChargePoint):
     def on_get_composite_schedule(
         self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
     ) -> call_result.GetCompositeSchedule:
-        if connector_id not in (0, 1):
+        if not self.spec.supports_composite_schedule:
+            raise OcppNotImplemented(description="GetCompositeSchedule is not implemented")
+        if not 0 <= connector_id <= len(self.connectors):
             return call_result.GetCompositeSchedule(status="Rejected")
         unit = charging_rate_unit or "A"
         watts_per_amp = self.spec.voltage_v * self.spec.phases if unit == "W" else 1.0
         t0 = _now().replace(microsecond=0)
         t1 = t0 + timedelta(seconds=duration)
-        rel = self._tx_start or t0
+        rel = self._rel_start(connector_id)
         edges = {t0}.union(*(self._edges(p, t0, t1, rel) for p in self.installed_profiles.values()))
         offsets = {math.ceil((e - t0).total_seconds()) for e in edges if t0 <= e < t1}
         periods: list[dict[str, Any]] = []
         for offset in sorted(o for o in offsets if o < duration or o == 0):
-            limit = round(self._limit_at(t0 + timedelta(seconds=offset), rel) * watts_per_amp, 1)
+            at = t0 + timedelta(seconds=offset)
+            limit = round(self.composite_limit_a(at, connector_id) * watts_per_amp, 1)
             if not periods or periods[-1]["limit"] != limit:
                 periods.append({"startPeriod": offset, "limit": limit})
         return call_result.GetCompositeSchedule(
@@ -611,13 +753,13 @@ class SimulatedStation(ChargePoint):
         self, id_tag: str, connector_id: int | None = None, **_: Any
     ) -> call_result.RemoteStartTransaction:
         profile = self._raw.get("chargingProfile")
-        if (
-            self._tx_id is not None
-            or connector_id not in (None, 1)
-            or (profile is not None and profile.get("chargingProfilePurpose") != "TxProfile")
-        ):
+        free = [c for c in self.connectors.values()
+                if c.tx_id is None and connector_id in (None, c.id)]
+        if not free or (profile is not None
+                        and profile.get("chargingProfilePurpose") != "TxProfile"):
             return call_result.RemoteStartTransaction(status="Rejected")
-        self._id_tag, self._remote_profile, self._want_tx = id_tag, profile, True
+        connector = free[0]
+        connector.id_tag, connector.remote_profile, connector.want_tx = id_tag, profile, True
         self._wake.set()
         return call_result.RemoteStartTransaction(status="Accepted")
 
@@ -625,9 +767,10 @@ class SimulatedStation(ChargePoint):
     def on_remote_stop_transaction(
         self, transaction_id: int, **_: Any
     ) -> call_result.RemoteStopTransaction:
-        if transaction_id != self._tx_id or self._tx_id is None:
+        running = [c for c in self.connectors.values() if c.tx_id == transaction_id]
+        if not running:
             return call_result.RemoteStopTransaction(status="Rejected")
-        self._end_transaction("Remote")
+        self._end_transaction(running[0], "Remote")
         return call_result.RemoteStopTransaction(status="Accepted")
 
     @on(Action.reset)
@@ -641,7 +784,8 @@ class SimulatedStation(ChargePoint):
     def _triggerable(self, requested_message: str, connector_id: int | None) -> str:
         if requested_message not in _TRIGGERABLE:
             return "NotImplemented"
-        return "Accepted" if connector_id in (None, 0, 1) else "Rejected"
+        return "Accepted" if connector_id is None or 0 <= connector_id <= len(self.connectors) \
+            else "Rejected"
 
     @on(Action.trigger_message)
     def on_trigger_message(
@@ -659,9 +803,11 @@ class SimulatedStation(ChargePoint):
 
     async def _send_triggered(self, message: str) -> None:
         if message == "MeterValues":
-            await self._send_meter_values("Trigger")
+            for connector in self.connectors.values():
+                await self._send_meter_values(connector, "Trigger")
         elif message == "StatusNotification":
-            await self._send_status(self._status(), force=True)
+            for connector in self.connectors.values():
+                await self._send_status(connector, self._status(connector), force=True)
         elif message == "Heartbeat":
             await self._call(call.Heartbeat())
         else:

@@ -1,0 +1,87 @@
+"""What the dispatcher needs of a station, whatever OCPP version it speaks.
+
+The dispatcher and the bridge speak in domain terms (watts, amps, schedules,
+:class:`~bridge.ocpp.profiles.BuiltProfile`); each protocol edge (``v16``,
+``v201``) turns them into its own payloads and its answers back into these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.profiles import BuiltProfile
+
+ACCEPTED = "Accepted"
+
+
+class CallFailed(Exception):
+    """A call to a station got a CallError, timed out, or the link dropped."""
+
+
+class StationListener(Protocol):
+    def station_booted(self, station_id: str, info: dict[str, str]) -> None: ...
+
+    def status_changed(self, station_id: str, connector_id: int, status: str) -> None: ...
+
+    def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
+                            meter_start: int, at: datetime) -> int: ...
+
+    def transaction_stopped(self, station_id: str, transaction_id: int, meter_stop: int,
+                            at: datetime) -> None: ...
+
+    def meter_values(self, station_id: str, connector_id: int,
+                     meter_values: list[dict[str, Any]]) -> None: ...
+
+
+class ChargerLink(Protocol):
+    """The central system's end of one station's connection."""
+
+    id: str
+
+    async def read_capabilities(self) -> Capabilities: ...
+
+    async def set_profile(self, profile: BuiltProfile) -> str:
+        """Install a profile; "Accepted" or why not."""
+        ...
+
+    async def composite_schedule(self, connector_id: int, duration_s: int,
+                                 unit: str) -> CompositeSchedule | None: ...
+
+    async def set_meter_interval(self, seconds: int) -> str: ...
+
+    async def clear_charging_profile(self, profile_id: int) -> str:
+        """Remove one profile by its id (so never one that is not ours)."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+def reply_status(reply: dict[str, Any]) -> str:
+    """A reply's status; "accepted" in any case counts, anything unreadable does not."""
+    status = reply.get("status")
+    if not isinstance(status, str):
+        return "Unreadable"
+    return ACCEPTED if status.strip().lower() == "accepted" else status
+
+
+@dataclass(frozen=True)
+class CompositeSchedule:
+    """What a station reports it will apply: per-period limits in the asked unit."""
+
+    start: datetime
+    unit: str
+    periods: tuple[tuple[int, float], ...]  # (seconds from start, limit)
+
+    def limit_at(self, at: datetime) -> float | None:
+        offset = (at - self.start).total_seconds()
+        current = None
+        for second, limit in self.periods:
+            if second > offset:
+                break
+            current = limit
+        return current
+
+

@@ -1,0 +1,90 @@
+"""OCPP 2.0.1 stations beside 1.6 ones on one bridge, over real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from conftest import Site, wait_until
+
+from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.profiles import connector_profiles
+from bridge.ocpp.v201 import parse_variables, profile_payload, sampled_values
+from bridge.sim.station import StationSpec
+from bridge.sim.station201 import SimulatedStation201
+from policies.fleet import StationInfo, Step
+
+
+def add_201(site: Site, station_id: str, **spec: object) -> SimulatedStation201:
+    station = SimulatedStation201(StationSpec(station_id=station_id, **spec), site.url)
+    site.stations.append(station)  # type: ignore[arg-type]
+    site._station_tasks.append(asyncio.create_task(station.run()))
+    return station
+
+
+def test_payloads_and_answers_in_201_form():
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    built = connector_profiles((Step(now, 11_040, "share"),), {1: 7}, 1,
+                               StationInfo("X", 3, 230, 32),
+                               Capabilities(max_stack_level=3, known=True), now, 6)[0]
+    payload = profile_payload(built, "station-tx-1")
+    assert payload["chargingProfilePurpose"] == "TxProfile"
+    assert payload["transactionId"] == "station-tx-1"
+    assert payload["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 16.0
+    caps = parse_variables([
+        {"attributeStatus": "Accepted", "variable": {"name": "Enabled"}, "attributeValue": "true"},
+        {"attributeStatus": "Accepted", "variable": {"name": "RateUnit"}, "attributeValue": "W"},
+        {"attributeStatus": "Accepted", "variable": {"name": "ProfileStackLevel"},
+         "attributeValue": "4"},
+        {"attributeStatus": "UnknownVariable", "variable": {"name": "PeriodsPerSchedule"}},
+        "junk",
+    ], connectors=2)
+    assert caps.rate_units == {"W"} and caps.max_stack_level == 4 and caps.smart_charging
+    assert caps.max_periods == 24 and caps.connectors == 2
+    disabled = parse_variables([{"attributeStatus": "Accepted", "variable": {"name": "Enabled"},
+                                 "attributeValue": "false"}], connectors=1)
+    assert not disabled.smart_charging
+    sample = sampled_values({"timestamp": "t", "sampledValue": [
+        {"value": 7.36, "measurand": "Power.Active.Import",
+         "unitOfMeasure": {"unit": "W", "multiplier": 3}}]})
+    assert float(sample["sampledValue"][0]["value"]) == 7360.0
+
+
+async def test_16_and_201_stations_side_by_side(site: Site):
+    bridge = await site.start_bridge(capacity_kw=40)
+    old = site.add_station("OLD")
+    new = add_201(site, "NEW", rate_unit="Power")
+    dumb = add_201(site, "NEW-DUMB", feature_profiles="Core")
+    await wait_until(lambda: bridge.snapshot().station_status.get("NEW-DUMB") == "unmanageable",
+                     what="the 2.0.1 station without smart charging found")
+    caps_left = 40_000 - 32 * 230 * 3  # the unmanageable station counts at its maximum
+    await wait_until(
+        lambda: new.transaction_id is not None and old.transaction_id is not None
+        and 0 < new.composite_limit_w() and 0 < old.composite_limit_w()
+        and new.composite_limit_w() + old.composite_limit_w() <= caps_left,
+        what="both steered within what the unmanageable one leaves")
+    cap = new.installed_profiles[(0, "ChargingStationMaxProfile", 1)]
+    assert cap["id"] == 9001 and cap["chargingSchedule"][0]["chargingRateUnit"] == "W"
+    assert ("GetVariables", ) == tuple(a for a, _ in new.received[:1])
+    await wait_until(lambda: bridge.snapshot().station_power_w.get("NEW", 0) > 0,
+                     what="the 2.0.1 station's meter values read")
+    session = next(s for s in bridge.sessions.values() if s.station_id == "NEW")
+    assert session.connector_id == 1
+    assert {bridge.snapshot().station_status[s] for s in ("OLD", "NEW")} == {"steered"}
+    assert not dumb.installed_profiles
+    assert bridge.dispatcher.stations["NEW"].verified  # by its composite schedule
+    assert timedelta(0) <= datetime.now(UTC) - session.started_at < timedelta(minutes=1)
+
+
+async def test_201_tx_profile_names_the_stations_transaction(site: Site):
+    await site.start_bridge(capacity_kw=8)
+    picky = add_201(site, "NEW-NOZERO", rejects_connector_zero=True)
+    def tx_profile() -> dict | None:
+        return next((p for k, p in picky.installed_profiles.items() if k[:2] == (1, "TxProfile")),
+                    None)
+
+    await wait_until(lambda: tx_profile() is not None, what="a TxProfile on the EVSE")
+    tx = tx_profile()
+    assert tx is not None
+    assert tx["transactionId"] == picky.transaction_id == "NEW-NOZERO-tx1"
+    await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")

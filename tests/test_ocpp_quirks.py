@@ -1,0 +1,232 @@
+"""Chargers as they exist: each quirk a simulated station has, and what the bridge makes of it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from conftest import Site, wait_until
+
+from bridge.compliance import Compliance, ComplianceRule
+from bridge.ocpp.capabilities import Capabilities, parse_configuration
+from bridge.sim.station import SimulatedStation
+
+HARDWARE_MAX_W = 32 * 230 * 3
+
+
+def max_profile(station: SimulatedStation) -> dict | None:
+    return next((p for k, p in station.installed_profiles.items()
+                 if k[1] == "ChargePointMaxProfile"), None)
+
+
+def test_compliance_needs_a_draw_above_the_limit_for_the_whole_grace_time():
+    rule = ComplianceRule(tolerance_w=500, grace=timedelta(seconds=10))
+    t0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    seen = Compliance()
+    assert not seen.observe(rule, t0, 11_000, None)  # nothing settled yet: no judgement
+    assert not seen.observe(rule, t0, 10_400, 10_000)  # within the tolerance
+    assert not seen.observe(rule, t0 + timedelta(seconds=1), 11_000, 10_000)
+    assert not seen.observe(rule, t0 + timedelta(seconds=5), 11_000, 10_000)
+    assert not seen.observe(rule, t0 + timedelta(seconds=6), 9_000, 10_000)  # it followed
+    assert not seen.observe(rule, t0 + timedelta(seconds=7), 11_000, 10_000)
+    assert seen.observe(rule, t0 + timedelta(seconds=17), 11_000, 10_000)
+    assert seen.flagged and seen.peak_w == 11_000 and "10000 W" in seen.detail
+    assert not seen.observe(rule, t0 + timedelta(seconds=18), 11_200, 10_000)
+    assert seen.observe(rule, t0 + timedelta(seconds=19), 22_000, 10_000)  # counted higher now
+    assert seen.peak_w == 22_000
+
+
+def test_capabilities_survive_a_round_trip_and_read_any_dialect():
+    caps = parse_configuration([
+        {"key": "ChargingScheduleAllowedChargingRateUnit", "value": "current, POWER"},
+        {"key": "ChargeProfileMaxStackLevel", "value": 8},
+        {"key": "ChargingScheduleMaxPeriods", "value": "10.0"},
+        {"key": "MaxChargingProfilesInstalled", "value": " 4 "},
+        {"key": "SupportedFeatureProfiles", "value": "core;smartcharging"},
+        {"key": "NumberOfConnectors", "value": 2},
+    ])
+    assert caps.rate_units == {"A", "W"} and caps.smart_charging
+    assert (caps.max_stack_level, caps.max_periods, caps.max_profiles, caps.connectors) == \
+        (8, 10, 4, 2)
+    assert Capabilities.from_json(caps.to_json()) == caps
+    assert Capabilities.from_json("Capabilities(...)") is None
+    dumb = parse_configuration([{"key": "SupportedFeatureProfiles", "value": "Core,Reservation"}])
+    assert not dumb.smart_charging
+    assert parse_configuration([]).smart_charging  # one that does not say is tried
+
+
+async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Site):
+    bridge = await site.start_bridge(capacity_kw=30)
+    dumb = site.add_station("DUMB", feature_profiles="Core,FirmwareManagement")
+    smart = site.add_station("SMART")
+    await wait_until(lambda: bridge.snapshot().station_status.get("DUMB") == "unmanageable",
+                     what="the station reported unmanageable")
+    await wait_until(lambda: smart.transaction_id is not None
+                     and 0 < smart.composite_limit_w() <= 30_000 - HARDWARE_MAX_W,
+                     what="the smart station held to what the other leaves")
+    assert not any(action == "SetChargingProfile" for action, _ in dumb.received)
+    assert bridge.snapshot().station_status["SMART"] == "steered"
+    assert dumb.power_w + smart.composite_limit_w() <= 30_000
+
+
+async def test_rate_units_in_any_case_and_off_schema_replies(site: Site):
+    bridge = await site.start_bridge(capacity_kw=40)
+    sloppy = site.add_station("SLOPPY", rate_unit="power", sloppy_replies=True)
+    amps = site.add_station("AMPS", rate_unit="CURRENT")
+    both = site.add_station("BOTH", rate_unit="current,Power")
+    stations = [sloppy, amps, both]
+    await wait_until(lambda: all(max_profile(s) and s.composite_limit_w() >= 4_140
+                                 for s in stations), what="every station steered")
+    units = [max_profile(s)["chargingSchedule"]["chargingRateUnit"] for s in stations]
+    assert units == ["W", "A", "A"]
+    assert bridge.dispatcher.stations["SLOPPY"].caps.rate_units == {"W"}
+    assert all(status == "steered" for status in bridge.snapshot().station_status.values())
+
+
+async def test_stack_level_stays_within_what_the_station_takes(site: Site):
+    await site.start_bridge(capacity_kw=40)
+    flat = site.add_station("FLAT", max_stack_level=0, max_periods=1)
+    await wait_until(lambda: max_profile(flat) is not None, what="a profile")
+    profile = max_profile(flat)
+    assert profile is not None and profile["stackLevel"] == 0
+    assert len(profile["chargingSchedule"]["chargingSchedulePeriod"]) == 1
+
+
+def profiles_of(station: SimulatedStation, purpose: str) -> dict[int, dict]:
+    return {k[0]: p for k, p in station.installed_profiles.items() if k[1] == purpose}
+
+
+async def watch_power(stations: list[SimulatedStation], stop: asyncio.Event) -> float:
+    """The highest total draw seen, sampled every 5 ms."""
+    worst = 0.0
+    while not stop.is_set():
+        worst = max(worst, sum(s.power_w for s in stations))
+        await asyncio.sleep(0.005)
+    return worst
+
+
+async def test_cap_applied_per_connector_is_split_between_sessions(site: Site):
+    """MicroOcpp applies a connector-0 ChargePointMaxProfile to each connector."""
+    await site.start_bridge(capacity_kw=12)
+    twin = site.add_station("TWIN", connectors=2, plugged_in=False, cp_max_per_connector=True)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_power([twin], stop))
+    try:
+        twin.plug_in(1)
+        await wait_until(lambda: twin.connector_power_w(1) > 0, what="the first EV charging")
+        # the idle connector waits at 0 until its session has a share
+        idle = profiles_of(twin, "TxDefaultProfile").get(2)
+        assert idle is not None and idle["chargingProfileId"] == 9102
+        assert idle["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0
+        twin.plug_in(2)
+        await wait_until(lambda: twin.connector_power_w(1) > 0 and twin.connector_power_w(2) > 0,
+                         what="both EVs charging")
+        tx = profiles_of(twin, "TxProfile")
+        assert {c: p["transactionId"] for c, p in tx.items()} == \
+            {c: twin.connectors[c].tx_id for c in (1, 2)}
+        assert {p["chargingProfileId"] for p in tx.values()} == {9201, 9202}
+        assert twin.power_w <= 12_000
+    finally:
+        stop.set()
+    assert await watcher <= 12_000
+
+
+async def test_station_refusing_connector_zero_is_limited_per_connector(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    picky = site.add_station("NOZERO", rejects_connector_zero=True)
+    await wait_until(lambda: 1 in profiles_of(picky, "TxProfile"), what="a TxProfile")
+    assert profiles_of(picky, "TxProfile")[1]["transactionId"] == picky.transaction_id
+    assert not profiles_of(picky, "ChargePointMaxProfile")
+    await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")
+    assert bridge.snapshot().station_status["NOZERO"] == "steered"
+
+
+async def test_station_taking_stack_level_zero_only(site: Site):
+    await site.start_bridge(capacity_kw=8)
+    low = site.add_station("LOW", max_stack_level=8, accepted_stack_level=0)
+    await wait_until(lambda: max_profile(low) is not None, what="the cap installed")
+    assert max_profile(low)["stackLevel"] == 0  # type: ignore[index]
+    await wait_until(lambda: 0 < low.power_w <= 8_000, what="the EV held to the cap")
+
+
+def with_compliance(site: Site, capacity_kw: float, grace_s: float = 2) -> None:
+    site.write_config(capacity_kw=capacity_kw)
+    site.config_path.write_text(site.config_path.read_text().replace(
+        "  meter_interval_s: 1\n",
+        f"  meter_interval_s: 1\n  compliance_grace_s: {grace_s}\n"
+        "  compliance_tolerance_w: 500\n"))
+
+
+async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_draw(site: Site):
+    with_compliance(site, capacity_kw=20)
+    bridge = await site.start_bridge()
+    deaf = site.add_station("DEAF", ignores_profiles=True)
+    good = site.add_station("GOOD")
+    await wait_until(lambda: bridge.snapshot().station_status.get("DEAF") == "non-compliant",
+                     timeout=20, what="the station flagged non-compliant")
+    # its EV draws 16 A on three phases whatever it accepted; the other gets the rest
+    await wait_until(lambda: 0 < good.composite_limit_w() <= 20_000 - deaf.power_w,
+                     what="the compliant station held to what the other leaves")
+    assert good.power_w + deaf.power_w <= 20_000
+    assert bridge.snapshot().station_status["GOOD"] == "steered"
+    row = bridge.store.db["compliance"].get("DEAF")
+    assert row["status"] == "non-compliant" and "above" in row["detail"]
+    assert not list(bridge.store.db["compliance"].rows_where("station_id = 'GOOD'"))
+
+
+async def test_profile_of_its_own_at_a_higher_stack_level_is_found_and_replaced(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    vendor = site.add_station("VENDOR", max_stack_level=5, factory_cap_a=32)
+    await wait_until(lambda: (max_profile(vendor) or {}).get("chargingProfileId") == 9001
+                     and bridge.dispatcher.stations["VENDOR"].verified,
+                     what="ours at the top stack level, confirmed by its composite schedule")
+    assert max_profile(vendor)["stackLevel"] == 5  # type: ignore[index]
+    await wait_until(lambda: 0 < vendor.power_w <= 8_000, what="the EV held to the cap")
+    assert any(action == "GetCompositeSchedule" for action, _ in vendor.received)
+    assert bridge.snapshot().station_status["VENDOR"] == "steered"
+
+
+async def test_station_without_composite_schedules_is_still_steered(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    plain = site.add_station("PLAIN", supports_composite_schedule=False)
+    await wait_until(lambda: not bridge.dispatcher.stations["PLAIN"].composite_supported
+                     if "PLAIN" in bridge.dispatcher.stations else False,
+                     what="composite schedules found unsupported")
+    await wait_until(lambda: 0 < plain.power_w <= 8_000, what="the EV held to the cap")
+    assert bridge.snapshot().station_status["PLAIN"] == "steered"
+
+
+async def test_profiles_of_an_abandoned_strategy_are_cleared_by_id(site: Site):
+    """After a refusal of connector 0 the station got per-connector profiles; once it takes
+    connector 0 again (after a reboot), those are cleared, and only those."""
+    await site.start_bridge(capacity_kw=8)
+    station = site.add_station("FLIP", rejects_connector_zero=True)
+    await wait_until(lambda: 1 in profiles_of(station, "TxProfile"), what="a TxProfile")
+    station.installed_profiles[(1, "TxDefaultProfile", 7)] = {  # the installer's own
+        "chargingProfileId": 77, "stackLevel": 7, "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {"startSchedule": "2020-01-01T00:00:00Z", "chargingRateUnit": "A",
+                             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 32}]}}
+    station.spec.rejects_connector_zero = False
+    await station.reboot()
+    await wait_until(lambda: max_profile(station) is not None, what="the cap on connector 0")
+    await wait_until(lambda: {p["chargingProfileId"] for p in station.installed_profiles.values()}
+                     == {9001, 77}, what="our per-connector profiles cleared, theirs kept")
+    cleared = [p for a, p in station.received if a == "ClearChargingProfile"]
+    assert cleared and all(set(p) == {"id"} and p["id"] in (9101, 9201) for p in cleared)
+    await wait_until(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
+
+
+async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    mute = site.add_station("MUTE", unanswered_profiles=2)
+
+    def statuses() -> list[str]:
+        rows = bridge.store.db["profiles"].rows_where("station_id = 'MUTE'", order_by="id")
+        return [r["status"] for r in rows]
+
+    await wait_until(lambda: "Accepted" in statuses(), timeout=30, what="an answered profile")
+    assert statuses()[:3] == ["Failed", "Failed", "Accepted"]
+    await wait_until(lambda: bridge.snapshot().station_status["MUTE"] == "steered",
+                     what="the station steered")
+    await wait_until(lambda: 0 < mute.power_w <= 8_000, what="the EV held to the cap")
