@@ -45,7 +45,9 @@ def performance_of(config: Config, store: Store, stored: StoredEvent,
         event.event_id, start, end, rows, timedelta(seconds=config.model.report.interval_s),
         settings, cap_w=event_cap_w(config, event), stations_opted_out=exempt,
         stations_non_compliant=non_compliant_stations(
-            ((s.station_id, s.at, s.power_w) for s in samples), accepted, start, end),
+            ((s.station_id, s.at, s.power_w) for s in samples), accepted, start, end,
+            tolerance_w=config.model.ocpp.compliance_tolerance_w,
+            grace=timedelta(seconds=config.model.ocpp.compliance_grace_s)),
     )
 
 

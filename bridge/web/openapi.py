@@ -66,6 +66,10 @@ SCHEMAS: dict[str, Any] = {
         "planned": {"type": ["object", "null"], "properties": {
             "since": TIME, "limit_w": NUM, "reason": {"type": "string"}}},
         "profile_state": {"enum": ["accepted", "rejected", "unverified", "non-compliant"]},
+        "profile_detail": {"type": "string",
+                           "description": "the station's state in words, and why"},
+        "verified": {"type": "boolean",
+                     "description": "GetCompositeSchedule confirmed the limit"},
         "max_w": NUM,
         "hold": {"type": ["object", "null"], "properties": {
             "mode": {"enum": ["pause", "exempt"]}, "reason": {"type": "string"}, "since": TIME}},

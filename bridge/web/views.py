@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 # The VTN is considered reachable while it answered within this time (polls are more often).
 VTN_SILENT_AFTER = timedelta(minutes=2)
-NON_COMPLIANT_AFTER = timedelta(seconds=15)  # a station gets this long to follow its limit
 EVENT_HISTORY = 20
 MAX_CHART_POINTS = 1500
 
@@ -205,16 +204,18 @@ def events_view(bridge: Bridge) -> dict[str, Any]:
 
 
 # stations --------------------------------------------------------------------------------------
-def profile_state(state: StationState, power_w: float | None, now: datetime) -> str:
-    """accepted / rejected / unverified / non-compliant, as the operator needs to know."""
-    if state.refused:
+def profile_state(state: StationState) -> str:
+    """accepted / rejected / unverified / non-compliant, as the operator needs to know.
+
+    Non-compliance is the dispatcher's own finding (drawing above an accepted limit for
+    longer than its grace time), the one the planner acts on.
+    """
+    if state.compliance.flagged:
+        return "non-compliant"
+    if state.refused or state.unmanageable:
         return "rejected"
     if not state.confirmed or state.in_flight is not None or state.uncertain is not None:
         return "unverified"
-    step = value_at(state.applied, now) if state.applied else None
-    if step is not None and power_w is not None and now - step.start >= NON_COMPLIANT_AFTER \
-            and power_w > step.limit_w * 1.05 + 100:
-        return "non-compliant"
     return "accepted"
 
 
@@ -223,6 +224,17 @@ def _step_view(step: Step | None) -> dict[str, Any] | None:
         return None
     return {"since": step.start.isoformat(), "limit_w": _watts(step.limit_w),
             "reason": step.reason}
+
+
+def _profile_detail(state: StationState | None) -> str:
+    if state is None:
+        return "not connected since the bridge started"
+    detail = state.status
+    if state.compliance.flagged and state.compliance.detail:
+        detail += f": {state.compliance.detail}"
+    if state.verified:
+        detail += "; its composite schedule confirms the limit"
+    return detail
 
 
 def _limit_reason(applied: Step | None, planned: Step | None, known: bool) -> str:
@@ -277,7 +289,9 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             "limit_w": _watts(applied.limit_w) if applied else None,
             "limit_reason": _limit_reason(applied, desired, state is not None),
             "planned": _step_view(desired),
-            "profile_state": profile_state(state, station_power, now) if state else "unverified",
+            "profile_state": profile_state(state) if state else "unverified",
+            "profile_detail": _profile_detail(state),
+            "verified": bool(state and state.verified),
             "max_w": _watts(state.info.max_w) if state and state.info.max_current_a else None,
             "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
             if hold else None,
