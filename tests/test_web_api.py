@@ -144,6 +144,8 @@ async def test_api_shows_site_event_and_stations(site: Site):
         assert set(site_now) == set(described["Site"]["properties"])
         assert set(active) == set(described["Event"]["properties"])
         assert set(rows["CP1"]) == set(described["Station"]["properties"])
+        assert set(rows["CP1"]["connectors"][0]) == \
+            set(described["Station"]["properties"]["connectors"]["items"]["properties"])
         for path in ("/api/site", "/api/events", "/api/stations", "/api/load", "/metrics",
                      "/api/events/{event_id}/opt-out", "/api/stations/{station_id}/hold"):
             assert path in spec["paths"]

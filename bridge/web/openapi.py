@@ -75,7 +75,8 @@ SCHEMAS: dict[str, Any] = {
             "mode": {"enum": ["pause", "exempt"]}, "reason": {"type": "string"}, "since": TIME}},
         "connectors": {"type": "array", "items": _obj({
             "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
-            "power_w": NUM, "session": {"type": ["object", "null"], "properties": {
+            "power_w": NUM, "limit_w": {**NUM, "description": "its own profile's limit, if any"},
+            "profile_purpose": STR, "session": {"type": ["object", "null"], "properties": {
                 "transaction_id": {"type": "integer"}, "started_at": TIME}}})},
     }),
     "Stations": _obj({"at": TIME, "stations": {"type": "array", "items": {

@@ -269,11 +269,16 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             if power is not None:
                 station_power = (station_power or 0.0) + power
             session = sessions.get((station_id, connector_id))
+            slot = state.slots.get(connector_id) if state else None
+            slot_step = value_at(slot.applied, now) if slot else None
             connectors.append({
                 "connector_id": connector_id,
                 "status": status[0] if status else None,
                 "status_since": _iso(status[1]) if status else None,
                 "power_w": _watts(power),
+                # a profile of this connector's own, where the station takes them
+                "limit_w": _watts(slot_step.limit_w) if slot_step else None,
+                "profile_purpose": slot.purpose if slot else None,
                 "session": {"transaction_id": session[0],
                             "started_at": session[1].started_at.isoformat()}
                 if session else None,
