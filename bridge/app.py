@@ -24,6 +24,7 @@ from policies.fleet import Fleet, Plan, Session, Step, value_at
 from policies.plan import decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
+from ven.reports import SiteStatus
 
 if TYPE_CHECKING:
     from bridge.web.server import WebServer
@@ -117,9 +118,15 @@ class Bridge:
                 resource_id=config.resource_id,
                 telemetry_interval=timedelta(seconds=model.telemetry.interval_s),
                 retry_max=timedelta(seconds=model.ven.poll_retry_max_s),
+                resource_ids=frozenset(model.ven.resources),
+                group_ids=frozenset(model.ven.groups),
+                party_ids=frozenset([model.ven.party_id] if model.ven.party_id else []),
+                tls=config.tls,
             ),
             self,
             registration=self.store.registration(model.ven.vtn_url),
+            state=self.store,
+            known_events=[(e.event, e.opt) for e in self.events.values()],  # type: ignore[misc]
         )
         # what the operator's dashboard and metrics show beyond the plan
         self.started_at = clock()
@@ -239,6 +246,7 @@ class Bridge:
             if (opt, reason) != (known.opt, known.opt_reason):
                 self.store.save_event(known.event, opt, reason, now)
                 self.events[event_id] = StoredEvent(known.event, opt, reason)
+                self.ven.opts[event_id] = opt  # what the VEN answers if the VTN sends it again
                 log.info("event %s: %s (%s)", event_id, opt, reason)
                 changed = True
         for pending in self.store.operator_opts("applied_at IS NULL"):
@@ -298,9 +306,46 @@ class Bridge:
         self.store.save_registration(self.config.model.ven.vtn_url, registration, self._clock())
         log.info("registered with the VTN as %s", registration.ven_id)
 
+    def on_registration_cancelled(self) -> None:
+        self.store.clear_registration(self.config.model.ven.vtn_url)
+
+    def event_stations(self, event: DrEvent) -> frozenset[str] | None:
+        """The stations an event applies to: None for the whole site (no or site-wide
+        targets); otherwise the stations of the configured resources and groups it named."""
+        if event.whole_site:
+            return None
+        return self.config.target_stations(event.matched_resources, event.matched_groups)
+
     def measured_load_w(self) -> float:
         stale = timedelta(seconds=self.config.model.telemetry.stale_after_s)
         return site_load_w((m.latest for m in self.meters.values()), self._clock(), stale)
+
+    # report values (TELEMETRY_USAGE, TELEMETRY_STATUS, HISTORY_USAGE) -----------------------
+    def measured_energy_wh(self) -> float:
+        """The sum of the stations' energy registers, as last read."""
+        return sum(m.last_energy[1] for m in self.meters.values() if m.last_energy)
+
+    def group_load_w(self, group_id: str) -> float:
+        stations = set(self.config.model.ven.groups.get(group_id, ()))
+        stale = timedelta(seconds=self.config.model.telemetry.stale_after_s)
+        return site_load_w((m.latest for (station_id, _), m in self.meters.items()
+                            if station_id in stations), self._clock(), stale)
+
+    def site_status(self) -> SiteStatus:
+        now = self._clock()
+        step = value_at(self.plan.site, now) if self.plan else None
+        capacity = self.config.site.capacity_w
+        override = any(
+            e.opt_reason.startswith(OPERATOR_OPT_OUT) and e.event.start <= now
+            and not e.event.is_over(now) for e in self.events.values())
+        return SiteStatus(
+            online=any(s.link is not None for s in self.dispatcher.stations.values()),
+            manual_override=override,
+            current_w=step.limit_w if step else capacity, min_w=0.0, max_w=capacity,
+        )
+
+    def load_history(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+        return [(at, load) for at, load, _ in self.store.site_load(start) if at < end]
 
     # OCPP side ------------------------------------------------------------------------------
     def _station_connected(self, station_id: str, link: ChargerLink) -> None:

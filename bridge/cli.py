@@ -52,6 +52,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if web.enabled:
         print(f"  dashboard  http://{web.host}:{web.port}/ "
               f"({'operator login' if web.password_hash else 'read-only: no password_hash'})")
+    for warning in config.warnings():
+        print(f"  WARNING    {warning}")
     return 0
 
 

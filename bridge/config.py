@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.ocpp.tls import server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
 from policies.fleet import Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, Problem, parse_yaml, validate_yaml
+from ven.client import TlsSettings, transport_warnings
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSection(_Section):
+    """HTTPS towards the VTN: OpenADR 2.0b asks for TLS 1.2 with client certificates."""
+
+    cert: str | None = None  # the VEN's client certificate (PEM)
+    key: str | None = None  # its private key (PEM)
+    key_passphrase_env: str | None = None  # environment variable holding the key's passphrase
+    ca_file: str | None = None  # CA bundle for the VTN's certificate (default: the system's)
+    vtn_fingerprint: str | None = None  # pin: SHA-256 of the VTN's certificate, or the short form
+    check_hostname: bool = True
+    xml_signatures: bool = False  # sign every message; accept only VTN messages signed by
+    vtn_signing_fingerprint: str | None = None  # this certificate (default: vtn_fingerprint)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSection:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("cert and key go together: give both or neither")
+        if self.xml_signatures and not (self.cert and self.key):
+            raise ValueError("xml_signatures needs cert and key to sign with")
+        if self.xml_signatures and not (self.vtn_signing_fingerprint or self.vtn_fingerprint):
+            raise ValueError("xml_signatures needs vtn_signing_fingerprint (or vtn_fingerprint)"
+                             " to check the VTN's signatures against")
+        return self
 
 
 class VenSection(_Section):
@@ -26,6 +53,19 @@ class VenSection(_Section):
     ven_name: str = Field(min_length=1)
     resource_id: str | None = None  # the site's name in reports; defaults to ven_name
     poll_retry_max_s: float = Field(default=60, gt=0)
+    # eiTarget: resource ids and group ids the VTN may name, each mapped to the stations it
+    # means; party_id names the whole site. Events naming none of these (nor the VEN, nor
+    # resource_id) are not for this site: opted out of and not acted on.
+    resources: dict[str, tuple[str, ...]] = {}
+    groups: dict[str, tuple[str, ...]] = {}
+    party_id: str | None = None
+    tls: TlsSection | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> VenSection:
+        if self.tls is not None and not self.vtn_url.startswith("https://"):
+            raise ValueError("ven.tls is given but vtn_url is not https://")
+        return self
 
     @field_validator("vtn_url")
     @classmethod
@@ -191,6 +231,39 @@ class Config:
             ),
         )
 
+    def target_stations(self, resources: Iterable[str], groups: Iterable[str]) -> frozenset[str]:
+        """The stations an event's matched resource ids and group ids stand for."""
+        ven = self.model.ven
+        stations: set[str] = set()
+        for resource in resources:
+            stations.update(ven.resources.get(resource, ()))
+        for group in groups:
+            stations.update(ven.groups.get(group, ()))
+        return frozenset(stations)
+
+    @cached_property
+    def tls(self) -> TlsSettings | None:
+        """ven.tls with paths resolved and the passphrase read from its variable."""
+        tls = self.model.ven.tls
+        if tls is None:
+            return None
+        base = self.source.resolve().parent
+
+        def path(value: str | None) -> str | None:
+            return None if value is None else str(base / value)
+
+        passphrase = os.environ.get(tls.key_passphrase_env) if tls.key_passphrase_env else None
+        return TlsSettings(
+            cert=path(tls.cert), key=path(tls.key), passphrase=passphrase,
+            ca_file=path(tls.ca_file), vtn_fingerprint=tls.vtn_fingerprint,
+            check_hostname=tls.check_hostname, xml_signatures=tls.xml_signatures,
+            vtn_signing_fingerprint=tls.vtn_signing_fingerprint,
+        )
+
+    def warnings(self) -> list[str]:
+        """What is valid but unsafe in this configuration."""
+        return transport_warnings(self.model.ven.vtn_url, self.tls)
+
     def accepts_station(self, station_id: str) -> bool:
         return not self._listed or station_id in self._listed
 
@@ -273,6 +346,23 @@ def _security_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Probl
                 problems.append(problem(("security", "tls_client_ca"),
                                         f"not a usable CA file (PEM): {error}"))
     return problems
+def _check_tls_files(model: ConfigModel, base: Path, source: str, lines: dict) -> None:
+    tls = model.ven.tls
+    if tls is None:
+        return
+    problems = []
+    for key in ("cert", "key", "ca_file"):
+        value = getattr(tls, key)
+        if value is not None and not (base / value).is_file():
+            where = ("ven", "tls", key)
+            problems.append(Problem(where, lines.get(where),
+                                    f"no such file {value!r} (relative to the config's folder)"))
+    if tls.key_passphrase_env and tls.key_passphrase_env not in os.environ:
+        where = ("ven", "tls", "key_passphrase_env")
+        problems.append(Problem(where, lines.get(where),
+                                f"environment variable {tls.key_passphrase_env} is not set"))
+    if problems:
+        raise InvalidDocument(source, problems)
 
 
 def load_config_text(text: str, source: Path) -> Config:
@@ -283,6 +373,7 @@ def load_config_text(text: str, source: Path) -> Config:
     if problems:
         raise InvalidDocument(str(source), problems)
     policy = _load_policy(model.policy, base, str(source), lines)
+    _check_tls_files(model, base, str(source), lines)
     storage = Path(model.storage.path)
     return Config(
         model=model,

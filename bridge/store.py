@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +180,8 @@ class Store:
         # every change of a hold (mode null: lifted), for reports on past events
         db["hold_log"].create({"station_id": str, "mode": str, "reason": str, "at": str},
                               if_not_exists=True)
+        db["random_offsets"].create({"event_id": str, "offset_s": float}, pk="event_id",
+                                    if_not_exists=True)
         db["samples"].create_index(["station_id", "at"], if_not_exists=True)
         db["site_load"].create_index(["at"], if_not_exists=True)
 
@@ -198,7 +200,21 @@ class Store:
                 pk="vtn_url",
             )
 
+    def clear_registration(self, vtn_url: str) -> None:
+        with self._durable():
+            self._write("DELETE FROM registration WHERE vtn_url = ?", [vtn_url])
+
     # events -----------------------------------------------------------------------------
+    def random_offset(self, event_id: str) -> timedelta | None:
+        row = self.db.execute("SELECT offset_s FROM random_offsets WHERE event_id = ?",
+                              [event_id]).fetchone()
+        return timedelta(seconds=row[0]) if row else None
+
+    def save_random_offset(self, event_id: str, offset: timedelta) -> None:
+        with self._durable():
+            self._write("INSERT OR REPLACE INTO random_offsets (event_id, offset_s) VALUES (?, ?)",
+                        [event_id, offset.total_seconds()])
+
     def save_event(self, event: DrEvent, opt: str, opt_reason: str, now: datetime) -> None:
         end = event.end
         with self._durable():

@@ -29,11 +29,13 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
 
 
 def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: str = "",
-                telemetry_interval_s: int = 60) -> str:
+                telemetry_interval_s: int = 60, ven_extra: str = "") -> str:
+    ven_lines = textwrap.indent(textwrap.dedent(ven_extra), " " * 10)
     return textwrap.dedent(f"""\
         ven:
           vtn_url: {vtn_url}
           ven_name: test-site
+{ven_lines}
         ocpp:
           host: 127.0.0.1
           port: {ocpp_port}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from conftest import wait_until
 from bridge.sim.vtn import DemoVtn, free_port
 from ven.client import Registration, Ven, VenSettings
 from ven.events import DrEvent, OptType
+from ven.reports import SiteStatus
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "openadr20b"
 
@@ -22,6 +23,8 @@ class Listener:
     def __init__(self) -> None:
         self.events: list[DrEvent] = []
         self.registrations: list[Registration] = []
+        self.cancelled = 0
+        self.history: list[tuple[datetime, float]] = []
 
     async def on_event(self, event: DrEvent) -> OptType:
         self.events.append(event)
@@ -30,8 +33,24 @@ class Listener:
     def on_registration(self, registration: Registration) -> None:
         self.registrations.append(registration)
 
+    def on_registration_cancelled(self) -> None:
+        self.cancelled += 1
+
     def measured_load_w(self) -> float:
         return 1234.0
+
+    def measured_energy_wh(self) -> float:
+        return 56_789.0
+
+    def group_load_w(self, group_id: str) -> float:
+        return {"vans": 700.0}.get(group_id, 0.0)
+
+    def site_status(self) -> SiteStatus:
+        return SiteStatus(online=True, manual_override=False, current_w=11_000.0, min_w=0.0,
+                          max_w=44_000.0)
+
+    def load_history(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+        return [(at, value) for at, value in self.history if start <= at < end]
 
 
 def settings(url: str) -> VenSettings:

@@ -1,34 +1,50 @@
-"""The OpenADR 2.0b VEN: registration, polling, events and the telemetry report.
+"""The OpenADR 2.0b VEN: registration, polling, events, opts and reports.
 
 Built on ``openleadr.OpenADRClient``. openleadr's own ``run()`` gives up for
-good when the first registration fails; a gateway must not, so this module
-drives the same steps itself with a retry loop, and hands every event on as a
-typed :class:`~ven.events.DrEvent`. It knows nothing of chargers.
+good when the first registration fails, and its event handling keeps no state
+across restarts; a gateway must do better, so this module drives the steps
+itself: registration retried with backoff (and redone when the VTN asks or
+cancels it), polling, the event lifecycle of :mod:`ven.lifecycle`, targeting,
+randomisation, and every event handed on as a typed :class:`~ven.events.DrEvent`.
+It knows nothing of chargers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
 import logging
 import random
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
+import aiohttp
 from lxml import etree
-from openleadr import OpenADRClient, utils
+from openleadr import OpenADRClient, objects, utils
 from openleadr.messaging import validate_xml_signature
 
-from ven.events import DrEvent, InvalidEvent, OptType, normalise_event
+from ven.events import DrEvent, EventStatus, InvalidEvent, OptType, normalise_event
+from ven.lifecycle import Change, SiteTargets, classify, implicitly_cancelled, match_targets
 from ven.messages import RefusedMessage, read_message
+from ven.reports import (
+    HISTORY_ID,
+    HISTORY_RID,
+    UPDATE_REPORT_TEMPLATE,
+    ReportSource,
+    install_templates,
+    offer_reports,
+    update_report_payload,
+)
 
 log = logging.getLogger(__name__)
 
 _NO_ENTITIES = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-TELEMETRY_REPORT_ID = "drbridge-telemetry-usage"
-SITE_POWER_RID = "site-real-power"
 
 
 # ei:optReason values (OpenADR 2.0b OptReasonEnumeratedType, without the x- extension).
@@ -51,6 +67,55 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """Transport security towards the VTN (OpenADR 2.0b: TLS 1.2 with client certificates)."""
+
+    cert: str | None = None  # the VEN's client certificate (PEM); also signs when signing
+    key: str | None = None
+    passphrase: str | None = None
+    ca_file: str | None = None  # CAs the VTN's server certificate must chain to
+    vtn_fingerprint: str | None = None  # pin of the VTN's TLS certificate
+    check_hostname: bool = True
+    xml_signatures: bool = False  # sign what we send, and require valid signed replies
+    vtn_signing_fingerprint: str | None = None  # pin of the VTN's signing certificate
+
+
+def fingerprint_matches(der: bytes, pin: str) -> bool:
+    """A certificate against a pin: its whole SHA-256, or OpenADR's short form (the last
+    ten bytes of it, as openleadr prints them), colons and case ignored."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    wanted = pin.replace(":", "").strip().upper()
+    return bool(wanted) and (wanted == digest or (len(wanted) == 20 and digest.endswith(wanted)))
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_warnings(url: str, tls: TlsSettings | None) -> list[str]:
+    """What is unsafe about how the VEN would talk to this VTN."""
+    if is_loopback(url):
+        return []
+    if not url.startswith("https://"):
+        return [f"the VTN {url} is not on this machine and is reached WITHOUT TLS: anyone on "
+                "the path can read and forge DR events; use https:// with ven.tls"]
+    problems = []
+    if tls is None or not tls.cert:
+        problems.append("no client certificate (ven.tls.cert/key): OpenADR 2.0b requires "
+                        "mutual TLS")
+    if tls is None or not (tls.vtn_fingerprint or tls.ca_file):
+        problems.append("the VTN's certificate is checked against the system CAs only "
+                        "(set ven.tls.ca_file or ven.tls.vtn_fingerprint)")
+    return problems
+
+
+@dataclass(frozen=True)
 class VenSettings:
     vtn_url: str
     ven_name: str
@@ -58,18 +123,73 @@ class VenSettings:
     telemetry_interval: timedelta = timedelta(seconds=60)
     retry_initial: timedelta = timedelta(seconds=1)
     retry_max: timedelta = timedelta(seconds=60)
+    # Targets that name part of the site: configured resource ids and group ids.
+    resource_ids: frozenset[str] = frozenset()
+    group_ids: frozenset[str] = frozenset()
+    party_ids: frozenset[str] = frozenset()
+    tls: TlsSettings | None = None
 
 
-class VenListener(Protocol):
-    """What the VEN needs from the rest of the gateway."""
+class VenListener(ReportSource, Protocol):
+    """What the VEN needs from the rest of the gateway (report values included)."""
 
     async def on_event(self, event: DrEvent) -> OptType:
-        """Decide on and persist an event; called before the VTN gets our answer."""
+        """Decide on and persist an event (new, modified or cancelled); called before the VTN
+        gets our answer."""
         ...
 
     def on_registration(self, registration: Registration) -> None: ...
 
-    def measured_load_w(self) -> float: ...
+    def on_registration_cancelled(self) -> None:
+        """The VTN cancelled our registration: forget the persisted one."""
+        ...
+
+
+
+class VenState(Protocol):
+    """Persistence the VEN needs beyond its listener (the bridge's store implements it)."""
+
+    def random_offset(self, event_id: str) -> timedelta | None: ...
+
+    def save_random_offset(self, event_id: str, offset: timedelta) -> None: ...
+
+
+class MemoryState:
+    """A :class:`VenState` that forgets on restart (tests, tools)."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[str, timedelta] = {}
+
+    def random_offset(self, event_id: str) -> timedelta | None:
+        return self.offsets.get(event_id)
+
+    def save_random_offset(self, event_id: str, offset: timedelta) -> None:
+        self.offsets[event_id] = offset
+
+
+class CertificateMismatch(aiohttp.ClientConnectionError):
+    """The VTN's TLS certificate is not the pinned one."""
+
+
+class _PinningConnector(aiohttp.TCPConnector):
+    """Checks the VTN's certificate against the pin right after the TLS handshake, before
+    anything is sent (aiohttp's own Fingerprint cannot go with a client certificate)."""
+
+    def __init__(self, pin: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pin = pin
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        if self._pin:
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            if der is None or not fingerprint_matches(der, self._pin):
+                transport.close()
+                log.error("refused the VTN: its certificate does not match "
+                          "ven.tls.vtn_fingerprint")
+                raise CertificateMismatch("VTN certificate does not match the pin")
+        return transport, protocol
 
 
 class _Client(OpenADRClient):
@@ -81,6 +201,26 @@ class _Client(OpenADRClient):
     """
 
     last_contact: datetime | None = None
+    tls: TlsSettings | None = None
+
+    async def _ensure_client_session(self) -> None:
+        """One HTTP session; over https a TLS 1.2+ context with our client certificate and
+        the configured CAs (openleadr only builds one when a client certificate is given)."""
+        if self.client_session is not None:
+            return
+        connector = None
+        if self.vtn_url.startswith("https://"):
+            tls = self.tls or TlsSettings()
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.check_hostname = tls.check_hostname
+            if tls.cert and tls.key:
+                context.load_cert_chain(tls.cert, tls.key, tls.passphrase)
+            connector = _PinningConnector(tls.vtn_fingerprint, ssl=context)
+        self.client_session = aiohttp.ClientSession(
+            connector=connector, headers={"content-type": "application/xml"},
+            timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=10),
+        )
 
     async def _perform_request(self, service: str, message: Any) -> tuple[str | None, dict]:
         await self._ensure_client_session()
@@ -114,6 +254,135 @@ class _Client(OpenADRClient):
         return message_type, payload
 
 
+    async def _report_queue_worker(self) -> None:
+        """Send each finished report (oadrUpdateReport) through drbridge's template, which
+        carries TELEMETRY_STATUS payloads too."""
+        while True:
+            report = await self.pending_reports.get()
+            try:
+                message = self._create_message(
+                    UPDATE_REPORT_TEMPLATE, request_id=utils.generate_id(), ven_id=self.ven_id,
+                    reports=[update_report_payload(report)])
+                message_type, payload = await self._perform_request("EiReport", message)
+                if message_type is not None and payload.get("cancel_report"):
+                    await self.cancel_report(payload["cancel_report"])
+            except Exception:  # one bad report must not stop the others
+                log.exception("could not send report %s", report.report_specifier_id)
+
+    async def create_report(self, response_payload: dict[str, Any]) -> None:
+        """oadrCreateReport (or the requests in oadrRegisteredReport): schedule each requested
+        report at the granularity the VTN asks for, when that is within what was offered;
+        history is answered at once for the window asked for. One oadrCreatedReport lists
+        the requests taken on.
+
+        Replaces openleadr's, which shares one list of rIDs between all the requests of a
+        message and looks back from now for history.
+        """
+        accepted: list[str] = []
+        for request in response_payload.get("report_requests") or []:
+            try:
+                if await self._take_report_request(request):
+                    accepted.append(str(request["report_request_id"]))
+            except Exception:  # a malformed request must not stop the others
+                log.exception("could not take report request %s", request)
+        request_id = response_payload.get("request_id") or \
+            (response_payload.get("response") or {}).get("request_id")
+        message = self._create_message(
+            "oadrCreatedReport", ven_id=self.ven_id,
+            pending_reports=[{"report_request_id": r} for r in accepted],
+            response={"response_code": 200, "response_description": "OK",
+                      "request_id": request_id})
+        await self._perform_request("EiReport", message)
+
+    async def _take_report_request(self, request: dict[str, Any]) -> bool:
+        specifier = request["report_specifier"]
+        specifier_id = specifier["report_specifier_id"]
+        request_id = request["report_request_id"]
+        report = next((r for r in self.reports if r.report_specifier_id == specifier_id), None)
+        if report is None:
+            log.warning("the VTN asked for report %s, which we did not offer", specifier_id)
+            return False
+        if specifier_id == HISTORY_ID:
+            await self._history_report(request)
+            return True
+        granularity = specifier.get("granularity") or timedelta(0)
+        r_ids = []
+        payloads = specifier.get("specifier_payloads") or []
+        for payload in payloads if isinstance(payloads, list) else [payloads]:
+            description = next((d for d in report.report_descriptions
+                                if d.r_id == payload.get("r_id")), None)
+            if description is None:
+                log.warning("report %s has no rID %s", specifier_id, payload.get("r_id"))
+                continue
+            offered = description.sampling_rate
+            if granularity and not offered.min_period <= granularity <= offered.max_period:
+                log.warning("the VTN asked for %s every %s; offered %s to %s: refused",
+                            description.r_id, granularity, offered.min_period,
+                            offered.max_period)
+                continue
+            r_ids.append(description.r_id)
+        if not r_ids:
+            return False
+        back = specifier.get("report_back_duration") or timedelta(0)
+        entry: dict[str, Any] = {"report_request_id": request_id,
+                                 "report_specifier_id": specifier_id,
+                                 "report_back_duration": back, "r_ids": r_ids,
+                                 "granularity": granularity, "job": None}
+        self.report_requests.append(entry)
+        if granularity > timedelta(0):
+            # sample every granularity; openleadr's update_report sends once a report-back
+            # duration's worth of samples is in
+            entry["job"] = self.scheduler.add_job(
+                self.update_report, trigger="interval",
+                seconds=granularity.total_seconds(), args=[request_id])
+        else:
+            await self.update_report(request_id)  # a single report, now
+        return True
+
+    async def _history_report(self, request: dict[str, Any]) -> None:
+        specifier = request["report_specifier"]
+        offered = next(d.sampling_rate for r in self.reports
+                       if r.report_specifier_id == HISTORY_ID
+                       for d in r.report_descriptions if d.r_id == HISTORY_RID)
+        granularity = specifier.get("granularity") or offered.min_period
+        # honoured within what was offered
+        granularity = min(max(granularity, offered.min_period), offered.max_period)
+        window = specifier.get("report_interval") or {}
+        now = datetime.now(UTC)
+        if window.get("dtstart"):
+            start = window["dtstart"]
+            end = min(start + (window.get("duration") or now - start), now)
+        else:
+            end = now
+            start = end - (specifier.get("report_back_duration") or granularity)
+        callback = self.report_callbacks[(HISTORY_ID, HISTORY_RID)]
+        values = callback(date_from=start, date_to=end, sampling_interval=granularity)
+        report = objects.Report(
+            report_specifier_id=HISTORY_ID, report_name="HISTORY_USAGE",
+            report_request_id=request["report_request_id"], duration=end - start,
+            intervals=[objects.ReportInterval(
+                dtstart=at, duration=granularity,
+                report_payload=objects.ReportPayload(r_id=HISTORY_RID, value=value))
+                for at, value in values])
+        await self.pending_reports.put(report)
+
+    async def cancel_report(self, payload: dict[str, Any]) -> None:
+        request = next((r for r in self.report_requests
+                        if r["report_request_id"] == payload.get("report_request_id")), None)
+        if request is not None and request.get("job") is not None:
+            request["job"].remove()
+            request["job"] = None
+        if request is not None:
+            self.report_requests.remove(request)
+        message = self._create_message(
+            "oadrCanceledReport", ven_id=self.ven_id, pending_reports=[],
+            report_request_id=payload.get("report_request_id"),
+            response={"response_code": 200 if request else 452,
+                      "response_description": "OK" if request else "Invalid ID",
+                      "request_id": payload.get("request_id")})
+        await self._perform_request("EiReport", message)
+
+
 def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Callable[[], float]:
     """Exponential backoff with full jitter, so many VENs do not retry in lockstep."""
     attempt = 0
@@ -133,31 +402,44 @@ class Ven:
         settings: VenSettings,
         listener: VenListener,
         registration: Registration | None = None,
+        state: VenState | None = None,
+        known_events: Iterable[tuple[DrEvent, OptType]] = (),
+        rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._listener = listener
+        self._state: VenState = state or MemoryState()
+        self._rng = rng or random.Random()
+        tls = settings.tls or TlsSettings()
+        signing = tls.xml_signatures
         self._client = _Client(
             ven_name=settings.ven_name,
             vtn_url=settings.vtn_url,
             ven_id=registration.ven_id if registration else None,
             show_fingerprint=False,
+            cert=tls.cert if signing else None,
+            key=tls.key if signing else None,
+            passphrase=tls.passphrase if signing else None,
+            # replies must carry a valid signature by this certificate
+            vtn_fingerprint=(tls.vtn_signing_fingerprint or tls.vtn_fingerprint)
+            if signing else None,
+            disable_signature=not signing,
         )
-        self._client.add_handler("on_event", self._handle_event)
-        self._client.add_handler("on_update_event", self._handle_event)
-        self._client.add_report(
-            callback=listener.measured_load_w,
-            resource_id=settings.resource_id,
-            measurement="REAL_POWER",
-            unit="W",
-            scale="none",
-            sampling_rate=settings.telemetry_interval,
-            report_specifier_id=TELEMETRY_REPORT_ID,
-            r_id=SITE_POWER_RID,
-            report_duration=timedelta(hours=1),
-        )
+        self._client.tls = settings.tls
+        for warning in transport_warnings(settings.vtn_url, settings.tls):
+            log.warning("INSECURE: %s", warning)
+        # Re-registration under the id the VTN gave us before a restart.
+        self._previous_registration_id = registration.registration_id if registration else None
+        install_templates()
+        offer_reports(self._client, listener, settings.resource_id, settings.group_ids,
+                      settings.telemetry_interval)
         self._stopped = asyncio.Event()
-        self._vtn_id = ""
-        self._client.add_hook("after_parse_xml", self._remember_vtn_id)
+        self._registration_lost = asyncio.Event()
+        self.known: dict[str, DrEvent] = {}
+        self.opts: dict[str, OptType] = {}
+        for event, opt in known_events:
+            self.known[event.event_id] = event
+            self.opts[event.event_id] = opt
 
     @property
     def registration(self) -> Registration | None:
@@ -171,34 +453,26 @@ class Ven:
         return self._client.last_contact
 
     async def run(self) -> None:
-        """Register (retrying for as long as it takes), then poll until :meth:`stop`."""
+        """Register (retrying for as long as it takes), then poll until :meth:`stop`.
+
+        When the VTN asks for a re-registration or cancels the registration, the VEN
+        registers again; known events keep executing meanwhile (the listener holds them).
+        """
         client = self._client
         client.loop = asyncio.get_running_loop()
-        delay = backoff_delays(
-            self._settings.retry_initial.total_seconds(),
-            self._settings.retry_max.total_seconds(),
-            random.Random(),
-        )
+        client.scheduler.start()  # openleadr schedules report sampling on it
         while not self._stopped.is_set():
-            if await self._register():
-                break
-            wait = delay()
-            log.warning("registration with %s failed; retrying in %.1f s",
-                        self._settings.vtn_url, wait)
-            await self._sleep(wait)
-        if self._stopped.is_set():
-            return
-        registration = self.registration
-        assert registration is not None
-        self._listener.on_registration(registration)
-        await client.register_reports(client.reports)
-        client.report_queue_task = asyncio.create_task(client._report_queue_worker())
-        await client.sync_events()
-        await client._poll()
-        poll_seconds = min(client.poll_frequency, timedelta(hours=24)).total_seconds()
-        client.scheduler.add_job(client._poll, trigger="interval", seconds=poll_seconds)
-        client.scheduler.start()
-        await self._stopped.wait()
+            await self._register_until_done()
+            if self._stopped.is_set():
+                return
+            registration = self.registration
+            assert registration is not None
+            self._listener.on_registration(registration)
+            await client.register_reports(client.reports)
+            if client.report_queue_task is None or client.report_queue_task.done():
+                client.report_queue_task = asyncio.create_task(client._report_queue_worker())
+            await self._request_events()
+            await self._poll_until_registration_lost()
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -216,20 +490,182 @@ class Ven:
         except TimeoutError:
             pass
 
+    async def _register_until_done(self) -> None:
+        delay = backoff_delays(
+            self._settings.retry_initial.total_seconds(),
+            self._settings.retry_max.total_seconds(),
+            self._rng,
+        )
+        while not self._stopped.is_set():
+            if await self._register():
+                self._registration_lost.clear()
+                return
+            wait = delay()
+            log.warning("registration with %s failed; retrying in %.1f s",
+                        self._settings.vtn_url, wait)
+            await self._sleep(wait)
+
     async def _register(self) -> bool:
         client = self._client
         try:
             _, reply = await client.query_registration()
             request_id = ((reply or {}).get("response") or {}).get("request_id")
-            await client.create_party_registration(ven_id=client.ven_id, request_id=request_id)
+            await client.create_party_registration(
+                ven_id=client.ven_id, request_id=request_id,
+                registration_id=client.registration_id or self._previous_registration_id,
+            )
         except Exception:  # openleadr raises on replies it cannot digest; keep trying
             log.exception("registration attempt failed")
             return False
         return client.registration_id is not None
 
-    def _remember_vtn_id(self, message_type: str, payload: dict[str, Any]) -> None:
-        if isinstance(payload, dict) and payload.get("vtn_id"):
-            self._vtn_id = str(payload["vtn_id"])
+    async def _poll_until_registration_lost(self) -> None:
+        client = self._client
+        while not self._stopped.is_set() and not self._registration_lost.is_set():
+            try:
+                await self._poll_once()
+            except Exception:  # one bad exchange must not end polling
+                log.exception("polling the VTN failed")
+            interval = min(client.poll_frequency or timedelta(seconds=10), timedelta(hours=24))
+            try:
+                await asyncio.wait_for(self._registration_lost.wait(), interval.total_seconds())
+            except TimeoutError:
+                pass
+
+    async def _poll_once(self) -> None:
+        client = self._client
+        message_type, payload = await client.poll()
+        if message_type is None or message_type == "oadrResponse":
+            return
+        if message_type == "oadrDistributeEvent":
+            await self._on_distribute_event(payload)
+        elif message_type == "oadrRequestReregistration":
+            log.info("the VTN asks us to register again")
+            await client.send_response(service="EiRegisterParty")
+            self._registration_lost.set()
+        elif message_type == "oadrCancelPartyRegistration":
+            await self._on_cancel_party_registration(payload)
+        elif message_type == "oadrCreateReport":
+            if "report_requests" in payload:
+                await client.create_report(payload)
+        elif message_type == "oadrCancelReport":
+            await client.cancel_report(payload)
+        elif message_type == "oadrRegisterReport":
+            # The VTN offers reports of its own; the VEN asks for none of them.
+            message = client._create_message(
+                "oadrRegisteredReport", report_requests=[], ven_id=client.ven_id,
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": payload.get("request_id")})
+            await client._perform_request("EiReport", message)
+        else:
+            log.warning("no handler for %s from the VTN; ignored", message_type)
+
+    async def _on_cancel_party_registration(self, payload: dict[str, Any]) -> None:
+        client = self._client
+        ours = str(payload.get("registration_id")) == str(client.registration_id)
+        response = {"response_code": 200 if ours else 452,
+                    "response_description": "OK" if ours else "Invalid ID",
+                    "request_id": payload.get("request_id")}
+        message = client._create_message(
+            "oadrCanceledPartyRegistration", response=response, ven_id=client.ven_id,
+            registration_id=payload.get("registration_id"))
+        await client._perform_request("EiRegisterParty", message)
+        if not ours:
+            log.warning("the VTN cancelled registration %s, which is not ours (%s)",
+                        payload.get("registration_id"), client.registration_id)
+            return
+        log.warning("the VTN cancelled our registration %s; registering again",
+                    client.registration_id)
+        client.registration_id = None
+        self._previous_registration_id = None
+        self._listener.on_registration_cancelled()
+        self._registration_lost.set()
+
+    async def _request_events(self) -> None:
+        """oadrRequestEvent: the VTN's full list of our events (after each registration)."""
+        message_type, payload = await self._client.request_event()
+        if message_type == "oadrDistributeEvent":
+            await self._on_distribute_event(payload)
+
+    # events -----------------------------------------------------------------------------------
+    def _site_targets(self) -> SiteTargets:
+        settings = self._settings
+        return SiteTargets(ven_id=self._client.ven_id, site_resource_id=settings.resource_id,
+                           resource_ids=settings.resource_ids, group_ids=settings.group_ids,
+                           party_ids=settings.party_ids)
+
+    async def _on_distribute_event(self, payload: dict[str, Any]) -> None:
+        """One oadrDistributeEvent: every event of this VEN, answered with oadrCreatedEvent
+        where the VTN asks for an answer."""
+        vtn_id = str(payload.get("vtn_id") or "")
+        now = datetime.now(UTC)
+        responses: list[dict[str, Any]] = []
+        listed: list[str] = []
+        for raw in payload.get("events") or []:
+            try:
+                event = normalise_event(raw, vtn_id=vtn_id)
+            except InvalidEvent as error:  # read_message refuses these; belt and braces
+                log.error("refusing event: %s", error)
+                continue
+            listed.append(event.event_id)
+            opt = await self._take_event(event, now)
+            if opt is not None and event.response_required:
+                responses.append({
+                    "response_code": 200, "response_description": "OK", "opt_type": opt,
+                    "request_id": payload.get("request_id"), "event_id": event.event_id,
+                    "modification_number": event.modification_number,
+                })
+        for event_id in implicitly_cancelled(self.known, listed, now):
+            log.info("event %s is no longer listed by the VTN: cancelled", event_id)
+            cancelled = self.known[event_id].model_copy(update={"status": EventStatus.CANCELLED})
+            self.known[event_id] = cancelled
+            await self._listener.on_event(cancelled)
+        if responses:
+            client = self._client
+            message = client._create_message(
+                "oadrCreatedEvent", ven_id=client.ven_id, event_responses=responses,
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": payload.get("request_id")})
+            await client._perform_request("EiEvent", message)
+
+    async def _take_event(self, event: DrEvent, now: datetime) -> OptType | None:
+        """Act on one listed event; the opt to answer with, or None to answer nothing."""
+        event_id = event.event_id
+        for why in event.ignored_signals:
+            log.warning("event %s: signal ignored: %s", event_id, why)
+        change = classify(self.known.get(event_id), event)
+        if change in (Change.UNCHANGED, Change.STALE):
+            if change == Change.STALE:
+                log.info("event %s: modification %d is older than %d; ignored", event_id,
+                         event.modification_number, self.known[event_id].modification_number)
+                return None
+            return self.opts.get(event_id, "optOut")
+        targeting = match_targets(event.targets, self._site_targets())
+        if targeting is None:
+            log.info("event %s targets %s, none of which is this site; opted out", event_id,
+                     dict(event.targets))
+            self.opts[event_id] = "optOut"
+            return "optOut"
+        event = event.model_copy(update={"matched_resources": targeting.resources,
+                                         "matched_groups": targeting.groups})
+        event = event.randomised(self._random_offset(event))
+        log.info("event %s: %s (modification %d, %s)", event_id, change.value,
+                 event.modification_number, event.status_at(now).value)
+        opt = await self._listener.on_event(event)
+        self.known[event_id] = event
+        self.opts[event_id] = opt
+        return opt
+
+    def _random_offset(self, event: DrEvent) -> timedelta:
+        """One draw within startafter per event, kept so a restart does not draw again."""
+        if not event.start_after:
+            return timedelta(0)
+        offset = self._state.random_offset(event.event_id)
+        if offset is None:
+            seconds = self._rng.uniform(0, event.start_after.total_seconds())
+            offset = timedelta(seconds=round(seconds, 3))
+            self._state.save_random_offset(event.event_id, offset)
+        return offset
 
     # EiOpt ----------------------------------------------------------------------------------
     async def opt_out_of_event(self, opt_id: str, event_id: str, modification_number: int,
@@ -293,13 +729,3 @@ class Ven:
             log.warning("VTN acknowledged opt %s instead of %s", payload.get("opt_id"), opt_id)
             return False
         return True
-
-    async def _handle_event(self, raw: dict[str, Any]) -> OptType:
-        try:
-            event = normalise_event(raw, vtn_id=self._vtn_id)
-        except InvalidEvent as error:
-            log.error("refusing event: %s", error)
-            return "optOut"
-        return await self._listener.on_event(event)
-
-

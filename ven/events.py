@@ -18,6 +18,28 @@ from pydantic import BaseModel, ConfigDict
 
 OptType = Literal["optIn", "optOut"]
 
+# The signal names and types OpenADR 2.0b defines (signalName -> allowed signalType).
+SIGNAL_TYPES: dict[str, frozenset[str]] = {
+    "SIMPLE": frozenset({"level"}),
+    "simple": frozenset({"level"}),
+    "ELECTRICITY_PRICE": frozenset({"price", "priceRelative", "priceMultiplier"}),
+    "ENERGY_PRICE": frozenset({"price", "priceRelative", "priceMultiplier"}),
+    "DEMAND_CHARGE": frozenset({"price", "priceRelative", "priceMultiplier"}),
+    "BID_PRICE": frozenset({"price"}),
+    "BID_LOAD": frozenset({"setpoint"}),
+    "BID_ENERGY": frozenset({"setpoint"}),
+    "CHARGE_STATE": frozenset({"setpoint", "delta", "multiplier"}),
+    "LOAD_DISPATCH": frozenset({"setpoint", "delta", "multiplier"}),
+    "LOAD_CONTROL": frozenset({"x-loadControlCapacity", "x-loadControlLevelOffset",
+                               "x-loadControlPercentOffset", "x-loadControlSetpoint"}),
+}
+SIMPLE_LEVELS = (0, 1, 2, 3)
+# siScaleCode -> factor to the unit itself (powerReal W with scale k: kW).
+SI_SCALE: dict[str, float] = {
+    "p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1,
+    "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "none": 1.0,
+}
+
 
 class InvalidEvent(ValueError):
     """An event whose content makes no sense; the VEN refuses it."""
@@ -48,13 +70,29 @@ class SignalInterval(BaseModel):
 class EventSignal(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: str  # SIMPLE, ELECTRICITY_PRICE, LOAD_DISPATCH, LOAD_CONTROL, x-...
+    name: str  # SIMPLE, ELECTRICITY_PRICE, LOAD_DISPATCH, LOAD_CONTROL, ...
     type: str  # level, price, setpoint, delta, x-loadControlCapacity, ...
     signal_id: str = ""
     intervals: tuple[SignalInterval, ...]
-    unit: str | None = None  # itemUnits of the itemBase, when the signal has one
-    scale: str | None = None  # siScaleCode of the itemBase
+    unit: str | None = None  # itemUnits of the itemBase (W, kWh, USD, ...), when it has one
+    scale: str | None = None  # siScaleCode of the itemBase (k, M, none, ...)
     current_value: float | None = None
+    item: str | None = None  # the itemBase element: powerReal, currencyPerKWh, energyReal, ...
+
+    @property
+    def multiplier(self) -> float:
+        """Factor from interval values to ``unit`` (1000 for powerReal W with scale k)."""
+        return SI_SCALE.get(self.scale or "none", 1.0)
+
+    @property
+    def currency(self) -> str | None:
+        """ISO 4217 code of a price signal (itemUnits of currencyPerKWh and the like)."""
+        return self.unit if self.item and self.item.startswith("currency") else None
+
+    def base_value_at(self, at: datetime) -> float | None:
+        """:meth:`value_at` with the scale applied: in W for powerReal, not kW."""
+        value = self.value_at(at)
+        return None if value is None else value * self.multiplier
 
     def value_at(self, at: datetime) -> float | None:
         """The payload of the interval covering ``at``, or None outside all intervals."""
@@ -84,6 +122,13 @@ class DrEvent(BaseModel):
     start_after: timedelta | None = None  # tolerance: randomisation window for the start
     ramp_up: timedelta | None = None
     recovery: timedelta | None = None
+    # The VEN's draw within start_after; start and every interval are already shifted by it.
+    random_offset: timedelta = timedelta(0)
+    # Targeting as the VEN resolved it: empty both = the whole site; otherwise only these of
+    # the site's configured resources / groups (the bridge maps them to stations).
+    matched_resources: tuple[str, ...] = ()
+    matched_groups: tuple[str, ...] = ()
+    ignored_signals: tuple[str, ...] = ()  # "name/type: why" for signals left out
 
     @property
     def end(self) -> datetime | None:
@@ -92,13 +137,45 @@ class DrEvent(BaseModel):
             return None
         return self.start + self.duration
 
+    @property
+    def whole_site(self) -> bool:
+        return not self.matched_resources and not self.matched_groups
+
     def is_over(self, now: datetime) -> bool:
         if self.status == EventStatus.CANCELLED:
             return True
         end = self.end
         if end is None:
-            return max(i.end for s in self.signals for i in s.intervals) <= now
+            ends = [i.end for s in self.signals for i in s.intervals]
+            return bool(ends) and max(ends) <= now
         return end <= now
+
+    def status_at(self, now: datetime, near: timedelta = timedelta(0)) -> EventStatus:
+        """The status by the clock: cancelled stays cancelled; otherwise completed after the
+        end, active from the (randomised) start, near within ``near`` or the ramp-up period
+        before it, far before that."""
+        if self.status == EventStatus.CANCELLED:
+            return EventStatus.CANCELLED
+        if self.is_over(now):
+            return EventStatus.COMPLETED
+        if self.start <= now:
+            return EventStatus.ACTIVE
+        if self.start - max(near, self.ramp_up or timedelta(0)) <= now:
+            return EventStatus.NEAR
+        return EventStatus.FAR
+
+    def randomised(self, offset: timedelta) -> DrEvent:
+        """This event with its start (and every interval) moved by ``offset``."""
+        if offset == self.random_offset:
+            return self
+        shift = offset - self.random_offset
+        signals = tuple(
+            s.model_copy(update={"intervals": tuple(
+                i.model_copy(update={"start": i.start + shift}) for i in s.intervals)})
+            for s in self.signals
+        )
+        return self.model_copy(update={"start": self.start + shift, "signals": signals,
+                                       "random_offset": offset})
 
 
 def _aware(value: datetime, where: str) -> datetime:
@@ -122,8 +199,8 @@ def _optional_duration(value: Any, where: str) -> timedelta | None:
     return None if value is None else _duration(value, where)
 
 
-def _item_base(signal: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The itemBase's units and scale, in either shape openleadr leaves it.
+def _item_base(signal: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """The itemBase's element name, units and scale, in either shape openleadr leaves it.
 
     openleadr rewrites a signal's itemBase to ``measurement: {name, unit, scale, ...}``, but
     stops doing so at the first signal without one; later signals keep it under its element
@@ -131,11 +208,11 @@ def _item_base(signal: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """
     measurement = signal.get("measurement")
     if isinstance(measurement, Mapping) and "unit" in measurement:
-        return measurement.get("unit"), measurement.get("scale")
-    for value in signal.values():
+        return measurement.get("name"), measurement.get("unit"), measurement.get("scale")
+    for key, value in signal.items():
         if isinstance(value, Mapping) and "item_units" in value:
-            return value.get("item_units"), value.get("si_scale_code")
-    return None, None
+            return str(key), value.get("item_units"), value.get("si_scale_code")
+    return None, None, None
 
 
 def _signal(raw: Mapping[str, Any], start: datetime, where: str) -> EventSignal:
@@ -169,7 +246,7 @@ def _signal(raw: Mapping[str, Any], start: datetime, where: str) -> EventSignal:
             )
         )
         cursor = begin + duration
-    unit, scale = _item_base(raw)
+    item, unit, scale = _item_base(raw)
     current = raw.get("current_value")
     if isinstance(current, float) and not math.isfinite(current):
         raise InvalidEvent(f"{where}: currentValue must be a finite number, got {current!r}")
@@ -181,7 +258,23 @@ def _signal(raw: Mapping[str, Any], start: datetime, where: str) -> EventSignal:
         unit=unit,
         scale=scale,
         current_value=float(current) if isinstance(current, int | float) else None,
+        item=item,
     )
+
+
+def unsupported(signal: EventSignal) -> str | None:
+    """Why a signal is left out of the event (logged and ignored), or None to keep it."""
+    types = SIGNAL_TYPES.get(signal.name)
+    if types is None:
+        return f"{signal.name}: not an OpenADR 2.0b signal name"
+    if signal.type not in types:
+        return f"{signal.name}/{signal.type}: not a type of {signal.name}"
+    if signal.name in ("SIMPLE", "simple") and any(
+            i.value not in SIMPLE_LEVELS for i in signal.intervals):
+        return f"{signal.name}: levels must be 0, 1, 2 or 3"
+    if signal.scale is not None and signal.scale not in SI_SCALE:
+        return f"{signal.name}: unknown siScaleCode {signal.scale!r}"
+    return None
 
 
 def _targets(raw: Any) -> dict[str, tuple[str, ...]]:
@@ -214,9 +307,15 @@ def normalise_event(raw: Mapping[str, Any], vtn_id: str = "") -> DrEvent:
         raw_signals = raw_signals.get("event_signals")
     if not raw_signals:
         raise InvalidEvent(f"{where}: no event signals")
-    signals = tuple(
-        _signal(s, start, f"{where}.signals[{i}]") for i, s in enumerate(raw_signals)
-    )
+    signals: list[EventSignal] = []
+    ignored: list[str] = []
+    for index, raw_signal in enumerate(raw_signals):
+        signal = _signal(raw_signal, start, f"{where}.signals[{index}]")
+        why = unsupported(signal)
+        if why is None:
+            signals.append(signal.model_copy(update={"name": signal.name.upper()}))
+        else:
+            ignored.append(why)
 
     status_text = str(descriptor.get("event_status") or "none")
     try:
@@ -234,7 +333,8 @@ def normalise_event(raw: Mapping[str, Any], vtn_id: str = "") -> DrEvent:
         status=status,
         start=start,
         duration=duration,
-        signals=signals,
+        signals=tuple(signals),
+        ignored_signals=tuple(ignored),
         market_context=str(descriptor.get("market_context") or ""),
         priority=int(descriptor.get("priority") or 0),
         response_required=raw.get("response_required", "always") != "never",

@@ -1,0 +1,108 @@
+"""The VEN's event profile as the bridge lives it: limits, the store, restarts, targets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from conftest import Site, wait_until
+from oadr_payloads import Event, Signal, distribute_event
+from test_end_to_end import registered, start_fleet, total_limit_w
+
+from ven.events import EventStatus
+
+GROUPS = """\
+resources:
+  bay-north: [CP0]
+groups:
+  fleet-vans: [CP0, CP1]
+party_id: party-7
+"""
+
+
+def level(value: int, minutes: int = 5) -> list[Signal]:
+    return [Signal("SIMPLE", "level", [(timedelta(minutes=minutes), value)])]
+
+
+async def test_an_event_left_out_of_the_list_gives_capacity_back(site: Site):
+    bridge = await site.start_bridge(capacity_kw=44)
+    stations = await start_fleet(site, ["Current", "Current"])
+    await registered(site)
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    later = start + timedelta(seconds=30)
+    site.vtn.send_raw(distribute_event([Event("ev-gone", start, level(3))]))
+    await wait_until(lambda: total_limit_w(stations, later) == 0, what="level 3 pausing all")
+    site.vtn.send_raw(distribute_event([], request_id="req-2"))
+    await wait_until(lambda: total_limit_w(stations, later) > 20_000, what="capacity back")
+    assert bridge.events["ev-gone"].event.status == EventStatus.CANCELLED
+    stored = {e.event.event_id: e for e in bridge.store.events()}
+    assert stored["ev-gone"].event.status == EventStatus.CANCELLED
+
+
+async def test_random_offset_is_drawn_once_and_survives_a_restart(site: Site):
+    bridge = await site.start_bridge()
+    await registered(site)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    event = Event("ev-rand", start, level(2), start_after=timedelta(hours=1))
+    site.vtn.send_raw(distribute_event([event]))
+    await wait_until(lambda: "ev-rand" in bridge.events, what="the event")
+    offset = bridge.store.random_offset("ev-rand")
+    assert offset is not None and timedelta(0) <= offset <= timedelta(hours=1)
+    assert bridge.events["ev-rand"].event.start == start + offset
+
+    await site.stop_bridge()
+    bridge = await site.start_bridge()
+    await wait_until(lambda: bridge.ven.registration is not None, what="registration again")
+    event.modification = 1  # a change after the restart: handed on again, same draw
+    site.vtn.send_raw(distribute_event([event], request_id="req-2"))
+    await wait_until(lambda: bridge.events["ev-rand"].event.modification_number == 1,
+                     what="the modification")
+    assert bridge.events["ev-rand"].event.start == start + offset
+    assert bridge.store.random_offset("ev-rand") == offset
+
+
+async def test_targets_map_to_configured_stations_and_foreign_events_are_left_alone(site: Site):
+    bridge = await site.start_bridge(ven_extra=GROUPS)
+    await registered(site)
+    start = datetime.now(UTC) + timedelta(minutes=10)
+    site.vtn.send_raw(distribute_event([
+        Event("ev-group", start, level(1), targets={"groupID": ["fleet-vans"]}),
+        Event("ev-bay", start, level(1), targets={"resourceID": ["bay-north"]}),
+        Event("ev-party", start, level(1), targets={"partyID": ["party-7"]}),
+        Event("ev-other", start, level(3), targets={"resourceID": ["bay-south"]}),
+    ]))
+    await wait_until(lambda: {"ev-group", "ev-bay", "ev-party"} <= set(bridge.events),
+                     what="the events for this site")
+    assert bridge.event_stations(bridge.events["ev-group"].event) == {"CP0", "CP1"}
+    assert bridge.event_stations(bridge.events["ev-bay"].event) == {"CP0"}
+    assert bridge.event_stations(bridge.events["ev-party"].event) is None  # the whole site
+    await wait_until(lambda: any(r["event_id"] == "ev-other"
+                                 for r in site.vtn.received.event_responses),
+                     what="the answer to the foreign event")
+    assert "ev-other" not in bridge.events
+    [answer] = [r for r in site.vtn.received.event_responses if r["event_id"] == "ev-other"]
+    assert answer["opt_type"] == "optOut"
+
+
+async def test_report_values_come_from_the_running_bridge(site: Site):
+    bridge = await site.start_bridge(capacity_kw=44, ven_extra=GROUPS)
+    t0 = datetime.now(UTC)
+    await start_fleet(site, ["Current", "Power"])  # CP0 and CP1: the fleet-vans group
+    await wait_until(lambda: bridge.group_load_w("fleet-vans") > 0, what="group load")
+    assert bridge.group_load_w("fleet-vans") == bridge.measured_load_w()
+    assert bridge.group_load_w("nobody") == 0
+    await wait_until(lambda: bridge.measured_energy_wh() > 0, what="energy registers")
+    status = bridge.site_status()
+    assert status.online and not status.manual_override
+    assert status.max_w == status.current_w == 44_000 and status.min_w == 0
+
+    await registered(site)
+    start = datetime.now(UTC)
+    site.vtn.send_raw(distribute_event([Event("ev-now", start, level(1))]))
+    await wait_until(lambda: bridge.site_status().current_w == 22_000, what="the event's limit")
+    await bridge.opt_out_event("ev-now", "overrideStatus")
+    status = bridge.site_status()
+    assert status.manual_override and status.current_w == 44_000
+
+    await wait_until(lambda: bridge.load_history(t0, datetime.now(UTC)) != [],
+                     what="stored site load")
+    assert all(t0 <= at for at, _ in bridge.load_history(t0, datetime.now(UTC)))
