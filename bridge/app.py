@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.aio import cancel_and_wait
 from bridge.compliance import ComplianceRule
@@ -25,6 +25,9 @@ from policies.plan import Conditions, decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
 from ven.events import DrEvent, OptType
 from ven.reports import SiteStatus
+
+if TYPE_CHECKING:
+    from bridge.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class Bridge:
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.holds = self.store.holds()  # station id -> (mode, reason, since)
-        self.web = None
+        self.web: WebServer | None = None
         if model.web.enabled:
             from bridge.web.server import WebServer
 
@@ -501,7 +504,7 @@ class Bridge:
         self._replan_now()
 
     def clear_hold(self, station_id: str) -> None:
-        self.store.clear_hold(station_id)
+        self.store.clear_hold(station_id, self._clock())
         if self.holds.pop(station_id, None) is not None:
             log.info("%s: operator hold lifted", station_id)
         self._replan_now()

@@ -189,13 +189,15 @@ def non_compliant_stations(
     samples: Iterable[tuple[str, datetime, float | None]],
     accepted: Mapping[str, Sequence[tuple[datetime, tuple[Step, ...]]]],
     start: datetime, end: datetime,
+    tolerance_w: float = LIMIT_TOLERANCE_W, grace: timedelta = FOLLOW_GRACE,
 ) -> list[str]:
     """Stations whose measured power stayed above the limit they had accepted.
 
     ``samples`` are (station id, time, power W); ``accepted`` the schedules each
     station accepted, with when, oldest first. A sample is judged once the limit in
-    force has held for :data:`FOLLOW_GRACE`; a station is non-compliant when more than
-    a tenth of its judged samples, and at least two, are over.
+    force has held for ``grace``, and is over when above the limit by more than
+    ``tolerance_w``; a station is non-compliant when more than a tenth of its judged
+    samples, and at least two, are over.
     """
     judged: dict[str, int] = {}
     over: dict[str, int] = {}
@@ -209,9 +211,24 @@ def non_compliant_stations(
         if schedule is None:
             continue
         step = value_at(schedule[1], at)
-        if step is None or at - max(step.start, schedule[0]) < FOLLOW_GRACE:
+        if step is None or at - max(step.start, schedule[0]) < grace:
             continue
         judged[station_id] = judged.get(station_id, 0) + 1
-        if power > _allowed(step.limit_w):
+        if power > step.limit_w + tolerance_w:
             over[station_id] = over.get(station_id, 0) + 1
     return sorted(sid for sid, n in over.items() if n >= 2 and n > 0.1 * judged[sid])
+
+
+def exempt_during(log: Iterable[tuple[str, str | None, datetime]], start: datetime,
+                  end: datetime) -> list[str]:
+    """Stations exempt from DR at any moment of [start, end), from the log of hold changes
+    (station id, mode or None when lifted, when), oldest first."""
+    at_start: dict[str, str | None] = {}
+    exempt: set[str] = set()
+    for station_id, mode, at in log:
+        if at < start:
+            at_start[station_id] = mode
+        elif at < end and mode == "exempt":
+            exempt.add(station_id)
+    exempt |= {sid for sid, mode in at_start.items() if mode == "exempt"}
+    return sorted(exempt)

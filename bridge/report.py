@@ -17,6 +17,7 @@ from bridge.performance import (
     LoadRow,
     Performance,
     evaluate,
+    exempt_during,
     history_windows,
     non_compliant_stations,
 )
@@ -39,12 +40,14 @@ def performance_of(config: Config, store: Store, stored: StoredEvent,
     samples = store.samples_between(start, end)
     station_ids = sorted({s.station_id for s in samples})
     accepted = {sid: store.accepted_schedules(sid, end) for sid in station_ids}
-    exempt = [sid for sid, (mode, _, _) in store.holds().items() if mode == "exempt"]
+    exempt = exempt_during(store.hold_log(end), start, max(end, start + timedelta(seconds=1)))
     return evaluate(
         event.event_id, start, end, rows, timedelta(seconds=config.model.report.interval_s),
         settings, cap_w=event_cap_w(config, event), stations_opted_out=exempt,
         stations_non_compliant=non_compliant_stations(
-            ((s.station_id, s.at, s.power_w) for s in samples), accepted, start, end),
+            ((s.station_id, s.at, s.power_w) for s in samples), accepted, start, end,
+            tolerance_w=config.model.ocpp.compliance_tolerance_w,
+            grace=timedelta(seconds=config.model.ocpp.compliance_grace_s)),
     )
 
 
@@ -69,7 +72,7 @@ def summary_text(perf: Performance, stored: StoredEvent) -> str:
         f", {_pct(perf.delivered_pct)} of requested",
         f"  compliance          {_pct(perf.compliance_pct)} of intervals at or under the limit",
         "  stations opted out  " + (", ".join(perf.stations_opted_out)
-                                    + " (exempt from DR by the operator now)"
+                                    + " (exempt from DR by the operator)"
                                     if perf.stations_opted_out else "none"),
         "  non-compliant       " + (", ".join(perf.stations_non_compliant)
                                     + " (measured above the limit they accepted)"

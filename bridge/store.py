@@ -225,6 +225,9 @@ class Store:
         )
         db["holds"].create({"station_id": str, "mode": str, "reason": str, "set_at": str},
                            pk="station_id", if_not_exists=True)
+        # every change of a hold (mode null: lifted), for reports on past events
+        db["hold_log"].create({"station_id": str, "mode": str, "reason": str, "at": str},
+                              if_not_exists=True)
         db["random_offsets"].create({"event_id": str, "offset_s": float}, pk="event_id",
                                     if_not_exists=True)
         db["samples"].create_index(["station_id", "at"], if_not_exists=True)
@@ -499,7 +502,17 @@ class Store:
                 " reason = excluded.reason, set_at = excluded.set_at",
                 [station_id, mode, reason, _iso(at)],
             )
+            self._write("INSERT INTO hold_log (station_id, mode, reason, at) VALUES (?, ?, ?, ?)",
+                        [station_id, mode, reason, _iso(at)])
 
-    def clear_hold(self, station_id: str) -> None:
+    def clear_hold(self, station_id: str, at: datetime) -> None:
         with self._durable():
             self._write("DELETE FROM holds WHERE station_id = ?", [station_id])
+            self._write("INSERT INTO hold_log (station_id, mode, reason, at) VALUES (?, ?, ?, ?)",
+                        [station_id, None, "", _iso(at)])
+
+    def hold_log(self, until: datetime) -> list[tuple[str, str | None, datetime]]:
+        """(station id, mode or None when lifted, when), oldest first."""
+        return [(r["station_id"], r["mode"], datetime.fromisoformat(r["at"]))
+                for r in self.db["hold_log"].rows_where("at < ?", [_iso(until)],
+                                                        order_by="at, rowid")]

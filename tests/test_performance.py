@@ -6,6 +6,7 @@ from bridge.performance import (
     BaselineSettings,
     comparable_days,
     evaluate,
+    exempt_during,
     non_compliant_stations,
 )
 from policies.fleet import Step
@@ -98,3 +99,17 @@ def test_non_compliant_station_stays_above_its_accepted_limit():
         samples.append(("CP2", at, 11_000.0))  # ignores the decrease
         samples.append(("CP3", at, 11_000.0))  # never accepted a profile: not judged
     assert non_compliant_stations(samples, accepted, START, END) == ["CP2"]
+
+
+def test_stations_exempt_during_the_event():
+    log = [
+        ("CP1", "exempt", START - timedelta(days=1)),  # exempt throughout
+        ("CP2", "exempt", START - timedelta(hours=2)),
+        ("CP2", None, START - timedelta(hours=1)),  # lifted before
+        ("CP3", "pause", START - timedelta(hours=1)),
+        ("CP3", "exempt", START + timedelta(minutes=10)),  # exempted during
+        ("CP4", "exempt", END + timedelta(minutes=1)),  # after
+        ("CP5", "exempt", START - timedelta(hours=1)),
+        ("CP5", None, START + timedelta(minutes=5)),  # lifted during: was exempt at the start
+    ]
+    assert exempt_during(log, START, END) == ["CP1", "CP3", "CP5"]

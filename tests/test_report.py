@@ -53,7 +53,9 @@ def test_report_writes_csv_png_and_summary(tmp_path, capsys):
         for s in range(0, 1800, 30)
         for sid, power in (("CP1", 4_500.0), ("CP2", 7_000.0))
     )
-    store.set_hold("CP9", "exempt", "clinic", START)
+    store.set_hold("CP9", "exempt", "clinic", START - timedelta(hours=1))
+    store.set_hold("CP8", "exempt", "fleet car", START - timedelta(hours=1))
+    store.clear_hold("CP8", START - timedelta(minutes=1))  # lifted before the event
     store.close()
 
     assert main(["report", "evt-7", "--config", str(config), "--out", str(tmp_path / "out")]) == 0

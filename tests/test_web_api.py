@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 from conftest import Site, wait_until
+from test_ocpp_201 import add_201
 
 from bridge.config import load_config_text
 from bridge.holds import PAUSED_REASON
@@ -65,7 +66,8 @@ async def test_api_shows_site_event_and_stations(site: Site):
     url = await start(site, capacity_kw=44, telemetry_interval_s=1)
     bridge = site.bridge
     assert bridge is not None
-    stations = [site.add_station("CP1"), site.add_station("CP2", rate_unit="Power")]
+    # one OCPP 1.6J station and one 2.0.1
+    stations = [site.add_station("CP1"), add_201(site, "CP2")]
     await wait_until(lambda: all(s.transaction_id for s in stations) and
                      bridge.measured_load_w() > 0, what="charging")
     await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
@@ -110,7 +112,7 @@ async def test_api_shows_site_event_and_stations(site: Site):
             [connector] = row["connectors"]
             assert connector["connector_id"] == 1
             assert connector["session"] is not None
-            assert connector["status"] == "Charging"
+            assert connector["status"] in ("Charging", "Occupied")  # 1.6, 2.0.1
         assert sum(r["limit_w"] for r in rows.values()) <= 11_000
 
         await wait_until(lambda: len(bridge.store.site_load(start_at - timedelta(hours=1))) >= 2,
@@ -123,13 +125,34 @@ async def test_api_shows_site_event_and_stations(site: Site):
 
         spec = await get_json(http, f"{url}/api/openapi.json")
         assert spec["openapi"].startswith("3.")
+        refs = set()
+
+        def collect(node: object) -> None:
+            if isinstance(node, dict):
+                refs.update(v for k, v in node.items() if k == "$ref")
+                for value in node.values():
+                    collect(value)
+            elif isinstance(node, list):
+                for value in node:
+                    collect(value)
+
+        collect(spec)
+        assert refs and all(ref.removeprefix("#/components/schemas/") in
+                            spec["components"]["schemas"] for ref in refs)
+        # every field the API answers is described
+        described = spec["components"]["schemas"]
+        assert set(site_now) == set(described["Site"]["properties"])
+        assert set(active) == set(described["Event"]["properties"])
+        assert set(rows["CP1"]) == set(described["Station"]["properties"])
+        assert set(rows["CP1"]["connectors"][0]) == \
+            set(described["Station"]["properties"]["connectors"]["items"]["properties"])
         for path in ("/api/site", "/api/events", "/api/stations", "/api/load", "/metrics",
                      "/api/events/{event_id}/opt-out", "/api/stations/{station_id}/hold"):
             assert path in spec["paths"]
 
         async with http.get(f"{url}/metrics") as response:
             assert response.status == 200
-            assert response.content_type == "text/plain"
+            assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
             text = await response.text()
         metrics = parse_metrics(text)
         assert "# TYPE drbridge_site_load_watts gauge" in text
@@ -294,3 +317,31 @@ async def test_exempt_station_is_not_curtailed_by_an_event(site: Site):
                 (await get_json(http, f"{url}/api/stations"))["stations"]}
         assert rows["CP1"]["hold"]["mode"] == "exempt"
         assert rows["CP1"]["planned"]["reason"].startswith("exempt from DR by the operator")
+
+
+async def test_event_history_has_cap_baseline_measured_and_shed(site: Site):
+    # the baseline: the load over the 3 s before the event (no previous days here)
+    url = await start(site, capacity_kw=44, telemetry_interval_s=1,
+                      extra="report:\n  pre_event_s: 3\n")
+    bridge = site.bridge
+    assert bridge is not None
+    stations = [site.add_station("CP1"), site.add_station("CP2")]
+    await wait_until(lambda: all(s.transaction_id for s in stations) and
+                     bridge.measured_load_w() > 20_000, what="charging at full power")
+    await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    await asyncio.sleep(3)  # full load before the event
+    start_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    event_id = site.vtn.add_simple_event(site.vtn.ven_id("test-site"), start_at,
+                                         [(timedelta(seconds=5), 2)])
+    await wait_until(lambda: datetime.now(UTC) > start_at + timedelta(seconds=6),
+                     timeout=15, what="the event over")
+    async with aiohttp.ClientSession() as http:
+        events = await get_json(http, f"{url}/api/events")
+    assert events["active"] == [] and events["upcoming"] == []
+    [past] = events["history"]
+    assert past["event_id"] == event_id and past["state"] == "completed"
+    assert past["cap_w"] == 11_000
+    assert past["baseline_w"] > 20_000
+    assert past["measured_w"] < past["baseline_w"]
+    assert past["shed_w"] == pytest.approx(past["baseline_w"] - past["measured_w"], abs=1)
+    assert past["baseline_method"].startswith("pre-event load: mean site load over the 0.05 min")

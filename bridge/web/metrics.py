@@ -102,7 +102,8 @@ def collect(bridge: Bridge) -> list[Metric]:
              "Unix time of the VTN's last answer (0: never).",
              last_contact.timestamp() if last_contact else 0.0),
         Metric("drbridge_ocpp_messages_received_total", "counter",
-               "OCPP requests received from stations, by action.",
+               "OCPP requests received from stations, by 1.6 action (a 2.0.1 "
+               "TransactionEvent counts as the start, stop or meter values it carries).",
                tuple(({"action": action}, float(n))
                      for action, n in sorted(bridge.messages_in.items()))),
         _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",

@@ -66,12 +66,17 @@ SCHEMAS: dict[str, Any] = {
         "planned": {"type": ["object", "null"], "properties": {
             "since": TIME, "limit_w": NUM, "reason": {"type": "string"}}},
         "profile_state": {"enum": ["accepted", "rejected", "unverified", "non-compliant"]},
+        "profile_detail": {"type": "string",
+                           "description": "the station's state in words, and why"},
+        "verified": {"type": "boolean",
+                     "description": "GetCompositeSchedule confirmed the limit"},
         "max_w": NUM,
         "hold": {"type": ["object", "null"], "properties": {
             "mode": {"enum": ["pause", "exempt"]}, "reason": {"type": "string"}, "since": TIME}},
         "connectors": {"type": "array", "items": _obj({
             "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
-            "power_w": NUM, "session": {"type": ["object", "null"], "properties": {
+            "power_w": NUM, "limit_w": {**NUM, "description": "its own profile's limit, if any"},
+            "profile_purpose": STR, "session": {"type": ["object", "null"], "properties": {
                 "transaction_id": {"type": "integer"}, "started_at": TIME}}})},
     }),
     "Stations": _obj({"at": TIME, "stations": {"type": "array", "items": {

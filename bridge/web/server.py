@@ -27,6 +27,7 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "drbridge_session"
 MAX_HOURS = 48.0
 MAX_REASON = 500
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -147,9 +148,8 @@ class WebServer:
         return _json(openapi_document())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(self.bridge),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Format": "prometheus-0.0.4"})
+        return web.Response(body=render_metrics(self.bridge).encode("utf-8"),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     # login ------------------------------------------------------------------------------------
     def _logged_in(self, request: web.Request) -> bool:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 # The VTN is considered reachable while it answered within this time (polls are more often).
 VTN_SILENT_AFTER = timedelta(minutes=2)
-NON_COMPLIANT_AFTER = timedelta(seconds=15)  # a station gets this long to follow its limit
 EVENT_HISTORY = 20
 MAX_CHART_POINTS = 1500
 
@@ -185,8 +184,12 @@ def standing_opt_outs(bridge: Bridge) -> dict[str, Any]:
 def events_view(bridge: Bridge) -> dict[str, Any]:
     now = bridge.snapshot().at
     operator = standing_opt_outs(bridge)
+    ordered = sorted(bridge.events.values(), key=lambda e: e.event.start)
+    current = [e for e in ordered if event_state(e.event, now) in ("active", "upcoming")]
+    past = [e for e in ordered if event_state(e.event, now) in ("completed", "cancelled")]
     views = []
-    for stored in sorted(bridge.events.values(), key=lambda e: e.event.start):
+    # each past event's figures take a few queries: only the latest ones are shown
+    for stored in current + past[-EVENT_HISTORY:]:
         view = event_view(bridge, stored.event, stored.opt, stored.opt_reason, now)
         opt = operator.get(stored.event.event_id)
         view["operator_opt"] = None if opt is None else {
@@ -203,16 +206,18 @@ def events_view(bridge: Bridge) -> dict[str, Any]:
 
 
 # stations --------------------------------------------------------------------------------------
-def profile_state(state: StationState, power_w: float | None, now: datetime) -> str:
-    """accepted / rejected / unverified / non-compliant, as the operator needs to know."""
-    if state.refused:
+def profile_state(state: StationState) -> str:
+    """accepted / rejected / unverified / non-compliant, as the operator needs to know.
+
+    Non-compliance is the dispatcher's own finding (drawing above an accepted limit for
+    longer than its grace time), the one the planner acts on.
+    """
+    if state.compliance.flagged:
+        return "non-compliant"
+    if state.refused or state.unmanageable:
         return "rejected"
     if not state.confirmed or state.in_flight is not None or state.uncertain is not None:
         return "unverified"
-    step = value_at(state.applied, now) if state.applied else None
-    if step is not None and power_w is not None and now - step.start >= NON_COMPLIANT_AFTER \
-            and power_w > step.limit_w * 1.05 + 100:
-        return "non-compliant"
     return "accepted"
 
 
@@ -221,6 +226,17 @@ def _step_view(step: Step | None) -> dict[str, Any] | None:
         return None
     return {"since": step.start.isoformat(), "limit_w": _watts(step.limit_w),
             "reason": step.reason}
+
+
+def _profile_detail(state: StationState | None) -> str:
+    if state is None:
+        return "not connected since the bridge started"
+    detail = state.status
+    if state.compliance.flagged and state.compliance.detail:
+        detail += f": {state.compliance.detail}"
+    if state.verified:
+        detail += "; its composite schedule confirms the limit"
+    return detail
 
 
 def _limit_reason(applied: Step | None, planned: Step | None, known: bool) -> str:
@@ -255,11 +271,16 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             if power is not None:
                 station_power = (station_power or 0.0) + power
             session = sessions.get((station_id, connector_id))
+            slot = state.slots.get(connector_id) if state else None
+            slot_step = value_at(slot.applied, now) if slot else None
             connectors.append({
                 "connector_id": connector_id,
                 "status": status[0] if status else None,
                 "status_since": _iso(status[1]) if status else None,
                 "power_w": _watts(power),
+                # a profile of this connector's own, where the station takes them
+                "limit_w": _watts(slot_step.limit_w) if slot_step else None,
+                "profile_purpose": slot.purpose if slot else None,
                 "session": {"transaction_id": session[0],
                             "started_at": session[1].started_at.isoformat()}
                 if session else None,
@@ -275,7 +296,9 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             "limit_w": _watts(applied.limit_w) if applied else None,
             "limit_reason": _limit_reason(applied, desired, state is not None),
             "planned": _step_view(desired),
-            "profile_state": profile_state(state, station_power, now) if state else "unverified",
+            "profile_state": profile_state(state) if state else "unverified",
+            "profile_detail": _profile_detail(state),
+            "verified": bool(state and state.verified),
             "max_w": _watts(state.info.max_w) if state and state.info.max_current_a else None,
             "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
             if hold else None,

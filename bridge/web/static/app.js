@@ -187,8 +187,11 @@ function renderStations(data) {
       el("td", {}, ...lines((c) => c.status || "–")),
       el("td", {}, ...lines((c) => (c.session ? `tx ${c.session.transaction_id} since ${time(c.session.started_at)}` : "–"))),
       el("td", { class: "num power" }, kw(s.power_w)),
-      el("td", { class: "num limit" }, kw(s.limit_w)),
-      el("td", { class: `profile state-${s.profile_state}` }, s.profile_state),
+      el("td", { class: "num limit" }, kw(s.limit_w),
+        ...s.connectors.filter((c) => c.limit_w !== null).map((c) =>
+          el("div", { class: "muted small", title: c.profile_purpose }, `#${c.connector_id} ${kw(c.limit_w)}`))),
+      el("td", { class: `profile state-${s.profile_state}`, title: s.profile_detail },
+        s.profile_state + (s.verified ? " ✓" : "")),
       el("td", {}, time(s.last_seen)),
       el("td", { class: "reason small" }, s.limit_reason),
       el("td", { class: "actions" }, actions));
