@@ -67,7 +67,7 @@ class StationState:
     unmanageable: bool = False
     retry_s: float = 0.0  # the next retry's delay, doubled after each failure
     sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
-    # What the station accepted on this connection, per connector (0: the station cap).
+    # What the station accepted on this connection, by profile id.
     slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
@@ -285,15 +285,17 @@ class Dispatcher:
                  now: datetime) -> list[BuiltProfile]:
         """The profiles the station does not hold yet, decreases first."""
         def unchanged(new: BuiltProfile) -> bool:
-            old = state.slots.get(new.connector_id)
+            old = state.slots.get(new.profile_id)
             return (state.confirmed and old is not None and old.purpose == new.purpose
                     and old.transaction_id == new.transaction_id
                     and old.stack_level == new.stack_level and old.unit == new.unit
                     and same_schedule(old.applied, new.applied, now))
 
         def raises(new: BuiltProfile) -> bool:
-            old = state.slots.get(new.connector_id)
-            return is_raise(new.applied, old.applied if old else None, now)
+            old = state.slots.get(new.profile_id)
+            if old is None:  # a first profile restricts unless it allows something
+                return any(step.limit_w > 0 for step in new.applied)
+            return is_raise(new.applied, old.applied, now)
 
         return sorted((p for p in profiles if not unchanged(p)), key=raises)
 
@@ -400,7 +402,7 @@ class Dispatcher:
                         # no answer, or part of the wave applies: count the higher of both
                         state.uncertain = state.held()
                     break
-                state.slots[built.connector_id] = built
+                state.slots[built.profile_id] = built
                 state.installed.add(built.profile_id)
         finally:
             state.in_flight = None
@@ -415,7 +417,7 @@ class Dispatcher:
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
-            state.slots = {c: b for c, b in state.slots.items() if b.profile_id in wanted}
+            state.slots = {i: b for i, b in state.slots.items() if i in wanted}
             await self._clear_stale(state, link, wanted)
             if not state.verified and state.composite_supported:
                 await self._verify_composite(state, link, cap)

@@ -26,7 +26,7 @@ def test_payloads_and_answers_in_201_form():
     now = datetime(2026, 11, 25, 12, tzinfo=UTC)
     built = connector_profiles((Step(now, 11_040, "share"),), {1: 7}, 1,
                                StationInfo("X", 3, 230, 32),
-                               Capabilities(max_stack_level=3, known=True), now, 6)[0]
+                               Capabilities(max_stack_level=3, known=True), now, 6)[1]
     payload = profile_payload(built, "station-tx-1")
     assert payload["chargingProfilePurpose"] == "TxProfile"
     assert payload["transactionId"] == "station-tx-1"

@@ -230,3 +230,41 @@ async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: Site):
     await wait_until(lambda: bridge.snapshot().station_status["MUTE"] == "steered",
                      what="the station steered")
     await wait_until(lambda: 0 < mute.power_w <= 8_000, what="the EV held to the cap")
+
+
+async def test_cap_holds_in_transitions_with_multi_connector_stations(site: Site):
+    """Sessions start and stop on several connectors; sample what the stations allow.
+
+    A station applying its cap per connector allows the sum of its connectors' limits,
+    which is what ``composite_limit_w`` gives for it.
+    """
+    await site.start_bridge(capacity_kw=30)
+    twin = site.add_station("TWIN", connectors=2, plugged_in=False, cp_max_per_connector=True)
+    duo = site.add_station("DUO", connectors=2, plugged_in=False)
+    solo = site.add_station("SOLO")
+    stations = [twin, duo, solo]
+    worst = 0.0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal worst
+        while not stop.is_set():
+            commanded = [s for s in stations if s.installed_profiles]
+            worst = max(worst, sum(s.composite_limit_w() for s in commanded))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await wait_until(lambda: solo.power_w > 0, what="the single station charging")
+        for station, connector in ((twin, 1), (duo, 1), (twin, 2), (duo, 2)):
+            station.plug_in(connector)
+            await wait_until(lambda s=station, c=connector: s.connector_power_w(c) > 0,
+                             what=f"{station.id}/{connector} charging")
+        twin.unplug(1)
+        await wait_until(lambda: twin.composite_limit_w(connector_id=1) == 0,
+                         what="the freed connector back at 0")
+        await wait_until(lambda: twin.connector_power_w(2) >= 7_000, what="its share to the other")
+    finally:
+        stop.set()
+        await watcher
+    assert worst <= 30_000
