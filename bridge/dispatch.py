@@ -330,8 +330,11 @@ class Dispatcher:
                 try:
                     caps = await link.read_capabilities()
                 except CallFailed as error:
-                    log.warning("%s: GetConfiguration failed (%s); assuming amps, stack level 0",
-                                station_id, error)
+                    # Not asked again before its next boot: a station that cannot answer
+                    # would otherwise delay every profile by a timeout.
+                    log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
+                                "24 periods until its next boot", station_id, error)
+                    self._use_caps(state, Capabilities(known=True))
                 else:
                     self._cached_caps[station_id] = caps
                     self._store.save_station(station_id, {"capabilities": caps.to_json()})

@@ -268,3 +268,16 @@ async def test_cap_holds_in_transitions_with_multi_connector_stations(site: Site
         stop.set()
         await watcher
     assert worst <= 30_000
+
+
+async def test_station_without_get_configuration_gets_cautious_profiles(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    quiet = site.add_station("QUIET", supports_get_configuration=False, rate_unit="Current")
+    await wait_until(lambda: max_profile(quiet) is not None, what="a profile")
+    profile = max_profile(quiet)
+    assert profile is not None and profile["stackLevel"] == 0
+    assert profile["chargingSchedule"]["chargingRateUnit"] == "A"
+    await wait_until(lambda: 0 < quiet.power_w <= 8_000, what="the EV held to the cap")
+    asked = [a for a, _ in quiet.received if a == "GetConfiguration"]
+    # asked on connecting and on its boot, not again before every profile
+    assert 1 <= len(asked) <= 2 and bridge.snapshot().station_status["QUIET"] == "steered"
