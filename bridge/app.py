@@ -196,6 +196,9 @@ class Bridge:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
         self.request_replan()
 
+    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
+        return self._open_tx.get((station_id, connector_id))
+
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:
         info = self.config.station_info(station_id)

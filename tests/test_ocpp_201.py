@@ -88,3 +88,21 @@ async def test_201_tx_profile_names_the_stations_transaction(site: Site):
     assert tx is not None
     assert tx["transactionId"] == picky.transaction_id == "NEW-NOZERO-tx1"
     await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")
+
+
+async def test_201_transaction_survives_a_reconnection(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    station = add_201(site, "NEW-FLAKY")
+    await wait_until(lambda: any(s.station_id == "NEW-FLAKY" for s in bridge.sessions.values()),
+                     what="the session known")
+    before = dict(bridge.sessions)
+    await station.drop_connection()
+    await wait_until(lambda: "NEW-FLAKY" not in bridge.ocpp.links, what="the link dropped")
+    await wait_until(lambda: "NEW-FLAKY" in bridge.ocpp.links, what="the station back")
+    await wait_until(lambda: station.received.count(("GetCompositeSchedule", {
+        "duration": 300, "evseId": 0, "chargingRateUnit": "A"})) >= 2,
+        what="its profile confirmed again")
+    seq = station._seq
+    await wait_until(lambda: station._seq >= seq + 2, what="TransactionEvents on the new link")
+    assert bridge.sessions == before  # the same transaction, not a new one
+    assert 0 < station.power_w <= 8_000

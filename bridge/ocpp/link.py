@@ -35,6 +35,10 @@ class StationListener(Protocol):
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None: ...
 
+    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
+        """The bridge's id of the transaction running on a connector, if any."""
+        ...
+
 
 class ChargerLink(Protocol):
     """The central system's end of one station's connection."""
