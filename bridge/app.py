@@ -49,6 +49,7 @@ class Snapshot:
     active_events: list[str]
     # steered, connecting, offline, refusing, unmanageable or non-compliant (see Dispatcher)
     station_status: dict[str, str] = field(default_factory=dict)
+    station_detail: dict[str, str] = field(default_factory=dict)  # why, where not steered
 
 
 class Bridge:
@@ -295,6 +296,8 @@ class Bridge:
             station_power_w=power,
             active_events=[e.event_id for e in self.active_events(now) if e.start <= now],
             station_status={sid: s.status for sid, s in self.dispatcher.stations.items()},
+            station_detail={sid: s.detail for sid, s in self.dispatcher.stations.items()
+                            if s.detail},
         )
 
 

@@ -95,6 +95,17 @@ class StationState:
                                        or self.unmanageable or self.compliance.flagged)
 
     @property
+    def detail(self) -> str:
+        """Why a station is not steered, in a sentence (empty when it is)."""
+        if self.unmanageable:
+            return "no SmartCharging among its feature profiles; counted at its maximum"
+        if self.compliance.flagged:
+            return f"{self.compliance.detail}; counted at {self.compliance.peak_w:.0f} W"
+        if self.refused and self.link is not None:
+            return "refuses our charging profiles; retrying"
+        return ""
+
+    @property
     def status(self) -> str:
         """One word for the operator."""
         if self.unmanageable:

@@ -169,6 +169,7 @@ async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_dr
                      what="the compliant station held to what the other leaves")
     assert good.power_w + deaf.power_w <= 20_000
     assert bridge.snapshot().station_status["GOOD"] == "steered"
+    assert "above" in bridge.snapshot().station_detail["DEAF"]
     row = bridge.store.db["compliance"].get("DEAF")
     assert row["status"] == "non-compliant" and "above" in row["detail"]
     assert not list(bridge.store.db["compliance"].rows_where("station_id = 'GOOD'"))
