@@ -17,6 +17,11 @@ from datetime import datetime, timedelta
 class ComplianceRule:
     tolerance_w: float  # measurement noise and rounding a station may exceed its limit by
     grace: timedelta  # how long a station may stay above its limit after a change
+    # Limits in amps are converted at the nominal voltage; the grid may run ~10 % above it.
+    tolerance_ratio: float = 0.1
+
+    def exceeds(self, measured_w: float, allowed_w: float) -> bool:
+        return measured_w > allowed_w * (1 + self.tolerance_ratio) + self.tolerance_w
 
 
 @dataclass
@@ -39,7 +44,7 @@ class Compliance:
                 self.peak_w = measured_w
                 return True
             return False
-        if allowed_w is None or measured_w <= allowed_w + rule.tolerance_w:
+        if allowed_w is None or not rule.exceeds(measured_w, allowed_w):
             self.over_since = None
             return False
         if self.over_since is None:
