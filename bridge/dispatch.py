@@ -15,6 +15,19 @@ first sent the schedule it holds, to confirm it without pausing its EV. A
 raise is sent only when no steerable station is still above its new limit, so
 the sum of what the bridge has commanded never exceeds the site limit, even
 in transition.
+
+Profiles per station: the station cap on connector 0, and on stations with
+several connectors or sessions also a 0 W TxDefaultProfile per connector and a
+TxProfile per session with its part of the share (see :meth:`Dispatcher._built`);
+within a station, decreases go out before raises. Stations speak to the
+dispatcher through a :class:`~bridge.ocpp.link.ChargerLink`, in domain terms,
+whatever their OCPP version.
+
+Two more kinds of station are reserved: one without smart charging
+(*unmanageable*, counted at its hardware maximum) and one whose composite
+schedule or meter values show that it does not apply what it accepted
+(*non-compliant*, counted at the highest draw measured; see
+:mod:`bridge.compliance`).
 """
 
 from __future__ import annotations
