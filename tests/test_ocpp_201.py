@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
+import websockets
 from conftest import Site, wait_until
+from websockets.typing import Subprotocol
 
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.profiles import connector_profiles
@@ -106,3 +109,29 @@ async def test_201_transaction_survives_a_reconnection(site: Site):
     await wait_until(lambda: station._seq >= seq + 2, what="TransactionEvents on the new link")
     assert bridge.sessions == before  # the same transaction, not a new one
     assert 0 < station.power_w <= 8_000
+
+
+async def test_201_frames_bad_and_harmless(site: Site):
+    await site.start_bridge()
+    async with await websockets.connect(f"{site.url}/RAW201",
+                                        subprotocols=[Subprotocol("ocpp2.0.1")]) as ws:
+        async def exchange(frame: object) -> list:
+            await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+            while True:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if reply[0] in (3, 4):
+                    return reply
+
+        assert (await exchange("{"))[2] == "FormatViolation"
+        boot = [2, "b", "BootNotification", {"chargingStation": {"model": "m"}, "reason": "X"}]
+        assert (await exchange(boot))[2] in ("OccurrenceConstraintViolation",
+                                             "PropertyConstraintViolation", "FormatViolation")
+        assert (await exchange([2, "c", "StartTransaction", {}]))[2] == "NotSupported"
+        event = {"eventId": 1, "timestamp": "2026-11-25T12:00:00Z", "trigger": "Delta",
+                 "actualValue": "Faulted", "eventNotificationType": "HardWiredNotification",
+                 "component": {"name": "Connector"}, "variable": {"name": "Problem"}}
+        notice = [2, "d", "NotifyEvent", {"generatedAt": "2026-11-25T12:00:00Z", "seqNo": 0,
+                                          "eventData": [event]}]
+        assert await exchange(notice) == [3, "d", {}]  # acknowledged, nothing to do
+        heartbeat = await exchange([2, "e", "Heartbeat", {}])
+        assert heartbeat[0] == 3 and "currentTime" in heartbeat[2]

@@ -166,6 +166,11 @@ class StationLink201(StationLink):
             "TransactionEvent": self.on_transaction_event,
             "MeterValues": self.on_meter_values,
             "DataTransfer": self.on_data_transfer,
+            # reports and notices that need no action: acknowledged, so the station moves on
+            **{action: self.on_notice for action in (
+                "NotifyEvent", "NotifyReport", "SecurityEventNotification",
+                "FirmwareStatusNotification", "LogStatusNotification", "NotifyChargingLimit",
+                "ReportChargingProfiles", "NotifyMonitoringReport")},
         }
         # the station's transaction id -> (the bridge's id, EVSE id), and back
         self._transactions: dict[str, tuple[int, int]] = {}
