@@ -44,6 +44,7 @@ from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
+    TX_DEFAULT,
     BuiltProfile,
     connector_profiles,
     from_unit,
@@ -303,6 +304,12 @@ class Dispatcher:
             profiles += connector_profiles(target, state.sessions, state.caps.connectors,
                                            state.info, state.caps, now, self._min_current_a,
                                            level)
+        room = state.caps.max_profiles
+        connectors = max(state.caps.connectors, *state.sessions, 1)
+        if room is not None and room < (0 if state.per_connector_only else 1) + 2 * connectors:
+            # Too few places for a default and a session limit on every connector: the
+            # session limits matter more (a new session waits for the plan instead).
+            profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
         return cap, profiles
 
     def _pending(self, state: StationState, profiles: list[BuiltProfile],

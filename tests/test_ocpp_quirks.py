@@ -283,3 +283,12 @@ async def test_station_without_get_configuration_gets_cautious_profiles(site: Si
     asked = [a for a, _ in quiet.received if a == "GetConfiguration"]
     # asked on connecting and on its boot, not again before every profile
     assert 1 <= len(asked) <= 2 and bridge.snapshot().station_status["QUIET"] == "steered"
+
+
+async def test_station_holding_few_profiles_keeps_the_session_limits(site: Site):
+    await site.start_bridge(capacity_kw=12)
+    small = site.add_station("SMALL", connectors=2, max_profiles=3, cp_max_per_connector=True)
+    await wait_until(lambda: small.connector_power_w(1) > 0 and small.connector_power_w(2) > 0
+                     and len(profiles_of(small, "TxProfile")) == 2, what="both EVs charging")
+    assert len(small.installed_profiles) <= 3
+    assert small.power_w <= 12_000
