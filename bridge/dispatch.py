@@ -442,7 +442,9 @@ class Dispatcher:
             state.in_flight = None
         if failed is None:
             was_steerable = state.steerable
-            if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+            if state.applied is None or not state.confirmed \
+                    or not same_schedule(cap.applied, state.applied, now):
+                # a station that rebooted may have run without it: a grace time from now
                 state.applied_since = now
             state.applied, state.uncertain = cap.applied, None
             state.confirmed, state.refused, state.retry_s = True, False, 0.0
