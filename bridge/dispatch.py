@@ -428,6 +428,8 @@ class Dispatcher:
                     detail = ""
                 except CallFailed as error:
                     status, detail = "Failed", str(error)
+                    if error.unsupported:  # no smart charging, although it did not say so
+                        status = "NotSupported"
                 self._store.record_profile(station_id, now, built.unit, built.payload,
                                            built.applied, status, detail)
                 if status != ACCEPTED:
@@ -459,7 +461,12 @@ class Dispatcher:
                 await self._verify_composite(state, link, cap)
         else:
             built, status, detail = failed
-            if status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
+            if status == "NotSupported":
+                log.warning("%s: does not support SetChargingProfile; counted at its hardware "
+                            "maximum until its next boot", station_id)
+                state.unmanageable = True
+                self._on_change()
+            elif status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
                 log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
                 state.stack_zero = True
                 state.wake.set()
@@ -511,7 +518,7 @@ class Dispatcher:
             composite = await link.composite_schedule(0, VERIFY_WINDOW_S, cap.unit)
         except CallFailed as error:
             log.info("%s: no composite schedule (%s); meter values will tell", station_id, error)
-            state.composite_supported = "CALLERROR" not in str(error)
+            state.composite_supported = error.error_code is None
             return
         if composite is None:
             state.composite_supported = False

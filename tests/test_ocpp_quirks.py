@@ -292,3 +292,20 @@ async def test_station_holding_few_profiles_keeps_the_session_limits(site: Site)
                      and len(profiles_of(small, "TxProfile")) == 2, what="both EVs charging")
     assert len(small.installed_profiles) <= 3
     assert small.power_w <= 12_000
+
+
+async def test_station_silent_about_features_that_refuses_profiles_is_unmanageable(site: Site):
+    bridge = await site.start_bridge(capacity_kw=30)
+    site.add_station("MUM", feature_profiles="")  # lists none; SetChargingProfile: CALLERROR
+    smart = site.add_station("SMART")
+    await wait_until(lambda: bridge.snapshot().station_status.get("MUM") == "unmanageable",
+                     what="the station found unmanageable by its refusal")
+    await wait_until(lambda: smart.transaction_id is not None
+                     and 0 < smart.composite_limit_w() <= 30_000 - HARDWARE_MAX_W,
+                     what="the smart station held to what the other leaves")
+
+    def statuses() -> set[str]:
+        return {r["status"] for r in bridge.store.db["profiles"].rows_where("station_id = 'MUM'")}
+
+    await wait_until(lambda: statuses() != set(), what="the profile log written")
+    assert statuses() == {"NotSupported"}

@@ -228,7 +228,8 @@ class StationLink:
             finally:
                 self._pending = None
         if frame[0] == 4:
-            raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}")
+            raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}",
+                             str(frame[2]) if len(frame) > 2 else None)
         reply = frame[2]
         try:
             self.response_validator(action)(reply)
