@@ -571,10 +571,15 @@ class Dispatcher:
             allowed = max((s.limit_w for s in limits if s is not None), default=None)
         was_flagged = state.compliance.flagged
         if state.compliance.observe(self._rule, now, measured_w, allowed):
-            if was_flagged:
-                self._on_change()  # it draws more than it was counted at
-            else:
+            if not was_flagged:
                 self._flagged(state)
+                return
+            if not state.compliance.flagged:
+                log.info("%s: follows its limit again", station_id)
+                self._store.save_compliance(station_id, "compliant",
+                                            state.compliance.detail, now)
+                self._refresh(state)
+            self._on_change()  # counted higher now, or given a share again
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)

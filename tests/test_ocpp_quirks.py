@@ -35,6 +35,13 @@ def test_compliance_needs_a_draw_above_the_limit_for_the_whole_grace_time():
     assert not seen.observe(rule, t0 + timedelta(seconds=18), 12_200, 10_000)
     assert seen.observe(rule, t0 + timedelta(seconds=19), 22_000, 10_000)  # counted higher now
     assert seen.peak_w == 22_000
+    # following its limit for a whole grace time clears the flag (slow, not deaf)
+    assert not seen.observe(rule, t0 + timedelta(seconds=20), 0, 0)
+    assert not seen.observe(rule, t0 + timedelta(seconds=25), 12_000, 0)  # not yet
+    assert not seen.observe(rule, t0 + timedelta(seconds=26), 0, 0)
+    assert seen.flagged
+    assert seen.observe(rule, t0 + timedelta(seconds=36), 300, 0)
+    assert not seen.flagged and seen.detail == "follows its limit again"
 
 
 def test_capabilities_survive_a_round_trip_and_read_any_dialect():
