@@ -70,6 +70,7 @@ class Snapshot:
     active_events: list[str]
     # steered, connecting, offline, refusing, unmanageable or non-compliant (see Dispatcher)
     station_status: dict[str, str] = field(default_factory=dict)
+    station_detail: dict[str, str] = field(default_factory=dict)  # why, where not steered
 
 
 class Bridge:
@@ -408,6 +409,9 @@ class Bridge:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
         self.request_replan()
 
+    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
+        return self._open_tx.get((station_id, connector_id))
+
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:
         self._heard(station_id, "MeterValues")
@@ -549,6 +553,8 @@ class Bridge:
             station_power_w=power,
             active_events=[e.event_id for e in self.active_events(now) if e.start <= now],
             station_status={sid: s.status for sid, s in self.dispatcher.stations.items()},
+            station_detail={sid: s.detail for sid, s in self.dispatcher.stations.items()
+                            if s.detail},
         )
 
 

@@ -79,6 +79,7 @@ class StationSpec:
     # Installs the first this many SetChargingProfile but never answers them (a reply lost
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
+    supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
 
 
 @dataclass
@@ -649,6 +650,8 @@ class SimulatedStation(ChargePoint):
     def on_get_configuration(
         self, key: list[str] | None = None, **_: Any
     ) -> call_result.GetConfiguration:
+        if not self.spec.supports_get_configuration:
+            raise OcppNotImplemented(description="GetConfiguration is not implemented")
         config = self._configuration()
         wanted = key or list(config)
         return call_result.GetConfiguration(

@@ -156,6 +156,11 @@ class SimulatedStation201(ChargePoint):
     def unplug(self) -> None:
         self._plugged = False
 
+    async def drop_connection(self) -> None:
+        """Abort without a close frame, as a lost link looks to the central system."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
     async def _session(self, ws: ClientConnection) -> None:
         self._ws = self._connection = ws
         self._response_queue = asyncio.Queue()
