@@ -119,6 +119,26 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+
+def schedule_limit_a(schedule: dict[str, Any], elapsed: float, voltage_v: float,
+                     phases: int) -> float | None:
+    """Per-phase amps a charging schedule sets ``elapsed`` seconds after its start, or None
+    when it does not apply then (both OCPP versions share the schedule's shape)."""
+    if elapsed < 0 or ("duration" in schedule and elapsed >= schedule["duration"]):
+        return None
+    current = None
+    for period in sorted(schedule["chargingSchedulePeriod"], key=lambda x: x["startPeriod"]):
+        if period["startPeriod"] > elapsed:
+            break
+        current = period
+    if current is None:
+        return None
+    limit = float(current["limit"])
+    if str(schedule["chargingRateUnit"]).upper() == "W":
+        limit /= voltage_v * min(current.get("numberPhases", 3), phases)
+    return limit
+
+
 class SimulatedStation(ChargePoint):
     """One EV per connector; reconnects by itself until stop()."""
 
@@ -558,21 +578,9 @@ class SimulatedStation(ChargePoint):
             "validTo" in p and at >= _parse(p["validTo"])
         ):
             return None
-        sched = p["chargingSchedule"]
         elapsed = (at - self._profile_start(p, at, rel_start)).total_seconds()
-        if elapsed < 0 or ("duration" in sched and elapsed >= sched["duration"]):
-            return None
-        current = None
-        for period in sorted(sched["chargingSchedulePeriod"], key=lambda x: x["startPeriod"]):
-            if period["startPeriod"] > elapsed:
-                break
-            current = period
-        if current is None:
-            return None
-        limit = float(current["limit"])
-        if str(sched["chargingRateUnit"]).upper() == "W":
-            limit /= self.spec.voltage_v * min(current.get("numberPhases", 3), self.spec.phases)
-        return limit
+        return schedule_limit_a(p["chargingSchedule"], elapsed, self.spec.voltage_v,
+                                self.spec.phases)
 
     def _winner(self, purpose: str, connector_id: int, at: datetime, rel_start: datetime,
                 tx: int | None = None) -> float | None:
