@@ -47,6 +47,8 @@ async def test_reregisters_when_the_vtn_asks(running: Running):
     assert again["ven_id"] == ven_id and again["registration_id"] == f"reg-{ven_id}"
     assert running.sent("oadrResponse") != []  # the acknowledgement of the request
     assert len(running.sent("oadrRegisterReport")) == 2  # reports offered again
+    # ... and the reports asked for before are not sent twice from now on
+    assert len(running.ven._client.report_requests) == 1
 
 
 async def test_cancelled_registration_is_confirmed_forgotten_and_made_again(running: Running):

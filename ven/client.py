@@ -468,11 +468,20 @@ class Ven:
             registration = self.registration
             assert registration is not None
             self._listener.on_registration(registration)
+            self._drop_report_requests()  # a new registration: the VTN asks for reports anew
             await client.register_reports(client.reports)
             if client.report_queue_task is None or client.report_queue_task.done():
                 client.report_queue_task = asyncio.create_task(client._report_queue_worker())
             await self._request_events()
             await self._poll_until_registration_lost()
+
+    def _drop_report_requests(self) -> None:
+        client = self._client
+        for request in client.report_requests:
+            if request.get("job") is not None:
+                request["job"].remove()
+        client.report_requests.clear()
+        client.incomplete_reports.clear()
 
     async def stop(self) -> None:
         self._stopped.set()
