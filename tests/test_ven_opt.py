@@ -59,9 +59,9 @@ async def test_opt_out_of_unknown_or_finished_events_is_refused(site: Site):
     ven_id = await registered(site)
     event_id = site.vtn.add_simple_event(ven_id, datetime.now(UTC),
                                          [(timedelta(seconds=1), 1)])
-    await wait_until(lambda: event_id in bridge.events, what="the event")
+    await wait_until(lambda: event_id in bridge.events, timeout=20, what="the event")
     await wait_until(lambda: bridge.events[event_id].event.is_over(datetime.now(UTC)),
-                     what="the event's end")
+                     timeout=20, what="the event's end")
     with pytest.raises(EventOver):
         await bridge.opt_out_event(event_id, "notParticipating")
     assert site.vtn.received.created_opts == []
