@@ -194,11 +194,32 @@ class Bridge:
         return opt
 
     def _decide_opt(self, event: DrEvent, baseline_w: float) -> tuple[OptType, str]:
-        """The policy decides, unless the site operator opted out of the event."""
-        operator = self.store.operator_opt_out(event.event_id)
+        """The policy decides, unless the site operator opted out of the event or declared
+        the site unavailable during it."""
+        return self._operator_decision(event, *self._standing_opts()) or \
+            decide_opt(event, self.config.policy, self.config.site, baseline_w)
+
+    def _standing_opts(self) -> tuple[dict[str, OperatorOpt], list[OperatorOpt]]:
+        """The operator's standing opt-outs by event id, and unavailability windows."""
+        standing = self.store.operator_opts("cancelled_at IS NULL")
+        return ({o.event_id: o for o in standing if o.event_id is not None},
+                [o for o in standing if o.event_id is None])
+
+    @staticmethod
+    def _operator_decision(event: DrEvent, opt_outs: dict[str, OperatorOpt],
+                           windows: list[OperatorOpt]) -> tuple[OptType, str] | None:
+        operator = opt_outs.get(event.event_id)
         if operator is not None:
             return "optOut", _operator_reason(operator)
-        return decide_opt(event, self.config.policy, self.config.site, baseline_w)
+        end = event.end
+        for window in windows:
+            assert window.window_start is not None and window.window_end is not None
+            if window.window_start < (end or datetime.max.replace(tzinfo=UTC)) \
+                    and event.start < window.window_end:
+                return "optOut", (f"{OPERATOR_OPT_OUT}: unavailable from "
+                                  f"{window.window_start:%Y-%m-%d %H:%M} to "
+                                  f"{window.window_end:%Y-%m-%d %H:%M} UTC ({window.reason})")
+        return None
 
     # operator opts ---------------------------------------------------------------------------
     async def opt_out_event(self, event_id: str, reason: str) -> None:
@@ -236,15 +257,17 @@ class Bridge:
         return self.store.operator_opts()
 
     def _apply_operator_opts(self) -> None:
-        """Bring each known event's opt in line with the operator's standing opt-outs."""
+        """Bring each pending or active event's opt in line with the operator's standing
+        opt-outs and unavailability windows."""
         now = self._clock()
-        standing = {o.event_id: o for o in self.store.operator_opts(
-            "event_id IS NOT NULL AND cancelled_at IS NULL")}
+        opt_outs, windows = self._standing_opts()
         changed = False
         for event_id, known in list(self.events.items()):
-            operator = standing.get(event_id)
-            if operator is not None:
-                opt, reason = "optOut", _operator_reason(operator)
+            if known.event.is_over(now):
+                continue  # what was decided for a past event stays on record
+            decision = self._operator_decision(known.event, opt_outs, windows)
+            if decision is not None:
+                opt, reason = decision
             elif known.opt_reason.startswith(OPERATOR_OPT_OUT):
                 opt, reason = decide_opt(known.event, self.config.policy, self.config.site,
                                          self._baselines.get(event_id, 0.0))

@@ -94,11 +94,14 @@ async def test_unsigned_payloads_are_refused_when_signatures_are_on(
         await stop(ven, task)
 
 
-@pytest.mark.parametrize("problem", ["wrong pin", "no client certificate", "unknown CA"])
+@pytest.mark.parametrize("problem", ["wrong pin", "wrong signing pin", "no client certificate",
+                                     "unknown CA"])
 async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
         secure: Setup, tmp_path: Path, problem: str, caplog: pytest.LogCaptureFixture):
     if problem == "wrong pin":
         tls = secure.tls(vtn_fingerprint="00:11:22:33:44:55:66:77:88:99")
+    elif problem == "wrong signing pin":  # TLS is fine; the VTN's signatures are not its own
+        tls = secure.tls(vtn_signing_fingerprint="00:11:22:33:44:55:66:77:88:99")
     elif problem == "no client certificate":
         tls = secure.tls(cert=None, key=None, xml_signatures=False)
     else:
@@ -109,9 +112,12 @@ async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
     try:
         await asyncio.sleep(1.5)  # several attempts
         assert listener.registrations == []
-        assert secure.vtn.received.registrations == []
+        if problem != "wrong signing pin":  # refused before a byte reached the VTN
+            assert secure.vtn.received.registrations == []
         if problem == "wrong pin":
             assert "does not match ven.tls.vtn_fingerprint" in caplog.text
+        if problem == "wrong signing pin":
+            assert "refused a message from the VTN: FingerprintMismatch" in caplog.text
     finally:
         await stop(ven, task)
 

@@ -193,11 +193,13 @@ class _PinningConnector(aiohttp.TCPConnector):
 
 
 class _Client(OpenADRClient):
-    """openleadr's client, with drbridge's intake for what the VTN answers.
+    """openleadr's client, with drbridge's transport, intake and report handling.
 
     openleadr checks the XSD only; :func:`ven.messages.read_message` also refuses
     oversize and entity-bearing payloads and content that makes no sense, and
-    it never raises anything but :class:`RefusedMessage`.
+    it never raises anything but :class:`RefusedMessage`. The HTTP session speaks
+    TLS 1.2+ with the VTN pinned; report requests and updates are handled here
+    (see :mod:`ven.reports`).
     """
 
     last_contact: datetime | None = None
@@ -252,7 +254,6 @@ class _Client(OpenADRClient):
         if code not in (None, 200):
             log.warning("VTN answered %s with OpenADR status %s", message_type, code)
         return message_type, payload
-
 
     async def _report_queue_worker(self) -> None:
         """Send each finished report (oadrUpdateReport) through drbridge's template, which
@@ -468,11 +469,20 @@ class Ven:
             registration = self.registration
             assert registration is not None
             self._listener.on_registration(registration)
+            self._drop_report_requests()  # a new registration: the VTN asks for reports anew
             await client.register_reports(client.reports)
             if client.report_queue_task is None or client.report_queue_task.done():
                 client.report_queue_task = asyncio.create_task(client._report_queue_worker())
             await self._request_events()
             await self._poll_until_registration_lost()
+
+    def _drop_report_requests(self) -> None:
+        client = self._client
+        for request in client.report_requests:
+            if request.get("job") is not None:
+                request["job"].remove()
+        client.report_requests.clear()
+        client.incomplete_reports.clear()
 
     async def stop(self) -> None:
         self._stopped.set()
