@@ -490,9 +490,13 @@ class Bridge:
             taken_at=max(reported.values()) if reported and self.sessions else None,
         )
         holds = {sid: hold[0] for sid, hold in self.holds.items()}
+        planned = self.planned_events(now)
+        scopes = {event.event_id: stations for event in planned
+                  if (stations := self.event_stations(event)) is not None}
         conditions = Conditions(baselines_w=self._baselines,
-                                vtn_last_heard=self.ven.last_contact or self._started)
-        plan = plan_with_holds(self.planned_events(now), self.config.policy, self.config.site,
+                                vtn_last_heard=self.ven.last_contact or self._started,
+                                event_stations=scopes)
+        plan = plan_with_holds(planned, self.config.policy, self.config.site,
                                fleet, now, holds,  # type: ignore[arg-type]
                                self.plan.state if self.plan else self._resumed_state,
                                conditions)
