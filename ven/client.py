@@ -52,6 +52,15 @@ OptReason = Literal["economic", "emergency", "mustRun", "notParticipating", "out
                     "overrideStatus", "participating", "x-schedule"]
 
 
+# OpenADR 2.0b names two TLS 1.2 suites a VTN must offer: ECDHE-ECDSA and plain RSA key
+# exchange, both AES-128-CBC-SHA256. Python's default list lacks the RSA one, which a VTN
+# with an RSA certificate may insist on; both are added after the forward-secret AEAD suites.
+OPENADR_CIPHERS = ":".join((
+    "ECDHE+AESGCM", "ECDHE+CHACHA20",
+    "ECDHE-ECDSA-AES128-SHA256", "AES128-SHA256",
+    "!aNULL", "!eNULL",
+))
+
 @dataclass(frozen=True)
 class Window:
     """A period of time, as in an xcal:vavailability component."""
@@ -215,6 +224,7 @@ class _Client(OpenADRClient):
             tls = self.tls or TlsSettings()
             context = ssl.create_default_context(cafile=tls.ca_file)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(OPENADR_CIPHERS)
             context.check_hostname = tls.check_hostname
             if tls.cert and tls.key:
                 context.load_cert_chain(tls.cert, tls.key, tls.passphrase)
