@@ -10,7 +10,7 @@ is ever over its limit, and headroom is only left where a limit binds.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.fleet import PHASES, Site
@@ -126,23 +126,14 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     shares: dict[Hashable, Share] = {}
     watts: dict[Hashable, float] = {}
     admitted: list[Load] = []
-    used = [0.0] * len(constraints)  # kept as sessions are admitted: one pass, not N^2
-    for load in loads:
-        floor = min(load.min_w, load.max_w)
+    for load, blocked in _admit(loads, constraints, keep_paused):
         if load.key in keep_paused:
             shares[load.key] = Share(0.0, f"paused: {keep_paused[load.key]}")
-            continue
-        path = [(i, c) for i, c in enumerate(constraints) if load.key in c.coef]
-        blocked = next((c for i, c in path
-                        if used[i] + c.coef[load.key] * floor > c.cap + _ADMIT_EPS), None)
-        if blocked is None and load.max_w > 0:
+        elif blocked is None:
             admitted.append(load)
-            watts[load.key] = floor
-            for i, c in path:
-                used[i] += c.coef[load.key] * floor
+            watts[load.key] = min(load.min_w, load.max_w)
         else:
-            why = blocked.name if blocked else "its maximum"
-            shares[load.key] = Share(0.0, f"paused: {why} cannot give it the minimum current")
+            shares[load.key] = Share(0.0, f"paused: {blocked} cannot give it the minimum current")
     if not admitted:
         return shares
     reasons = _fill(admitted, constraints, watts)
@@ -152,6 +143,39 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
         text = f"{label}, {charging} of {len(loads)} charging"
         shares[load.key] = Share(watts[load.key], f"{text}, held by {why}" if why else text)
     return shares
+
+
+def count_fitting(limit_w: float, loads: Sequence[Load], site: Site,
+                  fixed: Sequence[FixedLoad] = ()) -> int:
+    """How many ``loads`` :func:`allocate_tree` would admit if each asked its minimum only."""
+    at_minimum = [load if load.max_w == load.min_w else
+                  Load(load.key, load.circuit, load.amps_per_w, load.min_w, load.min_w)
+                  for load in loads]
+    constraints = _constraints(site, max(limit_w, 0.0), at_minimum, fixed)
+    return sum(1 for _, blocked in _admit(at_minimum, constraints, {}) if blocked is None)
+
+
+def _admit(loads: Sequence[Load], constraints: Sequence[_Constraint],
+           keep_paused: Mapping[Hashable, str]) -> Iterator[tuple[Load, str | None]]:
+    """Each load in order with what keeps it from its minimum (None: admitted at it).
+
+    A load in ``keep_paused`` is skipped (its blocker is its own reason, not checked here).
+    """
+    used = [0.0] * len(constraints)  # kept as sessions are admitted: one pass, not N^2
+    for load in loads:
+        if load.key in keep_paused:
+            yield load, keep_paused[load.key]
+            continue
+        floor = min(load.min_w, load.max_w)
+        path = [(i, c) for i, c in enumerate(constraints) if load.key in c.coef]
+        blocked = next((c for i, c in path
+                        if used[i] + c.coef[load.key] * floor > c.cap + _ADMIT_EPS), None)
+        if blocked is None and load.max_w > 0:
+            for i, c in path:
+                used[i] += c.coef[load.key] * floor
+            yield load, None
+        else:
+            yield load, blocked.name if blocked else "its maximum"
 
 
 def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
