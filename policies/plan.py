@@ -371,8 +371,11 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                     since, switched = at, True
                 paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
                     else site_step.limit_w
-                states[station_id] = StationState(step.limit_w, on, since, restore_at, switched,
-                                                  paused_at)
+                if old is None or old.limit_w != step.limit_w or old.charging != on or \
+                        old.since != since or old.restore_at != restore_at or \
+                        old.switched != switched or old.paused_at_limit_w != paused_at:
+                    states[station_id] = StationState(step.limit_w, on, since, restore_at,
+                                                      switched, paused_at)
             elif station_id not in silent:
                 states.pop(station_id, None)
         if at == now:

@@ -127,23 +127,32 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     shares: dict[Hashable, Share] = {}
     watts: dict[Hashable, float] = {}
     admitted: list[Load] = []
+    # many sessions get the same share for the same reason: one (immutable) Share each
+    made: dict[tuple[float, str], Share] = {}
     for load, blocked in _admit(loads, constraints, keep_paused):
         if load.key in keep_paused:
-            shares[load.key] = Share(0.0, f"paused: {keep_paused[load.key]}")
+            shares[load.key] = _share(made, 0.0, f"paused: {keep_paused[load.key]}")
         elif blocked is None:
             admitted.append(load)
             watts[load.key] = min(load.min_w, load.max_w)
         else:
-            shares[load.key] = Share(0.0, f"paused: {blocked} cannot give it the minimum current")
+            shares[load.key] = _share(
+                made, 0.0, f"paused: {blocked} cannot give it the minimum current")
     if not admitted:
         return shares
     reasons = _fill(admitted, constraints, watts)
-    charging = len(admitted)
+    text = f"{label}, {len(admitted)} of {len(loads)} charging"
+    texts = {why: f"{text}, held by {why}" if why else text for why in set(reasons.values())}
     for load in admitted:
-        why = reasons[load.key]
-        text = f"{label}, {charging} of {len(loads)} charging"
-        shares[load.key] = Share(watts[load.key], f"{text}, held by {why}" if why else text)
+        shares[load.key] = _share(made, watts[load.key], texts[reasons[load.key]])
     return shares
+
+
+def _share(made: dict[tuple[float, str], Share], watts: float, reason: str) -> Share:
+    share = made.get((watts, reason))
+    if share is None:
+        share = made[(watts, reason)] = Share(watts, reason)
+    return share
 
 
 def count_fitting(limit_w: float, loads: Sequence[Load], site: Site,
