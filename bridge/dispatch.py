@@ -197,15 +197,22 @@ class Dispatcher:
     def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
                     sessions: Mapping[str, Mapping[int, int]] | None = None) -> None:
         """Each station's share, and its sessions (connector id -> transaction id)."""
+        now = self._clock()
         for station_id, steps in schedules.items():
             state = self.stations.get(station_id)
             if state is None:
                 continue
             running = dict((sessions or {}).get(station_id, {}))
             if state.desired != steps or state.sessions != running:
+                # A new plan mostly gives a station the same limits with a newer start (and
+                # reason): it is booked, but its worker has nothing to send, so it sleeps on.
+                quiet = state.sessions == running and state.desired is not None \
+                    and station_id not in self._above \
+                    and _limits_from(state.desired, now) == _limits_from(steps, now)
                 state.desired, state.sessions = steps, running
-                state.wake.set()
-                self._refresh(state)
+                if not quiet:
+                    state.wake.set()
+                    self._refresh(state)
 
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
@@ -533,6 +540,13 @@ class Dispatcher:
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
+
+
+def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime, float]]:
+    """The limits a schedule gives from ``now`` on, exactly (its first moment is ``now``)."""
+    current = value_at(steps, now)
+    head = [(now, current.limit_w)] if current is not None else []
+    return head + [(s.start, s.limit_w) for s in steps if s.start > now]
 
 
 def _describe(steps: tuple[Step, ...]) -> str:
