@@ -234,11 +234,10 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
             level = max(level, exact)
         else:  # float rounding put the exact level a hair too high: settle by bisection
             level = _settle(fits, level, exact)
-        for load in active.values():
-            watts[load.key] = at_level(load, level)
         frozen: set[Hashable] = set()
         for key, load in active.items():
-            if watts[key] >= load.max_w - _EPS_W:
+            share = watts[key] = min(max(level * load.weight, floor[key]), load.max_w)
+            if share >= load.max_w - _EPS_W:
                 frozen.add(key)
                 held_by[key] = "its maximum"
         # a limit with no room left holds everything still rising beneath it
