@@ -537,7 +537,8 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
 
     fcfs = sorted(steered, key=lambda sid: (rank(sid), charging[sid].started, sid))
     # how many fit at their minimum, if all of them asked
-    fit = count_fitting(available_w, [loads[s] for s in fcfs], site, fixed)
+    fit = count_fitting(available_w, [loads[s] for s in fcfs], site, fixed) \
+        if rotation.enabled else 0
     rotating = rotation.enabled and 0 < fit < len(steered)
     slot = timedelta(0)
     if rotating:

@@ -129,7 +129,11 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     admitted: list[Load] = []
     # many sessions get the same share for the same reason: one (immutable) Share each
     made: dict[tuple[float, str], Share] = {}
-    for load, blocked in _admit(loads, constraints, keep_paused):
+    floors = {load.key: min(load.min_w, load.max_w) for load in loads}
+    everyone = not keep_paused and all(load.max_w > 0 for load in loads) and \
+        _all_fit(constraints, floors)
+    for load, blocked in ((load, None) for load in loads) if everyone else \
+            _admit(loads, constraints, keep_paused):
         if load.key in keep_paused:
             shares[load.key] = _share(made, 0.0, f"paused: {keep_paused[load.key]}")
         elif blocked is None:
@@ -159,8 +163,27 @@ def count_fitting(limit_w: float, loads: Sequence[Load], site: Site,
                   fixed: Sequence[FixedLoad] = ()) -> int:
     """How many ``loads`` :func:`allocate_tree` would admit if each asked its minimum only."""
     constraints = _constraints(site, max(limit_w, 0.0), loads, fixed)
+    if all(load.min_w > 0 for load in loads) and \
+            _all_fit(constraints, {load.key: load.min_w for load in loads}):
+        return len(loads)
     return sum(1 for _, blocked in _admit(loads, constraints, {}, at_minimum=True)
                if blocked is None)
+
+
+def _all_fit(constraints: Sequence[_Constraint], floors: Mapping[Hashable, float]) -> bool:
+    """Whether :func:`_admit` would admit every load at ``floors`` (key -> watts).
+
+    Each limit's sum is added up in the order loads are admitted (a limit's factors are
+    kept in that order), so it is the very sum the last admission checks; the sums
+    before it are no larger.
+    """
+    for c in constraints:
+        total = 0.0
+        for key, co in c.coef.items():
+            total = total + co * floors[key]
+        if total > c.cap + _ADMIT_EPS:
+            return False
+    return True
 
 
 def _admit(loads: Sequence[Load], constraints: Sequence[_Constraint],
