@@ -251,7 +251,10 @@ class Dispatcher:
             self._above.add(station_id)
         elif station_id in self._above:
             self._above.discard(station_id)
-            self._settled()
+            if len(self._above) <= 1:
+                # a raise waits until no other station is above: with two or more still
+                # above, none can go yet, so the waiting workers sleep on
+                self._settled()
 
     def _settled(self) -> None:
         self._settle_event.set()
@@ -311,7 +314,7 @@ class Dispatcher:
         A station that cannot lower (offline, refusing) leaves the set by becoming
         reserved, so this wait cannot last for ever.
         """
-        while self._above - {state.info.station_id}:
+        while len(self._above) > 1 or (self._above and state.info.station_id not in self._above):
             if state.wake.is_set():
                 return False
             settled = asyncio.ensure_future(self._settle_event.wait())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,3 +48,26 @@ def test_a_replan_with_the_same_limits_books_the_new_reason_without_waking(tmp_p
 
     dispatch.set_desired({"CP1": later_raise}, {"CP1": {1: 5, 2: 6}})
     assert state.wake.is_set()  # a second session: per-connector profiles change
+
+
+async def test_a_raise_waits_until_every_other_station_is_down(tmp_path):
+    clock = [T0]
+    dispatch = dispatcher(tmp_path, clock)
+    for sid in ("CP2", "CP3"):
+        dispatch.stations[sid] = StationState(info=StationInfo(sid, 3, 230.0, 32.0))
+    high = (Step(T0, 11000.0, "before"),)
+    low = (Step(T0, 4000.0, "after"),)
+    for sid in ("CP2", "CP3"):  # each holds more than its new share
+        state = dispatch.stations[sid]
+        state.applied, state.confirmed, state.link = high, True, object()  # type: ignore[assignment]
+        dispatch.set_desired({sid: low})
+    raising = dispatch.stations["CP1"]
+    waiter = asyncio.create_task(dispatch._wait_for_decreases(raising))
+    await asyncio.sleep(0)
+    dispatch.stations["CP2"].applied = low
+    dispatch._refresh(dispatch.stations["CP2"])
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # CP3 may still draw its old limit
+    dispatch.stations["CP3"].applied = low
+    dispatch._refresh(dispatch.stations["CP3"])
+    assert await asyncio.wait_for(waiter, 1) is True
