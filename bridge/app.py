@@ -596,8 +596,9 @@ def _opt_reason(text: str) -> OptReason:
 
 def _changed(old: Plan, new: Plan, now: datetime) -> bool:
     def future(steps: tuple[Step, ...]) -> list[tuple[float, float]]:
+        current = value_at(steps, now)
         return [(max(s.start, now).timestamp(), round(s.limit_w)) for s in steps
-                if s.start >= now or s is value_at(steps, now)]
+                if s.start >= now or s is current]
     if future(old.site) != future(new.site) or old.stations.keys() != new.stations.keys():
         return True
     return any(future(old.stations[k]) != future(new.stations[k]) for k in new.stations)

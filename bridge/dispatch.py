@@ -222,15 +222,22 @@ class Dispatcher:
     def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
                     sessions: Mapping[str, Mapping[int, int]] | None = None) -> None:
         """Each station's share, and its sessions (connector id -> transaction id)."""
+        now = self._clock()
         for station_id, steps in schedules.items():
             state = self.stations.get(station_id)
             if state is None:
                 continue
             running = dict((sessions or {}).get(station_id, {}))
             if state.desired != steps or state.sessions != running:
+                # A new plan mostly gives a station the same limits with a newer start (and
+                # reason): it is booked, but its worker has nothing to send, so it sleeps on.
+                quiet = state.sessions == running and state.desired is not None \
+                    and station_id not in self._above \
+                    and _limits_from(state.desired, now) == _limits_from(steps, now)
                 state.desired, state.sessions = steps, running
-                state.wake.set()
-                self._refresh(state)
+                if not quiet:
+                    state.wake.set()
+                    self._refresh(state)
 
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
@@ -269,7 +276,10 @@ class Dispatcher:
             self._above.add(station_id)
         elif station_id in self._above:
             self._above.discard(station_id)
-            self._settled()
+            if len(self._above) <= 1:
+                # a raise waits until no other station is above: with two or more still
+                # above, none can go yet, so the waiting workers sleep on
+                self._settled()
 
     def _settled(self) -> None:
         self._settle_event.set()
@@ -337,7 +347,7 @@ class Dispatcher:
         A station that cannot lower (offline, refusing) leaves the set by becoming
         reserved, so this wait cannot last for ever.
         """
-        while self._above - {state.info.station_id}:
+        while len(self._above) > 1 or (self._above and state.info.station_id not in self._above):
             if state.wake.is_set():
                 return False
             settled = asyncio.ensure_future(self._settle_event.wait())
@@ -583,6 +593,13 @@ class Dispatcher:
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
+
+
+def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime, float]]:
+    """The limits a schedule gives from ``now`` on, exactly (its first moment is ``now``)."""
+    current = value_at(steps, now)
+    head = [(now, current.limit_w)] if current is not None else []
+    return head + [(s.start, s.limit_w) for s in steps if s.start > now]
 
 
 def _describe(steps: tuple[Step, ...]) -> str:

@@ -29,7 +29,7 @@ from policies.fleet import (
 )
 from policies.model import Group, Policy
 from policies.signals import Need, event_ask, last_ask
-from policies.tree import FixedLoad, Load, allocate_tree
+from policies.tree import FixedLoad, Load, allocate_tree, count_fitting
 from ven.events import DrEvent, EventStatus, OptType
 
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
@@ -245,6 +245,9 @@ class _Station:
     group: Group | None
     started: datetime
     connectors: list[int]
+    # what does not change between the plan's steps, worked out once per plan
+    load: Load | None = None  # its share's bounds before any per-step cap
+    min_w: float = 0.0
 
 
 def _group_label(group: Group | None) -> str:
@@ -285,6 +288,12 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         entry = charging.setdefault(session.station_id, _Station(
             info, rule.group_of(info.station_id), session.started_at, []))
         entry.connectors.append(session.connector_id)
+    for sid, entry in charging.items():
+        info = entry.info
+        weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
+        entry.min_w = info.watts(rule.min_current_a)
+        entry.load = Load(sid, info.circuit, info.amps_per_watt(), entry.min_w,
+                          info.max_w_for(entry.connectors), weight)
     reserved_ids = {r.station_id for r in fleet.reservations}
     previous = dict(state.stations) if state else {}
     silent_after = timedelta(seconds=policy.failsafe.station_silent_after_s)
@@ -295,6 +304,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     }
 
     # restores after a rise of the site limit: each station waits a random delay
+    unsteered = silent.keys() | reserved_ids
     window = policy.restore.random_window_s
     # the plan step at which each rise starts (a rise found now may have begun earlier);
     # the first rise after a drop begins a restore, and each station draws its delay once
@@ -359,7 +369,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
             station_steps[station_id].append(step)
             old = states.get(station_id)
             on = step.limit_w > 0
-            if station_id in charging and station_id not in silent.keys() | reserved_ids:
+            if station_id in charging and station_id not in unsteered:
                 restore_at = old.restore_at if old and old.restore_at and old.restore_at > at \
                     else None
                 if old is None:  # a new session: paused is not a switch, it never charged
@@ -370,8 +380,11 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                     since, switched = at, True
                 paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
                     else site_step.limit_w
-                states[station_id] = StationState(step.limit_w, on, since, restore_at, switched,
-                                                  paused_at)
+                if old is None or old.limit_w != step.limit_w or old.charging != on or \
+                        old.since != since or old.restore_at != restore_at or \
+                        old.switched != switched or old.paused_at_limit_w != paused_at:
+                    states[station_id] = StationState(step.limit_w, on, since, restore_at,
+                                                      switched, paused_at)
             elif station_id not in silent:
                 states.pop(station_id, None)
         if at == now:
@@ -398,7 +411,6 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     """Every station's step at ``at``, the site step (an exemption may lift it) and the
     moments a rotation or a restore asks to be planned again."""
     rule = policy.allocation
-    min_a = rule.min_current_a
     caps = caps or {}
     fixed: list[FixedLoad] = []
     for reservation in fleet.reservations:
@@ -425,9 +437,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     for sid, entry in charging.items():
         if sid in reserved_ids or sid in silent:
             continue
-        info = entry.info
-        min_w = info.watts(min_a)
-        max_w = info.max_w_for(entry.connectors)
+        info, base, min_w = entry.info, entry.load, entry.min_w
+        assert base is not None
+        max_w = base.max_w
         old = states.get(sid)
         measured = fleet.measured_w.get(sid)
         aware = rule.demand_aware
@@ -454,8 +466,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             if cap_w < min_w:
                 keep_paused[sid] = "its targeted event leaves it no room"
             max_w = min(max_w, max(cap_w, min_w))
-        weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
-        loads[sid] = Load(sid, info.circuit, info.amps_per_watt(), min_w, max_w, weight)
+        loads[sid] = base if max_w == base.max_w else \
+            Load(sid, base.circuit, base.amps_per_w, min_w, max_w, base.weight)
 
     exempt = {sid for sid, e in charging.items() if sid in loads and e.group and e.group.exempt}
     chosen: dict[str, Step] = {}
@@ -484,11 +496,17 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     label = "priority share" if rule.strategy == "priority" else "fair share"
     shares = allocate_tree(limit, [loads[s] for s in order], site,
                            fixed, label=label, keep_paused=keep_paused)
+    # Most stations get the same step (the same share for the same reason): each distinct
+    # one is made once, as steps are immutable.
+    made: dict[tuple, Step] = {}
+    held: Step | None = None
     for sid in fleet.stations:
         if sid in chosen:
             continue
         if sid in reserved_ids:
-            chosen[sid] = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
+            if held is None:
+                held = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
+            chosen[sid] = held
             continue
         if sid in silent:
             # counted at what it was last told; told no more than the site limit, should
@@ -501,18 +519,22 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         share = shares.get(sid)
         watts = share.watts if share else 0.0
         why = share.reason if share else "no charging session"
-        links = [*site_chain]
-        if sid in caps:
-            links.extend(caps[sid][1])
         entry = charging.get(sid)
-        if entry is not None and entry.group is not None and rule.strategy == "priority":
-            links.append(Why("rule", f"{_group_label(entry.group)} (rank {entry.group.rank}, "
-                                     f"weight {entry.group.weight:g})"))
-        links.append(Why("allocation", why))
-        if reserved:
-            links.append(Why("allocation",
-                             f"{reserved:.0f} W held for stations the bridge cannot steer"))
-        chosen[sid] = step_of(at, watts, links)
+        group = entry.group if entry is not None and rule.strategy == "priority" else None
+        scoped = caps[sid][1] if sid in caps else ()
+        key = (watts, why, group.name if group is not None else None, scoped)
+        step = made.get(key)
+        if step is None:
+            links = [*site_chain, *scoped]
+            if group is not None:
+                links.append(Why("rule", f"{_group_label(group)} (rank {group.rank}, "
+                                         f"weight {group.weight:g})"))
+            links.append(Why("allocation", why))
+            if reserved:
+                links.append(Why("allocation",
+                                 f"{reserved:.0f} W held for stations the bridge cannot steer"))
+            step = made[key] = step_of(at, watts, links)
+        chosen[sid] = step
     return chosen, Step(site_step.start, limit, explain(site_chain), site_chain) \
         if limit != site_step.limit_w else site_step, extra
 
@@ -577,10 +599,8 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
 
     fcfs = sorted(steered, key=lambda sid: (rank(sid), charging[sid].started, sid))
     # how many fit at their minimum, if all of them asked
-    trial = allocate_tree(available_w, [Load(s, loads[s].circuit, loads[s].amps_per_w,
-                                             loads[s].min_w, loads[s].min_w) for s in fcfs],
-                          site, fixed)
-    fit = sum(1 for share in trial.values() if share.watts > 0)
+    fit = count_fitting(available_w, [loads[s] for s in fcfs], site, fixed) \
+        if rotation.enabled else 0
     rotating = rotation.enabled and 0 < fit < len(steered)
     slot = timedelta(0)
     if rotating:
