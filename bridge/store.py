@@ -29,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from policies.fleet import PlanState, StationState, Step, Why
+from policies.voltwatt import VoltHold
 from ven.client import Registration
 from ven.events import DrEvent
 
@@ -75,6 +76,7 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
                            s.switched, s.paused_at_limit_w]
                      for sid, s in state.stations.items()},
         "baselines": dict(baselines),
+        "voltage": {key: [h.share, _iso(h.since), h.reason] for key, h in state.voltage.items()},
     })
 
 
@@ -91,6 +93,8 @@ def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
         ramp_from=None if ramp is None else (datetime.fromisoformat(ramp[0]), float(ramp[1])),
         rises=tuple(datetime.fromisoformat(at) for at in data["rises"]),
         restore_began=_opt_time(data["restore_began"]),
+        voltage={key: VoltHold(float(share), datetime.fromisoformat(since), str(reason))
+                 for key, (share, since, reason) in data.get("voltage", {}).items()},
     )
     return state, {k: float(v) for k, v in data["baselines"].items()}
 

@@ -29,6 +29,7 @@ from policies.fleet import (
 from policies.model import Group, Policy
 from policies.signals import Need, event_ask, last_ask
 from policies.tree import FixedLoad, Load, allocate_tree
+from policies.voltwatt import SITE_KEY, VoltageReading, VoltHold, respond, site_reading
 from ven.events import DrEvent, EventStatus, OptType
 
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
@@ -44,6 +45,8 @@ class Conditions:
     baselines_w: Mapping[str, float] = field(default_factory=dict)
     vtn_last_heard: datetime | None = None  # None: never checked (no fail-safe on it)
     rng: random.Random | None = None  # draws restore delays; None: seeded from the time
+    # each station's latest line-to-neutral voltages (policy.voltage acts on them)
+    voltages: Mapping[str, VoltageReading] = field(default_factory=dict)
 
 
 # -- opting in or out -------------------------------------------------------------------------
@@ -122,11 +125,15 @@ def _failsafe(policy: Policy, site: Site, fleet: Fleet, now: datetime,
 
 def _target_at(events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime,
                baselines: Mapping[str, float], failsafe: tuple[float, Why] | None,
-               needs: Sequence[Need] = ()) -> tuple[float, tuple[Why, ...]]:
-    """The smallest of the capacity, the fail-safe and every event's limit at ``at``."""
+               needs: Sequence[Need] = (),
+               voltage: tuple[float, Why] | None = None) -> tuple[float, tuple[Why, ...]]:
+    """The smallest of the capacity, the fail-safe, the site's volt-watt restriction and
+    every event's limit at ``at``."""
     limit, chain = site.capacity_w, (Why("site", "site capacity"),)
     if failsafe is not None and failsafe[0] < limit:
         limit, chain = failsafe[0], (failsafe[1],)
+    if voltage is not None and voltage[0] < limit:
+        limit, chain = voltage[0], (voltage[1],)
     for event in events:
         ask = event_ask(event, policy, site, at, baselines, needs)
         if ask is not None and ask.limit_w < limit:
@@ -233,6 +240,38 @@ def _needs(fleet: Fleet) -> list[Need]:
     return needs
 
 
+# -- volt-watt ---------------------------------------------------------------------------------
+
+def voltage_holds(policy: Policy, site: Site, fleet: Fleet,
+                  readings: Mapping[str, VoltageReading], previous: Mapping[str, VoltHold],
+                  now: datetime) -> dict[str, VoltHold]:
+    """The volt-watt restriction of each station (or of the site) after these readings."""
+    rule = policy.voltage
+    if rule is None:
+        return {}
+    min_a = policy.allocation.min_current_a
+    sessions: dict[str, list[int]] = {}
+    for session in fleet.sessions:
+        sessions.setdefault(session.station_id, []).append(session.connector_id)
+    holds: dict[str, VoltHold] = {}
+    if rule.scope == "site":
+        reading, complete = site_reading(readings, now, timedelta(seconds=rule.stale_after_s))
+        min_w = sum(fleet.stations[sid].watts(min_a) for sid in sessions if sid in fleet.stations)
+        min_share = min(1.0, min_w / site.capacity_w) if site.capacity_w > 0 else 1.0
+        hold = respond(rule, reading, site.voltage_v, min_share, previous.get(SITE_KEY), now,
+                       may_ease=complete)
+        if hold is not None:
+            holds[SITE_KEY] = hold
+        return holds
+    for sid, info in fleet.stations.items():
+        max_w = info.max_w_for(sessions.get(sid, []))
+        min_share = min(1.0, info.watts(min_a) / max_w) if max_w > 0 else 1.0
+        hold = respond(rule, readings.get(sid), site.voltage_v, min_share, previous.get(sid), now)
+        if hold is not None:
+            holds[sid] = hold
+    return holds
+
+
 # -- sharing among the stations ---------------------------------------------------------------
 
 @dataclass
@@ -259,12 +298,18 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     conditions = conditions or Conditions()
     rule = policy.allocation
     failsafe = _failsafe(policy, site, fleet, now, conditions)
+    volts = voltage_holds(policy, site, fleet, conditions.voltages,
+                          state.voltage if state else {}, now)
+    site_volts = volts.get(SITE_KEY)
+    site_cap = None
+    if site_volts is not None and site_volts.share < 1.0:
+        site_cap = (site_volts.share * site.capacity_w, Why("voltage", site_volts.reason))
 
     # the site limit: targets at every event boundary, then ramped
     times = sorted({now} | _event_times(events, policy, now))
     needs = _needs(fleet)
     targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe,
-                                needs))
+                                needs, site_cap))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -339,7 +384,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                                            paused_at_limit_w=old.paused_at_limit_w)
                 heapq.heappush(heap, began + delay)
         chosen, site_step, extra = _allocate_at(
-            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids)
+            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids,
+            {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():
@@ -376,7 +422,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         stations={sid: _merge(steps) for sid, steps in station_steps.items() if steps},
         state=PlanState(at=now, site_limit_w=site_series[0].limit_w, stations=state_now,
                         ramp_from=ramp_now, rises=tuple(rise_times),
-                        restore_began=restore_now),
+                        restore_began=restore_now, voltage=volts),
         paused=paused_now,
     )
 
@@ -384,6 +430,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy: Policy,
                  charging: Mapping[str, _Station], states: Mapping[str, StationState],
                  silent: Mapping[str, float], reserved_ids: set[str],
+                 voltage: Mapping[str, VoltHold] | None = None,
                  ) -> tuple[dict[str, Step], Step, list[datetime]]:
     """Every station's step at ``at``, the site step (an exemption may lift it) and the
     moments a rotation or a restore asks to be planned again."""
@@ -438,6 +485,12 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
                                f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
+        volts = (voltage or {}).get(sid)
+        if volts is not None and volts.share < 1.0:
+            if volts.share <= 0:
+                keep_paused[sid] = volts.reason
+            else:
+                max_w = min(max_w, max(min_w, volts.share * info.max_w_for(entry.connectors)))
         weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
         loads[sid] = Load(sid, info.circuit, info.amps_per_watt(), min_w, max_w, weight)
 
@@ -490,6 +543,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         if entry is not None and entry.group is not None and rule.strategy == "priority":
             links.append(Why("rule", f"{_group_label(entry.group)} (rank {entry.group.rank}, "
                                      f"weight {entry.group.weight:g})"))
+        volts = (voltage or {}).get(sid)
+        if entry is not None and volts is not None and volts.share < 1.0:
+            links.append(Why("voltage", volts.reason))
         links.append(Why("allocation", why))
         if reserved:
             links.append(Why("allocation",
