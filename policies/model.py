@@ -302,6 +302,10 @@ class VoltageRule(_Strict):
     pause_above: PerUnit | None = None  # over-voltage, for sites with PV
     hysteresis: float = Field(default=0.01, ge=0, le=0.1)  # pu a restriction waits to ease
     hold_s: float = Field(default=60, ge=0)  # a restriction eases no sooner than this
+    # each easing raises the share by at most this (none: straight to the curve); small
+    # enough that one step moves the voltage less than the hysteresis band, it cannot
+    # set off the restriction it eased
+    ease_step: Share | None = 0.1
     stale_after_s: float = Field(default=120, gt=0)  # older readings hold, never ease
     # none: a restriction is held until fresh readings come; else lifted after this long
     release_after_s: float | None = Field(default=None, gt=0)

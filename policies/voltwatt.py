@@ -119,7 +119,9 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
     held_long_enough = previous is None or \
         now - previous.since >= timedelta(seconds=rule.hold_s)
     if eased > current + _EPS and may_ease and held_long_enough:
-        return VoltHold(eased, now, _describe(eased, phase_e, pu_e))
+        if rule.ease_step is not None:
+            eased = min(eased, max(current + rule.ease_step, min_share))
+        return VoltHold(eased, now, _describe(eased, phase_e, pu_e, stepped=eased < 1.0))
     if previous is None:
         return VoltHold(1.0, now, _describe(1.0, phase, pu))
     if current >= 1.0 - _EPS:
@@ -131,10 +133,11 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
     return VoltHold(current, previous.since, f"{text} [kept {why}; now {pu:.3f} pu {phase}]")
 
 
-def _describe(share: float, phase: str, pu: float) -> str:
+def _describe(share: float, phase: str, pu: float, stepped: bool = False) -> str:
     if share <= 0:
         return f"voltage {pu:.3f} pu on {phase}: charging paused"
-    return f"voltage {pu:.3f} pu on {phase}: {share:.0%} of allowed power"
+    easing = " (easing)" if stepped else ""
+    return f"voltage {pu:.3f} pu on {phase}: {share:.0%} of allowed power{easing}"
 
 
 def site_reading(readings: Mapping[str, VoltageReading], now: datetime,

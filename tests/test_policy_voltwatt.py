@@ -16,7 +16,7 @@ from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 V = 230.0
 RULE = VoltageRule(curve={0.95: 1.0, 0.90: "min"}, pause_below=0.88, hysteresis=0.01,
-                   hold_s=60, stale_after_s=30)
+                   hold_s=60, stale_after_s=30, ease_step=None)
 MIN_SHARE = 6 / 32
 
 
@@ -59,6 +59,22 @@ def test_hysteresis_and_hold_time():
     assert eased is not None and low.share < eased.share < 1.0
     back = respond(RULE, reading(0.961, later), V, MIN_SHARE, low, later)
     assert back is not None and back.share == 1.0
+
+
+def test_easing_in_steps_one_hold_time_apart():
+    rule = RULE.model_copy(update={"ease_step": 0.25})
+    hold = respond(rule, reading(0.87), V, MIN_SHARE, None, NOW)
+    assert hold is not None and hold.share == 0.0
+    shares = []
+    for minute in range(1, 6):
+        at = NOW + timedelta(minutes=minute)
+        hold = respond(rule, reading(1.0, at), V, MIN_SHARE, hold, at)
+        assert hold is not None
+        shares.append(hold.share)
+    assert shares == [0.25, 0.5, 0.75, 1.0, 1.0]
+    later = NOW + timedelta(minutes=1)
+    assert "(easing)" in respond(rule, reading(1.0, later), V, MIN_SHARE,
+                                 VoltHold(0.0, NOW, ""), later).reason
 
 
 def test_stale_or_missing_readings_hold_the_restriction():
@@ -119,11 +135,11 @@ def test_never_above_the_curve_of_a_fresh_reading(steps):
 
 
 @settings(max_examples=300, deadline=None)
-@given(samples)
-def test_no_rise_sooner_than_the_hold_time_after_a_change(steps):
+@given(samples, st.sampled_from([None, 0.1, 0.5]))
+def test_no_rise_sooner_than_the_hold_time_after_a_change(steps, ease_step):
     changed_at = None
     previous_share = 1.0
-    for now, _, _, hold in _run(RULE, steps):
+    for now, _, _, hold in _run(RULE.model_copy(update={"ease_step": ease_step}), steps):
         share = 1.0 if hold is None else hold.share
         if share > previous_share + 1e-9 and changed_at is not None:
             assert now - changed_at >= timedelta(seconds=RULE.hold_s)
