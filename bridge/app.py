@@ -131,6 +131,7 @@ class Bridge:
                 group_ids=frozenset(model.ven.groups),
                 party_ids=frozenset([model.ven.party_id] if model.ven.party_id else []),
                 tls=config.tls,
+                voltage_phases=("L1", "L2", "L3") if model.telemetry.report_voltage else (),
             ),
             self,
             registration=self.store.registration(model.ven.vtn_url),
@@ -354,6 +355,11 @@ class Bridge:
             manual_override=override,
             current_w=step.limit_w if step else capacity, min_w=0.0, max_w=capacity,
         )
+
+    def site_voltages(self) -> dict[str, tuple[float, float]]:
+        """Per phase over the connected stations' fresh readings: (lowest V, mean V)."""
+        site = self.grid.site(self._clock(), self.dispatcher.stations)
+        return {phase: (low, mean) for phase, low, mean in site.phases}
 
     def load_history(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
         return [(at, load) for at, load, _ in self.store.site_load(start) if at < end]

@@ -73,7 +73,7 @@ def never_falls(series: list[tuple[float, ...]]) -> bool:
 
 async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Site):
     feeder = Feeder(source_v=NOMINAL_V, impedance_ohm=0.8)
-    stations = await start_on_feeder(site, feeder)
+    stations = await start_on_feeder(site, feeder, telemetry_interval_s=1)
     bridge = site.bridge
     assert bridge is not None
     # both charge, pull the feeder below the floor, and are held back for the voltage
@@ -110,3 +110,17 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     assert all(abs(s.power_w - EV_A * 3 * NOMINAL_V) < 1 for s in stations)
     later, _ = await watch(stations, feeder, 1.0)
     assert never_falls([settled, *limits, *later]), limits
+
+    # TELEMETRY_USAGE carries the lowest and the mean voltage of each phase
+    def voltages(resource: str) -> list[float]:
+        return [r[5] for r in site.vtn.received.readings if r[1] == resource]
+
+    resources = [f"test-site-{p}-{s}" for p in ("L1", "L2", "L3") for s in ("min", "mean")]
+    await wait_until(lambda: all(voltages(r) for r in resources), timeout=10,
+                     what="voltage readings at the VTN")
+    units = {(r[2], r[3]) for r in site.vtn.received.readings if r[1] in resources}
+    assert units == {("Voltage", "V")}, units
+    low = voltages("test-site-L1-min")
+    assert min(low) < FLOOR_PU * NOMINAL_V + 10 and max(low) <= 250
+    # both stations hang on one feeder: the lowest is the mean
+    assert voltages("test-site-L2-min")[-1] == voltages("test-site-L2-mean")[-1]
