@@ -11,6 +11,7 @@ from conftest import Site, site_config, wait_until
 from bridge.config import load_config
 from bridge.sim.feeder import Feeder
 from bridge.sim.station import SimulatedStation
+from bridge.web.views import site_view
 
 NOMINAL_V = 230.0
 FLOOR_PU = 0.90  # the curve reaches the minimum current here
@@ -124,3 +125,7 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     assert min(low) < FLOOR_PU * NOMINAL_V + 10 and max(low) <= 250
     # both stations hang on one feeder: the lowest is the mean
     assert voltages("test-site-L2-min")[-1] == voltages("test-site-L2-mean")[-1]
+    # and the dashboard shows them
+    shown = site_view(bridge)["voltage"]
+    assert shown["nominal_v"] == NOMINAL_V and set(shown["phases"]) == {"L1", "L2", "L3"}
+    assert all(200 < p["min_v"] <= p["mean_v"] < 250 for p in shown["phases"].values())
