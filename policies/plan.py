@@ -255,6 +255,10 @@ def voltage_holds(policy: Policy, site: Site, fleet: Fleet,
         sessions.setdefault(session.station_id, []).append(session.connector_id)
     holds: dict[str, VoltHold] = {}
     if rule.scope == "site":
+        if rule.release_after_s is not None:
+            # a station silent this long no longer holds the site's restriction
+            gone = timedelta(seconds=rule.release_after_s)
+            readings = {sid: r for sid, r in readings.items() if now - r.at <= gone}
         reading, complete = site_reading(readings, now, timedelta(seconds=rule.stale_after_s))
         min_w = sum(fleet.stations[sid].watts(min_a) for sid in sessions if sid in fleet.stations)
         min_share = min(1.0, min_w / site.capacity_w) if site.capacity_w > 0 else 1.0

@@ -129,7 +129,7 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
     why = "until it recovers by the hysteresis band" if eased <= current + _EPS or \
         not may_ease else \
         f"hold time until {previous.since + timedelta(seconds=rule.hold_s):%H:%M:%S}"
-    text = previous.reason.split(" [", 1)[0]
+    text = previous.reason.split(" [", 1)[0].replace(" (easing)", "")
     return VoltHold(current, previous.since, f"{text} [kept {why}; now {pu:.3f} pu {phase}]")
 
 

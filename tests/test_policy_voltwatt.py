@@ -215,3 +215,24 @@ def test_no_voltage_rule_no_state():
     assert plan.stations["CP0"][0].limit_w == pytest.approx(32 * 3 * V)
     assert plan.state is not None and plan.state.voltage == {}
     assert isinstance(VoltHold(1.0, NOW, ""), VoltHold)
+
+
+def test_site_scope_eases_only_with_every_reading_fresh():
+    pol = parse_policy(STATION_POLICY + "  scope: site\n  hold_s: 0\n  ease_step: null\n",
+                       "p.yaml")
+    low = {"CP0": reading(0.90), "CP1": reading(0.99)}
+    plan = make_plan([], pol, Site(40_000), fleet(2), NOW, conditions=Conditions(voltages=low))
+    held = plan.state.voltage[SITE_KEY].share
+    assert held < 1.0
+    later = NOW + timedelta(minutes=5)
+    # CP0 (the low one) went quiet; CP1 looks fine: the site stays held back
+    partial = {"CP0": reading(0.90), "CP1": reading(1.0, later)}
+    again = make_plan([], pol, Site(40_000), fleet(2), later, plan.state,
+                      Conditions(voltages=partial))
+    assert again.state.voltage[SITE_KEY].share == held
+    # with release_after_s, a station gone that long no longer holds it
+    released = parse_policy(STATION_POLICY + "  scope: site\n  hold_s: 0\n  ease_step: null\n"
+                            "  release_after_s: 240\n", "p.yaml")
+    freed = make_plan([], released, Site(40_000), fleet(2), later, plan.state,
+                      Conditions(voltages=partial))
+    assert freed.state.voltage[SITE_KEY].share == 1.0
