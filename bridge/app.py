@@ -14,12 +14,13 @@ from bridge.aio import cancel_and_wait
 from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.grid import GridMonitor
 from bridge.holds import HoldMode, plan_with_holds
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
 from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
-from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
+from bridge.telemetry import GRID_MEASURANDS, ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Fleet, Plan, Session, Step, value_at
 from policies.plan import Conditions, decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
@@ -94,6 +95,8 @@ class Bridge:
         self._resumed_state, self._baselines = self.store.plan_state()
         self._started = clock()
         self._samples: list[MeterSample] = []
+        # the stations' voltages (volt-watt rule, reports, dashboard)
+        self.grid = GridMonitor(config.site.voltage_v, config.model.telemetry.stale_after_s)
         self._replan = asyncio.Event()
         self._opt_send_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -107,6 +110,8 @@ class Bridge:
             clock=clock,
             compliance=ComplianceRule(model.ocpp.compliance_tolerance_w,
                                       timedelta(seconds=model.ocpp.compliance_grace_s)),
+            # the volt-watt rule needs each station's voltage per phase
+            measurands=GRID_MEASURANDS if config.policy.voltage is not None else (),
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -127,6 +132,7 @@ class Bridge:
                 group_ids=frozenset(model.ven.groups),
                 party_ids=frozenset([model.ven.party_id] if model.ven.party_id else []),
                 tls=config.tls,
+                voltage_phases=("L1", "L2", "L3") if model.telemetry.report_voltage else (),
             ),
             self,
             registration=self.store.registration(model.ven.vtn_url),
@@ -374,6 +380,11 @@ class Bridge:
             current_w=step.limit_w if step else capacity, min_w=0.0, max_w=capacity,
         )
 
+    def site_voltages(self) -> dict[str, tuple[float, float]]:
+        """Per phase over the connected stations' fresh readings: (lowest V, mean V)."""
+        site = self.grid.site(self._clock(), self.dispatcher.stations)
+        return {phase: (low, mean) for phase, low, mean in site.phases}
+
     def load_history(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
         return [(at, load) for at, load, _ in self.store.site_load(start) if at < end]
 
@@ -446,8 +457,12 @@ class Bridge:
                 continue
             power = meter.update(reading)
             self._samples.append(
-                MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh)
+                MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh,
+                            reading.voltages_v, reading.currents_a, reading.frequency_hz)
             )
+            if self.grid.observe(station_id, reading) and \
+                    self.grid.worth_a_plan(self.config.policy.voltage, station_id, self.plan):
+                self.request_replan()
             if power is not None:
                 connectors = self._connector_power.setdefault(station_id, {})
                 connectors[connector_id] = power
@@ -491,11 +506,12 @@ class Bridge:
         )
         holds = {sid: hold[0] for sid, hold in self.holds.items()}
         planned = self.planned_events(now)
-        scopes = {event.event_id: stations for event in planned
-                  if (stations := self.event_stations(event)) is not None}
+        scopes = {event.event_id: targeted for event in planned
+                  if (targeted := self.event_stations(event)) is not None}
         conditions = Conditions(baselines_w=self._baselines,
                                 vtn_last_heard=self.ven.last_contact or self._started,
-                                event_stations=scopes)
+                                event_stations=scopes,
+                                voltages=self.grid.readings(stations))
         plan = plan_with_holds(planned, self.config.policy, self.config.site,
                                fleet, now, holds,  # type: ignore[arg-type]
                                self.plan.state if self.plan else self._resumed_state,

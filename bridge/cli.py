@@ -211,7 +211,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from bridge.simulate import load_scenario, plot, simulate, table
+    from bridge.simulate import load_scenario, plot, simulate, table, voltage_marks
 
     if args.fleet is not None and args.fleet < 1:
         print("drbridge: --fleet must be 1 or more", file=sys.stderr)
@@ -230,7 +230,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     rows = simulate(config, scenario, args.fleet)
     print(table(rows))
     png = Path(args.png or Path(args.event).with_suffix(".png").name)
-    plot(rows, png, f"{config.policy.name} policy, {Path(args.event).name}")
+    plot(rows, png, f"{config.policy.name} policy, {Path(args.event).name}",
+         **voltage_marks(config))
     print(f"plot written to {png}")
     return 0
 

@@ -150,8 +150,10 @@ class Dispatcher:
         meter_interval_s: int = 0,
         clock: Callable[[], datetime] = utcnow,
         compliance: ComplianceRule | None = None,
+        measurands: tuple[str, ...] = (),
     ) -> None:
         self._store = store
+        self._measurands = measurands  # asked of each station with the meter interval
         self._min_current_a = min_current_a
         self._retry_s = retry_s
         self._meter_interval_s = meter_interval_s
@@ -416,6 +418,7 @@ class Dispatcher:
 
     async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
         if not self._meter_interval_s:
+            await self._ask_measurands(station_id, link)
             return
         try:
             status = await link.set_meter_interval(self._meter_interval_s)
@@ -423,6 +426,19 @@ class Dispatcher:
             status = str(error)
         if status != "Accepted":
             log.info("%s: keeps its own meter interval (%s)", station_id, status)
+        await self._ask_measurands(station_id, link)
+
+    async def _ask_measurands(self, station_id: str, link: ChargerLink) -> None:
+        """Ask for the grid measurands; a station that refuses keeps reporting what it did."""
+        ask = getattr(link, "set_measurands", None)
+        if not self._measurands or ask is None:
+            return
+        try:
+            status = await ask(self._measurands)
+        except CallFailed as error:
+            status = str(error)
+        if status != "Accepted":
+            log.info("%s: keeps its own measurands (%s)", station_id, status)
 
     async def _send(self, state: StationState, link: ChargerLink, cap: BuiltProfile,
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:

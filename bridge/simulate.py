@@ -9,10 +9,11 @@ measured power of the next interval.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,7 @@ from bridge.config import Config
 from policies.fleet import Fleet, PlanState, Session, StationInfo, value_at
 from policies.plan import Conditions, decide_opt, make_plan
 from policies.validation import validate_yaml
+from policies.voltwatt import VoltageReading, VoltHold
 from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 DEFAULT_START = datetime(2026, 1, 15, 16, 0, tzinfo=UTC)
@@ -58,6 +60,27 @@ class FleetSpec(_Strict):
     needs_known: bool = True  # the policy is told each EV's need and departure
 
 
+class SourceChange(_Strict):
+    at_min: float = Field(ge=0)  # minutes after the simulation starts
+    source_v: float = Field(gt=0)
+
+
+class FeederSpec(_Strict):
+    """A weak feeder: the stations' voltage is the source's less their current's drop."""
+
+    source_v: float = Field(default=230, gt=0)  # line-to-neutral at the transformer
+    impedance_ohm: float = Field(default=0.1, ge=0, le=10)  # per line
+    # the source voltage from a moment on (other load on the feeder, a tap change)
+    changes: tuple[SourceChange, ...] = ()
+
+    def source_at(self, minutes: float) -> float:
+        volts = self.source_v
+        for change in sorted(self.changes, key=lambda c: c.at_min):
+            if change.at_min <= minutes:
+                volts = change.source_v
+        return volts
+
+
 class Scenario(_Strict):
     """An EVENT.yaml: what happens during a simulation."""
 
@@ -67,6 +90,7 @@ class Scenario(_Strict):
     seed: int = 1
     fleet: FleetSpec = Field(default_factory=FleetSpec)
     events: tuple[EventSpec, ...] = ()
+    feeder: FeederSpec | None = None  # the stations report its voltage (policy.voltage)
 
     def dr_events(self) -> list[DrEvent]:
         result = []
@@ -116,6 +140,8 @@ class Row:
     charging: int
     paused: int
     reason: str
+    voltage_v: float | None = None  # the feeder's lowest line voltage under this load
+    free_voltage_v: float | None = None  # ...had every EV drawn what it could
 
 
 def _stations(config: Config, count: int) -> list[StationInfo]:
@@ -144,6 +170,8 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
     opted: dict[str, bool] = {}
     measured: dict[str, float] = {}
     rows: list[Row] = []
+    feeder = scenario.feeder
+    volts: tuple[float, float, float] | None = None
     at = scenario.start
     while at < scenario.start + timedelta(minutes=scenario.duration_min):
         load_before = sum(measured.values())
@@ -161,12 +189,19 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
             for ev in evs if ev.charging(at))
         fleet = Fleet({ev.station.station_id: ev.station for ev in evs}, sessions,
                       measured_w=dict(measured))
+        if feeder is not None:
+            volts = _feeder_volts(feeder, fleet, measured,
+                                  (at - scenario.start) / timedelta(minutes=1))
+        readings = {ev.station.station_id: VoltageReading(at, volts) for ev in evs} \
+            if volts is not None else {}
         plan = make_plan(active, policy, site, fleet, at, state,
-                         Conditions(baselines_w=baselines, rng=random.Random(scenario.seed)))
+                         Conditions(baselines_w=baselines, rng=random.Random(scenario.seed),
+                                    voltages=readings))
         state = plan.state
         site_step = value_at(plan.site, at)
         allocated = 0.0
         measured = {}
+        free: dict[str, float] = {}
         for ev in evs:
             step_now = value_at(plan.stations.get(ev.station.station_id, ()), at)
             limit = step_now.limit_w if step_now else 0.0
@@ -174,6 +209,8 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
             if ev.charging(at):
                 draw = min(limit, ev.max_w, (ev.need_wh - ev.delivered_wh) * 3600
                            / step.total_seconds())
+                free[ev.station.station_id] = min(
+                    ev.max_w, (ev.need_wh - ev.delivered_wh) * 3600 / step.total_seconds())
                 ev.delivered_wh += draw * step.total_seconds() / 3600
                 measured[ev.station.station_id] = draw
         rows.append(Row(
@@ -183,10 +220,35 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
             load_w=sum(measured.values()),
             charging=sum(1 for w in measured.values() if w > 0),
             paused=len(plan.paused),
-            reason=site_step.reason if site_step else "site capacity",
+            reason=(site_step.reason if site_step else "site capacity")
+            + _held_back(plan.state.voltage if plan.state else {}),
+            voltage_v=None if feeder is None else min(_feeder_volts(
+                feeder, fleet, measured, (at - scenario.start) / timedelta(minutes=1))),
+            free_voltage_v=None if feeder is None else min(_feeder_volts(
+                feeder, fleet, free, (at - scenario.start) / timedelta(minutes=1))),
         ))
         at += step
     return rows
+
+
+def _held_back(holds: Mapping[str, VoltHold]) -> str:
+    restricted = [hold for hold in holds.values() if hold.share < 1.0]
+    if not restricted:
+        return ""
+    why = restricted[0].reason.split(" [")[0]
+    return f"; voltage: {len(restricted)} station(s) held back ({why})"
+
+
+def _feeder_volts(feeder: FeederSpec, fleet: Fleet, draws_w: dict[str, float],
+                  minutes: float) -> tuple[float, float, float]:
+    """The voltage on each line with the stations drawing ``draws_w``."""
+    amps = [0.0, 0.0, 0.0]
+    for station_id, watts in draws_w.items():
+        for line, per_watt in enumerate(fleet.stations[station_id].amps_per_watt()):
+            amps[line] += per_watt * watts
+    source = feeder.source_at(minutes)
+    drop = feeder.impedance_ohm
+    return (source - drop * amps[0], source - drop * amps[1], source - drop * amps[2])
 
 
 def _in_play(event: DrEvent, at: datetime) -> bool:
@@ -197,25 +259,65 @@ def _in_play(event: DrEvent, at: datetime) -> bool:
 
 
 def table(rows: Sequence[Row]) -> str:
+    with_volts = any(r.voltage_v is not None for r in rows)
     lines = [f"{'time':>8}  {'limit kW':>8}  {'allocated':>9}  {'load kW':>8}  "
-             f"{'charging':>8}  {'paused':>6}  reason"]
+             f"{'charging':>8}  {'paused':>6}  " + ("volts  " if with_volts else "") + "reason"]
     for row in rows:
+        volts = f"{row.voltage_v or 0:5.1f}  " if with_volts else ""
         lines.append(
             f"{row.at:%H:%M:%S}  {row.site_limit_w / 1000:8.1f}  {row.allocated_w / 1000:9.1f}  "
-            f"{row.load_w / 1000:8.1f}  {row.charging:8d}  {row.paused:6d}  {row.reason}")
+            f"{row.load_w / 1000:8.1f}  {row.charging:8d}  {row.paused:6d}  {volts}{row.reason}")
     return "\n".join(lines)
 
 
-def plot(rows: Sequence[Row], path: Path, title: str) -> None:
-    """Load against limit over time, as a PNG."""
+def voltage_marks(config: Config) -> dict[str, Any]:
+    """The plot's nominal voltage and the volt-watt rule's thresholds, as plot() takes them."""
+    rule = config.policy.voltage
+    floors: list[tuple[float, str]] = []
+    if rule is not None:
+        for pu, value in sorted(rule.curve.items()):
+            floors.append((pu, f"{pu:g} pu: {value if value == 'min' else f'{value:.0%}'}"))
+        if rule.pause_below is not None:
+            floors.append((rule.pause_below, f"{rule.pause_below:g} pu: pause"))
+        if rule.pause_above is not None:
+            floors.append((rule.pause_above, f"{rule.pause_above:g} pu: pause"))
+    return {"nominal_v": config.site.voltage_v, "floors": floors}
+
+
+def _plot_voltage(axes: Any, rows: Sequence[Row], nominal_v: float,
+                  floors: Sequence[tuple[float, str]]) -> None:
+    times = [r.at for r in rows]
+    axes.step(times, [(r.free_voltage_v or 0) / nominal_v for r in rows], where="post",
+              label="without the rule (every EV at its own limit)", color="tab:gray",
+              linestyle="--")
+    axes.step(times, [(r.voltage_v or 0) / nominal_v for r in rows], where="post",
+              label="lowest line voltage", color="tab:purple")
+    for pu, label in floors:
+        axes.axhline(pu, color="tab:gray", linestyle=":", linewidth=1)
+        axes.annotate(label, (times[0], pu), textcoords="offset points", xytext=(2, 2),
+                      fontsize=8, color="tab:gray")
+    axes.set_ylabel("voltage (pu)")
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(alpha=0.3)
+
+
+def plot(rows: Sequence[Row], path: Path, title: str, nominal_v: float = 230.0,
+         floors: Sequence[tuple[float, str]] = ()) -> None:
+    """Load against limit over time (and the feeder's voltage, where simulated), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     times = [r.at for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
+    with_volts = any(r.voltage_v is not None for r in rows)
+    if with_volts:
+        fig, (top, volts, bottom) = plt.subplots(3, 1, figsize=(10, 8), sharex=True,
+                                                 gridspec_kw={"height_ratios": [3, 2, 1]})
+        _plot_voltage(volts, rows, nominal_v, floors)
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True,
+                                          gridspec_kw={"height_ratios": [3, 1]})
     top.step(times, [r.site_limit_w / 1000 for r in rows], where="post", label="site limit",
              color="tab:red", linewidth=2)
     top.step(times, [r.allocated_w / 1000 for r in rows], where="post",

@@ -29,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from policies.fleet import PlanState, StationState, Step, Why
+from policies.voltwatt import VoltHold
 from ven.client import Registration
 from ven.events import DrEvent
 
@@ -78,6 +79,7 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
                            s.switched, s.paused_at_limit_w]
                      for sid, s in state.stations.items()},
         "baselines": dict(baselines),
+        "voltage": {key: [h.share, _iso(h.since), h.reason] for key, h in state.voltage.items()},
     })
 
 
@@ -94,6 +96,8 @@ def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
         ramp_from=None if ramp is None else (datetime.fromisoformat(ramp[0]), float(ramp[1])),
         rises=tuple(datetime.fromisoformat(at) for at in data["rises"]),
         restore_began=_opt_time(data["restore_began"]),
+        voltage={key: VoltHold(float(share), datetime.fromisoformat(since), str(reason))
+                 for key, (share, since, reason) in data.get("voltage", {}).items()},
     )
     return state, {k: float(v) for k, v in data["baselines"].items()}
 
@@ -139,6 +143,19 @@ class MeterSample:
     at: datetime
     power_w: float | None
     energy_wh: float | None
+    # grid measurands where the station reports them: per line L1..L3, and the frequency
+    voltages_v: tuple[float | None, ...] = ()
+    currents_a: tuple[float | None, ...] = ()
+    frequency_hz: float | None = None
+
+    @property
+    def has_grid(self) -> bool:
+        return any(v is not None for v in (*self.voltages_v, *self.currents_a,
+                                           self.frequency_hz))
+
+
+def _three(values: tuple[float | None, ...]) -> list[float | None]:
+    return [*values, None, None, None][:3]
 
 
 class Store:
@@ -218,6 +235,13 @@ class Store:
             {"station_id": str, "connector_id": int, "at": str, "power_w": float,
              "energy_wh": float}, if_not_exists=True,
         )
+        # voltage, current per line and frequency, beside the samples row of the same reading
+        db["grid_samples"].create(
+            {"station_id": str, "connector_id": int, "at": str, "v_l1": float, "v_l2": float,
+             "v_l3": float, "i_l1": float, "i_l2": float, "i_l3": float, "frequency_hz": float},
+            if_not_exists=True,
+        )
+        db["grid_samples"].create_index(["station_id", "at"], if_not_exists=True)
         db["site_load"].create({"at": str, "load_w": float, "limit_w": float},
                                if_not_exists=True)
         db["operator_opts"].create(
@@ -451,12 +475,19 @@ class Store:
         return plan_state_from_json(rows[0]["state"])
 
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
+        samples = list(samples)
         with self.db.conn:
             self.db.conn.executemany(
                 "INSERT INTO samples (station_id, connector_id, at, power_w, energy_wh)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(s.station_id, s.connector_id, _iso(s.at), s.power_w, s.energy_wh)
                  for s in samples],
+            )
+            self.db.conn.executemany(
+                "INSERT INTO grid_samples (station_id, connector_id, at, v_l1, v_l2, v_l3,"
+                " i_l1, i_l2, i_l3, frequency_hz) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.station_id, s.connector_id, _iso(s.at), *_three(s.voltages_v),
+                  *_three(s.currents_a), s.frequency_hz) for s in samples if s.has_grid],
             )
 
     def add_site_load(self, at: datetime, load_w: float, limit_w: float) -> None:
@@ -482,6 +513,16 @@ class Store:
                         r["power_w"], r["energy_wh"])
             for r in self.db["samples"].rows_where("at >= ? and at < ?", [_iso(start), _iso(end)],
                                                    order_by="at")
+        ]
+
+    def grid_samples_between(self, start: datetime, end: datetime) -> list[MeterSample]:
+        """The voltage, current and frequency readings in ``[start, end)``."""
+        return [
+            MeterSample(r["station_id"], r["connector_id"], datetime.fromisoformat(r["at"]),
+                        None, None, (r["v_l1"], r["v_l2"], r["v_l3"]),
+                        (r["i_l1"], r["i_l2"], r["i_l3"]), r["frequency_hz"])
+            for r in self.db["grid_samples"].rows_where(
+                "at >= ? and at < ?", [_iso(start), _iso(end)], order_by="at")
         ]
 
     # profiles sent, for the operator --------------------------------------------------------

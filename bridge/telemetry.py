@@ -10,8 +10,14 @@ from typing import Any
 POWER = "Power.Active.Import"
 ENERGY = "Energy.Active.Import.Register"
 CURRENT = "Current.Import"
+VOLTAGE = "Voltage"
+FREQUENCY = "Frequency"
+# The measurands the bridge asks stations to sample (grid support needs the per-phase ones).
+GRID_MEASURANDS = (ENERGY, POWER, CURRENT, VOLTAGE, FREQUENCY)
+_LINES = ("L1", "L2", "L3")
 
-_UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0}
+_UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0, "V": 1.0,
+               "kV": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,26 @@ class Reading:
     at: datetime
     power_w: float | None  # measured, or derived from per-phase current
     energy_wh: float | None
+    # per line L1, L2, L3 (None: not reported): line-to-neutral voltage, current drawn
+    voltages_v: tuple[float | None, float | None, float | None] = (None, None, None)
+    currents_a: tuple[float | None, float | None, float | None] = (None, None, None)
+    frequency_hz: float | None = None
+
+    @property
+    def has_voltage(self) -> bool:
+        return any(v is not None for v in self.voltages_v)
+
+
+def _line(phase: str | None) -> int | None:
+    """L1..L3 (as 0..2) of a phase name: ``L2``, ``L2-N``; line-to-line ones are skipped."""
+    if not phase:
+        return 0  # a single-phase meter names no phase
+    name = phase.upper()
+    if name in _LINES:
+        return _LINES.index(name)
+    if name.endswith("-N") and name[:-2] in _LINES:
+        return _LINES.index(name[:-2])
+    return None
 
 
 def _number(value: Any) -> float | None:
@@ -50,6 +76,8 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
     power = energy = None
     phase_powers: dict[str, float] = {}
     phase_amps: dict[str, float] = {}
+    volts: list[float | None] = [None, None, None]
+    frequency = None
     for sampled in meter_value.get("sampledValue") or []:
         measurand = sampled.get("measurand", ENERGY)
         value = _number(sampled.get("value"))
@@ -67,11 +95,23 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
             energy = value
         elif measurand == CURRENT:
             phase_amps[phase or "L1"] = value
+        elif measurand == VOLTAGE:
+            line = _line(phase)
+            if line is not None and value > 0:
+                volts[line] = value
+        elif measurand == FREQUENCY and value > 0:
+            frequency = value
     if power is None and phase_powers:
         power = sum(phase_powers.values())
     elif power is None and phase_amps:
         power = sum(phase_amps.values()) * voltage_v
-    return Reading(at, power, energy)
+    amps: list[float | None] = [None, None, None]
+    for phase, value in phase_amps.items():
+        line = _line(phase)
+        if line is not None:
+            amps[line] = value
+    return Reading(at, power, energy, tuple(volts), tuple(amps),  # type: ignore[arg-type]
+                   frequency)
 
 
 @dataclass

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from policies.voltwatt import VoltHold
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class Session:
 
 @dataclass(frozen=True)
 class Why:
-    """One link of a reason chain: ``event``, ``signal``, ``rule``, ``allocation``, ..."""
+    """One link of a reason chain: ``event``, ``signal``, ``rule``, ``allocation``, ``voltage``."""
 
     kind: str
     text: str
@@ -181,6 +185,8 @@ class PlanState:
     # restore from its real start (the profiles may have carried out part of it already).
     rises: tuple[datetime, ...] = ()
     restore_began: datetime | None = None  # the restore (random delays) in progress
+    # volt-watt restrictions in force (station id, or the site's key), for hysteresis and hold
+    voltage: Mapping[str, VoltHold] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

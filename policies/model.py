@@ -274,6 +274,56 @@ class OptOut(_Strict):
     simple_below: int | None = Field(default=None, ge=0)
 
 
+def _curve_value(value: object) -> float | str:
+    """A share (``50%``, ``0.5``) or ``min``: the minimum current of the allocation rule."""
+    if isinstance(value, str) and value.strip().lower() == "min":
+        return "min"
+    value = _share(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("share", "expected a share (50% or 0.5) or `min`")
+    if not 0 <= value <= 1:
+        raise PydanticCustomError("share", "a share lies between 0 (0%) and 1 (100%)")
+    return float(value)
+
+
+CurveValue = Annotated[float | str, PlainValidator(_curve_value)]
+PerUnit = Annotated[float, Field(gt=0.5, lt=1.5)]
+
+
+class VoltageRule(_Strict):
+    """Volt-watt: the measured voltage (per unit of ``site.voltage_v``) -> share of power."""
+
+    scope: Literal["station", "site"] = "station"  # each station by its own voltage, or all
+    phases: Literal["worst", "mean"] = "worst"  # the worst phase, or the mean of the phases
+    # per unit -> share of the allowed power (or ``min``); linear between the points
+    curve: dict[PerUnit, CurveValue] = Field(
+        default_factory=lambda: {0.95: 1.0, 0.90: "min"}, min_length=1)
+    pause_below: PerUnit | None = 0.88
+    pause_above: PerUnit | None = None  # over-voltage, for sites with PV
+    hysteresis: float = Field(default=0.01, ge=0, le=0.1)  # pu a restriction waits to ease
+    hold_s: float = Field(default=60, ge=0)  # a restriction eases no sooner than this
+    # each easing raises the share by at most this (none: straight to the curve); small
+    # enough that one step moves the voltage less than the hysteresis band, it cannot
+    # set off the restriction it eased
+    ease_step: Share | None = 0.1
+    stale_after_s: float = Field(default=120, gt=0)  # older readings hold, never ease
+    # none: a restriction is held until fresh readings come; else lifted after this long
+    release_after_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> VoltageRule:
+        low, high = min(self.curve), max(self.curve)
+        if self.pause_below is not None and self.pause_below > low:
+            raise ValueError(f"pause_below ({self.pause_below:g} pu) must not lie above the "
+                             f"curve's lowest point ({low:g} pu)")
+        if self.pause_above is not None and self.pause_above < high:
+            raise ValueError(f"pause_above ({self.pause_above:g} pu) must not lie below the "
+                             f"curve's highest point ({high:g} pu)")
+        if self.release_after_s is not None and self.release_after_s < self.stale_after_s:
+            raise ValueError("release_after_s must be at least stale_after_s")
+        return self
+
+
 class Policy(_Strict):
     name: str
     description: str = ""
@@ -285,6 +335,7 @@ class Policy(_Strict):
     restore: Restore = Field(default_factory=Restore)
     failsafe: FailSafe = Field(default_factory=FailSafe)
     opt_out: OptOut = Field(default_factory=OptOut)
+    voltage: VoltageRule | None = None  # volt-watt response to the measured voltage
     opt_out_unsupported: bool | None = None  # older spelling of opt_out.unsupported
 
     @property

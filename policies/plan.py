@@ -30,6 +30,7 @@ from policies.fleet import (
 from policies.model import Group, Policy
 from policies.signals import Need, event_ask, last_ask
 from policies.tree import FixedLoad, Load, allocate_tree, count_fitting
+from policies.voltwatt import SITE_KEY, VoltageReading, VoltHold, respond, site_reading
 from ven.events import DrEvent, EventStatus, OptType
 
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
@@ -48,6 +49,8 @@ class Conditions:
     # per event id: the stations it targets, when it names only some of the site's resources
     # or groups (absent: the whole site)
     event_stations: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # each station's latest line-to-neutral voltages (policy.voltage acts on them)
+    voltages: Mapping[str, VoltageReading] = field(default_factory=dict)
 
 
 # -- opting in or out -------------------------------------------------------------------------
@@ -126,11 +129,15 @@ def _failsafe(policy: Policy, site: Site, fleet: Fleet, now: datetime,
 
 def _target_at(events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime,
                baselines: Mapping[str, float], failsafe: tuple[float, Why] | None,
-               needs: Sequence[Need] = ()) -> tuple[float, tuple[Why, ...]]:
-    """The smallest of the capacity, the fail-safe and every event's limit at ``at``."""
+               needs: Sequence[Need] = (),
+               voltage: tuple[float, Why] | None = None) -> tuple[float, tuple[Why, ...]]:
+    """The smallest of the capacity, the fail-safe, the site's volt-watt restriction and
+    every event's limit at ``at``."""
     limit, chain = site.capacity_w, (Why("site", "site capacity"),)
     if failsafe is not None and failsafe[0] < limit:
         limit, chain = failsafe[0], (failsafe[1],)
+    if voltage is not None and voltage[0] < limit:
+        limit, chain = voltage[0], (voltage[1],)
     for event in events:
         ask = event_ask(event, policy, site, at, baselines, needs)
         if ask is not None and ask.limit_w < limit:
@@ -237,6 +244,42 @@ def _needs(fleet: Fleet) -> list[Need]:
     return needs
 
 
+# -- volt-watt ---------------------------------------------------------------------------------
+
+def voltage_holds(policy: Policy, site: Site, fleet: Fleet,
+                  readings: Mapping[str, VoltageReading], previous: Mapping[str, VoltHold],
+                  now: datetime) -> dict[str, VoltHold]:
+    """The volt-watt restriction of each station (or of the site) after these readings."""
+    rule = policy.voltage
+    if rule is None:
+        return {}
+    min_a = policy.allocation.min_current_a
+    sessions: dict[str, list[int]] = {}
+    for session in fleet.sessions:
+        sessions.setdefault(session.station_id, []).append(session.connector_id)
+    holds: dict[str, VoltHold] = {}
+    if rule.scope == "site":
+        if rule.release_after_s is not None:
+            # a station silent this long no longer holds the site's restriction
+            gone = timedelta(seconds=rule.release_after_s)
+            readings = {sid: r for sid, r in readings.items() if now - r.at <= gone}
+        reading, complete = site_reading(readings, now, timedelta(seconds=rule.stale_after_s))
+        min_w = sum(fleet.stations[sid].watts(min_a) for sid in sessions if sid in fleet.stations)
+        min_share = min(1.0, min_w / site.capacity_w) if site.capacity_w > 0 else 1.0
+        hold = respond(rule, reading, site.voltage_v, min_share, previous.get(SITE_KEY), now,
+                       may_ease=complete)
+        if hold is not None:
+            holds[SITE_KEY] = hold
+        return holds
+    for sid, info in fleet.stations.items():
+        max_w = info.max_w_for(sessions.get(sid, []))
+        min_share = min(1.0, info.watts(min_a) / max_w) if max_w > 0 else 1.0
+        hold = respond(rule, readings.get(sid), site.voltage_v, min_share, previous.get(sid), now)
+        if hold is not None:
+            holds[sid] = hold
+    return holds
+
+
 # -- sharing among the stations ---------------------------------------------------------------
 
 @dataclass
@@ -266,6 +309,12 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     conditions = conditions or Conditions()
     rule = policy.allocation
     failsafe = _failsafe(policy, site, fleet, now, conditions)
+    volts = voltage_holds(policy, site, fleet, conditions.voltages,
+                          state.voltage if state else {}, now)
+    site_volts = volts.get(SITE_KEY)
+    site_cap = None
+    if site_volts is not None and site_volts.share < 1.0:
+        site_cap = (site_volts.share * site.capacity_w, Why("voltage", site_volts.reason))
 
     # the site limit: targets at every event boundary, then ramped; an event that targets
     # only some stations limits those stations instead (see _scoped_caps)
@@ -274,7 +323,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     times = sorted({now} | _event_times(events, policy, now))
     needs = _needs(fleet)
     targets = [(at, *_target_at(site_events, policy, site, at, conditions.baselines_w,
-                                failsafe, needs))
+                                failsafe, needs, site_cap))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -358,7 +407,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
                             silent, at)
         chosen, site_step, extra = _allocate_at(
-            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps)
+            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
+            {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():
@@ -398,7 +448,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         stations={sid: _merge(steps) for sid, steps in station_steps.items() if steps},
         state=PlanState(at=now, site_limit_w=site_series[0].limit_w, stations=state_now,
                         ramp_from=ramp_now, rises=tuple(rise_times),
-                        restore_began=restore_now),
+                        restore_began=restore_now, voltage=volts),
         paused=paused_now,
     )
 
@@ -407,6 +457,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                  charging: Mapping[str, _Station], states: Mapping[str, StationState],
                  silent: Mapping[str, float], reserved_ids: set[str],
                  caps: Mapping[str, tuple[float, tuple[Why, ...]]] | None = None,
+                 voltage: Mapping[str, VoltHold] | None = None,
                  ) -> tuple[dict[str, Step], Step, list[datetime]]:
     """Every station's step at ``at``, the site step (an exemption may lift it) and the
     moments a rotation or a restore asks to be planned again."""
@@ -466,6 +517,12 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             if cap_w < min_w:
                 keep_paused[sid] = "its targeted event leaves it no room"
             max_w = min(max_w, max(cap_w, min_w))
+        volts = (voltage or {}).get(sid)
+        if volts is not None and volts.share < 1.0:
+            if volts.share <= 0:
+                keep_paused[sid] = volts.reason
+            else:
+                max_w = min(max_w, max(min_w, volts.share * info.max_w_for(entry.connectors)))
         loads[sid] = base if max_w == base.max_w else \
             Load(sid, base.circuit, base.amps_per_w, min_w, max_w, base.weight)
 
@@ -522,13 +579,18 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         entry = charging.get(sid)
         group = entry.group if entry is not None and rule.strategy == "priority" else None
         scoped = caps[sid][1] if sid in caps else ()
-        key = (watts, why, group.name if group is not None else None, scoped)
+        volts = (voltage or {}).get(sid)
+        volt_why = Why("voltage", volts.reason) \
+            if entry is not None and volts is not None and volts.share < 1.0 else None
+        key = (watts, why, group.name if group is not None else None, scoped, volt_why)
         step = made.get(key)
         if step is None:
             links = [*site_chain, *scoped]
             if group is not None:
                 links.append(Why("rule", f"{_group_label(group)} (rank {group.rank}, "
                                          f"weight {group.weight:g})"))
+            if volt_why is not None:
+                links.append(volt_why)
             links.append(Why("allocation", why))
             if reserved:
                 links.append(Why("allocation",

@@ -5,6 +5,7 @@ from pathlib import Path
 from bridge.cli import main
 from bridge.config import load_config
 from bridge.simulate import load_scenario, simulate, table
+from policies.validation import InvalidDocument
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "examples" / "site-depot.yaml"
@@ -59,3 +60,32 @@ def test_a_bad_event_file_names_line_and_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:3: events[0].start_min: Input should be greater than or equal to 0" in err
     assert f"{bad}:4: events[0].signals" in err
+
+
+FEEDER_SITE = ROOT / "examples" / "site-feeder.yaml"
+FEEDER = ROOT / "examples" / "event-feeder.yaml"
+
+
+def test_a_weak_feeder_is_held_above_the_minimum_current_point_and_restored():
+    config = load_config(FEEDER_SITE)
+    rows = simulate(config, load_scenario(FEEDER.read_text(), str(FEEDER)))
+    floor = 0.90 * config.site.voltage_v
+    # without the rule the EVs would pull the feeder below the floor; with it, never
+    assert min(r.free_voltage_v for r in rows) < floor
+    assert min(r.voltage_v for r in rows) >= floor
+    assert any("voltage:" in r.reason for r in rows)
+    # after the tap change every EV charges at its own limit again
+    last = rows[-1]
+    assert last.load_w == 110_000 and "voltage:" not in last.reason
+    assert "volts" in table(rows).splitlines()[0]
+
+
+def test_the_feeder_in_a_scenario_is_validated(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("feeder:\n  source_v: 230\n  impedance_ohm: -1\n")
+    try:
+        load_scenario(bad.read_text(), str(bad))
+    except InvalidDocument as error:
+        assert f"{bad}:3: feeder.impedance_ohm" in str(error)
+    else:
+        raise AssertionError("a negative impedance was accepted")

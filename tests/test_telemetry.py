@@ -50,3 +50,28 @@ def test_garbage_is_skipped_not_fatal():
 def test_stale_connectors_stop_counting():
     latest = [(T0, 5_000.0), (T0 - timedelta(seconds=200), 7_000.0), None]
     assert site_load_w(latest, T0 + timedelta(seconds=10), timedelta(seconds=180)) == 5_000
+
+
+def test_grid_measurands_per_phase():
+    reading = read_meter_value(meter_value(
+        T0,
+        *[{"value": v, "measurand": "Voltage", "phase": f"{p}-N", "unit": "V"}
+          for p, v in (("L1", "229.5"), ("L2", "221"), ("L3", "0.2251"))][:2],
+        {"value": "0.2251", "measurand": "Voltage", "phase": "L3-N", "unit": "kV"},
+        {"value": "400", "measurand": "Voltage", "phase": "L1-L2", "unit": "V"},  # skipped
+        *[{"value": "16", "measurand": "Current.Import", "phase": p, "unit": "A"}
+          for p in ("L1", "L2")],
+        {"value": "49.98", "measurand": "Frequency"},
+        {"value": "7360", "measurand": "Power.Active.Import", "unit": "W"},
+    ), 230)
+    assert reading is not None and reading.has_voltage
+    assert reading.voltages_v == (229.5, 221.0, 225.1)
+    assert reading.currents_a == (16.0, 16.0, None)
+    assert reading.frequency_hz == 49.98 and reading.power_w == 7360
+
+
+def test_single_phase_voltage_without_a_phase_is_l1():
+    reading = read_meter_value(meter_value(T0, {"value": "212", "measurand": "Voltage"}), 230)
+    assert reading is not None and reading.voltages_v == (212.0, None, None)
+    plain = read_meter_value(meter_value(T0, {"value": "1"}), 230)
+    assert plain is not None and not plain.has_voltage

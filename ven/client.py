@@ -30,6 +30,7 @@ from openleadr import OpenADRClient, objects, utils
 from openleadr.messaging import validate_xml_signature
 
 from ven.events import DrEvent, EventStatus, InvalidEvent, OptType, normalise_event
+from ven.grid_reports import offer_voltage_reports
 from ven.lifecycle import Change, SiteTargets, classify, implicitly_cancelled, match_targets
 from ven.messages import RefusedMessage, read_message
 from ven.reports import (
@@ -137,6 +138,9 @@ class VenSettings:
     group_ids: frozenset[str] = frozenset()
     party_ids: frozenset[str] = frozenset()
     tls: TlsSettings | None = None
+    # phases whose site voltage (lowest, mean) TELEMETRY_USAGE carries; the listener then
+    # implements ven.grid_reports.VoltageSource
+    voltage_phases: tuple[str, ...] = ()
 
 
 class VenListener(ReportSource, Protocol):
@@ -444,6 +448,10 @@ class Ven:
         install_templates()
         offer_reports(self._client, listener, settings.resource_id, settings.group_ids,
                       settings.telemetry_interval)
+        if settings.voltage_phases:
+            offer_voltage_reports(self._client, listener,  # type: ignore[arg-type]
+                                  settings.resource_id, settings.voltage_phases,
+                                  settings.telemetry_interval)
         self._stopped = asyncio.Event()
         self._registration_lost = asyncio.Event()
         self.known: dict[str, DrEvent] = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -257,6 +257,10 @@ class StationLink:
 
     async def set_meter_interval(self, seconds: int) -> str:
         return await self.change_configuration("MeterValueSampleInterval", str(seconds))
+
+    async def set_measurands(self, measurands: Sequence[str]) -> str:
+        """What a transaction's MeterValues carry (a station may refuse, or know fewer)."""
+        return await self.change_configuration("MeterValuesSampledData", ",".join(measurands))
 
     async def close(self, code: int, reason: str) -> None:
         await self._connection.close(code, reason)

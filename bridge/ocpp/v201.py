@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -230,6 +230,18 @@ class StationLink201(StationLink):
             "attributeValue": str(seconds),
             "component": {"name": "SampledDataCtrlr"},
             "variable": {"name": "TxUpdatedInterval"},
+        }]}, lenient=True)
+        results = reply.get("setVariableResult")
+        if isinstance(results, list) and results and isinstance(results[0], dict):
+            return str(results[0].get("attributeStatus"))
+        return "Unreadable"
+
+    async def set_measurands(self, measurands: Sequence[str]) -> str:
+        """SampledDataCtrlr.TxUpdatedMeasurands: what a transaction's MeterValues carry."""
+        reply = await self._request("SetVariables", {"setVariableData": [{
+            "attributeValue": ",".join(measurands),
+            "component": {"name": "SampledDataCtrlr"},
+            "variable": {"name": "TxUpdatedMeasurands"},
         }]}, lenient=True)
         results = reply.get("setVariableResult")
         if isinstance(results, list) and results and isinstance(results[0], dict):

@@ -31,6 +31,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from bridge.sim.feeder import Feeder
+
 log = logging.getLogger(__name__)
 
 # The library validates each message in a worker thread by default; the thread hop costs
@@ -168,6 +170,8 @@ class SimulatedStation(ChargePoint):
         self._meter_interval = spec.meter_interval_s
         self._integrated_at = time.monotonic()
         self._unanswered = spec.unanswered_profiles
+        self.feeder: Feeder | None = None  # see attach_feeder
+        self.measurands = "Energy.Active.Import.Register,Power.Active.Import"
         if spec.factory_cap_a is not None:
             self.installed_profiles[(0, "ChargePointMaxProfile", spec.max_stack_level)] = {
                 "chargingProfileId": 1, "stackLevel": spec.max_stack_level,
@@ -495,7 +499,8 @@ class SimulatedStation(ChargePoint):
             sample(power, "Power.Active.Import", "W"),
             sample(self._energy_of(connector), "Energy.Active.Import.Register", "Wh"),
             *(sample(amps, "Current.Import", "A", ph) for ph in phases),
-            *(sample(self.spec.voltage_v, "Voltage", "V", f"{ph}-N") for ph in phases),
+            *(sample(self._voltage_of(index), "Voltage", "V", f"{ph}-N")
+              for index, ph in enumerate(phases)),
         ]
         await self._call(
             call.MeterValues(
@@ -504,6 +509,18 @@ class SimulatedStation(ChargePoint):
                 meter_value=[{"timestamp": _iso(_now()), "sampledValue": values}],
             )
         )
+
+    def attach_feeder(self, feeder: Feeder) -> None:
+        """Report the feeder's voltage, which falls as this station (and others) draw."""
+        self.feeder = feeder
+        feeder.attach(self.spec.station_id, self.line_currents_a)
+
+    def line_currents_a(self) -> tuple[float, float, float]:
+        amps = self.power_w / (self.spec.voltage_v * self.spec.phases)
+        return (amps, amps if self.spec.phases > 1 else 0.0, amps if self.spec.phases > 2 else 0.0)
+
+    def _voltage_of(self, line: int) -> float:
+        return self.feeder.voltages_v()[line] if self.feeder else self.spec.voltage_v
 
     def _energy_of(self, connector: Connector) -> float:
         self._integrate()
@@ -652,6 +669,7 @@ class SimulatedStation(ChargePoint):
             "SupportedFeatureProfiles": (self.spec.feature_profiles, True),
             "NumberOfConnectors": (str(len(self.connectors)), True),
             "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
+            "MeterValuesSampledData": (self.measurands, False),
         }
 
     @on(Action.get_configuration)
@@ -675,6 +693,9 @@ class SimulatedStation(ChargePoint):
     def on_change_configuration(
         self, key: str, value: str, **_: Any
     ) -> call_result.ChangeConfiguration:
+        if key == "MeterValuesSampledData":
+            self.measurands = value  # it reports its fixed set whatever is asked
+            return call_result.ChangeConfiguration(status="Accepted")
         if key != "MeterValueSampleInterval":
             # 1.6: a known read-only key is Rejected, an unknown one NotSupported.
             status = "Rejected" if key in self._configuration() else "NotSupported"

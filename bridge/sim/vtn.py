@@ -211,8 +211,9 @@ class DemoVtn:
         self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
         min_sampling_interval: timedelta, max_sampling_interval: timedelta,
     ) -> tuple[Any, timedelta] | None:
-        if unit != "W":
-            # real power only (openleadr's VTN cannot read oadrPayloadResourceStatus values)
+        if unit not in ("W", "Wh", "V"):
+            # power, energy and voltage: openleadr's VTN cannot read the status payloads
+            # (oadrPayloadResourceStatus) of TELEMETRY_STATUS
             return None
         def on_data(data: list[tuple[datetime, float]]) -> None:
             for at, value in data:

@@ -35,6 +35,10 @@ SCHEMAS: dict[str, Any] = {
         "vtn": {"$ref": "#/components/schemas/Vtn"},
         "stations_connected": {"type": "integer"}, "stations_known": {"type": "integer"},
         "sessions": {"type": "integer"},
+        "voltage": _obj({
+            "nominal_v": NUM,
+            "phases": {"type": "object", "description": "L1..L3 with fresh readings",
+                       "additionalProperties": _obj({"min_v": NUM, "mean_v": NUM})}}),
     }),
     "Load": _obj({"since": TIME, "capacity_w": NUM, "points": {"type": "array", "items": _obj(
         {"at": TIME, "load_w": NUM, "limit_w": NUM})}}),

@@ -83,7 +83,14 @@ def site_view(bridge: Bridge) -> dict[str, Any]:
         "stations_connected": len(connected),
         "stations_known": len(bridge.dispatcher.stations),
         "sessions": len(bridge.sessions),
+        "voltage": voltage_view(bridge, now),
     }
+
+
+def voltage_view(bridge: Bridge, now: datetime) -> dict[str, Any]:
+    """Per phase over the connected stations' fresh readings: lowest and mean voltage."""
+    site = bridge.grid.site(now, bridge.dispatcher.stations)
+    return {"nominal_v": bridge.config.site.voltage_v, "phases": site.to_json()}
 
 
 def thin(rows: list[tuple[datetime, float, float]], most: int

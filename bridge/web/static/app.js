@@ -50,6 +50,10 @@ function renderSite(site) {
   $("limit-reason").textContent = site.limit_reason;
   $("connected").textContent = `${site.stations_connected} / ${site.stations_known}`;
   $("sessions").textContent = site.sessions;
+  const phases = Object.entries(site.voltage.phases);
+  $("voltage").textContent = phases.length
+    ? phases.map(([p, v]) => `${p} ${v.min_v.toFixed(0)} / ${v.mean_v.toFixed(0)} V`).join(" · ")
+    : "–";
   const banner = $("banner");
   banner.hidden = !site.dr_banner.active;
   banner.textContent = site.dr_banner.text || "";

@@ -1,0 +1,71 @@
+"""The stations' latest voltages, for the volt-watt rule, the VTN's reports and the dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bridge.telemetry import Reading
+from policies.fleet import Plan
+from policies.model import VoltageRule
+from policies.voltwatt import SITE_KEY, VoltageReading, curve_share, site_mean
+
+PhaseVoltage = tuple[str, float, float]  # (L1..L3, minimum V, mean V)
+
+
+@dataclass(frozen=True)
+class SiteVoltage:
+    """Per phase over the stations' fresh readings."""
+
+    at: datetime
+    phases: tuple[PhaseVoltage, ...]
+
+    def to_json(self) -> dict[str, dict[str, float]]:
+        return {name: {"min_v": round(low, 1), "mean_v": round(mean, 1)}
+                for name, low, mean in self.phases}
+
+
+class GridMonitor:
+    """Keeps each station's newest voltage reading (all its connectors' meters share it)."""
+
+    def __init__(self, nominal_v: float, stale_after_s: float) -> None:
+        self.nominal_v = nominal_v
+        self.stale_after = timedelta(seconds=stale_after_s)
+        self.latest: dict[str, VoltageReading] = {}
+
+    def observe(self, station_id: str, reading: Reading) -> bool:
+        """Keep a reading; True when it is newer than the one kept."""
+        if not reading.has_voltage:
+            return False
+        kept = self.latest.get(station_id)
+        if kept is not None and kept.at > reading.at:
+            return False
+        self.latest[station_id] = VoltageReading(reading.at, reading.voltages_v)
+        return True
+
+    def readings(self, stations: Iterable[str]) -> dict[str, VoltageReading]:
+        """The readings of these stations (those connected now)."""
+        return {sid: self.latest[sid] for sid in stations if sid in self.latest}
+
+    def site(self, now: datetime, stations: Iterable[str] | None = None) -> SiteVoltage:
+        readings = self.latest if stations is None else self.readings(stations)
+        return SiteVoltage(now, tuple(site_mean(readings, now, self.stale_after)))
+
+    def worth_a_plan(self, rule: VoltageRule | None, station_id: str,
+                     plan: Plan | None) -> bool:
+        """Whether a new reading of this station may change the volt-watt restriction.
+
+        With nothing restricted and the reading inside the curve's full-power band, the
+        plan stays as it is; otherwise the next plan looks at it (tighten or ease).
+        """
+        if rule is None or station_id not in self.latest:
+            return False
+        holds = plan.state.voltage if plan is not None and plan.state is not None else {}
+        key = SITE_KEY if rule.scope == "site" else station_id
+        hold = holds.get(key)
+        if hold is not None and hold.share < 1.0:
+            return True
+        reading = self.latest[station_id]
+        pus = [v / self.nominal_v for v in reading.phases_v if v is not None]
+        return any(curve_share(rule, pu, 0.0) < 1.0 for pu in pus)

@@ -1,0 +1,174 @@
+"""Volt-watt: the measured voltage at the chargers -> the share of power they may draw (pure).
+
+A weak feeder sags as EVs charge. The rule maps the voltage (per unit of the site's
+nominal voltage, the worst phase) onto a piecewise-linear curve of shares, pauses charging
+beyond the pause thresholds, and keeps every restriction it set until the voltage has
+recovered by the hysteresis band and the hold time has passed. Tightening is immediate.
+
+Stale or missing readings never lift a restriction: the last one is held until fresh
+readings arrive (or, only when ``release_after_s`` is configured, until the readings have
+been missing that long).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from policies.model import VoltageRule
+
+SITE_KEY = "*site*"  # the key of the site-wide restriction in the state
+_EPS = 1e-9
+PHASE_NAMES = ("L1", "L2", "L3")
+
+
+@dataclass(frozen=True)
+class VoltageReading:
+    """Line-to-neutral voltages a station last reported (L1, L2, L3; None: not reported)."""
+
+    at: datetime
+    phases_v: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class VoltHold:
+    """The restriction in force for a station (or the site), carried from plan to plan."""
+
+    share: float  # of the allowed power; 0: paused; 1: no restriction
+    since: datetime  # when ``share`` last changed
+    reason: str
+
+
+def curve_share(rule: VoltageRule, pu: float, min_share: float) -> float:
+    """The share the curve and the pause thresholds give at ``pu``.
+
+    ``min`` on the curve stands for ``min_share`` (the minimum current); a share between
+    0 and the minimum is raised to the minimum, since a session cannot charge below it.
+    """
+    if rule.pause_below is not None and pu < rule.pause_below:
+        return 0.0
+    if rule.pause_above is not None and pu > rule.pause_above:
+        return 0.0
+    points = [(at, min_share if value == "min" else float(value))
+              for at, value in sorted(rule.curve.items())]
+    if pu <= points[0][0]:
+        share = points[0][1]
+    elif pu >= points[-1][0]:
+        share = points[-1][1]
+    else:
+        share = points[-1][1]
+        for (low, low_share), (high, high_share) in zip(points, points[1:], strict=False):
+            if low <= pu <= high:
+                share = low_share + (high_share - low_share) * (pu - low) / (high - low)
+                break
+    if share <= _EPS:
+        return 0.0
+    return min(1.0, max(share, min_share))
+
+
+def _phase_pus(rule: VoltageRule, reading: VoltageReading,
+               nominal_v: float) -> list[tuple[str, float]]:
+    pus = [(PHASE_NAMES[i] if i < 3 else f"L{i + 1}", volts / nominal_v)
+           for i, volts in enumerate(reading.phases_v) if volts is not None and volts > 0]
+    if rule.phases == "mean" and pus:
+        return [("mean", sum(pu for _, pu in pus) / len(pus))]
+    return pus
+
+
+def _worst(rule: VoltageRule, pus: Sequence[tuple[str, float]], min_share: float,
+           band: float) -> tuple[float, str, float]:
+    """The lowest share over the phases and the band ``pu ± band``: (share, phase, pu)."""
+    best: tuple[float, str, float] | None = None
+    for name, pu in pus:
+        share = min(curve_share(rule, pu + offset, min_share) for offset in (0.0, -band, band))
+        if best is None or share < best[0]:
+            best = (share, name, pu)
+    assert best is not None
+    return best
+
+
+def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
+            min_share: float, previous: VoltHold | None, now: datetime,
+            may_ease: bool = True) -> VoltHold | None:
+    """The restriction after a reading (None: no restriction and nothing to hold).
+
+    ``may_ease`` False lets the restriction tighten but not ease (a site reading that
+    lacks some station's fresh voltage).
+    """
+    stale_after = timedelta(seconds=rule.stale_after_s)
+    pus = _phase_pus(rule, reading, nominal_v) if reading is not None else []
+    if reading is None or now - reading.at > stale_after or not pus:
+        if previous is None:
+            return None
+        release = rule.release_after_s
+        last_known = reading.at if reading is not None else previous.since
+        if release is not None and now - last_known > timedelta(seconds=release):
+            return None
+        if previous.share >= 1.0 - _EPS:
+            return previous
+        seen = f"since {reading.at:%H:%M:%S}" if reading is not None else "missing"
+        text = previous.reason.split(" [", 1)[0]
+        return VoltHold(previous.share, previous.since,
+                        f"{text} [held: voltage reading {seen}]")
+    tight, phase, pu = _worst(rule, pus, min_share, 0.0)
+    current = previous.share if previous is not None else 1.0
+    if tight < current - _EPS:
+        return VoltHold(tight, now, _describe(tight, phase, pu))
+    eased, phase_e, pu_e = _worst(rule, pus, min_share, rule.hysteresis)
+    held_long_enough = previous is None or \
+        now - previous.since >= timedelta(seconds=rule.hold_s)
+    if eased > current + _EPS and may_ease and held_long_enough:
+        if rule.ease_step is not None:
+            eased = min(eased, max(current + rule.ease_step, min_share))
+        return VoltHold(eased, now, _describe(eased, phase_e, pu_e, stepped=eased < 1.0))
+    if previous is None:
+        return VoltHold(1.0, now, _describe(1.0, phase, pu))
+    if current >= 1.0 - _EPS:
+        return VoltHold(current, previous.since, _describe(current, phase, pu))
+    why = "until it recovers by the hysteresis band" if eased <= current + _EPS or \
+        not may_ease else \
+        f"hold time until {previous.since + timedelta(seconds=rule.hold_s):%H:%M:%S}"
+    text = previous.reason.split(" [", 1)[0].replace(" (easing)", "")
+    return VoltHold(current, previous.since, f"{text} [kept {why}; now {pu:.3f} pu {phase}]")
+
+
+def _describe(share: float, phase: str, pu: float, stepped: bool = False) -> str:
+    if share <= 0:
+        return f"voltage {pu:.3f} pu on {phase}: charging paused"
+    easing = " (easing)" if stepped else ""
+    return f"voltage {pu:.3f} pu on {phase}: {share:.0%} of allowed power{easing}"
+
+
+def site_reading(readings: Mapping[str, VoltageReading], now: datetime,
+                 stale_after: timedelta) -> tuple[VoltageReading | None, bool]:
+    """The site's worst voltage per phase over the stations' fresh readings.
+
+    Returns the combined reading (None when no station has a fresh one) and whether every
+    station's reading was fresh: with one missing, the site restriction may tighten but
+    not ease (that station may be the one at the end of the weak feeder).
+    """
+    fresh = [r for r in readings.values() if now - r.at <= stale_after]
+    complete = len(fresh) == len(readings)
+    if not fresh:
+        return None, complete
+    width = max(len(r.phases_v) for r in fresh)
+    phases: list[float | None] = []
+    for index in range(width):
+        values = [r.phases_v[index] for r in fresh
+                  if index < len(r.phases_v) and r.phases_v[index] is not None]
+        phases.append(min(values) if values else None)  # type: ignore[type-var]
+    return VoltageReading(min(r.at for r in fresh), tuple(phases)), complete
+
+
+def site_mean(readings: Mapping[str, VoltageReading], now: datetime,
+              stale_after: timedelta) -> list[tuple[str, float, float]]:
+    """Per phase over the stations' fresh readings: (phase, minimum V, mean V)."""
+    fresh = [r for r in readings.values() if now - r.at <= stale_after]
+    result = []
+    for index, name in enumerate(PHASE_NAMES):
+        values = [r.phases_v[index] for r in fresh
+                  if index < len(r.phases_v) and r.phases_v[index] is not None]
+        if values:
+            result.append((name, min(values), sum(values) / len(values)))  # type: ignore[arg-type]
+    return result

@@ -1,0 +1,131 @@
+"""Volt-watt in the running bridge: a weak feeder, real stations, a real VTN and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from conftest import Site, site_config, wait_until
+
+from bridge.config import load_config
+from bridge.sim.feeder import Feeder
+from bridge.sim.station import SimulatedStation
+from bridge.web.views import site_view
+
+NOMINAL_V = 230.0
+FLOOR_PU = 0.90  # the curve reaches the minimum current here
+EV_A = 16.0
+# A weak feeder: two EVs at 16 A pull it to 204 V (0.889 pu), below the floor.
+FEEDER_POLICY = """\
+name: weak feeder
+voltage:
+  curve: {0.95: 100%, 0.90: min}
+  pause_below: 0.88
+  hysteresis: 0.03
+  hold_s: 2
+  ease_step: 15%
+  stale_after_s: 5
+"""
+
+
+async def start_on_feeder(site: Site, feeder: Feeder, **config: object) -> list[SimulatedStation]:
+    (site.tmp_path / "feeder.yaml").write_text(FEEDER_POLICY)
+    site.config_path.write_text(
+        site_config(site.vtn.url, site.ocpp_port, **config).replace(
+            "policy: default", "policy: feeder.yaml"))
+    load_config(site.config_path)
+    await site.start_bridge()
+    stations = []
+    for index in range(2):
+        station = site.add_station(f"CP{index}", rate_unit="Current",
+                                   ev_max_current_a=EV_A)
+        station.attach_feeder(feeder)
+        stations.append(station)
+    return stations
+
+
+def limits_a(stations: list[SimulatedStation]) -> tuple[float, ...]:
+    return tuple(round(s.composite_limit_a(), 1) for s in stations)
+
+
+async def watch(stations: list[SimulatedStation], feeder: Feeder, seconds: float,
+                until: Callable[[], bool] | None = None,
+                ) -> tuple[list[tuple[float, ...]], list[float]]:
+    """Each station's limit and the feeder's lowest voltage every 50 ms, for ``seconds``
+    (or, with ``until``, until it holds, failing after ``seconds``)."""
+    limits, volts = [], []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while until is None or not until():
+        if loop.time() >= end:
+            assert until is None, f"timed out; limits {limits[-5:]}"
+            break
+        limits.append(limits_a(stations))
+        volts.append(min(feeder.voltages_v()))
+        await asyncio.sleep(0.05)
+    return limits, volts
+
+
+def never_falls(series: list[tuple[float, ...]]) -> bool:
+    return all(b >= a - 0.05 for before, after in zip(series, series[1:], strict=False)
+               for a, b in zip(before, after, strict=True))
+
+
+async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Site):
+    feeder = Feeder(source_v=NOMINAL_V, impedance_ohm=0.8)
+    stations = await start_on_feeder(site, feeder, telemetry_interval_s=1)
+    bridge = site.bridge
+    assert bridge is not None
+    # both charge, pull the feeder below the floor, and are held back for the voltage
+    await wait_until(lambda: all(s.transaction_id for s in stations), what="sessions")
+    await wait_until(lambda: all(0 < s.composite_limit_a() < EV_A for s in stations),
+                     timeout=20, what="volt-watt limits below what the EVs draw")
+    # from now on the voltage stays above the floor, and no limit falls again: it only
+    # eases (in steps, a hold time apart) until the voltage settles inside the band
+    limits, volts = await watch(stations, feeder, 7.0)
+    assert min(volts) >= FLOOR_PU * NOMINAL_V, min(volts)
+    assert never_falls(limits), limits
+    settled = limits[-1]
+    assert all(6 <= amps < EV_A for amps in settled), settled
+    # the reason chain says why
+    plan = bridge.plan
+    assert plan is not None and plan.state is not None
+    for station in stations:
+        chain = plan.stations[station.spec.station_id][0].chain
+        assert [w.kind for w in chain].count("voltage") == 1, chain
+        assert "pu on L" in plan.stations[station.spec.station_id][0].reason
+    # the stations were asked for the grid measurands, and their voltages are stored
+    assert all("Voltage" in s.measurands for s in stations)
+    bridge._flush()
+    now = datetime.now(UTC)
+    stored = bridge.store.grid_samples_between(now - timedelta(minutes=1), now)
+    assert {s.station_id for s in stored} == {"CP0", "CP1"}
+    assert min(s.voltages_v[0] for s in stored) < FLOOR_PU * NOMINAL_V  # before the response
+    assert all(s.currents_a[2] is not None for s in stored)
+
+    # the source voltage recovers: power comes back, still without a limit falling
+    feeder.source_v = 250.0
+    limits, _ = await watch(stations, feeder, 20.0, until=lambda: all(
+        s.composite_limit_a() >= EV_A for s in stations))
+    assert all(abs(s.power_w - EV_A * 3 * NOMINAL_V) < 1 for s in stations)
+    later, _ = await watch(stations, feeder, 1.0)
+    assert never_falls([settled, *limits, *later]), limits
+
+    # TELEMETRY_USAGE carries the lowest and the mean voltage of each phase
+    def voltages(resource: str) -> list[float]:
+        return [r[5] for r in site.vtn.received.readings if r[1] == resource]
+
+    resources = [f"test-site-{p}-{s}" for p in ("L1", "L2", "L3") for s in ("min", "mean")]
+    await wait_until(lambda: all(voltages(r) for r in resources), timeout=10,
+                     what="voltage readings at the VTN")
+    units = {(r[2], r[3]) for r in site.vtn.received.readings if r[1] in resources}
+    assert units == {("Voltage", "V")}, units
+    low = voltages("test-site-L1-min")
+    assert min(low) < FLOOR_PU * NOMINAL_V + 10 and max(low) <= 250
+    # both stations hang on one feeder: the lowest is the mean
+    assert voltages("test-site-L2-min")[-1] == voltages("test-site-L2-mean")[-1]
+    # and the dashboard shows them
+    shown = site_view(bridge)["voltage"]
+    assert shown["nominal_v"] == NOMINAL_V and set(shown["phases"]) == {"L1", "L2", "L3"}
+    assert all(200 < p["min_v"] <= p["mean_v"] < 250 for p in shown["phases"].values())

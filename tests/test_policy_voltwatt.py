@@ -1,0 +1,238 @@
+"""Volt-watt: the curve, hysteresis and hold time, stale readings, and the plan it shapes."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.fleet import Fleet, Session, Site, StationInfo
+from policies.model import VoltageRule, parse_policy
+from policies.plan import Conditions, make_plan
+from policies.validation import InvalidDocument
+from policies.voltwatt import SITE_KEY, VoltageReading, VoltHold, curve_share, respond
+from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+V = 230.0
+RULE = VoltageRule(curve={0.95: 1.0, 0.90: "min"}, pause_below=0.88, hysteresis=0.01,
+                   hold_s=60, stale_after_s=30, ease_step=None)
+MIN_SHARE = 6 / 32
+
+
+def reading(pu: float, at: datetime = NOW, *others: float) -> VoltageReading:
+    return VoltageReading(at, (pu * V, *(o * V for o in others)))
+
+
+def test_curve_full_linear_minimum_pause():
+    assert curve_share(RULE, 1.0, MIN_SHARE) == 1.0
+    assert curve_share(RULE, 0.95, MIN_SHARE) == 1.0
+    assert curve_share(RULE, 0.925, MIN_SHARE) == pytest.approx((1 + MIN_SHARE) / 2)
+    assert curve_share(RULE, 0.90, MIN_SHARE) == pytest.approx(MIN_SHARE)
+    assert curve_share(RULE, 0.885, MIN_SHARE) == pytest.approx(MIN_SHARE)
+    assert curve_share(RULE, 0.879, MIN_SHARE) == 0.0
+
+
+def test_over_voltage_rule():
+    rule = VoltageRule(curve={0.95: 1.0, 0.90: "min", 1.08: 1.0, 1.10: 0.5}, pause_above=1.12)
+    assert curve_share(rule, 1.0, MIN_SHARE) == 1.0
+    assert curve_share(rule, 1.09, MIN_SHARE) == pytest.approx(0.75)
+    assert curve_share(rule, 1.13, MIN_SHARE) == 0.0
+
+
+def test_worst_phase_counts():
+    hold = respond(RULE, reading(1.0, NOW, 0.925, 0.99), V, MIN_SHARE, None, NOW)
+    assert hold is not None and hold.share == pytest.approx((1 + MIN_SHARE) / 2)
+    assert "L2" in hold.reason
+
+
+def test_hysteresis_and_hold_time():
+    low = respond(RULE, reading(0.90), V, MIN_SHARE, None, NOW)
+    assert low is not None and low.share == pytest.approx(MIN_SHARE)
+    # recovered above 0.95 pu, but within the hold time: kept
+    later = NOW + timedelta(seconds=30)
+    kept = respond(RULE, reading(0.97, later), V, MIN_SHARE, low, later)
+    assert kept is not None and kept.share == low.share and "hold time until" in kept.reason
+    # after the hold time, but only 0.005 pu above the knee: the band keeps it below full
+    later = NOW + timedelta(seconds=61)
+    eased = respond(RULE, reading(0.955, later), V, MIN_SHARE, low, later)
+    assert eased is not None and low.share < eased.share < 1.0
+    back = respond(RULE, reading(0.961, later), V, MIN_SHARE, low, later)
+    assert back is not None and back.share == 1.0
+
+
+def test_easing_in_steps_one_hold_time_apart():
+    rule = RULE.model_copy(update={"ease_step": 0.25})
+    hold = respond(rule, reading(0.87), V, MIN_SHARE, None, NOW)
+    assert hold is not None and hold.share == 0.0
+    shares = []
+    for minute in range(1, 6):
+        at = NOW + timedelta(minutes=minute)
+        hold = respond(rule, reading(1.0, at), V, MIN_SHARE, hold, at)
+        assert hold is not None
+        shares.append(hold.share)
+    assert shares == [0.25, 0.5, 0.75, 1.0, 1.0]
+    later = NOW + timedelta(minutes=1)
+    assert "(easing)" in respond(rule, reading(1.0, later), V, MIN_SHARE,
+                                 VoltHold(0.0, NOW, ""), later).reason
+
+
+def test_stale_or_missing_readings_hold_the_restriction():
+    low = respond(RULE, reading(0.89), V, MIN_SHARE, None, NOW)
+    assert low is not None
+    later = NOW + timedelta(minutes=10)
+    stale = respond(RULE, reading(0.99, NOW + timedelta(seconds=1)), V, MIN_SHARE, low, later)
+    assert stale is not None and stale.share == low.share and "held" in stale.reason
+    assert respond(RULE, None, V, MIN_SHARE, low, later) == stale.__class__(
+        low.share, low.since, stale.reason.replace("since 12:00:01", "missing"))
+    # nothing restricted, nothing known: no restriction
+    assert respond(RULE, None, V, MIN_SHARE, None, later) is None
+
+
+def test_release_after_only_when_configured():
+    rule = RULE.model_copy(update={"release_after_s": 300})
+    low = respond(rule, reading(0.89), V, MIN_SHARE, None, NOW)
+    assert respond(rule, None, V, MIN_SHARE, low, NOW + timedelta(seconds=200)) is not None
+    assert respond(rule, reading(0.89), V, MIN_SHARE, low, NOW + timedelta(seconds=301)) is None
+
+
+def test_bad_voltage_rule_names_file_line_and_key():
+    text = "name: weak feeder\nvoltage:\n  curve: {0.95: 100%, 0.90: half}\n"
+    with pytest.raises(InvalidDocument) as error:
+        parse_policy(text, "feeder.yaml")
+    assert "feeder.yaml:3: voltage.curve" in str(error.value)
+    text = "name: weak feeder\nvoltage:\n  pause_below: 0.93\n  hold_s: -1\n"
+    with pytest.raises(InvalidDocument) as error:
+        parse_policy(text, "feeder.yaml")
+    assert "feeder.yaml:4: voltage.hold_s" in str(error.value)
+
+
+# -- properties -------------------------------------------------------------------------------
+
+samples = st.lists(
+    st.tuples(st.integers(min_value=1, max_value=40),  # seconds since the previous plan
+              st.one_of(st.none(), st.floats(min_value=0.8, max_value=1.1)),  # pu or missing
+              st.integers(min_value=0, max_value=60)),  # age of the reading, s
+    min_size=1, max_size=60)
+
+
+def _run(rule: VoltageRule, steps: list[tuple[int, float | None, int]]):
+    now, hold, last = NOW, None, None
+    for gap, pu, age in steps:
+        now += timedelta(seconds=gap)
+        if pu is not None:
+            last = VoltageReading(now - timedelta(seconds=age), (pu * V,))
+        yield now, last, hold, (hold := respond(rule, last, V, MIN_SHARE, hold, now))
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples)
+def test_never_above_the_curve_of_a_fresh_reading(steps):
+    for now, last, _, hold in _run(RULE, steps):
+        share = 1.0 if hold is None else hold.share
+        if last is not None and now - last.at <= timedelta(seconds=RULE.stale_after_s):
+            assert share <= curve_share(RULE, last.phases_v[0] / V, MIN_SHARE) + 1e-9
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples, st.sampled_from([None, 0.1, 0.5]))
+def test_no_rise_sooner_than_the_hold_time_after_a_change(steps, ease_step):
+    changed_at = None
+    previous_share = 1.0
+    for now, _, _, hold in _run(RULE.model_copy(update={"ease_step": ease_step}), steps):
+        share = 1.0 if hold is None else hold.share
+        if share > previous_share + 1e-9 and changed_at is not None:
+            assert now - changed_at >= timedelta(seconds=RULE.hold_s)
+        if abs(share - previous_share) > 1e-9:
+            changed_at = now
+        previous_share = share
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples)
+def test_stale_or_missing_data_never_raises(steps):
+    for now, last, before, hold in _run(RULE, steps):
+        fresh = last is not None and now - last.at <= timedelta(seconds=RULE.stale_after_s)
+        if not fresh:
+            assert (1.0 if hold is None else hold.share) <= \
+                (1.0 if before is None else before.share) + 1e-9
+
+
+# -- in the plan ------------------------------------------------------------------------------
+
+STATION_POLICY = """name: weak feeder
+voltage:
+  curve: {0.95: 100%, 0.90: min}
+  pause_below: 0.88
+"""
+
+
+def fleet(n: int) -> Fleet:
+    stations = {f"CP{i}": StationInfo(f"CP{i}", 3, V, 32) for i in range(n)}
+    return Fleet(stations, tuple(Session(s, 1, NOW - timedelta(minutes=5)) for s in stations))
+
+
+def test_station_scope_caps_the_low_station_and_says_voltage():
+    pol = parse_policy(STATION_POLICY, "p.yaml")
+    volts = {"CP0": reading(0.90), "CP1": reading(0.99), "CP2": reading(0.87)}
+    plan = make_plan([], pol, Site(100_000), fleet(3), NOW,
+                     conditions=Conditions(voltages=volts))
+    cp0, cp1, cp2 = (plan.stations[f"CP{i}"][0] for i in range(3))
+    assert cp0.limit_w == pytest.approx(6 * 3 * V)
+    assert cp1.limit_w == pytest.approx(32 * 3 * V)
+    assert cp2.limit_w == 0
+    assert [w.kind for w in cp0.chain].count("voltage") == 1
+    assert "paused" in cp2.reason and "0.870 pu" in cp2.reason
+    assert plan.state is not None and plan.state.voltage["CP0"].share == pytest.approx(6 / 32)
+    # the restriction is held by the next plan while the reading is stale
+    later = NOW + timedelta(minutes=10)
+    again = make_plan([], pol, Site(100_000), fleet(3), later, plan.state,
+                      Conditions(voltages=volts))
+    assert again.stations["CP0"][0].limit_w == pytest.approx(6 * 3 * V)
+    assert "held" in again.stations["CP0"][0].reason
+
+
+def test_site_scope_takes_the_most_restrictive_with_an_event():
+    pol = parse_policy(STATION_POLICY + "  scope: site\n", "p.yaml")
+    volts = {"CP0": reading(0.925), "CP1": reading(0.99)}
+    plan = make_plan([], pol, Site(40_000), fleet(2), NOW, conditions=Conditions(voltages=volts))
+    share = plan.state.voltage[SITE_KEY].share
+    assert plan.site[0].limit_w == pytest.approx(share * 40_000)
+    assert plan.site[0].chain[0].kind == "voltage"
+    event = DrEvent(event_id="e", modification_number=0, status=EventStatus.ACTIVE, start=NOW,
+                    duration=timedelta(minutes=5), signals=(EventSignal(
+                        name="SIMPLE", type="level", intervals=(SignalInterval(
+                            start=NOW, duration=timedelta(minutes=5), value=2),)),))
+    plan = make_plan([event], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages=volts))
+    assert plan.site[0].limit_w == 10_000 and plan.site[0].chain[0].kind == "event"
+    assert sum(s[0].limit_w for s in plan.stations.values()) <= 10_000 + 1e-6
+
+
+def test_no_voltage_rule_no_state():
+    plan = make_plan([], parse_policy("name: p\n", "p.yaml"), Site(40_000), fleet(1), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(0.5)}))
+    assert plan.stations["CP0"][0].limit_w == pytest.approx(32 * 3 * V)
+    assert plan.state is not None and plan.state.voltage == {}
+    assert isinstance(VoltHold(1.0, NOW, ""), VoltHold)
+
+
+def test_site_scope_eases_only_with_every_reading_fresh():
+    pol = parse_policy(STATION_POLICY + "  scope: site\n  hold_s: 0\n  ease_step: null\n",
+                       "p.yaml")
+    low = {"CP0": reading(0.90), "CP1": reading(0.99)}
+    plan = make_plan([], pol, Site(40_000), fleet(2), NOW, conditions=Conditions(voltages=low))
+    held = plan.state.voltage[SITE_KEY].share
+    assert held < 1.0
+    later = NOW + timedelta(minutes=5)
+    # CP0 (the low one) went quiet; CP1 looks fine: the site stays held back
+    partial = {"CP0": reading(0.90), "CP1": reading(1.0, later)}
+    again = make_plan([], pol, Site(40_000), fleet(2), later, plan.state,
+                      Conditions(voltages=partial))
+    assert again.state.voltage[SITE_KEY].share == held
+    # with release_after_s, a station gone that long no longer holds it
+    released = parse_policy(STATION_POLICY + "  scope: site\n  hold_s: 0\n  ease_step: null\n"
+                            "  release_after_s: 240\n", "p.yaml")
+    freed = make_plan([], released, Site(40_000), fleet(2), later, plan.state,
+                      Conditions(voltages=partial))
+    assert freed.state.voltage[SITE_KEY].share == 1.0
