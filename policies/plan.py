@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from policies.allocation import Demand, allocate_fair
 from policies.fleet import (
     Fleet,
     Plan,
@@ -44,6 +45,9 @@ class Conditions:
     baselines_w: Mapping[str, float] = field(default_factory=dict)
     vtn_last_heard: datetime | None = None  # None: never checked (no fail-safe on it)
     rng: random.Random | None = None  # draws restore delays; None: seeded from the time
+    # per event id: the stations it targets, when it names only some of the site's resources
+    # or groups (absent: the whole site)
+    event_stations: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 # -- opting in or out -------------------------------------------------------------------------
@@ -263,11 +267,14 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     rule = policy.allocation
     failsafe = _failsafe(policy, site, fleet, now, conditions)
 
-    # the site limit: targets at every event boundary, then ramped
+    # the site limit: targets at every event boundary, then ramped; an event that targets
+    # only some stations limits those stations instead (see _scoped_caps)
+    scoped = [e for e in events if e.event_id in conditions.event_stations]
+    site_events = [e for e in events if e.event_id not in conditions.event_stations]
     times = sorted({now} | _event_times(events, policy, now))
     needs = _needs(fleet)
-    targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe,
-                                needs))
+    targets = [(at, *_target_at(site_events, policy, site, at, conditions.baselines_w,
+                                failsafe, needs))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -348,8 +355,10 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                                            restore_at=began + delay, switched=old.switched,
                                            paused_at_limit_w=old.paused_at_limit_w)
                 heapq.heappush(heap, began + delay)
+        caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
+                            silent, at)
         chosen, site_step, extra = _allocate_at(
-            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids)
+            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps)
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():
@@ -397,10 +406,12 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy: Policy,
                  charging: Mapping[str, _Station], states: Mapping[str, StationState],
                  silent: Mapping[str, float], reserved_ids: set[str],
+                 caps: Mapping[str, tuple[float, tuple[Why, ...]]] | None = None,
                  ) -> tuple[dict[str, Step], Step, list[datetime]]:
     """Every station's step at ``at``, the site step (an exemption may lift it) and the
     moments a rotation or a restore asks to be planned again."""
     rule = policy.allocation
+    caps = caps or {}
     fixed: list[FixedLoad] = []
     for reservation in fleet.reservations:
         step = value_at(reservation.steps, at)
@@ -450,6 +461,11 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
                                f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
+        if sid in caps:
+            cap_w = caps[sid][0]
+            if cap_w < min_w:
+                keep_paused[sid] = "its targeted event leaves it no room"
+            max_w = min(max_w, max(cap_w, min_w))
         loads[sid] = base if max_w == base.max_w else \
             Load(sid, base.circuit, base.amps_per_w, min_w, max_w, base.weight)
 
@@ -505,10 +521,11 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         why = share.reason if share else "no charging session"
         entry = charging.get(sid)
         group = entry.group if entry is not None and rule.strategy == "priority" else None
-        key = (watts, why, group.name if group is not None else None)
+        scope = caps[sid][1] if sid in caps else ()
+        key = (watts, why, group.name if group is not None else None, scope)
         step = made.get(key)
         if step is None:
-            links = [*site_chain]
+            links = [*site_chain, *scope]
             if group is not None:
                 links.append(Why("rule", f"{_group_label(group)} (rank {group.rank}, "
                                          f"weight {group.weight:g})"))
@@ -520,6 +537,51 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         chosen[sid] = step
     return chosen, Step(site_step.start, limit, explain(site_chain), site_chain) \
         if limit != site_step.limit_w else site_step, extra
+
+
+def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]],
+                 policy: Policy, site: Site, fleet: Fleet, charging: Mapping[str, _Station],
+                 silent: Mapping[str, float], at: datetime,
+                 ) -> dict[str, tuple[float, tuple[Why, ...]]]:
+    """The most each station may get at ``at`` from events that target only some stations.
+
+    Such an event's limit holds for the sum of its stations: a share of their hardware
+    capacity (instead of the site's), or the absolute power it names. It is shared among
+    the stations of the group that charge, as the whole site's limit is (minimum floor,
+    first come first served), after what its unsteerable stations may draw. The site
+    allocation afterwards never gives a station more than this.
+    """
+    caps: dict[str, tuple[float, tuple[Why, ...]]] = {}
+    min_a = policy.allocation.min_current_a
+    for event in events:
+        scope = scopes[event.event_id]
+        members = [sid for sid in sorted(scope) if sid in fleet.stations]
+        capacity = sum(fleet.stations[sid].max_w for sid in members)
+        if capacity <= 0:
+            continue
+        ask = event_ask(event, policy, Site(capacity_w=capacity, voltage_v=site.voltage_v,
+                                            phases=site.phases), at, {})
+        if ask is None:
+            continue
+        held = sum(silent.get(sid, 0.0) for sid in members)
+        for reservation in fleet.reservations:
+            if reservation.station_id in scope:
+                step = value_at(reservation.steps, at)
+                held += step.limit_w if step is not None else 0.0
+        steered = sorted((sid for sid in members if sid in charging and sid not in silent),
+                         key=lambda sid: (charging[sid].started, sid))
+        demands = [Demand(sid, charging[sid].info.watts(min_a),
+                          charging[sid].info.max_w_for(charging[sid].connectors))
+                   for sid in steered]
+        shares = allocate_fair(max(ask.limit_w - held, 0.0), demands)
+        scope_why = Why("target", f"event {event.event_id} targets {len(members)} station(s):"
+                                  f" {ask.limit_w / 1000:g} kW for them")
+        for sid in steered:
+            share = shares[sid]
+            if sid not in caps or share.watts < caps[sid][0]:
+                caps[sid] = (share.watts, (*ask.chain, scope_why,
+                                           Why("allocation", f"within the group: {share.reason}")))
+    return caps
 
 
 def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
