@@ -521,11 +521,11 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         why = share.reason if share else "no charging session"
         entry = charging.get(sid)
         group = entry.group if entry is not None and rule.strategy == "priority" else None
-        scope = caps[sid][1] if sid in caps else ()
-        key = (watts, why, group.name if group is not None else None, scope)
+        scoped = caps[sid][1] if sid in caps else ()
+        key = (watts, why, group.name if group is not None else None, scoped)
         step = made.get(key)
         if step is None:
-            links = [*site_chain, *scope]
+            links = [*site_chain, *scoped]
             if group is not None:
                 links.append(Why("rule", f"{_group_label(group)} (rank {group.rank}, "
                                          f"weight {group.weight:g})"))
