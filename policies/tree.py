@@ -361,9 +361,9 @@ def overloads(site: Site, limit_w: float, loads: Sequence[Load], watts: Mapping[
 
 def blocking(site: Site, limit_w: float, loads: Sequence[Load], watts: Mapping[Hashable, float],
              load: Load, fixed: Sequence[FixedLoad] = ()) -> str | None:
-    """The limit on ``load``'s path with no room for its minimum, if any."""
+    """The limit on ``load``'s path with no room for its minimum, as admission judges it."""
     for c in _constraints(site, limit_w, loads, fixed):
         if load.key in c.coef and \
-                c.used(watts) + c.coef[load.key] * min(load.min_w, load.max_w) > c.cap + 1e-6:
+                c.used(watts) + c.coef[load.key] * min(load.min_w, load.max_w) > c.cap + _ADMIT_EPS:
             return c.name
     return None
