@@ -533,7 +533,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     exempt_used = 0.0
     if exempt:
         # exempt groups charge as if there were no event, within the physical limits
-        shares = allocate_tree(site.capacity_w, [loads[s] for s in exempt], site,
+        # first come, first served when not all of them fit, as for everyone else
+        first = sorted(exempt, key=lambda sid: (charging[sid].started, sid))
+        shares = allocate_tree(site.capacity_w, [loads[s] for s in first], site,
                                fixed, label="exempt from DR", keep_paused=keep_paused)
         for sid in exempt:
             share = shares[sid]
