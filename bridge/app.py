@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,9 +36,15 @@ log = logging.getLogger(__name__)
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 FLUSH_PERIOD_S = 1.0
 # Changes within this window share one plan: each plan may re-send a profile to every
-# station, so a boot storm must make a few plans, not one per session. (A DR event is
-# planned at once, without waiting.)
+# station. (A DR event is planned at once, without waiting.)
 REPLAN_COALESCE_S = 1.0
+# A boot storm (stations joining by the hundred) would make one plan a second, each
+# changing every station's share. From STORM_CHANGES_PER_S changes a second on, a plan
+# waits until changes pause for REPLAN_QUIET_S, but not longer than REPLAN_SETTLE_MAX_S:
+# one plan for the whole storm. Stations known before keep what they hold meanwhile.
+STORM_CHANGES_PER_S = 50
+REPLAN_QUIET_S = 0.5
+REPLAN_SETTLE_MAX_S = 5.0
 # Operator opts written by another process (the CLI) are picked up this often; opts the VTN
 # has not acknowledged yet are sent again this often.
 OPERATOR_POLL_S = 1.0
@@ -98,6 +105,7 @@ class Bridge:
         # the stations' voltages (volt-watt rule, reports, dashboard)
         self.grid = GridMonitor(config.site.voltage_v, config.model.telemetry.stale_after_s)
         self._replan = asyncio.Event()
+        self._changes: deque[float] = deque()  # when replans were asked, the last second
         self._opt_send_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         model = config.model
@@ -180,7 +188,14 @@ class Bridge:
         self._stop.set()
 
     def request_replan(self) -> None:
+        self._changes.append(time.monotonic())
         self._replan.set()
+
+    def _changes_last_second(self) -> int:
+        now = time.monotonic()
+        while self._changes and now - self._changes[0] > 1.0:
+            self._changes.popleft()
+        return len(self._changes)
 
     # VEN side -------------------------------------------------------------------------------
     async def on_event(self, event: DrEvent) -> OptType:
@@ -529,17 +544,30 @@ class Bridge:
                 self.store.save_plan_state(plan.state, self._baselines)
 
     async def _replan_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await asyncio.wait_for(self._replan.wait(), REPLAN_PERIOD_S)
             except TimeoutError:
                 pass
             self._replan.clear()
+            if self._changes_last_second() >= STORM_CHANGES_PER_S:
+                await self._settle(loop.time() + REPLAN_SETTLE_MAX_S)
             try:
                 self._replan_now()
             except Exception:  # a planning bug must not stop the bridge; the stations keep limits
                 log.exception("planning failed; stations keep their current profiles")
             await asyncio.sleep(REPLAN_COALESCE_S)
+
+    async def _settle(self, deadline: float) -> None:
+        """Wait until changes pause (or the deadline passes), so a burst makes one plan."""
+        loop = asyncio.get_running_loop()
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._replan.wait(), min(REPLAN_QUIET_S, left))
+            except TimeoutError:
+                return
+            self._replan.clear()
 
     # operator actions ---------------------------------------------------------------------
     def set_hold(self, station_id: str, mode: HoldMode, reason: str) -> None:

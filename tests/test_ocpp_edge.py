@@ -137,3 +137,31 @@ async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: 
         stop.set()
         await watcher
     assert worst <= 30_000
+
+
+async def test_the_cap_holds_while_a_boot_storm_settles(site: Site):
+    """Dozens of stations join within seconds, which the bridge plans once the joins pause:
+    the stations it commands stay within the cap all along, and every one gets a share."""
+    await site.start_bridge(capacity_kw=150)
+    worst = 0.0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal worst
+        while not stop.is_set():
+            commanded = [s for s in site.stations if s.installed_profiles]
+            worst = max(worst, sum(s.composite_limit_w() for s in commanded))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        stations = []
+        for wave in range(10):  # 60 stations over two seconds
+            stations += [site.add_station(f"S{wave}{i}", rate_unit="Current") for i in range(6)]
+            await asyncio.sleep(0.2)
+        await wait_until(lambda: all(s.composite_limit_w() >= 2_400 for s in stations),
+                         timeout=30, what="every station's share")
+    finally:
+        stop.set()
+        await watcher
+    assert worst <= 150_000
