@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint venv clean chromium
 
 $(BIN)/drbridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,16 @@ venv: $(BIN)/drbridge
 demo: venv
 	$(BIN)/drbridge demo
 
-test: venv
+test: venv chromium
 	$(BIN)/ruff check ven policies bridge tests examples bench
 	$(BIN)/pytest
+
+# The dashboard's browser test drives Debian's Chromium (never a downloaded browser build);
+# installed here when this is a Debian machine and we may, else that one test is skipped.
+chromium:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
+	    && apt-get update -qq && apt-get install -y -qq chromium; } \
+	    || echo "note: no /usr/bin/chromium: the dashboard's browser test will be skipped"
 
 # Benchmarks (loopback only, about ten minutes); results in docs/benchmarks.md.
 bench: venv

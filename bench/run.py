@@ -92,6 +92,7 @@ def bridge(workdir: Path, stations: int, vtn_url: str | None = None) -> Iterator
         site: {{capacity_kw: {max(stations, 1) * KW_PER_STATION}}}
         storage: {{path: {db}}}
         telemetry: {{interval_s: 60, stale_after_s: 60}}
+        web: {{enabled: false}}
         """))
     log = (workdir / f"bridge-{port}.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],

@@ -71,6 +71,7 @@ class Snapshot:
     active_events: list[str]
     # steered, connecting, offline, refusing, unmanageable or non-compliant (see Dispatcher)
     station_status: dict[str, str] = field(default_factory=dict)
+    station_detail: dict[str, str] = field(default_factory=dict)  # why, where not steered
 
 
 class Bridge:
@@ -200,11 +201,32 @@ class Bridge:
         return opt
 
     def _decide_opt(self, event: DrEvent, baseline_w: float) -> tuple[OptType, str]:
-        """The policy decides, unless the site operator opted out of the event."""
-        operator = self.store.operator_opt_out(event.event_id)
+        """The policy decides, unless the site operator opted out of the event or declared
+        the site unavailable during it."""
+        return self._operator_decision(event, *self._standing_opts()) or \
+            decide_opt(event, self.config.policy, self.config.site, baseline_w)
+
+    def _standing_opts(self) -> tuple[dict[str, OperatorOpt], list[OperatorOpt]]:
+        """The operator's standing opt-outs by event id, and unavailability windows."""
+        standing = self.store.operator_opts("cancelled_at IS NULL")
+        return ({o.event_id: o for o in standing if o.event_id is not None},
+                [o for o in standing if o.event_id is None])
+
+    @staticmethod
+    def _operator_decision(event: DrEvent, opt_outs: dict[str, OperatorOpt],
+                           windows: list[OperatorOpt]) -> tuple[OptType, str] | None:
+        operator = opt_outs.get(event.event_id)
         if operator is not None:
             return "optOut", _operator_reason(operator)
-        return decide_opt(event, self.config.policy, self.config.site, baseline_w)
+        end = event.end
+        for window in windows:
+            assert window.window_start is not None and window.window_end is not None
+            if window.window_start < (end or datetime.max.replace(tzinfo=UTC)) \
+                    and event.start < window.window_end:
+                return "optOut", (f"{OPERATOR_OPT_OUT}: unavailable from "
+                                  f"{window.window_start:%Y-%m-%d %H:%M} to "
+                                  f"{window.window_end:%Y-%m-%d %H:%M} UTC ({window.reason})")
+        return None
 
     # operator opts ---------------------------------------------------------------------------
     async def opt_out_event(self, event_id: str, reason: str) -> None:
@@ -242,15 +264,17 @@ class Bridge:
         return self.store.operator_opts()
 
     def _apply_operator_opts(self) -> None:
-        """Bring each known event's opt in line with the operator's standing opt-outs."""
+        """Bring each pending or active event's opt in line with the operator's standing
+        opt-outs and unavailability windows."""
         now = self._clock()
-        standing = {o.event_id: o for o in self.store.operator_opts(
-            "event_id IS NOT NULL AND cancelled_at IS NULL")}
+        opt_outs, windows = self._standing_opts()
         changed = False
         for event_id, known in list(self.events.items()):
-            operator = standing.get(event_id)
-            if operator is not None:
-                opt, reason = "optOut", _operator_reason(operator)
+            if known.event.is_over(now):
+                continue  # what was decided for a past event stays on record
+            decision = self._operator_decision(known.event, opt_outs, windows)
+            if decision is not None:
+                opt, reason = decision
             elif known.opt_reason.startswith(OPERATOR_OPT_OUT):
                 opt, reason = decide_opt(known.event, self.config.policy, self.config.site,
                                          self._baselines.get(event_id, 0.0))
@@ -420,6 +444,9 @@ class Bridge:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
         self.request_replan()
 
+    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
+        return self._open_tx.get((station_id, connector_id))
+
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:
         self._heard(station_id, "MeterValues")
@@ -479,10 +506,14 @@ class Bridge:
             taken_at=max(reported.values()) if reported and self.sessions else None,
         )
         holds = {sid: hold[0] for sid, hold in self.holds.items()}
+        planned = self.planned_events(now)
+        scopes = {event.event_id: targeted for event in planned
+                  if (targeted := self.event_stations(event)) is not None}
         conditions = Conditions(baselines_w=self._baselines,
                                 vtn_last_heard=self.ven.last_contact or self._started,
+                                event_stations=scopes,
                                 voltages=self.grid.readings(stations))
-        plan = plan_with_holds(self.planned_events(now), self.config.policy, self.config.site,
+        plan = plan_with_holds(planned, self.config.policy, self.config.site,
                                fleet, now, holds,  # type: ignore[arg-type]
                                self.plan.state if self.plan else self._resumed_state,
                                conditions)
@@ -566,6 +597,8 @@ class Bridge:
             station_power_w=power,
             active_events=[e.event_id for e in self.active_events(now) if e.start <= now],
             station_status={sid: s.status for sid, s in self.dispatcher.stations.items()},
+            station_detail={sid: s.detail for sid, s in self.dispatcher.stations.items()
+                            if s.detail},
         )
 
 
@@ -580,8 +613,9 @@ def _opt_reason(text: str) -> OptReason:
 
 def _changed(old: Plan, new: Plan, now: datetime) -> bool:
     def future(steps: tuple[Step, ...]) -> list[tuple[float, float]]:
+        current = value_at(steps, now)
         return [(max(s.start, now).timestamp(), round(s.limit_w)) for s in steps
-                if s.start >= now or s is value_at(steps, now)]
+                if s.start >= now or s is current]
     if future(old.site) != future(new.site) or old.stations.keys() != new.stations.keys():
         return True
     return any(future(old.stations[k]) != future(new.stations[k]) for k in new.stations)

@@ -15,6 +15,19 @@ first sent the schedule it holds, to confirm it without pausing its EV. A
 raise is sent only when no steerable station is still above its new limit, so
 the sum of what the bridge has commanded never exceeds the site limit, even
 in transition.
+
+Profiles per station: the station cap on connector 0, and on stations with
+several connectors or sessions also a 0 W TxDefaultProfile per connector and a
+TxProfile per session with its part of the share (see :meth:`Dispatcher._built`);
+within a station, decreases go out before raises. Stations speak to the
+dispatcher through a :class:`~bridge.ocpp.link.ChargerLink`, in domain terms,
+whatever their OCPP version.
+
+Two more kinds of station are reserved: one without smart charging
+(*unmanageable*, counted at its hardware maximum) and one whose composite
+schedule or meter values show that it does not apply what it accepted
+(*non-compliant*, counted at the highest draw measured; see
+:mod:`bridge.compliance`).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
+    TX_DEFAULT,
     BuiltProfile,
     connector_profiles,
     from_unit,
@@ -67,7 +81,7 @@ class StationState:
     unmanageable: bool = False
     retry_s: float = 0.0  # the next retry's delay, doubled after each failure
     sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
-    # What the station accepted on this connection, per connector (0: the station cap).
+    # What the station accepted on this connection, by profile id.
     slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
@@ -93,6 +107,17 @@ class StationState:
         """Counted by the planner at what it may hold, rather than given a share."""
         return not self.steerable and (self.applied is not None or self.refused
                                        or self.unmanageable or self.compliance.flagged)
+
+    @property
+    def detail(self) -> str:
+        """Why a station is not steered, in a sentence (empty when it is)."""
+        if self.unmanageable:
+            return "no SmartCharging among its feature profiles; counted at its maximum"
+        if self.compliance.flagged:
+            return f"{self.compliance.detail}; counted at {self.compliance.peak_w:.0f} W"
+        if self.refused and self.link is not None:
+            return "refuses our charging profiles; retrying"
+        return ""
 
     @property
     def status(self) -> str:
@@ -199,15 +224,22 @@ class Dispatcher:
     def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
                     sessions: Mapping[str, Mapping[int, int]] | None = None) -> None:
         """Each station's share, and its sessions (connector id -> transaction id)."""
+        now = self._clock()
         for station_id, steps in schedules.items():
             state = self.stations.get(station_id)
             if state is None:
                 continue
             running = dict((sessions or {}).get(station_id, {}))
             if state.desired != steps or state.sessions != running:
+                # A new plan mostly gives a station the same limits with a newer start (and
+                # reason): it is booked, but its worker has nothing to send, so it sleeps on.
+                quiet = state.sessions == running and state.desired is not None \
+                    and station_id not in self._above \
+                    and _limits_from(state.desired, now) == _limits_from(steps, now)
                 state.desired, state.sessions = steps, running
-                state.wake.set()
-                self._refresh(state)
+                if not quiet:
+                    state.wake.set()
+                    self._refresh(state)
 
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
@@ -246,7 +278,10 @@ class Dispatcher:
             self._above.add(station_id)
         elif station_id in self._above:
             self._above.discard(station_id)
-            self._settled()
+            if len(self._above) <= 1:
+                # a raise waits until no other station is above: with two or more still
+                # above, none can go yet, so the waiting workers sleep on
+                self._settled()
 
     def _settled(self) -> None:
         self._settle_event.set()
@@ -281,21 +316,29 @@ class Dispatcher:
             profiles += connector_profiles(target, state.sessions, state.caps.connectors,
                                            state.info, state.caps, now, self._min_current_a,
                                            level)
+        room = state.caps.max_profiles
+        connectors = max(state.caps.connectors, *state.sessions, 1)
+        if room is not None and room < (0 if state.per_connector_only else 1) + 2 * connectors:
+            # Too few places for a default and a session limit on every connector: the
+            # session limits matter more (a new session waits for the plan instead).
+            profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
         return cap, profiles
 
     def _pending(self, state: StationState, profiles: list[BuiltProfile],
                  now: datetime) -> list[BuiltProfile]:
         """The profiles the station does not hold yet, decreases first."""
         def unchanged(new: BuiltProfile) -> bool:
-            old = state.slots.get(new.connector_id)
+            old = state.slots.get(new.profile_id)
             return (state.confirmed and old is not None and old.purpose == new.purpose
                     and old.transaction_id == new.transaction_id
                     and old.stack_level == new.stack_level and old.unit == new.unit
                     and same_schedule(old.applied, new.applied, now))
 
         def raises(new: BuiltProfile) -> bool:
-            old = state.slots.get(new.connector_id)
-            return is_raise(new.applied, old.applied if old else None, now)
+            old = state.slots.get(new.profile_id)
+            if old is None:  # a first profile restricts unless it allows something
+                return any(step.limit_w > 0 for step in new.applied)
+            return is_raise(new.applied, old.applied, now)
 
         return sorted((p for p in profiles if not unchanged(p)), key=raises)
 
@@ -306,7 +349,7 @@ class Dispatcher:
         A station that cannot lower (offline, refusing) leaves the set by becoming
         reserved, so this wait cannot last for ever.
         """
-        while self._above - {state.info.station_id}:
+        while len(self._above) > 1 or (self._above and state.info.station_id not in self._above):
             if state.wake.is_set():
                 return False
             settled = asyncio.ensure_future(self._settle_event.wait())
@@ -330,8 +373,11 @@ class Dispatcher:
                 try:
                     caps = await link.read_capabilities()
                 except CallFailed as error:
-                    log.warning("%s: GetConfiguration failed (%s); assuming amps, stack level 0",
-                                station_id, error)
+                    # Not asked again before its next boot: a station that cannot answer
+                    # would otherwise delay every profile by a timeout.
+                    log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
+                                "24 periods until its next boot", station_id, error)
+                    self._use_caps(state, Capabilities(known=True))
                 else:
                     self._cached_caps[station_id] = caps
                     self._store.save_station(station_id, {"capabilities": caps.to_json()})
@@ -408,6 +454,8 @@ class Dispatcher:
                     detail = ""
                 except CallFailed as error:
                     status, detail = "Failed", str(error)
+                    if error.unsupported:  # no smart charging, although it did not say so
+                        status = "NotSupported"
                 self._store.record_profile(station_id, now, built.unit, built.payload,
                                            built.applied, status, detail)
                 if status != ACCEPTED:
@@ -416,13 +464,15 @@ class Dispatcher:
                         # no answer, or part of the wave applies: count the higher of both
                         state.uncertain = state.held()
                     break
-                state.slots[built.connector_id] = built
+                state.slots[built.profile_id] = built
                 state.installed.add(built.profile_id)
         finally:
             state.in_flight = None
         if failed is None:
             was_steerable = state.steerable
-            if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+            if state.applied is None or not state.confirmed \
+                    or not same_schedule(cap.applied, state.applied, now):
+                # a station that rebooted may have run without it: a grace time from now
                 state.applied_since = now
             state.applied, state.uncertain = cap.applied, None
             state.confirmed, state.refused, state.retry_s = True, False, 0.0
@@ -431,13 +481,18 @@ class Dispatcher:
             if not was_steerable:
                 state.wake.set()  # it may have been a re-confirmation: now the plan's turn
                 self._on_change()
-            state.slots = {c: b for c, b in state.slots.items() if b.profile_id in wanted}
+            state.slots = {i: b for i, b in state.slots.items() if i in wanted}
             await self._clear_stale(state, link, wanted)
             if not state.verified and state.composite_supported:
                 await self._verify_composite(state, link, cap)
         else:
             built, status, detail = failed
-            if status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
+            if status == "NotSupported":
+                log.warning("%s: does not support SetChargingProfile; counted at its hardware "
+                            "maximum until its next boot", station_id)
+                state.unmanageable = True
+                self._on_change()
+            elif status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
                 log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
                 state.stack_zero = True
                 state.wake.set()
@@ -489,7 +544,7 @@ class Dispatcher:
             composite = await link.composite_schedule(0, VERIFY_WINDOW_S, cap.unit)
         except CallFailed as error:
             log.info("%s: no composite schedule (%s); meter values will tell", station_id, error)
-            state.composite_supported = "CALLERROR" not in str(error)
+            state.composite_supported = error.error_code is None
             return
         if composite is None:
             state.composite_supported = False
@@ -542,13 +597,25 @@ class Dispatcher:
             allowed = max((s.limit_w for s in limits if s is not None), default=None)
         was_flagged = state.compliance.flagged
         if state.compliance.observe(self._rule, now, measured_w, allowed):
-            if was_flagged:
-                self._on_change()  # it draws more than it was counted at
-            else:
+            if not was_flagged:
                 self._flagged(state)
+                return
+            if not state.compliance.flagged:
+                log.info("%s: follows its limit again", station_id)
+                self._store.save_compliance(station_id, "compliant",
+                                            state.compliance.detail, now)
+                self._refresh(state)
+            self._on_change()  # counted higher now, or given a share again
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
+
+
+def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime, float]]:
+    """The limits a schedule gives from ``now`` on, exactly (its first moment is ``now``)."""
+    current = value_at(steps, now)
+    head = [(now, current.limit_w)] if current is not None else []
+    return head + [(s.start, s.limit_w) for s in steps if s.start > now]
 
 
 def _describe(steps: tuple[Step, ...]) -> str:

@@ -43,10 +43,13 @@ def _iso(value: datetime) -> str:
 
 
 def steps_to_json(steps: Iterable[Step]) -> str:
+    return json.dumps([_step_item(s) for s in steps])
+
+
+def _step_item(s: Step) -> list[Any]:
     # a step's reason chain, when it has one, as a fourth item: [[kind, text], ...]
-    return json.dumps([[_iso(s.start), s.limit_w, s.reason,
-                        *([[[w.kind, w.text] for w in s.chain]] if s.chain else [])]
-                       for s in steps])
+    return [_iso(s.start), s.limit_w, s.reason,
+            *([[[w.kind, w.text] for w in s.chain]] if s.chain else [])]
 
 
 def steps_from_json(text: str) -> tuple[Step, ...]:
@@ -436,10 +439,19 @@ class Store:
     # plans and telemetry ----------------------------------------------------------------
     def save_plan(self, made_at: datetime, site: Iterable[Step],
                   stations: Mapping[str, Iterable[Step]]) -> None:
+        # a plan shares one step object among the stations given the same share: each
+        # is turned into JSON items once
+        items: dict[int, list[Any]] = {}
+
+        def item(step: Step) -> list[Any]:
+            made = items.get(id(step))
+            if made is None:
+                made = items[id(step)] = _step_item(step)
+            return made
+
         self.db["plans"].insert(
             {"made_at": _iso(made_at), "site": steps_to_json(site),
-             "stations": json.dumps({k: json.loads(steps_to_json(v))
-                                     for k, v in stations.items()})}
+             "stations": json.dumps({k: [item(s) for s in v] for k, v in stations.items()})}
         )
 
     def last_plan(self) -> tuple[datetime, tuple[Step, ...], dict[str, tuple[Step, ...]]] | None:

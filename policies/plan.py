@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from policies.allocation import Demand, allocate_fair
 from policies.fleet import (
     Fleet,
     Plan,
@@ -28,7 +29,7 @@ from policies.fleet import (
 )
 from policies.model import Group, Policy
 from policies.signals import Need, event_ask, last_ask
-from policies.tree import FixedLoad, Load, allocate_tree
+from policies.tree import FixedLoad, Load, allocate_tree, count_fitting
 from policies.voltwatt import SITE_KEY, VoltageReading, VoltHold, respond, site_reading
 from ven.events import DrEvent, EventStatus, OptType
 
@@ -45,6 +46,9 @@ class Conditions:
     baselines_w: Mapping[str, float] = field(default_factory=dict)
     vtn_last_heard: datetime | None = None  # None: never checked (no fail-safe on it)
     rng: random.Random | None = None  # draws restore delays; None: seeded from the time
+    # per event id: the stations it targets, when it names only some of the site's resources
+    # or groups (absent: the whole site)
+    event_stations: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # each station's latest line-to-neutral voltages (policy.voltage acts on them)
     voltages: Mapping[str, VoltageReading] = field(default_factory=dict)
 
@@ -284,6 +288,9 @@ class _Station:
     group: Group | None
     started: datetime
     connectors: list[int]
+    # what does not change between the plan's steps, worked out once per plan
+    load: Load | None = None  # its share's bounds before any per-step cap
+    min_w: float = 0.0
 
 
 def _group_label(group: Group | None) -> str:
@@ -309,11 +316,14 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     if site_volts is not None and site_volts.share < 1.0:
         site_cap = (site_volts.share * site.capacity_w, Why("voltage", site_volts.reason))
 
-    # the site limit: targets at every event boundary, then ramped
+    # the site limit: targets at every event boundary, then ramped; an event that targets
+    # only some stations limits those stations instead (see _scoped_caps)
+    scoped = [e for e in events if e.event_id in conditions.event_stations]
+    site_events = [e for e in events if e.event_id not in conditions.event_stations]
     times = sorted({now} | _event_times(events, policy, now))
     needs = _needs(fleet)
-    targets = [(at, *_target_at(events, policy, site, at, conditions.baselines_w, failsafe,
-                                needs, site_cap))
+    targets = [(at, *_target_at(site_events, policy, site, at, conditions.baselines_w,
+                                failsafe, needs, site_cap))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -327,6 +337,12 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         entry = charging.setdefault(session.station_id, _Station(
             info, rule.group_of(info.station_id), session.started_at, []))
         entry.connectors.append(session.connector_id)
+    for sid, entry in charging.items():
+        info = entry.info
+        weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
+        entry.min_w = info.watts(rule.min_current_a)
+        entry.load = Load(sid, info.circuit, info.amps_per_watt(), entry.min_w,
+                          info.max_w_for(entry.connectors), weight)
     reserved_ids = {r.station_id for r in fleet.reservations}
     previous = dict(state.stations) if state else {}
     silent_after = timedelta(seconds=policy.failsafe.station_silent_after_s)
@@ -337,6 +353,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     }
 
     # restores after a rise of the site limit: each station waits a random delay
+    unsteered = silent.keys() | reserved_ids
     window = policy.restore.random_window_s
     # the plan step at which each rise starts (a rise found now may have begun earlier);
     # the first rise after a drop begins a restore, and each station draws its delay once
@@ -387,8 +404,10 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                                            restore_at=began + delay, switched=old.switched,
                                            paused_at_limit_w=old.paused_at_limit_w)
                 heapq.heappush(heap, began + delay)
+        caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
+                            silent, at)
         chosen, site_step, extra = _allocate_at(
-            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids,
+            at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
             {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
@@ -400,7 +419,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
             station_steps[station_id].append(step)
             old = states.get(station_id)
             on = step.limit_w > 0
-            if station_id in charging and station_id not in silent.keys() | reserved_ids:
+            if station_id in charging and station_id not in unsteered:
                 restore_at = old.restore_at if old and old.restore_at and old.restore_at > at \
                     else None
                 if old is None:  # a new session: paused is not a switch, it never charged
@@ -411,8 +430,11 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                     since, switched = at, True
                 paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
                     else site_step.limit_w
-                states[station_id] = StationState(step.limit_w, on, since, restore_at, switched,
-                                                  paused_at)
+                if old is None or old.limit_w != step.limit_w or old.charging != on or \
+                        old.since != since or old.restore_at != restore_at or \
+                        old.switched != switched or old.paused_at_limit_w != paused_at:
+                    states[station_id] = StationState(step.limit_w, on, since, restore_at,
+                                                      switched, paused_at)
             elif station_id not in silent:
                 states.pop(station_id, None)
         if at == now:
@@ -434,12 +456,13 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy: Policy,
                  charging: Mapping[str, _Station], states: Mapping[str, StationState],
                  silent: Mapping[str, float], reserved_ids: set[str],
+                 caps: Mapping[str, tuple[float, tuple[Why, ...]]] | None = None,
                  voltage: Mapping[str, VoltHold] | None = None,
                  ) -> tuple[dict[str, Step], Step, list[datetime]]:
     """Every station's step at ``at``, the site step (an exemption may lift it) and the
     moments a rotation or a restore asks to be planned again."""
     rule = policy.allocation
-    min_a = rule.min_current_a
+    caps = caps or {}
     fixed: list[FixedLoad] = []
     for reservation in fleet.reservations:
         step = value_at(reservation.steps, at)
@@ -465,9 +488,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     for sid, entry in charging.items():
         if sid in reserved_ids or sid in silent:
             continue
-        info = entry.info
-        min_w = info.watts(min_a)
-        max_w = info.max_w_for(entry.connectors)
+        info, base, min_w = entry.info, entry.load, entry.min_w
+        assert base is not None
+        max_w = base.max_w
         old = states.get(sid)
         measured = fleet.measured_w.get(sid)
         aware = rule.demand_aware
@@ -489,14 +512,19 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
                                f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
+        if sid in caps:
+            cap_w = caps[sid][0]
+            if cap_w < min_w:
+                keep_paused[sid] = "its targeted event leaves it no room"
+            max_w = min(max_w, max(cap_w, min_w))
         volts = (voltage or {}).get(sid)
         if volts is not None and volts.share < 1.0:
             if volts.share <= 0:
                 keep_paused[sid] = volts.reason
             else:
                 max_w = min(max_w, max(min_w, volts.share * info.max_w_for(entry.connectors)))
-        weight = entry.group.weight if entry.group and rule.strategy == "priority" else 1.0
-        loads[sid] = Load(sid, info.circuit, info.amps_per_watt(), min_w, max_w, weight)
+        loads[sid] = base if max_w == base.max_w else \
+            Load(sid, base.circuit, base.amps_per_w, min_w, max_w, base.weight)
 
     exempt = {sid for sid, e in charging.items() if sid in loads and e.group and e.group.exempt}
     chosen: dict[str, Step] = {}
@@ -505,7 +533,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     exempt_used = 0.0
     if exempt:
         # exempt groups charge as if there were no event, within the physical limits
-        shares = allocate_tree(site.capacity_w, [loads[s] for s in exempt], site,
+        # first come, first served when not all of them fit, as for everyone else
+        first = sorted(exempt, key=lambda sid: (charging[sid].started, sid))
+        shares = allocate_tree(site.capacity_w, [loads[s] for s in first], site,
                                fixed, label="exempt from DR", keep_paused=keep_paused)
         for sid in exempt:
             share = shares[sid]
@@ -525,11 +555,17 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     label = "priority share" if rule.strategy == "priority" else "fair share"
     shares = allocate_tree(limit, [loads[s] for s in order], site,
                            fixed, label=label, keep_paused=keep_paused)
+    # Most stations get the same step (the same share for the same reason): each distinct
+    # one is made once, as steps are immutable.
+    made: dict[tuple, Step] = {}
+    held: Step | None = None
     for sid in fleet.stations:
         if sid in chosen:
             continue
         if sid in reserved_ids:
-            chosen[sid] = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
+            if held is None:
+                held = step_of(at, 0.0, (*site_chain, Why("allocation", HELD_REASON)))
+            chosen[sid] = held
             continue
         if sid in silent:
             # counted at what it was last told; told no more than the site limit, should
@@ -542,21 +578,74 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         share = shares.get(sid)
         watts = share.watts if share else 0.0
         why = share.reason if share else "no charging session"
-        links = [*site_chain]
         entry = charging.get(sid)
-        if entry is not None and entry.group is not None and rule.strategy == "priority":
-            links.append(Why("rule", f"{_group_label(entry.group)} (rank {entry.group.rank}, "
-                                     f"weight {entry.group.weight:g})"))
+        group = entry.group if entry is not None and rule.strategy == "priority" else None
+        scoped = caps[sid][1] if sid in caps else ()
         volts = (voltage or {}).get(sid)
-        if entry is not None and volts is not None and volts.share < 1.0:
-            links.append(Why("voltage", volts.reason))
-        links.append(Why("allocation", why))
-        if reserved:
-            links.append(Why("allocation",
-                             f"{reserved:.0f} W held for stations the bridge cannot steer"))
-        chosen[sid] = step_of(at, watts, links)
+        volt_why = Why("voltage", volts.reason) \
+            if entry is not None and volts is not None and volts.share < 1.0 else None
+        key = (watts, why, group.name if group is not None else None, scoped, volt_why)
+        step = made.get(key)
+        if step is None:
+            links = [*site_chain, *scoped]
+            if group is not None:
+                links.append(Why("rule", f"{_group_label(group)} (rank {group.rank}, "
+                                         f"weight {group.weight:g})"))
+            if volt_why is not None:
+                links.append(volt_why)
+            links.append(Why("allocation", why))
+            if reserved:
+                links.append(Why("allocation",
+                                 f"{reserved:.0f} W held for stations the bridge cannot steer"))
+            step = made[key] = step_of(at, watts, links)
+        chosen[sid] = step
     return chosen, Step(site_step.start, limit, explain(site_chain), site_chain) \
         if limit != site_step.limit_w else site_step, extra
+
+
+def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]],
+                 policy: Policy, site: Site, fleet: Fleet, charging: Mapping[str, _Station],
+                 silent: Mapping[str, float], at: datetime,
+                 ) -> dict[str, tuple[float, tuple[Why, ...]]]:
+    """The most each station may get at ``at`` from events that target only some stations.
+
+    Such an event's limit holds for the sum of its stations: a share of their hardware
+    capacity (instead of the site's), or the absolute power it names. It is shared among
+    the stations of the group that charge, as the whole site's limit is (minimum floor,
+    first come first served), after what its unsteerable stations may draw. The site
+    allocation afterwards never gives a station more than this.
+    """
+    caps: dict[str, tuple[float, tuple[Why, ...]]] = {}
+    min_a = policy.allocation.min_current_a
+    for event in events:
+        scope = scopes[event.event_id]
+        members = [sid for sid in sorted(scope) if sid in fleet.stations]
+        capacity = sum(fleet.stations[sid].max_w for sid in members)
+        if capacity <= 0:
+            continue
+        ask = event_ask(event, policy, Site(capacity_w=capacity, voltage_v=site.voltage_v,
+                                            phases=site.phases), at, {})
+        if ask is None:
+            continue
+        held = sum(silent.get(sid, 0.0) for sid in members)
+        for reservation in fleet.reservations:
+            if reservation.station_id in scope:
+                step = value_at(reservation.steps, at)
+                held += step.limit_w if step is not None else 0.0
+        steered = sorted((sid for sid in members if sid in charging and sid not in silent),
+                         key=lambda sid: (charging[sid].started, sid))
+        demands = [Demand(sid, charging[sid].info.watts(min_a),
+                          charging[sid].info.max_w_for(charging[sid].connectors))
+                   for sid in steered]
+        shares = allocate_fair(max(ask.limit_w - held, 0.0), demands)
+        scope_why = Why("target", f"event {event.event_id} targets {len(members)} station(s):"
+                                  f" {ask.limit_w / 1000:g} kW for them")
+        for sid in steered:
+            share = shares[sid]
+            if sid not in caps or share.watts < caps[sid][0]:
+                caps[sid] = (share.watts, (*ask.chain, scope_why,
+                                           Why("allocation", f"within the group: {share.reason}")))
+    return caps
 
 
 def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
@@ -574,10 +663,8 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
 
     fcfs = sorted(steered, key=lambda sid: (rank(sid), charging[sid].started, sid))
     # how many fit at their minimum, if all of them asked
-    trial = allocate_tree(available_w, [Load(s, loads[s].circuit, loads[s].amps_per_w,
-                                             loads[s].min_w, loads[s].min_w) for s in fcfs],
-                          site, fixed)
-    fit = sum(1 for share in trial.values() if share.watts > 0)
+    fit = count_fitting(available_w, [loads[s] for s in fcfs], site, fixed) \
+        if rotation.enabled else 0
     rotating = rotation.enabled and 0 < fit < len(steered)
     slot = timedelta(0)
     if rotating:

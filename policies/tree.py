@@ -10,7 +10,8 @@ is ever over its limit, and headroom is only left where a limit binds.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+import math
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.fleet import PHASES, Site
@@ -126,32 +127,97 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     shares: dict[Hashable, Share] = {}
     watts: dict[Hashable, float] = {}
     admitted: list[Load] = []
-    used = [0.0] * len(constraints)  # kept as sessions are admitted: one pass, not N^2
-    for load in loads:
-        floor = min(load.min_w, load.max_w)
+    # many sessions get the same share for the same reason: one (immutable) Share each
+    made: dict[tuple[float, str], Share] = {}
+    floors = {load.key: min(load.min_w, load.max_w) for load in loads}
+    everyone = not keep_paused and all(load.max_w > 0 for load in loads) and \
+        _all_fit(constraints, floors)
+    for load, blocked in ((load, None) for load in loads) if everyone else \
+            _admit(loads, constraints, keep_paused):
         if load.key in keep_paused:
-            shares[load.key] = Share(0.0, f"paused: {keep_paused[load.key]}")
-            continue
-        path = [(i, c) for i, c in enumerate(constraints) if load.key in c.coef]
-        blocked = next((c for i, c in path
-                        if used[i] + c.coef[load.key] * floor > c.cap + _ADMIT_EPS), None)
-        if blocked is None and load.max_w > 0:
+            shares[load.key] = _share(made, 0.0, f"paused: {keep_paused[load.key]}")
+        elif blocked is None:
             admitted.append(load)
-            watts[load.key] = floor
-            for i, c in path:
-                used[i] += c.coef[load.key] * floor
+            watts[load.key] = min(load.min_w, load.max_w)
         else:
-            why = blocked.name if blocked else "its maximum"
-            shares[load.key] = Share(0.0, f"paused: {why} cannot give it the minimum current")
+            shares[load.key] = _share(
+                made, 0.0, f"paused: {blocked} cannot give it the minimum current")
     if not admitted:
         return shares
     reasons = _fill(admitted, constraints, watts)
-    charging = len(admitted)
+    text = f"{label}, {len(admitted)} of {len(loads)} charging"
+    texts = {why: f"{text}, held by {why}" if why else text for why in set(reasons.values())}
     for load in admitted:
-        why = reasons[load.key]
-        text = f"{label}, {charging} of {len(loads)} charging"
-        shares[load.key] = Share(watts[load.key], f"{text}, held by {why}" if why else text)
+        shares[load.key] = _share(made, watts[load.key], texts[reasons[load.key]])
     return shares
+
+
+def _share(made: dict[tuple[float, str], Share], watts: float, reason: str) -> Share:
+    share = made.get((watts, reason))
+    if share is None:
+        share = made[(watts, reason)] = Share(watts, reason)
+    return share
+
+
+def count_fitting(limit_w: float, loads: Sequence[Load], site: Site,
+                  fixed: Sequence[FixedLoad] = ()) -> int:
+    """How many ``loads`` :func:`allocate_tree` would admit if each asked its minimum only."""
+    constraints = _constraints(site, max(limit_w, 0.0), loads, fixed)
+    if all(load.min_w > 0 for load in loads) and \
+            _all_fit(constraints, {load.key: load.min_w for load in loads}):
+        return len(loads)
+    return sum(1 for _, blocked in _admit(loads, constraints, {}, at_minimum=True)
+               if blocked is None)
+
+
+def _all_fit(constraints: Sequence[_Constraint], floors: Mapping[Hashable, float]) -> bool:
+    """Whether :func:`_admit` would admit every load at ``floors`` (key -> watts).
+
+    Each limit's sum is added up in the order loads are admitted (a limit's factors are
+    kept in that order), so it is the very sum the last admission checks; the sums
+    before it are no larger.
+    """
+    for c in constraints:
+        total = 0.0
+        for key, co in c.coef.items():
+            total = total + co * floors[key]
+        if total > c.cap + _ADMIT_EPS:
+            return False
+    return True
+
+
+def _admit(loads: Sequence[Load], constraints: Sequence[_Constraint],
+           keep_paused: Mapping[Hashable, str],
+           at_minimum: bool = False) -> Iterator[tuple[Load, str | None]]:
+    """Each load in order with what keeps it from its minimum (None: admitted at it).
+
+    A load in ``keep_paused`` is skipped (its blocker is its own reason, not checked here).
+    ``at_minimum``: as if each load's maximum were its minimum.
+    """
+    used = [0.0] * len(constraints)  # kept as sessions are admitted: one pass, not N^2
+    for load in loads:
+        key = load.key
+        if key in keep_paused:
+            yield load, keep_paused[key]
+            continue
+        highest = load.min_w if at_minimum else load.max_w
+        floor = min(load.min_w, highest)
+        path: list[tuple[int, float]] = []
+        blocked: _Constraint | None = None
+        for i, c in enumerate(constraints):
+            co = c.coef.get(key)
+            if co is None:
+                continue
+            if used[i] + co * floor > c.cap + _ADMIT_EPS:
+                blocked = c
+                break
+            path.append((i, co))
+        if blocked is None and highest > 0:
+            for i, co in path:
+                used[i] += co * floor
+            yield load, None
+        else:
+            yield load, blocked.name if blocked else "its maximum"
 
 
 def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
@@ -176,29 +242,25 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
             for c in constraints
         ]
         rising = [item for item in rising if item[2]]
+        # each member's factor and bounds, so a trial level costs no call per member
+        packed = [(room, [(co, load.weight, floor[load.key], load.max_w)
+                          for co, load in members]) for _, room, members in rising]
 
-        def fits(candidate: float, rising: list = rising) -> bool:
-            return all(sum(co * at_level(load, candidate) for co, load in members)
-                       <= room for c, room, members in rising)
+        def fits(candidate: float, packed: list = packed) -> bool:
+            return all(sum([co * min(max(candidate * weight, low), high)
+                            for co, weight, low, high in members]) <= room
+                       for room, members in packed)
 
         high = max(load.max_w / load.weight for load in active.values())
         exact = min([high, *(_highest_level(members, room, floor) for _, room, members in rising)])
         if fits(exact):
             level = max(level, exact)
         else:  # float rounding put the exact level a hair too high: settle by bisection
-            low, top = level, exact
-            for _ in range(64):
-                mid = (low + top) / 2
-                if fits(mid):
-                    low = mid
-                else:
-                    top = mid
-            level = low
-        for load in active.values():
-            watts[load.key] = at_level(load, level)
+            level = _settle(fits, level, exact)
         frozen: set[Hashable] = set()
         for key, load in active.items():
-            if watts[key] >= load.max_w - _EPS_W:
+            share = watts[key] = min(max(level * load.weight, floor[key]), load.max_w)
+            if share >= load.max_w - _EPS_W:
                 frozen.add(key)
                 held_by[key] = "its maximum"
         # a limit with no room left holds everything still rising beneath it
@@ -219,6 +281,39 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
         for key in frozen:
             active.pop(key)
     return held_by
+
+
+def _settle(fits: Callable[[float], bool], low: float, top: float) -> float:
+    """The highest float in [low, top) that ``fits`` (``low`` if none), ``top`` not fitting.
+
+    Bisection; as the answer lies a few floats below ``top``, it first brackets it there
+    in steps growing from one float, then stops once the bracket is two adjacent floats.
+    """
+    if not low < top:  # the level already passed: halve 64 times, as ever
+        for _ in range(64):
+            mid = (low + top) / 2
+            if fits(mid):
+                low = mid
+            else:
+                top = mid
+        return low
+    gap = math.ulp(top)
+    while True:
+        probe = top - gap
+        if probe <= low:
+            break
+        if fits(probe):
+            low = probe
+            break
+        top, gap = probe, gap * 16
+    while True:  # a float range halves to adjacent floats in at most ~2100 steps
+        mid = (low + top) / 2
+        if mid == low or mid == top:
+            return low
+        if fits(mid):
+            low = mid
+        else:
+            top = mid
 
 
 def _highest_level(members: Sequence[tuple[float, Load]], room: float,
@@ -266,9 +361,9 @@ def overloads(site: Site, limit_w: float, loads: Sequence[Load], watts: Mapping[
 
 def blocking(site: Site, limit_w: float, loads: Sequence[Load], watts: Mapping[Hashable, float],
              load: Load, fixed: Sequence[FixedLoad] = ()) -> str | None:
-    """The limit on ``load``'s path with no room for its minimum, if any."""
+    """The limit on ``load``'s path with no room for its minimum, as admission judges it."""
     for c in _constraints(site, limit_w, loads, fixed):
         if load.key in c.coef and \
-                c.used(watts) + c.coef[load.key] * min(load.min_w, load.max_w) > c.cap + 1e-6:
+                c.used(watts) + c.coef[load.key] * min(load.min_w, load.max_w) > c.cap + _ADMIT_EPS:
             return c.name
     return None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
+import websockets
 from conftest import Site, wait_until
+from websockets.typing import Subprotocol
 
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.profiles import connector_profiles
@@ -26,7 +29,7 @@ def test_payloads_and_answers_in_201_form():
     now = datetime(2026, 11, 25, 12, tzinfo=UTC)
     built = connector_profiles((Step(now, 11_040, "share"),), {1: 7}, 1,
                                StationInfo("X", 3, 230, 32),
-                               Capabilities(max_stack_level=3, known=True), now, 6)[0]
+                               Capabilities(max_stack_level=3, known=True), now, 6)[1]
     payload = profile_payload(built, "station-tx-1")
     assert payload["chargingProfilePurpose"] == "TxProfile"
     assert payload["transactionId"] == "station-tx-1"
@@ -88,3 +91,47 @@ async def test_201_tx_profile_names_the_stations_transaction(site: Site):
     assert tx is not None
     assert tx["transactionId"] == picky.transaction_id == "NEW-NOZERO-tx1"
     await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")
+
+
+async def test_201_transaction_survives_a_reconnection(site: Site):
+    bridge = await site.start_bridge(capacity_kw=8)
+    station = add_201(site, "NEW-FLAKY")
+    await wait_until(lambda: any(s.station_id == "NEW-FLAKY" for s in bridge.sessions.values()),
+                     what="the session known")
+    before = dict(bridge.sessions)
+    await station.drop_connection()
+    await wait_until(lambda: "NEW-FLAKY" not in bridge.ocpp.links, what="the link dropped")
+    await wait_until(lambda: "NEW-FLAKY" in bridge.ocpp.links, what="the station back")
+    await wait_until(lambda: station.received.count(("GetCompositeSchedule", {
+        "duration": 300, "evseId": 0, "chargingRateUnit": "A"})) >= 2,
+        what="its profile confirmed again")
+    seq = station._seq
+    await wait_until(lambda: station._seq >= seq + 2, what="TransactionEvents on the new link")
+    assert bridge.sessions == before  # the same transaction, not a new one
+    assert 0 < station.power_w <= 8_000
+
+
+async def test_201_frames_bad_and_harmless(site: Site):
+    await site.start_bridge()
+    async with await websockets.connect(f"{site.url}/RAW201",
+                                        subprotocols=[Subprotocol("ocpp2.0.1")]) as ws:
+        async def exchange(frame: object) -> list:
+            await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+            while True:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if reply[0] in (3, 4):
+                    return reply
+
+        assert (await exchange("{"))[2] == "FormatViolation"
+        boot = [2, "b", "BootNotification", {"chargingStation": {"model": "m"}, "reason": "X"}]
+        assert (await exchange(boot))[2] in ("OccurrenceConstraintViolation",
+                                             "PropertyConstraintViolation", "FormatViolation")
+        assert (await exchange([2, "c", "StartTransaction", {}]))[2] == "NotSupported"
+        event = {"eventId": 1, "timestamp": "2026-11-25T12:00:00Z", "trigger": "Delta",
+                 "actualValue": "Faulted", "eventNotificationType": "HardWiredNotification",
+                 "component": {"name": "Connector"}, "variable": {"name": "Problem"}}
+        notice = [2, "d", "NotifyEvent", {"generatedAt": "2026-11-25T12:00:00Z", "seqNo": 0,
+                                          "eventData": [event]}]
+        assert await exchange(notice) == [3, "d", {}]  # acknowledged, nothing to do
+        heartbeat = await exchange([2, "e", "Heartbeat", {}])
+        assert heartbeat[0] == 3 and "currentTime" in heartbeat[2]

@@ -144,13 +144,14 @@ def test_connector_profiles_carry_the_transaction_and_pause_idle_connectors():
     built = connector_profiles(steps((0, 22_080), (60, 8_280)), {1: 41, 3: 42}, 3, THREE, AMPS,
                                NOW, 6)
     assert [(b.purpose, b.connector_id, b.transaction_id, b.profile_id) for b in built] == [
-        ("TxProfile", 1, 41, 9201), ("TxDefaultProfile", 2, None, 9102),
-        ("TxProfile", 3, 42, 9203)]
-    tx = built[0].payload
+        ("TxDefaultProfile", 1, None, 9101), ("TxProfile", 1, 41, 9201),
+        ("TxDefaultProfile", 2, None, 9102),
+        ("TxDefaultProfile", 3, None, 9103), ("TxProfile", 3, 42, 9203)]
+    tx = built[1].payload
     assert tx["transactionId"] == 41 and tx["stackLevel"] == 0  # AMPS takes level 0 only
     assert [(p["startPeriod"], p["limit"]) for p in tx["chargingSchedule"]
             ["chargingSchedulePeriod"]] == [(0, 16.0), (65, 6.0)]
-    assert built[1].payload["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0
+    assert built[2].payload["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 0
     for b in built:  # each one a valid 1.6 SetChargingProfile
         get_validator(MessageType.Call, "SetChargingProfile", "1.6", parse_float=Decimal).validate(
             json.loads(json.dumps({"connectorId": b.connector_id, "csChargingProfiles": b.payload}),

@@ -106,3 +106,19 @@ async def test_report_values_come_from_the_running_bridge(site: Site):
     await wait_until(lambda: bridge.load_history(t0, datetime.now(UTC)) != [],
                      what="stored site load")
     assert all(t0 <= at for at, _ in bridge.load_history(t0, datetime.now(UTC)))
+
+
+async def test_an_event_for_a_group_limits_only_its_stations(site: Site):
+    bridge = await site.start_bridge(capacity_kw=66, ven_extra=GROUPS)
+    stations = await start_fleet(site, ["Current", "Current", "Current"])  # CP0, CP1: vans
+    await registered(site)
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    during = start + timedelta(seconds=30)
+    site.vtn.send_raw(distribute_event([
+        Event("ev-vans", start, level(3), targets={"groupID": ["fleet-vans"]})]))
+    await wait_until(lambda: total_limit_w(stations[:2], during) == 0,
+                     what="the group's stations paused by level 3")
+    # the station outside the group keeps its whole hardware limit (32 A x 3 x 230 V)
+    assert stations[2].composite_limit_w(during) >= 22_000
+    steps = bridge.plan.stations["CP0"] if bridge.plan else ()
+    assert any("ev-vans" in step.reason for step in steps)

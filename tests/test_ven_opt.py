@@ -59,9 +59,9 @@ async def test_opt_out_of_unknown_or_finished_events_is_refused(site: Site):
     ven_id = await registered(site)
     event_id = site.vtn.add_simple_event(ven_id, datetime.now(UTC),
                                          [(timedelta(seconds=1), 1)])
-    await wait_until(lambda: event_id in bridge.events, what="the event")
+    await wait_until(lambda: event_id in bridge.events, timeout=20, what="the event")
     await wait_until(lambda: bridge.events[event_id].event.is_over(datetime.now(UTC)),
-                     what="the event's end")
+                     timeout=20, what="the event's end")
     with pytest.raises(EventOver):
         await bridge.opt_out_event(event_id, "notParticipating")
     assert site.vtn.received.created_opts == []
@@ -115,3 +115,22 @@ async def test_unavailability_window_sent_and_withdrawn(site: Site,
     assert cli(["cancel-opt", cli_opt, "--config", str(site.config_path)]) == 0
     await wait_until(lambda: (ven_id, cli_opt) in site.vtn.received.cancelled_opts,
                      what="the CLI's withdrawal")
+
+
+async def test_an_unavailability_window_opts_out_of_the_events_it_overlaps(site: Site):
+    bridge = await site.start_bridge(capacity_kw=44)
+    stations = await start_fleet(site, ["Current", "Current"])
+    event_id, start = await level_3_event(site, minutes=30)
+    later = start + timedelta(minutes=20)
+    await wait_until(lambda: total_limit_w(stations, later) == 0, what="level 3 pausing all")
+
+    opt_id = await bridge.declare_unavailable(start + timedelta(minutes=10),
+                                              start + timedelta(hours=1), "mustRun")
+    assert bridge.events[event_id].opt == "optOut"
+    assert "unavailable" in bridge.events[event_id].opt_reason
+    await wait_until(lambda: total_limit_w(stations, later) > 20_000, what="limits lifted")
+    # a window elsewhere changes nothing; withdrawing the overlapping one restores the event
+    await bridge.declare_unavailable(start + timedelta(days=1), start + timedelta(days=2), "")
+    await bridge.cancel_opt(opt_id)
+    assert bridge.events[event_id].opt == "optIn"
+    await wait_until(lambda: total_limit_w(stations, later) == 0, what="the event again")

@@ -46,7 +46,11 @@ async def test_reregisters_when_the_vtn_asks(running: Running):
     again = running.sent("oadrCreatePartyRegistration")[-1]
     assert again["ven_id"] == ven_id and again["registration_id"] == f"reg-{ven_id}"
     assert running.sent("oadrResponse") != []  # the acknowledgement of the request
-    assert len(running.sent("oadrRegisterReport")) == 2  # reports offered again
+    # reports offered again, taken on again ...
+    await wait_until(lambda: len(running.sent("oadrCreatedReport")) == 2, what="reports")
+    assert len(running.sent("oadrRegisterReport")) == 2
+    # ... and the ones asked for before are not sent twice from now on
+    assert len(running.ven._client.report_requests) == 1
 
 
 async def test_cancelled_registration_is_confirmed_forgotten_and_made_again(running: Running):

@@ -102,9 +102,10 @@ async def test_metadata_offers_usage_status_and_history(reporting: Reporting):
 
 
 async def test_telemetry_usage_carries_power_energy_and_groups(reporting: Reporting):
-    # the demo VTN asks for every TELEMETRY_USAGE value at the fastest rate offered
-    await wait_until(lambda: len(reporting.sent("oadrUpdateReport")) >= 2, what="reports")
-    report = reporting.sent("oadrUpdateReport")[0]["reports"][0]
+    reporting.request("usage-1", USAGE_ID,
+                      [SITE_POWER_RID, SITE_ENERGY_RID, group_power_rid("vans")], SECOND)
+    await wait_until(lambda: len(reporting.reports("usage-1")) >= 2, what="reports")
+    report = reporting.reports("usage-1")[0]
     values = {i["report_payload"]["r_id"]: i["report_payload"]["value"]
               for i in report["intervals"]}
     assert values == {SITE_POWER_RID: 1234.0, SITE_ENERGY_RID: 56_789.0,

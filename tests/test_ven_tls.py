@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,11 +95,14 @@ async def test_unsigned_payloads_are_refused_when_signatures_are_on(
         await stop(ven, task)
 
 
-@pytest.mark.parametrize("problem", ["wrong pin", "no client certificate", "unknown CA"])
+@pytest.mark.parametrize("problem", ["wrong pin", "wrong signing pin", "no client certificate",
+                                     "unknown CA"])
 async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
         secure: Setup, tmp_path: Path, problem: str, caplog: pytest.LogCaptureFixture):
     if problem == "wrong pin":
         tls = secure.tls(vtn_fingerprint="00:11:22:33:44:55:66:77:88:99")
+    elif problem == "wrong signing pin":  # TLS is fine; the VTN's signatures are not its own
+        tls = secure.tls(vtn_signing_fingerprint="00:11:22:33:44:55:66:77:88:99")
     elif problem == "no client certificate":
         tls = secure.tls(cert=None, key=None, xml_signatures=False)
     else:
@@ -109,9 +113,12 @@ async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
     try:
         await asyncio.sleep(1.5)  # several attempts
         assert listener.registrations == []
-        assert secure.vtn.received.registrations == []
+        if problem != "wrong signing pin":  # refused before a byte reached the VTN
+            assert secure.vtn.received.registrations == []
         if problem == "wrong pin":
             assert "does not match ven.tls.vtn_fingerprint" in caplog.text
+        if problem == "wrong signing pin":
+            assert "refused a message from the VTN: FingerprintMismatch" in caplog.text
     finally:
         await stop(ven, task)
 
@@ -129,3 +136,35 @@ def test_a_remote_vtn_without_tls_is_flagged():
 def test_the_ven_warns_loudly_at_start(caplog: pytest.LogCaptureFixture):
     Ven(settings("http://192.0.2.10:8080/OpenADR2/Simple/2.0b"), Listener())
     assert "INSECURE" in caplog.text and "WITHOUT TLS" in caplog.text
+
+
+async def test_the_ven_speaks_the_rsa_suite_openadr_names(tmp_path: Path):
+    """A VTN with an RSA certificate that offers only TLS_RSA_WITH_AES_128_CBC_SHA256, one
+    of the two TLS 1.2 suites OpenADR 2.0b names (Python's default list leaves it out)."""
+    from pki import Pki as RsaPki
+
+    pki = RsaPki.create(tmp_path / "rsa")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("AES128-SHA256")
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    requests: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        tls = TlsSettings(ca_file=str(pki.ca_file))
+        ven = Ven(dataclasses.replace(settings(f"https://localhost:{port}/OpenADR2/Simple/2.0b"),
+                                      tls=tls), Listener())
+        await ven._client._perform_request("EiRegisterParty", "<oadrPayload/>")
+        assert requests and requests[0].startswith(b"POST /OpenADR2/Simple/2.0b/EiRegisterParty")
+        await ven.stop()
+    finally:
+        server.close()
+        await server.wait_closed()

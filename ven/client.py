@@ -53,6 +53,15 @@ OptReason = Literal["economic", "emergency", "mustRun", "notParticipating", "out
                     "overrideStatus", "participating", "x-schedule"]
 
 
+# OpenADR 2.0b names two TLS 1.2 suites a VTN must offer: ECDHE-ECDSA and plain RSA key
+# exchange, both AES-128-CBC-SHA256. Python's default list lacks the RSA one, which a VTN
+# with an RSA certificate may insist on; both are added after the forward-secret AEAD suites.
+OPENADR_CIPHERS = ":".join((
+    "ECDHE+AESGCM", "ECDHE+CHACHA20",
+    "ECDHE-ECDSA-AES128-SHA256", "AES128-SHA256",
+    "!aNULL", "!eNULL",
+))
+
 @dataclass(frozen=True)
 class Window:
     """A period of time, as in an xcal:vavailability component."""
@@ -197,11 +206,13 @@ class _PinningConnector(aiohttp.TCPConnector):
 
 
 class _Client(OpenADRClient):
-    """openleadr's client, with drbridge's intake for what the VTN answers.
+    """openleadr's client, with drbridge's transport, intake and report handling.
 
     openleadr checks the XSD only; :func:`ven.messages.read_message` also refuses
     oversize and entity-bearing payloads and content that makes no sense, and
-    it never raises anything but :class:`RefusedMessage`.
+    it never raises anything but :class:`RefusedMessage`. The HTTP session speaks
+    TLS 1.2+ with the VTN pinned; report requests and updates are handled here
+    (see :mod:`ven.reports`).
     """
 
     last_contact: datetime | None = None
@@ -217,6 +228,7 @@ class _Client(OpenADRClient):
             tls = self.tls or TlsSettings()
             context = ssl.create_default_context(cafile=tls.ca_file)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(OPENADR_CIPHERS)
             context.check_hostname = tls.check_hostname
             if tls.cert and tls.key:
                 context.load_cert_chain(tls.cert, tls.key, tls.passphrase)
@@ -256,7 +268,6 @@ class _Client(OpenADRClient):
         if code not in (None, 200):
             log.warning("VTN answered %s with OpenADR status %s", message_type, code)
         return message_type, payload
-
 
     async def _report_queue_worker(self) -> None:
         """Send each finished report (oadrUpdateReport) through drbridge's template, which
@@ -476,11 +487,20 @@ class Ven:
             registration = self.registration
             assert registration is not None
             self._listener.on_registration(registration)
+            self._drop_report_requests()  # a new registration: the VTN asks for reports anew
             await client.register_reports(client.reports)
             if client.report_queue_task is None or client.report_queue_task.done():
                 client.report_queue_task = asyncio.create_task(client._report_queue_worker())
             await self._request_events()
             await self._poll_until_registration_lost()
+
+    def _drop_report_requests(self) -> None:
+        client = self._client
+        for request in client.report_requests:
+            if request.get("job") is not None:
+                request["job"].remove()
+        client.report_requests.clear()
+        client.incomplete_reports.clear()
 
     async def stop(self) -> None:
         self._stopped.set()

@@ -20,6 +20,15 @@ ACCEPTED = "Accepted"
 class CallFailed(Exception):
     """A call to a station got a CallError, timed out, or the link dropped."""
 
+    def __init__(self, message: str, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code  # the CALLERROR's code, if it was one
+
+    @property
+    def unsupported(self) -> bool:
+        """The station says it does not do this at all."""
+        return self.error_code in ("NotSupported", "NotImplemented")
+
 
 class StationListener(Protocol):
     def station_booted(self, station_id: str, info: dict[str, str]) -> None: ...
@@ -34,6 +43,10 @@ class StationListener(Protocol):
 
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None: ...
+
+    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
+        """The bridge's id of the transaction running on a connector, if any."""
+        ...
 
 
 class ChargerLink(Protocol):

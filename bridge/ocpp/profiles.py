@@ -187,9 +187,10 @@ def connector_profiles(
 ) -> list[BuiltProfile]:
     """Per-connector limits that sum to no more than ``steps``.
 
-    A connector with a session gets a TxProfile for its transaction with its part of
-    the station's share; one without gets a TxDefaultProfile of 0 W, so an EV that
-    starts there waits for its share instead of drawing beside the others.
+    Every connector gets a TxDefaultProfile of 0 W, so an EV that starts there waits
+    for its share instead of drawing beside the others (also once the session it has
+    now ends: a TxProfile goes with its transaction). A connector with a session also
+    gets a TxProfile for its transaction with its part of the station's share.
     """
     active = sorted(sessions)
     min_w = station.watts(min_current_a)
@@ -199,14 +200,13 @@ def connector_profiles(
                                        strict=True):
             parts[connector_id].append(Step(step.start, watts, step.reason))
     built = []
+    idle = (Step(now, 0.0, "no session on this connector"),)
     for connector_id in range(1, max(connectors, *active, 1) + 1):
+        built.append(build_profile(idle, station, caps, now, min_current_a, TX_DEFAULT,
+                                   connector_id, None, stack_level))
         if connector_id in parts:
             built.append(build_profile(parts[connector_id], station, caps, now, min_current_a,
                                        TX, connector_id, sessions[connector_id], stack_level))
-        else:
-            idle = (Step(now, 0.0, "no session on this connector"),)
-            built.append(build_profile(idle, station, caps, now, min_current_a, TX_DEFAULT,
-                                       connector_id, None, stack_level))
     return built
 
 

@@ -133,6 +133,9 @@ class StationLink:
             "StopTransaction": self.on_stop_transaction,
             "MeterValues": self.on_meter_values,
             "DataTransfer": self.on_data_transfer,
+            # status reports that need no action: acknowledged, so the station moves on
+            "FirmwareStatusNotification": self.on_notice,
+            "DiagnosticsStatusNotification": self.on_notice,
         }
 
     def validate_request(self, action: str, payload: Payload) -> None:
@@ -225,7 +228,8 @@ class StationLink:
             finally:
                 self._pending = None
         if frame[0] == 4:
-            raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}")
+            raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}",
+                             str(frame[2]) if len(frame) > 2 else None)
         reply = frame[2]
         try:
             self.response_validator(action)(reply)
@@ -317,6 +321,9 @@ class StationLink:
 
     def on_meter_values(self, payload: Payload) -> Payload:
         self._listener.meter_values(self.id, payload["connectorId"], payload["meterValue"])
+        return {}
+
+    def on_notice(self, payload: Payload) -> Payload:
         return {}
 
     def on_data_transfer(self, payload: Payload) -> Payload:

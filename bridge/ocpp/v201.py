@@ -166,6 +166,11 @@ class StationLink201(StationLink):
             "TransactionEvent": self.on_transaction_event,
             "MeterValues": self.on_meter_values,
             "DataTransfer": self.on_data_transfer,
+            # reports and notices that need no action: acknowledged, so the station moves on
+            **{action: self.on_notice for action in (
+                "NotifyEvent", "NotifyReport", "SecurityEventNotification",
+                "FirmwareStatusNotification", "LogStatusNotification", "NotifyChargingLimit",
+                "ReportChargingProfiles", "NotifyMonitoringReport")},
         }
         # the station's transaction id -> (the bridge's id, EVSE id), and back
         self._transactions: dict[str, tuple[int, int]] = {}
@@ -275,14 +280,16 @@ class StationLink201(StationLink):
         meter_values = payload.get("meterValue") or []
         known = self._transactions.get(station_tx)
         evse = (payload.get("evse") or {}).get("id") or (known[1] if known else 1)
+        if known is None and payload["eventType"] != "Started":
+            # a transaction that started before this connection (or before a bridge restart)
+            running = self._listener.open_transaction(self.id, evse)
+            if running is not None:
+                known = self._remember(station_tx, running, evse)
         if known is None and payload["eventType"] in ("Started", "Updated"):
-            # an Updated for a transaction we never saw start: the bridge restarted meanwhile
             token = (payload.get("idToken") or {}).get("idToken", "")
             bridge_tx = self._listener.transaction_started(
                 self.id, evse, token, energy_wh(meter_values), at)
-            known = self._transactions[station_tx] = (bridge_tx, evse)
-            self._station_tx[bridge_tx] = station_tx
-            self._evses.add(evse)
+            known = self._remember(station_tx, bridge_tx, evse)
         if meter_values:
             self._listener.meter_values(self.id, evse, [sampled_values(m) for m in meter_values])
         if payload["eventType"] == "Ended" and known is not None:
@@ -290,6 +297,12 @@ class StationLink201(StationLink):
             del self._transactions[station_tx]
             self._station_tx.pop(known[0], None)
         return {"idTokenInfo": {"status": "Accepted"}} if "idToken" in payload else {}
+
+    def _remember(self, station_tx: str, bridge_tx: int, evse: int) -> tuple[int, int]:
+        self._transactions[station_tx] = (bridge_tx, evse)
+        self._station_tx[bridge_tx] = station_tx
+        self._evses.add(evse)
+        return bridge_tx, evse
 
     def on_meter_values(self, payload: Payload) -> Payload:
         self._listener.meter_values(self.id, payload["evseId"],

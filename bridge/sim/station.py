@@ -81,6 +81,7 @@ class StationSpec:
     # Installs the first this many SetChargingProfile but never answers them (a reply lost
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
+    supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
 
 
 @dataclass
@@ -118,6 +119,26 @@ async def _nap(event: asyncio.Event, seconds: float) -> None:
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+
+def schedule_limit_a(schedule: dict[str, Any], elapsed: float, voltage_v: float,
+                     phases: int) -> float | None:
+    """Per-phase amps a charging schedule sets ``elapsed`` seconds after its start, or None
+    when it does not apply then (both OCPP versions share the schedule's shape)."""
+    if elapsed < 0 or ("duration" in schedule and elapsed >= schedule["duration"]):
+        return None
+    current = None
+    for period in sorted(schedule["chargingSchedulePeriod"], key=lambda x: x["startPeriod"]):
+        if period["startPeriod"] > elapsed:
+            break
+        current = period
+    if current is None:
+        return None
+    limit = float(current["limit"])
+    if str(schedule["chargingRateUnit"]).upper() == "W":
+        limit /= voltage_v * min(current.get("numberPhases", 3), phases)
+    return limit
 
 
 class SimulatedStation(ChargePoint):
@@ -574,21 +595,9 @@ class SimulatedStation(ChargePoint):
             "validTo" in p and at >= _parse(p["validTo"])
         ):
             return None
-        sched = p["chargingSchedule"]
         elapsed = (at - self._profile_start(p, at, rel_start)).total_seconds()
-        if elapsed < 0 or ("duration" in sched and elapsed >= sched["duration"]):
-            return None
-        current = None
-        for period in sorted(sched["chargingSchedulePeriod"], key=lambda x: x["startPeriod"]):
-            if period["startPeriod"] > elapsed:
-                break
-            current = period
-        if current is None:
-            return None
-        limit = float(current["limit"])
-        if str(sched["chargingRateUnit"]).upper() == "W":
-            limit /= self.spec.voltage_v * min(current.get("numberPhases", 3), self.spec.phases)
-        return limit
+        return schedule_limit_a(p["chargingSchedule"], elapsed, self.spec.voltage_v,
+                                self.spec.phases)
 
     def _winner(self, purpose: str, connector_id: int, at: datetime, rel_start: datetime,
                 tx: int | None = None) -> float | None:
@@ -667,6 +676,8 @@ class SimulatedStation(ChargePoint):
     def on_get_configuration(
         self, key: list[str] | None = None, **_: Any
     ) -> call_result.GetConfiguration:
+        if not self.spec.supports_get_configuration:
+            raise OcppNotImplemented(description="GetConfiguration is not implemented")
         config = self._configuration()
         wanted = key or list(config)
         return call_result.GetConfiguration(

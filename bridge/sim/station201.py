@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from bridge.sim.station import EV_MIN_CURRENT_A, StationSpec
+from bridge.sim.station import EV_MIN_CURRENT_A, StationSpec, schedule_limit_a
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +114,7 @@ class SimulatedStation201(ChargePoint):
     def _profile_limit(self, profile: dict[str, Any], at: datetime) -> float | None:
         schedule = profile["chargingSchedule"][0]
         elapsed = (at - _parse(schedule["startSchedule"])).total_seconds()
-        if elapsed < 0 or ("duration" in schedule and elapsed >= schedule["duration"]):
-            return None
-        current = None
-        for period in sorted(schedule["chargingSchedulePeriod"], key=lambda p: p["startPeriod"]):
-            if period["startPeriod"] > elapsed:
-                break
-            current = period
-        if current is None:
-            return None
-        limit = float(current["limit"])
-        if schedule["chargingRateUnit"] == "W":
-            limit /= self.spec.voltage_v * min(current.get("numberPhases", 3), self.spec.phases)
-        return limit
+        return schedule_limit_a(schedule, elapsed, self.spec.voltage_v, self.spec.phases)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -155,6 +143,11 @@ class SimulatedStation201(ChargePoint):
 
     def unplug(self) -> None:
         self._plugged = False
+
+    async def drop_connection(self) -> None:
+        """Abort without a close frame, as a lost link looks to the central system."""
+        if self._ws is not None:
+            self._ws.transport.abort()
 
     async def _session(self, ws: ClientConnection) -> None:
         self._ws = self._connection = ws

@@ -1,7 +1,8 @@
 """A small OpenADR 2.0b VTN on openleadr's ``OpenADRServer``, for the demo and the tests.
 
-It registers any VEN, asks for every TELEMETRY_USAGE report the VEN offers at
-the VEN's own sampling rate, keeps what arrives, and issues SIMPLE events.
+It registers any VEN, asks for every real-power (W) value of the TELEMETRY_USAGE
+report the VEN offers at the VEN's own sampling rate, keeps what arrives, and issues
+SIMPLE events. Tests can also make it answer polls with raw payloads.
 """
 
 from __future__ import annotations
@@ -210,8 +211,10 @@ class DemoVtn:
         self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
         min_sampling_interval: timedelta, max_sampling_interval: timedelta,
     ) -> tuple[Any, timedelta] | None:
-        if measurement == "Status":
-            return None  # openleadr's VTN cannot read oadrPayloadResourceStatus values
+        if unit not in ("W", "Wh", "V"):
+            # power, energy and voltage: openleadr's VTN cannot read the status payloads
+            # (oadrPayloadResourceStatus) of TELEMETRY_STATUS
+            return None
         def on_data(data: list[tuple[datetime, float]]) -> None:
             for at, value in data:
                 self.received.readings.append(

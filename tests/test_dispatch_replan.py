@@ -1,0 +1,73 @@
+"""A new plan wakes a station's worker only when the station's limits or sessions changed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bridge.dispatch import Dispatcher, StationState
+from bridge.store import Store
+from policies.fleet import StationInfo, Step
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def dispatcher(tmp_path: Path, clock: list[datetime]) -> Dispatcher:
+    result = Dispatcher(Store(tmp_path / "bridge.db"), min_current_a=6, retry_s=1,
+                        on_change=lambda: None, clock=lambda: clock[0])
+    result.stations["CP1"] = StationState(info=StationInfo("CP1", 3, 230.0, 32.0))
+    return result
+
+
+def test_a_replan_with_the_same_limits_books_the_new_reason_without_waking(tmp_path):
+    clock = [T0]
+    dispatch = dispatcher(tmp_path, clock)
+    state = dispatch.stations["CP1"]
+    end = T0 + timedelta(minutes=30)
+    first = (Step(T0, 7000.0, "fair share, 10 of 10 charging"), Step(end, 11000.0, "after"))
+    dispatch.set_desired({"CP1": first}, {"CP1": {1: 5}})
+    assert state.wake.is_set() and state.desired == first
+    state.wake.clear()
+
+    clock[0] = T0 + timedelta(seconds=5)
+    later = (Step(clock[0], 7000.0, "fair share, 11 of 11 charging"), Step(end, 11000.0, "after"))
+    dispatch.set_desired({"CP1": later}, {"CP1": {1: 5}})
+    assert state.desired == later  # the dashboard explains the newest plan
+    assert not state.wake.is_set()
+
+    lower = (Step(clock[0], 6500.0, "fair share, 12 of 12 charging"), Step(end, 11000.0, "after"))
+    dispatch.set_desired({"CP1": lower}, {"CP1": {1: 5}})
+    assert state.wake.is_set() and state.desired == lower
+    state.wake.clear()
+
+    later_raise = (Step(clock[0], 6500.0, "x"), Step(end - timedelta(minutes=1), 11000.0, "x"))
+    dispatch.set_desired({"CP1": later_raise}, {"CP1": {1: 5}})
+    assert state.wake.is_set()  # the same limit now, but a raise moved: sent again
+    state.wake.clear()
+
+    dispatch.set_desired({"CP1": later_raise}, {"CP1": {1: 5, 2: 6}})
+    assert state.wake.is_set()  # a second session: per-connector profiles change
+
+
+async def test_a_raise_waits_until_every_other_station_is_down(tmp_path):
+    clock = [T0]
+    dispatch = dispatcher(tmp_path, clock)
+    for sid in ("CP2", "CP3"):
+        dispatch.stations[sid] = StationState(info=StationInfo(sid, 3, 230.0, 32.0))
+    high = (Step(T0, 11000.0, "before"),)
+    low = (Step(T0, 4000.0, "after"),)
+    for sid in ("CP2", "CP3"):  # each holds more than its new share
+        state = dispatch.stations[sid]
+        state.applied, state.confirmed, state.link = high, True, object()  # type: ignore[assignment]
+        dispatch.set_desired({sid: low})
+    raising = dispatch.stations["CP1"]
+    waiter = asyncio.create_task(dispatch._wait_for_decreases(raising))
+    await asyncio.sleep(0)
+    dispatch.stations["CP2"].applied = low
+    dispatch._refresh(dispatch.stations["CP2"])
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # CP3 may still draw its old limit
+    dispatch.stations["CP3"].applied = low
+    dispatch._refresh(dispatch.stations["CP3"])
+    assert await asyncio.wait_for(waiter, 1) is True
