@@ -251,3 +251,13 @@ def test_plan_keeps_each_station_under_its_curve_and_the_site_under_its_limit(pu
         step = plan.stations[f"CP{index}"][0]
         assert step.limit_w <= curve_share(pol.voltage, pu, 6 / 32) * max_w + 1e-6
     assert sum(s[0].limit_w for s in plan.stations.values()) <= plan.site[0].limit_w + 1e-6
+
+
+def test_an_exempt_group_is_held_back_by_the_voltage_too():
+    pol = parse_policy(STATION_POLICY + "allocation:\n  groups:\n"
+                       "    - {name: ambulances, stations: [CP0], exempt: true}\n", "p.yaml")
+    plan = make_plan([], pol, Site(100_000), fleet(2), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(0.90)}))
+    step = plan.stations["CP0"][0]
+    assert step.limit_w == pytest.approx(6 * 3 * V)
+    assert [w.kind for w in step.chain] == ["site", "optout", "voltage", "allocation"]
