@@ -16,7 +16,7 @@ from bridge.sim.station import SimulatedStation, StationSpec
 from bridge.sim.station201 import SimulatedStation201
 from bridge.telemetry import read_meter_value
 from bridge.web.metrics import render_metrics
-from bridge.web.views import site_view
+from bridge.web.views import site_view, stations_view
 
 NOMINAL_V = 230.0
 FLOOR_PU = 0.90  # the curve reaches the minimum current here
@@ -135,6 +135,8 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     assert shown["nominal_v"] == NOMINAL_V and set(shown["phases"]) == {"L1", "L2", "L3"}
     assert all(200 < p["min_v"] <= p["mean_v"] < 250 for p in shown["phases"].values())
     assert 'drbridge_site_voltage_volts{phase="L3",stat="mean"}' in render_metrics(bridge)
+    rows = {row["station_id"]: row for row in stations_view(bridge)["stations"]}
+    assert set(rows["CP0"]["voltage_v"]) == {"L1", "L2", "L3"}
 
 
 async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmless(site: Site):
