@@ -118,8 +118,9 @@ class Bridge:
             clock=clock,
             compliance=ComplianceRule(model.ocpp.compliance_tolerance_w,
                                       timedelta(seconds=model.ocpp.compliance_grace_s)),
-            # the volt-watt rule needs each station's voltage per phase
-            measurands=GRID_MEASURANDS if config.policy.voltage is not None else (),
+            # the volt-watt rule and the voltage reports need each station's voltage
+            measurands=GRID_MEASURANDS
+            if config.policy.voltage is not None or model.telemetry.voltage else (),
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -140,7 +141,7 @@ class Bridge:
                 group_ids=frozenset(model.ven.groups),
                 party_ids=frozenset([model.ven.party_id] if model.ven.party_id else []),
                 tls=config.tls,
-                voltage_phases=("L1", "L2", "L3") if model.telemetry.report_voltage else (),
+                voltage_phases=("L1", "L2", "L3") if model.telemetry.voltage else (),
             ),
             self,
             registration=self.store.registration(model.ven.vtn_url),

@@ -50,6 +50,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     policy = config.policy
     print(f"  acts on    {', '.join(sorted(policy.handled_signals)) or 'no signal'}; "
           f"{policy.allocation.strategy} share; {len(config.site.circuits)} circuit(s)")
+    if policy.voltage is not None:
+        rule = policy.voltage
+        curve = ", ".join(f"{pu:g} pu -> {v if v == 'min' else f'{v:.0%}'}"
+                          for pu, v in sorted(rule.curve.items()))
+        print(f"  voltage    volt-watt per {rule.scope}, {rule.phases} phase: {curve}"
+              + (f"; pause below {rule.pause_below:g} pu" if rule.pause_below else "")
+              + (f"; pause above {rule.pause_above:g} pu" if rule.pause_above else ""))
     print(f"  storage    {config.storage_path}")
     web = model.web
     if web.enabled:

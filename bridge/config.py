@@ -175,8 +175,9 @@ class TelemetrySection(_Section):
     interval_s: int = Field(default=60, ge=1, le=3600)
     # A station silent for longer no longer counts towards the measured site load.
     stale_after_s: float = Field(default=180, gt=0)
-    # TELEMETRY_USAGE carries the site's lowest and mean voltage per phase
-    report_voltage: bool = True
+    # ask stations for voltage and current per phase and frequency; TELEMETRY_USAGE then
+    # carries the site's lowest and mean voltage per phase
+    voltage: bool = True
 
 
 class WebSection(_Section):

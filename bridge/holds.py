@@ -42,7 +42,7 @@ def plan_with_holds(events: Sequence[DrEvent], policy: Policy, site: Site, fleet
         stations={sid: info for sid, info in fleet.stations.items() if sid in exempt},
         sessions=tuple(s for s in sessions if s.station_id in exempt),
         reservations=fleet.reservations,
-    ), now, None, conditions)
+    ), now, _voltage_only(state, site), conditions)
     # the exempt stations stay in the fleet, so that their reservations are counted
     others = make_plan(events, policy, site, replace(
         fleet,
@@ -55,6 +55,14 @@ def plan_with_holds(events: Sequence[DrEvent], policy: Policy, site: Site, fleet
         stations[sid] = tuple(Step(s.start, s.limit_w, f"{EXEMPT_REASON}; {s.reason}")
                               for s in steps)
     return _paused(replace(others, stations=stations), paused)
+
+
+def _voltage_only(state: PlanState | None, site: Site) -> PlanState | None:
+    """What an exempt station's plan keeps of the previous state: its volt-watt
+    restriction (hysteresis, hold time), none of the DR allocation's."""
+    if state is None or not state.voltage:
+        return None
+    return PlanState(at=state.at, site_limit_w=site.capacity_w, voltage=state.voltage)
 
 
 def _paused(plan: Plan, paused: set[str]) -> Plan:

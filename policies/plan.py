@@ -540,8 +540,11 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         for sid in exempt:
             share = shares[sid]
             group = charging[sid].group
+            volts = (voltage or {}).get(sid)
+            volt_link = (Why("voltage", volts.reason),) \
+                if volts is not None and volts.share < 1.0 else ()
             chain = (*site_chain, Why("optout", f"{_group_label(group)} is exempt from DR"),
-                     Why("allocation", share.reason))
+                     *volt_link, Why("allocation", share.reason))
             chosen[sid] = step_of(at, share.watts, chain)
             info = charging[sid].info
             fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), share.watts))

@@ -6,12 +6,17 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from conftest import Site, site_config, wait_until
 
 from bridge.config import load_config
+from bridge.ocpp.v201 import sampled_values
 from bridge.sim.feeder import Feeder
-from bridge.sim.station import SimulatedStation
-from bridge.web.views import site_view
+from bridge.sim.station import SimulatedStation, StationSpec
+from bridge.sim.station201 import SimulatedStation201
+from bridge.telemetry import read_meter_value
+from bridge.web.metrics import render_metrics
+from bridge.web.views import site_view, stations_view
 
 NOMINAL_V = 230.0
 FLOOR_PU = 0.90  # the curve reaches the minimum current here
@@ -129,3 +134,41 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     shown = site_view(bridge)["voltage"]
     assert shown["nominal_v"] == NOMINAL_V and set(shown["phases"]) == {"L1", "L2", "L3"}
     assert all(200 < p["min_v"] <= p["mean_v"] < 250 for p in shown["phases"].values())
+    assert 'drbridge_site_voltage_volts{phase="L3",stat="mean"}' in render_metrics(bridge)
+    rows = {row["station_id"]: row for row in stations_view(bridge)["stations"]}
+    assert set(rows["CP0"]["voltage_v"]) == {"L1", "L2", "L3"}
+
+
+async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmless(site: Site):
+    (site.tmp_path / "feeder.yaml").write_text(FEEDER_POLICY)
+    site.config_path.write_text(site_config(site.vtn.url, site.ocpp_port).replace(
+        "policy: default", "policy: feeder.yaml"))
+    await site.start_bridge()
+    station = SimulatedStation201(StationSpec(station_id="CP201"), site.url)
+    site.stations.append(station)  # type: ignore[arg-type]
+    site._station_tasks.append(asyncio.create_task(station.run()))
+
+    def asked() -> list[dict]:
+        return [data for action, payload in station.received if action == "SetVariables"
+                for data in payload["setVariableData"]
+                if data["variable"]["name"] == "TxUpdatedMeasurands"]
+
+    await wait_until(lambda: bool(asked()), what="SetVariables TxUpdatedMeasurands")
+    assert asked()[0]["component"]["name"] == "SampledDataCtrlr"
+    assert "Voltage" in asked()[0]["attributeValue"].split(",")
+    # this station knows no such variable: it charges under a profile all the same
+    await wait_until(lambda: station.composite_limit_w() > 0, what="a limit for CP201")
+
+
+def test_201_voltages_reach_the_reading():
+    meter_value = {"timestamp": "2026-11-25T12:00:00Z", "sampledValue": [
+        {"value": 0.2281, "measurand": "Voltage", "phase": "L1-N",
+         "unitOfMeasure": {"unit": "V", "multiplier": 3}},
+        {"value": 226, "measurand": "Voltage", "phase": "L2-N"},
+        {"value": 50.01, "measurand": "Frequency"},
+        {"value": 16, "measurand": "Current.Import", "phase": "L3"},
+    ]}
+    reading = read_meter_value(sampled_values(meter_value), NOMINAL_V)
+    assert reading is not None
+    assert reading.voltages_v == (pytest.approx(228.1), 226.0, None)
+    assert reading.frequency_hz == 50.01 and reading.currents_a == (None, None, 16.0)

@@ -52,3 +52,16 @@ def test_feeder_voltage_falls_with_the_current_on_each_line():
     assert feeder.voltages_v() == (217.0, 222.0, 222.0)
     feeder.detach("B")
     assert feeder.voltages_v() == (222.0, 222.0, 222.0)
+
+
+def test_volt_watt_restrictions_survive_a_restart(tmp_path):
+    from bridge.store import Store
+    from policies.fleet import PlanState
+    from policies.voltwatt import VoltHold
+
+    store = Store(tmp_path / "bridge.db")
+    hold = VoltHold(0.4, T0, "voltage 0.912 pu on L2: 40% of allowed power")
+    store.save_plan_state(PlanState(T0, 10_000, voltage={"CP1": hold}), {})
+    state, _ = store.plan_state()
+    assert state is not None and state.voltage == {"CP1": hold}
+    store.close()

@@ -85,3 +85,21 @@ def test_commanded_total_never_exceeds_capacity(n, level, capacity_kw, modes, re
         for sid, mode in holds.items():
             if mode == "pause":
                 assert at(plan.stations[sid], when).limit_w == 0
+
+
+def test_an_exempt_station_keeps_its_volt_watt_hold_time():
+    from policies.plan import Conditions
+    from policies.voltwatt import VoltageReading
+
+    policy = parse_policy("name: v\nvoltage:\n  hold_s: 300\n", "v.yaml")
+    low = Conditions(voltages={"CP0": VoltageReading(NOW, (0.90 * 230,))})
+    first = plan_with_holds([event(1)], policy, SITE, fleet(2), NOW, {"CP0": "exempt"},
+                            None, low)
+    held = at(first.stations["CP0"]).limit_w
+    assert held == 6 * 230 * 3 and "voltage" in at(first.stations["CP0"]).reason
+    # the voltage recovers a minute later: within the hold time the restriction stays
+    later = NOW + timedelta(minutes=1)
+    fine = Conditions(voltages={"CP0": VoltageReading(later, (230.0,))})
+    second = plan_with_holds([event(1)], policy, SITE, fleet(2), later, {"CP0": "exempt"},
+                             first.state, fine)
+    assert at(second.stations["CP0"], later).limit_w == held

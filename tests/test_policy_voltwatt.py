@@ -236,3 +236,28 @@ def test_site_scope_eases_only_with_every_reading_fresh():
     freed = make_plan([], released, Site(40_000), fleet(2), later, plan.state,
                       Conditions(voltages=partial))
     assert freed.state.voltage[SITE_KEY].share == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(min_value=0.8, max_value=1.1), min_size=1, max_size=6),
+       st.floats(min_value=5_000, max_value=150_000))
+def test_plan_keeps_each_station_under_its_curve_and_the_site_under_its_limit(pus, capacity):
+    pol = parse_policy(STATION_POLICY, "p.yaml")
+    volts = {f"CP{i}": reading(pu) for i, pu in enumerate(pus)}
+    plan = make_plan([], pol, Site(capacity), fleet(len(pus)), NOW,
+                     conditions=Conditions(voltages=volts))
+    max_w = 32 * 3 * V
+    for index, pu in enumerate(pus):
+        step = plan.stations[f"CP{index}"][0]
+        assert step.limit_w <= curve_share(pol.voltage, pu, 6 / 32) * max_w + 1e-6
+    assert sum(s[0].limit_w for s in plan.stations.values()) <= plan.site[0].limit_w + 1e-6
+
+
+def test_an_exempt_group_is_held_back_by_the_voltage_too():
+    pol = parse_policy(STATION_POLICY + "allocation:\n  groups:\n"
+                       "    - {name: ambulances, stations: [CP0], exempt: true}\n", "p.yaml")
+    plan = make_plan([], pol, Site(100_000), fleet(2), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(0.90)}))
+    step = plan.stations["CP0"][0]
+    assert step.limit_w == pytest.approx(6 * 3 * V)
+    assert [w.kind for w in step.chain] == ["site", "optout", "voltage", "allocation"]

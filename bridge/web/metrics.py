@@ -108,6 +108,12 @@ def collect(bridge: Bridge) -> list[Metric]:
                      for action, n in sorted(bridge.messages_in.items()))),
         _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",
              bridge.started_at.timestamp()),
+        Metric("drbridge_site_voltage_volts", "gauge",
+               "Line-to-neutral voltage over the stations' fresh readings, by phase and "
+               "statistic (min, mean).",
+               tuple(({"phase": phase, "stat": stat}, values[stat + "_v"])
+                     for phase, values in views.voltage_view(bridge, now)["phases"].items()
+                     for stat in ("min", "mean"))),
     ]
 
 

@@ -77,6 +77,9 @@ SCHEMAS: dict[str, Any] = {
         "max_w": NUM,
         "hold": {"type": ["object", "null"], "properties": {
             "mode": {"enum": ["pause", "exempt"]}, "reason": {"type": "string"}, "since": TIME}},
+        "voltage_v": {"type": ["object", "null"], "description":
+                      "latest line-to-neutral voltage per phase (L1..L3), while fresh",
+                      "additionalProperties": NUM},
         "connectors": {"type": "array", "items": _obj({
             "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
             "power_w": NUM, "limit_w": {**NUM, "description": "its own profile's limit, if any"},

@@ -258,6 +258,17 @@ def _limit_reason(applied: Step | None, planned: Step | None, known: bool) -> st
     return applied.reason
 
 
+def _station_voltage(bridge: Bridge, station_id: str, now: datetime,
+                     stale: timedelta) -> dict[str, float] | None:
+    """Its latest line-to-neutral voltage per phase, while fresh."""
+    reading = bridge.grid.latest.get(station_id)
+    if reading is None or now - reading.at > stale:
+        return None
+    return {name: round(volts, 1) for name, volts in zip(("L1", "L2", "L3"),
+                                                         reading.phases_v, strict=False)
+            if volts is not None}
+
+
 def stations_view(bridge: Bridge) -> dict[str, Any]:
     now = bridge.snapshot().at
     stale = timedelta(seconds=bridge.config.model.telemetry.stale_after_s)
@@ -309,6 +320,7 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             "max_w": _watts(state.info.max_w) if state and state.info.max_current_a else None,
             "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
             if hold else None,
+            "voltage_v": _station_voltage(bridge, station_id, now, stale),
             "connectors": connectors,
         })
     return {"at": now.isoformat(), "stations": stations}
