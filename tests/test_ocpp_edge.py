@@ -103,6 +103,17 @@ async def test_rejected_profile_is_retried_and_recorded(site: Site):
         task.cancel()
 
 
+async def worst_commanded_w(site: Site, stop: asyncio.Event) -> float:
+    """The highest sum of the limits the stations holding our profiles apply, sampled
+    every 5 ms until ``stop``."""
+    worst = 0.0
+    while not stop.is_set():
+        commanded = [s for s in site.stations if s.installed_profiles]
+        worst = max(worst, sum(s.composite_limit_w() for s in commanded))
+        await asyncio.sleep(0.005)
+    return worst
+
+
 async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: Site):
     """Stations join, sessions come and go; sample what the stations apply all along.
 
@@ -111,17 +122,8 @@ async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: 
     central system can prevent (the planner counts it at that maximum meanwhile).
     """
     await site.start_bridge(capacity_kw=30)
-    worst = 0.0
     stop = asyncio.Event()
-
-    async def watch() -> None:
-        nonlocal worst
-        while not stop.is_set():
-            commanded = [s for s in site.stations if s.installed_profiles]
-            worst = max(worst, sum(s.composite_limit_w() for s in commanded))
-            await asyncio.sleep(0.005)
-
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(worst_commanded_w(site, stop))
     try:
         first = [site.add_station(f"A{i}", rate_unit="Current") for i in range(3)]
         await wait_until(lambda: all(s.composite_limit_w() >= 4_140 for s in first),
@@ -135,25 +137,15 @@ async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: 
         await wait_until(lambda: first[0].composite_limit_w() >= 4_140, what="it back again")
     finally:
         stop.set()
-        await watcher
-    assert worst <= 30_000
+    assert await watcher <= 30_000
 
 
 async def test_the_cap_holds_while_a_boot_storm_settles(site: Site):
     """Dozens of stations join within seconds, which the bridge plans once the joins pause:
     the stations it commands stay within the cap all along, and every one gets a share."""
     await site.start_bridge(capacity_kw=150)
-    worst = 0.0
     stop = asyncio.Event()
-
-    async def watch() -> None:
-        nonlocal worst
-        while not stop.is_set():
-            commanded = [s for s in site.stations if s.installed_profiles]
-            worst = max(worst, sum(s.composite_limit_w() for s in commanded))
-            await asyncio.sleep(0.005)
-
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(worst_commanded_w(site, stop))
     try:
         stations = []
         for wave in range(10):  # 60 stations over two seconds
@@ -163,5 +155,4 @@ async def test_the_cap_holds_while_a_boot_storm_settles(site: Site):
                          timeout=30, what="every station's share")
     finally:
         stop.set()
-        await watcher
-    assert worst <= 150_000
+    assert await watcher <= 150_000
