@@ -8,13 +8,8 @@ from datetime import datetime, timedelta
 
 from policies.fleet import Site, Why
 from policies.model import Limit, Policy
-from ven.events import DrEvent, EventSignal, EventStatus
+from ven.events import SI_SCALE, DrEvent, EventSignal, EventStatus
 
-# OpenADR siScaleCode -> factor
-SCALES = {
-    "p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1,
-    "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "none": 1.0,
-}
 # itemUnits of power item bases; some VTNs put the prefix in the unit itself
 POWER_UNITS = {"W": 1.0, "kW": 1e3, "MW": 1e6, "KW": 1e3, "w": 1.0, "kw": 1e3}
 
@@ -41,7 +36,7 @@ def signal_watts(value: float, signal: EventSignal, default_unit: str) -> float 
     unit = signal.unit or default_unit
     if unit not in POWER_UNITS:
         return None
-    scale = SCALES.get(signal.scale or "none")
+    scale = SI_SCALE.get(signal.scale or "none")
     if scale is None:
         return None
     return value * POWER_UNITS[unit] * scale

@@ -226,22 +226,18 @@ class StationLink201(StationLink):
         return CompositeSchedule(start, unit, periods)
 
     async def set_meter_interval(self, seconds: int) -> str:
-        reply = await self._request("SetVariables", {"setVariableData": [{
-            "attributeValue": str(seconds),
-            "component": {"name": "SampledDataCtrlr"},
-            "variable": {"name": "TxUpdatedInterval"},
-        }]}, lenient=True)
-        results = reply.get("setVariableResult")
-        if isinstance(results, list) and results and isinstance(results[0], dict):
-            return str(results[0].get("attributeStatus"))
-        return "Unreadable"
+        return await self._set_sampled_data("TxUpdatedInterval", str(seconds))
 
     async def set_measurands(self, measurands: Sequence[str]) -> str:
         """SampledDataCtrlr.TxUpdatedMeasurands: what a transaction's MeterValues carry."""
+        return await self._set_sampled_data("TxUpdatedMeasurands", ",".join(measurands))
+
+    async def _set_sampled_data(self, variable: str, value: str) -> str:
+        """SetVariables on SampledDataCtrlr; the station's attributeStatus for it."""
         reply = await self._request("SetVariables", {"setVariableData": [{
-            "attributeValue": ",".join(measurands),
+            "attributeValue": value,
             "component": {"name": "SampledDataCtrlr"},
-            "variable": {"name": "TxUpdatedMeasurands"},
+            "variable": {"name": variable},
         }]}, lenient=True)
         results = reply.get("setVariableResult")
         if isinstance(results, list) and results and isinstance(results[0], dict):
