@@ -9,7 +9,8 @@ seconds (``storm``/``steady``; the two differ only in the name recorded, the con
 comes from ``--connect-spread``) or back to back (``flood``: the next one as soon as the
 previous one is answered). A station has one call of its own outstanding at a time, as OCPP-J
 requires, while a single reader per connection answers the central system's calls at once
-(GetConfiguration, SetChargingProfile, ClearChargingProfile, GetCompositeSchedule).
+(GetConfiguration, SetChargingProfile, ClearChargingProfile, GetCompositeSchedule;
+ChangeConfiguration is refused: its keys are read-only).
 
 The generator must cost much less than the server it loads, so it does not use the ``ocpp``
 library: frames are f-strings, ids a per-station counter, and replies are matched by id only.
@@ -39,6 +40,7 @@ import asyncio
 import json
 import random
 import resource
+import signal
 import sys
 import time
 from datetime import datetime
@@ -414,6 +416,9 @@ class Station:
             self.rec["cleared"] += 1
             self._clear(payload)
             return {"status": "Accepted"}
+        if action == "ChangeConfiguration":
+            # its keys are read-only: it keeps the meter interval and measurands it was given
+            return {"status": "Rejected"}
         if action == "GetConfiguration":
             return self._configuration(payload.get("key"))
         if action == "GetCompositeSchedule":
@@ -484,9 +489,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stations.append(Station(f"{args.prefix}{i:05d}", options, started + offset,
                                 started + offset + args.duration))
     tasks = [asyncio.create_task(s.run()) for s in stations]
+    # SIGTERM ends the run early (a harness that measured what it wanted): the stations are
+    # cut, and the results written as usual.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    stopped = asyncio.create_task(stop.wait())
+    everyone = asyncio.gather(*tasks, return_exceptions=True)
     last_end = started + args.connect_spread + args.duration
-    _done, pending = await asyncio.wait(tasks, timeout=max(last_end + FINISH_GRACE_S
-                                                           - time.time(), 0.0))
+    await asyncio.wait({everyone, stopped}, return_when=asyncio.FIRST_COMPLETED,
+                       timeout=max(last_end + FINISH_GRACE_S - time.time(), 0.0))
+    stopped.cancel()
+    pending = [task for task in tasks if not task.done()]
     for task in pending:
         task.cancel()
     if pending:
@@ -495,7 +508,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not task.done():
             station.error("task did not finish")
         elif task.cancelled():
-            station.error("cut at the end of the run")
+            if not stop.is_set():
+                station.error("cut at the end of the run")
         elif task.exception() is not None:
             error = task.exception()
             station.error(f"crashed: {type(error).__name__}: {error}")

@@ -153,6 +153,7 @@ class Bridge:
         self.connector_status: dict[tuple[str, int], tuple[str, datetime]] = {}
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
+        self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
         self.holds = self.store.holds()  # station id -> (mode, reason, since)
         self.web: WebServer | None = None
         if model.web.enabled:
@@ -414,6 +415,9 @@ class Bridge:
     def _heard(self, station_id: str, action: str) -> None:
         self.messages_in[action] += 1
         self.last_seen[station_id] = self._clock()
+
+    def call_sent(self, station_id: str, action: str) -> None:
+        self.calls_out[action] += 1
 
     def station_booted(self, station_id: str, info: dict[str, str]) -> None:
         self._heard(station_id, "BootNotification")

@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 # Retries after failed calls back off exponentially up to this many times retry_s.
 MAX_BACKOFF = 16
 VERIFY_WINDOW_S = 300  # how far ahead GetCompositeSchedule looks
+# Follow-up calls (meter settings, the composite check) wait for the fleet's limits at most
+# this long: a slow or silent station among many must not postpone them for ever.
+FOLLOW_UP_MAX_WAIT_S = 10.0
 
 
 def utcnow() -> datetime:
@@ -94,6 +97,11 @@ class StationState:
     # Ids of our profiles the station accepted and may still hold; they outlive reboots
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
+    # Calls that do not change what it may draw, left until no station waits for a limit
+    # (so that a fleet booting at once gets its limits first): the meter interval and
+    # measurands after its capabilities were read, the composite check of what it accepted.
+    meter_setup_due: bool = False
+    verify_due: BuiltProfile | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -163,6 +171,10 @@ class Dispatcher:
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
+        # Workers reading capabilities or sending limits; follow-up calls wait for none.
+        self._limiting = 0
+        self._limits_sent = asyncio.Event()
+        self._limits_sent.set()
         self.stations: dict[str, StationState] = {}
         for station_id, steps in store.applied().items():
             self.stations[station_id] = StationState(
@@ -362,47 +374,91 @@ class Dispatcher:
         return True
 
     async def _worker(self, state: StationState) -> None:
-        station_id = state.info.station_id
         while True:
+            if state.link is not None and not state.wake.is_set() \
+                    and (state.meter_setup_due or state.verify_due):
+                await self._follow_up(state)
+                continue
             await state.wake.wait()
             state.wake.clear()
             link = state.link
             if link is None or self._target(state) is None:
                 continue
-            if not state.caps.known:
-                try:
-                    caps = await link.read_capabilities()
-                except CallFailed as error:
-                    # Not asked again before its next boot: a station that cannot answer
-                    # would otherwise delay every profile by a timeout.
-                    log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
-                                "24 periods until its next boot", station_id, error)
-                    self._use_caps(state, Capabilities(known=True))
-                else:
-                    self._cached_caps[station_id] = caps
-                    self._store.save_station(station_id, {"capabilities": caps.to_json()})
-                    self._use_caps(state, caps)
-                await self._ask_meter_interval(station_id, link)
-            if state.unmanageable:
-                continue
+            self._limiting += 1
+            self._limits_sent.clear()
+            try:
+                if not state.caps.known:
+                    await self._read_capabilities(state, link)
+                await self._dispatch(state, link)
+            finally:
+                self._limiting -= 1
+                if not self._limiting:
+                    self._limits_sent.set()
+
+    async def _read_capabilities(self, state: StationState, link: ChargerLink) -> None:
+        station_id = state.info.station_id
+        try:
+            caps = await link.read_capabilities()
+        except CallFailed as error:
+            # Not asked again before its next boot: a station that cannot answer
+            # would otherwise delay every profile by a timeout.
+            log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
+                        "24 periods until its next boot", station_id, error)
+            self._use_caps(state, Capabilities(known=True))
+        else:
+            self._cached_caps[station_id] = caps
+            self._store.save_station(station_id, {"capabilities": caps.to_json()})
+            self._use_caps(state, caps)
+        state.meter_setup_due = True
+
+    async def _follow_up(self, state: StationState) -> None:
+        """The calls that may wait, once no worker is sending limits (or after a while)."""
+        woken = asyncio.ensure_future(state.wake.wait())
+        sent = asyncio.ensure_future(self._limits_sent.wait())
+        try:
+            await asyncio.wait({woken, sent}, timeout=FOLLOW_UP_MAX_WAIT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            sent.cancel()
+        link = state.link
+        if state.wake.is_set():
+            return  # its limits first
+        if link is None:
+            state.verify_due = None  # asked again on its next connection
+            return
+        if state.verify_due is not None:
+            cap, state.verify_due = state.verify_due, None
+            if state.applied == cap.applied and state.confirmed and not state.verified \
+                    and state.composite_supported:
+                await self._verify_composite(state, link, cap)
+        elif state.meter_setup_due:
+            state.meter_setup_due = False
+            await self._ask_meter_interval(state.info.station_id, link)
+
+    async def _dispatch(self, state: StationState, link: ChargerLink) -> None:
+        """Bring the station's profiles to what its plan says, or book that it holds them."""
+        station_id = state.info.station_id
+        if state.unmanageable:
+            return
+        now = self._clock()
+        cap, profiles = self._built(state, now)
+        todo = self._pending(state, profiles, now)
+        if not todo and state.confirmed and state.uncertain is None:
+            if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+                # the station holds it already (its profiles round alike): book it only
+                state.applied = cap.applied
+                self._store.save_applied(station_id, cap.applied, now)
+                self._refresh(state)
+            return
+        if is_raise(cap.applied, state.held(), now):
+            if not await self._wait_for_decreases(state):
+                return  # its plan changed while it waited: start over with the new one
+            # the plan may have moved while we waited: send what it says now
             now = self._clock()
             cap, profiles = self._built(state, now)
             todo = self._pending(state, profiles, now)
-            if not todo and state.confirmed and state.uncertain is None:
-                if state.applied is None or not same_schedule(cap.applied, state.applied, now):
-                    # the station holds it already (its profiles round alike): book it only
-                    state.applied = cap.applied
-                    self._store.save_applied(station_id, cap.applied, now)
-                    self._refresh(state)
-                continue
-            if is_raise(cap.applied, state.held(), now):
-                if not await self._wait_for_decreases(state):
-                    continue  # its plan changed while it waited: start over with the new one
-                # the plan may have moved while we waited: send what it says now
-                now = self._clock()
-                cap, profiles = self._built(state, now)
-                todo = self._pending(state, profiles, now)
-            await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
+        await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
 
     def _use_caps(self, state: StationState, caps: Capabilities) -> None:
         state.caps = caps
@@ -484,7 +540,7 @@ class Dispatcher:
             state.slots = {i: b for i, b in state.slots.items() if i in wanted}
             await self._clear_stale(state, link, wanted)
             if not state.verified and state.composite_supported:
-                await self._verify_composite(state, link, cap)
+                state.verify_due = cap
         else:
             built, status, detail = failed
             if status == "NotSupported":

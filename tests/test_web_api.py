@@ -168,6 +168,10 @@ async def test_api_shows_site_event_and_stations(site: Site):
         assert metrics['drbridge_ocpp_messages_received_total{action="MeterValues"}'] > 0
         assert metrics['drbridge_ocpp_messages_received_total{action="BootNotification"}'] == 2
         assert metrics["drbridge_profiles_sent_total"] >= 2
+        assert metrics['drbridge_ocpp_calls_sent_total{action="SetChargingProfile"}'] >= 2
+        # capabilities: GetConfiguration from the 1.6 station, GetVariables from the 2.0.1 one
+        assert metrics['drbridge_ocpp_calls_sent_total{action="GetConfiguration"}'] == 1
+        assert metrics['drbridge_ocpp_calls_sent_total{action="GetVariables"}'] >= 1
         assert metrics["drbridge_site_load_watts"] > 0
 
 

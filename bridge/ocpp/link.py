@@ -48,6 +48,10 @@ class StationListener(Protocol):
         """The bridge's id of the transaction running on a connector, if any."""
         ...
 
+    def call_sent(self, station_id: str, action: str) -> None:
+        """A call went to the station (counted for the operator's metrics)."""
+        ...
+
 
 class ChargerLink(Protocol):
     """The central system's end of one station's connection."""

@@ -219,6 +219,7 @@ class StationLink:
             try:
                 await self._send(json.dumps([2, unique_id, action, payload],
                                             separators=(",", ":")))
+                self._listener.call_sent(self.id, action)
                 async with asyncio.timeout(self._call_timeout_s):
                     frame = await answer
             except TimeoutError as error:

@@ -106,6 +106,10 @@ def collect(bridge: Bridge) -> list[Metric]:
                "TransactionEvent counts as the start, stop or meter values it carries).",
                tuple(({"action": action}, float(n))
                      for action, n in sorted(bridge.messages_in.items()))),
+        Metric("drbridge_ocpp_calls_sent_total", "counter",
+               "OCPP calls sent to stations, by action (profiles, configuration, checks).",
+               tuple(({"action": action}, float(n))
+                     for action, n in sorted(bridge.calls_out.items()))),
         _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",
              bridge.started_at.timestamp()),
         Metric("drbridge_site_voltage_volts", "gauge",
