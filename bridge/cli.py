@@ -69,8 +69,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 async def _run(config: Config) -> None:
     from bridge.app import Bridge
+    from bridge.gc_tuning import tune_for_many_connections
 
     bridge = Bridge(config)
+    tune_for_many_connections()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, bridge.stop)
