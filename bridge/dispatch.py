@@ -324,15 +324,19 @@ class Dispatcher:
             level = state.caps.max_stack_level
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
         profiles = [] if state.per_connector_only else [cap]
+        room = state.caps.max_profiles
+        connectors = max(state.caps.connectors, *state.sessions, 1)
+        own = 0 if state.per_connector_only else 1  # the station cap's place
+        # Too few places for a default and a session limit on every connector: a session
+        # limit takes its connector's default's place.
+        one_place_each = room is not None and room < own + 2 * connectors
         if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
             profiles += connector_profiles(target, state.sessions, state.caps.connectors,
                                            state.info, state.caps, now, self._min_current_a,
-                                           level)
-        room = state.caps.max_profiles
-        connectors = max(state.caps.connectors, *state.sessions, 1)
-        if room is not None and room < (0 if state.per_connector_only else 1) + 2 * connectors:
-            # Too few places for a default and a session limit on every connector: the
-            # session limits matter more (a new session waits for the plan instead).
+                                           level, one_place_each)
+        if room is not None and room < own + connectors:
+            # Not even one place per connector: the session limits matter more (a new
+            # session waits for the plan instead).
             profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
         return cap, profiles
 

@@ -140,6 +140,15 @@ def test_share_split_between_sessions_never_sums_above_it():
     assert split_watts(5_000, 0, 4_140) == []
 
 
+def test_connector_profiles_with_one_place_each_put_sessions_in_their_defaults_places():
+    built = connector_profiles(steps((0, 22_080),), {1: 41, 3: 42}, 3, THREE, AMPS, NOW, 6,
+                               one_place_each=True)
+    assert [(b.purpose, b.connector_id, b.transaction_id, b.profile_id) for b in built] == [
+        ("TxProfile", 1, 41, 9101), ("TxDefaultProfile", 2, None, 9102),
+        ("TxProfile", 3, 42, 9103)]
+    assert built[0].payload["chargingProfileId"] == 9101
+
+
 def test_connector_profiles_carry_the_transaction_and_pause_idle_connectors():
     built = connector_profiles(steps((0, 22_080), (60, 8_280)), {1: 41, 3: 42}, 3, THREE, AMPS,
                                NOW, 6)

@@ -301,6 +301,40 @@ async def test_station_holding_few_profiles_keeps_the_session_limits(site: Site)
     assert small.power_w <= 12_000
 
 
+async def test_station_with_few_places_gives_a_new_session_its_default_first(site: Site):
+    """Three places (cap and two connectors): a session limit takes its default's place."""
+    await site.start_bridge(capacity_kw=12)
+    small = site.add_station("SMALL", connectors=2, max_profiles=3, plugged_in=False,
+                             cp_max_per_connector=True)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_power([small], stop))
+    try:
+        small.plug_in(1)
+        await wait_until(lambda: small.connector_power_w(1) > 0 and 1 in profiles_of(
+            small, "TxProfile") and 2 in profiles_of(small, "TxDefaultProfile"),
+            what="the first EV charging, the idle connector at its default")
+        assert len(small.installed_profiles) == 3
+        # the session's limit replaced its connector's default, id and all
+        assert profiles_of(small, "TxProfile")[1]["chargingProfileId"] == 9101
+        assert 1 not in profiles_of(small, "TxDefaultProfile")
+        # an EV on the idle connector waits at 0 W for its share, instead of drawing the
+        # station cap beside the first one
+        small.plug_in(2)
+        await wait_until(lambda: small.connector_power_w(1) > 0
+                         and small.connector_power_w(2) > 0, what="both EVs charging")
+        assert {c: p["transactionId"] for c, p in profiles_of(small, "TxProfile").items()} == \
+            {c: small.connectors[c].tx_id for c in (1, 2)}
+        assert len(small.installed_profiles) == 3
+        # the first leaves: its connector gets its default back
+        small.unplug(1)
+        await wait_until(lambda: 1 in profiles_of(small, "TxDefaultProfile"),
+                         what="the default back on the freed connector")
+        assert len(small.installed_profiles) <= 3
+    finally:
+        stop.set()
+    assert await watcher <= 12_000
+
+
 async def test_station_silent_about_features_that_refuses_profiles_is_unmanageable(site: Site):
     bridge = await site.start_bridge(capacity_kw=30)
     site.add_station("MUM", feature_profiles="")  # lists none; SetChargingProfile: CALLERROR

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.ocpp.capabilities import Capabilities
@@ -184,6 +184,7 @@ def connector_profiles(
     now: datetime,
     min_current_a: float,
     stack_level: int = PREFERRED_STACK_LEVEL,
+    one_place_each: bool = False,
 ) -> list[BuiltProfile]:
     """Per-connector limits that sum to no more than ``steps``.
 
@@ -191,6 +192,12 @@ def connector_profiles(
     for its share instead of drawing beside the others (also once the session it has
     now ends: a TxProfile goes with its transaction). A connector with a session also
     gets a TxProfile for its transaction with its part of the station's share.
+
+    ``one_place_each``, for a station with too few profile places for both on every
+    connector: a session's TxProfile takes its connector's default's id, and so its
+    place (OCPP replaces a profile that has the same id); idle connectors keep the
+    default. When the session ends, its connector is without a default until the next
+    plan sends it again.
     """
     active = sorted(sessions)
     min_w = station.watts(min_current_a)
@@ -202,11 +209,15 @@ def connector_profiles(
     built = []
     idle = (Step(now, 0.0, "no session on this connector"),)
     for connector_id in range(1, max(connectors, *active, 1) + 1):
-        built.append(build_profile(idle, station, caps, now, min_current_a, TX_DEFAULT,
-                                   connector_id, None, stack_level))
+        if connector_id not in parts or not one_place_each:
+            built.append(build_profile(idle, station, caps, now, min_current_a, TX_DEFAULT,
+                                       connector_id, None, stack_level))
         if connector_id in parts:
-            built.append(build_profile(parts[connector_id], station, caps, now, min_current_a,
-                                       TX, connector_id, sessions[connector_id], stack_level))
+            session = build_profile(parts[connector_id], station, caps, now, min_current_a,
+                                    TX, connector_id, sessions[connector_id], stack_level)
+            if one_place_each:
+                session = replace(session, profile_id=TX_DEFAULT_PROFILE_ID + connector_id)
+            built.append(session)
     return built
 
 
