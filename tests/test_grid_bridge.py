@@ -160,6 +160,18 @@ async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmle
     assert "Voltage" in asked()[0]["attributeValue"].split(",")
     # this station knows no such variable: it charges under a profile all the same
     await wait_until(lambda: station.composite_limit_w() > 0, what="a limit for CP201")
+    # and the voltages it sends in its TransactionEvents are stored per line
+    bridge = site.bridge
+    assert bridge is not None
+
+    def stored() -> list:
+        bridge._flush()
+        now = datetime.now(UTC)
+        return [s for s in bridge.store.grid_samples_between(now - timedelta(minutes=1), now)
+                if s.station_id == "CP201"]
+
+    await wait_until(lambda: bool(stored()), what="CP201's voltages stored")
+    assert stored()[-1].voltages_v == (230.0, 230.0, 230.0)
 
 
 def test_201_voltages_reach_the_reading():

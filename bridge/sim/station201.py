@@ -209,6 +209,9 @@ class SimulatedStation201(ChargePoint):
              "unit_of_measure": {"unit": "W", "multiplier": 3}},
             {"value": round(self._energy_wh, 1), "measurand": "Energy.Active.Import.Register",
              "unit_of_measure": {"unit": "Wh"}},
+            # what many stations send unasked: the voltage of each line it uses
+            *({"value": self.spec.voltage_v, "measurand": "Voltage", "phase": f"L{line}-N",
+               "unit_of_measure": {"unit": "V"}} for line in range(1, self.spec.phases + 1)),
         ]}]
         extra: dict[str, Any] = {}
         if event_type == "Started":
