@@ -60,9 +60,14 @@ async def test_cap_holds_without_event_for_amp_and_watt_stations(site: Site):
                      what="an equal share of the cap for each station")
     assert total_limit_w(stations) <= 20_000
     assert [profile_unit(s) for s in stations] == ["A", "A", "W", "W"]
-    # every station was asked for meter values at the configured interval
+    # every station was asked for meter values at the configured interval, after its
+    # limit: setup calls wait until no station is waiting for one
     wanted = ("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "1"})
-    assert all(wanted in s.received for s in stations)
+    await wait_until(lambda: all(wanted in s.received for s in stations),
+                     what="the meter interval asked")
+    for station in stations:
+        actions = [action for action, _ in station.received]
+        assert actions.index("SetChargingProfile") < actions.index("ChangeConfiguration")
     await wait_until(lambda: sum(s.power_w for s in stations) > 0, what="charging")
     assert sum(s.power_w for s in stations) <= 20_000
 
