@@ -75,7 +75,8 @@ async def test_16_and_201_stations_side_by_side(site: Site):
     assert session.connector_id == 1
     assert {bridge.snapshot().station_status[s] for s in ("OLD", "NEW")} == {"steered"}
     assert not dumb.installed_profiles
-    assert bridge.dispatcher.stations["NEW"].verified  # by its composite schedule
+    await wait_until(lambda: bridge.dispatcher.stations["NEW"].verified,
+                     what="NEW verified by its composite schedule")
     assert timedelta(0) <= datetime.now(UTC) - session.started_at < timedelta(minutes=1)
 
 
