@@ -399,7 +399,9 @@ async def main(args: argparse.Namespace) -> None:
         f" stations come from `bench/loadgen.py` processes (raw websockets, up to {PER_GENERATOR:,}"
         " stations each), all on loopback. Each station boots, starts a transaction and sends"
         " MeterValues (power, energy, current per phase); it accepts every charging profile and"
-        " records when it arrived. The site capacity is 7 kW per station. Timings are wall-clock"
+        " records when it arrived, and refuses ChangeConfiguration (its keys are read-only, so"
+        " it keeps its 10 s meter interval). The site capacity is 7 kW per station. Timings"
+        " are wall-clock"
         " (`time.time()`) across processes on one machine.",
         "",
         "## 1. Connect storm",
