@@ -91,7 +91,7 @@ class StationState:
     # Its composite schedule showed a profile of its own above ours: use its top level.
     stack_top: bool = False
     applied_since: datetime | None = None  # when ``applied`` last changed
-    verified: bool = False  # GetCompositeSchedule confirmed our limit on this connection
+    verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
     composite_supported: bool = True
     compliance: Compliance = field(default_factory=Compliance)
     # Ids of our profiles the station accepted and may still hold; they outlive reboots
@@ -534,6 +534,9 @@ class Dispatcher:
                     or not same_schedule(cap.applied, state.applied, now):
                 # a station that rebooted may have run without it: a grace time from now
                 state.applied_since = now
+                # a new limit: its composite schedule is asked again (once the fleet's
+                # limits are out), so that "verified" speaks of the limit in force
+                state.verified = False
             state.applied, state.uncertain = cap.applied, None
             state.confirmed, state.refused, state.retry_s = True, False, 0.0
             self._store.save_applied(station_id, cap.applied, now)
@@ -593,7 +596,10 @@ class Dispatcher:
 
     async def _verify_composite(self, state: StationState, link: ChargerLink,
                                 cap: BuiltProfile) -> None:
-        """Ask the station what limit it computes, once per connection (it costs a call).
+        """Ask the station what limit it computes, after each new limit it accepted.
+
+        It costs a call, so it waits until the fleet's limits are out (``_follow_up``), and
+        a limit replaced meanwhile is not checked: only the one in force.
 
         A station may hold a profile of its own at a higher stack level, which wins
         over ours: ours then goes to its top stack level (replacing the other), and a

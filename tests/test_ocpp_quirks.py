@@ -195,6 +195,23 @@ async def test_profile_of_its_own_at_a_higher_stack_level_is_found_and_replaced(
     assert bridge.snapshot().station_status["VENDOR"] == "steered"
 
 
+async def test_composite_schedule_is_asked_again_after_each_new_limit(site: Site):
+    bridge = await site.start_bridge(capacity_kw=12)
+    first = site.add_station("FIRST")
+
+    def checks() -> int:
+        return sum(1 for action, _ in first.received if action == "GetCompositeSchedule")
+
+    await wait_until(lambda: "FIRST" in bridge.dispatcher.stations
+                     and bridge.dispatcher.stations["FIRST"].verified
+                     and first.composite_limit_w() > 6_000, what="FIRST alone, verified")
+    before = checks()
+    site.add_station("SECOND")  # FIRST's share halves
+    await wait_until(lambda: first.composite_limit_w() <= 6_000 and checks() > before
+                     and bridge.dispatcher.stations["FIRST"].verified,
+                     what="FIRST's new limit confirmed by a new composite schedule")
+
+
 async def test_station_without_composite_schedules_is_still_steered(site: Site):
     bridge = await site.start_bridge(capacity_kw=8)
     plain = site.add_station("PLAIN", supports_composite_schedule=False)
