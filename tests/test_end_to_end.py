@@ -76,17 +76,18 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
     bridge = await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Power", "Current,Power", "Current"])
     ven_id = await registered(site)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    # 6 s ahead: room for a 1 s poll and the profiles on a slow machine
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
     end = start + timedelta(seconds=6)
     event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(seconds=6), 2)])
 
     # Before the event starts, every station already holds the event's limits.
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
-                     timeout=3.5, what="profiles carrying the event")
+                     timeout=5.5, what="profiles carrying the event")
     assert datetime.now(UTC) < start
     assert total_limit_w(stations) > 11_000  # not yet in force
     await wait_until(lambda: (ven_id, event_id, "optIn") in site.vtn.received.opts,
-                     timeout=2, what="the VEN's optIn at the VTN")
+                     timeout=4, what="the VEN's optIn at the VTN")
     # ... and the schedule itself gives capacity back when the event ends.
     assert total_limit_w(stations, end + timedelta(seconds=1)) > 40_000
 
