@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import Site, wait_until
 
+from bridge.app import Bridge
 from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities, parse_configuration
 from bridge.sim.station import SimulatedStation
@@ -63,15 +64,21 @@ def test_capabilities_survive_a_round_trip_and_read_any_dialect():
     assert parse_configuration([]).smart_charging  # one that does not say is tried
 
 
+async def smart_held_beside_unmanageable(bridge: Bridge, unmanageable_id: str,
+                                         smart: SimulatedStation, capacity_w: float) -> None:
+    """The one station found unmanageable, the smart one held to what it leaves."""
+    await wait_until(lambda: bridge.snapshot().station_status.get(unmanageable_id)
+                     == "unmanageable", what=f"{unmanageable_id} found unmanageable")
+    await wait_until(lambda: smart.transaction_id is not None
+                     and 0 < smart.composite_limit_w() <= capacity_w - HARDWARE_MAX_W,
+                     what="the smart station held to what the other leaves")
+
+
 async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Site):
     bridge = await site.start_bridge(capacity_kw=30)
     dumb = site.add_station("DUMB", feature_profiles="Core,FirmwareManagement")
     smart = site.add_station("SMART")
-    await wait_until(lambda: bridge.snapshot().station_status.get("DUMB") == "unmanageable",
-                     what="the station reported unmanageable")
-    await wait_until(lambda: smart.transaction_id is not None
-                     and 0 < smart.composite_limit_w() <= 30_000 - HARDWARE_MAX_W,
-                     what="the smart station held to what the other leaves")
+    await smart_held_beside_unmanageable(bridge, "DUMB", smart, 30_000)
     assert not any(action == "SetChargingProfile" for action, _ in dumb.received)
     assert bridge.snapshot().station_status["SMART"] == "steered"
     assert dumb.power_w + smart.composite_limit_w() <= 30_000
@@ -356,11 +363,7 @@ async def test_station_silent_about_features_that_refuses_profiles_is_unmanageab
     bridge = await site.start_bridge(capacity_kw=30)
     site.add_station("MUM", feature_profiles="")  # lists none; SetChargingProfile: CALLERROR
     smart = site.add_station("SMART")
-    await wait_until(lambda: bridge.snapshot().station_status.get("MUM") == "unmanageable",
-                     what="the station found unmanageable by its refusal")
-    await wait_until(lambda: smart.transaction_id is not None
-                     and 0 < smart.composite_limit_w() <= 30_000 - HARDWARE_MAX_W,
-                     what="the smart station held to what the other leaves")
+    await smart_held_beside_unmanageable(bridge, "MUM", smart, 30_000)
 
     def statuses() -> set[str]:
         return {r["status"] for r in bridge.store.db["profiles"].rows_where("station_id = 'MUM'")}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bridge.ocpp.capabilities import Capabilities
@@ -107,8 +107,12 @@ def build_profile(
     connector_id: int = 0,
     transaction_id: int | None = None,
     stack_level: int = PREFERRED_STACK_LEVEL,
+    profile_id: int | None = None,
 ) -> BuiltProfile:
-    """A profile that holds the whole schedule at absolute times."""
+    """A profile that holds the whole schedule at absolute times.
+
+    ``profile_id``: by default the fixed id of its purpose and connector.
+    """
     unit = caps.preferred_unit
     start = now.astimezone(UTC).replace(microsecond=0) - START_LEAD
     # Steps already superseded at the schedule's start are of no use to the station.
@@ -138,8 +142,9 @@ def build_profile(
              _reason_at(steps, start + timedelta(seconds=second)))
         for second, limit in periods
     )
-    profile_id = {STATION_MAX: STATION_MAX_PROFILE_ID, TX_DEFAULT: TX_DEFAULT_PROFILE_ID,
-                  TX: TX_PROFILE_ID}[purpose] + connector_id
+    if profile_id is None:
+        profile_id = {STATION_MAX: STATION_MAX_PROFILE_ID, TX_DEFAULT: TX_DEFAULT_PROFILE_ID,
+                      TX: TX_PROFILE_ID}[purpose] + connector_id
     return BuiltProfile(
         purpose=purpose, connector_id=connector_id, transaction_id=transaction_id,
         profile_id=profile_id, stack_level=max(0, min(stack_level, caps.max_stack_level)),
@@ -213,11 +218,10 @@ def connector_profiles(
             built.append(build_profile(idle, station, caps, now, min_current_a, TX_DEFAULT,
                                        connector_id, None, stack_level))
         if connector_id in parts:
-            session = build_profile(parts[connector_id], station, caps, now, min_current_a,
-                                    TX, connector_id, sessions[connector_id], stack_level)
-            if one_place_each:
-                session = replace(session, profile_id=TX_DEFAULT_PROFILE_ID + connector_id)
-            built.append(session)
+            built.append(build_profile(
+                parts[connector_id], station, caps, now, min_current_a, TX, connector_id,
+                sessions[connector_id], stack_level,
+                TX_DEFAULT_PROFILE_ID + connector_id if one_place_each else None))
     return built
 
 
