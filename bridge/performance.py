@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from bridge.ocpp.profiles import DECREASE_LEAD
 from policies.fleet import Step, value_at
 
 LoadRow = tuple[datetime, float, float]  # (at, measured load W, site limit W)
@@ -23,6 +24,9 @@ LoadRow = tuple[datetime, float, float]  # (at, measured load W, site limit W)
 FOLLOW_GRACE = timedelta(seconds=15)
 LIMIT_TOLERANCE = 0.05  # meters and EVs are not exact: 5 % over a limit still complies
 LIMIT_TOLERANCE_W = 100.0
+# The pre-event window ends where the stations may already be lowering their draw for the
+# event: a baseline must not include the event's own shed.
+PRE_EVENT_GAP = DECREASE_LEAD
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,13 @@ def history_windows(start: datetime, end: datetime, settings: BaselineSettings
     window before the event."""
     windows = [(start - timedelta(days=d), end - timedelta(days=d))
                for d in comparable_days(start, settings)]
-    windows.append((start - settings.pre_event, start))
+    windows.append(pre_event_window(start, settings))
     return windows
+
+
+def pre_event_window(start: datetime, settings: BaselineSettings) -> tuple[datetime, datetime]:
+    end = start - PRE_EVENT_GAP
+    return end - settings.pre_event, end
 
 
 def mean_load(rows: Sequence[LoadRow], start: datetime, end: datetime) -> float | None:
@@ -138,14 +147,16 @@ def baseline(rows: Sequence[LoadRow], start: datetime, end: datetime, step: time
         dates = ", ".join(f"{start - timedelta(days=d):%Y-%m-%d}" for d in days)
         return values, (f"average site load over the same time window on the {len(days)} "
                         f"previous {kind} with data ({dates})")
-    before = mean_load(rows, start - settings.pre_event, start)
+    before = mean_load(rows, *pre_event_window(start, settings))
     minutes = settings.pre_event.total_seconds() / 60
+    gap = PRE_EVENT_GAP.total_seconds()
     why = (f"only {len(days)} previous {kind} with data, fewer than the {settings.min_days} "
            "required")
     if before is None:
         return [None] * len(starts), f"no baseline: {why}, and no load recorded before the event"
     return [before] * len(starts), (f"pre-event load: mean site load over the {minutes:g} min "
-                                    f"before the start ({why})")
+                                    f"ending {gap:g} s before the start, when limits may "
+                                    f"already fall ({why})")
 
 
 def evaluate(event_id: str, start: datetime, end: datetime, rows: Sequence[LoadRow],

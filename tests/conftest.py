@@ -28,6 +28,14 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
         await asyncio.sleep(0.05)
 
 
+async def wait_steered(bridge: Bridge, *station_ids: str) -> None:
+    """Until the bridge has the stations' answers to their profiles: a station installs a
+    profile before it answers, so a test that sees it installed may be ahead of the bridge."""
+    await wait_until(lambda: all(bridge.snapshot().station_status.get(sid) == "steered"
+                                 for sid in station_ids),
+                     what=f"{', '.join(station_ids)} steered")
+
+
 def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: str = "",
                 telemetry_interval_s: int = 60, ven_extra: str = "") -> str:
     ven_lines = textwrap.indent(textwrap.dedent(ven_extra), " " * 10)

@@ -76,22 +76,24 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
     bridge = await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Power", "Current,Power", "Current"])
     ven_id = await registered(site)
-    # 6 s ahead: room for a 1 s poll and the profiles on a slow machine
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    # 10 s ahead: room for a 1 s poll and the profiles on a slow machine
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
     end = start + timedelta(seconds=6)
     event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(seconds=6), 2)])
 
     # Before the event starts, every station already holds the event's limits.
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
-                     timeout=5.5, what="profiles carrying the event")
+                     timeout=9.5, what="profiles carrying the event")
     assert datetime.now(UTC) < start
-    assert total_limit_w(stations) > 11_000  # not yet in force
+    # not in force before its time (a lower limit takes effect a second early)
+    assert total_limit_w(stations, start - timedelta(seconds=2)) > 11_000
     await wait_until(lambda: (ven_id, event_id, "optIn") in site.vtn.received.opts,
-                     timeout=4, what="the VEN's optIn at the VTN")
+                     what="the VEN's optIn at the VTN")
     # ... and the schedule itself gives capacity back when the event ends.
     assert total_limit_w(stations, end + timedelta(seconds=1)) > 40_000
 
-    await wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=1.5), what="start")
+    await wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=1.5), timeout=15,
+                     what="start")
     assert total_limit_w(stations) <= 11_000
     assert sum(s.power_w for s in stations) <= 11_000
     assert bridge.snapshot().site_limit_w == 11_000

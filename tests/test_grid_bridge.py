@@ -72,6 +72,24 @@ async def watch(stations: list[SimulatedStation], feeder: Feeder, seconds: float
     return limits, volts
 
 
+async def held_still(stations: list[SimulatedStation], feeder: Feeder, quiet_s: float = 1.0,
+                     timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: tuple[float, ...] | None = None
+    since = loop.time()
+    while True:
+        now = limits_a(stations)
+        restricted = all(0 < amps < EV_A for amps in now)
+        if now != last or not restricted or min(feeder.voltages_v()) < FLOOR_PU * NOMINAL_V:
+            last, since = now, loop.time()
+        elif loop.time() - since >= quiet_s:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"the volt-watt response did not settle; limits {now}")
+        await asyncio.sleep(0.05)
+
+
 def never_falls(series: list[tuple[float, ...]]) -> bool:
     return all(b >= a - 0.05 for before, after in zip(series, series[1:], strict=False)
                for a, b in zip(before, after, strict=True))
@@ -86,6 +104,10 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     await wait_until(lambda: all(s.transaction_id for s in stations), what="sessions")
     await wait_until(lambda: all(0 < s.composite_limit_a() < EV_A for s in stations),
                      timeout=20, what="volt-watt limits below what the EVs draw")
+    # The first restrictions follow each other while the second EV joins and readings
+    # arrive; the response is complete once the voltage is back above the floor and the
+    # limits have held still for a second.
+    await held_still(stations, feeder)
     # from now on the voltage stays above the floor, and no limit falls again: it only
     # eases (in steps, a hold time apart) until the voltage settles inside the band
     limits, volts = await watch(stations, feeder, 7.0)

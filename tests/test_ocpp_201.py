@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import websockets
-from conftest import Site, wait_until
+from conftest import Site, wait_steered, wait_until
 from websockets.typing import Subprotocol
 
 from bridge.ocpp.capabilities import Capabilities
@@ -73,7 +73,7 @@ async def test_16_and_201_stations_side_by_side(site: Site):
                      what="the 2.0.1 station's meter values read")
     session = next(s for s in bridge.sessions.values() if s.station_id == "NEW")
     assert session.connector_id == 1
-    assert {bridge.snapshot().station_status[s] for s in ("OLD", "NEW")} == {"steered"}
+    await wait_steered(bridge, "OLD", "NEW")
     assert not dumb.installed_profiles
     await wait_until(lambda: bridge.dispatcher.stations["NEW"].verified,
                      what="NEW verified by its composite schedule")
@@ -100,9 +100,10 @@ async def test_201_transaction_survives_a_reconnection(site: Site):
     await wait_until(lambda: any(s.station_id == "NEW-FLAKY" for s in bridge.sessions.values()),
                      what="the session known")
     before = dict(bridge.sessions)
+    link = bridge.ocpp.links["NEW-FLAKY"]
     await station.drop_connection()
-    await wait_until(lambda: "NEW-FLAKY" not in bridge.ocpp.links, what="the link dropped")
-    await wait_until(lambda: "NEW-FLAKY" in bridge.ocpp.links, what="the station back")
+    await wait_until(lambda: bridge.ocpp.links.get("NEW-FLAKY") not in (None, link),
+                     what="the station back on a new link")
     await wait_until(lambda: station.received.count(("GetCompositeSchedule", {
         "duration": 300, "evseId": 0, "chargingRateUnit": "A"})) >= 2,
         what="its profile confirmed again")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from conftest import Site, wait_until
+from conftest import Site, wait_steered, wait_until
 
 from bridge.app import Bridge
 from bridge.compliance import Compliance, ComplianceRule
@@ -80,7 +80,7 @@ async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Si
     smart = site.add_station("SMART")
     await smart_held_beside_unmanageable(bridge, "DUMB", smart, 30_000)
     assert not any(action == "SetChargingProfile" for action, _ in dumb.received)
-    assert bridge.snapshot().station_status["SMART"] == "steered"
+    await wait_steered(bridge, "SMART")
     assert dumb.power_w + smart.composite_limit_w() <= 30_000
 
 
@@ -95,7 +95,7 @@ async def test_rate_units_in_any_case_and_off_schema_replies(site: Site):
     units = [max_profile(s)["chargingSchedule"]["chargingRateUnit"] for s in stations]
     assert units == ["W", "A", "A"]
     assert bridge.dispatcher.stations["SLOPPY"].caps.rate_units == {"W"}
-    assert all(status == "steered" for status in bridge.snapshot().station_status.values())
+    await wait_steered(bridge, "SLOPPY", "AMPS", "BOTH")
 
 
 async def test_stack_level_stays_within_what_the_station_takes(site: Site):
@@ -128,7 +128,9 @@ async def test_cap_applied_per_connector_is_split_between_sessions(site: Site):
     watcher = asyncio.create_task(watch_power([twin], stop))
     try:
         twin.plug_in(1)
-        await wait_until(lambda: twin.connector_power_w(1) > 0, what="the first EV charging")
+        await wait_until(lambda: twin.connector_power_w(1) > 0
+                         and 2 in profiles_of(twin, "TxDefaultProfile"),
+                         what="the first EV charging, the idle connector held")
         # the idle connector waits at 0 until its session has a share
         idle = profiles_of(twin, "TxDefaultProfile").get(2)
         assert idle is not None and idle["chargingProfileId"] == 9102
@@ -153,7 +155,7 @@ async def test_station_refusing_connector_zero_is_limited_per_connector(site: Si
     assert profiles_of(picky, "TxProfile")[1]["transactionId"] == picky.transaction_id
     assert not profiles_of(picky, "ChargePointMaxProfile")
     await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")
-    assert bridge.snapshot().station_status["NOZERO"] == "steered"
+    await wait_steered(bridge, "NOZERO")
 
 
 async def test_station_taking_stack_level_zero_only(site: Site):
@@ -313,7 +315,8 @@ async def test_station_without_get_configuration_gets_cautious_profiles(site: Si
     await wait_until(lambda: 0 < quiet.power_w <= 8_000, what="the EV held to the cap")
     asked = [a for a, _ in quiet.received if a == "GetConfiguration"]
     # asked on connecting and on its boot, not again before every profile
-    assert 1 <= len(asked) <= 2 and bridge.snapshot().station_status["QUIET"] == "steered"
+    assert 1 <= len(asked) <= 2
+    await wait_steered(bridge, "QUIET")
 
 
 async def test_station_holding_few_profiles_keeps_the_session_limits(site: Site):

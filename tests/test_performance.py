@@ -68,6 +68,17 @@ def test_short_history_falls_back_to_the_load_before_the_event():
     assert perf.achieved_shed_w == 16_000
 
 
+def test_the_pre_event_baseline_leaves_out_the_second_when_limits_already_fall():
+    # stations lower their draw up to a second ahead of the start: that is the event's shed
+    rows = flat(START - timedelta(hours=1), START - timedelta(seconds=1), 24_000)
+    rows += [(START - timedelta(seconds=1) + timedelta(milliseconds=ms), 8_000, 10_000)
+             for ms in (0, 500)]
+    rows += flat(START, END, 8_000, limit_w=10_000)
+    perf = evaluate("e1", START, END, rows, STEP, BaselineSettings(days=10, min_days=3))
+    assert all(i.baseline_w == 24_000 for i in perf.intervals)
+    assert "ending 1 s before the start" in perf.method
+
+
 def test_no_history_at_all_says_so():
     perf = evaluate("e1", START, END, flat(START, END, 8_000), STEP, BaselineSettings())
     assert perf.method.startswith("no baseline")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 from conftest import Site, wait_until
 from test_end_to_end import registered, start_fleet, total_limit_w
+
+from bridge.store import Store
 
 
 async def test_the_stored_plan_explains_each_limit_and_the_state_carries_over(site: Site):
@@ -40,7 +43,10 @@ async def test_a_restarted_bridge_resumes_the_allocation_state(site: Site):
     await wait_until(lambda: bridge.store.plan_state()[0] is not None
                      and len(bridge.store.plan_state()[0].stations) == 2,
                      what="the allocation state saved")
-    saved, _ = bridge.store.plan_state()
+    path = bridge.config.storage_path
     await site.stop_bridge()
+    # what the stopped bridge saved last (a replan may still have saved one while stopping)
+    with contextlib.closing(Store(path)) as store:
+        saved, _ = store.plan_state()
     again = await site.start_bridge()
     assert again._resumed_state == saved

@@ -111,14 +111,17 @@ async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
         tls = secure.tls(ca_file=other.ca_file)
     ven, listener, task = await run_ven(secure, tls)
     try:
+        if problem == "wrong pin":
+            await wait_until(lambda: "does not match ven.tls.vtn_fingerprint" in caplog.text,
+                             what="the pin mismatch logged")
+        if problem == "wrong signing pin":
+            await wait_until(
+                lambda: "refused a message from the VTN: FingerprintMismatch" in caplog.text,
+                what="the signature refusal logged")
         await asyncio.sleep(1.5)  # several attempts
         assert listener.registrations == []
         if problem != "wrong signing pin":  # refused before a byte reached the VTN
             assert secure.vtn.received.registrations == []
-        if problem == "wrong pin":
-            assert "does not match ven.tls.vtn_fingerprint" in caplog.text
-        if problem == "wrong signing pin":
-            assert "refused a message from the VTN: FingerprintMismatch" in caplog.text
     finally:
         await stop(ven, task)
 

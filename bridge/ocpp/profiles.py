@@ -26,6 +26,9 @@ STATION_MAX, TX_DEFAULT, TX = "ChargePointMaxProfile", "TxDefaultProfile", "TxPr
 PREFERRED_STACK_LEVEL = 1
 # A start slightly in the past keeps a station with a lagging clock from ignoring the profile.
 START_LEAD = timedelta(seconds=5)
+# Stations apply a period at whole seconds of its offset: a lower limit takes effect this
+# much before its time, so that it holds from its very first moment.
+DECREASE_LEAD = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ def build_profile(
         if previous is None:
             second = 0
         elif limit < previous:
-            second = math.ceil(offset) - 1  # at least a second early, even on whole seconds
+            # early, even on whole seconds
+            second = math.ceil(offset) - int(DECREASE_LEAD.total_seconds())
         else:
             second = math.ceil(offset)
         second = max(second, 0)
