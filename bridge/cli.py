@@ -56,7 +56,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                           for pu, v in sorted(rule.curve.items()))
         print(f"  voltage    volt-watt per {rule.scope}, {rule.phases} phase: {curve}"
               + (f"; pause below {rule.pause_below:g} pu" if rule.pause_below else "")
-              + (f"; pause above {rule.pause_above:g} pu" if rule.pause_above else ""))
+              + (f"; pause above {rule.pause_above:g} pu" if rule.pause_above else "")
+              + (f"; over-voltage: price signals give way from {rule.over_voltage.start:g} "
+                 f"to {rule.over_voltage.full:g} pu" if rule.over_voltage else ""))
     print(f"  storage    {config.storage_path}")
     web = model.web
     if web.enabled:

@@ -9,7 +9,14 @@ from datetime import datetime, timedelta
 from bridge.telemetry import Reading
 from policies.fleet import Plan
 from policies.model import VoltageRule
-from policies.voltwatt import SITE_KEY, VoltageReading, curve_share, site_mean
+from policies.voltwatt import (
+    ABSORB_KEY,
+    SITE_KEY,
+    VoltageReading,
+    absorb_share,
+    curve_share,
+    site_mean,
+)
 
 PhaseVoltage = tuple[str, float, float]  # (L1..L3, minimum V, mean V)
 
@@ -56,16 +63,18 @@ class GridMonitor:
                      plan: Plan | None) -> bool:
         """Whether a new reading of this station may change the volt-watt restriction.
 
-        With nothing restricted and the reading inside the curve's full-power band, the
-        plan stays as it is; otherwise the next plan looks at it (tighten or ease).
+        With nothing restricted, no over-voltage floor and the reading inside the curve's
+        full-power band and below the over-voltage rule, the plan stays as it is; otherwise
+        the next plan looks at it (tighten or ease).
         """
         if rule is None or station_id not in self.latest:
             return False
         holds = plan.state.voltage if plan is not None and plan.state is not None else {}
         key = SITE_KEY if rule.scope == "site" else station_id
         hold = holds.get(key)
-        if hold is not None and hold.share < 1.0:
+        if hold is not None and hold.share < 1.0 or ABSORB_KEY in holds:
             return True
         reading = self.latest[station_id]
         pus = [v / self.nominal_v for v in reading.phases_v if v is not None]
-        return any(curve_share(rule, pu, 0.0) < 1.0 for pu in pus)
+        return any(curve_share(rule, pu, 0.0) < 1.0 or absorb_share(rule, pu) > 0
+                   for pu in pus)

@@ -21,7 +21,7 @@ from bridge.config import Config
 from policies.fleet import Fleet, PlanState, Session, StationInfo, value_at
 from policies.plan import Conditions, decide_opt, make_plan
 from policies.validation import validate_yaml
-from policies.voltwatt import VoltageReading, VoltHold
+from policies.voltwatt import ABSORB_KEY, VoltageReading, VoltHold
 from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 DEFAULT_START = datetime(2026, 1, 15, 16, 0, tzinfo=UTC)
@@ -232,7 +232,8 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
 
 
 def _held_back(holds: Mapping[str, VoltHold]) -> str:
-    restricted = [hold for hold in holds.values() if hold.share < 1.0]
+    # the over-voltage floor raises limits and is shown in the site's reason
+    restricted = [hold for key, hold in holds.items() if key != ABSORB_KEY and hold.share < 1.0]
     if not restricted:
         return ""
     why = restricted[0].reason.split(" [")[0]
@@ -281,6 +282,11 @@ def voltage_marks(config: Config) -> dict[str, Any]:
             floors.append((rule.pause_below, f"{rule.pause_below:g} pu: pause"))
         if rule.pause_above is not None:
             floors.append((rule.pause_above, f"{rule.pause_above:g} pu: pause"))
+        if rule.over_voltage is not None:
+            floors.append((rule.over_voltage.start,
+                           f"{rule.over_voltage.start:g} pu: prices give way"))
+            floors.append((rule.over_voltage.full,
+                           f"{rule.over_voltage.full:g} pu: prices hold nothing back"))
     return {"nominal_v": config.site.voltage_v, "floors": floors}
 
 

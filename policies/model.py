@@ -290,6 +290,21 @@ CurveValue = Annotated[float | str, PlainValidator(_curve_value)]
 PerUnit = Annotated[float, Field(gt=0.5, lt=1.5)]
 
 
+class OverVoltage(_Strict):
+    """A surplus (PV exporting) lifts the feeder's voltage; charging absorbs it. Between
+    ``start`` and ``full`` price signals give way, linearly, to a floor of the site's
+    capacity; the site cap, the fail-safe and every other DR signal still hold."""
+
+    start: PerUnit = 1.05  # pu: price signals begin to give way
+    full: PerUnit = 1.08  # pu: price signals hold nothing back
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OverVoltage:
+        if self.full <= self.start:
+            raise ValueError(f"full ({self.full:g} pu) must lie above start ({self.start:g} pu)")
+        return self
+
+
 class VoltageRule(_Strict):
     """Volt-watt: the measured voltage (per unit of ``site.voltage_v``) -> share of power."""
 
@@ -299,7 +314,10 @@ class VoltageRule(_Strict):
     curve: dict[PerUnit, CurveValue] = Field(
         default_factory=lambda: {0.95: 1.0, 0.90: "min"}, min_length=1)
     pause_below: PerUnit | None = 0.88
-    pause_above: PerUnit | None = None  # over-voltage, for sites with PV
+    # Protection, not support: pauses above the chargers' rated voltage. Pausing a load
+    # lifts an over-voltage further; ``over_voltage`` is the rule that helps the feeder.
+    pause_above: PerUnit | None = None
+    over_voltage: OverVoltage | None = None
     hysteresis: float = Field(default=0.01, ge=0, le=0.1)  # pu a restriction waits to ease
     hold_s: float = Field(default=60, ge=0)  # a restriction eases no sooner than this
     # each easing raises the share by at most this (none: straight to the curve); small
@@ -319,6 +337,9 @@ class VoltageRule(_Strict):
         if self.pause_above is not None and self.pause_above < high:
             raise ValueError(f"pause_above ({self.pause_above:g} pu) must not lie below the "
                              f"curve's highest point ({high:g} pu)")
+        if self.over_voltage is not None and self.over_voltage.start < high:
+            raise ValueError(f"over_voltage.start ({self.over_voltage.start:g} pu) must not "
+                             f"lie below the curve's highest point ({high:g} pu)")
         if self.release_after_s is not None and self.release_after_s < self.stale_after_s:
             raise ValueError("release_after_s must be at least stale_after_s")
         return self

@@ -27,10 +27,18 @@ from policies.fleet import (
     step_of,
     value_at,
 )
-from policies.model import Group, Policy
+from policies.model import Group, Policy, VoltageRule
 from policies.signals import Need, event_ask, last_ask
 from policies.tree import FixedLoad, Load, allocate_tree, count_fitting
-from policies.voltwatt import SITE_KEY, VoltageReading, VoltHold, respond, site_reading
+from policies.voltwatt import (
+    ABSORB_KEY,
+    SITE_KEY,
+    VoltageReading,
+    VoltHold,
+    absorb,
+    respond,
+    site_reading,
+)
 from ven.events import DrEvent, EventStatus, OptType
 
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
@@ -91,14 +99,15 @@ def decide_opt(event: DrEvent, policy: Policy, site: Site | None = None,
 # -- the site limit ---------------------------------------------------------------------------
 
 def _recovery_ask(event: DrEvent, policy: Policy, site: Site, at: datetime,
-                  baselines: Mapping[str, float]) -> tuple[float, tuple[Why, ...]] | None:
+                  baselines: Mapping[str, float], price_floor: tuple[float, Why] | None = None,
+                  ) -> tuple[float, tuple[Why, ...]] | None:
     """During an event's recovery period its limit rises in steps from its last to capacity."""
     end = event.end
     if end is None or not event.recovery or event.status == EventStatus.CANCELLED:
         return None
     if not end <= at < end + event.recovery:
         return None
-    last = last_ask(event, policy, site, baselines)
+    last = last_ask(event, policy, site, baselines, price_floor)
     if last is None:
         return None
     step = timedelta(seconds=policy.restore.step_s)
@@ -130,19 +139,20 @@ def _failsafe(policy: Policy, site: Site, fleet: Fleet, now: datetime,
 def _target_at(events: Sequence[DrEvent], policy: Policy, site: Site, at: datetime,
                baselines: Mapping[str, float], failsafe: tuple[float, Why] | None,
                needs: Sequence[Need] = (),
-               voltage: tuple[float, Why] | None = None) -> tuple[float, tuple[Why, ...]]:
+               voltage: tuple[float, Why] | None = None,
+               price_floor: tuple[float, Why] | None = None) -> tuple[float, tuple[Why, ...]]:
     """The smallest of the capacity, the fail-safe, the site's volt-watt restriction and
-    every event's limit at ``at``."""
+    every event's limit at ``at`` (a price signal's at least ``price_floor``)."""
     limit, chain = site.capacity_w, (Why("site", "site capacity"),)
     if failsafe is not None and failsafe[0] < limit:
         limit, chain = failsafe[0], (failsafe[1],)
     if voltage is not None and voltage[0] < limit:
         limit, chain = voltage[0], (voltage[1],)
     for event in events:
-        ask = event_ask(event, policy, site, at, baselines, needs)
+        ask = event_ask(event, policy, site, at, baselines, needs, price_floor)
         if ask is not None and ask.limit_w < limit:
             limit, chain = ask.limit_w, ask.chain
-        recovery = _recovery_ask(event, policy, site, at, baselines)
+        recovery = _recovery_ask(event, policy, site, at, baselines, price_floor)
         if recovery is not None and recovery[0] < limit:
             limit, chain = recovery
     return limit, chain
@@ -270,13 +280,23 @@ def voltage_holds(policy: Policy, site: Site, fleet: Fleet,
                        may_ease=complete)
         if hold is not None:
             holds[SITE_KEY] = hold
-        return holds
+        return _with_floor(holds, rule, readings, site, previous, now)
     for sid, info in fleet.stations.items():
         max_w = info.max_w_for(sessions.get(sid, []))
         min_share = min(1.0, info.watts(min_a) / max_w) if max_w > 0 else 1.0
         hold = respond(rule, readings.get(sid), site.voltage_v, min_share, previous.get(sid), now)
         if hold is not None:
             holds[sid] = hold
+    return _with_floor(holds, rule, readings, site, previous, now)
+
+
+def _with_floor(holds: dict[str, VoltHold], rule: VoltageRule,
+                readings: Mapping[str, VoltageReading], site: Site,
+                previous: Mapping[str, VoltHold], now: datetime) -> dict[str, VoltHold]:
+    """``holds`` and the over-voltage floor (a site-wide one: price signals are)."""
+    floor = absorb(rule, readings, site.voltage_v, previous.get(ABSORB_KEY), now)
+    if floor is not None:
+        holds[ABSORB_KEY] = floor
     return holds
 
 
@@ -315,6 +335,9 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     site_cap = None
     if site_volts is not None and site_volts.share < 1.0:
         site_cap = (site_volts.share * site.capacity_w, Why("voltage", site_volts.reason))
+    floor = volts.get(ABSORB_KEY)
+    price_floor = (floor.share * site.capacity_w, Why("voltage", floor.reason)) \
+        if floor is not None else None
 
     # the site limit: targets at every event boundary, then ramped; an event that targets
     # only some stations limits those stations instead (see _scoped_caps)
@@ -323,7 +346,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     times = sorted({now} | _event_times(events, policy, now))
     needs = _needs(fleet)
     targets = [(at, *_target_at(site_events, policy, site, at, conditions.baselines_w,
-                                failsafe, needs, site_cap))
+                                failsafe, needs, site_cap, price_floor))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -408,7 +431,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                             silent, at)
         chosen, site_step, extra = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
-            {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
+            {sid: hold for sid, hold in volts.items() if sid not in (SITE_KEY, ABSORB_KEY)})
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():

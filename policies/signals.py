@@ -185,8 +185,12 @@ def _baseline(baseline_w: float | None, capacity_w: float) -> tuple[float, str]:
 
 
 def event_ask(event: DrEvent, policy: Policy, site: Site, at: datetime,
-              baselines: Mapping[str, float], needs: Sequence[Need] = ()) -> Ask | None:
-    """The most restrictive limit an event's signals ask for at ``at``; None if none does."""
+              baselines: Mapping[str, float], needs: Sequence[Need] = (),
+              price_floor: tuple[float, Why] | None = None) -> Ask | None:
+    """The most restrictive limit an event's signals ask for at ``at``; None if none does.
+
+    ``price_floor`` (the over-voltage rule's) is the least a price signal may ask for.
+    """
     if event.status == EventStatus.CANCELLED:
         return None
     best: Ask | None = None
@@ -196,13 +200,16 @@ def event_ask(event: DrEvent, policy: Policy, site: Site, at: datetime,
             continue
         ask = signal_ask(event, signal, policy, site, value, baselines.get(event.event_id),
                          at, needs)
+        if ask is not None and price_floor is not None and \
+                signal.name == "ELECTRICITY_PRICE" and ask.limit_w < price_floor[0]:
+            ask = Ask(price_floor[0], (*ask.chain, price_floor[1]))
         if ask is not None and (best is None or ask.limit_w < best.limit_w):
             best = ask
     return best
 
 
-def last_ask(event: DrEvent, policy: Policy, site: Site,
-             baselines: Mapping[str, float]) -> Ask | None:
+def last_ask(event: DrEvent, policy: Policy, site: Site, baselines: Mapping[str, float],
+             price_floor: tuple[float, Why] | None = None) -> Ask | None:
     """What the event asked for in its last moment (where a recovery ramp starts)."""
     ends = [i.end for s in event.signals for i in s.intervals]
     if not ends:
@@ -212,4 +219,4 @@ def last_ask(event: DrEvent, policy: Policy, site: Site,
                key=lambda i: i.start, default=None)
     if last is None:
         return None
-    return event_ask(event, policy, site, last.start, baselines)
+    return event_ask(event, policy, site, last.start, baselines, price_floor=price_floor)

@@ -19,6 +19,9 @@ from datetime import datetime, timedelta
 from policies.model import VoltageRule
 
 SITE_KEY = "*site*"  # the key of the site-wide restriction in the state
+# The key of the over-voltage floor in the state; its share is the part of the site's
+# capacity that price signals may not hold back.
+ABSORB_KEY = "*absorb*"
 _EPS = 1e-9
 PHASE_NAMES = ("L1", "L2", "L3")
 
@@ -172,3 +175,62 @@ def site_mean(readings: Mapping[str, VoltageReading], now: datetime,
         if values:
             result.append((name, min(values), sum(values) / len(values)))  # type: ignore[arg-type]
     return result
+
+
+# -- over-voltage: absorb the surplus ----------------------------------------------------------
+
+def absorb_share(rule: VoltageRule, pu: float) -> float:
+    """The floor the over-voltage rule gives at ``pu`` (0 below ``start``, 1 from ``full``)."""
+    over = rule.over_voltage
+    if over is None or pu <= over.start:
+        return 0.0
+    return min(1.0, (pu - over.start) / (over.full - over.start))
+
+
+def absorb(rule: VoltageRule, readings: Mapping[str, VoltageReading], nominal_v: float,
+           previous: VoltHold | None, now: datetime) -> VoltHold | None:
+    """The over-voltage floor after these readings (None: no floor).
+
+    The floor follows the highest phase of any station with a fresh reading. It rises at
+    once; it falls only once the curve, read ``hysteresis`` pu above the measured voltage,
+    allows it, ``hold_s`` after its last change and by at most ``ease_step``: absorbing
+    lowers the very voltage that started it, and the floor must settle rather than let go
+    and set the surplus off again. A floor raises limits, so without fresh readings there
+    is none.
+    """
+    if rule.over_voltage is None:
+        return None
+    stale_after = timedelta(seconds=rule.stale_after_s)
+    highest: tuple[float, str] | None = None
+    for reading in readings.values():
+        if now - reading.at > stale_after:
+            continue
+        for phase, pu in _phase_pus(rule, reading, nominal_v):
+            if highest is None or pu > highest[0]:
+                highest = (pu, phase)
+    if highest is None:
+        return None
+    pu, phase = highest
+    current = previous.share if previous is not None else 0.0
+    target = absorb_share(rule, pu)
+    if target > current + _EPS:
+        return VoltHold(target, now, _describe_absorb(target, phase, pu, easing=False))
+    lower = absorb_share(rule, pu + rule.hysteresis)
+    held_long_enough = previous is None or \
+        now - previous.since >= timedelta(seconds=rule.hold_s)
+    if lower < current - _EPS and held_long_enough:
+        if rule.ease_step is not None:
+            lower = max(lower, current - rule.ease_step)
+        return VoltHold(lower, now, _describe_absorb(lower, phase, pu, easing=True)) \
+            if lower > _EPS else None
+    if previous is None:
+        return None
+    text = previous.reason.split(" [", 1)[0]
+    return VoltHold(current, previous.since, f"{text} [kept; now {pu:.3f} pu {phase}]")
+
+
+def _describe_absorb(share: float, phase: str, pu: float, easing: bool) -> str:
+    floor = f"price signals may not hold back the first {share:.0%} of site capacity"
+    if easing:
+        return f"over-voltage easing (now {pu:.3f} pu on {phase}): {floor}"
+    return f"over-voltage {pu:.3f} pu on {phase}: {floor}"

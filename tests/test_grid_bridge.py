@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import Site, site_config, wait_until
+from oadr_payloads import Event, Signal, distribute_event, price
 
 from bridge.config import load_config
 from bridge.ocpp.v201 import sampled_values
@@ -34,8 +35,9 @@ voltage:
 """
 
 
-async def start_on_feeder(site: Site, feeder: Feeder, **config: object) -> list[SimulatedStation]:
-    (site.tmp_path / "feeder.yaml").write_text(FEEDER_POLICY)
+async def start_on_feeder(site: Site, feeder: Feeder, policy: str = FEEDER_POLICY,
+                          **config: object) -> list[SimulatedStation]:
+    (site.tmp_path / "feeder.yaml").write_text(policy)
     site.config_path.write_text(
         site_config(site.vtn.url, site.ocpp_port, **config).replace(
             "policy: default", "policy: feeder.yaml"))
@@ -161,6 +163,63 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     assert 'drbridge_site_voltage_volts{phase="L3",stat="mean"}' in render_metrics(bridge)
     rows = {row["station_id"]: row for row in stations_view(bridge)["stations"]}
     assert set(rows["CP0"]["voltage_v"]) == {"L1", "L2", "L3"}
+
+
+# A site with PV: at noon the feeder's voltage rises while the price says "do not charge".
+PV_POLICY = """\
+name: pv site
+electricity_price:
+  tiers:
+    - {above: 0.40, limit: 0%}
+voltage:
+  curve: {0.95: 100%, 0.90: min}
+  over_voltage: {start: 1.04, full: 1.08}
+  hysteresis: 0.01
+  hold_s: 2
+  ease_step: 25%
+  stale_after_s: 5
+"""
+
+
+def never_rises(series: list[tuple[float, ...]]) -> bool:
+    return all(b <= a + 0.05 for before, after in zip(series, series[1:], strict=False)
+               for a, b in zip(before, after, strict=True))
+
+
+async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
+    feeder = Feeder(source_v=NOMINAL_V, impedance_ohm=0.8)
+    # two EVs of 11 kW on a 22 kW site
+    stations = await start_on_feeder(site, feeder, PV_POLICY, capacity_kw=22)
+    bridge = site.bridge
+    assert bridge is not None
+    await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    site.vtn.send_raw(distribute_event([Event("ev-price", start, [Signal(
+        "ELECTRICITY_PRICE", "price", [(timedelta(minutes=5), 0.5)], price("EUR"))])]))
+    await wait_until(lambda: all(s.transaction_id for s in stations)
+                     and all(s.composite_limit_a() == 0 for s in stations),
+                     timeout=20, what="charging held back by the price")
+
+    # The PV surplus lifts the feeder to 255 V (1.109 pu): the floor rises at once, and the
+    # EVs charge at the price's expense. Each step down of the floor lifts the voltage by
+    # less than the hysteresis band, so it settles where charging holds the voltage near
+    # the rule's start instead of letting go and setting the surplus off again.
+    feeder.source_v = 255.0
+    full_a = 11_000 / 3 / NOMINAL_V
+    await wait_until(lambda: all(s.composite_limit_a() >= full_a - 0.1 for s in stations),
+                     timeout=15, what="charging at full power for the over-voltage")
+    limits, volts = await watch(stations, feeder, 15.0)
+    assert never_rises(limits), limits
+    settled = limits[-1]
+    assert all(6 <= amps < EV_A for amps in settled), settled
+    assert max(volts[-20:]) < 1.07 * NOMINAL_V  # held down from the surplus's 1.109 pu
+    plan = bridge.plan
+    assert plan is not None
+    assert "over-voltage" in plan.site[0].reason and plan.site[0].chain[-1].kind == "voltage"
+    # the surplus gone, the price holds charging back again
+    feeder.source_v = NOMINAL_V
+    await wait_until(lambda: all(s.composite_limit_a() == 0 for s in stations),
+                     timeout=20, what="the price's limit back")
 
 
 async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmless(site: Site):

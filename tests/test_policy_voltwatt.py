@@ -10,7 +10,16 @@ from policies.fleet import Fleet, Session, Site, StationInfo
 from policies.model import VoltageRule, parse_policy
 from policies.plan import Conditions, make_plan
 from policies.validation import InvalidDocument
-from policies.voltwatt import SITE_KEY, VoltageReading, VoltHold, curve_share, respond
+from policies.voltwatt import (
+    ABSORB_KEY,
+    SITE_KEY,
+    VoltageReading,
+    VoltHold,
+    absorb,
+    absorb_share,
+    curve_share,
+    respond,
+)
 from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -33,7 +42,7 @@ def test_curve_full_linear_minimum_pause():
     assert curve_share(RULE, 0.879, MIN_SHARE) == 0.0
 
 
-def test_over_voltage_rule():
+def test_pause_above_protects_the_chargers():
     rule = VoltageRule(curve={0.95: 1.0, 0.90: "min", 1.08: 1.0, 1.10: 0.5}, pause_above=1.12)
     assert curve_share(rule, 1.0, MIN_SHARE) == 1.0
     assert curve_share(rule, 1.09, MIN_SHARE) == pytest.approx(0.75)
@@ -261,3 +270,102 @@ def test_an_exempt_group_is_held_back_by_the_voltage_too():
     step = plan.stations["CP0"][0]
     assert step.limit_w == pytest.approx(6 * 3 * V)
     assert [w.kind for w in step.chain] == ["site", "optout", "voltage", "allocation"]
+
+
+# -- over-voltage: price signals give way ------------------------------------------------------
+
+ABSORB = VoltageRule(over_voltage={"start": 1.05, "full": 1.09}, hysteresis=0.01, hold_s=60,
+                     stale_after_s=30, ease_step=0.25)
+
+
+def test_absorb_share_is_linear_between_start_and_full():
+    assert absorb_share(ABSORB, 1.0) == absorb_share(ABSORB, 1.05) == 0.0
+    assert absorb_share(ABSORB, 1.07) == pytest.approx(0.5)
+    assert absorb_share(ABSORB, 1.09) == absorb_share(ABSORB, 1.2) == 1.0
+    assert absorb_share(RULE, 1.2) == 0.0  # no over-voltage rule
+
+
+def test_the_floor_follows_the_highest_phase_of_any_station_and_rises_at_once():
+    readings = {"CP0": reading(1.0), "CP1": reading(1.0, NOW, 1.02, 1.08)}
+    floor = absorb(ABSORB, readings, V, None, NOW)
+    assert floor is not None and floor.share == pytest.approx(0.75)
+    assert "1.080 pu on L3" in floor.reason and "over-voltage" in floor.reason
+    assert absorb(ABSORB, {"CP0": reading(1.04)}, V, None, NOW) is None
+
+
+def test_the_floor_falls_in_steps_a_hold_time_apart_past_the_hysteresis():
+    full = absorb(ABSORB, {"CP0": reading(1.10)}, V, None, NOW)
+    assert full is not None and full.share == 1.0
+    # absorbing pulled the voltage down: kept within the hold time
+    at = NOW + timedelta(seconds=30)
+    kept = absorb(ABSORB, {"CP0": reading(1.04, at)}, V, full, at)
+    assert kept is not None and kept.share == 1.0 and kept.since == NOW
+    # after it: one step down
+    at = NOW + timedelta(seconds=61)
+    step = absorb(ABSORB, {"CP0": reading(1.04, at)}, V, full, at)
+    assert step is not None and step.share == pytest.approx(0.75) and step.since == at
+    # the curve read the hysteresis band above the voltage still wants 0.75: kept
+    at += timedelta(seconds=61)
+    assert absorb(ABSORB, {"CP0": reading(1.07, at)}, V, step, at).share == pytest.approx(0.75)
+    # gone once the voltage is low enough, step by step
+    share = step
+    for _ in range(3):
+        at += timedelta(seconds=61)
+        share = absorb(ABSORB, {"CP0": reading(1.0, at)}, V, share, at)
+    assert share is None
+
+
+def test_without_fresh_readings_there_is_no_floor():
+    full = absorb(ABSORB, {"CP0": reading(1.10)}, V, None, NOW)
+    later = NOW + timedelta(seconds=31)
+    assert absorb(ABSORB, {"CP0": reading(1.10)}, V, full, later) is None
+    assert absorb(ABSORB, {}, V, full, later) is None
+
+
+def test_over_voltage_start_must_lie_above_the_curve():
+    with pytest.raises(InvalidDocument, match="over_voltage.start"):
+        parse_policy("name: p\nvoltage:\n  curve: {1.06: 100%, 0.9: min}\n"
+                     "  over_voltage: {start: 1.05}\n", "feeder.yaml")
+    with pytest.raises(InvalidDocument, match="full"):
+        parse_policy("name: p\nvoltage:\n  over_voltage: {start: 1.08, full: 1.06}\n",
+                     "feeder.yaml")
+
+
+PV_POLICY = """name: pv site
+electricity_price:
+  tiers:
+    - {above: 0.40, limit: 10%}
+voltage:
+  over_voltage: {start: 1.05, full: 1.09}
+"""
+
+
+def event_of(name: str, kind: str, value: float) -> DrEvent:
+    return DrEvent(event_id=name.lower(), modification_number=0, status=EventStatus.ACTIVE,
+                   start=NOW, duration=timedelta(minutes=5), signals=(EventSignal(
+                       name=name, type=kind, intervals=(SignalInterval(
+                           start=NOW, duration=timedelta(minutes=5), value=value),)),))
+
+
+def test_over_voltage_lifts_a_price_limit_but_no_other():
+    pol = parse_policy(PV_POLICY, "p.yaml")
+    price = event_of("ELECTRICITY_PRICE", "price", 0.5)
+    calm = make_plan([price], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(1.0)}))
+    assert calm.site[0].limit_w == 4_000
+    high = {"CP0": reading(1.0), "CP1": reading(1.08)}
+    plan = make_plan([price], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages=high))
+    assert plan.site[0].limit_w == pytest.approx(0.75 * 40_000)
+    assert [w.kind for w in plan.site[0].chain][-1] == "voltage"
+    assert "over-voltage" in plan.site[0].reason
+    assert plan.state is not None and ABSORB_KEY in plan.state.voltage
+    assert set(plan.stations) == {"CP0", "CP1"}  # the floor is no station
+    # a SIMPLE event (the grid asks for less) still holds, and so does the capacity
+    simple = event_of("SIMPLE", "level", 2)
+    plan = make_plan([price, simple], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages=high))
+    assert plan.site[0].limit_w == 10_000 and plan.site[0].chain[0].kind == "event"
+    plan = make_plan([price], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(1.2)}))
+    assert plan.site[0].limit_w == 40_000

@@ -80,6 +80,27 @@ def test_a_weak_feeder_is_held_above_the_minimum_current_point_and_restored():
     assert "volts" in table(rows).splitlines()[0]
 
 
+PV_SITE = ROOT / "examples" / "site-pv.yaml"
+PV = ROOT / "examples" / "event-pv.yaml"
+
+
+def test_a_pv_surplus_sets_the_price_limit_aside_and_the_floor_settles():
+    config = load_config(PV_SITE)
+    rows = simulate(config, load_scenario(PV.read_text(), str(PV)))
+    price_w = 0.40 * config.site.capacity_w
+    surplus = [r for r in rows if "over-voltage" in r.reason]
+    assert surplus and all(r.site_limit_w > price_w for r in surplus)
+    assert all(r.site_limit_w <= config.site.capacity_w for r in rows)
+    # the floor rises once, then only falls, and holds the voltage under the rule's full
+    limits = [r.site_limit_w for r in surplus]
+    peak = limits.index(max(limits))
+    assert all(b <= a for a, b in zip(limits[peak:], limits[peak + 1:], strict=False))
+    assert max(r.voltage_v or 0.0 for r in surplus[peak + 10:]) < 1.08 * config.site.voltage_v
+    # before the surplus and after it the price's limit holds
+    assert rows[30].site_limit_w == rows[-1].site_limit_w == price_w
+    assert "over-voltage" not in rows[-1].reason
+
+
 def test_the_feeder_in_a_scenario_is_validated(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("feeder:\n  source_v: 230\n  impedance_ohm: -1\n")
