@@ -201,7 +201,12 @@ class Bridge:
 
     # VEN side -------------------------------------------------------------------------------
     async def on_event(self, event: DrEvent) -> OptType:
-        baseline = self._baselines.setdefault(event.event_id, self.measured_load_w())
+        # What a LOAD_DISPATCH delta counts from: the load of the stations the event is
+        # for, measured when it first arrives.
+        targeted = self.event_stations(event)
+        baseline = self._baselines.setdefault(
+            event.event_id,
+            self.measured_load_w() if targeted is None else self.stations_load_w(targeted))
         opt, reason = self._decide_opt(event, baseline)
         known = self.events.get(event.event_id)
         if known and known.event.modification_number > event.modification_number:
@@ -379,7 +384,9 @@ class Bridge:
         return sum(m.last_energy[1] for m in self.meters.values() if m.last_energy)
 
     def group_load_w(self, group_id: str) -> float:
-        stations = set(self.config.model.ven.groups.get(group_id, ()))
+        return self.stations_load_w(frozenset(self.config.model.ven.groups.get(group_id, ())))
+
+    def stations_load_w(self, stations: frozenset[str]) -> float:
         stale = timedelta(seconds=self.config.model.telemetry.stale_after_s)
         return site_load_w((m.latest for (station_id, _), m in self.meters.items()
                             if station_id in stations), self._clock(), stale)

@@ -428,7 +428,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                                            paused_at_limit_w=old.paused_at_limit_w)
                 heapq.heappush(heap, began + delay)
         caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
-                            silent, at)
+                            silent, at, conditions.baselines_w)
         chosen, site_step, extra = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
             {sid: hold for sid, hold in volts.items() if sid not in (SITE_KEY, ABSORB_KEY)})
@@ -632,11 +632,13 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
 def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]],
                  policy: Policy, site: Site, fleet: Fleet, charging: Mapping[str, _Station],
                  silent: Mapping[str, float], at: datetime,
+                 baselines: Mapping[str, float] | None = None,
                  ) -> dict[str, tuple[float, tuple[Why, ...]]]:
     """The most each station may get at ``at`` from events that target only some stations.
 
     Such an event's limit holds for the sum of its stations: a share of their hardware
-    capacity (instead of the site's), or the absolute power it names. It is shared among
+    capacity (instead of the site's), the absolute power it names, or a reduction from
+    their baseline (``baselines``: the event's, measured over its stations). It is shared among
     the stations of the group that charge, as the whole site's limit is (minimum floor,
     first come first served), after what its unsteerable stations may draw. The site
     allocation afterwards never gives a station more than this.
@@ -650,7 +652,7 @@ def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]]
         if capacity <= 0:
             continue
         ask = event_ask(event, policy, Site(capacity_w=capacity, voltage_v=site.voltage_v,
-                                            phases=site.phases), at, {})
+                                            phases=site.phases), at, baselines or {})
         if ask is None:
             continue
         held = sum(silent.get(sid, 0.0) for sid in members)

@@ -80,3 +80,19 @@ def test_group_and_site_limits_both_hold(n, level, capacity_kw, members, later):
         assert total <= site.capacity_w + 1e-6
         if start <= at < start + timedelta(minutes=30):
             assert sum(limit(plan, sid, at) for sid in scope) <= group_limit + 1e-6
+
+
+def test_a_group_delta_counts_from_the_groups_baseline():
+    # the group's two stations drew 30 kW when the event came: 10 kW less is 20 kW for them
+    pol = parse_policy("name: p\nload_dispatch: {}\n", "p.yaml")
+    interval = SignalInterval(start=NOW, duration=timedelta(minutes=30), value=10)
+    event = DrEvent(event_id="vans", modification_number=0, status=EventStatus.ACTIVE,
+                    start=NOW, duration=timedelta(minutes=30), signals=(EventSignal(
+                        name="LOAD_DISPATCH", type="delta", unit="W", scale="k",
+                        intervals=(interval,)),))
+    plan = make_plan([event], pol, Site(capacity_w=88_000), fleet(4), NOW,
+                     conditions=Conditions(event_stations={"vans": frozenset({"CP0", "CP1"})},
+                                           baselines_w={"vans": 30_000}))
+    assert limit(plan, "CP0") + limit(plan, "CP1") == 20_000
+    assert "baseline 30 kW less 10 kW" in value_at(plan.stations["CP0"], NOW).reason  # type: ignore[union-attr]
+    assert limit(plan, "CP2") == limit(plan, "CP3") == MAX_3PH

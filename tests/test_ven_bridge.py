@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import Site, wait_until
-from oadr_payloads import Event, Signal, distribute_event
+from conftest import Site, site_config, wait_until
+from oadr_payloads import Event, Signal, distribute_event, power_real
 from test_end_to_end import registered, start_fleet, total_limit_w
 
 from ven.events import EventStatus
@@ -106,6 +106,29 @@ async def test_report_values_come_from_the_running_bridge(site: Site):
     await wait_until(lambda: bridge.load_history(t0, datetime.now(UTC)) != [],
                      what="stored site load")
     assert all(t0 <= at for at, _ in bridge.load_history(t0, datetime.now(UTC)))
+
+
+async def test_a_delta_for_a_group_counts_from_the_groups_measured_load(site: Site):
+    # each EV takes 16 A (11 kW) of its station's 32 A: the vans draw 22 kW between them
+    (site.tmp_path / "dispatch.yaml").write_text("name: dispatch\nload_dispatch: {}\n")
+    site.config_path.write_text(site_config(
+        site.vtn.url, site.ocpp_port, capacity_kw=66, ven_extra=GROUPS).replace(
+        "policy: default", "policy: dispatch.yaml"))
+    bridge = await site.start_bridge()
+    stations = [site.add_station(f"CP{i}") for i in range(3)]
+    await wait_until(lambda: bridge.stations_load_w(frozenset({"CP0", "CP1"})) > 21_000,
+                     what="the vans charging")
+    await registered(site)
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    during = start + timedelta(seconds=30)
+    site.vtn.send_raw(distribute_event([Event("ev-delta", start, [Signal(
+        "LOAD_DISPATCH", "delta", [(timedelta(minutes=5), 10)], power_real("W", "k"))],
+        targets={"groupID": ["fleet-vans"]})]))
+    # 22 kW less 10 kW: 6 kW each (counted from their 44 kW of hardware it would shed nothing)
+    await wait_until(lambda: total_limit_w(stations[:2], during) <= 12_100,
+                     what="the vans held to their measured load less the delta")
+    assert all(s.composite_limit_w(during) >= 4_140 for s in stations[:2])
+    assert abs(bridge._baselines["ev-delta"] - 22_080) < 500
 
 
 async def test_an_event_for_a_group_limits_only_its_stations(site: Site):
