@@ -180,6 +180,9 @@ class Dispatcher:
             self.stations[station_id] = StationState(
                 info=StationInfo(station_id, 3, 230.0, 0.0), applied=steps
             )
+        for station_id, profile_ids in store.installed().items():
+            if station_id in self.stations:
+                self.stations[station_id].installed = profile_ids
         # What each station answered last time: a station that reconnects without
         # rebooting is not asked again (a BootNotification refreshes it).
         self._cached_caps: dict[str, Capabilities] = {}
@@ -507,6 +510,7 @@ class Dispatcher:
         state.in_flight = cap.applied
         self._refresh(state)
         failed: tuple[BuiltProfile, str, str] | None = None
+        installed_before = set(state.installed)
         try:
             for built in todo:
                 try:
@@ -528,6 +532,8 @@ class Dispatcher:
                 state.installed.add(built.profile_id)
         finally:
             state.in_flight = None
+            if state.installed != installed_before:
+                self._store.save_installed(station_id, state.installed)
         if failed is None:
             was_steerable = state.steerable
             if state.applied is None or not state.confirmed \
@@ -584,15 +590,21 @@ class Dispatcher:
 
         Run after the new profiles are in place, so the station is never without a limit.
         """
-        for profile_id in sorted(state.installed - wanted):
-            try:
-                status = await link.clear_charging_profile(profile_id)
-            except CallFailed as error:
-                log.info("%s: ClearChargingProfile %d failed (%s); retried after the next "
-                         "profile", state.info.station_id, profile_id, error)
-                return
-            log.debug("%s: cleared profile %d (%s)", state.info.station_id, profile_id, status)
-            state.installed.discard(profile_id)  # Accepted, or Unknown: it is gone either way
+        stale = sorted(state.installed - wanted)
+        try:
+            for profile_id in stale:
+                try:
+                    status = await link.clear_charging_profile(profile_id)
+                except CallFailed as error:
+                    log.info("%s: ClearChargingProfile %d failed (%s); retried after the next "
+                             "profile", state.info.station_id, profile_id, error)
+                    return
+                log.debug("%s: cleared profile %d (%s)", state.info.station_id, profile_id,
+                          status)
+                state.installed.discard(profile_id)  # Accepted, or Unknown: gone either way
+        finally:
+            if any(profile_id not in state.installed for profile_id in stale):  # some cleared
+                self._store.save_installed(state.info.station_id, state.installed)
 
     async def _verify_composite(self, state: StationState, link: ChargerLink,
                                 cap: BuiltProfile) -> None:

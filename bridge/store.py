@@ -235,6 +235,9 @@ class Store:
             {"station_id": str, "schedule": str, "acked_at": str},
             pk="station_id", if_not_exists=True,
         )
+        # ids of our profiles each station accepted and may still hold (cleared when unused)
+        db["installed_profiles"].create({"station_id": str, "ids": str}, pk="station_id",
+                                        if_not_exists=True)
         db["compliance"].create(
             {"station_id": str, "status": str, "detail": str, "at": str},
             pk="station_id", if_not_exists=True,
@@ -446,6 +449,17 @@ class Store:
     def applied(self) -> dict[str, tuple[Step, ...]]:
         return {row["station_id"]: steps_from_json(row["schedule"])
                 for row in self.db["applied"].rows}
+
+    def save_installed(self, station_id: str, profile_ids: Iterable[int]) -> None:
+        self._write(
+            "INSERT INTO installed_profiles (station_id, ids) VALUES (?, ?) ON CONFLICT"
+            "(station_id) DO UPDATE SET ids = excluded.ids",
+            [station_id, json.dumps(sorted(profile_ids))],
+        )
+
+    def installed(self) -> dict[str, set[int]]:
+        return {row["station_id"]: {int(i) for i in json.loads(row["ids"])}
+                for row in self.db["installed_profiles"].rows}
 
     # plans and telemetry ----------------------------------------------------------------
     def save_plan(self, made_at: datetime, site: Iterable[Step],

@@ -252,6 +252,26 @@ async def test_profiles_of_an_abandoned_strategy_are_cleared_by_id(site: Site):
     await wait_until(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
 
 
+async def test_profiles_of_an_earlier_run_are_cleared_after_a_restart(site: Site):
+    """The ids a station accepted are kept in the database: a bridge that starts again
+    clears those it no longer sends, although it never sent them itself."""
+    bridge = await site.start_bridge(capacity_kw=8)
+    station = site.add_station("FLIP", rejects_connector_zero=True)
+    await wait_until(lambda: 1 in profiles_of(station, "TxProfile"), what="a TxProfile")
+    await wait_until(lambda: bridge.store.installed().get("FLIP", set()) >= {9201},
+                     what="the accepted ids stored")
+    await site.stop_bridge()
+    station.spec.rejects_connector_zero = False  # e.g. a firmware update while we were away
+    await site.start_bridge()
+    await wait_until(lambda: {p["chargingProfileId"] for p in station.installed_profiles.values()}
+                     == {9001}, what="the earlier run's per-connector profiles cleared")
+    cleared = [p for a, p in station.received if a == "ClearChargingProfile"]
+    assert cleared and all(set(p) == {"id"} and p["id"] in (9101, 9201) for p in cleared)
+    await wait_until(lambda: site.bridge is not None
+                     and site.bridge.store.installed().get("FLIP") == {9001},
+                     what="the stored ids brought up to date")
+
+
 async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: Site):
     bridge = await site.start_bridge(capacity_kw=8)
     mute = site.add_station("MUTE", unanswered_profiles=2)
