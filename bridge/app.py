@@ -487,7 +487,7 @@ class Bridge:
                 MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh,
                             reading.voltages_v, reading.currents_a, reading.frequency_hz)
             )
-            if self.grid.observe(station_id, reading) and \
+            if self.grid.observe(station_id, reading, self._clock()) and \
                     self.grid.worth_a_plan(self.config.policy.voltage, station_id, self.plan):
                 self.request_replan()
             if power is not None:

@@ -10,7 +10,6 @@ from bridge.telemetry import Reading
 from policies.fleet import Plan
 from policies.model import VoltageRule
 from policies.voltwatt import (
-    ABSORB_KEY,
     SITE_KEY,
     VoltageReading,
     absorb_share,
@@ -41,14 +40,20 @@ class GridMonitor:
         self.stale_after = timedelta(seconds=stale_after_s)
         self.latest: dict[str, VoltageReading] = {}
 
-    def observe(self, station_id: str, reading: Reading) -> bool:
-        """Keep a reading; True when it is newer than the one kept."""
+    def observe(self, station_id: str, reading: Reading, received_at: datetime) -> bool:
+        """Keep a reading; True when it is newer than the one kept.
+
+        A reading counts from when it was taken, or from when it arrived if the station's
+        clock says later: a clock running ahead must not keep a reading fresh (and an
+        over-voltage floor up) after the station has fallen silent.
+        """
         if not reading.has_voltage:
             return False
+        at = min(reading.at, received_at)
         kept = self.latest.get(station_id)
-        if kept is not None and kept.at > reading.at:
+        if kept is not None and kept.at > at:
             return False
-        self.latest[station_id] = VoltageReading(reading.at, reading.voltages_v)
+        self.latest[station_id] = VoltageReading(at, reading.voltages_v)
         return True
 
     def readings(self, stations: Iterable[str]) -> dict[str, VoltageReading]:
@@ -69,10 +74,11 @@ class GridMonitor:
         """
         if rule is None or station_id not in self.latest:
             return False
-        holds = plan.state.voltage if plan is not None and plan.state is not None else {}
+        state = plan.state if plan is not None else None
+        holds = state.voltage if state is not None else {}
         key = SITE_KEY if rule.scope == "site" else station_id
         hold = holds.get(key)
-        if hold is not None and hold.share < 1.0 or ABSORB_KEY in holds:
+        if (hold is not None and hold.share < 1.0) or (state is not None and state.absorb):
             return True
         reading = self.latest[station_id]
         pus = [v / self.nominal_v for v in reading.phases_v if v is not None]

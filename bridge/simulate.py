@@ -21,7 +21,7 @@ from bridge.config import Config
 from policies.fleet import Fleet, PlanState, Session, StationInfo, value_at
 from policies.plan import Conditions, decide_opt, make_plan
 from policies.validation import validate_yaml
-from policies.voltwatt import ABSORB_KEY, VoltageReading, VoltHold
+from policies.voltwatt import VoltageReading, VoltHold
 from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 DEFAULT_START = datetime(2026, 1, 15, 16, 0, tzinfo=UTC)
@@ -232,8 +232,7 @@ def simulate(config: Config, scenario: Scenario, fleet_size: int | None = None) 
 
 
 def _held_back(holds: Mapping[str, VoltHold]) -> str:
-    # the over-voltage floor raises limits and is shown in the site's reason
-    restricted = [hold for key, hold in holds.items() if key != ABSORB_KEY and hold.share < 1.0]
+    restricted = [hold for hold in holds.values() if hold.share < 1.0]
     if not restricted:
         return ""
     why = restricted[0].reason.split(" [")[0]

@@ -29,7 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from policies.fleet import PlanState, StationState, Step, Why
-from policies.voltwatt import VoltHold
+from policies.voltwatt import Floor, VoltHold
 from ven.client import Registration
 from ven.events import DrEvent
 
@@ -80,7 +80,18 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
                      for sid, s in state.stations.items()},
         "baselines": dict(baselines),
         "voltage": {key: [h.share, _iso(h.since), h.reason] for key, h in state.voltage.items()},
+        "absorb": None if state.absorb is None else [
+            state.absorb.share, _iso(state.absorb.since), state.absorb.reason,
+            state.absorb.step, state.absorb.fell_from],
     })
+
+
+def _floor_from_json(data: list[Any] | None) -> Floor | None:
+    if data is None:
+        return None
+    share, since, reason, step, fell_from = data
+    return Floor(float(share), datetime.fromisoformat(since), str(reason),
+                 None if step is None else float(step), float(fell_from))
 
 
 def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
@@ -98,6 +109,7 @@ def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
         restore_began=_opt_time(data["restore_began"]),
         voltage={key: VoltHold(float(share), datetime.fromisoformat(since), str(reason))
                  for key, (share, since, reason) in data.get("voltage", {}).items()},
+        absorb=_floor_from_json(data.get("absorb")),
     )
     return state, {k: float(v) for k, v in data["baselines"].items()}
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from policies.voltwatt import VoltHold
+    from policies.voltwatt import Floor, VoltHold
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,7 @@ class PlanState:
     restore_began: datetime | None = None  # the restore (random delays) in progress
     # volt-watt restrictions in force (station id, or the site's key), for hysteresis and hold
     voltage: Mapping[str, VoltHold] = field(default_factory=dict)
+    absorb: Floor | None = None  # the over-voltage floor under price limits
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,10 @@ class VoltageRule(_Strict):
         if self.over_voltage is not None and self.over_voltage.start < high:
             raise ValueError(f"over_voltage.start ({self.over_voltage.start:g} pu) must not "
                              f"lie below the curve's highest point ({high:g} pu)")
+        if self.over_voltage is not None and self.pause_above is not None and \
+                self.pause_above < self.over_voltage.full:
+            raise ValueError(f"pause_above ({self.pause_above:g} pu) must not lie below "
+                             f"over_voltage.full ({self.over_voltage.full:g} pu)")
         if self.release_after_s is not None and self.release_after_s < self.stale_after_s:
             raise ValueError("release_after_s must be at least stale_after_s")
         return self

@@ -27,12 +27,12 @@ from policies.fleet import (
     step_of,
     value_at,
 )
-from policies.model import Group, Policy, VoltageRule
+from policies.model import Group, Policy
 from policies.signals import Need, event_ask, last_ask
 from policies.tree import FixedLoad, Load, allocate_tree, count_fitting
 from policies.voltwatt import (
-    ABSORB_KEY,
     SITE_KEY,
+    Floor,
     VoltageReading,
     VoltHold,
     absorb,
@@ -280,24 +280,41 @@ def voltage_holds(policy: Policy, site: Site, fleet: Fleet,
                        may_ease=complete)
         if hold is not None:
             holds[SITE_KEY] = hold
-        return _with_floor(holds, rule, readings, site, previous, now)
+        return holds
     for sid, info in fleet.stations.items():
         max_w = info.max_w_for(sessions.get(sid, []))
         min_share = min(1.0, info.watts(min_a) / max_w) if max_w > 0 else 1.0
         hold = respond(rule, readings.get(sid), site.voltage_v, min_share, previous.get(sid), now)
         if hold is not None:
             holds[sid] = hold
-    return _with_floor(holds, rule, readings, site, previous, now)
-
-
-def _with_floor(holds: dict[str, VoltHold], rule: VoltageRule,
-                readings: Mapping[str, VoltageReading], site: Site,
-                previous: Mapping[str, VoltHold], now: datetime) -> dict[str, VoltHold]:
-    """``holds`` and the over-voltage floor (a site-wide one: price signals are)."""
-    floor = absorb(rule, readings, site.voltage_v, previous.get(ABSORB_KEY), now)
-    if floor is not None:
-        holds[ABSORB_KEY] = floor
     return holds
+
+
+def _floor_until(now: datetime, stale_after_s: float) -> datetime:
+    """Until when the schedules sent carry the over-voltage floor.
+
+    Its readings are fresh only so long: a station whose bridge falls silent must drop
+    the floor too. The end moves in whole blocks of ``stale_after_s`` (between one and two
+    ahead), so that stations get a new schedule once a block, not on every plan.
+    """
+    block = stale_after_s
+    blocks = math.ceil(now.timestamp() / block) + 1
+    return datetime.fromtimestamp(blocks * block, now.tzinfo)
+
+
+def _price_floor(floor: Floor | None, capacity_w: float, at: datetime,
+                 until: datetime) -> tuple[float, Why] | None:
+    if floor is None or floor.share <= 0 or at >= until:
+        return None
+    return floor.share * capacity_w, Why("voltage", floor.reason)
+
+
+def voltage_floor(policy: Policy, site: Site, readings: Mapping[str, VoltageReading],
+                  previous: Floor | None, now: datetime) -> Floor | None:
+    """The over-voltage floor under price limits (site-wide, as price signals are)."""
+    if policy.voltage is None:
+        return None
+    return absorb(policy.voltage, readings, site.voltage_v, previous, now)
 
 
 # -- sharing among the stations ---------------------------------------------------------------
@@ -335,18 +352,20 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     site_cap = None
     if site_volts is not None and site_volts.share < 1.0:
         site_cap = (site_volts.share * site.capacity_w, Why("voltage", site_volts.reason))
-    floor = volts.get(ABSORB_KEY)
-    price_floor = (floor.share * site.capacity_w, Why("voltage", floor.reason)) \
-        if floor is not None else None
+    floor = voltage_floor(policy, site, conditions.voltages, state.absorb if state else None,
+                          now)
+    floor_until = _floor_until(now, policy.voltage.stale_after_s) \
+        if floor is not None and policy.voltage is not None else now
 
     # the site limit: targets at every event boundary, then ramped; an event that targets
     # only some stations limits those stations instead (see _scoped_caps)
     scoped = [e for e in events if e.event_id in conditions.event_stations]
     site_events = [e for e in events if e.event_id not in conditions.event_stations]
-    times = sorted({now} | _event_times(events, policy, now))
+    times = sorted({now, floor_until} | _event_times(events, policy, now))
     needs = _needs(fleet)
     targets = [(at, *_target_at(site_events, policy, site, at, conditions.baselines_w,
-                                failsafe, needs, site_cap, price_floor))
+                                failsafe, needs, site_cap,
+                                _price_floor(floor, site.capacity_w, at, floor_until)))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -428,10 +447,11 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                                            paused_at_limit_w=old.paused_at_limit_w)
                 heapq.heappush(heap, began + delay)
         caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
-                            silent, at, conditions.baselines_w)
+                            silent, at, conditions.baselines_w,
+                            floor if at < floor_until and floor and floor.share > 0 else None)
         chosen, site_step, extra = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
-            {sid: hold for sid, hold in volts.items() if sid not in (SITE_KEY, ABSORB_KEY)})
+            {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():
@@ -471,7 +491,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         stations={sid: _merge(steps) for sid, steps in station_steps.items() if steps},
         state=PlanState(at=now, site_limit_w=site_series[0].limit_w, stations=state_now,
                         ramp_from=ramp_now, rises=tuple(rise_times),
-                        restore_began=restore_now, voltage=volts),
+                        restore_began=restore_now, voltage=volts, absorb=floor),
         paused=paused_now,
     )
 
@@ -632,7 +652,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
 def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]],
                  policy: Policy, site: Site, fleet: Fleet, charging: Mapping[str, _Station],
                  silent: Mapping[str, float], at: datetime,
-                 baselines: Mapping[str, float] | None = None,
+                 baselines: Mapping[str, float] | None = None, floor: Floor | None = None,
                  ) -> dict[str, tuple[float, tuple[Why, ...]]]:
     """The most each station may get at ``at`` from events that target only some stations.
 
@@ -651,8 +671,11 @@ def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]]
         capacity = sum(fleet.stations[sid].max_w for sid in members)
         if capacity <= 0:
             continue
+        price_floor = None if floor is None else \
+            (floor.share * capacity, Why("voltage", floor.reason))
         ask = event_ask(event, policy, Site(capacity_w=capacity, voltage_v=site.voltage_v,
-                                            phases=site.phases), at, baselines or {})
+                                            phases=site.phases), at, baselines or {},
+                        price_floor=price_floor)
         if ask is None:
             continue
         held = sum(silent.get(sid, 0.0) for sid in members)

@@ -12,6 +12,7 @@ been missing that long).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,9 +20,7 @@ from datetime import datetime, timedelta
 from policies.model import VoltageRule
 
 SITE_KEY = "*site*"  # the key of the site-wide restriction in the state
-# The key of the over-voltage floor in the state; its share is the part of the site's
-# capacity that price signals may not hold back.
-ABSORB_KEY = "*absorb*"
+MIN_FLOOR_STEP = 0.01  # the over-voltage floor's fall step is never halved below this
 _EPS = 1e-9
 PHASE_NAMES = ("L1", "L2", "L3")
 
@@ -187,16 +186,29 @@ def absorb_share(rule: VoltageRule, pu: float) -> float:
     return min(1.0, (pu - over.start) / (over.full - over.start))
 
 
+@dataclass(frozen=True)
+class Floor:
+    """The over-voltage floor in force: the share of the site's capacity that price
+    signals may not hold back, carried from plan to plan."""
+
+    share: float
+    since: datetime  # when ``share`` last changed
+    reason: str
+    step: float | None = None  # the most it may fall at once (None: straight to the rule)
+    fell_from: float = 0.0  # the share before its last fall; 0 once it has risen since
+
+
 def absorb(rule: VoltageRule, readings: Mapping[str, VoltageReading], nominal_v: float,
-           previous: VoltHold | None, now: datetime) -> VoltHold | None:
+           previous: Floor | None, now: datetime) -> Floor | None:
     """The over-voltage floor after these readings (None: no floor).
 
     The floor follows the highest phase of any station with a fresh reading. It rises at
-    once; it falls only once the curve, read ``hysteresis`` pu above the measured voltage,
-    allows it, ``hold_s`` after its last change and by at most ``ease_step``: absorbing
-    lowers the very voltage that started it, and the floor must settle rather than let go
-    and set the surplus off again. A floor raises limits, so without fresh readings there
-    is none.
+    once; it falls only once the rule, read ``hysteresis`` pu above the measured voltage,
+    allows it, ``hold_s`` after its last change and by at most a step: absorbing lowers
+    the very voltage that started it. A fall that the voltage undoes (the floor rises
+    again within two hold times) was too large for this feeder, so the step halves each
+    time: the floor settles instead of swinging. A floor raises limits, so without fresh
+    readings there is none.
     """
     if rule.over_voltage is None:
         return None
@@ -211,25 +223,32 @@ def absorb(rule: VoltageRule, readings: Mapping[str, VoltageReading], nominal_v:
     if highest is None:
         return None
     pu, phase = highest
+    hold = timedelta(seconds=rule.hold_s)
     current = previous.share if previous is not None else 0.0
+    step = previous.step if previous is not None else rule.ease_step
     target = absorb_share(rule, pu)
     if target > current + _EPS:
-        return VoltHold(target, now, _describe_absorb(target, phase, pu, easing=False))
+        if previous is not None and previous.fell_from > current + _EPS and \
+                now - previous.since <= 2 * hold:
+            fell = previous.fell_from - current
+            step = max(min(step if step is not None else fell, fell) / 2, MIN_FLOOR_STEP)
+        return Floor(target, now, _describe_absorb(target, phase, pu, easing=False), step)
     lower = absorb_share(rule, pu + rule.hysteresis)
-    held_long_enough = previous is None or \
-        now - previous.since >= timedelta(seconds=rule.hold_s)
-    if lower < current - _EPS and held_long_enough:
-        if rule.ease_step is not None:
-            lower = max(lower, current - rule.ease_step)
-        return VoltHold(lower, now, _describe_absorb(lower, phase, pu, easing=True)) \
-            if lower > _EPS else None
-    if previous is None:
+    if lower < current - _EPS and (previous is None or now - previous.since >= hold):
+        if step is not None:
+            lower = max(lower, current - step)
+        # at 0 it is kept a while yet, to tell whether the voltage undoes that fall too
+        return Floor(max(lower, 0.0), now, _describe_absorb(lower, phase, pu, easing=True),
+                     step, fell_from=current)
+    if previous is None or (previous.share <= _EPS and now - previous.since > 2 * hold):
         return None
     text = previous.reason.split(" [", 1)[0]
-    return VoltHold(current, previous.since, f"{text} [kept; now {pu:.3f} pu {phase}]")
+    return dataclasses.replace(previous, reason=f"{text} [kept; now {pu:.3f} pu {phase}]")
 
 
 def _describe_absorb(share: float, phase: str, pu: float, easing: bool) -> str:
+    if share <= _EPS:
+        return f"over-voltage over (now {pu:.3f} pu on {phase})"
     floor = f"price signals may not hold back the first {share:.0%} of site capacity"
     if easing:
         return f"over-voltage easing (now {pu:.3f} pu on {phase}): {floor}"

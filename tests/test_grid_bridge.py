@@ -177,19 +177,33 @@ voltage:
   hysteresis: 0.01
   hold_s: 2
   ease_step: 25%
-  stale_after_s: 5
+  stale_after_s: 30
 """
 
 
-def never_rises(series: list[tuple[float, ...]]) -> bool:
-    return all(b <= a + 0.05 for before, after in zip(series, series[1:], strict=False)
-               for a, b in zip(before, after, strict=True))
+def changes(series: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
+    return [now for i, now in enumerate(series) if i == 0 or now != series[i - 1]]
+
+
+def swings(series: list[tuple[float, ...]]) -> int:
+    """How often the fleet's total limit turns from falling to rising or back."""
+    totals = [sum(point) for point in changes(series)]
+    moves = [b - a for a, b in zip(totals, totals[1:], strict=False) if abs(b - a) > 0.05]
+    return sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
 
 
 async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
     feeder = Feeder(source_v=NOMINAL_V, impedance_ohm=0.8)
     # two EVs of 11 kW on a 22 kW site
     stations = await start_on_feeder(site, feeder, PV_POLICY, capacity_kw=22)
+    loop = asyncio.get_running_loop()
+    last_change = [loop.time(), limits_a(stations)]
+
+    def unchanged_for(seconds: float) -> bool:
+        now = limits_a(stations)
+        if now != last_change[1]:
+            last_change[:] = [loop.time(), now]
+        return loop.time() - last_change[0] >= seconds
     bridge = site.bridge
     assert bridge is not None
     await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
@@ -201,18 +215,20 @@ async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
                      timeout=20, what="charging held back by the price")
 
     # The PV surplus lifts the feeder to 255 V (1.109 pu): the floor rises at once, and the
-    # EVs charge at the price's expense. Each step down of the floor lifts the voltage by
-    # less than the hysteresis band, so it settles where charging holds the voltage near
-    # the rule's start instead of letting go and setting the surplus off again.
+    # EVs charge at the price's expense. It then falls in steps while the voltage allows.
+    # On this stiff feeder a 25 % step lifts the voltage past the rule's start, so the
+    # floor comes back up, and each such swing halves the step: it settles where charging
+    # holds the voltage inside the rule's band instead of swinging on.
     feeder.source_v = 255.0
     full_a = 11_000 / 3 / NOMINAL_V
     await wait_until(lambda: all(s.composite_limit_a() >= full_a - 0.1 for s in stations),
                      timeout=15, what="charging at full power for the over-voltage")
-    limits, volts = await watch(stations, feeder, 15.0)
-    assert never_rises(limits), limits
-    settled = limits[-1]
-    assert all(6 <= amps < EV_A for amps in settled), settled
-    assert max(volts[-20:]) < 1.07 * NOMINAL_V  # held down from the surplus's 1.109 pu
+    limits, _ = await watch(stations, feeder, 60.0, until=lambda: unchanged_for(6.0))
+    assert swings(limits) <= 4, changes(limits)
+    settled, volts = await watch(stations, feeder, 6.0)
+    assert len(set(settled)) == 1, changes(settled)  # three hold times without a change
+    assert all(6 <= amps < EV_A for amps in settled[-1]), settled[-1]
+    assert max(volts) < 1.07 * NOMINAL_V  # held down from the surplus's 1.109 pu
     plan = bridge.plan
     assert plan is not None
     assert "over-voltage" in plan.site[0].reason and plan.site[0].chain[-1].kind == "voltage"

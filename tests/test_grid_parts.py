@@ -16,17 +16,25 @@ def volts(at: datetime, *values: float | None) -> Reading:
 
 def test_keeps_the_newest_reading_and_skips_fresh_less_ones():
     grid = GridMonitor(230, stale_after_s=60)
-    assert grid.observe("CP1", volts(T0, 220, 221, 222))
-    assert not grid.observe("CP1", volts(T0 - timedelta(seconds=1), 200, 200, 200))
-    assert not grid.observe("CP1", Reading(T0, 1000, None))  # no voltage in it
+    assert grid.observe("CP1", volts(T0, 220, 221, 222), T0)
+    assert not grid.observe("CP1", volts(T0 - timedelta(seconds=1), 200, 200, 200), T0)
+    assert not grid.observe("CP1", Reading(T0, 1000, None), T0)  # no voltage in it
     assert grid.latest["CP1"].phases_v == (220, 221, 222)
+
+
+def test_a_reading_from_a_clock_running_ahead_counts_from_its_arrival():
+    grid = GridMonitor(230, stale_after_s=60)
+    assert grid.observe("CP1", volts(T0 + timedelta(hours=1), 250, 250, 250), T0)
+    assert grid.latest["CP1"].at == T0  # stale a minute after it arrived, not an hour later
+    assert grid.observe("CP1", volts(T0 + timedelta(hours=1), 240, 240, 240),
+                        T0 + timedelta(seconds=10))
 
 
 def test_site_minimum_and_mean_per_phase_over_fresh_readings():
     grid = GridMonitor(230, stale_after_s=60)
-    grid.observe("CP1", volts(T0, 220, 230, None))
-    grid.observe("CP2", volts(T0, 210, 226, 231))
-    grid.observe("OLD", volts(T0 - timedelta(minutes=5), 100, 100, 100))  # stale: left out
+    grid.observe("CP1", volts(T0, 220, 230, None), T0)
+    grid.observe("CP2", volts(T0, 210, 226, 231), T0)
+    grid.observe("OLD", volts(T0 - timedelta(minutes=5), 100, 100, 100), T0)  # stale: left out
     site = grid.site(T0 + timedelta(seconds=1))
     assert site.phases == (("L1", 210, 215), ("L2", 226, 228), ("L3", 231, 231))
     assert site.to_json()["L1"] == {"min_v": 210, "mean_v": 215}

@@ -11,7 +11,6 @@ from policies.model import VoltageRule, parse_policy
 from policies.plan import Conditions, make_plan
 from policies.validation import InvalidDocument
 from policies.voltwatt import (
-    ABSORB_KEY,
     SITE_KEY,
     VoltageReading,
     VoltHold,
@@ -307,12 +306,14 @@ def test_the_floor_falls_in_steps_a_hold_time_apart_past_the_hysteresis():
     # the curve read the hysteresis band above the voltage still wants 0.75: kept
     at += timedelta(seconds=61)
     assert absorb(ABSORB, {"CP0": reading(1.07, at)}, V, step, at).share == pytest.approx(0.75)
-    # gone once the voltage is low enough, step by step
+    # down to 0 once the voltage is low enough, step by step; gone two hold times later
     share = step
     for _ in range(3):
         at += timedelta(seconds=61)
         share = absorb(ABSORB, {"CP0": reading(1.0, at)}, V, share, at)
-    assert share is None
+    assert share is not None and share.share == 0 and "over-voltage over" in share.reason
+    at += timedelta(seconds=121)
+    assert absorb(ABSORB, {"CP0": reading(1.0, at)}, V, share, at) is None
 
 
 def test_without_fresh_readings_there_is_no_floor():
@@ -329,6 +330,9 @@ def test_over_voltage_start_must_lie_above_the_curve():
     with pytest.raises(InvalidDocument, match="full"):
         parse_policy("name: p\nvoltage:\n  over_voltage: {start: 1.08, full: 1.06}\n",
                      "feeder.yaml")
+    with pytest.raises(InvalidDocument, match="pause_above"):
+        parse_policy("name: p\nvoltage:\n  over_voltage: {start: 1.04, full: 1.08}\n"
+                     "  pause_above: 1.06\n", "feeder.yaml")
 
 
 PV_POLICY = """name: pv site
@@ -359,8 +363,8 @@ def test_over_voltage_lifts_a_price_limit_but_no_other():
     assert plan.site[0].limit_w == pytest.approx(0.75 * 40_000)
     assert [w.kind for w in plan.site[0].chain][-1] == "voltage"
     assert "over-voltage" in plan.site[0].reason
-    assert plan.state is not None and ABSORB_KEY in plan.state.voltage
-    assert set(plan.stations) == {"CP0", "CP1"}  # the floor is no station
+    assert plan.state is not None and plan.state.absorb is not None
+    assert plan.state.voltage.keys() <= {"CP0", "CP1"}
     # a SIMPLE event (the grid asks for less) still holds, and so does the capacity
     simple = event_of("SIMPLE", "level", 2)
     plan = make_plan([price, simple], pol, Site(40_000), fleet(2), NOW,
@@ -369,3 +373,81 @@ def test_over_voltage_lifts_a_price_limit_but_no_other():
     plan = make_plan([price], pol, Site(40_000), fleet(2), NOW,
                      conditions=Conditions(voltages={"CP0": reading(1.2)}))
     assert plan.site[0].limit_w == 40_000
+
+
+def feeder_loop(source_pu: float, k: float, rule: VoltageRule, steps: int = 400,
+                every_s: int = 30) -> list[float]:
+    """The floor on a feeder whose voltage falls by ``k`` pu per share of site capacity
+    drawn, with the EVs drawing exactly what the floor allows (the price allows none)."""
+    floor = None
+    shares = []
+    for i in range(steps):
+        at = NOW + timedelta(seconds=every_s * i)
+        share = floor.share if floor is not None else 0.0
+        floor = absorb(rule, {"CP0": reading(source_pu - k * share, at)}, V, floor, at)
+        shares.append(floor.share if floor is not None else 0.0)
+    return shares
+
+
+def reversals(shares: list[float]) -> int:
+    moves = [b - a for a, b in zip(shares, shares[1:], strict=False) if abs(b - a) > 1e-9]
+    return sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
+
+
+def test_a_fall_the_voltage_undoes_halves_the_next_step_and_the_floor_settles():
+    # a stiff loop: a 10 % fall lifts the voltage by 0.017 pu, more than the hysteresis
+    rule = VoltageRule(over_voltage={"start": 1.04, "full": 1.08}, hysteresis=0.01,
+                       hold_s=60, ease_step=0.1)
+    shares = feeder_loop(1.125, 0.166, rule)
+    assert reversals(shares) <= 8
+    assert len(set(shares[-100:])) == 1 and shares[-1] > 0  # settled, still absorbing
+
+
+@settings(max_examples=80, deadline=None)
+@given(source_pu=st.floats(1.0, 1.2), k=st.floats(0.0, 0.4),
+       ease_step=st.one_of(st.none(), st.floats(0.02, 0.5)))
+def test_the_floor_never_swings_for_ever(source_pu, k, ease_step):
+    rule = VoltageRule(over_voltage={"start": 1.04, "full": 1.08}, hysteresis=0.01,
+                       hold_s=60, ease_step=ease_step)
+    shares = feeder_loop(source_pu, k, rule)
+    # each swing halves the step, down to 1 %: the swings are few and then stop
+    assert reversals(shares) <= 16
+    assert len(set(shares[-40:])) == 1
+
+
+def test_the_floor_is_sent_only_as_far_as_its_readings_are_fresh():
+    pol = parse_policy(PV_POLICY + "  stale_after_s: 30\n", "p.yaml")
+    price = event_of("ELECTRICITY_PRICE", "price", 0.5)
+    plan = make_plan([price], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(1.09)}))
+    assert [(s.start, s.limit_w) for s in plan.site[:2]] == [
+        (NOW, 40_000), (NOW + timedelta(seconds=30), 4_000)]
+    # the end moves in whole blocks of stale_after_s, one to two ahead
+    later = NOW + timedelta(seconds=10)
+    plan = make_plan([price], pol, Site(40_000), fleet(2), later, plan.state,
+                     Conditions(voltages={"CP0": reading(1.09, later)}))
+    assert [(s.start, s.limit_w) for s in plan.site[:2]] == [
+        (later, 40_000), (NOW + timedelta(seconds=60), 4_000)]
+
+
+def test_a_price_event_for_some_stations_gives_way_too():
+    pol = parse_policy(PV_POLICY, "p.yaml")
+    price = event_of("ELECTRICITY_PRICE", "price", 0.5)
+    scope = {price.event_id: frozenset({"CP0", "CP1"})}
+    calm = make_plan([price], pol, Site(100_000), fleet(3), NOW,
+                     conditions=Conditions(voltages={"CP2": reading(1.0)}, event_stations=scope))
+    high = make_plan([price], pol, Site(100_000), fleet(3), NOW,
+                     conditions=Conditions(voltages={"CP2": reading(1.08)}, event_stations=scope))
+    group_w = [sum(p.stations[s][0].limit_w for s in ("CP0", "CP1")) for p in (calm, high)]
+    assert group_w[0] == pytest.approx(0.1 * 2 * 32 * 3 * V)
+    assert group_w[1] == pytest.approx(0.75 * 2 * 32 * 3 * V)
+
+
+def test_the_floor_survives_a_restart_with_its_step():
+    from bridge.store import plan_state_from_json, plan_state_to_json
+    pol = parse_policy(PV_POLICY, "p.yaml")
+    plan = make_plan([], pol, Site(40_000), fleet(2), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(1.08)}))
+    assert plan.state is not None and plan.state.absorb is not None
+    state, _ = plan_state_from_json(plan_state_to_json(plan.state, {}))
+    assert state.absorb == plan.state.absorb
