@@ -178,6 +178,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._profile_log: list[dict[str, Any]] = []
         self._station_updates: dict[str, dict[str, Any]] = {}
+        self._installed_updates: dict[str, str] = {}
         self._create()
 
     @contextmanager
@@ -190,12 +191,17 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
 
     def flush(self) -> None:
-        """Write what was queued (the profile log, station details) in one transaction."""
-        if not self._profile_log and not self._station_updates:
+        """Write what was queued (the profile log, station details, installed profile ids)
+        in one transaction."""
+        if not self._profile_log and not self._station_updates and not self._installed_updates:
             return
         rows, self._profile_log = self._profile_log, []
         updates, self._station_updates = self._station_updates, {}
+        installed, self._installed_updates = self._installed_updates, {}
         with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT INTO installed_profiles (station_id, ids) VALUES (?, ?) ON CONFLICT"
+                "(station_id) DO UPDATE SET ids = excluded.ids", list(installed.items()))
             self.db.conn.executemany(
                 "INSERT INTO profiles (station_id, sent_at, unit, payload, schedule, status,"
                 " detail) VALUES (:station_id, :sent_at, :unit, :payload, :schedule, :status,"
@@ -463,11 +469,10 @@ class Store:
                 for row in self.db["applied"].rows}
 
     def save_installed(self, station_id: str, profile_ids: Iterable[int]) -> None:
-        self._write(
-            "INSERT INTO installed_profiles (station_id, ids) VALUES (?, ?) ON CONFLICT"
-            "(station_id) DO UPDATE SET ids = excluded.ids",
-            [station_id, json.dumps(sorted(profile_ids))],
-        )
+        """Queue the ids of our profiles a station holds for the next flush (within a
+        second): they only let a restarted bridge clear what it no longer sends, and a
+        commit per station would cost a connect storm dearly."""
+        self._installed_updates[station_id] = json.dumps(sorted(profile_ids))
 
     def installed(self) -> dict[str, set[int]]:
         return {row["station_id"]: {int(i) for i in json.loads(row["ids"])}
