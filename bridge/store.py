@@ -79,11 +79,19 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
                            s.switched, s.paused_at_limit_w]
                      for sid, s in state.stations.items()},
         "baselines": dict(baselines),
-        "voltage": {key: [h.share, _iso(h.since), h.reason] for key, h in state.voltage.items()},
+        "voltage": {key: [h.share, _iso(h.since), h.reason, h.step, h.eased_from]
+                    for key, h in state.voltage.items()},
         "absorb": None if state.absorb is None else [
             state.absorb.share, _iso(state.absorb.since), state.absorb.reason,
             state.absorb.step, state.absorb.fell_from],
     })
+
+
+def _hold_from_json(share: float, since: str, reason: str, step: float | None = None,
+                    eased_from: float | None = None) -> VoltHold:
+    return VoltHold(float(share), datetime.fromisoformat(since), str(reason),
+                    None if step is None else float(step),
+                    None if eased_from is None else float(eased_from))
 
 
 def _floor_from_json(data: list[Any] | None) -> Floor | None:
@@ -107,8 +115,7 @@ def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
         ramp_from=None if ramp is None else (datetime.fromisoformat(ramp[0]), float(ramp[1])),
         rises=tuple(datetime.fromisoformat(at) for at in data["rises"]),
         restore_began=_opt_time(data["restore_began"]),
-        voltage={key: VoltHold(float(share), datetime.fromisoformat(since), str(reason))
-                 for key, (share, since, reason) in data.get("voltage", {}).items()},
+        voltage={key: _hold_from_json(*fields) for key, fields in data.get("voltage", {}).items()},
         absorb=_floor_from_json(data.get("absorb")),
     )
     return state, {k: float(v) for k, v in data["baselines"].items()}

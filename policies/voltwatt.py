@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from policies.model import VoltageRule
 
 SITE_KEY = "*site*"  # the key of the site-wide restriction in the state
-MIN_FLOOR_STEP = 0.01  # the over-voltage floor's fall step is never halved below this
+MIN_FLOOR_STEP = 0.01  # a step that swings is never halved below this
 _EPS = 1e-9
 PHASE_NAMES = ("L1", "L2", "L3")
 
@@ -40,6 +40,8 @@ class VoltHold:
     share: float  # of the allowed power; 0: paused; 1: no restriction
     since: datetime  # when ``share`` last changed
     reason: str
+    step: float | None = None  # the most it may ease at once, once halved (None: ease_step)
+    eased_from: float | None = None  # the share before its last easing; None once tightened
 
 
 def curve_share(rule: VoltageRule, pu: float, min_share: float) -> float:
@@ -111,28 +113,38 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
             return previous
         seen = f"since {reading.at:%H:%M:%S}" if reading is not None else "missing"
         text = previous.reason.split(" [", 1)[0]
-        return VoltHold(previous.share, previous.since,
-                        f"{text} [held: voltage reading {seen}]")
+        return dataclasses.replace(previous, reason=f"{text} [held: voltage reading {seen}]")
     tight, phase, pu = _worst(rule, pus, min_share, 0.0)
     current = previous.share if previous is not None else 1.0
+    hold = timedelta(seconds=rule.hold_s)
+    step = previous.step if previous is not None else None
     if tight < current - _EPS:
-        return VoltHold(tight, now, _describe(tight, phase, pu))
+        if previous is not None and previous.eased_from is not None and \
+                now - previous.since <= 2 * hold:
+            # the voltage undid that easing: it was too large a step for this feeder
+            eased_by = current - previous.eased_from
+            step = max(min(step or rule.ease_step or eased_by, eased_by) / 2, MIN_FLOOR_STEP)
+        return VoltHold(tight, now, _describe(tight, phase, pu), step)
     eased, phase_e, pu_e = _worst(rule, pus, min_share, rule.hysteresis)
-    held_long_enough = previous is None or \
-        now - previous.since >= timedelta(seconds=rule.hold_s)
+    held_long_enough = previous is None or now - previous.since >= hold
     if eased > current + _EPS and may_ease and held_long_enough:
-        if rule.ease_step is not None:
-            eased = min(eased, max(current + rule.ease_step, min_share))
-        return VoltHold(eased, now, _describe(eased, phase_e, pu_e, stepped=eased < 1.0))
+        limit = step if step is not None else rule.ease_step
+        if limit is not None:
+            eased = min(eased, max(current + limit, min_share))
+        return VoltHold(eased, now, _describe(eased, phase_e, pu_e, stepped=eased < 1.0),
+                        step, eased_from=current)
     if previous is None:
         return VoltHold(1.0, now, _describe(1.0, phase, pu))
     if current >= 1.0 - _EPS:
-        return VoltHold(current, previous.since, _describe(current, phase, pu))
+        # unrestricted for a while: the next episode starts from the rule's own step
+        settled = now - previous.since > 2 * hold
+        return dataclasses.replace(previous, reason=_describe(current, phase, pu),
+                                   step=None if settled else previous.step)
     why = "until it recovers by the hysteresis band" if eased <= current + _EPS or \
         not may_ease else \
-        f"hold time until {previous.since + timedelta(seconds=rule.hold_s):%H:%M:%S}"
+        f"hold time until {previous.since + hold:%H:%M:%S}"
     text = previous.reason.split(" [", 1)[0].replace(" (easing)", "")
-    return VoltHold(current, previous.since, f"{text} [kept {why}; now {pu:.3f} pu {phase}]")
+    return dataclasses.replace(previous, reason=f"{text} [kept {why}; now {pu:.3f} pu {phase}]")
 
 
 def _describe(share: float, phase: str, pu: float, stepped: bool = False) -> str:

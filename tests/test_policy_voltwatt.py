@@ -451,3 +451,49 @@ def test_the_floor_survives_a_restart_with_its_step():
     assert plan.state is not None and plan.state.absorb is not None
     state, _ = plan_state_from_json(plan_state_to_json(plan.state, {}))
     assert state.absorb == plan.state.absorb
+
+
+def sagging_loop(source_pu: float, k: float, rule: VoltageRule, steps: int = 400,
+                 every_s: int = 30) -> list[float]:
+    """The volt-watt restriction of one station whose own draw pulls its voltage down by
+    ``k`` pu at full power, the EV drawing what it is allowed."""
+    hold = None
+    shares = []
+    for i in range(steps):
+        at = NOW + timedelta(seconds=every_s * i)
+        share = hold.share if hold is not None else 1.0
+        hold = respond(rule, reading(source_pu - k * share, at), V, MIN_SHARE, hold, at)
+        shares.append(hold.share if hold is not None else 1.0)
+    return shares
+
+
+@settings(max_examples=80, deadline=None)
+@given(source_pu=st.floats(0.9, 1.05), k=st.floats(0.0, 0.3),
+       ease_step=st.one_of(st.none(), st.floats(0.02, 0.5)))
+def test_the_restriction_never_swings_for_ever(source_pu, k, ease_step):
+    # without a pause threshold: between paused and the minimum current there is no step
+    # to halve (see the README on pause_below)
+    rule = VoltageRule(curve={0.95: 1.0, 0.90: "min"}, pause_below=None, hysteresis=0.01,
+                       hold_s=60, ease_step=ease_step)
+    shares = sagging_loop(source_pu, k, rule)
+    assert reversals(shares) <= 16
+    assert len(set(shares[-40:])) == 1
+
+
+def test_an_easing_the_voltage_undoes_halves_the_next_one():
+    rule = VoltageRule(curve={0.95: 1.0, 0.90: "min"}, pause_below=None, hysteresis=0.01,
+                       hold_s=60, ease_step=0.5)
+    shares = sagging_loop(1.0, 0.12, rule)
+    assert 0 < reversals(shares) <= 8
+    assert len(set(shares[-100:])) == 1
+
+
+def test_a_restriction_survives_a_restart_with_its_step():
+    from bridge.store import plan_state_from_json, plan_state_to_json
+    pol = parse_policy(STATION_POLICY, "p.yaml")
+    plan = make_plan([], pol, Site(100_000), fleet(1), NOW,
+                     conditions=Conditions(voltages={"CP0": reading(0.90)}))
+    assert plan.state is not None
+    held = plan.state.voltage["CP0"]
+    state, _ = plan_state_from_json(plan_state_to_json(plan.state, {}))
+    assert state.voltage["CP0"] == held
