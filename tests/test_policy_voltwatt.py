@@ -497,3 +497,22 @@ def test_a_restriction_survives_a_restart_with_its_step():
     held = plan.state.voltage["CP0"]
     state, _ = plan_state_from_json(plan_state_to_json(plan.state, {}))
     assert state.voltage["CP0"] == held
+
+
+def test_a_resume_after_a_voltage_pause_waits_for_the_guard_time():
+    pol = parse_policy(STATION_POLICY + "  hold_s: 0\n  ease_step: null\n", "p.yaml")
+    before = NOW - timedelta(seconds=60)
+    charging = make_plan([], pol, Site(100_000), fleet(1), before,
+                         conditions=Conditions(voltages={"CP0": reading(0.99, before)}))
+    assert charging.stations["CP0"][0].limit_w > 0
+    first = make_plan([], pol, Site(100_000), fleet(1), NOW, charging.state,
+                      Conditions(voltages={"CP0": reading(0.87)}))
+    assert first.stations["CP0"][0].limit_w == 0
+    later = NOW + timedelta(seconds=60)
+    held = make_plan([], pol, Site(100_000), fleet(1), later, first.state,
+                     Conditions(voltages={"CP0": reading(0.93, later)}))
+    assert held.stations["CP0"][0].limit_w == 0 and "guard time" in held.stations["CP0"][0].reason
+    after = NOW + timedelta(seconds=301)
+    free = make_plan([], pol, Site(100_000), fleet(1), after, held.state,
+                     Conditions(voltages={"CP0": reading(0.93, after)}))
+    assert free.stations["CP0"][0].limit_w > 0
