@@ -230,12 +230,19 @@ async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
     assert all(6 <= amps < EV_A for amps in settled[-1]), settled[-1]
     assert max(volts) < 1.07 * NOMINAL_V  # held down from the surplus's 1.109 pu
     plan = bridge.plan
-    assert plan is not None
+    assert plan is not None and plan.state is not None and plan.state.absorb is not None
     assert "over-voltage" in plan.site[0].reason and plan.site[0].chain[-1].kind == "voltage"
+    # the operator sees the floor on the dashboard's API and in the metrics
+    shown = site_view(bridge)["voltage"]["over_voltage_floor"]
+    assert shown is not None and shown["share"] == round(plan.state.absorb.share, 3) > 0
+    [line] = [m for m in render_metrics(bridge).splitlines()
+              if m.startswith("drbridge_over_voltage_floor_ratio ")]
+    assert float(line.split()[1]) == shown["share"]
     # the surplus gone, the price holds charging back again
     feeder.source_v = NOMINAL_V
     await wait_until(lambda: all(s.composite_limit_a() == 0 for s in stations),
                      timeout=20, what="the price's limit back")
+    assert site_view(bridge)["voltage"]["over_voltage_floor"] is None
 
 
 async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmless(site: Site):

@@ -68,6 +68,7 @@ def collect(bridge: Bridge) -> list[Metric]:
             current.append(({"event_id": stored.event.event_id, "state": state,
                              "opt": stored.opt}, 1.0))
     last_contact = bridge.ven.last_contact
+    voltage = views.voltage_view(bridge, now)
     dr_active = snapshot.site_limit_w < capacity and bool(snapshot.active_events)
     return [
         _one("drbridge_site_load_watts", "gauge", "Measured EV charging load of the site.",
@@ -112,11 +113,15 @@ def collect(bridge: Bridge) -> list[Metric]:
                      for action, n in sorted(bridge.calls_out.items()))),
         _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",
              bridge.started_at.timestamp()),
+        _one("drbridge_over_voltage_floor_ratio", "gauge",
+             "Share of site capacity that price signals may not hold back while the "
+             "feeder is over-voltage (0: no floor).",
+             float((voltage["over_voltage_floor"] or {}).get("share", 0.0))),
         Metric("drbridge_site_voltage_volts", "gauge",
                "Line-to-neutral voltage over the stations' fresh readings, by phase and "
                "statistic (min, mean).",
                tuple(({"phase": phase, "stat": stat}, values[stat + "_v"])
-                     for phase, values in views.voltage_view(bridge, now)["phases"].items()
+                     for phase, values in voltage["phases"].items()
                      for stat in ("min", "mean"))),
     ]
 

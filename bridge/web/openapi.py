@@ -38,7 +38,12 @@ SCHEMAS: dict[str, Any] = {
         "voltage": _obj({
             "nominal_v": NUM,
             "phases": {"type": "object", "description": "L1..L3 with fresh readings",
-                       "additionalProperties": _obj({"min_v": NUM, "mean_v": NUM})}}),
+                       "additionalProperties": _obj({"min_v": NUM, "mean_v": NUM})},
+            "over_voltage_floor": {
+                "type": ["object", "null"],
+                "description": "the share of site capacity price signals may not hold "
+                               "back (policy voltage.over_voltage); null: none",
+                "properties": {"share": NUM, "since": TIME, "reason": STR}}}),
     }),
     "Load": _obj({"since": TIME, "capacity_w": NUM, "points": {"type": "array", "items": _obj(
         {"at": TIME, "load_w": NUM, "limit_w": NUM})}}),

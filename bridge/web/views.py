@@ -90,7 +90,12 @@ def site_view(bridge: Bridge) -> dict[str, Any]:
 def voltage_view(bridge: Bridge, now: datetime) -> dict[str, Any]:
     """Per phase over the connected stations' fresh readings: lowest and mean voltage."""
     site = bridge.grid.site(now, bridge.dispatcher.stations)
-    return {"nominal_v": bridge.config.site.voltage_v, "phases": site.to_json()}
+    state = bridge.plan.state if bridge.plan is not None else None
+    floor = state.absorb if state is not None else None
+    return {"nominal_v": bridge.config.site.voltage_v, "phases": site.to_json(),
+            "over_voltage_floor": None if floor is None or floor.share <= 0 else {
+                "share": round(floor.share, 3), "since": floor.since.isoformat(),
+                "reason": floor.reason}}
 
 
 def thin(rows: list[tuple[datetime, float, float]], most: int
