@@ -510,7 +510,7 @@ class Dispatcher:
         state.in_flight = cap.applied
         self._refresh(state)
         failed: tuple[BuiltProfile, str, str] | None = None
-        installed_before = set(state.installed)
+        new_ids = False
         try:
             for built in todo:
                 try:
@@ -529,10 +529,12 @@ class Dispatcher:
                         state.uncertain = state.held()
                     break
                 state.slots[built.profile_id] = built
-                state.installed.add(built.profile_id)
+                if built.profile_id not in state.installed:
+                    state.installed.add(built.profile_id)
+                    new_ids = True
         finally:
             state.in_flight = None
-            if state.installed != installed_before:
+            if new_ids:
                 self._store.save_installed(station_id, state.installed)
         if failed is None:
             was_steerable = state.steerable
@@ -590,21 +592,19 @@ class Dispatcher:
 
         Run after the new profiles are in place, so the station is never without a limit.
         """
-        stale = sorted(state.installed - wanted)
-        try:
-            for profile_id in stale:
-                try:
-                    status = await link.clear_charging_profile(profile_id)
-                except CallFailed as error:
-                    log.info("%s: ClearChargingProfile %d failed (%s); retried after the next "
-                             "profile", state.info.station_id, profile_id, error)
-                    return
-                log.debug("%s: cleared profile %d (%s)", state.info.station_id, profile_id,
-                          status)
-                state.installed.discard(profile_id)  # Accepted, or Unknown: gone either way
-        finally:
-            if any(profile_id not in state.installed for profile_id in stale):  # some cleared
-                self._store.save_installed(state.info.station_id, state.installed)
+        cleared = False
+        for profile_id in sorted(state.installed - wanted):
+            try:
+                status = await link.clear_charging_profile(profile_id)
+            except CallFailed as error:
+                log.info("%s: ClearChargingProfile %d failed (%s); retried after the next "
+                         "profile", state.info.station_id, profile_id, error)
+                break
+            log.debug("%s: cleared profile %d (%s)", state.info.station_id, profile_id, status)
+            state.installed.discard(profile_id)  # Accepted, or Unknown: it is gone either way
+            cleared = True
+        if cleared:
+            self._store.save_installed(state.info.station_id, state.installed)
 
     async def _verify_composite(self, state: StationState, link: ChargerLink,
                                 cap: BuiltProfile) -> None:

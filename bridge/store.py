@@ -87,19 +87,22 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
     })
 
 
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
 def _hold_from_json(share: float, since: str, reason: str, step: float | None = None,
                     eased_from: float | None = None) -> VoltHold:
     return VoltHold(float(share), datetime.fromisoformat(since), str(reason),
-                    None if step is None else float(step),
-                    None if eased_from is None else float(eased_from))
+                    _opt_float(step), _opt_float(eased_from))
 
 
 def _floor_from_json(data: list[Any] | None) -> Floor | None:
     if data is None:
         return None
     share, since, reason, step, fell_from = data
-    return Floor(float(share), datetime.fromisoformat(since), str(reason),
-                 None if step is None else float(step), float(fell_from))
+    return Floor(float(share), datetime.fromisoformat(since), str(reason), _opt_float(step),
+                 float(fell_from))
 
 
 def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:

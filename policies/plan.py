@@ -302,11 +302,14 @@ def _floor_until(now: datetime, stale_after_s: float) -> datetime:
     return datetime.fromtimestamp(blocks * block, now.tzinfo)
 
 
-def _price_floor(floor: Floor | None, capacity_w: float, at: datetime,
-                 until: datetime) -> tuple[float, Why] | None:
-    if floor is None or floor.share <= 0 or at >= until:
-        return None
-    return floor.share * capacity_w, Why("voltage", floor.reason)
+def _floor_at(floor: Floor | None, at: datetime, until: datetime) -> Floor | None:
+    """The floor where it holds at ``at`` (None where it does not)."""
+    return floor if floor is not None and floor.share > 0 and at < until else None
+
+
+def _price_floor(floor: Floor | None, capacity_w: float) -> tuple[float, Why] | None:
+    """What event_ask takes: the floor in watts of ``capacity_w``, and why."""
+    return None if floor is None else (floor.share * capacity_w, Why("voltage", floor.reason))
 
 
 def voltage_floor(policy: Policy, site: Site, readings: Mapping[str, VoltageReading],
@@ -365,7 +368,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     needs = _needs(fleet)
     targets = [(at, *_target_at(site_events, policy, site, at, conditions.baselines_w,
                                 failsafe, needs, site_cap,
-                                _price_floor(floor, site.capacity_w, at, floor_until)))
+                                _price_floor(_floor_at(floor, at, floor_until),
+                                             site.capacity_w)))
                for at in times]
     rise_at = _rise_since(state, now)
     site_series, ramp_now, rise_times = _ramped(targets, policy, state, now, rise_at)
@@ -448,7 +452,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                 heapq.heappush(heap, began + delay)
         caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
                             silent, at, conditions.baselines_w,
-                            floor if at < floor_until and floor and floor.share > 0 else None)
+                            _floor_at(floor, at, floor_until))
         chosen, site_step, extra = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
             {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
@@ -671,11 +675,9 @@ def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]]
         capacity = sum(fleet.stations[sid].max_w for sid in members)
         if capacity <= 0:
             continue
-        price_floor = None if floor is None else \
-            (floor.share * capacity, Why("voltage", floor.reason))
         ask = event_ask(event, policy, Site(capacity_w=capacity, voltage_v=site.voltage_v,
                                             phases=site.phases), at, baselines or {},
-                        price_floor=price_floor)
+                        price_floor=_price_floor(floor, capacity))
         if ask is None:
             continue
         held = sum(silent.get(sid, 0.0) for sid in members)

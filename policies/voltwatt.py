@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from policies.model import VoltageRule
 
 SITE_KEY = "*site*"  # the key of the site-wide restriction in the state
-MIN_FLOOR_STEP = 0.01  # a step that swings is never halved below this
+MIN_STEP = 0.01  # a step that swings is never halved below this
 _EPS = 1e-9
 PHASE_NAMES = ("L1", "L2", "L3")
 
@@ -122,8 +122,8 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
         if previous is not None and previous.eased_from is not None and \
                 now - previous.since <= 2 * hold:
             # the voltage undid that easing: it was too large a step for this feeder
-            eased_by = current - previous.eased_from
-            step = max(min(step or rule.ease_step or eased_by, eased_by) / 2, MIN_FLOOR_STEP)
+            step = _halved(step if step is not None else rule.ease_step,
+                           current - previous.eased_from)
         return VoltHold(tight, now, _describe(tight, phase, pu), step)
     eased, phase_e, pu_e = _worst(rule, pus, min_share, rule.hysteresis)
     held_long_enough = previous is None or now - previous.since >= hold
@@ -145,6 +145,12 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
         f"hold time until {previous.since + hold:%H:%M:%S}"
     text = previous.reason.split(" [", 1)[0].replace(" (easing)", "")
     return dataclasses.replace(previous, reason=f"{text} [kept {why}; now {pu:.3f} pu {phase}]")
+
+
+def _halved(step: float | None, moved: float) -> float:
+    """The next step after one of ``moved`` that the voltage undid (``step``: the most a
+    step may be; None: no limit)."""
+    return max(min(step if step is not None else moved, moved) / 2, MIN_STEP)
 
 
 def _describe(share: float, phase: str, pu: float, stepped: bool = False) -> str:
@@ -206,7 +212,7 @@ class Floor:
     share: float
     since: datetime  # when ``share`` last changed
     reason: str
-    step: float | None = None  # the most it may fall at once (None: straight to the rule)
+    step: float | None = None  # the most it may fall at once, once halved (None: ease_step)
     fell_from: float = 0.0  # the share before its last fall; 0 once it has risen since
 
 
@@ -237,18 +243,19 @@ def absorb(rule: VoltageRule, readings: Mapping[str, VoltageReading], nominal_v:
     pu, phase = highest
     hold = timedelta(seconds=rule.hold_s)
     current = previous.share if previous is not None else 0.0
-    step = previous.step if previous is not None else rule.ease_step
+    step = previous.step if previous is not None else None
     target = absorb_share(rule, pu)
     if target > current + _EPS:
         if previous is not None and previous.fell_from > current + _EPS and \
                 now - previous.since <= 2 * hold:
-            fell = previous.fell_from - current
-            step = max(min(step if step is not None else fell, fell) / 2, MIN_FLOOR_STEP)
+            step = _halved(step if step is not None else rule.ease_step,
+                           previous.fell_from - current)
         return Floor(target, now, _describe_absorb(target, phase, pu, easing=False), step)
     lower = absorb_share(rule, pu + rule.hysteresis)
     if lower < current - _EPS and (previous is None or now - previous.since >= hold):
-        if step is not None:
-            lower = max(lower, current - step)
+        limit = step if step is not None else rule.ease_step
+        if limit is not None:
+            lower = max(lower, current - limit)
         # at 0 it is kept a while yet, to tell whether the voltage undoes that fall too
         return Floor(max(lower, 0.0), now, _describe_absorb(lower, phase, pu, easing=True),
                      step, fell_from=current)

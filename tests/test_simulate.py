@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from bridge.cli import main
-from bridge.config import load_config
-from bridge.simulate import load_scenario, simulate, table
+from bridge.config import Config, load_config
+from bridge.simulate import Row, load_scenario, simulate, table
 from policies.validation import InvalidDocument
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,13 +62,15 @@ def test_a_bad_event_file_names_line_and_key(tmp_path, capsys):
     assert f"{bad}:4: events[0].signals" in err
 
 
-FEEDER_SITE = ROOT / "examples" / "site-feeder.yaml"
-FEEDER = ROOT / "examples" / "event-feeder.yaml"
+def run_example(name: str) -> tuple[Config, list[Row]]:
+    """``drbridge simulate`` over examples/site-NAME.yaml and examples/event-NAME.yaml."""
+    config = load_config(ROOT / "examples" / f"site-{name}.yaml")
+    scenario = ROOT / "examples" / f"event-{name}.yaml"
+    return config, simulate(config, load_scenario(scenario.read_text(), str(scenario)))
 
 
 def test_a_weak_feeder_is_held_above_the_minimum_current_point_and_restored():
-    config = load_config(FEEDER_SITE)
-    rows = simulate(config, load_scenario(FEEDER.read_text(), str(FEEDER)))
+    config, rows = run_example("feeder")
     floor = 0.90 * config.site.voltage_v
     # without the rule the EVs would pull the feeder below the floor; with it, never
     assert min(r.free_voltage_v for r in rows) < floor
@@ -80,13 +82,8 @@ def test_a_weak_feeder_is_held_above_the_minimum_current_point_and_restored():
     assert "volts" in table(rows).splitlines()[0]
 
 
-PV_SITE = ROOT / "examples" / "site-pv.yaml"
-PV = ROOT / "examples" / "event-pv.yaml"
-
-
 def test_a_pv_surplus_sets_the_price_limit_aside_and_the_floor_settles():
-    config = load_config(PV_SITE)
-    rows = simulate(config, load_scenario(PV.read_text(), str(PV)))
+    config, rows = run_example("pv")
     price_w = 0.40 * config.site.capacity_w
     surplus = [r for r in rows if "over-voltage" in r.reason]
     assert surplus and all(r.site_limit_w > price_w for r in surplus)
