@@ -217,7 +217,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     if args.generate:
         text = generate_password()
         password = bytes.fromhex(text) if args.hex else text.encode("ascii")
-        print(f"# the station's password{' (hex)' if args.hex else ''}: {text}")
+        print(f"# the password{' (hex)' if args.hex else ''}: {text}")
     else:
         read = _read_password(args)
         if read is None:

@@ -211,7 +211,8 @@ class WebSection(_Section):
     # `drbridge hash-password` prints one; without it the dashboard is read-only.
     password_hash: str | None = None
     session_ttl_s: float = Field(default=8 * 3600, gt=0)
-    # Whether the read API and /metrics need a login too (None: unless on loopback only).
+    # Whether the read API and /metrics need a login too (None: unless on loopback only and
+    # not served through a proxy).
     require_login: bool | None = None
     # For scrapers of /metrics: the token, as Bearer or as the Basic auth password.
     metrics_token_hash: str | None = None
@@ -235,7 +236,8 @@ class WebSection(_Section):
     def login_required(self) -> bool:
         if self.require_login is not None:
             return self.require_login
-        return not is_loopback_host(self.host)
+        # behind a proxy every client seems to come from the proxy's (often loopback) address
+        return not is_loopback_host(self.host) or bool(self.trusted_proxies)
 
     @property
     def scheme(self) -> str:
@@ -464,12 +466,13 @@ def _web_problems(web: WebSection, base: Path, lines: dict) -> list[Problem]:
                                 "a login needs web.password_hash: add the line `drbridge "
                                 "hash-password` prints, or set require_login: false"))
         else:
+            why = "is served through web.trusted_proxies" if web.trusted_proxies \
+                else f"listens on {web.host}, beyond this machine,"
             problems.append(_at(lines, ("web", "password_hash"),
-                                f"required: the dashboard listens on {web.host}, beyond this "
-                                "machine, so its API and /metrics need a login (web.require_login"
-                                " defaults to true there); add the line `drbridge hash-password`"
-                                " prints, or set web.require_login: false to serve them to anyone"
-                                " who can reach it"))
+                                f"required: the dashboard {why} so its API and /metrics need a"
+                                " login (web.require_login defaults to true there); add the line"
+                                " `drbridge hash-password` prints, or set web.require_login: "
+                                "false to serve them to anyone who can reach it"))
     given = {key: getattr(web, key) for key in ("tls_certificate", "tls_private_key")}
     paths: dict[str, Path] = {}
     for key, value in given.items():

@@ -225,6 +225,10 @@ def test_login_is_required_by_default_beyond_loopback(tmp_path: Path, host: str,
     assert config.model.web.login_required is required
     explicit = load_config(config_file(tmp_path, f"host: '{host}'\nrequire_login: false\n"))
     assert explicit.model.web.login_required is False
+    # behind a proxy every client comes from the proxy's address, often loopback
+    proxied = load_config(config_file(tmp_path, f"host: '{host}'\ntrusted_proxies: ['::1']\n"
+                                                f"password_hash: '{PASSWORD_HASH}'\n"))
+    assert proxied.model.web.login_required is True
 
 
 def test_a_required_login_without_a_password_is_an_error(tmp_path: Path):
