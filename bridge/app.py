@@ -155,6 +155,11 @@ class Bridge:
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
         self.holds = self.store.holds()  # station id -> (mode, reason, since)
+        # Sessions an earlier run left open for ids that never booted and hold no profile
+        # of ours are closed, as they would have been when the id disconnected.
+        for station_id in {s.station_id for s in self.sessions.values()}:
+            if station_id not in self.dispatcher.stations and not self.store.booted(station_id):
+                self._forget(station_id)
         self.web: WebServer | None = None
         if model.web.enabled:
             from bridge.web.server import WebServer
@@ -188,6 +193,10 @@ class Bridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def now(self) -> datetime:
+        """The bridge's clock (UTC)."""
+        return self._clock()
 
     def request_replan(self) -> None:
         self._changes.append(time.monotonic())
@@ -418,6 +427,37 @@ class Bridge:
 
     def _station_disconnected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.disconnected(station_id, link)
+        # An id that leaves without ever having booted (here or in an earlier run) and holds
+        # no profile of ours is forgotten: with open admission a client may connect under
+        # any id, and its "sessions" would otherwise keep capacity from the real stations.
+        if station_id not in self.ocpp.links and not self.store.booted(station_id) \
+                and self.dispatcher.forget(station_id):
+            self._forget(station_id)
+
+    def _forget(self, station_id: str) -> None:
+        """Close the sessions of a station the dispatcher dropped, and drop what we kept of
+        it: an entry per id that ever connected would grow without end."""
+        now = self._clock()
+        closed = []
+        for tx_id, session in list(self.sessions.items()):
+            if session.station_id == station_id:
+                meter = self.meters.get((station_id, session.connector_id))
+                energy = meter.last_energy if meter is not None else None
+                self.store.stop_transaction(tx_id, round(energy[1]) if energy else None, now)
+                del self.sessions[tx_id]
+                self._open_tx.pop((station_id, session.connector_id), None)
+                closed.append(str(tx_id))
+        for key in [k for k in self.meters if k[0] == station_id]:
+            del self.meters[key]
+        for key in [k for k in self.connector_status if k[0] == station_id]:
+            del self.connector_status[key]
+        self._connector_power.pop(station_id, None)
+        self.last_seen.pop(station_id, None)
+        self.grid.latest.pop(station_id, None)
+        self.config.forget_station(station_id)
+        log.info("%s: forgotten: it left without a BootNotification and holds no profile of "
+                 "ours%s", station_id, f"; closed transaction(s) {', '.join(closed)}"
+                 if closed else "")
 
     def _heard(self, station_id: str, action: str) -> None:
         self.messages_in[action] += 1

@@ -62,8 +62,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  storage    {config.storage_path}")
     web = model.web
     if web.enabled:
-        print(f"  dashboard  http://{web.host}:{web.port}/ "
-              f"({'operator login' if web.password_hash else 'read-only: no password_hash'})")
+        access = ("login required to read" if web.login_required
+                  else "readable without login") + \
+            ("; actions need the operator login" if web.password_hash
+             else "; read-only: no password_hash")
+        print(f"  dashboard  {web.scheme}://{web.host}:{web.port}/ ({access})")
     for warning in config.warnings():
         print(f"  WARNING    {warning}")
     return 0
@@ -85,6 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(Path(args.config))
     if config is None:
         return EXIT_INVALID_CONFIG
+    # the VEN warns of its own transport when it starts
+    for warning in config.site_warnings():
+        logging.getLogger("drbridge").warning("INSECURE: %s", warning)
     asyncio.run(_run(config))
     logging.getLogger("drbridge").info("stopped; state saved in %s", config.storage_path)
     return 0
@@ -211,7 +217,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     if args.generate:
         text = generate_password()
         password = bytes.fromhex(text) if args.hex else text.encode("ascii")
-        print(f"# the station's password{' (hex)' if args.hex else ''}: {text}")
+        print(f"# the password{' (hex)' if args.hex else ''}: {text}")
     else:
         read = _read_password(args)
         if read is None:

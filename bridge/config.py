@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
+from bridge.ocpp.limits import is_loopback
 from bridge.ocpp.tls import server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
+from bridge.web.transport import tls_context
 from policies.fleet import Circuit, Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, KeyPath, Problem, parse_yaml, validate_yaml
@@ -180,6 +190,20 @@ class TelemetrySection(_Section):
     voltage: bool = True
 
 
+def _ip_network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (such as 10.0.0.5 or "
+                         "10.0.0.0/24)") from None
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listening address reaches this machine only."""
+    return host.lower() == "localhost" or is_loopback(host)
+
+
 class WebSection(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -187,8 +211,18 @@ class WebSection(_Section):
     # `drbridge hash-password` prints one; without it the dashboard is read-only.
     password_hash: str | None = None
     session_ttl_s: float = Field(default=8 * 3600, gt=0)
+    # Whether the read API and /metrics need a login too (None: unless on loopback only and
+    # not served through a proxy).
+    require_login: bool | None = None
+    # For scrapers of /metrics: the token, as Bearer or as the Basic auth password.
+    metrics_token_hash: str | None = None
+    # HTTPS: the dashboard's certificate chain and its key (PEM)
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    # Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed.
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_ip_network)], ...] = ()
 
-    @field_validator("password_hash")
+    @field_validator("password_hash", "metrics_token_hash")
     @classmethod
     def _hash(cls, value: str | None) -> str | None:
         if value is not None:
@@ -197,6 +231,17 @@ class WebSection(_Section):
             except NotAPasswordHash as error:
                 raise ValueError(f"{error}; run `drbridge hash-password` again") from None
         return value
+
+    @property
+    def login_required(self) -> bool:
+        if self.require_login is not None:
+            return self.require_login
+        # behind a proxy every client seems to come from the proxy's (often loopback) address
+        return not is_loopback_host(self.host) or bool(self.trusted_proxies)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certificate else "http"
 
 
 class ReportSection(_Section):
@@ -228,6 +273,8 @@ class Config:
     policy: Policy
     source: Path
     storage_path: Path
+    # valid but unsafe settings, with their keys and lines (see :meth:`site_warnings`)
+    cautions: tuple[Problem, ...] = ()
 
     @property
     def site(self) -> Site:
@@ -258,6 +305,10 @@ class Config:
     @cached_property
     def _infos(self) -> dict[str, StationInfo]:
         return {}
+
+    def forget_station(self, station_id: str) -> None:
+        """Drop a station's cached details (the bridge forgot an id that never booted)."""
+        self._infos.pop(station_id, None)
 
     def _make_station_info(self, station_id: str) -> StationInfo:
         listed = self._listed.get(station_id)
@@ -309,7 +360,11 @@ class Config:
 
     def warnings(self) -> list[str]:
         """What is valid but unsafe in this configuration."""
-        return transport_warnings(self.model.ven.vtn_url, self.tls)
+        return transport_warnings(self.model.ven.vtn_url, self.tls) + self.site_warnings()
+
+    def site_warnings(self) -> list[str]:
+        """What is unsafe on the site's side (stations, dashboard): file, line, key, fix."""
+        return [caution.describe(str(self.source)) for caution in self.cautions]
 
     def accepts_station(self, station_id: str) -> bool:
         return not self._listed or station_id in self._listed
@@ -393,6 +448,84 @@ def _security_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Probl
                 problems.append(problem(("security", "tls_client_ca"),
                                         f"not a usable CA file (PEM): {error}"))
     return problems
+def _at(lines: dict, path: KeyPath, message: str) -> Problem:
+    """A problem at a key, on its own line or, for a key left out, its nearest parent's."""
+    line = next((lines[path[:cut]] for cut in range(len(path), 0, -1) if path[:cut] in lines),
+                None)
+    return Problem(path, line, message)
+
+
+def _web_problems(web: WebSection, base: Path, lines: dict) -> list[Problem]:
+    """What the dashboard's settings cannot work with."""
+    if not web.enabled:
+        return []
+    problems: list[Problem] = []
+    if web.login_required and web.password_hash is None:
+        if web.require_login:
+            problems.append(_at(lines, ("web", "require_login"),
+                                "a login needs web.password_hash: add the line `drbridge "
+                                "hash-password` prints, or set require_login: false"))
+        else:
+            why = "is served through web.trusted_proxies" if web.trusted_proxies \
+                else f"listens on {web.host}, beyond this machine,"
+            problems.append(_at(lines, ("web", "password_hash"),
+                                f"required: the dashboard {why} so its API and /metrics need a"
+                                " login (web.require_login defaults to true there); add the line"
+                                " `drbridge hash-password` prints, or set web.require_login: "
+                                "false to serve them to anyone who can reach it"))
+    given = {key: getattr(web, key) for key in ("tls_certificate", "tls_private_key")}
+    paths: dict[str, Path] = {}
+    for key, value in given.items():
+        other = "tls_private_key" if key == "tls_certificate" else "tls_certificate"
+        if value is None:
+            if given[other] is not None:
+                problems.append(_at(lines, ("web", key), f"required with web.{other}: give "
+                                    "both the certificate chain and its key (PEM), or neither"))
+            continue
+        path = (base / value).resolve()
+        if not path.is_file():
+            problems.append(_at(lines, ("web", key), f"no such file: {path}"))
+        else:
+            paths[key] = path
+    if len(paths) == 2:
+        try:
+            tls_context(paths["tls_certificate"], paths["tls_private_key"])
+        except (OSError, ssl.SSLError) as error:
+            problems.append(_at(lines, ("web", "tls_certificate"),
+                                f"cannot use this certificate with web.tls_private_key: {error}"
+                                " (an unencrypted PEM key that matches the certificate)"))
+    return problems
+
+
+def _cautions(model: ConfigModel, lines: dict) -> tuple[Problem, ...]:
+    """Valid but unsafe: a station port or dashboard open to the network."""
+    cautions = []
+    ocpp = model.ocpp
+    if ocpp.security.profile == 0 and not ocpp.stations and not is_loopback_host(ocpp.host):
+        cautions.append(_at(lines, ("ocpp", "stations"), (
+            f"open admission: security profile 0, no stations listed, and stations are "
+            f"accepted on {ocpp.host}:{ocpp.port}; any client that reaches it can connect "
+            "under any id and start sessions that take the site's capacity from the real "
+            "stations. Fix: list the stations under ocpp.stations, or use "
+            "ocpp.security.profile 1-3")))
+    web = model.web
+    if web.enabled and not is_loopback_host(web.host):
+        plain = web.scheme == "http"
+        if not web.login_required:
+            cautions.append(_at(lines, ("web", "require_login"), (
+                f"the dashboard listens on {web.host}:{web.port}"
+                f"{' over plain HTTP' if plain else ''} and its API and /metrics need no "
+                "login: anyone who can reach it reads the site. Fix: remove "
+                "require_login: false (and set web.password_hash), or listen on 127.0.0.1")))
+        elif plain and not web.trusted_proxies:
+            cautions.append(_at(lines, ("web", "host"), (
+                f"the dashboard listens on {web.host}:{web.port} over plain HTTP: the operator"
+                " password and session cookie cross the network in cleartext. Fix: set "
+                "web.tls_certificate and web.tls_private_key, or serve it through a TLS "
+                "reverse proxy (web.trusted_proxies) and listen on 127.0.0.1")))
+    return tuple(cautions)
+
+
 def _check_tls_files(model: ConfigModel, base: Path, source: str, lines: dict) -> None:
     tls = model.ven.tls
     if tls is None:
@@ -441,7 +574,7 @@ def load_config_text(text: str, source: Path) -> Config:
     if problems:
         raise InvalidDocument(str(source), problems)
     base = source.resolve().parent
-    problems = _security_problems(model.ocpp, base, lines)
+    problems = _security_problems(model.ocpp, base, lines) + _web_problems(model.web, base, lines)
     if problems:
         raise InvalidDocument(str(source), problems)
     policy = _load_policy(model.policy, base, str(source), lines)
@@ -452,6 +585,7 @@ def load_config_text(text: str, source: Path) -> Config:
         policy=policy,
         source=source,
         storage_path=storage if storage.is_absolute() else base / storage,
+        cautions=_cautions(model, lines),
     )
 
 

@@ -232,6 +232,29 @@ class Dispatcher:
             self._refresh(state)
             self._on_change()
 
+    def forget(self, station_id: str) -> bool:
+        """Drop a station that is gone and holds nothing of ours; True when dropped.
+
+        For ids that never identified themselves (the caller checks that no BootNotification
+        is on record): with open admission anyone may connect under any id, and an entry
+        kept for each would grow without end and, with a session, hold capacity. A station
+        that acknowledged a profile of ours may still apply it offline, so it is kept.
+        """
+        state = self.stations.get(station_id)
+        if state is None or state.link is not None or state.applied is not None \
+                or state.installed:
+            return False
+        del self.stations[station_id]
+        self._cached_caps.pop(station_id, None)
+        if state.task is not None:
+            state.task.cancel()
+        if station_id in self._above:
+            self._above.discard(station_id)
+            if len(self._above) <= 1:
+                self._settled()
+        self._on_change()
+        return True
+
     async def close(self) -> None:
         await cancel_and_wait(s.task for s in self.stations.values() if s.task)
 

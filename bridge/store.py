@@ -427,6 +427,15 @@ class Store:
             raise ValueError(f"no such station columns: {sorted(unknown)}")
         self._station_updates.setdefault(station_id, {}).update(fields)
 
+    def booted(self, station_id: str) -> bool:
+        """Whether a BootNotification of the station is on record (queued or written)."""
+        if "last_boot" in self._station_updates.get(station_id, {}):
+            return True
+        row = self.db.conn.execute(
+            "SELECT 1 FROM stations WHERE station_id = ? AND last_boot IS NOT NULL",
+            [station_id]).fetchone()
+        return row is not None
+
     def station_capabilities(self) -> dict[str, str]:
         """Each station's stored capabilities (as Capabilities.to_json wrote them)."""
         rows = self.db.conn.execute(
@@ -451,9 +460,11 @@ class Store:
         )
         return int(cursor.lastrowid)
 
-    def stop_transaction(self, transaction_id: int, meter_stop: int, at: datetime) -> None:
-        self._write("UPDATE transactions SET meter_stop = ?, stopped_at = ? WHERE id = ?",
-                    [meter_stop, _iso(at), transaction_id])
+    def stop_transaction(self, transaction_id: int, meter_stop: int | None,
+                         at: datetime) -> None:
+        """Close a transaction; without a meter reading it ends where it started."""
+        self._write("UPDATE transactions SET meter_stop = COALESCE(?, meter_start),"
+                    " stopped_at = ? WHERE id = ?", [meter_stop, _iso(at), transaction_id])
 
     def open_transactions(self) -> list[dict[str, Any]]:
         return list(self.db["transactions"].rows_where("stopped_at is null", order_by="id"))

@@ -197,7 +197,7 @@ async def test_actions_need_login_and_pause_holds_a_station_at_zero(site: Site):
     # unsafe: keep cookies from an IP address (127.0.0.1)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         session = await get_json(http, f"{url}/api/session")
-        assert session == {"logged_in": False, "login_enabled": True}
+        assert session == {"logged_in": False, "login_enabled": True, "login_required": False}
         async with http.put(hold_url, json={"mode": "pause"}) as response:
             assert response.status == 401
         async with http.post(f"{url}/api/events/nope/opt-out", json={}) as response:

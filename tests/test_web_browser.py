@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Site, wait_until
 from test_web_api import PASSWORD, start
+from test_web_security import start as start_with_web_keys
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -131,3 +132,18 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
                      what="the withdrawal at the VTN")
     await page.wait_for_selector("#banner:not([hidden])", timeout=10_000)
     assert bridge.events[event_id].opt == "optIn"
+
+
+async def test_dashboard_offers_the_login_when_reading_needs_one(site: Site, page):
+    url = await start_with_web_keys(site, "require_login: true\n")
+    site.add_station("CP1")
+    await page.goto(url)
+    await page.wait_for_selector("#login-form:not([hidden])")
+    await page.wait_for_function(
+        "document.getElementById('message').textContent === 'Log in to see the site.'")
+    assert await page.inner_text("#load") == "–"
+    await page.fill("#password", PASSWORD)
+    await page.click("#login-form button")
+    await page.wait_for_selector('#stations tr[data-station="CP1"]', timeout=10_000)
+    assert await page.is_hidden("#message")
+    assert await page.is_visible("#logged-in")

@@ -71,3 +71,42 @@ def test_login_throttle_after_repeated_failures():
     assert throttle.allowed("10.0.0.9", NOW + timedelta(minutes=5, seconds=1))  # one expired
     throttle.succeeded("10.0.0.9")
     assert throttle.allowed("10.0.0.9", NOW)
+
+
+def test_login_throttle_memory_is_bounded_and_forgets_the_oldest():
+    from bridge.web.auth import LoginThrottle
+
+    throttle = LoginThrottle(limit=2, window=timedelta(minutes=5), max_clients=100)
+    for _ in range(2):  # the first client is blocked ...
+        throttle.failed("10.0.0.1", NOW)
+    assert not throttle.allowed("10.0.0.1", NOW)
+    for n in range(10_000):  # ... then a flood of other addresses fails once each
+        throttle.failed(f"2001:db8::{n:x}", NOW + timedelta(seconds=1))
+    assert len(throttle) == 100
+    assert throttle.allowed("10.0.0.1", NOW)  # forgotten: the oldest goes first
+    throttle.failed("2001:db8::270f", NOW)  # the newest are still counted
+    assert not throttle.allowed("2001:db8::270f", NOW + timedelta(seconds=2))
+    for _ in range(50):  # one client's failures are kept to what the limit needs
+        throttle.failed("10.0.0.2", NOW)
+    assert len(throttle._failures["10.0.0.2"]) == 2
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies():
+    from bridge.web.transport import TrustedProxies
+
+    proxies = TrustedProxies.parse(["10.0.0.5", "192.168.7.0/24", "fd00::/8"])
+    # not a trusted proxy: the peer is the client, whatever it claims
+    assert proxies.client("203.0.113.9", ["198.51.100.1"]) == "203.0.113.9"
+    assert not proxies.https("203.0.113.9", ["https"])
+    # a trusted proxy: the nearest address it forwarded for that is not a proxy itself
+    assert proxies.client("10.0.0.5", ["198.51.100.1"]) == "198.51.100.1"
+    assert proxies.client("10.0.0.5", ["6.6.6.6, 198.51.100.1, 192.168.7.3"]) == "198.51.100.1"
+    assert proxies.client("10.0.0.5", ["6.6.6.6", "198.51.100.1"]) == "198.51.100.1"
+    assert proxies.client("::ffff:10.0.0.5", ["2001:db8::1"]) == "2001:db8::1"
+    assert proxies.client("10.0.0.5", []) == "10.0.0.5"  # the proxy's own request
+    assert proxies.client("10.0.0.5", ["unknown, 198.51.100.1"]) == "198.51.100.1"
+    assert proxies.client("10.0.0.5", ["192.168.7.3, garbage"]) == "10.0.0.5"
+    assert proxies.client("10.0.0.5", ["192.168.7.3"]) == "192.168.7.3"  # only proxies
+    assert proxies.https("10.0.0.5", ["https"]) and proxies.https("10.0.0.5", ["http, HTTPS"])
+    assert not proxies.https("10.0.0.5", ["http"]) and not proxies.https("10.0.0.5", [])
+    assert TrustedProxies().client(None, ["1.2.3.4"]) == "?"

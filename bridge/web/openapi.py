@@ -93,12 +93,17 @@ SCHEMAS: dict[str, Any] = {
     }),
     "Stations": _obj({"at": TIME, "stations": {"type": "array", "items": {
         "$ref": "#/components/schemas/Station"}}}),
-    "Session": _obj({"logged_in": {"type": "boolean"}, "login_enabled": {"type": "boolean"}}),
+    "Session": _obj({"logged_in": {"type": "boolean"}, "login_enabled": {"type": "boolean"},
+                     "login_required": {"type": "boolean", "description":
+                                        "the read API and /metrics need a login too"}}),
 }
 
 REASON_BODY = {"required": False, "content": {"application/json": {"schema": _obj(
     {"reason": {"type": "string", "maxLength": 500}})}}}
 AUTH = [{"session": []}]
+# With web.require_login (the default off loopback) reading needs the session cookie too.
+READ_AUTH = [{"session": []}, {}]
+READ = {"security": READ_AUTH}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -106,20 +111,24 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "drbridge operator API", "version": "1",
                  "description": "Site, DR events and stations of a running drbridge; "
-                                "actions need a session cookie from POST /api/login."},
+                                "actions need a session cookie from POST /api/login, and "
+                                "so does reading when web.require_login is on (/metrics "
+                                "also takes the metrics token)."},
         "paths": {
-            "/api/site": {"get": {"summary": "Site load, limit, DR banner, VTN state",
-                                  "responses": _ok("Site", "the site now")}},
+            "/api/site": {"get": {"summary": "Site load, limit, DR banner, VTN state", **READ,
+                                  "responses": {**_ok("Site", "the site now"), "401": ERROR}}},
             "/api/load": {"get": {
-                "summary": "Site load and limit over the last hours",
+                "summary": "Site load and limit over the last hours", **READ,
                 "parameters": [{"name": "hours", "in": "query", "required": False,
                                 "schema": {"type": "number", "default": 3,
                                            "exclusiveMinimum": 0, "maximum": 48}}],
-                "responses": {**_ok("Load", "one point per recorded sample"), "400": ERROR}}},
-            "/api/events": {"get": {"summary": "Active, upcoming and past DR events",
-                                    "responses": _ok("Events", "events")}},
+                "responses": {**_ok("Load", "one point per recorded sample"), "400": ERROR,
+                              "401": ERROR}}},
+            "/api/events": {"get": {"summary": "Active, upcoming and past DR events", **READ,
+                                    "responses": {**_ok("Events", "events"), "401": ERROR}}},
             "/api/stations": {"get": {"summary": "Stations, connectors, limits and reasons",
-                                      "responses": _ok("Stations", "stations")}},
+                                      **READ, "responses": {**_ok("Stations", "stations"),
+                                                            "401": ERROR}}},
             "/api/session": {"get": {"summary": "Whether this client is logged in",
                                      "responses": _ok("Session", "session")}},
             "/api/login": {"post": {
@@ -159,13 +168,21 @@ def openapi_document() -> dict[str, Any]:
                                            "required": True, "schema": {"type": "string"}}],
                            "responses": {"200": {"description": "lifted"}, "401": ERROR,
                                          "404": ERROR}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (text format)",
-                                 "responses": {"200": {"description": "metrics", "content": {
-                                     "text/plain": {"schema": {"type": "string"}}}}}}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text format)",
+                "security": [{"session": []}, {"metricsToken": []}, {"metricsBasic": []}, {}],
+                "responses": {"200": {"description": "metrics", "content": {
+                    "text/plain": {"schema": {"type": "string"}}}}, "401": ERROR,
+                    "429": ERROR}}},
         },
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
-                                            "name": "drbridge_session"}},
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "drbridge_session"},
+                "metricsToken": {"type": "http", "scheme": "bearer",
+                                 "description": "the token of web.metrics_token_hash"},
+                "metricsBasic": {"type": "http", "scheme": "basic",
+                                 "description": "any user name, the metrics token as password"},
+            },
         },
     }

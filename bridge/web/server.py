@@ -14,9 +14,16 @@ from aiohttp import web
 from bridge.app import EventOver, UnknownEvent
 from bridge.holds import HOLD_MODES
 from bridge.web import views
-from bridge.web.auth import LoginThrottle, Sessions, verify_password
+from bridge.web.auth import (
+    LoginThrottle,
+    MetricsToken,
+    Sessions,
+    presented_token,
+    verify_password,
+)
 from bridge.web.metrics import render_metrics
 from bridge.web.openapi import openapi_document
+from bridge.web.transport import TrustedProxies, tls_context
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -28,6 +35,7 @@ COOKIE = "drbridge_session"
 MAX_HOURS = 48.0
 MAX_REASON = 500
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_CHALLENGE = 'Bearer realm="drbridge metrics", Basic realm="drbridge metrics"'
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -68,13 +76,22 @@ class WebServer:
         self.settings = bridge.config.model.web
         self.sessions = Sessions(ttl=timedelta(seconds=self.settings.session_ttl_s))
         self.throttle = LoginThrottle()
+        self.proxies = TrustedProxies.parse(self.settings.trusted_proxies)
+        token_hash = self.settings.metrics_token_hash
+        self.metrics_token = MetricsToken(token_hash) if token_hash else None
+        self.ssl_context = None
+        if self.settings.tls_certificate and self.settings.tls_private_key:
+            # load_config has checked that they load
+            resolve = bridge.config.resolve
+            self.ssl_context = tls_context(resolve(self.settings.tls_certificate),
+                                           resolve(self.settings.tls_private_key))
         self._runner: web.AppRunner | None = None
         self.port = self.settings.port
         self.ready = asyncio.Event()  # set once listening (or given up)
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.port}/"
+        return f"{self.settings.scheme}://{self.settings.host}:{self.port}/"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
@@ -102,7 +119,8 @@ class WebServer:
         more than the operator's view of them."""
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port,
+                           ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as error:
@@ -127,15 +145,19 @@ class WebServer:
         return web.FileResponse(STATIC / "index.html")
 
     async def site(self, request: web.Request) -> web.Response:
+        self._require_reader(request)
         return _json(views.site_view(self.bridge))
 
     async def events(self, request: web.Request) -> web.Response:
+        self._require_reader(request)
         return _json(views.events_view(self.bridge))
 
     async def stations(self, request: web.Request) -> web.Response:
+        self._require_reader(request)
         return _json(views.stations_view(self.bridge))
 
     async def load(self, request: web.Request) -> web.Response:
+        self._require_reader(request)
         try:
             hours = float(request.query.get("hours", "3"))
         except ValueError:
@@ -148,16 +170,52 @@ class WebServer:
         return _json(openapi_document())
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if self.settings.login_required and not self._logged_in(request):
+            await self._check_scraper(request)
         return web.Response(body=render_metrics(self.bridge).encode("utf-8"),
                             headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    async def _check_scraper(self, request: web.Request) -> None:
+        """Let a scraper with the metrics token through; raise 401 (or 429) otherwise."""
+        token = presented_token(request.headers.get("Authorization"))
+        challenge = {"WWW-Authenticate": METRICS_CHALLENGE} if self.metrics_token else {}
+        if token is None or self.metrics_token is None:
+            raise web.HTTPUnauthorized(
+                text='{"error": "log in first, or send the metrics token"}',
+                content_type="application/json", headers=challenge)
+        client, now = self._client(request), self.bridge.now()
+        if not self.throttle.allowed(client, now):
+            raise web.HTTPTooManyRequests(text='{"error": "too many failed attempts"}',
+                                          content_type="application/json")
+        if not await self.metrics_token.matches(token):
+            self.throttle.failed(client, now)
+            log.warning("dashboard: wrong metrics token from %s", client)
+            raise web.HTTPUnauthorized(text='{"error": "wrong metrics token"}',
+                                       content_type="application/json", headers=challenge)
+
+    # who is asking ----------------------------------------------------------------------------
+    def _client(self, request: web.Request) -> str:
+        """The client's address; behind a trusted proxy, the one it forwarded for."""
+        return self.proxies.client(request.remote,
+                                   request.headers.getall("X-Forwarded-For", ()))
+
+    def _secure(self, request: web.Request) -> bool:
+        """Whether the client speaks HTTPS: to us, or to a trusted proxy in front."""
+        return request.secure or self.proxies.https(
+            request.remote, request.headers.getall("X-Forwarded-Proto", ()))
+
     # login ------------------------------------------------------------------------------------
     def _logged_in(self, request: web.Request) -> bool:
-        return self.sessions.valid(request.cookies.get(COOKIE), self.bridge.snapshot().at)
+        return self.sessions.valid(request.cookies.get(COOKIE), self.bridge.now())
+
+    def _require_reader(self, request: web.Request) -> None:
+        if self.settings.login_required:
+            self._require_login(request)
 
     async def session(self, request: web.Request) -> web.Response:
         return _json({"logged_in": self._logged_in(request),
-                      "login_enabled": self.settings.password_hash is not None})
+                      "login_enabled": self.settings.password_hash is not None,
+                      "login_required": self.settings.login_required})
 
     async def login(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -167,8 +225,7 @@ class WebServer:
             return _error(403, "no operator password is configured (web.password_hash)")
         if not isinstance(password, str):
             return _error(400, "password must be a string")
-        client = request.remote or "?"
-        now = self.bridge.snapshot().at
+        client, now = self._client(request), self.bridge.now()
         if not self.throttle.allowed(client, now):
             return _error(429, "too many failed logins; wait a few minutes")
         # scrypt takes a tenth of a second by design: off the event loop
@@ -179,11 +236,12 @@ class WebServer:
             log.warning("dashboard: failed login from %s", client)
             return _error(401, "wrong password")
         self.throttle.succeeded(client)
-        token = self.sessions.create(self.bridge.snapshot().at)
+        token = self.sessions.create(now)
         response = _json({"logged_in": True})
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                            max_age=int(self.settings.session_ttl_s))
-        log.info("dashboard: operator logged in from %s", request.remote)
+                            max_age=int(self.settings.session_ttl_s),
+                            secure=self._secure(request))
+        log.info("dashboard: operator logged in from %s", client)
         return response
 
     async def logout(self, request: web.Request) -> web.Response:

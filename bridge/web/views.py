@@ -114,7 +114,7 @@ def thin(rows: list[tuple[datetime, float, float]], most: int
 
 
 def load_series(bridge: Bridge, hours: float) -> dict[str, Any]:
-    now = bridge.snapshot().at
+    now = bridge.now()
     rows = thin(bridge.store.site_load(now - timedelta(hours=hours)), MAX_CHART_POINTS)
     return {
         "since": (now - timedelta(hours=hours)).isoformat(),
@@ -194,7 +194,7 @@ def standing_opt_outs(bridge: Bridge) -> dict[str, Any]:
 
 
 def events_view(bridge: Bridge) -> dict[str, Any]:
-    now = bridge.snapshot().at
+    now = bridge.now()
     operator = standing_opt_outs(bridge)
     ordered = sorted(bridge.events.values(), key=lambda e: e.event.start)
     current = [e for e in ordered if event_state(e.event, now) in ("active", "upcoming")]
@@ -275,7 +275,7 @@ def _station_voltage(bridge: Bridge, station_id: str, now: datetime,
 
 
 def stations_view(bridge: Bridge) -> dict[str, Any]:
-    now = bridge.snapshot().at
+    now = bridge.now()
     stale = timedelta(seconds=bridge.config.model.telemetry.stale_after_s)
     sessions = {(s.station_id, s.connector_id): (tx, s) for tx, s in bridge.sessions.items()}
     stations = []

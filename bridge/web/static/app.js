@@ -235,11 +235,16 @@ async function refresh() {
   busy = true;
   try {
     const hours = $("hours").value;
-    const [session, site, load, events, stations] = await Promise.all([
-      api("/api/session"), api("/api/site"), api(`/api/load?hours=${hours}`),
-      api("/api/events"), api("/api/stations"),
-    ]);
+    const session = await api("/api/session");
     renderSession(session);
+    if (session.login_required && !session.logged_in) {
+      say("Log in to see the site.");
+      return;
+    }
+    const [site, load, events, stations] = await Promise.all([
+      api("/api/site"), api(`/api/load?hours=${hours}`), api("/api/events"), api("/api/stations"),
+    ]);
+    if ($("message").textContent === "Log in to see the site.") say("");
     renderSite(site);
     renderChart(load, site.at);
     renderEvents(events);
