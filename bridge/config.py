@@ -460,19 +460,10 @@ def _web_problems(web: WebSection, base: Path, lines: dict) -> list[Problem]:
     if not web.enabled:
         return []
     problems: list[Problem] = []
-    if web.login_required and web.password_hash is None:
-        if web.require_login:
-            problems.append(_at(lines, ("web", "require_login"),
-                                "a login needs web.password_hash: add the line `drbridge "
-                                "hash-password` prints, or set require_login: false"))
-        else:
-            why = "is served through web.trusted_proxies" if web.trusted_proxies \
-                else f"listens on {web.host}, beyond this machine,"
-            problems.append(_at(lines, ("web", "password_hash"),
-                                f"required: the dashboard {why} so its API and /metrics need a"
-                                " login (web.require_login defaults to true there); add the line"
-                                " `drbridge hash-password` prints, or set web.require_login: "
-                                "false to serve them to anyone who can reach it"))
+    if web.login_required and web.password_hash is None and web.require_login:
+        problems.append(_at(lines, ("web", "require_login"),
+                            "a login needs web.password_hash: add the line `drbridge "
+                            "hash-password` prints, or set require_login: false"))
     given = {key: getattr(web, key) for key in ("tls_certificate", "tls_private_key")}
     paths: dict[str, Path] = {}
     for key, value in given.items():
@@ -509,7 +500,17 @@ def _cautions(model: ConfigModel, lines: dict) -> tuple[Problem, ...]:
             "stations. Fix: list the stations under ocpp.stations, or use "
             "ocpp.security.profile 1-3")))
     web = model.web
-    if web.enabled and not is_loopback_host(web.host):
+    if web.enabled and web.login_required and web.password_hash is None:
+        # Not an error: a bridge that refused to start over its dashboard would leave the
+        # site without DR limits. The read API answers 401 until a password is set.
+        why = "is served through web.trusted_proxies" if web.trusted_proxies \
+            else f"listens on {web.host}, beyond this machine,"
+        cautions.append(_at(lines, ("web", "password_hash"), (
+            f"missing: the dashboard {why} so its API and /metrics need a login "
+            "(web.require_login defaults to true there), and without a password nobody can "
+            "log in: they answer 401. Fix: add the line `drbridge hash-password` prints, or "
+            "set web.require_login: false to serve them to anyone who can reach it")))
+    elif web.enabled and not is_loopback_host(web.host):
         plain = web.scheme == "http"
         if not web.login_required:
             cautions.append(_at(lines, ("web", "require_login"), (

@@ -231,12 +231,16 @@ def test_login_is_required_by_default_beyond_loopback(tmp_path: Path, host: str,
     assert proxied.model.web.login_required is True
 
 
-def test_a_required_login_without_a_password_is_an_error(tmp_path: Path):
+def test_a_default_login_without_a_password_warns_and_an_explicit_one_is_an_error(
+        tmp_path: Path):
+    # the bridge still starts (a site must not lose its DR limits over its dashboard) ...
     path = config_file(tmp_path, "host: 0.0.0.0\n")
-    [problem] = problems(path)
-    assert problem.startswith(f"{path}:6: web.password_hash: required: the dashboard listens on"
+    [caution] = load_config(path).site_warnings()
+    assert caution.startswith(f"{path}:6: web.password_hash: missing: the dashboard listens on"
                               " 0.0.0.0")
-    assert "drbridge hash-password" in problem and "web.require_login: false" in problem
+    assert "drbridge hash-password" in caution and "web.require_login: false" in caution
+    assert "answer 401" in caution
+    # ... but a login asked for explicitly cannot work without a password
     path = config_file(tmp_path, "require_login: true\n")
     [problem] = problems(path)
     assert problem.startswith(f"{path}:7: web.require_login: a login needs web.password_hash")
