@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import re
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from test_ven_client import Listener, settings
 
 from bridge.sim.vtn import DemoVtn, VtnTls
 from ven.client import TlsSettings, Ven, VenSettings, transport_warnings
+from ven.messages import RefusedMessage, parse_untrusted, read_message
+from ven.signatures import signed_payload
 
 
 @dataclasses.dataclass
@@ -227,6 +230,39 @@ async def test_a_wrapped_signature_is_refused(secure: Setup, caplog: pytest.LogC
         assert "signature wrapping" in caplog.text
     finally:
         await stop(ven, task)
+
+
+def test_signed_payload_hands_on_what_is_signed_and_nothing_else(tmp_path: Path):
+    """ven.signatures directly: the signed message comes back alone, in a fresh payload;
+    anything that is not exactly what the pinned certificate signed is refused."""
+    pki = Pki(tmp_path)
+    vtn = pki.issue("vtn.test", server=True)
+    pin = _pin_forms(vtn.der)["full, lower case, colons"]
+    signed = create_message(
+        "oadrResponse", cert=vtn.pem, key=Path(vtn.key).read_bytes(), ven_id="ven-1",
+        response={"response_code": 200, "response_description": "OK", "request_id": "R-7"})
+
+    result = signed_payload(parse_untrusted(signed.encode()), pin)
+    assert b"Signature" not in result.payload
+    assert read_message(result.payload) == ("oadrResponse", {
+        "response": {"response_code": 200, "response_description": "OK", "request_id": "R-7"},
+        "ven_id": "ven-1"})
+    assert result.replay_protect.tag.endswith("}ReplayProtect")
+
+    def refusal(text: str, pin: str = pin) -> str:
+        with pytest.raises(RefusedMessage) as refused:
+            signed_payload(parse_untrusted(text.encode()), pin)
+        assert refused.value.stage == "signature"
+        return refused.value.reason
+
+    assert "does not verify" in refusal(signed.replace(">R-7<", ">R-8<"))
+    assert "does not match the pin" in refusal(signed, pin="00" * 32)
+    unsigned = re.sub(r"<ds:Signature.*</ds:Signature>", "", signed, flags=re.S)
+    assert "not signed" in refusal(unsigned)
+    start, end = _element(signed, "oadr:oadrSignedObject")
+    copy = signed[start:end].replace(">R-7<", ">R-8<")
+    doubled = signed[:end] + copy + signed[end:]  # two objects under the same Id
+    assert "exactly one oadrSignedObject" in refusal(doubled)
 
 
 def test_a_remote_vtn_without_tls_is_flagged():

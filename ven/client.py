@@ -291,7 +291,7 @@ class _Client(OpenADRClient):
                     content = await read_capped(reply, MAX_MESSAGE_BYTES)
                 except ReplyTooLarge as error:
                     reply.close()  # drops the connection: the rest of the body is never read
-                    log.error("refused a message from the VTN: %s answer %s", service, error)
+                    log.error("refused a message from the VTN: %s answer: %s", service, error)
                     return None, {}
         except Exception as error:  # unreachable VTN, reset, timeout: retried by the caller
             log.warning("VTN %s unreachable: %s: %s", url, type(error).__name__, error)
