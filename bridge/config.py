@@ -28,6 +28,7 @@ from policies.fleet import Circuit, Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, KeyPath, Problem, parse_yaml, validate_yaml
 from ven.client import TlsSettings, transport_warnings
+from ven.signatures import canonical_pin
 
 
 class _Section(BaseModel):
@@ -45,6 +46,12 @@ class TlsSection(_Section):
     check_hostname: bool = True
     xml_signatures: bool = False  # sign every message; accept only VTN messages signed by
     vtn_signing_fingerprint: str | None = None  # this certificate (default: vtn_fingerprint)
+
+    @field_validator("vtn_fingerprint", "vtn_signing_fingerprint")
+    @classmethod
+    def _pin(cls, value: str | None) -> str | None:
+        # one form for every pin, however written (case, colons): TLS and signatures compare alike
+        return None if value is None else canonical_pin(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TlsSection:

@@ -67,6 +67,23 @@ def test_targets_and_tls_paths_load(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert config.warnings() == []  # loopback
 
 
+def test_pins_are_read_in_any_form_and_held_in_one(tmp_path: Path):
+    digest = ("7e:f7:28:23:e8:ce:f4:aa:6b:e8:9e:98:50:c6:bd:72:"
+              "9e:78:73:51:5c:b7:3b:28:7f:ae:46:d2:53:66:ef:ae")
+    config = load_config(write(tmp_path, textwrap.dedent(f"""\
+        tls:
+          vtn_fingerprint: "{digest}"
+          vtn_signing_fingerprint: "3b287fae46d25366efae"
+        """)))
+    assert config.tls is not None
+    assert config.tls.vtn_fingerprint == digest.replace(":", "").upper()
+    assert config.tls.vtn_signing_fingerprint == "3B287FAE46D25366EFAE"
+    for pin in ("AA:BB:CC", "not a fingerprint", digest + ":00"):
+        text = problems(write(tmp_path, f'tls:\n  vtn_signing_fingerprint: "{pin}"\n'))
+        assert "site.yaml:5: ven.tls.vtn_signing_fingerprint:" in text, text
+        assert "is not a certificate fingerprint" in text and "64 hex digits" in text
+
+
 def test_check_warns_about_a_remote_vtn_without_tls(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]):
     path = write(tmp_path, "", url="http://vtn.utility.example/OpenADR2/Simple/2.0b")

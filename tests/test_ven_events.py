@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,11 +36,13 @@ class Harness:
         assert ven_id is not None
         return ven_id
 
-    async def distribute(self, *events: Event) -> str:
-        """Send one oadrDistributeEvent; returns once the VEN has polled it and answered."""
+    async def distribute(self, *events: Event,
+                         spoil: Callable[[bytes], bytes] = lambda body: body) -> str:
+        """Send one oadrDistributeEvent (``spoil`` may edit its bytes); returns once the VEN
+        has polled it and answered."""
         self.request += 1
         request_id = f"req-{self.request}"
-        self.vtn.send_raw(distribute_event(list(events), request_id=request_id))
+        self.vtn.send_raw(spoil(distribute_event(list(events), request_id=request_id)))
         await wait_until(lambda: not self.vtn.raw_replies, what="the VEN's poll")
         # the poll that took it may still be in hand: wait for one more to be done with
         handled = self.handled
@@ -238,6 +240,58 @@ async def test_hostile_polls_are_refused_and_the_ven_carries_on(harness: Harness
     harness.vtn.send_raw(distribute_event([Event("ev-bad", start, [simple(1)])])
                          .replace(b"<ei:value>1</ei:value>", b"<ei:value>NaN</ei:value>"))
     await harness.distribute(Event("ev-good", start, [simple(1)]))
-    assert caplog.text.count("refused a message from the VTN") >= 3
+    assert caplog.text.count("refused a message from the VTN") >= 2
+    assert "refused event ev-bad (modification 0) from the VTN" in caplog.text
     assert harness.delivered("ev-bad") == []
     assert len(harness.delivered("ev-good")) == 1
+
+
+def nan_in(event_id: str) -> Callable[[bytes], bytes]:
+    """Spoils one event of a message: its level-2 payloads (no other event here has any)
+    become NaN, which the schema allows and no signal can mean."""
+    def spoil(body: bytes) -> bytes:
+        assert body.count(b"<ei:value>2</ei:value>") == 2, "one interval and its currentValue"
+        assert f"<ei:eventID>{event_id}</ei:eventID>".encode() in body
+        return body.replace(b"<ei:value>2</ei:value>", b"<ei:value>NaN</ei:value>")
+    return spoil
+
+
+async def test_a_bad_event_is_answered_with_an_error_and_the_others_are_taken(
+        harness: Harness, caplog: pytest.LogCaptureFixture):
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10)
+    good_a = Event("ev-good-a", start, [simple(1)])
+    bad = Event("ev-nan", start, [simple(2)])
+    good_b = Event("ev-good-b", start, [simple(3)])
+    await harness.distribute(good_a, bad, good_b, spoil=nan_in("ev-nan"))
+
+    # the good events are acted on and answered as usual; the bad one is not acted on and
+    # is answered 454 (OpenADR 2.0b "Invalid data"), opted out
+    assert len(harness.delivered("ev-good-a")) == len(harness.delivered("ev-good-b")) == 1
+    assert harness.delivered("ev-nan") == []
+    assert "ev-nan" not in harness.ven.known
+    for event_id in ("ev-good-a", "ev-good-b"):
+        [answer] = harness.responses(event_id)
+        assert (answer["response_code"], answer["opt_type"]) == (200, "optIn")
+    [refusal] = harness.responses("ev-nan")
+    assert (refusal["response_code"], refusal["opt_type"]) == (454, "optOut")
+    assert refusal["modification_number"] == 0
+    logged = "refused event ev-nan (modification 0) from the VTN"
+    assert caplog.text.count(logged) == 1
+    assert "finite" in caplog.text
+
+    # the VTN sends the same list again: answered again, logged once
+    await harness.distribute(good_a, bad, good_b, spoil=nan_in("ev-nan"))
+    assert [r["response_code"] for r in harness.responses("ev-nan")] == [454, 454]
+    assert [r["response_code"] for r in harness.responses("ev-good-a")] == [200, 200]
+    assert caplog.text.count(logged) == 1
+    assert len(harness.delivered("ev-good-a")) == 1
+
+    # a bad modification of an event the VEN holds: the held one stays in force
+    bad_a = Event("ev-good-a", start, [simple(2)], modification=1)
+    await harness.distribute(bad_a, good_b, spoil=nan_in("ev-good-a"))
+    assert harness.ven.known["ev-good-a"].modification_number == 0
+    assert [e.status for e in harness.delivered("ev-good-a")] == [EventStatus.FAR]
+    assert (harness.responses("ev-good-a")[-1]["response_code"],
+            harness.responses("ev-good-a")[-1]["modification_number"]) == (454, 1)
+    assert "refused event ev-good-a (modification 1) from the VTN" in caplog.text
+    assert "modification 0 stays in force" in caplog.text

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import re
 import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from certs import Pki
+from certs import Issued, Pki
 from conftest import wait_until
-from oadr_payloads import Event, Signal, distribute_event
+from oadr_payloads import NAMESPACES, Event, Signal, distribute_event
+from openleadr.messaging import create_message
 from openleadr.utils import certificate_fingerprint_from_der
 from test_ven_client import Listener, settings
 
 from bridge.sim.vtn import DemoVtn, VtnTls
 from ven.client import TlsSettings, Ven, VenSettings, transport_warnings
+from ven.messages import RefusedMessage, parse_untrusted, read_message
+from ven.signatures import signed_payload
 
 
 @dataclasses.dataclass
@@ -28,6 +33,7 @@ class Setup:
     server_der: bytes
     client_cert: str
     client_key: str
+    server: Issued  # the VTN's certificate, which also signs its messages
 
     def tls(self, **changes: object) -> TlsSettings:
         base = TlsSettings(cert=self.client_cert, key=self.client_key, ca_file=self.pki.ca_file,
@@ -46,7 +52,7 @@ async def secure(tmp_path: Path) -> AsyncIterator[Setup]:
     client = pki.issue("ven.test")
     vtn = DemoVtn(tls=VtnTls(server.cert, server.key, pki.ca_file, sign=True))
     await vtn.start()
-    yield Setup(pki, vtn, server.der, client.cert, client.key)
+    yield Setup(pki, vtn, server.der, client.cert, client.key, server)
     await vtn.stop()
 
 
@@ -116,7 +122,8 @@ async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
                              what="the pin mismatch logged")
         if problem == "wrong signing pin":
             await wait_until(
-                lambda: "refused a message from the VTN: FingerprintMismatch" in caplog.text,
+                lambda: "refused a message from the VTN: signature: the signing certificate "
+                        "does not match the pin" in caplog.text,
                 what="the signature refusal logged")
         await asyncio.sleep(1.5)  # several attempts
         assert listener.registrations == []
@@ -124,6 +131,138 @@ async def test_the_ven_does_not_talk_to_a_vtn_it_cannot_authenticate(
             assert secure.vtn.received.registrations == []
     finally:
         await stop(ven, task)
+
+
+def _pin_forms(der: bytes) -> dict[str, str]:
+    digest = hashlib.sha256(der).hexdigest()
+    pairs = [digest[i:i + 2] for i in range(0, 64, 2)]
+    return {"full, lower case, colons": ":".join(pairs),
+            "full, upper case, bare": digest.upper(),
+            "short, lower case, bare": digest[-20:],
+            "short, as openleadr prints it": ":".join(pairs[-10:]).upper()}
+
+
+@pytest.mark.parametrize(("tls_form", "signing_form"), [
+    ("full, lower case, colons", None),
+    ("full, upper case, bare", None),
+    ("short, lower case, bare", None),
+    ("short, as openleadr prints it", "full, lower case, colons"),
+])
+async def test_a_pin_in_any_form_checks_tls_and_signatures_alike(
+        secure: Setup, tls_form: str, signing_form: str | None):
+    """The certificate's SHA-256 or OpenADR's short form, in any case, with or without colons:
+    what passes the TLS pin passes the signature check too."""
+    forms = _pin_forms(secure.server_der)
+    tls = secure.tls(vtn_fingerprint=forms[tls_form],
+                     vtn_signing_fingerprint=forms[signing_form] if signing_form else None)
+    ven, listener, task = await run_ven(secure, tls)
+    try:
+        await wait_until(lambda: listener.registrations != [], what="registration")
+        ven_id = listener.registrations[0].ven_id
+        start = datetime.now(UTC) + timedelta(minutes=5)
+        event_id = secure.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=1), 2)])
+        await wait_until(lambda: (ven_id, event_id, "optIn") in secure.vtn.received.opts,
+                         what="the signed event answered")
+    finally:
+        await stop(ven, task)
+
+
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
+OADR = "http://openadr.org/oadr-2.0b/2012/07"
+
+
+def _element(text: str, tag: str) -> tuple[int, int]:
+    """Where the one element ``tag`` (prefixed, as written) starts and ends in ``text``."""
+    start = text.index(f"<{tag}")
+    return start, text.index(f"</{tag}>") + len(f"</{tag}>")
+
+
+def signature_wrapped(signed: str, forged: bytes) -> bytes:
+    """XML signature wrapping: the signed oadrSignedObject moved into a ds:Object of the
+    signature (the only place the 2.0b schema lets it go), and the forged message's unsigned
+    oadrSignedObject put where a reader looks for the message.
+
+    The signature stays valid. Inclusive c14n, which openleadr signs with, renders the
+    namespaces in scope; so the ds:Signature is rewritten in the default namespace, its
+    ds: children declare their prefix themselves and drop the default, and the moved
+    element drops it too: SignedInfo and the moved element canonicalise as signed.
+    """
+    sig_start, sig_end = _element(signed, "ds:Signature")
+    obj_start, obj_end = _element(signed, "oadr:oadrSignedObject")
+    inner = signed[sig_start:sig_end]
+    inner = inner[inner.index(">") + 1:-len("</ds:Signature>")]
+    for tag in ("SignedInfo", "SignatureValue", "KeyInfo", "Object"):
+        inner = inner.replace(f"<ds:{tag}", f'<ds:{tag} xmlns:ds="{DSIG}" xmlns=""', 1)
+    moved = signed[obj_start:obj_end].replace(
+        "<oadr:oadrSignedObject", '<oadr:oadrSignedObject xmlns=""', 1)
+    forged_text = forged.decode()
+    f_start, f_end = _element(forged_text, "oadr:oadrSignedObject")
+    unsigned = forged_text[f_start:f_end].replace(
+        "<oadr:oadrSignedObject", f"<oadr:oadrSignedObject {NAMESPACES}", 1)
+    return (signed[:sig_start]
+            + f'<Signature xmlns="{DSIG}" xmlns:oadr="{OADR}">{inner}'
+            + f"<Object>{moved}</Object></Signature>"
+            + unsigned + signed[obj_end:]).encode()
+
+
+async def test_a_wrapped_signature_is_refused(secure: Setup, caplog: pytest.LogCaptureFixture):
+    """A valid signature by the VTN over one message, with an unsigned one put where the
+    reader looks: the VEN reads only what the signature covers, and refuses the rest."""
+    ven, listener, task = await run_ven(secure, secure.tls())
+    try:
+        await wait_until(lambda: listener.registrations != [], what="registration")
+        ven_id = listener.registrations[0].ven_id
+        start = datetime.now(UTC) + timedelta(minutes=5)
+        forged = distribute_event(
+            [Event("forged", start, [Signal("SIMPLE", "level", [(timedelta(minutes=1), 3)])])],
+            request_id="forged-1")
+        genuine = create_message(  # signed by the VTN's own key, moments before the poll
+            "oadrResponse", cert=secure.server.pem, key=Path(secure.server.key).read_bytes(),
+            response={"response_code": 200, "response_description": "OK", "request_id": None},
+            ven_id=ven_id)
+        secure.vtn.send_raw(signature_wrapped(genuine, forged))
+        await wait_until(lambda: not secure.vtn.raw_replies, what="the wrapped poll reply")
+        # a genuine event after it: once it is in, the wrapped reply has been dealt with
+        event_id = secure.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=1), 2)])
+        await wait_until(lambda: (ven_id, event_id, "optIn") in secure.vtn.received.opts,
+                         what="the genuine event answered")
+        assert [e.event_id for e in listener.events] == [event_id]
+        assert "signature wrapping" in caplog.text
+    finally:
+        await stop(ven, task)
+
+
+def test_signed_payload_hands_on_what_is_signed_and_nothing_else(tmp_path: Path):
+    """ven.signatures directly: the signed message comes back alone, in a fresh payload;
+    anything that is not exactly what the pinned certificate signed is refused."""
+    pki = Pki(tmp_path)
+    vtn = pki.issue("vtn.test", server=True)
+    pin = _pin_forms(vtn.der)["full, lower case, colons"]
+    signed = create_message(
+        "oadrResponse", cert=vtn.pem, key=Path(vtn.key).read_bytes(), ven_id="ven-1",
+        response={"response_code": 200, "response_description": "OK", "request_id": "R-7"})
+
+    result = signed_payload(parse_untrusted(signed.encode()), pin)
+    assert b"Signature" not in result.payload
+    assert read_message(result.payload) == ("oadrResponse", {
+        "response": {"response_code": 200, "response_description": "OK", "request_id": "R-7"},
+        "ven_id": "ven-1"})
+    assert result.replay_protect.tag.endswith("}ReplayProtect")
+
+    def refusal(text: str, pin: str = pin) -> str:
+        with pytest.raises(RefusedMessage) as refused:
+            signed_payload(parse_untrusted(text.encode()), pin)
+        assert refused.value.stage == "signature"
+        return refused.value.reason
+
+    assert "does not verify" in refusal(signed.replace(">R-7<", ">R-8<"))
+    assert "does not match the pin" in refusal(signed, pin="00" * 32)
+    unsigned = re.sub(r"<ds:Signature.*</ds:Signature>", "", signed, flags=re.S)
+    assert "not signed" in refusal(unsigned)
+    start, end = _element(signed, "oadr:oadrSignedObject")
+    copy = signed[start:end].replace(">R-7<", ">R-8<")
+    doubled = signed[:end] + copy + signed[end:]  # two objects under the same Id
+    assert "exactly one oadrSignedObject" in refusal(doubled)
 
 
 def test_a_remote_vtn_without_tls_is_flagged():

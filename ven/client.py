@@ -12,7 +12,6 @@ It knows nothing of chargers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import logging
 import random
@@ -21,18 +20,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
-from lxml import etree
 from openleadr import OpenADRClient, objects, utils
-from openleadr.messaging import validate_xml_signature
+from openleadr import messaging as openleadr_messaging
 
-from ven.events import DrEvent, EventStatus, InvalidEvent, OptType, normalise_event
+from ven.events import DrEvent, EventStatus, OptType
 from ven.grid_reports import offer_voltage_reports
 from ven.lifecycle import Change, SiteTargets, classify, implicitly_cancelled, match_targets
-from ven.messages import RefusedMessage, read_message
+from ven.messages import (
+    MAX_MESSAGE_BYTES,
+    BadEvent,
+    RefusedMessage,
+    parse_untrusted,
+    read_message,
+    sort_events,
+)
 from ven.reports import (
     HISTORY_ID,
     HISTORY_RID,
@@ -42,10 +47,15 @@ from ven.reports import (
     offer_reports,
     update_report_payload,
 )
+from ven.signatures import canonical_pin, fingerprint_matches, signed_payload
 
 log = logging.getLogger(__name__)
 
-_NO_ENTITIES = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+# eiResponse code for an event the VEN cannot read: OpenADR 2.0b's application-layer
+# "Invalid data" (4xx: the request cannot be fulfilled; 454 narrows it to its content).
+EVENT_INVALID: Final = 454
+# Chunks in which a VTN's reply is read, so that one over MAX_MESSAGE_BYTES is stopped early.
+_READ_CHUNK = 64 * 1024
 
 
 # ei:optReason values (OpenADR 2.0b OptReasonEnumeratedType, without the x- extension).
@@ -89,13 +99,20 @@ class TlsSettings:
     xml_signatures: bool = False  # sign what we send, and require valid signed replies
     vtn_signing_fingerprint: str | None = None  # pin of the VTN's signing certificate
 
+    def __post_init__(self) -> None:
+        # Pins are held in one form (ven.signatures.canonical_pin), whatever the operator
+        # wrote; a pin that is no fingerprint at all raises ValueError here, at config load.
+        for name in ("vtn_fingerprint", "vtn_signing_fingerprint"):
+            pin = getattr(self, name)
+            if pin is not None:
+                object.__setattr__(self, name, canonical_pin(pin))
 
-def fingerprint_matches(der: bytes, pin: str) -> bool:
-    """A certificate against a pin: its whole SHA-256, or OpenADR's short form (the last
-    ten bytes of it, as openleadr prints them), colons and case ignored."""
-    digest = hashlib.sha256(der).hexdigest().upper()
-    wanted = pin.replace(":", "").strip().upper()
-    return bool(wanted) and (wanted == digest or (len(wanted) == 20 and digest.endswith(wanted)))
+    @property
+    def signing_pin(self) -> str | None:
+        """The pin VTN signatures are checked against, when signatures are on."""
+        if not self.xml_signatures:
+            return None
+        return self.vtn_signing_fingerprint or self.vtn_fingerprint
 
 
 def is_loopback(url: str) -> bool:
@@ -205,18 +222,41 @@ class _PinningConnector(aiohttp.TCPConnector):
         return transport, protocol
 
 
+class ReplyTooLarge(Exception):
+    """The VTN's reply is over :data:`~ven.messages.MAX_MESSAGE_BYTES`."""
+
+
+async def read_capped(reply: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of an HTTP reply, read in chunks and given up as soon as it is over ``limit``
+    bytes (or says so in its Content-Length), so that a huge or endless body is never held
+    in memory. Raises :class:`ReplyTooLarge`."""
+    declared = reply.content_length
+    if declared is not None and declared > limit:
+        raise ReplyTooLarge(f"its Content-Length of {declared} bytes is over the "
+                            f"{limit}-byte limit")
+    body = bytearray()
+    async for chunk in reply.content.iter_chunked(_READ_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise ReplyTooLarge(f"over the {limit}-byte limit (stopped reading)")
+    return bytes(body)
+
+
 class _Client(OpenADRClient):
     """openleadr's client, with drbridge's transport, intake and report handling.
 
     openleadr checks the XSD only; :func:`ven.messages.read_message` also refuses
     oversize and entity-bearing payloads and content that makes no sense, and
-    it never raises anything but :class:`RefusedMessage`. The HTTP session speaks
+    it never raises anything but :class:`RefusedMessage`. Replies are read up to
+    :data:`~ven.messages.MAX_MESSAGE_BYTES` and no further; with signatures on, only
+    what the signature covers is read (:mod:`ven.signatures`). The HTTP session speaks
     TLS 1.2+ with the VTN pinned; report requests and updates are handled here
     (see :mod:`ven.reports`).
     """
 
     last_contact: datetime | None = None
     tls: TlsSettings | None = None
+    signing_pin: str | None = None  # VTN messages must be signed by this certificate
 
     async def _ensure_client_session(self) -> None:
         """One HTTP session; over https a TLS 1.2+ context with our client certificate and
@@ -243,25 +283,33 @@ class _Client(OpenADRClient):
         url = f"{self.vtn_url}/{service}"
         try:
             async with self.client_session.post(url, data=message) as reply:
-                status, content = reply.status, await reply.read()
+                status = reply.status
+                if status != HTTPStatus.OK:
+                    log.warning("VTN answered %s with HTTP %d", service, status)
+                    return None, {}
+                try:
+                    content = await read_capped(reply, MAX_MESSAGE_BYTES)
+                except ReplyTooLarge as error:
+                    reply.close()  # drops the connection: the rest of the body is never read
+                    log.error("refused a message from the VTN: %s answer: %s", service, error)
+                    return None, {}
         except Exception as error:  # unreachable VTN, reset, timeout: retried by the caller
             log.warning("VTN %s unreachable: %s: %s", url, type(error).__name__, error)
-            return None, {}
-        if status != HTTPStatus.OK:
-            log.warning("VTN answered %s with HTTP %d", service, status)
             return None, {}
         if not content:
             return None, {}
         try:
-            if self.vtn_fingerprint:
-                validate_xml_signature(etree.fromstring(content, parser=_NO_ENTITIES),
-                                       cert_fingerprint=self.vtn_fingerprint)
+            if self.signing_pin:
+                signed = signed_payload(parse_untrusted(content), self.signing_pin)
+                # openleadr's check of the (signed) timestamp and nonce, and its nonce cache
+                openleadr_messaging._verify_replay_protect(signed.replay_protect)
+                content = signed.payload  # what the signature covers, and nothing else
             message_type, payload = read_message(content)
         except RefusedMessage as error:
             log.error("refused a message from the VTN: %s", error.reason)
             return None, {}
-        except Exception as error:  # a signature that does not verify
-            log.error("refused a message from the VTN: %s: %s", type(error).__name__, error)
+        except ValueError as error:  # replay protection: too old, or a nonce seen before
+            log.error("refused a message from the VTN: signature: %s", error)
             return None, {}
         self.last_contact = datetime.now(UTC)
         code = (payload.get("response") or {}).get("response_code")
@@ -435,12 +483,12 @@ class Ven:
             cert=tls.cert if signing else None,
             key=tls.key if signing else None,
             passphrase=tls.passphrase if signing else None,
-            # replies must carry a valid signature by this certificate
-            vtn_fingerprint=(tls.vtn_signing_fingerprint or tls.vtn_fingerprint)
-            if signing else None,
             disable_signature=not signing,
         )
         self._client.tls = settings.tls
+        # replies must carry a valid signature by this certificate (checked by _Client, not
+        # by openleadr, whose check wants the short form of the pin and reads unsigned parts)
+        self._client.signing_pin = tls.signing_pin
         for warning in transport_warnings(settings.vtn_url, settings.tls):
             log.warning("INSECURE: %s", warning)
         # Re-registration under the id the VTN gave us before a restart.
@@ -456,6 +504,9 @@ class Ven:
         self._registration_lost = asyncio.Event()
         self.known: dict[str, DrEvent] = {}
         self.opts: dict[str, OptType] = {}
+        # (eventID, modificationNumber) of the bad events the VTN's last list held: each is
+        # logged when it first appears, not again on every poll that repeats it
+        self.refused_events: set[tuple[str, int]] = set()
         for event, opt in known_events:
             self.known[event.event_id] = event
             self.opts[event.event_id] = opt
@@ -624,17 +675,13 @@ class Ven:
 
     async def _on_distribute_event(self, payload: dict[str, Any]) -> None:
         """One oadrDistributeEvent: every event of this VEN, answered with oadrCreatedEvent
-        where the VTN asks for an answer."""
-        vtn_id = str(payload.get("vtn_id") or "")
+        where the VTN asks for an answer. An event that cannot be read is not acted on and is
+        answered with an error (:meth:`_refuse_event`); the others are taken as usual."""
         now = datetime.now(UTC)
+        events, bad_events = sort_events(payload)
         responses: list[dict[str, Any]] = []
         listed: list[str] = []
-        for raw in payload.get("events") or []:
-            try:
-                event = normalise_event(raw, vtn_id=vtn_id)
-            except InvalidEvent as error:  # read_message refuses these; belt and braces
-                log.error("refusing event: %s", error)
-                continue
+        for event in events:
             listed.append(event.event_id)
             opt = await self._take_event(event, now)
             if opt is not None and event.response_required:
@@ -643,6 +690,20 @@ class Ven:
                     "request_id": payload.get("request_id"), "event_id": event.event_id,
                     "modification_number": event.modification_number,
                 })
+        refused: set[tuple[str, int]] = set()
+        for bad in bad_events:
+            self._refuse_event(bad, now, refused)
+            if not bad.event_id:
+                continue  # nothing to answer it by
+            # Still listed: a version the VEN already holds is not implicitly cancelled.
+            listed.append(bad.event_id)
+            if bad.response_required:
+                responses.append({
+                    "response_code": EVENT_INVALID, "response_description": "Invalid data",
+                    "opt_type": "optOut", "request_id": payload.get("request_id"),
+                    "event_id": bad.event_id, "modification_number": bad.modification_number,
+                })
+        self.refused_events = refused
         for event_id in implicitly_cancelled(self.known, listed, now):
             log.info("event %s is no longer listed by the VTN: cancelled", event_id)
             cancelled = self.known[event_id].model_copy(update={"status": EventStatus.CANCELLED})
@@ -655,6 +716,28 @@ class Ven:
                 response={"response_code": 200, "response_description": "OK",
                           "request_id": payload.get("request_id")})
             await client._perform_request("EiEvent", message)
+
+    def _refuse_event(self, bad: BadEvent, now: datetime, refused: set[tuple[str, int]]) -> None:
+        """Log a bad event the first time the VTN lists it (a VTN resends its list on every
+        poll); the VEN does not act on it, and keeps what it held of the event before."""
+        key = (bad.event_id, bad.modification_number)
+        refused.add(key)
+        if key in self.refused_events:
+            return
+        held = self.known.get(bad.event_id)
+        if held is not None and held.status != EventStatus.CANCELLED and not held.is_over(now):
+            outcome = f"modification {held.modification_number} stays in force"
+        else:
+            outcome = "not acted on"
+        if not bad.event_id:
+            answer = "not answered (no eventID to answer it by)"
+        elif bad.response_required:
+            answer = f"answered {EVENT_INVALID} (invalid data)"
+        else:
+            answer = "not answered (responseRequired never)"
+        log.error("refused event %s (modification %d) from the VTN: %s; %s, %s",
+                  bad.event_id or "without an eventID", bad.modification_number, bad.reason,
+                  outcome, answer)
 
     async def _take_event(self, event: DrEvent, now: datetime) -> OptType | None:
         """Act on one listed event; the opt to answer with, or None to answer nothing."""

@@ -11,17 +11,25 @@ nothing else, whatever the bytes are. In order it:
 4. validates that against the 2.0b XSD (``openleadr.messaging.validate_xml_schema``);
 5. parses it with ``openleadr.messaging.parse_message``;
 6. applies the content checks the schema cannot express, for the messages a VTN sends to a
-   VEN: blank IDs, IDs a message's role requires but the schema leaves optional, events that
-   do not normalise to a :class:`~ven.events.DrEvent`, unusable response codes.
+   VEN: blank IDs, IDs a message's role requires but the schema leaves optional, unusable
+   response codes.
+
+The events of an ``oadrDistributeEvent`` are judged one by one, not with the message: one
+event that does not normalise to a :class:`~ven.events.DrEvent` must not sink the others.
+:func:`sort_events` parts them into events to act on and :class:`BadEvent` s to answer
+with an error.
 
 XML signatures are *not* verified here: that needs the VTN's certificate and belongs to the
-transport (openleadr's client does it). A signed payload is read like an unsigned one.
+transport (:mod:`ven.signatures`, which hands on only the signed part). A signed payload is
+read like an unsigned one.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -33,7 +41,7 @@ from ven.events import DrEvent, InvalidEvent, normalise_event
 OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-Stage = Literal["input", "xml", "schema", "parse", "content"]
+Stage = Literal["input", "xml", "schema", "parse", "content", "signature"]
 
 #: Messages a VTN sends to a VEN (requests, or replies to the VEN's requests).
 VTN_TO_VEN = frozenset(
@@ -62,8 +70,8 @@ class RefusedMessage(ValueError):
     """A message the VEN will not act on. ``reason`` names the message type and the defect.
 
     ``stage`` says which step refused it: ``input`` (size, type, DOCTYPE), ``xml`` (not
-    well-formed), ``schema`` (2.0b XSD), ``parse`` (openleadr could not digest it) or
-    ``content`` (the checks in this module).
+    well-formed), ``schema`` (2.0b XSD), ``parse`` (openleadr could not digest it),
+    ``content`` (the checks in this module) or ``signature`` (:mod:`ven.signatures`).
     """
 
     def __init__(
@@ -96,6 +104,13 @@ def _safe_parser(*, strip_comments: bool = False) -> etree.XMLParser:
         remove_comments=strip_comments,
         remove_pis=strip_comments,
     )
+
+
+def parse_untrusted(raw: bytes) -> etree._Element:
+    """The first steps of :func:`read_message` (size, DTDs, well-formedness) alone, for a caller
+    that must look at the tree before reading it (a signature check). Raises
+    :class:`RefusedMessage` only."""
+    return _parse_safely(raw)
 
 
 def _parse_safely(raw: bytes, *, strip_comments: bool = False) -> etree._Element:
@@ -217,11 +232,40 @@ def read_message(raw: bytes) -> tuple[str, dict[str, Any]]:
     return message_type, payload
 
 
+@dataclass(frozen=True)
+class BadEvent:
+    """An event of an ``oadrDistributeEvent`` that the VEN will not act on, and why.
+
+    ``event_id`` is "" when the event names none; ``modification_number`` and
+    ``response_required`` are read as far as the event allows (0 and True otherwise), so
+    that it can still be answered.
+    """
+
+    event_id: str
+    modification_number: int
+    response_required: bool
+    reason: str
+
+
 def events_of(payload: Mapping[str, Any]) -> list[DrEvent]:
     """The events of an ``oadrDistributeEvent`` payload, normalised, with its vtnID.
 
     An oadrDistributeEvent without events is valid (the VTN has none for this VEN): ``[]``.
-    Raises :class:`RefusedMessage` if any event does not normalise.
+    Raises :class:`RefusedMessage` if any event is bad (see :func:`sort_events`).
+    """
+    events, bad = sort_events(payload)
+    if bad:
+        raise RefusedMessage(f"oadrDistributeEvent: {bad[0].reason}",
+                             message_type="oadrDistributeEvent")
+    return events
+
+
+def sort_events(payload: Mapping[str, Any]) -> tuple[list[DrEvent], list[BadEvent]]:
+    """The events of an ``oadrDistributeEvent`` payload, each normalised on its own: those to
+    act on, and those that are bad (do not normalise, or share their eventID with another
+    event of the message, which leaves both ambiguous). In the order of the message.
+
+    Raises :class:`RefusedMessage` only when the list itself is malformed.
     """
     where = "oadrDistributeEvent"
     if not isinstance(payload, Mapping):
@@ -229,21 +273,47 @@ def events_of(payload: Mapping[str, Any]) -> list[DrEvent]:
     vtn_id = _id(payload.get("vtn_id")) or ""
     raw_events = payload.get("events")
     if raw_events is None:
-        return []
+        return [], []
     if not isinstance(raw_events, list):
         raise RefusedMessage(f"{where}: malformed oadrEvent list", message_type=where)
-    events: list[DrEvent] = []
+    sorted_events: list[DrEvent | BadEvent] = []
     for index, raw in enumerate(raw_events):
         try:
-            events.append(normalise_event(raw, vtn_id))
+            sorted_events.append(normalise_event(raw, vtn_id))
         except InvalidEvent as error:
-            raise RefusedMessage(f"{where}: {error}", message_type=where) from error
+            sorted_events.append(_bad_event(raw, str(error)))
         except Exception as error:  # an odd shape normalise_event did not foresee
-            raise RefusedMessage(
-                f"{where}: event [{index}] is malformed: {type(error).__name__}: {error}",
-                message_type=where,
-            ) from error
-    return events
+            sorted_events.append(_bad_event(
+                raw, f"event [{index}] is malformed: {type(error).__name__}: {error}"))
+    times = Counter(e.event_id for e in sorted_events if e.event_id)
+    events: list[DrEvent] = []
+    bad: list[BadEvent] = []
+    for event in sorted_events:
+        if times[event.event_id] > 1:
+            if all(b.event_id != event.event_id for b in bad):  # one answer per eventID
+                bad.append(BadEvent(event.event_id, event.modification_number,
+                                    event.response_required,
+                                    f"eventID {event.event_id} appears {times[event.event_id]} "
+                                    "times in one message"))
+        elif isinstance(event, BadEvent):
+            bad.append(event)
+        else:
+            events.append(event)
+    return events, bad
+
+
+def _bad_event(raw: Any, reason: str) -> BadEvent:
+    """What can be read of an event that does not normalise, to answer it by its ID."""
+    raw = raw if isinstance(raw, Mapping) else {}
+    descriptor = raw.get("event_descriptor")
+    descriptor = descriptor if isinstance(descriptor, Mapping) else {}
+    modification = descriptor.get("modification_number")
+    if isinstance(modification, bool) or not isinstance(modification, int) or modification < 0:
+        modification = 0
+    return BadEvent(event_id=_id(descriptor.get("event_id")) or "",
+                    modification_number=modification,
+                    response_required=raw.get("response_required", "always") != "never",
+                    reason=reason)
 
 
 # ------------------------------------------------------------------------ content checks
@@ -328,11 +398,9 @@ def _check_distribute_event(message_type: str, payload: dict[str, Any]) -> None:
     _response_code(message_type, payload, required=False)
     _need(message_type, payload, "request_id")
     _need(message_type, payload, "vtn_id")
-    seen: set[str] = set()
-    for event in events_of(payload):
-        if event.event_id in seen:
-            raise RefusedMessage(f"{message_type}: eventID {event.event_id} appears twice")
-        seen.add(event.event_id)
+    # Each event is judged on its own (sort_events), so that one bad event is answered with
+    # an error while the others are acted on; here only the list itself must be readable.
+    sort_events(payload)
 
 
 def _check_created_event(message_type: str, payload: dict[str, Any]) -> None:
