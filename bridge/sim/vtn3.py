@@ -232,7 +232,7 @@ class Vtn3:
             body = await request.json()
         except ValueError:
             return _problem(400, "Bad Request", "body is not JSON")
-        self.received.requests.append((request.method, request.path, body))
+        self.received.requests.append((request.method, request.path, copy.deepcopy(body)))
         if not isinstance(body, dict):
             return _problem(400, "Bad Request", "body is not an object")
         if _has_null(body):

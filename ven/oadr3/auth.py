@@ -18,6 +18,7 @@ from typing import Protocol
 import aiohttp
 from pydantic import ValidationError
 
+from ven.oadr3.bounded import read_bounded
 from ven.oadr3.wire import TokenReply
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class ClientCredentials:
         asked = self._clock()
         try:
             async with session.post(self._token_url, data=form) as reply:
-                body = await reply.content.read(MAX_TOKEN_REPLY)
+                body = await read_bounded(reply, MAX_TOKEN_REPLY)
                 status = reply.status
         except (aiohttp.ClientError, TimeoutError) as error:
             raise AuthFailed(f"token endpoint {self._token_url}: {error}") from error

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from ven.oadr3.auth import AuthFailed, Credentials
+from ven.oadr3.bounded import read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class VtnHttp:
                 async with session.request(method, f"{self.base_url}{path}", params=query,
                                            data=data, headers=headers) as reply:
                     status = reply.status
-                    content = await reply.content.read(MAX_REPLY + 1)
+                    content = await read_bounded(reply, MAX_REPLY)
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise VtnUnreachable(f"{method} {path}: {type(error).__name__}: {error}") \
                     from error
