@@ -99,11 +99,12 @@ class Vtn3:
         self._ids = 0
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        # misbehaviour on demand
+        # misbehaviour on demand (and features a VTN may lack)
         self.naive_timestamps = False  # time stamps without T or zone
         self.refuse_reports = 0  # refuse this many report POSTs (400)
         self.hostile_events: list[Any] = []  # served in GET /events before the real ones
         self.offer_webhooks = True
+        self.object_privacy = True  # 3.1.0 target filtering; off: every VEN sees every event
         self.static_tokens: dict[str, str] = {}  # token -> client id (issued out of band)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Vtn3:
     def _visible(self, request: web.Request, client_id: str, items: list[Json]) -> list[Json]:
         """3.1.0 object privacy: an object with targets is shown only when the request asks
         for some of them that were granted to the VEN, and only with those targets."""
-        if self.version == "3.0.1":
+        if self.version == "3.0.1" or not self.object_privacy:
             return items
         asked = set(request.query.getall("targets", []))
         ven = next((v for v in self.vens.values() if v.get("clientID") == client_id), None)
