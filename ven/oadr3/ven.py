@@ -172,6 +172,8 @@ class Ven3:
                 try:
                     if self._registration_due():
                         await self._register()
+                    # a notification waits for the poll in progress, which would otherwise
+                    # undo its change with the older list it fetched
                     async with self._intake:
                         await self._poll_events()
                 except _VTN_ERRORS as error:
