@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from certs import Pki
 from conftest import wait_until
 
 from bridge.sim.vtn import free_port
@@ -360,6 +362,21 @@ async def test_webhook_notifications_bring_changes_before_the_next_poll(vtn3, st
     again = start(settings(vtn3, poll_interval=timedelta(seconds=120), webhook=hook))
     await wait_until(lambda: again.ven._subscribed, timeout=20, what="new subscription")
     assert len(vtn3.subscriptions) == 1
+
+
+async def test_the_webhook_over_tls(vtn3, start, tmp_path: Path):
+    pki = Pki(tmp_path)
+    server = pki.issue("127.0.0.1", server=True)
+    vtn3.callback_ssl = ssl.create_default_context(cafile=pki.ca_file)
+    program = vtn3.add_program("P")
+    port = free_port()
+    hook = WebhookKeys(port=port, public_url=f"https://127.0.0.1:{port}/openadr3/notifications",
+                       tls_cert=server.cert, tls_key=server.key)
+    run = start(settings(vtn3, poll_interval=timedelta(seconds=120), webhook=hook))
+    await wait_until(lambda: run.ven._subscribed, timeout=20, what="subscription")
+    event_id = await vtn3.add_event(simple_event(program))
+    await wait_until(lambda: run.listener.of(event_id), timeout=5, what="notified event")
+    assert vtn3.received.notifications[0][2] == 200
 
 
 async def test_the_webhook_refuses_strangers_and_garbage(vtn3, start, caplog):

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import json
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,6 +107,7 @@ class Vtn3:
         self.offer_webhooks = True
         self.object_privacy = True  # 3.1.0 target filtering; off: every VEN sees every event
         self.static_tokens: dict[str, str] = {}  # token -> client id (issued out of band)
+        self.callback_ssl: ssl.SSLContext | None = None  # trust for https callbacks
 
     # lifecycle -------------------------------------------------------------------------------
     @property
@@ -438,7 +440,10 @@ class Vtn3:
         if not calls:
             return
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            connector = aiohttp.TCPConnector(ssl=self.callback_ssl) if self.callback_ssl \
+                else None
+            self._session = aiohttp.ClientSession(connector=connector,
+                                                  timeout=aiohttp.ClientTimeout(total=10))
         body = {"objectType": kind, "operation": operation, "object": item}
         if self.naive_timestamps:
             body = _naive(body)
