@@ -10,6 +10,7 @@ the VTN answers 401.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -91,7 +92,7 @@ class ClientCredentials:
         try:
             async with session.get(f"{self._vtn_url}/auth/server") as reply:
                 if reply.status == 200:
-                    data = await reply.json(content_type=None)
+                    data = json.loads(await read_bounded(reply, MAX_TOKEN_REPLY))
                     url = data.get("tokenURL") if isinstance(data, dict) else None
                     if isinstance(url, str) and url.startswith(("http://", "https://")):
                         return url
