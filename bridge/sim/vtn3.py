@@ -118,7 +118,6 @@ class Vtn3:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         b = self.base_path
         routes = [
-            web.get(f"{b}/auth/server", self._auth_server),
             web.post(f"{b}/auth/token", self._token),
             web.get(f"{b}/programs", self._list_programs),
             web.get(f"{b}/events", self._list_events),
@@ -134,8 +133,9 @@ class Vtn3:
         if self.version == "3.0.1":
             routes += [web.get(f"{b}/vens/{{ven}}/resources", self._list_resources),
                        web.post(f"{b}/vens/{{ven}}/resources", self._create_resource)]
-        else:
-            routes += [web.get(f"{b}/resources", self._list_resources),
+        else:  # /auth/server is new in 3.1.0
+            routes += [web.get(f"{b}/auth/server", self._auth_server),
+                       web.get(f"{b}/resources", self._list_resources),
                        web.post(f"{b}/resources", self._create_resource),
                        web.get(f"{b}/notifiers", self._notifiers)]
         app.add_routes(routes)
