@@ -338,6 +338,20 @@ async def test_events_for_other_vens_or_resources_are_ignored(vtn3, start):
     assert [e.status for e in run.listener.of(ours)] == [EventStatus.FAR]
 
 
+@pytest.mark.parametrize("paging", [True, False])
+async def test_long_event_lists_are_read_whole(vtn3, start, paging):
+    vtn3.paging = paging
+    program = vtn3.add_program("P")
+    ids = [await vtn3.add_event(simple_event(program)) for _ in range(120)]
+    run = start(settings(vtn3))
+    await wait_until(lambda: all(run.listener.of(i) for i in ids), timeout=30, what="events")
+    await polls(run, 3)
+    assert len(run.listener.events) == 120  # each once, none cancelled
+    asked = vtn3.received.event_lists
+    await asyncio.sleep(1.5)  # five polls, and one under way
+    assert vtn3.received.event_lists - asked <= 6 * (3 if paging else 1)
+
+
 async def test_webhook_notifications_bring_changes_before_the_next_poll(vtn3, start):
     program = vtn3.add_program("P")
     port = free_port()

@@ -74,6 +74,7 @@ class Received:
     refused_reports: list[Json] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)  # form bodies
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (method, path, body)
+    event_lists: int = 0  # GET /events answered
     notifications: list[tuple[str, Json, int | None]] = field(default_factory=list)
     # (callback, body, HTTP status or None when unreachable)
 
@@ -105,6 +106,7 @@ class Vtn3:
         self.refuse_reports = 0  # refuse this many report POSTs (400)
         self.hostile_events: list[Any] = []  # served in GET /events before the real ones
         self.offer_webhooks = True
+        self.paging = True  # off: skip and limit are ignored, every list comes whole
         self.object_privacy = True  # 3.1.0 target filtering; off: every VEN sees every event
         self.static_tokens: dict[str, str] = {}  # token -> client id (issued out of band)
         self.callback_ssl: ssl.SSLContext | None = None  # trust for https callbacks
@@ -244,8 +246,8 @@ class Vtn3:
 
     # reading ---------------------------------------------------------------------------------
     def _page(self, request: web.Request, items: list[Json]) -> web.Response:
-        skip = int(request.query.get("skip", 0))
-        limit = min(int(request.query.get("limit", 50)), 50)
+        skip = int(request.query.get("skip", 0)) if self.paging else 0
+        limit = min(int(request.query.get("limit", 50)), 50) if self.paging else len(items)
         page = items[skip:skip + limit]
         body = _naive(page) if self.naive_timestamps else page
         return web.json_response(body)
@@ -282,14 +284,15 @@ class Vtn3:
         client = self._client(request)
         if client is None:
             return _problem(401, "Unauthorized")
+        self.received.event_lists += 1
         events = self._visible(request, client, list(self.events.values()))
         program = request.query.get("programID")
         if program:
             events = [e for e in events if e.get("programID") == program]
-        skip = int(request.query.get("skip", 0))
+        skip = int(request.query.get("skip", 0)) if self.paging else 0
         hostile = self.hostile_events if skip == 0 else []
         body = _naive(events) if self.naive_timestamps else events
-        limit = min(int(request.query.get("limit", 50)), 50)
+        limit = min(int(request.query.get("limit", 50)), 50) if self.paging else len(body)
         return web.Response(text=json.dumps(hostile + body[skip:skip + limit]),
                             content_type="application/json")
 

@@ -313,24 +313,16 @@ class Ven3:
 
     async def _list(self, path: str, model: Any, params: dict[str, Any] | None = None
                     ) -> tuple[list[Any], bool]:
-        """Every object of a collection (paged), each validated on its own: one that does
-        not validate is logged and left out. Also whether the list is complete."""
+        """Every object of a collection, each validated on its own: one that does not
+        validate is logged and left out. Also whether the list is complete."""
+        items, complete = await self._raw_list(path, params or {})
         found: list[Any] = []
-        for page in range(MAX_PAGES):
-            items = await self._http.get(path, {**(params or {}), "skip": page * PAGE,
-                                                "limit": PAGE})
-            if not isinstance(items, list):
-                raise VtnBadReply(f"GET {path}: expected a list, got {type(items).__name__}")
-            for item in items:
-                try:
-                    found.append(model.model_validate(item))
-                except ValidationError as error:
-                    self._refused(path, item, error)
-            if len(items) < PAGE:
-                return found, True
-        log.warning("GET %s: more than %d objects; the rest is not read", path,
-                    PAGE * MAX_PAGES)
-        return found, False
+        for item in items:
+            try:
+                found.append(model.model_validate(item))
+            except ValidationError as error:
+                self._refused(path, item, error)
+        return found, complete
 
     async def _list_targeted(self, path: str, model: Any) -> tuple[list[Any], bool]:
         """Objects without targets, and (3.1.0) those aimed at the targets granted to us: a
@@ -451,14 +443,20 @@ class Ven3:
                     await self._cancel(event_id, "no longer listed by the VTN")
 
     async def _raw_list(self, path: str, params: dict[str, Any]) -> tuple[list[Any], bool]:
+        """Every item of a collection as sent, page by page; whether the list is complete
+        (a VTN that ignores paging sends it all at once, or the same page again)."""
         found: list[Any] = []
+        previous: list[Any] | None = None
         for page in range(MAX_PAGES):
             items = await self._http.get(path, {**params, "skip": page * PAGE, "limit": PAGE})
             if not isinstance(items, list):
                 raise VtnBadReply(f"GET {path}: expected a list, got {type(items).__name__}")
-            found.extend(items)
-            if len(items) < PAGE:
+            if items == previous:
                 return found, True
+            found.extend(items)
+            if len(items) != PAGE:
+                return found, True
+            previous = items
         log.warning("GET %s: more than %d objects; the rest is not read", path,
                     PAGE * MAX_PAGES)
         return found, False
