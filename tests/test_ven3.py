@@ -146,7 +146,8 @@ async def test_registers_its_ven_and_resources_with_form_body_credentials(vtn3, 
     assert sorted(r["resourceName"] for r in vtn3.resources.values()) == ["fleet", "site-a"]
     assert run.listener.registrations == [Registration(ven["id"], ven["id"])]
     assert run.ven.registration == Registration(ven["id"], ven["id"])
-    assert [p.program_name for p in run.ven.programs.values()] == ["GAC"]
+    assert list(run.ven.program_names.values()) == ["GAC"]
+    assert run.ven.openadr_version == "3.1.0"
     form = vtn3.received.token_requests[0]
     assert form == {"grant_type": "client_credentials", "client_id": "site-a",
                     "client_secret": "secret-a"}

@@ -143,6 +143,15 @@ class Ven3:
     def last_contact(self) -> datetime | None:
         return self._http.last_contact
 
+    @property
+    def openadr_version(self) -> str:
+        return self._settings.version
+
+    @property
+    def program_names(self) -> dict[str, str]:
+        """The programs the VTN shows this VEN, by id (for the dashboard)."""
+        return {program_id: p.program_name for program_id, p in self.programs.items()}
+
     # OpenADR 3 has no opt messages: a site's opt-out is its own affair (the plan drops the
     # event); there is nothing to tell the VTN, so each opt counts as done at once.
     async def opt_out_of_event(self, opt_id: str, event_id: str, modification_number: int,
