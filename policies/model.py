@@ -189,6 +189,15 @@ class LoadControlRule(_Strict):
         return _level_limit(self.level_offset, offset)
 
 
+class CapacityLimitRule(_Strict):
+    """IMPORT_CAPACITY_LIMIT (OpenADR 3): the utility caps the site's import over time (a
+    dynamic operating envelope, a grid-aware charging profile); EV charging keeps under it."""
+
+    unit: Unit = "kW"  # for signals that name no unit of their own
+    # Site load the bridge does not steer (buildings), taken off the cap before EV charging.
+    other_load_kw: float = Field(default=0, ge=0)
+
+
 class Group(_Strict):
     """Stations that share a priority: ``fleet`` before ``visitors``."""
 
@@ -356,6 +365,7 @@ class Policy(_Strict):
     electricity_price: PriceRule | None = None
     load_dispatch: DispatchRule | None = None
     load_control: LoadControlRule | None = None
+    capacity_limit: CapacityLimitRule | None = None
     allocation: AllocationRule = Field(default_factory=AllocationRule)
     restore: Restore = Field(default_factory=Restore)
     failsafe: FailSafe = Field(default_factory=FailSafe)
@@ -380,6 +390,8 @@ class Policy(_Strict):
             names.add("LOAD_DISPATCH")
         if self.load_control is not None:
             names.add("LOAD_CONTROL")
+        if self.capacity_limit is not None:
+            names.add("IMPORT_CAPACITY_LIMIT")
         return frozenset(names)
 
     def handles(self, name: str, signal_type: str) -> bool:
@@ -389,6 +401,8 @@ class Policy(_Strict):
             return self.simple is not None
         if name == "ELECTRICITY_PRICE":
             return self.electricity_price is not None
+        if name == "IMPORT_CAPACITY_LIMIT":
+            return self.capacity_limit is not None
         if name == "LOAD_DISPATCH" and self.load_dispatch is not None:
             rule = self.load_dispatch
             return (kind == "setpoint" and rule.setpoint) or (kind == "delta" and rule.delta)

@@ -151,6 +151,18 @@ def signal_ask(event: DrEvent, signal: EventSignal, policy: Policy, site: Site,
         return Ask(limit, (who, what, Why(
             "rule", f"load_dispatch.delta: {base_text} less {abs(watts) / 1000:g} kW"
                     f" -> {limit / 1000:g} kW")))
+    if signal.name == "IMPORT_CAPACITY_LIMIT" and policy.capacity_limit is not None:
+        rule = policy.capacity_limit
+        watts = signal_watts(value, signal, rule.unit)
+        if watts is None:
+            return None
+        other = rule.other_load_kw * 1000
+        limit = min(max(watts - other, 0.0), capacity)
+        text = "capacity_limit: site import cap"
+        if other:
+            text += f" less {other / 1000:g} kW of other load"
+        return Ask(limit, (who, Why("signal", f"IMPORT_CAPACITY_LIMIT {watts / 1000:g} kW"),
+                           Why("rule", f"{text} -> {limit / 1000:g} kW")))
     if signal.name == "LOAD_CONTROL" and policy.load_control is not None:
         rule = policy.load_control
         if kind == "x-loadcontrolcapacity":
