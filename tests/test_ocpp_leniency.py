@@ -34,7 +34,7 @@ VALID_START = {"connectorId": 1, "idTag": "TAG", "meterStart": 0,
 
 
 def lenient(action: str, payload: Any) -> tuple[Any, tuple[Repair, ...]]:
-    return validate_leniently(request_validator(action), _schema(action), payload)
+    return validate_leniently(request_validator(action), payload, lambda: _schema(action))
 
 
 def kinds(repairs: tuple[Repair, ...]) -> set[str]:
@@ -115,9 +115,9 @@ def test_a_missing_field_is_refused_and_201_references_are_followed():
     from bridge.ocpp.v201 import _schema as schema_201
     from bridge.ocpp.v201 import _schema_validator
     name = "StatusNotificationRequest"
-    read, repairs = validate_leniently(_schema_validator(name), schema_201(name), {
+    read, repairs = validate_leniently(_schema_validator(name), {
         "timestamp": "2026-12-02T10:00:00", "connectorStatus": "occupied", "evseId": "1",
-        "connectorId": 1, "vendorNote": "x"})
+        "connectorId": 1, "vendorNote": "x"}, lambda: schema_201(name))
     assert read == {"timestamp": "2026-12-02T10:00:00Z", "connectorStatus": "Occupied",
                     "evseId": 1, "connectorId": 1}
     assert kinds(repairs) == {leniency.NAIVE_TIMESTAMP, leniency.ENUM_CASE,

@@ -84,9 +84,10 @@ def bounded_schema(schema: Any) -> Any:
     return out
 
 
-def validate_leniently(validate: Callable[[Any], Any], schema: Schema,
-                       payload: Any) -> tuple[Any, tuple[Repair, ...]]:
-    """The payload as read (repaired where needed) and the repairs made.
+def validate_leniently(validate: Callable[[Any], Any], payload: Any,
+                       schema_of: Callable[[], Schema]) -> tuple[Any, tuple[Repair, ...]]:
+    """The payload as read (repaired where needed) and the repairs made; ``schema_of``
+    gives the schema ``validate`` was compiled from, and is only called on a failure.
 
     Raises the validator's :class:`fastjsonschema.JsonSchemaValueException` when the
     payload breaks the schema in a way no repair mends: the error of what is left after
@@ -97,7 +98,7 @@ def validate_leniently(validate: Callable[[Any], Any], schema: Schema,
         return payload, ()
     except fastjsonschema.JsonSchemaValueException as error:
         refusal = error
-    repaired, repairs = repair(payload, schema)
+    repaired, repairs = repair(payload, schema_of())
     if not repairs:
         raise refusal
     validate(repaired)  # raises what the repairs could not mend

@@ -91,7 +91,8 @@ def validate_request(action: str, payload: Payload) -> tuple[Payload, tuple[Repa
     """The request as read (repaired where its meaning is unambiguous) and the repairs;
     :class:`Refused` when it cannot be understood."""
     try:
-        return validate_leniently(request_validator(action), _schema(action), payload)
+        return validate_leniently(request_validator(action), payload,
+                                  lambda: _schema(action))
     except fastjsonschema.JsonSchemaValueException as error:
         code = _RULE_CODES.get(error.rule or "", "PropertyConstraintViolation")
         raise Refused(code, f"{action}: {error.message}") from None

@@ -211,7 +211,7 @@ class StationLink201(StationLink):
                          payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
         name = f"{action}Request"
         try:
-            return validate_leniently(_schema_validator(name), _schema(name), payload)
+            return validate_leniently(_schema_validator(name), payload, lambda: _schema(name))
         except fastjsonschema.JsonSchemaValueException as error:
             code = _RULE_CODES.get(error.rule or "", "PropertyConstraintViolation")
             raise Refused(code, f"{action}: {error.message}") from None
