@@ -101,6 +101,9 @@ def test_repairs_say_where_and_enum_case_is_matched():
     {"timestamp": "yesterday"},
     {"idTag": "x" * 21},  # too long for an idTag: truncating would change the token
     {"idTag": None},
+    {"idTag": 10**400},  # a string of it would be too long
+    {"connectorId": "1_000"},  # Python reads it, JSON does not
+    {"connectorId": "0x10"},
 ])
 def test_what_cannot_be_understood_is_refused(change):
     import fastjsonschema

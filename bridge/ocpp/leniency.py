@@ -55,6 +55,11 @@ _REGISTERS = frozenset({"meterStart", "meterStop"})
 # What the store and the planner can hold; beyond it an integer is refused, never rounded.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INTEGER_TEXT = re.compile(r"[+-]?\d{1,19}")
+# a JSON number in a string (with a sign allowed), nothing Python reads beyond: "1_000"
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# what a meter says when it has no value: read, for telemetry to leave out
+_NON_FINITE_TEXT = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity",
+                              "+infinity", "-infinity"})
 _NUMBER_TEXT_MAX = 64  # longer "numbers" are not one
 _PATH_KEY_MAX = 40  # how much of an unknown key a log line shows
 # what the validator takes as a date-time (RFC 3339), so that only others are rewritten
@@ -170,14 +175,11 @@ class _Walk:
 
 
 def _finite_float(text: str) -> float | None:
-    """A JSON-like number in a string ("12", " 0.5 ", "1e3"); None when it is none."""
+    """A number written in a string ("12", " 0.5 ", "1e3"); None when it is none."""
     text = text.strip()
-    if not text or len(text) > _NUMBER_TEXT_MAX:
+    if len(text) > _NUMBER_TEXT_MAX or not _NUMBER_TEXT.fullmatch(text):
         return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
+    number = float(text)
     return number if math.isfinite(number) else None
 
 
@@ -216,14 +218,16 @@ def _number(value: Any, path: str, repairs: list[Repair]) -> Any:
     if not isinstance(value, str):
         return value
     text = value.strip()
-    if not text or len(text) > _NUMBER_TEXT_MAX:
+    if len(text) > _NUMBER_TEXT_MAX:
         return value
-    try:
-        # "NaN" and "inf" are read too: a meter reading that says it has no value is
-        # still a reading, which telemetry ignores (and counts); refusing it would refuse
-        # the whole message, a session start with it
+    if text.casefold() in _NON_FINITE_TEXT:
+        # a meter reading that says it has no value is still a reading, which telemetry
+        # leaves out (and counts); refusing it would refuse the whole message, and a
+        # session start with it
         number = float(text)
-    except ValueError:
+    elif _NUMBER_TEXT.fullmatch(text):
+        number = float(text)  # "1e999" is inf, as the JSON decoder reads it
+    else:
         return value
     repairs.append(Repair(NUMERIC_STRING, path))
     return number
@@ -231,7 +235,8 @@ def _number(value: Any, path: str, repairs: list[Repair]) -> Any:
 
 def _string(value: Any, schema: Schema, path: str, repairs: list[Repair]) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "enum" in schema or "format" in schema or not math.isfinite(value):
+        if "enum" in schema or "format" in schema \
+                or (isinstance(value, float) and not math.isfinite(value)):
             return value
         repairs.append(Repair(NUMBER_AS_STRING, path))
         return repr(value) if isinstance(value, float) else str(value)
