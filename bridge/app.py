@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,8 @@ from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.grid import GridMonitor
 from bridge.holds import HoldMode, plan_with_holds
+from bridge.near_misses import NearMisses
+from bridge.ocpp.leniency import Repair
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
@@ -154,6 +156,7 @@ class Bridge:
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
+        self.near_misses = NearMisses()  # requests read leniently, samples left out
         self.holds = self.store.holds()  # station id -> (mode, reason, since)
         # Sessions an earlier run left open for ids that never booted and hold no profile
         # of ours are closed, as they would have been when the id disconnected.
@@ -466,6 +469,10 @@ class Bridge:
     def call_sent(self, station_id: str, action: str) -> None:
         self.calls_out[action] += 1
 
+    def request_repaired(self, station_id: str, action: str,
+                         repairs: Sequence[Repair]) -> None:
+        self.near_misses.request_repaired(station_id, action, repairs)
+
     def station_booted(self, station_id: str, info: dict[str, str]) -> None:
         self._heard(station_id, "BootNotification")
         now = self._clock().isoformat()
@@ -522,6 +529,8 @@ class Bridge:
             reading = read_meter_value(item, info.voltage_v)
             if reading is None:
                 continue
+            if reading.ignored:
+                self.near_misses.samples_ignored(station_id, reading.ignored)
             power = meter.update(reading)
             self._samples.append(
                 MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh,

@@ -7,11 +7,13 @@ The dispatcher and the bridge speak in domain terms (watts, amps, schedules,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.leniency import Repair
 from bridge.ocpp.profiles import BuiltProfile
 
 ACCEPTED = "Accepted"
@@ -50,6 +52,11 @@ class StationListener(Protocol):
 
     def call_sent(self, station_id: str, action: str) -> None:
         """A call went to the station (counted for the operator's metrics)."""
+        ...
+
+    def request_repaired(self, station_id: str, action: str,
+                         repairs: Sequence[Repair]) -> None:
+        """A request off the schema was read after these repairs (logged and counted)."""
         ...
 
 

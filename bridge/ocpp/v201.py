@@ -9,7 +9,9 @@ same :class:`~bridge.ocpp.link.StationListener` in the same domain terms:
 - transactions carry the station's own string ids; the bridge's numeric ids are
   mapped to them here, so a TxProfile always names the station's transaction;
 - sampled values (numbers with a unit and a power-of-ten multiplier) are turned
-  into the shape ``bridge.telemetry`` reads.
+  into the shape ``bridge.telemetry`` reads, which ignores those it cannot use;
+- a request the schema refuses is repaired where its meaning is unambiguous
+  (:mod:`bridge.ocpp.leniency`), as for 1.6.
 
 The 2.0.1 payloads of our profiles are built here, from the domain
 :class:`~bridge.ocpp.profiles.BuiltProfile`.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -29,9 +32,11 @@ import fastjsonschema
 from ocpp.v201.enums import Action
 
 from bridge.ocpp.capabilities import Capabilities, parse_rate_units
+from bridge.ocpp.leniency import Repair, bounded_schema, validate_leniently
 from bridge.ocpp.link import ACCEPTED, CompositeSchedule, StationListener, reply_status
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
 from bridge.ocpp.v16 import HEARTBEAT_INTERVAL_S, Payload, Refused, StationLink
+from bridge.telemetry import ENERGY, implausible
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,22 @@ _VARIABLES = (("Enabled", None), ("RateUnit", None), ("PeriodsPerSchedule", None
               ("ProfileStackLevel", None), ("Entries", "ChargingProfiles"))
 
 
+# A power of ten beyond this is no unit prefix (OCPP uses -3..6 in practice); 10 ** 10**9
+# would take the edge minutes to compute.
+MAX_MULTIPLIER = 24
+
+
 @cache
-def _schema_validator(name: str) -> Callable[[Payload], Any]:
+def _schema(name: str) -> Payload:
     text = resources.files("ocpp").joinpath("v201", "schemas", f"{name}.json").read_text("utf-8")
     schema = json.loads(text)
     schema.pop("$id", None)  # fastjsonschema would try to resolve the urn
-    return fastjsonschema.compile(schema)
+    return bounded_schema(schema)  # type: ignore[no-any-return]
+
+
+@cache
+def _schema_validator(name: str) -> Callable[[Payload], Any]:
+    return fastjsonschema.compile(_schema(name))
 
 
 def _now_iso() -> str:
@@ -70,13 +85,25 @@ def _time(text: Any) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def scaled(value: Any, multiplier: Any) -> float:
+    """value × 10^multiplier; NaN when either cannot be read or the power is no prefix
+    (telemetry ignores a non-finite value, and counts it)."""
+    try:
+        number, exponent = float(value), int(multiplier)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    if abs(exponent) > MAX_MULTIPLIER:
+        return math.nan
+    return number * 10.0 ** exponent  # inf past the float range, never an exception
+
+
 def sampled_values(meter_value: Payload) -> Payload:
     """A 2.0.1 MeterValue in the shape ``bridge.telemetry.read_meter_value`` reads."""
     samples = []
     for sampled in meter_value.get("sampledValue") or []:
         unit = sampled.get("unitOfMeasure") or {}
-        value = float(sampled.get("value", 0)) * 10 ** int(unit.get("multiplier", 0))
-        sample = {"value": str(value),
+        value = scaled(sampled.get("value", 0), unit.get("multiplier", 0))
+        sample = {"value": repr(value),
                   "measurand": sampled.get("measurand", "Energy.Active.Import.Register")}
         if sampled.get("phase"):
             sample["phase"] = sampled["phase"]
@@ -87,12 +114,15 @@ def sampled_values(meter_value: Payload) -> Payload:
 
 
 def energy_wh(meter_values: list[Payload]) -> int:
-    """The energy register in the last of these meter values (0 when none has one)."""
+    """The energy register in the last of these meter values that has a usable one (0 when
+    none has)."""
     for meter_value in reversed(meter_values):
         for sample in sampled_values(meter_value)["sampledValue"]:
-            if sample["measurand"] == "Energy.Active.Import.Register" and "phase" not in sample:
+            if sample["measurand"] == ENERGY and "phase" not in sample:
                 scale = 1000.0 if sample.get("unit") == "kWh" else 1.0
-                return int(float(sample["value"]) * scale)
+                wh = float(sample["value"]) * scale
+                if implausible(ENERGY, wh) is None:
+                    return round(wh)
     return 0
 
 
@@ -177,9 +207,11 @@ class StationLink201(StationLink):
         self._station_tx: dict[int, str] = {}
         self._evses: set[int] = set()
 
-    def validate_request(self, action: str, payload: Payload) -> None:
+    def validate_request(self, action: str,
+                         payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
+        name = f"{action}Request"
         try:
-            _schema_validator(f"{action}Request")(payload)
+            return validate_leniently(_schema_validator(name), payload, lambda: _schema(name))
         except fastjsonschema.JsonSchemaValueException as error:
             code = _RULE_CODES.get(error.rule or "", "PropertyConstraintViolation")
             raise Refused(code, f"{action}: {error.message}") from None
