@@ -33,6 +33,7 @@ schedule or meter values show that it does not apply what it accepted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,12 @@ VERIFY_WINDOW_S = 300  # how far ahead GetCompositeSchedule looks
 # Follow-up calls (meter settings, the composite check) wait for the fleet's limits at most
 # this long: a slow or silent station among many must not postpone them for ever.
 FOLLOW_UP_MAX_WAIT_S = 10.0
+# No call goes to a station before its BootNotification is accepted (OCPP 1.6 §4.2, 2.0.1
+# B01-B03); a rebooting station sends its boot first thing, so its setup is sent once, after
+# it. A station that only lost its websocket may reconnect without a boot: its first other
+# request shows that, and a silent one is served after this long. Meanwhile it is counted
+# at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
+BOOT_WAIT_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -159,8 +166,10 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         compliance: ComplianceRule | None = None,
         measurands: tuple[str, ...] = (),
+        boot_wait_s: float = BOOT_WAIT_S,
     ) -> None:
         self._store = store
+        self._boot_wait_s = boot_wait_s
         self._measurands = measurands  # asked of each station with the meter interval
         self._min_current_a = min_current_a
         self._retry_s = retry_s
@@ -391,6 +400,10 @@ class Dispatcher:
             link = state.link
             if link is None or self._target(state) is None:
                 continue
+            if not link.registered.is_set():
+                await self._until_registered(link)
+                if state.link is not link:
+                    continue  # gone meanwhile; a new link wakes the worker again
             self._limiting += 1
             self._limits_sent.clear()
             try:
@@ -401,6 +414,12 @@ class Dispatcher:
                 self._limiting -= 1
                 if not self._limiting:
                     self._limits_sent.set()
+
+    async def _until_registered(self, link: ChargerLink) -> None:
+        """Until the station's boot is accepted, or it shows it needs none (see BOOT_WAIT_S)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._boot_wait_s):
+                await link.registered.wait()
 
     async def _read_capabilities(self, state: StationState, link: ChargerLink) -> None:
         station_id = state.info.station_id

@@ -7,6 +7,7 @@ The dispatcher and the bridge speak in domain terms (watts, amps, schedules,
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -57,6 +58,9 @@ class ChargerLink(Protocol):
     """The central system's end of one station's connection."""
 
     id: str
+    # Set once the station may be sent calls (its boot answered, or it spoke first without
+    # one); OCPP wants no call to a station before its BootNotification is accepted.
+    registered: asyncio.Event
 
     async def read_capabilities(self) -> Capabilities: ...
 

@@ -82,6 +82,13 @@ class StationSpec:
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
     supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
+    # Waits this long after its websocket opens before its BootNotification (firmware
+    # still starting up).
+    boot_delay_s: float = 0.0
+    # False: after a lost link it reconnects without a BootNotification, as a station that
+    # did not reboot may (OCPP asks for one per boot, not per connection), and without
+    # repeating the statuses it already reported.
+    boots_on_reconnect: bool = True
 
 
 @dataclass
@@ -157,6 +164,15 @@ class SimulatedStation(ChargePoint):
         self._raw: dict[str, Any] = {}  # camelCase payload of the CALL being handled
         self._ws: ClientConnection | None = None
         self._booted = False
+        # Accepted by the central system since it last powered up: a station that only lost
+        # its link needs no new BootNotification (see StationSpec.boots_on_reconnect).
+        self._registered = False
+        self._heartbeat_s = 60.0
+        # Calls the central system sent before this connection's BootNotification was
+        # accepted (OCPP: it should send none).
+        self.calls_before_boot: list[str] = []
+        self._boot_answered = False  # on this connection (or none needed)
+        self._boot_seq = 0
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -271,8 +287,14 @@ class SimulatedStation(ChargePoint):
         if self._ws is not None:
             self._ws.transport.abort()
 
+    @property
+    def _boots_now(self) -> bool:
+        """Whether this connection starts with a BootNotification."""
+        return self.spec.boots_on_reconnect or not self._registered
+
     async def reboot(self, reason: str = "PowerLoss") -> None:
         # No await before the abort, so nothing of this session can run in between.
+        self._registered = False
         for connector in self.connectors.values():
             self._end_transaction(connector, reason)
             connector.want_tx = connector.plugged
@@ -297,8 +319,10 @@ class SimulatedStation(ChargePoint):
         # Fresh call plumbing: a call cut off with the old link must not hold up the new one.
         self._response_queue = asyncio.Queue()
         self._call_lock = asyncio.Lock()
-        for connector in self.connectors.values():
-            connector.last_status = None
+        self._boot_answered = not self._boots_now
+        if self._boots_now:
+            for connector in self.connectors.values():
+                connector.last_status = None
         self._tasks = set()
         core = [self._spawn(self.start()), self._spawn(self._operate())]
         core.append(self._spawn(self._stopping.wait()))
@@ -332,9 +356,14 @@ class SimulatedStation(ChargePoint):
             msg = json.loads(raw_msg)
         except ValueError:
             msg = None
+        if isinstance(msg, list) and len(msg) == 3 and msg[0] == 3 \
+                and msg[1] == f"boot-{self._boot_seq}":
+            self._boot_answered = True
         if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[3], dict):
             self._raw = msg[3]
             self.received.append((str(msg[2]), msg[3]))
+            if not self._boot_answered:
+                self.calls_before_boot.append(str(msg[2]))
             if msg[2] == "SetChargingProfile" and self._unanswered > 0:
                 self._unanswered -= 1
                 self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
@@ -359,12 +388,12 @@ class SimulatedStation(ChargePoint):
             return {"status": status.lower(), "statusInfo": {}}
         return None
 
-    async def _call(self, payload: Any) -> Any:
+    async def _call(self, payload: Any, unique_id: str | None = None) -> Any:
         """Send a CALL; None when it failed, because a station logs and carries on."""
         if self._ws is None:
             return None  # session over
         try:
-            return await self.call(payload, suppress=False)
+            return await self.call(payload, suppress=False, unique_id=unique_id)
         except OCPPError as exc:
             log.warning("%s: %s answered with %r", self.id, type(payload).__name__, exc)
         except Exception as exc:
@@ -379,15 +408,20 @@ class SimulatedStation(ChargePoint):
     async def _operate(self) -> None:
         # Loops test self._ws as well as being cancelled: the ocpp library's wait_for can swallow
         # a cancellation on Python 3.11 when a response lands at the same moment.
-        while self._ws is not None:
-            res = await self._call(self._boot_payload())
-            if res is not None and res.status == "Accepted":
-                break
-            await asyncio.sleep(res.interval if res is not None and res.interval > 0 else 2.0)
-        else:
-            return
-        self._booted = True
-        self._spawn(self._heartbeat(res.interval if res.interval > 0 else 60))
+        if self._boots_now:
+            await asyncio.sleep(self.spec.boot_delay_s)
+            while self._ws is not None:
+                self._boot_seq += 1
+                res = await self._call(self._boot_payload(), f"boot-{self._boot_seq}")
+                if res is not None and res.status == "Accepted":
+                    break
+                await asyncio.sleep(res.interval if res is not None and res.interval > 0
+                                    else 2.0)
+            else:
+                return
+            self._heartbeat_s = res.interval if res.interval > 0 else 60
+        self._booted = self._registered = True
+        self._spawn(self._heartbeat(self._heartbeat_s))
         await self._flush_stops()
         for connector in self.connectors.values():
             if connector.tx_id is None:
