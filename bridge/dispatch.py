@@ -36,19 +36,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
 from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
+from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
+    STATION_MAX,
     TX_DEFAULT,
     BuiltProfile,
     connector_profiles,
+    free_level,
     from_unit,
+    is_ours,
     is_raise,
     same_schedule,
     station_max_profile,
@@ -95,8 +98,13 @@ class StationState:
     slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
-    # Its composite schedule showed a profile of its own above ours: use its top level.
-    stack_top: bool = False
+    # A profile of another party with our station cap's purpose outranks it, or would meet
+    # it (its composite schedule showed more than ours, or the station listed one): that
+    # profile is left as it is, and the limit goes on each connector, under it.
+    cap_outranked: bool = False
+    # Profiles of other parties the station holds, as (purpose, connector id, stack level);
+    # None until asked (OCPP 2.0.1), empty where the protocol cannot tell (OCPP 1.6).
+    foreign: frozenset[tuple[str, int, int]] | None = None
     applied_since: datetime | None = None  # when ``applied`` last changed
     verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
     composite_supported: bool = True
@@ -225,7 +233,8 @@ class Dispatcher:
             state.caps = Capabilities()
             state.slots, state.verified, state.composite_supported = {}, False, True
             # new firmware may take what the old one refused, and may follow its profiles
-            state.stack_zero = state.per_connector_only = state.stack_top = False
+            state.stack_zero = state.per_connector_only = state.cap_outranked = False
+            state.foreign = None  # others' profiles may have changed too: asked again
             if state.compliance.flagged:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             state.compliance = Compliance()
@@ -332,17 +341,16 @@ class Dispatcher:
         target = self._target(state)
         assert target is not None
         level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
-        if state.stack_top:
-            level = state.caps.max_stack_level
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
-        profiles = [] if state.per_connector_only else [cap]
+        per_connector = state.per_connector_only or state.cap_outranked
+        profiles = [] if per_connector else [cap]
         room = state.caps.max_profiles
         connectors = max(state.caps.connectors, *state.sessions, 1)
-        own = 0 if state.per_connector_only else 1  # the station cap's place
+        own = 0 if per_connector else 1  # the station cap's place
         # Too few places for a default and a session limit on every connector: a session
         # limit takes its connector's default's place.
         one_place_each = room is not None and room < own + 2 * connectors
-        if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
+        if per_connector or state.caps.connectors > 1 or len(state.sessions) > 1:
             profiles += connector_profiles(target, state.sessions, state.caps.connectors,
                                            state.info, state.caps, now, self._min_current_a,
                                            level, one_place_each)
@@ -350,7 +358,26 @@ class Dispatcher:
             # Not even one place per connector: the session limits matter more (a new
             # session waits for the plan instead).
             profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
-        return cap, profiles
+        return cap, self._placed(state, profiles)
+
+    def _placed(self, state: StationState, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
+        """Each profile at a stack level no profile of another party with its purpose uses on
+        its connector; one without such a level is not sent (see :func:`free_level`)."""
+        if not state.foreign:
+            return profiles
+        placed = []
+        for profile in profiles:
+            taken = {level for purpose, connector, level in state.foreign
+                     if purpose == profile.purpose and connector == profile.connector_id}
+            level = free_level(profile.stack_level, taken, state.caps.max_stack_level)
+            if level is None:
+                log.warning("%s: every stack level of %s on connector %d holds a profile of "
+                            "another party; ours is not sent", state.info.station_id,
+                            profile.purpose, profile.connector_id)
+                continue
+            placed.append(profile if level == profile.stack_level
+                          else replace(profile, stack_level=level))
+        return placed
 
     def _pending(self, state: StationState, profiles: list[BuiltProfile],
                  now: datetime) -> list[BuiltProfile]:
@@ -409,6 +436,8 @@ class Dispatcher:
             try:
                 if not state.caps.known:
                     await self._read_capabilities(state, link)
+                if state.foreign is None:
+                    await self._read_installed(state, link)
                 await self._dispatch(state, link)
             finally:
                 self._limiting -= 1
@@ -436,6 +465,28 @@ class Dispatcher:
             self._store.save_station(station_id, {"capabilities": caps.to_json()})
             self._use_caps(state, caps)
         state.meter_setup_due = True
+
+    async def _read_installed(self, state: StationState, link: ChargerLink) -> None:
+        """Learn the profiles of other parties the station holds, where it can tell (2.0.1):
+        ours must never take their places, nor outrank their station limits."""
+        station_id = state.info.station_id
+        try:
+            installed = await link.installed_profiles()
+        except CallFailed as error:
+            log.info("%s: installed profiles not listed (%s)", station_id, error)
+            installed = None
+        others = [p for p in installed or () if not is_ours(p.profile_id)]
+        state.foreign = frozenset((p.purpose, p.connector_id, p.stack_level) for p in others)
+        for profile in others:
+            log.info("%s: holds profile %d of another party (%s, %s, connector %d, stack "
+                     "level %d); left as it is", station_id, profile.profile_id, profile.source,
+                     profile.purpose, profile.connector_id, profile.stack_level)
+            if (profile.purpose, profile.connector_id) == (STATION_MAX, 0) \
+                    and not state.cap_outranked:
+                # ours beside it would hide it where it is lower, or be hidden where higher
+                state.cap_outranked = True
+                log.warning("%s: the limit goes on each connector, under that profile",
+                            station_id)
 
     async def _follow_up(self, state: StationState) -> None:
         """The calls that may wait, once no worker is sending limits (or after a while)."""
@@ -632,9 +683,13 @@ class Dispatcher:
         It costs a call, so it waits until the fleet's limits are out (``_follow_up``), and
         a limit replaced meanwhile is not checked: only the one in force.
 
-        A station may hold a profile of its own at a higher stack level, which wins
-        over ours: ours then goes to its top stack level (replacing the other), and a
-        station that still computes more than we set is flagged.
+        The whole window is compared, not one moment: a profile of another party may allow
+        more now and less later. Where the station computes more than we set, a profile of
+        another party with our cap's purpose outranks our cap. It is never replaced nor
+        outranked in turn (it may be a fuse or a tariff limit, lower later): the limit goes
+        on each connector instead, which the station caps by that profile in turn. A
+        station that still computes more than we set is flagged, and counted at the most
+        its composite schedule allows.
         """
         station_id = state.info.station_id
         try:
@@ -646,24 +701,25 @@ class Dispatcher:
         if composite is None:
             state.composite_supported = False
             return
-        at = self._clock()
-        mine = value_at(cap.applied, at)
-        theirs = composite.limit_at(at)
-        if mine is None or theirs is None:
-            return
-        theirs_w = from_unit(theirs, cap.unit, state.info)
-        if theirs_w <= mine.limit_w + self._rule.tolerance_w:
+        end = composite.start + timedelta(seconds=VERIFY_WINDOW_S)
+        excess = composite_above(composite, cap.applied, state.info, end,
+                                 self._rule.tolerance_w)
+        if excess is None:
             state.verified = True
             return
-        if not state.stack_top and state.caps.max_stack_level > cap.stack_level:
-            log.warning("%s: computes %.0f W where we set %.0f W; a profile of its own wins: "
-                        "ours goes to stack level %d", station_id, theirs_w, mine.limit_w,
-                        state.caps.max_stack_level)
-            state.stack_top, state.slots = True, {}
+        at, theirs_w, mine_w = excess
+        if not state.cap_outranked and not state.per_connector_only:
+            log.warning("%s: computes %.0f W at %s where we set %.0f W: a profile of another "
+                        "party outranks our station cap; it is left as it is, and the limit "
+                        "goes on each connector, under it", station_id, theirs_w,
+                        f"{at:%H:%M:%S}", mine_w)
+            state.cap_outranked = True
             state.wake.set()
             return
-        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W where we set "
-                          f"{mine.limit_w:.0f} W", theirs_w)
+        peak_w = max(from_unit(limit, cap.unit, state.info)
+                     for start, limit in composite.periods_at() if start < end)
+        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W at {at:%H:%M:%S} "
+                          f"where we set {mine_w:.0f} W", max(peak_w, theirs_w))
 
     def _flag(self, state: StationState, detail: str, peak_w: float) -> None:
         state.compliance.flag(detail, peak_w)
@@ -706,6 +762,33 @@ class Dispatcher:
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
+
+
+def composite_above(composite: CompositeSchedule, steps: tuple[Step, ...], info: StationInfo,
+                    end: datetime, tolerance_w: float) -> tuple[datetime, float, float] | None:
+    """Where, before ``end``, a station's composite schedule allows more than ``steps`` by
+    over ``tolerance_w``: the moment of the largest excess, its limit then and ours (W);
+    None when nowhere.
+
+    Each stretch between changes of either is judged at its middle; stretches shorter than
+    two seconds are left out, since stations round their periods to whole seconds.
+    """
+    edges = {start for start, _ in composite.periods_at()}
+    edges |= {step.start for step in steps if composite.start < step.start}
+    times = sorted(t for t in edges | {end} if composite.start <= t <= end)
+    worst: tuple[datetime, float, float] | None = None
+    for begin, until in zip(times, times[1:], strict=False):
+        if until - begin < timedelta(seconds=2):
+            continue
+        middle = begin + (until - begin) / 2
+        theirs, mine = composite.limit_at(middle), value_at(steps, middle)
+        if theirs is None or mine is None:
+            continue
+        theirs_w = from_unit(theirs, composite.unit, info)
+        if theirs_w > mine.limit_w + tolerance_w and \
+                (worst is None or theirs_w - mine.limit_w > worst[1] - worst[2]):
+            worst = (middle, theirs_w, mine.limit_w)
+    return worst
 
 
 def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime, float]]:

@@ -34,6 +34,7 @@ from bridge.ocpp.link import (
     ACCEPTED,
     CallFailed,
     CompositeSchedule,
+    InstalledProfile,
     StationListener,
     reply_status,
 )
@@ -263,6 +264,9 @@ class StationLink:
 
     async def set_meter_interval(self, seconds: int) -> str:
         return await self.change_configuration("MeterValueSampleInterval", str(seconds))
+
+    async def installed_profiles(self) -> list[InstalledProfile] | None:
+        return None  # OCPP 1.6 has no call that lists them: the composite schedule tells
 
     async def set_measurands(self, measurands: Sequence[str]) -> str:
         """What a transaction's MeterValues carry (a station may refuse, or know fewer)."""

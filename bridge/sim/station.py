@@ -66,7 +66,11 @@ class StationSpec:
     # Answers GetConfiguration and SetChargingProfile off-schema: numbers and booleans as
     # the wrong JSON types, unknown fields, a lower-case status.
     sloppy_replies: bool = False
-    connectors: int = 1  # each with its own EV (all plugged in when plugged_in)
+    connectors: int = 1  # each with its own EV (all plugged in when plugged_in); 2.0.1: EVSEs
+    connectors_per_evse: int = 1  # 2.0.1: connectors of each EVSE (one used at a time)
+    # 2.0.1: its transactions began before it came to this central system (their Started
+    # went to the one before), so the first event this one hears names no EVSE.
+    tx_started_elsewhere: bool = False
     # Applies a ChargePointMaxProfile to each connector instead of the station's sum (as
     # MicroOcpp does): two sessions under one 16 A cap draw 16 A each.
     cp_max_per_connector: bool = False
@@ -75,9 +79,13 @@ class StationSpec:
     accepted_stack_level: int | None = None
     ignores_profiles: bool = False  # accepts every profile, and its EVs draw what they like
     supports_composite_schedule: bool = True  # else GetCompositeSchedule gets a CALLERROR
-    # A ChargePointMaxProfile of its own (vendor or installer) at its top stack level,
-    # which wins over any profile sent at a lower level.
+    # A ChargePointMaxProfile of another party (vendor, installer, a local load manager) at
+    # factory_stack_level (default: its top), which wins over ours at a lower level:
+    # factory_cap_a for ever, or factory_schedule's (seconds after the station was made,
+    # amps) periods, such as a fuse or tariff limit that is lower later.
     factory_cap_a: float | None = None
+    factory_schedule: tuple[tuple[int, float], ...] = ()
+    factory_stack_level: int | None = None
     # Installs the first this many SetChargingProfile but never answers them (a reply lost
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
@@ -148,6 +156,29 @@ def schedule_limit_a(schedule: dict[str, Any], elapsed: float, voltage_v: float,
     return limit
 
 
+FACTORY_PROFILE_ID = 1  # the id of the station's own profile (see StationSpec.factory_cap_a)
+
+
+def factory_profile(spec: StationSpec, id_key: str) -> dict[str, Any] | None:
+    """The station's own ChargePointMaxProfile as on the wire (``id_key``: the id's name in
+    its OCPP version), or None when it has none."""
+    periods = spec.factory_schedule or (
+        ((0, spec.factory_cap_a),) if spec.factory_cap_a is not None else ())
+    if not periods:
+        return None
+    level = spec.max_stack_level if spec.factory_stack_level is None \
+        else spec.factory_stack_level
+    return {
+        id_key: FACTORY_PROFILE_ID, "stackLevel": level,
+        "chargingProfilePurpose": "ChargePointMaxProfile", "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "startSchedule": _iso(_now().replace(microsecond=0)), "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": second, "limit": amps}
+                                       for second, amps in periods],
+        },
+    }
+
+
 class SimulatedStation(ChargePoint):
     """One EV per connector; reconnects by itself until stop()."""
 
@@ -188,16 +219,10 @@ class SimulatedStation(ChargePoint):
         self._unanswered = spec.unanswered_profiles
         self.feeder: Feeder | None = None  # see attach_feeder
         self.measurands = "Energy.Active.Import.Register,Power.Active.Import"
-        if spec.factory_cap_a is not None:
-            self.installed_profiles[(0, "ChargePointMaxProfile", spec.max_stack_level)] = {
-                "chargingProfileId": 1, "stackLevel": spec.max_stack_level,
-                "chargingProfilePurpose": "ChargePointMaxProfile",
-                "chargingProfileKind": "Absolute",
-                "chargingSchedule": {
-                    "startSchedule": "2020-01-01T00:00:00Z", "chargingRateUnit": "A",
-                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": spec.factory_cap_a}],
-                },
-            }
+        factory = factory_profile(spec, "chargingProfileId")
+        if factory is not None:
+            level = factory["stackLevel"]
+            self.installed_profiles[(0, "ChargePointMaxProfile", level)] = factory
 
     # ---- state for tests -------------------------------------------------------------------
     @property
@@ -252,6 +277,14 @@ class SimulatedStation(ChargePoint):
         if self.spec.cp_max_per_connector:
             return per_connector
         return min(self._station_cap(at), per_connector)
+
+    def profile_limit_a(self, profile_id: int, at: datetime) -> float | None:
+        """Per-phase amps an installed profile sets at ``at`` (None: not installed, or not in
+        force then)."""
+        for (connector_id, _, _), profile in self.installed_profiles.items():
+            if profile["chargingProfileId"] == profile_id:
+                return self._profile_limit(profile, at, self._rel_start(connector_id))
+        return None
 
     def composite_limit_w(self, at: datetime | None = None, connector_id: int = 0) -> float:
         return self.composite_limit_a(at, connector_id) * self.spec.voltage_v * self.spec.phases
