@@ -265,7 +265,7 @@ class StationLink201(StationLink):
         # station as a whole until an event names it
         self._unattributed: set[str] = set()
         self.unattributed_events = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._asking: asyncio.Task[None] | None = None
 
     def validate_request(self, action: str, payload: Payload) -> None:
         try:
@@ -481,9 +481,8 @@ class StationLink201(StationLink):
             log.warning("%s: transaction %s, unknown to the bridge, names no EVSE (%s); counted "
                         "for the station as a whole; asking the station for its EVSE", self.id,
                         station_tx, event)
-            task = asyncio.get_running_loop().create_task(self._ask_transactions())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self._asking is None or self._asking.done():  # one round asks every EVSE
+                self._asking = asyncio.get_running_loop().create_task(self._ask_transactions())
         return UNKNOWN_EVSE
 
     async def _ask_transactions(self) -> None:
