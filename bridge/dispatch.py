@@ -4,7 +4,9 @@ One path for everything: a new plan, a boot, a reconnect, a rejected profile
 all end in :meth:`Dispatcher.wake` for a station, whose worker then reads the
 station's capabilities if needed, builds the profile and sends it until the
 station accepts. Each station has one worker, so one call at a time per
-station and any number of stations in parallel.
+station and any number of stations in parallel. Nothing goes to a station before
+its boot is accepted (:data:`BOOT_WAIT_S`), and a profile of another party on it
+is never replaced nor outranked (:meth:`Dispatcher._verify_composite`).
 
 Safety: a station is *steerable* while it is connected and has acknowledged
 our profile on this connection. A station that is not is *reserved* when the

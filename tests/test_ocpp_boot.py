@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import Site, wait_steered, wait_until
+from test_ocpp_201 import add_201
 
 from bridge.dispatch import BOOT_WAIT_S
 from bridge.sim.station import SimulatedStation
@@ -63,3 +64,15 @@ async def test_a_station_that_reboots_is_set_up_again_once(site: Site):
     assert cycling.calls_before_boot == []
     assert count(cycling, "GetConfiguration") == 2  # once per boot
     assert count(cycling, "SetChargingProfile") == 2
+
+
+async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site: Site):
+    """OCPP 2.0.1 B01-B03: nothing for the station before its boot is accepted."""
+    bridge = await site.start_bridge(capacity_kw=20)
+    late = add_201(site, "LATE201", boot_delay_s=1.5, plugged_in=False)
+    await wait_steered(bridge, "LATE201")
+    await wait_until(lambda: bridge.dispatcher.stations["LATE201"].verified,
+                     what="its profile verified by its composite schedule")
+    assert late.calls_before_boot == []
+    assert [a for a, _ in late.received].count("GetVariables") == 1
+    assert [a for a, _ in late.received].count("SetChargingProfile") == 1
