@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from conftest import Site, wait_until
@@ -15,6 +16,9 @@ from bridge.ocpp.link import UNKNOWN_EVSE
 from bridge.ocpp.v201 import device_evses, evse_status
 from bridge.sim.station201 import SimulatedStation201
 from bridge.store import Store
+
+# Generous: these tests must hold on a shared machine under load.
+wait = partial(wait_until, timeout=30)
 
 
 def test_evse_status_and_device_model_read_defensively():
@@ -44,14 +48,14 @@ def station_tx_of(bridge: Bridge, tx_id: int) -> str | None:
 
 
 async def both_charging(bridge: Bridge, station: SimulatedStation201) -> dict[int, int]:
-    await wait_until(lambda: set(sessions_on(bridge, station.id)) == {1, 2},
+    await wait(lambda: set(sessions_on(bridge, station.id)) == {1, 2},
                      what="a session on each EVSE")
     return sessions_on(bridge, station.id)
 
 
 async def events_after(station: SimulatedStation201, count: int) -> None:
     seq = station._seq
-    await wait_until(lambda: station._seq >= seq + count, what="TransactionEvents")
+    await wait(lambda: station._seq >= seq + count, what="TransactionEvents")
 
 
 async def test_the_evses_come_from_the_device_model(site: Site):
@@ -59,21 +63,21 @@ async def test_the_evses_come_from_the_device_model(site: Site):
     StatusNotification could. An EVSE in use on one connector is in use."""
     bridge = await site.start_bridge(capacity_kw=20)
     station = add_201(site, "PAIR", connectors=2, connectors_per_evse=2, plugged_in=False)
-    await wait_until(lambda: "PAIR" in bridge.dispatcher.stations
+    await wait(lambda: "PAIR" in bridge.dispatcher.stations
                      and bridge.dispatcher.stations["PAIR"].caps.known, what="its capabilities")
     assert bridge.dispatcher.stations["PAIR"].caps.connectors == 2
     # a station of several EVSEs gets a default per EVSE besides its cap
-    await wait_until(lambda: {(1, "TxDefaultProfile"), (2, "TxDefaultProfile")}
+    await wait(lambda: {(1, "TxDefaultProfile"), (2, "TxDefaultProfile")}
                      <= {k[:2] for k in station.installed_profiles}, what="a default per EVSE")
     station.plug_in(2)
-    await wait_until(lambda: set(sessions_on(bridge, "PAIR")) == {2}, what="EVSE 2's session")
+    await wait(lambda: set(sessions_on(bridge, "PAIR")) == {2}, what="EVSE 2's session")
 
 
 async def test_an_evse_in_use_on_one_of_its_connectors_is_occupied(site: Site):
     bridge = await site.start_bridge(capacity_kw=20)
     add_201(site, "TWIN", connectors_per_evse=2)  # connector 1 occupied, 2 available
-    await wait_until(lambda: ("TWIN", 1) in bridge.connector_status, what="its status")
-    await wait_until(lambda: bridge.snapshot().station_status.get("TWIN") == "steered",
+    await wait(lambda: ("TWIN", 1) in bridge.connector_status, what="its status")
+    await wait(lambda: bridge.snapshot().station_status.get("TWIN") == "steered",
                      what="steered")
     assert bridge.connector_status[("TWIN", 1)][0] == "Occupied"
 
@@ -87,12 +91,12 @@ async def test_events_without_their_evse_after_a_reconnection_stay_on_their_evse
     sessions = await both_charging(bridge, station)
     link = bridge.ocpp.links["DUO"]
     await station.drop_connection()
-    await wait_until(lambda: bridge.ocpp.links.get("DUO") not in (None, link),
+    await wait(lambda: bridge.ocpp.links.get("DUO") not in (None, link),
                      what="the station back on a new link")
     await events_after(station, 4)  # events of both transactions, naming no EVSE
     assert sessions_on(bridge, "DUO") == sessions
     station.unplug(2)
-    await wait_until(lambda: 2 not in sessions_on(bridge, "DUO"), what="EVSE 2's session ended")
+    await wait(lambda: 2 not in sessions_on(bridge, "DUO"), what="EVSE 2's session ended")
     assert sessions_on(bridge, "DUO") == {1: sessions[1]}
 
 
@@ -105,11 +109,11 @@ async def test_events_without_their_evse_after_a_bridge_restart_stay_on_their_ev
     assert station_tx_of(bridge, sessions[2]) == station.evses[2].tx_id
     await site.stop_bridge()
     bridge = await site.start_bridge()
-    await wait_until(lambda: "KEPT" in bridge.ocpp.links, what="the station back")
+    await wait(lambda: "KEPT" in bridge.ocpp.links, what="the station back")
     await events_after(station, 4)
     assert sessions_on(bridge, "KEPT") == sessions
     station.unplug(2)
-    await wait_until(lambda: 2 not in sessions_on(bridge, "KEPT"), what="EVSE 2's session ended")
+    await wait(lambda: 2 not in sessions_on(bridge, "KEPT"), what="EVSE 2's session ended")
     assert sessions_on(bridge, "KEPT") == {1: sessions[1]}
 
 
