@@ -48,6 +48,7 @@ from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedul
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
     STATION_MAX,
+    STATION_MAX_PROFILE_ID,
     TX_DEFAULT,
     BuiltProfile,
     connector_profiles,
@@ -201,7 +202,13 @@ class Dispatcher:
             )
         for station_id, profile_ids in store.installed().items():
             if station_id in self.stations:
-                self.stations[station_id].installed = profile_ids
+                state = self.stations[station_id]
+                state.installed = profile_ids
+                # Limited per connector without our cap last time (a profile of another
+                # party outranks it, or the station refuses connector 0): so again until
+                # its next boot, rather than a cap it may not apply meanwhile.
+                state.cap_outranked = bool(profile_ids) \
+                    and STATION_MAX_PROFILE_ID not in profile_ids
         # What each station answered last time: a station that reconnects without
         # rebooting is not asked again (a BootNotification refreshes it).
         self._cached_caps: dict[str, Capabilities] = {}

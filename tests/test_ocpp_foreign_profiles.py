@@ -114,3 +114,26 @@ async def test_201_a_listed_station_limit_of_another_party_is_never_met_nor_hidd
     assert own is not None and own["id"] == FACTORY_PROFILE_ID
     assert_both_in_force(station, bridge)
     await wait(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
+
+
+async def test_after_a_restart_the_limit_stays_under_the_stations_own_profile(site: Site):
+    """The bridge stored that it limits this station per connector: a restarted bridge does
+    not send it a cap its own profile would outrank (until it reboots)."""
+    bridge = await site.start_bridge(capacity_kw=8)
+    station = site.add_station("KEEP", max_stack_level=5, factory_cap_a=32,
+                               boots_on_reconnect=False)
+    await wait(lambda: "KEEP" in bridge.dispatcher.stations
+               and bridge.dispatcher.stations["KEEP"].cap_outranked
+               and bridge.dispatcher.stations["KEEP"].verified, what="limited per connector")
+    await wait(lambda: 9001 not in bridge.store.installed().get("KEEP", {9001}),
+               what="its profile ids stored")
+    await site.stop_bridge()
+    sent = len(station.received)
+    bridge = await site.start_bridge()
+    await wait(lambda: "KEEP" in bridge.ocpp.links, what="the station back")
+    await wait_steered(bridge, "KEEP")
+    await wait(lambda: bridge.dispatcher.stations["KEEP"].verified, what="verified again")
+    ids = [p["csChargingProfiles"]["chargingProfileId"] for a, p in station.received[sent:]
+           if a == "SetChargingProfile"]
+    assert ids and 9001 not in ids
+    assert_both_in_force(station, bridge)
