@@ -445,7 +445,7 @@ class Dispatcher:
             try:
                 if not state.caps.known:
                     await self._read_capabilities(state, link)
-                if state.foreign is None:
+                if state.foreign is None and not state.unmanageable:
                     await self._read_installed(state, link)
                 await self._dispatch(state, link)
             finally:
