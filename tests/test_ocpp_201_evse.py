@@ -148,3 +148,19 @@ def test_a_database_of_an_older_run_gains_the_station_transaction_column(tmp_pat
     assert {r["id"]: r["station_tx"] for r in store.open_transactions()} == \
         {1: "OLD-tx9", tx: "OLD-tx10"}
     store.close()
+
+
+async def test_transactions_recorded_without_the_stations_id_are_taken_up_again(site: Site):
+    """Open transactions an older version recorded without the station's id: after an
+    upgrade the station's events name no EVSE, so it is asked, and each transaction is
+    taken up again on the EVSE it names, with the station's id kept from then on."""
+    bridge = await site.start_bridge(capacity_kw=20)
+    station = add_201(site, "UPGR", connectors=2)
+    sessions = await both_charging(bridge, station)
+    await site.stop_bridge()
+    with sqlite3.connect(site.tmp_path / "var" / "bridge.db") as db:
+        db.execute("UPDATE transactions SET station_tx = NULL")
+    bridge = await site.start_bridge()
+    await wait(lambda: all(station_tx_of(bridge, sessions[e]) == station.evses[e].tx_id
+                           for e in (1, 2)), what="both taken up again by their EVSEs")
+    assert sessions_on(bridge, "UPGR") == sessions  # the same transactions, no new ones

@@ -441,8 +441,10 @@ class StationLink201(StationLink):
         named = (payload.get("evse") or {}).get("id") or None  # required only in the first
         known = self._transactions.get(station_tx)
         if known is None:
-            # begun before this connection or a bridge restart: the bridge keeps its id
-            found = self._listener.transaction_of(self.id, station_tx, named)
+            # begun before this connection or a bridge restart: the bridge keeps its id (or,
+            # recorded without it, the one open on the EVSE named; a Started is a new one)
+            found = self._listener.transaction_of(self.id, station_tx,
+                                                  named if event != "Started" else None)
             if found is not None:
                 known = self._remember(station_tx, *found)
         if known is None and named is not None and event in ("Started", "Updated"):
