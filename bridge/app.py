@@ -95,6 +95,13 @@ class Bridge:
             for row in self.store.open_transactions()
         }
         self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
+        # OCPP 2.0.1 stations name their transactions: the open ones by (station, its id), and
+        # back, so that events naming no EVSE find theirs after a reconnection or a restart
+        self._station_tx: dict[tuple[str, str], int] = {}
+        self._station_tx_of: dict[int, tuple[str, str]] = {}
+        for row in self.store.open_transactions():
+            if row.get("station_tx"):
+                self._name_transaction(row["id"], row["station_id"], row["station_tx"])
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
         # each station's connectors' latest power, for its total draw
         self._connector_power: dict[str, dict[int, float]] = {}
@@ -485,7 +492,8 @@ class Bridge:
         log.debug("%s/%d: %s", station_id, connector_id, status)
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
-                            meter_start: int, at: datetime) -> int:
+                            meter_start: int, at: datetime,
+                            station_tx: str | None = None) -> int:
         self._heard(station_id, "StartTransaction")
         now = self._clock()
         previous = self._open_tx.get((station_id, connector_id))
@@ -493,9 +501,13 @@ class Bridge:
             # the station started anew without stopping the old one (a reboot)
             self.store.stop_transaction(previous, meter_start, now)
             del self.sessions[previous]
-        tx_id = self.store.start_transaction(station_id, connector_id, id_tag, meter_start, now)
+            self._forget_name(previous)
+        tx_id = self.store.start_transaction(station_id, connector_id, id_tag, meter_start, now,
+                                             station_tx)
         self.sessions[tx_id] = Session(station_id, connector_id, now)
         self._open_tx[(station_id, connector_id)] = tx_id
+        if station_tx is not None:
+            self._name_transaction(tx_id, station_id, station_tx)
         log.info("%s/%d: transaction %d started", station_id, connector_id, tx_id)
         self.request_replan()
         return tx_id
@@ -513,12 +525,37 @@ class Bridge:
                 meter.latest = (now, 0.0)
             self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
+        self._forget_name(transaction_id)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
         self.request_replan()
 
-    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
-        return self._open_tx.get((station_id, connector_id))
+    def transaction_of(self, station_id: str, station_tx: str,
+                       connector_id: int | None) -> tuple[int, int] | None:
+        tx_id = self._station_tx.get((station_id, station_tx))
+        if tx_id is None and connector_id is not None:
+            # recorded without the station's id (by an older version): the one open on the
+            # EVSE the event names, unless that one has another id
+            running = self._open_tx.get((station_id, connector_id))
+            if running is not None and running not in self._station_tx_of:
+                self.store.set_station_tx(running, station_tx)
+                self._name_transaction(running, station_id, station_tx)
+                tx_id = running
+        session = self.sessions.get(tx_id) if tx_id is not None else None
+        return (tx_id, session.connector_id) if tx_id is not None and session else None
+
+    def station_transaction(self, station_id: str, transaction_id: int) -> str | None:
+        named = self._station_tx_of.get(transaction_id)
+        return named[1] if named is not None and named[0] == station_id else None
+
+    def _name_transaction(self, tx_id: int, station_id: str, station_tx: str) -> None:
+        self._station_tx[(station_id, station_tx)] = tx_id
+        self._station_tx_of[tx_id] = (station_id, station_tx)
+
+    def _forget_name(self, tx_id: int) -> None:
+        named = self._station_tx_of.pop(tx_id, None)
+        if named is not None:
+            self._station_tx.pop(named, None)
 
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:

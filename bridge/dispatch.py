@@ -4,7 +4,9 @@ One path for everything: a new plan, a boot, a reconnect, a rejected profile
 all end in :meth:`Dispatcher.wake` for a station, whose worker then reads the
 station's capabilities if needed, builds the profile and sends it until the
 station accepts. Each station has one worker, so one call at a time per
-station and any number of stations in parallel.
+station and any number of stations in parallel. Nothing goes to a station before
+its boot is accepted (:data:`BOOT_WAIT_S`), and a profile of another party on it
+is never replaced nor outranked (:meth:`Dispatcher._verify_composite`).
 
 Safety: a station is *steerable* while it is connected and has acknowledged
 our profile on this connection. A station that is not is *reserved* when the
@@ -33,21 +35,26 @@ schedule or meter values show that it does not apply what it accepted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
 from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
+from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
+    STATION_MAX,
+    STATION_MAX_PROFILE_ID,
     TX_DEFAULT,
     BuiltProfile,
     connector_profiles,
+    free_level,
     from_unit,
+    is_ours,
     is_raise,
     same_schedule,
     station_max_profile,
@@ -63,6 +70,12 @@ VERIFY_WINDOW_S = 300  # how far ahead GetCompositeSchedule looks
 # Follow-up calls (meter settings, the composite check) wait for the fleet's limits at most
 # this long: a slow or silent station among many must not postpone them for ever.
 FOLLOW_UP_MAX_WAIT_S = 10.0
+# No call goes to a station before its BootNotification is accepted (OCPP 1.6 §4.2, 2.0.1
+# B01-B03); a rebooting station sends its boot first thing, so its setup is sent once, after
+# it. A station that only lost its websocket may reconnect without a boot: its first other
+# request shows that, and a silent one is served after this long. Meanwhile it is counted
+# at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
+BOOT_WAIT_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -88,8 +101,13 @@ class StationState:
     slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
-    # Its composite schedule showed a profile of its own above ours: use its top level.
-    stack_top: bool = False
+    # A profile of another party with our station cap's purpose outranks it, or would meet
+    # it (its composite schedule showed more than ours, or the station listed one): that
+    # profile is left as it is, and the limit goes on each connector, under it.
+    cap_outranked: bool = False
+    # Profiles of other parties the station holds, as (purpose, connector id, stack level);
+    # None until asked (OCPP 2.0.1), empty where the protocol cannot tell (OCPP 1.6).
+    foreign: frozenset[tuple[str, int, int]] | None = None
     applied_since: datetime | None = None  # when ``applied`` last changed
     verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
     composite_supported: bool = True
@@ -159,8 +177,10 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         compliance: ComplianceRule | None = None,
         measurands: tuple[str, ...] = (),
+        boot_wait_s: float = BOOT_WAIT_S,
     ) -> None:
         self._store = store
+        self._boot_wait_s = boot_wait_s
         self._measurands = measurands  # asked of each station with the meter interval
         self._min_current_a = min_current_a
         self._retry_s = retry_s
@@ -182,7 +202,13 @@ class Dispatcher:
             )
         for station_id, profile_ids in store.installed().items():
             if station_id in self.stations:
-                self.stations[station_id].installed = profile_ids
+                state = self.stations[station_id]
+                state.installed = profile_ids
+                # Limited per connector without our cap last time (a profile of another
+                # party outranks it, or the station refuses connector 0): so again until
+                # its next boot, rather than a cap it may not apply meanwhile.
+                state.cap_outranked = bool(profile_ids) \
+                    and STATION_MAX_PROFILE_ID not in profile_ids
         # What each station answered last time: a station that reconnects without
         # rebooting is not asked again (a BootNotification refreshes it).
         self._cached_caps: dict[str, Capabilities] = {}
@@ -216,7 +242,8 @@ class Dispatcher:
             state.caps = Capabilities()
             state.slots, state.verified, state.composite_supported = {}, False, True
             # new firmware may take what the old one refused, and may follow its profiles
-            state.stack_zero = state.per_connector_only = state.stack_top = False
+            state.stack_zero = state.per_connector_only = state.cap_outranked = False
+            state.foreign = None  # others' profiles may have changed too: asked again
             if state.compliance.flagged:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             state.compliance = Compliance()
@@ -346,17 +373,16 @@ class Dispatcher:
         target = self._target(state)
         assert target is not None
         level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
-        if state.stack_top:
-            level = state.caps.max_stack_level
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
-        profiles = [] if state.per_connector_only else [cap]
+        per_connector = state.per_connector_only or state.cap_outranked
+        profiles = [] if per_connector else [cap]
         room = state.caps.max_profiles
         connectors = max(state.caps.connectors, *state.sessions, 1)
-        own = 0 if state.per_connector_only else 1  # the station cap's place
+        own = 0 if per_connector else 1  # the station cap's place
         # Too few places for a default and a session limit on every connector: a session
         # limit takes its connector's default's place.
         one_place_each = room is not None and room < own + 2 * connectors
-        if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
+        if per_connector or state.caps.connectors > 1 or len(state.sessions) > 1:
             profiles += connector_profiles(target, state.sessions, state.caps.connectors,
                                            state.info, state.caps, now, self._min_current_a,
                                            level, one_place_each)
@@ -364,7 +390,26 @@ class Dispatcher:
             # Not even one place per connector: the session limits matter more (a new
             # session waits for the plan instead).
             profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
-        return cap, profiles
+        return cap, self._placed(state, profiles)
+
+    def _placed(self, state: StationState, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
+        """Each profile at a stack level no profile of another party with its purpose uses on
+        its connector; one without such a level is not sent (see :func:`free_level`)."""
+        if not state.foreign:
+            return profiles
+        placed = []
+        for profile in profiles:
+            taken = {level for purpose, connector, level in state.foreign
+                     if purpose == profile.purpose and connector == profile.connector_id}
+            level = free_level(profile.stack_level, taken, state.caps.max_stack_level)
+            if level is None:
+                log.warning("%s: every stack level of %s on connector %d holds a profile of "
+                            "another party; ours is not sent", state.info.station_id,
+                            profile.purpose, profile.connector_id)
+                continue
+            placed.append(profile if level == profile.stack_level
+                          else replace(profile, stack_level=level))
+        return placed
 
     def _pending(self, state: StationState, profiles: list[BuiltProfile],
                  now: datetime) -> list[BuiltProfile]:
@@ -414,16 +459,28 @@ class Dispatcher:
             link = state.link
             if link is None or self._target(state) is None:
                 continue
+            if not link.registered.is_set():
+                await self._until_registered(link)
+                if state.link is not link:
+                    continue  # gone meanwhile; a new link wakes the worker again
             self._limiting += 1
             self._limits_sent.clear()
             try:
                 if not state.caps.known:
                     await self._read_capabilities(state, link)
+                if state.foreign is None and not state.unmanageable:
+                    await self._read_installed(state, link)
                 await self._dispatch(state, link)
             finally:
                 self._limiting -= 1
                 if not self._limiting:
                     self._limits_sent.set()
+
+    async def _until_registered(self, link: ChargerLink) -> None:
+        """Until the station's boot is accepted, or it shows it needs none (see BOOT_WAIT_S)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._boot_wait_s):
+                await link.registered.wait()
 
     async def _read_capabilities(self, state: StationState, link: ChargerLink) -> None:
         station_id = state.info.station_id
@@ -440,6 +497,28 @@ class Dispatcher:
             self._store.save_station(station_id, {"capabilities": caps.to_json()})
             self._use_caps(state, caps)
         state.meter_setup_due = True
+
+    async def _read_installed(self, state: StationState, link: ChargerLink) -> None:
+        """Learn the profiles of other parties the station holds, where it can tell (2.0.1):
+        ours must never take their places, nor outrank their station limits."""
+        station_id = state.info.station_id
+        try:
+            installed = await link.installed_profiles()
+        except CallFailed as error:
+            log.info("%s: installed profiles not listed (%s)", station_id, error)
+            installed = None
+        others = [p for p in installed or () if not is_ours(p.profile_id)]
+        state.foreign = frozenset((p.purpose, p.connector_id, p.stack_level) for p in others)
+        for profile in others:
+            log.info("%s: holds profile %d of another party (%s, %s, connector %d, stack "
+                     "level %d); left as it is", station_id, profile.profile_id, profile.source,
+                     profile.purpose, profile.connector_id, profile.stack_level)
+            if (profile.purpose, profile.connector_id) == (STATION_MAX, 0) \
+                    and not state.cap_outranked:
+                # ours beside it would hide it where it is lower, or be hidden where higher
+                state.cap_outranked = True
+                log.warning("%s: the limit goes on each connector, under that profile",
+                            station_id)
 
     async def _follow_up(self, state: StationState) -> None:
         """The calls that may wait, once no worker is sending limits (or after a while)."""
@@ -636,9 +715,13 @@ class Dispatcher:
         It costs a call, so it waits until the fleet's limits are out (``_follow_up``), and
         a limit replaced meanwhile is not checked: only the one in force.
 
-        A station may hold a profile of its own at a higher stack level, which wins
-        over ours: ours then goes to its top stack level (replacing the other), and a
-        station that still computes more than we set is flagged.
+        The whole window is compared, not one moment: a profile of another party may allow
+        more now and less later. Where the station computes more than we set, a profile of
+        another party with our cap's purpose outranks our cap. It is never replaced nor
+        outranked in turn (it may be a fuse or a tariff limit, lower later): the limit goes
+        on each connector instead, which the station caps by that profile in turn. A
+        station that still computes more than we set is flagged, and counted at the most
+        its composite schedule allows.
         """
         station_id = state.info.station_id
         try:
@@ -650,24 +733,25 @@ class Dispatcher:
         if composite is None:
             state.composite_supported = False
             return
-        at = self._clock()
-        mine = value_at(cap.applied, at)
-        theirs = composite.limit_at(at)
-        if mine is None or theirs is None:
-            return
-        theirs_w = from_unit(theirs, cap.unit, state.info)
-        if theirs_w <= mine.limit_w + self._rule.tolerance_w:
+        end = composite.start + timedelta(seconds=VERIFY_WINDOW_S)
+        excess = composite_above(composite, cap.applied, state.info, end,
+                                 self._rule.tolerance_w)
+        if excess is None:
             state.verified = True
             return
-        if not state.stack_top and state.caps.max_stack_level > cap.stack_level:
-            log.warning("%s: computes %.0f W where we set %.0f W; a profile of its own wins: "
-                        "ours goes to stack level %d", station_id, theirs_w, mine.limit_w,
-                        state.caps.max_stack_level)
-            state.stack_top, state.slots = True, {}
+        at, theirs_w, mine_w = excess
+        if not state.cap_outranked and not state.per_connector_only:
+            log.warning("%s: computes %.0f W at %s where we set %.0f W: a profile of another "
+                        "party outranks our station cap; it is left as it is, and the limit "
+                        "goes on each connector, under it", station_id, theirs_w,
+                        f"{at:%H:%M:%S}", mine_w)
+            state.cap_outranked = True
             state.wake.set()
             return
-        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W where we set "
-                          f"{mine.limit_w:.0f} W", theirs_w)
+        peak_w = max(from_unit(limit, cap.unit, state.info)
+                     for start, limit in composite.periods_at() if start < end)
+        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W at {at:%H:%M:%S} "
+                          f"where we set {mine_w:.0f} W", max(peak_w, theirs_w))
 
     def _flag(self, state: StationState, detail: str, peak_w: float) -> None:
         state.compliance.flag(detail, peak_w)
@@ -710,6 +794,33 @@ class Dispatcher:
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
+
+
+def composite_above(composite: CompositeSchedule, steps: tuple[Step, ...], info: StationInfo,
+                    end: datetime, tolerance_w: float) -> tuple[datetime, float, float] | None:
+    """Where, before ``end``, a station's composite schedule allows more than ``steps`` by
+    over ``tolerance_w``: the moment of the largest excess, its limit then and ours (W);
+    None when nowhere.
+
+    Each stretch between changes of either is judged at its middle; stretches shorter than
+    two seconds are left out, since stations round their periods to whole seconds.
+    """
+    edges = {start for start, _ in composite.periods_at()}
+    edges |= {step.start for step in steps if composite.start < step.start}
+    times = sorted(t for t in edges | {end} if composite.start <= t <= end)
+    worst: tuple[datetime, float, float] | None = None
+    for begin, until in zip(times, times[1:], strict=False):
+        if until - begin < timedelta(seconds=2):
+            continue
+        middle = begin + (until - begin) / 2
+        theirs, mine = composite.limit_at(middle), value_at(steps, middle)
+        if theirs is None or mine is None:
+            continue
+        theirs_w = from_unit(theirs, composite.unit, info)
+        if theirs_w > mine.limit_w + tolerance_w and \
+                (worst is None or theirs_w - mine.limit_w > worst[1] - worst[2]):
+            worst = (middle, theirs_w, mine.limit_w)
+    return worst
 
 
 def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime, float]]:

@@ -249,11 +249,15 @@ class Store:
              "capabilities": str, "last_boot": str, "last_seen": str},
             pk="station_id", if_not_exists=True,
         )
+        # station_tx: the station's own id of the transaction (OCPP 2.0.1 names them itself)
         db["transactions"].create(
             {"id": int, "station_id": str, "connector_id": int, "id_tag": str,
-             "meter_start": int, "started_at": str, "stopped_at": str, "meter_stop": int},
+             "meter_start": int, "started_at": str, "stopped_at": str, "meter_stop": int,
+             "station_tx": str},
             pk="id", if_not_exists=True,
         )
+        if "station_tx" not in db["transactions"].columns_dict:  # a database of an older run
+            db["transactions"].add_column("station_tx", str)
         db["profiles"].create(
             {"id": int, "station_id": str, "sent_at": str, "unit": str, "payload": str,
              "schedule": str, "status": str, "detail": str},
@@ -452,13 +456,18 @@ class Store:
         )
 
     def start_transaction(self, station_id: str, connector_id: int, id_tag: str,
-                          meter_start: int, at: datetime) -> int:
+                          meter_start: int, at: datetime, station_tx: str | None = None) -> int:
         cursor = self._write(
-            "INSERT INTO transactions (station_id, connector_id, id_tag, meter_start, started_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [station_id, connector_id, id_tag, meter_start, _iso(at)],
+            "INSERT INTO transactions (station_id, connector_id, id_tag, meter_start, started_at,"
+            " station_tx) VALUES (?, ?, ?, ?, ?, ?)",
+            [station_id, connector_id, id_tag, meter_start, _iso(at), station_tx],
         )
         return int(cursor.lastrowid)
+
+    def set_station_tx(self, transaction_id: int, station_tx: str) -> None:
+        """The station's own id of a transaction recorded without one (before it was kept)."""
+        self._write("UPDATE transactions SET station_tx = ? WHERE id = ?",
+                    [station_tx, transaction_id])
 
     def stop_transaction(self, transaction_id: int, meter_stop: int | None,
                          at: datetime) -> None:

@@ -68,7 +68,9 @@ async def test_16_and_201_stations_side_by_side(site: Site):
         what="both steered within what the unmanageable one leaves")
     cap = new.installed_profiles[(0, "ChargingStationMaxProfile", 1)]
     assert cap["id"] == 9001 and cap["chargingSchedule"][0]["chargingRateUnit"] == "W"
-    assert ("GetVariables", ) == tuple(a for a, _ in new.received[:1])
+    # its EVSEs from its device model, its smart charging variables, its installed profiles
+    assert ("GetReport", "GetVariables", "GetChargingProfiles") == \
+        tuple(a for a, _ in new.received[:3])
     await wait_until(lambda: bridge.snapshot().station_power_w.get("NEW", 0) > 0,
                      what="the 2.0.1 station's meter values read")
     session = next(s for s in bridge.sessions.values() if s.station_id == "NEW")

@@ -192,12 +192,14 @@ async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_dr
     assert not list(bridge.store.db["compliance"].rows_where("station_id = 'GOOD'"))
 
 
-async def test_profile_of_its_own_at_a_higher_stack_level_is_found_and_replaced(site: Site):
+async def test_profile_of_its_own_at_a_higher_stack_level_is_kept_and_capped_under(site: Site):
     bridge = await site.start_bridge(capacity_kw=8)
     vendor = site.add_station("VENDOR", max_stack_level=5, factory_cap_a=32)
-    await wait_until(lambda: (max_profile(vendor) or {}).get("chargingProfileId") == 9001
+    await wait_until(lambda: "VENDOR" in bridge.dispatcher.stations
+                     and bridge.dispatcher.stations["VENDOR"].cap_outranked
                      and bridge.dispatcher.stations["VENDOR"].verified,
-                     what="ours at the top stack level, confirmed by its composite schedule")
+                     what="the limit per connector, confirmed by its composite schedule")
+    assert max_profile(vendor)["chargingProfileId"] == 1  # type: ignore[index]
     assert max_profile(vendor)["stackLevel"] == 5  # type: ignore[index]
     await wait_until(lambda: 0 < vendor.power_w <= 8_000, what="the EV held to the cap")
     assert any(action == "GetCompositeSchedule" for action, _ in vendor.received)

@@ -38,6 +38,7 @@ from bridge.ocpp.link import (
     ACCEPTED,
     CallFailed,
     CompositeSchedule,
+    InstalledProfile,
     StationListener,
     reply_status,
 )
@@ -134,6 +135,10 @@ class StationLink:
         self._call_lock = asyncio.Lock()
         self._call_seq = 0
         self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
+        # Set once the station may be sent calls: its BootNotification was answered, or it
+        # sent another request first, so it holds itself accepted from an earlier
+        # connection (OCPP forbids a station any other request before its boot is accepted).
+        self.registered = asyncio.Event()
         self._handlers: dict[str, Callable[[Payload], Payload]] = {
             "BootNotification": self.on_boot,
             "Heartbeat": self.on_heartbeat,
@@ -207,6 +212,7 @@ class StationLink:
             await self._send_call_error(unique_id, "InternalError", "")
             return
         await self._send(json.dumps([3, unique_id, reply], separators=(",", ":")))
+        self.registered.set()  # only after our answer: a boot is accepted once it is sent
 
     async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
         frame = [4, unique_id, code, description[:500], {}]
@@ -280,6 +286,9 @@ class StationLink:
 
     async def set_meter_interval(self, seconds: int) -> str:
         return await self.change_configuration("MeterValueSampleInterval", str(seconds))
+
+    async def installed_profiles(self) -> list[InstalledProfile] | None:
+        return None  # OCPP 1.6 has no call that lists them: the composite schedule tells
 
     async def set_measurands(self, measurands: Sequence[str]) -> str:
         """What a transaction's MeterValues carry (a station may refuse, or know fewer)."""
