@@ -495,7 +495,7 @@ class Bridge:
                 connectors[connector_id] = power
                 # connector 0 is the station's own meter where it has one
                 total = connectors[0] if 0 in connectors else sum(connectors.values())
-                self.dispatcher.observe_draw(station_id, total)
+                self.dispatcher.observe_draw(station_id, total, reading.at)
 
     # planning -------------------------------------------------------------------------------
     def active_events(self, now: datetime) -> list[DrEvent]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
-from bridge.compliance import Compliance, ComplianceRule
+from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
 from bridge.ocpp.profiles import (
@@ -90,10 +90,11 @@ class StationState:
     per_connector_only: bool = False  # it rejected profiles on connector 0
     # Its composite schedule showed a profile of its own above ours: use its top level.
     stack_top: bool = False
-    applied_since: datetime | None = None  # when ``applied`` last changed
     verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
     composite_supported: bool = True
     compliance: Compliance = field(default_factory=Compliance)
+    # what it may have applied lately, against which its meter values are judged
+    holdings: Holdings = field(default_factory=Holdings)
     # Ids of our profiles the station accepted and may still hold; they outlive reboots
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
@@ -147,6 +148,13 @@ class StationState:
             return None
         return series[0] if len(series) == 1 else upper_envelope(*series)
 
+    def bounded_by(self) -> tuple[Step, ...] | None:
+        """What bounds its draw now; None when nothing does for sure (it has not confirmed
+        a schedule on this connection, so after a reboot its profiles may be gone)."""
+        if self.link is None or not self.confirmed or self.unmanageable:
+            return None
+        return self.held()
+
 
 class Dispatcher:
     def __init__(
@@ -167,7 +175,7 @@ class Dispatcher:
         self._meter_interval_s = meter_interval_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
-        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=60))
+        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=20))
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
@@ -284,8 +292,10 @@ class Dispatcher:
 
     # the worker -----------------------------------------------------------------------------
     def _refresh(self, state: StationState) -> None:
-        """Keep the set of stations above their planned limits up to date."""
+        """Keep the set of stations above their planned limits, and what each may have
+        applied lately, up to date."""
         station_id = state.info.station_id
+        state.holdings.note(self._clock(), state.bounded_by(), self._rule.grace * 2)
         held = state.held()
         above = (not state.reserved and state.desired is not None and held is not None
                  and is_raise(held, state.desired, self._clock()))
@@ -540,8 +550,6 @@ class Dispatcher:
             was_steerable = state.steerable
             if state.applied is None or not state.confirmed \
                     or not same_schedule(cap.applied, state.applied, now):
-                # a station that rebooted may have run without it: a grace time from now
-                state.applied_since = now
                 # a new limit: its composite schedule is asked again (once the fleet's
                 # limits are out), so that "verified" speaks of the limit in force
                 state.verified = False
@@ -660,21 +668,26 @@ class Dispatcher:
         self._on_change()
 
     # meter values ---------------------------------------------------------------------------
-    def observe_draw(self, station_id: str, measured_w: float) -> None:
-        """The station's total draw just measured: does it follow what it accepted?"""
+    def observe_draw(self, station_id: str, measured_w: float,
+                     stamped: datetime | None = None) -> None:
+        """The station's total draw just measured (taken at ``stamped`` by its clock): does
+        it follow what it may hold?
+
+        It is judged against the highest limit it may have applied over the grace time
+        before the reading, whatever changed meanwhile: waiting for its limits to settle
+        would never judge it in a fleet whose limits change every few seconds.
+        """
         state = self.stations.get(station_id)
         if state is None:
             return
         now = self._clock()
-        allowed: float | None = None
-        settled = (state.confirmed and state.in_flight is None and state.uncertain is None
-                   and state.applied is not None and state.applied_since is not None
-                   and now - state.applied_since >= self._rule.grace)
-        if settled and state.applied is not None:
-            limits = [value_at(state.applied, t) for t in (now, now - self._rule.grace)]
-            allowed = max((s.limit_w for s in limits if s is not None), default=None)
+        rule = self._rule
+        state.holdings.note(now, state.bounded_by(), rule.grace * 2)
+        taken = taken_at(rule, now, stamped)
+        limit = state.holdings.highest(taken, now)
+        window = state.holdings.highest(taken - rule.grace, now)
         was_flagged = state.compliance.flagged
-        if state.compliance.observe(self._rule, now, measured_w, allowed):
+        if state.compliance.observe(rule, now, measured_w, limit, window):
             if not was_flagged:
                 self._flagged(state)
                 return

@@ -20,29 +20,45 @@ def max_profile(station: SimulatedStation) -> dict | None:
                  if k[1] == "ChargePointMaxProfile"), None)
 
 
-def test_compliance_needs_a_draw_above_the_limit_for_the_whole_grace_time():
+def test_compliance_flags_two_readings_in_a_row_above_what_it_may_hold():
     rule = ComplianceRule(tolerance_w=500, grace=timedelta(seconds=10))
     assert rule.exceeds(11_501, 10_000) and not rule.exceeds(11_500, 10_000)
     t0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
     seen = Compliance()
-    assert not seen.observe(rule, t0, 11_000, None)  # nothing settled yet: no judgement
-    assert not seen.observe(rule, t0, 11_500, 10_000)  # within the tolerance (10 % + 500 W)
-    assert not seen.observe(rule, t0 + timedelta(seconds=1), 12_000, 10_000)
-    assert not seen.observe(rule, t0 + timedelta(seconds=5), 12_000, 10_000)
-    assert not seen.observe(rule, t0 + timedelta(seconds=6), 9_000, 10_000)  # it followed
-    assert not seen.observe(rule, t0 + timedelta(seconds=7), 12_000, 10_000)
-    assert seen.observe(rule, t0 + timedelta(seconds=17), 12_000, 10_000)
+    assert not seen.observe(rule, t0, 11_000, None, None)  # nothing it holds for sure
+    assert not seen.observe(rule, t0, 11_500, 10_000, 10_000)  # within 10 % + 500 W
+    assert not seen.observe(rule, at(1), 12_000, 10_000, 10_000)  # one reading: a glitch?
+    assert not seen.observe(rule, at(2), 9_000, 10_000, 10_000)  # it was
+    assert not seen.observe(rule, at(3), 12_000, 10_000, 10_000)
+    assert not seen.observe(rule, at(3.2), 12_000, 10_000, 10_000)  # the same sample
+    assert seen.observe(rule, at(4), 12_000, 10_000, 10_000)  # the second in a row
     assert seen.flagged and seen.peak_w == 12_000 and "10000 W" in seen.detail
-    assert not seen.observe(rule, t0 + timedelta(seconds=18), 12_200, 10_000)
-    assert seen.observe(rule, t0 + timedelta(seconds=19), 22_000, 10_000)  # counted higher now
+    assert not seen.observe(rule, at(5), 12_200, 10_000, 10_000)
+    assert seen.observe(rule, at(6), 22_000, 10_000, 10_000)  # counted higher now
     assert seen.peak_w == 22_000
     # following its limit for a whole grace time clears the flag (slow, not deaf)
-    assert not seen.observe(rule, t0 + timedelta(seconds=20), 0, 0)
-    assert not seen.observe(rule, t0 + timedelta(seconds=25), 12_000, 0)  # not yet
-    assert not seen.observe(rule, t0 + timedelta(seconds=26), 0, 0)
+    assert not seen.observe(rule, at(7), 0, 0, 0)
+    assert not seen.observe(rule, at(12), 12_000, 0, 0)  # not yet
+    assert not seen.observe(rule, at(13), 0, 0, 0)
     assert seen.flagged
-    assert seen.observe(rule, t0 + timedelta(seconds=36), 300, 0)
+    assert seen.observe(rule, at(23), 300, 0, 0)
     assert not seen.flagged and seen.detail == "follows its limit again"
+
+
+def test_compliance_spares_a_station_coming_down_from_a_higher_limit():
+    """Above its new limit, but not above the highest of the grace time before: ramping."""
+    rule = ComplianceRule(tolerance_w=500, grace=timedelta(seconds=10))
+    t0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    seen = Compliance()
+    for second in range(0, 30, 2):
+        assert not seen.observe(rule, t0 + timedelta(seconds=second), 11_000, 4_000, 11_000)
+    assert not seen.flagged
+    # once the old limit is out of the window, two readings decide
+    assert seen.observe(rule, t0 + timedelta(seconds=31), 11_000, 4_000, 4_000)
 
 
 def test_capabilities_survive_a_round_trip_and_read_any_dialect():
@@ -190,6 +206,72 @@ async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_dr
     row = bridge.store.db["compliance"].get("DEAF")
     assert row["status"] == "non-compliant" and "above" in row["detail"]
     assert not list(bridge.store.db["compliance"].rows_where("station_id = 'GOOD'"))
+
+
+async def test_station_ignoring_limits_that_keep_changing_is_flagged_and_the_cap_holds(
+        site: Site):
+    """Sessions come and go every second or two, so every station's limit keeps changing;
+    a single-phase 32 A station ignores all of them. Judged against the highest limit
+    of its grace time, it is flagged within a few meter intervals, and from then on the
+    stations' own draw stays within the site's cap."""
+    capacity_w = 24_000
+    listed = "".join(f"    - {{id: H{n}, max_current_a: 32}}\n" for n in range(1, 6))
+    site.write_config(capacity_kw=capacity_w / 1000)
+    site.config_path.write_text(site.config_path.read_text().replace(
+        "  meter_interval_s: 1\n",
+        "  meter_interval_s: 1\n  compliance_grace_s: 3\n  compliance_tolerance_w: 500\n"
+        "  stations:\n    - {id: DEAF, phases: 1, max_current_a: 32}\n" + listed))
+    bridge = await site.start_bridge()
+    honest = [site.add_station(f"H{n}") for n in range(1, 5)]
+    deaf = site.add_station("DEAF", phases=1, ev_max_current_a=32, ignores_profiles=True)
+    stations = [deaf, *honest]
+    await wait_until(lambda: all(s.transaction_id is not None for s in stations),
+                     what="every EV charging")
+    loop = asyncio.get_running_loop()
+    samples: list[tuple[float, float]] = []  # (time, what the stations draw)
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            samples.append((loop.time(), sum(s.power_w for s in stations)))
+            await asyncio.sleep(0.02)
+
+    async def churn() -> None:
+        """An EV leaves, another arrives: the shares, so the limits, change every ~1.5 s."""
+        turn = 0
+        while not stop.is_set():
+            station = honest[turn % len(honest)]
+            station.unplug()
+            await asyncio.sleep(1.5)
+            station.plug_in()
+            await asyncio.sleep(1.5)
+            turn += 1
+
+    tasks = [asyncio.create_task(sample()), asyncio.create_task(churn())]
+    try:
+        started = loop.time()
+        await wait_until(lambda: bridge.snapshot().station_status.get("DEAF")
+                         == "non-compliant", timeout=30, what="DEAF flagged non-compliant")
+        flagged_after = loop.time() - started
+        # a station joins (no EV yet) and later charges too
+        late = site.add_station("H5", plugged_in=False)
+        stations.append(late)
+        honest.append(late)
+        await wait_until(lambda: sum(s.power_w for s in honest) <= capacity_w - deaf.power_w,
+                         what="the honest stations held to what DEAF leaves")
+        settled = loop.time()
+        await asyncio.sleep(1)
+        late.plug_in()
+        await asyncio.sleep(9)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert flagged_after < 20  # 3 s of grace and two readings, with room for a slow machine
+    after = [watts for when, watts in samples if when >= settled]
+    assert after and max(after) <= capacity_w
+    assert bridge.snapshot().station_detail["DEAF"].startswith("draws 7360 W")
+    flagged = {row["station_id"] for row in bridge.store.db["compliance"].rows}
+    assert flagged == {"DEAF"}  # the honest stations, coming down after each change, are not
 
 
 async def test_profile_of_its_own_at_a_higher_stack_level_is_found_and_replaced(site: Site):
