@@ -53,6 +53,7 @@ from bridge.ocpp.profiles import (
     station_max_profile,
 )
 from bridge.store import Store
+from bridge.worst_case import Count, Declared, Told, count
 from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ def utcnow() -> datetime:
 class StationState:
     info: StationInfo
     link: ChargerLink | None = None
+    declared: Declared = field(default_factory=Declared)  # what the configuration states
+    # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
+    told: Told = field(default_factory=Told)
+    counted: Count | None = None  # what the planner counts it at while it is not steered
     caps: Capabilities = field(default_factory=Capabilities)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -103,6 +108,9 @@ class StationState:
     # measurands after its capabilities were read, the composite check of what it accepted.
     meter_setup_due: bool = False
     verify_due: BuiltProfile | None = None
+    # a station that cannot be steered is asked for its rated current, once per boot
+    rating_due: bool = False
+    rating_asked: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -120,12 +128,13 @@ class StationState:
     @property
     def detail(self) -> str:
         """Why a station is not steered, in a sentence (empty when it is)."""
+        counted = f"; counted at {self.counted.reason}" if self.counted is not None else ""
         if self.unmanageable:
-            return "no SmartCharging among its feature profiles; counted at its maximum"
+            return f"no SmartCharging among its feature profiles{counted}"
         if self.compliance.flagged:
             return f"{self.compliance.detail}; counted at {self.compliance.peak_w:.0f} W"
         if self.refused and self.link is not None:
-            return "refuses our charging profiles; retrying"
+            return f"refuses our charging profiles; retrying{counted}"
         return ""
 
     @property
@@ -167,8 +176,12 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         compliance: ComplianceRule | None = None,
         measurands: tuple[str, ...] = (),
+        peak_after: timedelta = timedelta(minutes=10),
     ) -> None:
         self._store = store
+        # a station that cannot be steered is counted at its measured peak (and a margin)
+        # once a session has drawn this long
+        self._peak_after = peak_after
         self._measurands = measurands  # asked of each station with the meter interval
         self._min_current_a = min_current_a
         self._retry_s = retry_s
@@ -200,11 +213,13 @@ class Dispatcher:
                 self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
-    def connected(self, info: StationInfo, link: ChargerLink) -> None:
+    def connected(self, info: StationInfo, link: ChargerLink,
+                  declared: Declared | None = None) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
+        state.declared = declared or Declared()
         state.slots, state.verified = {}, False
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
@@ -228,6 +243,8 @@ class Dispatcher:
             if state.compliance.flagged:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             state.compliance = Compliance()
+            # new firmware may state another maximum: asked again if it cannot be steered
+            state.told.rated, state.rating_asked, state.rating_due = None, False, False
             self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
@@ -260,6 +277,9 @@ class Dispatcher:
                     and station_id not in self._above \
                     and _limits_from(state.desired, now) == _limits_from(steps, now)
                 state.desired, state.sessions = steps, running
+                if state.told.sessions(frozenset(running.values())) \
+                        and state.counted is not None:
+                    self._on_change()  # a new EV: counted at the hardware again
                 if not quiet:
                     state.wake.set()
                     self._refresh(state)
@@ -267,28 +287,35 @@ class Dispatcher:
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
         result = []
+        now = self._clock()
         for station_id, state in self.stations.items():
+            state.counted = None
             if state.steerable:
                 continue
+            info = None
             if state.unmanageable:
                 # it may start charging at any moment, at whatever it can draw
-                held, why = (Step(self._clock(), state.info.max_w, "cannot be steered"),), \
-                    "its hardware maximum (no smart charging)"
+                state.counted = self._count(state, now)
+                why = f"cannot be steered (no smart charging): {state.counted.reason}"
+                held, info = (Step(now, state.counted.watts, why),), state.counted.info
             elif state.compliance.flagged:
                 peak = state.compliance.peak_w
-                held = (Step(self._clock(), peak, "does not follow its profile"),)
+                held = (Step(now, peak, "does not follow its profile"),)
                 why = f"its measured draw ({peak:.0f} W; it ignores its profile)"
             elif state.applied is not None:
                 held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
-                start = self._clock()
-                held = (Step(start, state.info.max_w, "hardware maximum"),)
-                why = "its hardware maximum"
+                state.counted = self._count(state, now)
+                why = f"refuses our profiles: {state.counted.reason}"
+                held, info = (Step(now, state.counted.watts, why),), state.counted.info
             else:
                 continue
             log.debug("%s counted at %s", station_id, why)
-            result.append(Reservation(station_id, held))
+            result.append(Reservation(station_id, held, info))
         return tuple(result)
+
+    def _count(self, state: StationState, now: datetime) -> Count:
+        return count(state.info, state.declared, state.told, now, self._peak_after)
 
     # the worker -----------------------------------------------------------------------------
     def _refresh(self, state: StationState) -> None:
@@ -393,7 +420,7 @@ class Dispatcher:
     async def _worker(self, state: StationState) -> None:
         while True:
             if state.link is not None and not state.wake.is_set() \
-                    and (state.meter_setup_due or state.verify_due):
+                    and (state.meter_setup_due or state.verify_due or state.rating_due):
                 await self._follow_up(state)
                 continue
             await state.wake.wait()
@@ -452,6 +479,9 @@ class Dispatcher:
         elif state.meter_setup_due:
             state.meter_setup_due = False
             await self._ask_meter_interval(state.info.station_id, link)
+        elif state.rating_due:
+            state.rating_due = False
+            await self._ask_rating(state, link)
 
     async def _dispatch(self, state: StationState, link: ChargerLink) -> None:
         """Bring the station's profiles to what its plan says, or book that it holds them."""
@@ -486,7 +516,31 @@ class Dispatcher:
                 log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
                             "its hardware maximum", state.info.station_id,
                             ",".join(sorted(caps.features)))
+                self._rating_wanted(state)
             self._refresh(state)
+            self._on_change()
+
+    def _rating_wanted(self, state: StationState) -> None:
+        """It cannot be steered: what it states of its maximum current matters now."""
+        if not state.rating_asked and not state.declared.max_current:
+            state.rating_due = True
+
+    async def _ask_rating(self, state: StationState, link: ChargerLink) -> None:
+        """Read (never write) the maximum current a key of the station's own states."""
+        ask = getattr(link, "read_rated_current", None)
+        state.rating_asked = True
+        if ask is None:
+            return
+        try:
+            rated = await ask()
+        except CallFailed as error:
+            log.info("%s: configuration not read (%s); counted at the default maximum",
+                     state.info.station_id, error)
+            return
+        if rated is not None and rated != state.told.rated:
+            log.info("%s: states its maximum in %s (%s)", state.info.station_id, rated.source,
+                     f"{rated.amps:g} A" if rated.amps is not None else f"{rated.watts:g} W")
+            state.told.rated = rated
             self._on_change()
 
     async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
@@ -570,6 +624,7 @@ class Dispatcher:
                 log.warning("%s: does not support SetChargingProfile; counted at its hardware "
                             "maximum until its next boot", station_id)
                 state.unmanageable = True
+                self._rating_wanted(state)
                 self._on_change()
             elif status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
                 log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
@@ -591,6 +646,7 @@ class Dispatcher:
                     state.stack_zero = state.per_connector_only = False
                 if not state.refused:
                     state.refused = True
+                    self._rating_wanted(state)
                     self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
         self._refresh(state)
@@ -669,9 +725,11 @@ class Dispatcher:
 
     # meter values ---------------------------------------------------------------------------
     def observe_draw(self, station_id: str, measured_w: float,
-                     stamped: datetime | None = None) -> None:
-        """The station's total draw just measured (taken at ``stamped`` by its clock): does
-        it follow what it may hold?
+                     stamped: datetime | None = None, lines: frozenset[int] = frozenset(),
+                     ) -> None:
+        """The station's total draw just measured (taken at ``stamped`` by its clock, its
+        meter naming current on ``lines``): does it follow what it may hold? And for one
+        that cannot be steered, what does it tell of what it may draw?
 
         It is judged against the highest limit it may have applied over the grace time
         before the reading, whatever changed meanwhile: waiting for its limits to settle
@@ -681,6 +739,12 @@ class Dispatcher:
         if state is None:
             return
         now = self._clock()
+        state.told.observe(now, measured_w, lines)
+        if state.counted is not None:
+            before, after = state.counted, self._count(state, now)
+            if measured_w > before.watts or after.info != before.info \
+                    or abs(after.watts - before.watts) > self._rule.tolerance_w:
+                self._on_change()  # counted otherwise now
         rule = self._rule
         state.holdings.note(now, state.bounded_by(), rule.grace * 2)
         taken = taken_at(rule, now, stamped)

@@ -11,6 +11,7 @@ from bridge.app import Bridge
 from bridge.compliance import Compliance, ComplianceRule
 from bridge.ocpp.capabilities import Capabilities, parse_configuration
 from bridge.sim.station import SimulatedStation
+from bridge.web.views import stations_view
 
 HARDWARE_MAX_W = 32 * 230 * 3
 
@@ -98,6 +99,76 @@ async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Si
     assert not any(action == "SetChargingProfile" for action, _ in dumb.received)
     await wait_steered(bridge, "SMART")
     assert dumb.power_w + smart.composite_limit_w() <= 30_000
+
+
+async def test_station_without_smart_charging_is_counted_by_what_it_tells(site: Site):
+    """Neither station is declared, so each starts at 32 A on three phases (22 kW): two
+    of them would take the whole site. One's meter names L1 only (single-phase), the
+    other states 16 A in a key of its own; the smart station gets what they leave."""
+    bridge = await site.start_bridge(capacity_kw=40)
+    single = site.add_station("SINGLE", feature_profiles="Core", phases=1)  # 16 A on L1
+    rated = site.add_station("RATED", feature_profiles="Core",
+                             vendor_keys={"Station.MaxCurrentA": "16"})
+    smart = site.add_station("SMART")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_power([single, rated, smart], stop))
+    try:
+        await wait_until(lambda: smart.transaction_id is not None
+                         and smart.power_w >= 11_040, timeout=20,
+                         what="the smart station's EV at its full 16 A")
+        assert smart.composite_limit_w() <= 40_000 - 32 * 230 - 16 * 230 * 3
+    finally:
+        stop.set()
+    assert await watcher <= 40_000
+    detail = bridge.snapshot().station_detail
+    assert "7.4 kW: 32 A (ocpp.default_max_current_a: not declared) on 1 phase, L1 " \
+           "(its meter reports current on L1 only)" in detail["SINGLE"]
+    assert "11.0 kW: 16 A (its configuration key Station.MaxCurrentA) on 3 phases" \
+           in detail["RATED"]
+    rows = {row["station_id"]: row for row in stations_view(bridge)["stations"]}
+    assert rows["RATED"]["counted"]["watts"] == 11_040
+    assert rows["RATED"]["limit_reason"].startswith("counted at 11.0 kW: 16 A (its config")
+    assert rows["SMART"]["counted"] is None
+    # the key was read, never written; no profile was sent to either
+    assert ("GetConfiguration", {}) in rated.received
+    for dumb in (single, rated):
+        assert not any(action in ("SetChargingProfile", "ChangeConfiguration")
+                       and payload.get("key") != "MeterValueSampleInterval"
+                       and payload.get("key") != "MeterValuesSampledData"
+                       for action, payload in dumb.received)
+
+
+async def test_station_without_smart_charging_is_counted_at_its_measured_peak(site: Site):
+    """After its session has drawn a while, at its peak and a margin; a new EV starts
+    from the hardware maximum again."""
+    site.write_config(capacity_kw=30)
+    site.config_path.write_text(site.config_path.read_text().replace(
+        "  meter_interval_s: 1\n", "  meter_interval_s: 1\n  learn_peak_after_s: 5\n"))
+    bridge = await site.start_bridge()
+    dumb = site.add_station("DUMB", feature_profiles="Core")  # its EV: 16 A, 3 phases
+    smart = site.add_station("SMART")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_power([dumb, smart], stop))
+
+    def counted() -> str:
+        return bridge.snapshot().station_detail.get("DUMB", "")
+
+    try:
+        await wait_until(lambda: "13.8 kW: its peak of 11.0 kW" in counted(), timeout=20,
+                         what="DUMB counted at its peak and 25 %")
+        await wait_until(lambda: smart.power_w >= 11_040, what="SMART's EV at its full 16 A")
+        dumb.unplug()
+        await asyncio.sleep(0.5)
+        dumb.plug_in()  # another EV
+        await wait_until(lambda: "22.1 kW: 32 A (ocpp.default_max_current_a" in counted(),
+                         what="the new EV counted at the hardware maximum")
+        await wait_until(lambda: smart.composite_limit_w() <= 30_000 - HARDWARE_MAX_W,
+                         what="SMART held to what the new EV may take")
+        await wait_until(lambda: "13.8 kW: its peak" in counted(), timeout=20,
+                         what="the new EV's peak learned")
+    finally:
+        stop.set()
+    assert await watcher <= 30_000
 
 
 async def test_rate_units_in_any_case_and_off_schema_replies(site: Site):

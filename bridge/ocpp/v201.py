@@ -32,6 +32,7 @@ from bridge.ocpp.capabilities import Capabilities, parse_rate_units
 from bridge.ocpp.link import ACCEPTED, CompositeSchedule, StationListener, reply_status
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
 from bridge.ocpp.v16 import HEARTBEAT_INTERVAL_S, Payload, Refused, StationLink
+from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ _RULE_CODES = {
 }
 _PURPOSES = {STATION_MAX: "ChargingStationMaxProfile"}  # the others keep their 1.6 names
 SMART_CHARGING = "SmartChargingCtrlr"
+RATED_EVSES = 4  # EVSEs asked for their maximum power, at least
 # (variable, instance) read from SmartChargingCtrlr at boot
 _VARIABLES = (("Enabled", None), ("RateUnit", None), ("PeriodsPerSchedule", None),
               ("ProfileStackLevel", None), ("Entries", "ChargingProfiles"))
@@ -148,6 +150,29 @@ def parse_variables(results: Any, connectors: int) -> Capabilities:
     )
 
 
+def parse_rated_power(results: Any) -> Rated | None:
+    """The station's maximum power if it answered it, else the sum of its EVSEs'."""
+    station, evses = None, 0.0
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or result.get("attributeStatus") != "Accepted":
+            continue
+        try:
+            watts = float(str(result.get("attributeValue")).strip())
+        except ValueError:
+            continue
+        component = result.get("component")
+        name = component.get("name") if isinstance(component, dict) else None
+        if watts <= 0:
+            continue
+        if name == "ChargingStation":
+            station = watts
+        elif name == "EVSE":
+            evses += watts
+    if station is not None:
+        return Rated("ChargingStation.Power (MaxSet)", watts=station)
+    return Rated("EVSE.Power (MaxSet)", watts=evses) if evses else None
+
+
 class StationLink201(StationLink):
     """The central system's end of one OCPP 2.0.1 station's websocket."""
 
@@ -194,6 +219,19 @@ class StationLink201(StationLink):
                   for name, inst in _VARIABLES]
         reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
         return parse_variables(reply.get("getVariableResult"), max(self._evses, default=1))
+
+    async def read_rated_current(self) -> Rated | None:
+        """The station's maximum power from its device model: ``Power``'s MaxSet (its
+        maxLimit) of the ChargingStation, or else the sum of its EVSEs' (the ids it used,
+        and at least the first four)."""
+        evses = range(1, max(RATED_EVSES, *self._evses) + 1)
+        wanted = [{"component": {"name": "ChargingStation"}, "variable": {"name": "Power"},
+                   "attributeType": "MaxSet"}]
+        wanted += [{"component": {"name": "EVSE", "evse": {"id": evse}},
+                    "variable": {"name": "Power"}, "attributeType": "MaxSet"}
+                   for evse in evses]
+        reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
+        return parse_rated_power(reply.get("getVariableResult"))
 
     async def set_profile(self, profile: BuiltProfile) -> str:
         transaction_id = None

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,6 +82,8 @@ class StationSpec:
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
     supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
+    # Keys of the vendor's own in its configuration (read-only), e.g. {"MaxCurrent": "16"}.
+    vendor_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -670,6 +672,7 @@ class SimulatedStation(ChargePoint):
             "NumberOfConnectors": (str(len(self.connectors)), True),
             "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
             "MeterValuesSampledData": (self.measurands, False),
+            **{key: (value, True) for key, value in self.spec.vendor_keys.items()},
         }
 
     @on(Action.get_configuration)
