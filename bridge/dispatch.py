@@ -24,10 +24,10 @@ dispatcher through a :class:`~bridge.ocpp.link.ChargerLink`, in domain terms,
 whatever their OCPP version.
 
 Two more kinds of station are reserved: one without smart charging
-(*unmanageable*, counted at its hardware maximum) and one whose composite
-schedule or meter values show that it does not apply what it accepted
-(*non-compliant*, counted at the highest draw measured; see
-:mod:`bridge.compliance`).
+(*unmanageable*, counted at its hardware maximum, as far as the configuration or the
+station tells it: see :mod:`bridge.worst_case`) and one whose composite schedule or
+meter values show that it does not apply what it accepted (*non-compliant*, counted at
+the highest draw measured; see :mod:`bridge.compliance`).
 """
 
 from __future__ import annotations
