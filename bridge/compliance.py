@@ -145,4 +145,3 @@ def taken_at(rule: ComplianceRule, now: datetime, stamped: datetime | None) -> d
     time back (a station's clock may be off; a reading older than that is still judged,
     against a window that reaches further back)."""
     return now if stamped is None else min(max(stamped, now - rule.grace), now)
-

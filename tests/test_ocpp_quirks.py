@@ -320,10 +320,9 @@ async def test_station_ignoring_limits_that_keep_changing_is_flagged_and_the_cap
 
     tasks = [asyncio.create_task(sample()), asyncio.create_task(churn())]
     try:
-        started = loop.time()
+        # 3 s of grace and two readings (how soon exactly: tests/test_compliance.py)
         await wait_until(lambda: bridge.snapshot().station_status.get("DEAF")
                          == "non-compliant", timeout=30, what="DEAF flagged non-compliant")
-        flagged_after = loop.time() - started
         # a station joins (no EV yet) and later charges too
         late = site.add_station("H5", plugged_in=False)
         stations.append(late)
@@ -337,7 +336,6 @@ async def test_station_ignoring_limits_that_keep_changing_is_flagged_and_the_cap
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    assert flagged_after < 20  # 3 s of grace and two readings, with room for a slow machine
     after = [watts for when, watts in samples if when >= settled]
     assert after and max(after) <= capacity_w
     assert bridge.snapshot().station_detail["DEAF"].startswith("draws 7360 W")
