@@ -749,7 +749,9 @@ class Dispatcher:
         state.holdings.note(now, state.bounded_by(), rule.grace * 2)
         taken = taken_at(rule, now, stamped)
         limit = state.holdings.highest(taken, now)
-        window = state.holdings.highest(taken - rule.grace, now)
+        # the grace time before matters only to a reading above the limit (most are not)
+        window = state.holdings.highest(taken - rule.grace, now) \
+            if limit is not None and rule.exceeds(measured_w, limit) else limit
         was_flagged = state.compliance.flagged
         if state.compliance.observe(rule, now, measured_w, limit, window):
             if not was_flagged:
