@@ -130,6 +130,7 @@ class Bridge:
             # the volt-watt rule and the voltage reports need each station's voltage
             measurands=GRID_MEASURANDS
             if config.policy.voltage is not None or model.telemetry.voltage else (),
+            peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -433,7 +434,8 @@ class Bridge:
 
     # OCPP side ------------------------------------------------------------------------------
     def _station_connected(self, station_id: str, link: ChargerLink) -> None:
-        self.dispatcher.connected(self.config.station_info(station_id), link)
+        self.dispatcher.connected(self.config.station_info(station_id), link,
+                                  self.config.declared(station_id))
 
     def _station_disconnected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.disconnected(station_id, link)
@@ -581,7 +583,8 @@ class Bridge:
                 connectors[connector_id] = power
                 # connector 0 is the station's own meter where it has one
                 total = connectors[0] if 0 in connectors else sum(connectors.values())
-                self.dispatcher.observe_draw(station_id, total)
+                self.dispatcher.observe_draw(station_id, total, reading.at,
+                                             reading.current_lines)
 
     # planning -------------------------------------------------------------------------------
     def active_events(self, now: datetime) -> list[DrEvent]:

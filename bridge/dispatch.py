@@ -26,10 +26,10 @@ dispatcher through a :class:`~bridge.ocpp.link.ChargerLink`, in domain terms,
 whatever their OCPP version.
 
 Two more kinds of station are reserved: one without smart charging
-(*unmanageable*, counted at its hardware maximum) and one whose composite
-schedule or meter values show that it does not apply what it accepted
-(*non-compliant*, counted at the highest draw measured; see
-:mod:`bridge.compliance`).
+(*unmanageable*, counted at its hardware maximum, as far as the configuration or the
+station tells it: see :mod:`bridge.worst_case`) and one whose composite schedule or
+meter values show that it does not apply what it accepted (*non-compliant*, counted at
+the highest draw measured; see :mod:`bridge.compliance`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
-from bridge.compliance import Compliance, ComplianceRule
+from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
 from bridge.ocpp.profiles import (
@@ -60,6 +60,7 @@ from bridge.ocpp.profiles import (
     station_max_profile,
 )
 from bridge.store import Store
+from bridge.worst_case import Count, Declared, Told, count
 from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ def utcnow() -> datetime:
 class StationState:
     info: StationInfo
     link: ChargerLink | None = None
+    declared: Declared = field(default_factory=Declared)  # what the configuration states
+    # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
+    told: Told = field(default_factory=Told)
+    counted: Count | None = None  # what the planner counts it at while it is not steered
     caps: Capabilities = field(default_factory=Capabilities)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -108,10 +113,11 @@ class StationState:
     # Profiles of other parties the station holds, as (purpose, connector id, stack level);
     # None until asked (OCPP 2.0.1), empty where the protocol cannot tell (OCPP 1.6).
     foreign: frozenset[tuple[str, int, int]] | None = None
-    applied_since: datetime | None = None  # when ``applied`` last changed
     verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
     composite_supported: bool = True
     compliance: Compliance = field(default_factory=Compliance)
+    # what it may have applied lately, against which its meter values are judged
+    holdings: Holdings = field(default_factory=Holdings)
     # Ids of our profiles the station accepted and may still hold; they outlive reboots
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
@@ -120,6 +126,9 @@ class StationState:
     # measurands after its capabilities were read, the composite check of what it accepted.
     meter_setup_due: bool = False
     verify_due: BuiltProfile | None = None
+    # a station that cannot be steered is asked for its rated current, once per boot
+    rating_due: bool = False
+    rating_asked: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -137,12 +146,13 @@ class StationState:
     @property
     def detail(self) -> str:
         """Why a station is not steered, in a sentence (empty when it is)."""
+        counted = f"; counted at {self.counted.reason}" if self.counted is not None else ""
         if self.unmanageable:
-            return "no SmartCharging among its feature profiles; counted at its maximum"
+            return f"no SmartCharging among its feature profiles{counted}"
         if self.compliance.flagged:
             return f"{self.compliance.detail}; counted at {self.compliance.peak_w:.0f} W"
         if self.refused and self.link is not None:
-            return "refuses our charging profiles; retrying"
+            return f"refuses our charging profiles; retrying{counted}"
         return ""
 
     @property
@@ -165,6 +175,13 @@ class StationState:
             return None
         return series[0] if len(series) == 1 else upper_envelope(*series)
 
+    def bounded_by(self) -> tuple[Step, ...] | None:
+        """What bounds its draw now; None when nothing does for sure (it has not confirmed
+        a schedule on this connection, so after a reboot its profiles may be gone)."""
+        if self.link is None or not self.confirmed or self.unmanageable:
+            return None
+        return self.held()
+
 
 class Dispatcher:
     def __init__(
@@ -178,16 +195,20 @@ class Dispatcher:
         compliance: ComplianceRule | None = None,
         measurands: tuple[str, ...] = (),
         boot_wait_s: float = BOOT_WAIT_S,
+        peak_after: timedelta = timedelta(minutes=10),
     ) -> None:
         self._store = store
         self._boot_wait_s = boot_wait_s
+        # a station that cannot be steered is counted at its measured peak (and a margin)
+        # once a session has drawn this long
+        self._peak_after = peak_after
         self._measurands = measurands  # asked of each station with the meter interval
         self._min_current_a = min_current_a
         self._retry_s = retry_s
         self._meter_interval_s = meter_interval_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
-        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=60))
+        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=20))
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
@@ -218,11 +239,13 @@ class Dispatcher:
                 self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
-    def connected(self, info: StationInfo, link: ChargerLink) -> None:
+    def connected(self, info: StationInfo, link: ChargerLink,
+                  declared: Declared | None = None) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
+        state.declared = declared or Declared()
         state.slots, state.verified = {}, False
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
@@ -247,6 +270,8 @@ class Dispatcher:
             if state.compliance.flagged:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             state.compliance = Compliance()
+            # new firmware may state another maximum: asked again if it cannot be steered
+            state.told.rated, state.rating_asked, state.rating_due = None, False, False
             self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
@@ -302,6 +327,9 @@ class Dispatcher:
                     and station_id not in self._above \
                     and _limits_from(state.desired, now) == _limits_from(steps, now)
                 state.desired, state.sessions = steps, running
+                if state.told.sessions(frozenset(running.values())) \
+                        and state.counted is not None:
+                    self._on_change()  # a new EV: counted at the hardware again
                 if not quiet:
                     state.wake.set()
                     self._refresh(state)
@@ -309,33 +337,42 @@ class Dispatcher:
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
         result = []
+        now = self._clock()
         for station_id, state in self.stations.items():
+            state.counted = None
             if state.steerable:
                 continue
+            info = None
             if state.unmanageable:
                 # it may start charging at any moment, at whatever it can draw
-                held, why = (Step(self._clock(), state.info.max_w, "cannot be steered"),), \
-                    "its hardware maximum (no smart charging)"
+                state.counted = self._count(state, now)
+                why = f"cannot be steered (no smart charging): {state.counted.reason}"
+                held, info = (Step(now, state.counted.watts, why),), state.counted.info
             elif state.compliance.flagged:
                 peak = state.compliance.peak_w
-                held = (Step(self._clock(), peak, "does not follow its profile"),)
+                held = (Step(now, peak, "does not follow its profile"),)
                 why = f"its measured draw ({peak:.0f} W; it ignores its profile)"
             elif state.applied is not None:
                 held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
-                start = self._clock()
-                held = (Step(start, state.info.max_w, "hardware maximum"),)
-                why = "its hardware maximum"
+                state.counted = self._count(state, now)
+                why = f"refuses our profiles: {state.counted.reason}"
+                held, info = (Step(now, state.counted.watts, why),), state.counted.info
             else:
                 continue
             log.debug("%s counted at %s", station_id, why)
-            result.append(Reservation(station_id, held))
+            result.append(Reservation(station_id, held, info))
         return tuple(result)
+
+    def _count(self, state: StationState, now: datetime) -> Count:
+        return count(state.info, state.declared, state.told, now, self._peak_after)
 
     # the worker -----------------------------------------------------------------------------
     def _refresh(self, state: StationState) -> None:
-        """Keep the set of stations above their planned limits up to date."""
+        """Keep the set of stations above their planned limits, and what each may have
+        applied lately, up to date."""
         station_id = state.info.station_id
+        state.holdings.note(self._clock(), state.bounded_by(), self._rule.grace * 2)
         held = state.held()
         above = (not state.reserved and state.desired is not None and held is not None
                  and is_raise(held, state.desired, self._clock()))
@@ -451,7 +488,7 @@ class Dispatcher:
     async def _worker(self, state: StationState) -> None:
         while True:
             if state.link is not None and not state.wake.is_set() \
-                    and (state.meter_setup_due or state.verify_due):
+                    and (state.meter_setup_due or state.verify_due or state.rating_due):
                 await self._follow_up(state)
                 continue
             await state.wake.wait()
@@ -544,6 +581,9 @@ class Dispatcher:
         elif state.meter_setup_due:
             state.meter_setup_due = False
             await self._ask_meter_interval(state.info.station_id, link)
+        elif state.rating_due:
+            state.rating_due = False
+            await self._ask_rating(state, link)
 
     async def _dispatch(self, state: StationState, link: ChargerLink) -> None:
         """Bring the station's profiles to what its plan says, or book that it holds them."""
@@ -578,7 +618,31 @@ class Dispatcher:
                 log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
                             "its hardware maximum", state.info.station_id,
                             ",".join(sorted(caps.features)))
+                self._rating_wanted(state)
             self._refresh(state)
+            self._on_change()
+
+    def _rating_wanted(self, state: StationState) -> None:
+        """It cannot be steered: what it states of its maximum current matters now."""
+        if not state.rating_asked and not state.declared.max_current:
+            state.rating_due = True
+
+    async def _ask_rating(self, state: StationState, link: ChargerLink) -> None:
+        """Read (never write) the maximum current a key of the station's own states."""
+        ask = getattr(link, "read_rated_current", None)
+        state.rating_asked = True
+        if ask is None:
+            return
+        try:
+            rated = await ask()
+        except CallFailed as error:
+            log.info("%s: configuration not read (%s); counted at the default maximum",
+                     state.info.station_id, error)
+            return
+        if rated is not None and rated != state.told.rated:
+            log.info("%s: states its maximum in %s (%s)", state.info.station_id, rated.source,
+                     f"{rated.amps:g} A" if rated.amps is not None else f"{rated.watts:g} W")
+            state.told.rated = rated
             self._on_change()
 
     async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
@@ -642,8 +706,6 @@ class Dispatcher:
             was_steerable = state.steerable
             if state.applied is None or not state.confirmed \
                     or not same_schedule(cap.applied, state.applied, now):
-                # a station that rebooted may have run without it: a grace time from now
-                state.applied_since = now
                 # a new limit: its composite schedule is asked again (once the fleet's
                 # limits are out), so that "verified" speaks of the limit in force
                 state.verified = False
@@ -664,6 +726,7 @@ class Dispatcher:
                 log.warning("%s: does not support SetChargingProfile; counted at its hardware "
                             "maximum until its next boot", station_id)
                 state.unmanageable = True
+                self._rating_wanted(state)
                 self._on_change()
             elif status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
                 log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
@@ -685,6 +748,7 @@ class Dispatcher:
                     state.stack_zero = state.per_connector_only = False
                 if not state.refused:
                     state.refused = True
+                    self._rating_wanted(state)
                     self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
         self._refresh(state)
@@ -767,21 +831,36 @@ class Dispatcher:
         self._on_change()
 
     # meter values ---------------------------------------------------------------------------
-    def observe_draw(self, station_id: str, measured_w: float) -> None:
-        """The station's total draw just measured: does it follow what it accepted?"""
+    def observe_draw(self, station_id: str, measured_w: float,
+                     stamped: datetime | None = None, lines: frozenset[int] = frozenset(),
+                     ) -> None:
+        """The station's total draw just measured (taken at ``stamped`` by its clock, its
+        meter naming current on ``lines``): does it follow what it may hold? And for one
+        that cannot be steered, what does it tell of what it may draw?
+
+        It is judged against the highest limit it may have applied over the grace time
+        before the reading, whatever changed meanwhile: waiting for its limits to settle
+        would never judge it in a fleet whose limits change every few seconds.
+        """
         state = self.stations.get(station_id)
         if state is None:
             return
         now = self._clock()
-        allowed: float | None = None
-        settled = (state.confirmed and state.in_flight is None and state.uncertain is None
-                   and state.applied is not None and state.applied_since is not None
-                   and now - state.applied_since >= self._rule.grace)
-        if settled and state.applied is not None:
-            limits = [value_at(state.applied, t) for t in (now, now - self._rule.grace)]
-            allowed = max((s.limit_w for s in limits if s is not None), default=None)
+        state.told.observe(now, measured_w, lines)
+        if state.counted is not None:
+            before, after = state.counted, self._count(state, now)
+            if measured_w > before.watts or after.info != before.info \
+                    or abs(after.watts - before.watts) > self._rule.tolerance_w:
+                self._on_change()  # counted otherwise now
+        rule = self._rule
+        state.holdings.note(now, state.bounded_by(), rule.grace * 2)
+        taken = taken_at(rule, now, stamped)
+        limit = state.holdings.highest(taken, now)
+        # the grace time before matters only to a reading above the limit (most are not)
+        window = state.holdings.highest(taken - rule.grace, now) \
+            if limit is not None and rule.exceeds(measured_w, limit) else limit
         was_flagged = state.compliance.flagged
-        if state.compliance.observe(self._rule, now, measured_w, allowed):
+        if state.compliance.observe(rule, now, measured_w, limit, window):
             if not was_flagged:
                 self._flagged(state)
                 return

@@ -48,6 +48,10 @@ class Reading:
     frequency_hz: float | None = None
     # (measurand, why) of each sample left out (UNREADABLE, NOT_FINITE, NEGATIVE, OUT_OF_RANGE)
     ignored: tuple[tuple[str, str], ...] = ()
+    # The lines (1..3 for L1..L3) it named a Current.Import for: a three-phase meter names
+    # all three (an idle line at 0 A), a single-phase one only its own. Empty when it
+    # reported no current, or current without naming the phase.
+    current_lines: frozenset[int] = frozenset()
 
     @property
     def has_voltage(self) -> bool:
@@ -110,6 +114,7 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
     volts: list[float | None] = [None, None, None]
     frequency = None
     ignored: list[tuple[str, str]] = []
+    phaseless = False  # a current that names no phase: which lines it has is unknown
     for sampled in meter_value.get("sampledValue") or []:
         measurand = sampled.get("measurand", ENERGY)
         if measurand not in PLAUSIBLE_MAX:
@@ -134,6 +139,7 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
             energy = value
         elif measurand == CURRENT:
             phase_amps[phase or "L1"] = value
+            phaseless = phaseless or not phase
         elif measurand == VOLTAGE:
             line = _line(phase)
             if line is not None and value > 0:
@@ -149,8 +155,10 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
         line = _line(phase)
         if line is not None:
             amps[line] = value
+    lines = frozenset() if phaseless else frozenset(i + 1 for i, a in enumerate(amps)
+                                                     if a is not None)
     return Reading(at, power, energy, tuple(volts), tuple(amps),  # type: ignore[arg-type]
-                   frequency, tuple(ignored))
+                   frequency, tuple(ignored), lines)
 
 
 @dataclass

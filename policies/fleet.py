@@ -147,6 +147,9 @@ class Reservation:
 
     station_id: str
     steps: tuple[Step, ...]
+    # The station as found out where the configuration leaves it open (a single-phase
+    # station on L2): the lines its draw counts on. None: as the fleet describes it.
+    info: StationInfo | None = None
 
 
 @dataclass(frozen=True)

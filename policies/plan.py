@@ -515,7 +515,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         step = value_at(reservation.steps, at)
         if step is None:
             continue
-        info = fleet.stations.get(reservation.station_id)
+        info = reservation.info or fleet.stations.get(reservation.station_id)
         if info is not None:
             fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), step.limit_w))
         else:

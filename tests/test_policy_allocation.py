@@ -126,6 +126,18 @@ def test_reserved_station_is_counted_and_held_at_zero():
     assert others <= 30_000 - 22_080 + 1e-6
 
 
+def test_reserved_single_phase_station_counts_on_its_own_line():
+    """Found single-phase on L1: 7.4 kW is 32 A on L1, not 10.7 A on each line."""
+    site = Site(30_000, max_current_a=40)  # per line at the connection
+    stations = {"DUMB": StationInfo("DUMB", 3, 230.0, 32.0),  # as configured (defaults)
+                "SMART": StationInfo("SMART", 3, 230.0, 32.0)}
+    sessions = tuple(Session(sid, 1, NOW) for sid in stations)
+    found = StationInfo("DUMB", 1, 230.0, 32.0, phase=1)
+    held = Reservation("DUMB", (Step(NOW, 32 * 230, "its hardware"),), found)
+    plan = make_plan([], POLICY, site, Fleet(stations, sessions, (held,)), NOW)
+    assert plan.stations["SMART"][0].limit_w <= (40 - 32) * 230 * 3 + 1e-6  # L1 is full
+
+
 def test_opt_out_when_no_signal_is_understood():
     event = simple_event(1, NOW)
     price = event.model_copy(update={"signals": (event.signals[0].model_copy(

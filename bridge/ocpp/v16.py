@@ -32,7 +32,7 @@ import fastjsonschema
 from ocpp.v16.enums import Action
 from websockets.exceptions import ConnectionClosed
 
-from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration
+from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration, parse_rated_current
 from bridge.ocpp.leniency import Repair, bounded_schema, validate_leniently
 from bridge.ocpp.link import (
     ACCEPTED,
@@ -43,6 +43,7 @@ from bridge.ocpp.link import (
     reply_status,
 )
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,13 @@ class StationLink:
         reply = await self._request("GetConfiguration", {"key": list(KEYS)}, lenient=True)
         keys = reply.get("configurationKey")
         return parse_configuration(keys if isinstance(keys, list) else [])
+
+    async def read_rated_current(self) -> Rated | None:
+        """The maximum current a station states in a key of its own, if any (all its keys
+        are asked for: the name is the vendor's)."""
+        reply = await self._request("GetConfiguration", {}, lenient=True)
+        keys = reply.get("configurationKey")
+        return parse_rated_current(keys if isinstance(keys, list) else [])
 
     async def set_profile(self, profile: BuiltProfile) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.

@@ -53,6 +53,7 @@ from bridge.ocpp.link import (
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
 from bridge.ocpp.v16 import HEARTBEAT_INTERVAL_S, Payload, Refused, StationLink
 from bridge.telemetry import ENERGY, implausible
+from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ _DOMAIN_PURPOSES = {wire: domain for domain, wire in _PURPOSES.items()}
 # An EVSE's status from its connectors' (one is used at a time): the first that any has.
 _EVSE_STATUS_ORDER = ("Occupied", "Reserved", "Available", "Unavailable", "Faulted")
 SMART_CHARGING = "SmartChargingCtrlr"
+RATED_EVSES = 4  # EVSEs asked for their maximum power, at least
 # (variable, instance) read from SmartChargingCtrlr at boot
 _VARIABLES = (("Enabled", None), ("RateUnit", None), ("PeriodsPerSchedule", None),
               ("ProfileStackLevel", None), ("Entries", "ChargingProfiles"))
@@ -195,6 +197,29 @@ def parse_variables(results: Any, connectors: int) -> Capabilities:
         connectors=max(connectors, 1),
         known=True,
     )
+
+
+def parse_rated_power(results: Any) -> Rated | None:
+    """The station's maximum power if it answered it, else the sum of its EVSEs'."""
+    station, evses = None, 0.0
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or result.get("attributeStatus") != "Accepted":
+            continue
+        try:
+            watts = float(str(result.get("attributeValue")).strip())
+        except ValueError:
+            continue
+        component = result.get("component")
+        name = component.get("name") if isinstance(component, dict) else None
+        if watts <= 0:
+            continue
+        if name == "ChargingStation":
+            station = watts
+        elif name == "EVSE":
+            evses += watts
+    if station is not None:
+        return Rated("ChargingStation.Power (MaxSet)", watts=station)
+    return Rated("EVSE.Power (MaxSet)", watts=evses) if evses else None
 
 
 def evse_status(statuses: Sequence[str]) -> str:
@@ -385,6 +410,19 @@ class StationLink201(StationLink):
                     report.done.set()
             return {}
         return handle
+
+    async def read_rated_current(self) -> Rated | None:
+        """The station's maximum power from its device model: ``Power``'s MaxSet (its
+        maxLimit) of the ChargingStation, or else the sum of its EVSEs' (the ids it used,
+        and at least the first four)."""
+        evses = range(1, max(RATED_EVSES, *self._evses) + 1)
+        wanted = [{"component": {"name": "ChargingStation"}, "variable": {"name": "Power"},
+                   "attributeType": "MaxSet"}]
+        wanted += [{"component": {"name": "EVSE", "evse": {"id": evse}},
+                    "variable": {"name": "Power"}, "attributeType": "MaxSet"}
+                   for evse in evses]
+        reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
+        return parse_rated_power(reply.get("getVariableResult"))
 
     async def set_profile(self, profile: BuiltProfile) -> str:
         transaction_id = None

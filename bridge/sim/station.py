@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,6 +97,8 @@ class StationSpec:
     # did not reboot may (OCPP asks for one per boot, not per connection), and without
     # repeating the statuses it already reported.
     boots_on_reconnect: bool = True
+    # Keys of the vendor's own in its configuration (read-only), e.g. {"MaxCurrent": "16"}.
+    vendor_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -737,6 +739,7 @@ class SimulatedStation(ChargePoint):
             "NumberOfConnectors": (str(len(self.connectors)), True),
             "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
             "MeterValuesSampledData": (self.measurands, False),
+            **{key: (value, True) for key, value in self.spec.vendor_keys.items()},
         }
 
     @on(Action.get_configuration)

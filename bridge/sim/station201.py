@@ -350,12 +350,18 @@ class SimulatedStation201(ChargePoint):
         values = self._variables()
         results = []
         for item in get_variable_data:
-            name = item["variable"]["name"]
-            known = item["component"]["name"] == "SmartChargingCtrlr" and name in values
-            result = {"attribute_status": "Accepted" if known else "UnknownVariable",
+            name, component = item["variable"]["name"], item["component"]["name"]
+            value = values.get(name) if component == "SmartChargingCtrlr" else None
+            this = component == "ChargingStation" or (
+                component == "EVSE" and (item["component"].get("evse") or {}).get("id")
+                in self.evses)
+            if this and name == "Power" and item.get("attribute_type") == "MaxSet":
+                # the station's maxLimit, and each EVSE's (it may give any one of them all)
+                value = f"{self.spec.max_current_a * self.spec.voltage_v * self.spec.phases:g}"
+            result = {"attribute_status": "Accepted" if value is not None else "UnknownVariable",
                       "component": item["component"], "variable": item["variable"]}
-            if known:
-                result["attribute_value"] = values[name]
+            if value is not None:
+                result["attribute_value"] = value
             results.append(result)
         return call_result.GetVariables(get_variable_result=results)
 
