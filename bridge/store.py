@@ -76,7 +76,7 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
         "rises": [_iso(at) for at in state.rises],
         "restore_began": _opt_iso(state.restore_began),
         "stations": {sid: [s.limit_w, s.charging, _iso(s.since), _opt_iso(s.restore_at),
-                           s.switched, s.paused_at_limit_w]
+                           s.switched, s.paused_at_limit_w, _opt_iso(s.resume_until)]
                      for sid, s in state.stations.items()},
         "baselines": dict(baselines),
         "voltage": {key: [h.share, _iso(h.since), h.reason, h.step, h.eased_from]
@@ -105,16 +105,22 @@ def _floor_from_json(data: list[Any] | None) -> Floor | None:
                  float(fell_from))
 
 
+def _station_from_json(limit_w: float, on: bool, since: str, restore: str | None,
+                       switched: bool, paused: float,
+                       resume_until: str | None = None) -> StationState:
+    # resume_until: absent in states saved before it existed
+    return StationState(float(limit_w), bool(on), datetime.fromisoformat(since),
+                        _opt_time(restore), bool(switched), float(paused),
+                        _opt_time(resume_until))
+
+
 def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
     data = json.loads(text)
     ramp = data["ramp_from"]
     state = PlanState(
         at=datetime.fromisoformat(data["at"]),
         site_limit_w=float(data["site_limit_w"]),
-        stations={sid: StationState(float(w), bool(on), datetime.fromisoformat(since),
-                                    _opt_time(restore), bool(switched), float(paused))
-                  for sid, (w, on, since, restore, switched, paused)
-                  in data["stations"].items()},
+        stations={sid: _station_from_json(*fields) for sid, fields in data["stations"].items()},
         ramp_from=None if ramp is None else (datetime.fromisoformat(ramp[0]), float(ramp[1])),
         rises=tuple(datetime.fromisoformat(at) for at in data["rises"]),
         restore_began=_opt_time(data["restore_began"]),

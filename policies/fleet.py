@@ -170,6 +170,7 @@ class StationState:
     restore_at: datetime | None = None  # random restore delay: held until then
     switched: bool = False  # ``since`` marks a switch on or off (not a session's arrival)
     paused_at_limit_w: float = 0.0  # the site limit when it was paused
+    resume_until: datetime | None = None  # resumed after a pause: at its minimum until then
 
 
 @dataclass(frozen=True)
