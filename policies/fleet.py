@@ -171,6 +171,8 @@ class StationState:
     switched: bool = False  # ``since`` marks a switch on or off (not a session's arrival)
     paused_at_limit_w: float = 0.0  # the site limit when it was paused
     resume_until: datetime | None = None  # resumed after a pause: at its minimum until then
+    # paused for its voltage or a targeted event: no minimum held for it until it charges
+    hard_pause: bool = False
 
 
 @dataclass(frozen=True)

@@ -417,7 +417,6 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     for reservation in fleet.reservations:
         queue.extend(s.start for s in reservation.steps if s.start > now)
     horizon = max(queue) + timedelta(seconds=rule.rotation.period_s)
-    resume = timedelta(seconds=rule.resume_s)
     heap = sorted(set(queue))
     heapq.heapify(heap)
 
@@ -426,6 +425,7 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     states: dict[str, StationState] = dict(previous)
     state_now: dict[str, StationState] = {}
     paused_now: tuple[str, ...] = ()
+    resumes: dict[str, datetime] = {}  # a session's first resume after now: its end
     done: set[datetime] = set()
     while heap and len(site_steps) < MAX_STEPS:
         at = heapq.heappop(heap)
@@ -452,9 +452,10 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
                             silent, at, conditions.baselines_w,
                             _floor_at(floor, at, floor_until))
-        chosen, site_step, extra, kept_alive = _allocate_at(
+        step_at = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
             {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
+        chosen, site_step, extra = step_at.stations, step_at.site, step_at.extra
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():
@@ -465,37 +466,42 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
             station_steps[station_id].append(step)
             old = states.get(station_id)
             # charging: it has a share (a paused session holding its minimum has none)
-            on = step.limit_w > 0 and station_id not in kept_alive
+            on = step.limit_w > 0 and station_id not in step_at.kept_alive
             if station_id in charging and station_id not in unsteered:
                 restore_at = old.restore_at if old and old.restore_at and old.restore_at > at \
                     else None
-                resume_until = old.resume_until if on and old and old.resume_until and \
-                    old.resume_until > at else None
+                resume_until = step_at.resume_until.get(station_id) if on else None
                 if old is None:  # a new session: paused is not a switch, it never charged
                     since, switched = (at, True) if on else (charging[station_id].started, False)
                 elif old.charging == on:
                     since, switched = old.since, old.switched
                 else:
                     since, switched = at, True
-                    if on:  # resumed after a pause: at its minimum until then
-                        resume_until = at + resume
-                        if resume_until <= horizon:
-                            heapq.heappush(heap, resume_until)
+                    if resume_until is not None and resume_until <= horizon:
+                        heapq.heappush(heap, resume_until)  # its share, by its own schedule
+                    if on and at > now and resume_until is not None:
+                        resumes.setdefault(station_id, resume_until)
                 paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
                     else site_step.limit_w
+                hard = not on and station_id in step_at.hard
                 if old is None or old.limit_w != step.limit_w or old.charging != on or \
                         old.since != since or old.restore_at != restore_at or \
                         old.switched != switched or old.paused_at_limit_w != paused_at or \
-                        old.resume_until != resume_until:
+                        old.resume_until != resume_until or old.hard_pause != hard:
                     states[station_id] = StationState(step.limit_w, on, since, restore_at,
-                                                      switched, paused_at, resume_until)
+                                                      switched, paused_at, resume_until, hard)
             elif station_id not in silent:
                 states.pop(station_id, None)
         if at == now:
             state_now = dict(states)
             restore_now = restore_began
             paused_now = tuple(sid for sid in charging if sid not in reserved_ids and
-                               (chosen[sid].limit_w == 0 or sid in kept_alive))
+                               (chosen[sid].limit_w == 0 or sid in step_at.kept_alive))
+    for sid, until in resumes.items():
+        # paused now, resumed later by this schedule: the next plan, made after that, keeps
+        # the resume it began (until when it holds the minimum) rather than begin another
+        if sid in state_now and not state_now[sid].charging:
+            state_now[sid] = replace(state_now[sid], resume_until=until)
     return Plan(
         made_at=now,
         site=_merge(site_steps),
@@ -507,15 +513,25 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     )
 
 
+@dataclass(frozen=True)
+class _Allocated:
+    """One step of the plan: what :func:`_allocate_at` decided."""
+
+    stations: dict[str, Step]
+    site: Step  # the site step (an exemption may lift it)
+    extra: list[datetime]  # moments a rotation, a restore or a resume asks to plan again
+    kept_alive: set[str]  # paused sessions holding their minimum (pause: minimum)
+    hard: set[str]  # paused for a reason that asks for 0 A (voltage, targeted event)
+    resume_until: dict[str, datetime]  # sessions that charge at their minimum until then
+
+
 def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy: Policy,
                  charging: Mapping[str, _Station], states: Mapping[str, StationState],
                  silent: Mapping[str, float], reserved_ids: set[str],
                  caps: Mapping[str, tuple[float, tuple[Why, ...]]] | None = None,
                  voltage: Mapping[str, VoltHold] | None = None,
-                 ) -> tuple[dict[str, Step], Step, list[datetime], set[str]]:
-    """Every station's step at ``at``, the site step (an exemption may lift it), the
-    moments a rotation, a restore or a resume asks to be planned again, and the paused
-    sessions that hold their minimum (``allocation.pause: minimum``)."""
+                 ) -> _Allocated:
+    """Every station's step at ``at`` and the site step (an exemption may lift it)."""
     rule = policy.allocation
     caps = caps or {}
     fixed: list[FixedLoad] = []
@@ -540,7 +556,11 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     keep_paused: dict[str, str] = {}
     # paused for a reason that asks for 0 A whatever the room: never kept alive
     zero: set[str] = set()
-    resuming: dict[str, tuple[float, Why]] = {}  # what it is given meanwhile, and why
+    # ... and so is one such a reason paused, until it charges again (its guard time
+    # after a voltage pause, say, keeps it at 0 A as with pause: zero)
+    zero.update(sid for sid, old in states.items() if not old.charging and old.hard_pause)
+    # what a resuming session is given meanwhile, why, and until when
+    resuming: dict[str, tuple[float, Why, datetime]] = {}
     guard = timedelta(seconds=rule.rotation.guard_s)
     resume = timedelta(seconds=rule.resume_s)
     extra: list[datetime] = []
@@ -560,7 +580,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             if measured + margin <= old.limit_w + 1.0:
                 max_w = min(max_w, max(min_w, measured + margin))
         if old is not None and old.restore_at is not None and at < old.restore_at:
-            max_w = min(max_w, old.limit_w)
+            # held where it was; paused below its minimum, it may hold that (pause: minimum)
+            max_w = min(max_w, max(old.limit_w, min_w))
             if old.limit_w < min_w:
                 keep_paused[sid] = f"random restore delay until {old.restore_at:%H:%M:%S}"
             extra.append(old.restore_at)
@@ -571,17 +592,16 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
                                f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
-        if old is not None and (not old.charging or
-                                (old.resume_until is not None and at < old.resume_until)):
+        until = _resume_until(old, at, resume)
+        if until is not None:
             # after a pause, the minimum first: the EV wakes and starts at the current it
             # is sure to take, and rises to its share at a step of the schedule later on.
             # Its share is kept for it meanwhile, so no other station's limit rises only
             # to fall again when it takes its share.
-            until = old.resume_until if old.charging and old.resume_until else at + resume
             resuming[sid] = (min_w, Why("allocation", f"resuming after a pause: the minimum "
-                                                      f"current until {until:%H:%M:%S}"))
-            if old.charging:
-                extra.append(until)
+                                                      f"current until {until:%H:%M:%S}"),
+                             until)
+            extra.append(until)
         if sid in caps:
             cap_w = caps[sid][0]
             if cap_w < min_w:
@@ -685,11 +705,30 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                                  f"{reserved:.0f} W held for stations the bridge cannot steer"))
             step = made[key] = step_of(at, watts, links)
         chosen[sid] = step
-    return chosen, Step(site_step.start, limit, explain(site_chain), site_chain) \
-        if limit != site_step.limit_w else site_step, extra, kept_alive
+    site_step = Step(site_step.start, limit, explain(site_chain), site_chain) \
+        if limit != site_step.limit_w else site_step
+    return _Allocated(chosen, site_step, extra, kept_alive, zero,
+                      {sid: until for sid, (_, _, until) in resuming.items()})
 
 
-def _resumed(share: Share, resuming: tuple[float, Why] | None) -> tuple[float, tuple[Why, ...]]:
+def _resume_until(old: StationState | None, at: datetime, resume: timedelta) -> datetime | None:
+    """Until when a session charging at ``at`` (or resuming there) gets its minimum only.
+
+    A paused session resumes now, unless the previous plan's schedule resumed it
+    already (its state, taken before, says until when): then it keeps that end.
+    """
+    if old is None:
+        return None  # a new session: never paused
+    until = old.resume_until
+    if old.charging:
+        return until if until is not None and at < until else None
+    if until is not None and until - resume <= at:
+        return until if at < until else None
+    return at + resume
+
+
+def _resumed(share: Share, resuming: tuple[float, Why, datetime] | None,
+             ) -> tuple[float, tuple[Why, ...]]:
     """What a session is given of its share, and why: a session resuming after a pause
     gets its minimum (``resuming``) and no more until its resume ends."""
     if resuming is None or share.watts <= 0 or share.held:
