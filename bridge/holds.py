@@ -85,7 +85,7 @@ def _paused(plan: Plan, paused: set[str], fleet: Fleet, state: PlanState | None)
     states = dict(plan.state.stations)
     for sid in {s.station_id for s in fleet.sessions} & paused:
         old = before.get(sid)
-        states[sid] = replace(old, resume_until=None) \
+        states[sid] = replace(old, resume_until=None, then=None) \
             if old is not None and not old.charging and old.limit_w == 0 \
             else StationState(0.0, False, plan.made_at)
     return replace(plan, state=replace(plan.state, stations=states))

@@ -173,6 +173,9 @@ class StationState:
     resume_until: datetime | None = None  # resumed after a pause: at its minimum until then
     # paused for its voltage or a targeted event: no minimum held for it until it charges
     hard_pause: bool = False
+    # the state its schedule switches it to later (on or off, at ``then.since``), and so on:
+    # the next plan starts from where the stations' profiles have taken them by its time
+    then: StationState | None = None
 
 
 @dataclass(frozen=True)

@@ -412,6 +412,9 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         before = step.limit_w
     restore_began = state.restore_began if state else None
     restore_now = restore_began
+    # where the previous plan's schedules have taken each session by now: switched on or
+    # off at a step after that plan was made (the stations followed their profiles)
+    advanced = {sid: _advance(old, now) for sid, old in previous.items()}
 
     queue = [*(s.start for s in site_series)]
     for reservation in fleet.reservations:
@@ -422,10 +425,11 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 
     site_steps: list[Step] = []
     station_steps: dict[str, list[Step]] = {sid: [] for sid in fleet.stations}
-    states: dict[str, StationState] = dict(previous)
+    states: dict[str, StationState] = {sid: advanced[sid] if sid not in silent else old
+                                       for sid, old in previous.items()}
     state_now: dict[str, StationState] = {}
     paused_now: tuple[str, ...] = ()
-    resumes: dict[str, datetime] = {}  # a session's first resume after now: its end
+    switches: dict[str, list[StationState]] = {}  # each session's switches after now
     done: set[datetime] = set()
     while heap and len(site_steps) < MAX_STEPS:
         at = heapq.heappop(heap)
@@ -479,8 +483,6 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                     since, switched = at, True
                     if resume_until is not None and resume_until <= horizon:
                         heapq.heappush(heap, resume_until)  # its share, by its own schedule
-                    if on and at > now and resume_until is not None:
-                        resumes.setdefault(station_id, resume_until)
                 paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
                     else site_step.limit_w
                 hard = not on and station_id in step_at.hard
@@ -490,6 +492,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                         old.resume_until != resume_until or old.hard_pause != hard:
                     states[station_id] = StationState(step.limit_w, on, since, restore_at,
                                                       switched, paused_at, resume_until, hard)
+                    if at > now and old is not None and old.charging != on:
+                        switches.setdefault(station_id, []).append(states[station_id])
             elif station_id not in silent:
                 states.pop(station_id, None)
         if at == now:
@@ -497,11 +501,13 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
             restore_now = restore_began
             paused_now = tuple(sid for sid in charging if sid not in reserved_ids and
                                (chosen[sid].limit_w == 0 or sid in step_at.kept_alive))
-    for sid, until in resumes.items():
-        # paused now, resumed later by this schedule: the next plan, made after that, keeps
-        # the resume it began (until when it holds the minimum) rather than begin another
-        if sid in state_now and not state_now[sid].charging:
-            state_now[sid] = replace(state_now[sid], resume_until=until)
+    for sid, later in switches.items():
+        # the next plan starts from where these schedules have taken the session by then
+        if sid in state_now:
+            chain = None
+            for switch in reversed(later):
+                chain = replace(switch, then=chain)
+            state_now[sid] = replace(state_now[sid], then=chain)
     return Plan(
         made_at=now,
         site=_merge(site_steps),
@@ -711,19 +717,20 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                       {sid: until for sid, (_, _, until) in resuming.items()})
 
 
-def _resume_until(old: StationState | None, at: datetime, resume: timedelta) -> datetime | None:
-    """Until when a session charging at ``at`` (or resuming there) gets its minimum only.
+def _advance(state: StationState, at: datetime) -> StationState:
+    """A session's state at ``at``: the last switch its schedule made by then."""
+    while state.then is not None and state.then.since <= at:
+        state = state.then
+    return replace(state, then=None)
 
-    A paused session resumes now, unless the previous plan's schedule resumed it
-    already (its state, taken before, says until when): then it keeps that end.
-    """
+
+def _resume_until(old: StationState | None, at: datetime, resume: timedelta) -> datetime | None:
+    """Until when a session charging at ``at`` (or resuming there) gets its minimum only."""
     if old is None:
         return None  # a new session: never paused
-    until = old.resume_until
     if old.charging:
-        return until if until is not None and at < until else None
-    if until is not None and until - resume <= at:
-        return until if at < until else None
+        return old.resume_until if old.resume_until is not None and at < old.resume_until \
+            else None
     return at + resume
 
 

@@ -151,6 +151,24 @@ def test_a_plan_made_after_a_scheduled_resume_keeps_its_end():
     assert limit(late, "A", end + 90 * SECOND) == 22_080
 
 
+def test_a_plan_made_after_a_scheduled_pause_starts_from_it():
+    pol = policy()
+    start = NOW + 60 * SECOND
+    # 25 % of 20 kW holds one minimum: the event's step pauses B (A came first)
+    before = make_plan([level_event(2, start, 30)], pol, Site(20_000),
+                       fleet(three_phase("A", "B"), ["A", "B"]), NOW)
+    assert limit(before, "B", start) == 0 and limit(before, "A", start) > 0
+    # A leaves 30 s into the event, before any other plan: B was paused by its profile
+    # at the event's start, so the guard time holds it, and it resumes at its minimum
+    at = start + 30 * SECOND
+    only_b = fleet(three_phase("A", "B"), ["B"])
+    plan = make_plan([level_event(2, start, 30)], pol, Site(20_000), only_b, at, before.state)
+    assert limit(plan, "B", at) == 0
+    assert "guard time until 12:06:00 (paused at 12:01:00)" in reason(plan, "B", at)
+    assert limit(plan, "B", start + 300 * SECOND) == MIN_3PH
+    assert limit(plan, "B", start + 360 * SECOND) == 5_000
+
+
 # -- pause: minimum ---------------------------------------------------------------------------
 
 def guard_held(pause: str, stations: dict[str, StationInfo], site: Site,

@@ -236,13 +236,13 @@ def test_plans_made_one_after_another_hold_every_node(scenario, steps, pause):
         for sid in steered:
             info, now_state = fleet.stations[sid], state.stations.get(sid)
             old = before.stations.get(sid) if before is not None else None
+            while old is not None and old.then is not None and old.then.since <= at:
+                old = old.then  # where the previous plan's schedule has taken it by now
             if now_state is None or not now_state.charging:
                 continue
             until = now_state.resume_until
             if old is not None and not old.charging:
-                # it resumes now, or resumed already by the previous plan's schedule
-                assert until is not None or (old.resume_until is not None and
-                                             old.resume_until - resume <= at), sid
+                assert until == at + resume, sid  # it resumes now
             if until is not None and until > at:
                 assert until <= at + resume
                 for step in plan.stations[sid]:
