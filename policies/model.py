@@ -247,7 +247,7 @@ class AllocationRule(_Strict):
         min_a = info.data.get("min_current_a")
         if pause == "minimum" and min_a is not None and min_a < PILOT_MIN_A:
             raise ValueError(
-                f"pause: minimum holds paused EVs at min_current_a, and {min_a:g} A is below "
+                f"minimum holds paused EVs at min_current_a, and {min_a:g} A is below "
                 f"the {PILOT_MIN_A:g} A an EV can be offered (IEC 61851-1): set min_current_a "
                 f"to {PILOT_MIN_A:g} or more, or use pause: zero")
         return pause

@@ -21,7 +21,8 @@ SECOND = timedelta(seconds=1)
 
 
 def policy(pause: str = "zero", extra: str = "") -> object:
-    return parse_policy(f"name: t\nallocation:\n  pause: {pause}\n{extra}", "t.yaml")
+    line = "" if pause == "zero" else f"  pause: {pause}\n"  # zero: the default
+    return parse_policy(f"name: t\nallocation:\n  strategy: fair\n{line}{extra}", "t.yaml")
 
 
 def fleet(stations: dict[str, StationInfo], with_session: list[str]) -> Fleet:
@@ -65,7 +66,7 @@ def test_pause_is_zero_unless_the_policy_says_minimum():
     ("name: t\nallocation:\n  pause: sometimes\n", 3,
      "allocation.pause: Input should be 'zero' or 'minimum'"),
     ("name: t\nallocation:\n  min_current_a: 4\n  pause: minimum\n", 4,
-     "allocation.pause: pause: minimum holds paused EVs at min_current_a, and 4 A is below"),
+     "allocation.pause: minimum holds paused EVs at min_current_a, and 4 A is below"),
     ("name: t\nallocation:\n  resume_s: 0\n", 3, "allocation.resume_s: Input should be greater"),
 ])
 def test_a_wrong_pause_or_resume_names_file_line_and_key(text, line, message):
@@ -184,20 +185,20 @@ def guard_held(pause: str, stations: dict[str, StationInfo], site: Site,
                      dropped.state)
 
 
-@pytest.mark.parametrize("pause", ["zero", "minimum"])
-def test_minimum_keeps_a_paused_session_at_its_minimum_when_room_allows(pause):
+def test_minimum_keeps_a_paused_session_at_its_minimum_when_room_allows():
     stations = three_phase("A", "B")
     # A leaves: room for B's minimum, but B was paused 30 s ago (the guard time holds it)
-    plan = guard_held(pause, stations, Site(2 * MIN_3PH), Site(MIN_3PH + 500), ["B"])
+    plans = {pause: guard_held(pause, stations, Site(2 * MIN_3PH), Site(MIN_3PH + 500), ["B"])
+             for pause in ("zero", "minimum")}
     at = NOW + 60 * SECOND
-    assert "guard time until 12:05:30" in reason(plan, "B", at)
-    if pause == "zero":
-        assert limit(plan, "B", at) == 0
-        return
-    assert limit(plan, "B", at) == MIN_3PH
-    assert "holds the minimum current" in reason(plan, "B", at)
-    assert plan.paused == ("B",)  # paused all the same: it has no share
-    assert plan.state is not None and not plan.state.stations["B"].charging
+    for plan in plans.values():
+        assert "guard time until 12:05:30" in reason(plan, "B", at)
+    assert limit(plans["zero"], "B", at) == 0
+    kept = plans["minimum"]
+    assert limit(kept, "B", at) == MIN_3PH
+    assert "holds the minimum current" in reason(kept, "B", at)
+    assert kept.paused == ("B",)  # paused all the same: it has no share
+    assert kept.state is not None and not kept.state.stations["B"].charging
 
 
 def test_minimum_gives_a_paused_session_nothing_without_room():
