@@ -562,9 +562,6 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     keep_paused: dict[str, str] = {}
     # paused for a reason that asks for 0 A whatever the room: never kept alive
     zero: set[str] = set()
-    # ... and so is one such a reason paused, until it charges again (its guard time
-    # after a voltage pause, say, keeps it at 0 A as with pause: zero)
-    zero.update(sid for sid, old in states.items() if not old.charging and old.hard_pause)
     # what a resuming session is given meanwhile, why, and until when
     resuming: dict[str, tuple[float, Why, datetime]] = {}
     guard = timedelta(seconds=rule.rotation.guard_s)
@@ -577,6 +574,10 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         assert base is not None
         max_w = base.max_w
         old = states.get(sid)
+        if old is not None and not old.charging and old.hard_pause:
+            # so is one such a reason paused, until it charges again (its guard time after
+            # a voltage pause, say, keeps it at 0 A as with pause: zero)
+            zero.add(sid)
         measured = fleet.measured_w.get(sid)
         aware = rule.demand_aware
         if aware.enabled and measured is not None and old is not None and old.charging:
@@ -607,7 +608,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             resuming[sid] = (min_w, Why("allocation", f"resuming after a pause: the minimum "
                                                       f"current until {until:%H:%M:%S}"),
                              until)
-            extra.append(until)
+            if old is not None and old.charging:
+                extra.append(until)  # (a session resuming here has its step pushed then)
         if sid in caps:
             cap_w = caps[sid][0]
             if cap_w < min_w:

@@ -122,7 +122,7 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     """Share ``limit_w`` among ``loads``, admitted in the given order, within every node.
 
     A session is admitted while its minimum still fits everywhere on its path; the rest
-    are paused (0 W), and so are those in ``keep_paused`` (key -> why). A paused load in
+    are paused (0 W), and so are those in ``keep_paused`` (key -> why). One of those in
     ``keep_alive`` then holds its minimum (in the same order) where the room left after
     every admitted load's minimum still takes it everywhere on its path. Then progressive
     filling of the admitted loads, above their minimum, in what remains.
@@ -147,7 +147,10 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
             watts[load.key] = min(load.min_w, load.max_w)
         else:
             paused.append((load, f"paused: {blocked} cannot give it the minimum current"))
-    alive = _keep_alive([load for load, _ in paused if load.key in keep_alive],
+    # (one paused because its minimum did not fit finds no room after the others' either:
+    # admission already took every minimum that fitted)
+    alive = _keep_alive([load for load, _ in paused
+                         if load.key in keep_alive and load.key in keep_paused],
                         constraints, watts)
     for load, why in paused:
         if load.key in alive:
@@ -177,12 +180,7 @@ def _share(made: dict[tuple[float, str, bool], Share], watts: float, reason: str
 def _keep_alive(candidates: Sequence[Load], constraints: Sequence[_Constraint],
                 watts: Mapping[Hashable, float]) -> dict[Hashable, float]:
     """The paused loads that hold their minimum (key -> watts), in order, in the room
-    every limit on their path has left after ``watts`` (the admitted loads' minimums).
-
-    A load paused because its minimum did not fit finds no room here either: admission
-    already took every minimum that fitted. Room is left for one paused for another
-    reason (a guard time, a restore delay).
-    """
+    every limit on their path has left after ``watts`` (the admitted loads' minimums)."""
     if not candidates:
         return {}
     used = [c.used(watts) for c in constraints]
