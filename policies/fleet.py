@@ -173,6 +173,12 @@ class StationState:
     restore_at: datetime | None = None  # random restore delay: held until then
     switched: bool = False  # ``since`` marks a switch on or off (not a session's arrival)
     paused_at_limit_w: float = 0.0  # the site limit when it was paused
+    resume_until: datetime | None = None  # resumed after a pause: at its minimum until then
+    # paused for its voltage or a targeted event: no minimum held for it until it charges
+    hard_pause: bool = False
+    # the state its schedule switches it to later (on or off, at ``then.since``), and so on:
+    # the next plan starts from where the stations' profiles have taken them by its time
+    then: StationState | None = None
 
 
 @dataclass(frozen=True)

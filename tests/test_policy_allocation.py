@@ -99,7 +99,12 @@ def test_plan_follows_event_and_restores_after():
     for at in (NOW, start, start + timedelta(minutes=31)):
         total = sum(value_at(steps, at).limit_w for steps in plan.stations.values())
         assert total <= value_at(plan.site, at).limit_w + 1e-6
-    during = sum(value_at(s, start).limit_w for s in plan.stations.values())
+    # the event's turn goes to sessions that waited: each resumes at its minimum first,
+    # and a minute later (allocation.resume_s) the limit is shared out in full
+    at_start = [value_at(s, start).limit_w for s in plan.stations.values()]
+    assert sorted(w for w in at_start if w > 0) == [6 * 3 * 230] * 3
+    during = sum(value_at(s, start + timedelta(seconds=60)).limit_w
+                 for s in plan.stations.values())
     assert during > 16_000
 
 
