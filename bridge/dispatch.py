@@ -61,7 +61,14 @@ from bridge.ocpp.profiles import (
 )
 from bridge.store import Store
 from bridge.worst_case import Count, Declared, Told, count
-from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
+from policies.fleet import (
+    Reservation,
+    StationInfo,
+    Step,
+    lower_envelope,
+    upper_envelope,
+    value_at,
+)
 
 log = logging.getLogger(__name__)
 
@@ -399,15 +406,17 @@ class Dispatcher:
             return state.applied
         return state.desired
 
-    def _built(self, state: StationState, now: datetime) -> tuple[BuiltProfile, list[BuiltProfile]]:
+    def _built(self, state: StationState, now: datetime,
+               target: tuple[Step, ...] | None = None) -> tuple[BuiltProfile, list[BuiltProfile]]:
         """The station cap, and the profiles that carry it to this station.
 
         A one-connector station gets the cap alone. One with more connectors, or
         more sessions, also gets each session's part of the share on its connector:
         some stations apply a connector-0 cap to each connector, so two sessions
         would draw it twice. A station that refuses connector 0 gets only those.
+        ``target``: what to carry, when not what the plan says (see :meth:`_dispatch`).
         """
-        target = self._target(state)
+        target = target or self._target(state)
         assert target is not None
         level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
@@ -600,7 +609,20 @@ class Dispatcher:
                 self._store.save_applied(station_id, cap.applied, now)
                 self._refresh(state)
             return
-        if is_raise(cap.applied, state.held(), now):
+        held = state.held()
+        if is_raise(cap.applied, held, now):
+            target = self._target(state)
+            if held is not None and target is not None and station_id in self._above:
+                # Lower than what it holds at some moments, higher at others (an event's
+                # drop, then a ramp back). Its decrease must not wait for the others: they
+                # may be waiting for it. The lower of both goes out now, the rest once no
+                # station is above its limit any more.
+                floor = lower_envelope(target, held)
+                cap, profiles = self._built(state, now, floor)
+                todo = self._pending(state, profiles, now)
+                await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
+                state.wake.set()
+                return
             if not await self._wait_for_decreases(state):
                 return  # its plan changed while it waited: start over with the new one
             # the plan may have moved while we waited: send what it says now

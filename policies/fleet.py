@@ -137,6 +137,21 @@ def upper_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
     return tuple(result)
 
 
+
+def lower_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
+    """The lowest of several series at every moment (a series not started yet is left out)."""
+    times = sorted({step.start for steps in series for step in steps})
+    result: list[Step] = []
+    for at in times:
+        least: Step | None = None
+        for steps in series:
+            step = value_at(steps, at)
+            if step is not None and (least is None or step.limit_w < least.limit_w):
+                least = step
+        if least is not None and (not result or result[-1].limit_w != least.limit_w):
+            result.append(Step(at, least.limit_w, least.reason, least.chain))
+    return tuple(result)
+
 @dataclass(frozen=True)
 class Reservation:
     """A station the bridge cannot steer right now, counted at what it may draw.
