@@ -92,3 +92,23 @@ async def test_with_pause_minimum_a_paused_session_holds_6_a_within_the_event_li
         await asyncio.sleep(0.1)
     assert waiting.power_w == 6 * 230 * 3
     assert staying.power_w > 6 * 230 * 3
+
+
+async def test_an_event_reaches_every_station_with_a_ramped_and_randomised_restore(site: Site):
+    """With a restore ramp and a random delay per station, each station's new schedule falls
+    at the event's start and rises again at its own moment after: the fall must reach every
+    station before the event starts (the stations' own limits, summed, hold the event's)."""
+    (site.tmp_path / "ramped.yaml").write_text(
+        "name: ramped\nsimple:\n  levels: {0: 100%, 1: 50%, 2: 25%, 3: 0%}\n"
+        "restore: {ramp_kw_per_min: 15, step_s: 60, random_window_s: 300}\n")
+    site.config_path.write_text(site_config(site.vtn.url, site.ocpp_port, capacity_kw=44)
+                                .replace("policy: default", "policy: ramped.yaml"))
+    await site.start_bridge()
+    stations = await start_fleet(site, ["Current", "Current", "Current"])
+    ven_id = await registered(site)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+    site.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=5), 2)])  # 11 kW
+    await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
+                     timeout=30, what="every station's profile carrying the event")
+    await wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=2), timeout=20)
+    assert sum(s.power_w for s in stations) <= 11_000
