@@ -595,11 +595,10 @@ class Dispatcher:
 
     async def _ask_measurands(self, station_id: str, link: ChargerLink) -> None:
         """Ask for the grid measurands; a station that refuses keeps reporting what it did."""
-        ask = getattr(link, "set_measurands", None)
-        if not self._measurands or ask is None:
+        if not self._measurands:
             return
         try:
-            status = await ask(self._measurands)
+            status = await link.set_measurands(self._measurands)
         except CallFailed as error:
             status = str(error)
         if status != "Accepted":
