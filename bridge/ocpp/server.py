@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from bridge.ocpp.auth import Gatekeeper
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
@@ -82,7 +83,7 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            subprotocols=list(SUBPROTOCOLS),
+            subprotocols=[Subprotocol(name) for name in SUBPROTOCOLS],
             process_request=self._check_request,
             create_connection=self._limited_connection_class(),
             ssl=self.security.ssl_context,

@@ -181,7 +181,9 @@ def device_evses(reports: Sequence[Payload]) -> dict[int, set[int]]:
     for report in reports:
         for data in report.get("reportData") or []:
             component = data.get("component") if isinstance(data, dict) else None
-            evse = component.get("evse") if isinstance(component, dict) else None
+            if not isinstance(component, dict):
+                continue
+            evse = component.get("evse")
             if not isinstance(evse, dict) or str(component.get("name")).lower() not in (
                     "evse", "connector"):
                 continue
