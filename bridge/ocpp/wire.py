@@ -27,8 +27,7 @@ Payload = dict[str, Any]  # a request's or an answer's payload, as JSON decodes 
 # per OCPP version drbridge speaks; it also ships ``v21``.
 SchemaSet = Literal["v16", "v201"]
 
-# The heartbeat interval a BootNotification is answered with (seconds): the connection's
-# own websocket pings tell sooner that a station is gone.
+# The heartbeat interval a BootNotification is answered with (seconds), in every version.
 HEARTBEAT_INTERVAL_S = 300
 
 
