@@ -50,6 +50,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from bench.fd_limit import raise_fd_limit
+
 SUBPROTOCOLS = [Subprotocol("ocpp1.6")]
 OPEN_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 5.0
@@ -162,8 +164,9 @@ class Finished(Exception):
     """The station's end time came while it waited for a reply."""
 
 
-class CallFailed(Exception):
-    """A CALLERROR or no reply in CALL_TIMEOUT_S."""
+class LoadCallFailed(Exception):
+    """A simulated station's call to the bridge got a CALLERROR or no reply in
+    CALL_TIMEOUT_S."""
 
 
 class Dropped(Exception):
@@ -249,7 +252,7 @@ class Station:
                 return  # ran to the end
             except Finished:
                 return
-            except (ConnectionClosed, Dropped, CallFailed, OSError) as error:
+            except (ConnectionClosed, Dropped, LoadCallFailed, OSError) as error:
                 self.error(f"session: {type(error).__name__}: {error}")
             finally:
                 await ws.close()
@@ -310,13 +313,13 @@ class Station:
             except TimeoutError:
                 if time.time() >= self.t_end - 1e-3:
                     raise Finished() from None
-                raise CallFailed(f"no reply in {CALL_TIMEOUT_S:g} s") from None
+                raise LoadCallFailed(f"no reply in {CALL_TIMEOUT_S:g} s") from None
         finally:
             self._pending_id = self._waiter = None
         if frame is None:
             raise Dropped(f"connection closed ({ws.close_code})")
         if frame[0] == 4:
-            raise CallFailed(f"CALLERROR {frame[2:4]}")
+            raise LoadCallFailed(f"CALLERROR {frame[2:4]}")
         payload = frame[2]
         return payload if isinstance(payload, dict) else {}
 
@@ -334,7 +337,7 @@ class Station:
         sent = time.perf_counter()
         try:
             await self._call(ws, rest)
-        except CallFailed as error:
+        except LoadCallFailed as error:
             self.rec["meter_errors"] += 1
             self.error(f"MeterValues: {error}")
             return
@@ -466,18 +469,6 @@ class Station:
                                  for k in asked if k in known],
             "unknownKey": [k for k in asked if k not in known],
         }
-
-
-def raise_fd_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit; returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as error:
-            print(f"loadgen: cannot raise RLIMIT_NOFILE: {error}", file=sys.stderr)
-    return soft
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import signal
 import sqlite3
 import statistics
@@ -33,17 +32,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.fd_limit import raise_fd_limit
 from bridge.sim.vtn import DemoVtn, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_GENERATOR = 2_500
 KW_PER_STATION = 7.0  # site capacity per station: every EV gets 7 kW until an event
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def machine() -> str:

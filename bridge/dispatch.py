@@ -651,12 +651,9 @@ class Dispatcher:
 
     async def _ask_rating(self, state: StationState, link: ChargerLink) -> None:
         """Read (never write) the maximum current a key of the station's own states."""
-        ask = getattr(link, "read_rated_current", None)
         state.rating_asked = True
-        if ask is None:
-            return
         try:
-            rated = await ask()
+            rated = await link.read_rated_current()
         except CallFailed as error:
             log.info("%s: configuration not read (%s); counted at the default maximum",
                      state.info.station_id, error)
@@ -681,11 +678,10 @@ class Dispatcher:
 
     async def _ask_measurands(self, station_id: str, link: ChargerLink) -> None:
         """Ask for the grid measurands; a station that refuses keeps reporting what it did."""
-        ask = getattr(link, "set_measurands", None)
-        if not self._measurands or ask is None:
+        if not self._measurands:
             return
         try:
-            status = await ask(self._measurands)
+            status = await link.set_measurands(self._measurands)
         except CallFailed as error:
             status = str(error)
         if status != "Accepted":

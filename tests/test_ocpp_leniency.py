@@ -20,21 +20,22 @@ from websockets.typing import Subprotocol
 from bridge.app import Bridge
 from bridge.ocpp import leniency
 from bridge.ocpp.leniency import Repair, bounded_schema, repair, validate_leniently
-from bridge.ocpp.v16 import _schema, request_validator
 from bridge.ocpp.v201 import sampled_values
+from bridge.ocpp.wire import schema, validator
 from bridge.telemetry import read_meter_value
 from bridge.web.metrics import render_metrics
 from policies.fleet import value_at
 
 # --- the pure normaliser -------------------------------------------------------------------
 
-START = _schema("StartTransaction")
+START = schema("v16", "StartTransaction")
 VALID_START = {"connectorId": 1, "idTag": "TAG", "meterStart": 0,
                "timestamp": "2026-12-02T10:00:00Z"}
 
 
 def lenient(action: str, payload: Any) -> tuple[Any, tuple[Repair, ...]]:
-    return validate_leniently(request_validator(action), payload, lambda: _schema(action))
+    return validate_leniently(validator("v16", action), payload,
+                              lambda: schema("v16", action))
 
 
 def kinds(repairs: tuple[Repair, ...]) -> set[str]:
@@ -115,12 +116,10 @@ def test_a_missing_field_is_refused_and_201_references_are_followed():
     import fastjsonschema
     with pytest.raises(fastjsonschema.JsonSchemaValueException):
         lenient("StartTransaction", {k: v for k, v in VALID_START.items() if k != "idTag"})
-    from bridge.ocpp.v201 import _schema as schema_201
-    from bridge.ocpp.v201 import _schema_validator
     name = "StatusNotificationRequest"
-    read, repairs = validate_leniently(_schema_validator(name), {
+    read, repairs = validate_leniently(validator("v201", name), {
         "timestamp": "2026-12-02T10:00:00", "connectorStatus": "occupied", "evseId": "1",
-        "connectorId": 1, "vendorNote": "x"}, lambda: schema_201(name))
+        "connectorId": 1, "vendorNote": "x"}, lambda: schema("v201", name))
     assert read == {"timestamp": "2026-12-02T10:00:00Z", "connectorStatus": "Occupied",
                     "evseId": 1, "connectorId": 1}
     assert kinds(repairs) == {leniency.NAIVE_TIMESTAMP, leniency.ENUM_CASE,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.worst_case import Rated
 
 ACCEPTED = "Accepted"
 # Where the meter values of an OCPP 2.0.1 transaction go while the station has not said
@@ -75,7 +76,9 @@ class StationListener(Protocol):
 
 
 class ChargerLink(Protocol):
-    """The central system's end of one station's connection."""
+    """The central system's end of one station's connection: everything the dispatcher and
+    the runtime ask of it, which every version's link does (as far as its protocol can:
+    each method says what it answers where the protocol has no way)."""
 
     id: str
     # Set once the station may be sent calls (its boot answered, or it spoke first without
@@ -91,7 +94,19 @@ class ChargerLink(Protocol):
     async def composite_schedule(self, connector_id: int, duration_s: int,
                                  unit: str) -> CompositeSchedule | None: ...
 
-    async def set_meter_interval(self, seconds: int) -> str: ...
+    async def set_meter_interval(self, seconds: int) -> str:
+        """How often a transaction's MeterValues come; "Accepted" or the station's answer."""
+        ...
+
+    async def read_rated_current(self) -> Rated | None:
+        """The maximum current or power the station states of itself, if any (read, never
+        written: 1.6 a configuration key of its own, 2.0.1 its device model)."""
+        ...
+
+    async def set_measurands(self, measurands: Sequence[str]) -> str:
+        """What a transaction's MeterValues carry; "Accepted" or the station's answer (a
+        station may refuse, or know fewer)."""
+        ...
 
     async def installed_profiles(self) -> list[InstalledProfile] | None:
         """The charging profiles the station holds, ours and others'; None where the

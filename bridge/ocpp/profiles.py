@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.wire import format_time
 from policies.fleet import StationInfo, Step, value_at
 
 # Fixed ids per purpose and connector, so a new profile replaces ours and clearing by id
@@ -55,7 +56,7 @@ class BuiltProfile:
             "chargingProfilePurpose": self.purpose,
             "chargingProfileKind": "Absolute",
             "chargingSchedule": {
-                "startSchedule": self.start.isoformat().replace("+00:00", "Z"),
+                "startSchedule": format_time(self.start),
                 "chargingRateUnit": self.unit,
                 "chargingSchedulePeriod": [
                     {"startPeriod": second, "limit": limit, "numberPhases": self.number_phases}

@@ -17,17 +17,23 @@ from urllib.parse import unquote
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from bridge.ocpp.auth import Gatekeeper
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
+from bridge.ocpp.link import ChargerLink, StationListener
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
-from bridge.ocpp.v16 import StationLink, StationListener
+from bridge.ocpp.v16 import StationLink16
 from bridge.ocpp.v201 import StationLink201
 
 log = logging.getLogger(__name__)
 
+AnyStationLink = StationLink16 | StationLink201  # a link of any version drbridge speaks
 SUBPROTOCOL = "ocpp1.6"
-SUBPROTOCOLS = {SUBPROTOCOL: StationLink, "ocpp2.0.1": StationLink201}
+SUBPROTOCOLS: dict[str, type[AnyStationLink]] = {SUBPROTOCOL: StationLink16,
+                                             "ocpp2.0.1": StationLink201}
+# Every version's link is a ChargerLink (checked by type checkers here, and by the tests).
+_LINKS: tuple[type[ChargerLink], ...] = tuple(SUBPROTOCOLS.values())
 CLOSE_TIMEOUT_S = 10.0
 # A refused flood must not flood the log: one line per address and this many seconds.
 REFUSAL_LOG_PERIOD_S = 60.0
@@ -47,8 +53,8 @@ class OcppServer:
         port: int,
         listener: StationListener,
         accepts: Callable[[str], bool],
-        on_open: Callable[[str, StationLink], None],
-        on_close: Callable[[str, StationLink], None],
+        on_open: Callable[[str, AnyStationLink], None],
+        on_close: Callable[[str, AnyStationLink], None],
         call_timeout_s: float = 10.0,
         security: EdgeSecurity | None = None,
     ) -> None:
@@ -65,7 +71,7 @@ class OcppServer:
         self.connection_limiter = ConnectionLimiter(self.security.connections)
         self._refusals_logged: dict[str, float] = {}
         self._server: Server | None = None
-        self.links: dict[str, StationLink] = {}
+        self.links: dict[str, AnyStationLink] = {}
 
     @property
     def port(self) -> int:
@@ -77,7 +83,7 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            subprotocols=list(SUBPROTOCOLS),
+            subprotocols=[Subprotocol(name) for name in SUBPROTOCOLS],
             process_request=self._check_request,
             create_connection=self._limited_connection_class(),
             ssl=self.security.ssl_context,
@@ -178,7 +184,7 @@ class OcppServer:
         previous = self.links.get(station_id)
         if previous is not None:
             # A station that reconnects before we noticed the old link died: keep the new one.
-            await previous._connection.close(1000, "replaced by a new connection")
+            await previous.close(1000, "replaced by a new connection")
         link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         self.links[station_id] = link
         log.info("station %s connected", station_id)

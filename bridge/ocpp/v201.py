@@ -1,9 +1,8 @@
-"""OCPP 2.0.1, central-system side: the 1.6 link's framing with 2.0.1 actions.
+"""OCPP 2.0.1, central-system side: one :class:`StationLink201` per connected station.
 
-Same edge style as ``v16``: one JSON decode, requests validated against the
-2.0.1 schemas the ``ocpp`` package ships (compiled once with ``fastjsonschema``),
-our own routing over wire dicts. What a 2.0.1 station says is handed to the
-same :class:`~bridge.ocpp.link.StationListener` in the same domain terms:
+The OCPP-J framing (:mod:`bridge.ocpp.framing`) with the 2.0.1 actions, as ``v16`` has
+the 1.6 ones. What a 2.0.1 station says is handed to the same
+:class:`~bridge.ocpp.link.StationListener` in the same domain terms:
 
 - an EVSE is what the rest of the bridge calls a connector (EVSE 0: the station); an EVSE
   may have several connectors, one in use at a time, and its status is theirs combined;
@@ -26,21 +25,17 @@ The 2.0.1 payloads of our profiles are built here, from the domain
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
-import fastjsonschema
 from ocpp.v201.enums import Action
 
 from bridge.ocpp.capabilities import Capabilities, parse_rate_units
-from bridge.ocpp.leniency import Repair, bounded_schema, validate_leniently
+from bridge.ocpp.framing import Dialect, Handler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
     UNKNOWN_EVSE,
@@ -51,20 +46,20 @@ from bridge.ocpp.link import (
     reply_status,
 )
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
-from bridge.ocpp.v16 import HEARTBEAT_INTERVAL_S, Payload, Refused, StationLink
+from bridge.ocpp.wire import HEARTBEAT_INTERVAL_S, Payload, format_time, now_iso, parse_time
 from bridge.telemetry import ENERGY, implausible
 from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
 
-ACTIONS_201 = frozenset(a.value for a in Action)
-_RULE_CODES = {
-    "required": "OccurrenceConstraintViolation",
-    "minItems": "OccurrenceConstraintViolation",
-    "maxItems": "OccurrenceConstraintViolation",
-    "type": "TypeConstraintViolation",
-    "additionalProperties": "FormatViolation",
-}
+OCPP201 = Dialect(
+    version="2.0.1",
+    schemas="v201",
+    request_suffix="Request",  # a request's schema: MeterValuesRequest.json
+    actions=frozenset(a.value for a in Action),
+    format_violation="FormatViolation",
+    occurrence_violation="OccurrenceConstraintViolation",
+)
 _PURPOSES = {STATION_MAX: "ChargingStationMaxProfile"}  # the others keep their 1.6 names
 _DOMAIN_PURPOSES = {wire: domain for domain, wire in _PURPOSES.items()}
 # An EVSE's status from its connectors' (one is used at a time): the first that any has.
@@ -79,31 +74,6 @@ _VARIABLES = (("Enabled", None), ("RateUnit", None), ("PeriodsPerSchedule", None
 # A power of ten beyond this is no unit prefix (OCPP uses -3..6 in practice); 10 ** 10**9
 # would take the edge minutes to compute.
 MAX_MULTIPLIER = 24
-
-
-@cache
-def _schema(name: str) -> Payload:
-    text = resources.files("ocpp").joinpath("v201", "schemas", f"{name}.json").read_text("utf-8")
-    schema = json.loads(text)
-    schema.pop("$id", None)  # fastjsonschema would try to resolve the urn
-    return bounded_schema(schema)  # type: ignore[no-any-return]
-
-
-@cache
-def _schema_validator(name: str) -> Callable[[Payload], Any]:
-    return fastjsonschema.compile(_schema(name))
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _time(text: Any) -> datetime:
-    try:
-        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def scaled(value: Any, multiplier: Any) -> float:
@@ -156,7 +126,7 @@ def profile_payload(profile: BuiltProfile, transaction_id: str | None) -> Payloa
         "chargingProfileKind": "Absolute",
         "chargingSchedule": [{
             "id": profile.profile_id,
-            "startSchedule": profile.start.isoformat().replace("+00:00", "Z"),
+            "startSchedule": format_time(profile.start),
             "chargingRateUnit": profile.unit,
             "chargingSchedulePeriod": [
                 {"startPeriod": second, "limit": limit, "numberPhases": profile.number_phases}
@@ -236,7 +206,9 @@ def device_evses(reports: Sequence[Payload]) -> dict[int, set[int]]:
     for report in reports:
         for data in report.get("reportData") or []:
             component = data.get("component") if isinstance(data, dict) else None
-            evse = component.get("evse") if isinstance(component, dict) else None
+            if not isinstance(component, dict):
+                continue
+            evse = component.get("evse")
             if not isinstance(evse, dict) or str(component.get("name")).lower() not in (
                     "evse", "connector"):
                 continue
@@ -280,17 +252,31 @@ class _Report:
 _Asked = tuple[tuple[str, int], _Report]  # a report under way: its key, and what came
 
 
-class StationLink201(StationLink):
+class StationLink201(OcppJLink):
     """The central system's end of one OCPP 2.0.1 station's websocket."""
 
-    VERSION = "2.0.1"
-    KNOWN_ACTIONS = ACTIONS_201
-    FORMAT_VIOLATION = "FormatViolation"
+    DIALECT = OCPP201
 
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
         super().__init__(station_id, connection, listener, call_timeout_s)
-        self._handlers = {
+        # the station's transaction id -> (the bridge's id, EVSE id), and back
+        self._transactions: dict[str, tuple[int, int]] = {}
+        self._station_tx: dict[int, str] = {}
+        self._evses: set[int] = set()  # EVSE ids the station has spoken of
+        self._evse_count = 0  # from its device model, once read
+        self._connector_status: dict[tuple[int, int], str] = {}
+        # reports under way: (report action, requestId) -> what arrived
+        self._reports: dict[tuple[str, int], _Report] = {}
+        self._report_seq = 0
+        # Transactions the bridge does not know, whose events name no EVSE: counted for the
+        # station as a whole until an event names it
+        self._unattributed: set[str] = set()
+        self.unattributed_events = 0
+        self._asking: asyncio.Task[None] | None = None
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
             "BootNotification": self.on_boot,
             "Heartbeat": self.on_heartbeat,
             "StatusNotification": self.on_status,
@@ -307,32 +293,6 @@ class StationLink201(StationLink):
             "NotifyReport": self._on_report_part("NotifyReport"),
             "ReportChargingProfiles": self._on_report_part("ReportChargingProfiles"),
         }
-        # the station's transaction id -> (the bridge's id, EVSE id), and back
-        self._transactions: dict[str, tuple[int, int]] = {}
-        self._station_tx: dict[int, str] = {}
-        self._evses: set[int] = set()  # EVSE ids the station has spoken of
-        self._evse_count = 0  # from its device model, once read
-        self._connector_status: dict[tuple[int, int], str] = {}
-        # reports under way: (report action, requestId) -> what arrived
-        self._reports: dict[tuple[str, int], _Report] = {}
-        self._report_seq = 0
-        # Transactions the bridge does not know, whose events name no EVSE: counted for the
-        # station as a whole until an event names it
-        self._unattributed: set[str] = set()
-        self.unattributed_events = 0
-        self._asking: asyncio.Task[None] | None = None
-
-    def validate_request(self, action: str,
-                         payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
-        name = f"{action}Request"
-        try:
-            return validate_leniently(_schema_validator(name), payload, lambda: _schema(name))
-        except fastjsonschema.JsonSchemaValueException as error:
-            code = _RULE_CODES.get(error.rule or "", "PropertyConstraintViolation")
-            raise Refused(code, f"{action}: {error.message}") from None
-
-    def response_validator(self, action: str) -> Callable[[Payload], Any]:
-        return _schema_validator(f"{action}Response")
 
     # calls to the station ----------------------------------------------------------------
     async def read_capabilities(self) -> Capabilities:
@@ -401,7 +361,7 @@ class StationLink201(StationLink):
             self._reports.pop(key, None)
         return report.parts
 
-    def _on_report_part(self, action: str) -> Callable[[Payload], Payload]:
+    def _on_report_part(self, action: str) -> Handler:
         def handle(payload: Payload) -> Payload:
             report = self._reports.get((action, payload.get("requestId", -1)))
             if report is not None:
@@ -446,7 +406,7 @@ class StationLink201(StationLink):
         if reply_status(reply) != ACCEPTED or not isinstance(schedule, dict):
             return None
         try:
-            start = _time(schedule["scheduleStart"])
+            start = parse_time(schedule["scheduleStart"]) or datetime.now(UTC)
             periods = tuple(sorted((int(p["startPeriod"]), float(p["limit"]))
                                    for p in schedule["chargingSchedulePeriod"]))
         except (KeyError, TypeError, ValueError):
@@ -487,8 +447,11 @@ class StationLink201(StationLink):
             "model": station["model"],
             "firmware": str(station.get("firmwareVersion") or ""),
         })
-        return {"currentTime": _now_iso(), "interval": HEARTBEAT_INTERVAL_S,
+        return {"currentTime": now_iso(), "interval": HEARTBEAT_INTERVAL_S,
                 "status": "Accepted"}
+
+    def on_heartbeat(self, payload: Payload) -> Payload:
+        return {"currentTime": now_iso()}
 
     def on_status(self, payload: Payload) -> Payload:
         evse = payload["evseId"]
@@ -505,7 +468,8 @@ class StationLink201(StationLink):
     def on_transaction_event(self, payload: Payload) -> Payload:
         info = payload["transactionInfo"]
         station_tx = info["transactionId"]
-        at = _time(payload["timestamp"])
+        # a time the schema took but Python cannot read: when it arrived
+        at = parse_time(payload["timestamp"]) or datetime.now(UTC)
         meter_values = payload.get("meterValue") or []
         event = payload["eventType"]
         named = (payload.get("evse") or {}).get("id") or None  # required only in the first
@@ -579,5 +543,9 @@ class StationLink201(StationLink):
                                     [sampled_values(m) for m in payload["meterValue"]])
         return {}
 
+    def on_notice(self, payload: Payload) -> Payload:
+        return {}
+
     def on_data_transfer(self, payload: Payload) -> Payload:
+        # No vendor extensions: drbridge stays with what every compliant station speaks.
         return {"status": "UnknownVendorId"}

@@ -1,0 +1,257 @@
+"""OCPP-J, whatever the OCPP version: the central system's end of one station's websocket.
+
+OCPP-J (the JSON-over-websocket binding of OCPP 1.6, 2.0.1 and 2.1) carries three frames:
+a CALL ``[2, id, action, payload]``, its CALLRESULT ``[3, id, payload]`` or its CALLERROR
+``[4, id, code, description, details]``. :class:`OcppJLink` does the framing; a version's
+link (``v16``, ``v201``) subclasses it with a :class:`Dialect` and its actions: a table of
+handlers for the CALLs a station makes, and methods that make calls to the station.
+
+Calls from the station take a lean path: one JSON decode, validation against the
+version's JSON schemas (:mod:`bridge.ocpp.wire`), a handler over the wire dict, one JSON
+encode. A request the schema refuses is repaired where its meaning is unambiguous
+(:mod:`bridge.ocpp.leniency`) before it is refused; valid ones never pay for that. The
+``ocpp`` library's generic routing costs ten times more per message (schema validation
+with ``jsonschema``, key-case conversion, dataclass round trips), and MeterValues from
+thousands of stations are the bridge's hot path. Calls *to* the station take the same
+lean path, one at a time per station (OCPP-J allows one call in flight per direction),
+and their answers are validated against the response schemas; a profile wave to
+thousands of stations is the other hot path.
+
+Handlers answer at once and hand what they learnt to a :class:`StationListener` in domain
+terms; they never await a call to the station (that would stall the station's message
+loop); the dispatcher makes those from its own tasks.
+
+What happens to a CALL the station makes (:meth:`OcppJLink._on_call`) and to a reply it
+sends (:meth:`OcppJLink._on_reply`) are one method each: a link that also relays frames
+to another central system replaces those two, and keeps the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import fastjsonschema
+from websockets.exceptions import ConnectionClosed
+
+from bridge.ocpp.leniency import Repair, validate_leniently
+from bridge.ocpp.link import CallFailed, StationListener
+from bridge.ocpp.wire import Payload, SchemaSet, schema, validator
+
+log = logging.getLogger(__name__)
+
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+Handler = Callable[[Payload], Payload]  # a request's payload -> the answer's payload
+
+
+class CallRefused(Exception):
+    """A call the station made that gets a CALLERROR with this code, instead of an answer."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code, self.description = code, description
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs on the wire between OCPP versions, for the framing."""
+
+    version: str  # as log lines and CALLERROR descriptions name it: "1.6"
+    schemas: SchemaSet  # the ocpp package's folder of its JSON schemas
+    request_suffix: str  # a request's schema is named action + this ("" in 1.6)
+    actions: frozenset[str]  # every action of the version, handled or not
+    # CALLERROR codes that the versions spell differently: 1.6 "FormationViolation" and
+    # "OccurenceConstraintViolation", 2.0.1 "FormatViolation" and
+    # "OccurrenceConstraintViolation"
+    format_violation: str
+    occurrence_violation: str
+
+    def request_validator(self, action: str) -> Callable[[Payload], Any]:
+        return validator(self.schemas, action + self.request_suffix)
+
+    def response_validator(self, action: str) -> Callable[[Payload], Any]:
+        return validator(self.schemas, f"{action}Response")
+
+    def validate_request(self, action: str,
+                         payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
+        """The request as read (repaired where its meaning is unambiguous) and the repairs;
+        :class:`CallRefused` with the version's code when it cannot be understood."""
+        name = action + self.request_suffix
+        try:
+            return validate_leniently(validator(self.schemas, name), payload,
+                                      lambda: schema(self.schemas, name))
+        except fastjsonschema.JsonSchemaValueException as error:
+            raise CallRefused(self.violation_code(error.rule),
+                              f"{action}: {error.message}") from None
+
+    def violation_code(self, rule: str | None) -> str:
+        """The CALLERROR code of a request that breaks this schema rule."""
+        if rule in ("required", "minItems", "maxItems"):
+            return self.occurrence_violation
+        if rule == "type":
+            return "TypeConstraintViolation"
+        if rule == "additionalProperties":
+            return self.format_violation
+        return "PropertyConstraintViolation"
+
+
+def _encoded(frame: list[Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"))
+
+
+class OcppJLink:
+    """The central system's end of one station's websocket: frames in and out.
+
+    A subclass names its :attr:`DIALECT` and its :meth:`handlers`, and makes its calls to
+    the station with :meth:`_request`.
+    """
+
+    DIALECT: ClassVar[Dialect]
+
+    def __init__(self, station_id: str, connection: Any, listener: StationListener,
+                 call_timeout_s: float) -> None:
+        self.id = station_id
+        self._connection = connection
+        self._listener = listener
+        self._call_timeout_s = call_timeout_s
+        self._call_lock = asyncio.Lock()
+        self._call_seq = 0
+        self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
+        # Set once the station may be sent calls: its BootNotification was answered, or it
+        # sent another request first, so it holds itself accepted from an earlier
+        # connection (OCPP forbids a station any other request before its boot is accepted).
+        self.registered = asyncio.Event()
+        self._handlers: Mapping[str, Handler] = self.handlers()
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """Action -> its handler, for the CALLs the station may make (the others are
+        refused: NotImplemented if the version has them, NotSupported if not)."""
+        raise NotImplementedError
+
+    # frames in -----------------------------------------------------------------------------
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """Every frame gets an answer; a bad one a CALLERROR, and the link lives on."""
+        try:
+            frame = json.loads(raw_msg)
+        except RecursionError:  # nested deeper than the decoder goes (50,000 "[")
+            await self._send_call_error("-1", self.DIALECT.format_violation,
+                                        "JSON nested too deep")
+            return
+        except (ValueError, TypeError):  # also bad UTF-8, and integers of 4,300+ digits
+            await self._send_call_error("-1", self.DIALECT.format_violation, "not valid JSON")
+            return
+        if not isinstance(frame, list) or not frame or frame[0] not in (2, 3, 4):
+            await self._send_call_error("-1", "ProtocolError", "not an OCPP-J message")
+            return
+        if frame[0] != CALL:
+            await self._on_reply(frame)
+        elif len(frame) != 4 or not isinstance(frame[1], str) or not isinstance(frame[2], str):
+            unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else "-1"
+            await self._send_call_error(unique_id, "ProtocolError", "a CALL has four elements:"
+                                        " 2, a message id, an action name, a payload")
+        else:
+            await self._on_call(frame[1], frame[2], frame[3])
+
+    async def _on_call(self, unique_id: str, action: str, payload: Any) -> None:
+        """A CALL from the station: answered here, from the handlers."""
+        try:
+            reply = self._answer(action, payload)
+        except CallRefused as refusal:
+            log.warning("%s: refused %s: %s", self.id, action, refusal.description)
+            await self._send_call_error(unique_id, refusal.code, refusal.description)
+            return
+        except Exception:  # a bug of ours must not cost the station its connection
+            log.exception("%s: failed to handle %s", self.id, action)
+            await self._send_call_error(unique_id, "InternalError", "")
+            return
+        await self._send(_encoded([CALLRESULT, unique_id, reply]))
+        self.registered.set()  # only after our answer: a boot is accepted once it is sent
+
+    def _answer(self, action: str, payload: Any) -> Payload:
+        """The answer to a request: its handler's, once the request is read; raises
+        :class:`CallRefused`."""
+        handler = self._handlers.get(action)
+        if handler is None:
+            known = action in self.DIALECT.actions
+            raise CallRefused("NotImplemented" if known else "NotSupported",
+                              f"{action} is not " + ("handled" if known else
+                                                     f"an OCPP {self.DIALECT.version} action"))
+        if not isinstance(payload, dict):
+            raise CallRefused(self.DIALECT.format_violation, "the payload must be an object")
+        payload, repairs = self.DIALECT.validate_request(action, payload)
+        if repairs:
+            self._listener.request_repaired(self.id, action, repairs)
+        return handler(payload)
+
+    async def _on_reply(self, frame: list[Any]) -> None:
+        """A CALLRESULT or CALLERROR from the station: the answer to our call under way."""
+        pending = self._pending
+        if pending is not None and len(frame) >= 3 and frame[1] == pending[0] \
+                and not pending[1].done():
+            pending[1].set_result(frame)
+        else:
+            # late, unknown or malformed replies are dropped: the call times out and is retried
+            log.debug("%s: dropped reply %.200r", self.id, frame)
+
+    # frames out ----------------------------------------------------------------------------
+    async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
+        await self._send(_encoded([CALLERROR, unique_id, code, description[:500], {}]))
+
+    async def _send(self, message: str) -> None:
+        await self._connection.send(message)
+
+    async def start(self) -> None:
+        """Serve the station's frames until its connection closes."""
+        async for message in self._connection:
+            try:
+                await self.route_message(message)
+            except ConnectionClosed:
+                raise
+            except Exception:  # whatever a frame does, it must not cost the station its link
+                log.exception("%s: failed to handle a frame", self.id)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._connection.close(code, reason)
+
+    # calls to the station ----------------------------------------------------------------
+    async def _request(self, action: str, payload: Payload, lenient: bool = False) -> Payload:
+        """One call to the station and its validated answer; raises CallFailed.
+
+        ``lenient``: an answer that breaks the version's schema is still read
+        (defensively, by the caller) instead of failing the call. Only for answers whose
+        every field is checked where it is used; requests from the station are always
+        validated.
+        """
+        async with self._call_lock:  # OCPP-J: one call at a time in each direction
+            self._call_seq += 1
+            unique_id = str(self._call_seq)
+            answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._pending = (unique_id, answer)
+            try:
+                await self._send(_encoded([CALL, unique_id, action, payload]))
+                self._listener.call_sent(self.id, action)
+                async with asyncio.timeout(self._call_timeout_s):
+                    frame = await answer
+            except TimeoutError as error:
+                raise CallFailed("no answer in time") from error
+            except Exception as error:  # the connection closed under us
+                raise CallFailed(f"{type(error).__name__}: {error}") from error
+            finally:
+                self._pending = None
+        if frame[0] == CALLERROR:
+            raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}",
+                             str(frame[2]) if len(frame) > 2 else None)
+        reply = frame[2]
+        try:
+            self.DIALECT.response_validator(action)(reply)
+        except fastjsonschema.JsonSchemaValueException as error:
+            if not lenient or not isinstance(reply, dict):
+                raise CallFailed(f"{action} answer does not follow OCPP "
+                                 f"{self.DIALECT.version}: {error.message}") from None
+            log.debug("%s: %s answer does not follow OCPP %s (%s); read leniently",
+                      self.id, action, self.DIALECT.version, error.message)
+        return reply

@@ -1,0 +1,82 @@
+"""The links of every OCPP version are ChargerLinks, and the rest of the bridge asks a link
+nothing else: no probing for what a version can do."""
+
+import ast
+import asyncio
+import inspect
+from pathlib import Path
+
+import pytest
+
+from bridge.ocpp.framing import OcppJLink
+from bridge.ocpp.link import ChargerLink
+from bridge.ocpp.server import SUBPROTOCOLS
+from bridge.ocpp.v16 import StationLink16
+from bridge.ocpp.v201 import StationLink201
+
+BRIDGE = Path(__file__).resolve().parents[1] / "bridge"
+LINKS = sorted(set(SUBPROTOCOLS.values()), key=lambda cls: cls.__name__)
+
+
+def protocol_methods() -> dict[str, object]:
+    return {name: member for name, member in vars(ChargerLink).items()
+            if inspect.isfunction(member) and not name.startswith("_")}
+
+
+def protocol_members() -> set[str]:
+    return set(protocol_methods()) | set(ChargerLink.__annotations__)
+
+
+@pytest.mark.parametrize("link_class", LINKS, ids=lambda cls: cls.__name__)
+def test_every_version_link_does_all_a_charger_link_does(link_class):
+    for name, declared in protocol_methods().items():
+        implemented = getattr(link_class, name, None)
+        assert implemented is not None, f"{link_class.__name__} lacks {name}"
+        assert inspect.iscoroutinefunction(implemented) == \
+            inspect.iscoroutinefunction(declared), name
+        assert list(inspect.signature(implemented).parameters) == \
+            list(inspect.signature(declared).parameters), name
+    link = link_class("CP", connection=None, listener=None, call_timeout_s=1.0)
+    assert link.id == "CP"
+    assert isinstance(link.registered, asyncio.Event)
+
+
+def test_each_version_link_stands_on_the_framing_alone():
+    """The 2.0.1 link is no 1.6 link: it has none of the 1.6 calls or handlers."""
+    assert not issubclass(StationLink201, StationLink16)
+    assert not issubclass(StationLink16, StationLink201)
+    for link_class in LINKS:
+        assert link_class.__mro__[1] is OcppJLink
+        link = link_class("CP", connection=None, listener=None, call_timeout_s=1.0)
+        assert set(link.handlers()) <= link_class.DIALECT.actions
+    for only_16 in ("change_configuration", "on_start_transaction", "on_stop_transaction"):
+        assert not hasattr(StationLink201, only_16)
+    assert {cls.DIALECT.format_violation for cls in LINKS} == {"FormationViolation",
+                                                                "FormatViolation"}
+
+
+def _link_expression(node: ast.expr) -> bool:
+    """``link``, ``previous_link``, ``state.link``: what names a station's link."""
+    if isinstance(node, ast.Name):
+        return node.id == "link" or node.id.endswith("_link")
+    return isinstance(node, ast.Attribute) and node.attr == "link"
+
+
+def test_the_bridge_asks_a_link_only_what_charger_link_declares():
+    """Outside the protocol edge, a link is used through what ChargerLink declares, never
+    probed with getattr/hasattr/isinstance for what a version can do."""
+    declared = protocol_members()
+    misuses = []
+    for path in sorted(BRIDGE.rglob("*.py")):
+        if path.parent.name in ("ocpp", "sim"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            where = f"{path.relative_to(BRIDGE)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Attribute) and _link_expression(node.value) \
+                    and node.attr not in declared:
+                misuses.append(f"{where}: .{node.attr}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("getattr", "hasattr", "isinstance") and node.args \
+                    and _link_expression(node.args[0]):
+                misuses.append(f"{where}: {node.func.id}")
+    assert misuses == []
