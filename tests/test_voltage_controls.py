@@ -250,6 +250,14 @@ def test_der_requests_pass_the_21_schemas(name, request_of):
     schema("v21", name)(request_of(curve))
 
 
+def test_the_curve_in_volts_for_a_station_that_reads_them():
+    curve = der.volt_watt_curve(RULE, MIN_SHARE, x_in_volts_of=V)
+    assert curve.points[0] == (115.0, 0.0) and curve.points[-1] == (345.0, -100.0)
+    assert (202.4, -18.75) in curve.points and (218.5, -100.0) in curve.points
+    assert curve.charging_share(0.92 * V) == pytest.approx(curve_share(RULE, 0.92, MIN_SHARE),
+                                                           abs=1e-3)
+
+
 def test_pause_above_cuts_the_curve_and_over_voltage_leaves_it_open():
     rule = VoltageRule(curve={0.95: 1.0, 0.90: "min"}, pause_below=None, pause_above=1.10,
                        over_voltage={"start": 1.04, "full": 1.08})

@@ -12,8 +12,10 @@ time, whether or not the bridge is there. What the schemas and the specification
   force until cleared. Per type, a control with a lower priority number supersedes one with
   a higher; a new control that is itself superseded comes back ``Accepted`` with its own id
   in ``supersededIds``.
-- VoltWatt: ``x`` is the voltage in percent of the nominal voltage, ``y`` active power in
-  ``yUnit`` ``PctMaxW`` (percent of the EVSE's maximum active power) or ``PctWAvail``.
+- VoltWatt: ``y`` is active power in ``yUnit`` ``PctMaxW`` (percent of the EVSE's maximum
+  active power) or ``PctWAvail``. The schema leaves ``x`` to "the curve type"; drbridge
+  writes the voltage in percent of the nominal voltage, as IEEE 1547 and IEEE 2030.5 (whose
+  DER curves these types follow) do, and can write volts for a station that reads them.
   OCPP's sign: positive is discharging, negative is charging (as for ``FixedVar`` and
   ``dischargeLimit``).
 - Support: the device model's ``ACDERCtrlr`` / ``DCDERCtrlr`` per EVSE, with
@@ -50,9 +52,9 @@ PRIORITY = 10
 MAX_POINTS = 10  # DERCurveType.curveData
 RESPONSE_TIME_S = 1.0  # tighten within about a second, as the bridge's own rule does
 DER_COMPONENTS = ("ACDERCtrlr", "DCDERCtrlr")
-# Ends of the curve written out (percent of nominal), so a station that does not hold the
-# first and last values flat beyond the curve still does the right thing there.
-_FAR_LOW, _FAR_HIGH = 50.0, 150.0
+# Ends of the curve written out (pu), so a station that does not hold the first and last
+# values flat beyond the curve still does the right thing there.
+_FAR_LOW_PU, _FAR_HIGH_PU = 0.5, 1.5
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,10 @@ class DerCurve:
             curve["hysteresis"] = hysteresis
         return curve
 
-    def charging_share(self, percent_of_nominal: float) -> float:
-        """The share of its maximum a charging station may draw at this voltage."""
-        return max(0.0, -interpolate(list(self.points), percent_of_nominal) / 100)
+    def charging_share(self, x: float) -> float:
+        """The share of its maximum a charging station may draw at this voltage (in the
+        curve's x unit)."""
+        return max(0.0, -interpolate(list(self.points), x) / 100)
 
     def same_as(self, other: DerCurve, tolerance: float = 0.01) -> bool:
         return len(self.points) == len(other.points) and all(
@@ -95,8 +98,12 @@ class Unexpressible:
 
 
 def volt_watt_curve(rule: VoltageRule, min_share: float,
-                    response_time_s: float = RESPONSE_TIME_S) -> DerCurve | Unexpressible:
+                    response_time_s: float = RESPONSE_TIME_S,
+                    x_in_volts_of: float | None = None) -> DerCurve | Unexpressible:
     """The rule's restriction as a VoltWatt curve for one station.
+
+    ``x`` is in percent of the nominal voltage; ``x_in_volts_of`` (the nominal voltage)
+    writes it in volts instead, for a station found to read the axis that way.
 
     ``min_share`` is the minimum current as a share of the station's maximum power as the
     station knows it (PctMaxW is of its own maximum). The rule's hold time and ease step
@@ -105,14 +112,17 @@ def volt_watt_curve(rule: VoltageRule, min_share: float,
     alone: less than the rule (one station's sag limits all), and better than nothing
     while the bridge is away; the bridge's central rule does the rest.
     """
-    points = [(round(pu * 100, 2), _y(share)) for pu, share in response_points(rule, min_share)]
+    scale = x_in_volts_of if x_in_volts_of is not None else 100.0
+    points = [(round(pu * scale, 2), _y(share))
+              for pu, share in response_points(rule, min_share)]
     if len(points) > MAX_POINTS:
         return Unexpressible(f"the volt-watt rule needs {len(points)} points; a DER curve "
                              f"holds {MAX_POINTS}")
-    if len(points) < MAX_POINTS and points[0][0] > _FAR_LOW:
-        points.insert(0, (_FAR_LOW, points[0][1]))
-    if len(points) < MAX_POINTS and points[-1][0] < _FAR_HIGH:
-        points.append((_FAR_HIGH, points[-1][1]))
+    far_low, far_high = _FAR_LOW_PU * scale, _FAR_HIGH_PU * scale
+    if len(points) < MAX_POINTS and points[0][0] > far_low:
+        points.insert(0, (far_low, points[0][1]))
+    if len(points) < MAX_POINTS and points[-1][0] < far_high:
+        points.append((far_high, points[-1][1]))
     delay = gradient = None
     if rule.hold_s > 0:
         delay = float(rule.hold_s)
