@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import websockets
+from conftest import site_config, wait_until
 from ocpp import v21, v201
 from ocpp.exceptions import NotSupportedError
 from ocpp.routing import on
@@ -411,11 +412,12 @@ async def test_a_station_without_der_control_says_so(cs, stations):
 async def test_a_grid_operators_curve_supersedes_ours_and_clearing_ours_leaves_it(cs, stations):
     feeder = Feeder(source_v=205.0, impedance_ohm=0.0)  # 0.891 pu whatever is drawn
     station = await stations(SimulatedStation21, "CP21", feeder)
-    dso = der.DerCurve(((85.0, -50.0), (95.0, -50.0)), response_time_s=0.0)
+    dso = der.DerCurve(((85.0, -25.0), (95.0, -25.0)), response_time_s=0.0)
     assert (await push_curve(cs, "CP21", dso, "dso-1", priority=0)).status == "accepted"
     ours = der.volt_watt_curve(RULE, MIN_SHARE, response_time_s=0.0)
     assert (await push_curve(cs, "CP21", ours)).status == "superseded"
-    await until(lambda: station.power_w == pytest.approx(16 * V * 3), 5, "the DSO's 50 %")
+    # the DSO's 25 % (8 A) is in force, not ours (the minimum, 6 A, at 0.891 pu)
+    await until(lambda: station.power_w == pytest.approx(8 * V * 3), 5, "the DSO's 25 %")
     reply = await cs.send("CP21", v21.call.ClearDERControl(**{
         "is_default": True, "control_id": der.CONTROL_ID}))
     assert der.read_reply({"status": reply.status}).status == "accepted"
@@ -492,3 +494,42 @@ async def test_21_smart_charging_and_external_limits(cs, stations):
     composite = await send("CP21", v21.call.GetCompositeSchedule(duration=60, evse_id=0,
                                                                  charging_rate_unit="A"))
     assert composite.schedule["charging_schedule_period"][0]["limit"] == 10.0
+
+
+# -- with the running bridge -------------------------------------------------------------
+
+FEEDER_POLICY = """\
+name: weak feeder
+voltage:
+  curve: {0.95: 100%, 0.90: min}
+  pause_below: 0.88
+  hysteresis: 0.03
+  hold_s: 2
+  ease_step: 15%
+  stale_after_s: 5
+"""
+
+
+async def test_a_station_that_refuses_monitors_gets_the_bridges_central_rule(site):
+    """Today's bridge sets no monitors; a 2.0.1 station on a weak feeder that would refuse
+    them is held back by the central rule from the voltages in its meter values."""
+    (site.tmp_path / "feeder.yaml").write_text(FEEDER_POLICY)
+    site.config_path.write_text(site_config(site.vtn.url, site.ocpp_port).replace(
+        "policy: default", "policy: feeder.yaml"))
+    bridge = await site.start_bridge()
+    feeder = Feeder(source_v=V, impedance_ohm=0.8)  # two EVs at 16 A: 204.4 V, 0.889 pu
+    stations = []
+    for name in ("M1", "M2"):
+        station = MonitoringStation201(StationSpec(station_id=name, rate_unit="Current"),
+                                       site.url, monitors="not-supported")
+        station.attach_feeder(feeder)
+        site.stations.append(station)
+        site._station_tasks.append(asyncio.create_task(station.run()))
+        stations.append(station)
+    await wait_until(lambda: all(0 < s.composite_limit_a() < 16 for s in stations),
+                     timeout=30, what="volt-watt limits from the central rule")
+    assert min(feeder.voltages_v()) > 0.88 * V
+    for name in ("M1", "M2"):
+        assert "pu on L" in bridge.plan.stations[name][0].reason
+    with pytest.raises(NotSupportedError):
+        stations[0].on_set_variable_monitoring()
