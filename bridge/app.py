@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,8 @@ from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.grid import GridMonitor
 from bridge.holds import HoldMode, plan_with_holds
+from bridge.near_misses import NearMisses
+from bridge.ocpp.leniency import Repair
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
@@ -93,6 +95,13 @@ class Bridge:
             for row in self.store.open_transactions()
         }
         self._open_tx = {(s.station_id, s.connector_id): tx for tx, s in self.sessions.items()}
+        # OCPP 2.0.1 stations name their transactions: the open ones by (station, its id), and
+        # back, so that events naming no EVSE find theirs after a reconnection or a restart
+        self._station_tx: dict[tuple[str, str], int] = {}
+        self._station_tx_of: dict[int, tuple[str, str]] = {}
+        for row in self.store.open_transactions():
+            if row.get("station_tx"):
+                self._name_transaction(row["id"], row["station_id"], row["station_tx"])
         self.meters: dict[tuple[str, int], ConnectorMeter] = {}
         # each station's connectors' latest power, for its total draw
         self._connector_power: dict[str, dict[int, float]] = {}
@@ -121,6 +130,7 @@ class Bridge:
             # the volt-watt rule and the voltage reports need each station's voltage
             measurands=GRID_MEASURANDS
             if config.policy.voltage is not None or model.telemetry.voltage else (),
+            peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -154,6 +164,7 @@ class Bridge:
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
+        self.near_misses = NearMisses()  # requests read leniently, samples left out
         self.holds = self.store.holds()  # station id -> (mode, reason, since)
         # Sessions an earlier run left open for ids that never booted and hold no profile
         # of ours are closed, as they would have been when the id disconnected.
@@ -423,7 +434,8 @@ class Bridge:
 
     # OCPP side ------------------------------------------------------------------------------
     def _station_connected(self, station_id: str, link: ChargerLink) -> None:
-        self.dispatcher.connected(self.config.station_info(station_id), link)
+        self.dispatcher.connected(self.config.station_info(station_id), link,
+                                  self.config.declared(station_id))
 
     def _station_disconnected(self, station_id: str, link: ChargerLink) -> None:
         self.dispatcher.disconnected(station_id, link)
@@ -466,6 +478,10 @@ class Bridge:
     def call_sent(self, station_id: str, action: str) -> None:
         self.calls_out[action] += 1
 
+    def request_repaired(self, station_id: str, action: str,
+                         repairs: Sequence[Repair]) -> None:
+        self.near_misses.request_repaired(station_id, action, repairs)
+
     def station_booted(self, station_id: str, info: dict[str, str]) -> None:
         self._heard(station_id, "BootNotification")
         now = self._clock().isoformat()
@@ -478,7 +494,8 @@ class Bridge:
         log.debug("%s/%d: %s", station_id, connector_id, status)
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
-                            meter_start: int, at: datetime) -> int:
+                            meter_start: int, at: datetime,
+                            station_tx: str | None = None) -> int:
         self._heard(station_id, "StartTransaction")
         now = self._clock()
         previous = self._open_tx.get((station_id, connector_id))
@@ -486,9 +503,13 @@ class Bridge:
             # the station started anew without stopping the old one (a reboot)
             self.store.stop_transaction(previous, meter_start, now)
             del self.sessions[previous]
-        tx_id = self.store.start_transaction(station_id, connector_id, id_tag, meter_start, now)
+            self._forget_name(previous)
+        tx_id = self.store.start_transaction(station_id, connector_id, id_tag, meter_start, now,
+                                             station_tx)
         self.sessions[tx_id] = Session(station_id, connector_id, now)
         self._open_tx[(station_id, connector_id)] = tx_id
+        if station_tx is not None:
+            self._name_transaction(tx_id, station_id, station_tx)
         log.info("%s/%d: transaction %d started", station_id, connector_id, tx_id)
         self.request_replan()
         return tx_id
@@ -506,12 +527,37 @@ class Bridge:
                 meter.latest = (now, 0.0)
             self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
+        self._forget_name(transaction_id)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
         self.request_replan()
 
-    def open_transaction(self, station_id: str, connector_id: int) -> int | None:
-        return self._open_tx.get((station_id, connector_id))
+    def transaction_of(self, station_id: str, station_tx: str,
+                       connector_id: int | None) -> tuple[int, int] | None:
+        tx_id = self._station_tx.get((station_id, station_tx))
+        if tx_id is None and connector_id is not None:
+            # recorded without the station's id (by an older version): the one open on the
+            # EVSE the event names, unless that one has another id
+            running = self._open_tx.get((station_id, connector_id))
+            if running is not None and running not in self._station_tx_of:
+                self.store.set_station_tx(running, station_tx)
+                self._name_transaction(running, station_id, station_tx)
+                tx_id = running
+        session = self.sessions.get(tx_id) if tx_id is not None else None
+        return (tx_id, session.connector_id) if tx_id is not None and session else None
+
+    def station_transaction(self, station_id: str, transaction_id: int) -> str | None:
+        named = self._station_tx_of.get(transaction_id)
+        return named[1] if named is not None and named[0] == station_id else None
+
+    def _name_transaction(self, tx_id: int, station_id: str, station_tx: str) -> None:
+        self._station_tx[(station_id, station_tx)] = tx_id
+        self._station_tx_of[tx_id] = (station_id, station_tx)
+
+    def _forget_name(self, tx_id: int) -> None:
+        named = self._station_tx_of.pop(tx_id, None)
+        if named is not None:
+            self._station_tx.pop(named, None)
 
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:
@@ -522,6 +568,8 @@ class Bridge:
             reading = read_meter_value(item, info.voltage_v)
             if reading is None:
                 continue
+            if reading.ignored:
+                self.near_misses.samples_ignored(station_id, reading.ignored)
             power = meter.update(reading)
             self._samples.append(
                 MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh,
@@ -535,7 +583,8 @@ class Bridge:
                 connectors[connector_id] = power
                 # connector 0 is the station's own meter where it has one
                 total = connectors[0] if 0 in connectors else sum(connectors.values())
-                self.dispatcher.observe_draw(station_id, total)
+                self.dispatcher.observe_draw(station_id, total, reading.at,
+                                             reading.current_lines)
 
     # planning -------------------------------------------------------------------------------
     def active_events(self, now: datetime) -> list[DrEvent]:

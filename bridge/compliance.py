@@ -1,23 +1,39 @@
 """Whether a station draws what it accepted (pure).
 
 A station may accept a profile and go on drawing what its EV asks for. Its meter
-gives it away: a draw above the limit it acknowledged, beyond a tolerance, for
-longer than a grace time (a station needs a few seconds to ramp down, and meter
-values lag). Such a station is flagged and from then on counted at the highest
-draw measured since, until it follows its limit for a whole grace time (it was
-slow rather than deaf, or its EV stopped) or reboots.
+gives it away, but only against what the station may really be applying: a station
+needs a few seconds to ramp down after a lower limit, and a reading may have been
+taken before the limit changed. So a reading is compared with the highest limit the
+station may have held over the grace time before it (acknowledged, in flight or
+unanswered, see :class:`Holdings`), not with the newest one; and in a fleet whose
+limits change every few seconds it is still judged, since the comparison never
+waits for the limits to settle.
+
+A station is flagged when two readings in a row are above the limit it may hold, the
+second also above the highest limit of the grace time before it (one reading never
+flags: a glitch or a late sample cannot). From then on it is counted at the highest
+draw measured since, until it follows its limit for a whole grace time (it was slow
+rather than deaf, or its EV stopped) or reboots.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from policies.fleet import Step, value_at
+
+# Two readings closer than this are one sample (a station with several connectors reports
+# each at the same moment): the second of a row must come later.
+SAME_SAMPLE = timedelta(seconds=0.5)
 
 
 @dataclass(frozen=True)
 class ComplianceRule:
     tolerance_w: float  # measurement noise and rounding a station may exceed its limit by
-    grace: timedelta  # how long a station may stay above its limit after a change
+    # How long a station may go on drawing a limit it held before: one meter interval (a
+    # sample taken before the change) and the EV's ramp (IEC 61851 gives it 5 s).
+    grace: timedelta
     # Limits in amps are converted at the nominal voltage; the grid may run ~10 % above it.
     tolerance_ratio: float = 0.1
 
@@ -25,24 +41,74 @@ class ComplianceRule:
         return measured_w > allowed_w * (1 + self.tolerance_ratio) + self.tolerance_w
 
 
+def _highest(steps: tuple[Step, ...], start: datetime, end: datetime) -> float:
+    """The highest limit a schedule sets at any moment of [start, end]."""
+    current = value_at(steps, start)
+    # before its first step the profile already applied (schedules start early): its first
+    best = current.limit_w if current is not None else steps[0].limit_w if steps else 0.0
+    for step in steps:
+        if start < step.start <= end:
+            best = max(best, step.limit_w)
+    return best
+
+
+@dataclass
+class Holdings:
+    """What a station may have been applying lately: from each moment on, a schedule.
+
+    None stands for anything up to its hardware: not confirmed since it (re)connected or
+    rebooted, so its profiles may be gone. A schedule is the upper envelope of what it
+    acknowledged and what was in flight or unanswered at the time.
+    """
+
+    entries: list[tuple[datetime, tuple[Step, ...] | None]] = field(default_factory=list)
+
+    def note(self, at: datetime, held: tuple[Step, ...] | None, keep: timedelta) -> None:
+        """From ``at`` on the station may hold ``held`` (and no longer what it held before);
+        what it held more than ``keep`` ago is forgotten."""
+        if self.entries:
+            last = self.entries[-1][1]
+            if last is held or (last is not None and held is not None and last == held):
+                return
+        self.entries.append((at, held))
+        # the entry in force at the oldest moment still asked about stays
+        while len(self.entries) > 1 and self.entries[1][0] <= at - keep:
+            del self.entries[0]
+
+    def highest(self, start: datetime, end: datetime) -> float | None:
+        """The highest limit the station may have applied at any moment of [start, end];
+        None when it may have applied none (nothing known, or not confirmed then)."""
+        if not self.entries or self.entries[0][0] > start:
+            return None
+        best = 0.0
+        for index, (since, held) in enumerate(self.entries):
+            until = self.entries[index + 1][0] if index + 1 < len(self.entries) else end
+            if until < start or since > end:
+                continue
+            if held is None:
+                return None
+            best = max(best, _highest(held, max(since, start), min(until, end)))
+        return best
+
+
 @dataclass
 class Compliance:
-    over_since: datetime | None = None
+    over_since: datetime | None = None  # the first of the readings in a row above the limit
     within_since: datetime | None = None  # flagged, but following its limit since
     flagged: bool = False
     peak_w: float = 0.0  # highest draw measured since flagged
     detail: str = ""
 
     def observe(self, rule: ComplianceRule, at: datetime, measured_w: float,
-                allowed_w: float | None) -> bool:
+                limit_w: float | None, window_w: float | None) -> bool:
         """One measurement of the station's draw; True when what the planner must count changed.
 
-        ``allowed_w`` is the highest limit the station acknowledged over the last grace
-        time, or None while no limit is settled (nothing acknowledged yet, a profile in
-        flight, a change younger than the grace time).
+        ``limit_w`` is the highest limit the station may hold when the reading was taken,
+        ``window_w`` the highest over the grace time before it; None where it may hold none
+        (nothing acknowledged yet, not confirmed since it reconnected).
         """
         if self.flagged:
-            if allowed_w is None or rule.exceeds(measured_w, allowed_w):
+            if limit_w is None or rule.exceeds(measured_w, limit_w):
                 self.within_since = None
             elif self.within_since is None:
                 self.within_since = at
@@ -54,19 +120,28 @@ class Compliance:
                 self.peak_w = measured_w
                 return True
             return False
-        if allowed_w is None or not rule.exceeds(measured_w, allowed_w):
+        if limit_w is None or not rule.exceeds(measured_w, limit_w):
             self.over_since = None
             return False
         if self.over_since is None:
-            self.over_since = at
+            self.over_since = at  # one reading above: perhaps a glitch; the next will tell
             return False
-        if at - self.over_since < rule.grace:
+        if at - self.over_since < SAME_SAMPLE:
             return False
+        if window_w is None or not rule.exceeds(measured_w, window_w):
+            return False  # it may still be coming down from a higher limit
         self.flagged, self.peak_w = True, measured_w
-        self.detail = (f"draws {measured_w:.0f} W, above the {allowed_w:.0f} W it accepted, "
+        self.detail = (f"draws {measured_w:.0f} W, above the {window_w:.0f} W it may hold, "
                        f"for {(at - self.over_since).total_seconds():.0f} s")
         return True
 
     def flag(self, detail: str, peak_w: float) -> None:
         """Flagged on other evidence (its composite schedule ignores our limit)."""
         self.flagged, self.detail, self.peak_w = True, detail, max(self.peak_w, peak_w)
+
+
+def taken_at(rule: ComplianceRule, now: datetime, stamped: datetime | None) -> datetime:
+    """When a reading received ``now`` was taken: its time stamp, trusted up to a grace
+    time back (a station's clock may be off; a reading older than that is still judged,
+    against a window that reaches further back)."""
+    return now if stamped is None else min(max(stamped, now - rule.grace), now)

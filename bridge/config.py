@@ -6,7 +6,7 @@ import ipaddress
 import os
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,6 +24,7 @@ from bridge.ocpp.limits import is_loopback
 from bridge.ocpp.tls import server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
 from bridge.web.transport import tls_context
+from bridge.worst_case import Declared
 from policies.fleet import Circuit, Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, KeyPath, Problem, parse_yaml, validate_yaml
@@ -148,10 +149,15 @@ class OcppSection(_Section):
     # Many ship with 60 s or more, which leaves the measured load a minute behind.
     meter_interval_s: int = Field(default=10, ge=0, le=3600)
     security: SecuritySection = Field(default_factory=SecuritySection)
-    # A station drawing more than it accepted, by more than the tolerance for longer than
-    # the grace time, is flagged non-compliant and counted at its measured draw.
+    # A station measured above the limit it may hold (the highest over the grace time
+    # before the reading: meter lag, the EV's ramp) by more than the tolerance, two readings
+    # in a row, is flagged non-compliant and counted at its measured draw. Two meter
+    # intervals of 10 s: flagged within about 20 s.
     compliance_tolerance_w: float = Field(default=500, ge=0)
-    compliance_grace_s: float = Field(default=60, gt=0)
+    compliance_grace_s: float = Field(default=20, gt=0)
+    # A station the bridge cannot steer is counted at its measured peak (plus a margin)
+    # once its session has drawn this long, rather than at its hardware maximum.
+    learn_peak_after_s: float = Field(default=600, gt=0)
 
 
 class CircuitSection(_Section):
@@ -282,6 +288,7 @@ class Config:
     storage_path: Path
     # valid but unsafe settings, with their keys and lines (see :meth:`site_warnings`)
     cautions: tuple[Problem, ...] = ()
+    lines: dict[KeyPath, int] = field(default_factory=dict, compare=False)  # key -> file line
 
     @property
     def site(self) -> Site:
@@ -336,6 +343,12 @@ class Config:
             if listed else (),
         )
 
+    def declared(self, station_id: str) -> Declared:
+        """Which of the station's hardware limits the configuration states."""
+        listed = self._listed.get(station_id)
+        return Declared(phases=bool(listed and listed.phases) or self.model.site.phases == 1,
+                        max_current=bool(listed and listed.max_current_a))
+
     def target_stations(self, resources: Iterable[str], groups: Iterable[str]) -> frozenset[str]:
         """The stations an event's matched resource ids and group ids stand for."""
         ven = self.model.ven
@@ -367,11 +380,28 @@ class Config:
 
     def warnings(self) -> list[str]:
         """What is valid but unsafe in this configuration."""
-        return transport_warnings(self.model.ven.vtn_url, self.tls) + self.site_warnings()
+        return transport_warnings(self.model.ven.vtn_url, self.tls) + self.site_warnings() \
+            + self._station_warnings()
 
     def site_warnings(self) -> list[str]:
         """What is unsafe on the site's side (stations, dashboard): file, line, key, fix."""
         return [caution.describe(str(self.source)) for caution in self.cautions]
+
+    def _station_warnings(self) -> list[str]:
+        """Listed stations whose hardware maximum is left to the default."""
+        default = self.model.ocpp.default_max_current_a
+        warnings = []
+        for index, station in enumerate(self.model.ocpp.stations):
+            if station.max_current_a:
+                continue
+            path: KeyPath = ("ocpp", "stations", index)
+            line = self.lines.get(path)
+            where = f"{self.source}:{line}: " if line else f"{self.source}: "
+            warnings.append(
+                f"{where}ocpp.stations[{index}] ({station.id}): no max_current_a; should it "
+                f"not follow our profiles, it is counted at ocpp.default_max_current_a "
+                f"({default:g} A per phase) until it tells its maximum: add its rating")
+        return warnings
 
     def accepts_station(self, station_id: str) -> bool:
         return not self._listed or station_id in self._listed
@@ -594,6 +624,7 @@ def load_config_text(text: str, source: Path) -> Config:
         source=source,
         storage_path=storage if storage.is_absolute() else base / storage,
         cautions=_cautions(model, lines),
+        lines=lines,
     )
 
 

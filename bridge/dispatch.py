@@ -4,7 +4,9 @@ One path for everything: a new plan, a boot, a reconnect, a rejected profile
 all end in :meth:`Dispatcher.wake` for a station, whose worker then reads the
 station's capabilities if needed, builds the profile and sends it until the
 station accepts. Each station has one worker, so one call at a time per
-station and any number of stations in parallel.
+station and any number of stations in parallel. Nothing goes to a station before
+its boot is accepted (:data:`BOOT_WAIT_S`), and a profile of another party on it
+is never replaced nor outranked (:meth:`Dispatcher._verify_composite`).
 
 Safety: a station is *steerable* while it is connected and has acknowledged
 our profile on this connection. A station that is not is *reserved* when the
@@ -24,36 +26,49 @@ dispatcher through a :class:`~bridge.ocpp.link.ChargerLink`, in domain terms,
 whatever their OCPP version.
 
 Two more kinds of station are reserved: one without smart charging
-(*unmanageable*, counted at its hardware maximum) and one whose composite
-schedule or meter values show that it does not apply what it accepted
-(*non-compliant*, counted at the highest draw measured; see
-:mod:`bridge.compliance`).
+(*unmanageable*, counted at its hardware maximum, as far as the configuration or the
+station tells it: see :mod:`bridge.worst_case`) and one whose composite schedule or
+meter values show that it does not apply what it accepted (*non-compliant*, counted at
+the highest draw measured; see :mod:`bridge.compliance`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.aio import cancel_and_wait
-from bridge.compliance import Compliance, ComplianceRule
+from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink
+from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
+    STATION_MAX,
+    STATION_MAX_PROFILE_ID,
     TX_DEFAULT,
     BuiltProfile,
     connector_profiles,
+    free_level,
     from_unit,
+    is_ours,
     is_raise,
     same_schedule,
     station_max_profile,
 )
 from bridge.store import Store
-from policies.fleet import Reservation, StationInfo, Step, upper_envelope, value_at
+from bridge.worst_case import Count, Declared, Told, count
+from policies.fleet import (
+    Reservation,
+    StationInfo,
+    Step,
+    lower_envelope,
+    upper_envelope,
+    value_at,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,12 @@ VERIFY_WINDOW_S = 300  # how far ahead GetCompositeSchedule looks
 # Follow-up calls (meter settings, the composite check) wait for the fleet's limits at most
 # this long: a slow or silent station among many must not postpone them for ever.
 FOLLOW_UP_MAX_WAIT_S = 10.0
+# No call goes to a station before its BootNotification is accepted (OCPP 1.6 §4.2, 2.0.1
+# B01-B03); a rebooting station sends its boot first thing, so its setup is sent once, after
+# it. A station that only lost its websocket may reconnect without a boot: its first other
+# request shows that, and a silent one is served after this long. Meanwhile it is counted
+# at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
+BOOT_WAIT_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -73,6 +94,10 @@ def utcnow() -> datetime:
 class StationState:
     info: StationInfo
     link: ChargerLink | None = None
+    declared: Declared = field(default_factory=Declared)  # what the configuration states
+    # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
+    told: Told = field(default_factory=Told)
+    counted: Count | None = None  # what the planner counts it at while it is not steered
     caps: Capabilities = field(default_factory=Capabilities)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -88,12 +113,18 @@ class StationState:
     slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
-    # Its composite schedule showed a profile of its own above ours: use its top level.
-    stack_top: bool = False
-    applied_since: datetime | None = None  # when ``applied`` last changed
+    # A profile of another party with our station cap's purpose outranks it, or would meet
+    # it (its composite schedule showed more than ours, or the station listed one): that
+    # profile is left as it is, and the limit goes on each connector, under it.
+    cap_outranked: bool = False
+    # Profiles of other parties the station holds, as (purpose, connector id, stack level);
+    # None until asked (OCPP 2.0.1), empty where the protocol cannot tell (OCPP 1.6).
+    foreign: frozenset[tuple[str, int, int]] | None = None
     verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
     composite_supported: bool = True
     compliance: Compliance = field(default_factory=Compliance)
+    # what it may have applied lately, against which its meter values are judged
+    holdings: Holdings = field(default_factory=Holdings)
     # Ids of our profiles the station accepted and may still hold; they outlive reboots
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
@@ -102,6 +133,9 @@ class StationState:
     # measurands after its capabilities were read, the composite check of what it accepted.
     meter_setup_due: bool = False
     verify_due: BuiltProfile | None = None
+    # a station that cannot be steered is asked for its rated current, once per boot
+    rating_due: bool = False
+    rating_asked: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -119,12 +153,13 @@ class StationState:
     @property
     def detail(self) -> str:
         """Why a station is not steered, in a sentence (empty when it is)."""
+        counted = f"; counted at {self.counted.reason}" if self.counted is not None else ""
         if self.unmanageable:
-            return "no SmartCharging among its feature profiles; counted at its maximum"
+            return f"no SmartCharging among its feature profiles{counted}"
         if self.compliance.flagged:
             return f"{self.compliance.detail}; counted at {self.compliance.peak_w:.0f} W"
         if self.refused and self.link is not None:
-            return "refuses our charging profiles; retrying"
+            return f"refuses our charging profiles; retrying{counted}"
         return ""
 
     @property
@@ -147,6 +182,13 @@ class StationState:
             return None
         return series[0] if len(series) == 1 else upper_envelope(*series)
 
+    def bounded_by(self) -> tuple[Step, ...] | None:
+        """What bounds its draw now; None when nothing does for sure (it has not confirmed
+        a schedule on this connection, so after a reboot its profiles may be gone)."""
+        if self.link is None or not self.confirmed or self.unmanageable:
+            return None
+        return self.held()
+
 
 class Dispatcher:
     def __init__(
@@ -159,15 +201,21 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         compliance: ComplianceRule | None = None,
         measurands: tuple[str, ...] = (),
+        boot_wait_s: float = BOOT_WAIT_S,
+        peak_after: timedelta = timedelta(minutes=10),
     ) -> None:
         self._store = store
+        self._boot_wait_s = boot_wait_s
+        # a station that cannot be steered is counted at its measured peak (and a margin)
+        # once a session has drawn this long
+        self._peak_after = peak_after
         self._measurands = measurands  # asked of each station with the meter interval
         self._min_current_a = min_current_a
         self._retry_s = retry_s
         self._meter_interval_s = meter_interval_s
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
-        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=60))
+        self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=20))
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
@@ -182,7 +230,13 @@ class Dispatcher:
             )
         for station_id, profile_ids in store.installed().items():
             if station_id in self.stations:
-                self.stations[station_id].installed = profile_ids
+                state = self.stations[station_id]
+                state.installed = profile_ids
+                # Limited per connector without our cap last time (a profile of another
+                # party outranks it, or the station refuses connector 0): so again until
+                # its next boot, rather than a cap it may not apply meanwhile.
+                state.cap_outranked = bool(profile_ids) \
+                    and STATION_MAX_PROFILE_ID not in profile_ids
         # What each station answered last time: a station that reconnects without
         # rebooting is not asked again (a BootNotification refreshes it).
         self._cached_caps: dict[str, Capabilities] = {}
@@ -192,11 +246,13 @@ class Dispatcher:
                 self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
-    def connected(self, info: StationInfo, link: ChargerLink) -> None:
+    def connected(self, info: StationInfo, link: ChargerLink,
+                  declared: Declared | None = None) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
             state = self.stations[info.station_id] = StationState(info=info)
         state.info, state.link, state.confirmed = info, link, False
+        state.declared = declared or Declared()
         state.slots, state.verified = {}, False
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
@@ -216,10 +272,13 @@ class Dispatcher:
             state.caps = Capabilities()
             state.slots, state.verified, state.composite_supported = {}, False, True
             # new firmware may take what the old one refused, and may follow its profiles
-            state.stack_zero = state.per_connector_only = state.stack_top = False
+            state.stack_zero = state.per_connector_only = state.cap_outranked = False
+            state.foreign = None  # others' profiles may have changed too: asked again
             if state.compliance.flagged:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             state.compliance = Compliance()
+            # new firmware may state another maximum: asked again if it cannot be steered
+            state.told.rated, state.rating_asked, state.rating_due = None, False, False
             self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
@@ -275,6 +334,9 @@ class Dispatcher:
                     and station_id not in self._above \
                     and _limits_from(state.desired, now) == _limits_from(steps, now)
                 state.desired, state.sessions = steps, running
+                if state.told.sessions(frozenset(running.values())) \
+                        and state.counted is not None:
+                    self._on_change()  # a new EV: counted at the hardware again
                 if not quiet:
                     state.wake.set()
                     self._refresh(state)
@@ -282,33 +344,42 @@ class Dispatcher:
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""
         result = []
+        now = self._clock()
         for station_id, state in self.stations.items():
+            state.counted = None
             if state.steerable:
                 continue
+            info = None
             if state.unmanageable:
                 # it may start charging at any moment, at whatever it can draw
-                held, why = (Step(self._clock(), state.info.max_w, "cannot be steered"),), \
-                    "its hardware maximum (no smart charging)"
+                state.counted = self._count(state, now)
+                why = f"cannot be steered (no smart charging): {state.counted.reason}"
+                held, info = (Step(now, state.counted.watts, why),), state.counted.info
             elif state.compliance.flagged:
                 peak = state.compliance.peak_w
-                held = (Step(self._clock(), peak, "does not follow its profile"),)
+                held = (Step(now, peak, "does not follow its profile"),)
                 why = f"its measured draw ({peak:.0f} W; it ignores its profile)"
             elif state.applied is not None:
                 held, why = state.held() or state.applied, "its last acknowledged schedule"
             elif state.refused and station_id in with_session:
-                start = self._clock()
-                held = (Step(start, state.info.max_w, "hardware maximum"),)
-                why = "its hardware maximum"
+                state.counted = self._count(state, now)
+                why = f"refuses our profiles: {state.counted.reason}"
+                held, info = (Step(now, state.counted.watts, why),), state.counted.info
             else:
                 continue
             log.debug("%s counted at %s", station_id, why)
-            result.append(Reservation(station_id, held))
+            result.append(Reservation(station_id, held, info))
         return tuple(result)
+
+    def _count(self, state: StationState, now: datetime) -> Count:
+        return count(state.info, state.declared, state.told, now, self._peak_after)
 
     # the worker -----------------------------------------------------------------------------
     def _refresh(self, state: StationState) -> None:
-        """Keep the set of stations above their planned limits up to date."""
+        """Keep the set of stations above their planned limits, and what each may have
+        applied lately, up to date."""
         station_id = state.info.station_id
+        state.holdings.note(self._clock(), state.bounded_by(), self._rule.grace * 2)
         held = state.held()
         above = (not state.reserved and state.desired is not None and held is not None
                  and is_raise(held, state.desired, self._clock()))
@@ -335,28 +406,29 @@ class Dispatcher:
             return state.applied
         return state.desired
 
-    def _built(self, state: StationState, now: datetime) -> tuple[BuiltProfile, list[BuiltProfile]]:
+    def _built(self, state: StationState, now: datetime,
+               target: tuple[Step, ...] | None = None) -> tuple[BuiltProfile, list[BuiltProfile]]:
         """The station cap, and the profiles that carry it to this station.
 
         A one-connector station gets the cap alone. One with more connectors, or
         more sessions, also gets each session's part of the share on its connector:
         some stations apply a connector-0 cap to each connector, so two sessions
         would draw it twice. A station that refuses connector 0 gets only those.
+        ``target``: what to carry, when not what the plan says (see :meth:`_dispatch`).
         """
-        target = self._target(state)
+        target = target or self._target(state)
         assert target is not None
         level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
-        if state.stack_top:
-            level = state.caps.max_stack_level
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
-        profiles = [] if state.per_connector_only else [cap]
+        per_connector = state.per_connector_only or state.cap_outranked
+        profiles = [] if per_connector else [cap]
         room = state.caps.max_profiles
         connectors = max(state.caps.connectors, *state.sessions, 1)
-        own = 0 if state.per_connector_only else 1  # the station cap's place
+        own = 0 if per_connector else 1  # the station cap's place
         # Too few places for a default and a session limit on every connector: a session
         # limit takes its connector's default's place.
         one_place_each = room is not None and room < own + 2 * connectors
-        if state.per_connector_only or state.caps.connectors > 1 or len(state.sessions) > 1:
+        if per_connector or state.caps.connectors > 1 or len(state.sessions) > 1:
             profiles += connector_profiles(target, state.sessions, state.caps.connectors,
                                            state.info, state.caps, now, self._min_current_a,
                                            level, one_place_each)
@@ -364,7 +436,26 @@ class Dispatcher:
             # Not even one place per connector: the session limits matter more (a new
             # session waits for the plan instead).
             profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
-        return cap, profiles
+        return cap, self._placed(state, profiles)
+
+    def _placed(self, state: StationState, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
+        """Each profile at a stack level no profile of another party with its purpose uses on
+        its connector; one without such a level is not sent (see :func:`free_level`)."""
+        if not state.foreign:
+            return profiles
+        placed = []
+        for profile in profiles:
+            taken = {level for purpose, connector, level in state.foreign
+                     if purpose == profile.purpose and connector == profile.connector_id}
+            level = free_level(profile.stack_level, taken, state.caps.max_stack_level)
+            if level is None:
+                log.warning("%s: every stack level of %s on connector %d holds a profile of "
+                            "another party; ours is not sent", state.info.station_id,
+                            profile.purpose, profile.connector_id)
+                continue
+            placed.append(profile if level == profile.stack_level
+                          else replace(profile, stack_level=level))
+        return placed
 
     def _pending(self, state: StationState, profiles: list[BuiltProfile],
                  now: datetime) -> list[BuiltProfile]:
@@ -406,7 +497,7 @@ class Dispatcher:
     async def _worker(self, state: StationState) -> None:
         while True:
             if state.link is not None and not state.wake.is_set() \
-                    and (state.meter_setup_due or state.verify_due):
+                    and (state.meter_setup_due or state.verify_due or state.rating_due):
                 await self._follow_up(state)
                 continue
             await state.wake.wait()
@@ -414,16 +505,28 @@ class Dispatcher:
             link = state.link
             if link is None or self._target(state) is None:
                 continue
+            if not link.registered.is_set():
+                await self._until_registered(link)
+                if state.link is not link:
+                    continue  # gone meanwhile; a new link wakes the worker again
             self._limiting += 1
             self._limits_sent.clear()
             try:
                 if not state.caps.known:
                     await self._read_capabilities(state, link)
+                if state.foreign is None and not state.unmanageable:
+                    await self._read_installed(state, link)
                 await self._dispatch(state, link)
             finally:
                 self._limiting -= 1
                 if not self._limiting:
                     self._limits_sent.set()
+
+    async def _until_registered(self, link: ChargerLink) -> None:
+        """Until the station's boot is accepted, or it shows it needs none (see BOOT_WAIT_S)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._boot_wait_s):
+                await link.registered.wait()
 
     async def _read_capabilities(self, state: StationState, link: ChargerLink) -> None:
         station_id = state.info.station_id
@@ -440,6 +543,28 @@ class Dispatcher:
             self._store.save_station(station_id, {"capabilities": caps.to_json()})
             self._use_caps(state, caps)
         state.meter_setup_due = True
+
+    async def _read_installed(self, state: StationState, link: ChargerLink) -> None:
+        """Learn the profiles of other parties the station holds, where it can tell (2.0.1):
+        ours must never take their places, nor outrank their station limits."""
+        station_id = state.info.station_id
+        try:
+            installed = await link.installed_profiles()
+        except CallFailed as error:
+            log.info("%s: installed profiles not listed (%s)", station_id, error)
+            installed = None
+        others = [p for p in installed or () if not is_ours(p.profile_id)]
+        state.foreign = frozenset((p.purpose, p.connector_id, p.stack_level) for p in others)
+        for profile in others:
+            log.info("%s: holds profile %d of another party (%s, %s, connector %d, stack "
+                     "level %d); left as it is", station_id, profile.profile_id, profile.source,
+                     profile.purpose, profile.connector_id, profile.stack_level)
+            if (profile.purpose, profile.connector_id) == (STATION_MAX, 0) \
+                    and not state.cap_outranked:
+                # ours beside it would hide it where it is lower, or be hidden where higher
+                state.cap_outranked = True
+                log.warning("%s: the limit goes on each connector, under that profile",
+                            station_id)
 
     async def _follow_up(self, state: StationState) -> None:
         """The calls that may wait, once no worker is sending limits (or after a while)."""
@@ -465,6 +590,9 @@ class Dispatcher:
         elif state.meter_setup_due:
             state.meter_setup_due = False
             await self._ask_meter_interval(state.info.station_id, link)
+        elif state.rating_due:
+            state.rating_due = False
+            await self._ask_rating(state, link)
 
     async def _dispatch(self, state: StationState, link: ChargerLink) -> None:
         """Bring the station's profiles to what its plan says, or book that it holds them."""
@@ -481,7 +609,20 @@ class Dispatcher:
                 self._store.save_applied(station_id, cap.applied, now)
                 self._refresh(state)
             return
-        if is_raise(cap.applied, state.held(), now):
+        held = state.held()
+        if is_raise(cap.applied, held, now):
+            target = self._target(state)
+            if held is not None and target is not None and station_id in self._above:
+                # Lower than what it holds at some moments, higher at others (an event's
+                # drop, then a ramp back). Its decrease must not wait for the others: they
+                # may be waiting for it. The lower of both goes out now, the rest once no
+                # station is above its limit any more.
+                floor = lower_envelope(target, held)
+                cap, profiles = self._built(state, now, floor)
+                todo = self._pending(state, profiles, now)
+                await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
+                state.wake.set()
+                return
             if not await self._wait_for_decreases(state):
                 return  # its plan changed while it waited: start over with the new one
             # the plan may have moved while we waited: send what it says now
@@ -499,7 +640,31 @@ class Dispatcher:
                 log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
                             "its hardware maximum", state.info.station_id,
                             ",".join(sorted(caps.features)))
+                self._rating_wanted(state)
             self._refresh(state)
+            self._on_change()
+
+    def _rating_wanted(self, state: StationState) -> None:
+        """It cannot be steered: what it states of its maximum current matters now."""
+        if not state.rating_asked and not state.declared.max_current:
+            state.rating_due = True
+
+    async def _ask_rating(self, state: StationState, link: ChargerLink) -> None:
+        """Read (never write) the maximum current a key of the station's own states."""
+        ask = getattr(link, "read_rated_current", None)
+        state.rating_asked = True
+        if ask is None:
+            return
+        try:
+            rated = await ask()
+        except CallFailed as error:
+            log.info("%s: configuration not read (%s); counted at the default maximum",
+                     state.info.station_id, error)
+            return
+        if rated is not None and rated != state.told.rated:
+            log.info("%s: states its maximum in %s (%s)", state.info.station_id, rated.source,
+                     f"{rated.amps:g} A" if rated.amps is not None else f"{rated.watts:g} W")
+            state.told.rated = rated
             self._on_change()
 
     async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
@@ -563,8 +728,6 @@ class Dispatcher:
             was_steerable = state.steerable
             if state.applied is None or not state.confirmed \
                     or not same_schedule(cap.applied, state.applied, now):
-                # a station that rebooted may have run without it: a grace time from now
-                state.applied_since = now
                 # a new limit: its composite schedule is asked again (once the fleet's
                 # limits are out), so that "verified" speaks of the limit in force
                 state.verified = False
@@ -585,6 +748,7 @@ class Dispatcher:
                 log.warning("%s: does not support SetChargingProfile; counted at its hardware "
                             "maximum until its next boot", station_id)
                 state.unmanageable = True
+                self._rating_wanted(state)
                 self._on_change()
             elif status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
                 log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
@@ -606,6 +770,7 @@ class Dispatcher:
                     state.stack_zero = state.per_connector_only = False
                 if not state.refused:
                     state.refused = True
+                    self._rating_wanted(state)
                     self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
         self._refresh(state)
@@ -636,9 +801,13 @@ class Dispatcher:
         It costs a call, so it waits until the fleet's limits are out (``_follow_up``), and
         a limit replaced meanwhile is not checked: only the one in force.
 
-        A station may hold a profile of its own at a higher stack level, which wins
-        over ours: ours then goes to its top stack level (replacing the other), and a
-        station that still computes more than we set is flagged.
+        The whole window is compared, not one moment: a profile of another party may allow
+        more now and less later. Where the station computes more than we set, a profile of
+        another party with our cap's purpose outranks our cap. It is never replaced nor
+        outranked in turn (it may be a fuse or a tariff limit, lower later): the limit goes
+        on each connector instead, which the station caps by that profile in turn. A
+        station that still computes more than we set is flagged, and counted at the most
+        its composite schedule allows.
         """
         station_id = state.info.station_id
         try:
@@ -650,24 +819,25 @@ class Dispatcher:
         if composite is None:
             state.composite_supported = False
             return
-        at = self._clock()
-        mine = value_at(cap.applied, at)
-        theirs = composite.limit_at(at)
-        if mine is None or theirs is None:
-            return
-        theirs_w = from_unit(theirs, cap.unit, state.info)
-        if theirs_w <= mine.limit_w + self._rule.tolerance_w:
+        end = composite.start + timedelta(seconds=VERIFY_WINDOW_S)
+        excess = composite_above(composite, cap.applied, state.info, end,
+                                 self._rule.tolerance_w)
+        if excess is None:
             state.verified = True
             return
-        if not state.stack_top and state.caps.max_stack_level > cap.stack_level:
-            log.warning("%s: computes %.0f W where we set %.0f W; a profile of its own wins: "
-                        "ours goes to stack level %d", station_id, theirs_w, mine.limit_w,
-                        state.caps.max_stack_level)
-            state.stack_top, state.slots = True, {}
+        at, theirs_w, mine_w = excess
+        if not state.cap_outranked and not state.per_connector_only:
+            log.warning("%s: computes %.0f W at %s where we set %.0f W: a profile of another "
+                        "party outranks our station cap; it is left as it is, and the limit "
+                        "goes on each connector, under it", station_id, theirs_w,
+                        f"{at:%H:%M:%S}", mine_w)
+            state.cap_outranked = True
             state.wake.set()
             return
-        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W where we set "
-                          f"{mine.limit_w:.0f} W", theirs_w)
+        peak_w = max(from_unit(limit, cap.unit, state.info)
+                     for start, limit in composite.periods_at() if start < end)
+        self._flag(state, f"its composite schedule gives {theirs_w:.0f} W at {at:%H:%M:%S} "
+                          f"where we set {mine_w:.0f} W", max(peak_w, theirs_w))
 
     def _flag(self, state: StationState, detail: str, peak_w: float) -> None:
         state.compliance.flag(detail, peak_w)
@@ -683,21 +853,36 @@ class Dispatcher:
         self._on_change()
 
     # meter values ---------------------------------------------------------------------------
-    def observe_draw(self, station_id: str, measured_w: float) -> None:
-        """The station's total draw just measured: does it follow what it accepted?"""
+    def observe_draw(self, station_id: str, measured_w: float,
+                     stamped: datetime | None = None, lines: frozenset[int] = frozenset(),
+                     ) -> None:
+        """The station's total draw just measured (taken at ``stamped`` by its clock, its
+        meter naming current on ``lines``): does it follow what it may hold? And for one
+        that cannot be steered, what does it tell of what it may draw?
+
+        It is judged against the highest limit it may have applied over the grace time
+        before the reading, whatever changed meanwhile: waiting for its limits to settle
+        would never judge it in a fleet whose limits change every few seconds.
+        """
         state = self.stations.get(station_id)
         if state is None:
             return
         now = self._clock()
-        allowed: float | None = None
-        settled = (state.confirmed and state.in_flight is None and state.uncertain is None
-                   and state.applied is not None and state.applied_since is not None
-                   and now - state.applied_since >= self._rule.grace)
-        if settled and state.applied is not None:
-            limits = [value_at(state.applied, t) for t in (now, now - self._rule.grace)]
-            allowed = max((s.limit_w for s in limits if s is not None), default=None)
+        state.told.observe(now, measured_w, lines)
+        if state.counted is not None:
+            before, after = state.counted, self._count(state, now)
+            if measured_w > before.watts or after.info != before.info \
+                    or abs(after.watts - before.watts) > self._rule.tolerance_w:
+                self._on_change()  # counted otherwise now
+        rule = self._rule
+        state.holdings.note(now, state.bounded_by(), rule.grace * 2)
+        taken = taken_at(rule, now, stamped)
+        limit = state.holdings.highest(taken, now)
+        # the grace time before matters only to a reading above the limit (most are not)
+        window = state.holdings.highest(taken - rule.grace, now) \
+            if limit is not None and rule.exceeds(measured_w, limit) else limit
         was_flagged = state.compliance.flagged
-        if state.compliance.observe(self._rule, now, measured_w, allowed):
+        if state.compliance.observe(rule, now, measured_w, limit, window):
             if not was_flagged:
                 self._flagged(state)
                 return
@@ -710,6 +895,33 @@ class Dispatcher:
 
     def _retry_later(self, state: StationState) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
+
+
+def composite_above(composite: CompositeSchedule, steps: tuple[Step, ...], info: StationInfo,
+                    end: datetime, tolerance_w: float) -> tuple[datetime, float, float] | None:
+    """Where, before ``end``, a station's composite schedule allows more than ``steps`` by
+    over ``tolerance_w``: the moment of the largest excess, its limit then and ours (W);
+    None when nowhere.
+
+    Each stretch between changes of either is judged at its middle; stretches shorter than
+    two seconds are left out, since stations round their periods to whole seconds.
+    """
+    edges = {start for start, _ in composite.periods_at()}
+    edges |= {step.start for step in steps if composite.start < step.start}
+    times = sorted(t for t in edges | {end} if composite.start <= t <= end)
+    worst: tuple[datetime, float, float] | None = None
+    for begin, until in zip(times, times[1:], strict=False):
+        if until - begin < timedelta(seconds=2):
+            continue
+        middle = begin + (until - begin) / 2
+        theirs, mine = composite.limit_at(middle), value_at(steps, middle)
+        if theirs is None or mine is None:
+            continue
+        theirs_w = from_unit(theirs, composite.unit, info)
+        if theirs_w > mine.limit_w + tolerance_w and \
+                (worst is None or theirs_w - mine.limit_w > worst[1] - worst[2]):
+            worst = (middle, theirs_w, mine.limit_w)
+    return worst
 
 
 def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime, float]]:

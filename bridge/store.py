@@ -75,9 +75,7 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
         else [_iso(state.ramp_from[0]), state.ramp_from[1]],
         "rises": [_iso(at) for at in state.rises],
         "restore_began": _opt_iso(state.restore_began),
-        "stations": {sid: [s.limit_w, s.charging, _iso(s.since), _opt_iso(s.restore_at),
-                           s.switched, s.paused_at_limit_w]
-                     for sid, s in state.stations.items()},
+        "stations": {sid: _station_to_json(s) for sid, s in state.stations.items()},
         "baselines": dict(baselines),
         "voltage": {key: [h.share, _iso(h.since), h.reason, h.step, h.eased_from]
                     for key, h in state.voltage.items()},
@@ -105,16 +103,30 @@ def _floor_from_json(data: list[Any] | None) -> Floor | None:
                  float(fell_from))
 
 
+def _station_to_json(s: StationState) -> list[Any]:
+    return [s.limit_w, s.charging, _iso(s.since), _opt_iso(s.restore_at), s.switched,
+            s.paused_at_limit_w, _opt_iso(s.resume_until), s.hard_pause,
+            None if s.then is None else _station_to_json(s.then)]
+
+
+def _station_from_json(limit_w: float, on: bool, since: str, restore: str | None,
+                       switched: bool, paused: float, resume_until: str | None = None,
+                       hard_pause: bool = False, then: list[Any] | None = None,
+                       ) -> StationState:
+    # the last three: absent in states saved before they existed
+    return StationState(float(limit_w), bool(on), datetime.fromisoformat(since),
+                        _opt_time(restore), bool(switched), float(paused),
+                        _opt_time(resume_until), bool(hard_pause),
+                        None if then is None else _station_from_json(*then))
+
+
 def plan_state_from_json(text: str) -> tuple[PlanState, dict[str, float]]:
     data = json.loads(text)
     ramp = data["ramp_from"]
     state = PlanState(
         at=datetime.fromisoformat(data["at"]),
         site_limit_w=float(data["site_limit_w"]),
-        stations={sid: StationState(float(w), bool(on), datetime.fromisoformat(since),
-                                    _opt_time(restore), bool(switched), float(paused))
-                  for sid, (w, on, since, restore, switched, paused)
-                  in data["stations"].items()},
+        stations={sid: _station_from_json(*fields) for sid, fields in data["stations"].items()},
         ramp_from=None if ramp is None else (datetime.fromisoformat(ramp[0]), float(ramp[1])),
         rises=tuple(datetime.fromisoformat(at) for at in data["rises"]),
         restore_began=_opt_time(data["restore_began"]),
@@ -249,11 +261,15 @@ class Store:
              "capabilities": str, "last_boot": str, "last_seen": str},
             pk="station_id", if_not_exists=True,
         )
+        # station_tx: the station's own id of the transaction (OCPP 2.0.1 names them itself)
         db["transactions"].create(
             {"id": int, "station_id": str, "connector_id": int, "id_tag": str,
-             "meter_start": int, "started_at": str, "stopped_at": str, "meter_stop": int},
+             "meter_start": int, "started_at": str, "stopped_at": str, "meter_stop": int,
+             "station_tx": str},
             pk="id", if_not_exists=True,
         )
+        if "station_tx" not in db["transactions"].columns_dict:  # a database of an older run
+            db["transactions"].add_column("station_tx", str)
         db["profiles"].create(
             {"id": int, "station_id": str, "sent_at": str, "unit": str, "payload": str,
              "schedule": str, "status": str, "detail": str},
@@ -452,13 +468,18 @@ class Store:
         )
 
     def start_transaction(self, station_id: str, connector_id: int, id_tag: str,
-                          meter_start: int, at: datetime) -> int:
+                          meter_start: int, at: datetime, station_tx: str | None = None) -> int:
         cursor = self._write(
-            "INSERT INTO transactions (station_id, connector_id, id_tag, meter_start, started_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [station_id, connector_id, id_tag, meter_start, _iso(at)],
+            "INSERT INTO transactions (station_id, connector_id, id_tag, meter_start, started_at,"
+            " station_tx) VALUES (?, ?, ?, ?, ?, ?)",
+            [station_id, connector_id, id_tag, meter_start, _iso(at), station_tx],
         )
         return int(cursor.lastrowid)
+
+    def set_station_tx(self, transaction_id: int, station_tx: str) -> None:
+        """The station's own id of a transaction recorded without one (before it was kept)."""
+        self._write("UPDATE transactions SET station_tx = ? WHERE id = ?",
+                    [station_tx, transaction_id])
 
     def stop_transaction(self, transaction_id: int, meter_stop: int | None,
                          at: datetime) -> None:

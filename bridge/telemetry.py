@@ -1,10 +1,18 @@
-"""Meter values -> power per connector -> measured site load (pure)."""
+"""Meter values -> power per connector -> measured site load (pure).
+
+A sample that cannot be a reading of a charger's meter (not a number, NaN or infinite,
+a negative import, beyond any charger) is ignored, and said so in :attr:`Reading.ignored`:
+it never reaches the site load, the energy, the voltages or the store. Ignoring a
+reading keeps the connector's last good one until it goes stale, which errs on the side
+of the cap.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 POWER = "Power.Active.Import"
@@ -18,6 +26,13 @@ _LINES = ("L1", "L2", "L3")
 
 _UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0, "V": 1.0,
                "kV": 1000.0}
+# Beyond any charger's meter (in W, Wh, A, V, Hz): a megawatt charger draws 3.75 MW at
+# 3,000 A and 1,250 V; a register of a terawatt-hour is decades of such charging.
+PLAUSIBLE_MAX = {POWER: 10e6, ENERGY: 1e12, CURRENT: 10_000.0, VOLTAGE: 10_000.0,
+                 FREQUENCY: 1_000.0}
+# Why a sample was ignored (Reading.ignored, and the operator's metrics)
+UNREADABLE, NOT_FINITE, NEGATIVE, OUT_OF_RANGE = "unreadable", "not_finite", "negative", \
+    "out_of_range"
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,12 @@ class Reading:
     voltages_v: tuple[float | None, float | None, float | None] = (None, None, None)
     currents_a: tuple[float | None, float | None, float | None] = (None, None, None)
     frequency_hz: float | None = None
+    # (measurand, why) of each sample left out (UNREADABLE, NOT_FINITE, NEGATIVE, OUT_OF_RANGE)
+    ignored: tuple[tuple[str, str], ...] = ()
+    # The lines (1..3 for L1..L3) it named a Current.Import for: a three-phase meter names
+    # all three (an idle line at 0 A), a single-phase one only its own. Empty when it
+    # reported no current, or current without naming the phase.
+    current_lines: frozenset[int] = frozenset()
 
     @property
     def has_voltage(self) -> bool:
@@ -52,15 +73,29 @@ def _line(phase: str | None) -> int | None:
 def _number(value: Any) -> float | None:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def implausible(measurand: str, value: float) -> str | None:
+    """Why a value (in W, Wh, A, V or Hz) cannot be a reading of this measurand; None when
+    it can. Voltage and frequency of 0 are left to the caller (a meter without them)."""
+    if not math.isfinite(value):
+        return NOT_FINITE
+    if value < 0:
+        return NEGATIVE  # all the measurands read here are imports or magnitudes
+    if value > PLAUSIBLE_MAX.get(measurand, math.inf):
+        return OUT_OF_RANGE
+    return None
 
 
 def parse_timestamp(text: str) -> datetime | None:
+    """An aware time; one without offset is UTC, as OCPP means."""
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (AttributeError, ValueError):
         return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Reading | None:
@@ -78,13 +113,22 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
     phase_amps: dict[str, float] = {}
     volts: list[float | None] = [None, None, None]
     frequency = None
+    ignored: list[tuple[str, str]] = []
+    phaseless = False  # a current that names no phase: which lines it has is unknown
     for sampled in meter_value.get("sampledValue") or []:
         measurand = sampled.get("measurand", ENERGY)
+        if measurand not in PLAUSIBLE_MAX:
+            continue  # not one read here
         value = _number(sampled.get("value"))
         if value is None:
+            ignored.append((measurand, UNREADABLE))
             continue
         unit = sampled.get("unit")
         value *= _UNIT_SCALE.get(unit, 1.0) if unit else 1.0
+        why = implausible(measurand, value)
+        if why is not None:
+            ignored.append((measurand, why))
+            continue
         phase = sampled.get("phase")
         if measurand == POWER:
             if phase:
@@ -95,6 +139,7 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
             energy = value
         elif measurand == CURRENT:
             phase_amps[phase or "L1"] = value
+            phaseless = phaseless or not phase
         elif measurand == VOLTAGE:
             line = _line(phase)
             if line is not None and value > 0:
@@ -110,8 +155,10 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
         line = _line(phase)
         if line is not None:
             amps[line] = value
+    lines = frozenset() if phaseless else frozenset(i + 1 for i, a in enumerate(amps)
+                                                     if a is not None)
     return Reading(at, power, energy, tuple(volts), tuple(amps),  # type: ignore[arg-type]
-                   frequency)
+                   frequency, tuple(ignored), lines)
 
 
 @dataclass
@@ -128,6 +175,8 @@ class ConnectorMeter:
             seconds = (reading.at - then).total_seconds()
             if seconds > 0 and reading.energy_wh >= energy:
                 power = (reading.energy_wh - energy) * 3600 / seconds
+                if power > PLAUSIBLE_MAX[POWER]:  # a register that jumped, not a draw
+                    power = None
         if reading.energy_wh is not None:
             self.last_energy = (reading.at, reading.energy_wh)
         if power is not None:

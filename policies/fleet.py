@@ -137,6 +137,21 @@ def upper_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
     return tuple(result)
 
 
+
+def lower_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
+    """The lowest of several series at every moment (a series not started yet is left out)."""
+    times = sorted({step.start for steps in series for step in steps})
+    result: list[Step] = []
+    for at in times:
+        least: Step | None = None
+        for steps in series:
+            step = value_at(steps, at)
+            if step is not None and (least is None or step.limit_w < least.limit_w):
+                least = step
+        if least is not None and (not result or result[-1].limit_w != least.limit_w):
+            result.append(Step(at, least.limit_w, least.reason, least.chain))
+    return tuple(result)
+
 @dataclass(frozen=True)
 class Reservation:
     """A station the bridge cannot steer right now, counted at what it may draw.
@@ -147,6 +162,9 @@ class Reservation:
 
     station_id: str
     steps: tuple[Step, ...]
+    # The station as found out where the configuration leaves it open (a single-phase
+    # station on L2): the lines its draw counts on. None: as the fleet describes it.
+    info: StationInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +188,12 @@ class StationState:
     restore_at: datetime | None = None  # random restore delay: held until then
     switched: bool = False  # ``since`` marks a switch on or off (not a session's arrival)
     paused_at_limit_w: float = 0.0  # the site limit when it was paused
+    resume_until: datetime | None = None  # resumed after a pause: at its minimum until then
+    # paused for its voltage or a targeted event: no minimum held for it until it charges
+    hard_pause: bool = False
+    # the state its schedule switches it to later (on or off, at ``then.since``), and so on:
+    # the next plan starts from where the stations' profiles have taken them by its time
+    then: StationState | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -232,12 +233,33 @@ class Rotation(_Strict):
     guard_s: float = Field(default=300, ge=0)
 
 
+# IEC 61851-1: the lowest current a control pilot may offer; below it an EV does not charge
+PILOT_MIN_A = 6.0
+
+
 class AllocationRule(_Strict):
     strategy: Literal["fair", "priority"] = "fair"
     min_current_a: float = Field(default=6.0, ge=0, le=80)
+    # What a paused session gets: zero (0 A), or minimum: min_current_a wherever the room
+    # left after every charging session's minimum still takes it (EVs that fall asleep
+    # at 0 A). A pause for the voltage, and an operator's, stay at 0 A.
+    pause: Literal["zero", "minimum"] = "zero"
+    # After a pause a session gets the minimum current this long before its share
+    resume_s: float = Field(default=60, gt=0, le=900)
     groups: tuple[Group, ...] = ()
     demand_aware: DemandAware = Field(default_factory=DemandAware)
     rotation: Rotation = Field(default_factory=Rotation)
+
+    @field_validator("pause")
+    @classmethod
+    def _pilot_current(cls, pause: str, info: ValidationInfo) -> str:
+        min_a = info.data.get("min_current_a")
+        if pause == "minimum" and min_a is not None and min_a < PILOT_MIN_A:
+            raise ValueError(
+                f"minimum holds paused EVs at min_current_a, and {min_a:g} A is below "
+                f"the {PILOT_MIN_A:g} A an EV can be offered (IEC 61851-1): set min_current_a "
+                f"to {PILOT_MIN_A:g} or more, or use pause: zero")
+        return pause
 
     @model_validator(mode="after")
     def _groups_for_priority(self) -> AllocationRule:

@@ -10,7 +10,7 @@ import heapq
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from policies.allocation import Demand, allocate_fair
@@ -29,7 +29,7 @@ from policies.fleet import (
 )
 from policies.model import Group, Policy
 from policies.signals import Need, event_ask, last_ask
-from policies.tree import FixedLoad, Load, allocate_tree, count_fitting
+from policies.tree import FixedLoad, Load, Share, allocate_tree, count_fitting
 from policies.voltwatt import (
     SITE_KEY,
     Floor,
@@ -412,6 +412,9 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         before = step.limit_w
     restore_began = state.restore_began if state else None
     restore_now = restore_began
+    # where the previous plan's schedules have taken each session by now: switched on or
+    # off at a step after that plan was made (the stations followed their profiles)
+    advanced = {sid: _advance(old, now) for sid, old in previous.items()}
 
     queue = [*(s.start for s in site_series)]
     for reservation in fleet.reservations:
@@ -422,9 +425,11 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
 
     site_steps: list[Step] = []
     station_steps: dict[str, list[Step]] = {sid: [] for sid in fleet.stations}
-    states: dict[str, StationState] = dict(previous)
+    states: dict[str, StationState] = {sid: advanced[sid] if sid not in silent else old
+                                       for sid, old in previous.items()}
     state_now: dict[str, StationState] = {}
     paused_now: tuple[str, ...] = ()
+    switches: dict[str, list[StationState]] = {}  # each session's switches after now
     done: set[datetime] = set()
     while heap and len(site_steps) < MAX_STEPS:
         at = heapq.heappop(heap)
@@ -446,16 +451,15 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
                 delay = timedelta(seconds=rng.uniform(0, window))
                 if began + delay <= at:
                     continue  # its restore time has passed already
-                states[sid] = StationState(old.limit_w, old.charging, old.since,
-                                           restore_at=began + delay, switched=old.switched,
-                                           paused_at_limit_w=old.paused_at_limit_w)
+                states[sid] = replace(old, restore_at=began + delay)
                 heapq.heappush(heap, began + delay)
         caps = _scoped_caps(scoped, conditions.event_stations, policy, site, fleet, charging,
                             silent, at, conditions.baselines_w,
                             _floor_at(floor, at, floor_until))
-        chosen, site_step, extra = _allocate_at(
+        step_at = _allocate_at(
             at, site_step, site, fleet, policy, charging, states, silent, reserved_ids, caps,
             {sid: hold for sid, hold in volts.items() if sid != SITE_KEY})
+        chosen, site_step, extra = step_at.stations, step_at.site, step_at.extra
         # Later turns come with later plans: a schedule that both lowers and raises a
         # station is harder to apply safely than one plan per turn.
         for when in extra if at == now else ():
@@ -465,30 +469,45 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
         for station_id, step in chosen.items():
             station_steps[station_id].append(step)
             old = states.get(station_id)
-            on = step.limit_w > 0
+            # charging: it has a share (a paused session holding its minimum has none)
+            on = step.limit_w > 0 and station_id not in step_at.kept_alive
             if station_id in charging and station_id not in unsteered:
                 restore_at = old.restore_at if old and old.restore_at and old.restore_at > at \
                     else None
+                resume_until = step_at.resume_until.get(station_id) if on else None
                 if old is None:  # a new session: paused is not a switch, it never charged
                     since, switched = (at, True) if on else (charging[station_id].started, False)
                 elif old.charging == on:
                     since, switched = old.since, old.switched
                 else:
                     since, switched = at, True
+                    if resume_until is not None and resume_until <= horizon:
+                        heapq.heappush(heap, resume_until)  # its share, by its own schedule
                 paused_at = old.paused_at_limit_w if old and not on and old.charging == on \
                     else site_step.limit_w
+                hard = not on and station_id in step_at.hard
                 if old is None or old.limit_w != step.limit_w or old.charging != on or \
                         old.since != since or old.restore_at != restore_at or \
-                        old.switched != switched or old.paused_at_limit_w != paused_at:
+                        old.switched != switched or old.paused_at_limit_w != paused_at or \
+                        old.resume_until != resume_until or old.hard_pause != hard:
                     states[station_id] = StationState(step.limit_w, on, since, restore_at,
-                                                      switched, paused_at)
+                                                      switched, paused_at, resume_until, hard)
+                    if at > now and old is not None and old.charging != on:
+                        switches.setdefault(station_id, []).append(states[station_id])
             elif station_id not in silent:
                 states.pop(station_id, None)
         if at == now:
             state_now = dict(states)
             restore_now = restore_began
-            paused_now = tuple(sid for sid in charging
-                               if chosen[sid].limit_w == 0 and sid not in reserved_ids)
+            paused_now = tuple(sid for sid in charging if sid not in reserved_ids and
+                               (chosen[sid].limit_w == 0 or sid in step_at.kept_alive))
+    for sid, later in switches.items():
+        # the next plan starts from where these schedules have taken the session by then
+        if sid in state_now:
+            chain = None
+            for switch in reversed(later):
+                chain = replace(switch, then=chain)
+            state_now[sid] = replace(state_now[sid], then=chain)
     return Plan(
         made_at=now,
         site=_merge(site_steps),
@@ -500,14 +519,25 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     )
 
 
+@dataclass(frozen=True)
+class _Allocated:
+    """One step of the plan: what :func:`_allocate_at` decided."""
+
+    stations: dict[str, Step]
+    site: Step  # the site step (an exemption may lift it)
+    extra: list[datetime]  # moments a rotation, a restore or a resume asks to plan again
+    kept_alive: set[str]  # paused sessions holding their minimum (pause: minimum)
+    hard: set[str]  # paused for a reason that asks for 0 A (voltage, targeted event)
+    resume_until: dict[str, datetime]  # sessions that charge at their minimum until then
+
+
 def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy: Policy,
                  charging: Mapping[str, _Station], states: Mapping[str, StationState],
                  silent: Mapping[str, float], reserved_ids: set[str],
                  caps: Mapping[str, tuple[float, tuple[Why, ...]]] | None = None,
                  voltage: Mapping[str, VoltHold] | None = None,
-                 ) -> tuple[dict[str, Step], Step, list[datetime]]:
-    """Every station's step at ``at``, the site step (an exemption may lift it) and the
-    moments a rotation or a restore asks to be planned again."""
+                 ) -> _Allocated:
+    """Every station's step at ``at`` and the site step (an exemption may lift it)."""
     rule = policy.allocation
     caps = caps or {}
     fixed: list[FixedLoad] = []
@@ -515,7 +545,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         step = value_at(reservation.steps, at)
         if step is None:
             continue
-        info = fleet.stations.get(reservation.station_id)
+        info = reservation.info or fleet.stations.get(reservation.station_id)
         if info is not None:
             fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), step.limit_w))
         else:
@@ -530,7 +560,12 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
 
     loads: dict[str, Load] = {}
     keep_paused: dict[str, str] = {}
+    # paused for a reason that asks for 0 A whatever the room: never kept alive
+    zero: set[str] = set()
+    # what a resuming session is given meanwhile, why, and until when
+    resuming: dict[str, tuple[float, Why, datetime]] = {}
     guard = timedelta(seconds=rule.rotation.guard_s)
+    resume = timedelta(seconds=rule.resume_s)
     extra: list[datetime] = []
     for sid, entry in charging.items():
         if sid in reserved_ids or sid in silent:
@@ -539,6 +574,10 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         assert base is not None
         max_w = base.max_w
         old = states.get(sid)
+        if old is not None and not old.charging and old.hard_pause:
+            # so is one such a reason paused, until it charges again (its guard time after
+            # a voltage pause, say, keeps it at 0 A as with pause: zero)
+            zero.add(sid)
         measured = fleet.measured_w.get(sid)
         aware = rule.demand_aware
         if aware.enabled and measured is not None and old is not None and old.charging:
@@ -548,7 +587,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             if measured + margin <= old.limit_w + 1.0:
                 max_w = min(max_w, max(min_w, measured + margin))
         if old is not None and old.restore_at is not None and at < old.restore_at:
-            max_w = min(max_w, old.limit_w)
+            # held where it was; paused below its minimum, it may hold that (pause: minimum)
+            max_w = min(max_w, max(old.limit_w, min_w))
             if old.limit_w < min_w:
                 keep_paused[sid] = f"random restore delay until {old.restore_at:%H:%M:%S}"
             extra.append(old.restore_at)
@@ -559,41 +599,62 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
             keep_paused[sid] = f"guard time until {old.since + guard:%H:%M:%S} " \
                                f"(paused at {old.since:%H:%M:%S})"
             extra.append(old.since + guard)
+        until = _resume_until(old, at, resume)
+        if until is not None:
+            # after a pause, the minimum first: the EV wakes and starts at the current it
+            # is sure to take, and rises to its share at a step of the schedule later on.
+            # Its share is kept for it meanwhile, so no other station's limit rises only
+            # to fall again when it takes its share.
+            resuming[sid] = (min_w, Why("allocation", f"resuming after a pause: the minimum "
+                                                      f"current until {until:%H:%M:%S}"),
+                             until)
+            if old is not None and old.charging:
+                extra.append(until)  # (a session resuming here has its step pushed then)
         if sid in caps:
             cap_w = caps[sid][0]
             if cap_w < min_w:
                 keep_paused[sid] = "its targeted event leaves it no room"
+                zero.add(sid)
             max_w = min(max_w, max(cap_w, min_w))
         volts = (voltage or {}).get(sid)
         if volts is not None and volts.share < 1.0:
             if volts.share <= 0:
                 keep_paused[sid] = volts.reason
+                zero.add(sid)
             else:
                 max_w = min(max_w, max(min_w, volts.share * info.max_w_for(entry.connectors)))
         loads[sid] = base if max_w == base.max_w else \
             Load(sid, base.circuit, base.amps_per_w, min_w, max_w, base.weight)
 
+    # pause: minimum keeps a paused session at its minimum where every limit still has room
+    alive = loads.keys() - zero if rule.pause == "minimum" else set()
     exempt = {sid for sid, e in charging.items() if sid in loads and e.group and e.group.exempt}
     chosen: dict[str, Step] = {}
     limit = site_step.limit_w
     site_chain = site_step.chain
     exempt_used = 0.0
+    kept_alive: set[str] = set()
     if exempt:
         # exempt groups charge as if there were no event, within the physical limits
         # first come, first served when not all of them fit, as for everyone else
         first = sorted(exempt, key=lambda sid: (charging[sid].started, sid))
         shares = allocate_tree(site.capacity_w, [loads[s] for s in first], site,
-                               fixed, label="exempt from DR", keep_paused=keep_paused)
+                               fixed, label="exempt from DR", keep_paused=keep_paused,
+                               keep_alive=alive)
         for sid in exempt:
             share = shares[sid]
             group = charging[sid].group
             volts = (voltage or {}).get(sid)
             volt_link = (Why("voltage", volts.reason),) \
                 if volts is not None and volts.share < 1.0 else ()
+            watts, resume_link = _resumed(share, resuming.get(sid))
             chain = (*site_chain, Why("optout", f"{_group_label(group)} is exempt from DR"),
-                     *volt_link, Why("allocation", share.reason))
-            chosen[sid] = step_of(at, share.watts, chain)
+                     *volt_link, *resume_link, Why("allocation", share.reason))
+            chosen[sid] = step_of(at, watts, chain)
+            if share.held:
+                kept_alive.add(sid)
             info = charging[sid].info
+            # counted at its share: kept for it while it resumes at less
             fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), share.watts))
             exempt_used += share.watts
         if exempt_used + reserved > limit:
@@ -604,7 +665,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     order = _order(at, steered, charging, states, policy, limit, loads, site, fixed, extra)
     label = "priority share" if rule.strategy == "priority" else "fair share"
     shares = allocate_tree(limit, [loads[s] for s in order], site,
-                           fixed, label=label, keep_paused=keep_paused)
+                           fixed, label=label, keep_paused=keep_paused, keep_alive=alive)
+    kept_alive.update(sid for sid, share in shares.items() if share.held)
     # Most stations get the same step (the same share for the same reason): each distinct
     # one is made once, as steps are immutable.
     made: dict[tuple, Step] = {}
@@ -626,7 +688,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                             f"{last / 1000:g} kW")))
             continue
         share = shares.get(sid)
-        watts = share.watts if share else 0.0
+        watts, resume_link = _resumed(share, resuming.get(sid)) if share else (0.0, ())
         why = share.reason if share else "no charging session"
         entry = charging.get(sid)
         group = entry.group if entry is not None and rule.strategy == "priority" else None
@@ -634,7 +696,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         volts = (voltage or {}).get(sid)
         volt_why = Why("voltage", volts.reason) \
             if entry is not None and volts is not None and volts.share < 1.0 else None
-        key = (watts, why, group.name if group is not None else None, scoped, volt_why)
+        key = (watts, why, group.name if group is not None else None, scoped, volt_why,
+               resume_link)
         step = made.get(key)
         if step is None:
             links = [*site_chain, *scoped]
@@ -643,14 +706,43 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                                          f"weight {group.weight:g})"))
             if volt_why is not None:
                 links.append(volt_why)
+            links.extend(resume_link)
             links.append(Why("allocation", why))
             if reserved:
                 links.append(Why("allocation",
                                  f"{reserved:.0f} W held for stations the bridge cannot steer"))
             step = made[key] = step_of(at, watts, links)
         chosen[sid] = step
-    return chosen, Step(site_step.start, limit, explain(site_chain), site_chain) \
-        if limit != site_step.limit_w else site_step, extra
+    site_step = Step(site_step.start, limit, explain(site_chain), site_chain) \
+        if limit != site_step.limit_w else site_step
+    return _Allocated(chosen, site_step, extra, kept_alive, zero,
+                      {sid: until for sid, (_, _, until) in resuming.items()})
+
+
+def _advance(state: StationState, at: datetime) -> StationState:
+    """A session's state at ``at``: the last switch its schedule made by then."""
+    while state.then is not None and state.then.since <= at:
+        state = state.then
+    return replace(state, then=None)
+
+
+def _resume_until(old: StationState | None, at: datetime, resume: timedelta) -> datetime | None:
+    """Until when a session charging at ``at`` (or resuming there) gets its minimum only."""
+    if old is None:
+        return None  # a new session: never paused
+    if old.charging:
+        return old.resume_until if old.resume_until is not None and at < old.resume_until \
+            else None
+    return at + resume
+
+
+def _resumed(share: Share, resuming: tuple[float, Why, datetime] | None,
+             ) -> tuple[float, tuple[Why, ...]]:
+    """What a session is given of its share, and why: a session resuming after a pause
+    gets its minimum (``resuming``) and no more until its resume ends."""
+    if resuming is None or share.watts <= 0 or share.held:
+        return share.watts, ()
+    return min(share.watts, resuming[0]), (resuming[1],)
 
 
 def _scoped_caps(events: Sequence[DrEvent], scopes: Mapping[str, frozenset[str]],

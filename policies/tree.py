@@ -11,7 +11,7 @@ is ever over its limit, and headroom is only left where a limit binds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.fleet import PHASES, Site
@@ -68,6 +68,8 @@ class FixedLoad:
 class Share:
     watts: float
     reason: str
+    # paused, but holding its minimum (``keep_alive``): not charging for turns and resumes
+    held: bool = False
 
 
 @dataclass
@@ -115,33 +117,48 @@ def _constraints(site: Site, limit_w: float, loads: Sequence[Load],
 
 def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
                   fixed: Sequence[FixedLoad] = (), label: str = "fair share",
-                  keep_paused: Mapping[Hashable, str] | None = None) -> dict[Hashable, Share]:
+                  keep_paused: Mapping[Hashable, str] | None = None,
+                  keep_alive: Collection[Hashable] = ()) -> dict[Hashable, Share]:
     """Share ``limit_w`` among ``loads``, admitted in the given order, within every node.
 
     A session is admitted while its minimum still fits everywhere on its path; the rest
-    are paused (0 W), and so are those in ``keep_paused`` (key -> why). Then progressive
-    filling.
+    are paused (0 W), and so are those in ``keep_paused`` (key -> why). One of those in
+    ``keep_alive`` then holds its minimum (in the same order) where the room left after
+    every admitted load's minimum still takes it everywhere on its path. Then progressive
+    filling of the admitted loads, above their minimum, in what remains.
     """
     keep_paused = keep_paused or {}
     constraints = _constraints(site, max(limit_w, 0.0), loads, fixed)
     shares: dict[Hashable, Share] = {}
     watts: dict[Hashable, float] = {}
     admitted: list[Load] = []
+    paused: list[tuple[Load, str]] = []
     # many sessions get the same share for the same reason: one (immutable) Share each
-    made: dict[tuple[float, str], Share] = {}
+    made: dict[tuple[float, str, bool], Share] = {}
     floors = {load.key: min(load.min_w, load.max_w) for load in loads}
     everyone = not keep_paused and all(load.max_w > 0 for load in loads) and \
         _all_fit(constraints, floors)
     for load, blocked in ((load, None) for load in loads) if everyone else \
             _admit(loads, constraints, keep_paused):
         if load.key in keep_paused:
-            shares[load.key] = _share(made, 0.0, f"paused: {keep_paused[load.key]}")
+            paused.append((load, f"paused: {keep_paused[load.key]}"))
         elif blocked is None:
             admitted.append(load)
             watts[load.key] = min(load.min_w, load.max_w)
         else:
-            shares[load.key] = _share(
-                made, 0.0, f"paused: {blocked} cannot give it the minimum current")
+            paused.append((load, f"paused: {blocked} cannot give it the minimum current"))
+    # (one paused because its minimum did not fit finds no room after the others' either:
+    # admission already took every minimum that fitted)
+    alive = _keep_alive([load for load, _ in paused
+                         if load.key in keep_alive and load.key in keep_paused],
+                        constraints, watts)
+    for load, why in paused:
+        if load.key in alive:
+            watts[load.key] = alive[load.key]
+            shares[load.key] = _share(made, alive[load.key],
+                                      f"{why}; holds the minimum current", held=True)
+        else:
+            shares[load.key] = _share(made, 0.0, why)
     if not admitted:
         return shares
     reasons = _fill(admitted, constraints, watts)
@@ -152,11 +169,33 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
     return shares
 
 
-def _share(made: dict[tuple[float, str], Share], watts: float, reason: str) -> Share:
-    share = made.get((watts, reason))
+def _share(made: dict[tuple[float, str, bool], Share], watts: float, reason: str,
+           held: bool = False) -> Share:
+    share = made.get((watts, reason, held))
     if share is None:
-        share = made[(watts, reason)] = Share(watts, reason)
+        share = made[(watts, reason, held)] = Share(watts, reason, held)
     return share
+
+
+def _keep_alive(candidates: Sequence[Load], constraints: Sequence[_Constraint],
+                watts: Mapping[Hashable, float]) -> dict[Hashable, float]:
+    """The paused loads that hold their minimum (key -> watts), in order, in the room
+    every limit on their path has left after ``watts`` (the admitted loads' minimums)."""
+    if not candidates:
+        return {}
+    used = [c.used(watts) for c in constraints]
+    alive: dict[Hashable, float] = {}
+    for load in candidates:
+        floor = min(load.min_w, load.max_w)
+        if floor <= 0:
+            continue
+        path = [(i, co) for i, c in enumerate(constraints)
+                if (co := c.coef.get(load.key)) is not None]
+        if all(used[i] + co * floor <= constraints[i].cap + _ADMIT_EPS for i, co in path):
+            for i, co in path:
+                used[i] += co * floor
+            alive[load.key] = floor
+    return alive
 
 
 def count_fitting(limit_w: float, loads: Sequence[Load], site: Site,

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge.dispatch import Dispatcher, StationState
+from bridge.ocpp.capabilities import Capabilities
 from bridge.store import Store
-from policies.fleet import StationInfo, Step
+from policies.fleet import StationInfo, Step, value_at
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -71,3 +72,43 @@ async def test_a_raise_waits_until_every_other_station_is_down(tmp_path):
     dispatch.stations["CP3"].applied = low
     dispatch._refresh(dispatch.stations["CP3"])
     assert await asyncio.wait_for(waiter, 1) is True
+
+
+async def test_a_drop_then_a_later_rise_goes_out_without_waiting_for_the_others(tmp_path):
+    """Two stations each hold more than an event allows, and each new schedule also rises
+    later (a ramp back after the event, each with its own random delay). Each decrease must
+    go out at once: waiting for the other before sending the whole schedule would leave both
+    waiting for ever, holding their old limits through the event."""
+    clock = [T0]
+    dispatch = dispatcher(tmp_path, clock)
+    dispatch.stations["CP2"] = StationState(info=StationInfo("CP2", 3, 230.0, 32.0))
+    start, end = T0 + timedelta(seconds=8), T0 + timedelta(minutes=10)
+
+    class Link:  # a station that accepts whatever it is sent
+        def __init__(self, station_id: str) -> None:
+            self.id = station_id
+
+        async def set_profile(self, profile):
+            return "Accepted"
+
+        async def clear_charging_profile(self, profile_id):
+            return "Accepted"
+
+    for number, sid in enumerate(("CP1", "CP2")):
+        state = dispatch.stations[sid]
+        state.applied = (Step(T0, 11000.0, "before"),)
+        state.confirmed, state.link = True, Link(sid)  # type: ignore[assignment]
+        state.caps = Capabilities(known=True)
+        rise = end + timedelta(seconds=30 * (number + 1))  # its own random restore delay
+        state.desired = (Step(T0, 11000.0, "before"), Step(start, 5000.0, "event"),
+                         Step(rise, 11500.0 + 500 * number, "restored"))
+        dispatch._refresh(state)
+    assert dispatch._above == {"CP1", "CP2"}
+    workers = [asyncio.create_task(dispatch._dispatch(dispatch.stations[sid],
+                                                      dispatch.stations[sid].link))
+               for sid in ("CP1", "CP2")]
+    await asyncio.wait_for(asyncio.gather(*workers), 2)  # before: neither ever returned
+    for sid in ("CP1", "CP2"):
+        held = dispatch.stations[sid].applied
+        assert held is not None and value_at(held, start).limit_w <= 5000.0
+    assert not dispatch._above

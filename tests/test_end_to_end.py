@@ -89,8 +89,11 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
     assert total_limit_w(stations, start - timedelta(seconds=2)) > 11_000
     await wait_until(lambda: (ven_id, event_id, "optIn") in site.vtn.received.opts,
                      what="the VEN's optIn at the VTN")
-    # ... and the schedule itself gives capacity back when the event ends.
-    assert total_limit_w(stations, end + timedelta(seconds=1)) > 40_000
+    # ... and the schedule itself gives capacity back when the event ends: the two
+    # sessions it paused resume at their minimum first, and a minute later at their share
+    after = [s.composite_limit_w(end + timedelta(seconds=1)) for s in stations]
+    assert sorted(after)[:2] == [4_140, 4_140] and sum(after) > 28_000
+    assert total_limit_w(stations, end + timedelta(seconds=61)) > 40_000
 
     await wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=1.5), timeout=15,
                      what="start")
@@ -99,7 +102,8 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
     assert bridge.snapshot().site_limit_w == 11_000
 
     await wait_until(lambda: datetime.now(UTC) > end + timedelta(seconds=0.5), what="end")
-    assert total_limit_w(stations) > 40_000
+    assert total_limit_w(stations) > 28_000
+    assert total_limit_w(stations, end + timedelta(seconds=61)) > 40_000
     stored = {e.event.event_id: e for e in bridge.store.events()}
     assert stored[event_id].opt == "optIn"
 
@@ -113,7 +117,8 @@ async def test_cancelled_event_gives_capacity_back(site: Site):
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=2)) == 0,
                      what="level 3 pausing every station")
     site.vtn.cancel_event(ven_id, event_id)
-    await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=30)) > 20_000,
+    # (a session paused by then resumes at its minimum for a minute, then at its share)
+    await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=90)) > 20_000,
                      what="capacity restored after the cancellation")
 
 

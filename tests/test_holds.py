@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,3 +104,18 @@ def test_an_exempt_station_keeps_its_volt_watt_hold_time():
     second = plan_with_holds([event(1)], policy, SITE, fleet(2), later, {"CP0": "exempt"},
                              first.state, fine)
     assert at(second.stations["CP0"], later).limit_w == held
+
+
+def test_an_operator_pause_is_zero_even_with_pause_minimum_and_resumes_at_the_minimum():
+    policy = parse_policy("name: m\nallocation: {pause: minimum}\n", "m.yaml")
+    held = plan_with_holds([], policy, SITE, fleet(3), NOW, {"CP0": "pause"})
+    # plenty of room, and still a true 0 W: the operator's pause is not the policy's
+    assert at(held.stations["CP0"]) == Step(NOW, 0.0, PAUSED_REASON)
+    assert held.state is not None and not held.state.stations["CP0"].charging
+    # five minutes later the hold is lifted: it resumes at its minimum, its share a minute on
+    later = NOW + timedelta(minutes=5)
+    lifted = plan_with_holds([], policy, SITE, fleet(3), later, {}, held.state)
+    assert at(lifted.stations["CP0"], later).limit_w == 6 * 230 * 3
+    assert "resuming after a pause" in at(lifted.stations["CP0"], later).reason
+    assert at(lifted.stations["CP0"], later + timedelta(minutes=1)).limit_w == \
+        pytest.approx(44_000 / 3)

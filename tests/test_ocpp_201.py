@@ -68,7 +68,9 @@ async def test_16_and_201_stations_side_by_side(site: Site):
         what="both steered within what the unmanageable one leaves")
     cap = new.installed_profiles[(0, "ChargingStationMaxProfile", 1)]
     assert cap["id"] == 9001 and cap["chargingSchedule"][0]["chargingRateUnit"] == "W"
-    assert ("GetVariables", ) == tuple(a for a, _ in new.received[:1])
+    # its EVSEs from its device model, its smart charging variables, its installed profiles
+    assert ("GetReport", "GetVariables", "GetChargingProfiles") == \
+        tuple(a for a, _ in new.received[:3])
     await wait_until(lambda: bridge.snapshot().station_power_w.get("NEW", 0) > 0,
                      what="the 2.0.1 station's meter values read")
     session = next(s for s in bridge.sessions.values() if s.station_id == "NEW")
@@ -78,6 +80,25 @@ async def test_16_and_201_stations_side_by_side(site: Site):
     await wait_until(lambda: bridge.dispatcher.stations["NEW"].verified,
                      what="NEW verified by its composite schedule")
     assert timedelta(0) <= datetime.now(UTC) - session.started_at < timedelta(minutes=1)
+
+
+async def test_201_station_without_smart_charging_is_counted_at_the_power_it_states(
+        site: Site):
+    """Undeclared, it would count at 32 A on three phases (22 kW); its device model says
+    its EVSE gives 11 kW at most (Power's MaxSet), which the smart station is left."""
+    bridge = await site.start_bridge(capacity_kw=30)
+    dumb = add_201(site, "DUMB201", feature_profiles="Core", max_current_a=16)
+    smart = site.add_station("SMART")
+    await wait_until(lambda: smart.transaction_id is not None and smart.power_w >= 11_040,
+                     timeout=20, what="the smart station's EV at its full 16 A")
+    assert dumb.power_w + smart.power_w <= 30_000
+    assert "at most 11.04 kW (ChargingStation.Power (MaxSet))" \
+        in bridge.snapshot().station_detail["DUMB201"]
+    asked = [p for a, p in dumb.received if a == "GetVariables"]
+    assert any(item["variable"]["name"] == "Power" and item.get("attributeType") == "MaxSet"
+               for p in asked for item in p["getVariableData"])
+    # no profile, nor anything else of smart charging: only reads of its device model
+    assert all(a in ("GetVariables", "SetVariables", "GetReport") for a, _ in dumb.received)
 
 
 async def test_201_tx_profile_names_the_stations_transaction(site: Site):

@@ -99,7 +99,12 @@ def test_plan_follows_event_and_restores_after():
     for at in (NOW, start, start + timedelta(minutes=31)):
         total = sum(value_at(steps, at).limit_w for steps in plan.stations.values())
         assert total <= value_at(plan.site, at).limit_w + 1e-6
-    during = sum(value_at(s, start).limit_w for s in plan.stations.values())
+    # the event's turn goes to sessions that waited: each resumes at its minimum first,
+    # and a minute later (allocation.resume_s) the limit is shared out in full
+    at_start = [value_at(s, start).limit_w for s in plan.stations.values()]
+    assert sorted(w for w in at_start if w > 0) == [6 * 3 * 230] * 3
+    during = sum(value_at(s, start + timedelta(seconds=60)).limit_w
+                 for s in plan.stations.values())
     assert during > 16_000
 
 
@@ -124,6 +129,18 @@ def test_reserved_station_is_counted_and_held_at_zero():
     assert plan.stations["CP0"][0].limit_w == 0
     others = plan.stations["CP1"][0].limit_w + plan.stations["CP2"][0].limit_w
     assert others <= 30_000 - 22_080 + 1e-6
+
+
+def test_reserved_single_phase_station_counts_on_its_own_line():
+    """Found single-phase on L1: 7.4 kW is 32 A on L1, not 10.7 A on each line."""
+    site = Site(30_000, max_current_a=40)  # per line at the connection
+    stations = {"DUMB": StationInfo("DUMB", 3, 230.0, 32.0),  # as configured (defaults)
+                "SMART": StationInfo("SMART", 3, 230.0, 32.0)}
+    sessions = tuple(Session(sid, 1, NOW) for sid in stations)
+    found = StationInfo("DUMB", 1, 230.0, 32.0, phase=1)
+    held = Reservation("DUMB", (Step(NOW, 32 * 230, "its hardware"),), found)
+    plan = make_plan([], POLICY, site, Fleet(stations, sessions, (held,)), NOW)
+    assert plan.stations["SMART"][0].limit_w <= (40 - 32) * 230 * 3 + 1e-6  # L1 is full
 
 
 def test_opt_out_when_no_signal_is_understood():

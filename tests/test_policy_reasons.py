@@ -84,7 +84,13 @@ def test_store_keeps_the_allocation_state_and_baselines(tmp_path):
         stations={"CP0": StationState(4_140.0, True, NOW - timedelta(minutes=3), None, True,
                                       0.0),
                   "CP1": StationState(0.0, False, NOW, NOW + timedelta(seconds=90), True,
-                                      12_000.0)},
+                                      12_000.0),
+                  # paused for its voltage; its schedule resumes it, then pauses it again
+                  "CP2": StationState(0.0, False, NOW, hard_pause=True, then=StationState(
+                      4_140.0, True, NOW + timedelta(minutes=2), switched=True,
+                      resume_until=NOW + timedelta(minutes=3), then=StationState(
+                          0.0, False, NOW + timedelta(minutes=9), switched=True,
+                          paused_at_limit_w=8_000.0)))},
         ramp_from=(NOW - timedelta(minutes=1), 6_000.0), rises=(NOW - timedelta(minutes=1),),
         restore_began=NOW - timedelta(minutes=1))
     store = Store(tmp_path / "state.db")
@@ -95,3 +101,15 @@ def test_store_keeps_the_allocation_state_and_baselines(tmp_path):
         assert store.plan_state() == (state, {"ev-7": 33_000.0})
     finally:
         store.close()
+
+
+def test_a_stored_state_from_before_resumes_and_holds_reads_as_without_them():
+    from bridge.store import plan_state_from_json
+
+    saved = ('{"at": "2026-11-25T12:00:00+00:00", "site_limit_w": 12000.0, "ramp_from": null,'
+             ' "rises": [], "restore_began": null, "baselines": {},'
+             ' "stations": {"CP0": [0.0, false, "2026-11-25T11:58:00+00:00", null, true, 9000.0]}}')
+    state, _ = plan_state_from_json(saved)
+    cp0 = state.stations["CP0"]
+    assert (cp0.resume_until, cp0.hard_pause, cp0.then) == (None, False, None)
+    assert cp0.paused_at_limit_w == 9_000.0 and not cp0.charging

@@ -28,6 +28,8 @@ async def test_operator_opt_out_lifts_limits_tells_the_vtn_and_survives_restart(
     stations = await start_fleet(site, ["Current", "Current"])
     event_id, start = await level_3_event(site)
     later = start + timedelta(seconds=30)
+    # (paused sessions resume at their minimum for a minute, then at their share)
+    resumed = later + timedelta(minutes=1)
     await wait_until(lambda: total_limit_w(stations, later) == 0, what="level 3 pausing all")
 
     await bridge.opt_out_event(event_id, "overrideStatus")
@@ -37,7 +39,7 @@ async def test_operator_opt_out_lifts_limits_tells_the_vtn_and_survives_restart(
     assert sent[0]["opt_type"] == "optOut" and sent[0]["opt_reason"] == "overrideStatus"
     assert sent[0]["modification_number"] == 0
     assert sent[0]["ven_id"] == site.vtn.ven_id("test-site")
-    await wait_until(lambda: total_limit_w(stations, later) > 20_000, what="limits lifted")
+    await wait_until(lambda: total_limit_w(stations, resumed) > 20_000, what="limits lifted")
     stored = {e.event.event_id: e for e in bridge.store.events()}[event_id]
     assert stored.opt == "optOut" and "operator" in stored.opt_reason
     [opt] = bridge.operator_opts()
@@ -48,7 +50,8 @@ async def test_operator_opt_out_lifts_limits_tells_the_vtn_and_survives_restart(
     bridge = await site.start_bridge()
     assert bridge.events[event_id].opt == "optOut"
     assert event_id not in [e.event_id for e in bridge.active_events(later)]
-    await wait_until(lambda: total_limit_w(stations, later) > 20_000, what="limits after restart")
+    await wait_until(lambda: total_limit_w(stations, resumed) > 20_000,
+                     what="limits after restart")
     assert len(opts_for(site, event_id)) == 1
 
 
@@ -73,6 +76,7 @@ async def test_cli_opt_out_reaches_a_running_bridge(site: Site,
     stations = await start_fleet(site, ["Current", "Power"])
     event_id, start = await level_3_event(site)
     later = start + timedelta(seconds=30)
+    resumed = later + timedelta(minutes=1)  # (after a resume's minute at the minimum)
     await wait_until(lambda: total_limit_w(stations, later) == 0, what="level 3 pausing all")
 
     # The CLI opens the store beside the running bridge, as a second process would.
@@ -81,7 +85,7 @@ async def test_cli_opt_out_reaches_a_running_bridge(site: Site,
     assert f"opted out of {event_id}" in capsys.readouterr().out
     await wait_until(lambda: opts_for(site, event_id) != [], what="oadrCreateOpt at the VTN")
     assert opts_for(site, event_id)[0]["opt_reason"] == "notParticipating"
-    await wait_until(lambda: total_limit_w(stations, later) > 20_000, what="limits lifted")
+    await wait_until(lambda: total_limit_w(stations, resumed) > 20_000, what="limits lifted")
     assert bridge.events[event_id].opt_reason.endswith("the car park is closed")
 
     assert cli(["opt-out", "nope", "--config", str(site.config_path)]) == 1

@@ -3,6 +3,11 @@
 Chargers answer in many dialects: rate units as "Current", "power", "Current,Power"
 or "A;W"; numbers as strings with spaces or as JSON numbers; feature profiles in
 any case. Whatever cannot be read falls back to the most cautious value.
+
+OCPP 1.6 has no standard key for a station's maximum current, but many chargers
+expose one of their own (``MaxCurrent``, ``MaxChargingCurrent``,
+``Station.MaxCurrentA``, ``MaxChargeRate``...): :func:`parse_rated_current` finds it
+by its name, for a station the bridge cannot steer.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from bridge.worst_case import Rated
 
 RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
 STACK_LEVEL_KEY = "ChargeProfileMaxStackLevel"
@@ -108,3 +115,38 @@ def parse_configuration(keys: Iterable[Mapping[str, Any]]) -> Capabilities:
         connectors=max(_int(values.get(CONNECTORS_KEY), 1), 1),
         known=True,
     )
+
+
+# A vendor key states the station's maximum current when its name (letters and digits
+# only, any case) speaks of the maximum of the current or of the charge rate...
+_RATED_NAME = re.compile(r"max\w*(current|chargerate)|chargerate\w*max")
+# ...and of nothing else: a minimum, an offset or imbalance, the cable's rating (another
+# cable may come), a fallback for when it is offline, power (kW or W, not amps), or a
+# standard smart-charging key.
+_NOT_RATED = re.compile(r"min|offset|imbalance|unbalance|cable|fallback|failsafe|offline|"
+                        r"default|power|kw|watt|unit|stack|period|profile|ma$|milli")
+RATED_RANGE_A = (6.0, 500.0)  # per phase: what a charger can be rated at
+
+
+def parse_rated_current(keys: Iterable[Mapping[str, Any]]) -> Rated | None:
+    """A station's maximum current per phase from its configuration keys, if it states one.
+
+    Of several such keys the highest counts: the station may draw up to any of them.
+    Values outside what a charger can be rated at are not read as amps.
+    """
+    best: Rated | None = None
+    for item in keys:
+        if not isinstance(item, Mapping):
+            continue
+        name = str(item.get("key") or "")
+        plain = re.sub(r"[^a-z0-9]", "", name.lower())
+        if not _RATED_NAME.search(plain) or _NOT_RATED.search(plain):
+            continue
+        try:
+            amps = float(str(item.get("value")).strip())
+        except ValueError:
+            continue
+        low, high = RATED_RANGE_A
+        if low <= amps <= high and (best is None or best.amps is None or amps > best.amps):
+            best = Rated(name, amps=amps)
+    return best

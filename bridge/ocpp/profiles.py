@@ -9,7 +9,7 @@ time and an increase on the second after, for the same reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -227,6 +227,30 @@ def connector_profiles(
                 sessions[connector_id], stack_level,
                 TX_DEFAULT_PROFILE_ID + connector_id if one_place_each else None))
     return built
+
+
+def is_ours(profile_id: int) -> bool:
+    """Whether a profile id is one drbridge gives its profiles (anything else is another
+    party's: the station's vendor, an installer, a local load manager, another CSMS)."""
+    return profile_id == STATION_MAX_PROFILE_ID or \
+        TX_DEFAULT_PROFILE_ID <= profile_id < TX_PROFILE_ID + 100
+
+
+def free_level(preferred: int, taken: Collection[int], top: int) -> int | None:
+    """A stack level for one of our profiles that no profile of another party with the same
+    purpose on the same connector uses: ``preferred`` when free, else the nearest free one
+    above it (up to ``top``), else the nearest free one below; None when every level is
+    taken.
+
+    Sending ours at a taken level would replace the other's profile in OCPP 1.6, and OCPP
+    2.0.1 forbids it (K01.FR.06: no two profiles with the same stack level, purpose and
+    EVSE).
+    """
+    preferred = max(0, min(preferred, top))
+    for level in [*range(preferred, top + 1), *range(preferred - 1, -1, -1)]:
+        if level not in taken:
+            return level
+    return None
 
 
 def _reason_at(steps: Sequence[Step], at: datetime) -> str:

@@ -2,7 +2,9 @@
 
 Calls from the station take a lean path: one JSON decode, validation against
 the OCPP 1.6 JSON schemas (the ones the ``ocpp`` package ships) compiled once
-with ``fastjsonschema``, a handler over the wire dict, one JSON encode. The
+with ``fastjsonschema``, a handler over the wire dict, one JSON encode. A request
+the schema refuses is repaired where its meaning is unambiguous
+(:mod:`bridge.ocpp.leniency`) before it is refused; valid ones never pay for that. The
 ``ocpp`` library's generic routing costs ten times more per message (schema
 validation with ``jsonschema``, key-case conversion, dataclass round trips),
 and MeterValues from thousands of stations are the bridge's hot path. Calls *to*
@@ -28,16 +30,20 @@ from typing import Any
 
 import fastjsonschema
 from ocpp.v16.enums import Action
+from websockets.exceptions import ConnectionClosed
 
-from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration
+from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration, parse_rated_current
+from bridge.ocpp.leniency import Repair, bounded_schema, validate_leniently
 from bridge.ocpp.link import (
     ACCEPTED,
     CallFailed,
     CompositeSchedule,
+    InstalledProfile,
     StationListener,
     reply_status,
 )
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,14 @@ class Refused(Exception):
 
 
 @cache
-def _schema_validator(name: str) -> Callable[[Payload], Any]:
+def _schema(name: str) -> Payload:
     text = resources.files("ocpp").joinpath("v16", "schemas", f"{name}.json").read_text("utf-8")
-    return fastjsonschema.compile(json.loads(text))
+    return bounded_schema(json.loads(text))  # type: ignore[no-any-return]
+
+
+@cache
+def _schema_validator(name: str) -> Callable[[Payload], Any]:
+    return fastjsonschema.compile(_schema(name))
 
 
 def request_validator(action: str) -> Callable[[Payload], Any]:
@@ -78,9 +89,12 @@ def response_validator(action: str) -> Callable[[Payload], Any]:
     return _schema_validator(f"{action}Response")
 
 
-def validate_request(action: str, payload: Payload) -> None:
+def validate_request(action: str, payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
+    """The request as read (repaired where its meaning is unambiguous) and the repairs;
+    :class:`Refused` when it cannot be understood."""
     try:
-        request_validator(action)(payload)
+        return validate_leniently(request_validator(action), payload,
+                                  lambda: _schema(action))
     except fastjsonschema.JsonSchemaValueException as error:
         code = _RULE_CODES.get(error.rule or "", "PropertyConstraintViolation")
         raise Refused(code, f"{action}: {error.message}") from None
@@ -99,10 +113,8 @@ def _time_or_none(text: Any) -> datetime | None:
 
 
 def _time(text: str | None) -> datetime:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
+    at = _time_or_none(text)
+    return at if at is not None else datetime.now(UTC)
 
 
 class StationLink:
@@ -124,6 +136,10 @@ class StationLink:
         self._call_lock = asyncio.Lock()
         self._call_seq = 0
         self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
+        # Set once the station may be sent calls: its BootNotification was answered, or it
+        # sent another request first, so it holds itself accepted from an earlier
+        # connection (OCPP forbids a station any other request before its boot is accepted).
+        self.registered = asyncio.Event()
         self._handlers: dict[str, Callable[[Payload], Payload]] = {
             "BootNotification": self.on_boot,
             "Heartbeat": self.on_heartbeat,
@@ -138,8 +154,9 @@ class StationLink:
             "DiagnosticsStatusNotification": self.on_notice,
         }
 
-    def validate_request(self, action: str, payload: Payload) -> None:
-        validate_request(action, payload)
+    def validate_request(self, action: str,
+                         payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
+        return validate_request(action, payload)
 
     def response_validator(self, action: str) -> Callable[[Payload], Any]:
         return response_validator(action)
@@ -149,7 +166,10 @@ class StationLink:
         """Every frame gets an answer; a bad one a CALLERROR, and the link lives on."""
         try:
             frame = json.loads(raw_msg)
-        except (ValueError, TypeError):
+        except RecursionError:  # nested deeper than the decoder goes (50,000 "[")
+            await self._send_call_error("-1", self.FORMAT_VIOLATION, "JSON nested too deep")
+            return
+        except (ValueError, TypeError):  # also bad UTF-8, and integers of 4,300+ digits
             await self._send_call_error("-1", self.FORMAT_VIOLATION, "not valid JSON")
             return
         if not isinstance(frame, list) or not frame or frame[0] not in (2, 3, 4):
@@ -165,9 +185,10 @@ class StationLink:
             log.debug("%s: dropped reply %.200r", self.id, raw_msg)
 
     async def _on_call(self, frame: list[Any]) -> None:
-        if len(frame) != 4 or not isinstance(frame[1], str):
+        if len(frame) != 4 or not isinstance(frame[1], str) or not isinstance(frame[2], str):
             unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else "-1"
-            await self._send_call_error(unique_id, "ProtocolError", "a CALL has four elements")
+            await self._send_call_error(unique_id, "ProtocolError", "a CALL has four elements:"
+                                        " 2, a message id, an action name, a payload")
             return
         _, unique_id, action, payload = frame
         try:
@@ -179,7 +200,9 @@ class StationLink:
                               f"{'handled' if supported else f'an OCPP {self.VERSION} action'}")
             if not isinstance(payload, dict):
                 raise Refused(self.FORMAT_VIOLATION, "the payload must be an object")
-            self.validate_request(action, payload)
+            payload, repairs = self.validate_request(action, payload)
+            if repairs:
+                self._listener.request_repaired(self.id, action, repairs)
             reply = handler(payload)
         except Refused as refusal:
             log.warning("%s: refused %s: %s", self.id, action, refusal.description)
@@ -190,6 +213,7 @@ class StationLink:
             await self._send_call_error(unique_id, "InternalError", "")
             return
         await self._send(json.dumps([3, unique_id, reply], separators=(",", ":")))
+        self.registered.set()  # only after our answer: a boot is accepted once it is sent
 
     async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
         frame = [4, unique_id, code, description[:500], {}]
@@ -201,7 +225,12 @@ class StationLink:
     async def start(self) -> None:
         """Serve the station's frames until its connection closes."""
         async for message in self._connection:
-            await self.route_message(message)
+            try:
+                await self.route_message(message)
+            except ConnectionClosed:
+                raise
+            except Exception:  # whatever a frame does, it must not cost the station its link
+                log.exception("%s: failed to handle a frame", self.id)
 
     # calls to the station ----------------------------------------------------------------
     async def _request(self, action: str, payload: Payload, lenient: bool = False) -> Payload:
@@ -247,6 +276,13 @@ class StationLink:
         keys = reply.get("configurationKey")
         return parse_configuration(keys if isinstance(keys, list) else [])
 
+    async def read_rated_current(self) -> Rated | None:
+        """The maximum current a station states in a key of its own, if any (all its keys
+        are asked for: the name is the vendor's)."""
+        reply = await self._request("GetConfiguration", {}, lenient=True)
+        keys = reply.get("configurationKey")
+        return parse_rated_current(keys if isinstance(keys, list) else [])
+
     async def set_profile(self, profile: BuiltProfile) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
         reply = await self._request(
@@ -258,6 +294,9 @@ class StationLink:
 
     async def set_meter_interval(self, seconds: int) -> str:
         return await self.change_configuration("MeterValueSampleInterval", str(seconds))
+
+    async def installed_profiles(self) -> list[InstalledProfile] | None:
+        return None  # OCPP 1.6 has no call that lists them: the composite schedule tells
 
     async def set_measurands(self, measurands: Sequence[str]) -> str:
         """What a transaction's MeterValues carry (a station may refuse, or know fewer)."""

@@ -5,11 +5,19 @@ Same edge style as ``v16``: one JSON decode, requests validated against the
 our own routing over wire dicts. What a 2.0.1 station says is handed to the
 same :class:`~bridge.ocpp.link.StationListener` in the same domain terms:
 
-- an EVSE is what the rest of the bridge calls a connector (EVSE 0: the station);
+- an EVSE is what the rest of the bridge calls a connector (EVSE 0: the station); an EVSE
+  may have several connectors, one in use at a time, and its status is theirs combined;
+  how many EVSEs a station has is read from its device model (GetReport), not guessed
+  from the StatusNotifications that happen to arrive first;
 - transactions carry the station's own string ids; the bridge's numeric ids are
-  mapped to them here, so a TxProfile always names the station's transaction;
+  mapped to them here (and kept with the bridge's transaction, so a reconnection or a
+  restart finds them again), so a TxProfile always names the station's transaction and
+  a TransactionEvent that omits its EVSE (allowed after the first) is attributed by its
+  transaction id, never guessed;
 - sampled values (numbers with a unit and a power-of-ten multiplier) are turned
-  into the shape ``bridge.telemetry`` reads.
+  into the shape ``bridge.telemetry`` reads, which ignores those it cannot use;
+- a request the schema refuses is repaired where its meaning is unambiguous
+  (:mod:`bridge.ocpp.leniency`), as for 1.6.
 
 The 2.0.1 payloads of our profiles are built here, from the domain
 :class:`~bridge.ocpp.profiles.BuiltProfile`.
@@ -17,9 +25,12 @@ The 2.0.1 payloads of our profiles are built here, from the domain
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -29,9 +40,20 @@ import fastjsonschema
 from ocpp.v201.enums import Action
 
 from bridge.ocpp.capabilities import Capabilities, parse_rate_units
-from bridge.ocpp.link import ACCEPTED, CompositeSchedule, StationListener, reply_status
+from bridge.ocpp.leniency import Repair, bounded_schema, validate_leniently
+from bridge.ocpp.link import (
+    ACCEPTED,
+    UNKNOWN_EVSE,
+    CallFailed,
+    CompositeSchedule,
+    InstalledProfile,
+    StationListener,
+    reply_status,
+)
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
 from bridge.ocpp.v16 import HEARTBEAT_INTERVAL_S, Payload, Refused, StationLink
+from bridge.telemetry import ENERGY, implausible
+from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +66,32 @@ _RULE_CODES = {
     "additionalProperties": "FormatViolation",
 }
 _PURPOSES = {STATION_MAX: "ChargingStationMaxProfile"}  # the others keep their 1.6 names
+_DOMAIN_PURPOSES = {wire: domain for domain, wire in _PURPOSES.items()}
+# An EVSE's status from its connectors' (one is used at a time): the first that any has.
+_EVSE_STATUS_ORDER = ("Occupied", "Reserved", "Available", "Unavailable", "Faulted")
 SMART_CHARGING = "SmartChargingCtrlr"
+RATED_EVSES = 4  # EVSEs asked for their maximum power, at least
 # (variable, instance) read from SmartChargingCtrlr at boot
 _VARIABLES = (("Enabled", None), ("RateUnit", None), ("PeriodsPerSchedule", None),
               ("ProfileStackLevel", None), ("Entries", "ChargingProfiles"))
 
 
+# A power of ten beyond this is no unit prefix (OCPP uses -3..6 in practice); 10 ** 10**9
+# would take the edge minutes to compute.
+MAX_MULTIPLIER = 24
+
+
 @cache
-def _schema_validator(name: str) -> Callable[[Payload], Any]:
+def _schema(name: str) -> Payload:
     text = resources.files("ocpp").joinpath("v201", "schemas", f"{name}.json").read_text("utf-8")
     schema = json.loads(text)
     schema.pop("$id", None)  # fastjsonschema would try to resolve the urn
-    return fastjsonschema.compile(schema)
+    return bounded_schema(schema)  # type: ignore[no-any-return]
+
+
+@cache
+def _schema_validator(name: str) -> Callable[[Payload], Any]:
+    return fastjsonschema.compile(_schema(name))
 
 
 def _now_iso() -> str:
@@ -70,13 +106,25 @@ def _time(text: Any) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def scaled(value: Any, multiplier: Any) -> float:
+    """value × 10^multiplier; NaN when either cannot be read or the power is no prefix
+    (telemetry ignores a non-finite value, and counts it)."""
+    try:
+        number, exponent = float(value), int(multiplier)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    if abs(exponent) > MAX_MULTIPLIER:
+        return math.nan
+    return number * 10.0 ** exponent  # inf past the float range, never an exception
+
+
 def sampled_values(meter_value: Payload) -> Payload:
     """A 2.0.1 MeterValue in the shape ``bridge.telemetry.read_meter_value`` reads."""
     samples = []
     for sampled in meter_value.get("sampledValue") or []:
         unit = sampled.get("unitOfMeasure") or {}
-        value = float(sampled.get("value", 0)) * 10 ** int(unit.get("multiplier", 0))
-        sample = {"value": str(value),
+        value = scaled(sampled.get("value", 0), unit.get("multiplier", 0))
+        sample = {"value": repr(value),
                   "measurand": sampled.get("measurand", "Energy.Active.Import.Register")}
         if sampled.get("phase"):
             sample["phase"] = sampled["phase"]
@@ -87,12 +135,15 @@ def sampled_values(meter_value: Payload) -> Payload:
 
 
 def energy_wh(meter_values: list[Payload]) -> int:
-    """The energy register in the last of these meter values (0 when none has one)."""
+    """The energy register in the last of these meter values that has a usable one (0 when
+    none has)."""
     for meter_value in reversed(meter_values):
         for sample in sampled_values(meter_value)["sampledValue"]:
-            if sample["measurand"] == "Energy.Active.Import.Register" and "phase" not in sample:
+            if sample["measurand"] == ENERGY and "phase" not in sample:
                 scale = 1000.0 if sample.get("unit") == "kWh" else 1.0
-                return int(float(sample["value"]) * scale)
+                wh = float(sample["value"]) * scale
+                if implausible(ENERGY, wh) is None:
+                    return round(wh)
     return 0
 
 
@@ -148,6 +199,87 @@ def parse_variables(results: Any, connectors: int) -> Capabilities:
     )
 
 
+def parse_rated_power(results: Any) -> Rated | None:
+    """The station's maximum power if it answered it, else the sum of its EVSEs'."""
+    station, evses = None, 0.0
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or result.get("attributeStatus") != "Accepted":
+            continue
+        try:
+            watts = float(str(result.get("attributeValue")).strip())
+        except ValueError:
+            continue
+        component = result.get("component")
+        name = component.get("name") if isinstance(component, dict) else None
+        if watts <= 0:
+            continue
+        if name == "ChargingStation":
+            station = watts
+        elif name == "EVSE":
+            evses += watts
+    if station is not None:
+        return Rated("ChargingStation.Power (MaxSet)", watts=station)
+    return Rated("EVSE.Power (MaxSet)", watts=evses) if evses else None
+
+
+def evse_status(statuses: Sequence[str]) -> str:
+    """An EVSE's status from its connectors' statuses: in use if any connector is."""
+    for status in _EVSE_STATUS_ORDER:
+        if status in statuses:
+            return status
+    return statuses[-1] if statuses else "Unknown"
+
+
+def device_evses(reports: Sequence[Payload]) -> dict[int, set[int]]:
+    """NotifyReport payloads (EVSE and Connector components) -> EVSE id -> connector ids."""
+    evses: dict[int, set[int]] = {}
+    for report in reports:
+        for data in report.get("reportData") or []:
+            component = data.get("component") if isinstance(data, dict) else None
+            evse = component.get("evse") if isinstance(component, dict) else None
+            if not isinstance(evse, dict) or str(component.get("name")).lower() not in (
+                    "evse", "connector"):
+                continue
+            try:
+                evse_id = int(evse["id"])
+                connector = int(evse.get("connectorId") or 0)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if evse_id > 0:
+                connectors = evses.setdefault(evse_id, set())
+                if connector > 0:
+                    connectors.add(connector)
+    return evses
+
+
+def installed_profiles(reports: Sequence[Payload]) -> list[InstalledProfile]:
+    """ReportChargingProfiles payloads -> the profiles they list (unreadable ones left out)."""
+    found = []
+    for report in reports:
+        source = str(report.get("chargingLimitSource") or "")
+        for profile in report.get("chargingProfile") or []:
+            try:
+                purpose = str(profile["chargingProfilePurpose"])
+                found.append(InstalledProfile(int(profile["id"]),
+                                              _DOMAIN_PURPOSES.get(purpose, purpose),
+                                              int(report["evseId"]), int(profile["stackLevel"]),
+                                              source))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return found
+
+
+@dataclass
+class _Report:
+    """What a station sends for one of our report requests, until its last part."""
+
+    parts: list[Payload] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_Asked = tuple[tuple[str, int], _Report]  # a report under way: its key, and what came
+
+
 class StationLink201(StationLink):
     """The central system's end of one OCPP 2.0.1 station's websocket."""
 
@@ -168,18 +300,33 @@ class StationLink201(StationLink):
             "DataTransfer": self.on_data_transfer,
             # reports and notices that need no action: acknowledged, so the station moves on
             **{action: self.on_notice for action in (
-                "NotifyEvent", "NotifyReport", "SecurityEventNotification",
+                "NotifyEvent", "SecurityEventNotification",
                 "FirmwareStatusNotification", "LogStatusNotification", "NotifyChargingLimit",
-                "ReportChargingProfiles", "NotifyMonitoringReport")},
+                "NotifyMonitoringReport")},
+            # parts of reports we asked for
+            "NotifyReport": self._on_report_part("NotifyReport"),
+            "ReportChargingProfiles": self._on_report_part("ReportChargingProfiles"),
         }
         # the station's transaction id -> (the bridge's id, EVSE id), and back
         self._transactions: dict[str, tuple[int, int]] = {}
         self._station_tx: dict[int, str] = {}
-        self._evses: set[int] = set()
+        self._evses: set[int] = set()  # EVSE ids the station has spoken of
+        self._evse_count = 0  # from its device model, once read
+        self._connector_status: dict[tuple[int, int], str] = {}
+        # reports under way: (report action, requestId) -> what arrived
+        self._reports: dict[tuple[str, int], _Report] = {}
+        self._report_seq = 0
+        # Transactions the bridge does not know, whose events name no EVSE: counted for the
+        # station as a whole until an event names it
+        self._unattributed: set[str] = set()
+        self.unattributed_events = 0
+        self._asking: asyncio.Task[None] | None = None
 
-    def validate_request(self, action: str, payload: Payload) -> None:
+    def validate_request(self, action: str,
+                         payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
+        name = f"{action}Request"
         try:
-            _schema_validator(f"{action}Request")(payload)
+            return validate_leniently(_schema_validator(name), payload, lambda: _schema(name))
         except fastjsonschema.JsonSchemaValueException as error:
             code = _RULE_CODES.get(error.rule or "", "PropertyConstraintViolation")
             raise Refused(code, f"{action}: {error.message}") from None
@@ -189,16 +336,99 @@ class StationLink201(StationLink):
 
     # calls to the station ----------------------------------------------------------------
     async def read_capabilities(self) -> Capabilities:
+        # Its EVSEs from its device model: the EVSE and Connector components, whose every
+        # instance a station has (GetReport is lighter than a whole base report). The report
+        # comes in NotifyReport calls while we ask for the smart charging variables.
+        try:
+            report = await self._ask_report("GetReport", "NotifyReport", {"componentVariable": [
+                {"component": {"name": "EVSE"}}, {"component": {"name": "Connector"}}]})
+        except CallFailed as error:
+            log.info("%s: no device model report (%s)", self.id, error)
+            report = None
         wanted = [{"component": {"name": SMART_CHARGING},
                    "variable": {"name": name, **({"instance": inst} if inst else {})}}
                   for name, inst in _VARIABLES]
         reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
-        return parse_variables(reply.get("getVariableResult"), max(self._evses, default=1))
+        evses = device_evses(await self._collected(report)) if report else {}
+        if evses:
+            self._evse_count = max(evses)
+            log.debug("%s: EVSEs and their connectors: %s", self.id, evses)
+        else:
+            log.info("%s: its device model names no EVSE; counting those it reports status "
+                     "of (%s)", self.id, sorted(self._evses) or "none yet")
+        return parse_variables(reply.get("getVariableResult"),
+                               self._evse_count or max(self._evses, default=1))
+
+    async def installed_profiles(self) -> list[InstalledProfile] | None:
+        """GetChargingProfiles for all; the ReportChargingProfiles that follow list them."""
+        report = await self._ask_report("GetChargingProfiles", "ReportChargingProfiles",
+                                        {"chargingProfile": {}}, no_data="NoProfiles")
+        return installed_profiles(await self._collected(report)) if report else []
+
+    async def _ask_report(self, action: str, report_action: str, payload: Payload,
+                          no_data: str = "EmptyResultSet") -> _Asked | None:
+        """Ask for a report; what to wait on for its parts, or None when there is none
+        (``no_data``). Raises CallFailed for any other answer."""
+        self._report_seq += 1
+        key = (report_action, self._report_seq)
+        self._reports[key] = report = _Report()
+        try:
+            reply = await self._request(action, {"requestId": self._report_seq, **payload},
+                                        lenient=True)
+        except CallFailed:
+            del self._reports[key]
+            raise
+        status = reply_status(reply)
+        if status == ACCEPTED:
+            return key, report
+        del self._reports[key]
+        if status == no_data:
+            return None
+        raise CallFailed(f"{action}: {status}")
+
+    async def _collected(self, asked: _Asked | None) -> list[Payload]:
+        """The parts of a report, once its last arrived (or what came within a call's time)."""
+        if asked is None:
+            return []
+        key, report = asked
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                await report.done.wait()
+        except TimeoutError:
+            log.info("%s: %s %d incomplete after %.0f s; using its %d parts", self.id, key[0],
+                     key[1], self._call_timeout_s, len(report.parts))
+        finally:
+            self._reports.pop(key, None)
+        return report.parts
+
+    def _on_report_part(self, action: str) -> Callable[[Payload], Payload]:
+        def handle(payload: Payload) -> Payload:
+            report = self._reports.get((action, payload.get("requestId", -1)))
+            if report is not None:
+                report.parts.append(payload)
+                if not payload.get("tbc"):
+                    report.done.set()
+            return {}
+        return handle
+
+    async def read_rated_current(self) -> Rated | None:
+        """The station's maximum power from its device model: ``Power``'s MaxSet (its
+        maxLimit) of the ChargingStation, or else the sum of its EVSEs' (the ids it used,
+        and at least the first four)."""
+        evses = range(1, max(RATED_EVSES, *self._evses) + 1)
+        wanted = [{"component": {"name": "ChargingStation"}, "variable": {"name": "Power"},
+                   "attributeType": "MaxSet"}]
+        wanted += [{"component": {"name": "EVSE", "evse": {"id": evse}},
+                    "variable": {"name": "Power"}, "attributeType": "MaxSet"}
+                   for evse in evses]
+        reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
+        return parse_rated_power(reply.get("getVariableResult"))
 
     async def set_profile(self, profile: BuiltProfile) -> str:
         transaction_id = None
         if profile.transaction_id is not None:
-            transaction_id = self._station_tx.get(profile.transaction_id)
+            transaction_id = self._station_tx.get(profile.transaction_id) or \
+                self._listener.station_transaction(self.id, profile.transaction_id)
             if transaction_id is None:  # never a TxProfile without the station's transaction
                 return "UnknownTransaction"
         reply = await self._request("SetChargingProfile", {
@@ -261,8 +491,11 @@ class StationLink201(StationLink):
                 "status": "Accepted"}
 
     def on_status(self, payload: Payload) -> Payload:
-        self._evses.add(payload["evseId"])
-        self._listener.status_changed(self.id, payload["evseId"], payload["connectorStatus"])
+        evse = payload["evseId"]
+        self._evses.add(evse)
+        self._connector_status[(evse, payload["connectorId"])] = payload["connectorStatus"]
+        statuses = [status for (e, _), status in self._connector_status.items() if e == evse]
+        self._listener.status_changed(self.id, evse, evse_status(statuses))
         return {}
 
     def on_authorize(self, payload: Payload) -> Payload:
@@ -274,25 +507,66 @@ class StationLink201(StationLink):
         station_tx = info["transactionId"]
         at = _time(payload["timestamp"])
         meter_values = payload.get("meterValue") or []
+        event = payload["eventType"]
+        named = (payload.get("evse") or {}).get("id") or None  # required only in the first
         known = self._transactions.get(station_tx)
-        evse = (payload.get("evse") or {}).get("id") or (known[1] if known else 1)
-        if known is None and payload["eventType"] != "Started":
-            # a transaction that started before this connection (or before a bridge restart)
-            running = self._listener.open_transaction(self.id, evse)
-            if running is not None:
-                known = self._remember(station_tx, running, evse)
-        if known is None and payload["eventType"] in ("Started", "Updated"):
+        if known is None:
+            # begun before this connection or a bridge restart: the bridge keeps its id (or,
+            # recorded without it, the one open on the EVSE named; a Started is a new one)
+            found = self._listener.transaction_of(self.id, station_tx,
+                                                  named if event != "Started" else None)
+            if found is not None:
+                known = self._remember(station_tx, *found)
+        if known is None and named is not None and event in ("Started", "Updated"):
             token = (payload.get("idToken") or {}).get("idToken", "")
             bridge_tx = self._listener.transaction_started(
-                self.id, evse, token, energy_wh(meter_values), at)
-            known = self._remember(station_tx, bridge_tx, evse)
+                self.id, named, token, energy_wh(meter_values), at, station_tx)
+            known = self._remember(station_tx, bridge_tx, named)
+        evse = known[1] if known is not None else named
+        if evse is None:
+            evse = self._unattributed_event(station_tx, event)
+        elif station_tx in self._unattributed:
+            self._unattributed.discard(station_tx)
+            log.info("%s: transaction %s runs on EVSE %d", self.id, station_tx, evse)
         if meter_values:
             self._listener.meter_values(self.id, evse, [sampled_values(m) for m in meter_values])
-        if payload["eventType"] == "Ended" and known is not None:
-            self._listener.transaction_stopped(self.id, known[0], energy_wh(meter_values), at)
-            del self._transactions[station_tx]
-            self._station_tx.pop(known[0], None)
+        if event == "Ended":
+            self._unattributed.discard(station_tx)
+            if known is not None:
+                self._listener.transaction_stopped(self.id, known[0], energy_wh(meter_values),
+                                                   at)
+                del self._transactions[station_tx]
+                self._station_tx.pop(known[0], None)
         return {"idTokenInfo": {"status": "Accepted"}} if "idToken" in payload else {}
+
+    def _unattributed_event(self, station_tx: str, event: str) -> int:
+        """An event of a transaction the bridge does not know, without its EVSE.
+
+        Guessing an EVSE could end another EVSE's session or give this one another's
+        limit. Its meter values count for the station as a whole (UNKNOWN_EVSE), and the
+        station is asked once to send each EVSE's transaction (TriggerMessage), an event
+        that names its EVSE.
+        """
+        self.unattributed_events += 1
+        if station_tx not in self._unattributed and event != "Ended":
+            self._unattributed.add(station_tx)
+            log.warning("%s: transaction %s, unknown to the bridge, names no EVSE (%s); counted "
+                        "for the station as a whole; asking the station for its EVSE", self.id,
+                        station_tx, event)
+            if self._asking is None or self._asking.done():  # one round asks every EVSE
+                self._asking = asyncio.get_running_loop().create_task(self._ask_transactions())
+        return UNKNOWN_EVSE
+
+    async def _ask_transactions(self) -> None:
+        """TriggerMessage(TransactionEvent) for each EVSE: one event per running transaction,
+        for the EVSE asked (F06), which stations send with its EVSE."""
+        for evse in range(1, max(self._evse_count, *self._evses, 1) + 1):
+            try:
+                await self._request("TriggerMessage", {"requestedMessage": "TransactionEvent",
+                                                       "evse": {"id": evse}}, lenient=True)
+            except CallFailed as error:
+                log.info("%s: TriggerMessage for EVSE %d failed (%s)", self.id, evse, error)
+                return
 
     def _remember(self, station_tx: str, bridge_tx: int, evse: int) -> tuple[int, int]:
         self._transactions[station_tx] = (bridge_tx, evse)

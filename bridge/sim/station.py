@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,7 +66,11 @@ class StationSpec:
     # Answers GetConfiguration and SetChargingProfile off-schema: numbers and booleans as
     # the wrong JSON types, unknown fields, a lower-case status.
     sloppy_replies: bool = False
-    connectors: int = 1  # each with its own EV (all plugged in when plugged_in)
+    connectors: int = 1  # each with its own EV (all plugged in when plugged_in); 2.0.1: EVSEs
+    connectors_per_evse: int = 1  # 2.0.1: connectors of each EVSE (one used at a time)
+    # 2.0.1: its transactions began before it came to this central system (their Started
+    # went to the one before), so the first event this one hears names no EVSE.
+    tx_started_elsewhere: bool = False
     # Applies a ChargePointMaxProfile to each connector instead of the station's sum (as
     # MicroOcpp does): two sessions under one 16 A cap draw 16 A each.
     cp_max_per_connector: bool = False
@@ -75,13 +79,26 @@ class StationSpec:
     accepted_stack_level: int | None = None
     ignores_profiles: bool = False  # accepts every profile, and its EVs draw what they like
     supports_composite_schedule: bool = True  # else GetCompositeSchedule gets a CALLERROR
-    # A ChargePointMaxProfile of its own (vendor or installer) at its top stack level,
-    # which wins over any profile sent at a lower level.
+    # A ChargePointMaxProfile of another party (vendor, installer, a local load manager) at
+    # factory_stack_level (default: its top), which wins over ours at a lower level:
+    # factory_cap_a for ever, or factory_schedule's (seconds after the station was made,
+    # amps) periods, such as a fuse or tariff limit that is lower later.
     factory_cap_a: float | None = None
+    factory_schedule: tuple[tuple[int, float], ...] = ()
+    factory_stack_level: int | None = None
     # Installs the first this many SetChargingProfile but never answers them (a reply lost
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
     supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
+    # Waits this long after its websocket opens before its BootNotification (firmware
+    # still starting up).
+    boot_delay_s: float = 0.0
+    # False: after a lost link it reconnects without a BootNotification, as a station that
+    # did not reboot may (OCPP asks for one per boot, not per connection), and without
+    # repeating the statuses it already reported.
+    boots_on_reconnect: bool = True
+    # Keys of the vendor's own in its configuration (read-only), e.g. {"MaxCurrent": "16"}.
+    vendor_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +158,29 @@ def schedule_limit_a(schedule: dict[str, Any], elapsed: float, voltage_v: float,
     return limit
 
 
+FACTORY_PROFILE_ID = 1  # the id of the station's own profile (see StationSpec.factory_cap_a)
+
+
+def factory_profile(spec: StationSpec, id_key: str) -> dict[str, Any] | None:
+    """The station's own ChargePointMaxProfile as on the wire (``id_key``: the id's name in
+    its OCPP version), or None when it has none."""
+    periods = spec.factory_schedule or (
+        ((0, spec.factory_cap_a),) if spec.factory_cap_a is not None else ())
+    if not periods:
+        return None
+    level = spec.max_stack_level if spec.factory_stack_level is None \
+        else spec.factory_stack_level
+    return {
+        id_key: FACTORY_PROFILE_ID, "stackLevel": level,
+        "chargingProfilePurpose": "ChargePointMaxProfile", "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "startSchedule": _iso(_now().replace(microsecond=0)), "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": second, "limit": amps}
+                                       for second, amps in periods],
+        },
+    }
+
+
 class SimulatedStation(ChargePoint):
     """One EV per connector; reconnects by itself until stop()."""
 
@@ -157,6 +197,15 @@ class SimulatedStation(ChargePoint):
         self._raw: dict[str, Any] = {}  # camelCase payload of the CALL being handled
         self._ws: ClientConnection | None = None
         self._booted = False
+        # Accepted by the central system since it last powered up: a station that only lost
+        # its link needs no new BootNotification (see StationSpec.boots_on_reconnect).
+        self._registered = False
+        self._heartbeat_s = 60.0
+        # Calls the central system sent before this connection's BootNotification was
+        # accepted (OCPP: it should send none).
+        self.calls_before_boot: list[str] = []
+        self._boot_answered = False  # on this connection (or none needed)
+        self._boot_seq = 0
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -172,16 +221,10 @@ class SimulatedStation(ChargePoint):
         self._unanswered = spec.unanswered_profiles
         self.feeder: Feeder | None = None  # see attach_feeder
         self.measurands = "Energy.Active.Import.Register,Power.Active.Import"
-        if spec.factory_cap_a is not None:
-            self.installed_profiles[(0, "ChargePointMaxProfile", spec.max_stack_level)] = {
-                "chargingProfileId": 1, "stackLevel": spec.max_stack_level,
-                "chargingProfilePurpose": "ChargePointMaxProfile",
-                "chargingProfileKind": "Absolute",
-                "chargingSchedule": {
-                    "startSchedule": "2020-01-01T00:00:00Z", "chargingRateUnit": "A",
-                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": spec.factory_cap_a}],
-                },
-            }
+        factory = factory_profile(spec, "chargingProfileId")
+        if factory is not None:
+            level = factory["stackLevel"]
+            self.installed_profiles[(0, "ChargePointMaxProfile", level)] = factory
 
     # ---- state for tests -------------------------------------------------------------------
     @property
@@ -237,6 +280,14 @@ class SimulatedStation(ChargePoint):
             return per_connector
         return min(self._station_cap(at), per_connector)
 
+    def profile_limit_a(self, profile_id: int, at: datetime) -> float | None:
+        """Per-phase amps an installed profile sets at ``at`` (None: not installed, or not in
+        force then)."""
+        for (connector_id, _, _), profile in self.installed_profiles.items():
+            if profile["chargingProfileId"] == profile_id:
+                return self._profile_limit(profile, at, self._rel_start(connector_id))
+        return None
+
     def composite_limit_w(self, at: datetime | None = None, connector_id: int = 0) -> float:
         return self.composite_limit_a(at, connector_id) * self.spec.voltage_v * self.spec.phases
 
@@ -271,8 +322,14 @@ class SimulatedStation(ChargePoint):
         if self._ws is not None:
             self._ws.transport.abort()
 
+    @property
+    def _boots_now(self) -> bool:
+        """Whether this connection starts with a BootNotification."""
+        return self.spec.boots_on_reconnect or not self._registered
+
     async def reboot(self, reason: str = "PowerLoss") -> None:
         # No await before the abort, so nothing of this session can run in between.
+        self._registered = False
         for connector in self.connectors.values():
             self._end_transaction(connector, reason)
             connector.want_tx = connector.plugged
@@ -297,8 +354,10 @@ class SimulatedStation(ChargePoint):
         # Fresh call plumbing: a call cut off with the old link must not hold up the new one.
         self._response_queue = asyncio.Queue()
         self._call_lock = asyncio.Lock()
-        for connector in self.connectors.values():
-            connector.last_status = None
+        self._boot_answered = not self._boots_now
+        if self._boots_now:
+            for connector in self.connectors.values():
+                connector.last_status = None
         self._tasks = set()
         core = [self._spawn(self.start()), self._spawn(self._operate())]
         core.append(self._spawn(self._stopping.wait()))
@@ -332,9 +391,14 @@ class SimulatedStation(ChargePoint):
             msg = json.loads(raw_msg)
         except ValueError:
             msg = None
+        if isinstance(msg, list) and len(msg) == 3 and msg[0] == 3 \
+                and msg[1] == f"boot-{self._boot_seq}":
+            self._boot_answered = True
         if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2 and isinstance(msg[3], dict):
             self._raw = msg[3]
             self.received.append((str(msg[2]), msg[3]))
+            if not self._boot_answered:
+                self.calls_before_boot.append(str(msg[2]))
             if msg[2] == "SetChargingProfile" and self._unanswered > 0:
                 self._unanswered -= 1
                 self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
@@ -359,12 +423,12 @@ class SimulatedStation(ChargePoint):
             return {"status": status.lower(), "statusInfo": {}}
         return None
 
-    async def _call(self, payload: Any) -> Any:
+    async def _call(self, payload: Any, unique_id: str | None = None) -> Any:
         """Send a CALL; None when it failed, because a station logs and carries on."""
         if self._ws is None:
             return None  # session over
         try:
-            return await self.call(payload, suppress=False)
+            return await self.call(payload, suppress=False, unique_id=unique_id)
         except OCPPError as exc:
             log.warning("%s: %s answered with %r", self.id, type(payload).__name__, exc)
         except Exception as exc:
@@ -379,15 +443,20 @@ class SimulatedStation(ChargePoint):
     async def _operate(self) -> None:
         # Loops test self._ws as well as being cancelled: the ocpp library's wait_for can swallow
         # a cancellation on Python 3.11 when a response lands at the same moment.
-        while self._ws is not None:
-            res = await self._call(self._boot_payload())
-            if res is not None and res.status == "Accepted":
-                break
-            await asyncio.sleep(res.interval if res is not None and res.interval > 0 else 2.0)
-        else:
-            return
-        self._booted = True
-        self._spawn(self._heartbeat(res.interval if res.interval > 0 else 60))
+        if self._boots_now:
+            await asyncio.sleep(self.spec.boot_delay_s)
+            while self._ws is not None:
+                self._boot_seq += 1
+                res = await self._call(self._boot_payload(), f"boot-{self._boot_seq}")
+                if res is not None and res.status == "Accepted":
+                    break
+                await asyncio.sleep(res.interval if res is not None and res.interval > 0
+                                    else 2.0)
+            else:
+                return
+            self._heartbeat_s = res.interval if res.interval > 0 else 60
+        self._booted = self._registered = True
+        self._spawn(self._heartbeat(self._heartbeat_s))
         await self._flush_stops()
         for connector in self.connectors.values():
             if connector.tx_id is None:
@@ -670,6 +739,7 @@ class SimulatedStation(ChargePoint):
             "NumberOfConnectors": (str(len(self.connectors)), True),
             "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
             "MeterValuesSampledData": (self.measurands, False),
+            **{key: (value, True) for key, value in self.spec.vendor_keys.items()},
         }
 
     @on(Action.get_configuration)

@@ -1,12 +1,21 @@
-"""A simulated OCPP 2.0.1 charging station: one EVSE, one EV plugged in.
+"""A simulated OCPP 2.0.1 charging station: EVSEs with an EV plugged in on each.
 
 The charging-station side of the real ``ocpp`` library (``ocpp.v201``) over a
 real websocket with the ``ocpp2.0.1`` subprotocol. It reports transactions with
-TransactionEvent (Started, Updated with meter values, Ended), answers
-GetVariables about its SmartChargingCtrlr, and stacks charging profiles as 2.0.1
-describes: per EVSE and purpose the highest stack level wins; the station's
-ChargingStationMaxProfile caps the TxProfile (or else TxDefaultProfile) of the
-EVSE. Only what the bridge uses is modelled: Absolute profiles.
+TransactionEvent (Started naming its EVSE, then Updated with meter values and
+Ended, which name it no more, as 2.0.1 allows), answers GetVariables about its
+SmartChargingCtrlr and GetReport about its EVSE and Connector components (in
+NotifyReport parts), lists its profiles (GetChargingProfiles, then
+ReportChargingProfiles), sends a transaction's event with its EVSE when a
+TriggerMessage asks, and stacks charging profiles as 2.0.1 describes: per EVSE
+and purpose the highest stack level wins; the ChargingStationMaxProfile caps the
+TxProfile (or else TxDefaultProfile) of each EVSE, and the station's sum. A
+profile with the stack level, purpose and EVSE of another one (a different id) is
+rejected (K01.FR.06); one with a known id replaces it (K01.FR.05). Only what the
+bridge uses is modelled: Absolute profiles.
+
+``StationSpec.connectors`` is its number of EVSEs here, each with
+``connectors_per_evse`` connectors (one in use at a time).
 """
 
 from __future__ import annotations
@@ -16,22 +25,30 @@ import contextlib
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import websockets
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from bridge.sim.station import EV_MIN_CURRENT_A, StationSpec, schedule_limit_a
+from bridge.sim.station import (
+    EV_MIN_CURRENT_A,
+    FACTORY_PROFILE_ID,
+    StationSpec,
+    factory_profile,
+    schedule_limit_a,
+)
 
 log = logging.getLogger(__name__)
 
-EVSE = 1
+STATION_MAX = "ChargingStationMaxProfile"
+REPORT_PART = 4  # reportData items per NotifyReport: a report comes in several parts
 
 
 def _now() -> datetime:
@@ -47,8 +64,21 @@ def _parse(ts: str) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+@dataclass
+class Evse:
+    """One EVSE, its EV and its transaction."""
+
+    id: int
+    connectors: int
+    plugged: bool
+    tx_id: str | None = None
+    connector_in_use: int = 1
+    named: bool = False  # an event of this transaction named the EVSE (the first one must)
+    energy_wh: float = 0.0
+
+
 class SimulatedStation201(ChargePoint):
-    """Reconnects by itself until stop(); the EV charges while plugged in."""
+    """Reconnects by itself until stop(); each EVSE's EV charges while plugged in."""
 
     def __init__(self, spec: StationSpec, central_system_url: str) -> None:
         super().__init__(spec.station_id, None, response_timeout=10)
@@ -56,18 +86,36 @@ class SimulatedStation201(ChargePoint):
         self.url = f"{central_system_url.rstrip('/')}/{spec.station_id}"
         # (evse id, purpose, stack level) -> the profile as on the wire
         self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
+        self._sources: dict[int, str] = {}  # profile id -> who installed it
         self.received: list[tuple[str, dict[str, Any]]] = []
+        # calls the central system sent before this connection's boot was answered
+        self.calls_before_boot: list[str] = []
         self._raw: dict[str, Any] = {}
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
         self._run_task: asyncio.Task[Any] | None = None
-        self._plugged = spec.plugged_in
-        self._tx_id: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.evses = {e: Evse(e, max(spec.connectors_per_evse, 1), spec.plugged_in)
+                      for e in range(1, max(spec.connectors, 1) + 1)}
         self._tx_count = 0
         self._seq = 0
-        self._energy_wh = 0.0
         self._integrated_at = time.monotonic()
         self._meter_interval = spec.meter_interval_s
+        self._registered = False  # accepted since it powered up
+        self._boot_answered = False
+        self._boot_seq = 0
+        if spec.tx_started_elsewhere:
+            for evse in self.evses.values():
+                if evse.plugged:
+                    self._new_transaction(evse)
+                    evse.named = True  # its Started went to the central system before
+        factory = factory_profile(spec, "id")
+        if factory is not None:
+            schedule = factory.pop("chargingSchedule")
+            factory |= {"chargingProfilePurpose": STATION_MAX,
+                        "chargingSchedule": [{"id": FACTORY_PROFILE_ID, **schedule}]}
+            self.installed_profiles[(0, STATION_MAX, factory["stackLevel"])] = factory
+            self._sources[FACTORY_PROFILE_ID] = "Other"
 
     # ---- state for tests -------------------------------------------------------------------
     @property
@@ -76,34 +124,68 @@ class SimulatedStation201(ChargePoint):
 
     @property
     def transaction_id(self) -> str | None:
-        return self._tx_id
+        """EVSE 1's transaction."""
+        return self.evses[1].tx_id
 
     @property
     def power_w(self) -> float:
-        if self._tx_id is None or not self._plugged:
-            return 0.0
-        amps = self.spec.ev_max_current_a
-        if not self.spec.ignores_profiles:
-            amps = min(amps, self.composite_limit_a())
-        return 0.0 if amps < EV_MIN_CURRENT_A else amps * self.spec.voltage_v * self.spec.phases
+        return sum(self._draws_a().values()) * self.spec.voltage_v * self.spec.phases
 
-    def composite_limit_a(self, at: datetime | None = None) -> float:
+    def evse_power_w(self, evse_id: int) -> float:
+        return self._draws_a().get(evse_id, 0.0) * self.spec.voltage_v * self.spec.phases
+
+    def _draws_a(self, at: datetime | None = None) -> dict[int, float]:
+        """Per-phase amps each EVSE's EV draws."""
         at = _now() if at is None else at
-        cap = self._winner(0, "ChargingStationMaxProfile", at)
-        tx = self._winner(EVSE, "TxProfile", at) if self._tx_id else None
-        for evse in (EVSE, 0):
+        wants = {}
+        for evse in self.evses.values():
+            if evse.tx_id is None or not evse.plugged:
+                continue
+            amps = self.spec.ev_max_current_a
+            if not self.spec.ignores_profiles:
+                amps = min(amps, self.evse_limit_a(evse.id, at))
+            wants[evse.id] = amps if amps >= EV_MIN_CURRENT_A else 0.0
+        cap, total = self._station_cap_a(at), sum(wants.values())
+        if self.spec.ignores_profiles or total <= cap:
+            return wants
+        return {e: a * cap / total for e, a in wants.items()}  # it shares its cap
+
+    def _station_cap_a(self, at: datetime) -> float:
+        cap = self._winner(0, STATION_MAX, at)
+        return max(0.0, min(self.spec.max_current_a, cap if cap is not None else float("inf")))
+
+    def evse_limit_a(self, evse_id: int, at: datetime) -> float:
+        """Per-phase amps one EVSE may draw: its TxProfile (else TxDefaultProfile) under the
+        station's cap."""
+        evse = self.evses[evse_id]
+        tx = self._winner(evse_id, "TxProfile", at, evse.tx_id) if evse.tx_id else None
+        for scope in (evse_id, 0):
             if tx is None:
-                tx = self._winner(evse, "TxDefaultProfile", at)
-        limits = [x for x in (cap, tx) if x is not None]
-        return max(0.0, min([self.spec.max_current_a, *limits]))
+                tx = self._winner(scope, "TxDefaultProfile", at)
+        return max(0.0, min([self._station_cap_a(at), *([tx] if tx is not None else [])]))
+
+    def composite_limit_a(self, at: datetime | None = None, evse_id: int = 0) -> float:
+        """Per-phase amps the station (EVSE 0) or one EVSE may draw at ``at``."""
+        at = _now() if at is None else at
+        if evse_id:
+            return self.evse_limit_a(evse_id, at)
+        return min(self._station_cap_a(at), sum(self.evse_limit_a(e, at) for e in self.evses))
 
     def composite_limit_w(self, at: datetime | None = None) -> float:
         return self.composite_limit_a(at) * self.spec.voltage_v * self.spec.phases
 
-    def _winner(self, evse: int, purpose: str, at: datetime) -> float | None:
+    def profile_limit_a(self, profile_id: int, at: datetime) -> float | None:
+        """Per-phase amps an installed profile sets at ``at`` (None: not installed, or not in
+        force then)."""
+        for profile in self.installed_profiles.values():
+            if profile["id"] == profile_id:
+                return self._profile_limit(profile, at)
+        return None
+
+    def _winner(self, evse: int, purpose: str, at: datetime, tx: str | None = None) -> float | None:
         stack = sorted((p for (e, pur, _), p in self.installed_profiles.items()
                         if e == evse and pur == purpose
-                        and (purpose != "TxProfile" or p.get("transactionId") == self._tx_id)),
+                        and (purpose != "TxProfile" or p.get("transactionId") == tx)),
                        key=lambda p: -p["stackLevel"])
         for profile in stack:
             limit = self._profile_limit(profile, at)
@@ -141,73 +223,101 @@ class SimulatedStation201(ChargePoint):
             if not task.done():
                 task.cancel()
 
-    def unplug(self) -> None:
-        self._plugged = False
+    def unplug(self, evse_id: int = 1) -> None:
+        self.evses[evse_id].plugged = False
+
+    def plug_in(self, evse_id: int = 1) -> None:
+        self.evses[evse_id].plugged = True
 
     async def drop_connection(self) -> None:
         """Abort without a close frame, as a lost link looks to the central system."""
         if self._ws is not None:
             self._ws.transport.abort()
 
+    @property
+    def _boots_now(self) -> bool:
+        return self.spec.boots_on_reconnect or not self._registered
+
     async def _session(self, ws: ClientConnection) -> None:
         self._ws = self._connection = ws
         self._response_queue = asyncio.Queue()
         self._call_lock = asyncio.Lock()
+        self._boot_answered = not self._boots_now
         tasks = [asyncio.create_task(self.start()), asyncio.create_task(self._operate())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._ws = None
-            for task in tasks:
+            for task in [*tasks, *self._tasks]:
                 task.cancel()
-            await asyncio.wait(tasks, timeout=2)
+            await asyncio.wait([*tasks, *self._tasks], timeout=2)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def route_message(self, raw_msg: str) -> None:
         with contextlib.suppress(ValueError):
             msg = json.loads(raw_msg)
+            if isinstance(msg, list) and len(msg) == 3 and msg[0] == 3 \
+                    and msg[1] == f"boot-{self._boot_seq}":
+                self._boot_answered = True
             if isinstance(msg, list) and len(msg) == 4 and msg[0] == 2:
                 self._raw = msg[3]
                 self.received.append((str(msg[2]), msg[3]))
+                if not self._boot_answered:
+                    self.calls_before_boot.append(str(msg[2]))
         await super().route_message(raw_msg)
 
     async def _operate(self) -> None:
-        boot = await self.call(call.BootNotification(
-            charging_station={"model": self.spec.model, "vendor_name": self.spec.vendor},
-            reason="PowerUp"))
-        if boot.status != "Accepted":
-            return
-        await self.call(call.StatusNotification(timestamp=_iso(_now()),
-                                                connector_status="Available",
-                                                evse_id=EVSE, connector_id=1))
-        if self._plugged:
-            await self.call(call.StatusNotification(timestamp=_iso(_now()),
-                                                    connector_status="Occupied",
-                                                    evse_id=EVSE, connector_id=1))
-            if self._tx_id is None:
-                self._tx_count += 1
-                self._tx_id = f"{self.id}-tx{self._tx_count}"
-                await self._transaction_event("Started", "CablePluggedIn")
-        while self._tx_id is not None:
+        if self._boots_now:
+            await asyncio.sleep(self.spec.boot_delay_s)
+            self._boot_seq += 1
+            boot = await self.call(call.BootNotification(
+                charging_station={"model": self.spec.model, "vendor_name": self.spec.vendor},
+                reason="PowerUp"), unique_id=f"boot-{self._boot_seq}")
+            if boot.status != "Accepted":
+                return
+            self._registered = True
+            for evse in self.evses.values():
+                for connector in range(1, evse.connectors + 1):
+                    status = "Occupied" if evse.plugged and connector == evse.connector_in_use \
+                        else "Available"
+                    await self.call(call.StatusNotification(
+                        timestamp=_iso(_now()), connector_status=status, evse_id=evse.id,
+                        connector_id=connector))
+        while True:
+            for evse in self.evses.values():
+                if evse.plugged and evse.tx_id is None:
+                    self._new_transaction(evse)
+                    await self._transaction_event(evse, "Started", "CablePluggedIn")
+                elif evse.tx_id is not None and not evse.plugged:
+                    await self._transaction_event(evse, "Ended", "EVCommunicationLost")
+                    evse.tx_id = None
+                elif evse.tx_id is not None:
+                    await self._transaction_event(evse, "Updated", "MeterValuePeriodic")
             await asyncio.sleep(self._meter_interval or 1.0)
             self._integrate()
-            if not self._plugged:
-                await self._transaction_event("Ended", "EVCommunicationLost")
-                self._tx_id = None
-                break
-            await self._transaction_event("Updated", "MeterValuePeriodic")
-        await self._stopping.wait()
+
+    def _new_transaction(self, evse: Evse) -> None:
+        self._tx_count += 1
+        evse.tx_id, evse.named = f"{self.id}-tx{self._tx_count}", False
 
     def _integrate(self) -> None:
         now = time.monotonic()
-        self._energy_wh += self.power_w * (now - self._integrated_at) / 3600
+        for evse_id, amps in self._draws_a().items():
+            watts = amps * self.spec.voltage_v * self.spec.phases
+            self.evses[evse_id].energy_wh += watts * (now - self._integrated_at) / 3600
         self._integrated_at = now
 
-    async def _transaction_event(self, event_type: str, trigger: str) -> None:
+    async def _transaction_event(self, evse: Evse, event_type: str, trigger: str) -> None:
         self._seq += 1
+        power = self.evse_power_w(evse.id)
         meter = [{"timestamp": _iso(_now()), "sampled_value": [
-            {"value": round(self.power_w / 1000, 3), "measurand": "Power.Active.Import",
+            {"value": round(power / 1000, 3), "measurand": "Power.Active.Import",
              "unit_of_measure": {"unit": "W", "multiplier": 3}},
-            {"value": round(self._energy_wh, 1), "measurand": "Energy.Active.Import.Register",
+            {"value": round(evse.energy_wh, 1), "measurand": "Energy.Active.Import.Register",
              "unit_of_measure": {"unit": "Wh"}},
             # what many stations send unasked: the voltage of each line it uses
             *({"value": self.spec.voltage_v, "measurand": "Voltage", "phase": f"L{line}-N",
@@ -215,11 +325,13 @@ class SimulatedStation201(ChargePoint):
         ]}]
         extra: dict[str, Any] = {}
         if event_type == "Started":
-            extra = {"id_token": {"id_token": self.spec.id_tag, "type": "ISO14443"},
-                     "evse": {"id": EVSE, "connector_id": 1}}
+            extra["id_token"] = {"id_token": self.spec.id_tag, "type": "ISO14443"}
+        if not evse.named or trigger == "Trigger":  # the first event, and one asked for
+            extra["evse"] = {"id": evse.id, "connector_id": evse.connector_in_use}
+            evse.named = True
         await self.call(call.TransactionEvent(
             event_type=event_type, timestamp=_iso(_now()), trigger_reason=trigger,
-            seq_no=self._seq, transaction_info={"transaction_id": self._tx_id},
+            seq_no=self._seq, transaction_info={"transaction_id": evse.tx_id},
             meter_value=meter, **extra))
 
     # ---- handlers ----------------------------------------------------------------------------
@@ -238,14 +350,77 @@ class SimulatedStation201(ChargePoint):
         values = self._variables()
         results = []
         for item in get_variable_data:
-            name = item["variable"]["name"]
-            known = item["component"]["name"] == "SmartChargingCtrlr" and name in values
-            result = {"attribute_status": "Accepted" if known else "UnknownVariable",
+            name, component = item["variable"]["name"], item["component"]["name"]
+            value = values.get(name) if component == "SmartChargingCtrlr" else None
+            this = component == "ChargingStation" or (
+                component == "EVSE" and (item["component"].get("evse") or {}).get("id")
+                in self.evses)
+            if this and name == "Power" and item.get("attribute_type") == "MaxSet":
+                # the station's maxLimit, and each EVSE's (it may give any one of them all)
+                value = f"{self.spec.max_current_a * self.spec.voltage_v * self.spec.phases:g}"
+            result = {"attribute_status": "Accepted" if value is not None else "UnknownVariable",
                       "component": item["component"], "variable": item["variable"]}
-            if known:
-                result["attribute_value"] = values[name]
+            if value is not None:
+                result["attribute_value"] = value
             results.append(result)
         return call_result.GetVariables(get_variable_result=results)
+
+    def _device_model(self) -> list[dict[str, Any]]:
+        """Its EVSE and Connector components as NotifyReport's reportData."""
+        def item(component: dict[str, Any], variable: str, value: str) -> dict[str, Any]:
+            return {"component": component, "variable": {"name": variable},
+                    "variable_attribute": [{"type": "Actual", "value": value,
+                                            "mutability": "ReadOnly"}]}
+        data = []
+        for evse in self.evses.values():
+            data.append(item({"name": "EVSE", "evse": {"id": evse.id}}, "Available", "true"))
+            data.append(item({"name": "EVSE", "evse": {"id": evse.id}}, "AvailabilityState",
+                             "Occupied" if evse.plugged else "Available"))
+            for connector in range(1, evse.connectors + 1):
+                component = {"name": "Connector",
+                             "evse": {"id": evse.id, "connector_id": connector}}
+                data.append(item(component, "Available", "true"))
+                data.append(item(component, "ConnectorType", "cType2"))
+        return data
+
+    def _reported(self, wanted: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        def matches(data: dict[str, Any], want: dict[str, Any]) -> bool:
+            component, asked = data["component"], want["component"]
+            if component["name"].lower() != asked["name"].lower():
+                return False
+            evse = asked.get("evse")
+            if evse is not None and (evse["id"] != component["evse"]["id"] or evse.get(
+                    "connector_id", component["evse"].get("connector_id"))
+                    != component["evse"].get("connector_id")):
+                return False
+            variable = want.get("variable")
+            return variable is None or variable["name"] == data["variable"]["name"]
+
+        model = self._device_model()
+        if not wanted:
+            return model
+        return [d for d in model if any(matches(d, want) for want in wanted)]
+
+    @on(Action.get_report)
+    def on_get_report(self, request_id: int, component_variable: list[dict[str, Any]] | None = None,
+                      **_: Any) -> call_result.GetReport:
+        found = self._reported(component_variable)
+        return call_result.GetReport(status="Accepted" if found else "EmptyResultSet")
+
+    @after(Action.get_report)
+    def after_get_report(self, request_id: int,
+                         component_variable: list[dict[str, Any]] | None = None,
+                         **_: Any) -> None:
+        found = self._reported(component_variable)
+        if found:
+            self._spawn(self._notify_report(request_id, found))
+
+    async def _notify_report(self, request_id: int, data: list[dict[str, Any]]) -> None:
+        parts = [data[i:i + REPORT_PART] for i in range(0, len(data), REPORT_PART)]
+        for seq, part in enumerate(parts):
+            await self.call(call.NotifyReport(
+                request_id=request_id, generated_at=_iso(_now()), seq_no=seq,
+                report_data=part, tbc=seq < len(parts) - 1))
 
     @on(Action.set_variables)
     def on_set_variables(self, set_variable_data: list[dict[str, Any]],
@@ -265,24 +440,31 @@ class SimulatedStation201(ChargePoint):
         purpose, level = profile["chargingProfilePurpose"], profile["stackLevel"]
         schedule = profile["chargingSchedule"][0]
         allowed = set(self._variables()["RateUnit"].split(","))
+        evse = self.evses.get(evse_id)
+        # K01.FR.06/39: another profile (another id) with this stack level and purpose on
+        # this EVSE (for a TxProfile: of this transaction) is refused, not replaced
+        taken = any(p["id"] != profile["id"] and (key == (evse_id, purpose, level)) and (
+            purpose != "TxProfile" or p.get("transactionId") == profile.get("transactionId"))
+            for key, p in self.installed_profiles.items())
         if (
             "smartcharging" not in self.spec.feature_profiles.lower()
             or schedule["chargingRateUnit"] not in allowed
             or not 0 <= level <= self.spec.max_stack_level
             or len(schedule["chargingSchedulePeriod"]) > self.spec.max_periods
-            or evse_id not in (0, EVSE)
+            or (evse_id != 0 and evse is None)
             or (evse_id == 0 and self.spec.rejects_connector_zero)
-            or (purpose == "ChargingStationMaxProfile" and evse_id != 0)
+            or (purpose == STATION_MAX and evse_id != 0)
             or (purpose == "TxProfile"
-                and (evse_id != EVSE or profile.get("transactionId") != self._tx_id))
+                and (evse is None or profile.get("transactionId") != evse.tx_id))
             or "startSchedule" not in schedule
+            or taken
         ):
             return call_result.SetChargingProfile(status="Rejected")
         self._integrate()
-        for key in [k for k, p in self.installed_profiles.items()
-                    if k == (evse_id, purpose, level) or p["id"] == profile["id"]]:
+        for key in [k for k, p in self.installed_profiles.items() if p["id"] == profile["id"]]:
             del self.installed_profiles[key]
         self.installed_profiles[(evse_id, purpose, level)] = profile
+        self._sources[profile["id"]] = "CSO"
         return call_result.SetChargingProfile(status="Accepted")
 
     @on(Action.clear_charging_profile)
@@ -293,18 +475,82 @@ class SimulatedStation201(ChargePoint):
             del self.installed_profiles[key]
         return call_result.ClearChargingProfile(status="Accepted" if doomed else "Unknown")
 
+    def _listed(self, evse_id: int | None,
+                criteria: dict[str, Any]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """Installed profiles matching GetChargingProfiles' criteria, by (source, EVSE)."""
+        found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for (evse, purpose, level), profile in self.installed_profiles.items():
+            source = self._sources.get(profile["id"], "CSO")
+            if (evse_id is None or evse == evse_id) \
+                    and criteria.get("charging_profile_purpose") in (None, purpose) \
+                    and criteria.get("stack_level") in (None, level) \
+                    and profile["id"] in criteria.get("charging_profile_id", [profile["id"]]) \
+                    and source in criteria.get("charging_limit_source", [source]):
+                found.setdefault((source, evse), []).append(profile)
+        return found
+
+    @on(Action.get_charging_profiles)
+    def on_get_charging_profiles(self, request_id: int, charging_profile: dict[str, Any],
+                                 evse_id: int | None = None,
+                                 **_: Any) -> call_result.GetChargingProfiles:
+        found = self._listed(evse_id, charging_profile)
+        return call_result.GetChargingProfiles(status="Accepted" if found else "NoProfiles")
+
+    @after(Action.get_charging_profiles)
+    def after_get_charging_profiles(self, request_id: int, charging_profile: dict[str, Any],
+                                    evse_id: int | None = None, **_: Any) -> None:
+        found = self._listed(evse_id, charging_profile)
+        if found:
+            self._spawn(self._report_profiles(request_id, found))
+
+    async def _report_profiles(self, request_id: int,
+                               found: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+        groups = list(found.items())
+        for index, ((source, evse), profiles) in enumerate(groups):
+            await self.call(call.ReportChargingProfiles(
+                request_id=request_id, charging_limit_source=source, evse_id=evse,
+                charging_profile=profiles, tbc=index < len(groups) - 1))
+
+    @on(Action.trigger_message)
+    def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None,
+                           **_: Any) -> call_result.TriggerMessage:
+        if requested_message != "TransactionEvent":
+            return call_result.TriggerMessage(status="NotImplemented")
+        running = [e for e in self.evses.values()
+                   if e.tx_id is not None and (evse is None or e.id == evse["id"])]
+        return call_result.TriggerMessage(status="Accepted" if running else "Rejected")
+
+    @after(Action.trigger_message)
+    def after_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None,
+                              **_: Any) -> None:
+        if requested_message == "TransactionEvent":
+            for running in self.evses.values():
+                if running.tx_id is not None and (evse is None or running.id == evse["id"]):
+                    self._spawn(self._transaction_event(running, "Updated", "Trigger"))
+
     @on(Action.get_composite_schedule)
     def on_get_composite_schedule(self, duration: int, evse_id: int,
                                   charging_rate_unit: str | None = None,
                                   **_: Any) -> call_result.GetCompositeSchedule:
-        if evse_id not in (0, EVSE):
+        if evse_id != 0 and evse_id not in self.evses:
             return call_result.GetCompositeSchedule(status="Rejected")
         unit = charging_rate_unit or "A"
         scale = self.spec.voltage_v * self.spec.phases if unit == "W" else 1.0
         start = _now().replace(microsecond=0)
+        offsets = {0}
+        for profile in self.installed_profiles.values():
+            schedule = profile["chargingSchedule"][0]
+            begin = _parse(schedule["startSchedule"])
+            for period in schedule["chargingSchedulePeriod"]:
+                offset = (begin - start).total_seconds() + period["startPeriod"]
+                if 0 < offset < duration:
+                    offsets.add(int(-(-offset // 1)))  # the whole second it holds from
+        periods: list[dict[str, Any]] = []
+        for offset in sorted(offsets):
+            at = start + timedelta(seconds=offset)
+            limit = round(self.composite_limit_a(at, evse_id) * scale, 1)
+            if not periods or periods[-1]["limit"] != limit:
+                periods.append({"start_period": offset, "limit": limit})
         return call_result.GetCompositeSchedule(status="Accepted", schedule={
             "evse_id": evse_id, "duration": duration, "schedule_start": _iso(start),
-            "charging_rate_unit": unit,
-            "charging_schedule_period": [
-                {"start_period": 0, "limit": round(self.composite_limit_a(start) * scale, 1)}],
-        })
+            "charging_rate_unit": unit, "charging_schedule_period": periods})

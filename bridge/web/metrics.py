@@ -111,6 +111,17 @@ def collect(bridge: Bridge) -> list[Metric]:
                "OCPP calls sent to stations, by action (profiles, configuration, checks).",
                tuple(({"action": action}, float(n))
                      for action, n in sorted(bridge.calls_out.items()))),
+        Metric("drbridge_ocpp_lenient_total", "counter",
+               "Station requests off the OCPP schema read after a repair with one meaning,"
+               " by action and kind of repair (a request counts once per kind).",
+               tuple(({"action": action, "kind": kind}, float(n))
+                     for (action, kind), n in sorted(bridge.near_misses.repaired.items()))),
+        Metric("drbridge_meter_samples_ignored_total", "counter",
+               "Meter samples left out of the site load, energy and voltages, by measurand"
+               " and why (unreadable, not_finite, negative, out_of_range).",
+               tuple(({"measurand": measurand, "reason": why}, float(n))
+                     for (measurand, why), n in
+                     sorted(bridge.near_misses.ignored_samples.items()))),
         _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",
              bridge.started_at.timestamp()),
         _one("drbridge_over_voltage_floor_ratio", "gauge",

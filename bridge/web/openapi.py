@@ -80,6 +80,10 @@ SCHEMAS: dict[str, Any] = {
         "verified": {"type": "boolean",
                      "description": "GetCompositeSchedule confirmed the limit"},
         "max_w": NUM,
+        "counted": {"type": ["object", "null"], "description":
+                    "while the bridge cannot steer it: what the planner counts it at, and why "
+                    "(its configuration, its meter's lines, a key of its own, its measured "
+                    "peak)", "properties": {"watts": NUM, "reason": {"type": "string"}}},
         "hold": {"type": ["object", "null"], "properties": {
             "mode": {"enum": ["pause", "exempt"]}, "reason": {"type": "string"}, "since": TIME}},
         "voltage_v": {"type": ["object", "null"], "description":

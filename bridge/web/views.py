@@ -246,14 +246,21 @@ def _profile_detail(state: StationState | None) -> str:
     detail = state.status
     if state.compliance.flagged and state.compliance.detail:
         detail += f": {state.compliance.detail}"
+    elif state.counted is not None:
+        detail += f": counted at {state.counted.reason}"
     if state.verified:
         detail += "; its composite schedule confirms the limit"
     return detail
 
 
-def _limit_reason(applied: Step | None, planned: Step | None, known: bool) -> str:
+def _limit_reason(applied: Step | None, planned: Step | None, state: StationState | None,
+                  ) -> str:
+    if applied is None and state is not None and state.counted is not None:
+        # no limit of ours: the planner counts it at what it may draw, and says why
+        return f"counted at {state.counted.reason}"
     if applied is None:
-        return "no limit acknowledged yet" if known else "not connected since the bridge started"
+        return "no limit acknowledged yet" if state is not None \
+            else "not connected since the bridge started"
     # A profile starts a decrease a second before the plan does, and its copy of the reason
     # is the one of that earlier second: the plan's own step says why, once they agree.
     if planned is not None and abs(planned.limit_w - applied.limit_w) <= 100:
@@ -317,12 +324,15 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             "last_seen": _iso(bridge.last_seen.get(station_id)),
             "power_w": _watts(station_power),
             "limit_w": _watts(applied.limit_w) if applied else None,
-            "limit_reason": _limit_reason(applied, desired, state is not None),
+            "limit_reason": _limit_reason(applied, desired, state),
             "planned": _step_view(desired),
             "profile_state": profile_state(state) if state else "unverified",
             "profile_detail": _profile_detail(state),
             "verified": bool(state and state.verified),
             "max_w": _watts(state.info.max_w) if state and state.info.max_current_a else None,
+            # while it cannot be steered: what the planner counts it at, and why
+            "counted": {"watts": _watts(state.counted.watts), "reason": state.counted.reason}
+            if state and state.counted is not None else None,
             "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
             if hold else None,
             "voltage_v": _station_voltage(bridge, station_id, now, stale),

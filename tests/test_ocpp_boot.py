@@ -1,0 +1,83 @@
+"""No call to a station before its BootNotification is accepted, and one setup per boot."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from conftest import Site, wait_steered, wait_until
+from test_ocpp_201 import add_201
+
+from bridge.dispatch import BOOT_WAIT_S
+from bridge.sim.station import SimulatedStation
+
+# Generous: these tests must hold on a shared machine under load.
+wait = partial(wait_until, timeout=30)
+
+
+def count(station: SimulatedStation, action: str) -> int:
+    return sum(1 for a, _ in station.received if a == action)
+
+
+async def test_a_station_that_boots_late_is_set_up_once_after_its_boot(site: Site):
+    """Its websocket opens well before its BootNotification (firmware still starting).
+
+    Setting it up on connect would read its capabilities and send its profile twice, once
+    before the boot (which OCPP forbids) and once after it.
+    """
+    bridge = await site.start_bridge(capacity_kw=20)
+    late = site.add_station("LATE", boot_delay_s=1.5, plugged_in=False)
+    await wait(lambda: late.booted, what="the late boot")
+    await wait_steered(bridge, "LATE")
+    await wait(lambda: bridge.dispatcher.stations["LATE"].verified,
+                     what="its profile verified by its composite schedule")
+    assert late.calls_before_boot == []
+    assert count(late, "GetConfiguration") == 1
+    assert count(late, "SetChargingProfile") == 1
+
+
+async def test_a_station_that_reconnects_without_a_boot_keeps_its_limit(site: Site):
+    """A station that only lost its link sends no BootNotification; silent (no session, no
+    status to repeat), it is served after the boot wait, from its cached capabilities."""
+    bridge = await site.start_bridge(capacity_kw=20)
+    quiet = site.add_station("QUIET", boots_on_reconnect=False, plugged_in=False)
+    await wait_steered(bridge, "QUIET")
+    boots, sets = count(quiet, "BootNotification"), count(quiet, "SetChargingProfile")
+    link = bridge.ocpp.links["QUIET"]
+    await quiet.drop_connection()
+    await wait(lambda: bridge.ocpp.links.get("QUIET") not in (None, link),
+                     what="the station back on a new link")
+    await wait(lambda: count(quiet, "SetChargingProfile") > sets,
+                     timeout=BOOT_WAIT_S + 10, what="its schedule re-confirmed")
+    await wait_steered(bridge, "QUIET")
+    assert count(quiet, "BootNotification") == boots  # it did not boot again
+    assert count(quiet, "GetConfiguration") == 1  # its capabilities come from the cache
+    assert quiet.composite_limit_w() == bridge.snapshot().station_limits_w["QUIET"]
+
+
+async def test_a_station_that_reboots_is_set_up_again_once(site: Site):
+    bridge = await site.start_bridge(capacity_kw=20)
+    cycling = site.add_station("CYCLE", plugged_in=False, boot_delay_s=0.5)
+    await wait_steered(bridge, "CYCLE")
+    await wait(lambda: bridge.dispatcher.stations["CYCLE"].verified, what="verified")
+    link = bridge.ocpp.links["CYCLE"]
+    cycling.installed_profiles.clear()  # a reboot that loses its profiles
+    await cycling.reboot()
+    await wait(lambda: bridge.ocpp.links.get("CYCLE") not in (None, link)
+                     and cycling.booted, what="the station back after its boot")
+    await wait_steered(bridge, "CYCLE")
+    await wait(lambda: bridge.dispatcher.stations["CYCLE"].verified, what="verified")
+    assert cycling.calls_before_boot == []
+    assert count(cycling, "GetConfiguration") == 2  # once per boot
+    assert count(cycling, "SetChargingProfile") == 2
+
+
+async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site: Site):
+    """OCPP 2.0.1 B01-B03: nothing for the station before its boot is accepted."""
+    bridge = await site.start_bridge(capacity_kw=20)
+    late = add_201(site, "LATE201", boot_delay_s=1.5, plugged_in=False)
+    await wait_steered(bridge, "LATE201")
+    await wait(lambda: bridge.dispatcher.stations["LATE201"].verified,
+                     what="its profile verified by its composite schedule")
+    assert late.calls_before_boot == []
+    assert [a for a, _ in late.received].count("GetVariables") == 1
+    assert [a for a, _ in late.received].count("SetChargingProfile") == 1

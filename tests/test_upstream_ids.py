@@ -1,0 +1,79 @@
+"""Message ids on a shared websocket leg: forwarded and own CALLs never collide."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.upstream.message_ids import MAX_ID_LENGTH, Forwarded, LegIds, Own, Unknown, with_id
+
+# What a CSMS may use as ids: anything, including ids that look like ours, and repeats.
+foreign_ids = st.one_of(st.sampled_from(["1", "d1", "f1", "f2", "d2"]),
+                        st.uuids().map(str), st.text(min_size=1, max_size=36))
+
+
+def test_a_forwarded_answer_goes_back_under_its_sender_id():
+    ids = LegIds()
+    wire = ids.forward("upstream-uuid-1", tag="SetChargingProfile")
+    own = ids.own(tag="GetConfiguration")
+    assert wire != own
+    assert ids.resolve(own) == Own("GetConfiguration")
+    assert ids.resolve(wire) == Forwarded("upstream-uuid-1", "SetChargingProfile")
+    assert ids.resolve(wire) == Unknown()  # answered once; a repeat is a stray
+    assert len(ids) == 0
+
+
+def test_an_upstream_id_equal_to_one_of_ours_is_still_told_apart():
+    ids = LegIds()
+    own = ids.own()
+    wire = ids.forward(own)  # the CSMS happens to use the very id drbridge used
+    assert wire != own
+    assert ids.resolve(own) == Own(None)
+    assert ids.resolve(wire) == Forwarded(own, None)
+
+
+def test_a_timed_out_call_answer_is_dropped():
+    ids = LegIds()
+    wire = ids.own()
+    ids.forget(wire)
+    assert ids.resolve(wire) == Unknown()
+    assert ids.resolve(12) == Unknown()  # not even a string
+
+
+def test_bounded():
+    ids = LegIds(max_pending=3)
+    wires = [ids.forward(str(i)) for i in range(5)]
+    assert len(ids) == 3 and ids.evicted == 2
+    assert ids.resolve(wires[0]) == Unknown()
+    assert ids.resolve(wires[4]) == Forwarded("4", None)
+
+
+@given(st.lists(st.tuples(st.booleans(), foreign_ids), max_size=60), st.randoms())
+def test_every_answer_maps_to_its_own_call_whatever_the_ids(calls, rnd):
+    ids = LegIds(max_pending=1000)
+    issued: dict[str, tuple[bool, str]] = {}
+    for is_forward, origin in calls:
+        wire = ids.forward(origin, tag=origin) if is_forward else ids.own(tag=origin)
+        assert wire not in issued, "a wire id issued twice"
+        assert len(wire) <= MAX_ID_LENGTH
+        issued[wire] = (is_forward, origin)
+    for _, origin in calls:  # a foreign id is never taken for a pending call of another
+        if origin not in issued:
+            assert isinstance(ids.resolve(origin), Unknown)
+    answers = list(issued)
+    rnd.shuffle(answers)
+    for wire in answers:
+        is_forward, origin = issued[wire]
+        expected = Forwarded(origin, origin) if is_forward else Own(origin)
+        assert ids.resolve(wire) == expected
+    assert len(ids) == 0
+
+
+def test_reframing_keeps_everything_but_the_id():
+    frame = [2, "csms-7", "SetChargingProfile", {"connectorId": 0, "note": "é"}]
+    assert json.loads(with_id(frame, "f1")) == [2, "f1", "SetChargingProfile",
+                                                 {"connectorId": 0, "note": "é"}]
+    error = [4, "f1", "NotSupported", "no", {}]
+    assert json.loads(with_id(error, "csms-7")) == [4, "csms-7", "NotSupported", "no", {}]
