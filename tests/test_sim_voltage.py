@@ -167,7 +167,8 @@ async def stations(cs):
 
     async def start(kind, station_id, feeder=None, **options):
         spec = StationSpec(station_id=station_id, max_current_a=MAX_A,
-                           meter_interval_s=options.pop("meter_interval_s", 0.5))
+                           meter_interval_s=options.pop("meter_interval_s", 0.5),
+                           **options.pop("spec", {}))
         station = kind(spec, cs.url, **options)
         if feeder is not None:
             station.attach_feeder(feeder)
@@ -323,6 +324,59 @@ async def test_meter_values_carry_the_feeders_voltage(cs, stations):
     assert {s["value"] for s in samples if s["measurand"] == "Voltage"} == {228.0 - 0.5 * 16}
 
 
+async def test_a_sag_while_offline_arrives_after_a_reconnect_without_boot(cs, stations):
+    """A station that only lost its link reconnects without a BootNotification; the
+    crossing it saw meanwhile still reaches its central system."""
+    feeder = Feeder(source_v=V, impedance_ohm=0.3)
+    station = await stations(MonitoringStation201, "CP1", feeder,
+                             spec={"boots_on_reconnect": False})
+    spec = vm.MonitorSpec(vm.VoltageVariable("ChargingStation"), "LowerThreshold", 216.2)
+    outcome = await set_monitors(cs, "CP1", [spec])
+    assert outcome.installed
+
+    await cs.stop()
+    await until(lambda: not station.connected, 10, "the station to notice")
+    feeder.source_v = 215.0  # 210.2 V at the station, while it is offline
+    await until(lambda: station.monitors[outcome.installed[0].monitor_id].tripped, 5,
+                "the monitor to trip")
+    back = time.monotonic()
+    await cs.start(cs.port)
+    await until(lambda: observations_since(cs, "CP1", back), 15, "the sag, once back")
+    found = observations_since(cs, "CP1", back, outcome.installed)
+    assert [(o.volts, o.returned_to_normal) for o, _ in found] == [(210.2, False)]
+    assert len(cs.of("CP1", "BootNotification")) == 1  # it did not boot again
+
+
+async def test_every_evse_of_a_station_has_its_voltage_and_a_transaction_monitor(
+        cs, stations):
+    feeder = Feeder(source_v=V, impedance_ohm=0.3)
+    station = await stations(MonitoringStation201, "CP1", feeder, spec={"connectors": 2})
+    await until(lambda: station.evses[2].tx_id is not None, 10, "EVSE 2 charging")
+    reply = await cs.send("CP1", v201.call.GetVariables(get_variable_data=[
+        {"component": {"name": "EVSE", "evse": {"id": 2}},
+         "variable": {"name": "ACVoltage", "instance": "L3"}}]))
+    assert reply.get_variable_result[0]["attribute_value"] == "220.4"  # 2 x 16 A over 0.3 ohm
+    specs = vm.desired_monitors(RULE, V, vm.candidates([1, 2], [1, 2, 3])[0])
+    outcome = await set_monitors(cs, "CP1", specs)
+    assert len(outcome.installed) == len(specs) and not outcome.refused
+    watch = vm.MonitorSpec(vm.VoltageVariable("EVSE", 2, "L1"), "LowerThreshold", 210.0)
+    request = vm.set_monitoring_request([watch])["setMonitoringData"]
+    reply = await cs.send("CP1", v201.call.SetVariableMonitoring(
+        set_monitoring_data=[request[0] | {"transaction": True}]))
+    assert reply.set_monitoring_result[0]["status"] == "Accepted"
+
+    station.unplug(1)  # EVSE 2's transaction runs on: its monitor watches
+    changed = time.monotonic()
+    feeder.source_v = 210.0
+    await until(lambda: any(e["variableMonitoringId"] == reply.set_monitoring_result[0]["id"]
+                            for p, _ in cs.of("CP1", "NotifyEvent", changed)
+                            for e in p["eventData"]), 5, "EVSE 2's transaction monitor")
+    event = next(e for p, _ in cs.of("CP1", "NotifyEvent", changed) for e in p["eventData"]
+                 if e["variableMonitoringId"] == reply.set_monitoring_result[0]["id"])
+    assert event["transactionId"] == station.evses[2].tx_id
+    assert event["component"] == {"name": "EVSE", "evse": {"id": 2}}
+
+
 # -- 2.1: DER control --------------------------------------------------------------------
 
 async def der_support(cs, station_id):
@@ -456,6 +510,35 @@ async def test_a_scheduled_control_starts_and_stops_with_notices(cs, stations):
     assert [n.detail for n in notices] == ["station's own DER control started",
                                            "station's own DER control stopped"]
     await until(lambda: station.power_w == FULL_W, 5, "full power after the window")
+
+
+async def test_a_curve_holds_all_evses_together_and_their_meter_values_say_so(cs, stations):
+    """A DER control names no EVSE: its share of the station's maximum power is shared by
+    the EVs of both EVSEs, and the power each EVSE reports is what it draws."""
+    feeder = Feeder(source_v=205.0, impedance_ohm=0.0)
+    station = await stations(SimulatedStation21, "CP21", feeder, spec={"connectors": 2})
+    await until(lambda: station.evses[2].tx_id is not None, 10, "EVSE 2 charging")
+    reply = await cs.send("CP21", v21.call.GetVariables(
+        get_variable_data=camel_to_snake_list(der.support_query([2])["getVariableData"])))
+    assert der.supports_volt_watt({"getVariableResult": camel(reply.get_variable_result)})
+    half = der.DerCurve(((85.0, -50.0), (95.0, -50.0)), response_time_s=0.0)
+    assert (await push_curve(cs, "CP21", half)).status == "accepted"
+    await until(lambda: station.power_w == pytest.approx(16 * V * 3), 5, "half of 32 A")
+    assert station.evse_power_w(1) == station.evse_power_w(2) == pytest.approx(8 * V * 3)
+
+    since = time.monotonic()
+    ours = {station.evses[1].tx_id, station.evses[2].tx_id}
+
+    def reported():
+        kw = {}
+        for payload, _ in cs.of("CP21", "TransactionEvent", since):
+            tx = payload["transactionInfo"]["transactionId"]
+            kw[tx] = next(s["value"] for s in payload["meterValue"][0]["sampledValue"]
+                          if s["measurand"] == "Power.Active.Import")
+        return kw
+
+    await until(lambda: set(reported()) == ours, 5, "meter values of both EVSEs")
+    assert reported() == {tx: round(8 * V * 3 / 1000, 3) for tx in ours}
 
 
 # -- 2.1: smart charging as on 2.0.1 -----------------------------------------------------

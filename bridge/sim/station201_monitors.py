@@ -4,19 +4,23 @@
 
 - a feeder (:mod:`bridge.sim.feeder`): its voltage is the source's less the drop of the
   current every station on the feeder draws, so one station's draw moves the others';
-- voltage variables in its device model: ``ACVoltage`` on ``EVSE`` 1 per line (instances
-  ``L1``..``L3``) and on ``ChargingStation`` (its lowest line), or only the latter
-  (``voltages="single"``), readable with GetVariables;
+- voltage variables in its device model: ``ACVoltage`` on each ``EVSE`` per line
+  (instances ``L1``..``L3``; all its EVSEs hang on the same connection to the feeder) and
+  on ``ChargingStation`` (its lowest line), or only the latter (``voltages="single"``),
+  readable with GetVariables;
 - SetVariableMonitoring / ClearVariableMonitoring / GetMonitoringReport for
   ``UpperThreshold`` and ``LowerThreshold`` monitors on them. It evaluates its measured
   voltage against every monitor many times a second and reports a crossing at once with
   NotifyEvent (``Alerting``; ``cleared`` on the return to normal); events that happen while
-  it is offline are queued and sent after it has booted again;
+  it is offline are queued and sent once it is back (after its BootNotification is
+  accepted, or at once when it reconnects without one);
 - ``monitors="rejected"`` answers every monitor ``Rejected``, ``monitors="not-supported"``
   answers the whole request with a CALLERROR ``NotSupported``, as stations without
   monitoring do.
 
-The meter values it sends carry the feeder's voltage, not the nominal one.
+A monitor with ``transaction`` set watches only while a transaction runs on its EVSE (on
+``ChargingStation``: on any EVSE). The meter values it sends carry the feeder's voltage,
+not the nominal one.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from websockets.typing import Subprotocol
 
 from bridge.sim.feeder import Feeder
 from bridge.sim.station import StationSpec
-from bridge.sim.station201 import EVSE, SimulatedStation201
+from bridge.sim.station201 import SimulatedStation201
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,8 @@ class MonitoringStation201(SimulatedStation201):
         return (amps, amps if self.spec.phases > 1 else 0.0, amps if self.spec.phases > 2 else 0.0)
 
     def voltages_v(self) -> tuple[float, ...]:
-        """Line-to-neutral voltage on each line the station uses."""
+        """Line-to-neutral voltage on each line the station uses: its feeder's (its meter
+        values carry it too)."""
         every = self.feeder.voltages_v() if self.feeder else (self.spec.voltage_v,) * 3
         return every[: self.spec.phases]
 
@@ -126,7 +131,8 @@ class MonitoringStation201(SimulatedStation201):
         component = component.lower()
         if component == "chargingstation" and evse_id is None and instance is None:
             return min(voltages)
-        if component != "evse" or evse_id != EVSE or self.voltage_variables != "per-line":
+        if component != "evse" or evse_id not in self.evses or \
+                self.voltage_variables != "per-line":
             return None
         if instance is None:
             return min(voltages)
@@ -136,7 +142,7 @@ class MonitoringStation201(SimulatedStation201):
     def _component_known(self, component: str, evse_id: int | None) -> bool:
         if component.lower() == "chargingstation":
             return evse_id is None
-        return component.lower() == "evse" and evse_id == EVSE
+        return component.lower() == "evse" and evse_id in self.evses
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -161,30 +167,21 @@ class MonitoringStation201(SimulatedStation201):
 
     async def _session(self, ws: ClientConnection) -> None:
         self._online.clear()
+        if not self._boots_now:  # registered before and not rebooted: no boot to wait for
+            self._online.set()
+            self._outbox_ready.set()
         try:
             await super()._session(ws)
         finally:
             self._online.clear()
 
     async def call(self, payload: Any, *args: Any, **kwargs: Any) -> Any:
-        if type(payload).__name__ == "TransactionEvent":
-            self._measured_voltages(payload)
         result = await super().call(payload, *args, **kwargs)
         if type(payload).__name__ == "BootNotification" and \
                 getattr(result, "status", None) == "Accepted":
             self._online.set()
             self._outbox_ready.set()
         return result
-
-    def _measured_voltages(self, payload: Any) -> None:
-        """Meter values carry the voltage this station measures on each line."""
-        voltages = self.voltages_v()
-        for meter_value in getattr(payload, "meter_value", None) or []:
-            for sample in meter_value.get("sampled_value", []):
-                phase = str(sample.get("phase", ""))
-                if sample.get("measurand") == "Voltage" and phase[:1] == "L" and \
-                        phase[1:2].isdigit() and int(phase[1]) <= len(voltages):
-                    sample["value"] = round(voltages[int(phase[1]) - 1], 1)
 
     def _later(self, payload: Any) -> None:
         """Send a notice as soon as the station is online (and booted)."""
@@ -231,7 +228,8 @@ class MonitoringStation201(SimulatedStation201):
         volts = self._variable_value(monitor.component, monitor.evse_id, monitor.instance)
         if volts is None:
             return
-        active = not monitor.transaction or self.transaction_id is not None
+        running = self._transactions(monitor)
+        active = not monitor.transaction or bool(running)
         tripped = active and (volts < monitor.value if monitor.kind == "LowerThreshold"
                               else volts > monitor.value)
         if tripped == monitor.tripped:
@@ -246,10 +244,15 @@ class MonitoringStation201(SimulatedStation201):
             "variable_monitoring_id": monitor.monitor_id,
             "event_notification_type": "CustomMonitor",
         }
-        if monitor.transaction and self.transaction_id is not None:
-            event["transaction_id"] = self.transaction_id
+        if monitor.transaction and len(running) == 1:  # the transaction it concerns
+            event["transaction_id"] = running[0]
         self._later(self._call.NotifyEvent(generated_at=_iso(datetime.now(UTC)), seq_no=0,
                                            event_data=[event]))
+
+    def _transactions(self, monitor: Monitor) -> list[str]:
+        """The transactions running where the monitor watches: its EVSE, or the station."""
+        return [evse.tx_id for evse in self.evses.values() if evse.tx_id is not None
+                and monitor.evse_id in (None, evse.id)]
 
     # ---- handlers ----------------------------------------------------------------------------
     @on(Action.get_variables)

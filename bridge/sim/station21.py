@@ -5,7 +5,7 @@ Everything the 2.0.1 station with monitors does (:mod:`bridge.sim.station201_mon
 transactions, smart charging, a feeder, variable monitors), validated against the 2.1
 schemas, and:
 
-- DER control (OCPP 2.1 block R): its device model has an ``ACDERCtrlr`` on EVSE 1
+- DER control (OCPP 2.1 block R): its device model has an ``ACDERCtrlr`` on each EVSE
   (``Available``, ``Enabled``, ``ModesSupported``); SetDERControl, GetDERControl (then
   ReportDERControl) and ClearDERControl as the specification describes them: per control
   type, the lowest priority number is in force and supersedes the others (a new control
@@ -15,17 +15,18 @@ schemas, and:
   "not-supported"`` answers every control ``NotSupported``.
 - VoltWatt, carried out: many times a second the station reads the curve at its own
   voltage (percent of nominal; the lowest line, the most restrictive); ``-y`` (PctMaxW,
-  negative = charging) is the share of its maximum power its EV may draw. It moves there
-  with the curve's ``responseTime`` (90 % of the way in that time) and returns to normal
-  only after ``hysteresisDelay`` and at ``hysteresisGradient`` %/s. This goes on while the
-  central system is gone. While the curve holds it back it raises a NotifyDERAlarm
-  (``UnderVoltage`` or ``OverVoltage``), ended when it lets go.
+  negative = charging) is the share of its maximum power its EVs may draw together (a
+  DER control names no EVSE). It moves there with the curve's ``responseTime`` (90 % of
+  the way in that time) and returns to normal only after ``hysteresisDelay`` and at
+  ``hysteresisGradient`` %/s. This goes on while the central system is gone. While the
+  curve holds it back it raises a NotifyDERAlarm (``UnderVoltage`` or ``OverVoltage``),
+  ended when it lets go.
 - Smart charging as the 2.0.1 station; the 2.1 purposes ``PriorityCharging`` and
   ``LocalGeneration`` are accepted and kept (not modelled further), and
   ``ChargingStationExternalConstraints`` from the central system is refused (only the
   station sets those). :meth:`SimulatedStation21.set_external_limit` puts an external
-  constraint on it (an energy manager's limit), applied and reported with
-  NotifyChargingLimit.
+  constraint on it (an energy manager's limit), applied (to what its EVs draw and to its
+  composite schedule) and reported with NotifyChargingLimit.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ from ocpp.v21 import call as call21
 from ocpp.v21 import call_result as result21
 from ocpp.v21.enums import Action
 
-from bridge.sim.station import EV_MIN_CURRENT_A, StationSpec
-from bridge.sim.station201 import EVSE
+from bridge.sim.station import StationSpec
 from bridge.sim.station201_monitors import (
     MonitoringStation201,
     MonitorSupport,
@@ -119,23 +119,13 @@ class SimulatedStation21(MonitoringStation201):
         self._external: tuple[float, str] | None = None  # (per-phase A, source)
 
     # ---- what it draws -----------------------------------------------------------------------
-    @property
-    def max_power_w(self) -> float:
-        """Its maximum active power: what PctMaxW is a share of."""
-        return self.spec.max_current_a * self.spec.voltage_v * self.spec.phases
+    def own_limit_a(self) -> float | None:
+        """What the VoltWatt curve lets its EVs draw in all: the share of its maximum active
+        power (PctMaxW) is that share of its maximum current."""
+        return None if self.der_share >= 1.0 - _EPS else self.der_share * self.spec.max_current_a
 
-    @property
-    def power_w(self) -> float:
-        watts = super().power_w
-        if self.der_share >= 1.0 - _EPS:
-            return watts
-        watts = min(watts, self.der_share * self.max_power_w)
-        amps = watts / (self.spec.voltage_v * self.spec.phases)
-        return 0.0 if amps < EV_MIN_CURRENT_A - _EPS else watts
-
-    def composite_limit_a(self, at: datetime | None = None) -> float:
-        limit = super().composite_limit_a(at)
-        return limit if self._external is None else min(limit, self._external[0])
+    def external_limit_a(self, at: datetime) -> float | None:
+        return None if self._external is None else self._external[0]
 
     def set_external_limit(self, amps: float | None, source: str = "EMS") -> None:
         """An external actor (an energy manager, the grid operator) limits the station; it
@@ -240,7 +230,7 @@ class SimulatedStation21(MonitoringStation201):
             component, variable = item["component"], item["variable"]
             evse_id = (component.get("evse") or {}).get("id")
             name = str(variable.get("name", "")).lower()
-            if str(component["name"]).lower() == "acderctrlr" and evse_id == EVSE and \
+            if str(component["name"]).lower() == "acderctrlr" and evse_id in self.evses and \
                     name in values:
                 answer.get_variable_result[index] = {
                     "attribute_status": "Accepted", "attribute_value": values[name],
