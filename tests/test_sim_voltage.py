@@ -366,6 +366,7 @@ async def test_every_evse_of_a_station_has_its_voltage_and_a_transaction_monitor
     assert reply.set_monitoring_result[0]["status"] == "Accepted"
 
     station.unplug(1)  # EVSE 2's transaction runs on: its monitor watches
+    await until(lambda: station.evses[1].tx_id is None, 10, "EVSE 1's transaction ended")
     changed = time.monotonic()
     feeder.source_v = 210.0
     await until(lambda: any(e["variableMonitoringId"] == reply.set_monitoring_result[0]["id"]
