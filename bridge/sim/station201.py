@@ -146,13 +146,37 @@ class SimulatedStation201(ChargePoint):
                 amps = min(amps, self.evse_limit_a(evse.id, at))
             wants[evse.id] = amps if amps >= EV_MIN_CURRENT_A else 0.0
         cap, total = self._station_cap_a(at), sum(wants.values())
-        if self.spec.ignores_profiles or total <= cap:
+        if not self.spec.ignores_profiles and total > cap:
+            wants = {e: a * cap / total for e, a in wants.items()}  # it shares its cap
+        own, total = self.own_limit_a(), sum(wants.values())
+        if own is None or total <= own:
             return wants
-        return {e: a * cap / total for e, a in wants.items()}  # it shares its cap
+        # shared alike; an EV offered less than its minimum stops (a control computed in
+        # floating point may land a hair below the minimum it means)
+        shares = {e: a * own / total for e, a in wants.items()}
+        return {e: a if a >= EV_MIN_CURRENT_A - 1e-6 else 0.0 for e, a in shares.items()}
+
+    def own_limit_a(self) -> float | None:
+        """Per-phase amps in all that a control of the station's own holds its EVs to, over
+        any charging profile and even when it ignores profiles (None: no such control). This
+        station has none; one that follows a DER curve by itself has."""
+        return None
+
+    def external_limit_a(self, at: datetime) -> float | None:
+        """Per-phase amps an actor other than the central system (an energy manager) holds
+        the whole station to at ``at``, as ChargingStationExternalConstraints do: part of its
+        cap and of its composite schedule (None: none). This station has none."""
+        return None
+
+    def voltages_v(self) -> tuple[float, ...]:
+        """Line-to-neutral voltage on each line the station uses, as its meter values carry
+        it: the nominal one here; a station on a feeder measures its feeder's."""
+        return (self.spec.voltage_v,) * self.spec.phases
 
     def _station_cap_a(self, at: datetime) -> float:
-        cap = self._winner(0, STATION_MAX, at)
-        return max(0.0, min(self.spec.max_current_a, cap if cap is not None else float("inf")))
+        caps = [self.spec.max_current_a, self._winner(0, STATION_MAX, at),
+                self.external_limit_a(at)]
+        return max(0.0, min(cap for cap in caps if cap is not None))
 
     def evse_limit_a(self, evse_id: int, at: datetime) -> float:
         """Per-phase amps one EVSE may draw: its TxProfile (else TxDefaultProfile) under the
@@ -320,8 +344,9 @@ class SimulatedStation201(ChargePoint):
             {"value": round(evse.energy_wh, 1), "measurand": "Energy.Active.Import.Register",
              "unit_of_measure": {"unit": "Wh"}},
             # what many stations send unasked: the voltage of each line it uses
-            *({"value": self.spec.voltage_v, "measurand": "Voltage", "phase": f"L{line}-N",
-               "unit_of_measure": {"unit": "V"}} for line in range(1, self.spec.phases + 1)),
+            *({"value": round(volts, 1), "measurand": "Voltage", "phase": f"L{line}-N",
+               "unit_of_measure": {"unit": "V"}}
+              for line, volts in enumerate(self.voltages_v(), start=1)),
         ]}]
         extra: dict[str, Any] = {}
         if event_type == "Started":
