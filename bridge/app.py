@@ -48,8 +48,7 @@ class Bridge:
     def __init__(self, config: Config, clock: Clock = utcnow,
                  ven: VenFactory | None = None) -> None:
         self.config = config
-        self._clock = clock
-        self.started_at = clock()
+        started_at = clock()
         self.store = Store(config.storage_path)
         self._stop = asyncio.Event()
         model = config.model
@@ -81,10 +80,10 @@ class Bridge:
         self.operator = Operator(self.store, clock, self.dr, replan_now=self._replan_now)
         self.planner = Planner(config, self.store, clock, self.dispatcher, self.station_events,
                                self.dr, self.operator.holds, self.ven, resumed_state,
-                               self.started_at, request_replan=self.replans.request)
+                               started_at, request_replan=self.replans.request)
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
-        self.view = RuntimeView(config, self.store, clock, self.started_at, self.dispatcher,
+        self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
                                 self.ven)
         self.ocpp = OcppServer(
@@ -160,10 +159,6 @@ class Bridge:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def now(self) -> datetime:
-        """The bridge's clock (UTC)."""
-        return self._clock()
 
 
 class _VenListener:

@@ -20,7 +20,7 @@ from typing import Protocol
 from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
-from bridge.holds import HoldMode, plan_with_holds
+from bridge.holds import plan_with_holds
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
@@ -42,7 +42,7 @@ STORM_CHANGES_PER_S = 50
 REPLAN_QUIET_S = 0.5
 REPLAN_SETTLE_MAX_S = 5.0
 
-Hold = tuple[HoldMode, str, datetime]  # (mode, reason, since)
+Hold = tuple[str, str, datetime]  # (mode, reason, since), as the store keeps them
 
 
 class Timer(Protocol):
@@ -176,7 +176,7 @@ class Planner:
                                 event_stations=scopes,
                                 voltages=fleet_state.grid.readings(stations))
         plan = plan_with_holds(planned, self.config.policy, self.config.site,
-                               fleet, now, holds,
+                               fleet, now, holds,  # type: ignore[arg-type]
                                self.plan.state if self.plan else self.resumed_state,
                                conditions)
         previous = self.plan

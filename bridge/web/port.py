@@ -92,7 +92,7 @@ class OptOut:
 
 @dataclass(frozen=True)
 class Hold:
-    mode: HoldMode
+    mode: str  # pause or exempt
     reason: str
     since: datetime
 
