@@ -151,7 +151,7 @@ async def test_api_shows_site_event_and_stations(site: SiteHarness):
                             spec["components"]["schemas"] for ref in refs)
         # every field the API answers is described
         described = spec["components"]["schemas"]
-        assert set(site_now) == set(described["SiteHarness"]["properties"])
+        assert set(site_now) == set(described["Site"]["properties"])
         assert set(active) == set(described["Event"]["properties"])
         assert set(rows["CP1"]) == set(described["Station"]["properties"])
         assert set(rows["CP1"]["connectors"][0]) == \
