@@ -60,7 +60,7 @@ def pct(values: list[float], q: float) -> float:
 
 # processes ----------------------------------------------------------------------------------
 @dataclass
-class Bridge:
+class BridgeProcess:
     process: subprocess.Popen[bytes]
     port: int
     db: Path
@@ -79,7 +79,7 @@ class Bridge:
 
 @contextmanager
 def bridge(workdir: Path, stations: int, vtn_url: str | None = None,
-           metrics: bool = False) -> Iterator[Bridge]:
+           metrics: bool = False) -> Iterator[BridgeProcess]:
     """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics)."""
     port = free_port()
     web_port = free_port() if metrics else None
@@ -103,7 +103,7 @@ def bridge(workdir: Path, stations: int, vtn_url: str | None = None,
     try:
         if web_port is not None:
             wait_for_port(web_port)
-        yield Bridge(process, port, db, web_port)
+        yield BridgeProcess(process, port, db, web_port)
     finally:
         process.terminate()
         try:
@@ -140,7 +140,7 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 
 
 @dataclass
-class Fleet:
+class LoadGenerators:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
 
@@ -159,8 +159,8 @@ class Fleet:
 
 
 def fleet(workdir: Path, port: int, count: int, mode: str, start_at: float, duration: float,
-          meter_interval: float = 10.0, spread: float = 0.0) -> Fleet:
-    result = Fleet()
+          meter_interval: float = 10.0, spread: float = 0.0) -> LoadGenerators:
+    result = LoadGenerators()
     generators = max(1, -(-count // PER_GENERATOR))
     for g in range(generators):
         share = count // generators + (1 if g < count % generators else 0)
@@ -251,7 +251,7 @@ def event_received_at(db: Path) -> float:
     return datetime.fromisoformat(row[0]).timestamp()
 
 
-def activity(running: Bridge) -> tuple[float, float]:
+def activity(running: BridgeProcess) -> tuple[float, float]:
     """(sessions open, calls sent to stations so far), from the bridge's /metrics."""
     url = f"http://127.0.0.1:{running.web_port}/metrics"
     with urllib.request.urlopen(url, timeout=30) as response:
@@ -265,7 +265,7 @@ def activity(running: Bridge) -> tuple[float, float]:
     return sessions, calls
 
 
-def wait_until_quiet(running: Bridge, count: int, quiet_s: float, limit_s: float) -> float:
+def wait_until_quiet(running: BridgeProcess, count: int, quiet_s: float, limit_s: float) -> float:
     """Wait until every session has started and no call went to a station for ``quiet_s``
     (profiles, configuration, checks: the boot storm's work). Returns the seconds waited
     (``limit_s`` when the bridge never went quiet)."""
