@@ -224,7 +224,8 @@ async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: SiteHarne
     feeder.source_v = 255.0
 
     def floor_share() -> float:
-        state = bridge.plan.state if bridge.plan is not None else None
+        plan = bridge.planner.plan
+        state = plan.state if plan is not None else None
         return state.absorb.share if state is not None and state.absorb is not None else 0.0
     # The floor rises to the whole site at once; the sessions resume at their minimum first
     # (allocation.resume_s), and by the time their full share is due the voltage their
