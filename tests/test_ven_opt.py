@@ -60,8 +60,10 @@ async def test_opt_out_of_unknown_or_finished_events_is_refused(site: SiteHarnes
     with pytest.raises(UnknownEvent):
         await bridge.operator.opt_out_event("no-such-event", "notParticipating")
     ven_id = await registered(site)
-    event_id = site.vtn.add_simple_event(ven_id, datetime.now(UTC),
-                                         [(timedelta(seconds=1), 1)])
+    # it must still be running when a (slow) poll brings it: an event over on arrival is
+    # not taken at all
+    event_id = site.vtn.add_simple_event(ven_id, datetime.now(UTC) + timedelta(seconds=3),
+                                         [(timedelta(seconds=2), 1)])
     await wait_until(lambda: event_id in bridge.dr.events, timeout=20, what="the event")
     await wait_until(lambda: bridge.dr.events[event_id].event.is_over(datetime.now(UTC)),
                      timeout=20, what="the event's end")
