@@ -462,7 +462,7 @@ class StationLink2(OcppJLink):
                                     lenient=True)
         return reply_status(reply)
 
-    # voltage monitors (2.0.1 N04/N06/N02; 2.1 keeps them) --------------------------------
+    # voltage monitors (2.0.1 functional block N, kept in 2.1) ---------------------------
     async def set_voltage_monitors(self, monitors: Sequence[vm.MonitorSpec]
                                    ) -> vm.MonitorOutcome:
         if not monitors:
