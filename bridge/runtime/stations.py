@@ -22,8 +22,10 @@ from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.grid import GridMonitor
 from bridge.near_misses import NearMisses
+from bridge.ocpp.external_limits import ExternalLimit
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.link import ChargerLink
+from bridge.ocpp.voltage_observation import VoltageObservation
 from bridge.store import MeterSample, Store
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Session
@@ -67,6 +69,11 @@ class StationEvents:
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
         self.near_misses = NearMisses()  # requests read leniently, samples left out
+        # What stations tell of themselves beyond their meter values: the latest voltage
+        # notice (a monitor's event, their own DER control acting), and the limits other
+        # parties put on them, by (station, source, EVSE).
+        self.voltage_notices: dict[str, VoltageObservation] = {}
+        self.external_limits: dict[tuple[str, str, int], ExternalLimit] = {}
         # Sessions an earlier run left open for ids that never booted and hold no profile
         # of ours are closed, as they would have been when the id disconnected.
         for station_id in {s.station_id for s in self.sessions.values()}:
@@ -122,6 +129,9 @@ class StationEvents:
         self._connector_power.pop(station_id, None)
         self.last_seen.pop(station_id, None)
         self.grid.latest.pop(station_id, None)
+        self.voltage_notices.pop(station_id, None)
+        for key in [k for k in self.external_limits if k[0] == station_id]:
+            del self.external_limits[key]
         self.config.forget_station(station_id)
         log.info("%s: forgotten: it left without a BootNotification and holds no profile of "
                  "ours%s", station_id, f"; closed transaction(s) {', '.join(closed)}"
@@ -241,3 +251,22 @@ class StationEvents:
                 total = connectors[0] if 0 in connectors else sum(connectors.values())
                 self._dispatcher.observe_draw(station_id, total, reading.at,
                                               reading.current_lines)
+
+    # voltage boundaries in the station, limits of other parties -----------------------------
+    def voltage_observed(self, station_id: str, observation: VoltageObservation) -> None:
+        """A monitor's voltage counts as a fresh reading at once (the volt-watt rule need
+        not wait for the next meter sample); a DER notice is kept for the dashboard."""
+        self.voltage_notices[station_id] = observation
+        lines = tuple(range(1, self.config.station_info(station_id).phases + 1))
+        if self.grid.observe_event(observation, lines):
+            self._on_voltage(station_id)
+
+    def external_limit(self, station_id: str, limit: ExternalLimit) -> None:
+        """A limit another party set on the station (ChargingStationExternalConstraints),
+        or its end."""
+        key = (station_id, *limit.key())
+        if limit.cleared:
+            self.external_limits.pop(key, None)
+        else:
+            self.external_limits[key] = limit
+        self._request_replan()
