@@ -20,6 +20,7 @@ from bridge.clock import Clock, utcnow
 from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
@@ -29,6 +30,7 @@ from bridge.runtime.planning import Planner, ReplanLoop
 from bridge.runtime.reports import Reports
 from bridge.runtime.stations import StationEvents
 from bridge.runtime.view import RuntimeView
+from bridge.runtime.voltage_controls import VoltageControls
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
 from ven.client import Registration, Ven, VenListener, VenSettings
@@ -69,10 +71,15 @@ class Bridge:
             measurands=GRID_MEASURANDS
             if config.policy.voltage is not None or model.telemetry.voltage else (),
             peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
+            on_capabilities=self._capabilities_known,
         )
+        # voltage monitors and DER control in the stations, after their limits
+        self.voltage_controls = VoltageControls(config, self.store, self.dispatcher.limits_sent,
+                                                retry_s=model.ocpp.retry_s)
         self.station_events = StationEvents(config, self.store, self.dispatcher, clock,
                                             request_replan=self.replans.request,
-                                            on_voltage=self._voltage_changed)
+                                            on_voltage=self._voltage_changed,
+                                            on_voltage_event=self._voltage_event)
         self.ven: VenDriver = (ven or self._openadr_20b)(_VenListener(self), self.store)
         resumed_state, baselines = self.store.plan_state()
         self.dr = DrEvents(config, self.store, clock, self.ven, self.station_events, baselines,
@@ -80,12 +87,13 @@ class Bridge:
         self.operator = Operator(self.store, clock, self.dr, replan_now=self._replan_now)
         self.planner = Planner(config, self.store, clock, self.dispatcher, self.station_events,
                                self.dr, self.operator.holds, self.ven, resumed_state,
-                               started_at, request_replan=self.replans.request)
+                               started_at, request_replan=self.replans.request,
+                               replan_urgently=lambda: self.replans.request(urgent=True))
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
         self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
-                                self.ven)
+                                self.ven, self.voltage_controls)
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self.station_events,
             accepts=config.accepts_station,
@@ -128,7 +136,15 @@ class Bridge:
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)
 
+    def _voltage_event(self, station_id: str) -> None:
+        self.planner.voltage_changed(station_id, at_once=True)
+
+    def _capabilities_known(self, station_id: str, link: ChargerLink,
+                            caps: Capabilities) -> None:
+        self.voltage_controls.capabilities_known(station_id, link, caps)
+
     def _station_left(self, station_id: str, link: ChargerLink) -> None:
+        self.voltage_controls.disconnected(station_id, link)
         self.station_events.disconnected(station_id, link,
                                          linked_again=station_id in self.ocpp.links)
 
@@ -153,6 +169,7 @@ class Bridge:
             if self.web is not None:
                 await self.web.close()
             await self.ocpp.close()
+            await self.voltage_controls.close()
             await self.dispatcher.close()
             self.reports.flush()
             self.store.close()
