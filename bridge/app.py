@@ -3,9 +3,10 @@
 Each part has one job (see :mod:`bridge.runtime`): the station events in
 (:attr:`Bridge.station_events`), the DR events and opts (:attr:`Bridge.dr`), the
 operator's actions (:attr:`Bridge.operator`), the planning loop (:attr:`Bridge.planner`,
-:attr:`Bridge.replans`), telemetry and reports (:attr:`Bridge.reports`) and the read view
-the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server, the VEN
-and the store are theirs to use. Only this module knows them all.
+:attr:`Bridge.replans`), the voltage monitors and DER control in the stations
+(:attr:`Bridge.voltage_controls`), telemetry and reports (:attr:`Bridge.reports`) and the
+read view the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server,
+the VEN and the store are theirs to use. Only this module knows them all.
 """
 
 from __future__ import annotations

@@ -139,6 +139,11 @@ class VoltageControls:
             station.retry_s = 0.0
         station.link = link
         station.evse_ids = tuple(range(1, max(caps.connectors, 1) + 1))
+        if self._rule is not None:
+            if station.monitors == "off":
+                station.monitors, station.monitors_detail = "pending", "after its limits"
+            if station.der == "off":
+                station.der, station.der_detail = "pending", "after its limits"
         if station.task is None or station.task.done():
             station.task = asyncio.get_running_loop().create_task(
                 self._run(station), name=f"voltage controls {station_id}")
@@ -177,6 +182,11 @@ class VoltageControls:
                 station.retry_s = min(station.retry_s * 2 or self._retry_s, MAX_RETRY_S)
                 log.info("%s: voltage controls not settled (%s); again in %.0f s",
                          station.station_id, error, station.retry_s)
+                why = f"not settled ({error}); again in {station.retry_s:.0f} s"
+                if station.monitors == "pending":
+                    station.monitors_detail = why
+                if station.der == "pending":
+                    station.der_detail = why
                 asyncio.get_running_loop().call_later(station.retry_s, station.wake.set)
             except Exception:  # a bug here must not end the station's task, nor the bridge
                 log.exception("%s: voltage controls failed", station.station_id)
