@@ -151,8 +151,15 @@ class VoltageControls:
 
     def disconnected(self, station_id: str, link: ChargerLink) -> None:
         station = self._stations.get(station_id)
-        if station is not None and station.link is link:
-            station.link = None
+        if station is None or station.link is not link:
+            return
+        station.link = None
+        if not station.ours and station.der_curve is None:
+            # it holds nothing of ours: nothing kept (ids that come and go, as with open
+            # admission, must not grow this); its next connection starts afresh
+            del self._stations[station_id]
+            if station.task is not None:
+                station.task.cancel()
 
     def view(self, station_id: str) -> StationControls | None:
         station = self._stations.get(station_id)
