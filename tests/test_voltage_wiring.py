@@ -207,6 +207,37 @@ async def test_stations_refusing_monitors_or_der_control_keep_the_central_rule(
     assert 'drbridge_der_controls{state="not-supported"} 2' in metrics
 
 
+async def test_a_curve_superseded_by_the_grid_operators_leaves_the_central_rule(
+        site: SiteHarness):
+    """The grid operator's own VoltWatt control (priority 0) outranks ours: the station
+    keeps ours but follows theirs; the dashboard says so, and the central rule acts on the
+    station's monitor events."""
+    station = SimulatedStation21(StationSpec(station_id="DSO21", meter_interval_s=60,
+                                             rate_unit="Current"), site.url)
+    feeder = Feeder(source_v=V, impedance_ohm=0.3)
+    station.attach_feeder(feeder)
+    flat = der.DerCurve(((50.0, -100.0), (150.0, -100.0)), response_time_s=0.0)
+    station.der_controls["dso-1"] = DerControl("dso-1", True, "VoltWatt", flat.payload(0), 0,
+                                               None, None)
+    site.stations.append(station)  # type: ignore[arg-type]
+    site._station_tasks.append(asyncio.create_task(station.run()))
+    bridge = await start(site)
+    await wait_until(lambda: state_of(bridge, "DSO21", "der") == "superseded"
+                     and state_of(bridge, "DSO21", "monitors") == "installed", timeout=20,
+                     what="ours superseded, the monitors installed")
+    assert station.der_controls[der.CONTROL_ID].superseded
+    row = controls(bridge, "DSO21")
+    assert row["voltage_source"] == "monitors"
+    assert "central rule holds" in row["voltage_control"]["der"]["detail"]
+    await wait_steered(bridge, "DSO21")
+    await wait_until(lambda: station.power_w == pytest.approx(FULL_W), timeout=15,
+                     what="full power")
+    feeder.source_v = 215.0  # 0.914 pu: theirs does not mind, the central rule does
+    await wait_until(lambda: station.composite_limit_a() < 16, timeout=5,
+                     what="the central rule on the monitor's event")
+    assert station.der_share == 1.0  # the station's own control in force is theirs
+
+
 # -- following the rule across restarts; ours cleared, others' untouched ------------------
 
 CHANGED_RULE = RULE.replace("{0.95: 100%, 0.90: min}", "{0.96: 100%, 0.91: min}")

@@ -329,6 +329,8 @@ class VoltageControls:
                 station.der_curve = None
                 self._save(station)
             return
+        # PctMaxW is of the station's maximum: the minimum current is that share of it (the
+        # station's maximum current is validated above zero)
         info = self._config.station_info(sid)
         min_share = min(1.0, self._config.policy.allocation.min_current_a / info.max_current_a)
         curve = der.volt_watt_curve(self._rule, min_share)
