@@ -365,7 +365,10 @@ async def test_the_site_cap_and_a_dr_event_hold_beside_monitors_and_der_control(
     assert ven_id is not None
     start_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
     site.vtn.add_simple_event(ven_id, start_at, [(timedelta(seconds=40), 2)])  # 25 %: 5.5 kW
-    await wait_until(lambda: datetime.now(UTC) >= start_at + timedelta(seconds=2), timeout=20,
+    during = start_at + timedelta(seconds=2)
+    await wait_until(lambda: sum(s.composite_limit_w(during) for s in stations) <= 5_500 + 1,
+                     timeout=30, what="every station's profile carrying the event")
+    await wait_until(lambda: datetime.now(UTC) >= during, timeout=20,
                      what="the event under way")
     worst = 0.0
     for _ in range(20):  # a few seconds of the event, by what the stations draw
