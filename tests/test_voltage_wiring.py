@@ -185,26 +185,37 @@ async def test_stations_refusing_monitors_or_der_control_keep_the_central_rule(
                    monitors="rejected")
     bare = add(site, SimulatedStation21, "BARE21", feeder, meter_interval_s=1,
                monitors="not-supported", der="not-supported")
+    # offers VoltWatt, but refuses a control from anyone but its grid operator
+    rejecting = add(site, SimulatedStation21, "REJ21", Feeder(source_v=V, impedance_ohm=1.6),
+                    meter_interval_s=1, monitors="rejected", der="rejected")
+    stations = (refusing, bare, rejecting)
     await wait_until(lambda: state_of(bridge, "REF201", "monitors") == "refused"
                      and state_of(bridge, "BARE21", "monitors") == "not-supported"
-                     and state_of(bridge, "BARE21", "der") == "not-supported", timeout=20,
+                     and state_of(bridge, "BARE21", "der") == "not-supported"
+                     and state_of(bridge, "REJ21", "monitors") == "refused"
+                     and state_of(bridge, "REJ21", "der") == "refused", timeout=20,
                      what="the refusals on the dashboard")
-    await wait_until(lambda: all(0 < s.composite_limit_a() < 16 for s in (refusing, bare)),
+    await wait_until(lambda: all(0 < s.composite_limit_a() < 16 for s in stations),
                      timeout=30, what="volt-watt limits from the central rule")
-    for name in ("REF201", "BARE21"):
+    for name in ("REF201", "BARE21", "REJ21"):
         reason = bridge.planner.plan.stations[name][0].reason  # type: ignore[union-attr]
         assert "pu on L" in reason and "(meter value " in reason, reason
         row = controls(bridge, name)
         assert row["voltage_source"] == "meter values"
     assert controls(bridge, "REF201")["voltage_control"]["monitors"]["detail"] == \
         "the station refused them (Rejected)"
-    assert not refusing.monitors and not bare.monitors and not bare.der_controls
+    assert controls(bridge, "REJ21")["voltage_control"]["der"]["detail"] == \
+        "SetDERControl rejected: NotAuthorized only the grid operator sets DER controls"
+    assert not any(s.monitors for s in stations)
+    assert not bare.der_controls and not rejecting.der_controls
+    assert "SetDERControl" in [a for a, _ in rejecting.received]
     async with aiohttp.ClientSession() as http, http.get(
             f"http://127.0.0.1:{bridge.web.port}/metrics") as response:  # type: ignore[union-attr]
         metrics = await response.text()
-    assert 'drbridge_voltage_monitors{state="refused"} 1' in metrics
+    assert 'drbridge_voltage_monitors{state="refused"} 2' in metrics
     assert 'drbridge_voltage_monitors{state="not-supported"} 1' in metrics
     assert 'drbridge_der_controls{state="not-supported"} 2' in metrics
+    assert 'drbridge_der_controls{state="refused"} 1' in metrics
 
 
 async def test_a_curve_superseded_by_the_grid_operators_leaves_the_central_rule(
