@@ -31,10 +31,9 @@ from bridge.runtime.stations import StationEvents
 from bridge.runtime.view import RuntimeView
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
-from ven.client import Registration, Ven, VenListener, VenSettings
-from ven.events import DrEvent, OptType
-from ven.interface import VenDriver
-from ven.reports import SiteStatus
+from policies.events import DrEvent, OptType
+from ven.interface import Registration, SiteStatus, VenDriver, VenListener
+from ven.oadr20b.client import Ven, VenSettings
 
 if TYPE_CHECKING:
     from bridge.web.server import WebServer

@@ -28,8 +28,8 @@ from bridge.worst_case import Declared
 from policies.fleet import Circuit, Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, KeyPath, Problem, parse_yaml, validate_yaml
-from ven.client import TlsSettings, transport_warnings
-from ven.signatures import canonical_pin
+from ven.oadr20b.client import TlsSettings, transport_warnings
+from ven.oadr20b.signatures import canonical_pin
 
 
 class _Section(BaseModel):

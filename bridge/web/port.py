@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from policies.events import DrEvent
 from policies.fleet import Step
 from policies.voltwatt import Floor, VoltageReading
-from ven.events import DrEvent
 
 if TYPE_CHECKING:
     from bridge.config import Config
