@@ -3,6 +3,9 @@ what is warned of, with the file, the line, the key and the fix."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,9 +14,12 @@ from certs import Pki
 from conftest import site_config
 
 from bridge.config import Config, load_config
+from bridge.sim.vtn import free_port
+from bridge.sim.vtn3 import Vtn3
 from policies.validation import InvalidDocument
 
 SECRET_ENV = "DRBRIDGE_TEST_OADR3_SECRET"
+DRBRIDGE = [sys.executable, "-m", "bridge.cli"]
 CREDENTIALS = f"""\
 auth:
   client_id: site-a
@@ -144,3 +150,52 @@ def test_https_or_loopback_is_not_warned_of(tmp_path: Path):
     assert load(tmp_path, 'protocol: "3"\n' + CREDENTIALS).warnings() == []
     assert load(tmp_path, 'protocol: "3"\n' + CREDENTIALS,
                 url="http://127.0.0.1:8080/openadr3/3.1.0").warnings() == []
+
+
+# drbridge check -------------------------------------------------------------------------------
+
+async def check(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``drbridge check`` in its own process, while this test's loop serves the VTN."""
+    process = await asyncio.create_subprocess_exec(
+        *DRBRIDGE, "check", "--config", str(config), *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess([], process.returncode, out.decode(), err.decode())
+
+
+async def test_check_asks_the_vtn_for_a_token_and_its_programs(tmp_path: Path):
+    vtn3 = Vtn3(port=free_port())
+    vtn3.add_program("grid-aware-charging")
+    vtn3.add_program("dynamic-tariff")
+    await vtn3.start()
+    try:
+        config = write(tmp_path, 'protocol: "3"\n' + CREDENTIALS, url=vtn3.url)
+        result = await check(config)
+        assert result.returncode == 0, result.stderr
+        assert f"VTN        {vtn3.url} as test-site (OpenADR 3.1.0, OAuth2 client site-a;" \
+            " polled every 10 s)" in result.stdout
+        assert "programs   grid-aware-charging, dynamic-tariff" in result.stdout
+        assert "WARNING" not in result.stdout
+        assert len(vtn3.received.token_requests) == 1 and vtn3.vens == {}  # nothing created
+        vtn3.clients["site-a"].secret = "changed"
+        refused = await check(config)
+        assert refused.returncode == 2, refused.stdout
+        assert f"{config}:6: ven.auth.client_id: the VTN refused these credentials " \
+            f"(token endpoint {vtn3.url}/auth/token answered HTTP 401" in refused.stderr
+        assert f"${SECRET_ENV}" in refused.stderr and "secret-a" not in refused.stderr
+        offline = await check(config, "--offline")
+        assert offline.returncode == 0 and "not asked" in offline.stdout
+    finally:
+        await vtn3.stop()
+
+
+async def test_check_warns_of_an_unreachable_vtn_and_passes(tmp_path: Path):
+    config = write(tmp_path, 'protocol: "3"\n' + CREDENTIALS,
+                   url=f"http://127.0.0.1:{free_port()}/openadr3/3.0.1")
+    result = await check(config)
+    assert result.returncode == 0, result.stderr
+    assert "OpenADR 3.0.1" in result.stdout
+    assert f"WARNING    {config}:2: ven.vtn_url: the VTN could not be reached (" \
+        in result.stdout
+    assert "`run` retries until it answers" in result.stdout

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from conftest import SiteHarness, site_config, wait_until
 from test_end_to_end import start_fleet
@@ -121,6 +122,18 @@ def write_policy(site: SiteHarness, text: str, **config: object) -> None:
     site.config_path.write_text(text.replace("policy: default", "policy: policy.yaml"))
 
 
+async def api_site(site: SiteHarness) -> dict:
+    """The dashboard's /api/site (on loopback it needs no login)."""
+    bridge = site.bridge
+    assert bridge is not None and bridge.web is not None
+    await wait_until(lambda: bridge.web is not None and bridge.web.ready.is_set(),
+                     what="the web server")
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{bridge.web.port}/api/site") as reply:
+        assert reply.status == 200, await reply.text()
+        return await reply.json()
+
+
 async def registered(site: SiteHarness) -> None:
     assert site.bridge is not None
     await wait_until(lambda: site.bridge is not None and site.bridge.ven.registration
@@ -145,8 +158,10 @@ async def _limits_for_simple_level_1(site: SiteHarness, ven_extra: str,
     step = bridge.planner.site_step(during)
     assert step is not None
     assert bridge.dr.events[event_id].opt == "optIn"
+    vtn = (await api_site(site))["vtn"]
+    assert vtn["state"] == "online" and vtn["registered"] is True
     return limits(stations, start - timedelta(seconds=2)), limits(stations, during), \
-        [round(step.limit_w)]
+        [round(step.limit_w)], [vtn["protocol"], vtn["programs"]]
 
 
 async def test_a_site_switches_protocol_by_its_config_and_behaves_the_same(
@@ -175,9 +190,12 @@ async def test_a_site_switches_protocol_by_its_config_and_behaves_the_same(
             assert isinstance(site.bridge.ven, Ven if protocol == "2.0b" else Ven3)
         finally:
             await site.close()
-    before, during, site_limit = results["3"]
-    assert results["2.0b"] == results["3"]
+    before, during, site_limit, dashboard = results["3"]
+    assert results["2.0b"][:3] == results["3"][:3]
     assert sum(before) >= 21_900 and sum(during) <= 11_000 and site_limit == [11_000]
+    # the dashboard says which protocol the site speaks, and the OpenADR 3 VTN's programs
+    assert results["2.0b"][3] == ["OpenADR 2.0b", []]
+    assert dashboard == ["OpenADR 3.1.0", ["peak"]]
 
 
 # an import cap ---------------------------------------------------------------------------------

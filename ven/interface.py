@@ -102,6 +102,16 @@ class VenDriver(Protocol):
         """When the VTN last answered (the policy's fail-safe watches it)."""
         ...
 
+    @property
+    def openadr_version(self) -> str:
+        """The OpenADR version spoken: 2.0b, 3.0.1 or 3.1.0."""
+        ...
+
+    @property
+    def program_names(self) -> dict[str, str]:
+        """The programs the VTN shows this VEN, by id (none in 2.0b)."""
+        ...
+
     async def run(self) -> None:
         """Register (retrying while the VTN is down), then follow events until stop()."""
         ...

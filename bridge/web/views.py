@@ -53,6 +53,8 @@ def vtn_view(reader: SiteReader, now: datetime) -> dict[str, Any]:
         state = "unreachable"
     return {
         "url": vtn.url,
+        "protocol": f"OpenADR {vtn.protocol}",
+        "programs": list(vtn.programs),
         "state": state,
         "registered": vtn.registered,
         "ven_id": vtn.ven_id,

@@ -442,6 +442,15 @@ class Ven:
     def last_contact(self) -> datetime | None:
         return self._client.last_contact
 
+    @property
+    def openadr_version(self) -> str:
+        return "2.0b"
+
+    @property
+    def program_names(self) -> dict[str, str]:
+        """OpenADR 2.0b has no program objects (its events name a market context)."""
+        return {}
+
     async def run(self) -> None:
         """Register (retrying for as long as it takes), then poll until :meth:`stop`.
 
