@@ -233,7 +233,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.sim.demo import run_demo
 
     return asyncio.run(run_demo(stations=args.stations, workdir=Path(args.workdir),
-                                web_port=args.web_port, linger_s=args.linger))
+                                web_port=args.web_port, linger_s=args.linger,
+                                protocol=args.protocol))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -357,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="a local VTN, simulated chargers and the bridge through one DR event"
     )
     demo.add_argument("--stations", type=int, default=12, help="simulated chargers (default 12)")
+    demo.add_argument("--protocol", choices=("2.0b", "3"), default="2.0b",
+                      help="the OpenADR version of the local VTN (default 2.0b)")
     demo.add_argument("--workdir", default="var/demo", help="where the demo keeps its database")
     demo.add_argument("--web-port", type=int, default=0,
                       help="port of the demo's dashboard (default: any free port)")

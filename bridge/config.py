@@ -614,10 +614,11 @@ def _protocol_problems(model: ConfigModel, base: Path, lines: dict) -> list[Prob
     if ven.protocol != "3":
         return [_at(lines, ("ven", key), "an OpenADR 3 key, and ven.protocol is \"2.0b\"."
                     " Fix: set ven.protocol: \"3\" to speak OpenADR 3, or remove this key")
-                for key in _ONLY_3 if key in given]
+                for key in _ONLY_3 if key in given and getattr(ven, key) is not None]
     problems = [_at(lines, ("ven", key), f"an OpenADR 2.0b key, and ven.protocol is \"3\" "
                     f"({why}). Fix: remove it, or set ven.protocol: \"2.0b\"")
-                for key, why in _ONLY_20B.items() if key in given]
+                for key, why in _ONLY_20B.items()
+                if key in given and getattr(ven, key) is not None]
     try:
         ven.settings(vtn_url=ven.vtn_url, ven_name=ven.ven_name, resource_id=ven.ven_name)
     except MissingSecret as missing:
