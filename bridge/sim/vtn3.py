@@ -21,7 +21,7 @@ import json
 import secrets
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -89,7 +89,8 @@ class Vtn3:
         self.version = version
         self.base_path = f"/openadr3/{version}"
         self.token_lifetime_s = token_lifetime_s
-        self.clients = {c.client_id: c for c in clients}
+        # copies: a test that changes a client's secret must not change the next VTN's
+        self.clients = {c.client_id: replace(c) for c in clients}
         self._clock = clock
         self.received = Received()
         self.programs: dict[str, Json] = {}
