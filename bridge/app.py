@@ -3,9 +3,10 @@
 Each part has one job (see :mod:`bridge.runtime`): the station events in
 (:attr:`Bridge.station_events`), the DR events and opts (:attr:`Bridge.dr`), the
 operator's actions (:attr:`Bridge.operator`), the planning loop (:attr:`Bridge.planner`,
-:attr:`Bridge.replans`), telemetry and reports (:attr:`Bridge.reports`) and the read view
-the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server, the VEN
-and the store are theirs to use. Only this module knows them all.
+:attr:`Bridge.replans`), the voltage monitors and DER control in the stations
+(:attr:`Bridge.voltage_controls`), telemetry and reports (:attr:`Bridge.reports`) and the
+read view the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server,
+the VEN and the store are theirs to use. Only this module knows them all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bridge.clock import Clock, utcnow
 from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
@@ -29,6 +31,7 @@ from bridge.runtime.planning import Planner, ReplanLoop
 from bridge.runtime.reports import Reports
 from bridge.runtime.stations import StationEvents
 from bridge.runtime.view import RuntimeView
+from bridge.runtime.voltage_controls import VoltageControls
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
 from policies.events import DrEvent, OptType
@@ -70,10 +73,15 @@ class Bridge:
             measurands=GRID_MEASURANDS
             if config.policy.voltage is not None or model.telemetry.voltage else (),
             peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
+            on_capabilities=self._capabilities_known,
         )
+        # voltage monitors and DER control in the stations, after their limits
+        self.voltage_controls = VoltageControls(config, self.store, self.dispatcher.limits_sent,
+                                                retry_s=model.ocpp.retry_s)
         self.station_events = StationEvents(config, self.store, self.dispatcher, clock,
                                             request_replan=self.replans.request,
-                                            on_voltage=self._voltage_changed)
+                                            on_voltage=self._voltage_changed,
+                                            on_voltage_event=self._voltage_event)
         default = self._openadr_3 if config.openadr3 else self._openadr_20b
         self.ven: VenDriver = (ven or default)(_VenListener(self), self.store)
         resumed_state, baselines = self.store.plan_state()
@@ -82,12 +90,13 @@ class Bridge:
         self.operator = Operator(self.store, clock, self.dr, replan_now=self._replan_now)
         self.planner = Planner(config, self.store, clock, self.dispatcher, self.station_events,
                                self.dr, self.operator.holds, self.ven, resumed_state,
-                               started_at, request_replan=self.replans.request)
+                               started_at, request_replan=self.replans.request,
+                               replan_urgently=lambda: self.replans.request(urgent=True))
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
         self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
-                                self.ven)
+                                self.ven, self.voltage_controls)
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self.station_events,
             accepts=config.accepts_station,
@@ -140,7 +149,15 @@ class Bridge:
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)
 
+    def _voltage_event(self, station_id: str) -> None:
+        self.planner.voltage_changed(station_id, at_once=True)
+
+    def _capabilities_known(self, station_id: str, link: ChargerLink,
+                            caps: Capabilities) -> None:
+        self.voltage_controls.capabilities_known(station_id, link, caps)
+
     def _station_left(self, station_id: str, link: ChargerLink) -> None:
+        self.voltage_controls.disconnected(station_id, link)
         self.station_events.disconnected(station_id, link,
                                          linked_again=station_id in self.ocpp.links)
 
@@ -166,6 +183,7 @@ class Bridge:
             if self.web is not None:
                 await self.web.close()
             await self.ocpp.close()
+            await self.voltage_controls.close()
             await self.dispatcher.close()
             self.reports.flush()
             self.store.close()

@@ -86,6 +86,11 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 # at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
 BOOT_WAIT_S = 5.0
 
+# Told each time a station's capabilities are known on a connection (read after its boot,
+# or kept from before when it reconnects without one), so that what depends on them (its
+# voltage monitors, its DER control) can follow without living here.
+CapabilitiesKnown = Callable[[str, ChargerLink, Capabilities], None]
+
 
 @dataclass
 class StationRecord:
@@ -203,8 +208,10 @@ class Dispatcher:
         measurands: tuple[str, ...] = (),
         boot_wait_s: float = BOOT_WAIT_S,
         peak_after: timedelta = timedelta(minutes=10),
+        on_capabilities: CapabilitiesKnown | None = None,
     ) -> None:
         self._store = store
+        self._on_capabilities = on_capabilities
         self._boot_wait_s = boot_wait_s
         # a station that cannot be steered is counted at its measured peak (and a margin)
         # once a session has drawn this long
@@ -256,6 +263,8 @@ class Dispatcher:
         state.slots, state.verified = {}, False
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
+        if state.caps.known and self._on_capabilities is not None:
+            self._on_capabilities(info.station_id, link, state.caps)
         if state.task is None or state.task.done():
             state.task = asyncio.create_task(
                 self._worker(state), name=f"dispatch {info.station_id}"
@@ -316,6 +325,13 @@ class Dispatcher:
 
     async def close(self) -> None:
         await cancel_and_wait(s.task for s in self.stations.values() if s.task)
+
+    async def limits_sent(self, timeout: float = FOLLOW_UP_MAX_WAIT_S) -> None:
+        """Until no worker is reading capabilities or sending limits (at most ``timeout``
+        seconds): calls that do not change what a station may draw go after them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._limits_sent.wait()
 
     # plan in, reservations out --------------------------------------------------------------
     def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
@@ -543,6 +559,8 @@ class Dispatcher:
             self._store.save_station(station_id, {"capabilities": caps.to_json()})
             self._use_caps(state, caps)
         state.meter_setup_due = True
+        if self._on_capabilities is not None:
+            self._on_capabilities(station_id, link, state.caps)
 
     async def _read_installed(self, state: StationRecord, link: ChargerLink) -> None:
         """Learn the profiles of other parties the station holds, where it can tell (2.0.1):

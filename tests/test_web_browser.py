@@ -178,3 +178,40 @@ async def test_dashboard_shows_the_openadr_3_vtn_and_its_programs(
     finally:
         await site.close()
         await vtn3.stop()
+
+
+async def test_dashboard_says_where_each_station_s_voltage_comes_from(site: SiteHarness, page):
+    """Each station's row names how the volt-watt rule reaches it (its monitors, its own DER
+    control, or its meter values) and, on hover, why: a refusal keeps the central rule."""
+    from test_voltage_wiring import add, state_of
+    from test_voltage_wiring import start as start_with_rule
+
+    from bridge.sim.feeder import Feeder
+    from bridge.sim.station21 import SimulatedStation21
+    from bridge.sim.station201_monitors import MonitoringStation201
+
+    bridge = await start_with_rule(site)
+    feeder = Feeder(source_v=230.0, impedance_ohm=0.05)
+    add(site, MonitoringStation201, "MON201", feeder)
+    add(site, MonitoringStation201, "REF201", feeder, monitors="rejected")
+    add(site, SimulatedStation21, "DER21", feeder)
+    site.add_station("CP16")
+    await wait_until(lambda: state_of(bridge, "MON201", "monitors") == "installed"
+                     and state_of(bridge, "REF201", "monitors") == "refused"
+                     and state_of(bridge, "DER21", "der") == "in-force"
+                     and state_of(bridge, "CP16", "monitors") == "not-supported", timeout=30,
+                     what="the voltage controls settled")
+    assert bridge.web is not None
+    await page.goto(f"http://127.0.0.1:{bridge.web.port}/")
+    expected = {"MON201": "monitors", "REF201": "meter values", "DER21": "der-control",
+                "CP16": "meter values"}
+    for station_id, source in expected.items():
+        cell = f'#stations tr[data-station="{station_id}"] .voltage-source'
+        await page.wait_for_function(
+            f"document.querySelector('{cell}')?.textContent === 'voltage from {source}'",
+            timeout=15_000)
+    refused = await page.get_attribute(
+        '#stations tr[data-station="REF201"] .voltage-source', "title")
+    assert "monitors: refused (the station refused them (Rejected))" in (refused or "")
+    own = await page.get_attribute('#stations tr[data-station="DER21"] .voltage-source', "title")
+    assert "DER control: in-force (VoltWatt curve" in (own or "")

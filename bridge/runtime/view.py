@@ -13,12 +13,15 @@ from itertools import chain
 from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher, StationRecord
+from bridge.ocpp.voltage_observation import VoltageObservation
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner
 from bridge.runtime.stations import StationEvents
+from bridge.runtime.voltage_controls import VoltageControls
 from bridge.store import Store
 from bridge.web.port import (
+    NO_VOLTAGE_CONTROL,
     ConnectorView,
     Counted,
     Counters,
@@ -31,6 +34,8 @@ from bridge.web.port import (
     StationCounts,
     StationView,
     Steering,
+    VoltageControl,
+    VoltageNotice,
     VtnLink,
 )
 from policies.fleet import value_at
@@ -40,7 +45,8 @@ from ven.interface import VenDriver
 class RuntimeView:
     def __init__(self, config: Config, store: Store, clock: Clock, started_at: datetime,
                  dispatcher: Dispatcher, fleet: StationEvents, dr: DrEvents, planner: Planner,
-                 operator: Operator, ven: VenDriver) -> None:
+                 operator: Operator, ven: VenDriver,
+                 voltage_controls: VoltageControls | None = None) -> None:
         self._config = config
         self._store = store
         self._clock = clock
@@ -51,6 +57,7 @@ class RuntimeView:
         self._planner = planner
         self._operator = operator
         self._ven = ven
+        self._voltage_controls = voltage_controls
 
     @property
     def config(self) -> Config:
@@ -132,7 +139,8 @@ class RuntimeView:
         return Counters(started_at=self._started_at, messages_in=dict(fleet.messages_in),
                         calls_out=dict(fleet.calls_out),
                         lenient=dict(fleet.near_misses.repaired),
-                        samples_ignored=dict(fleet.near_misses.ignored_samples))
+                        samples_ignored=dict(fleet.near_misses.ignored_samples),
+                        voltage_events=dict(fleet.voltage_events))
 
     def stations(self) -> list[StationView]:
         fleet = self._fleet
@@ -167,8 +175,27 @@ class RuntimeView:
                 last_seen=fleet.last_seen.get(station_id),
                 hold=Hold(*hold) if hold else None,
                 voltage=fleet.grid.latest.get(station_id),
-                connectors=tuple(rows)))
+                connectors=tuple(rows),
+                voltage_control=self._voltage_control(station_id),
+                voltage_event=_notice(fleet.voltage_notices.get(station_id)),
+                der_notice=_notice(fleet.der_notices.get(station_id))))
         return views
+
+    def _voltage_control(self, station_id: str) -> VoltageControl:
+        controls = self._voltage_controls
+        found = controls.view(station_id) if controls is not None else None
+        if found is None:
+            return NO_VOLTAGE_CONTROL
+        return VoltageControl(found.source, found.monitors, found.monitors_detail,
+                              found.monitors_held, found.der, found.der_detail)
+
+
+def _notice(observation: VoltageObservation | None) -> VoltageNotice | None:
+    if observation is None:
+        return None
+    return VoltageNotice(observation.at, observation.source, observation.volts,
+                         observation.phase, observation.detail,
+                         observation.returned_to_normal)
 
 
 def _steering(record: StationRecord) -> Steering:

@@ -52,6 +52,35 @@ def _one(name: str, kind: Literal["gauge", "counter"], help_text: str, value: fl
     return Metric(name, kind, help_text, (({}, value),))
 
 
+MONITOR_STATES = ("off", "pending", "installed", "refused", "not-supported")
+DER_STATES = ("off", "pending", "in-force", "superseded", "mismatch", "refused",
+              "not-supported", "unexpressible")
+
+
+def _voltage_controls(reader: SiteReader) -> list[Metric]:
+    """Voltage notices by source; stations by the state of their monitors and DER control."""
+    monitors = dict.fromkeys(MONITOR_STATES, 0)
+    controls = dict.fromkeys(DER_STATES, 0)
+    for station in reader.stations():
+        control = station.voltage_control
+        monitors[control.monitors] = monitors.get(control.monitors, 0) + 1
+        controls[control.der] = controls.get(control.der, 0) + 1
+    events = reader.counters().voltage_events
+    return [
+        Metric("drbridge_voltage_events_total", "counter",
+               "Voltages stations reported outside their meter values, by source (monitor: "
+               "a variable monitor's event; der-control: a notice of their own DER control).",
+               tuple(({"source": source}, float(events.get(source, 0)))
+                     for source in sorted({"monitor", "der-control", *events}))),
+        Metric("drbridge_voltage_monitors", "gauge",
+               "Stations by the state of drbridge's voltage monitors on them.",
+               tuple(({"state": state}, float(n)) for state, n in monitors.items())),
+        Metric("drbridge_der_controls", "gauge",
+               "Stations by the state of drbridge's VoltWatt DER control on them.",
+               tuple(({"state": state}, float(n)) for state, n in controls.items())),
+    ]
+
+
 def collect(reader: SiteReader) -> list[Metric]:
     snapshot = reader.snapshot()
     now = snapshot.at
@@ -136,6 +165,7 @@ def collect(reader: SiteReader) -> list[Metric]:
                tuple(({"phase": phase, "stat": stat}, values[stat + "_v"])
                      for phase, values in voltage["phases"].items()
                      for stat in ("min", "mean"))),
+        *_voltage_controls(reader),
     ]
 
 

@@ -93,12 +93,32 @@ SCHEMAS: dict[str, Any] = {
         "voltage_v": {"type": ["object", "null"], "description":
                       "latest line-to-neutral voltage per phase (L1..L3), while fresh",
                       "additionalProperties": NUM},
+        "voltage_source": {"enum": ["meter values", "monitors", "der-control"],
+                           "description": "how the volt-watt rule reaches the station: its "
+                                          "meter values, its voltage monitors' events (at "
+                                          "once), or its own DER control (it backs off by "
+                                          "itself)"},
+        "voltage_control": _obj({
+            "monitors": _obj({"state": {"enum": ["off", "pending", "installed", "refused",
+                                                 "not-supported"]},
+                              "detail": {"type": "string"}, "held": {"type": "integer"}}),
+            "der": _obj({"state": {"enum": ["off", "pending", "in-force", "superseded",
+                                            "mismatch", "refused", "not-supported",
+                                            "unexpressible"]},
+                         "detail": {"type": "string"},
+                         "notice": {"$ref": "#/components/schemas/VoltageNotice"}}),
+            "last_event": {"$ref": "#/components/schemas/VoltageNotice"}}),
         "connectors": {"type": "array", "items": _obj({
             "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
             "power_w": NUM, "limit_w": {**NUM, "description": "its own profile's limit, if any"},
             "profile_purpose": STR, "session": {"type": ["object", "null"], "properties": {
                 "transaction_id": {"type": "integer"}, "started_at": TIME}}})},
     }),
+    "VoltageNotice": {"type": ["object", "null"], "description":
+                      "a voltage the station told outside its meter values",
+                      "properties": {"at": TIME, "source": {"enum": ["monitor", "der-control"]},
+                                     "volts": NUM, "phase": STR, "detail": {"type": "string"},
+                                     "returned_to_normal": {"type": "boolean"}}},
     "Stations": _obj({"at": TIME, "stations": {"type": "array", "items": {
         "$ref": "#/components/schemas/Station"}}}),
     "Session": _obj({"logged_in": {"type": "boolean"}, "login_enabled": {"type": "boolean"},

@@ -139,6 +139,33 @@ class ConnectorView:
 
 
 @dataclass(frozen=True)
+class VoltageNotice:
+    """What a station told of its voltage outside its meter values."""
+
+    at: datetime
+    source: str  # monitor (a variable monitor's event) or der-control (its own DER control)
+    volts: float | None  # None for a DER notice
+    phase: str | None  # L1..L3, where the station named one
+    detail: str
+    returned_to_normal: bool
+
+
+@dataclass(frozen=True)
+class VoltageControl:
+    """How the volt-watt rule reaches a station (see bridge.runtime.voltage_controls)."""
+
+    source: str  # where the rule gets its voltage: meter values, monitors or der-control
+    monitors: str  # off, pending, installed, refused, not-supported
+    monitors_detail: str
+    monitors_held: int
+    der: str  # off, pending, in-force, superseded, mismatch, refused, not-supported, ...
+    der_detail: str
+
+
+NO_VOLTAGE_CONTROL = VoltageControl("meter values", "off", "", 0, "off", "")
+
+
+@dataclass(frozen=True)
 class StationView:
     station_id: str
     steering: Steering | None  # None: not connected since the bridge started
@@ -146,6 +173,9 @@ class StationView:
     hold: Hold | None
     voltage: VoltageReading | None  # the latest, fresh or not
     connectors: tuple[ConnectorView, ...]
+    voltage_control: VoltageControl = NO_VOLTAGE_CONTROL
+    voltage_event: VoltageNotice | None = None  # the latest monitor event or DER notice
+    der_notice: VoltageNotice | None = None  # the latest notice of its own DER control
 
 
 @dataclass(frozen=True)
@@ -155,6 +185,8 @@ class Counters:
     calls_out: Mapping[str, int]  # OCPP calls to stations, by action
     lenient: Mapping[tuple[str, str], int]  # requests read after a repair: (action, kind)
     samples_ignored: Mapping[tuple[str, str], int]  # meter samples left out: (measurand, why)
+    # voltage notices outside meter values, by source (monitor, der-control)
+    voltage_events: Mapping[str, int] = field(default_factory=dict)
 
 
 class SiteReader(Protocol):

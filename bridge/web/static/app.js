@@ -178,6 +178,14 @@ async function hold(stationId, mode) {
   refresh();
 }
 
+// how the volt-watt rule reaches a station: its monitors, its DER control, its last notice
+function voltageDetail(vc) {
+  const parts = [`monitors: ${vc.monitors.state}${vc.monitors.detail ? ` (${vc.monitors.detail})` : ""}`,
+    `DER control: ${vc.der.state}${vc.der.detail ? ` (${vc.der.detail})` : ""}`];
+  if (vc.last_event) parts.push(`last: ${time(vc.last_event.at)} ${vc.last_event.detail}`);
+  return parts.join("\n");
+}
+
 function renderStations(data) {
   const body = $("stations").tBodies[0];
   const rows = data.stations.map((s) => {
@@ -200,7 +208,9 @@ function renderStations(data) {
       el("td", { class: `profile state-${s.profile_state}`, title: s.profile_detail },
         s.profile_state + (s.verified ? " ✓" : "")),
       el("td", {}, time(s.last_seen)),
-      el("td", { class: "reason small" }, s.limit_reason),
+      el("td", { class: "reason small" }, s.limit_reason,
+        el("div", { class: "muted voltage-source", title: voltageDetail(s.voltage_control) },
+          `voltage from ${s.voltage_source}`)),
       el("td", { class: "actions" }, actions));
   });
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "muted" }, "no stations yet"))]));
