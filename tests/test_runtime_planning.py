@@ -69,7 +69,7 @@ async def plans_made(changes_at: list[float], until: float,
     loop = timer.loop = ReplanLoop(timer)
     made: list[float] = []
 
-    def plan() -> None:
+    async def plan() -> None:
         made.append(round(timer.now, 3))
         if plan_fails:
             raise RuntimeError("a planning bug")
