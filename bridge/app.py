@@ -18,12 +18,14 @@ from bridge.dispatch import Dispatcher
 from bridge.grid import GridMonitor
 from bridge.holds import HoldMode, plan_with_holds
 from bridge.near_misses import NearMisses
+from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import OcppServer
 from bridge.store import MeterSample, OperatorOpt, Store, StoredEvent
 from bridge.telemetry import GRID_MEASURANDS, ConnectorMeter, read_meter_value, site_load_w
+from bridge.upstream.controller import LocalController
 from policies.fleet import Fleet, Plan, Session, Step, value_at
 from policies.plan import Conditions, decide_opt
 from ven.client import OptReason, Registration, Ven, VenSettings, Window
@@ -118,6 +120,8 @@ class Bridge:
         self._opt_send_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         model = config.model
+        # local-controller mode (ocpp.upstream): the site's own CSMS behind drbridge
+        self.upstream = self._local_controller() if model.ocpp.upstream is not None else None
         self.dispatcher = Dispatcher(
             self.store,
             min_current_a=config.policy.allocation.min_current_a,
@@ -131,6 +135,7 @@ class Bridge:
             measurands=GRID_MEASURANDS
             if config.policy.voltage is not None or model.telemetry.voltage else (),
             peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
+            operator=self.upstream,
         )
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self,
@@ -139,6 +144,7 @@ class Bridge:
             on_close=self._station_disconnected,
             call_timeout_s=model.ocpp.call_timeout_s,
             security=EdgeSecurity.from_config(config),
+            make_link=self.upstream.make_link if self.upstream is not None else None,
         )
         self.ven = Ven(
             VenSettings(
@@ -176,6 +182,33 @@ class Bridge:
             from bridge.web.server import WebServer
 
             self.web = WebServer(self)
+
+    # local controller ------------------------------------------------------------------------
+    def _local_controller(self) -> LocalController:
+        """The operator's CSMS behind drbridge: its profiles limit drbridge's, its limit of a
+        station is that station's ceiling in the plan, a change of them replans."""
+        def caps_of(station_id: str) -> Capabilities | None:
+            state = self.dispatcher.stations.get(station_id)
+            return state.caps if state is not None and state.caps.known else None
+
+        def paused(station_id: str) -> bool:
+            state = self.dispatcher.stations.get(station_id)
+            step = value_at(state.desired, self._clock()) if state and state.desired else None
+            return step is not None and step.limit_w <= 0
+
+        def limits_changed(station_id: str) -> None:
+            self.dispatcher.limits_changed(station_id)
+            self.request_replan()
+
+        return LocalController(self.config, self.store.db, self, self._clock, caps_of, paused,
+                               limits_changed, self.config.model.ocpp.call_timeout_s)
+
+    def running_sessions(self) -> dict[str, dict[int, int]]:
+        """station id -> connector id -> drbridge's id of its open transaction."""
+        running: dict[str, dict[int, int]] = {}
+        for tx_id, session in self.sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        return running
 
     # lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -603,6 +636,8 @@ class Bridge:
     def _replan_now(self) -> None:
         now = self._clock()
         stations = {sid: self.config.station_info(sid) for sid in self.dispatcher.stations}
+        if self.upstream is not None:  # none above what the operator lets it draw now
+            stations = self.upstream.with_ceilings(stations, self.running_sessions(), now)
         with_session = {s.station_id for s in self.sessions.values()}
         measured: dict[str, float] = {}
         reported: dict[str, datetime] = {}
@@ -634,10 +669,7 @@ class Bridge:
                                conditions)
         previous = self.plan
         self.plan = plan
-        running: dict[str, dict[int, int]] = {}
-        for tx_id, session in self.sessions.items():
-            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
-        self.dispatcher.set_desired(plan.stations, running)
+        self.dispatcher.set_desired(plan.stations, self.running_sessions())
         if previous is None or _changed(previous, plan, now):
             self.store.save_plan(plan.made_at, plan.site, plan.stations)
             if plan.state is not None:

@@ -57,12 +57,16 @@ class OcppServer:
         on_close: Callable[[str, AnyStationLink], None],
         call_timeout_s: float = 10.0,
         security: EdgeSecurity | None = None,
+        make_link: Callable[[str, ServerConnection, str], AnyStationLink | None] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._listener = listener
         self._accepts = accepts
         self._on_open, self._on_close = on_open, on_close
         self._call_timeout_s = call_timeout_s
+        # local-controller mode: a link that forwards to the operator's CSMS (None: the
+        # version's own link, a central system's)
+        self._make_link = make_link
         self.security = security or EdgeSecurity()
         self.gatekeeper = Gatekeeper(
             self.security.profile, accepts, self.security.password_hashes,
@@ -185,7 +189,10 @@ class OcppServer:
         if previous is not None:
             # A station that reconnects before we noticed the old link died: keep the new one.
             await previous.close(1000, "replaced by a new connection")
-        link = link_class(station_id, connection, self._listener, self._call_timeout_s)
+        link = self._make_link(station_id, connection, str(connection.subprotocol)) \
+            if self._make_link is not None else None
+        if link is None:
+            link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)

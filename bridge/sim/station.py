@@ -16,12 +16,13 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ocpp.messages
 import websockets
+from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.routing import after, on
@@ -321,6 +322,13 @@ class SimulatedStation(ChargePoint):
         # Abort without a close frame: what a central system sees when a station loses its link.
         if self._ws is not None:
             self._ws.transport.abort()
+
+    async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one CALL of any 1.6 action (its payload as on the wire, camelCase) and return
+        the answer as on the wire; raises OCPPError on a CALLERROR."""
+        message = getattr(call, action)(**camel_to_snake_case(dict(payload)))
+        answer = await self.call(message, suppress=False)
+        return snake_to_camel_case(remove_nones(asdict(answer)))
 
     @property
     def _boots_now(self) -> bool:

@@ -25,11 +25,12 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import websockets
+from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
@@ -75,6 +76,9 @@ class Evse:
     connector_in_use: int = 1
     named: bool = False  # an event of this transaction named the EVSE (the first one must)
     energy_wh: float = 0.0
+    remote_start_id: int | None = None  # the RequestStartTransaction that began it
+    # why its transaction ends at the next turn (RemoteStop, Deauthorized), when not unplugged
+    stop_trigger: str | None = None
 
 
 class SimulatedStation201(ChargePoint):
@@ -99,6 +103,7 @@ class SimulatedStation201(ChargePoint):
                       for e in range(1, max(spec.connectors, 1) + 1)}
         self._tx_count = 0
         self._seq = 0
+        self.id_token_answers: list[str] = []  # the central system's idTokenInfo statuses
         self._integrated_at = time.monotonic()
         self._meter_interval = spec.meter_interval_s
         self._registered = False  # accepted since it powered up
@@ -250,6 +255,13 @@ class SimulatedStation201(ChargePoint):
     def unplug(self, evse_id: int = 1) -> None:
         self.evses[evse_id].plugged = False
 
+    async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one CALL of any 2.0.1 action (its payload as on the wire, camelCase) and
+        return the answer as on the wire; raises OCPPError on a CALLERROR."""
+        message = getattr(call, action)(**camel_to_snake_case(dict(payload)))
+        answer = await self.call(message, suppress=False)
+        return snake_to_camel_case(remove_nones(asdict(answer)))
+
     def plug_in(self, evse_id: int = 1) -> None:
         self.evses[evse_id].plugged = True
 
@@ -315,10 +327,12 @@ class SimulatedStation201(ChargePoint):
             for evse in self.evses.values():
                 if evse.plugged and evse.tx_id is None:
                     self._new_transaction(evse)
-                    await self._transaction_event(evse, "Started", "CablePluggedIn")
-                elif evse.tx_id is not None and not evse.plugged:
-                    await self._transaction_event(evse, "Ended", "EVCommunicationLost")
-                    evse.tx_id = None
+                    await self._transaction_event(evse, "Started", "RemoteStart"
+                                                  if evse.remote_start_id else "CablePluggedIn")
+                elif evse.tx_id is not None and (not evse.plugged or evse.stop_trigger):
+                    await self._transaction_event(evse, "Ended",
+                                                  evse.stop_trigger or "EVCommunicationLost")
+                    evse.tx_id, evse.stop_trigger, evse.remote_start_id = None, None, None
                 elif evse.tx_id is not None:
                     await self._transaction_event(evse, "Updated", "MeterValuePeriodic")
             await asyncio.sleep(self._meter_interval or 1.0)
@@ -349,15 +363,27 @@ class SimulatedStation201(ChargePoint):
               for line, volts in enumerate(self.voltages_v(), start=1)),
         ]}]
         extra: dict[str, Any] = {}
+        info: dict[str, Any] = {"transaction_id": evse.tx_id}
         if event_type == "Started":
             extra["id_token"] = {"id_token": self.spec.id_tag, "type": "ISO14443"}
+            if evse.remote_start_id is not None:
+                info["remote_start_id"] = evse.remote_start_id
         if not evse.named or trigger == "Trigger":  # the first event, and one asked for
             extra["evse"] = {"id": evse.id, "connector_id": evse.connector_in_use}
             evse.named = True
-        await self.call(call.TransactionEvent(
+        if event_type == "Ended":
+            info["stopped_reason"] = {"RemoteStop": "Remote", "Deauthorized": "DeAuthorized"
+                                      }.get(trigger, "EVDisconnected")
+        answer = await self.call(call.TransactionEvent(
             event_type=event_type, timestamp=_iso(_now()), trigger_reason=trigger,
-            seq_no=self._seq, transaction_info={"transaction_id": evse.tx_id},
-            meter_value=meter, **extra))
+            seq_no=self._seq, transaction_info=info, meter_value=meter, **extra))
+        status = (answer.id_token_info or {}).get("status")
+        if status is not None:
+            self.id_token_answers.append(status)
+            if status != "Accepted" and event_type != "Ended":
+                # StopTxOnInvalidId: a session the central system does not authorize ends,
+                # and the driver takes the EV away
+                evse.stop_trigger, evse.plugged = "Deauthorized", False
 
     # ---- handlers ----------------------------------------------------------------------------
     def _variables(self) -> dict[str, str]:
@@ -552,6 +578,29 @@ class SimulatedStation201(ChargePoint):
             for running in self.evses.values():
                 if running.tx_id is not None and (evse is None or running.id == evse["id"]):
                     self._spawn(self._transaction_event(running, "Updated", "Trigger"))
+
+    @on(Action.request_start_transaction)
+    def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int,
+                                     evse_id: int | None = None,
+                                     **_: Any) -> call_result.RequestStartTransaction:
+        free = [e for e in self.evses.values()
+                if e.tx_id is None and evse_id in (None, e.id)]
+        if not free:
+            return call_result.RequestStartTransaction(status="Rejected")
+        evse = free[0]
+        # the EV is there (or arrives): its transaction starts at the next turn
+        evse.plugged, evse.remote_start_id = True, remote_start_id
+        return call_result.RequestStartTransaction(status="Accepted")
+
+    @on(Action.request_stop_transaction)
+    def on_request_stop_transaction(self, transaction_id: str,
+                                    **_: Any) -> call_result.RequestStopTransaction:
+        running = [e for e in self.evses.values() if e.tx_id == transaction_id]
+        if not running:
+            return call_result.RequestStopTransaction(status="Rejected")
+        running[0].stop_trigger = "RemoteStop"
+        running[0].plugged = False
+        return call_result.RequestStopTransaction(status="Accepted")
 
     @on(Action.get_composite_schedule)
     def on_get_composite_schedule(self, duration: int, evse_id: int,

@@ -83,6 +83,7 @@ def site_view(bridge: Bridge) -> dict[str, Any]:
         "stations_connected": len(connected),
         "stations_known": len(bridge.dispatcher.stations),
         "sessions": len(bridge.sessions),
+        "upstream": bridge.upstream.site_view() if bridge.upstream is not None else None,
         "voltage": voltage_view(bridge, now),
     }
 
@@ -285,6 +286,7 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
     now = bridge.now()
     stale = timedelta(seconds=bridge.config.model.telemetry.stale_after_s)
     sessions = {(s.station_id, s.connector_id): (tx, s) for tx, s in bridge.sessions.items()}
+    running = bridge.running_sessions() if bridge.upstream is not None else {}
     stations = []
     for station_id in sorted(set(bridge.dispatcher.stations) | set(bridge.holds)):
         state = bridge.dispatcher.stations.get(station_id)
@@ -336,6 +338,9 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
             if hold else None,
             "voltage_v": _station_voltage(bridge, station_id, now, stale),
+            "upstream": bridge.upstream.station_view(
+                station_id, bridge.config.station_info(station_id), running.get(station_id, {}),
+                now) if bridge.upstream is not None else None,
             "connectors": connectors,
         })
     return {"at": now.isoformat(), "stations": stations}
