@@ -119,7 +119,7 @@ class Forwarding(OcppJLink):
         self.upstream = UpstreamConnection(
             site.url, station_id, subprotocol, authorization, site.ssl_for(station_id),
             site.call_timeout_s, low, high, on_call=self._operator_call,
-            on_open=self._opened)
+            on_open=self._opened, on_close=self._ready.clear)
 
     @property
     def upstream_state(self) -> str:

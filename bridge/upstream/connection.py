@@ -51,7 +51,9 @@ class UpstreamConnection:
     def __init__(self, url: str, station_id: str, subprotocol: str, authorization: str | None,
                  ssl_context: ssl.SSLContext | None, call_timeout_s: float,
                  reconnect_min_s: float, reconnect_max_s: float, on_call: OperatorCall,
-                 on_open: Callable[[], Awaitable[None]], max_size: int | None = 2**20) -> None:
+                 on_open: Callable[[], Awaitable[None]],
+                 on_close: Callable[[], None] = lambda: None,
+                 max_size: int | None = 2**20) -> None:
         self.url = f"{url}/{station_id}"
         self.station_id = station_id
         self._subprotocol = subprotocol
@@ -61,6 +63,7 @@ class UpstreamConnection:
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._on_call = on_call
         self._on_open = on_open
+        self._on_close = on_close
         self._max_size = max_size
         self.ids = LegIds()
         self.connected = asyncio.Event()
@@ -109,6 +112,7 @@ class UpstreamConnection:
                 self.connected.clear()
                 self._fail_waiting()
                 self.first_attempt_done.set()
+                self._on_close()
             if self._closing:
                 break
             delay = min(high, backoff * random.uniform(0.5, 1.5))
