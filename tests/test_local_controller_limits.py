@@ -241,3 +241,25 @@ async def test_the_capacity_the_operator_blocks_goes_to_the_other_stations(
     count = next(line for line in metrics.splitlines()
                  if line.startswith("drbridge_upstream_forward_added_seconds_count"))
     assert float(count.split()[-1]) > 0
+
+
+async def test_the_operators_profiles_are_remembered_across_a_restart(
+        site: Site, csms: UpstreamCsms):
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+    station = site.add_station("CP1", id_tag="ALLOWED", ev_max_current_a=32)
+    await wait_steered(bridge, "CP1")
+    assert (await csms.request("CP1", "SetChargingProfile", {
+        "connectorId": 0, "csChargingProfiles": station_max(3, 8, 8.0)}))["status"] \
+        == "Accepted"
+    await wait_until(lambda: within(station, 8 * WATTS_PER_AMP), what="the operator's limit")
+    await site.stop_bridge()
+    bridge = await site.start_bridge()
+    await wait_until(lambda: station.connected, what="the station back")
+    await wait_steered(bridge, "CP1")
+    # drbridge sends its profile again after the restart: still within the operator's
+    await wait_until(lambda: bridge.calls_out["SetChargingProfile"] >= 1, what="a profile")
+    await wait_until(lambda: within(station, 8 * WATTS_PER_AMP) and station.power_w > 5_000,
+                     what="the operator's limit after the restart")
+    assert bridge.upstream is not None
+    assert bridge.upstream.operator_limit("CP1", bridge.config.station_info("CP1"), {},
+                                          datetime.now(UTC)) is not None

@@ -13,7 +13,8 @@ behaves like an operator's back office in the ways that matter to drbridge:
 - it assigns its own 1.6 transaction ids from its own counter (5000 up by default), so
   they differ from any id a station got from someone else;
 - it records every frame it receives, with the time it arrived;
-- it checks HTTP Basic credentials (security profile 1) when given passwords;
+- it checks HTTP Basic credentials (security profile 1) when given passwords, and over
+  TLS may ask for client certificates (records the names they carry);
 - it sends requests to a named station on demand and returns the answer;
 - it can go down (stop listening, drop its connections) and come back on the same port.
 
@@ -52,6 +53,8 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+
+from bridge.ocpp.tls import common_names
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,8 @@ class UpstreamCsms:
         # 1.6 transactions it assigned: id -> (station id, connector id, id tag)
         self.transactions: dict[int, tuple[str, int, str]] = {}
         self.refused_logins = 0
+        # the subject common names of the client certificate each station presented (TLS)
+        self.client_certificates: dict[str, list[str]] = {}
         self._transaction_ids = itertools.count(first_transaction_id)
         self._held: dict[str, asyncio.Event] = {}
         self._server: Server | None = None
@@ -213,6 +218,9 @@ class UpstreamCsms:
             return
         self._connections.add(connection)
         self.stations[station_id] = station
+        peer = connection.transport.get_extra_info("peercert")
+        if peer:
+            self.client_certificates[station_id] = common_names(peer)
         try:
             await station.start()
         except Exception as error:  # the connection closed, or went down with us
