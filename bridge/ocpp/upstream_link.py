@@ -92,6 +92,7 @@ class _StationCall:
     read: Payload | None  # as drbridge read it (repaired where needed); None: unreadable
     refusal: CallRefused | None  # why it could not be read
     received: float  # perf_counter() on arrival
+    raw: str | None = None  # its text, forwarded as it is when nothing in it changes
 
 
 class Forwarding(OcppJLink):
@@ -114,6 +115,7 @@ class Forwarding(OcppJLink):
         # the link is open and the station's boot, if one waited, is accepted upstream
         self._ready = asyncio.Event()
         self._top_level: int | None = None  # read here when the dispatcher has not yet
+        self._raw_frame: str | None = None  # the text of the frame being read
         self._tasks: set[asyncio.Task[Any]] = set()
         low, high = site.reconnect_s
         self.upstream = UpstreamConnection(
@@ -160,6 +162,10 @@ class Forwarding(OcppJLink):
         else:  # a late answer (its call timed out), or to no call at all: never forwarded
             log.debug("%s: dropped reply %.200r", self.id, frame)
 
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        self._raw_frame = raw_msg if isinstance(raw_msg, str) else None
+        await super().route_message(raw_msg)
+
     # ---- the station's CALLs: read at once, answered in order --------------------------------
     async def _on_call(self, unique_id: str, action: str, payload: Any) -> None:
         received = time.perf_counter()
@@ -167,7 +173,8 @@ class Forwarding(OcppJLink):
         if own:  # part of a report drbridge asked for: answered here, not the operator's
             await self._send(_encoded([CALLRESULT, unique_id, {}]))
             return
-        self._inbox.put_nowait(_StationCall(unique_id, action, payload, read, refusal, received))
+        self._inbox.put_nowait(_StationCall(unique_id, action, payload, read, refusal, received,
+                                            self._raw_frame))
 
     def _read(self, action: str, payload: Any) -> tuple[Payload | None, CallRefused | None, bool]:
         """The request as drbridge reads it, handed to the usual handlers (whose answers are
@@ -221,8 +228,10 @@ class Forwarding(OcppJLink):
         if kept and self._site.backlog(self.id):
             await self._answer_here(call, kept)  # behind the messages waiting to go up
             return
+        started = call.received
         if not self._ready.is_set():
             await self._wait_for_link(action)
+            started = time.perf_counter()  # a link opening is not the message's forwarding
         if not self._ready.is_set():
             await self._answer_here(call, kept)
             return
@@ -233,7 +242,8 @@ class Forwarding(OcppJLink):
         sent = time.perf_counter()
         try:
             frame = await self.upstream.forward(call.unique_id,
-                                                [CALL, call.unique_id, action, outgoing])
+                                                [CALL, call.unique_id, action, outgoing],
+                                                call.raw if outgoing is payload else None)
         except UpstreamUnavailable:
             await self._answer_here(call, kept, maybe_delivered=True)
             return
@@ -247,7 +257,7 @@ class Forwarding(OcppJLink):
                 log.exception("%s: failed to read the operator's answer to %s", self.id, action)
         await self._send(with_id(frame, call.unique_id))
         self._answered(action, answer)
-        self._site.stats.forwarded(sent - call.received + time.perf_counter() - answered)
+        self._site.stats.forwarded(sent - started + time.perf_counter() - answered)
 
     async def _wait_for_link(self, action: str) -> None:
         """Wait for the first attempt to open the link, and for an Authorize also for a link

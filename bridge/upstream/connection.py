@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from bridge.upstream.message_ids import Forwarded, LegIds, Own, with_id
+from bridge.upstream.message_ids import Forwarded, LegIds, Own, call_with_id, with_id
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,14 @@ class UpstreamConnection:
         """A CALLRESULT or CALLERROR to one of the operator's CALLs (under its own id)."""
         await self._send(_encoded(frame))
 
-    async def forward(self, origin_id: str, frame: list[Any]) -> list[Any]:
-        """A station's CALL (``frame`` as it sent it): sent under a fresh id, and the
-        operator's answer frame handed back (CALLRESULT or CALLERROR, under the operator's
-        id: the caller answers the station under ``origin_id``)."""
-        return await self._exchange(lambda future: self.ids.forward(origin_id, future), frame)
+    async def forward(self, origin_id: str, frame: list[Any],
+                      raw: str | None = None) -> list[Any]:
+        """A station's CALL (``frame`` as it sent it, ``raw`` its text when unchanged): sent
+        under a fresh id, and the operator's answer frame handed back (CALLRESULT or
+        CALLERROR, under the operator's id: the caller answers the station under
+        ``origin_id``)."""
+        return await self._exchange(lambda future: self.ids.forward(origin_id, future), frame,
+                                    raw, origin_id)
 
     async def call(self, action: str, payload: dict[str, Any]) -> list[Any]:
         """One CALL of drbridge's own (the replay, a boot sent again); the answer frame."""
@@ -234,7 +237,8 @@ class UpstreamConnection:
                                     [CALL, "", action, payload])
 
     async def _exchange(self, issue: Callable[[asyncio.Future[list[Any]]], str],
-                        frame: list[Any]) -> list[Any]:
+                        frame: list[Any], raw: str | None = None,
+                        origin_id: str = "") -> list[Any]:
         async with self._lock:
             if self._connection is None:
                 raise UpstreamUnavailable("the upstream link is down")
@@ -242,7 +246,8 @@ class UpstreamConnection:
             wire_id = issue(future)
             self._waiting.add(future)
             try:
-                await self._send(with_id(frame, wire_id))
+                text = call_with_id(raw, origin_id, wire_id) if raw is not None else None
+                await self._send(text or with_id(frame, wire_id))
                 async with asyncio.timeout(self.call_timeout_s):
                     return await future
             except TimeoutError:

@@ -65,7 +65,8 @@ DRBRIDGE_PROFILE_IDS = frozenset({STATION_MAX_PROFILE_ID,
 # All three, always: a place drbridge may take later must not hold the operator's profile.
 RESERVED_PURPOSES = frozenset({STATION_MAX, TX_DEFAULT, TX})
 # Buckets of the time a forwarded message spends in drbridge (seconds).
-ADDED_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+ADDED_BUCKETS_S = (0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   1.0)
 CEILING_HORIZON = timedelta(seconds=1)
 KEEP_DELIVERED = timedelta(days=7)  # delivered messages stay this long, for the record
 
