@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Site, wait_steered, wait_until
 from pki import Pki
+from test_process import check
 
 from bridge.config import load_config
 from bridge.ocpp.tls import server_context
@@ -108,3 +109,14 @@ def test_a_config_without_upstream_runs_as_a_central_system(tmp_path: Path):
     upstream = load_config(path).model.ocpp.upstream
     assert upstream is not None and upstream.url == "ws://csms.example/ocpp"
     assert upstream.offline_authorization == "cache"
+
+
+def test_check_names_the_operators_csms(tmp_path: Path):
+    path = tmp_path / "site.yaml"
+    path.write_text("ven: {vtn_url: 'http://127.0.0.1:8080/OpenADR2/Simple/2.0b', "
+                    "ven_name: site-a}\nsite: {capacity_kw: 66}\nocpp:\n  upstream:\n"
+                    "    url: wss://csms.operator.example/ocpp\n")
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "upstream   local controller: forwards to wss://csms.operator.example/ocpp/" \
+        "<station id>; offline authorization cache" in result.stdout
