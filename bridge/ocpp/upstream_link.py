@@ -78,6 +78,9 @@ ACCEPTED = "Accepted"
 # drbridge's own report requests (2.0.1 GetReport, GetChargingProfiles) number from here in
 # this mode, so that the station's report parts tell them from the operator's
 OWN_REQUEST_ID_BASE = 1_000_000_000
+# A station sends one request at a time (OCPP-J); one that does not is held to this many
+# waiting for their answers, so that it cannot grow drbridge's memory
+MAX_WAITING = 64
 
 
 def _encoded(frame: list[Any]) -> str:
@@ -172,6 +175,10 @@ class Forwarding(OcppJLink):
         read, refusal, own = self._read(action, payload)
         if own:  # part of a report drbridge asked for: answered here, not the operator's
             await self._send(_encoded([CALLRESULT, unique_id, {}]))
+            return
+        if self._inbox.qsize() >= MAX_WAITING:  # OCPP-J: it should wait for each answer
+            await self._send_call_error(unique_id, "GenericError",
+                                        f"{MAX_WAITING} requests wait for their answers")
             return
         self._inbox.put_nowait(_StationCall(unique_id, action, payload, read, refusal, received,
                                             self._raw_frame))

@@ -155,12 +155,12 @@ class LocalController:
         return link_class(station_id, connection, self.listener, self.station_call_timeout_s,
                           self, authorization, subprotocol)
 
-    def attach(self, link: Forwarding) -> None:
-        self.links[link.id] = link
+    def attach(self, forwarding: Forwarding) -> None:
+        self.links[forwarding.id] = forwarding
 
-    def detach(self, link: Forwarding) -> None:
-        if self.links.get(link.id) is link:
-            del self.links[link.id]
+    def detach(self, forwarding: Forwarding) -> None:
+        if self.links.get(forwarding.id) is forwarding:
+            del self.links[forwarding.id]
 
     def ssl_for(self, station_id: str) -> ssl.SSLContext | None:
         """The TLS context of a station's upstream link (wss://): its own client certificate,
@@ -328,16 +328,16 @@ class LocalController:
 
     # ---- the operator's view -----------------------------------------------------------------
     def link_states(self) -> Counter[str]:
-        return Counter(link.upstream_state for link in self.links.values())
+        return Counter(forwarding.upstream_state for forwarding in self.links.values())
 
     def station_view(self, station_id: str, info: StationInfo, sessions: Mapping[int, int],
                      now: datetime) -> dict[str, Any]:
         """What the dashboard and ``/api/stations`` show of a station's upstream."""
-        link = self.links.get(station_id)
+        forwarding = self.links.get(station_id)
         limit = self.operator_limit(station_id, info, sessions, now)
         profiles = self._profiles.get(station_id)
         return {
-            "link": link.upstream_state if link is not None else "closed",
+            "link": forwarding.upstream_state if forwarding is not None else "closed",
             "queue": self.backlog(station_id),
             "limit_w": None if limit is None else round(limit.limit_w, 1),
             "limit_reason": None if limit is None else limit.reason,
