@@ -8,9 +8,12 @@ station gets with what the CSMS answered.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
+import websockets
 from conftest import Site, wait_steered, wait_until
 from lc_helpers import add_station201, upstream_config
 from ocpp.exceptions import OCPPError
@@ -220,3 +223,28 @@ async def test_the_operators_authorization_is_the_stations(site: Site, csms: Ups
     ended = await csms.wait_for("TransactionEvent", 2, station_id="EV2")
     assert ended[-1].payload["eventType"] == "Ended"
     assert ended[-1].payload["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+
+
+async def test_a_station_that_does_not_wait_for_its_answers_is_held_to_a_bound(
+        site: Site, csms: UpstreamCsms):
+    await site.start_bridge(ocpp_extra=upstream_config(csms, call_timeout_s=5))
+    csms.hold("Heartbeat")  # the operator is slow: requests pile up in drbridge
+    try:
+        async with websockets.connect(f"{site.url}/CP9", subprotocols=["ocpp1.6"]) as ws:
+            for i in range(80):
+                await ws.send(json.dumps([2, f"h{i}", "Heartbeat", {}]))
+            refused = []
+            while True:
+                try:
+                    async with asyncio.timeout(2):
+                        frame = json.loads(await ws.recv())
+                except TimeoutError:
+                    break
+                if frame[0] == 4:
+                    assert frame[2] == "GenericError"
+                    refused.append(int(frame[1][1:]))
+        # one goes up, 64 wait their turn (the one going up among them or not, as the
+        # frames arrive), the rest are refused at once
+        assert refused in (list(range(64, 80)), list(range(65, 80)))
+    finally:
+        csms.release("Heartbeat")
