@@ -259,14 +259,16 @@ async def test_an_answer_that_does_not_come_in_time_is_given_by_drbridge_and_sen
     await wait_steered(bridge, "CP1")
     await csms.wait_for("MeterValues", station_id="CP1")
     csms.hold("MeterValues")  # the CSMS stalls
-    stalled = len(csms.calls("MeterValues", "CP1"))
-    await csms.wait_for("MeterValues", stalled + 1, station_id="CP1")
-    # drbridge answers the station after its upstream timeout, queues it, and opens the
-    # link again; the message goes once more (the operator may have it: at-least-once)
-    await wait_until(lambda: bridge.upstream.backlog("CP1") > 0
-                     or "goes upstream again" in caplog.text, timeout=10,
-                     what="the stalled message queued")
-    csms.release("MeterValues")
+    try:
+        stalled = len(csms.calls("MeterValues", "CP1"))
+        await csms.wait_for("MeterValues", stalled + 1, station_id="CP1")
+        # drbridge answers the station after its upstream timeout, queues it, and opens the
+        # link again; the message goes once more (the operator may have it: at-least-once)
+        await wait_until(lambda: bridge.upstream is not None and (
+            bridge.upstream.backlog("CP1") > 0 or "goes upstream again" in caplog.text),
+            timeout=10, what="the stalled message queued")
+    finally:
+        csms.release("MeterValues")
     await wait_until(lambda: "goes upstream again" in caplog.text, timeout=20,
                      what="the message sent again")
     await wait_until(lambda: bridge.upstream.backlog("CP1") == 0, timeout=20,
