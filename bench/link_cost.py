@@ -71,6 +71,12 @@ class QuietListener:
     def request_repaired(self, station_id: str, action: str, repairs: Sequence[Any]) -> None:
         pass
 
+    def voltage_observed(self, station_id: str, observation: Any) -> None:
+        pass
+
+    def external_limit(self, station_id: str, limit: Any) -> None:
+        pass
+
 
 def _sampled_16(measurand: str, unit: str, value: str, phase: str | None = None) -> dict[str, str]:
     sample = {"context": "Sample.Periodic", "measurand": measurand, "unit": unit,

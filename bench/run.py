@@ -62,7 +62,7 @@ def pct(values: list[float], q: float) -> float:
 
 # processes ----------------------------------------------------------------------------------
 @dataclass
-class Bridge:
+class BridgeProcess:
     process: subprocess.Popen[bytes]
     port: int
     db: Path
@@ -81,7 +81,7 @@ class Bridge:
 
 @contextmanager
 def bridge(workdir: Path, stations: int, vtn_url: str | None = None,
-           metrics: bool = False, upstream_url: str | None = None) -> Iterator[Bridge]:
+           metrics: bool = False, upstream_url: str | None = None) -> Iterator[BridgeProcess]:
     """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics);
     ``upstream_url``: in local-controller mode, forwarding to that CSMS."""
     port = free_port()
@@ -109,7 +109,7 @@ def bridge(workdir: Path, stations: int, vtn_url: str | None = None,
     try:
         if web_port is not None:
             wait_for_port(web_port)
-        yield Bridge(process, port, db, web_port)
+        yield BridgeProcess(process, port, db, web_port)
     finally:
         process.terminate()
         try:
@@ -167,7 +167,7 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 
 
 @dataclass
-class Fleet:
+class LoadGenerators:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
 
@@ -186,8 +186,9 @@ class Fleet:
 
 
 def fleet(workdir: Path, port: int, count: int, mode: str, start_at: float, duration: float,
-          meter_interval: float = 10.0, spread: float = 0.0, record_after: float = 0.0) -> Fleet:
-    result = Fleet()
+          meter_interval: float = 10.0, spread: float = 0.0,
+          record_after: float = 0.0) -> LoadGenerators:
+    result = LoadGenerators()
     generators = max(1, -(-count // PER_GENERATOR))
     for g in range(generators):
         share = count // generators + (1 if g < count % generators else 0)
@@ -279,7 +280,7 @@ def event_received_at(db: Path) -> float:
     return datetime.fromisoformat(row[0]).timestamp()
 
 
-def activity(running: Bridge) -> tuple[float, float]:
+def activity(running: BridgeProcess) -> tuple[float, float]:
     """(sessions open, calls sent to stations so far), from the bridge's /metrics."""
     url = f"http://127.0.0.1:{running.web_port}/metrics"
     with urllib.request.urlopen(url, timeout=30) as response:
@@ -293,7 +294,7 @@ def activity(running: Bridge) -> tuple[float, float]:
     return sessions, calls
 
 
-def wait_until_quiet(running: Bridge, count: int, quiet_s: float, limit_s: float) -> float:
+def wait_until_quiet(running: BridgeProcess, count: int, quiet_s: float, limit_s: float) -> float:
     """Wait until every session has started and no call went to a station for ``quiet_s``
     (profiles, configuration, checks: the boot storm's work). Returns the seconds waited
     (``limit_s`` when the bridge never went quiet)."""
@@ -346,7 +347,7 @@ def throughput(workdir: Path, port: int, count: int = 200, seconds: float = 10.0
     return sum(r.get("meter_replies", 0) for r in stations.values()) / seconds
 
 
-def forward_buckets(running: Bridge) -> list[tuple[float, float]]:
+def forward_buckets(running: BridgeProcess) -> list[tuple[float, float]]:
     """drbridge's histogram of the time a forwarded message spent in it (/metrics): the
     cumulative (upper bound in s, messages) of each bucket."""
     url = f"http://127.0.0.1:{running.web_port}/metrics"
@@ -374,7 +375,7 @@ def histogram_quantiles(before: list[tuple[float, float]], after: list[tuple[flo
 
 
 def steady_latencies(workdir: Path, port: int, count: int, spread: float, settle: float,
-                     window: float, running: Bridge | None = None,
+                     window: float, running: BridgeProcess | None = None,
                      ) -> tuple[float, list[float], tuple[float, float, float] | None]:
     """Each station a MeterValues every 10 s, connecting over ``spread``; latencies kept for
     ``window`` seconds once ``settle`` more have passed (the joins' work done): (stations

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.ocpp.limits import is_loopback
+from bridge.loopback import is_loopback_host
 from bridge.ocpp.tls import client_context, server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
 from bridge.web.transport import tls_context
@@ -251,11 +251,6 @@ def _ip_network(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address or network (such as 10.0.0.5 or "
                          "10.0.0.0/24)") from None
     return value
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a listening address reaches this machine only."""
-    return host.lower() == "localhost" or is_loopback(host)
 
 
 class WebSection(_Section):

@@ -39,10 +39,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from bridge.aio import cancel_and_wait
+from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
@@ -87,10 +88,6 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 BOOT_WAIT_S = 5.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class OperatorLimits(Protocol):
     """Local-controller mode (:class:`bridge.upstream.controller.LocalController`): the
     operator's CSMS sets limits of its own on the stations, which drbridge's must hold too."""
@@ -106,7 +103,10 @@ class OperatorLimits(Protocol):
 
 
 @dataclass
-class StationState:
+class StationRecord:
+    """What the dispatcher keeps of one station: its link, what it should hold and what it
+    has acknowledged."""
+
     info: StationInfo
     link: ChargerLink | None = None
     declared: Declared = field(default_factory=Declared)  # what the configuration states
@@ -240,9 +240,9 @@ class Dispatcher:
         self._limiting = 0
         self._limits_sent = asyncio.Event()
         self._limits_sent.set()
-        self.stations: dict[str, StationState] = {}
+        self.stations: dict[str, StationRecord] = {}
         for station_id, steps in store.applied().items():
-            self.stations[station_id] = StationState(
+            self.stations[station_id] = StationRecord(
                 info=StationInfo(station_id, 3, 230.0, 0.0), applied=steps
             )
         for station_id, profile_ids in store.installed().items():
@@ -267,7 +267,7 @@ class Dispatcher:
                   declared: Declared | None = None) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
-            state = self.stations[info.station_id] = StationState(info=info)
+            state = self.stations[info.station_id] = StationRecord(info=info)
         state.info, state.link, state.confirmed = info, link, False
         state.declared = declared or Declared()
         state.slots, state.verified = {}, False
@@ -388,11 +388,11 @@ class Dispatcher:
             result.append(Reservation(station_id, held, info))
         return tuple(result)
 
-    def _count(self, state: StationState, now: datetime) -> Count:
+    def _count(self, state: StationRecord, now: datetime) -> Count:
         return count(state.info, state.declared, state.told, now, self._peak_after)
 
     # the worker -----------------------------------------------------------------------------
-    def _refresh(self, state: StationState) -> None:
+    def _refresh(self, state: StationRecord) -> None:
         """Keep the set of stations above their planned limits, and what each may have
         applied lately, up to date."""
         station_id = state.info.station_id
@@ -413,7 +413,7 @@ class Dispatcher:
         self._settle_event.set()
         self._settle_event = asyncio.Event()
 
-    def _target(self, state: StationState) -> tuple[Step, ...] | None:
+    def _target(self, state: StationRecord) -> tuple[Step, ...] | None:
         """What to send: after a (re)connection, first re-confirm what the station holds.
 
         Until then the planner counts the station at that schedule and would offer
@@ -423,7 +423,7 @@ class Dispatcher:
             return state.applied
         return state.desired
 
-    def _built(self, state: StationState, now: datetime,
+    def _built(self, state: StationRecord, now: datetime,
                target: tuple[Step, ...] | None = None) -> tuple[BuiltProfile, list[BuiltProfile]]:
         """The station cap, and the profiles that carry it to this station.
 
@@ -459,7 +459,7 @@ class Dispatcher:
             cap, profiles = self._with_operator_limits(state, cap, profiles, now)
         return cap, self._placed(state, profiles)
 
-    def _with_operator_limits(self, state: StationState, cap: BuiltProfile,
+    def _with_operator_limits(self, state: StationRecord, cap: BuiltProfile,
                               profiles: list[BuiltProfile], now: datetime,
                               ) -> tuple[BuiltProfile, list[BuiltProfile]]:
         """Local-controller mode: each profile at most what the operator's own allow."""
@@ -478,7 +478,7 @@ class Dispatcher:
         if state is not None:
             state.wake.set()
 
-    def _placed(self, state: StationState, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
+    def _placed(self, state: StationRecord, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
         """Each profile at a stack level no profile of another party with its purpose uses on
         its connector; one without such a level is not sent (see :func:`free_level`)."""
         if not state.foreign:
@@ -497,7 +497,7 @@ class Dispatcher:
                           else replace(profile, stack_level=level))
         return placed
 
-    def _pending(self, state: StationState, profiles: list[BuiltProfile],
+    def _pending(self, state: StationRecord, profiles: list[BuiltProfile],
                  now: datetime) -> list[BuiltProfile]:
         """The profiles the station does not hold yet, decreases first."""
         def unchanged(new: BuiltProfile) -> bool:
@@ -515,7 +515,7 @@ class Dispatcher:
 
         return sorted((p for p in profiles if not unchanged(p)), key=raises)
 
-    async def _wait_for_decreases(self, state: StationState) -> bool:
+    async def _wait_for_decreases(self, state: StationRecord) -> bool:
         """Wait until no other station may hold more than the plan gives it.
 
         False when this station's own plan changed meanwhile: its worker starts over.
@@ -534,7 +534,7 @@ class Dispatcher:
                 woken.cancel()
         return True
 
-    async def _worker(self, state: StationState) -> None:
+    async def _worker(self, state: StationRecord) -> None:
         while True:
             if state.link is not None and not state.wake.is_set() \
                     and (state.meter_setup_due or state.verify_due or state.rating_due):
@@ -568,7 +568,7 @@ class Dispatcher:
             async with asyncio.timeout(self._boot_wait_s):
                 await link.registered.wait()
 
-    async def _read_capabilities(self, state: StationState, link: ChargerLink) -> None:
+    async def _read_capabilities(self, state: StationRecord, link: ChargerLink) -> None:
         station_id = state.info.station_id
         try:
             caps = await link.read_capabilities()
@@ -584,7 +584,7 @@ class Dispatcher:
             self._use_caps(state, caps)
         state.meter_setup_due = True
 
-    async def _read_installed(self, state: StationState, link: ChargerLink) -> None:
+    async def _read_installed(self, state: StationRecord, link: ChargerLink) -> None:
         """Learn the profiles of other parties the station holds, where it can tell (2.0.1):
         ours must never take their places, nor outrank their station limits."""
         station_id = state.info.station_id
@@ -608,7 +608,7 @@ class Dispatcher:
                 log.warning("%s: the limit goes on each connector, under that profile",
                             station_id)
 
-    async def _follow_up(self, state: StationState) -> None:
+    async def _follow_up(self, state: StationRecord) -> None:
         """The calls that may wait, once no worker is sending limits (or after a while)."""
         woken = asyncio.ensure_future(state.wake.wait())
         sent = asyncio.ensure_future(self._limits_sent.wait())
@@ -636,7 +636,7 @@ class Dispatcher:
             state.rating_due = False
             await self._ask_rating(state, link)
 
-    async def _dispatch(self, state: StationState, link: ChargerLink) -> None:
+    async def _dispatch(self, state: StationRecord, link: ChargerLink) -> None:
         """Bring the station's profiles to what its plan says, or book that it holds them."""
         station_id = state.info.station_id
         if state.unmanageable:
@@ -673,7 +673,7 @@ class Dispatcher:
             todo = self._pending(state, profiles, now)
         await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
 
-    def _use_caps(self, state: StationState, caps: Capabilities) -> None:
+    def _use_caps(self, state: StationRecord, caps: Capabilities) -> None:
         state.caps = caps
         unmanageable = not caps.smart_charging
         if unmanageable != state.unmanageable:
@@ -686,12 +686,12 @@ class Dispatcher:
             self._refresh(state)
             self._on_change()
 
-    def _rating_wanted(self, state: StationState) -> None:
+    def _rating_wanted(self, state: StationRecord) -> None:
         """It cannot be steered: what it states of its maximum current matters now."""
         if not state.rating_asked and not state.declared.max_current:
             state.rating_due = True
 
-    async def _ask_rating(self, state: StationState, link: ChargerLink) -> None:
+    async def _ask_rating(self, state: StationRecord, link: ChargerLink) -> None:
         """Read (never write) the maximum current a key of the station's own states."""
         state.rating_asked = True
         try:
@@ -729,7 +729,7 @@ class Dispatcher:
         if status != "Accepted":
             log.info("%s: keeps its own measurands (%s)", station_id, status)
 
-    async def _send(self, state: StationState, link: ChargerLink, cap: BuiltProfile,
+    async def _send(self, state: StationRecord, link: ChargerLink, cap: BuiltProfile,
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
         # From here until the last answer, the station may already apply the new schedule.
@@ -813,7 +813,7 @@ class Dispatcher:
                 self._retry_later(state)
         self._refresh(state)
 
-    async def _clear_stale(self, state: StationState, link: ChargerLink, wanted: set[int]) -> None:
+    async def _clear_stale(self, state: StationRecord, link: ChargerLink, wanted: set[int]) -> None:
         """Clear our profiles the station may hold but the current strategy no longer sends.
 
         Run after the new profiles are in place, so the station is never without a limit.
@@ -832,7 +832,7 @@ class Dispatcher:
         if cleared:
             self._store.save_installed(state.info.station_id, state.installed)
 
-    async def _verify_composite(self, state: StationState, link: ChargerLink,
+    async def _verify_composite(self, state: StationRecord, link: ChargerLink,
                                 cap: BuiltProfile) -> None:
         """Ask the station what limit it computes, after each new limit it accepted.
 
@@ -877,11 +877,11 @@ class Dispatcher:
         self._flag(state, f"its composite schedule gives {theirs_w:.0f} W at {at:%H:%M:%S} "
                           f"where we set {mine_w:.0f} W", max(peak_w, theirs_w))
 
-    def _flag(self, state: StationState, detail: str, peak_w: float) -> None:
+    def _flag(self, state: StationRecord, detail: str, peak_w: float) -> None:
         state.compliance.flag(detail, peak_w)
         self._flagged(state)
 
-    def _flagged(self, state: StationState) -> None:
+    def _flagged(self, state: StationRecord) -> None:
         station_id = state.info.station_id
         log.warning("%s: non-compliant: %s; counted at %.0f W", station_id,
                     state.compliance.detail, state.compliance.peak_w)
@@ -931,7 +931,7 @@ class Dispatcher:
                 self._refresh(state)
             self._on_change()  # counted higher now, or given a share again
 
-    def _retry_later(self, state: StationState) -> None:
+    def _retry_later(self, state: StationRecord) -> None:
         asyncio.get_running_loop().call_later(state.retry_s or self._retry_s, state.wake.set)
 
 

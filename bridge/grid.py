@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bridge.ocpp.voltage_observation import VoltageObservation, merge
 from bridge.telemetry import Reading
 from policies.fleet import Plan
 from policies.model import VoltageRule
@@ -54,6 +55,18 @@ class GridMonitor:
         if kept is not None and kept.at > at:
             return False
         self.latest[station_id] = VoltageReading(at, reading.voltages_v)
+        return True
+
+    def observe_event(self, observation: VoltageObservation, lines: tuple[int, ...]) -> bool:
+        """Fold a voltage the station reported between its samples (a monitor's event) into
+        its reading (``lines``: those it uses, for a voltage that names none); True when the
+        reading changed. A notice without a voltage, or older than the reading, changes
+        nothing."""
+        kept = self.latest.get(observation.station_id)
+        merged = merge(kept, observation, lines, self.stale_after)
+        if merged is None or merged is kept:
+            return False
+        self.latest[observation.station_id] = merged
         return True
 
     def readings(self, stations: Iterable[str]) -> dict[str, VoltageReading]:

@@ -31,7 +31,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
 async def wait_steered(bridge: Bridge, *station_ids: str) -> None:
     """Until the bridge has the stations' answers to their profiles: a station installs a
     profile before it answers, so a test that sees it installed may be ahead of the bridge."""
-    await wait_until(lambda: all(bridge.snapshot().station_status.get(sid) == "steered"
+    await wait_until(lambda: all(bridge.view.snapshot().station_status.get(sid) == "steered"
                                  for sid in station_ids),
                      what=f"{', '.join(station_ids)} steered")
 
@@ -74,7 +74,7 @@ async def vtn() -> AsyncIterator[DemoVtn]:
     await server.stop()
 
 
-class Site:
+class SiteHarness:
     """A bridge, its config and a fleet of simulated stations, torn down after the test."""
 
     def __init__(self, tmp_path: Path, vtn: DemoVtn) -> None:
@@ -124,7 +124,7 @@ class Site:
 
 
 @pytest.fixture
-async def site(tmp_path: Path, vtn: DemoVtn) -> AsyncIterator[Site]:
-    harness = Site(tmp_path, vtn)
+async def site(tmp_path: Path, vtn: DemoVtn) -> AsyncIterator[SiteHarness]:
+    harness = SiteHarness(tmp_path, vtn)
     yield harness
     await harness.close()

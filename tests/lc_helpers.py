@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conftest import Site
+from conftest import SiteHarness
 
 from bridge.sim.csms import UpstreamCsms
 from bridge.sim.station import SimulatedStation, StationSpec
@@ -19,12 +19,12 @@ def upstream_config(csms: UpstreamCsms, **keys: Any) -> str:
     return "upstream:\n" + "\n".join(lines) + "\n"
 
 
-def add_station201(site: Site, station_id: str, **spec: Any) -> SimulatedStation201:
+def add_station201(site: SiteHarness, station_id: str, **spec: Any) -> SimulatedStation201:
     station = SimulatedStation201(StationSpec(station_id=station_id, **spec), site.url)
     site.stations.append(station)  # type: ignore[arg-type]
     site._station_tasks.append(asyncio.create_task(station.run()))
     return station
 
 
-def add_station(site: Site, station_id: str, **spec: Any) -> SimulatedStation:
+def add_station(site: SiteHarness, station_id: str, **spec: Any) -> SimulatedStation:
     return site.add_station(station_id, **spec)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge.compliance import ComplianceRule, Holdings
-from bridge.dispatch import Dispatcher, StationState
+from bridge.dispatch import Dispatcher, StationRecord
 from bridge.store import Store
 from policies.fleet import StationInfo, Step
 
@@ -50,7 +50,7 @@ def dispatcher(tmp_path: Path, clock: list[datetime], grace_s: float = 20) -> Di
     result = Dispatcher(Store(tmp_path / "bridge.db"), min_current_a=6, retry_s=1,
                         on_change=lambda: None, clock=lambda: clock[0], compliance=rule)
     for sid in ("DEAF", "HONEST", "RAISING"):
-        state = result.stations[sid] = StationState(info=StationInfo(sid, 3, 230.0, 32.0))
+        state = result.stations[sid] = StationRecord(info=StationInfo(sid, 3, 230.0, 32.0))
         state.link = object()  # type: ignore[assignment]
     return result
 

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bridge.dispatch import Dispatcher, StationState
+from bridge.dispatch import Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
 from bridge.store import Store
 from policies.fleet import StationInfo, Step, value_at
@@ -17,7 +17,7 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 def dispatcher(tmp_path: Path, clock: list[datetime]) -> Dispatcher:
     result = Dispatcher(Store(tmp_path / "bridge.db"), min_current_a=6, retry_s=1,
                         on_change=lambda: None, clock=lambda: clock[0])
-    result.stations["CP1"] = StationState(info=StationInfo("CP1", 3, 230.0, 32.0))
+    result.stations["CP1"] = StationRecord(info=StationInfo("CP1", 3, 230.0, 32.0))
     return result
 
 
@@ -55,7 +55,7 @@ async def test_a_raise_waits_until_every_other_station_is_down(tmp_path):
     clock = [T0]
     dispatch = dispatcher(tmp_path, clock)
     for sid in ("CP2", "CP3"):
-        dispatch.stations[sid] = StationState(info=StationInfo(sid, 3, 230.0, 32.0))
+        dispatch.stations[sid] = StationRecord(info=StationInfo(sid, 3, 230.0, 32.0))
     high = (Step(T0, 11000.0, "before"),)
     low = (Step(T0, 4000.0, "after"),)
     for sid in ("CP2", "CP3"):  # each holds more than its new share
@@ -81,7 +81,7 @@ async def test_a_drop_then_a_later_rise_goes_out_without_waiting_for_the_others(
     waiting for ever, holding their old limits through the event."""
     clock = [T0]
     dispatch = dispatcher(tmp_path, clock)
-    dispatch.stations["CP2"] = StationState(info=StationInfo("CP2", 3, 230.0, 32.0))
+    dispatch.stations["CP2"] = StationRecord(info=StationInfo("CP2", 3, 230.0, 32.0))
     start, end = T0 + timedelta(seconds=8), T0 + timedelta(minutes=10)
 
     class Link:  # a station that accepts whatever it is sent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 
 from bridge.sim.station import SimulatedStation
 
@@ -24,7 +24,7 @@ def profile_unit(station: SimulatedStation) -> str:
     return profile["chargingSchedule"]["chargingRateUnit"]
 
 
-async def start_fleet(site: Site, units: list[str]) -> list[SimulatedStation]:
+async def start_fleet(site: SiteHarness, units: list[str]) -> list[SimulatedStation]:
     stations = [site.add_station(f"CP{i}", rate_unit=unit) for i, unit in enumerate(units)]
     # Each station is held at 0 W until it has acknowledged a limit, then gets its share.
     await wait_until(
@@ -35,14 +35,14 @@ async def start_fleet(site: Site, units: list[str]) -> list[SimulatedStation]:
     return stations
 
 
-async def registered(site: Site) -> str:
+async def registered(site: SiteHarness) -> str:
     await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
     ven_id = site.vtn.ven_id("test-site")
     assert ven_id is not None
     return ven_id
 
 
-async def test_registration_is_persisted(site: Site):
+async def test_registration_is_persisted(site: SiteHarness):
     bridge = await site.start_bridge()
     ven_id = await registered(site)
     await wait_until(lambda: bridge.store.registration(site.vtn.url) is not None,
@@ -52,7 +52,7 @@ async def test_registration_is_persisted(site: Site):
     assert stored.registration_id == f"reg-{ven_id}"
 
 
-async def test_cap_holds_without_event_for_amp_and_watt_stations(site: Site):
+async def test_cap_holds_without_event_for_amp_and_watt_stations(site: SiteHarness):
     await site.start_bridge(capacity_kw=20)
     stations = await start_fleet(site, ["Current", "Current", "Power", "Power"])
     # Four EVs of 11 kW under a 20 kW cap: each station must be held to its share.
@@ -72,7 +72,7 @@ async def test_cap_holds_without_event_for_amp_and_watt_stations(site: Site):
     assert sum(s.power_w for s in stations) <= 20_000
 
 
-async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
+async def test_event_lowers_limits_by_its_start_and_restores_after(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Power", "Current,Power", "Current"])
     ven_id = await registered(site)
@@ -99,7 +99,7 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
                      what="start")
     assert total_limit_w(stations) <= 11_000
     assert sum(s.power_w for s in stations) <= 11_000
-    assert bridge.snapshot().site_limit_w == 11_000
+    assert bridge.view.snapshot().site_limit_w == 11_000
 
     await wait_until(lambda: datetime.now(UTC) > end + timedelta(seconds=0.5), what="end")
     assert total_limit_w(stations) > 28_000
@@ -108,7 +108,7 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: Site):
     assert stored[event_id].opt == "optIn"
 
 
-async def test_cancelled_event_gives_capacity_back(site: Site):
+async def test_cancelled_event_gives_capacity_back(site: SiteHarness):
     await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Current"])
     ven_id = await registered(site)
@@ -122,7 +122,7 @@ async def test_cancelled_event_gives_capacity_back(site: Site):
                      what="capacity restored after the cancellation")
 
 
-async def test_reconnect_and_reboot_reapply_limits(site: Site):
+async def test_reconnect_and_reboot_reapply_limits(site: SiteHarness):
     await site.start_bridge(capacity_kw=20)
     stations = await start_fleet(site, ["Current", "Current"])
     station = stations[0]
@@ -142,11 +142,11 @@ async def test_reconnect_and_reboot_reapply_limits(site: Site):
                      what="limits after the reboot")
 
 
-async def test_telemetry_report_carries_measured_load(site: Site):
+async def test_telemetry_report_carries_measured_load(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=20, telemetry_interval_s=1)
     stations = await start_fleet(site, ["Current", "Power"])
     await wait_until(lambda: sum(s.power_w for s in stations) > 0, what="charging")
-    await wait_until(lambda: bridge.measured_load_w() > 0, what="meter values")
+    await wait_until(lambda: bridge.reports.measured_load_w() > 0, what="meter values")
     ven_id = await registered(site)
 
     def report_matches_load() -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Site, site_config, wait_until
+from conftest import SiteHarness, site_config, wait_until
 from oadr_payloads import Event, Signal, distribute_event, price
 
 from bridge.config import load_config
@@ -35,7 +35,7 @@ voltage:
 """
 
 
-async def start_on_feeder(site: Site, feeder: Feeder, policy: str = FEEDER_POLICY,
+async def start_on_feeder(site: SiteHarness, feeder: Feeder, policy: str = FEEDER_POLICY,
                           **config: object) -> list[SimulatedStation]:
     (site.tmp_path / "feeder.yaml").write_text(policy)
     site.config_path.write_text(
@@ -97,7 +97,7 @@ def never_falls(series: list[tuple[float, ...]]) -> bool:
                for a, b in zip(before, after, strict=True))
 
 
-async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Site):
+async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: SiteHarness):
     feeder = Feeder(source_v=NOMINAL_V, impedance_ohm=0.8)
     stations = await start_on_feeder(site, feeder, telemetry_interval_s=1)
     bridge = site.bridge
@@ -118,7 +118,7 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     settled = limits[-1]
     assert all(6 <= amps < EV_A for amps in settled), settled
     # the reason chain says why
-    plan = bridge.plan
+    plan = bridge.planner.plan
     assert plan is not None and plan.state is not None
     for station in stations:
         chain = plan.stations[station.spec.station_id][0].chain
@@ -126,7 +126,7 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
         assert "pu on L" in plan.stations[station.spec.station_id][0].reason
     # the stations were asked for the grid measurands, and their voltages are stored
     assert all("Voltage" in s.measurands for s in stations)
-    bridge._flush()
+    bridge.reports.flush()
     now = datetime.now(UTC)
     stored = bridge.store.grid_samples_between(now - timedelta(minutes=1), now)
     assert {s.station_id for s in stored} == {"CP0", "CP1"}
@@ -157,11 +157,11 @@ async def test_the_bridge_holds_the_feeder_above_the_floor_and_restores(site: Si
     pairs = list(zip(voltages("test-site-L2-min"), voltages("test-site-L2-mean"), strict=False))
     assert pairs and all(low <= mean for low, mean in pairs), pairs
     # and the dashboard shows them
-    shown = site_view(bridge)["voltage"]
+    shown = site_view(bridge.view)["voltage"]
     assert shown["nominal_v"] == NOMINAL_V and set(shown["phases"]) == {"L1", "L2", "L3"}
     assert all(200 < p["min_v"] <= p["mean_v"] < 250 for p in shown["phases"].values())
-    assert 'drbridge_site_voltage_volts{phase="L3",stat="mean"}' in render_metrics(bridge)
-    rows = {row["station_id"]: row for row in stations_view(bridge)["stations"]}
+    assert 'drbridge_site_voltage_volts{phase="L3",stat="mean"}' in render_metrics(bridge.view)
+    rows = {row["station_id"]: row for row in stations_view(bridge.view)["stations"]}
     assert set(rows["CP0"]["voltage_v"]) == {"L1", "L2", "L3"}
 
 
@@ -194,7 +194,7 @@ def swings(series: list[tuple[float, ...]]) -> int:
     return sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
 
 
-async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
+async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: SiteHarness):
     feeder = Feeder(source_v=NOMINAL_V, impedance_ohm=0.8)
     # two EVs of 11 kW on a 22 kW site
     stations = await start_on_feeder(site, feeder, PV_POLICY, capacity_kw=22)
@@ -224,7 +224,8 @@ async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
     feeder.source_v = 255.0
 
     def floor_share() -> float:
-        state = bridge.plan.state if bridge.plan is not None else None
+        plan = bridge.planner.plan
+        state = plan.state if plan is not None else None
         return state.absorb.share if state is not None and state.absorb is not None else 0.0
     # The floor rises to the whole site at once; the sessions resume at their minimum first
     # (allocation.resume_s), and by the time their full share is due the voltage their
@@ -239,13 +240,13 @@ async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
     assert len(set(settled)) == 1, changes(settled)  # three hold times without a change
     assert all(6 <= amps < EV_A for amps in settled[-1]), settled[-1]
     assert max(volts) < 1.07 * NOMINAL_V  # held down from the surplus's 1.109 pu
-    plan = bridge.plan
+    plan = bridge.planner.plan
     assert plan is not None and plan.state is not None and plan.state.absorb is not None
     assert "over-voltage" in plan.site[0].reason and plan.site[0].chain[-1].kind == "voltage"
     # the operator sees the floor on the dashboard's API and in the metrics
-    shown = site_view(bridge)["voltage"]["over_voltage_floor"]
+    shown = site_view(bridge.view)["voltage"]["over_voltage_floor"]
     assert shown is not None and shown["share"] == round(plan.state.absorb.share, 3) > 0
-    [line] = [m for m in render_metrics(bridge).splitlines()
+    [line] = [m for m in render_metrics(bridge.view).splitlines()
               if m.startswith("drbridge_over_voltage_floor_ratio ")]
     assert float(line.split()[1]) == shown["share"]
     # the surplus gone, the price holds charging back again
@@ -253,11 +254,12 @@ async def test_over_voltage_sets_a_price_limit_aside_and_settles(site: Site):
     await wait_until(lambda: all(s.composite_limit_a() == 0 for s in stations),
                      timeout=20, what="the price's limit back")
     # (the floor may still ease its last step below the minimum current, a hold time on)
-    await wait_until(lambda: site_view(bridge)["voltage"]["over_voltage_floor"] is None,
+    await wait_until(lambda: site_view(bridge.view)["voltage"]["over_voltage_floor"] is None,
                      timeout=20, what="the floor gone")
 
 
-async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmless(site: Site):
+async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmless(
+        site: SiteHarness):
     (site.tmp_path / "feeder.yaml").write_text(FEEDER_POLICY)
     site.config_path.write_text(site_config(site.vtn.url, site.ocpp_port).replace(
         "policy: default", "policy: feeder.yaml"))
@@ -281,7 +283,7 @@ async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmle
     assert bridge is not None
 
     def stored() -> list:
-        bridge._flush()
+        bridge.reports.flush()
         now = datetime.now(UTC)
         return [s for s in bridge.store.grid_samples_between(now - timedelta(minutes=1), now)
                 if s.station_id == "CP201"]

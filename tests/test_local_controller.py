@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import websockets
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from lc_helpers import add_station201, upstream_config
 from ocpp.exceptions import OCPPError
 
@@ -36,7 +36,7 @@ def answers_received(csms: UpstreamCsms) -> int:
 
 
 async def test_16_every_message_family_goes_both_ways_and_drbridge_reads_it(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = site.add_station("CP1", id_tag="ALLOWED", meter_interval_s=0.2)
     # station -> CSMS, the station's own flow: boot, statuses, a session with the CSMS's id
@@ -51,9 +51,9 @@ async def test_16_every_message_family_goes_both_ways_and_drbridge_reads_it(
     # drbridge reads it all for its own plan: the session, under the station's id for it,
     # its meter values, and it steers the station
     await wait_steered(bridge, "CP1")
-    [(tx, session)] = bridge.sessions.items()
-    assert bridge.station_transaction("CP1", tx) == "5000"
-    await wait_until(lambda: bridge.measured_load_w() > 0, what="measured load")
+    [(tx, session)] = bridge.station_events.sessions.items()
+    assert bridge.station_events.station_transaction("CP1", tx) == "5000"
+    await wait_until(lambda: bridge.station_events.load_w() > 0, what="measured load")
     assert bridge.store.booted("CP1")
 
     # station -> CSMS, every other 1.6 request: the CSMS's answer comes back unchanged
@@ -102,32 +102,33 @@ async def test_16_every_message_family_goes_both_ways_and_drbridge_reads_it(
             )["status"] == "Accepted"
     stop = (await csms.wait_for("StopTransaction", station_id="CP1"))[0].payload
     assert stop["transactionId"] == 5000 and stop["reason"] == "Remote"
-    await wait_until(lambda: not bridge.sessions, what="drbridge reading the stop")
+    await wait_until(lambda: not bridge.station_events.sessions, what="drbridge reading the stop")
     assert (await csms.request("CP1", "RemoteStartTransaction", {"idTag": "ALLOWED"})
             )["status"] == "Accepted"
     await wait_until(lambda: station.transaction_id == 5001, what="the next transaction")
-    await wait_until(lambda: len(bridge.sessions) == 1, what="drbridge reading the start")
+    await wait_until(lambda: len(bridge.station_events.sessions) == 1,
+                     what="drbridge reading the start")
     boots = len(csms.calls("BootNotification", "CP1"))
     assert (await csms.request("CP1", "Reset", {"type": "Soft"}))["status"] == "Accepted"
     await csms.wait_for("BootNotification", boots + 1, station_id="CP1")
 
     # drbridge's own calls (capabilities, profiles, checks) went to the station, and none
     # of their answers reached the CSMS: it got answers to its own requests only (9)
-    assert bridge.calls_out["SetChargingProfile"] >= 1
-    assert bridge.calls_out["GetConfiguration"] >= 1
+    assert bridge.station_events.calls_out["SetChargingProfile"] >= 1
+    assert bridge.station_events.calls_out["GetConfiguration"] >= 1
     assert answers_received(csms) == 9
 
 
 async def test_201_every_message_family_goes_both_ways_and_drbridge_reads_it(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = add_station201(site, "EV1", id_tag="ALLOWED", meter_interval_s=0.2)
     started = (await csms.wait_for("TransactionEvent", station_id="EV1"))[0].payload
     assert started["eventType"] == "Started" and started["idToken"] == TOKEN
     await csms.wait_for("TransactionEvent", 2, station_id="EV1")  # Updated, meter values
     await wait_steered(bridge, "EV1")
-    [(tx, _)] = bridge.sessions.items()
-    assert bridge.station_transaction("EV1", tx) == "EV1-tx1"
+    [(tx, _)] = bridge.station_events.sessions.items()
+    assert bridge.station_events.station_transaction("EV1", tx) == "EV1-tx1"
     assert csms.calls("BootNotification", "EV1") and csms.calls("StatusNotification", "EV1")
     assert station.id_token_answers[0] == "Accepted"  # the CSMS's allow-list answered
 
@@ -193,22 +194,25 @@ async def test_201_every_message_family_goes_both_ways_and_drbridge_reads_it(
     await wait_until(lambda: any(r.payload["eventType"] == "Ended"
                                  for r in csms.calls("TransactionEvent", "EV1")),
                      what="the Ended event")
-    await wait_until(lambda: not bridge.sessions, what="drbridge reading the end")
+    await wait_until(lambda: not bridge.station_events.sessions, what="drbridge reading the end")
+    await wait_until(lambda: station.transaction_id is None, what="the station's end")
     assert (await csms.request("EV1", "RequestStartTransaction", {
         "idToken": TOKEN, "remoteStartId": 3, "evseId": 1}))["status"] == "Accepted"
-    await wait_until(lambda: len(bridge.sessions) == 1, what="drbridge reading the start")
+    await wait_until(lambda: len(bridge.station_events.sessions) == 1,
+                     what="drbridge reading the start")
     # a CALLERROR of the station's comes back as it is
     with pytest.raises(CsmsCallError, match="NotImplemented"):
         await csms.request("EV1", "Reset", {"type": "Immediate"})
 
     # drbridge's own device-model report and profile list went to drbridge only
-    assert bridge.calls_out["GetReport"] >= 1 and bridge.calls_out["GetChargingProfiles"] >= 1
+    calls_out = bridge.station_events.calls_out
+    assert calls_out["GetReport"] >= 1 and calls_out["GetChargingProfiles"] >= 1
     assert csms.calls("NotifyReport", "EV1") == []
     assert len(csms.calls("ReportChargingProfiles", "EV1")) == 1
     assert answers_received(csms) == 10  # its ten requests
 
 
-async def test_the_operators_authorization_is_the_stations(site: Site, csms: UpstreamCsms):
+async def test_the_operators_authorization_is_the_stations(site: SiteHarness, csms: UpstreamCsms):
     """Refusals reach the station; drbridge accepts no id on its own while the operator
     answers, whatever its offline policy."""
     await site.start_bridge(ocpp_extra=upstream_config(csms, offline_authorization="accept"))
@@ -226,7 +230,7 @@ async def test_the_operators_authorization_is_the_stations(site: Site, csms: Ups
 
 
 async def test_a_station_that_does_not_wait_for_its_answers_is_held_to_a_bound(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     await site.start_bridge(ocpp_extra=upstream_config(csms, call_timeout_s=5))
     csms.hold("Heartbeat")  # the operator is slow: requests pile up in drbridge
     try:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from lc_helpers import add_station201, upstream_config
 
 from bridge.sim.csms import UpstreamCsms
@@ -42,7 +42,7 @@ def station_max(profile_id: int, level: int, amps: float, id_key: str = "chargin
             "chargingSchedule": schedule}
 
 
-async def dr_event(site: Site, level: int = 2) -> None:
+async def dr_event(site: SiteHarness, level: int = 2) -> None:
     """A SIMPLE event from the VTN, in force from about now for ten minutes."""
     await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
     ven_id = site.vtn.ven_id("test-site")
@@ -60,7 +60,7 @@ def within(station: SimulatedStation, watts: float) -> bool:
 
 
 async def test_the_lower_of_the_operators_limit_and_the_dr_limit_holds(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = site.add_station("CP1", id_tag="ALLOWED", ev_max_current_a=32)
     await wait_steered(bridge, "CP1")
@@ -93,13 +93,13 @@ async def test_the_lower_of_the_operators_limit_and_the_dr_limit_holds(
         "chargingSchedulePeriod"][0]["limit"] == 25.0
     await wait_until(lambda: station.power_w > 10_000, what="the DR limit again")
     assert within(station, DR_LIMIT_W)
-    view = bridge.upstream.station_view("CP1", bridge.config.station_info("CP1"), {},
-                                        datetime.now(UTC))
-    assert view["limit_w"] == 25 * WATTS_PER_AMP and view["link"] == "up"
+    [view] = [s.upstream for s in bridge.view.stations() if s.station_id == "CP1"]
+    assert view is not None and view.link == "up"
+    assert view.limit is not None and view.limit.limit_w == 25 * WATTS_PER_AMP
 
 
 async def test_nothing_the_operator_sends_breaks_the_site_cap(
-        site: Site, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO, logger="bridge.ocpp.upstream_link")
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = site.add_station("CP1", id_tag="ALLOWED", ev_max_current_a=32)
@@ -156,24 +156,25 @@ async def test_nothing_the_operator_sends_breaks_the_site_cap(
 
 
 async def test_a_remote_start_on_a_paused_station_draws_nothing(
-        site: Site, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO, logger="bridge.ocpp.upstream_link")
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = site.add_station("CP1", id_tag="ALLOWED", plugged_in=False)
     await wait_steered(bridge, "CP1")
-    bridge.set_hold("CP1", "pause", "cable check")
+    bridge.operator.set_hold("CP1", "pause", "cable check")
     await wait_until(lambda: station.composite_limit_w() == 0, what="the pause")
     station.connectors[1].plugged = True  # the EV is there; the operator starts it remotely
     assert (await csms.request("CP1", "RemoteStartTransaction", {
         "idTag": "ALLOWED", "connectorId": 1}))["status"] == "Accepted"
     await wait_until(lambda: station.transaction_id == 5000, what="the remote start")
-    await wait_until(lambda: bool(bridge.sessions), what="drbridge reading the session")
+    await wait_until(lambda: bool(bridge.station_events.sessions),
+                     what="drbridge reading the session")
     assert station.power_w == 0 and within(station, 0)
     assert "the station is paused by the site's limit" in caplog.text
 
 
 async def test_201_the_operator_cannot_disable_smart_charging_nor_outrank_the_dr_limit(
-        site: Site, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO, logger="bridge.ocpp.upstream_link")
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = add_station201(site, "EV1", id_tag="ALLOWED", ev_max_current_a=32)
@@ -203,7 +204,7 @@ async def test_201_the_operator_cannot_disable_smart_charging_nor_outrank_the_dr
 
 
 async def test_the_capacity_the_operator_blocks_goes_to_the_other_stations(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(capacity_kw=22, ocpp_extra=upstream_config(csms))
     limited = site.add_station("CP1", id_tag="ALLOWED", ev_max_current_a=32)
     other = site.add_station("CP2", id_tag="ALLOWED", ev_max_current_a=32)
@@ -244,7 +245,7 @@ async def test_the_capacity_the_operator_blocks_goes_to_the_other_stations(
 
 
 async def test_the_operators_profiles_are_remembered_across_a_restart(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = site.add_station("CP1", id_tag="ALLOWED", ev_max_current_a=32)
     await wait_steered(bridge, "CP1")
@@ -257,7 +258,8 @@ async def test_the_operators_profiles_are_remembered_across_a_restart(
     await wait_until(lambda: station.connected, what="the station back")
     await wait_steered(bridge, "CP1")
     # drbridge sends its profile again after the restart: still within the operator's
-    await wait_until(lambda: bridge.calls_out["SetChargingProfile"] >= 1, what="a profile")
+    await wait_until(lambda: bridge.station_events.calls_out["SetChargingProfile"] >= 1,
+                     what="a profile")
     await wait_until(lambda: within(station, 8 * WATTS_PER_AMP) and station.power_w > 5_000,
                      what="the operator's limit after the restart")
     assert bridge.upstream is not None

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from lc_helpers import add_station201, upstream_config
 from test_process import spawn_bridge
 
@@ -52,7 +52,7 @@ def kept_calls(csms: UpstreamCsms, station_id: str, since: datetime) -> list[tup
 
 
 async def test_16_outage_sessions_queue_and_replay_once_in_order_with_ids_mapped(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     assert bridge.upstream is not None
     station = site.add_station("CP1", id_tag="ALLOWED", meter_interval_s=0.3)
@@ -90,7 +90,7 @@ async def test_16_outage_sessions_queue_and_replay_once_in_order_with_ids_mapped
         {"idTagInfo": {"status": "Invalid"}}  # unknown: offline_authorization cache
     kept = queued(bridge, "CP1")
     assert bridge.upstream.backlog("CP1") == len(kept) > 6
-    assert station.connected and len(bridge.sessions) == 1  # drbridge read it all
+    assert station.connected and len(bridge.station_events.sessions) == 1  # drbridge read it all
 
     back = datetime.now(UTC)
     await csms.start()
@@ -120,13 +120,13 @@ async def test_16_outage_sessions_queue_and_replay_once_in_order_with_ids_mapped
     await wait_until(lambda: any(r.payload["transactionId"] == 5002
                                  for r in csms.calls("StopTransaction", "CP1")),
                      what="the remote stop")
-    await wait_until(lambda: not bridge.sessions, what="drbridge reading the stop")
+    await wait_until(lambda: not bridge.station_events.sessions, what="drbridge reading the stop")
     starts = [r.payload for r in csms.calls("StartTransaction", "CP1")]
     assert len(starts) == 3  # the first, live, and two replayed: none twice
 
 
 async def test_201_outage_transaction_events_replayed_once_in_order(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     assert bridge.upstream is not None
     station = add_station201(site, "EV1", id_tag="ALLOWED", meter_interval_s=0.3)
@@ -140,7 +140,7 @@ async def test_201_outage_transaction_events_replayed_once_in_order(
     station.plug_in()
     await wait_until(lambda: station.transaction_id == "EV1-tx2", what="the next start")
     await wait_until(lambda: bridge.upstream.backlog("EV1") >= 6, what="events kept")
-    assert len(bridge.sessions) == 1 and station.id_token_answers[-1] == "Accepted"
+    assert len(bridge.station_events.sessions) == 1 and station.id_token_answers[-1] == "Accepted"
     back = datetime.now(UTC)
     await csms.start()
     await wait_until(lambda: bridge.upstream.backlog("EV1") == 0, timeout=20,
@@ -158,7 +158,7 @@ async def test_201_outage_transaction_events_replayed_once_in_order(
     ("accept", "Accepted", "Accepted", "Blocked"),
     ("reject", "Invalid", "Invalid", "Invalid"),
 ])
-async def test_offline_authorization_policies(site: Site, csms: UpstreamCsms, policy: str,
+async def test_offline_authorization_policies(site: SiteHarness, csms: UpstreamCsms, policy: str,
                                               known: str, unknown: str, blocked: str):
     bridge = await site.start_bridge(
         ocpp_extra=upstream_config(csms, offline_authorization=policy))
@@ -175,7 +175,8 @@ async def test_offline_authorization_policies(site: Site, csms: UpstreamCsms, po
     assert answers == {"ALLOWED": known, "NOBODY": unknown, "STOLEN": blocked}
 
 
-async def test_an_authorize_waits_for_the_operator_coming_back(site: Site, csms: UpstreamCsms):
+async def test_an_authorize_waits_for_the_operator_coming_back(
+        site: SiteHarness, csms: UpstreamCsms):
     """Never decide alone while the operator may answer: with offline_authorization
     accept, an unknown id arriving while the link is down but the CSMS is back gets the
     CSMS's refusal."""
@@ -195,7 +196,7 @@ async def test_an_authorize_waits_for_the_operator_coming_back(site: Site, csms:
 
 
 async def test_a_boot_during_the_outage_goes_first_and_pending_holds_the_replay(
-        site: Site, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO)
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     assert bridge.upstream is not None
@@ -229,7 +230,7 @@ async def test_a_boot_during_the_outage_goes_first_and_pending_holds_the_replay(
 
 
 async def test_a_replayed_start_the_operator_refuses_ends_the_session(
-        site: Site, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
     bridge = await site.start_bridge(
         ocpp_extra=upstream_config(csms, offline_authorization="accept"))
     assert bridge.upstream is not None
@@ -252,7 +253,7 @@ async def test_a_replayed_start_the_operator_refuses_ends_the_session(
 
 
 async def test_an_answer_that_does_not_come_in_time_is_given_by_drbridge_and_sent_again(
-        site: Site, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     assert bridge.upstream is not None
     station = site.add_station("CP1", id_tag="ALLOWED", meter_interval_s=0.3)
@@ -277,7 +278,7 @@ async def test_an_answer_that_does_not_come_in_time_is_given_by_drbridge_and_sen
 
 
 async def test_an_operator_refusing_the_stations_credentials_keeps_the_station(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     """The station's Authorization header goes upstream; a 401 there leaves the station
     connected to drbridge under its DR limit, and drbridge tries again."""
     csms.passwords = {"CP1": "right-password"}
@@ -303,7 +304,7 @@ def queue_rows(db: Any) -> list[tuple[int, str, str, str, int]]:
 
 
 async def test_kill_9_during_an_outage_loses_nothing_and_replays_exactly_once(
-        site: Site, csms: UpstreamCsms):
+        site: SiteHarness, csms: UpstreamCsms):
     """A real ``drbridge run`` killed with SIGKILL while the CSMS is away: restarted, its
     queue is intact and each message reaches the CSMS once, in order, ids mapped."""
     site.write_config(ocpp_extra=upstream_config(csms))

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from pki import Pki
 from test_process import check
 
@@ -18,7 +18,7 @@ from policies.validation import InvalidDocument
 
 
 async def test_tls_to_the_operator_with_client_certificates_and_the_stations_credentials(
-        tmp_path: Path, site: Site):
+        tmp_path: Path, site: SiteHarness):
     """wss:// to the operator, its certificate checked against ca_file; a client
     certificate for every station (security profile 3 upstream), one station with its own;
     the stations' Basic credentials passed on (profiles 1 and 2)."""

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import websockets
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from websockets.typing import Subprotocol
 
 from bridge.ocpp.capabilities import Capabilities
@@ -18,7 +18,7 @@ from bridge.sim.station201 import SimulatedStation201
 from policies.fleet import StationInfo, Step
 
 
-def add_201(site: Site, station_id: str, **spec: object) -> SimulatedStation201:
+def add_201(site: SiteHarness, station_id: str, **spec: object) -> SimulatedStation201:
     station = SimulatedStation201(StationSpec(station_id=station_id, **spec), site.url)
     site.stations.append(station)  # type: ignore[arg-type]
     site._station_tasks.append(asyncio.create_task(station.run()))
@@ -53,13 +53,13 @@ def test_payloads_and_answers_in_201_form():
     assert float(sample["sampledValue"][0]["value"]) == 7360.0
 
 
-async def test_16_and_201_stations_side_by_side(site: Site):
+async def test_16_and_201_stations_side_by_side(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     old = site.add_station("OLD")
     new = add_201(site, "NEW", rate_unit="Power")
     dumb = add_201(site, "NEW-DUMB", feature_profiles="Core")
-    await wait_until(lambda: bridge.snapshot().station_status.get("NEW-DUMB") == "unmanageable",
-                     what="the 2.0.1 station without smart charging found")
+    await wait_until(lambda: bridge.view.snapshot().station_status.get("NEW-DUMB")
+                     == "unmanageable", what="the 2.0.1 station without smart charging found")
     caps_left = 40_000 - 32 * 230 * 3  # the unmanageable station counts at its maximum
     await wait_until(
         lambda: new.transaction_id is not None and old.transaction_id is not None
@@ -71,9 +71,9 @@ async def test_16_and_201_stations_side_by_side(site: Site):
     # its EVSEs from its device model, its smart charging variables, its installed profiles
     assert ("GetReport", "GetVariables", "GetChargingProfiles") == \
         tuple(a for a, _ in new.received[:3])
-    await wait_until(lambda: bridge.snapshot().station_power_w.get("NEW", 0) > 0,
+    await wait_until(lambda: bridge.view.snapshot().station_power_w.get("NEW", 0) > 0,
                      what="the 2.0.1 station's meter values read")
-    session = next(s for s in bridge.sessions.values() if s.station_id == "NEW")
+    session = next(s for s in bridge.station_events.sessions.values() if s.station_id == "NEW")
     assert session.connector_id == 1
     await wait_steered(bridge, "OLD", "NEW")
     assert not dumb.installed_profiles
@@ -83,7 +83,7 @@ async def test_16_and_201_stations_side_by_side(site: Site):
 
 
 async def test_201_station_without_smart_charging_is_counted_at_the_power_it_states(
-        site: Site):
+        site: SiteHarness):
     """Undeclared, it would count at 32 A on three phases (22 kW); its device model says
     its EVSE gives 11 kW at most (Power's MaxSet), which the smart station is left."""
     bridge = await site.start_bridge(capacity_kw=30)
@@ -93,7 +93,7 @@ async def test_201_station_without_smart_charging_is_counted_at_the_power_it_sta
                      timeout=20, what="the smart station's EV at its full 16 A")
     assert dumb.power_w + smart.power_w <= 30_000
     assert "at most 11.04 kW (ChargingStation.Power (MaxSet))" \
-        in bridge.snapshot().station_detail["DUMB201"]
+        in bridge.view.snapshot().station_detail["DUMB201"]
     asked = [p for a, p in dumb.received if a == "GetVariables"]
     assert any(item["variable"]["name"] == "Power" and item.get("attributeType") == "MaxSet"
                for p in asked for item in p["getVariableData"])
@@ -101,7 +101,7 @@ async def test_201_station_without_smart_charging_is_counted_at_the_power_it_sta
     assert all(a in ("GetVariables", "SetVariables", "GetReport") for a, _ in dumb.received)
 
 
-async def test_201_tx_profile_names_the_stations_transaction(site: Site):
+async def test_201_tx_profile_names_the_stations_transaction(site: SiteHarness):
     await site.start_bridge(capacity_kw=8)
     picky = add_201(site, "NEW-NOZERO", rejects_connector_zero=True)
     def tx_profile() -> dict | None:
@@ -115,12 +115,13 @@ async def test_201_tx_profile_names_the_stations_transaction(site: Site):
     await wait_until(lambda: 0 < picky.power_w <= 8_000, what="the EV held to the cap")
 
 
-async def test_201_transaction_survives_a_reconnection(site: Site):
+async def test_201_transaction_survives_a_reconnection(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     station = add_201(site, "NEW-FLAKY")
-    await wait_until(lambda: any(s.station_id == "NEW-FLAKY" for s in bridge.sessions.values()),
+    await wait_until(lambda: any(s.station_id == "NEW-FLAKY"
+                                 for s in bridge.station_events.sessions.values()),
                      what="the session known")
-    before = dict(bridge.sessions)
+    before = dict(bridge.station_events.sessions)
     link = bridge.ocpp.links["NEW-FLAKY"]
     await station.drop_connection()
     await wait_until(lambda: bridge.ocpp.links.get("NEW-FLAKY") not in (None, link),
@@ -130,11 +131,11 @@ async def test_201_transaction_survives_a_reconnection(site: Site):
         what="its profile confirmed again")
     seq = station._seq
     await wait_until(lambda: station._seq >= seq + 2, what="TransactionEvents on the new link")
-    assert bridge.sessions == before  # the same transaction, not a new one
+    assert bridge.station_events.sessions == before  # the same transaction, not a new one
     assert 0 < station.power_w <= 8_000
 
 
-async def test_201_frames_bad_and_harmless(site: Site):
+async def test_201_frames_bad_and_harmless(site: SiteHarness):
     await site.start_bridge()
     async with await websockets.connect(f"{site.url}/RAW201",
                                         subprotocols=[Subprotocol("ocpp2.0.1")]) as ws:

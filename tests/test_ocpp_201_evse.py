@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from test_ocpp_201 import add_201
 
 from bridge.app import Bridge
@@ -39,7 +39,7 @@ def test_evse_status_and_device_model_read_defensively():
 
 def sessions_on(bridge: Bridge, station_id: str) -> dict[int, int]:
     """The bridge's open transactions of a station: connector (EVSE) -> transaction id."""
-    return {s.connector_id: tx for tx, s in bridge.sessions.items()
+    return {s.connector_id: tx for tx, s in bridge.station_events.sessions.items()
             if s.station_id == station_id}
 
 
@@ -58,7 +58,7 @@ async def events_after(station: SimulatedStation201, count: int) -> None:
     await wait(lambda: station._seq >= seq + count, what="TransactionEvents")
 
 
-async def test_the_evses_come_from_the_device_model(site: Site):
+async def test_the_evses_come_from_the_device_model(site: SiteHarness):
     """Two EVSEs of two connectors each, no EV yet: its device model says so, before any
     StatusNotification could. An EVSE in use on one connector is in use."""
     bridge = await site.start_bridge(capacity_kw=20)
@@ -73,16 +73,16 @@ async def test_the_evses_come_from_the_device_model(site: Site):
     await wait(lambda: set(sessions_on(bridge, "PAIR")) == {2}, what="EVSE 2's session")
 
 
-async def test_an_evse_in_use_on_one_of_its_connectors_is_occupied(site: Site):
+async def test_an_evse_in_use_on_one_of_its_connectors_is_occupied(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=20)
     add_201(site, "TWIN", connectors_per_evse=2)  # connector 1 occupied, 2 available
-    await wait(lambda: ("TWIN", 1) in bridge.connector_status, what="its status")
-    await wait(lambda: bridge.snapshot().station_status.get("TWIN") == "steered",
+    await wait(lambda: ("TWIN", 1) in bridge.station_events.connector_status, what="its status")
+    await wait(lambda: bridge.view.snapshot().station_status.get("TWIN") == "steered",
                      what="steered")
-    assert bridge.connector_status[("TWIN", 1)][0] == "Occupied"
+    assert bridge.station_events.connector_status[("TWIN", 1)][0] == "Occupied"
 
 
-async def test_events_without_their_evse_after_a_reconnection_stay_on_their_evse(site: Site):
+async def test_events_without_their_evse_after_a_reconnection_stay_on_their_evse(site: SiteHarness):
     """After the first, a station's TransactionEvents need not name their EVSE. On a new
     connection, EVSE 2's events must not be taken for EVSE 1's: its Ended would stop
     EVSE 1's session."""
@@ -100,7 +100,8 @@ async def test_events_without_their_evse_after_a_reconnection_stay_on_their_evse
     assert sessions_on(bridge, "DUO") == {1: sessions[1]}
 
 
-async def test_events_without_their_evse_after_a_bridge_restart_stay_on_their_evse(site: Site):
+async def test_events_without_their_evse_after_a_bridge_restart_stay_on_their_evse(
+        site: SiteHarness):
     """The station's transaction ids are kept with the bridge's transactions, so a restarted
     bridge finds each event's transaction (and EVSE) by its id."""
     bridge = await site.start_bridge(capacity_kw=20)
@@ -117,7 +118,7 @@ async def test_events_without_their_evse_after_a_bridge_restart_stay_on_their_ev
     assert sessions_on(bridge, "KEPT") == {1: sessions[1]}
 
 
-async def test_a_transaction_unknown_to_the_bridge_is_not_guessed_onto_an_evse(site: Site):
+async def test_a_transaction_unknown_to_the_bridge_is_not_guessed_onto_an_evse(site: SiteHarness):
     """Transactions that began under another central system: their events name no EVSE.
     None is guessed; they count for the station as a whole until the station, asked,
     names each one's EVSE."""
@@ -130,7 +131,7 @@ async def test_a_transaction_unknown_to_the_bridge_is_not_guessed_onto_an_evse(s
              and p["requestedMessage"] == "TransactionEvent"]
     assert sorted(asked) == [1, 2]
     assert bridge.ocpp.links["ELSE"].unattributed_events > 0  # type: ignore[attr-defined]
-    assert ("ELSE", UNKNOWN_EVSE) in bridge.meters  # their draw counted meanwhile
+    assert ("ELSE", UNKNOWN_EVSE) in bridge.station_events.meters  # their draw counted meanwhile
 
 
 def test_a_database_of_an_older_run_gains_the_station_transaction_column(tmp_path: Path):
@@ -150,7 +151,7 @@ def test_a_database_of_an_older_run_gains_the_station_transaction_column(tmp_pat
     store.close()
 
 
-async def test_transactions_recorded_without_the_stations_id_are_taken_up_again(site: Site):
+async def test_transactions_recorded_without_the_stations_id_are_taken_up_again(site: SiteHarness):
     """Open transactions an older version recorded without the station's id: after an
     upgrade the station's events name no EVSE, so it is asked, and each transaction is
     taken up again on the EVSE it names, with the station's id kept from then on."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from test_ocpp_201 import add_201
 
 from bridge.dispatch import BOOT_WAIT_S
@@ -18,7 +18,7 @@ def count(station: SimulatedStation, action: str) -> int:
     return sum(1 for a, _ in station.received if a == action)
 
 
-async def test_a_station_that_boots_late_is_set_up_once_after_its_boot(site: Site):
+async def test_a_station_that_boots_late_is_set_up_once_after_its_boot(site: SiteHarness):
     """Its websocket opens well before its BootNotification (firmware still starting).
 
     Setting it up on connect would read its capabilities and send its profile twice, once
@@ -35,7 +35,7 @@ async def test_a_station_that_boots_late_is_set_up_once_after_its_boot(site: Sit
     assert count(late, "SetChargingProfile") == 1
 
 
-async def test_a_station_that_reconnects_without_a_boot_keeps_its_limit(site: Site):
+async def test_a_station_that_reconnects_without_a_boot_keeps_its_limit(site: SiteHarness):
     """A station that only lost its link sends no BootNotification; silent (no session, no
     status to repeat), it is served after the boot wait, from its cached capabilities."""
     bridge = await site.start_bridge(capacity_kw=20)
@@ -51,10 +51,10 @@ async def test_a_station_that_reconnects_without_a_boot_keeps_its_limit(site: Si
     await wait_steered(bridge, "QUIET")
     assert count(quiet, "BootNotification") == boots  # it did not boot again
     assert count(quiet, "GetConfiguration") == 1  # its capabilities come from the cache
-    assert quiet.composite_limit_w() == bridge.snapshot().station_limits_w["QUIET"]
+    assert quiet.composite_limit_w() == bridge.view.snapshot().station_limits_w["QUIET"]
 
 
-async def test_a_station_that_reboots_is_set_up_again_once(site: Site):
+async def test_a_station_that_reboots_is_set_up_again_once(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=20)
     cycling = site.add_station("CYCLE", plugged_in=False, boot_delay_s=0.5)
     await wait_steered(bridge, "CYCLE")
@@ -71,7 +71,7 @@ async def test_a_station_that_reboots_is_set_up_again_once(site: Site):
     assert count(cycling, "SetChargingProfile") == 2
 
 
-async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site: Site):
+async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site: SiteHarness):
     """OCPP 2.0.1 B01-B03: nothing for the station before its boot is accepted."""
     bridge = await site.start_bridge(capacity_kw=20)
     late = add_201(site, "LATE201", boot_delay_s=1.5, plugged_in=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import websockets
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from websockets.typing import Subprotocol
 
 from bridge.sim.station import SimulatedStation, StationSpec
@@ -16,7 +16,7 @@ from bridge.sim.station import SimulatedStation, StationSpec
 OCPP16 = [Subprotocol("ocpp1.6")]
 
 
-async def raw_station(site: Site, station_id: str) -> websockets.ClientConnection:
+async def raw_station(site: SiteHarness, station_id: str) -> websockets.ClientConnection:
     return await websockets.connect(f"{site.url}/{station_id}", subprotocols=OCPP16)
 
 
@@ -28,7 +28,7 @@ async def exchange(ws: websockets.ClientConnection, frame: str) -> list[Any]:
             return reply
 
 
-async def test_malformed_frames_get_a_callerror_and_the_link_lives(site: Site):
+async def test_malformed_frames_get_a_callerror_and_the_link_lives(site: SiteHarness):
     await site.start_bridge()
     async with await raw_station(site, "RAW1") as ws:
         reply = await exchange(ws, "this is not json")
@@ -48,7 +48,7 @@ async def test_malformed_frames_get_a_callerror_and_the_link_lives(site: Site):
         assert reply[0] == 3 and reply[1] == "m3" and "currentTime" in reply[2]
 
 
-async def test_listed_stations_only(site: Site):
+async def test_listed_stations_only(site: SiteHarness):
     await site.start_bridge(extra="  # stations listed below\n")
     site.config_path.write_text(site.config_path.read_text().replace(
         "  call_timeout_s: 3\n", "  call_timeout_s: 3\n  stations:\n    - id: CP-KNOWN\n"))
@@ -62,7 +62,7 @@ async def test_listed_stations_only(site: Site):
         assert reply[0] == 3
 
 
-async def test_station_without_the_subprotocol_is_refused(site: Site):
+async def test_station_without_the_subprotocol_is_refused(site: SiteHarness):
     await site.start_bridge()
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(f"{site.url}/NOPROTO")
@@ -83,7 +83,7 @@ class RejectingStation(SimulatedStation):
         return super()._install(connector_id, profile)
 
 
-async def test_rejected_profile_is_retried_and_recorded(site: Site):
+async def test_rejected_profile_is_retried_and_recorded(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=20)
     station = RejectingStation(StationSpec("PICKY"), site.url, rejections=2)
     site.stations.append(station)
@@ -103,7 +103,7 @@ async def test_rejected_profile_is_retried_and_recorded(site: Site):
         task.cancel()
 
 
-async def worst_commanded_w(site: Site, stop: asyncio.Event) -> float:
+async def worst_commanded_w(site: SiteHarness, stop: asyncio.Event) -> float:
     """The highest sum of the limits the stations holding our profiles apply, sampled
     every 5 ms until ``stop``."""
     worst = 0.0
@@ -114,7 +114,7 @@ async def worst_commanded_w(site: Site, stop: asyncio.Event) -> float:
     return worst
 
 
-async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: Site):
+async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: SiteHarness):
     """Stations join, sessions come and go; sample what the stations apply all along.
 
     Only stations holding one of our profiles count: a station that has just
@@ -140,7 +140,7 @@ async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: 
     assert await watcher <= 30_000
 
 
-async def test_the_cap_holds_while_a_boot_storm_settles(site: Site):
+async def test_the_cap_holds_while_a_boot_storm_settles(site: SiteHarness):
     """Dozens of stations join within seconds, which the bridge plans once the joins pause:
     the stations it commands stay within the cap all along, and every one gets a share."""
     await site.start_bridge(capacity_kw=150)

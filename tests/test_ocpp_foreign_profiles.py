@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from test_ocpp_201 import add_201
 
 from bridge.app import Bridge
@@ -69,7 +69,7 @@ def assert_both_in_force(station: SimulatedStation | SimulatedStation201,
         assert allowed <= min(theirs, ours.limit_w / AMPS) + 0.1, (second, allowed, theirs, ours)
 
 
-async def test_a_profile_of_the_station_that_is_lower_later_stays_in_force(site: Site):
+async def test_a_profile_of_the_station_that_is_lower_later_stays_in_force(site: SiteHarness):
     """The station's own cap at its top stack level allows 32 A for a minute, then 8 A (a
     tariff or fuse limit). Ours cannot go above it without replacing it (same level and
     purpose), and must not: the limit goes per connector, which the station caps by its
@@ -90,10 +90,11 @@ async def test_a_profile_of_the_station_that_is_lower_later_stays_in_force(site:
     assert 9001 not in {p["chargingProfileId"] for p in station.installed_profiles.values()}
     assert_both_in_force(station, bridge)
     await wait(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
-    assert bridge.snapshot().station_status["FUSE"] == "steered"
+    assert bridge.view.snapshot().station_status["FUSE"] == "steered"
 
 
-async def test_201_a_listed_station_limit_of_another_party_is_never_met_nor_hidden(site: Site):
+async def test_201_a_listed_station_limit_of_another_party_is_never_met_nor_hidden(
+        site: SiteHarness):
     """A 2.0.1 station lists its profiles: one of another party, a ChargingStationMaxProfile
     at stack level 1 (where ours would go), 32 A for a minute and 8 A after. Sending ours
     there is forbidden (K01.FR.06) and above it would hide its lower limit: the limit goes
@@ -116,7 +117,7 @@ async def test_201_a_listed_station_limit_of_another_party_is_never_met_nor_hidd
     await wait(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
 
 
-async def test_after_a_restart_the_limit_stays_under_the_stations_own_profile(site: Site):
+async def test_after_a_restart_the_limit_stays_under_the_stations_own_profile(site: SiteHarness):
     """The bridge stored that it limits this station per connector: a restarted bridge does
     not send it a cap its own profile would outrank (until it reboots)."""
     bridge = await site.start_bridge(capacity_kw=8)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Site
+from conftest import SiteHarness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
@@ -120,7 +120,7 @@ class ThreadedSite:
         self.thread.start()
         self.vtn = DemoVtn(poll_interval=timedelta(seconds=1))
         self.run(self.vtn.start())
-        self.site = Site(tmp_path, self.vtn)
+        self.site = SiteHarness(tmp_path, self.vtn)
         self.run(self.site.start_bridge())
 
     def run(self, coroutine: Any) -> Any:

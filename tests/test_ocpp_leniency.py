@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import websockets
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from websockets.typing import Subprotocol
 
 from bridge.app import Bridge
@@ -191,7 +191,7 @@ class RawStation:
         self._seq = 0
 
     @classmethod
-    async def connect(cls, site: Site, station_id: str, version: str = "1.6") -> RawStation:
+    async def connect(cls, site: SiteHarness, station_id: str, version: str = "1.6") -> RawStation:
         ws = await websockets.connect(f"{site.url}/{station_id}",
                                       subprotocols=[Subprotocol(f"ocpp{version}")])
         return cls(ws, version)
@@ -250,7 +250,7 @@ class RawStation:
 
 
 def metric(bridge: Bridge, line_start: str) -> float:
-    for line in render_metrics(bridge).splitlines():
+    for line in render_metrics(bridge.view).splitlines():
         if line.startswith(line_start + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -266,17 +266,19 @@ def boot_16() -> dict[str, Any]:
 
 def session_connectors(bridge: Bridge, station_id: str) -> dict[int, int]:
     """connector -> the bridge's transaction id, of the station's open sessions."""
-    return {s.connector_id: tx for tx, s in bridge.sessions.items() if s.station_id == station_id}
+    return {s.connector_id: tx for tx, s in bridge.station_events.sessions.items()
+            if s.station_id == station_id}
 
 
 def share_w(bridge: Bridge, station_id: str) -> float:
     """The station's limit in the plan now (0 when it has none)."""
-    steps = bridge.plan.stations.get(station_id, ()) if bridge.plan else ()
+    steps = bridge.planner.plan.stations.get(station_id, ()) if bridge.planner.plan else ()
     step = value_at(steps, datetime.now(UTC))
     return step.limit_w if step is not None else 0.0
 
 
-async def test_16_start_transactions_that_nearly_follow_the_schema_reach_the_plan(site: Site):
+async def test_16_start_transactions_that_nearly_follow_the_schema_reach_the_plan(
+        site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     station = await RawStation.connect(site, "NEAR")
     try:
@@ -329,7 +331,7 @@ async def test_16_start_transactions_that_nearly_follow_the_schema_reach_the_pla
         await station.close()
 
 
-async def test_16_status_and_stop_near_misses_are_read(site: Site):
+async def test_16_status_and_stop_near_misses_are_read(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     station = await RawStation.connect(site, "NEAR")
     try:
@@ -338,14 +340,14 @@ async def test_16_status_and_stop_near_misses_are_read(site: Site):
             "connectorId": 1, "status": "charging", "errorCode": "noError",
             "timestamp": "2026-12-02T10:00:00"})
         assert reply == [3, reply[1], {}]
-        assert bridge.connector_status[("NEAR", 1)][0] == "Charging"
+        assert bridge.station_events.connector_status[("NEAR", 1)][0] == "Charging"
         reply = await station.call("StartTransaction", VALID_START)
         tx = reply[2]["transactionId"]
         reply = await station.call("StopTransaction", {
             "transactionId": str(tx), "meterStop": 2500.0, "timestamp": "2026-12-02T11:00:00",
             "reason": "evdisconnected"})
         assert reply[0] == 3, reply
-        assert tx not in bridge.sessions
+        assert tx not in bridge.station_events.sessions
         assert lenient_count(bridge, "StatusNotification", "enum_case") == 1
         assert lenient_count(bridge, "BootNotification", "unknown_property") == 1
         assert lenient_count(bridge, "StopTransaction", "enum_case") == 1
@@ -359,7 +361,7 @@ def event_201(event_type: str, **extra: Any) -> dict[str, Any]:
             "transactionInfo": {"transactionId": "st-tx-1"}, **extra}
 
 
-async def test_201_near_misses_start_a_session_and_malformed_ones_are_refused(site: Site):
+async def test_201_near_misses_start_a_session_and_malformed_ones_are_refused(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     station = await RawStation.connect(site, "NEAR201", "2.0.1")
     try:
@@ -405,7 +407,7 @@ async def test_201_near_misses_start_a_session_and_malformed_ones_are_refused(si
                 {"value": "7.5", "measurand": "power.active.import",
                  "unitOfMeasure": {"unit": "W", "multiplier": 3}}]}]})
         assert reply[0] == 3, reply
-        await wait_until(lambda: bridge.snapshot().station_power_w.get("NEAR201") == 7_500,
+        await wait_until(lambda: bridge.view.snapshot().station_power_w.get("NEAR201") == 7_500,
                          what="the repaired meter value read")
     finally:
         await station.close()
@@ -427,7 +429,7 @@ def stored_voltages(bridge: Bridge, station_id: str) -> list[tuple[Any, ...]]:
         [station_id]).fetchall()
 
 
-async def test_16_meter_samples_that_cannot_be_readings_never_reach_the_load(site: Site):
+async def test_16_meter_samples_that_cannot_be_readings_never_reach_the_load(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     station = await RawStation.connect(site, "METER")
     try:
@@ -444,14 +446,14 @@ async def test_16_meter_samples_that_cannot_be_readings_never_reach_the_load(sit
                 sampled("230", "Voltage", phase="L1-N"))
         for bad in ("NaN", "inf", "-Infinity", "1e308", "-5000", "abc"):
             await meter(*good)  # fresh before each, however slow the machine
-            assert bridge.measured_load_w() == 7_000
+            assert bridge.reports.measured_load_w() == 7_000
             await meter(sampled(bad, unit="kW"), sampled(bad, "Energy.Active.Import.Register"),
                         sampled(bad, "Voltage", phase="L1-N"))
-            assert bridge.measured_load_w() == 7_000, bad
-            assert bridge.measured_energy_wh() == 1_000, bad
-            assert bridge.site_voltages()["L1"] == (230, 230), bad
+            assert bridge.reports.measured_load_w() == 7_000, bad
+            assert bridge.reports.measured_energy_wh() == 1_000, bad
+            assert bridge.reports.site_voltages()["L1"] == (230, 230), bad
         await meter(sampled("3000"), sampled("1500", "Energy.Active.Import.Register"))
-        assert bridge.measured_load_w() == 3_000
+        assert bridge.reports.measured_load_w() == 3_000
         await wait_until(lambda: (3000.0, 1500.0) in stored_samples(bridge, "METER"),
                          what="the samples stored")
         assert {row for row in stored_samples(bridge, "METER")} <= \
@@ -466,7 +468,7 @@ async def test_16_meter_samples_that_cannot_be_readings_never_reach_the_load(sit
         await station.close()
 
 
-async def test_201_meter_samples_that_cannot_be_readings_never_reach_the_load(site: Site):
+async def test_201_meter_samples_that_cannot_be_readings_never_reach_the_load(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     station = await RawStation.connect(site, "METER201", "2.0.1")
 
@@ -499,16 +501,16 @@ async def test_201_meter_samples_that_cannot_be_readings_never_reach_the_load(si
         good = (sampled(7.0, **kw), sampled(230, "Voltage", phase="L1-N"))
         for bad in (math.nan, math.inf, "1e308", -5.0, 10**30):
             await update(*good)  # fresh before each, however slow the machine
-            assert bridge.measured_load_w() == 7_000
+            assert bridge.reports.measured_load_w() == 7_000
             await update(sampled(bad, **kw), sampled(bad, "Voltage", phase="L1-N"))
-            assert bridge.measured_load_w() == 7_000, bad
-            assert bridge.site_voltages()["L1"] == (230, 230), bad
+            assert bridge.reports.measured_load_w() == 7_000, bad
+            assert bridge.reports.site_voltages()["L1"] == (230, 230), bad
         for multiplier in (400, -400):
             await update(*good)
             await update(sampled(7.0, unitOfMeasure={"unit": "W", "multiplier": multiplier}))
-            assert bridge.measured_load_w() == 7_000, multiplier
+            assert bridge.reports.measured_load_w() == 7_000, multiplier
         await update(sampled(3.0, **kw))
-        assert bridge.measured_load_w() == 3_000
+        assert bridge.reports.measured_load_w() == 3_000
         await wait_until(lambda: (3000.0, None) in stored_samples(bridge, "METER201"),
                          what="the samples stored")
         assert set(stored_samples(bridge, "METER201")) <= \
@@ -522,7 +524,7 @@ async def test_201_meter_samples_that_cannot_be_readings_never_reach_the_load(si
 @pytest.mark.parametrize(("version", "format_violation"),
                          [("1.6", "FormationViolation"), ("2.0.1", "FormatViolation")])
 async def test_frames_that_break_the_decoder_get_a_callerror_and_the_link_lives(
-        site: Site, version: str, format_violation: str):
+        site: SiteHarness, version: str, format_violation: str):
     await site.start_bridge()
     station = await RawStation.connect(site, "DEEP", version)
     try:

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bridge.ocpp import der_control as der
+from bridge.ocpp import voltage_monitors as vm
 from bridge.ocpp.framing import OcppJLink
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.server import SUBPROTOCOLS
 from bridge.ocpp.v16 import StationLink16
-from bridge.ocpp.v201 import StationLink201
+from bridge.ocpp.v21 import StationLink21
+from bridge.ocpp.v201 import StationLink2, StationLink201
 
 BRIDGE = Path(__file__).resolve().parents[1] / "bridge"
 LINKS = sorted(set(SUBPROTOCOLS.values()), key=lambda cls: cls.__name__)
@@ -42,17 +45,48 @@ def test_every_version_link_does_all_a_charger_link_does(link_class):
 
 
 def test_each_version_link_stands_on_the_framing_alone():
-    """The 2.0.1 link is no 1.6 link: it has none of the 1.6 calls or handlers."""
-    assert not issubclass(StationLink201, StationLink16)
-    assert not issubclass(StationLink16, StationLink201)
+    """The 2.x links are no 1.6 link: they have none of the 1.6 calls or handlers; 2.0.1 and
+    2.1 share what the 2.x family has in common, and neither is the other."""
+    assert [cls.__name__ for cls in LINKS] == ["StationLink16", "StationLink201",
+                                                "StationLink21"]
+    for one in LINKS:
+        for other in LINKS:
+            assert one is other or not issubclass(one, other)
+    assert StationLink16.__mro__[1] is OcppJLink
+    for family in (StationLink201, StationLink21):
+        assert family.__mro__[1:3] == (StationLink2, OcppJLink)
     for link_class in LINKS:
-        assert link_class.__mro__[1] is OcppJLink
         link = link_class("CP", connection=None, listener=None, call_timeout_s=1.0)
         assert set(link.handlers()) <= link_class.DIALECT.actions
     for only_16 in ("change_configuration", "on_start_transaction", "on_stop_transaction"):
-        assert not hasattr(StationLink201, only_16)
+        assert not hasattr(StationLink2, only_16)
     assert {cls.DIALECT.format_violation for cls in LINKS} == {"FormationViolation",
                                                                 "FormatViolation"}
+    assert [cls.DIALECT.schemas for cls in LINKS] == ["v16", "v201", "v21"]
+    der_only = {"NotifyDERAlarm", "NotifyDERStartStop", "ReportDERControl"}
+    assert der_only <= set(StationLink21("CP", None, None, 1.0).handlers())
+    assert not der_only & set(StationLink201("CP", None, None, 1.0).handlers())
+
+
+@pytest.mark.parametrize("link_class", LINKS, ids=lambda cls: cls.__name__)
+async def test_what_a_version_cannot_do_is_answered_without_a_call(link_class):
+    """1.6 has no voltage monitors nor DER control, 2.0.1 no DER control: the link says so
+    itself (the connection here is none: any call would fail)."""
+    link = link_class("CP", connection=None, listener=None, call_timeout_s=1.0)
+    curve = der.DerCurve(((90.0, -100.0), (110.0, -100.0)))
+    spec = vm.MonitorSpec(vm.VoltageVariable("ChargingStation"), "LowerThreshold", 216.2)
+    if link_class is StationLink16:
+        outcome = await link.set_voltage_monitors([spec])
+        assert outcome.unsupported and outcome.refused == ((spec, "NotSupported"),)
+        assert await link.clear_voltage_monitors([3]) == {3}
+        assert await link.read_voltage_monitors([spec]) == []
+    if link_class is StationLink21:
+        return
+    assert await link.read_der_support() is False
+    assert (await link.set_der_control(curve)).status == "not-supported"
+    assert (await link.read_der_control()).reply.status == "not-supported"
+    assert (await link.read_der_control()).control is None
+    assert (await link.clear_der_control()).status == "not-supported"
 
 
 def _link_expression(node: ast.expr) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 
 from bridge.app import Bridge
 from bridge.compliance import Compliance, ComplianceRule
@@ -84,14 +84,14 @@ def test_capabilities_survive_a_round_trip_and_read_any_dialect():
 async def smart_held_beside_unmanageable(bridge: Bridge, unmanageable_id: str,
                                          smart: SimulatedStation, capacity_w: float) -> None:
     """The one station found unmanageable, the smart one held to what it leaves."""
-    await wait_until(lambda: bridge.snapshot().station_status.get(unmanageable_id)
+    await wait_until(lambda: bridge.view.snapshot().station_status.get(unmanageable_id)
                      == "unmanageable", what=f"{unmanageable_id} found unmanageable")
     await wait_until(lambda: smart.transaction_id is not None
                      and 0 < smart.composite_limit_w() <= capacity_w - HARDWARE_MAX_W,
                      what="the smart station held to what the other leaves")
 
 
-async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Site):
+async def test_station_without_smart_charging_is_counted_at_its_maximum(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=30)
     dumb = site.add_station("DUMB", feature_profiles="Core,FirmwareManagement")
     smart = site.add_station("SMART")
@@ -101,7 +101,7 @@ async def test_station_without_smart_charging_is_counted_at_its_maximum(site: Si
     assert dumb.power_w + smart.composite_limit_w() <= 30_000
 
 
-async def test_station_without_smart_charging_is_counted_by_what_it_tells(site: Site):
+async def test_station_without_smart_charging_is_counted_by_what_it_tells(site: SiteHarness):
     """Neither station is declared, so each starts at 32 A on three phases (22 kW): two
     of them would take the whole site. One's meter names L1 only (single-phase), the
     other states 16 A in a key of its own; the smart station gets what they leave."""
@@ -120,12 +120,12 @@ async def test_station_without_smart_charging_is_counted_by_what_it_tells(site: 
     finally:
         stop.set()
     assert await watcher <= 40_000
-    detail = bridge.snapshot().station_detail
+    detail = bridge.view.snapshot().station_detail
     assert "7.4 kW: 32 A (ocpp.default_max_current_a: not declared) on 1 phase, L1 " \
            "(its meter reports current on L1 only)" in detail["SINGLE"]
     assert "11.0 kW: 16 A (its configuration key Station.MaxCurrentA) on 3 phases" \
            in detail["RATED"]
-    rows = {row["station_id"]: row for row in stations_view(bridge)["stations"]}
+    rows = {row["station_id"]: row for row in stations_view(bridge.view)["stations"]}
     assert rows["RATED"]["counted"]["watts"] == 11_040
     assert rows["RATED"]["limit_reason"].startswith("counted at 11.0 kW: 16 A (its config")
     assert rows["SMART"]["counted"] is None
@@ -138,7 +138,7 @@ async def test_station_without_smart_charging_is_counted_by_what_it_tells(site: 
                        for action, payload in dumb.received)
 
 
-async def test_station_without_smart_charging_is_counted_at_its_measured_peak(site: Site):
+async def test_station_without_smart_charging_is_counted_at_its_measured_peak(site: SiteHarness):
     """After its session has drawn a while, at its peak and a margin; a new EV starts
     from the hardware maximum again."""
     site.write_config(capacity_kw=30)
@@ -151,7 +151,7 @@ async def test_station_without_smart_charging_is_counted_at_its_measured_peak(si
     watcher = asyncio.create_task(watch_power([dumb, smart], stop))
 
     def counted() -> str:
-        return bridge.snapshot().station_detail.get("DUMB", "")
+        return bridge.view.snapshot().station_detail.get("DUMB", "")
 
     def smart_caps_a(since: int) -> list[float]:
         """The limits of the caps SMART was sent since its ``since``-th call, as they stood
@@ -180,7 +180,7 @@ async def test_station_without_smart_charging_is_counted_at_its_measured_peak(si
     assert await watcher <= 30_000
 
 
-async def test_rate_units_in_any_case_and_off_schema_replies(site: Site):
+async def test_rate_units_in_any_case_and_off_schema_replies(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     sloppy = site.add_station("SLOPPY", rate_unit="power", sloppy_replies=True)
     amps = site.add_station("AMPS", rate_unit="CURRENT")
@@ -194,7 +194,7 @@ async def test_rate_units_in_any_case_and_off_schema_replies(site: Site):
     await wait_steered(bridge, "SLOPPY", "AMPS", "BOTH")
 
 
-async def test_stack_level_stays_within_what_the_station_takes(site: Site):
+async def test_stack_level_stays_within_what_the_station_takes(site: SiteHarness):
     await site.start_bridge(capacity_kw=40)
     flat = site.add_station("FLAT", max_stack_level=0, max_periods=1)
     await wait_until(lambda: max_profile(flat) is not None, what="a profile")
@@ -216,7 +216,7 @@ async def watch_power(stations: list[SimulatedStation], stop: asyncio.Event) -> 
     return worst
 
 
-async def test_cap_applied_per_connector_is_split_between_sessions(site: Site):
+async def test_cap_applied_per_connector_is_split_between_sessions(site: SiteHarness):
     """MicroOcpp applies a connector-0 ChargePointMaxProfile to each connector."""
     await site.start_bridge(capacity_kw=12)
     twin = site.add_station("TWIN", connectors=2, plugged_in=False, cp_max_per_connector=True)
@@ -244,7 +244,7 @@ async def test_cap_applied_per_connector_is_split_between_sessions(site: Site):
     assert await watcher <= 12_000
 
 
-async def test_station_refusing_connector_zero_is_limited_per_connector(site: Site):
+async def test_station_refusing_connector_zero_is_limited_per_connector(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     picky = site.add_station("NOZERO", rejects_connector_zero=True)
     await wait_until(lambda: 1 in profiles_of(picky, "TxProfile"), what="a TxProfile")
@@ -254,7 +254,7 @@ async def test_station_refusing_connector_zero_is_limited_per_connector(site: Si
     await wait_steered(bridge, "NOZERO")
 
 
-async def test_station_taking_stack_level_zero_only(site: Site):
+async def test_station_taking_stack_level_zero_only(site: SiteHarness):
     await site.start_bridge(capacity_kw=8)
     low = site.add_station("LOW", max_stack_level=8, accepted_stack_level=0)
     await wait_until(lambda: max_profile(low) is not None, what="the cap installed")
@@ -262,7 +262,7 @@ async def test_station_taking_stack_level_zero_only(site: Site):
     await wait_until(lambda: 0 < low.power_w <= 8_000, what="the EV held to the cap")
 
 
-def with_compliance(site: Site, capacity_kw: float, grace_s: float = 2) -> None:
+def with_compliance(site: SiteHarness, capacity_kw: float, grace_s: float = 2) -> None:
     site.write_config(capacity_kw=capacity_kw)
     site.config_path.write_text(site.config_path.read_text().replace(
         "  meter_interval_s: 1\n",
@@ -270,26 +270,27 @@ def with_compliance(site: Site, capacity_kw: float, grace_s: float = 2) -> None:
         "  compliance_tolerance_w: 500\n"))
 
 
-async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_draw(site: Site):
+async def test_station_that_accepts_and_ignores_is_flagged_and_counted_at_its_draw(
+        site: SiteHarness):
     with_compliance(site, capacity_kw=16)
     bridge = await site.start_bridge()
     deaf = site.add_station("DEAF", ignores_profiles=True)
     good = site.add_station("GOOD")
-    await wait_until(lambda: bridge.snapshot().station_status.get("DEAF") == "non-compliant",
+    await wait_until(lambda: bridge.view.snapshot().station_status.get("DEAF") == "non-compliant",
                      timeout=20, what="the station flagged non-compliant")
     # its EV draws 16 A on three phases whatever it accepted; the other gets the rest
     await wait_until(lambda: 0 < good.composite_limit_w() <= 16_000 - deaf.power_w,
                      what="the compliant station held to what the other leaves")
     assert good.power_w + deaf.power_w <= 16_000
-    assert bridge.snapshot().station_status["GOOD"] == "steered"
-    assert "above" in bridge.snapshot().station_detail["DEAF"]
+    assert bridge.view.snapshot().station_status["GOOD"] == "steered"
+    assert "above" in bridge.view.snapshot().station_detail["DEAF"]
     row = bridge.store.db["compliance"].get("DEAF")
     assert row["status"] == "non-compliant" and "above" in row["detail"]
     assert not list(bridge.store.db["compliance"].rows_where("station_id = 'GOOD'"))
 
 
 async def test_station_ignoring_limits_that_keep_changing_is_flagged_and_the_cap_holds(
-        site: Site):
+        site: SiteHarness):
     """Sessions come and go every second or two, so every station's limit keeps changing;
     a single-phase 32 A station ignores all of them. Judged against the highest limit
     of its grace time, it is flagged within a few meter intervals, and from then on the
@@ -330,14 +331,14 @@ async def test_station_ignoring_limits_that_keep_changing_is_flagged_and_the_cap
     tasks = [asyncio.create_task(sample()), asyncio.create_task(churn())]
     try:
         # 3 s of grace and two readings (how soon exactly: tests/test_compliance.py)
-        await wait_until(lambda: bridge.snapshot().station_status.get("DEAF")
+        await wait_until(lambda: bridge.view.snapshot().station_status.get("DEAF")
                          == "non-compliant", timeout=30, what="DEAF flagged non-compliant")
         # a station joins (no EV yet: before its first profile it would draw its hardware
         # maximum, see README "Current limits") and charges once it holds one
         late = site.add_station("H5", plugged_in=False)
         stations.append(late)
         honest.append(late)
-        await wait_until(lambda: bridge.snapshot().station_status.get("H5") == "steered",
+        await wait_until(lambda: bridge.view.snapshot().station_status.get("H5") == "steered",
                          timeout=30, what="H5 holding its first profile")
         await wait_until(lambda: sum(s.power_w for s in honest) <= capacity_w - deaf.power_w,
                          timeout=30, what="the honest stations held to what DEAF leaves")
@@ -349,12 +350,13 @@ async def test_station_ignoring_limits_that_keep_changing_is_flagged_and_the_cap
         await asyncio.gather(*tasks)
     after = [watts for when, watts in samples if when >= settled]
     assert after and max(after) <= capacity_w
-    assert bridge.snapshot().station_detail["DEAF"].startswith("draws 7360 W")
+    assert bridge.view.snapshot().station_detail["DEAF"].startswith("draws 7360 W")
     flagged = {row["station_id"] for row in bridge.store.db["compliance"].rows}
     assert flagged == {"DEAF"}  # the honest stations, coming down after each change, are not
 
 
-async def test_profile_of_its_own_at_a_higher_stack_level_is_kept_and_capped_under(site: Site):
+async def test_profile_of_its_own_at_a_higher_stack_level_is_kept_and_capped_under(
+        site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     vendor = site.add_station("VENDOR", max_stack_level=5, factory_cap_a=32)
     await wait_until(lambda: "VENDOR" in bridge.dispatcher.stations
@@ -365,10 +367,10 @@ async def test_profile_of_its_own_at_a_higher_stack_level_is_kept_and_capped_und
     assert max_profile(vendor)["stackLevel"] == 5  # type: ignore[index]
     await wait_until(lambda: 0 < vendor.power_w <= 8_000, what="the EV held to the cap")
     assert any(action == "GetCompositeSchedule" for action, _ in vendor.received)
-    assert bridge.snapshot().station_status["VENDOR"] == "steered"
+    assert bridge.view.snapshot().station_status["VENDOR"] == "steered"
 
 
-async def test_composite_schedule_is_asked_again_after_each_new_limit(site: Site):
+async def test_composite_schedule_is_asked_again_after_each_new_limit(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=12)
     first = site.add_station("FIRST")
 
@@ -385,17 +387,17 @@ async def test_composite_schedule_is_asked_again_after_each_new_limit(site: Site
                      what="FIRST's new limit confirmed by a new composite schedule")
 
 
-async def test_station_without_composite_schedules_is_still_steered(site: Site):
+async def test_station_without_composite_schedules_is_still_steered(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     plain = site.add_station("PLAIN", supports_composite_schedule=False)
     await wait_until(lambda: not bridge.dispatcher.stations["PLAIN"].composite_supported
                      if "PLAIN" in bridge.dispatcher.stations else False,
                      what="composite schedules found unsupported")
     await wait_until(lambda: 0 < plain.power_w <= 8_000, what="the EV held to the cap")
-    assert bridge.snapshot().station_status["PLAIN"] == "steered"
+    assert bridge.view.snapshot().station_status["PLAIN"] == "steered"
 
 
-async def test_profiles_of_an_abandoned_strategy_are_cleared_by_id(site: Site):
+async def test_profiles_of_an_abandoned_strategy_are_cleared_by_id(site: SiteHarness):
     """After a refusal of connector 0 the station got per-connector profiles; once it takes
     connector 0 again (after a reboot), those are cleared, and only those."""
     await site.start_bridge(capacity_kw=8)
@@ -416,7 +418,7 @@ async def test_profiles_of_an_abandoned_strategy_are_cleared_by_id(site: Site):
     await wait_until(lambda: 0 < station.power_w <= 8_000, what="the EV held to the cap")
 
 
-async def test_profiles_of_an_earlier_run_are_cleared_after_a_restart(site: Site):
+async def test_profiles_of_an_earlier_run_are_cleared_after_a_restart(site: SiteHarness):
     """The ids a station accepted are kept in the database: a bridge that starts again
     clears those it no longer sends, although it never sent them itself."""
     bridge = await site.start_bridge(capacity_kw=8)
@@ -436,7 +438,7 @@ async def test_profiles_of_an_earlier_run_are_cleared_after_a_restart(site: Site
                      what="the stored ids brought up to date")
 
 
-async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: Site):
+async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     mute = site.add_station("MUTE", unanswered_profiles=2)
 
@@ -446,12 +448,12 @@ async def test_lost_answers_time_out_and_the_profile_is_sent_again(site: Site):
 
     await wait_until(lambda: "Accepted" in statuses(), timeout=30, what="an answered profile")
     assert statuses()[:3] == ["Failed", "Failed", "Accepted"]
-    await wait_until(lambda: bridge.snapshot().station_status["MUTE"] == "steered",
+    await wait_until(lambda: bridge.view.snapshot().station_status["MUTE"] == "steered",
                      what="the station steered")
     await wait_until(lambda: 0 < mute.power_w <= 8_000, what="the EV held to the cap")
 
 
-async def test_cap_holds_in_transitions_with_multi_connector_stations(site: Site):
+async def test_cap_holds_in_transitions_with_multi_connector_stations(site: SiteHarness):
     """Sessions start and stop on several connectors; sample what the stations allow.
 
     A station applying its cap per connector allows the sum of its connectors' limits,
@@ -489,7 +491,7 @@ async def test_cap_holds_in_transitions_with_multi_connector_stations(site: Site
     assert worst <= 30_000
 
 
-async def test_station_without_get_configuration_gets_cautious_profiles(site: Site):
+async def test_station_without_get_configuration_gets_cautious_profiles(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     quiet = site.add_station("QUIET", supports_get_configuration=False, rate_unit="Current")
     await wait_until(lambda: max_profile(quiet) is not None, what="a profile")
@@ -503,7 +505,7 @@ async def test_station_without_get_configuration_gets_cautious_profiles(site: Si
     await wait_steered(bridge, "QUIET")
 
 
-async def test_station_holding_few_profiles_keeps_the_session_limits(site: Site):
+async def test_station_holding_few_profiles_keeps_the_session_limits(site: SiteHarness):
     await site.start_bridge(capacity_kw=12)
     small = site.add_station("SMALL", connectors=2, max_profiles=3, cp_max_per_connector=True)
     await wait_until(lambda: small.connector_power_w(1) > 0 and small.connector_power_w(2) > 0
@@ -512,7 +514,7 @@ async def test_station_holding_few_profiles_keeps_the_session_limits(site: Site)
     assert small.power_w <= 12_000
 
 
-async def test_station_with_few_places_gives_a_new_session_its_default_first(site: Site):
+async def test_station_with_few_places_gives_a_new_session_its_default_first(site: SiteHarness):
     """Three places (cap and two connectors): a session limit takes its default's place."""
     await site.start_bridge(capacity_kw=12)
     small = site.add_station("SMALL", connectors=2, max_profiles=3, plugged_in=False,
@@ -546,7 +548,8 @@ async def test_station_with_few_places_gives_a_new_session_its_default_first(sit
     assert await watcher <= 12_000
 
 
-async def test_station_silent_about_features_that_refuses_profiles_is_unmanageable(site: Site):
+async def test_station_silent_about_features_that_refuses_profiles_is_unmanageable(
+        site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=30)
     site.add_station("MUM", feature_profiles="")  # lists none; SetChargingProfile: CALLERROR
     smart = site.add_station("SMART")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import websockets
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from pki import Authority, Pki
 from test_ocpp_edge import exchange
 from websockets.typing import Subprotocol
@@ -34,7 +34,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 HASHES = {station: hash_password(pw.encode(), log2_n=10) for station, pw in PASSWORDS.items()}
 
 
-def configure(site: Site, security: str, stations: str | None = None) -> None:
+def configure(site: SiteHarness, security: str, stations: str | None = None) -> None:
     """Write the site config with an ``ocpp.security`` section and listed stations."""
     if stations is None:
         stations = "".join(f"    - id: {station}\n      password_hash: {digest}\n"
@@ -59,11 +59,11 @@ def basic(user: str, password: str | bytes) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-def wss(site: Site) -> str:
+def wss(site: SiteHarness) -> str:
     return f"wss://127.0.0.1:{site.ocpp_port}"
 
 
-def start_station(site: Site, station_id: str, url: str, **options: Any) -> SimulatedStation:
+def start_station(site: SiteHarness, station_id: str, url: str, **options: Any) -> SimulatedStation:
     station = SimulatedStation(StationSpec(station_id), url)
     station.connect_options = options
     site.stations.append(station)
@@ -86,7 +86,7 @@ async def heartbeat_works(url: str, **options: Any) -> bool:
 
 # ---- profile 1: Basic auth --------------------------------------------------------------------
 async def test_profile_1_admits_the_right_password_only_and_never_logs_it(
-        site: Site, caplog: pytest.LogCaptureFixture):
+        site: SiteHarness, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.DEBUG)  # every logger, websockets' header dump included
     caplog.set_level(logging.DEBUG, logger="websockets")  # (`drbridge` quiets it)
     configure(site, "profile: 1")
@@ -119,7 +119,7 @@ async def test_profile_1_admits_the_right_password_only_and_never_logs_it(
         assert secret not in log
 
 
-async def test_a_challenge_names_basic_auth(site: Site):
+async def test_a_challenge_names_basic_auth(site: SiteHarness):
     configure(site, "profile: 1")
     await site.start_bridge()
     with pytest.raises(websockets.InvalidStatus) as refused:
@@ -127,7 +127,7 @@ async def test_a_challenge_names_basic_auth(site: Site):
     assert refused.value.response.headers["WWW-Authenticate"].startswith("Basic ")
 
 
-async def test_binary_authorization_key(site: Site):
+async def test_binary_authorization_key(site: SiteHarness):
     """OCPP 1.6 AuthorizationKeys may be raw bytes (set as hex with ChangeConfiguration)."""
     key = bytes.fromhex("0001020304050607FFFFFFFFFFFFFFFFFFFFFFFF")
     stations = f"    - id: AL1000\n      password_hash: {hash_password(key, log2_n=10)}\n"
@@ -138,7 +138,7 @@ async def test_binary_authorization_key(site: Site):
                                 additional_headers=basic("AL1000", key.hex())) == 401
 
 
-async def test_repeated_failures_are_refused_for_a_while(site: Site):
+async def test_repeated_failures_are_refused_for_a_while(site: SiteHarness):
     configure(site, "profile: 1\nmax_auth_failures: 3\nauth_block_s: 600")
     await site.start_bridge()
     url = f"{site.url}/CP-1"
@@ -155,7 +155,7 @@ async def test_repeated_failures_are_refused_for_a_while(site: Site):
 
 
 # ---- profile 2: TLS and Basic auth ------------------------------------------------------------
-async def test_profile_2_tls_with_basic_auth(site: Site, pki: Pki):
+async def test_profile_2_tls_with_basic_auth(site: SiteHarness, pki: Pki):
     configure(site, "profile: 2\n" + tls_keys(pki))
     await site.start_bridge()
     station = start_station(site, "CP-1", wss(site), ssl=pki.client_context(),
@@ -176,7 +176,7 @@ async def test_profile_2_tls_with_basic_auth(site: Site, pki: Pki):
                                  additional_headers=basic("CP-2", PASSWORDS["CP-2"]))
 
 
-async def test_tls_offers_the_rsa_key_exchange_suites_ocpp_names(site: Site, pki: Pki):
+async def test_tls_offers_the_rsa_key_exchange_suites_ocpp_names(site: SiteHarness, pki: Pki):
     configure(site, "profile: 2\n" + tls_keys(pki))
     await site.start_bridge()
     for suite in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256"):
@@ -197,7 +197,7 @@ def _profile_3_stations() -> str:
     return "    - id: CP-1\n    - id: CP-2\n"
 
 
-async def test_profile_3_client_certificate_must_name_the_station(site: Site, pki: Pki):
+async def test_profile_3_client_certificate_must_name_the_station(site: SiteHarness, pki: Pki):
     configure(site, "profile: 3\n" + tls_keys(pki, client_ca=True), _profile_3_stations())
     bridge = await site.start_bridge()
     station = start_station(site, "CP-1", wss(site), ssl=pki.client_context("CP-1"))
@@ -219,7 +219,7 @@ async def test_profile_3_client_certificate_must_name_the_station(site: Site, pk
     assert station.connected and "CP-1" in bridge.ocpp.links
 
 
-async def test_malformed_frames_get_a_callerror_over_tls_too(site: Site, pki: Pki):
+async def test_malformed_frames_get_a_callerror_over_tls_too(site: SiteHarness, pki: Pki):
     configure(site, "profile: 3\n" + tls_keys(pki, client_ca=True), _profile_3_stations())
     await site.start_bridge()
     async with websockets.connect(f"{wss(site)}/CP-1", subprotocols=OCPP16,
@@ -233,7 +233,7 @@ async def test_malformed_frames_get_a_callerror_over_tls_too(site: Site, pki: Pk
 
 
 # ---- abuse limits -----------------------------------------------------------------------------
-async def test_oversized_frames_close_the_connection_with_1009(site: Site):
+async def test_oversized_frames_close_the_connection_with_1009(site: SiteHarness):
     configure(site, "max_message_bytes: 2048", "    - id: CP-1\n")
     await site.start_bridge()
     url = f"{site.url}/CP-1"
@@ -249,7 +249,7 @@ async def test_oversized_frames_close_the_connection_with_1009(site: Site):
     assert await heartbeat_works(url)
 
 
-async def test_a_connection_flood_from_one_address_is_capped(site: Site):
+async def test_a_connection_flood_from_one_address_is_capped(site: SiteHarness):
     configure(site, "max_connections_per_address: 3\nlimit_loopback: true", "")
     bridge = await site.start_bridge()
     limiter = bridge.ocpp.connection_limiter
@@ -265,7 +265,7 @@ async def test_a_connection_flood_from_one_address_is_capped(site: Site):
             await ws.close()
 
 
-async def test_loopback_is_not_limited_by_default(site: Site):
+async def test_loopback_is_not_limited_by_default(site: SiteHarness):
     configure(site, "max_connections_per_address: 2", "")
     await site.start_bridge()
     held = [await websockets.connect(f"{site.url}/L{i}", subprotocols=OCPP16) for i in range(5)]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import Site, wait_steered, wait_until
+from conftest import SiteHarness, wait_steered, wait_until
 from test_ocpp_edge import exchange, raw_station
 
 from bridge.cli import main
@@ -28,7 +28,7 @@ def start_transaction(message_id: str) -> str:
         "timestamp": datetime.now(UTC).isoformat()}])
 
 
-def open_transactions(site: Site, station_id: str) -> list[dict]:
+def open_transactions(site: SiteHarness, station_id: str) -> list[dict]:
     store = Store(site.tmp_path / "var" / "bridge.db")
     try:
         return [row for row in store.open_transactions() if row["station_id"] == station_id]
@@ -36,7 +36,7 @@ def open_transactions(site: Site, station_id: str) -> list[dict]:
         store.close()
 
 
-async def test_an_id_that_never_booted_holds_no_capacity_once_gone(site: Site):
+async def test_an_id_that_never_booted_holds_no_capacity_once_gone(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=CAPACITY_KW)
     real = [site.add_station("CP1"), site.add_station("CP2")]
     await wait_steered(bridge, "CP1", "CP2")
@@ -58,15 +58,15 @@ async def test_an_id_that_never_booted_holds_no_capacity_once_gone(site: Site):
                      timeout=20, what="the real stations' full share back")
     # and nothing of the id is kept; its session is closed in the store.
     assert fake not in bridge.dispatcher.stations
-    assert all(s.station_id != fake for s in bridge.sessions.values())
-    assert fake not in bridge.last_seen
-    assert not any(sid == fake for sid, _ in bridge.connector_status)
-    assert not any(sid == fake for sid, _ in bridge.meters)
+    assert all(s.station_id != fake for s in bridge.station_events.sessions.values())
+    assert fake not in bridge.station_events.last_seen
+    assert not any(sid == fake for sid, _ in bridge.station_events.connector_status)
+    assert not any(sid == fake for sid, _ in bridge.station_events.meters)
     assert open_transactions(site, fake) == []
     assert {"CP1", "CP2"} <= bridge.dispatcher.stations.keys()
 
 
-async def test_a_station_with_a_boot_on_record_is_kept_when_it_leaves(site: Site):
+async def test_a_station_with_a_boot_on_record_is_kept_when_it_leaves(site: SiteHarness):
     """After a restart of the bridge a real station may reconnect without booting: its boot
     in the store says it is one of the site's."""
     site.write_config(capacity_kw=CAPACITY_KW)
@@ -81,11 +81,11 @@ async def test_a_station_with_a_boot_on_record_is_kept_when_it_leaves(site: Site
     await wait_until(lambda: "CP-OLD" in bridge.dispatcher.stations
                      and bridge.dispatcher.stations["CP-OLD"].link is None,
                      what="the station seen gone")
-    assert transaction_id in bridge.sessions
+    assert transaction_id in bridge.station_events.sessions
     assert [row["id"] for row in open_transactions(site, "CP-OLD")] == [transaction_id]
 
 
-async def test_sessions_an_earlier_run_left_open_for_unbooted_ids_are_closed(site: Site):
+async def test_sessions_an_earlier_run_left_open_for_unbooted_ids_are_closed(site: SiteHarness):
     site.write_config(capacity_kw=CAPACITY_KW)
     store = Store(site.tmp_path / "var" / "bridge.db")
     now = datetime.now(UTC)
@@ -94,8 +94,8 @@ async def test_sessions_an_earlier_run_left_open_for_unbooted_ids_are_closed(sit
     real_tx = store.start_transaction("CP-REAL", 1, "TAG", 100, now)
     store.close()
     bridge = await site.start_bridge()
-    assert fake_tx not in bridge.sessions
-    assert real_tx in bridge.sessions
+    assert fake_tx not in bridge.station_events.sessions
+    assert real_tx in bridge.station_events.sessions
     assert open_transactions(site, "FUZZ-OLD") == []
 
 

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 
-from conftest import Site, site_config, wait_steered, wait_until
+from conftest import SiteHarness, site_config, wait_steered, wait_until
 from test_end_to_end import registered, start_fleet, total_limit_w
 
 from bridge.sim.station import SimulatedStation
 from bridge.store import Store
 
 
-async def test_the_stored_plan_explains_each_limit_and_the_state_carries_over(site: Site):
+async def test_the_stored_plan_explains_each_limit_and_the_state_carries_over(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Current", "Current"])
     ven_id = await registered(site)
@@ -33,13 +33,13 @@ async def test_the_stored_plan_explains_each_limit_and_the_state_carries_over(si
         step = next(s for s in steps if s.start == during.start)
         assert step.chain[0].text == f"event {event_id}" and step.chain[-1].kind == "allocation"
     # the bridge hands each plan's state to the next: who charges, since when
-    assert bridge.plan is not None and bridge.plan.state is not None
-    assert set(bridge.plan.state.stations) == {"CP0", "CP1", "CP2"}
+    assert bridge.planner.plan is not None and bridge.planner.plan.state is not None
+    assert set(bridge.planner.plan.state.stations) == {"CP0", "CP1", "CP2"}
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
                      what="profiles carrying the event")
 
 
-async def test_a_restarted_bridge_resumes_the_allocation_state(site: Site):
+async def test_a_restarted_bridge_resumes_the_allocation_state(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=44)
     await start_fleet(site, ["Current", "Current"])
     await wait_until(lambda: bridge.store.plan_state()[0] is not None
@@ -51,10 +51,11 @@ async def test_a_restarted_bridge_resumes_the_allocation_state(site: Site):
     with contextlib.closing(Store(path)) as store:
         saved, _ = store.plan_state()
     again = await site.start_bridge()
-    assert again._resumed_state == saved
+    assert again.planner.resumed_state == saved
 
 
-async def test_with_pause_minimum_a_paused_session_holds_6_a_within_the_event_limit(site: Site):
+async def test_with_pause_minimum_a_paused_session_holds_6_a_within_the_event_limit(
+        site: SiteHarness):
     # the default preset's SIMPLE levels; paused sessions keep 6 A where room allows
     (site.tmp_path / "keep-alive.yaml").write_text("name: keep-alive\n"
                                                    "allocation: {pause: minimum}\n")
@@ -79,9 +80,10 @@ async def test_with_pause_minimum_a_paused_session_holds_6_a_within_the_event_li
     leaving.unplug()
     await wait_until(lambda: waiting.composite_limit_a() == 6.0 and waiting.power_w > 0,
                      timeout=20, what="the paused session holding 6 A")
-    await wait_until(lambda: bridge.plan is not None and
-                     waiting.spec.station_id in bridge.plan.paused, what="the plan saying so")
-    plan = bridge.plan
+    await wait_until(lambda: bridge.planner.plan is not None and
+                     waiting.spec.station_id in bridge.planner.plan.paused,
+                     what="the plan saying so")
+    plan = bridge.planner.plan
     assert plan is not None
     step = plan.stations[waiting.spec.station_id][0]
     assert "guard time until" in step.reason and "holds the minimum current" in step.reason
@@ -94,7 +96,8 @@ async def test_with_pause_minimum_a_paused_session_holds_6_a_within_the_event_li
     assert staying.power_w > 6 * 230 * 3
 
 
-async def test_an_event_reaches_every_station_with_a_ramped_and_randomised_restore(site: Site):
+async def test_an_event_reaches_every_station_with_a_ramped_and_randomised_restore(
+        site: SiteHarness):
     """With a restore ramp and a random delay per station, each station's new schedule falls
     at the event's start and rises again at its own moment after: the fall must reach every
     station before the event starts (the stations' own limits, summed, hold the event's)."""

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 
 from bridge.sim.station import SimulatedStation
 
@@ -34,7 +34,7 @@ def event_rows(db: Path) -> list[tuple[str, str]]:
         return conn.execute("select event_id, opt from events").fetchall()
 
 
-async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: Site):
+async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: SiteHarness):
     """kill -9 mid-event, VTN gone: the restarted bridge rebuilds the limits from its store."""
     try:
         await restart_scenario(site)
@@ -43,7 +43,7 @@ async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: Site):
         raise
 
 
-async def restart_scenario(site: Site) -> None:
+async def restart_scenario(site: SiteHarness) -> None:
     site.write_config(capacity_kw=44)
     db = site.tmp_path / "var" / "bridge.db"
     process = await spawn_bridge(site.config_path)

@@ -14,6 +14,7 @@ from pki import Pki
 
 from bridge.cli import main
 from bridge.config import load_config
+from bridge.loopback import is_loopback_address, is_loopback_host
 from bridge.ocpp.auth import parse_basic
 from bridge.ocpp.limits import (
     Admission,
@@ -21,11 +22,11 @@ from bridge.ocpp.limits import (
     ConnectionPolicy,
     FailureLimiter,
     FailurePolicy,
-    is_loopback,
 )
 from bridge.ocpp.security import RedactCredentials
 from bridge.passwords import NotAPasswordHash, hash_password, parse_hash, verify_password
 from policies.validation import InvalidDocument
+from ven.client import is_loopback_url
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +135,22 @@ def test_new_connections_per_second_are_capped_per_address():
     assert limiter.admit("192.0.2.1", 11.0) is Admission.ADMITTED  # a new second
 
 
+def test_each_loopback_check_answers_its_own_question():
+    # a peer's address: IP literals only, IPv4-mapped ones too
+    assert is_loopback_address("::ffff:127.0.0.1") and is_loopback_address("127.3.4.5")
+    assert not is_loopback_address("localhost") and not is_loopback_address("192.0.2.1")
+    # a listening host: a name or an address
+    assert is_loopback_host("LOCALHOST") and is_loopback_host("::1")
+    assert not is_loopback_host("0.0.0.0") and not is_loopback_host("bridge.example")
+    # a VTN's URL
+    assert is_loopback_url("http://localhost:8080/OpenADR2") and is_loopback_url("https://[::1]/x")
+    assert not is_loopback_url("https://vtn.utility.example/OpenADR2")
+
+
 def test_loopback_is_exempt_unless_asked():
     exempt = ConnectionLimiter(ConnectionPolicy(max_open=1, max_per_second=1))
     for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "127.3.4.5"):
-        assert is_loopback(address)
+        assert is_loopback_address(address)
         assert all(exempt.admit(address, 0) is Admission.ADMITTED for _ in range(100))
     assert exempt.tracked() == 0
     limited = ConnectionLimiter(ConnectionPolicy(max_open=1, max_per_second=0,

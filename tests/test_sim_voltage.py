@@ -614,6 +614,6 @@ async def test_a_station_that_refuses_monitors_gets_the_bridges_central_rule(sit
                      timeout=30, what="volt-watt limits from the central rule")
     assert min(feeder.voltages_v()) > 0.88 * V
     for name in ("M1", "M2"):
-        assert "pu on L" in bridge.plan.stations[name][0].reason
+        assert "pu on L" in bridge.planner.plan.stations[name][0].reason
     with pytest.raises(NotSupportedError):
         stations[0].on_set_variable_monitoring()

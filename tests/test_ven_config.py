@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from certs import Pki
-from conftest import Site, site_config, wait_until
+from conftest import SiteHarness, site_config, wait_until
 from openleadr.utils import certificate_fingerprint_from_der
 
 from bridge.cli import main as cli
@@ -97,7 +97,7 @@ async def test_bridge_over_mutual_tls_with_signatures(tmp_path: Path):
     client = pki.issue("ven.test")
     vtn = DemoVtn(tls=VtnTls(server.cert, server.key, pki.ca_file, sign=True))
     await vtn.start()
-    site = Site(tmp_path, vtn)
+    site = SiteHarness(tmp_path, vtn)
     try:
         pin = certificate_fingerprint_from_der(server.der)
         bridge = await site.start_bridge(ven_extra=textwrap.dedent(f"""\
@@ -113,7 +113,7 @@ async def test_bridge_over_mutual_tls_with_signatures(tmp_path: Path):
         assert ven_id is not None
         event_id = vtn.add_simple_event(ven_id, datetime.now(UTC) + timedelta(minutes=5),
                                         [(timedelta(minutes=1), 1)])
-        await wait_until(lambda: event_id in bridge.events, what="the event over TLS")
+        await wait_until(lambda: event_id in bridge.dr.events, what="the event over TLS")
         await wait_until(lambda: (ven_id, event_id, "optIn") in vtn.received.opts,
                          what="the signed answer")
     finally:

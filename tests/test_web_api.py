@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from test_ocpp_201 import add_201
 
 from bridge.config import load_config_text
-from bridge.dispatch import StationState
+from bridge.dispatch import StationRecord
 from bridge.holds import PAUSED_REASON
 from bridge.sim.vtn import free_port
 from bridge.web.auth import hash_password, verify_password
@@ -27,14 +27,14 @@ PASSWORD_HASH = hash_password(PASSWORD)
 WEB = f"web:\n  port: 0\n  password_hash: '{PASSWORD_HASH}'\n"
 
 
-def web_config(site: Site, **kwargs: object) -> None:
+def web_config(site: SiteHarness, **kwargs: object) -> None:
     site.write_config(**kwargs)
     # the site config from conftest has a web section with port 0; add the password
     text = site.config_path.read_text().replace("web:\n  port: 0\n", WEB)
     site.config_path.write_text(text)
 
 
-def base_url(site: Site) -> str:
+def base_url(site: SiteHarness) -> str:
     assert site.bridge is not None and site.bridge.web is not None
     return f"http://127.0.0.1:{site.bridge.web.port}"
 
@@ -55,7 +55,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     return values
 
 
-async def start(site: Site, **kwargs: object) -> str:
+async def start(site: SiteHarness, **kwargs: object) -> str:
     web_config(site, **kwargs)
     bridge = await site.start_bridge()
     assert bridge.web is not None
@@ -64,23 +64,23 @@ async def start(site: Site, **kwargs: object) -> str:
     return base_url(site)
 
 
-async def test_api_shows_site_event_and_stations(site: Site):
+async def test_api_shows_site_event_and_stations(site: SiteHarness):
     url = await start(site, capacity_kw=44, telemetry_interval_s=1)
     bridge = site.bridge
     assert bridge is not None
     # one OCPP 1.6J station and one 2.0.1
     stations = [site.add_station("CP1"), add_201(site, "CP2")]
     await wait_until(lambda: all(s.transaction_id for s in stations) and
-                     bridge.measured_load_w() > 0, what="charging")
+                     bridge.reports.measured_load_w() > 0, what="charging")
     await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
     ven_id = site.vtn.ven_id("test-site")
     start_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     event_id = site.vtn.add_simple_event(ven_id, start_at, [(timedelta(minutes=5), 2)])
-    await wait_until(lambda: event_id in bridge.events, what="the event at the bridge")
+    await wait_until(lambda: event_id in bridge.dr.events, what="the event at the bridge")
     await wait_until(lambda: datetime.now(UTC) > start_at + timedelta(seconds=2), what="start")
 
     async with aiohttp.ClientSession() as http:
-        await wait_until(lambda: bridge.snapshot().site_limit_w == 11_000, what="the DR limit")
+        await wait_until(lambda: bridge.view.snapshot().site_limit_w == 11_000, what="the DR limit")
         site_now = await get_json(http, f"{url}/api/site")
         assert site_now["limit_w"] == 11_000
         assert site_now["capacity_w"] == 44_000
@@ -104,7 +104,7 @@ async def test_api_shows_site_event_and_stations(site: Site):
             return {s["station_id"]: s for s in data["stations"]}
 
         # a row shows the limit its station acknowledged: wait for both answers
-        def acknowledged_w(state: StationState) -> float:
+        def acknowledged_w(state: StationRecord) -> float:
             step = value_at(state.applied or (), datetime.now(UTC))
             return step.limit_w if step is not None else float("inf")
 
@@ -186,7 +186,7 @@ async def test_api_shows_site_event_and_stations(site: Site):
         assert metrics["drbridge_site_load_watts"] > 0
 
 
-async def test_actions_need_login_and_pause_holds_a_station_at_zero(site: Site):
+async def test_actions_need_login_and_pause_holds_a_station_at_zero(site: SiteHarness):
     url = await start(site, capacity_kw=44)
     bridge = site.bridge
     assert bridge is not None
@@ -258,7 +258,7 @@ def test_bad_password_hash_is_refused_with_its_key(tmp_path):
     assert "drbridge hash-password" in str(error.value)
 
 
-async def test_drbridge_run_serves_the_dashboard(site: Site):
+async def test_drbridge_run_serves_the_dashboard(site: SiteHarness):
     port = free_port()
     site.write_config()
     text = site.config_path.read_text().replace("web:\n  port: 0\n", f"web:\n  port: {port}\n")
@@ -305,7 +305,7 @@ def test_hash_password_command_prints_a_usable_hash():
     assert verify_password("long enough secret", stored)
 
 
-async def test_exempt_station_is_not_curtailed_by_an_event(site: Site):
+async def test_exempt_station_is_not_curtailed_by_an_event(site: SiteHarness):
     url = await start(site, capacity_kw=44)
     bridge = site.bridge
     assert bridge is not None
@@ -334,7 +334,7 @@ async def test_exempt_station_is_not_curtailed_by_an_event(site: Site):
         assert rows["CP1"]["planned"]["reason"].startswith("exempt from DR by the operator")
 
 
-async def test_event_history_has_cap_baseline_measured_and_shed(site: Site):
+async def test_event_history_has_cap_baseline_measured_and_shed(site: SiteHarness):
     # the baseline: the load over the 3 s before the event (no previous days here)
     url = await start(site, capacity_kw=44, telemetry_interval_s=1,
                       extra="report:\n  pre_event_s: 3\n")
@@ -342,7 +342,7 @@ async def test_event_history_has_cap_baseline_measured_and_shed(site: Site):
     assert bridge is not None
     stations = [site.add_station("CP1"), site.add_station("CP2")]
     await wait_until(lambda: all(s.transaction_id for s in stations) and
-                     bridge.measured_load_w() > 20_000, what="charging at full power")
+                     bridge.reports.measured_load_w() > 20_000, what="charging at full power")
     await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
     await asyncio.sleep(3)  # full load before the event
     # room for a slow poll on a loaded machine: the event arrives before it starts, and

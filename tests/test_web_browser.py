@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from test_web_api import PASSWORD, start
 from test_web_security import start as start_with_web_keys
 
@@ -43,7 +43,7 @@ async def limit_polyline_ys(page) -> list[float]:
     return [float(p.split(",")[1]) for p in (points or "").split()]
 
 
-async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
+async def test_dashboard_shows_event_limits_and_opts_out(site: SiteHarness, page):
     url = await start(site, capacity_kw=44, telemetry_interval_s=1)
     bridge = site.bridge
     assert bridge is not None
@@ -112,13 +112,13 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
         f"document.querySelector('{row} td.opt')?.textContent === 'optOut'", timeout=10_000)
     # the DR limit is lifted: the banner goes
     await page.wait_for_selector("#banner", state="hidden", timeout=10_000)
-    assert bridge.events[event_id].opt == "optOut"
+    assert bridge.dr.events[event_id].opt == "optOut"
     assert "overrideStatus" in await page.get_attribute(f"{row} td.opt", "title")
 
     # pause a station from its row, then resume it
     cp1 = stations[0]
     await page.click(f"{station_row} button.pause")
-    await wait_until(lambda: cp1.composite_limit_w() == 0 and "CP1" in bridge.holds,
+    await wait_until(lambda: cp1.composite_limit_w() == 0 and "CP1" in bridge.operator.holds,
                      what="CP1 paused from the page")
     await page.wait_for_selector(f"{station_row} span.hold")
     assert await page.inner_text(f"{station_row} span.hold") == "pause"
@@ -131,10 +131,10 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: Site, page):
                                  for _, opt_id in site.vtn.received.cancelled_opts),
                      what="the withdrawal at the VTN")
     await page.wait_for_selector("#banner:not([hidden])", timeout=10_000)
-    assert bridge.events[event_id].opt == "optIn"
+    assert bridge.dr.events[event_id].opt == "optIn"
 
 
-async def test_dashboard_offers_the_login_when_reading_needs_one(site: Site, page):
+async def test_dashboard_offers_the_login_when_reading_needs_one(site: SiteHarness, page):
     url = await start_with_web_keys(site, "require_login: true\n")
     site.add_station("CP1")
     await page.goto(url)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import Site, wait_until
+from conftest import SiteHarness, wait_until
 from pki import Pki
 
 from bridge.cli import main
@@ -31,7 +31,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki.create(tmp_path_factory.mktemp("pki"))
 
 
-async def start(site: Site, web: str) -> str:
+async def start(site: SiteHarness, web: str) -> str:
     """Start the bridge with these ``web:`` keys (port 0 and the password are added)."""
     site.write_config()
     keys = f"port: 0\npassword_hash: '{PASSWORD_HASH}'\n" + textwrap.dedent(web)
@@ -64,7 +64,7 @@ async def login(http: aiohttp.ClientSession, url: str, password: str = PASSWORD,
         return response
 
 
-async def test_read_api_and_metrics_need_a_login_when_required(site: Site):
+async def test_read_api_and_metrics_need_a_login_when_required(site: SiteHarness):
     url = await start(site, f"require_login: true\nmetrics_token_hash: '{METRICS_HASH}'\n")
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         for path in READ_PATHS:
@@ -94,7 +94,7 @@ async def test_read_api_and_metrics_need_a_login_when_required(site: Site):
             assert await status(http, url + path) == 200, path
 
 
-async def test_wrong_metrics_tokens_are_throttled(site: Site):
+async def test_wrong_metrics_tokens_are_throttled(site: SiteHarness):
     url = await start(site, f"require_login: true\nmetrics_token_hash: '{METRICS_HASH}'\n")
     wrong = {"Authorization": "Bearer guess"}
     async with aiohttp.ClientSession() as http:
@@ -106,19 +106,19 @@ async def test_wrong_metrics_tokens_are_throttled(site: Site):
                             headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) == 429
 
 
-async def test_login_and_checks_build_no_site_snapshot(site: Site):
+async def test_login_and_checks_build_no_site_snapshot(site: SiteHarness):
     """Answering who is logged in must not assemble the whole site's state."""
     url = await start(site, "")
     bridge = site.bridge
     assert bridge is not None
     built = []
-    original = bridge.snapshot
+    original = bridge.view.snapshot
 
     def counting_snapshot():  # type: ignore[no-untyped-def]
         built.append(1)
         return original()
 
-    bridge.snapshot = counting_snapshot  # type: ignore[method-assign]
+    bridge.view.snapshot = counting_snapshot  # type: ignore[method-assign]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         assert await status(http, f"{url}/api/session") == 200
         async with http.put(f"{url}/api/stations/CP1/hold", json={"mode": "pause"}) as response:
@@ -129,7 +129,7 @@ async def test_login_and_checks_build_no_site_snapshot(site: Site):
     assert built == []
 
 
-async def test_dashboard_over_tls_sets_secure_cookies(site: Site, pki: Pki):
+async def test_dashboard_over_tls_sets_secure_cookies(site: SiteHarness, pki: Pki):
     url = await start(site, f"tls_certificate: {pki.server_cert}\n"
                             f"tls_private_key: {pki.server_key}\n")
     assert url.startswith("https://")
@@ -149,7 +149,7 @@ async def test_dashboard_over_tls_sets_secure_cookies(site: Site, pki: Pki):
             await status(http, url.replace("https://", "http://") + "/api/site")
 
 
-async def test_secure_cookie_when_a_trusted_proxy_says_https(site: Site):
+async def test_secure_cookie_when_a_trusted_proxy_says_https(site: SiteHarness):
     url = await start(site, "trusted_proxies: [127.0.0.1]\n")
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         response = await login(http, url, headers={"X-Forwarded-Proto": "https"})
@@ -160,7 +160,7 @@ async def test_secure_cookie_when_a_trusted_proxy_says_https(site: Site):
         assert not plain.cookies["drbridge_session"]["secure"]
 
 
-async def test_forwarded_proto_from_an_untrusted_peer_is_ignored(site: Site):
+async def test_forwarded_proto_from_an_untrusted_peer_is_ignored(site: SiteHarness):
     url = await start(site, "trusted_proxies: [10.9.9.9]\n")
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         response = await login(http, url, headers={"X-Forwarded-Proto": "https"})
@@ -168,7 +168,7 @@ async def test_forwarded_proto_from_an_untrusted_peer_is_ignored(site: Site):
         assert not response.cookies["drbridge_session"]["secure"]
 
 
-async def test_throttle_counts_the_forwarded_client_behind_a_trusted_proxy(site: Site):
+async def test_throttle_counts_the_forwarded_client_behind_a_trusted_proxy(site: SiteHarness):
     url = await start(site, "trusted_proxies: [127.0.0.1]\n")
     guesser = {"X-Forwarded-For": "203.0.113.7"}
     async with aiohttp.ClientSession() as http:
@@ -183,7 +183,7 @@ async def test_throttle_counts_the_forwarded_client_behind_a_trusted_proxy(site:
         assert (await login(http, url, PASSWORD, spoofed)).status == 429
 
 
-async def test_forwarded_for_from_an_untrusted_peer_is_ignored(site: Site):
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(site: SiteHarness):
     url = await start(site, "")
     async with aiohttp.ClientSession() as http:
         for n in range(5):

@@ -1,7 +1,10 @@
 """Pure parts of the web package: password hashes, sessions, the metrics text format."""
 
+import ast
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import bridge.web
 from bridge.web.auth import Sessions, hash_password, verify_password
 from bridge.web.metrics import Metric, format_metrics
 
@@ -110,3 +113,26 @@ def test_forwarded_addresses_count_only_from_trusted_proxies():
     assert proxies.https("10.0.0.5", ["https"]) and proxies.https("10.0.0.5", ["http, HTTPS"])
     assert not proxies.https("10.0.0.5", ["http"]) and not proxies.https("10.0.0.5", [])
     assert TrustedProxies().client(None, ["1.2.3.4"]) == "?"
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules a file imports, also under ``if TYPE_CHECKING``."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_web_reads_the_runtime_through_its_port_only():
+    web = Path(bridge.web.__file__).parent
+    runtime = ("bridge.app", "bridge.runtime", "bridge.dispatch", "bridge.store",
+               "bridge.ocpp.server", "bridge.grid", "bridge.telemetry")
+    for path in sorted(web.glob("*.py")):
+        reached = {name for name in _imports(path) if name.startswith(runtime)}
+        assert not reached, f"{path.name} imports {sorted(reached)}"
+    # the port itself: nothing of the bridge but the types of the config and of holds
+    bridge_imports = {n for n in _imports(web / "port.py") if n.startswith("bridge.")}
+    assert bridge_imports <= {"bridge.config", "bridge.holds"}

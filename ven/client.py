@@ -115,7 +115,8 @@ class TlsSettings:
         return self.vtn_signing_fingerprint or self.vtn_fingerprint
 
 
-def is_loopback(url: str) -> bool:
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL names this machine (localhost or a loopback address)."""
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
@@ -127,7 +128,7 @@ def is_loopback(url: str) -> bool:
 
 def transport_warnings(url: str, tls: TlsSettings | None) -> list[str]:
     """What is unsafe about how the VEN would talk to this VTN."""
-    if is_loopback(url):
+    if is_loopback_url(url):
         return []
     if not url.startswith("https://"):
         return [f"the VTN {url} is not on this machine and is reached WITHOUT TLS: anyone on "

@@ -191,6 +191,15 @@ class InstalledControl:
     superseded: bool
 
 
+@dataclass(frozen=True)
+class DerControlReport:
+    """What a GetDERControl brought: the answer, and our control as the station holds it
+    (None unless the answer is ``accepted`` and a ReportDERControl names it)."""
+
+    reply: DerReply
+    control: InstalledControl | None = None
+
+
 def read_report(reports: Iterable[Mapping[str, Any]],
                 control_id: str = CONTROL_ID) -> InstalledControl | None:
     """Our VoltWatt control in the ReportDERControl parts a GetDERControl brought (None:

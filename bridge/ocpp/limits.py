@@ -8,25 +8,16 @@ through more addresses than that can win back a few tries, but cannot grow memor
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
+from bridge.loopback import is_loopback_address
+
 MAX_TRACKED = 10_000
 K = TypeVar("K")
 V = TypeVar("V")
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 class _Bounded(OrderedDict[K, V], Generic[K, V]):
@@ -127,7 +118,7 @@ class ConnectionLimiter:
         return len(self._open) + len(self._rate)
 
     def applies_to(self, address: str) -> bool:
-        return self.policy.limit_loopback or not is_loopback(address)
+        return self.policy.limit_loopback or not is_loopback_address(address)
 
     def admit(self, address: str, now: float) -> Admission:
         """Decide on a new connection; an admitted one must be released when it ends."""

@@ -1,8 +1,9 @@
 """What the dispatcher needs of a station, whatever OCPP version it speaks.
 
 The dispatcher and the bridge speak in domain terms (watts, amps, schedules,
-:class:`~bridge.ocpp.profiles.BuiltProfile`); each protocol edge (``v16``,
-``v201``) turns them into its own payloads and its answers back into these.
+:class:`~bridge.ocpp.profiles.BuiltProfile`, voltage monitors and curves); each protocol
+edge (``v16``, ``v201``, ``v21``) turns them into its own payloads and its answers back into
+these.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
+from bridge.ocpp.external_limits import ExternalLimit
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.ocpp.voltage_monitors import InstalledMonitor, MonitorOutcome, MonitorSpec
+from bridge.ocpp.voltage_observation import VoltageObservation
 from bridge.worst_case import Rated
 
 ACCEPTED = "Accepted"
@@ -74,6 +79,18 @@ class StationListener(Protocol):
         """A request off the schema was read after these repairs (logged and counted)."""
         ...
 
+    def voltage_observed(self, station_id: str, observation: VoltageObservation) -> None:
+        """The station told of its voltage between its meter samples: a variable monitor's
+        event (2.0.1, 2.1: a voltage, at once), or its own DER control acting (2.1: no
+        voltage, the station changed its power by itself)."""
+        ...
+
+    def external_limit(self, station_id: str, limit: ExternalLimit) -> None:
+        """Another party limits the station, or one of its EVSEs, outside the central system
+        (NotifyChargingLimit), or no longer does (ClearedChargingLimit: ``limit.cleared``);
+        a new notice from the same source for the same EVSE replaces the one before."""
+        ...
+
 
 class ChargerLink(Protocol):
     """The central system's end of one station's connection: everything the dispatcher and
@@ -115,6 +132,48 @@ class ChargerLink(Protocol):
 
     async def clear_charging_profile(self, profile_id: int) -> str:
         """Remove one profile by its id (so never one that is not ours)."""
+        ...
+
+    # voltage boundaries in the station (OCPP 2.0.1 monitors, 2.1 DER control) -------------
+    async def set_voltage_monitors(self, monitors: Sequence[MonitorSpec]) -> MonitorOutcome:
+        """Set these threshold monitors (SetVariableMonitoring); what the station took, with
+        the ids it gave, and what it refused and why. A station without variable monitoring
+        refuses them all ``NotSupported`` (``outcome.unsupported``); so does 1.6, which has
+        none, without a call. Raises CallFailed only when there is no answer to read."""
+        ...
+
+    async def clear_voltage_monitors(self, monitor_ids: Sequence[int]) -> set[int]:
+        """Clear monitors by the ids the station gave for ours (never another's); the ids
+        now gone (cleared, or unknown to the station). 1.6: all of them (it can hold none),
+        without a call."""
+        ...
+
+    async def read_voltage_monitors(self, wanted: Sequence[MonitorSpec]
+                                    ) -> list[InstalledMonitor]:
+        """The monitors the station holds that are exactly these, with their ids
+        (GetMonitoringReport): after it answered ``Duplicate`` to monitors set in an earlier
+        run whose ids are lost. None found, or no monitoring (1.6: without a call): []."""
+        ...
+
+    async def read_der_support(self) -> bool:
+        """Whether the station has a DER controller that does VoltWatt (its 2.1 device
+        model). 1.6 and 2.0.1 have no DER control: False, without a call."""
+        ...
+
+    async def set_der_control(self, curve: DerCurve) -> DerReply:
+        """Install our VoltWatt curve as a default control (SetDERControl; replaces ours in
+        place); ``superseded`` when the station holds one of higher priority. 1.6 and 2.0.1,
+        or a 2.1 station without DER control: ``not-supported``, the former without a call."""
+        ...
+
+    async def read_der_control(self) -> DerControlReport:
+        """Our control as the station holds it (GetDERControl, then ReportDERControl):
+        ``not-found`` when it holds none; ``not-supported`` as for set_der_control."""
+        ...
+
+    async def clear_der_control(self) -> DerReply:
+        """Remove our control, by its id (never another party's): ``accepted``, or
+        ``not-found`` when the station holds none; ``not-supported`` as above."""
         ...
 
     async def close(self, code: int, reason: str) -> None: ...

@@ -1,5 +1,5 @@
 """The websocket endpoint stations connect to: ws(s)://host:port/<station id>, subprotocol
-ocpp1.6 or ocpp2.0.1 (negotiated per station).
+ocpp1.6, ocpp2.0.1 or ocpp2.1 (negotiated per station).
 
 Before a station's handshake is answered: the per-address connection limits, then the
 station id and its credentials (security profiles 0-3, see bridge.ocpp.auth).
@@ -24,14 +24,19 @@ from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.link import ChargerLink, StationListener
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.v16 import StationLink16
+from bridge.ocpp.v21 import StationLink21
 from bridge.ocpp.v201 import StationLink201
 
 log = logging.getLogger(__name__)
 
-AnyStationLink = StationLink16 | StationLink201  # a link of any version drbridge speaks
+# a link of any version drbridge speaks
+AnyStationLink = StationLink16 | StationLink201 | StationLink21
 SUBPROTOCOL = "ocpp1.6"
+# In the order the server prefers one a station offers among several: a station that offers
+# 2.1 and 2.0.1 speaks 2.1 (DER control needs it).
 SUBPROTOCOLS: dict[str, type[AnyStationLink]] = {SUBPROTOCOL: StationLink16,
-                                             "ocpp2.0.1": StationLink201}
+                                                 "ocpp2.1": StationLink21,
+                                                 "ocpp2.0.1": StationLink201}
 # Every version's link is a ChargerLink (checked by type checkers here, and by the tests).
 _LINKS: tuple[type[ChargerLink], ...] = tuple(SUBPROTOCOLS.values())
 CLOSE_TIMEOUT_S = 10.0
@@ -103,7 +108,7 @@ class OcppServer:
             compression=None,
             ping_timeout=60,
         )
-        log.info("OCPP 1.6J/2.0.1 central system listening on %s://%s:%d/<station id>"
+        log.info("OCPP 1.6J/2.0.1/2.1 central system listening on %s://%s:%d/<station id>"
                  " (security profile %d)", self.security.scheme, self._host, self.port,
                  self.security.profile)
         if self.security.profile == 1:
@@ -183,7 +188,7 @@ class OcppServer:
             return
         link_class = SUBPROTOCOLS.get(str(connection.subprotocol))
         if link_class is None:
-            await connection.close(1002, "subprotocol ocpp1.6 or ocpp2.0.1 required")
+            await connection.close(1002, "subprotocol ocpp1.6, ocpp2.0.1 or ocpp2.1 required")
             return
         previous = self.links.get(station_id)
         if previous is not None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from ocpp.v16.enums import Action
 
 from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration, parse_rated_current
+from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.framing import Dialect, Handler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
@@ -23,6 +24,12 @@ from bridge.ocpp.link import (
     reply_status,
 )
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.ocpp.voltage_monitors import (
+    NOT_SUPPORTED,
+    InstalledMonitor,
+    MonitorOutcome,
+    MonitorSpec,
+)
 from bridge.ocpp.wire import HEARTBEAT_INTERVAL_S, Payload, now_iso, parse_time
 from bridge.worst_case import Rated
 
@@ -36,6 +43,9 @@ OCPP16 = Dialect(
     format_violation="FormationViolation",
     occurrence_violation="OccurenceConstraintViolation",  # so spelt in OCPP 1.6
 )
+# OCPP 1.6 has no standard way to set voltage boundaries in the charger: no variable
+# monitors, no DER control. Its stations get the bridge's central rule only.
+NO_DER_CONTROL = DerReply("not-supported", "OCPP 1.6 has no DER control")
 
 
 class StationLink16(OcppJLink):
@@ -110,6 +120,29 @@ class StationLink16(OcppJLink):
         if reply_status(reply) != ACCEPTED:
             return None
         return parse_composite_schedule(reply, unit)
+
+    # voltage boundaries: none in OCPP 1.6 (answered here, no call) ----------------------
+    async def set_voltage_monitors(self, monitors: Sequence[MonitorSpec]) -> MonitorOutcome:
+        return MonitorOutcome.all_refused(monitors, NOT_SUPPORTED)
+
+    async def clear_voltage_monitors(self, monitor_ids: Sequence[int]) -> set[int]:
+        return set(monitor_ids)
+
+    async def read_voltage_monitors(self, wanted: Sequence[MonitorSpec]
+                                    ) -> list[InstalledMonitor]:
+        return []
+
+    async def read_der_support(self) -> bool:
+        return False
+
+    async def set_der_control(self, curve: DerCurve) -> DerReply:
+        return NO_DER_CONTROL
+
+    async def read_der_control(self) -> DerControlReport:
+        return DerControlReport(NO_DER_CONTROL)
+
+    async def clear_der_control(self) -> DerReply:
+        return NO_DER_CONTROL
 
     # handlers: wire dicts in, wire dicts out -------------------------------------------------
     def on_boot(self, payload: Payload) -> Payload:

@@ -1,8 +1,11 @@
 """OCPP 2.0.1, central-system side: one :class:`StationLink201` per connected station.
 
 The OCPP-J framing (:mod:`bridge.ocpp.framing`) with the 2.0.1 actions, as ``v16`` has
-the 1.6 ones. What a 2.0.1 station says is handed to the same
-:class:`~bridge.ocpp.link.StationListener` in the same domain terms:
+the 1.6 ones. :class:`StationLink2` holds what 2.0.1 and 2.1 share (2.1 keeps these
+messages, with more optional fields): :class:`StationLink201` is it with the 2.0.1
+schemas, ``v21``'s ``StationLink21`` with the 2.1 ones and DER control. What a 2.0.1
+station says is handed to the same :class:`~bridge.ocpp.link.StationListener` in the same
+domain terms:
 
 - an EVSE is what the rest of the bridge calls a connector (EVSE 0: the station); an EVSE
   may have several connectors, one in use at a time, and its status is theirs combined;
@@ -16,7 +19,11 @@ the 1.6 ones. What a 2.0.1 station says is handed to the same
 - sampled values (numbers with a unit and a power-of-ten multiplier) are turned
   into the shape ``bridge.telemetry`` reads, which ignores those it cannot use;
 - a request the schema refuses is repaired where its meaning is unambiguous
-  (:mod:`bridge.ocpp.leniency`), as for 1.6.
+  (:mod:`bridge.ocpp.leniency`), as for 1.6;
+- voltage boundaries in the station: threshold monitors on its voltage
+  (:mod:`bridge.ocpp.voltage_monitors`), whose events (NotifyEvent) are handed on as
+  voltage observations at once; limits other parties put on it (NotifyChargingLimit,
+  ClearedChargingLimit, :mod:`bridge.ocpp.external_limits`) are handed on too.
 
 The 2.0.1 payloads of our profiles are built here, from the domain
 :class:`~bridge.ocpp.profiles.BuiltProfile`.
@@ -27,14 +34,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.v201.enums import Action
 
+from bridge.ocpp import voltage_monitors as vm
 from bridge.ocpp.capabilities import Capabilities, parse_rate_units
+from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
+from bridge.ocpp.external_limits import read_cleared_charging_limit, read_notify_charging_limit
 from bridge.ocpp.framing import Dialect, Handler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
@@ -252,10 +262,9 @@ class _Report:
 _Asked = tuple[tuple[str, int], _Report]  # a report under way: its key, and what came
 
 
-class StationLink201(OcppJLink):
-    """The central system's end of one OCPP 2.0.1 station's websocket."""
-
-    DIALECT = OCPP201
+class StationLink2(OcppJLink):
+    """The central system's end of one OCPP 2.x station's websocket: what 2.0.1 and 2.1
+    share. A version's link names its :attr:`DIALECT` (and adds its own messages)."""
 
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
@@ -274,6 +283,9 @@ class StationLink201(OcppJLink):
         self._unattributed: set[str] = set()
         self.unattributed_events = 0
         self._asking: asyncio.Task[None] | None = None
+        # our voltage monitors the station holds, by the id it gave (for their events' text)
+        self._monitors: dict[int, vm.MonitorSpec] = {}
+        self._unreadable_voltage_logged = False
 
     def handlers(self) -> Mapping[str, Handler]:
         return {
@@ -284,14 +296,17 @@ class StationLink201(OcppJLink):
             "TransactionEvent": self.on_transaction_event,
             "MeterValues": self.on_meter_values,
             "DataTransfer": self.on_data_transfer,
+            "NotifyEvent": self.on_notify_event,
+            "NotifyChargingLimit": self.on_notify_charging_limit,
+            "ClearedChargingLimit": self.on_cleared_charging_limit,
             # reports and notices that need no action: acknowledged, so the station moves on
             **{action: self.on_notice for action in (
-                "NotifyEvent", "SecurityEventNotification",
-                "FirmwareStatusNotification", "LogStatusNotification", "NotifyChargingLimit",
-                "NotifyMonitoringReport")},
-            # parts of reports we asked for
+                "SecurityEventNotification", "FirmwareStatusNotification",
+                "LogStatusNotification")},
+            # parts of reports we asked for (acknowledged too when we did not)
             "NotifyReport": self._on_report_part("NotifyReport"),
             "ReportChargingProfiles": self._on_report_part("ReportChargingProfiles"),
+            "NotifyMonitoringReport": self._on_report_part("NotifyMonitoringReport"),
         }
 
     # calls to the station ----------------------------------------------------------------
@@ -329,22 +344,30 @@ class StationLink201(OcppJLink):
                           no_data: str = "EmptyResultSet") -> _Asked | None:
         """Ask for a report; what to wait on for its parts, or None when there is none
         (``no_data``). Raises CallFailed for any other answer."""
+        asked, reply = await self._ask_for_report(
+            action, report_action, lambda request_id: {"requestId": request_id, **payload})
+        status = reply_status(reply)
+        if status == ACCEPTED:
+            return asked
+        self._reports.pop(asked[0], None)
+        if status == no_data:
+            return None
+        raise CallFailed(f"{action}: {status}")
+
+    async def _ask_for_report(self, action: str, report_action: str,
+                              request: Callable[[int], Payload]) -> tuple[_Asked, Payload]:
+        """Make a call whose report (``report_action`` parts under its requestId) follows;
+        the report to wait on and the call's answer, for the caller to read (it drops the
+        report unless the answer says one comes). Raises CallFailed."""
         self._report_seq += 1
         key = (report_action, self._report_seq)
         self._reports[key] = report = _Report()
         try:
-            reply = await self._request(action, {"requestId": self._report_seq, **payload},
-                                        lenient=True)
+            reply = await self._request(action, request(self._report_seq), lenient=True)
         except CallFailed:
             del self._reports[key]
             raise
-        status = reply_status(reply)
-        if status == ACCEPTED:
-            return key, report
-        del self._reports[key]
-        if status == no_data:
-            return None
-        raise CallFailed(f"{action}: {status}")
+        return (key, report), reply
 
     async def _collected(self, asked: _Asked | None) -> list[Payload]:
         """The parts of a report, once its last arrived (or what came within a call's time)."""
@@ -438,6 +461,53 @@ class StationLink201(OcppJLink):
         reply = await self._request("ClearChargingProfile", {"chargingProfileId": profile_id},
                                     lenient=True)
         return reply_status(reply)
+
+    # voltage monitors (2.0.1 functional block N, kept in 2.1) ---------------------------
+    async def set_voltage_monitors(self, monitors: Sequence[vm.MonitorSpec]
+                                   ) -> vm.MonitorOutcome:
+        if not monitors:
+            return vm.MonitorOutcome((), ())
+        try:
+            reply = await self._request("SetVariableMonitoring",
+                                        vm.set_monitoring_request(monitors), lenient=True)
+        except CallFailed as error:
+            if error.unsupported:  # a station without variable monitoring
+                return vm.MonitorOutcome.all_refused(monitors, vm.NOT_SUPPORTED)
+            raise
+        outcome = vm.read_set_monitoring_reply(monitors, reply)
+        self._monitors.update((m.monitor_id, m.spec) for m in outcome.installed)
+        return outcome
+
+    async def clear_voltage_monitors(self, monitor_ids: Sequence[int]) -> set[int]:
+        if not monitor_ids:
+            return set()
+        try:
+            reply = await self._request("ClearVariableMonitoring",
+                                        vm.clear_monitoring_request(monitor_ids), lenient=True)
+        except CallFailed as error:
+            if error.unsupported:  # no monitoring: it holds none
+                return set(monitor_ids)
+            raise
+        gone = vm.read_clear_reply(monitor_ids, reply)
+        for monitor_id in gone:
+            self._monitors.pop(monitor_id, None)
+        return gone
+
+    async def read_voltage_monitors(self, wanted: Sequence[vm.MonitorSpec]
+                                    ) -> list[vm.InstalledMonitor]:
+        if not wanted:
+            return []
+        try:
+            asked = await self._ask_report("GetMonitoringReport", "NotifyMonitoringReport",
+                                           vm.monitoring_report_query(wanted))
+        except CallFailed as error:
+            if error.unsupported:
+                return []
+            raise
+        found = [monitor for part in await self._collected(asked)
+                 for monitor in vm.adopt(wanted, part)]
+        self._monitors.update((m.monitor_id, m.spec) for m in found)
+        return found
 
     # handlers: wire dicts in, wire dicts out -------------------------------------------------
     def on_boot(self, payload: Payload) -> Payload:
@@ -546,6 +616,51 @@ class StationLink201(OcppJLink):
     def on_notice(self, payload: Payload) -> Payload:
         return {}
 
+    def on_notify_event(self, payload: Payload) -> Payload:
+        """The voltages in the events (a monitor's crossing, ours or another party's) go on
+        at once; events on other variables are not ours to read."""
+        found, unreadable = vm.observations(self.id, payload, datetime.now(UTC), self._monitors)
+        if unreadable and not self._unreadable_voltage_logged:
+            self._unreadable_voltage_logged = True
+            log.info("%s: %d voltage event(s) without a readable voltage (%.200r); passed "
+                     "over (logged once per connection)", self.id, unreadable,
+                     payload.get("eventData"))
+        for observation in found:
+            self._listener.voltage_observed(self.id, observation)
+        return {}
+
+    def on_notify_charging_limit(self, payload: Payload) -> Payload:
+        self._listener.external_limit(self.id,
+                                      read_notify_charging_limit(payload, datetime.now(UTC)))
+        return {}
+
+    def on_cleared_charging_limit(self, payload: Payload) -> Payload:
+        self._listener.external_limit(self.id,
+                                      read_cleared_charging_limit(payload, datetime.now(UTC)))
+        return {}
+
     def on_data_transfer(self, payload: Payload) -> Payload:
         # No vendor extensions: drbridge stays with what every compliant station speaks.
         return {"status": "UnknownVendorId"}
+
+
+# OCPP 2.0.1 has no DER control (OCPP 2.1 brought it): answered here, without a call.
+NO_DER_CONTROL = DerReply("not-supported", "OCPP 2.0.1 has no DER control")
+
+
+class StationLink201(StationLink2):
+    """The central system's end of one OCPP 2.0.1 station's websocket."""
+
+    DIALECT = OCPP201
+
+    async def read_der_support(self) -> bool:
+        return False
+
+    async def set_der_control(self, curve: DerCurve) -> DerReply:
+        return NO_DER_CONTROL
+
+    async def read_der_control(self) -> DerControlReport:
+        return DerControlReport(NO_DER_CONTROL)
+
+    async def clear_der_control(self) -> DerReply:
+        return NO_DER_CONTROL

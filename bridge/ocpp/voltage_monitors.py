@@ -42,6 +42,10 @@ _VOLTAGE_NAMES = frozenset({"acvoltage", "voltage"})
 # would be a claim the voltage does not warrant, and a milder one may go unreported.
 DEFAULT_SEVERITY = 5
 MonitorKind = Literal["LowerThreshold", "UpperThreshold"]
+# What a monitor is refused with where the station (or its OCPP version) has no monitoring:
+# the CALLERROR codes of a SetVariableMonitoring it cannot take at all.
+NOT_SUPPORTED = "NotSupported"
+UNSUPPORTED = frozenset({NOT_SUPPORTED, "NotImplemented"})
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,17 @@ class InstalledMonitor:
 class MonitorOutcome:
     installed: tuple[InstalledMonitor, ...]
     refused: tuple[tuple[MonitorSpec, str], ...]  # (monitor, the station's status)
+
+    @classmethod
+    def all_refused(cls, specs: Sequence[MonitorSpec], status: str) -> MonitorOutcome:
+        """Every one refused with one status: a station (or a version) without monitoring."""
+        return cls((), tuple((spec, status) for spec in specs))
+
+    @property
+    def unsupported(self) -> bool:
+        """Nothing taken, and the station has no monitoring at all."""
+        return not self.installed and bool(self.refused) and all(
+            status in UNSUPPORTED for _, status in self.refused)
 
     @property
     def variable_unknown(self) -> bool:
@@ -299,6 +314,20 @@ def observations(station_id: str, payload: Mapping[str, Any], received_at: datet
         found.append(VoltageObservation(station_id, at, "monitor", volts, line, evse_id,
                                         cleared, detail))
     return found, unreadable
+
+
+def monitoring_report_query(specs: Sequence[MonitorSpec]) -> Payload:
+    """GetMonitoringReportRequest's criteria (without its requestId): the threshold monitors
+    on the variables of these monitors, to find ours among them (:func:`adopt`)."""
+    variables: dict[tuple[object, ...], VoltageVariable] = {}
+    for spec in specs:
+        variables.setdefault(spec.variable.key(), spec.variable)
+    query: Payload = {"monitoringCriteria": ["ThresholdMonitoring"]}
+    if variables:
+        query["componentVariable"] = [
+            {"component": v.component_payload(), "variable": v.variable_payload()}
+            for v in variables.values()]
+    return query
 
 
 def adopt(desired: Sequence[MonitorSpec], report: Mapping[str, Any]) -> list[InstalledMonitor]:

@@ -1,7 +1,7 @@
 """What every OCPP version shares on the wire: payloads, the JSON schemas, times.
 
 - :func:`validator`: the compiled ``fastjsonschema`` validator of one of the JSON schemas
-  the ``ocpp`` package ships, per version folder (``v16``, ``v201``), compiled once;
+  the ``ocpp`` package ships, per version folder (``v16``, ``v201``, ``v21``), compiled once;
   integers bounded to 64 bits (:func:`~bridge.ocpp.leniency.bounded_schema`).
 - :func:`format_time`, :func:`now_iso`: times as the wire writes them (RFC 3339, ``Z``);
   :func:`parse_time`: a station's time, read leniently: one without offset is UTC, as
@@ -24,8 +24,8 @@ from bridge.ocpp.leniency import bounded_schema
 Payload = dict[str, Any]  # a request's or an answer's payload, as JSON decodes it
 
 # The ``ocpp`` package's folders of JSON schemas (ocpp/<folder>/schemas/<name>.json), one
-# per OCPP version drbridge speaks; it also ships ``v21``.
-SchemaSet = Literal["v16", "v201"]
+# per OCPP version drbridge speaks.
+SchemaSet = Literal["v16", "v201", "v21"]
 
 # The heartbeat interval a BootNotification is answered with (seconds), in every version.
 HEARTBEAT_INTERVAL_S = 300

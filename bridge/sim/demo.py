@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bridge.app import Bridge, Snapshot
+from bridge.app import Bridge
 from bridge.config import load_config_text
 from bridge.sim.station import SimulatedStation, StationSpec
 from bridge.sim.vtn import DemoVtn, free_port
+from bridge.web.port import Snapshot
 
 CAPACITY_KW = 66.0
 EVENT_LEVEL = 2  # SIMPLE "high": the default policy keeps 25 % of capacity
@@ -113,7 +114,7 @@ async def run_demo(stations: int = 12, workdir: Path = Path("var/demo"),
         ven_id = None
         while ven_id is None or clock() < 6:
             ven_id = vtn.ven_id("demo-site")
-            snap = bridge.snapshot()
+            snap = bridge.view.snapshot()
             print(_row(clock(), "-", snap, ids))
             if clock() > 4:
                 phases["before"].loads.append(snap.load_w)
@@ -126,7 +127,7 @@ async def run_demo(stations: int = 12, workdir: Path = Path("var/demo"),
         end = start + DURATION
         while datetime.now(UTC) < end + AFTER:
             now = datetime.now(UTC)
-            snap = bridge.snapshot()
+            snap = bridge.view.snapshot()
             in_event = start <= now < end
             label = "EVENT" if in_event else ("pending" if now < start else "restored")
             # Meter values arrive once a second: judge the cap from one second into the event.

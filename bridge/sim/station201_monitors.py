@@ -331,11 +331,13 @@ class MonitoringStation201(SimulatedStation201):
         entries = []
         for monitor in self.monitors.values():
             component, variable = monitor.payload()
+            reported = {"id": monitor.monitor_id, "transaction": monitor.transaction,
+                        "value": monitor.value, "type": monitor.kind,
+                        "severity": monitor.severity}
+            if self._ocpp_version != "2.0.1":  # 2.1 says who set a monitor: here, a CSMS
+                reported["event_notification_type"] = "CustomMonitor"
             entries.append({"component": component, "variable": variable,
-                            "variable_monitoring": [{
-                                "id": monitor.monitor_id, "transaction": monitor.transaction,
-                                "value": monitor.value, "type": monitor.kind,
-                                "severity": monitor.severity}]})
+                            "variable_monitoring": [reported]})
         self._later(self._call.NotifyMonitoringReport(
             request_id=request_id, seq_no=0, generated_at=_iso(datetime.now(UTC)),
             monitor=entries))

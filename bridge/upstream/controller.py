@@ -46,6 +46,7 @@ from bridge.upstream.composition import (
     V16,
     Needs,
     Reserved,
+    UpstreamProfile,
     UpstreamProfiles,
     lower_envelope,
 )
@@ -96,7 +97,7 @@ class ForwardStats:
 class LocalController:
     """Local-controller mode for the whole site (one per running bridge)."""
 
-    def __init__(self, config: Config, db: sqlite_utils.Database, listener: StationListener,
+    def __init__(self, config: Config, db: sqlite_utils.Database,
                  clock: Callable[[], datetime],
                  caps_of: Callable[[str], Capabilities | None],
                  paused: Callable[[str], bool],
@@ -112,7 +113,9 @@ class LocalController:
         self.policy = OfflinePolicy(section.offline_authorization)
         self.needs = Needs(meter_interval_s=config.model.ocpp.meter_interval_s)
         self.station_call_timeout_s = call_timeout_s
-        self.listener = listener
+        # what the forwarding links hand what they read to (the station events); set once
+        # they exist, before any station connects
+        self.listener: StationListener | None = None
         self.now = clock
         self._caps_of = caps_of
         self._paused = paused
@@ -150,6 +153,7 @@ class LocalController:
                         "ocpp1.6 and ocpp2.0.1); served by drbridge alone", station_id,
                         subprotocol)
             return None
+        assert self.listener is not None, "the runtime gives the controller its listener"
         request = getattr(connection, "request", None)
         authorization = request.headers.get("Authorization") if request is not None else None
         return link_class(station_id, connection, self.listener, self.station_call_timeout_s,
@@ -257,7 +261,7 @@ class LocalController:
                              profile.profile_id)
 
     def _station_tx(self, station_id: str, version: str, bridge_tx: int | None) -> Any:
-        if bridge_tx is None:
+        if bridge_tx is None or self.listener is None:
             return None
         named = self.listener.station_transaction(station_id, bridge_tx)
         if named is not None and version == V16:
@@ -330,26 +334,13 @@ class LocalController:
     def link_states(self) -> Counter[str]:
         return Counter(forwarding.upstream_state for forwarding in self.links.values())
 
-    def station_view(self, station_id: str, info: StationInfo, sessions: Mapping[int, int],
-                     now: datetime) -> dict[str, Any]:
-        """What the dashboard and ``/api/stations`` show of a station's upstream."""
+    def link_state(self, station_id: str) -> str:
+        """connecting, up, replaying, down; closed while the station is not connected."""
         forwarding = self.links.get(station_id)
-        limit = self.operator_limit(station_id, info, sessions, now)
-        profiles = self._profiles.get(station_id)
-        return {
-            "link": forwarding.upstream_state if forwarding is not None else "closed",
-            "queue": self.backlog(station_id),
-            "limit_w": None if limit is None else round(limit.limit_w, 1),
-            "limit_reason": None if limit is None else limit.reason,
-            "profiles": [{"id": p.upstream_id, "purpose": p.purpose, "connector": p.connector,
-                          "stack_level": p.upstream_level, "installed_as": p.station_id,
-                          "installed_level": p.station_level}
-                         for p in (profiles.profiles.values() if profiles else ())],
-        }
+        return forwarding.upstream_state if forwarding is not None else "closed"
 
-    def site_view(self) -> dict[str, Any]:
-        states = self.link_states()
-        return {"url": self.url, "links": dict(sorted(states.items())),
-                "queue": self.queue_length(),
-                "offline_authorization": self.policy.value}
+    def operator_profiles(self, station_id: str) -> list[UpstreamProfile]:
+        """The operator's profiles the station holds (as far as drbridge saw them go)."""
+        profiles = self._profiles.get(station_id)
+        return list(profiles.profiles.values()) if profiles is not None else []
 

@@ -8,11 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from bridge.upstream.controller import ADDED_BUCKETS_S
 from bridge.web import views
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.web.port import SiteReader
 
 EVENT_STATES = ("upcoming", "active", "completed", "cancelled")
 
@@ -56,23 +55,25 @@ def _one(name: str, kind: Literal["gauge", "counter"], help_text: str, value: fl
     return Metric(name, kind, help_text, (({}, value),))
 
 
-def collect(bridge: Bridge) -> list[Metric]:
-    snapshot = bridge.snapshot()
+def collect(reader: SiteReader) -> list[Metric]:
+    snapshot = reader.snapshot()
     now = snapshot.at
-    capacity = bridge.config.site.capacity_w
-    stations = bridge.dispatcher.stations.values()
-    profiles = bridge.store.profile_counts()
+    capacity = reader.config.site.capacity_w
+    counts = reader.counts()
+    profiles = reader.profile_counts()
     sent = sum(profiles.values())
     states = {state: 0 for state in EVENT_STATES}
     current: list[tuple[Mapping[str, str], float]] = []
-    for stored in bridge.events.values():
+    for stored in reader.events():
         state = views.event_state(stored.event, now)
         states[state] += 1
         if state in ("active", "upcoming"):
             current.append(({"event_id": stored.event.event_id, "state": state,
                              "opt": stored.opt}, 1.0))
-    last_contact = bridge.ven.last_contact
-    voltage = views.voltage_view(bridge, now)
+    vtn = reader.vtn()
+    last_contact = vtn.last_contact
+    counters = reader.counters()
+    voltage = views.voltage_view(reader, now)
     dr_active = snapshot.site_limit_w < capacity and bool(snapshot.active_events)
     return [
         _one("drbridge_site_load_watts", "gauge", "Measured EV charging load of the site.",
@@ -83,11 +84,11 @@ def collect(bridge: Bridge) -> list[Metric]:
         _one("drbridge_dr_limit_active", "gauge",
              "1 while a DR event holds the site below its capacity.", float(dr_active)),
         _one("drbridge_stations_connected", "gauge", "Stations with an open OCPP connection.",
-             float(sum(1 for s in stations if s.link is not None))),
+             float(counts.connected)),
         _one("drbridge_stations_known", "gauge", "Stations the bridge has seen.",
-             float(len(bridge.dispatcher.stations))),
+             float(counts.known)),
         _one("drbridge_sessions_active", "gauge", "Open charging transactions.",
-             float(len(bridge.sessions))),
+             float(counts.sessions)),
         _one("drbridge_profiles_sent_total", "counter", "Charging profiles sent to stations.",
              float(sent)),
         _one("drbridge_profiles_rejected_total", "counter",
@@ -102,7 +103,7 @@ def collect(bridge: Bridge) -> list[Metric]:
                "1 for each active or upcoming DR event, with its state and opt.",
                tuple(current)),
         _one("drbridge_vtn_registered", "gauge", "1 once registered with the VTN.",
-             float(bridge.ven.registration is not None)),
+             float(vtn.registered)),
         _one("drbridge_vtn_last_contact_timestamp_seconds", "gauge",
              "Unix time of the VTN's last answer (0: never).",
              last_contact.timestamp() if last_contact else 0.0),
@@ -110,24 +111,24 @@ def collect(bridge: Bridge) -> list[Metric]:
                "OCPP requests received from stations, by 1.6 action (a 2.0.1 "
                "TransactionEvent counts as the start, stop or meter values it carries).",
                tuple(({"action": action}, float(n))
-                     for action, n in sorted(bridge.messages_in.items()))),
+                     for action, n in sorted(counters.messages_in.items()))),
         Metric("drbridge_ocpp_calls_sent_total", "counter",
                "OCPP calls sent to stations, by action (profiles, configuration, checks).",
                tuple(({"action": action}, float(n))
-                     for action, n in sorted(bridge.calls_out.items()))),
+                     for action, n in sorted(counters.calls_out.items()))),
         Metric("drbridge_ocpp_lenient_total", "counter",
                "Station requests off the OCPP schema read after a repair with one meaning,"
                " by action and kind of repair (a request counts once per kind).",
                tuple(({"action": action, "kind": kind}, float(n))
-                     for (action, kind), n in sorted(bridge.near_misses.repaired.items()))),
+                     for (action, kind), n in sorted(counters.lenient.items()))),
         Metric("drbridge_meter_samples_ignored_total", "counter",
                "Meter samples left out of the site load, energy and voltages, by measurand"
                " and why (unreadable, not_finite, negative, out_of_range).",
                tuple(({"measurand": measurand, "reason": why}, float(n))
                      for (measurand, why), n in
-                     sorted(bridge.near_misses.ignored_samples.items()))),
+                     sorted(counters.samples_ignored.items()))),
         _one("drbridge_start_time_seconds", "gauge", "Unix time the bridge started.",
-             bridge.started_at.timestamp()),
+             counters.started_at.timestamp()),
         _one("drbridge_over_voltage_floor_ratio", "gauge",
              "Share of site capacity that price signals may not hold back while the "
              "feeder is over-voltage (0: no floor).",
@@ -141,39 +142,34 @@ def collect(bridge: Bridge) -> list[Metric]:
     ]
 
 
-def upstream_metrics(bridge: Bridge) -> list[Metric]:
+def upstream_metrics(reader: SiteReader) -> list[Metric]:
     """Local-controller mode: the links to the operator's CSMS, the replay queue, and the
     time a forwarded message spends in drbridge (a histogram)."""
-    upstream = bridge.upstream
+    upstream = reader.upstream()
     if upstream is None:
         return []
-    stats = upstream.stats
-    states = upstream.link_states()
-    parts: list[tuple[str, Mapping[str, str], float]] = []
-    total = 0
-    for bound, count in zip(ADDED_BUCKETS_S, stats.added_buckets, strict=True):
-        total += count
-        parts.append(("_bucket", {"le": repr(bound)}, float(total)))
-    parts += [("_bucket", {"le": "+Inf"}, float(stats.added_count)),
-              ("_sum", {}, stats.added_sum_s), ("_count", {}, float(stats.added_count))]
+    parts: list[tuple[str, Mapping[str, str], float]] = [
+        ("_bucket", {"le": repr(bound)}, float(count)) for bound, count in upstream.added_buckets]
+    parts += [("_bucket", {"le": "+Inf"}, float(upstream.added_count)),
+              ("_sum", {}, upstream.added_sum_s), ("_count", {}, float(upstream.added_count))]
     return [
         Metric("drbridge_upstream_links", "gauge",
                "Stations' links to the operator's CSMS, by state.",
-               tuple(({"state": state}, float(states.get(state, 0)))
+               tuple(({"state": state}, float(upstream.links.get(state, 0)))
                      for state in ("connecting", "up", "replaying", "down"))),
         _one("drbridge_upstream_queue_length", "gauge",
              "Station messages kept for the operator's CSMS, not yet delivered.",
-             float(upstream.queue_length())),
+             float(upstream.queue)),
         Metric("drbridge_upstream_messages_total", "counter",
                "Messages between stations and the operator's CSMS, by direction and how "
                "they went (forwarded, answered_locally, queued, replayed).",
                tuple(({"direction": direction, "how": how}, float(n))
-                     for (direction, how), n in sorted(stats.messages.items()))),
+                     for (direction, how), n in sorted(upstream.messages.items()))),
         Metric("drbridge_upstream_forward_added_seconds", "histogram",
                "Time a station's message forwarded to the operator spent in drbridge, on its "
                "way up and its answer's way back.", parts=tuple(parts)),
     ]
 
 
-def render_metrics(bridge: Bridge) -> str:
-    return format_metrics(collect(bridge) + upstream_metrics(bridge))
+def render_metrics(reader: SiteReader) -> str:
+    return format_metrics(collect(reader) + upstream_metrics(reader))

@@ -7,11 +7,10 @@ import json
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from bridge.app import EventOver, UnknownEvent
 from bridge.holds import HOLD_MODES
 from bridge.web import views
 from bridge.web.auth import (
@@ -23,10 +22,8 @@ from bridge.web.auth import (
 )
 from bridge.web.metrics import render_metrics
 from bridge.web.openapi import openapi_document
+from bridge.web.port import EventOver, OperatorControls, SiteReader, UnknownEvent
 from bridge.web.transport import TrustedProxies, tls_context
-
-if TYPE_CHECKING:
-    from bridge.app import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +68,12 @@ def _reason(body: dict[str, Any]) -> str:
 
 
 class WebServer:
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
-        self.settings = bridge.config.model.web
+    """Serves what ``reader`` shows; the operator's actions go to ``operator``."""
+
+    def __init__(self, reader: SiteReader, operator: OperatorControls) -> None:
+        self.reader = reader
+        self.operator = operator
+        self.settings = reader.config.model.web
         self.sessions = Sessions(ttl=timedelta(seconds=self.settings.session_ttl_s))
         self.throttle = LoginThrottle()
         self.proxies = TrustedProxies.parse(self.settings.trusted_proxies)
@@ -82,7 +82,7 @@ class WebServer:
         self.ssl_context = None
         if self.settings.tls_certificate and self.settings.tls_private_key:
             # load_config has checked that they load
-            resolve = bridge.config.resolve
+            resolve = reader.config.resolve
             self.ssl_context = tls_context(resolve(self.settings.tls_certificate),
                                            resolve(self.settings.tls_private_key))
         self._runner: web.AppRunner | None = None
@@ -146,15 +146,15 @@ class WebServer:
 
     async def site(self, request: web.Request) -> web.Response:
         self._require_reader(request)
-        return _json(views.site_view(self.bridge))
+        return _json(views.site_view(self.reader))
 
     async def events(self, request: web.Request) -> web.Response:
         self._require_reader(request)
-        return _json(views.events_view(self.bridge))
+        return _json(views.events_view(self.reader))
 
     async def stations(self, request: web.Request) -> web.Response:
         self._require_reader(request)
-        return _json(views.stations_view(self.bridge))
+        return _json(views.stations_view(self.reader))
 
     async def load(self, request: web.Request) -> web.Response:
         self._require_reader(request)
@@ -164,7 +164,7 @@ class WebServer:
             return _error(400, "hours must be a number")
         if not 0 < hours <= MAX_HOURS:
             return _error(400, f"hours must be above 0 and at most {MAX_HOURS:g}")
-        return _json(views.load_series(self.bridge, hours))
+        return _json(views.load_series(self.reader, hours))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(openapi_document())
@@ -172,7 +172,7 @@ class WebServer:
     async def metrics(self, request: web.Request) -> web.Response:
         if self.settings.login_required and not self._logged_in(request):
             await self._check_scraper(request)
-        return web.Response(body=render_metrics(self.bridge).encode("utf-8"),
+        return web.Response(body=render_metrics(self.reader).encode("utf-8"),
                             headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _check_scraper(self, request: web.Request) -> None:
@@ -183,7 +183,7 @@ class WebServer:
             raise web.HTTPUnauthorized(
                 text='{"error": "log in first, or send the metrics token"}',
                 content_type="application/json", headers=challenge)
-        client, now = self._client(request), self.bridge.now()
+        client, now = self._client(request), self.reader.now()
         if not self.throttle.allowed(client, now):
             raise web.HTTPTooManyRequests(text='{"error": "too many failed attempts"}',
                                           content_type="application/json")
@@ -206,7 +206,7 @@ class WebServer:
 
     # login ------------------------------------------------------------------------------------
     def _logged_in(self, request: web.Request) -> bool:
-        return self.sessions.valid(request.cookies.get(COOKIE), self.bridge.now())
+        return self.sessions.valid(request.cookies.get(COOKIE), self.reader.now())
 
     def _require_reader(self, request: web.Request) -> None:
         if self.settings.login_required:
@@ -225,7 +225,7 @@ class WebServer:
             return _error(403, "no operator password is configured (web.password_hash)")
         if not isinstance(password, str):
             return _error(400, "password must be a string")
-        client, now = self._client(request), self.bridge.now()
+        client, now = self._client(request), self.reader.now()
         if not self.throttle.allowed(client, now):
             return _error(429, "too many failed logins; wait a few minutes")
         # scrypt takes a tenth of a second by design: off the event loop
@@ -263,7 +263,7 @@ class WebServer:
         reason = _reason(body)
         log.info("dashboard: operator opts out of %s (%s)", event_id, reason)
         try:
-            await self.bridge.opt_out_event(event_id, reason)
+            await self.operator.opt_out_event(event_id, reason)
         except UnknownEvent:
             return _error(404, f"no event {event_id}")
         except EventOver as error:
@@ -274,17 +274,16 @@ class WebServer:
         """Undo the operator's opt-out: the event goes back to the policy's decision."""
         self._require_login(request)
         event_id = request.match_info["event_id"]
-        opt = views.standing_opt_outs(self.bridge).get(event_id)
+        opt = self.reader.standing_opt_outs().get(event_id)
         if opt is None:
             return _error(404, f"no operator opt-out of {event_id}")
         log.info("dashboard: operator withdraws the opt-out of %s", event_id)
-        await self.bridge.cancel_opt(opt.opt_id)
+        await self.operator.cancel_opt(opt.opt_id)
         return _json({"event_id": event_id, "withdrawn": opt.opt_id})
 
     def _station(self, request: web.Request) -> str:
         station_id = request.match_info["station_id"]
-        if station_id not in self.bridge.dispatcher.stations and \
-                station_id not in self.bridge.holds:
+        if not self.reader.has_station(station_id):
             raise web.HTTPNotFound(text=json.dumps({"error": f"no station {station_id}"}),
                                    content_type="application/json")
         return station_id
@@ -297,11 +296,11 @@ class WebServer:
         if mode not in HOLD_MODES:
             return _error(400, f"mode must be one of {', '.join(HOLD_MODES)}")
         reason = _reason(body)
-        self.bridge.set_hold(station_id, mode, reason)
+        self.operator.set_hold(station_id, mode, reason)
         return _json({"station_id": station_id, "mode": mode, "reason": reason})
 
     async def clear_hold(self, request: web.Request) -> web.Response:
         self._require_login(request)
         station_id = self._station(request)
-        self.bridge.clear_hold(station_id)
+        self.operator.clear_hold(station_id)
         return _json({"station_id": station_id, "mode": None})

@@ -1,4 +1,5 @@
-"""What the API answers, assembled from the running bridge (read-only)."""
+"""What the API answers, assembled from the running bridge's read view (see
+:mod:`bridge.web.port`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from bridge.performance import BaselineSettings, evaluate, history_windows
 from policies.fleet import Step, value_at
 from policies.signals import event_ask
+from policies.voltwatt import VoltageReading
 from ven.events import DrEvent, EventStatus
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
     from bridge.config import Config
-    from bridge.dispatch import StationState
+    from bridge.web.port import OptOut, SiteReader, StationUpstream, Steering, Upstream
 
 # The VTN is considered reachable while it answered within this time (polls are more often).
 VTN_SILENT_AFTER = timedelta(minutes=2)
@@ -41,9 +42,9 @@ def baseline_settings(config: Config) -> BaselineSettings:
 
 
 # site -----------------------------------------------------------------------------------------
-def vtn_view(bridge: Bridge, now: datetime) -> dict[str, Any]:
-    last = bridge.ven.last_contact
-    registration = bridge.ven.registration
+def vtn_view(reader: SiteReader, now: datetime) -> dict[str, Any]:
+    vtn = reader.vtn()
+    last = vtn.last_contact
     if last is None:
         state = "never contacted"
     elif now - last <= VTN_SILENT_AFTER:
@@ -51,21 +52,21 @@ def vtn_view(bridge: Bridge, now: datetime) -> dict[str, Any]:
     else:
         state = "unreachable"
     return {
-        "url": bridge.config.model.ven.vtn_url,
+        "url": vtn.url,
         "state": state,
-        "registered": registration is not None,
-        "ven_id": registration.ven_id if registration else None,
+        "registered": vtn.registered,
+        "ven_id": vtn.ven_id,
         "last_contact": _iso(last),
         "seconds_since_contact": round((now - last).total_seconds(), 1) if last else None,
     }
 
 
-def site_view(bridge: Bridge) -> dict[str, Any]:
-    snapshot = bridge.snapshot()
+def site_view(reader: SiteReader) -> dict[str, Any]:
+    snapshot = reader.snapshot()
     now = snapshot.at
-    capacity = bridge.config.site.capacity_w
+    capacity = reader.config.site.capacity_w
     dr_limited = snapshot.site_limit_w < capacity and bool(snapshot.active_events)
-    connected = [s for s in bridge.dispatcher.stations.values() if s.link is not None]
+    counts = reader.counts()
     return {
         "at": now.isoformat(),
         "load_w": _watts(snapshot.load_w),
@@ -79,21 +80,46 @@ def site_view(bridge: Bridge) -> dict[str, Any]:
                      f"{snapshot.site_limit_w / 1000:.1f} kW ({snapshot.site_limit_reason})"
                      if dr_limited else None),
         },
-        "vtn": vtn_view(bridge, now),
-        "stations_connected": len(connected),
-        "stations_known": len(bridge.dispatcher.stations),
-        "sessions": len(bridge.sessions),
-        "upstream": bridge.upstream.site_view() if bridge.upstream is not None else None,
-        "voltage": voltage_view(bridge, now),
+        "vtn": vtn_view(reader, now),
+        "stations_connected": counts.connected,
+        "stations_known": counts.known,
+        "sessions": counts.sessions,
+        "upstream": upstream_view(reader.upstream()),
+        "voltage": voltage_view(reader, now),
     }
 
 
-def voltage_view(bridge: Bridge, now: datetime) -> dict[str, Any]:
+def upstream_view(upstream: Upstream | None) -> dict[str, Any] | None:
+    """Local-controller mode: the operator's CSMS behind drbridge (None: there is none)."""
+    if upstream is None:
+        return None
+    return {"url": upstream.url, "links": dict(sorted(upstream.links.items())),
+            "queue": upstream.queue, "offline_authorization": upstream.offline_authorization}
+
+
+def station_upstream_view(upstream: StationUpstream | None) -> dict[str, Any] | None:
+    """Local-controller mode: the station's link, its messages waiting for the operator, and
+    the operator's own limit and profiles."""
+    if upstream is None:
+        return None
+    limit = upstream.limit
+    return {
+        "link": upstream.link, "queue": upstream.queue,
+        "limit_w": _watts(limit.limit_w) if limit is not None else None,
+        "limit_reason": limit.reason if limit is not None else None,
+        "profiles": [{"id": p.profile_id, "purpose": p.purpose, "connector": p.connector_id,
+                      "stack_level": p.stack_level, "installed_as": p.installed_as,
+                      "installed_level": p.installed_level} for p in upstream.profiles],
+    }
+
+
+def voltage_view(reader: SiteReader, now: datetime) -> dict[str, Any]:
     """Per phase over the connected stations' fresh readings: lowest and mean voltage."""
-    site = bridge.grid.site(now, bridge.dispatcher.stations)
-    state = bridge.plan.state if bridge.plan is not None else None
-    floor = state.absorb if state is not None else None
-    return {"nominal_v": bridge.config.site.voltage_v, "phases": site.to_json(),
+    voltages = reader.voltages(now)
+    floor = voltages.floor
+    return {"nominal_v": voltages.nominal_v,
+            "phases": {name: {"min_v": round(low, 1), "mean_v": round(mean, 1)}
+                       for name, low, mean in voltages.phases},
             "over_voltage_floor": None if floor is None or floor.share <= 0 else {
                 "share": round(floor.share, 3), "since": floor.since.isoformat(),
                 "reason": floor.reason}}
@@ -114,12 +140,12 @@ def thin(rows: list[tuple[datetime, float, float]], most: int
     return result
 
 
-def load_series(bridge: Bridge, hours: float) -> dict[str, Any]:
-    now = bridge.now()
-    rows = thin(bridge.store.site_load(now - timedelta(hours=hours)), MAX_CHART_POINTS)
+def load_series(reader: SiteReader, hours: float) -> dict[str, Any]:
+    now = reader.now()
+    rows = thin(reader.site_load(now - timedelta(hours=hours)), MAX_CHART_POINTS)
     return {
         "since": (now - timedelta(hours=hours)).isoformat(),
-        "capacity_w": bridge.config.site.capacity_w,
+        "capacity_w": reader.config.site.capacity_w,
         "points": [{"at": at.isoformat(), "load_w": _watts(load), "limit_w": _watts(limit)}
                    for at, load, limit in rows],
     }
@@ -149,10 +175,10 @@ def event_end(event: DrEvent) -> datetime:
     return max((i.end for s in event.signals for i in s.intervals), default=event.start)
 
 
-def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
-               now: datetime) -> dict[str, Any]:
+def event_view(reader: SiteReader, event: DrEvent, opt: str, opt_reason: str,
+               now: datetime, baselines_w: Mapping[str, float]) -> dict[str, Any]:
     state = event_state(event, now)
-    cap = event_cap_w(bridge.config, event, bridge._baselines)
+    cap = event_cap_w(reader.config, event, baselines_w)
     result: dict[str, Any] = {
         "event_id": event.event_id,
         "modification_number": event.modification_number,
@@ -176,11 +202,11 @@ def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
     if state in ("active", "completed") and event.start <= now:
         end = min(event_end(event), now)
         if end > event.start:
-            settings = baseline_settings(bridge.config)
+            settings = baseline_settings(reader.config)
             rows = []
             for a, b in history_windows(event.start, end, settings):
-                rows.extend(bridge.store.site_load_between(a, b))
-            rows.extend(bridge.store.site_load_between(event.start, end))
+                rows.extend(reader.site_load_between(a, b))
+            rows.extend(reader.site_load_between(event.start, end))
             perf = evaluate(event.event_id, event.start, end, rows, end - event.start,
                             settings, cap_w=cap)
             result.update(baseline_w=_watts(perf.baseline_w), measured_w=_watts(perf.measured_w),
@@ -188,27 +214,22 @@ def event_view(bridge: Bridge, event: DrEvent, opt: str, opt_reason: str,
     return result
 
 
-def standing_opt_outs(bridge: Bridge) -> dict[str, Any]:
-    """event id -> the operator's opt-out of it that is not withdrawn."""
-    return {o.event_id: o for o in bridge.operator_opts()
-            if o.event_id is not None and o.cancelled_at is None}
-
-
-def events_view(bridge: Bridge) -> dict[str, Any]:
-    now = bridge.now()
-    operator = standing_opt_outs(bridge)
-    ordered = sorted(bridge.events.values(), key=lambda e: e.event.start)
+def events_view(reader: SiteReader) -> dict[str, Any]:
+    now = reader.now()
+    operator: Mapping[str, OptOut] = reader.standing_opt_outs()
+    baselines = reader.baselines_w()
+    ordered = sorted(reader.events(), key=lambda e: e.event.start)
     current = [e for e in ordered if event_state(e.event, now) in ("active", "upcoming")]
     past = [e for e in ordered if event_state(e.event, now) in ("completed", "cancelled")]
     views = []
     # each past event's figures take a few queries: only the latest ones are shown
     for stored in current + past[-EVENT_HISTORY:]:
-        view = event_view(bridge, stored.event, stored.opt, stored.opt_reason, now)
+        view = event_view(reader, stored.event, stored.opt, stored.opt_reason, now, baselines)
         opt = operator.get(stored.event.event_id)
         view["operator_opt"] = None if opt is None else {
             "opt_id": opt.opt_id, "reason": opt.reason,
             "requested_at": opt.requested_at.isoformat(),
-            "vtn_acknowledged_at": _iso(opt.sent_at)}
+            "vtn_acknowledged_at": _iso(opt.acknowledged_at)}
         views.append(view)
     return {
         "active": [v for v in views if v["state"] == "active"],
@@ -219,17 +240,17 @@ def events_view(bridge: Bridge) -> dict[str, Any]:
 
 
 # stations --------------------------------------------------------------------------------------
-def profile_state(state: StationState) -> str:
+def profile_state(state: Steering) -> str:
     """accepted / rejected / unverified / non-compliant, as the operator needs to know.
 
     Non-compliance is the dispatcher's own finding (drawing above an accepted limit for
     longer than its grace time), the one the planner acts on.
     """
-    if state.compliance.flagged:
+    if state.non_compliant:
         return "non-compliant"
     if state.refused or state.unmanageable:
         return "rejected"
-    if not state.confirmed or state.in_flight is not None or state.uncertain is not None:
+    if not state.confirmed or state.awaiting_answer:
         return "unverified"
     return "accepted"
 
@@ -241,12 +262,12 @@ def _step_view(step: Step | None) -> dict[str, Any] | None:
             "reason": step.reason}
 
 
-def _profile_detail(state: StationState | None) -> str:
+def _profile_detail(state: Steering | None) -> str:
     if state is None:
         return "not connected since the bridge started"
     detail = state.status
-    if state.compliance.flagged and state.compliance.detail:
-        detail += f": {state.compliance.detail}"
+    if state.non_compliant and state.compliance_detail:
+        detail += f": {state.compliance_detail}"
     elif state.counted is not None:
         detail += f": counted at {state.counted.reason}"
     if state.verified:
@@ -254,7 +275,7 @@ def _profile_detail(state: StationState | None) -> str:
     return detail
 
 
-def _limit_reason(applied: Step | None, planned: Step | None, state: StationState | None,
+def _limit_reason(applied: Step | None, planned: Step | None, state: Steering | None,
                   ) -> str:
     if applied is None and state is not None and state.counted is not None:
         # no limit of ours: the planner counts it at what it may draw, and says why
@@ -271,10 +292,9 @@ def _limit_reason(applied: Step | None, planned: Step | None, state: StationStat
     return applied.reason
 
 
-def _station_voltage(bridge: Bridge, station_id: str, now: datetime,
+def _station_voltage(reading: VoltageReading | None, now: datetime,
                      stale: timedelta) -> dict[str, float] | None:
     """Its latest line-to-neutral voltage per phase, while fresh."""
-    reading = bridge.grid.latest.get(station_id)
     if reading is None or now - reading.at > stale:
         return None
     return {name: round(volts, 1) for name, volts in zip(("L1", "L2", "L3"),
@@ -282,48 +302,39 @@ def _station_voltage(bridge: Bridge, station_id: str, now: datetime,
             if volts is not None}
 
 
-def stations_view(bridge: Bridge) -> dict[str, Any]:
-    now = bridge.now()
-    stale = timedelta(seconds=bridge.config.model.telemetry.stale_after_s)
-    sessions = {(s.station_id, s.connector_id): (tx, s) for tx, s in bridge.sessions.items()}
-    running = bridge.running_sessions() if bridge.upstream is not None else {}
+def stations_view(reader: SiteReader) -> dict[str, Any]:
+    now = reader.now()
+    stale = timedelta(seconds=reader.config.model.telemetry.stale_after_s)
     stations = []
-    for station_id in sorted(set(bridge.dispatcher.stations) | set(bridge.holds)):
-        state = bridge.dispatcher.stations.get(station_id)
+    for station in reader.stations():
+        state = station.steering
         connectors = []
-        connector_ids = sorted({c for (sid, c) in bridge.connector_status if sid == station_id}
-                               | {c for (sid, c) in bridge.meters if sid == station_id}
-                               | {c for (sid, c) in sessions if sid == station_id})
         station_power: float | None = None
-        for connector_id in connector_ids:
-            status = bridge.connector_status.get((station_id, connector_id))
-            meter = bridge.meters.get((station_id, connector_id))
-            power = meter.latest[1] if meter and meter.latest and \
-                now - meter.latest[0] <= stale else None
+        for connector in station.connectors:
+            latest = connector.latest_w
+            power = latest[1] if latest and now - latest[0] <= stale else None
             if power is not None:
                 station_power = (station_power or 0.0) + power
-            session = sessions.get((station_id, connector_id))
-            slot = state.slots.get(connector_id) if state else None
-            slot_step = value_at(slot.applied, now) if slot else None
+            slot_step = value_at(connector.profile, now) if connector.profile else None
             connectors.append({
-                "connector_id": connector_id,
-                "status": status[0] if status else None,
-                "status_since": _iso(status[1]) if status else None,
+                "connector_id": connector.connector_id,
+                "status": connector.status,
+                "status_since": _iso(connector.status_since),
                 "power_w": _watts(power),
                 # a profile of this connector's own, where the station takes them
                 "limit_w": _watts(slot_step.limit_w) if slot_step else None,
-                "profile_purpose": slot.purpose if slot else None,
-                "session": {"transaction_id": session[0],
-                            "started_at": session[1].started_at.isoformat()}
-                if session else None,
+                "profile_purpose": connector.profile_purpose,
+                "session": {"transaction_id": connector.transaction_id,
+                            "started_at": connector.session_started_at.isoformat()}
+                if connector.session_started_at is not None else None,
             })
         applied = value_at(state.applied, now) if state and state.applied else None
         desired = value_at(state.desired, now) if state and state.desired else None
-        hold = bridge.holds.get(station_id)
+        hold = station.hold
         stations.append({
-            "station_id": station_id,
-            "connected": state is not None and state.link is not None,
-            "last_seen": _iso(bridge.last_seen.get(station_id)),
+            "station_id": station.station_id,
+            "connected": state is not None and state.connected,
+            "last_seen": _iso(station.last_seen),
             "power_w": _watts(station_power),
             "limit_w": _watts(applied.limit_w) if applied else None,
             "limit_reason": _limit_reason(applied, desired, state),
@@ -331,16 +342,14 @@ def stations_view(bridge: Bridge) -> dict[str, Any]:
             "profile_state": profile_state(state) if state else "unverified",
             "profile_detail": _profile_detail(state),
             "verified": bool(state and state.verified),
-            "max_w": _watts(state.info.max_w) if state and state.info.max_current_a else None,
+            "max_w": _watts(state.max_w) if state and state.max_w is not None else None,
             # while it cannot be steered: what the planner counts it at, and why
             "counted": {"watts": _watts(state.counted.watts), "reason": state.counted.reason}
             if state and state.counted is not None else None,
-            "hold": {"mode": hold[0], "reason": hold[1], "since": hold[2].isoformat()}
+            "hold": {"mode": hold.mode, "reason": hold.reason, "since": hold.since.isoformat()}
             if hold else None,
-            "voltage_v": _station_voltage(bridge, station_id, now, stale),
-            "upstream": bridge.upstream.station_view(
-                station_id, bridge.config.station_info(station_id), running.get(station_id, {}),
-                now) if bridge.upstream is not None else None,
+            "voltage_v": _station_voltage(station.voltage, now, stale),
+            "upstream": station_upstream_view(station.upstream),
             "connectors": connectors,
         })
     return {"at": now.isoformat(), "stations": stations}

@@ -1,0 +1,16 @@
+"""The running bridge's parts, one job each; :mod:`bridge.app` builds and connects them.
+
+```
+  OCPP server ──> stations.StationEvents   boots, statuses, transactions, meter values
+                   (the observed fleet:     -> sessions, meters, voltages, last seen,
+                    sessions, meters, grid)    counters; asks for a plan soon
+  VEN ─────────> dr.DrEvents               events decided and stored, opts applied and
+                   (events, baselines)        sent to the VTN; plans at once
+  web ─────────> operator.Operator         holds, opt-outs, unavailability
+  planning.ReplanLoop ─> planning.Planner  when to plan (coalesced, storms settled);
+                                            fleet + events + holds -> plan -> dispatcher
+  reports.Reports                          the VEN's report values; samples and site-load
+                                            rows into the store
+  view.RuntimeView ──> web                 read-only copies (bridge.web.port)
+```
+"""

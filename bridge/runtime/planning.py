@@ -1,0 +1,213 @@
+"""The planning loop: when to plan, and a plan from what the runtime knows.
+
+:class:`ReplanLoop` decides when: a change asks for a plan, changes within a second share
+one, a boot storm makes one once it pauses, and a plan is made at least every
+:data:`REPLAN_PERIOD_S`. :class:`Planner` makes it: the fleet as observed, the events the
+plan follows, the operator's holds and the grid's conditions go into
+:func:`~bridge.holds.plan_with_holds`, and each station's schedule to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from bridge.clock import Clock
+from bridge.config import Config
+from bridge.dispatch import Dispatcher
+from bridge.holds import plan_with_holds
+from bridge.runtime.dr import DrEvents
+from bridge.runtime.stations import StationEvents
+from bridge.store import Store
+from policies.fleet import Fleet, Plan, PlanState, StationInfo, Step, value_at
+from policies.plan import Conditions
+from ven.interface import VenDriver
+
+log = logging.getLogger(__name__)
+
+REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
+# Changes within this window share one plan: each plan may re-send a profile to every
+# station. (A DR event is planned at once, without waiting.)
+REPLAN_COALESCE_S = 1.0
+# A boot storm (stations joining by the hundred) would make one plan a second, each
+# changing every station's share. From STORM_CHANGES_PER_S changes a second on, a plan
+# waits until changes pause for REPLAN_QUIET_S, but not longer than REPLAN_SETTLE_MAX_S:
+# one plan for the whole storm. Stations known before keep what they hold meanwhile.
+STORM_CHANGES_PER_S = 50
+REPLAN_QUIET_S = 0.5
+REPLAN_SETTLE_MAX_S = 5.0
+
+Hold = tuple[str, str, datetime]  # (mode, reason, since), as the store keeps them
+
+
+class Timer(Protocol):
+    """The loop's time: monotonic seconds, and waiting on them."""
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    async def wait(self, wake: asyncio.Event, timeout: float) -> bool:
+        """True as soon as ``wake`` is set; False once ``timeout`` seconds passed without."""
+        ...
+
+
+class AsyncioTimer:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait(self, wake: asyncio.Event, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class ReplanLoop:
+    """When to plan: soon after a change (coalesced), once per storm, at least periodically."""
+
+    def __init__(self, timer: Timer | None = None) -> None:
+        self._timer = timer or AsyncioTimer()
+        self._monotonic = self._timer.monotonic
+        self._wake = asyncio.Event()
+        self._changes: deque[float] = deque()  # when plans were asked, the last second
+
+    def request(self) -> None:
+        """Something the plan depends on changed: plan soon."""
+        self._changes.append(self._monotonic())
+        self._wake.set()
+
+    def _changes_last_second(self) -> int:
+        now = self._monotonic()
+        while self._changes and now - self._changes[0] > 1.0:
+            self._changes.popleft()
+        return len(self._changes)
+
+    async def run(self, plan: Callable[[], None]) -> None:
+        timer = self._timer
+        while True:
+            await timer.wait(self._wake, REPLAN_PERIOD_S)
+            self._wake.clear()
+            if self._changes_last_second() >= STORM_CHANGES_PER_S:
+                await self._settle(timer.monotonic() + REPLAN_SETTLE_MAX_S)
+            try:
+                plan()
+            except Exception:  # a planning bug must not stop the bridge; the stations keep limits
+                log.exception("planning failed; stations keep their current profiles")
+            await timer.sleep(REPLAN_COALESCE_S)
+
+    async def _settle(self, deadline: float) -> None:
+        """Wait until changes pause (or the deadline passes), so a burst makes one plan."""
+        timer = self._timer
+        while (left := deadline - timer.monotonic()) > 0:
+            if not await timer.wait(self._wake, min(REPLAN_QUIET_S, left)):
+                return
+            self._wake.clear()
+
+
+# The stations as the planner counts them, from their configured details, the sessions
+# (station -> connector -> transaction) and the time: see LocalController.with_ceilings.
+Ceilings = Callable[[Mapping[str, StationInfo], Mapping[str, Mapping[int, int]], datetime],
+                    dict[str, StationInfo]]
+
+
+class Planner:
+    """Makes the plan from the runtime's state, hands the dispatcher each station's
+    schedule, and stores a plan that changed."""
+
+    def __init__(self, config: Config, store: Store, clock: Clock, dispatcher: Dispatcher,
+                 fleet: StationEvents, dr: DrEvents, holds: Mapping[str, Hold], ven: VenDriver,
+                 resumed_state: PlanState | None, started_at: datetime,
+                 request_replan: Callable[[], None],
+                 ceilings: Ceilings | None = None) -> None:
+        self.config = config
+        self._store = store
+        self._clock = clock
+        self._dispatcher = dispatcher
+        self._fleet = fleet
+        self._dr = dr
+        self._holds = holds  # the operator's, as they change
+        self._ven = ven
+        self._started_at = started_at  # the fail-safe counts the VTN's silence from here
+        self._request_replan = request_replan
+        # local-controller mode: no station counted above what the operator lets it draw
+        self._ceilings = ceilings
+        self.plan: Plan | None = None
+        self.resumed_state = resumed_state  # the allocation state of the last run
+
+    def site_step(self, now: datetime) -> Step | None:
+        """The site limit the plan holds now (None before the first plan)."""
+        return value_at(self.plan.site, now) if self.plan else None
+
+    def voltage_changed(self, station_id: str) -> None:
+        """A station's voltage reading is newer: plan soon if it may change a restriction."""
+        if self._fleet.grid.worth_a_plan(self.config.policy.voltage, station_id, self.plan):
+            self._request_replan()
+
+    def replan_now(self) -> None:
+        now = self._clock()
+        dispatcher = self._dispatcher
+        fleet_state = self._fleet
+        sessions = fleet_state.sessions
+        stations = {sid: self.config.station_info(sid) for sid in dispatcher.stations}
+        running: dict[str, dict[int, int]] = {}  # station -> connector -> transaction
+        for tx_id, session in sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        if self._ceilings is not None:
+            stations = self._ceilings(stations, running, now)
+        with_session = {s.station_id for s in sessions.values()}
+        measured: dict[str, float] = {}
+        reported: dict[str, datetime] = {}
+        for (station_id, _), meter in fleet_state.meters.items():
+            if meter.latest:
+                at, watts = meter.latest
+                measured[station_id] = measured.get(station_id, 0.0) + watts
+                reported[station_id] = max(at, reported.get(station_id, at))
+        fleet = Fleet(
+            stations=stations,
+            sessions=tuple(s for s in sessions.values() if s.station_id in stations),
+            reservations=dispatcher.reservations(with_session),
+            measured_w=measured,
+            last_report=reported,
+            # as fresh as the newest reading while EVs charge (failsafe.fleet_stale_after_s)
+            taken_at=max(reported.values()) if reported and sessions else None,
+        )
+        holds = {sid: hold[0] for sid, hold in self._holds.items()}
+        planned = self._dr.planned_events(now)
+        scopes = {event.event_id: targeted for event in planned
+                  if (targeted := self._dr.event_stations(event)) is not None}
+        conditions = Conditions(baselines_w=self._dr.baselines,
+                                vtn_last_heard=self._ven.last_contact or self._started_at,
+                                event_stations=scopes,
+                                voltages=fleet_state.grid.readings(stations))
+        plan = plan_with_holds(planned, self.config.policy, self.config.site,
+                               fleet, now, holds,  # type: ignore[arg-type]
+                               self.plan.state if self.plan else self.resumed_state,
+                               conditions)
+        previous = self.plan
+        self.plan = plan
+        dispatcher.set_desired(plan.stations, running)
+        if previous is None or _changed(previous, plan, now):
+            self._store.save_plan(plan.made_at, plan.site, plan.stations)
+            if plan.state is not None:
+                self._dr.prune_baselines()
+                self._store.save_plan_state(plan.state, self._dr.baselines)
+
+
+def _changed(old: Plan, new: Plan, now: datetime) -> bool:
+    def future(steps: tuple[Step, ...]) -> list[tuple[float, float]]:
+        current = value_at(steps, now)
+        return [(max(s.start, now).timestamp(), round(s.limit_w)) for s in steps
+                if s.start >= now or s is current]
+    if future(old.site) != future(new.site) or old.stations.keys() != new.stations.keys():
+        return True
+    return any(future(old.stations[k]) != future(new.stations[k]) for k in new.stations)
