@@ -23,7 +23,7 @@ from bridge.dispatch import Dispatcher
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
-from bridge.ocpp.server import OcppServer
+from bridge.ocpp.server import SUBPROTOCOLS, OcppServer
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner, ReplanLoop
@@ -103,6 +103,7 @@ class Bridge:
             call_timeout_s=model.ocpp.call_timeout_s,
             security=EdgeSecurity.from_config(config),
             make_link=self.upstream.make_link if self.upstream is not None else None,
+            subprotocols=self.upstream.preferred(SUBPROTOCOLS) if self.upstream else None,
         )
         self.web: WebServer | None = None
         if model.web.enabled:

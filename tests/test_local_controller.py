@@ -252,3 +252,23 @@ async def test_a_station_that_does_not_wait_for_its_answers_is_held_to_a_bound(
         assert refused in (list(range(64, 80)), list(range(65, 80)))
     finally:
         csms.release("Heartbeat")
+
+
+async def test_a_station_offering_2_1_and_2_0_1_is_forwarded_in_2_0_1(
+        site: SiteHarness, csms: UpstreamCsms, caplog: pytest.LogCaptureFixture):
+    """The operator's CSMS gets the version it is forwarded; a 2.1-only station is still
+    served, by drbridge alone."""
+    await site.start_bridge(ocpp_extra=upstream_config(csms))
+    async with websockets.connect(f"{site.url}/EV7", subprotocols=["ocpp2.1", "ocpp2.0.1"]) as ws:
+        assert ws.subprotocol == "ocpp2.0.1"
+        await ws.send(json.dumps([2, "b1", "BootNotification", {
+            "reason": "PowerUp", "chargingStation": {"model": "m", "vendorName": "v"}}]))
+        await csms.wait_for("BootNotification", station_id="EV7")
+    async with websockets.connect(f"{site.url}/EV8", subprotocols=["ocpp2.1"]) as ws:
+        assert ws.subprotocol == "ocpp2.1"
+        await ws.send(json.dumps([2, "b1", "BootNotification", {
+            "reason": "PowerUp", "chargingStation": {"model": "m", "vendorName": "v"}}]))
+        answer = json.loads(await ws.recv())
+        assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
+    assert csms.calls(station_id="EV8") == []
+    assert "EV8: ocpp2.1 is not forwarded to the operator" in caplog.text

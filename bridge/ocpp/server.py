@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -63,6 +63,7 @@ class OcppServer:
         call_timeout_s: float = 10.0,
         security: EdgeSecurity | None = None,
         make_link: Callable[[str, ServerConnection, str], AnyStationLink | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._listener = listener
@@ -72,6 +73,9 @@ class OcppServer:
         # local-controller mode: a link that forwards to the operator's CSMS (None: the
         # version's own link, a central system's)
         self._make_link = make_link
+        # the subprotocols offered, the preferred first (local-controller mode: the ones it
+        # forwards before the others)
+        self._subprotocols = tuple(subprotocols or SUBPROTOCOLS)
         self.security = security or EdgeSecurity()
         self.gatekeeper = Gatekeeper(
             self.security.profile, accepts, self.security.password_hashes,
@@ -92,7 +96,7 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            subprotocols=[Subprotocol(name) for name in SUBPROTOCOLS],
+            subprotocols=[Subprotocol(name) for name in self._subprotocols],
             process_request=self._check_request,
             create_connection=self._limited_connection_class(),
             ssl=self.security.ssl_context,

@@ -21,7 +21,7 @@ import logging
 import math
 import ssl
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -158,6 +158,16 @@ class LocalController:
         authorization = request.headers.get("Authorization") if request is not None else None
         return link_class(station_id, connection, self.listener, self.station_call_timeout_s,
                           self, authorization, subprotocol)
+
+    @staticmethod
+    def preferred(subprotocols: Iterable[str]) -> list[str]:
+        """The subprotocols to offer stations, those forwarded first: a station that offers
+        2.1 and 2.0.1 speaks 2.0.1 with drbridge, so that it can be forwarded."""
+        from bridge.ocpp.upstream_link import FORWARDING_LINKS
+
+        offered = list(subprotocols)
+        return [p for p in offered if p in FORWARDING_LINKS] + \
+            [p for p in offered if p not in FORWARDING_LINKS]
 
     def attach(self, forwarding: Forwarding) -> None:
         self.links[forwarding.id] = forwarding
