@@ -70,6 +70,7 @@ from bridge.upstream.offline import kept_for_replay, local_answer
 from bridge.upstream.outage import LOCAL_TX_BASE, QueuedMessage, UpstreamRefused, replay
 
 if TYPE_CHECKING:
+    from bridge.ocpp.capabilities import Capabilities
     from bridge.upstream.controller import LocalController
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class Forwarding(OcppJLink):
             site.url, station_id, subprotocol, authorization, site.ssl_for(station_id),
             site.call_timeout_s, low, high, on_call=self._operator_call,
             on_open=self._opened, on_close=self._ready.clear)
+
+    if TYPE_CHECKING:  # the version's link, mixed after this one, has it
+        async def read_capabilities(self) -> Capabilities: ...
 
     @property
     def upstream_state(self) -> str:

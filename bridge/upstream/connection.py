@@ -83,6 +83,7 @@ class UpstreamConnection:
         """Connect, serve, reconnect with backoff; until :meth:`close`."""
         low, high = self._reconnect
         backoff = low
+        tls: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
         while not self._closing:
             try:
                 async with connect(
@@ -92,7 +93,7 @@ class UpstreamConnection:
                     open_timeout=self.call_timeout_s, compression=None,
                     max_size=self._max_size, ping_interval=60, ping_timeout=60,
                     proxy=None, user_agent_header=None,
-                    **({"ssl": self._ssl} if self._ssl is not None else {}),
+                    **tls,
                 ) as connection:
                     backoff = low
                     await self._serve(connection)

@@ -55,7 +55,7 @@ from policies.fleet import StationInfo, Step, value_at
 
 if TYPE_CHECKING:
     from bridge.config import Config
-    from bridge.ocpp.upstream_link import Forwarding
+    from bridge.ocpp.upstream_link import Forwarding, ForwardingLink16, ForwardingLink201
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,11 @@ class LocalController:
         self.db = db
         self.queue = OutageQueue(db)
         self.cache = AuthCache(db)
-        db[PROFILES_TABLE].create({"station_id": str, "version": str, "profiles": str},
-                                  pk="station_id", if_not_exists=True)
+        table = db.table(PROFILES_TABLE)
+        table.create({"station_id": str, "version": str, "profiles": str}, pk="station_id",
+                     if_not_exists=True)
         self._profiles: dict[str, UpstreamProfiles] = {}
-        for row in db[PROFILES_TABLE].rows:
+        for row in table.rows:
             profiles = UpstreamProfiles(row["version"], self._reserved(0))
             profiles.load(json.loads(row["profiles"]))
             self._profiles[row["station_id"]] = profiles
@@ -142,7 +143,8 @@ class LocalController:
                      sum(self._backlog.values()), len(self._backlog))
 
     # ---- links -------------------------------------------------------------------------------
-    def make_link(self, station_id: str, connection: Any, subprotocol: str) -> Forwarding | None:
+    def make_link(self, station_id: str, connection: Any,
+                  subprotocol: str) -> ForwardingLink16 | ForwardingLink201 | None:
         """The forwarding link for a station that just connected; None for an OCPP version
         this mode does not forward (the station is then served as a central system would)."""
         from bridge.ocpp.upstream_link import FORWARDING_LINKS
