@@ -29,12 +29,23 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from bridge.ocpp.security import RedactCredentials
 from bridge.upstream.message_ids import Forwarded, LegIds, Own, call_with_id, with_id
 
 log = logging.getLogger(__name__)
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 OperatorCall = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # id, action, payload
+
+
+def _websockets_logger() -> logging.Logger:
+    """The logger handed to websockets for the upstream links: a child of
+    ``websockets.client``, with the station's credentials redacted from the handshake it
+    logs at debug level."""
+    logger = logging.getLogger("websockets.client.upstream")
+    if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+        logger.addFilter(RedactCredentials())
+    return logger
 
 
 class UpstreamUnavailable(Exception):
@@ -92,7 +103,7 @@ class UpstreamConnection:
                     if self._authorization else None,
                     open_timeout=self.call_timeout_s, compression=None,
                     max_size=self._max_size, ping_interval=60, ping_timeout=60,
-                    proxy=None, user_agent_header=None,
+                    proxy=None, user_agent_header=None, logger=_websockets_logger(),
                     **tls,
                 ) as connection:
                     backoff = low
