@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import websockets
@@ -272,3 +273,28 @@ async def test_a_station_offering_2_1_and_2_0_1_is_forwarded_in_2_0_1(
         assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
     assert csms.calls(station_id="EV8") == []
     assert "EV8: ocpp2.1 is not forwarded to the operator" in caplog.text
+
+
+async def test_a_station_leaving_is_let_go_at_once_when_the_operator_does_not_read(
+        site: SiteHarness, csms: UpstreamCsms):
+    """The station's link to the operator closes with it; an operator that no longer reads
+    (a hung back office, a network that stopped delivering) never answers the close frame,
+    and drbridge does not wait long for it: the station counts as gone within seconds."""
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+    station = site.add_station("CP1")
+
+    def view() -> Any:
+        [row] = [s for s in bridge.view.stations() if s.station_id == "CP1"]
+        return row
+
+    await csms.wait_for("StatusNotification", station_id="CP1")
+    await wait_until(lambda: view().upstream.link == "up", what="CP1's link up")
+    csms.stall("CP1")
+    loop = asyncio.get_running_loop()
+    left_at = loop.time()
+    await station.stop()  # a clean close towards drbridge
+    await wait_until(lambda: view().upstream.link == "closed"
+                     and not view().steering.connected, timeout=30,
+                     what="drbridge letting CP1 go")
+    # websockets' default wait for the closing handshake is 10 s; drbridge's is 1 s
+    assert loop.time() - left_at < 6

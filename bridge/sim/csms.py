@@ -16,7 +16,10 @@ behaves like an operator's back office in the ways that matter to drbridge:
 - it checks HTTP Basic credentials (security profile 1) when given passwords, and over
   TLS may ask for client certificates (records the names they carry);
 - it sends requests to a named station on demand and returns the answer;
-- it can go down (stop listening, drop its connections) and come back on the same port.
+- it can go down (stop listening, drop its connections) and come back on the same port;
+- it can stop reading one station's link (:meth:`UpstreamCsms.stall`), as a back office
+  whose process hangs or whose network stops delivering: the TCP connection stays open, and
+  nothing sent on it is read or answered, a close frame neither.
 
 Tests may also hold the answer to an action (:meth:`UpstreamCsms.hold`): the message is
 recorded on arrival, its answer waits until released, as a slow or stalled back office.
@@ -150,6 +153,7 @@ class UpstreamCsms:
         self._held: dict[str, asyncio.Event] = {}
         self._server: Server | None = None
         self._connections: set[ServerConnection] = set()
+        self._connection_of: dict[str, ServerConnection] = {}  # station id -> its link
         self._arrived = asyncio.Condition()
 
     @property
@@ -218,6 +222,7 @@ class UpstreamCsms:
             return
         self._connections.add(connection)
         self.stations[station_id] = station
+        self._connection_of[station_id] = connection
         peer = connection.transport.get_extra_info("peercert")
         if peer:
             self.client_certificates[station_id] = common_names(peer)
@@ -229,6 +234,13 @@ class UpstreamCsms:
             self._connections.discard(connection)
             if self.stations.get(station_id) is station:
                 del self.stations[station_id]
+            if self._connection_of.get(station_id) is connection:
+                del self._connection_of[station_id]
+
+    def stall(self, station_id: str) -> None:
+        """Stop reading the station's link: what arrives on it waits in the socket, unread
+        and unanswered (a close frame too), while the connection stays open."""
+        self._connection_of[station_id].transport.pause_reading()
 
     # ---- what stations said ------------------------------------------------------------------
     async def _record(self, station_id: str, raw: str | bytes) -> str | None:

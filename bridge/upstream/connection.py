@@ -35,6 +35,7 @@ from bridge.upstream.message_ids import Forwarded, LegIds, Own, call_with_id, wi
 log = logging.getLogger(__name__)
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+CLOSE_TIMEOUT_S = 1.0
 OperatorCall = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # id, action, payload
 
 
@@ -103,6 +104,8 @@ class UpstreamConnection:
                     if self._authorization else None,
                     open_timeout=self.call_timeout_s, compression=None,
                     max_size=self._max_size, ping_interval=60, ping_timeout=60,
+                    # the station has left when drbridge closes: no long goodbye
+                    close_timeout=CLOSE_TIMEOUT_S,
                     proxy=None, user_agent_header=None, logger=_websockets_logger(),
                     **tls,
                 ) as connection:
