@@ -298,3 +298,80 @@ async def test_a_station_leaving_is_let_go_at_once_when_the_operator_does_not_re
                      what="drbridge letting CP1 go")
     # websockets' default wait for the closing handshake is 10 s; drbridge's is 1 s
     assert loop.time() - left_at < 6
+
+
+# The operator's requests of the families the tests above leave out (availability, the
+# authorization cache and local list, reservations, firmware and diagnostics, data
+# transfer): each reaches the station as the operator sent it, and the station's answer
+# comes back unchanged. drbridge has no business with any of them.
+OTHER_REQUESTS_16 = {
+    "ChangeAvailability": ({"connectorId": 1, "type": "Inoperative"}, {"status": "Accepted"}),
+    "UnlockConnector": ({"connectorId": 1}, {"status": "Unlocked"}),
+    "ClearCache": ({}, {"status": "Accepted"}),
+    "DataTransfer": ({"vendorId": "com.example", "messageId": "m", "data": "d"},
+                     {"status": "UnknownVendorId"}),
+    "SendLocalList": ({"listVersion": 7, "updateType": "Full", "localAuthorizationList": [
+        {"idTag": "CARD1", "idTagInfo": {"status": "Accepted"}}]}, {"status": "Accepted"}),
+    "GetLocalListVersion": ({}, {"listVersion": 7}),
+    "ReserveNow": ({"connectorId": 1, "expiryDate": "2030-01-01T00:00:00Z", "idTag": "ALLOWED",
+                    "reservationId": 12}, {"status": "Accepted"}),
+    "CancelReservation": ({"reservationId": 12}, {"status": "Accepted"}),
+    "UpdateFirmware": ({"location": "https://fw.example/f.bin",
+                        "retrieveDate": "2030-01-01T00:00:00Z"}, {}),
+    "GetDiagnostics": ({"location": "ftp://diag.example/"}, {"fileName": "CP1-diagnostics.log"}),
+}
+
+OTHER_REQUESTS_201 = {
+    "ChangeAvailability": ({"operationalStatus": "Inoperative", "evse": {"id": 1}},
+                           {"status": "Accepted"}),
+    "UnlockConnector": ({"evseId": 1, "connectorId": 1}, {"status": "Unlocked"}),
+    "ClearCache": ({}, {"status": "Accepted"}),
+    "DataTransfer": ({"vendorId": "com.example", "messageId": "m", "data": "d"},
+                     {"status": "UnknownVendorId"}),
+    "SendLocalList": ({"versionNumber": 7, "updateType": "Full", "localAuthorizationList": [
+        {"idToken": TOKEN, "idTokenInfo": {"status": "Accepted"}}]}, {"status": "Accepted"}),
+    "GetLocalListVersion": ({}, {"versionNumber": 7}),
+    "ReserveNow": ({"id": 12, "expiryDateTime": "2030-01-01T00:00:00Z", "idToken": TOKEN,
+                    "evseId": 1}, {"status": "Accepted"}),
+    "CancelReservation": ({"reservationId": 12}, {"status": "Accepted"}),
+    "UpdateFirmware": ({"requestId": 3, "firmware": {
+        "location": "https://fw.example/f.bin", "retrieveDateTime": "2030-01-01T00:00:00Z"}},
+        {"status": "Accepted"}),
+    "GetLog": ({"logType": "DiagnosticsLog", "requestId": 4, "log": {
+        "remoteLocation": "https://logs.example/"}}, {"status": "Accepted", "filename": "EV1.log"}),
+    "GetTransactionStatus": ({"transactionId": "EV1-tx1"},
+                             {"messagesInQueue": False, "ongoingIndicator": True}),
+    "CustomerInformation": ({"requestId": 5, "report": True, "clear": False},
+                            {"status": "Rejected"}),
+}
+
+
+async def test_16_the_operators_other_requests_reach_the_station_and_come_back(
+        site: SiteHarness, csms: UpstreamCsms):
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+    station = site.add_station("CP1", id_tag="ALLOWED")
+    await wait_steered(bridge, "CP1")
+    for action, (payload, answer) in OTHER_REQUESTS_16.items():
+        assert await csms.request("CP1", action, payload) == answer, action
+        assert [p for a, p in station.received if a == action] == [payload], action
+    assert answers_received(csms) == len(OTHER_REQUESTS_16)
+
+
+async def test_201_the_operators_other_requests_and_its_base_report_reach_it_and_come_back(
+        site: SiteHarness, csms: UpstreamCsms):
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+    station = add_station201(site, "EV1", id_tag="ALLOWED")
+    await wait_steered(bridge, "EV1")
+    await wait_until(lambda: station.transaction_id == "EV1-tx1", what="the transaction")
+    for action, (payload, answer) in OTHER_REQUESTS_201.items():
+        assert await csms.request("EV1", action, payload) == answer, action
+        assert [p for a, p in station.received if a == action] == [payload], action
+    # the operator's own report: the station's parts go to the operator, under its request
+    # id, beside the reports drbridge asks for itself (which stay with drbridge)
+    assert (await csms.request("EV1", "GetBaseReport", {
+        "requestId": 77, "reportBase": "FullInventory"}))["status"] == "Accepted"
+    await wait_until(lambda: any(not part.payload["tbc"]
+                                 for part in csms.calls("NotifyReport", "EV1")),
+                     what="the report's last part")
+    assert {part.payload["requestId"] for part in csms.calls("NotifyReport", "EV1")} == {77}
+    assert bridge.station_events.calls_out["GetReport"] >= 1

@@ -69,12 +69,16 @@ SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
 REQUESTS_16 = frozenset({
     "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
     "RemoteStartTransaction", "RemoteStopTransaction", "ChangeConfiguration",
-    "GetConfiguration", "TriggerMessage", "Reset",
+    "GetConfiguration", "TriggerMessage", "Reset", "ChangeAvailability", "UnlockConnector",
+    "ClearCache", "DataTransfer", "GetLocalListVersion", "SendLocalList", "ReserveNow",
+    "CancelReservation", "UpdateFirmware", "GetDiagnostics",
 })
 REQUESTS_201 = frozenset({
     "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "GetChargingProfiles",
     "RequestStartTransaction", "RequestStopTransaction", "SetVariables", "GetVariables",
-    "TriggerMessage", "Reset",
+    "TriggerMessage", "Reset", "ChangeAvailability", "UnlockConnector", "ClearCache",
+    "DataTransfer", "GetLocalListVersion", "SendLocalList", "ReserveNow", "CancelReservation",
+    "UpdateFirmware", "GetLog", "GetTransactionStatus", "CustomerInformation", "GetBaseReport",
 })
 FIRST_TRANSACTION_ID = 5000
 HEARTBEAT_INTERVAL_S = 300

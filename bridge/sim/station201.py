@@ -92,6 +92,7 @@ class SimulatedStation201(ChargePoint):
         self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
         self._sources: dict[int, str] = {}  # profile id -> who installed it
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.local_list_version = 0  # the authorization list a CSMS sent
         # calls the central system sent before this connection's boot was answered
         self.calls_before_boot: list[str] = []
         self._raw: dict[str, Any] = {}
@@ -561,6 +562,73 @@ class SimulatedStation201(ChargePoint):
             await self.call(call.ReportChargingProfiles(
                 request_id=request_id, charging_limit_source=source, evse_id=evse,
                 charging_profile=profiles, tbc=index < len(groups) - 1))
+
+    # The rest of what a CSMS may ask (availability, unlocking, the authorization cache and
+    # local list, reservations, firmware, logs, transactions, customer data, data transfer,
+    # the base report): answered as a compliant station would, without acting on it beyond
+    # the local list's version and the report; the request is in ``received`` like every
+    # other.
+    @on(Action.change_availability)
+    def on_change_availability(self, **_: Any) -> call_result.ChangeAvailability:
+        return call_result.ChangeAvailability(status="Accepted")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, evse_id: int, **_: Any) -> call_result.UnlockConnector:
+        return call_result.UnlockConnector(
+            status="Unlocked" if evse_id in self.evses else "UnknownConnector")
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self, **_: Any) -> call_result.ClearCache:
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self, **_: Any) -> call_result.GetLocalListVersion:
+        return call_result.GetLocalListVersion(version_number=self.local_list_version)
+
+    @on(Action.send_local_list)
+    def on_send_local_list(self, version_number: int, **_: Any) -> call_result.SendLocalList:
+        self.local_list_version = version_number
+        return call_result.SendLocalList(status="Accepted")
+
+    @on(Action.reserve_now)
+    def on_reserve_now(self, **_: Any) -> call_result.ReserveNow:
+        return call_result.ReserveNow(status="Accepted")
+
+    @on(Action.cancel_reservation)
+    def on_cancel_reservation(self, **_: Any) -> call_result.CancelReservation:
+        return call_result.CancelReservation(status="Accepted")
+
+    @on(Action.update_firmware)
+    def on_update_firmware(self, **_: Any) -> call_result.UpdateFirmware:
+        return call_result.UpdateFirmware(status="Accepted")
+
+    @on(Action.get_log)
+    def on_get_log(self, **_: Any) -> call_result.GetLog:
+        return call_result.GetLog(status="Accepted", filename=f"{self.id}.log")
+
+    @on(Action.get_transaction_status)
+    def on_get_transaction_status(self, transaction_id: str | None = None,
+                                  **_: Any) -> call_result.GetTransactionStatus:
+        ongoing = any(e.tx_id == transaction_id for e in self.evses.values()) \
+            if transaction_id is not None else None
+        return call_result.GetTransactionStatus(messages_in_queue=False,
+                                                ongoing_indicator=ongoing)
+
+    @on(Action.customer_information)
+    def on_customer_information(self, **_: Any) -> call_result.CustomerInformation:
+        return call_result.CustomerInformation(status="Rejected")
+
+    @on(Action.get_base_report)
+    def on_get_base_report(self, **_: Any) -> call_result.GetBaseReport:
+        return call_result.GetBaseReport(status="Accepted")
+
+    @after(Action.get_base_report)
+    def after_get_base_report(self, request_id: int, **_: Any) -> None:
+        self._spawn(self._notify_report(request_id, self._device_model()))
 
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None,
