@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from conftest import SiteHarness, wait_steered, wait_until
 from lc_helpers import add_station201, upstream_config
@@ -354,3 +355,50 @@ async def test_kill_9_during_an_outage_loses_nothing_and_replays_exactly_once(
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
+
+
+async def test_the_operator_sees_the_outage_and_the_queue_on_the_api_and_metrics(
+        site: SiteHarness, csms: UpstreamCsms):
+    """While the CSMS is away the API and /metrics show the link down and the messages
+    waiting (site-wide and per station), then the replay draining them."""
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+    station = site.add_station("CP1", id_tag="ALLOWED", meter_interval_s=0.3)
+    await wait_steered(bridge, "CP1")
+    assert bridge.web is not None
+    url = f"http://127.0.0.1:{bridge.web.port}"
+
+    async def read() -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/site") as response:
+                upstream = (await response.json())["upstream"]
+            async with http.get(f"{url}/api/stations") as response:
+                [row] = [r["upstream"] for r in (await response.json())["stations"]
+                         if r["station_id"] == "CP1"]
+            async with http.get(f"{url}/metrics") as response:
+                metrics = {name: float(value) for name, _, value in (
+                    line.rpartition(" ") for line in (await response.text()).splitlines()
+                    if line.startswith("drbridge_upstream_"))}
+        return upstream, row, metrics
+
+    await csms.stop(abort=True)
+    await wait_until(lambda: bridge.view.upstream() is not None
+                     and bridge.view.upstream().links == {"down": 1}, what="the link down")
+    station.unplug()  # a StopTransaction, statuses and meter values are kept meanwhile
+    await wait_until(lambda: station.transaction_id is None, what="the stop")
+    await wait_until(lambda: bridge.view.upstream().queue >= 3, what="messages kept")
+    upstream, row, metrics = await read()
+    # (each read a moment after the other: the station may have sent more meanwhile)
+    assert upstream["links"] == {"down": 1} and upstream["queue"] >= 3
+    assert row["link"] == "down" and row["queue"] >= 3
+    assert metrics['drbridge_upstream_links{state="down"}'] == 1
+    assert metrics["drbridge_upstream_queue_length"] >= 3
+
+    await csms.start()
+    await wait_until(lambda: bridge.view.upstream().queue == 0
+                     and bridge.view.upstream().links == {"up": 1}, timeout=20,
+                     what="the replay")
+    upstream, row, metrics = await read()
+    assert upstream["links"] == {"up": 1} and upstream["queue"] == 0
+    assert row["link"] == "up" and row["queue"] == 0
+    assert metrics["drbridge_upstream_queue_length"] == 0
+    assert metrics['drbridge_upstream_links{state="up"}'] == 1

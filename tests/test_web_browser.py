@@ -159,7 +159,7 @@ async def test_dashboard_shows_the_operators_csms_and_limits(site: SiteHarness, 
     await csms.start()
     try:
         url = await start(site, capacity_kw=44, ocpp_extra=upstream_config(csms))
-        site.add_station("CP1", id_tag="ALLOWED")
+        station = site.add_station("CP1", id_tag="ALLOWED")
         await csms.wait_for("StartTransaction", station_id="CP1")
         profile = {"chargingProfileId": 3, "stackLevel": 0,
                    "chargingProfilePurpose": "ChargePointMaxProfile",
@@ -174,5 +174,14 @@ async def test_dashboard_shows_the_operators_csms_and_limits(site: SiteHarness, 
         row = '#stations tr[data-station="CP1"]'
         assert await page.inner_text(f"{row} .operator-limit") == "operator 5.5 kW"
         assert await page.inner_text(f"{row} .upstream") == "CSMS up"
+        # the CSMS goes away: the link down, and the messages kept for it waiting
+        await csms.stop(abort=True)
+        station.unplug()
+        await page.wait_for_function(
+            "document.querySelector('#upstream').textContent.includes('queued')"
+            f" && document.querySelector('{row} .upstream').textContent.includes('queued')",
+            timeout=20_000)
+        assert (await page.inner_text("#upstream")).startswith("CSMS 0 up, 1 down, ")
+        assert (await page.inner_text(f"{row} .upstream")).startswith("CSMS down, ")
     finally:
         await csms.stop()
