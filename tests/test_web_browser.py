@@ -16,6 +16,8 @@ from test_web_api import PASSWORD, start
 from test_web_security import start as start_with_web_keys
 
 from bridge.sim.csms import UpstreamCsms
+from bridge.sim.vtn import free_port
+from bridge.sim.vtn3 import Vtn3
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -185,3 +187,31 @@ async def test_dashboard_shows_the_operators_csms_and_limits(site: SiteHarness, 
         assert (await page.inner_text(f"{row} .upstream")).startswith("CSMS down, ")
     finally:
         await csms.stop()
+
+
+async def test_dashboard_shows_the_openadr_3_vtn_and_its_programs(
+        tmp_path: Path, page, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DRBRIDGE_TEST_OADR3_SECRET", "secret-a")
+    vtn3 = Vtn3(port=free_port())
+    vtn3.add_program("grid-aware-charging")
+    vtn3.add_program("dynamic-tariff")
+    await vtn3.start()
+    site = SiteHarness(tmp_path, vtn3)  # type: ignore[arg-type]
+    try:
+        bridge = await site.start_bridge(ven_extra=(
+            'protocol: "3"\nauth:\n  client_id: site-a\n'
+            "  client_secret_env: DRBRIDGE_TEST_OADR3_SECRET\npoll_interval_s: 0.5\n"))
+        await wait_until(lambda: bridge.ven.registration is not None, timeout=20,
+                         what="registration")
+        await wait_until(lambda: bridge.web is not None and bridge.web.ready.is_set(),
+                         what="the web server")
+        assert bridge.web is not None
+        await page.goto(f"http://127.0.0.1:{bridge.web.port}/")
+        await page.wait_for_function(
+            "document.getElementById('vtn').textContent.startsWith('OpenADR 3.1.0 VTN online')")
+        assert await page.inner_text("#programs") == \
+            "programs: dynamic-tariff, grid-aware-charging"
+        assert vtn3.url in (await page.get_attribute("#vtn", "title") or "")
+    finally:
+        await site.close()
+        await vtn3.stop()
