@@ -130,6 +130,12 @@ class ReplanLoop:
             self._wake.clear()
 
 
+# The stations as the planner counts them, from their configured details, the sessions
+# (station -> connector -> transaction) and the time: see LocalController.with_ceilings.
+OperatorCeilings = Callable[[Mapping[str, StationInfo], Mapping[str, Mapping[int, int]], datetime],
+                    dict[str, StationInfo]]
+
+
 class Planner:
     """Makes the plan from the runtime's state, hands the dispatcher each station's
     schedule, and stores a plan that changed."""
@@ -138,7 +144,8 @@ class Planner:
                  fleet: StationEvents, dr: DrEvents, holds: Mapping[str, Hold], ven: VenDriver,
                  resumed_state: PlanState | None, started_at: datetime,
                  request_replan: Callable[[], None],
-                 replan_urgently: Callable[[], None] | None = None) -> None:
+                 replan_urgently: Callable[[], None] | None = None,
+                 operator_ceilings: OperatorCeilings | None = None) -> None:
         self.config = config
         self._store = store
         self._clock = clock
@@ -150,6 +157,8 @@ class Planner:
         self._started_at = started_at  # the fail-safe counts the VTN's silence from here
         self._request_replan = request_replan
         self._replan_urgently = replan_urgently or request_replan
+        # local-controller mode: no station counted above what the operator lets it draw
+        self._operator_ceilings = operator_ceilings
         self.plan: Plan | None = None
         self.resumed_state = resumed_state  # the allocation state of the last run
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
@@ -206,6 +215,11 @@ class Planner:
         fleet_state = self._fleet
         sessions = fleet_state.sessions
         stations = {sid: self.config.station_info(sid) for sid in dispatcher.stations}
+        running: dict[str, dict[int, int]] = {}  # station -> connector -> transaction
+        for tx_id, session in sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        if self._operator_ceilings is not None:
+            stations = self._operator_ceilings(stations, running, now)
         with_session = {s.station_id for s in sessions.values()}
         measured: dict[str, float] = {}
         reported: dict[str, datetime] = {}
@@ -239,9 +253,6 @@ class Planner:
                                conditions)
         previous = self.plan
         self.plan = plan
-        running: dict[str, dict[int, int]] = {}
-        for tx_id, session in sessions.items():
-            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
         dispatcher.set_desired(plan.stations, running)
         if previous is None or _changed(previous, plan, now):
             self._store.save_plan(plan.made_at, plan.site, plan.stations)
