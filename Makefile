@@ -27,7 +27,7 @@ chromium:
 	    && apt-get update -qq && apt-get install -y -qq chromium; } \
 	    || echo "note: no /usr/bin/chromium: the dashboard's browser test will be skipped"
 
-# Benchmarks (loopback only, about ten minutes); results in docs/benchmarks.md.
+# Benchmarks (loopback only, about fifteen minutes); results in docs/benchmarks.md.
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run

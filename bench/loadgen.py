@@ -28,7 +28,7 @@ and the process writes one JSON file (``--out``):
             occurrence; t_closed the last; null when it never happened),
         "connects" (websocket opens), "boot_status",
         "meter_sent", "meter_replies", "meter_errors" (CALLERRORs answered to MeterValues),
-        "meter_latency" (seconds, a uniform sample of at most 200),
+        "meter_latency" (seconds, a uniform sample of at most 200; from --record-after on),
         "profiles": [{"t", "connector", "purpose", "start", "unit", "periods": [[s, limit]]}],
         "cleared" (ClearChargingProfile calls), "n_errors", "errors" (the first 5)}}}
 """
@@ -158,6 +158,7 @@ class Options(NamedTuple):
     meter_interval: float
     rate_unit: str
     deflate: bool
+    record_after: float = 0.0  # unix time: latencies of MeterValues sent before are not kept
 
 
 class Finished(Exception):
@@ -342,7 +343,8 @@ class Station:
             self.error(f"MeterValues: {error}")
             return
         self.rec["meter_replies"] += 1
-        self._latency(time.perf_counter() - sent)
+        if now >= self.opts.record_after:
+            self._latency(time.perf_counter() - sent)
 
     def _amps(self, now: float) -> float:
         amps = EV_MAX_A
@@ -473,7 +475,8 @@ class Station:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = float(args.start_at) if args.start_at is not None else time.time()
-    options = Options(args.url, args.mode, args.meter_interval, args.rate_unit, args.deflate)
+    options = Options(args.url, args.mode, args.meter_interval, args.rate_unit, args.deflate,
+                      args.record_after)
     stations = []
     for i in range(args.count):
         offset = args.connect_spread * i / args.count if args.connect_spread > 0 else 0.0
@@ -550,6 +553,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ChargingScheduleAllowedChargingRateUnit to report (default Current)")
     parser.add_argument("--deflate", action="store_true",
                         help="offer permessage-deflate (off by default)")
+    parser.add_argument("--record-after", type=float, default=0.0,
+                        help="unix time: keep latencies of MeterValues sent from then on only")
     args = parser.parse_args(argv)
     if args.count < 1 or args.duration <= 0 or args.meter_interval <= 0 or args.connect_spread < 0:
         parser.error("--count, --duration and --meter-interval must be positive, "

@@ -35,10 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
+
 from bridge.app import Bridge
 from bridge.config import load_config
 from bridge.gc_tuning import tune_for_many_connections
-from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
 
 MAX_STATIONS = 20_000  # keeps a run bounded in time and memory
 MAX_PLANS = 10

@@ -40,6 +40,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from bridge.aio import cancel_and_wait
 from bridge.clock import utcnow
@@ -90,6 +91,20 @@ BOOT_WAIT_S = 5.0
 # or kept from before when it reconnects without one), so that what depends on them (its
 # voltage monitors, its DER control) can follow without living here.
 CapabilitiesKnown = Callable[[str, ChargerLink, Capabilities], None]
+
+
+class OperatorLimits(Protocol):
+    """Local-controller mode (:class:`bridge.upstream.controller.LocalController`): the
+    operator's CSMS sets limits of its own on the stations, which drbridge's must hold too."""
+
+    def stack_level(self, station_id: str, caps: Capabilities) -> int:
+        """The stack level of drbridge's profiles: above any of the operator's."""
+        ...
+
+    def limited(self, station_id: str, profile: BuiltProfile, info: StationInfo,
+                caps: Capabilities, now: datetime, min_current_a: float) -> BuiltProfile:
+        """The profile holding the lower of its limit and the operator's, at every moment."""
+        ...
 
 
 @dataclass
@@ -209,9 +224,11 @@ class Dispatcher:
         boot_wait_s: float = BOOT_WAIT_S,
         peak_after: timedelta = timedelta(minutes=10),
         on_capabilities: CapabilitiesKnown | None = None,
+        operator: OperatorLimits | None = None,
     ) -> None:
         self._store = store
         self._on_capabilities = on_capabilities
+        self._operator = operator  # local-controller mode: the operator's limits
         self._boot_wait_s = boot_wait_s
         # a station that cannot be steered is counted at its measured peak (and a margin)
         # once a session has drawn this long
@@ -435,6 +452,8 @@ class Dispatcher:
         target = target or self._target(state)
         assert target is not None
         level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
+        if self._operator is not None and not state.stack_zero:
+            level = self._operator.stack_level(state.info.station_id, state.caps)
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
         per_connector = state.per_connector_only or state.cap_outranked
         profiles = [] if per_connector else [cap]
@@ -452,7 +471,28 @@ class Dispatcher:
             # Not even one place per connector: the session limits matter more (a new
             # session waits for the plan instead).
             profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
+        if self._operator is not None:
+            cap, profiles = self._with_operator_limits(state, cap, profiles, now)
         return cap, self._placed(state, profiles)
+
+    def _with_operator_limits(self, state: StationRecord, cap: BuiltProfile,
+                              profiles: list[BuiltProfile], now: datetime,
+                              ) -> tuple[BuiltProfile, list[BuiltProfile]]:
+        """Local-controller mode: each profile at most what the operator's own allow."""
+        assert self._operator is not None
+        station_id, info, caps = state.info.station_id, state.info, state.caps
+        limited_cap = self._operator.limited(station_id, cap, info, caps, now,
+                                             self._min_current_a)
+        return limited_cap, [limited_cap if p is cap else
+                             self._operator.limited(station_id, p, info, caps, now,
+                                                    self._min_current_a) for p in profiles]
+
+    def limits_changed(self, station_id: str) -> None:
+        """The operator's limits on the station changed (local-controller mode): its
+        profiles are built again."""
+        state = self.stations.get(station_id)
+        if state is not None:
+            state.wake.set()
 
     def _placed(self, state: StationRecord, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
         """Each profile at a stack level no profile of another party with its purpose uses on
@@ -577,8 +617,10 @@ class Dispatcher:
             log.info("%s: holds profile %d of another party (%s, %s, connector %d, stack "
                      "level %d); left as it is", station_id, profile.profile_id, profile.source,
                      profile.purpose, profile.connector_id, profile.stack_level)
+            below_ours = self._operator is not None \
+                and profile.stack_level < self._operator.stack_level(station_id, state.caps)
             if (profile.purpose, profile.connector_id) == (STATION_MAX, 0) \
-                    and not state.cap_outranked:
+                    and not state.cap_outranked and not below_ours:
                 # ours beside it would hide it where it is lower, or be hidden where higher
                 state.cap_outranked = True
                 log.warning("%s: the limit goes on each connector, under that profile",

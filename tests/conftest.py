@@ -37,8 +37,10 @@ async def wait_steered(bridge: Bridge, *station_ids: str) -> None:
 
 
 def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: str = "",
-                telemetry_interval_s: int = 60, ven_extra: str = "") -> str:
+                telemetry_interval_s: int = 60, ven_extra: str = "", ocpp_extra: str = "",
+                ) -> str:
     ven_lines = textwrap.indent(textwrap.dedent(ven_extra), " " * 10)
+    ocpp_lines = textwrap.indent(textwrap.dedent(ocpp_extra), " " * 10)
     return textwrap.dedent(f"""\
         ven:
           vtn_url: {vtn_url}
@@ -50,6 +52,7 @@ def site_config(vtn_url: str, ocpp_port: int, capacity_kw: float = 44, extra: st
           retry_s: 0.5
           call_timeout_s: 3
           meter_interval_s: 1
+{ocpp_lines}
         site:
           capacity_kw: {capacity_kw}
         policy: default

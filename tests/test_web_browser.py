@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import SiteHarness, wait_until
+from lc_helpers import upstream_config
 from test_web_api import PASSWORD, start
 from test_web_security import start as start_with_web_keys
 
+from bridge.sim.csms import UpstreamCsms
 from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3
 
@@ -150,6 +152,41 @@ async def test_dashboard_offers_the_login_when_reading_needs_one(site: SiteHarne
     await page.wait_for_selector('#stations tr[data-station="CP1"]', timeout=10_000)
     assert await page.is_hidden("#message")
     assert await page.is_visible("#logged-in")
+
+
+async def test_dashboard_shows_the_operators_csms_and_limits(site: SiteHarness, page):
+    """Local-controller mode: the CSMS's links in the header, and per station its link and
+    the operator's own limit beside drbridge's."""
+    csms = UpstreamCsms(id_tags=["ALLOWED"])
+    await csms.start()
+    try:
+        url = await start(site, capacity_kw=44, ocpp_extra=upstream_config(csms))
+        station = site.add_station("CP1", id_tag="ALLOWED")
+        await csms.wait_for("StartTransaction", station_id="CP1")
+        profile = {"chargingProfileId": 3, "stackLevel": 0,
+                   "chargingProfilePurpose": "ChargePointMaxProfile",
+                   "chargingProfileKind": "Absolute", "chargingSchedule": {
+                       "chargingRateUnit": "A",
+                       "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 8.0}]}}
+        assert (await csms.request("CP1", "SetChargingProfile", {
+            "connectorId": 0, "csChargingProfiles": profile}))["status"] == "Accepted"
+        await page.goto(url)
+        await page.wait_for_selector('#stations tr[data-station="CP1"] .operator-limit')
+        assert await page.inner_text("#upstream") == "CSMS 1 up"
+        row = '#stations tr[data-station="CP1"]'
+        assert await page.inner_text(f"{row} .operator-limit") == "operator 5.5 kW"
+        assert await page.inner_text(f"{row} .upstream") == "CSMS up"
+        # the CSMS goes away: the link down, and the messages kept for it waiting
+        await csms.stop(abort=True)
+        station.unplug()
+        await page.wait_for_function(
+            "document.querySelector('#upstream').textContent.includes('queued')"
+            f" && document.querySelector('{row} .upstream').textContent.includes('queued')",
+            timeout=20_000)
+        assert (await page.inner_text("#upstream")).startswith("CSMS 0 up, 1 down, ")
+        assert (await page.inner_text(f"{row} .upstream")).startswith("CSMS down, ")
+    finally:
+        await csms.stop()
 
 
 async def test_dashboard_shows_the_openadr_3_vtn_and_its_programs(

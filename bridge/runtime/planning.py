@@ -165,6 +165,12 @@ class PlanInputs:
         return plan, self.previous is None or _changed(self.previous, plan, self.now)
 
 
+# The stations as the planner counts them, from their configured details, the sessions
+# (station -> connector -> transaction) and the time: see LocalController.with_ceilings.
+OperatorCeilings = Callable[[Mapping[str, StationInfo], Mapping[str, Mapping[int, int]], datetime],
+                    dict[str, StationInfo]]
+
+
 class Planner:
     """Makes the plan from the runtime's state, hands the dispatcher each station's
     schedule, and stores a plan that changed."""
@@ -173,7 +179,8 @@ class Planner:
                  fleet: StationEvents, dr: DrEvents, holds: Mapping[str, Hold], ven: VenDriver,
                  resumed_state: PlanState | None, started_at: datetime,
                  request_replan: Callable[[], None],
-                 replan_urgently: Callable[[], None] | None = None) -> None:
+                 replan_urgently: Callable[[], None] | None = None,
+                 operator_ceilings: OperatorCeilings | None = None) -> None:
         self.config = config
         self._store = store
         self._clock = clock
@@ -185,6 +192,8 @@ class Planner:
         self._started_at = started_at  # the fail-safe counts the VTN's silence from here
         self._request_replan = request_replan
         self._replan_urgently = replan_urgently or request_replan
+        # local-controller mode: no station counted above what the operator lets it draw
+        self._operator_ceilings = operator_ceilings
         self.plan: Plan | None = None
         self.resumed_state = resumed_state  # the allocation state of the last run
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
@@ -284,6 +293,11 @@ class Planner:
         fleet_state = self._fleet
         sessions = fleet_state.sessions
         stations = {sid: self.config.station_info(sid) for sid in dispatcher.stations}
+        running: dict[str, dict[int, int]] = {}  # station -> connector -> transaction
+        for tx_id, session in sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        if self._operator_ceilings is not None:
+            stations = self._operator_ceilings(stations, running, now)
         with_session = {s.station_id for s in sessions.values()}
         measured: dict[str, float] = {}
         reported: dict[str, datetime] = {}

@@ -20,6 +20,7 @@ from bridge.runtime.planning import Planner
 from bridge.runtime.stations import StationEvents
 from bridge.runtime.voltage_controls import VoltageControls
 from bridge.store import Store
+from bridge.upstream.controller import ADDED_BUCKETS_S, LocalController
 from bridge.web.port import (
     NO_VOLTAGE_CONTROL,
     ConnectorView,
@@ -28,12 +29,15 @@ from bridge.web.port import (
     Hold,
     KnownEvent,
     LoadRow,
+    OperatorProfile,
     OptOut,
     SiteVoltages,
     Snapshot,
     StationCounts,
+    StationUpstream,
     StationView,
     Steering,
+    Upstream,
     VoltageControl,
     VoltageNotice,
     VtnLink,
@@ -46,7 +50,8 @@ class RuntimeView:
     def __init__(self, config: Config, store: Store, clock: Clock, started_at: datetime,
                  dispatcher: Dispatcher, fleet: StationEvents, dr: DrEvents, planner: Planner,
                  operator: Operator, ven: VenDriver,
-                 voltage_controls: VoltageControls | None = None) -> None:
+                 voltage_controls: VoltageControls | None = None,
+                 upstream: LocalController | None = None) -> None:
         self._config = config
         self._store = store
         self._clock = clock
@@ -58,6 +63,7 @@ class RuntimeView:
         self._operator = operator
         self._ven = ven
         self._voltage_controls = voltage_controls
+        self._upstream = upstream  # local-controller mode
 
     @property
     def config(self) -> Config:
@@ -142,6 +148,35 @@ class RuntimeView:
                         samples_ignored=dict(fleet.near_misses.ignored_samples),
                         voltage_events=dict(fleet.voltage_events))
 
+    def upstream(self) -> Upstream | None:
+        controller = self._upstream
+        if controller is None:
+            return None
+        stats = controller.stats
+        total, buckets = 0, []
+        for bound, count in zip(ADDED_BUCKETS_S, stats.added_buckets, strict=True):
+            total += count
+            buckets.append((bound, total))
+        return Upstream(url=controller.url, links=dict(controller.link_states()),
+                        queue=controller.queue_length(),
+                        offline_authorization=controller.policy.value,
+                        messages=dict(stats.messages), added_buckets=tuple(buckets),
+                        added_sum_s=stats.added_sum_s, added_count=stats.added_count)
+
+    def _station_upstream(self, station_id: str,
+                          sessions: Mapping[int, int]) -> StationUpstream | None:
+        controller = self._upstream
+        if controller is None:
+            return None
+        now = self._clock()
+        info = self._config.station_info(station_id)
+        return StationUpstream(
+            link=controller.link_state(station_id), queue=controller.backlog(station_id),
+            limit=controller.operator_limit(station_id, info, sessions, now),
+            profiles=tuple(OperatorProfile(p.upstream_id, p.purpose, p.connector,
+                                           p.upstream_level, p.station_id, p.station_level)
+                           for p in controller.operator_profiles(station_id)))
+
     def stations(self) -> list[StationView]:
         fleet = self._fleet
         records = self._dispatcher.stations
@@ -169,6 +204,7 @@ class RuntimeView:
                     transaction_id=session[0] if session else None,
                     session_started_at=session[1].started_at if session else None))
             hold = holds.get(station_id)
+            running = {c: tx for (sid, c), (tx, _) in sessions.items() if sid == station_id}
             views.append(StationView(
                 station_id=station_id,
                 steering=_steering(record) if record is not None else None,
@@ -178,7 +214,8 @@ class RuntimeView:
                 connectors=tuple(rows),
                 voltage_control=self._voltage_control(station_id),
                 voltage_event=_notice(fleet.voltage_notices.get(station_id)),
-                der_notice=_notice(fleet.der_notices.get(station_id))))
+                der_notice=_notice(fleet.der_notices.get(station_id)),
+                upstream=self._station_upstream(station_id, running)))
         return views
 
     def _voltage_control(self, station_id: str) -> VoltageControl:

@@ -19,9 +19,11 @@ EVENT_STATES = ("upcoming", "active", "completed", "cancelled")
 @dataclass(frozen=True)
 class Metric:
     name: str
-    kind: Literal["gauge", "counter"]
+    kind: Literal["gauge", "counter", "histogram"]
     help: str
     samples: tuple[tuple[Mapping[str, str], float], ...] = field(default=())
+    # a histogram's samples: (name suffix, labels, value), _bucket{le=...}, _sum, _count
+    parts: tuple[tuple[str, Mapping[str, str], float], ...] = field(default=())
 
 
 def _escape(value: str) -> str:
@@ -41,9 +43,10 @@ def format_metrics(metrics: Iterable[Metric]) -> str:
     for metric in metrics:
         lines.append(f"# HELP {metric.name} {metric.help.replace(chr(10), ' ')}")
         lines.append(f"# TYPE {metric.name} {metric.kind}")
-        for labels, value in metric.samples:
+        samples = [("", labels, value) for labels, value in metric.samples] + list(metric.parts)
+        for suffix, labels, value in samples:
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            name = f"{metric.name}{{{label_text}}}" if label_text else metric.name
+            name = metric.name + suffix + (f"{{{label_text}}}" if label_text else "")
             lines.append(f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"
 
@@ -169,5 +172,34 @@ def collect(reader: SiteReader) -> list[Metric]:
     ]
 
 
+def upstream_metrics(reader: SiteReader) -> list[Metric]:
+    """Local-controller mode: the links to the operator's CSMS, the replay queue, and the
+    time a forwarded message spends in drbridge (a histogram)."""
+    upstream = reader.upstream()
+    if upstream is None:
+        return []
+    parts: list[tuple[str, Mapping[str, str], float]] = [
+        ("_bucket", {"le": repr(bound)}, float(count)) for bound, count in upstream.added_buckets]
+    parts += [("_bucket", {"le": "+Inf"}, float(upstream.added_count)),
+              ("_sum", {}, upstream.added_sum_s), ("_count", {}, float(upstream.added_count))]
+    return [
+        Metric("drbridge_upstream_links", "gauge",
+               "Stations' links to the operator's CSMS, by state.",
+               tuple(({"state": state}, float(upstream.links.get(state, 0)))
+                     for state in ("connecting", "up", "replaying", "down"))),
+        _one("drbridge_upstream_queue_length", "gauge",
+             "Station messages kept for the operator's CSMS, not yet delivered.",
+             float(upstream.queue)),
+        Metric("drbridge_upstream_messages_total", "counter",
+               "Messages between stations and the operator's CSMS, by direction and how "
+               "they went (forwarded, answered_locally, queued, replayed).",
+               tuple(({"direction": direction, "how": how}, float(n))
+                     for (direction, how), n in sorted(upstream.messages.items()))),
+        Metric("drbridge_upstream_forward_added_seconds", "histogram",
+               "Time a station's message forwarded to the operator spent in drbridge, on its "
+               "way up and its answer's way back.", parts=tuple(parts)),
+    ]
+
+
 def render_metrics(reader: SiteReader) -> str:
-    return format_metrics(collect(reader))
+    return format_metrics(collect(reader) + upstream_metrics(reader))

@@ -39,6 +39,15 @@ SCHEMAS: dict[str, Any] = {
         "vtn": {"$ref": "#/components/schemas/Vtn"},
         "stations_connected": {"type": "integer"}, "stations_known": {"type": "integer"},
         "sessions": {"type": "integer"},
+        "upstream": {
+            "type": ["object", "null"], "description": "local-controller mode: the operator's"
+            " CSMS behind drbridge (null: drbridge is the central system)", "properties": {
+                "url": {"type": "string"},
+                "links": {"type": "object", "description": "stations' upstream links by state",
+                          "additionalProperties": {"type": "integer"}},
+                "queue": {"type": "integer",
+                          "description": "messages waiting to be sent to the operator"},
+                "offline_authorization": {"enum": ["cache", "accept", "reject"]}}},
         "voltage": _obj({
             "nominal_v": NUM,
             "phases": {"type": "object", "description": "L1..L3 with fresh readings",
@@ -108,6 +117,20 @@ SCHEMAS: dict[str, Any] = {
                          "detail": {"type": "string"},
                          "notice": {"$ref": "#/components/schemas/VoltageNotice"}}),
             "last_event": {"$ref": "#/components/schemas/VoltageNotice"}}),
+        "upstream": {
+            "type": ["object", "null"], "description": "local-controller mode: the station's"
+            " link to the operator's CSMS, its messages waiting for it, and the operator's own"
+            " limit beside drbridge's", "properties": {
+                "link": {"enum": ["connecting", "up", "replaying", "down", "closed"]},
+                "queue": {"type": "integer"},
+                "limit_w": {**NUM, "description": "what the operator's profiles alone let it"
+                            " draw now"},
+                "limit_reason": STR,
+                "profiles": {"type": "array", "items": _obj({
+                    "id": {"type": "integer"}, "purpose": {"type": "string"},
+                    "connector": {"type": "integer"}, "stack_level": {"type": "integer"},
+                    "installed_as": {"type": "integer"},
+                    "installed_level": {"type": "integer"}})}}},
         "connectors": {"type": "array", "items": _obj({
             "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
             "power_w": NUM, "limit_w": {**NUM, "description": "its own profile's limit, if any"},

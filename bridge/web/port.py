@@ -166,6 +166,28 @@ NO_VOLTAGE_CONTROL = VoltageControl("meter values", "off", "", 0, "off", "")
 
 
 @dataclass(frozen=True)
+class OperatorProfile:
+    """Local-controller mode: one of the operator's charging profiles a station holds."""
+
+    profile_id: int  # as the operator knows it
+    purpose: str
+    connector_id: int
+    stack_level: int  # as the operator set it
+    installed_as: int  # its id on the station
+    installed_level: int  # its stack level on the station
+
+
+@dataclass(frozen=True)
+class StationUpstream:
+    """Local-controller mode: a station's link to the operator's CSMS."""
+
+    link: str  # connecting, up, replaying, down, or closed (the station is not connected)
+    queue: int  # its messages waiting to be delivered to the operator
+    limit: Step | None  # what the operator's profiles alone let it draw now, and whose
+    profiles: tuple[OperatorProfile, ...]
+
+
+@dataclass(frozen=True)
 class StationView:
     station_id: str
     steering: Steering | None  # None: not connected since the bridge started
@@ -176,6 +198,23 @@ class StationView:
     voltage_control: VoltageControl = NO_VOLTAGE_CONTROL
     voltage_event: VoltageNotice | None = None  # the latest monitor event or DER notice
     der_notice: VoltageNotice | None = None  # the latest notice of its own DER control
+    upstream: StationUpstream | None = None  # None: drbridge is the central system
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Local-controller mode: the operator's CSMS behind drbridge, for the whole site."""
+
+    url: str
+    links: Mapping[str, int]  # the stations' links by state
+    queue: int  # messages waiting to be delivered to the operator
+    offline_authorization: str  # cache, accept or reject
+    messages: Mapping[tuple[str, str], int]  # (direction, how) -> messages
+    # the time a forwarded message spent in drbridge: (upper bound s, messages), cumulative,
+    # and their sum (s) and count
+    added_buckets: tuple[tuple[float, int], ...]
+    added_sum_s: float
+    added_count: int
 
 
 @dataclass(frozen=True)
@@ -234,6 +273,11 @@ class SiteReader(Protocol):
         ...
 
     def counters(self) -> Counters: ...
+
+    def upstream(self) -> Upstream | None:
+        """Local-controller mode: the operator's CSMS; None when drbridge is the central
+        system."""
+        ...
 
 
 class OperatorControls(Protocol):

@@ -16,7 +16,15 @@ from policies.voltwatt import VoltageReading
 
 if TYPE_CHECKING:
     from bridge.config import Config
-    from bridge.web.port import OptOut, SiteReader, StationView, Steering, VoltageNotice
+    from bridge.web.port import (
+        OptOut,
+        SiteReader,
+        StationUpstream,
+        StationView,
+        Steering,
+        Upstream,
+        VoltageNotice,
+    )
 
 # The VTN is considered reachable while it answered within this time (polls are more often).
 VTN_SILENT_AFTER = timedelta(minutes=2)
@@ -86,7 +94,32 @@ def site_view(reader: SiteReader) -> dict[str, Any]:
         "stations_connected": counts.connected,
         "stations_known": counts.known,
         "sessions": counts.sessions,
+        "upstream": upstream_view(reader.upstream()),
         "voltage": voltage_view(reader, now),
+    }
+
+
+def upstream_view(upstream: Upstream | None) -> dict[str, Any] | None:
+    """Local-controller mode: the operator's CSMS behind drbridge (None: there is none)."""
+    if upstream is None:
+        return None
+    return {"url": upstream.url, "links": dict(sorted(upstream.links.items())),
+            "queue": upstream.queue, "offline_authorization": upstream.offline_authorization}
+
+
+def station_upstream_view(upstream: StationUpstream | None) -> dict[str, Any] | None:
+    """Local-controller mode: the station's link, its messages waiting for the operator, and
+    the operator's own limit and profiles."""
+    if upstream is None:
+        return None
+    limit = upstream.limit
+    return {
+        "link": upstream.link, "queue": upstream.queue,
+        "limit_w": _watts(limit.limit_w) if limit is not None else None,
+        "limit_reason": limit.reason if limit is not None else None,
+        "profiles": [{"id": p.profile_id, "purpose": p.purpose, "connector": p.connector_id,
+                      "stack_level": p.stack_level, "installed_as": p.installed_as,
+                      "installed_level": p.installed_level} for p in upstream.profiles],
     }
 
 
@@ -358,6 +391,7 @@ def stations_view(reader: SiteReader) -> dict[str, Any]:
             # where the volt-watt rule gets the voltage: meter values, monitors, der-control
             "voltage_source": station.voltage_control.source,
             "voltage_control": _voltage_control_view(station),
+            "upstream": station_upstream_view(station.upstream),
             "connectors": connectors,
         })
     return {"at": now.isoformat(), "stations": stations}

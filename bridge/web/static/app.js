@@ -65,6 +65,16 @@ function renderSite(site) {
   const programs = $("programs");
   programs.hidden = site.vtn.programs.length === 0;
   programs.textContent = `programs: ${site.vtn.programs.join(", ")}`;
+  const upstream = $("upstream");
+  upstream.hidden = !site.upstream;
+  if (site.upstream) {
+    const links = site.upstream.links;
+    const down = (links.down || 0) + (links.connecting || 0);
+    upstream.className = "pill " + (down ? "unreachable" : "online");
+    upstream.textContent = `CSMS ${links.up || 0} up` + (links.replaying ? `, ${links.replaying} replaying` : "") +
+      (down ? `, ${down} down` : "") + (site.upstream.queue ? `, ${site.upstream.queue} queued` : "");
+    upstream.title = `${site.upstream.url} (offline authorization: ${site.upstream.offline_authorization})`;
+  }
 }
 
 // chart: load as a line, limit as steps, both against time -------------------------------------
@@ -197,14 +207,19 @@ function renderStations(data) {
         el("button", { type: "button", class: "exempt", onclick: () => hold(s.station_id, "exempt") }, "Exempt")));
     return el("tr", { "data-station": s.station_id },
       el("td", {}, s.station_id, s.connected ? "" : " (offline)",
-        s.hold ? el("div", {}, el("span", { class: "hold" }, s.hold.mode)) : null),
+        s.hold ? el("div", {}, el("span", { class: "hold" }, s.hold.mode)) : null,
+        s.upstream ? el("div", { class: "muted small upstream" },
+          `CSMS ${s.upstream.link}` + (s.upstream.queue ? `, ${s.upstream.queue} queued` : "")) : null),
       el("td", {}, ...lines((c) => c.connector_id)),
       el("td", {}, ...lines((c) => c.status || "–")),
       el("td", {}, ...lines((c) => (c.session ? `tx ${c.session.transaction_id} since ${time(c.session.started_at)}` : "–"))),
       el("td", { class: "num power" }, kw(s.power_w)),
       el("td", { class: "num limit" }, kw(s.limit_w),
         ...s.connectors.filter((c) => c.limit_w !== null).map((c) =>
-          el("div", { class: "muted small", title: c.profile_purpose }, `#${c.connector_id} ${kw(c.limit_w)}`))),
+          el("div", { class: "muted small", title: c.profile_purpose }, `#${c.connector_id} ${kw(c.limit_w)}`)),
+        s.upstream && s.upstream.limit_w !== null
+          ? el("div", { class: "muted small operator-limit", title: s.upstream.limit_reason }, `operator ${kw(s.upstream.limit_w)}`)
+          : null),
       el("td", { class: `profile state-${s.profile_state}`, title: s.profile_detail },
         s.profile_state + (s.verified ? " ✓" : "")),
       el("td", {}, time(s.last_seen)),
