@@ -195,7 +195,9 @@ function renderStations(data) {
         ...s.connectors.filter((c) => c.limit_w !== null).map((c) =>
           el("div", { class: "muted small", title: c.profile_purpose }, `#${c.connector_id} ${kw(c.limit_w)}`))),
       el("td", { class: `profile state-${s.profile_state}`, title: s.profile_detail },
-        s.profile_state + (s.verified ? " ✓" : "")),
+        s.profile_state + (s.verified ? " ✓" : ""),
+        s.life ? el("div", { class: "life muted small", title: s.life.counted_as ? `counted at: ${s.life.counted_as.replaceAll("_", " ")}` : "" },
+          s.life.phase.replaceAll("_", " ") + (s.life.since ? ` since ${time(s.life.since)}` : "")) : null),
       el("td", {}, time(s.last_seen)),
       el("td", { class: "reason small" }, s.limit_reason),
       el("td", { class: "actions" }, actions));
