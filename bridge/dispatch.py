@@ -8,6 +8,12 @@ station and any number of stations in parallel. Nothing goes to a station before
 its boot is accepted (:data:`BOOT_WAIT_S`), and a profile of another party on it
 is never replaced nor outranked (:meth:`Dispatcher._verify_composite`).
 
+Each station's life is an explicit state machine (:mod:`bridge.station_life`): the worker
+fires its events (registered, reading, sent, accepted, refused, verified, ...) and every
+question of what a station allows, whether it is steered and how the planner counts it is
+answered by the machine. An answer that comes after the station reconnected or rebooted
+is late: it is booked (the station may hold that profile) but moves no phase.
+
 Safety: a station is *steerable* while it is connected and has acknowledged
 our profile on this connection. A station that is not is *reserved* when the
 bridge has commanded it before (the planner counts it at its last acknowledged
@@ -713,11 +719,12 @@ class Dispatcher:
             return
         newly = not state.life.unmanageable
         self._fire(state, Event.NO_SMART_CHARGING)
+        # asked once per boot: new firmware may state another maximum
+        self._rating_wanted(state)
         if newly:
             log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
                         "its hardware maximum", state.info.station_id,
                         ",".join(sorted(caps.features)))
-            self._rating_wanted(state)
             self._refresh(state)
             self._on_change()
 
