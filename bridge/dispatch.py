@@ -597,16 +597,16 @@ class Dispatcher:
                                  epoch: int) -> None:
         station_id = state.info.station_id
         try:
-            caps = await link.read_capabilities()
-            if state.life.epoch != epoch:
-                return  # it rebooted or reconnected meanwhile: asked again
+            caps: Capabilities | CallFailed = await link.read_capabilities()
         except CallFailed as error:
-            if state.life.epoch != epoch:
-                return
+            caps = error
+        if state.life.epoch != epoch:
+            return  # it rebooted or reconnected meanwhile: asked again
+        if isinstance(caps, CallFailed):
             # Not asked again before its next boot: a station that cannot answer
             # would otherwise delay every profile by a timeout.
             log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
-                        "24 periods until its next boot", station_id, error)
+                        "24 periods until its next boot", station_id, caps)
             self._use_caps(state, Capabilities(known=True))
         else:
             self._cached_caps[station_id] = caps
