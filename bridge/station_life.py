@@ -3,22 +3,24 @@ one to the next, what each phase allows, and how the planner counts the station 
 
 The phase says where the station is on its current connection::
 
-      (any phase) --connected--> CONNECTED   no call before its boot is accepted
-                                     |       (booted: stays; what was learnt of it is reset)
-                                     | registered / boot_wait_over
-                                     v
-      UNMANAGEABLE <--no_smart-- REGISTERED <----- booted (from every registered phase)
-           ^         charging     |   ^   ^
-           |                reading  read  \
-           +--no_smart_charging-- READING    fallback
-                                      |         \
-                 REGISTERED --sent--> LIMIT_IN_FLIGHT --accepted--> ACKNOWLEDGED
-                                      |     ^                         |      ^
-                               refused|     |sent            verified |      | accepted
-                                      v     |                         v      | (a new limit)
-                                     REFUSING                        VERIFIED
+    (any phase) --connected--> CONNECTED     no call before its boot is accepted;
+                                   |         booted: stays, what was learnt is reset
+                                   | registered / boot_wait_over
+                                   v
+       +---------------------> REGISTERED <------ booted (from every later phase)
+       | read                   |   |   ^
+       |            reading     |   |   | fallback
+    READING <-------------------+   |   |
+       |                       sent |   |
+       | no_smart_charging          v   |
+       |          REFUSING --sent--> LIMIT_IN_FLIGHT --accepted--> ACKNOWLEDGED <---+
+       |             ^                 |     |                        |            |
+       v             +----refused------+     |              verified  |   accepted |
+    UNMANAGEABLE <---------------------------+                        v            |
+         (no_smart_charging, also from REGISTERED,                VERIFIED --------+
+          ACKNOWLEDGED and VERIFIED)
 
-      (every phase on a link) --disconnected--> OFFLINE --forgotten--> FORGOTTEN
+    (every phase on a link) --disconnected--> OFFLINE --forgotten--> FORGOTTEN
 
 A steered station stays steered while a new limit is in flight, or refused, or tried with
 another placement (``sent``, ``accepted_same``, ``refused``, ``fallback`` leave ACKNOWLEDGED
