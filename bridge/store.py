@@ -230,14 +230,18 @@ class Store:
                 " :detail)", rows,
             )
             for station_id, fields in updates.items():
-                columns = ["station_id", *fields]
-                changes = ", ".join(f"{c} = excluded.{c}" for c in fields)
-                self.db.conn.execute(
-                    f"INSERT INTO stations ({', '.join(columns)})"
-                    f" VALUES ({', '.join('?' * len(columns))})"
-                    f" ON CONFLICT(station_id) DO UPDATE SET {changes}",
-                    [station_id, *fields.values()],
-                )
+                self._upsert_station(station_id, fields)
+
+    def _upsert_station(self, station_id: str, fields: Mapping[str, Any]) -> None:
+        """One station's details, within the caller's transaction."""
+        columns = ["station_id", *fields]
+        changes = ", ".join(f"{c} = excluded.{c}" for c in fields)
+        self.db.conn.execute(
+            f"INSERT INTO stations ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT(station_id) DO UPDATE SET {changes}",
+            [station_id, *fields.values()],
+        )
 
     def close(self) -> None:
         self.flush()
@@ -469,11 +473,19 @@ class Store:
 
     def start_transaction(self, station_id: str, connector_id: int, id_tag: str,
                           meter_start: int, at: datetime, station_tx: str | None = None) -> int:
-        cursor = self._write(
-            "INSERT INTO transactions (station_id, connector_id, id_tag, meter_start, started_at,"
-            " station_tx) VALUES (?, ?, ?, ?, ?, ?)",
-            [station_id, connector_id, id_tag, meter_start, _iso(at), station_tx],
-        )
+        # The station's queued details (its BootNotification) are committed with its first
+        # transaction: a session on record then always has its station's boot on record, so
+        # a restart after a crash never takes a real station for one that never booted.
+        queued = self._station_updates.get(station_id)
+        with self.db.conn:
+            if queued:
+                self._upsert_station(station_id, queued)
+            cursor = self.db.conn.execute(
+                "INSERT INTO transactions (station_id, connector_id, id_tag, meter_start,"
+                " started_at, station_tx) VALUES (?, ?, ?, ?, ?, ?)",
+                [station_id, connector_id, id_tag, meter_start, _iso(at), station_tx],
+            )
+        self._station_updates.pop(station_id, None)
         return int(cursor.lastrowid)
 
     def set_station_tx(self, transaction_id: int, station_tx: str) -> None:

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
+
 from bridge.app import Bridge
 from bridge.config import load_config_text
 from bridge.sim.station import SimulatedStation, StationSpec
 from bridge.sim.vtn import DemoVtn, free_port
 from bridge.web.port import Snapshot
+from policies.model import preset_text
 
 CAPACITY_KW = 66.0
 EVENT_LEVEL = 2  # SIMPLE "high": the default policy keeps 25 % of capacity
@@ -45,7 +48,7 @@ def demo_config(vtn_url: str, ocpp_port: int, web_port: int = 0) -> str:
           capacity_kw: {CAPACITY_KW:g}
           voltage_v: 230
           phases: 3
-        policy: default
+        policy: demo-policy.yaml
         storage:
           path: drbridge.db
         telemetry:
@@ -54,6 +57,15 @@ def demo_config(vtn_url: str, ocpp_port: int, web_port: int = 0) -> str:
         web:
           port: {web_port}
         """)
+
+
+def demo_policy() -> str:
+    """The `default` preset, with time compressed as the demo's event is: its 16 s stand
+    for hours, so a paused session's minute at the minimum current before its full share
+    (allocation.resume_s) becomes 3 s."""
+    policy = yaml.safe_load(preset_text("default"))
+    policy["allocation"]["resume_s"] = 3
+    return yaml.safe_dump(policy, sort_keys=False)
 
 
 @dataclass
@@ -84,6 +96,7 @@ async def run_demo(stations: int = 12, workdir: Path = Path("var/demo"),
     vtn = DemoVtn()
     await vtn.start()
     config_path = workdir / "demo-site.yaml"
+    (workdir / "demo-policy.yaml").write_text(demo_policy())
     config_path.write_text(demo_config(vtn.url, free_port(), web_port))
     config = load_config_text(config_path.read_text(), config_path)
     bridge = Bridge(config)
