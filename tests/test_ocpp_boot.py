@@ -84,26 +84,3 @@ async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site:
     assert [a for a, _ in late.received].count("GetVariables") == 1
     assert [a for a, _ in late.received].count("SetChargingProfile") == 1
 
-
-async def test_a_station_known_to_lack_smart_charging_is_asked_nothing_before_its_boot(
-        site: SiteHarness):
-    """After a restart the bridge knows from the capabilities it stored that the station
-    cannot be steered, and wants to read its rated current: that call too waits until the
-    station's boot is accepted (its life is CONNECTED until then). After the boot both are
-    read again: new firmware may state another maximum."""
-    bridge = await site.start_bridge(capacity_kw=20)
-    dumb = site.add_station("DUMB", feature_profiles="Core", plugged_in=False,
-                            boot_delay_s=1.5)
-    await wait(lambda: "DUMB" in bridge.dispatcher.stations
-               and bridge.dispatcher.stations["DUMB"].follow_ups.rating_asked,
-               what="its rated current asked")
-    assert bridge.dispatcher.stations["DUMB"].life.phase == "unmanageable"
-    await site.stop_bridge()
-    asked = count(dumb, "GetConfiguration")
-    bridge = await site.start_bridge()
-    await wait(lambda: "DUMB" in bridge.dispatcher.stations
-               and bridge.dispatcher.stations["DUMB"].follow_ups.rating_asked,
-               what="its rated current asked again")
-    assert count(dumb, "GetConfiguration") == asked + 2  # its capabilities and its rating
-    assert bridge.dispatcher.stations["DUMB"].life.phase == "unmanageable"
-    assert dumb.calls_before_boot == []
