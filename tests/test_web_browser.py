@@ -93,6 +93,12 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: SiteHarness, page
     limit_text = await page.inner_text(f"{station_row} td.limit")
     assert limit_text.endswith("kW") and float(limit_text.split()[0]) <= 11.0
     assert "SIMPLE level 2" in await page.inner_text(f"{station_row} td.reason")
+    # its profile cell: the phase of its life, and since when
+    await page.wait_for_function(
+        f"/^(acknowledged|verified) since /"
+        f".test(document.querySelector('{station_row} td.profile .life')?.textContent)",
+        timeout=10_000)
+    assert "share" in await page.get_attribute(f"{station_row} td.profile .life", "title")
     if SCREENSHOT:
         await page.screenshot(path=SCREENSHOT, full_page=True)
 

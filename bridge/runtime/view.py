@@ -19,6 +19,7 @@ from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner
 from bridge.runtime.stations import StationEvents
 from bridge.runtime.voltage_controls import VoltageControls
+from bridge.station_life import Phase
 from bridge.store import Store
 from bridge.upstream.controller import ADDED_BUCKETS_S, LocalController
 from bridge.web.port import (
@@ -28,6 +29,7 @@ from bridge.web.port import (
     Counters,
     Hold,
     KnownEvent,
+    Life,
     LoadRow,
     OperatorProfile,
     OptOut,
@@ -237,18 +239,21 @@ def _notice(observation: VoltageObservation | None) -> VoltageNotice | None:
 
 def _steering(record: StationRecord) -> Steering:
     counted = record.counted
+    life = record.life
     return Steering(
         connected=record.link is not None,
         status=record.status,
         applied=record.applied,
         desired=record.desired,
-        confirmed=record.confirmed,
-        refused=record.refused,
-        unmanageable=record.unmanageable,
+        confirmed=life.confirmed,
+        refused=life.refuses,
+        unmanageable=life.unmanageable,
         awaiting_answer=record.in_flight is not None or record.uncertain is not None,
-        non_compliant=record.compliance.flagged,
+        non_compliant=life.non_compliant,
         compliance_detail=record.compliance.detail,
         counted=Counted(counted.watts, counted.reason) if counted is not None else None,
-        verified=record.verified,
+        verified=life.phase is Phase.VERIFIED,
         max_w=record.info.max_w if record.info.max_current_a else None,
+        life=Life(phase=life.phase.value, since=life.since,
+                  counted_as=record.counting.value if record.counting is not None else None),
     )

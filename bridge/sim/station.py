@@ -90,6 +90,9 @@ class StationSpec:
     # Installs the first this many SetChargingProfile but never answers them (a reply lost
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
+    # Installs the first this many SetChargingProfile at once but holds its answers back
+    # until release_answers() (firmware that queues its replies while busy elsewhere).
+    held_profile_answers: int = 0
     supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
     # Waits this long after its websocket opens before its BootNotification (firmware
     # still starting up).
@@ -221,9 +224,11 @@ class SimulatedStation(ChargePoint):
         self._meter_interval = spec.meter_interval_s
         self._integrated_at = time.monotonic()
         self._unanswered = spec.unanswered_profiles
+        self._to_hold = spec.held_profile_answers
+        self._held_answers: list[tuple[str, str]] = []  # (message id, status) not sent yet
         self.feeder: Feeder | None = None  # see attach_feeder
         self.measurands = "Energy.Active.Import.Register,Power.Active.Import"
-        factory = factory_profile(spec, "chargingProfileId")
+        factory = self._factory = factory_profile(spec, "chargingProfileId")
         if factory is not None:
             level = factory["stackLevel"]
             self.installed_profiles[(0, "ChargePointMaxProfile", level)] = factory
@@ -344,6 +349,19 @@ class SimulatedStation(ChargePoint):
             connector.want_tx = connector.plugged
         await self.drop_connection()
 
+    async def restart_in_place(self) -> None:
+        """Its charge controller restarts while its modem keeps the websocket open: the
+        profiles it held are gone, and a BootNotification goes over the same connection."""
+        self.installed_profiles = {k: p for k, p in self.installed_profiles.items()
+                                   if p is self._factory}  # the vendor's own is kept
+        await self._call(self._boot_payload())
+
+    async def release_answers(self) -> None:
+        """Send the answers it held back (see StationSpec.held_profile_answers), in order."""
+        held, self._held_answers = self._held_answers, []
+        for message_id, status in held:
+            await self._connection.send(json.dumps([3, message_id, {"status": status}]))
+
     def unplug(self, connector_id: int = 1) -> None:
         connector = self.connectors[connector_id]
         self._end_transaction(connector, "EVDisconnected")
@@ -411,6 +429,11 @@ class SimulatedStation(ChargePoint):
             if msg[2] == "SetChargingProfile" and self._unanswered > 0:
                 self._unanswered -= 1
                 self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
+                return
+            if msg[2] == "SetChargingProfile" and self._to_hold > 0:
+                self._to_hold -= 1
+                status = self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
+                self._held_answers.append((str(msg[1]), status))
                 return
             sloppy = self._sloppy_reply(str(msg[2]), msg[3]) if self.spec.sloppy_replies else None
             if sloppy is not None:

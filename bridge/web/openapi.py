@@ -7,6 +7,11 @@ from typing import Any
 NUM = {"type": ["number", "null"]}
 STR = {"type": ["string", "null"]}
 TIME = {"type": ["string", "null"], "format": "date-time"}
+# The phases a station may be seen in (a forgotten one is no longer listed) and how the
+# planner may count it (bridge.station_life; the web does not import it).
+PHASES = ("offline", "connected", "registered", "reading", "limit_in_flight", "refusing",
+          "acknowledged", "verified", "unmanageable")
+COUNTINGS = ("share", "last_acknowledged", "hardware_maximum", "measured_draw")
 ERROR = {"description": "error", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Error"}}}}
 
@@ -92,6 +97,21 @@ SCHEMAS: dict[str, Any] = {
                            "description": "the station's state in words, and why"},
         "verified": {"type": "boolean",
                      "description": "GetCompositeSchedule confirmed the limit"},
+        "life": {"type": ["object", "null"], "description":
+                 "where the station is in its life as the bridge follows it (null: not "
+                 "connected since the bridge started)", "properties": {
+                     "phase": {"enum": list(PHASES), "description":
+                               "offline; connected (no call before its boot is accepted); "
+                               "registered; reading (its capabilities); limit_in_flight "
+                               "(its first limit on this connection); refusing (that limit "
+                               "rejected or unanswered, retried); acknowledged (steered); "
+                               "verified (its composite schedule confirms the limit); "
+                               "unmanageable (no smart charging)"},
+                     "since": {**TIME, "description": "null: since before the bridge started"},
+                     "counted_as": {"enum": [*COUNTINGS, None], "description":
+                                    "how the planner counts it: the share it gives it, the "
+                                    "schedule it last acknowledged, its hardware maximum or "
+                                    "its measured draw (null: not planned yet)"}}},
         "max_w": NUM,
         "counted": {"type": ["object", "null"], "description":
                     "while the bridge cannot steer it: what the planner counts it at, and why "

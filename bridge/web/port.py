@@ -108,6 +108,20 @@ class Counted:
 
 
 @dataclass(frozen=True)
+class Life:
+    """Where a station is in its life as the dispatcher follows it (see
+    :mod:`bridge.station_life`)."""
+
+    # offline, connected, registered, reading, limit_in_flight, refusing, acknowledged,
+    # verified or unmanageable
+    phase: str
+    since: datetime | None  # None: since before the bridge started
+    # how the planner counted it last: share, last_acknowledged, hardware_maximum or
+    # measured_draw (None: not planned yet)
+    counted_as: str | None
+
+
+@dataclass(frozen=True)
 class Steering:
     """What the bridge holds of a station's limits since it started."""
 
@@ -124,6 +138,7 @@ class Steering:
     counted: Counted | None
     verified: bool  # its composite schedule confirms the limit
     max_w: float | None  # its hardware maximum, where known
+    life: Life
 
 
 @dataclass(frozen=True)

@@ -381,6 +381,9 @@ def stations_view(reader: SiteReader) -> dict[str, Any]:
             "profile_state": profile_state(state) if state else "unverified",
             "profile_detail": _profile_detail(state),
             "verified": bool(state and state.verified),
+            # where it is in its life: its phase, since when, and how the planner counts it
+            "life": {"phase": state.life.phase, "since": _iso(state.life.since),
+                     "counted_as": state.life.counted_as} if state else None,
             "max_w": _watts(state.max_w) if state and state.max_w is not None else None,
             # while it cannot be steered: what the planner counts it at, and why
             "counted": {"watts": _watts(state.counted.watts), "reason": state.counted.reason}

@@ -221,7 +221,9 @@ function renderStations(data) {
           ? el("div", { class: "muted small operator-limit", title: s.upstream.limit_reason }, `operator ${kw(s.upstream.limit_w)}`)
           : null),
       el("td", { class: `profile state-${s.profile_state}`, title: s.profile_detail },
-        s.profile_state + (s.verified ? " ✓" : "")),
+        s.profile_state + (s.verified ? " ✓" : ""),
+        s.life ? el("div", { class: "life muted small", title: s.life.counted_as ? `counted at: ${s.life.counted_as.replaceAll("_", " ")}` : "" },
+          s.life.phase.replaceAll("_", " ") + (s.life.since ? ` since ${time(s.life.since)}` : "")) : null),
       el("td", {}, time(s.last_seen)),
       el("td", { class: "reason small" }, s.limit_reason,
         el("div", { class: "muted voltage-source", title: voltageDetail(s.voltage_control) },
