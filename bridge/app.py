@@ -31,6 +31,7 @@ from bridge.runtime.stations import StationEvents
 from bridge.runtime.view import RuntimeView
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
+from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
 from ven.client import Registration, Ven, VenListener, VenSettings
 from ven.events import DrEvent, OptType
 from ven.interface import VenDriver
@@ -81,11 +82,12 @@ class Bridge:
         self.planner = Planner(config, self.store, clock, self.dispatcher, self.station_events,
                                self.dr, self.operator.holds, self.ven, resumed_state,
                                started_at, request_replan=self.replans.request)
+        self.loop_lag = Histogram(LAG_BUCKETS_S)  # filled while the bridge runs
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
         self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
-                                self.ven)
+                                self.ven, self.loop_lag)
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self.station_events,
             accepts=config.accepts_station,
@@ -144,6 +146,7 @@ class Bridge:
             asyncio.create_task(self.replans.run(self.planner.replan_now), name="replan"),
             asyncio.create_task(self.reports.run(), name="telemetry"),
             asyncio.create_task(self.dr.run_operator_opts(), name="operator"),
+            asyncio.create_task(sample_loop_lag(self.loop_lag), name="loop-lag"),
         ]
         try:
             await self._stop.wait()

@@ -18,10 +18,12 @@ from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
+from bridge.timings import Histogram
 from bridge.web.port import (
     ConnectorView,
     Counted,
     Counters,
+    HistogramView,
     Hold,
     KnownEvent,
     LoadRow,
@@ -31,6 +33,7 @@ from bridge.web.port import (
     StationCounts,
     StationView,
     Steering,
+    Timings,
     VtnLink,
 )
 from policies.fleet import value_at
@@ -40,7 +43,7 @@ from ven.interface import VenDriver
 class RuntimeView:
     def __init__(self, config: Config, store: Store, clock: Clock, started_at: datetime,
                  dispatcher: Dispatcher, fleet: StationEvents, dr: DrEvents, planner: Planner,
-                 operator: Operator, ven: VenDriver) -> None:
+                 operator: Operator, ven: VenDriver, loop_lag: Histogram) -> None:
         self._config = config
         self._store = store
         self._clock = clock
@@ -51,6 +54,7 @@ class RuntimeView:
         self._planner = planner
         self._operator = operator
         self._ven = ven
+        self._loop_lag = loop_lag
 
     @property
     def config(self) -> Config:
@@ -132,6 +136,11 @@ class RuntimeView:
                         lenient=dict(fleet.near_misses.repaired),
                         samples_ignored=dict(fleet.near_misses.ignored_samples))
 
+    def timings(self) -> Timings:
+        return Timings(loop_lag=_histogram(self._loop_lag),
+                       plan_seconds=_histogram(self._planner.durations),
+                       last_plan_ended_at=self._planner.last_ended_at)
+
     def stations(self) -> list[StationView]:
         fleet = self._fleet
         records = self._dispatcher.stations
@@ -167,6 +176,11 @@ class RuntimeView:
                 voltage=fleet.grid.latest.get(station_id),
                 connectors=tuple(rows)))
         return views
+
+
+def _histogram(histogram: Histogram) -> HistogramView:
+    return HistogramView(bounds=histogram.bounds, cumulative=histogram.buckets(),
+                         total=histogram.total, count=histogram.count)
 
 
 def _steering(record: StationRecord) -> Steering:

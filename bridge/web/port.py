@@ -155,6 +155,25 @@ class Counters:
     samples_ignored: Mapping[tuple[str, str], int]  # meter samples left out: (measurand, why)
 
 
+@dataclass(frozen=True)
+class HistogramView:
+    """A histogram as Prometheus shows it: cumulative counts per upper bound, then +Inf."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]  # len(bounds) + 1: observations <= each bound, then all
+    total: float  # the sum of the observations
+    count: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long the bridge kept its stations waiting (see :mod:`bridge.timings`)."""
+
+    loop_lag: HistogramView  # seconds the event loop woke a sampling task late
+    plan_seconds: HistogramView  # how long each plan held the event loop
+    last_plan_ended_at: datetime | None
+
+
 class SiteReader(Protocol):
     """What the web may read."""
 
@@ -200,6 +219,8 @@ class SiteReader(Protocol):
         ...
 
     def counters(self) -> Counters: ...
+
+    def timings(self) -> Timings: ...
 
 
 class OperatorControls(Protocol):
