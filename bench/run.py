@@ -373,7 +373,15 @@ async def wait_until_quiet(server: Server, count: int, quiet_s: float, limit_s: 
     last: tuple[float, float] = (-1.0, -1.0)
     since = time.monotonic()
     while time.monotonic() - began < limit_s:
-        metrics = await asyncio.to_thread(server.scrape)
+        try:
+            metrics = await asyncio.to_thread(server.scrape)
+        except OSError:  # too busy to answer /metrics (a timeout): not quiet yet
+            if server.process.poll() is not None:
+                raise RuntimeError(f"the bridge exited with {server.process.returncode}"
+                                   " while the fleet settled") from None
+            since = time.monotonic()
+            await asyncio.sleep(0.5)
+            continue
         now = (metrics.get("drbridge_sessions_active", 0.0),
                sum(v for k, v in metrics.items()
                    if k.startswith("drbridge_ocpp_calls_sent_total{")))

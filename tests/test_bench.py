@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import http.server
 import json
 import math
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import pytest
 from conftest import SiteHarness, wait_until
 
 from bench import analysis, loadgen, report
+from bench import run as bench_run
 from bench.profiles import (
     ProfileStack,
     Transaction,
@@ -302,3 +307,47 @@ async def test_load_generator_stations_record_profiles_answers_and_replies(site:
         assert record["n_errors"] == 0, record["errors"]
     # the composite schedule the stations answer agrees with what the bridge set
     assert all(not s.steering.non_compliant for s in bridge.view.stations() if s.steering)
+
+
+# the harness against a busy bridge --------------------------------------------------------------
+class _BusyThenQuietMetrics(http.server.BaseHTTPRequestHandler):
+    """/metrics that drops the first requests unanswered (a bridge too busy to answer), then
+    shows a settled fleet: every session up, no new call to a station."""
+
+    dropped = 0
+
+    def do_GET(self) -> None:
+        if type(self).dropped < 2:
+            type(self).dropped += 1
+            self.close_connection = True
+            return  # no status line: the client sees the connection end unanswered
+        body = (b"drbridge_sessions_active 3\n"
+                b'drbridge_ocpp_calls_sent_total{action="SetChargingProfile"} 5\n')
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_settling_waits_through_metrics_the_bridge_is_too_busy_to_answer():
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenQuietMetrics)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        server = bench_run.Server(stand_in, port=0, web_port=web.server_address[1])
+        waited = await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
+        assert _BusyThenQuietMetrics.dropped == 2 and waited < 30
+        stand_in.kill()
+        stand_in.wait()
+        _BusyThenQuietMetrics.dropped = 0  # unanswered again, and now nobody runs
+        with pytest.raises(RuntimeError, match="exited"):
+            await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+        web.shutdown()
+        web.server_close()
