@@ -20,10 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from bridge.holds import plan_with_holds
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Plan, Session, Site, StationInfo
 from policies.model import parse_policy, preset_text
 from policies.plan import Conditions
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KW_PER_STATION = 7.0

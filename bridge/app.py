@@ -32,16 +32,17 @@ from bridge.runtime.view import RuntimeView
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
 from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
-from ven.client import Registration, Ven, VenListener, VenSettings
-from ven.events import DrEvent, OptType
-from ven.interface import VenDriver
-from ven.reports import SiteStatus
+from policies.events import DrEvent, OptType
+from ven.interface import Registration, SiteStatus, VenDriver, VenListener
+from ven.oadr3 import Ven3
+from ven.oadr3.outbox import SqliteOutbox
+from ven.oadr20b.client import Ven, VenSettings
 
 if TYPE_CHECKING:
     from bridge.web.server import WebServer
 
-# Builds the VEN for a listener and the store (its state): the configured 2.0b one unless
-# another is given (an OpenADR 3 VEN, say).
+# Builds the VEN for a listener and the store (its state): by default the one
+# ``ven.protocol`` names, OpenADR 2.0b or 3.
 VenFactory = Callable[[VenListener, Store], VenDriver]
 
 
@@ -74,7 +75,8 @@ class Bridge:
         self.station_events = StationEvents(config, self.store, self.dispatcher, clock,
                                             request_replan=self.replans.request,
                                             on_voltage=self._voltage_changed)
-        self.ven: VenDriver = (ven or self._openadr_20b)(_VenListener(self), self.store)
+        default = self._openadr_3 if config.openadr3 else self._openadr_20b
+        self.ven: VenDriver = (ven or default)(_VenListener(self), self.store)
         resumed_state, baselines = self.store.plan_state()
         self.dr = DrEvents(config, self.store, clock, self.ven, self.station_events, baselines,
                            replan_now=self._replan_now)
@@ -123,6 +125,16 @@ class Bridge:
             known_events=[(e.event, e.opt) for e in store.events()],  # type: ignore[misc]
         )
 
+    def _openadr_3(self, listener: VenListener, store: Store) -> Ven3:
+        vtn_url = self.config.model.ven.vtn_url
+        return Ven3(
+            self.config.ven3_settings(), listener,
+            registration=store.registration(vtn_url),
+            state=store,
+            known_events=[(e.event, e.opt) for e in store.events()],  # type: ignore[misc]
+            outbox=SqliteOutbox(store.db),  # reports persist before they are first sent
+        )
+
     # connections between the parts -------------------------------------------------------
     def _replan_now(self) -> None:
         self.planner.replan_now()
@@ -144,6 +156,7 @@ class Bridge:
         tasks = [
             asyncio.create_task(self.ven.run(), name="ven"),
             asyncio.create_task(self.replans.run(self.planner.replan_now), name="replan"),
+            asyncio.create_task(self.planner.watch_vtn_silence(), name="failsafe"),
             asyncio.create_task(self.reports.run(), name="telemetry"),
             asyncio.create_task(self.dr.run_operator_opts(), name="operator"),
             asyncio.create_task(sample_loop_lag(self.loop_lag), name="loop-lag"),

@@ -16,6 +16,7 @@ from policies.validation import InvalidDocument
 
 if TYPE_CHECKING:
     from bridge.store import Store
+    from ven.oadr3.probe import Probe
 
 EXIT_INVALID_CONFIG = 2
 _PROFILES = {
@@ -34,13 +35,70 @@ def _load(path: Path) -> Config | None:
         return None
 
 
+def _where(config: Config, *path: str) -> str:
+    """``file:line`` of a key, or of its nearest parent in the file."""
+    line = next((config.lines[path[:cut]] for cut in range(len(path), 0, -1)
+                 if path[:cut] in config.lines), None)
+    return f"{config.source}:{line}" if line else str(config.source)
+
+
+def _probe_openadr3(config: Config) -> tuple[Probe, list[str]] | None:
+    """Ask the OpenADR 3 VTN for a token and its programs. None when it refused the
+    credentials (said on stderr: the config is wrong); otherwise what was found, and a
+    warning when the VTN could not be reached (the site may be offline while checking)."""
+    from ven.oadr3.probe import probe
+
+    found = asyncio.run(probe(config.ven3_settings()))
+    auth = config.model.ven.auth
+    if found.refused is not None:
+        key = ("ven", "auth", "client_id") if auth.client_id else ("ven", "auth",
+                                                                   "bearer_token_env")
+        variable = auth.client_secret_env or auth.bearer_token_env
+        print(f"drbridge: invalid configuration\n{_where(config, *key)}: {'.'.join(key)}: "
+              f"the VTN refused these credentials ({found.refused}). Fix: check the client "
+              f"id, and the secret in ${variable}, with the utility", file=sys.stderr)
+        return None
+    if found.unreachable is not None:
+        return found, [f"{_where(config, 'ven', 'vtn_url')}: ven.vtn_url: the VTN could not "
+                       f"be reached ({found.unreachable}); the configuration is checked "
+                       "without it, and `run` retries until it answers"]
+    return found, []
+
+
+def _vtn_lines(config: Config, found: Probe | None) -> list[str]:
+    ven = config.model.ven
+    if not config.openadr3:
+        return [f"  VTN        {ven.vtn_url} as {ven.ven_name} (OpenADR 2.0b)"]
+    settings = config.ven3_settings()
+    auth = ven.auth
+    how = f"OAuth2 client {auth.client_id}" if auth.client_id else \
+        f"bearer token from ${auth.bearer_token_env}" if auth.bearer_token_env else \
+        "no credentials"
+    lines = [f"  VTN        {ven.vtn_url} as {ven.ven_name} (OpenADR {settings.version}, "
+             f"{how}; polled every {ven.poll_interval_s:g} s"
+             + (f", notified at {ven.webhook.public_url}" if ven.webhook else "") + ")"]
+    if found is None:
+        lines.append("  programs   (the VTN was not asked: --offline)")
+    elif found.reached:
+        lines.append(f"  programs   {', '.join(found.programs) or 'none shown to this VEN'}")
+    return lines
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(Path(args.config))
     if config is None:
         return EXIT_INVALID_CONFIG
     model = config.model
+    found: Probe | None = None
+    unreached: list[str] = []
+    if config.openadr3 and not args.offline:
+        probed = _probe_openadr3(config)
+        if probed is None:
+            return EXIT_INVALID_CONFIG
+        found, unreached = probed
     print(f"{config.source}: OK")
-    print(f"  VTN        {model.ven.vtn_url} as {model.ven.ven_name}")
+    for line in _vtn_lines(config, found):
+        print(line)
     scheme = "wss" if model.ocpp.security.profile in (2, 3) else "ws"
     print(f"  OCPP       {scheme}://{model.ocpp.host}:{model.ocpp.port}/<station id>")
     print(f"  security   {_PROFILES[model.ocpp.security.profile]}")
@@ -67,7 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             ("; actions need the operator login" if web.password_hash
              else "; read-only: no password_hash")
         print(f"  dashboard  {web.scheme}://{web.host}:{web.port}/ ({access})")
-    for warning in config.warnings():
+    for warning in unreached + config.warnings():
         print(f"  WARNING    {warning}")
     return 0
 
@@ -175,7 +233,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.sim.demo import run_demo
 
     return asyncio.run(run_demo(stations=args.stations, workdir=Path(args.workdir),
-                                web_port=args.web_port, linger_s=args.linger))
+                                web_port=args.web_port, linger_s=args.linger,
+                                protocol=args.protocol))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -273,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     check = commands.add_parser("check", help="validate a configuration and its policy")
     check.add_argument("--config", required=True, help="site configuration (YAML)")
+    check.add_argument("--offline", action="store_true",
+                       help="do not contact the VTN (OpenADR 3: the token and programs)")
     check.set_defaults(func=cmd_check)
     opt_out = commands.add_parser(
         "opt-out", help="opt the site out of a DR event (a running bridge picks it up)")
@@ -297,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="a local VTN, simulated chargers and the bridge through one DR event"
     )
     demo.add_argument("--stations", type=int, default=12, help="simulated chargers (default 12)")
+    demo.add_argument("--protocol", choices=("2.0b", "3"), default="2.0b",
+                      help="the OpenADR version of the local VTN (default 2.0b)")
     demo.add_argument("--workdir", default="var/demo", help="where the demo keeps its database")
     demo.add_argument("--web-port", type=int, default=0,
                       help="port of the demo's dashboard (default: any free port)")

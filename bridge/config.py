@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,8 +29,10 @@ from bridge.worst_case import Declared
 from policies.fleet import Circuit, Site, StationInfo
 from policies.model import PRESETS, Policy, parse_policy, preset_text
 from policies.validation import InvalidDocument, KeyPath, Problem, parse_yaml, validate_yaml
-from ven.client import TlsSettings, transport_warnings
-from ven.signatures import canonical_pin
+from ven.oadr3.settings import MissingSecret, Oadr3Keys, Ven3Settings
+from ven.oadr20b.client import TlsSettings, transport_warnings
+from ven.oadr20b.signatures import canonical_pin
+from ven.shared import is_loopback_url
 
 
 class _Section(BaseModel):
@@ -66,7 +69,12 @@ class TlsSection(_Section):
         return self
 
 
-class VenSection(_Section):
+class VenSection(Oadr3Keys, _Section):
+    """The VTN and how to speak to it. ``protocol`` picks the VEN: OpenADR 2.0b (the keys
+    below, ``tls`` and ``party_id`` its own) or 3 (the keys of :class:`Oadr3Keys`: auth,
+    poll_interval_s, openadr_version, webhook). The keys of the other protocol are refused
+    (:func:`_protocol_problems`)."""
+
     vtn_url: str
     ven_name: str = Field(min_length=1)
     resource_id: str | None = None  # the site's name in reports; defaults to ven_name
@@ -373,13 +381,38 @@ class Config:
             vtn_signing_fingerprint=tls.vtn_signing_fingerprint,
         )
 
+    @property
+    def openadr3(self) -> bool:
+        return self.model.ven.protocol == "3"
+
+    def ven3_settings(self, environ: Mapping[str, str] | None = None) -> Ven3Settings:
+        """The OpenADR 3 VEN's settings: secrets read from their variables (raises
+        :class:`~ven.oadr3.settings.MissingSecret`), webhook TLS files resolved against the
+        config file's folder, the site sampled for reports every telemetry interval (at
+        most every 10 s)."""
+        ven = self.model.ven
+        settings = ven.settings(
+            vtn_url=ven.vtn_url, ven_name=ven.ven_name, resource_id=self.resource_id,
+            group_ids=ven.groups, resource_ids=ven.resources, retry_max_s=ven.poll_retry_max_s,
+            voltage_phases=("L1", "L2", "L3") if self.model.telemetry.voltage else (),
+            environ=environ)
+        hook = ven.webhook
+        if hook is not None and hook.tls_cert and hook.tls_key:
+            hook = hook.model_copy(update={"tls_cert": str(self.resolve(hook.tls_cert)),
+                                           "tls_key": str(self.resolve(hook.tls_key))})
+        return replace(settings, webhook=hook, sample_interval=timedelta(
+            seconds=min(self.model.telemetry.interval_s, SAMPLE_EVERY_S)))
+
     def warnings(self) -> list[str]:
         """What is valid but unsafe in this configuration."""
-        return transport_warnings(self.model.ven.vtn_url, self.tls) + self.site_warnings() \
-            + self._station_warnings()
+        # the 2.0b VEN's transport; OpenADR 3's is among the cautions
+        transport = [] if self.openadr3 else transport_warnings(self.model.ven.vtn_url,
+                                                                self.tls)
+        return transport + self.site_warnings() + self._station_warnings()
 
     def site_warnings(self) -> list[str]:
-        """What is unsafe on the site's side (stations, dashboard): file, line, key, fix."""
+        """What is unsafe on the site's side (stations, dashboard) and, with OpenADR 3, on
+        the VTN's: file, line, key, fix."""
         return [caution.describe(str(self.source)) for caution in self.cautions]
 
     def _station_warnings(self) -> list[str]:
@@ -521,8 +554,9 @@ def _web_problems(web: WebSection, base: Path, lines: dict) -> list[Problem]:
 
 
 def _cautions(model: ConfigModel, lines: dict) -> tuple[Problem, ...]:
-    """Valid but unsafe: a station port or dashboard open to the network."""
-    cautions = []
+    """Valid but unsafe: a station port or dashboard open to the network, an OpenADR 3 VTN
+    reached without TLS."""
+    cautions = _openadr3_cautions(model.ven, lines) if model.ven.protocol == "3" else []
     ocpp = model.ocpp
     if ocpp.security.profile == 0 and not ocpp.stations and not is_loopback_host(ocpp.host):
         cautions.append(_at(lines, ("ocpp", "stations"), (
@@ -557,6 +591,86 @@ def _cautions(model: ConfigModel, lines: dict) -> tuple[Problem, ...]:
                 "web.tls_certificate and web.tls_private_key, or serve it through a TLS "
                 "reverse proxy (web.trusted_proxies) and listen on 127.0.0.1")))
     return tuple(cautions)
+
+
+# The OpenADR 3 VEN samples the site for its reports at the telemetry interval, at most
+# this far apart (an event's report intervals may be short).
+SAMPLE_EVERY_S = 10.0
+_ONLY_20B = {
+    "tls": "mutual TLS and XML signatures are OpenADR 2.0b's; the OpenADR 3 VEN proves "
+           "who it is with ven.auth (OAuth2 or a bearer token) over https:// and checks the "
+           "VTN's certificate against the system's CAs",
+    "party_id": "OpenADR 3 events name the site by ven.ven_name, ven.resource_id, ven.groups "
+                "and ven.resources, or by the targets the utility granted it",
+}
+_ONLY_3 = ("auth", "poll_interval_s", "openadr_version", "webhook")
+
+
+def _protocol_problems(model: ConfigModel, base: Path, lines: dict) -> list[Problem]:
+    """Keys of the other protocol than ``ven.protocol``, and the OpenADR 3 keys' secrets
+    and files."""
+    ven = model.ven
+    given = ven.model_fields_set
+    if ven.protocol != "3":
+        return [_at(lines, ("ven", key), "an OpenADR 3 key, and ven.protocol is \"2.0b\"."
+                    " Fix: set ven.protocol: \"3\" to speak OpenADR 3, or remove this key")
+                for key in _ONLY_3 if key in given and getattr(ven, key) is not None]
+    problems = [_at(lines, ("ven", key), f"an OpenADR 2.0b key, and ven.protocol is \"3\" "
+                    f"({why}). Fix: remove it, or set ven.protocol: \"2.0b\"")
+                for key, why in _ONLY_20B.items()
+                if key in given and getattr(ven, key) is not None]
+    try:
+        ven.settings(vtn_url=ven.vtn_url, ven_name=ven.ven_name, resource_id=ven.ven_name)
+    except MissingSecret as missing:
+        problems.append(_at(lines, tuple(missing.key.split(".")),
+                            f"the environment variable {missing.variable} is not set (or "
+                            f"empty). Fix: export it where drbridge runs (the secret itself "
+                            f"never goes in the config)"))
+    hook = ven.webhook
+    if hook is not None and hook.tls_cert and hook.tls_key:
+        paths = {key: (base / getattr(hook, key)).resolve() for key in ("tls_cert", "tls_key")}
+        missing_files = [key for key, path in paths.items() if not path.is_file()]
+        for key in missing_files:
+            problems.append(_at(lines, ("ven", "webhook", key), f"no such file: {paths[key]}"))
+        if not missing_files:
+            try:
+                tls_context(paths["tls_cert"], paths["tls_key"])
+            except (OSError, ssl.SSLError) as error:
+                problems.append(_at(lines, ("ven", "webhook", "tls_cert"),
+                                    f"cannot use this certificate with ven.webhook.tls_key: "
+                                    f"{error} (an unencrypted PEM key that matches it)"))
+    return sorted(problems, key=lambda problem: problem.line or 0)
+
+
+def _openadr3_cautions(ven: VenSection, lines: dict) -> list[Problem]:
+    """Valid but unsafe towards an OpenADR 3 VTN: credentials in clear, or none at all."""
+    cautions = []
+    clear = ("anyone on the path can read the access token (and the client secret) and "
+             "read and forge DR events")
+    if not ven.vtn_url.startswith("https://") and not is_loopback_url(ven.vtn_url):
+        cautions.append(_at(lines, ("ven", "vtn_url"), (
+            f"the VTN {ven.vtn_url} is not on this machine and is reached WITHOUT TLS: "
+            f"{clear}. Fix: use the VTN's https:// URL")))
+    token_url = ven.auth.token_url
+    if token_url and not token_url.startswith("https://") and not is_loopback_url(token_url):
+        cautions.append(_at(lines, ("ven", "auth", "token_url"), (
+            f"the token endpoint {token_url} is reached WITHOUT TLS: the client secret "
+            "crosses the network in clear. Fix: use its https:// URL")))
+    hook = ven.webhook
+    if hook is not None and not hook.public_url.startswith("https://") and \
+            not is_loopback_url(hook.public_url):
+        cautions.append(_at(lines, ("ven", "webhook", "public_url"), (
+            f"the VTN calls {hook.public_url} WITHOUT TLS: the subscription's bearer token "
+            "and the events cross the network in clear, and anyone on the path can send "
+            "forged ones. Fix: set ven.webhook.tls_cert and tls_key and an https:// "
+            "public_url, or leave out ven.webhook (the VEN polls)")))
+    auth = ven.auth
+    if not auth.client_id and not auth.bearer_token_env:
+        cautions.append(_at(lines, ("ven", "auth"), (
+            "no credentials for the VTN: only a VTN open to anyone will answer. Fix: set "
+            "ven.auth.client_id and client_secret_env (OAuth2 client credentials), or "
+            "bearer_token_env")))
+    return cautions
 
 
 def _check_tls_files(model: ConfigModel, base: Path, source: str, lines: dict) -> None:
@@ -607,7 +721,8 @@ def load_config_text(text: str, source: Path) -> Config:
     if problems:
         raise InvalidDocument(str(source), problems)
     base = source.resolve().parent
-    problems = _security_problems(model.ocpp, base, lines) + _web_problems(model.web, base, lines)
+    problems = _security_problems(model.ocpp, base, lines) + _web_problems(model.web, base, lines) \
+        + _protocol_problems(model, base, lines)
     if problems:
         raise InvalidDocument(str(source), problems)
     policy = _load_policy(model.policy, base, str(source), lines)

@@ -18,10 +18,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
+from policies.events import DrEvent
 from policies.fleet import Fleet, Plan, PlanState, Reservation, Site, StationState, Step
 from policies.model import Policy
 from policies.plan import Conditions, make_plan
-from ven.events import DrEvent
 
 HoldMode = Literal["pause", "exempt"]
 HOLD_MODES: tuple[HoldMode, ...] = ("pause", "exempt")

@@ -1,7 +1,7 @@
 """Whether an address or a listening host reaches this machine only.
 
 Two questions with two answers: an IP address as a peer presents it, and a host name or
-address a server listens on. (A VTN's URL is asked about by :func:`ven.client.is_loopback_url`:
+address a server listens on. (A VTN's URL is asked about by :func:`ven.shared.is_loopback_url`:
 the VEN imports nothing of the bridge.)
 """
 

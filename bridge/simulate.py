@@ -18,11 +18,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.config import Config
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, PlanState, Session, StationInfo, value_at
 from policies.plan import Conditions, decide_opt, make_plan
 from policies.validation import validate_yaml
 from policies.voltwatt import VoltageReading, VoltHold
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 DEFAULT_START = datetime(2026, 1, 15, 16, 0, tzinfo=UTC)
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import sqlite_utils
 
+from policies.events import DrEvent
 from policies.fleet import PlanState, StationState, Step, Why
 from policies.voltwatt import Floor, VoltHold
-from ven.client import Registration
-from ven.events import DrEvent
+from ven.interface import Registration
 
 SCHEMA_VERSION = 1
 STATION_COLUMNS = frozenset({"vendor", "model", "firmware", "capabilities", "last_boot",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from policies.allocation import Demand, allocate_fair
+from policies.events import DrEvent, EventStatus, OptType
 from policies.fleet import (
     Fleet,
     Plan,
@@ -39,7 +40,6 @@ from policies.voltwatt import (
     respond,
     site_reading,
 )
-from ven.events import DrEvent, EventStatus, OptType
 
 HELD_REASON = "held at 0 W until it acknowledges a limit (counted at what it may draw)"
 # Future steps a plan may hold for rotations and ramps, so a long event cannot make it huge.

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from policies.events import SI_SCALE, DrEvent, EventSignal, EventStatus
 from policies.fleet import Site, Why
 from policies.model import Limit, Policy
-from ven.events import SI_SCALE, DrEvent, EventSignal, EventStatus
 
 # itemUnits of power item bases; some VTNs put the prefix in the unit itself
 POWER_UNITS = {"W": 1.0, "kW": 1e3, "MW": 1e6, "KW": 1e3, "w": 1.0, "kw": 1e3}

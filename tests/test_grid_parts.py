@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.grid import GridMonitor
 from bridge.sim.feeder import Feeder
 from bridge.telemetry import Reading
-from ven.grid_reports import voltage_rid, voltage_sample
+from ven.oadr20b.grid_reports import voltage_rid, voltage_sample
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.holds import EXEMPT_REASON, PAUSED_REASON, plan_with_holds
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Reservation, Session, Site, StationInfo, Step, value_at
 from policies.model import parse_policy, preset_text
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SITE = Site(capacity_w=44_000)

@@ -4,10 +4,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.allocation import Demand, allocate_fair
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Reservation, Session, Site, StationInfo, Step, value_at
 from policies.model import parse_policy, preset_text
 from policies.plan import decide_opt, make_plan
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 MIN_3PH = 6 * 230 * 3  # 4140 W

@@ -2,10 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Site
 from policies.model import parse_policy, preset_text
 from policies.plan import decide_opt, site_limit_at
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SITE = Site(100_000)

@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Session, Site, StationInfo, value_at
 from policies.model import parse_policy
 from policies.plan import Conditions, decide_opt, make_plan
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 V = 230.0

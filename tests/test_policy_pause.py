@@ -5,13 +5,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Circuit, Fleet, Session, Site, StationInfo, value_at
 from policies.model import parse_policy
 from policies.plan import Conditions, make_plan
 from policies.tree import Load, allocate_tree
 from policies.validation import InvalidDocument
 from policies.voltwatt import VoltageReading
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 V = 230.0

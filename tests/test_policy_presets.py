@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Session, Site, StationInfo, value_at
 from policies.model import PRESETS, parse_policy, preset_text
 from policies.plan import Conditions, decide_opt, make_plan, site_limit_at
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SITE = Site(100_000)

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Circuit, Fleet, Reservation, Session, Site, StationInfo, Step, value_at
 from policies.model import parse_policy
 from policies.plan import make_plan
 from policies.tree import FixedLoad, Load, blocking, overloads
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 V = 230.0

@@ -3,10 +3,10 @@
 from datetime import UTC, datetime, timedelta
 
 from bridge.store import Store, steps_from_json, steps_to_json
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Reservation, Session, Site, StationInfo, Step, Why
 from policies.model import parse_policy, preset_text
 from policies.plan import make_plan
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = parse_policy(preset_text("default"), "default")

@@ -4,11 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Session, Site, StationInfo, value_at
 from policies.model import parse_policy
 from policies.plan import Conditions, decide_opt, make_plan, site_limit_at
 from policies.validation import InvalidDocument
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SITE = Site(100_000)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Session, Site, StationInfo
 from policies.model import VoltageRule, parse_policy
 from policies.plan import Conditions, make_plan
@@ -19,7 +20,6 @@ from policies.voltwatt import (
     curve_share,
     respond,
 )
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 V = 230.0

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.cli import main
 from bridge.store import MeterSample, Store
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Step
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
 
 START = datetime(2025, 11, 26, 17, 0, tzinfo=UTC)  # a Wednesday, in the past
 END = START + timedelta(minutes=30)

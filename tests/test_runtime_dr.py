@@ -12,9 +12,9 @@ import pytest
 from test_runtime_stations import T0, Parts, meter_value, site_config
 
 from bridge.runtime.dr import OPERATOR_OPT_OUT, DrEvents
-from ven.client import Ven, VenSettings
-from ven.events import DrEvent, EventSignal, EventStatus, OptType, SignalInterval
-from ven.reports import SiteStatus
+from policies.events import DrEvent, EventSignal, EventStatus, OptType, SignalInterval
+from ven.interface import SiteStatus
+from ven.oadr20b.client import Ven, VenSettings
 
 
 class Listener:

@@ -26,7 +26,7 @@ from bridge.ocpp.limits import (
 from bridge.ocpp.security import RedactCredentials
 from bridge.passwords import NotAPasswordHash, hash_password, parse_hash, verify_password
 from policies.validation import InvalidDocument
-from ven.client import is_loopback_url
+from ven.shared import is_loopback_url
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,12 @@ from conftest import wait_until
 
 from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3, iso
-from ven.client import Registration
-from ven.events import DrEvent, EventStatus, OptType
+from policies.events import DrEvent, EventStatus, OptType
+from ven.interface import Registration, SiteStatus
 from ven.oadr3 import Oadr3Keys, Ven3, Ven3Settings
 from ven.oadr3.auth import ClientCredentials
 from ven.oadr3.outbox import SqliteOutbox
 from ven.oadr3.settings import MissingSecret, WebhookKeys
-from ven.reports import SiteStatus
 
 
 class Listener:
@@ -460,6 +459,20 @@ async def test_hostile_json_is_refused_with_a_log_line_and_nothing_crashes(vtn3,
     for event_id in ("no-program", "wrong-types", "huge", "bad-time"):
         assert sum(event_id in line for line in refused) == 1, event_id
     assert not run.task.done()
+
+
+async def test_json_nested_deeper_than_python_reads_is_refused_and_retried(vtn3, start,
+                                                                          caplog):
+    program = vtn3.add_program("P")
+    good = await vtn3.add_event(simple_event(program))
+    vtn3.raw_events = "[" * 200_000 + "]" * 200_000  # 400 kB: within the size bound
+    with caplog.at_level(logging.WARNING):
+        run = start(settings(vtn3))
+        await wait_until(lambda: "nests too deep" in caplog.text, timeout=20, what="log")
+    assert not [r for r in caplog.records if r.exc_info]  # a warning, not a traceback
+    assert not run.task.done() and run.listener.events == []
+    vtn3.raw_events = None
+    await wait_until(lambda: run.listener.of(good), timeout=20, what="the event after")
 
 
 async def test_an_event_list_that_is_not_a_list_is_retried(vtn3, start, caplog):

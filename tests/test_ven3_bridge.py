@@ -14,8 +14,7 @@ from bridge.app import Bridge
 from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3, iso
 from bridge.store import Store
-from ven.client import VenListener
-from ven.interface import VenDriver
+from ven.interface import VenDriver, VenListener
 from ven.oadr3 import Ven3, Ven3Settings
 from ven.oadr3.outbox import SqliteOutbox
 

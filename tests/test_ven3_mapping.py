@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from ven.events import EventStatus, InvalidEvent
+from policies.events import EventStatus, InvalidEvent
 from ven.oadr3.mapping import OPEN_SPAN, SiteNames, map_event, match_targets, resolve_intervals
 from ven.oadr3.reports import Sample, batches, report_body, understand
 from ven.oadr3.wire import (

@@ -8,7 +8,7 @@ from conftest import SiteHarness, site_config, wait_until
 from oadr_payloads import Event, Signal, distribute_event, power_real
 from test_end_to_end import registered, start_fleet, total_limit_w
 
-from ven.events import EventStatus
+from policies.events import EventStatus
 
 GROUPS = """\
 resources:

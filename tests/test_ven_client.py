@@ -13,10 +13,10 @@ from conftest import wait_until
 from test_ven_fixtures import FIXTURES, requires_fixtures
 
 from bridge.sim.vtn import DemoVtn, free_port
-from ven.client import Registration, Ven, VenSettings
-from ven.events import DrEvent, OptType
-from ven.messages import MAX_MESSAGE_BYTES
-from ven.reports import SiteStatus
+from policies.events import DrEvent, OptType
+from ven.interface import Registration, SiteStatus
+from ven.oadr20b.client import Ven, VenSettings
+from ven.oadr20b.messages import MAX_MESSAGE_BYTES
 
 
 class Listener:
@@ -156,7 +156,7 @@ async def test_hostile_replies_are_refused_and_logged(bad_vtn: BadVtn, body: byt
 
 @requires_fixtures
 async def test_valid_distribute_event_from_another_implementation_is_read(bad_vtn: BadVtn):
-    from ven.messages import events_of, wrap
+    from ven.oadr20b.messages import events_of, wrap
 
     bad_vtn.body = wrap((FIXTURES / "eievent" / "oadrDistributeEvent.xml").read_bytes())
     ven = Ven(settings(bad_vtn.url), Listener())

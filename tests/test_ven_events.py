@@ -18,8 +18,9 @@ from oadr_payloads import Event, Signal, distribute_event, power_real, price
 from test_ven_client import XXE, Listener, settings
 
 from bridge.sim.vtn import DemoVtn
-from ven.client import MemoryState, Ven, VenSettings
-from ven.events import DrEvent, EventStatus
+from policies.events import DrEvent, EventStatus
+from ven.oadr20b.client import Ven, VenSettings
+from ven.shared import MemoryState
 
 MINUTE = timedelta(minutes=1)
 

@@ -1,4 +1,4 @@
-"""ven.messages against OpenADR 2.0b payloads written by another implementation.
+"""ven.oadr20b.messages against OpenADR 2.0b payloads written by another implementation.
 
 The fixtures live beside the clone, in ../shared/fixtures/openadr20b (see its README.md): sample
 messages from the Java stack avob/OpenADR, valid ones and ``unvalidation*`` ones. Every file there
@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import pytest
 from lxml import etree
 
-from ven.events import DrEvent, EventStatus
-from ven.messages import (
+from policies.events import DrEvent, EventStatus
+from ven.oadr20b.messages import (
     MAX_MESSAGE_BYTES,
     RefusedMessage,
     events_of,

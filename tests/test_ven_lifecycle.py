@@ -1,18 +1,12 @@
-"""Pure event lifecycle, status and targeting decisions (ven.lifecycle, DrEvent)."""
+"""Pure event lifecycle, status and targeting decisions (ven.oadr20b.lifecycle, DrEvent)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ven.events import DrEvent, EventSignal, EventStatus, SignalInterval
-from ven.lifecycle import (
-    Change,
-    SiteTargets,
-    Targeting,
-    classify,
-    implicitly_cancelled,
-    match_targets,
-)
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
+from ven.oadr20b.lifecycle import Change, SiteTargets, classify, match_targets
+from ven.shared import Targeting, implicitly_cancelled
 
 T0 = datetime(2030, 6, 1, 12, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

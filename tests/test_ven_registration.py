@@ -11,7 +11,9 @@ from conftest import wait_until
 from test_ven_client import Listener, settings
 
 from bridge.sim.vtn import DemoVtn
-from ven.client import Registration, Ven, backoff_delays
+from ven.interface import Registration
+from ven.oadr20b.client import Ven
+from ven.shared import backoff_delays
 
 
 class Running:

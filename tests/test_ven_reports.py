@@ -16,8 +16,8 @@ from openleadr.messaging import validate_xml_schema
 from test_ven_client import Listener, settings
 
 from bridge.sim.vtn import DemoVtn
-from ven.client import Ven
-from ven.reports import (
+from ven.oadr20b.client import Ven
+from ven.oadr20b.reports import (
     HISTORY_ID,
     HISTORY_RID,
     SITE_ENERGY_RID,

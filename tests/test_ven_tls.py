@@ -21,9 +21,9 @@ from openleadr.utils import certificate_fingerprint_from_der
 from test_ven_client import Listener, settings
 
 from bridge.sim.vtn import DemoVtn, VtnTls
-from ven.client import TlsSettings, Ven, VenSettings, transport_warnings
-from ven.messages import RefusedMessage, parse_untrusted, read_message
-from ven.signatures import signed_payload
+from ven.oadr20b.client import TlsSettings, Ven, VenSettings, transport_warnings
+from ven.oadr20b.messages import RefusedMessage, parse_untrusted, read_message
+from ven.oadr20b.signatures import signed_payload
 
 
 @dataclasses.dataclass
@@ -233,7 +233,7 @@ async def test_a_wrapped_signature_is_refused(secure: Setup, caplog: pytest.LogC
 
 
 def test_signed_payload_hands_on_what_is_signed_and_nothing_else(tmp_path: Path):
-    """ven.signatures directly: the signed message comes back alone, in a fresh payload;
+    """ven.oadr20b.signatures directly: the signed message comes back alone, in a fresh payload;
     anything that is not exactly what the pinned certificate signed is refused."""
     pki = Pki(tmp_path)
     vtn = pki.issue("vtn.test", server=True)

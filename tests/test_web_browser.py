@@ -14,6 +14,9 @@ from conftest import SiteHarness, wait_until
 from test_web_api import PASSWORD, start
 from test_web_security import start as start_with_web_keys
 
+from bridge.sim.vtn import free_port
+from bridge.sim.vtn3 import Vtn3
+
 playwright_api = pytest.importorskip("playwright.async_api")
 
 CHROMIUM = os.environ.get("DRBRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -147,3 +150,31 @@ async def test_dashboard_offers_the_login_when_reading_needs_one(site: SiteHarne
     await page.wait_for_selector('#stations tr[data-station="CP1"]', timeout=10_000)
     assert await page.is_hidden("#message")
     assert await page.is_visible("#logged-in")
+
+
+async def test_dashboard_shows_the_openadr_3_vtn_and_its_programs(
+        tmp_path: Path, page, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DRBRIDGE_TEST_OADR3_SECRET", "secret-a")
+    vtn3 = Vtn3(port=free_port())
+    vtn3.add_program("grid-aware-charging")
+    vtn3.add_program("dynamic-tariff")
+    await vtn3.start()
+    site = SiteHarness(tmp_path, vtn3)  # type: ignore[arg-type]
+    try:
+        bridge = await site.start_bridge(ven_extra=(
+            'protocol: "3"\nauth:\n  client_id: site-a\n'
+            "  client_secret_env: DRBRIDGE_TEST_OADR3_SECRET\npoll_interval_s: 0.5\n"))
+        await wait_until(lambda: bridge.ven.registration is not None, timeout=20,
+                         what="registration")
+        await wait_until(lambda: bridge.web is not None and bridge.web.ready.is_set(),
+                         what="the web server")
+        assert bridge.web is not None
+        await page.goto(f"http://127.0.0.1:{bridge.web.port}/")
+        await page.wait_for_function(
+            "document.getElementById('vtn').textContent.startsWith('OpenADR 3.1.0 VTN online')")
+        assert await page.inner_text("#programs") == \
+            "programs: dynamic-tariff, grid-aware-charging"
+        assert vtn3.url in (await page.get_attribute("#vtn", "title") or "")
+    finally:
+        await site.close()
+        await vtn3.stop()

@@ -1,5 +1,3 @@
-"""OpenADR 2.0b VEN: speaks to the utility's VTN and hands on typed DR events."""
-
-from ven.events import DrEvent, EventSignal, EventStatus, InvalidEvent, OptType, SignalInterval
-
-__all__ = ["DrEvent", "EventSignal", "EventStatus", "InvalidEvent", "OptType", "SignalInterval"]
+"""The VENs: one sub-package per OpenADR version (:mod:`ven.oadr20b`, :mod:`ven.oadr3`),
+each handing on the policy's :class:`~policies.events.DrEvent`; :mod:`ven.interface` and
+:mod:`ven.shared` hold what both share."""

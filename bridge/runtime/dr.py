@@ -18,10 +18,9 @@ from bridge.clock import Clock
 from bridge.config import Config
 from bridge.runtime.stations import StationEvents
 from bridge.store import OperatorOpt, Store, StoredEvent
+from policies.events import DrEvent, OptType
 from policies.plan import decide_opt
-from ven.client import OptReason, Registration, Window
-from ven.events import DrEvent, OptType
-from ven.interface import VenDriver
+from ven.interface import OptReason, Registration, VenDriver, Window
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,8 @@ REPLAN_COALESCE_S = 1.0
 STORM_CHANGES_PER_S = 50
 REPLAN_QUIET_S = 0.5
 REPLAN_SETTLE_MAX_S = 5.0
+# How often the VTN's silence is compared with the policy's fail-safe time.
+FAILSAFE_CHECK_S = 1.0
 
 Hold = tuple[str, str, datetime]  # (mode, reason, since), as the store keeps them
 
@@ -138,10 +140,31 @@ class Planner:
         # how long each plan held the event loop, and when the last one ended (/metrics)
         self.durations = Histogram(PLAN_BUCKETS_S)
         self.last_ended_at: datetime | None = None
+        self._planned_silent = False  # whether the last plan saw the VTN silent too long
 
     def site_step(self, now: datetime) -> Step | None:
         """The site limit the plan holds now (None before the first plan)."""
         return value_at(self.plan.site, now) if self.plan else None
+
+    def _vtn_silent(self, now: datetime) -> bool:
+        """Whether the VTN has been silent longer than the policy's fail-safe time (never,
+        with no such time). Silence counts from the VEN's last contact, or from the start."""
+        after = self.config.policy.failsafe.vtn_silent_after_s
+        heard = self._ven.last_contact or self._started_at
+        return after is not None and (now - heard).total_seconds() > after
+
+    async def watch_vtn_silence(self, every_s: float = FAILSAFE_CHECK_S) -> None:
+        """Ask for a plan as soon as the VTN's silence crosses the fail-safe time, either
+        way: the fail-safe then holds, or lifts, within about a second rather than at the
+        next periodic plan. (OpenADR 2.0b and 3 alike: the VEN's last contact ages while
+        the VTN is away and is renewed by its first answer after, which need not change
+        any event.)"""
+        if self.config.policy.failsafe.vtn_silent_after_s is None:
+            return
+        while True:
+            await asyncio.sleep(every_s)
+            if self._vtn_silent(self._clock()) != self._planned_silent:
+                self._request_replan()
 
     def voltage_changed(self, station_id: str) -> None:
         """A station's voltage reading is newer: plan soon if it may change a restriction."""
@@ -183,6 +206,7 @@ class Planner:
         planned = self._dr.planned_events(now)
         scopes = {event.event_id: targeted for event in planned
                   if (targeted := self._dr.event_stations(event)) is not None}
+        self._planned_silent = self._vtn_silent(now)
         conditions = Conditions(baselines_w=self._dr.baselines,
                                 vtn_last_heard=self._ven.last_contact or self._started_at,
                                 event_stations=scopes,

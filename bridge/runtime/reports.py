@@ -1,7 +1,7 @@
 """Telemetry and reports: what the VEN reports to the VTN, and readings into the store.
 
-The VEN's :class:`~ven.reports.ReportSource` (and
-:class:`~ven.grid_reports.VoltageSource`): the measured site load and energy, each
+The VEN's :class:`~ven.interface.ReportSource` (and
+:class:`~ven.interface.VoltageSource`): the measured site load and energy, each
 group's load, the site's status, its voltages and its load history. The flush loop
 stores the meter samples every :data:`FLUSH_PERIOD_S` and a site-load row (load and
 limit) every telemetry interval, at most every 10 s: the history reports, the dashboard's
@@ -20,7 +20,7 @@ from bridge.runtime.dr import DrEvents
 from bridge.runtime.planning import Planner
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
-from ven.reports import SiteStatus
+from ven.interface import SiteStatus
 
 FLUSH_PERIOD_S = 1.0
 

@@ -92,7 +92,9 @@ class RuntimeView:
         registration = self._ven.registration
         return VtnLink(url=self._config.model.ven.vtn_url, registered=registration is not None,
                        ven_id=registration.ven_id if registration else None,
-                       last_contact=self._ven.last_contact)
+                       last_contact=self._ven.last_contact,
+                       protocol=self._ven.openadr_version,
+                       programs=tuple(sorted(self._ven.program_names.values())))
 
     def counts(self) -> StationCounts:
         records = self._dispatcher.stations

@@ -23,6 +23,10 @@ def _obj(properties: dict[str, Any]) -> dict[str, Any]:
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": {"type": "string"}}),
     "Vtn": _obj({"url": {"type": "string"},
+                 "protocol": {"enum": ["OpenADR 2.0b", "OpenADR 3.0.1", "OpenADR 3.1.0"]},
+                 "programs": {"type": "array", "items": {"type": "string"},
+                              "description": "the programs the VTN shows this VEN "
+                                             "(OpenADR 3; none in 2.0b)"},
                  "state": {"enum": ["online", "unreachable", "never contacted"]},
                  "registered": {"type": "boolean"}, "ven_id": STR, "last_contact": TIME,
                  "seconds_since_contact": NUM}),

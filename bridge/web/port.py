@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from policies.events import DrEvent
 from policies.fleet import Step
 from policies.voltwatt import Floor, VoltageReading
-from ven.events import DrEvent
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -55,6 +55,8 @@ class VtnLink:
     registered: bool
     ven_id: str | None  # None until registered
     last_contact: datetime | None  # the VTN's last answer
+    protocol: str = "2.0b"  # the OpenADR version spoken: 2.0b, 3.0.1 or 3.1.0
+    programs: tuple[str, ...] = ()  # the programs the VTN shows this VEN (OpenADR 3)
 
 
 @dataclass(frozen=True)

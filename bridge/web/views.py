@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bridge.performance import BaselineSettings, evaluate, history_windows
+from policies.events import DrEvent, EventStatus
 from policies.fleet import Step, value_at
 from policies.signals import event_ask
 from policies.voltwatt import VoltageReading
-from ven.events import DrEvent, EventStatus
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -53,6 +53,8 @@ def vtn_view(reader: SiteReader, now: datetime) -> dict[str, Any]:
         state = "unreachable"
     return {
         "url": vtn.url,
+        "protocol": f"OpenADR {vtn.protocol}",
+        "programs": list(vtn.programs),
         "state": state,
         "registered": vtn.registered,
         "ven_id": vtn.ven_id,

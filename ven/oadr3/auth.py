@@ -28,7 +28,12 @@ MAX_TOKEN_REPLY = 64 * 1024
 
 
 class AuthFailed(Exception):
-    """No token could be had: the VTN or its token endpoint is down, or refused us."""
+    """No token could be had: the VTN or its token endpoint is down, or refused us (then
+    ``status`` is the token endpoint's HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Credentials(Protocol):
@@ -114,10 +119,11 @@ class ClientCredentials:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise AuthFailed(f"token endpoint {self._token_url}: {error}") from error
         if status != 200:
+            asked_at = self._token_url
             if not self._given_url:
                 self._token_url = None  # discover again next time: the VTN may have moved it
-            raise AuthFailed(f"token endpoint {self._token_url} answered HTTP {status}: "
-                             f"{body[:200].decode(errors='replace')}")
+            raise AuthFailed(f"token endpoint {asked_at} answered HTTP {status}: "
+                             f"{body[:200].decode(errors='replace')}", status)
         try:
             token = TokenReply.model_validate_json(body)
         except ValidationError as error:

@@ -133,5 +133,7 @@ class VtnHttp:
             parsed = json.loads(content) if content.strip() else None
         except ValueError as error:
             raise VtnBadReply(f"{method} {path}: reply is not JSON ({error})") from None
+        except RecursionError:  # within MAX_REPLY, nesting deeper than Python reads
+            raise VtnBadReply(f"{method} {path}: reply nests too deep to read") from None
         self.last_contact = self._clock()
         return parsed

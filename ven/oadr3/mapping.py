@@ -1,4 +1,4 @@
-"""OpenADR 3 events as the :class:`~ven.events.DrEvent` the 2.0b VEN produces. Pure.
+"""OpenADR 3 events as the :class:`~policies.events.DrEvent` the 2.0b VEN produces. Pure.
 
 An OpenADR 3 event is a list of intervals, each with payloads (``{type, values}``); a
 payload type plays the part of a 2.0b signal. The types drbridge acts on become signals
@@ -30,8 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ven.events import DrEvent, EventSignal, EventStatus, InvalidEvent, SignalInterval
-from ven.lifecycle import Targeting
+from policies.events import DrEvent, EventSignal, EventStatus, InvalidEvent, SignalInterval
 from ven.oadr3.wire import (
     BEGINNING,
     FOREVER,
@@ -41,6 +40,7 @@ from ven.oadr3.wire import (
     Target,
     ValuesMap,
 )
+from ven.shared import Targeting
 
 # An open-ended interval ('P9999Y') lasts this long from its start: far enough to be for
 # ever in any plan, near enough that a station schedule's duration in seconds fits 32 bits.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Version = Literal["3.0.1", "3.1.0"]
 
@@ -72,6 +72,12 @@ class Oadr3Keys(_Keys):
     # 3.0.1 and 3.1.0 differ in resources, targets and reports; none: from vtn_url
     openadr_version: Version | None = None
     webhook: WebhookKeys | None = None
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _unquoted(cls, value: object) -> object:
+        # YAML reads an unquoted 3 as a number; it can only mean "3"
+        return "3" if isinstance(value, int | float) and value == 3 else value
 
     def settings(self, *, vtn_url: str, ven_name: str, resource_id: str,
                  group_ids: Iterable[str] = (), resource_ids: Iterable[str] = (),

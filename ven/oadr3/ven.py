@@ -1,9 +1,9 @@
 """The OpenADR 3 VEN: registration, programs, events (polled and pushed), reports.
 
-It presents the bridge the same face as the 2.0b :class:`ven.client.Ven`: built from its
-settings, the :class:`~ven.client.VenListener` and the :class:`~ven.client.VenState`;
+It presents the bridge the same face as the 2.0b :class:`ven.oadr20b.client.Ven`: built from its
+settings, the :class:`~ven.interface.VenListener` and the :class:`~ven.interface.VenState`;
 ``run()``, ``stop()``, ``registration``, ``last_contact``, ``known``, ``opts`` and the opt
-methods. Every event is handed to the listener as the same :class:`~ven.events.DrEvent`:
+methods. Every event is handed to the listener as the same :class:`~policies.events.DrEvent`:
 
 - new, or changed since the VEN last handed it on: with the next modification number
   (OpenADR 3 has none; the VEN counts changes of content, so the listener's rule "a higher
@@ -35,9 +35,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ven.client import MemoryState, Registration, VenListener, VenState, backoff_delays
-from ven.events import DrEvent, EventStatus, InvalidEvent, OptType
-from ven.lifecycle import implicitly_cancelled
+from policies.events import DrEvent, EventStatus, InvalidEvent, OptType
+from ven.interface import Registration, VenListener, VenState
 from ven.oadr3.auth import Anonymous, ClientCredentials, Credentials, StaticBearer
 from ven.oadr3.http import VtnBadReply, VtnHttp, VtnRefused, VtnUnreachable
 from ven.oadr3.mapping import (
@@ -61,6 +60,7 @@ from ven.oadr3.wire import (
     VenObject,
     target_strings,
 )
+from ven.shared import MemoryState, backoff_delays, implicitly_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ class WebhookServer:
             return web.json_response({"title": "Payload Too Large", "status": 413}, status=413)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python reads
             data = None
         if not isinstance(data, dict):
             log.warning("refused a notification from %s: not a JSON object", request.remote)

@@ -59,9 +59,12 @@ function renderSite(site) {
   banner.textContent = site.dr_banner.text || "";
   const vtn = $("vtn");
   vtn.className = "pill " + site.vtn.state.replace(" ", "-");
-  vtn.textContent = `VTN ${site.vtn.state}` +
+  vtn.textContent = `${site.vtn.protocol} VTN ${site.vtn.state}` +
     (site.vtn.last_contact ? `, last contact ${time(site.vtn.last_contact)}` : "");
   vtn.title = site.vtn.url + (site.vtn.ven_id ? ` (VEN id ${site.vtn.ven_id})` : "");
+  const programs = $("programs");
+  programs.hidden = site.vtn.programs.length === 0;
+  programs.textContent = `programs: ${site.vtn.programs.join(", ")}`;
 }
 
 // chart: load as a line, limit as steps, both against time -------------------------------------

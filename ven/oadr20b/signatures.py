@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 
-from ven.messages import OADR_NS, RefusedMessage
+from ven.oadr20b.messages import OADR_NS, RefusedMessage
 
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 REPLAY_NS = "http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties"
@@ -81,9 +81,9 @@ def _local_id(element: etree._Element) -> str | None:
 
 
 def signed_payload(root: etree._Element, pin: str) -> Signed:
-    """Verify the signature of an ``oadrPayload`` (as :func:`ven.messages.parse_untrusted`
+    """Verify the signature of an ``oadrPayload`` (as :func:`ven.oadr20b.messages.parse_untrusted`
     gives it) against the pinned certificate; return what it covers. Raises
-    :class:`~ven.messages.RefusedMessage` (stage ``signature``) only."""
+    :class:`~ven.oadr20b.messages.RefusedMessage` (stage ``signature``) only."""
     if root.tag != f"{{{OADR_NS}}}oadrPayload":
         raise _refuse("not an oadrPayload")
     signatures = root.findall(f"{{{DS_NS}}}Signature")

@@ -4,33 +4,32 @@ Built on ``openleadr.OpenADRClient``. openleadr's own ``run()`` gives up for
 good when the first registration fails, and its event handling keeps no state
 across restarts; a gateway must do better, so this module drives the steps
 itself: registration retried with backoff (and redone when the VTN asks or
-cancels it), polling, the event lifecycle of :mod:`ven.lifecycle`, targeting,
-randomisation, and every event handed on as a typed :class:`~ven.events.DrEvent`.
+cancels it), polling, the event lifecycle of :mod:`ven.oadr20b.lifecycle`, targeting,
+randomisation, and every event handed on as a typed :class:`~policies.events.DrEvent`.
 It knows nothing of chargers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Any, Final, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import aiohttp
 from openleadr import OpenADRClient, objects, utils
 from openleadr import messaging as openleadr_messaging
 
-from ven.events import DrEvent, EventStatus, OptType
-from ven.grid_reports import offer_voltage_reports
-from ven.lifecycle import Change, SiteTargets, classify, implicitly_cancelled, match_targets
-from ven.messages import (
+from policies.events import DrEvent, EventStatus, OptType
+from ven.interface import OptReason, Registration, VenListener, VenState, Window
+from ven.oadr20b.grid_reports import offer_voltage_reports
+from ven.oadr20b.lifecycle import Change, SiteTargets, classify, match_targets
+from ven.oadr20b.messages import (
     MAX_MESSAGE_BYTES,
     BadEvent,
     RefusedMessage,
@@ -38,16 +37,16 @@ from ven.messages import (
     read_message,
     sort_events,
 )
-from ven.reports import (
+from ven.oadr20b.reports import (
     HISTORY_ID,
     HISTORY_RID,
     UPDATE_REPORT_TEMPLATE,
-    ReportSource,
     install_templates,
     offer_reports,
     update_report_payload,
 )
-from ven.signatures import canonical_pin, fingerprint_matches, signed_payload
+from ven.oadr20b.signatures import canonical_pin, fingerprint_matches, signed_payload
+from ven.shared import MemoryState, backoff_delays, implicitly_cancelled, is_loopback_url
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +57,6 @@ EVENT_INVALID: Final = 454
 _READ_CHUNK = 64 * 1024
 
 
-# ei:optReason values (OpenADR 2.0b OptReasonEnumeratedType, without the x- extension).
-OptReason = Literal["economic", "emergency", "mustRun", "notParticipating", "outageRunStatus",
-                    "overrideStatus", "participating", "x-schedule"]
-
-
 # OpenADR 2.0b names two TLS 1.2 suites a VTN must offer: ECDHE-ECDSA and plain RSA key
 # exchange, both AES-128-CBC-SHA256. Python's default list lacks the RSA one, which a VTN
 # with an RSA certificate may insist on; both are added after the forward-secret AEAD suites.
@@ -71,20 +65,6 @@ OPENADR_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES128-SHA256", "AES128-SHA256",
     "!aNULL", "!eNULL",
 ))
-
-@dataclass(frozen=True)
-class Window:
-    """A period of time, as in an xcal:vavailability component."""
-
-    start: datetime
-    duration: timedelta
-
-
-@dataclass(frozen=True)
-class Registration:
-    ven_id: str
-    registration_id: str
-
 
 @dataclass(frozen=True)
 class TlsSettings:
@@ -100,7 +80,7 @@ class TlsSettings:
     vtn_signing_fingerprint: str | None = None  # pin of the VTN's signing certificate
 
     def __post_init__(self) -> None:
-        # Pins are held in one form (ven.signatures.canonical_pin), whatever the operator
+        # Pins are held in one form (ven.oadr20b.signatures.canonical_pin), whatever the operator
         # wrote; a pin that is no fingerprint at all raises ValueError here, at config load.
         for name in ("vtn_fingerprint", "vtn_signing_fingerprint"):
             pin = getattr(self, name)
@@ -113,17 +93,6 @@ class TlsSettings:
         if not self.xml_signatures:
             return None
         return self.vtn_signing_fingerprint or self.vtn_fingerprint
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether a URL names this machine (localhost or a loopback address)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def transport_warnings(url: str, tls: TlsSettings | None) -> list[str]:
@@ -157,45 +126,8 @@ class VenSettings:
     party_ids: frozenset[str] = frozenset()
     tls: TlsSettings | None = None
     # phases whose site voltage (lowest, mean) TELEMETRY_USAGE carries; the listener then
-    # implements ven.grid_reports.VoltageSource
+    # implements ven.interface.VoltageSource
     voltage_phases: tuple[str, ...] = ()
-
-
-class VenListener(ReportSource, Protocol):
-    """What the VEN needs from the rest of the gateway (report values included)."""
-
-    async def on_event(self, event: DrEvent) -> OptType:
-        """Decide on and persist an event (new, modified or cancelled); called before the VTN
-        gets our answer."""
-        ...
-
-    def on_registration(self, registration: Registration) -> None: ...
-
-    def on_registration_cancelled(self) -> None:
-        """The VTN cancelled our registration: forget the persisted one."""
-        ...
-
-
-
-class VenState(Protocol):
-    """Persistence the VEN needs beyond its listener (the bridge's store implements it)."""
-
-    def random_offset(self, event_id: str) -> timedelta | None: ...
-
-    def save_random_offset(self, event_id: str, offset: timedelta) -> None: ...
-
-
-class MemoryState:
-    """A :class:`VenState` that forgets on restart (tests, tools)."""
-
-    def __init__(self) -> None:
-        self.offsets: dict[str, timedelta] = {}
-
-    def random_offset(self, event_id: str) -> timedelta | None:
-        return self.offsets.get(event_id)
-
-    def save_random_offset(self, event_id: str, offset: timedelta) -> None:
-        self.offsets[event_id] = offset
 
 
 class CertificateMismatch(aiohttp.ClientConnectionError):
@@ -224,7 +156,7 @@ class _PinningConnector(aiohttp.TCPConnector):
 
 
 class ReplyTooLarge(Exception):
-    """The VTN's reply is over :data:`~ven.messages.MAX_MESSAGE_BYTES`."""
+    """The VTN's reply is over :data:`~ven.oadr20b.messages.MAX_MESSAGE_BYTES`."""
 
 
 async def read_capped(reply: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -246,13 +178,13 @@ async def read_capped(reply: aiohttp.ClientResponse, limit: int) -> bytes:
 class _Client(OpenADRClient):
     """openleadr's client, with drbridge's transport, intake and report handling.
 
-    openleadr checks the XSD only; :func:`ven.messages.read_message` also refuses
+    openleadr checks the XSD only; :func:`ven.oadr20b.messages.read_message` also refuses
     oversize and entity-bearing payloads and content that makes no sense, and
     it never raises anything but :class:`RefusedMessage`. Replies are read up to
-    :data:`~ven.messages.MAX_MESSAGE_BYTES` and no further; with signatures on, only
-    what the signature covers is read (:mod:`ven.signatures`). The HTTP session speaks
+    :data:`~ven.oadr20b.messages.MAX_MESSAGE_BYTES` and no further; with signatures on, only
+    what the signature covers is read (:mod:`ven.oadr20b.signatures`). The HTTP session speaks
     TLS 1.2+ with the VTN pinned; report requests and updates are handled here
-    (see :mod:`ven.reports`).
+    (see :mod:`ven.oadr20b.reports`).
     """
 
     last_contact: datetime | None = None
@@ -447,19 +379,6 @@ class _Client(OpenADRClient):
         await self._perform_request("EiReport", message)
 
 
-def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Callable[[], float]:
-    """Exponential backoff with full jitter, so many VENs do not retry in lockstep."""
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        ceiling = min(maximum, initial * 2**attempt)
-        attempt += 1
-        return rng.uniform(ceiling / 2, ceiling)
-
-    return next_delay
-
-
 class Ven:
     def __init__(
         self,
@@ -522,6 +441,15 @@ class Ven:
     @property
     def last_contact(self) -> datetime | None:
         return self._client.last_contact
+
+    @property
+    def openadr_version(self) -> str:
+        return "2.0b"
+
+    @property
+    def program_names(self) -> dict[str, str]:
+        """OpenADR 2.0b has no program objects (its events name a market context)."""
+        return {}
 
     async def run(self) -> None:
         """Register (retrying for as long as it takes), then poll until :meth:`stop`.

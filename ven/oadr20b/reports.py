@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from jinja2 import ChoiceLoader, FileSystemLoader
 from openleadr import OpenADRClient, objects
 from openleadr.messaging import TEMPLATES
+
+from ven.interface import ReportSource, SiteStatus
 
 USAGE_ID = "drbridge-telemetry-usage"
 STATUS_ID = "drbridge-telemetry-status"
@@ -42,31 +43,6 @@ HISTORY_SPAN = timedelta(days=7)
 
 def group_power_rid(group_id: str) -> str:
     return f"group-{group_id}-real-power"
-
-
-@dataclass(frozen=True)
-class SiteStatus:
-    online: bool  # the bridge steers at least one station
-    manual_override: bool  # the site operator overrides an active event
-    current_w: float  # the capacity the site can offer now: its present limit
-    min_w: float
-    max_w: float
-
-
-class ReportSource(Protocol):
-    """Where report values come from (the bridge)."""
-
-    def measured_load_w(self) -> float: ...
-
-    def measured_energy_wh(self) -> float: ...
-
-    def group_load_w(self, group_id: str) -> float: ...
-
-    def site_status(self) -> SiteStatus: ...
-
-    def load_history(self, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
-        """Stored (time, site load W) samples in [start, end)."""
-        ...
 
 
 def bucket_means(samples: Iterable[tuple[datetime, float]], start: datetime, end: datetime,

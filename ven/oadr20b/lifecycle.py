@@ -11,12 +11,12 @@ What the VEN does with each event of an ``oadrDistributeEvent`` (OpenADR 2.0b):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
-from ven.events import DrEvent, EventStatus
+from policies.events import DrEvent, EventStatus
+from ven.shared import Targeting
 
 
 class Change(StrEnum):
@@ -39,14 +39,6 @@ def classify(known: DrEvent | None, incoming: DrEvent) -> Change:
     return Change.MODIFIED
 
 
-def implicitly_cancelled(known: Mapping[str, DrEvent], listed: Iterable[str],
-                         now: datetime) -> list[str]:
-    """Known events a complete event list leaves out while they still matter."""
-    present = set(listed)
-    return [event_id for event_id, event in known.items()
-            if event_id not in present and not event.is_over(now)]
-
-
 @dataclass(frozen=True)
 class SiteTargets:
     """What an eiTarget may name that is this VEN, and the parts of the site it maps."""
@@ -59,13 +51,6 @@ class SiteTargets:
 
 
 TARGET_KINDS = ("ven_id", "party_id", "resource_id", "group_id")
-
-
-@dataclass(frozen=True)
-class Targeting:
-    whole_site: bool
-    resources: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
 
 
 def match_targets(targets: Mapping[str, tuple[str, ...]], ours: SiteTargets) -> Targeting | None:

@@ -8,23 +8,18 @@ readings sends no interval (no data is not 0 V).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from openleadr import OpenADRClient, objects
 
-from ven.reports import TELEMETRY_MAX_SAMPLING, USAGE_ID
+from ven.interface import VoltageSource
+from ven.oadr20b.reports import TELEMETRY_MAX_SAMPLING, USAGE_ID
 
 Statistic = Literal["min", "mean"]
 STATISTICS: tuple[Statistic, ...] = ("min", "mean")
 PHASES = ("L1", "L2", "L3")
-
-
-class VoltageSource(Protocol):
-    def site_voltages(self) -> Mapping[str, tuple[float, float]]:
-        """Per phase (L1..L3) with fresh readings: (lowest V, mean V) over the stations."""
-        ...
 
 
 def voltage_rid(phase: str, statistic: Statistic) -> str:

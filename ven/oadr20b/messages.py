@@ -15,12 +15,12 @@ nothing else, whatever the bytes are. In order it:
    response codes.
 
 The events of an ``oadrDistributeEvent`` are judged one by one, not with the message: one
-event that does not normalise to a :class:`~ven.events.DrEvent` must not sink the others.
+event that does not normalise to a :class:`~policies.events.DrEvent` must not sink the others.
 :func:`sort_events` parts them into events to act on and :class:`BadEvent` s to answer
 with an error.
 
 XML signatures are *not* verified here: that needs the VTN's certificate and belongs to the
-transport (:mod:`ven.signatures`, which hands on only the signed part). A signed payload is
+transport (:mod:`ven.oadr20b.signatures`, which hands on only the signed part). A signed payload is
 read like an unsigned one.
 """
 
@@ -36,7 +36,8 @@ from typing import Any, Literal
 from lxml import etree
 from openleadr.messaging import parse_message, validate_xml_schema
 
-from ven.events import DrEvent, InvalidEvent, normalise_event
+from policies.events import DrEvent, InvalidEvent
+from ven.oadr20b.events import normalise_event
 
 OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -71,7 +72,7 @@ class RefusedMessage(ValueError):
 
     ``stage`` says which step refused it: ``input`` (size, type, DOCTYPE), ``xml`` (not
     well-formed), ``schema`` (2.0b XSD), ``parse`` (openleadr could not digest it),
-    ``content`` (the checks in this module) or ``signature`` (:mod:`ven.signatures`).
+    ``content`` (the checks in this module) or ``signature`` (:mod:`ven.oadr20b.signatures`).
     """
 
     def __init__(
