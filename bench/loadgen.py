@@ -32,9 +32,9 @@ its connection and the process writes one JSON file (``--out``):
             occurrence; t_closed the last; null when it never happened),
         "connects" (websocket opens), "boot_status", "tx_id",
         "meter_sent", "meter_replies", "meter_errors" (CALLERRORs answered to MeterValues),
-        "meter_latency" (seconds, a uniform sample of at most 200),
+        "meter_latency" (seconds, a uniform sample of at most 200; from --record-after on),
         "meter_log" ([[sent at, seconds to the reply]] of every MeterValues answered, in
-            storm/steady mode; at most 2,000),
+            storm/steady mode, from --record-after on; at most 2,000),
         "charging": [what the central system said about profiles, in order:
             {"t" (received), "t_answered" (our answer handed to the socket), "op": "set",
              "connector", "profile" (csChargingProfiles as received)} or
@@ -122,6 +122,7 @@ class Options(NamedTuple):
     meter_interval: float
     rate_unit: str
     deflate: bool
+    record_after: float = 0.0  # unix time: latencies of MeterValues sent before are not kept
 
 
 class Finished(Exception):
@@ -316,7 +317,8 @@ class Station:
             self.error(f"MeterValues: {error}")
             return
         self.rec["meter_replies"] += 1
-        self._latency(now, time.perf_counter() - sent)
+        if now >= self.opts.record_after:
+            self._latency(now, time.perf_counter() - sent)
 
     def _amps(self, now: float) -> float:
         limit = self._stack.limit_a(now, CONNECTOR, self._tx)
@@ -450,7 +452,8 @@ async def watch_lag(worst: dict[int, float]) -> None:
 async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> dict[str, Any]:
     """Run the stations; ``stop`` (by default SIGTERM) ends them early, results kept."""
     started = float(args.start_at) if args.start_at is not None else time.time()
-    options = Options(args.url, args.mode, args.meter_interval, args.rate_unit, args.deflate)
+    options = Options(args.url, args.mode, args.meter_interval, args.rate_unit, args.deflate,
+                      args.record_after)
     stations = []
     for i in range(args.count):
         offset = args.connect_spread * i / args.count if args.connect_spread > 0 else 0.0
@@ -534,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ChargingScheduleAllowedChargingRateUnit to report (default Current)")
     parser.add_argument("--deflate", action="store_true",
                         help="offer permessage-deflate (off by default)")
+    parser.add_argument("--record-after", type=float, default=0.0,
+                        help="unix time: keep latencies of MeterValues sent from then on only")
     args = parser.parse_args(argv)
     if args.count < 1 or args.duration <= 0 or args.meter_interval <= 0 or args.connect_spread < 0:
         parser.error("--count, --duration and --meter-interval must be positive, "

@@ -136,6 +136,20 @@ def verdicts(run: Run) -> list[Verdict]:
         [_ratio(r, "example_defaults") for r in rounds], 10, "×", 1, below=False, strict=False)
     add("throughput ≥ 3× the ocpp example with async validation off (same backlog)",
         [_ratio(r, "example_sync") for r in rounds], 3, "×", 1, below=False, strict=False)
+    lc = run.get("local_controller")
+    if lc:  # a run from before the scenario, or with it skipped, has no such targets
+        every = [r for runs in lc["runs"].values() for r in runs]
+        lean = lc["runs"].get("lean") or []
+        n = f"{lc['stations']:,}"
+        add(f"local controller, {n} stations: the stations' reply p99 forwarded < 5 ms more"
+            " than straight (either CSMS)",
+            [r["forwarded"]["p99_ms"] - r["straight"]["p99_ms"] for r in every], 5, "ms", 1)
+        add(f"local controller, {n} stations: drbridge's own time for a forwarded message,"
+            " p99 < 5 ms (its histogram's bucket)",
+            [r["forwarded"]["in_bridge_p99_ms"] for r in every], 5, "ms", 1)
+        add(f"local controller, {n} stations: forwarded MeterValues/s ≥ 70 % of straight"
+            " (the lean CSMS)", [100 * r["ratio"] for r in lean], 70, "%", 0, below=False,
+            strict=False)
     return out
 
 
@@ -149,6 +163,9 @@ def noise(run: Run) -> tuple[float, float]:
     """(the most CPU others took in any window, % of a core; the most steal)."""
     windows = [w for runs in run["fleets"].values() for r in runs for w in r["windows"].values()]
     windows += [s for r in run.get("throughput") or [] for s in r.values()]
+    lc = run.get("local_controller")
+    windows += [r[part] for runs in (lc["runs"].values() if lc else ()) for r in runs
+                for part in ("straight", "forwarded", "straight_flood", "forwarded_flood")]
     return (max((_num(w["others_cpu_pct"]) for w in windows), default=math.nan),
             max((_num(w["steal_pct"]) for w in windows), default=math.nan))
 
@@ -263,6 +280,37 @@ def throughput_table(run: Run) -> str:
                   "rrrrrrrrr", rows)
 
 
+def _bound_ms(value: Any) -> str:
+    """A histogram quantile's bucket bound, in ms."""
+    number = _num(value)
+    return "> 1,000" if math.isinf(number) else f"≤ {fmt(number, 1)}"
+
+
+def local_controller_table(run: Run) -> str:
+    lc = run.get("local_controller")
+    if not lc:
+        return "Not measured in this run."
+    rows = []
+    for kind, runs in lc["runs"].items():
+        for i, r in enumerate(runs, 1):
+            straight, forwarded = r["straight"], r["forwarded"]
+            rows.append((
+                kind, str(i),
+                f"{fmt(straight['p50_ms'])} / {fmt(straight['p99_ms'])}",
+                f"{fmt(forwarded['p50_ms'])} / {fmt(forwarded['p99_ms'])}",
+                f"{_bound_ms(forwarded['in_bridge_p50_ms'])} /"
+                f" {_bound_ms(forwarded['in_bridge_p99_ms'])}",
+                fmt(r["straight_flood"]["per_s"], 0, True),
+                fmt(r["forwarded_flood"]["per_s"], 0, True),
+                f"{fmt(100 * _num(r['ratio']), 0)} %",
+                fmt(max(_num(r[part]["others_cpu_pct"]) for part in
+                        ("straight", "forwarded", "straight_flood", "forwarded_flood")), 0),
+            ))
+    return _table(("CSMS", "run", "straight p50 / p99 (ms)", "forwarded p50 / p99 (ms)",
+                   "in drbridge p50 / p99 (ms)", "straight (msg/s)", "forwarded (msg/s)",
+                   "forwarded/straight", "others' CPU (%)"), "lrrrrrrrr", rows)
+
+
 def header(run: Run) -> str:
     m = run["machine"]
     others, steal = noise(run)
@@ -299,6 +347,9 @@ def render(run: Run, template: str) -> str:
         "windows": windows_table(run),
         "dispatch": dispatch_table(run),
         "throughput": throughput_table(run),
+        "local_controller": local_controller_table(run),
+        **{f"lc_{k}": fmt((run.get("local_controller") or {}).get(k), 0, thousands=True)
+           for k in ("stations", "window_s", "flood_s")},
         "run_id": run["run_id"],
         "somaxconn": str(run["machine"].get("somaxconn", "—")),
         **{k: fmt(v, 0 if float(v).is_integer() else 1, thousands=True)

@@ -1,17 +1,22 @@
-"""drbridge benchmarks: connect storm, steady state, replans, DR dispatch, throughput.
+"""drbridge benchmarks: connect storm, steady state, replans, DR dispatch, throughput,
+forwarding in local-controller mode.
 
     python -m bench.run                 # every scenario, three runs each (make bench)
     python -m bench.run --quick         # small sizes, one run each: a smoke test of the harness
     python -m bench.run --workers N     # the OCPP edge in N processes (recorded in the results)
+    python -m bench.run --only local-controller [--quick]   # that scenario alone, printed
 
 Everything runs on loopback in separate processes: the bridge (``drbridge run``), the load
 generators (``bench.loadgen``, up to 2,500 stations each), the reference central system
-(``bench.ocpp_example_cs``) and, in this process, an openleadr VTN.
+(``bench.ocpp_example_cs``), the lean operator CSMS (``bench.upstream_cs``) and, in this
+process, an openleadr VTN.
 
 One *fleet run* per size and run: the stations connect (all at once, or spread), the bridge
 settles, then three windows are measured (see ``WINDOWS``): *steady* (no plan inside),
 *replan* (a periodic plan inside) and *event* (a DR event handed on and dispatched, and its
 first seconds). The *throughput* rounds flood drbridge and the reference with MeterValues.
+The *local controller* runs put drbridge between the stations and an operator's CSMS
+(``ocpp.upstream``) and compare with the same stations talking to that CSMS straight.
 
 The run's figures go to ``docs/benchmarks.json``, and :mod:`bench.report` writes
 ``docs/benchmarks.md`` (and the README's results paragraph) from that file alone.
@@ -71,6 +76,9 @@ WINDOWS = {
     "event": "from the VEN handing a DR event on: the plan, the profile wave, the event's"
              " first seconds",
 }
+# local controller: stations, latency window (s), flood (s); one run per CSMS in a full run
+LC_SIZES = {False: (1_000, 30.0, 15.0), True: (100, 10.0, 5.0)}  # by --quick
+LC_CSMS = ("reference", "lean")
 
 
 # the machine -------------------------------------------------------------------------------------
@@ -203,12 +211,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def bridge_config(workdir: Path, stations: int, port: int, vtn_url: str | None,
-                  web_port: int | None, workers: int) -> Path:
+                  web_port: int | None, workers: int, upstream_url: str | None = None) -> Path:
     db = workdir / f"bridge-{port}.db"
     web = f"{{host: 127.0.0.1, port: {web_port}}}" if web_port else "{enabled: false}"
     # Without a VTN the URL points at a closed port: the VEN keeps retrying, stations are served.
     url = vtn_url or f"http://127.0.0.1:{free_port()}/OpenADR2/Simple/2.0b"
     more = f", workers: {workers}" if workers > 1 else ""
+    # a CSMS slow under load is not an outage here: drbridge waits for it as a station would
+    if upstream_url:
+        more += f", upstream: {{url: '{upstream_url}', call_timeout_s: 30}}"
     config = workdir / f"bridge-{port}.yaml"
     config.write_text(textwrap.dedent(f"""\
         ven: {{vtn_url: "{url}", ven_name: bench-site}}
@@ -223,11 +234,12 @@ def bridge_config(workdir: Path, stations: int, port: int, vtn_url: str | None,
 
 @contextmanager
 def drbridge(workdir: Path, stations: int, workers: int, vtn_url: str | None = None,
-             metrics: bool = True) -> Iterator[Server]:
-    """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics)."""
+             metrics: bool = True, upstream_url: str | None = None) -> Iterator[Server]:
+    """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics);
+    ``upstream_url``: in local-controller mode, forwarding to that CSMS."""
     port = free_port()
     web_port = free_port() if metrics else None
-    config = bridge_config(workdir, stations, port, vtn_url, web_port, workers)
+    config = bridge_config(workdir, stations, port, vtn_url, web_port, workers, upstream_url)
     log_path = workdir / f"bridge-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config",
@@ -260,6 +272,28 @@ def example_cs(workdir: Path, variant: str) -> Iterator[Server]:
         _stop(process)
 
 
+@contextmanager
+def upstream_cs(workdir: Path, kind: str) -> Iterator[Server]:
+    """An operator's CSMS in its own process: ``reference`` (the ``ocpp`` library's example
+    with its defaults, written the usual way) or ``lean`` (``bench.upstream_cs``: raw
+    frames, so that what is measured through drbridge is drbridge)."""
+    if kind == "reference":
+        with example_cs(workdir, "defaults") as server:
+            yield server
+        return
+    port = free_port()
+    log_path = workdir / f"upstream-cs-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bench.upstream_cs", "--port",
+                                    str(port)], stdout=log, stderr=log,
+                                   preexec_fn=raise_fd_limit)
+    try:
+        wait_for_port(port, process=process, log=log_path)
+        yield Server(process, port)
+    finally:
+        _stop(process)
+
+
 @dataclass
 class Generators:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -282,7 +316,7 @@ class Generators:
 
 
 def generators(workdir: Path, port: int, count: int, mode: str, start_at: float,
-               duration: float, spread: float = 0.0) -> Generators:
+               duration: float, spread: float = 0.0, record_after: float = 0.0) -> Generators:
     result = Generators()
     n = max(1, -(-count // PER_GENERATOR))
     for g in range(n):
@@ -295,7 +329,7 @@ def generators(workdir: Path, port: int, count: int, mode: str, start_at: float,
                  "--prefix", f"G{g}-", "--count", str(share), "--mode", mode,
                  "--meter-interval", "10", "--duration", str(duration),
                  "--start-at", str(start_at), "--connect-spread", str(spread * share / count),
-                 "--out", str(out)],
+                 "--out", str(out), "--record-after", str(record_after)],
                 stdout=subprocess.DEVNULL, stderr=log, preexec_fn=raise_fd_limit))
     return result
 
@@ -500,10 +534,13 @@ async def _around_plan(server: Server, pids: list[int], due: float) -> tuple[Mar
 
 
 # throughput --------------------------------------------------------------------------------------
-async def flood(workdir: Path, server: Server, seconds: float) -> dict[str, float]:
+async def flood(workdir: Path, server: Server, seconds: float,
+                stations_n: int = FLOOD_STATIONS, behind: Server | None = None
+                ) -> dict[str, float]:
+    """``behind``: the CSMS ``server`` forwards to (its CPU is the benchmark's, not others')."""
     start_at = time.time() + 2
-    gens = generators(workdir, server.port, FLOOD_STATIONS, "flood", start_at, seconds)
-    pids = [server.pid, *gens.pids, os.getpid()]
+    gens = generators(workdir, server.port, stations_n, "flood", start_at, seconds)
+    pids = [server.pid, *gens.pids, os.getpid(), *([behind.pid] if behind else [])]
     await sleep_until(start_at)
     cpu0, machine0 = process_cpu_s(server.pid), MachineSample.take(pids)
     await sleep_until(start_at + seconds)
@@ -531,6 +568,94 @@ async def throughput_round(workdir: Path, workers: int, seconds: float) -> dict[
     return result
 
 
+# local controller --------------------------------------------------------------------------------
+FORWARD_HISTOGRAM = "drbridge_upstream_forward_added_seconds"
+
+
+async def replies_in_window(workdir: Path, server: Server, count: int, spread: float,
+                            settle: float, window_s: float, behind: Server | None = None,
+                            ) -> dict[str, float]:
+    """Each station a MeterValues every 10 s, connecting over ``spread``; once ``settle``
+    more seconds have passed (the joins' work done), the replies to what was sent in the
+    next ``window_s`` seconds, as the stations measured them. ``behind``: ``server`` is
+    drbridge in local-controller mode forwarding to that CSMS; its histogram of the time a
+    forwarded message spent in it, over the same window, too."""
+    start_at = time.time() + 2
+    opens = start_at + spread + settle
+    gens = generators(workdir, server.port, count, "steady", start_at,
+                      spread + settle + window_s + 5, spread, record_after=opens)
+    forwarding = behind is not None
+    pids = [server.pid, *gens.pids, os.getpid(), *([behind.pid] if behind else [])]
+    try:
+        await sleep_until(opens)
+        before = await asyncio.to_thread(server.scrape) if forwarding else {}
+        first = MachineSample.take(pids)
+        await sleep_until(opens + window_s)
+        last = MachineSample.take(pids)
+        after = await asyncio.to_thread(server.scrape) if forwarding else {}
+        await asyncio.sleep(2.0)  # the window's last replies come in
+    finally:
+        gens.stop()
+    stations = merged(await asyncio.to_thread(gens.wait, 120))
+    latencies = [1000 * s for s in analysis.reply_latencies(stations, opens, opens + window_s)]
+    result = {"booted": float(sum(1 for r in stations.values() if r.get("t_booted"))),
+              "replies": float(len(latencies)),
+              "p50_ms": analysis.pct(latencies, 0.5), "p99_ms": analysis.pct(latencies, 0.99),
+              **noise(first, last)}
+    if forwarding:
+        buckets, _, messages = analysis.histogram_delta(before, after, FORWARD_HISTOGRAM)
+        result.update(in_bridge_messages=messages,
+                      in_bridge_p50_ms=1000 * analysis.histogram_quantile(buckets, 0.5),
+                      in_bridge_p99_ms=1000 * analysis.histogram_quantile(buckets, 0.99))
+    return result
+
+
+async def local_controller(workdir: Path, count: int, kind: str, window_s: float,
+                           flood_s: float, workers: int = 1) -> dict[str, Any]:
+    """Stations to a CSMS straight, then through drbridge in local-controller mode to the
+    same CSMS: the latency drbridge adds to a forwarded message, and the forwarded
+    MeterValues throughput against the straight one."""
+    spread = min(10.0, count / 100)
+    settle = max(5.0, count / 100)
+    result: dict[str, Any] = {"csms": kind, "stations": count}
+    with upstream_cs(workdir, kind) as csms:
+        url = f"ws://127.0.0.1:{csms.port}"
+        result["straight"] = await replies_in_window(workdir, csms, count, spread, settle,
+                                                     window_s)
+        with drbridge(workdir, count, workers, upstream_url=url) as running:
+            result["forwarded"] = await replies_in_window(workdir, running, count, spread,
+                                                          settle, window_s, behind=csms)
+        result["straight_flood"] = await flood(workdir, csms, flood_s, count)
+        with drbridge(workdir, count, workers, metrics=False, upstream_url=url) as running:
+            result["forwarded_flood"] = await flood(workdir, running, flood_s, count, csms)
+    straight, forwarded = result["straight_flood"]["per_s"], result["forwarded_flood"]["per_s"]
+    result["ratio"] = forwarded / straight if straight else float("nan")
+    return result
+
+
+def _lc_brief(outcome: dict[str, Any]) -> str:
+    straight, forwarded = outcome["straight"], outcome["forwarded"]
+    return (f"straight p50/p99 {straight['p50_ms']:.1f}/{straight['p99_ms']:.1f} ms,"
+            f" forwarded {forwarded['p50_ms']:.1f}/{forwarded['p99_ms']:.1f} ms (in drbridge"
+            f" ≤ {forwarded['in_bridge_p50_ms']:.1f}/≤ {forwarded['in_bridge_p99_ms']:.1f} ms);"
+            f" flood straight {outcome['straight_flood']['per_s']:.0f}/s, forwarded"
+            f" {outcome['forwarded_flood']['per_s']:.0f}/s ({100 * outcome['ratio']:.0f} %)")
+
+
+async def local_controller_runs(workdir: Path, quick: bool, runs: int, workers: int = 1
+                                ) -> dict[str, Any]:
+    """``runs`` runs per CSMS, in turn; the figures as ``results["local_controller"]``."""
+    count, window_s, flood_s = LC_SIZES[quick]
+    found: dict[str, Any] = {"stations": count, "window_s": window_s, "flood_s": flood_s,
+                             "runs": {kind: [] for kind in LC_CSMS}}
+    for number in range(1, runs + 1):
+        for kind in LC_CSMS:
+            outcome = await local_controller(workdir, count, kind, window_s, flood_s, workers)
+            found["runs"][kind].append(outcome)
+            print(f"local controller ({kind}) run {number}: {_lc_brief(outcome)}", flush=True)
+    return found
+
+
 # the run -----------------------------------------------------------------------------------------
 def check_workers(workers: int) -> None:
     from bridge.config import OcppSection
@@ -544,8 +669,15 @@ def check_workers(workers: int) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     raise_fd_limit()
-    check_workers(args.workers)
     runs = 1 if args.quick else args.runs
+    check_workers(args.workers)
+    if args.only == "local-controller":  # printed only: the committed figures stay as they are
+        with tempfile.TemporaryDirectory(prefix="drbridge-bench-") as tmp:
+            found = await local_controller_runs(Path(tmp), args.quick, runs, args.workers)
+        from bench import report
+        print(json.dumps(found, indent=1, allow_nan=True))
+        print(report.local_controller_table({"local_controller": found}))
+        return
     fleets = QUICK_FLEETS if args.quick else FLEETS
     if args.sizes:
         fleets = [f for f in fleets if f[0] in args.sizes] or \
@@ -588,6 +720,10 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"throughput round {number}: " + ", ".join(
                     f"{name} {r['per_s']:.0f}/s ({r['cpu_pct']:.0f} % CPU)"
                     for name, r in rates.items()), flush=True)
+        if not args.skip_local_controller:
+            # one run per CSMS (about five minutes for both at 1,000 stations)
+            results["local_controller"] = await local_controller_runs(workdir, args.quick, 1,
+                                                                      args.workers)
         if args.keep:
             keep = Path(args.keep)
             keep.mkdir(parents=True, exist_ok=True)
@@ -628,6 +764,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
                         help="OCPP worker processes of the bridge (default 1; $WORKERS)")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-local-controller", action="store_true")
+    parser.add_argument("--only", choices=("local-controller",),
+                        help="run this scenario alone (--runs runs per CSMS) and print its"
+                             " figures and table (docs untouched)")
     parser.add_argument("--out", default="docs/benchmarks.json", help="the run's figures")
     parser.add_argument("--markdown", default="docs/benchmarks.md")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")

@@ -3,9 +3,10 @@
 Each part has one job (see :mod:`bridge.runtime`): the station events in
 (:attr:`Bridge.station_events`), the DR events and opts (:attr:`Bridge.dr`), the
 operator's actions (:attr:`Bridge.operator`), the planning loop (:attr:`Bridge.planner`,
-:attr:`Bridge.replans`), telemetry and reports (:attr:`Bridge.reports`) and the read view
-the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server, the VEN
-and the store are theirs to use. Only this module knows them all.
+:attr:`Bridge.replans`), the voltage monitors and DER control in the stations
+(:attr:`Bridge.voltage_controls`), telemetry and reports (:attr:`Bridge.reports`) and the
+read view the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server,
+the VEN and the store are theirs to use. Only this module knows them all.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ from bridge.clock import Clock, utcnow
 from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
-from bridge.ocpp.server import OcppServer
+from bridge.ocpp.server import SUBPROTOCOLS, OcppServer
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner, ReplanLoop
 from bridge.runtime.reports import Reports
 from bridge.runtime.stations import StationEvents
 from bridge.runtime.view import RuntimeView
+from bridge.runtime.voltage_controls import VoltageControls
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
 from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
+from bridge.upstream.controller import LocalController
 from policies.events import DrEvent, OptType
+from policies.fleet import value_at
 from ven.interface import Registration, SiteStatus, VenDriver, VenListener
 from ven.oadr3 import Ven3
 from ven.oadr3.outbox import SqliteOutbox
@@ -58,6 +63,8 @@ class Bridge:
         # the loop) or at once (a DR event, an operator action, through the planner, which
         # is made last: it reads the others).
         self.replans = ReplanLoop()
+        # local-controller mode (ocpp.upstream): the site's own CSMS behind drbridge
+        self.upstream = self._local_controller(clock) if model.ocpp.upstream else None
         self.dispatcher = Dispatcher(
             self.store,
             min_current_a=config.policy.allocation.min_current_a,
@@ -71,10 +78,18 @@ class Bridge:
             measurands=GRID_MEASURANDS
             if config.policy.voltage is not None or model.telemetry.voltage else (),
             peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
+            on_capabilities=self._capabilities_known,
+            operator=self.upstream,
         )
+        # voltage monitors and DER control in the stations, after their limits
+        self.voltage_controls = VoltageControls(config, self.store, self.dispatcher.limits_sent,
+                                                retry_s=model.ocpp.retry_s)
         self.station_events = StationEvents(config, self.store, self.dispatcher, clock,
                                             request_replan=self.replans.request,
-                                            on_voltage=self._voltage_changed)
+                                            on_voltage=self._voltage_changed,
+                                            on_voltage_event=self._voltage_event)
+        if self.upstream is not None:  # what is forwarded is read as ever
+            self.upstream.listener = self.station_events
         default = self._openadr_3 if config.openadr3 else self._openadr_20b
         self.ven: VenDriver = (ven or default)(_VenListener(self), self.store)
         resumed_state, baselines = self.store.plan_state()
@@ -83,13 +98,16 @@ class Bridge:
         self.operator = Operator(self.store, clock, self.dr, replan_now=self._replan_now)
         self.planner = Planner(config, self.store, clock, self.dispatcher, self.station_events,
                                self.dr, self.operator.holds, self.ven, resumed_state,
-                               started_at, request_replan=self.replans.request)
+                               started_at, request_replan=self.replans.request,
+                               replan_urgently=lambda: self.replans.request(urgent=True),
+                               operator_ceilings=self.upstream.with_ceilings
+                               if self.upstream else None)
         self.loop_lag = Histogram(LAG_BUCKETS_S)  # filled while the bridge runs
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
         self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
-                                self.ven, self.loop_lag)
+                                self.ven, self.loop_lag, self.voltage_controls, self.upstream)
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self.station_events,
             accepts=config.accepts_station,
@@ -97,6 +115,8 @@ class Bridge:
             on_close=self._station_left,
             call_timeout_s=model.ocpp.call_timeout_s,
             security=EdgeSecurity.from_config(config),
+            make_link=self.upstream.make_link if self.upstream is not None else None,
+            subprotocols=self.upstream.preferred(SUBPROTOCOLS) if self.upstream else None,
         )
         self.web: WebServer | None = None
         if model.web.enabled:
@@ -135,6 +155,26 @@ class Bridge:
             outbox=SqliteOutbox(store.db),  # reports persist before they are first sent
         )
 
+    def _local_controller(self, clock: Clock) -> LocalController:
+        """The operator's CSMS behind drbridge: the station events read what is forwarded,
+        the operator's profiles limit drbridge's (the dispatcher asks), its limit of a
+        station is that station's ceiling in the plan, and a change of them replans."""
+        def caps_of(station_id: str) -> Capabilities | None:
+            record = self.dispatcher.stations.get(station_id)
+            return record.caps if record is not None and record.caps.known else None
+
+        def paused(station_id: str) -> bool:
+            record = self.dispatcher.stations.get(station_id)
+            step = value_at(record.desired, clock()) if record and record.desired else None
+            return step is not None and step.limit_w <= 0
+
+        def limits_changed(station_id: str) -> None:
+            self.dispatcher.limits_changed(station_id)
+            self.replans.request()
+
+        return LocalController(self.config, self.store.db, clock, caps_of, paused,
+                               limits_changed, self.config.model.ocpp.call_timeout_s)
+
     # connections between the parts -------------------------------------------------------
     def _replan_now(self) -> None:
         self.planner.replan_now()
@@ -142,7 +182,15 @@ class Bridge:
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)
 
+    def _voltage_event(self, station_id: str) -> None:
+        self.planner.voltage_changed(station_id, at_once=True)
+
+    def _capabilities_known(self, station_id: str, link: ChargerLink,
+                            caps: Capabilities) -> None:
+        self.voltage_controls.capabilities_known(station_id, link, caps)
+
     def _station_left(self, station_id: str, link: ChargerLink) -> None:
+        self.voltage_controls.disconnected(station_id, link)
         self.station_events.disconnected(station_id, link,
                                          linked_again=station_id in self.ocpp.links)
 
@@ -169,6 +217,7 @@ class Bridge:
             if self.web is not None:
                 await self.web.close()
             await self.ocpp.close()
+            await self.voltage_controls.close()
             await self.dispatcher.close()
             self.reports.flush()
             self.store.close()

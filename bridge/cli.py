@@ -102,6 +102,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     scheme = "wss" if model.ocpp.security.profile in (2, 3) else "ws"
     print(f"  OCPP       {scheme}://{model.ocpp.host}:{model.ocpp.port}/<station id>")
     print(f"  security   {_PROFILES[model.ocpp.security.profile]}")
+    upstream = model.ocpp.upstream
+    if upstream is not None:
+        print(f"  upstream   local controller: forwards to {upstream.url}/<station id>; "
+              f"offline authorization {upstream.offline_authorization}")
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")
     print(f"  policy     {config.policy.name}: {config.policy.description}")

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from bridge.loopback import is_loopback_host
-from bridge.ocpp.tls import server_context
+from bridge.ocpp.tls import client_context, server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
 from bridge.web.transport import tls_context
 from bridge.worst_case import Declared
@@ -126,6 +126,10 @@ class StationSection(_Section):
     phase: Literal["L1", "L2", "L3"] | None = None  # the line a single-phase station is on
     max_power_kw: float | None = Field(default=None, gt=0)
     connectors: tuple[ConnectorSection, ...] = ()
+    # Local controller, security profile 3 towards the operator: this station's own client
+    # certificate and key (PEM), in place of ocpp.upstream's.
+    upstream_client_certificate: str | None = None
+    upstream_client_private_key: str | None = None
 
 
 class SecuritySection(_Section):
@@ -143,6 +147,41 @@ class SecuritySection(_Section):
     max_new_connections_per_s: int = Field(default=100, ge=0)  # per address; 0: no limit
     # Loopback is where simulators and benchmarks connect from, thousands at once.
     limit_loopback: bool = False
+
+
+class UpstreamSection(_Section):
+    """Local-controller mode: the operator's CSMS behind drbridge (README "Local controller")."""
+
+    url: str  # drbridge connects to <url>/<station id>, with the station's subprotocol
+    # While the operator is unreachable: an id it answered before gets that answer (cache),
+    # unknown ids are refused (cache, reject) or accepted (accept); reject refuses all.
+    offline_authorization: Literal["cache", "accept", "reject"] = "cache"
+    # How long the operator may take to answer a station's message before drbridge answers
+    # in its place (and counts the link as down); also how long an Authorize waits for a
+    # link that is not open yet.
+    call_timeout_s: float = Field(default=5, gt=0)
+    reconnect_min_s: float = Field(default=1, gt=0)  # first wait before connecting again
+    reconnect_max_s: float = Field(default=60, gt=0)  # longest wait (doubling, jittered)
+    ca_file: str | None = None  # wss://: the CA(s) the CSMS's certificate must chain to
+    # Security profile 3 towards the operator: a client certificate and key (PEM) for every
+    # station (a station's own upstream_client_* take precedence)
+    client_certificate: str | None = None
+    client_private_key: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _websocket(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpstreamSection:
+        if bool(self.client_certificate) != bool(self.client_private_key):
+            raise ValueError("client_certificate and client_private_key go together")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
 
 
 class OcppSection(_Section):
@@ -166,6 +205,8 @@ class OcppSection(_Section):
     # A station the bridge cannot steer is counted at its measured peak (plus a margin)
     # once its session has drawn this long, rather than at its hardware maximum.
     learn_peak_after_s: float = Field(default=600, gt=0)
+    # Local controller: keep the site's own CSMS; drbridge forwards to it and adds DR limits.
+    upstream: UpstreamSection | None = None
 
 
 class CircuitSection(_Section):
@@ -513,6 +554,56 @@ def _security_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Probl
                 problems.append(problem(("security", "tls_client_ca"),
                                         f"not a usable CA file (PEM): {error}"))
     return problems
+def _upstream_problems(ocpp: OcppSection, base: Path, lines: dict) -> list[Problem]:
+    """What local-controller mode (ocpp.upstream) needs and the config lacks."""
+    problems: list[Problem] = []
+    upstream = ocpp.upstream
+    for index, station in enumerate(ocpp.stations):
+        path: KeyPath = ("ocpp", "stations", index)
+        given = (station.upstream_client_certificate, station.upstream_client_private_key)
+        if any(given) and upstream is None:
+            problems.append(_at(lines, (*path, "upstream_client_certificate"),
+                                "only used in local-controller mode: add ocpp.upstream, or "
+                                "remove this key"))
+        elif any(given) and not all(given):
+            problems.append(_at(lines, (*path, "upstream_client_certificate"),
+                                "upstream_client_certificate and upstream_client_private_key "
+                                "go together: give both or neither"))
+    if upstream is None:
+        return problems
+    certificates = [(("ocpp", "upstream"), upstream.client_certificate,
+                     upstream.client_private_key)]
+    certificates += [(("ocpp", "stations", i), s.upstream_client_certificate,
+                      s.upstream_client_private_key) for i, s in enumerate(ocpp.stations)]
+    ca_file = None
+    if upstream.ca_file is not None:
+        ca_file = (base / upstream.ca_file).resolve()
+        if not ca_file.is_file():
+            problems.append(_at(lines, ("ocpp", "upstream", "ca_file"),
+                                f"no such file: {ca_file}"))
+            ca_file = None
+    for path, certificate, key in certificates:
+        if certificate is None or key is None:
+            continue
+        prefix = "" if path == ("ocpp", "upstream") else "upstream_"
+        where: KeyPath = (*path, f"{prefix}client_certificate")
+        if not upstream.url.startswith("wss://"):
+            problems.append(_at(lines, where, "a client certificate needs TLS: make "
+                                "ocpp.upstream.url wss://"))
+            continue
+        files = [(base / certificate).resolve(), (base / key).resolve()]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            problems.append(_at(lines, where, f"no such file: {', '.join(missing)}"))
+            continue
+        try:
+            client_context(ca_file, *files)
+        except (OSError, ssl.SSLError) as error:
+            problems.append(_at(lines, where, f"cannot use this certificate with its private "
+                                f"key: {error} (an unencrypted PEM key that matches it)"))
+    return problems
+
+
 def _at(lines: dict, path: KeyPath, message: str) -> Problem:
     """A problem at a key, on its own line or, for a key left out, its nearest parent's."""
     line = next((lines[path[:cut]] for cut in range(len(path), 0, -1) if path[:cut] in lines),
@@ -722,7 +813,7 @@ def load_config_text(text: str, source: Path) -> Config:
         raise InvalidDocument(str(source), problems)
     base = source.resolve().parent
     problems = _security_problems(model.ocpp, base, lines) + _web_problems(model.web, base, lines) \
-        + _protocol_problems(model, base, lines)
+        + _upstream_problems(model.ocpp, base, lines) + _protocol_problems(model, base, lines)
     if problems:
         raise InvalidDocument(str(source), problems)
     policy = _load_policy(model.policy, base, str(source), lines)

@@ -8,6 +8,12 @@ station and any number of stations in parallel. Nothing goes to a station before
 its boot is accepted (:data:`BOOT_WAIT_S`), and a profile of another party on it
 is never replaced nor outranked (:meth:`Dispatcher._verify_composite`).
 
+Each station's life is an explicit state machine (:mod:`bridge.station_life`): the worker
+fires its events (registered, reading, sent, accepted, refused, verified, ...) and every
+question of what a station allows, whether it is steered and how the planner counts it is
+answered by the machine. An answer that comes after the station reconnected or rebooted
+is late: it is booked (the station may hold that profile) but moves no phase.
+
 Safety: a station is *steerable* while it is connected and has acknowledged
 our profile on this connection. A station that is not is *reserved* when the
 bridge has commanded it before (the planner counts it at its last acknowledged
@@ -37,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from bridge.aio import cancel_and_wait
 from bridge.clock import utcnow
@@ -60,6 +68,7 @@ from bridge.ocpp.profiles import (
     same_schedule,
     station_max_profile,
 )
+from bridge.station_life import Counting, Event, IllegalTransition, Phase, StationLife
 from bridge.store import Store
 from bridge.worst_case import Count, Declared, Told, count
 from policies.fleet import (
@@ -72,6 +81,7 @@ from policies.fleet import (
 )
 
 log = logging.getLogger(__name__)
+life_log = logging.getLogger("bridge.station_life")  # illegal transitions (tests fail on any)
 
 # Retries after failed calls back off exponentially up to this many times retry_s.
 MAX_BACKOFF = 16
@@ -86,31 +96,31 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 # at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
 BOOT_WAIT_S = 5.0
 
+# Told each time a station's capabilities are known on a connection (read after its boot,
+# or kept from before when it reconnects without one), so that what depends on them (its
+# voltage monitors, its DER control) can follow without living here.
+CapabilitiesKnown = Callable[[str, ChargerLink, Capabilities], None]
+
+
+class OperatorLimits(Protocol):
+    """Local-controller mode (:class:`bridge.upstream.controller.LocalController`): the
+    operator's CSMS sets limits of its own on the stations, which drbridge's must hold too."""
+
+    def stack_level(self, station_id: str, caps: Capabilities) -> int:
+        """The stack level of drbridge's profiles: above any of the operator's."""
+        ...
+
+    def limited(self, station_id: str, profile: BuiltProfile, info: StationInfo,
+                caps: Capabilities, now: datetime, min_current_a: float) -> BuiltProfile:
+        """The profile holding the lower of its limit and the operator's, at every moment."""
+        ...
+
 
 @dataclass
-class StationRecord:
-    """What the dispatcher keeps of one station: its link, what it should hold and what it
-    has acknowledged."""
+class ProfileHandling:
+    """What the station showed of how it takes our profiles; learnt anew after each boot
+    (new firmware may take what the old one refused, and may follow its profiles)."""
 
-    info: StationInfo
-    link: ChargerLink | None = None
-    declared: Declared = field(default_factory=Declared)  # what the configuration states
-    # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
-    told: Told = field(default_factory=Told)
-    counted: Count | None = None  # what the planner counts it at while it is not steered
-    caps: Capabilities = field(default_factory=Capabilities)
-    desired: tuple[Step, ...] | None = None
-    applied: tuple[Step, ...] | None = None  # last schedule the station accepted
-    confirmed: bool = False  # applied was accepted on this connection
-    refused: bool = False  # the last profile was rejected or the call failed
-    in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
-    uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
-    # Its feature profiles lack SmartCharging: no profile is ever sent to it.
-    unmanageable: bool = False
-    retry_s: float = 0.0  # the next retry's delay, doubled after each failure
-    sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
-    # What the station accepted on this connection, by profile id.
-    slots: dict[int, BuiltProfile] = field(default_factory=dict)
     stack_zero: bool = False  # it rejected a stack level above 0
     per_connector_only: bool = False  # it rejected profiles on connector 0
     # A profile of another party with our station cap's purpose outranks it, or would meet
@@ -120,60 +130,83 @@ class StationRecord:
     # Profiles of other parties the station holds, as (purpose, connector id, stack level);
     # None until asked (OCPP 2.0.1), empty where the protocol cannot tell (OCPP 1.6).
     foreign: frozenset[tuple[str, int, int]] | None = None
-    verified: bool = False  # GetCompositeSchedule confirmed the limit now applied
-    composite_supported: bool = True
+    composite_supported: bool = True  # it answers GetCompositeSchedule
+
+
+@dataclass
+class FollowUps:
+    """Calls that do not change what it may draw, left until no station waits for a limit
+    (so that a fleet booting at once gets its limits first)."""
+
+    meter_setup: bool = False  # the meter interval and measurands, once its capabilities are read
+    verify: BuiltProfile | None = None  # the composite check of the limit it accepted
+    rating: bool = False  # its rated current, asked of a station that cannot be steered
+    rating_asked: bool = False  # once per boot
+
+    @property
+    def due(self) -> bool:
+        return self.meter_setup or self.verify is not None or self.rating
+
+
+@dataclass
+class StationRecord:
+    """What the dispatcher keeps of one station: its link, where it is in its life (see
+    :mod:`bridge.station_life`), what it should hold and what it has acknowledged."""
+
+    info: StationInfo
+    link: ChargerLink | None = None
+    life: StationLife = field(default_factory=StationLife)
+    declared: Declared = field(default_factory=Declared)  # what the configuration states
+    # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
+    told: Told = field(default_factory=Told)
+    counted: Count | None = None  # what the planner counts it at while it is not steered
+    counting: Counting | None = None  # how the planner counted it last (None: not yet)
+    caps: Capabilities = field(default_factory=Capabilities)
+    handling: ProfileHandling = field(default_factory=ProfileHandling)
+    desired: tuple[Step, ...] | None = None
+    applied: tuple[Step, ...] | None = None  # last schedule the station accepted
+    in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
+    uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
+    retry_s: float = 0.0  # the next retry's delay, doubled after each failure
+    sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
+    # What the station accepted on this connection, by profile id.
+    slots: dict[int, BuiltProfile] = field(default_factory=dict)
     compliance: Compliance = field(default_factory=Compliance)
     # what it may have applied lately, against which its meter values are judged
     holdings: Holdings = field(default_factory=Holdings)
     # Ids of our profiles the station accepted and may still hold; they outlive reboots
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
-    # Calls that do not change what it may draw, left until no station waits for a limit
-    # (so that a fleet booting at once gets its limits first): the meter interval and
-    # measurands after its capabilities were read, the composite check of what it accepted.
-    meter_setup_due: bool = False
-    verify_due: BuiltProfile | None = None
-    # a station that cannot be steered is asked for its rated current, once per boot
-    rating_due: bool = False
-    rating_asked: bool = False
+    follow_ups: FollowUps = field(default_factory=FollowUps)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
     @property
     def steerable(self) -> bool:
-        return (self.link is not None and self.confirmed and not self.unmanageable
-                and not self.compliance.flagged)
+        return self.life.steerable
 
     @property
     def reserved(self) -> bool:
         """Counted by the planner at what it may hold, rather than given a share."""
-        return not self.steerable and (self.applied is not None or self.refused
-                                       or self.unmanageable or self.compliance.flagged)
+        return self.life.reserved(acknowledged=self.applied is not None)
 
     @property
     def detail(self) -> str:
         """Why a station is not steered, in a sentence (empty when it is)."""
+        life = self.life
         counted = f"; counted at {self.counted.reason}" if self.counted is not None else ""
-        if self.unmanageable:
+        if life.unmanageable:
             return f"no SmartCharging among its feature profiles{counted}"
-        if self.compliance.flagged:
+        if life.non_compliant:
             return f"{self.compliance.detail}; counted at {self.compliance.peak_w:.0f} W"
-        if self.refused and self.link is not None:
+        if life.refuses and self.link is not None:
             return f"refuses our charging profiles; retrying{counted}"
         return ""
 
     @property
     def status(self) -> str:
         """One word for the operator."""
-        if self.unmanageable:
-            return "unmanageable"
-        if self.compliance.flagged:
-            return "non-compliant"
-        if self.link is None:
-            return "offline"
-        if self.refused:
-            return "refusing"
-        return "steered" if self.confirmed else "connecting"
+        return self.life.status
 
     def held(self) -> tuple[Step, ...] | None:
         """Everything the station may be applying now: acknowledged, in flight or unanswered."""
@@ -185,7 +218,7 @@ class StationRecord:
     def bounded_by(self) -> tuple[Step, ...] | None:
         """What bounds its draw now; None when nothing does for sure (it has not confirmed
         a schedule on this connection, so after a reboot its profiles may be gone)."""
-        if self.link is None or not self.confirmed or self.unmanageable:
+        if not self.life.confirmed or self.life.unmanageable:
             return None
         return self.held()
 
@@ -203,8 +236,12 @@ class Dispatcher:
         measurands: tuple[str, ...] = (),
         boot_wait_s: float = BOOT_WAIT_S,
         peak_after: timedelta = timedelta(minutes=10),
+        on_capabilities: CapabilitiesKnown | None = None,
+        operator: OperatorLimits | None = None,
     ) -> None:
         self._store = store
+        self._on_capabilities = on_capabilities
+        self._operator = operator  # local-controller mode: the operator's limits
         self._boot_wait_s = boot_wait_s
         # a station that cannot be steered is counted at its measured peak (and a margin)
         # once a session has drawn this long
@@ -223,6 +260,10 @@ class Dispatcher:
         self._limiting = 0
         self._limits_sent = asyncio.Event()
         self._limits_sent.set()
+        # Events a station's life had no transition for, by (phase, event): each is logged
+        # once per station and kept here (a bug of ours: the station is served on).
+        self.illegal_transitions: Counter[tuple[Phase, Event]] = Counter()
+        self._illegal_logged: set[tuple[str, Phase, Event]] = set()
         self.stations: dict[str, StationRecord] = {}
         for station_id, steps in store.applied().items():
             self.stations[station_id] = StationRecord(
@@ -235,7 +276,7 @@ class Dispatcher:
                 # Limited per connector without our cap last time (a profile of another
                 # party outranks it, or the station refuses connector 0): so again until
                 # its next boot, rather than a cap it may not apply meanwhile.
-                state.cap_outranked = bool(profile_ids) \
+                state.handling.cap_outranked = bool(profile_ids) \
                     and STATION_MAX_PROFILE_ID not in profile_ids
         # What each station answered last time: a station that reconnects without
         # rebooting is not asked again (a BootNotification refreshes it).
@@ -246,16 +287,34 @@ class Dispatcher:
                 self._cached_caps[station_id] = caps
 
     # connection lifecycle -------------------------------------------------------------------
+    def _fire(self, state: StationRecord, event: Event) -> bool:
+        """Move the station's life on ``event``; False (logged once, counted) when its phase
+        has no transition for it: a bug of ours, which must not cost the station its
+        service."""
+        try:
+            state.life.fire(event, self._clock())
+        except IllegalTransition as error:
+            self.illegal_transitions[(error.phase, error.event)] += 1
+            key = (state.info.station_id, error.phase, error.event)
+            if key not in self._illegal_logged:
+                self._illegal_logged.add(key)
+                life_log.error("%s: illegal transition: %s", state.info.station_id, error)
+            return False
+        return True
+
     def connected(self, info: StationInfo, link: ChargerLink,
                   declared: Declared | None = None) -> None:
         state = self.stations.get(info.station_id)
         if state is None:
             state = self.stations[info.station_id] = StationRecord(info=info)
-        state.info, state.link, state.confirmed = info, link, False
+        state.info, state.link = info, link
+        self._fire(state, Event.CONNECTED)
         state.declared = declared or Declared()
-        state.slots, state.verified = {}, False
+        state.slots = {}
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
+        if state.caps.known and self._on_capabilities is not None:
+            self._on_capabilities(info.station_id, link, state.caps)
         if state.task is None or state.task.done():
             state.task = asyncio.create_task(
                 self._worker(state), name=f"dispatch {info.station_id}"
@@ -268,17 +327,18 @@ class Dispatcher:
         """A (re)boot may have wiped the station's profiles: send them again."""
         state = self.stations.get(station_id)
         if state is not None:
-            state.confirmed = False
-            state.caps = Capabilities()
-            state.slots, state.verified, state.composite_supported = {}, False, True
-            # new firmware may take what the old one refused, and may follow its profiles
-            state.stack_zero = state.per_connector_only = state.cap_outranked = False
-            state.foreign = None  # others' profiles may have changed too: asked again
-            if state.compliance.flagged:
+            if state.life.non_compliant:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
+            self._fire(state, Event.BOOTED)
+            state.caps = Capabilities()
+            state.slots = {}
+            # new firmware may take what the old one refused, and may follow its profiles;
+            # others' profiles may have changed too: asked again
+            state.handling = ProfileHandling()
             state.compliance = Compliance()
             # new firmware may state another maximum: asked again if it cannot be steered
-            state.told.rated, state.rating_asked, state.rating_due = None, False, False
+            state.told.rated = None
+            state.follow_ups.rating = state.follow_ups.rating_asked = False
             self._cached_caps.pop(station_id, None)
             state.wake.set()
             self._refresh(state)
@@ -287,7 +347,8 @@ class Dispatcher:
     def disconnected(self, station_id: str, link: ChargerLink) -> None:
         state = self.stations.get(station_id)
         if state is not None and state.link is link:
-            state.link, state.confirmed = None, False
+            state.link = None
+            self._fire(state, Event.DISCONNECTED)
             self._refresh(state)
             self._on_change()
 
@@ -303,6 +364,7 @@ class Dispatcher:
         if state is None or state.link is not None or state.applied is not None \
                 or state.installed:
             return False
+        self._fire(state, Event.FORGOTTEN)
         del self.stations[station_id]
         self._cached_caps.pop(station_id, None)
         if state.task is not None:
@@ -316,6 +378,13 @@ class Dispatcher:
 
     async def close(self) -> None:
         await cancel_and_wait(s.task for s in self.stations.values() if s.task)
+
+    async def limits_sent(self, timeout: float = FOLLOW_UP_MAX_WAIT_S) -> None:
+        """Until no worker is reading capabilities or sending limits (at most ``timeout``
+        seconds): calls that do not change what a station may draw go after them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._limits_sent.wait()
 
     # plan in, reservations out --------------------------------------------------------------
     def set_desired(self, schedules: Mapping[str, tuple[Step, ...]],
@@ -347,26 +416,24 @@ class Dispatcher:
         now = self._clock()
         for station_id, state in self.stations.items():
             state.counted = None
-            if state.steerable:
-                continue
+            state.counting = counting = state.life.counting(
+                acknowledged=state.applied is not None, session=station_id in with_session)
             info = None
-            if state.unmanageable:
+            if counting is Counting.SHARE:
+                continue
+            if counting is Counting.HARDWARE_MAXIMUM:
                 # it may start charging at any moment, at whatever it can draw
                 state.counted = self._count(state, now)
-                why = f"cannot be steered (no smart charging): {state.counted.reason}"
+                why = (f"cannot be steered (no smart charging): {state.counted.reason}"
+                       if state.life.unmanageable
+                       else f"refuses our profiles: {state.counted.reason}")
                 held, info = (Step(now, state.counted.watts, why),), state.counted.info
-            elif state.compliance.flagged:
+            elif counting is Counting.MEASURED_DRAW:
                 peak = state.compliance.peak_w
                 held = (Step(now, peak, "does not follow its profile"),)
                 why = f"its measured draw ({peak:.0f} W; it ignores its profile)"
-            elif state.applied is not None:
-                held, why = state.held() or state.applied, "its last acknowledged schedule"
-            elif state.refused and station_id in with_session:
-                state.counted = self._count(state, now)
-                why = f"refuses our profiles: {state.counted.reason}"
-                held, info = (Step(now, state.counted.watts, why),), state.counted.info
-            else:
-                continue
+            else:  # stations keep their profiles: what it acknowledged, and any in flight
+                held, why = state.held() or (), "its last acknowledged schedule"
             log.debug("%s counted at %s", station_id, why)
             result.append(Reservation(station_id, held, info))
         return tuple(result)
@@ -402,7 +469,7 @@ class Dispatcher:
         Until then the planner counts the station at that schedule and would offer
         it 0 W; re-sending its own schedule avoids pausing its EV for nothing.
         """
-        if not state.confirmed and state.applied is not None:
+        if not state.life.confirmed and state.applied is not None:
             return state.applied
         return state.desired
 
@@ -418,9 +485,12 @@ class Dispatcher:
         """
         target = target or self._target(state)
         assert target is not None
-        level = 0 if state.stack_zero else PREFERRED_STACK_LEVEL
+        handling = state.handling
+        level = 0 if handling.stack_zero else PREFERRED_STACK_LEVEL
+        if self._operator is not None and not handling.stack_zero:
+            level = self._operator.stack_level(state.info.station_id, state.caps)
         cap = station_max_profile(target, state.info, state.caps, now, self._min_current_a, level)
-        per_connector = state.per_connector_only or state.cap_outranked
+        per_connector = handling.per_connector_only or handling.cap_outranked
         profiles = [] if per_connector else [cap]
         room = state.caps.max_profiles
         connectors = max(state.caps.connectors, *state.sessions, 1)
@@ -436,16 +506,38 @@ class Dispatcher:
             # Not even one place per connector: the session limits matter more (a new
             # session waits for the plan instead).
             profiles = [p for p in profiles if p.purpose != TX_DEFAULT]
+        if self._operator is not None:
+            cap, profiles = self._with_operator_limits(state, cap, profiles, now)
         return cap, self._placed(state, profiles)
+
+    def _with_operator_limits(self, state: StationRecord, cap: BuiltProfile,
+                              profiles: list[BuiltProfile], now: datetime,
+                              ) -> tuple[BuiltProfile, list[BuiltProfile]]:
+        """Local-controller mode: each profile at most what the operator's own allow."""
+        assert self._operator is not None
+        station_id, info, caps = state.info.station_id, state.info, state.caps
+        limited_cap = self._operator.limited(station_id, cap, info, caps, now,
+                                             self._min_current_a)
+        return limited_cap, [limited_cap if p is cap else
+                             self._operator.limited(station_id, p, info, caps, now,
+                                                    self._min_current_a) for p in profiles]
+
+    def limits_changed(self, station_id: str) -> None:
+        """The operator's limits on the station changed (local-controller mode): its
+        profiles are built again."""
+        state = self.stations.get(station_id)
+        if state is not None:
+            state.wake.set()
 
     def _placed(self, state: StationRecord, profiles: list[BuiltProfile]) -> list[BuiltProfile]:
         """Each profile at a stack level no profile of another party with its purpose uses on
         its connector; one without such a level is not sent (see :func:`free_level`)."""
-        if not state.foreign:
+        foreign = state.handling.foreign
+        if not foreign:
             return profiles
         placed = []
         for profile in profiles:
-            taken = {level for purpose, connector, level in state.foreign
+            taken = {level for purpose, connector, level in foreign
                      if purpose == profile.purpose and connector == profile.connector_id}
             level = free_level(profile.stack_level, taken, state.caps.max_stack_level)
             if level is None:
@@ -462,7 +554,7 @@ class Dispatcher:
         """The profiles the station does not hold yet, decreases first."""
         def unchanged(new: BuiltProfile) -> bool:
             old = state.slots.get(new.profile_id)
-            return (state.confirmed and old is not None and old.purpose == new.purpose
+            return (state.life.confirmed and old is not None and old.purpose == new.purpose
                     and old.transaction_id == new.transaction_id
                     and old.stack_level == new.stack_level and old.unit == new.unit
                     and same_schedule(old.applied, new.applied, now))
@@ -496,26 +588,31 @@ class Dispatcher:
 
     async def _worker(self, state: StationRecord) -> None:
         while True:
-            if state.link is not None and not state.wake.is_set() \
-                    and (state.meter_setup_due or state.verify_due or state.rating_due):
+            if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due:
                 await self._follow_up(state)
                 continue
             await state.wake.wait()
             state.wake.clear()
             link = state.link
-            if link is None or self._target(state) is None:
+            if link is None:
                 continue
             if not link.registered.is_set():
                 await self._until_registered(link)
                 if state.link is not link:
                     continue  # gone meanwhile; a new link wakes the worker again
+            if state.life.phase is Phase.CONNECTED:
+                self._registered(state, link)
+            if self._target(state) is None:
+                continue
             self._limiting += 1
             self._limits_sent.clear()
             try:
-                if not state.caps.known:
-                    await self._read_capabilities(state, link)
-                if state.foreign is None and not state.unmanageable:
-                    await self._read_installed(state, link)
+                if state.life.phase is Phase.REGISTERED \
+                        and (not state.caps.known or state.handling.foreign is None):
+                    epoch = state.life.epoch
+                    await self._read(state, link)
+                    if state.life.epoch != epoch:
+                        continue  # reconnected or rebooted meanwhile: woken again
                 await self._dispatch(state, link)
             finally:
                 self._limiting -= 1
@@ -528,23 +625,55 @@ class Dispatcher:
             async with asyncio.timeout(self._boot_wait_s):
                 await link.registered.wait()
 
-    async def _read_capabilities(self, state: StationRecord, link: ChargerLink) -> None:
+    def _registered(self, state: StationRecord, link: ChargerLink) -> None:
+        """Calls may go to it from now on: its boot is answered, it sent another request
+        first, or it kept silent for the boot wait."""
+        if not self._fire(state, Event.REGISTERED if link.registered.is_set()
+                          else Event.BOOT_WAIT_OVER):
+            return
+        if state.caps.known and state.life.unmanageable:
+            self._fire(state, Event.NO_SMART_CHARGING)  # known from an earlier connection
+
+    async def _read(self, state: StationRecord, link: ChargerLink) -> None:
+        """Read what it can do and which profiles of others it holds, where not known yet."""
+        epoch = state.life.epoch
+        self._fire(state, Event.READING)
+        if not state.caps.known:
+            await self._read_capabilities(state, link, epoch)
+        if state.life.phase is Phase.READING and state.handling.foreign is None:
+            await self._read_installed(state, link, epoch)
+        if state.life.phase is Phase.READING and state.life.epoch == epoch:
+            was_unmanageable = state.life.unmanageable
+            self._fire(state, Event.READ)
+            if was_unmanageable:  # new firmware with smart charging
+                self._refresh(state)
+                self._on_change()
+
+    async def _read_capabilities(self, state: StationRecord, link: ChargerLink,
+                                 epoch: int) -> None:
         station_id = state.info.station_id
         try:
-            caps = await link.read_capabilities()
+            caps: Capabilities | CallFailed = await link.read_capabilities()
         except CallFailed as error:
+            caps = error
+        if state.life.epoch != epoch:
+            return  # it rebooted or reconnected meanwhile: asked again
+        if isinstance(caps, CallFailed):
             # Not asked again before its next boot: a station that cannot answer
             # would otherwise delay every profile by a timeout.
             log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
-                        "24 periods until its next boot", station_id, error)
+                        "24 periods until its next boot", station_id, caps)
             self._use_caps(state, Capabilities(known=True))
         else:
             self._cached_caps[station_id] = caps
             self._store.save_station(station_id, {"capabilities": caps.to_json()})
             self._use_caps(state, caps)
-        state.meter_setup_due = True
+        state.follow_ups.meter_setup = True
+        if self._on_capabilities is not None:
+            self._on_capabilities(station_id, link, state.caps)
 
-    async def _read_installed(self, state: StationRecord, link: ChargerLink) -> None:
+    async def _read_installed(self, state: StationRecord, link: ChargerLink,
+                              epoch: int) -> None:
         """Learn the profiles of other parties the station holds, where it can tell (2.0.1):
         ours must never take their places, nor outrank their station limits."""
         station_id = state.info.station_id
@@ -553,16 +682,21 @@ class Dispatcher:
         except CallFailed as error:
             log.info("%s: installed profiles not listed (%s)", station_id, error)
             installed = None
+        if state.life.epoch != epoch:
+            return  # it rebooted or reconnected meanwhile: asked again
+        handling = state.handling
         others = [p for p in installed or () if not is_ours(p.profile_id)]
-        state.foreign = frozenset((p.purpose, p.connector_id, p.stack_level) for p in others)
+        handling.foreign = frozenset((p.purpose, p.connector_id, p.stack_level) for p in others)
         for profile in others:
             log.info("%s: holds profile %d of another party (%s, %s, connector %d, stack "
                      "level %d); left as it is", station_id, profile.profile_id, profile.source,
                      profile.purpose, profile.connector_id, profile.stack_level)
+            below_ours = self._operator is not None \
+                and profile.stack_level < self._operator.stack_level(station_id, state.caps)
             if (profile.purpose, profile.connector_id) == (STATION_MAX, 0) \
-                    and not state.cap_outranked:
+                    and not handling.cap_outranked and not below_ours:
                 # ours beside it would hide it where it is lower, or be hidden where higher
-                state.cap_outranked = True
+                handling.cap_outranked = True
                 log.warning("%s: the limit goes on each connector, under that profile",
                             station_id)
 
@@ -577,32 +711,36 @@ class Dispatcher:
             woken.cancel()
             sent.cancel()
         link = state.link
+        follow = state.follow_ups
         if state.wake.is_set():
             return  # its limits first
         if link is None:
-            state.verify_due = None  # asked again on its next connection
+            follow.verify = None  # asked again on its next connection
             return
-        if state.verify_due is not None:
-            cap, state.verify_due = state.verify_due, None
-            if state.applied == cap.applied and state.confirmed and not state.verified \
-                    and state.composite_supported:
+        if not state.life.allows.calls:
+            return  # it reconnected meanwhile: after its boot
+        if follow.verify is not None:
+            cap, follow.verify = follow.verify, None
+            if state.applied == cap.applied and state.life.phase is Phase.ACKNOWLEDGED \
+                    and state.handling.composite_supported:
                 await self._verify_composite(state, link, cap)
-        elif state.meter_setup_due:
-            state.meter_setup_due = False
+        elif follow.meter_setup:
+            follow.meter_setup = False
             await self._ask_meter_interval(state.info.station_id, link)
-        elif state.rating_due:
-            state.rating_due = False
+        elif follow.rating:
+            follow.rating = False
             await self._ask_rating(state, link)
 
     async def _dispatch(self, state: StationRecord, link: ChargerLink) -> None:
         """Bring the station's profiles to what its plan says, or book that it holds them."""
         station_id = state.info.station_id
-        if state.unmanageable:
+        if not state.life.allows.profiles:
             return
+        epoch = state.life.epoch
         now = self._clock()
         cap, profiles = self._built(state, now)
         todo = self._pending(state, profiles, now)
-        if not todo and state.confirmed and state.uncertain is None:
+        if not todo and state.life.confirmed and state.uncertain is None:
             if state.applied is None or not same_schedule(cap.applied, state.applied, now):
                 # the station holds it already (its profiles round alike): book it only
                 state.applied = cap.applied
@@ -625,6 +763,8 @@ class Dispatcher:
                 return
             if not await self._wait_for_decreases(state):
                 return  # its plan changed while it waited: start over with the new one
+            if state.life.epoch != epoch:
+                return  # it went offline or rebooted meanwhile
             # the plan may have moved while we waited: send what it says now
             now = self._clock()
             cap, profiles = self._built(state, now)
@@ -632,26 +772,30 @@ class Dispatcher:
         await self._send(state, link, cap, todo, {p.profile_id for p in profiles}, now)
 
     def _use_caps(self, state: StationRecord, caps: Capabilities) -> None:
+        """Its capabilities, read or known from before. Without smart charging it cannot be
+        steered; with it, it may be again once they are read after a boot (see :meth:`_read`)."""
         state.caps = caps
-        unmanageable = not caps.smart_charging
-        if unmanageable != state.unmanageable:
-            state.unmanageable = unmanageable
-            if unmanageable:
-                log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
-                            "its hardware maximum", state.info.station_id,
-                            ",".join(sorted(caps.features)))
-                self._rating_wanted(state)
+        if caps.smart_charging:
+            return
+        newly = not state.life.unmanageable
+        self._fire(state, Event.NO_SMART_CHARGING)
+        # asked once per boot: new firmware may state another maximum
+        self._rating_wanted(state)
+        if newly:
+            log.warning("%s: no SmartCharging among its feature profiles (%s); counted at "
+                        "its hardware maximum", state.info.station_id,
+                        ",".join(sorted(caps.features)))
             self._refresh(state)
             self._on_change()
 
     def _rating_wanted(self, state: StationRecord) -> None:
         """It cannot be steered: what it states of its maximum current matters now."""
-        if not state.rating_asked and not state.declared.max_current:
-            state.rating_due = True
+        if not state.follow_ups.rating_asked and not state.declared.max_current:
+            state.follow_ups.rating = True
 
     async def _ask_rating(self, state: StationRecord, link: ChargerLink) -> None:
         """Read (never write) the maximum current a key of the station's own states."""
-        state.rating_asked = True
+        state.follow_ups.rating_asked = True
         try:
             rated = await link.read_rated_current()
         except CallFailed as error:
@@ -690,8 +834,10 @@ class Dispatcher:
     async def _send(self, state: StationRecord, link: ChargerLink, cap: BuiltProfile,
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
+        epoch = state.life.epoch
         # From here until the last answer, the station may already apply the new schedule.
         state.in_flight = cap.applied
+        self._fire(state, Event.SENT)
         self._refresh(state)
         failed: tuple[BuiltProfile, str, str] | None = None
         new_ids = False
@@ -712,7 +858,8 @@ class Dispatcher:
                         # no answer, or part of the wave applies: count the higher of both
                         state.uncertain = state.held()
                     break
-                state.slots[built.profile_id] = built
+                if state.life.epoch == epoch:  # what it holds on this connection
+                    state.slots[built.profile_id] = built
                 if built.profile_id not in state.installed:
                     state.installed.add(built.profile_id)
                     new_ids = True
@@ -720,41 +867,59 @@ class Dispatcher:
             state.in_flight = None
             if new_ids:
                 self._store.save_installed(station_id, state.installed)
+        # It reconnected, rebooted or left meanwhile: the answers speak of what it held
+        # before, and move nothing of this connection's life (its worker is woken again).
+        late = state.life.epoch != epoch
+        handling = state.handling
         if failed is None:
             was_steerable = state.steerable
-            if state.applied is None or not state.confirmed \
-                    or not same_schedule(cap.applied, state.applied, now):
-                # a new limit: its composite schedule is asked again (once the fleet's
-                # limits are out), so that "verified" speaks of the limit in force
-                state.verified = False
-            state.applied, state.uncertain = cap.applied, None
-            state.confirmed, state.refused, state.retry_s = True, False, 0.0
+            # a new limit: its composite schedule is asked again (once the fleet's limits
+            # are out), so that "verified" speaks of the limit in force
+            same = state.applied is not None and state.life.confirmed \
+                and same_schedule(cap.applied, state.applied, now)
+            state.applied, state.uncertain, state.retry_s = cap.applied, None, 0.0
             self._store.save_applied(station_id, cap.applied, now)
             log.debug("%s: profiles accepted (%s)", station_id, _describe(cap.applied))
-            if not was_steerable:
-                state.wake.set()  # it may have been a re-confirmation: now the plan's turn
+            if late:
+                state.life.late_answer(accepted=True)
                 self._on_change()
-            state.slots = {i: b for i, b in state.slots.items() if i in wanted}
-            await self._clear_stale(state, link, wanted)
-            if not state.verified and state.composite_supported:
-                state.verify_due = cap
+            else:
+                self._fire(state, Event.ACCEPTED_SAME if same else Event.ACCEPTED)
+                if not was_steerable:
+                    state.wake.set()  # it may have been a re-confirmation: now the plan's turn
+                    self._on_change()
+                state.slots = {i: b for i, b in state.slots.items() if i in wanted}
+                await self._clear_stale(state, link, wanted)
+                if state.life.phase is Phase.ACKNOWLEDGED and state.life.epoch == epoch \
+                        and handling.composite_supported:
+                    state.follow_ups.verify = cap
         else:
             built, status, detail = failed
-            if status == "NotSupported":
+            if late:
+                log.info("%s: SetChargingProfile %s after it reconnected or rebooted %s",
+                         station_id, status, detail)
+                newly = not state.life.refuses
+                state.life.late_answer(accepted=False)
+                if newly:
+                    self._rating_wanted(state)
+                    self._on_change()  # count it at what it may draw from now on
+            elif status == "NotSupported":
                 log.warning("%s: does not support SetChargingProfile; counted at its hardware "
                             "maximum until its next boot", station_id)
-                state.unmanageable = True
+                self._fire(state, Event.NO_SMART_CHARGING)
                 self._rating_wanted(state)
                 self._on_change()
-            elif status == "Rejected" and built.stack_level > 0 and not state.stack_zero:
+            elif status == "Rejected" and built.stack_level > 0 and not handling.stack_zero:
                 log.info("%s: rejected stack level %d; using 0", station_id, built.stack_level)
-                state.stack_zero = True
+                handling.stack_zero = True
+                self._fire(state, Event.FALLBACK)
                 state.wake.set()
             elif status == "Rejected" and built.connector_id == 0 \
-                    and not state.per_connector_only:
+                    and not handling.per_connector_only:
                 log.info("%s: rejected a profile on connector 0; limiting each connector",
                          station_id)
-                state.per_connector_only = True
+                handling.per_connector_only = True
+                self._fire(state, Event.FALLBACK)
                 state.wake.set()
             else:
                 state.retry_s = min(state.retry_s * 2, self._retry_s * MAX_BACKOFF) \
@@ -763,9 +928,10 @@ class Dispatcher:
                             station_id, status, built.connector_id, detail, state.retry_s)
                 if status == "Rejected":
                     # the fallbacks did not help either: start from the top next time
-                    state.stack_zero = state.per_connector_only = False
-                if not state.refused:
-                    state.refused = True
+                    handling.stack_zero = handling.per_connector_only = False
+                newly = not state.life.refuses
+                self._fire(state, Event.REFUSED)
+                if newly:
                     self._rating_wanted(state)
                     self._on_change()  # count it at what it may draw from now on
                 self._retry_later(state)
@@ -806,28 +972,34 @@ class Dispatcher:
         its composite schedule allows.
         """
         station_id = state.info.station_id
+        epoch = state.life.epoch
         try:
             composite = await link.composite_schedule(0, VERIFY_WINDOW_S, cap.unit)
         except CallFailed as error:
-            log.info("%s: no composite schedule (%s); meter values will tell", station_id, error)
-            state.composite_supported = error.error_code is None
+            if state.life.epoch == epoch:
+                log.info("%s: no composite schedule (%s); meter values will tell", station_id,
+                         error)
+                state.handling.composite_supported = error.error_code is None
             return
+        if state.life.epoch != epoch:
+            return  # it reconnected or rebooted meanwhile: asked again after its next limit
+        handling = state.handling
         if composite is None:
-            state.composite_supported = False
+            handling.composite_supported = False
             return
         end = composite.start + timedelta(seconds=VERIFY_WINDOW_S)
         excess = composite_above(composite, cap.applied, state.info, end,
                                  self._rule.tolerance_w)
         if excess is None:
-            state.verified = True
+            self._fire(state, Event.VERIFIED)
             return
         at, theirs_w, mine_w = excess
-        if not state.cap_outranked and not state.per_connector_only:
+        if not handling.cap_outranked and not handling.per_connector_only:
             log.warning("%s: computes %.0f W at %s where we set %.0f W: a profile of another "
                         "party outranks our station cap; it is left as it is, and the limit "
                         "goes on each connector, under it", station_id, theirs_w,
                         f"{at:%H:%M:%S}", mine_w)
-            state.cap_outranked = True
+            handling.cap_outranked = True
             state.wake.set()
             return
         peak_w = max(from_unit(limit, cap.unit, state.info)
@@ -840,6 +1012,7 @@ class Dispatcher:
         self._flagged(state)
 
     def _flagged(self, state: StationRecord) -> None:
+        self._fire(state, Event.FLAGGED)
         station_id = state.info.station_id
         log.warning("%s: non-compliant: %s; counted at %.0f W", station_id,
                     state.compliance.detail, state.compliance.peak_w)
@@ -883,6 +1056,7 @@ class Dispatcher:
                 self._flagged(state)
                 return
             if not state.compliance.flagged:
+                self._fire(state, Event.CLEARED)
                 log.info("%s: follows its limit again", station_id)
                 self._store.save_compliance(station_id, "compliant",
                                             state.compliance.detail, now)

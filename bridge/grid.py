@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bridge.ocpp.voltage_observation import VoltageObservation, merge
+from bridge.ocpp.voltage_observation import VoltageObservation, merge, meter_value_source
 from bridge.telemetry import Reading
 from policies.fleet import Plan
 from policies.model import VoltageRule
@@ -54,7 +54,10 @@ class GridMonitor:
         kept = self.latest.get(station_id)
         if kept is not None and kept.at > at:
             return False
-        self.latest[station_id] = VoltageReading(at, reading.voltages_v)
+        source = meter_value_source(at)
+        self.latest[station_id] = VoltageReading(
+            at, reading.voltages_v, tuple(source if v is not None else None
+                                          for v in reading.voltages_v))
         return True
 
     def observe_event(self, observation: VoltageObservation, lines: tuple[int, ...]) -> bool:
@@ -97,3 +100,17 @@ class GridMonitor:
         pus = [v / self.nominal_v for v in reading.phases_v if v is not None]
         return any(curve_share(rule, pu, 0.0) < 1.0 or absorb_share(rule, pu) > 0
                    for pu in pus)
+
+    def tightens(self, rule: VoltageRule, station_id: str, plan: Plan | None,
+                 min_share: float) -> bool:
+        """Whether the station's reading asks for less than the restriction in force (none:
+        full power), on any phase: worth planning without delay."""
+        reading = self.latest.get(station_id)
+        if reading is None:
+            return False
+        state = plan.state if plan is not None else None
+        key = SITE_KEY if rule.scope == "site" else station_id
+        hold = state.voltage.get(key) if state is not None else None
+        current = hold.share if hold is not None else 1.0
+        return any(curve_share(rule, volts / self.nominal_v, min_share) < current - 1e-9
+                   for volts in reading.phases_v if volts is not None and volts > 0)

@@ -286,6 +286,11 @@ class Store:
         # ids of our profiles each station accepted and may still hold (cleared when unused)
         db["installed_profiles"].create({"station_id": str, "ids": str}, pk="station_id",
                                         if_not_exists=True)
+        # drbridge's own voltage monitors on each station (the ids it gave them, JSON) and
+        # the VoltWatt curve it pushed (JSON; null: none): a restarted bridge follows and
+        # clears these, and nothing else
+        db["voltage_controls"].create({"station_id": str, "monitors": str, "der_curve": str},
+                                      pk="station_id", if_not_exists=True)
         db["compliance"].create(
             {"station_id": str, "status": str, "detail": str, "at": str},
             pk="station_id", if_not_exists=True,
@@ -531,6 +536,22 @@ class Store:
     def installed(self) -> dict[str, set[int]]:
         return {row["station_id"]: {int(i) for i in json.loads(row["ids"])}
                 for row in self.db["installed_profiles"].rows}
+
+    # voltage boundaries in the stations -------------------------------------------------
+    def save_voltage_controls(self, station_id: str, monitors: str, der_curve: str | None
+                              ) -> None:
+        """What of ours a station holds (written before it counts: a restarted bridge must
+        find every id it may have to clear)."""
+        self._write(
+            "INSERT INTO voltage_controls (station_id, monitors, der_curve) VALUES (?, ?, ?)"
+            " ON CONFLICT(station_id) DO UPDATE SET monitors = excluded.monitors,"
+            " der_curve = excluded.der_curve", [station_id, monitors, der_curve])
+
+    def voltage_controls(self) -> dict[str, tuple[str, str | None]]:
+        """Per station: (monitors, der_curve) as :meth:`save_voltage_controls` wrote them."""
+        rows = self.db.conn.execute(
+            "SELECT station_id, monitors, der_curve FROM voltage_controls")
+        return {station_id: (monitors, der_curve) for station_id, monitors, der_curve in rows}
 
     # plans and telemetry ----------------------------------------------------------------
     def save_plan(self, made_at: datetime, site: Iterable[Step],

@@ -83,7 +83,8 @@ class Session:
 
 @dataclass(frozen=True)
 class Why:
-    """One link of a reason chain: ``event``, ``signal``, ``rule``, ``allocation``, ``voltage``."""
+    """One link of a reason chain: ``event``, ``signal``, ``rule``, ``allocation``, ``voltage``,
+    ``external`` (another party's limit on a station)."""
 
     kind: str
     text: str
@@ -176,6 +177,10 @@ class Fleet:
     measured_w: Mapping[str, float] = field(default_factory=dict)
     last_report: Mapping[str, datetime] = field(default_factory=dict)
     taken_at: datetime | None = None  # when this snapshot was current; None: now
+    # Limits a station applies whatever the bridge sends (another party's: a building's
+    # energy manager, the grid operator), each step from its start (``inf``: none then).
+    # The plan gives the station no more, so what it cannot draw goes to the others.
+    ceilings: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

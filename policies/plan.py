@@ -419,6 +419,8 @@ def make_plan(events: Sequence[DrEvent], policy: Policy, site: Site, fleet: Flee
     queue = [*(s.start for s in site_series)]
     for reservation in fleet.reservations:
         queue.extend(s.start for s in reservation.steps if s.start > now)
+    for ceiling in fleet.ceilings.values():
+        queue.extend(s.start for s in ceiling if s.start > now)
     horizon = max(queue) + timedelta(seconds=rule.rotation.period_s)
     heap = sorted(set(queue))
     heapq.heapify(heap)
@@ -557,6 +559,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         info = fleet.stations[sid]
         fixed.append(FixedLoad(info.circuit, info.amps_per_watt(), watts))
     reserved = sum(f.watts for f in fixed)
+    # limits other parties hold stations to now (those that limit anything)
+    ceilings = {sid: step for sid, steps in fleet.ceilings.items()
+                if (step := value_at(steps, at)) is not None and math.isfinite(step.limit_w)}
 
     loads: dict[str, Load] = {}
     keep_paused: dict[str, str] = {}
@@ -623,6 +628,12 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                 zero.add(sid)
             else:
                 max_w = min(max_w, max(min_w, volts.share * info.max_w_for(entry.connectors)))
+        ceiling = ceilings.get(sid)
+        if ceiling is not None and ceiling.limit_w < max_w:
+            if ceiling.limit_w < min_w:  # its EV cannot charge below the minimum anyway
+                keep_paused[sid] = f"{ceiling.reason}, below the minimum current"
+                zero.add(sid)
+            max_w = min(max_w, max(ceiling.limit_w, min_w))
         loads[sid] = base if max_w == base.max_w else \
             Load(sid, base.circuit, base.amps_per_w, min_w, max_w, base.weight)
 
@@ -649,7 +660,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                 if volts is not None and volts.share < 1.0 else ()
             watts, resume_link = _resumed(share, resuming.get(sid))
             chain = (*site_chain, Why("optout", f"{_group_label(group)} is exempt from DR"),
-                     *volt_link, *resume_link, Why("allocation", share.reason))
+                     *volt_link, *_held_by_ceiling(share, ceilings.get(sid)), *resume_link,
+                     Why("allocation", share.reason))
             chosen[sid] = step_of(at, watts, chain)
             if share.held:
                 kept_alive.add(sid)
@@ -696,8 +708,9 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         volts = (voltage or {}).get(sid)
         volt_why = Why("voltage", volts.reason) \
             if entry is not None and volts is not None and volts.share < 1.0 else None
+        external = _held_by_ceiling(share, ceilings.get(sid)) if share is not None else ()
         key = (watts, why, group.name if group is not None else None, scoped, volt_why,
-               resume_link)
+               resume_link, external)
         step = made.get(key)
         if step is None:
             links = [*site_chain, *scoped]
@@ -706,6 +719,7 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                                          f"weight {group.weight:g})"))
             if volt_why is not None:
                 links.append(volt_why)
+            links.extend(external)
             links.extend(resume_link)
             links.append(Why("allocation", why))
             if reserved:
@@ -717,6 +731,14 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
         if limit != site_step.limit_w else site_step
     return _Allocated(chosen, site_step, extra, kept_alive, zero,
                       {sid: until for sid, (_, _, until) in resuming.items()})
+
+
+def _held_by_ceiling(share: Share, ceiling: Step | None) -> tuple[Why, ...]:
+    """The link that says another party's limit on the station holds its share (empty
+    where it does not: the share is lower for another reason)."""
+    if ceiling is None or share.watts <= 0 or share.watts < ceiling.limit_w - 1.0:
+        return ()
+    return (Why("external", ceiling.reason),)
 
 
 def _advance(state: StationState, at: datetime) -> StationState:

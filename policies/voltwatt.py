@@ -27,10 +27,18 @@ PHASE_NAMES = ("L1", "L2", "L3")
 
 @dataclass(frozen=True)
 class VoltageReading:
-    """Line-to-neutral voltages a station last reported (L1, L2, L3; None: not reported)."""
+    """Line-to-neutral voltages a station last reported (L1, L2, L3; None: not reported).
+
+    ``sources`` says, per phase, where its value came from (``meter value 12:00:03``,
+    ``station's monitor event 12:00:03.4``), for the reason chain; empty: not said.
+    """
 
     at: datetime
     phases_v: tuple[float | None, ...]
+    sources: tuple[str | None, ...] = ()
+
+    def source_of(self, index: int) -> str | None:
+        return self.sources[index] if index < len(self.sources) else None
 
 
 @dataclass(frozen=True)
@@ -71,23 +79,29 @@ def curve_share(rule: VoltageRule, pu: float, min_share: float) -> float:
     return min(1.0, max(share, min_share))
 
 
-def _phase_pus(rule: VoltageRule, reading: VoltageReading,
-               nominal_v: float) -> list[tuple[str, float]]:
-    pus = [(PHASE_NAMES[i] if i < 3 else f"L{i + 1}", volts / nominal_v)
+# (phase name, pu, where the value came from), as the rule reads a reading
+PhasePu = tuple[str, float, str | None]
+
+
+def _phase_pus(rule: VoltageRule, reading: VoltageReading, nominal_v: float) -> list[PhasePu]:
+    pus = [(PHASE_NAMES[i] if i < 3 else f"L{i + 1}", volts / nominal_v, reading.source_of(i))
            for i, volts in enumerate(reading.phases_v) if volts is not None and volts > 0]
     if rule.phases == "mean" and pus:
-        return [("mean", sum(pu for _, pu in pus) / len(pus))]
+        sources = [source for _, _, source in pus if source]
+        return [("mean", sum(pu for _, pu, _ in pus) / len(pus),
+                 " and ".join(dict.fromkeys(sources)) or None)]
     return pus
 
 
-def _worst(rule: VoltageRule, pus: Sequence[tuple[str, float]], min_share: float,
-           band: float) -> tuple[float, str, float]:
-    """The lowest share over the phases and the band ``pu ± band``: (share, phase, pu)."""
-    best: tuple[float, str, float] | None = None
-    for name, pu in pus:
+def _worst(rule: VoltageRule, pus: Sequence[PhasePu], min_share: float,
+           band: float) -> tuple[float, str, float, str | None]:
+    """The lowest share over the phases and the band ``pu ± band``: (share, phase, pu,
+    source)."""
+    best: tuple[float, str, float, str | None] | None = None
+    for name, pu, source in pus:
         share = min(curve_share(rule, pu + offset, min_share) for offset in (0.0, -band, band))
         if best is None or share < best[0]:
-            best = (share, name, pu)
+            best = (share, name, pu, source)
     assert best is not None
     return best
 
@@ -114,7 +128,7 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
         seen = f"since {reading.at:%H:%M:%S}" if reading is not None else "missing"
         text = previous.reason.split(" [", 1)[0]
         return dataclasses.replace(previous, reason=f"{text} [held: voltage reading {seen}]")
-    tight, phase, pu = _worst(rule, pus, min_share, 0.0)
+    tight, phase, pu, source = _worst(rule, pus, min_share, 0.0)
     current = previous.share if previous is not None else 1.0
     hold = timedelta(seconds=rule.hold_s)
     step = previous.step if previous is not None else None
@@ -124,21 +138,22 @@ def respond(rule: VoltageRule, reading: VoltageReading | None, nominal_v: float,
             # the voltage undid that easing: it was too large a step for this feeder
             step = _halved(step if step is not None else rule.ease_step,
                            current - previous.eased_from)
-        return VoltHold(tight, now, _describe(tight, phase, pu), step)
-    eased, phase_e, pu_e = _worst(rule, pus, min_share, rule.hysteresis)
+        return VoltHold(tight, now, _describe(tight, phase, pu, source), step)
+    eased, phase_e, pu_e, source_e = _worst(rule, pus, min_share, rule.hysteresis)
     held_long_enough = previous is None or now - previous.since >= hold
     if eased > current + _EPS and may_ease and held_long_enough:
         limit = step if step is not None else rule.ease_step
         if limit is not None:
             eased = min(eased, max(current + limit, min_share))
-        return VoltHold(eased, now, _describe(eased, phase_e, pu_e, stepped=eased < 1.0),
+        return VoltHold(eased, now, _describe(eased, phase_e, pu_e, source_e,
+                                              stepped=eased < 1.0),
                         step, eased_from=current)
     if previous is None:
-        return VoltHold(1.0, now, _describe(1.0, phase, pu))
+        return VoltHold(1.0, now, _describe(1.0, phase, pu, source))
     if current >= 1.0 - _EPS:
         # unrestricted for a while: the next episode starts from the rule's own step
         settled = now - previous.since > 2 * hold
-        return dataclasses.replace(previous, reason=_describe(current, phase, pu),
+        return dataclasses.replace(previous, reason=_describe(current, phase, pu, source),
                                    step=None if settled else previous.step)
     why = "until it recovers by the hysteresis band" if eased <= current + _EPS or \
         not may_ease else \
@@ -153,11 +168,13 @@ def _halved(step: float | None, moved: float) -> float:
     return max(min(step if step is not None else moved, moved) / 2, MIN_STEP)
 
 
-def _describe(share: float, phase: str, pu: float, stepped: bool = False) -> str:
+def _describe(share: float, phase: str, pu: float, source: str | None = None,
+              stepped: bool = False) -> str:
+    where = f"voltage {pu:.3f} pu on {phase}" + (f" ({source})" if source else "")
     if share <= 0:
-        return f"voltage {pu:.3f} pu on {phase}: charging paused"
+        return f"{where}: charging paused"
     easing = " (easing)" if stepped else ""
-    return f"voltage {pu:.3f} pu on {phase}: {share:.0%} of allowed power{easing}"
+    return f"{where}: {share:.0%} of allowed power{easing}"
 
 
 def site_reading(readings: Mapping[str, VoltageReading], now: datetime,
@@ -166,19 +183,28 @@ def site_reading(readings: Mapping[str, VoltageReading], now: datetime,
 
     Returns the combined reading (None when no station has a fresh one) and whether every
     station's reading was fresh: with one missing, the site restriction may tighten but
-    not ease (that station may be the one at the end of the weak feeder).
+    not ease (that station may be the one at the end of the weak feeder). Each phase's
+    source names the station whose reading it is.
     """
-    fresh = [r for r in readings.values() if now - r.at <= stale_after]
+    fresh = {sid: r for sid, r in readings.items() if now - r.at <= stale_after}
     complete = len(fresh) == len(readings)
     if not fresh:
         return None, complete
-    width = max(len(r.phases_v) for r in fresh)
+    width = max(len(r.phases_v) for r in fresh.values())
     phases: list[float | None] = []
+    sources: list[str | None] = []
     for index in range(width):
-        values = [r.phases_v[index] for r in fresh
-                  if index < len(r.phases_v) and r.phases_v[index] is not None]
-        phases.append(min(values) if values else None)  # type: ignore[type-var]
-    return VoltageReading(min(r.at for r in fresh), tuple(phases)), complete
+        values = [(volts, sid, r.source_of(index)) for sid, r in fresh.items()
+                  if index < len(r.phases_v) and (volts := r.phases_v[index]) is not None]
+        if not values:
+            phases.append(None)
+            sources.append(None)
+            continue
+        volts, sid, source = min(values, key=lambda item: item[0])
+        phases.append(volts)
+        sources.append(f"{sid}, {source}" if source else sid)
+    return VoltageReading(min(r.at for r in fresh.values()), tuple(phases),
+                          tuple(sources)), complete
 
 
 def site_mean(readings: Mapping[str, VoltageReading], now: datetime,
@@ -235,7 +261,7 @@ def absorb(rule: VoltageRule, readings: Mapping[str, VoltageReading], nominal_v:
     for reading in readings.values():
         if now - reading.at > stale_after:
             continue
-        for phase, pu in _phase_pus(rule, reading, nominal_v):
+        for phase, pu, _ in _phase_pus(rule, reading, nominal_v):
             if highest is None or pu > highest[0]:
                 highest = (pu, phase)
     if highest is None:

@@ -283,13 +283,73 @@ def test_the_readme_paragraph_is_replaced_between_its_markers(tmp_path: Path):
         report.update_readme("no markers", "x")
 
 
+
+def local_controller(csms: str, straight_p99: float, forwarded_p99: float, in_p99: float,
+                     straight_per_s: float, forwarded_per_s: float, others: float = 2.0
+                     ) -> dict:
+    def replies(p99: float, **more: float) -> dict:
+        return {"booted": 1000.0, "replies": 3000.0, "p50_ms": 1.0, "p99_ms": p99,
+                "others_cpu_pct": others, "steal_pct": 0.0, "load1": 2.0, **more}
+
+    def flood(per_s: float) -> dict:
+        return {"per_s": per_s, "cpu_pct": 90.0, "per_cpu_s": per_s / 0.9,
+                "generator_cpu_s": 5.0, "booted": 1000, "others_cpu_pct": others,
+                "steal_pct": 0.0, "load1": 2.0}
+    return {"csms": csms, "stations": 1000, "straight": replies(straight_p99),
+            "forwarded": replies(forwarded_p99, in_bridge_messages=3000.0,
+                                 in_bridge_p50_ms=0.5, in_bridge_p99_ms=in_p99),
+            "straight_flood": flood(straight_per_s), "forwarded_flood": flood(forwarded_per_s),
+            "ratio": forwarded_per_s / straight_per_s}
+
+
+def test_the_local_controller_scenario_has_its_targets_table_and_noise_in_the_report():
+    lc_run = copy.deepcopy(RUN)
+    lc_run["local_controller"] = {"stations": 1000, "window_s": 30.0, "flood_s": 15.0, "runs": {
+        "reference": [local_controller("reference", 5.6, 17.4, 2.0, 591, 845)],
+        "lean": [local_controller("lean", 1.0, 4.0, math.inf, 5_782, 4_100)]}}
+    verdicts = {v.target: v for v in report.verdicts(lc_run)}
+    added = verdicts["local controller, 1,000 stations: the stations' reply p99 forwarded"
+                     " < 5 ms more than straight (either CSMS)"]
+    assert added.met is False and added.measured.startswith("11.8 ms worst of 2")
+    own = verdicts["local controller, 1,000 stations: drbridge's own time for a forwarded"
+                   " message, p99 < 5 ms (its histogram's bucket)"]
+    assert own.met is False  # above the histogram's last bucket
+    ratio = verdicts["local controller, 1,000 stations: forwarded MeterValues/s ≥ 70 % of"
+                     " straight (the lean CSMS)"]
+    assert ratio.met is True and ratio.measured == "71 %"  # the reference's 143 % aside
+    text = report.render(lc_run, report.TEMPLATE.read_text())
+    assert "## 5. Local controller" in text and "${" not in text
+    assert "| reference | 1 | 1.0 / 5.6 | 1.0 / 17.4 | ≤ 0.5 / ≤ 2.0 | 591 | 845 | 143 % | 2 |" \
+        in text
+    assert "| lean | 1 | 1.0 / 1.0 | 1.0 / 4.0 | ≤ 0.5 / > 1,000 | 5,782 | 4,100 | 71 % | 2 |" \
+        in text
+    assert "A quiet run" in text
+    lc_run["local_controller"]["runs"]["lean"][0]["forwarded_flood"]["others_cpu_pct"] = 40.0
+    assert "**A noisy run" in report.render(lc_run, report.TEMPLATE.read_text())
+    # a run without the scenario (older, or --skip-local-controller) says so, and has no
+    # local-controller targets: neither met nor missed
+    plain = report.render(RUN, report.TEMPLATE.read_text())
+    assert "## 5. Local controller" in plain and "Not measured in this run." in plain
+    assert not [v for v in report.verdicts(RUN) if v.target.startswith("local controller")]
+
+
+def test_the_local_controller_scenario_runs_alone_or_is_skipped():
+    alone = bench_run.parse_args(["--only", "local-controller", "--quick"])
+    assert alone.only == "local-controller" and alone.quick
+    assert bench_run.parse_args(["--skip-local-controller"]).skip_local_controller
+    assert bench_run.parse_args([]).only is None
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--only", "storm"])
+
+
 # the load generator against the bridge ----------------------------------------------------------
 async def test_load_generator_stations_record_profiles_answers_and_replies(site: SiteHarness,
                                                                          tmp_path: Path):
     bridge = await site.start_bridge(capacity_kw=14)
     args = argparse.Namespace(url=site.url, prefix="L", count=2, mode="steady",
                               meter_interval=0.5, duration=120.0, start_at=None,
-                              connect_spread=0.0, rate_unit="Current", deflate=False)
+                              connect_spread=0.0, rate_unit="Current", deflate=False,
+                              record_after=0.0)
     stop = asyncio.Event()
     run = asyncio.create_task(loadgen.run(args, stop))
     await wait_until(lambda: all(bridge.view.snapshot().station_status.get(s) == "steered"

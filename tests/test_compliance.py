@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bridge.compliance import ComplianceRule, Holdings
 from bridge.dispatch import Dispatcher, StationRecord
+from bridge.station_life import Event
 from bridge.store import Store
 from policies.fleet import StationInfo, Step
 
@@ -58,7 +59,10 @@ def dispatcher(tmp_path: Path, clock: list[datetime], grace_s: float = 20) -> Di
 def accepted(dispatch: Dispatcher, station_id: str, steps: tuple[Step, ...]) -> None:
     """What the dispatcher books when a station answers Accepted."""
     state = dispatch.stations[station_id]
-    state.applied, state.confirmed, state.in_flight = steps, True, None
+    if not state.life.confirmed:
+        for event in (Event.CONNECTED, Event.REGISTERED, Event.SENT, Event.ACCEPTED):
+            state.life.fire(event, dispatch._clock())
+    state.applied, state.in_flight = steps, None
     dispatch._refresh(state)
 
 

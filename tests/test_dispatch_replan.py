@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bridge.dispatch import Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
+from bridge.station_life import Event
 from bridge.store import Store
 from policies.fleet import StationInfo, Step, value_at
 
@@ -19,6 +20,13 @@ def dispatcher(tmp_path: Path, clock: list[datetime]) -> Dispatcher:
                         on_change=lambda: None, clock=lambda: clock[0])
     result.stations["CP1"] = StationRecord(info=StationInfo("CP1", 3, 230.0, 32.0))
     return result
+
+
+def steered(state: StationRecord, link: object) -> None:
+    """As the dispatcher leaves a station whose limit it acknowledged on this connection."""
+    state.link = link  # type: ignore[assignment]
+    for event in (Event.CONNECTED, Event.REGISTERED, Event.SENT, Event.ACCEPTED):
+        state.life.fire(event, T0)
 
 
 def test_a_replan_with_the_same_limits_books_the_new_reason_without_waking(tmp_path):
@@ -60,7 +68,8 @@ async def test_a_raise_waits_until_every_other_station_is_down(tmp_path):
     low = (Step(T0, 4000.0, "after"),)
     for sid in ("CP2", "CP3"):  # each holds more than its new share
         state = dispatch.stations[sid]
-        state.applied, state.confirmed, state.link = high, True, object()  # type: ignore[assignment]
+        state.applied = high
+        steered(state, object())
         dispatch.set_desired({sid: low})
     raising = dispatch.stations["CP1"]
     waiter = asyncio.create_task(dispatch._wait_for_decreases(raising))
@@ -97,7 +106,7 @@ async def test_a_drop_then_a_later_rise_goes_out_without_waiting_for_the_others(
     for number, sid in enumerate(("CP1", "CP2")):
         state = dispatch.stations[sid]
         state.applied = (Step(T0, 11000.0, "before"),)
-        state.confirmed, state.link = True, Link(sid)  # type: ignore[assignment]
+        steered(state, Link(sid))
         state.caps = Capabilities(known=True)
         rise = end + timedelta(seconds=30 * (number + 1))  # its own random restore delay
         state.desired = (Step(T0, 11000.0, "before"), Step(start, 5000.0, "event"),

@@ -77,7 +77,7 @@ async def test_16_and_201_stations_side_by_side(site: SiteHarness):
     assert session.connector_id == 1
     await wait_steered(bridge, "OLD", "NEW")
     assert not dumb.installed_profiles
-    await wait_until(lambda: bridge.dispatcher.stations["NEW"].verified,
+    await wait_until(lambda: bridge.dispatcher.stations["NEW"].life.phase == "verified",
                      what="NEW verified by its composite schedule")
     assert timedelta(0) <= datetime.now(UTC) - session.started_at < timedelta(minutes=1)
 

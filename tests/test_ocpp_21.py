@@ -105,7 +105,7 @@ async def test_16_and_21_stations_side_by_side(site: SiteHarness):
     session = next(s for s in bridge.station_events.sessions.values() if s.station_id == "NEW21")
     assert session.connector_id == 1
     await wait_steered(bridge, "OLD", "NEW21")
-    await wait_until(lambda: bridge.dispatcher.stations["NEW21"].verified,
+    await wait_until(lambda: bridge.dispatcher.stations["NEW21"].life.phase == "verified",
                      what="NEW21 verified by its composite schedule")
     await wait_until(lambda: 0 < new.power_w and new.power_w + old.power_w <= 20_000,
                      what="what the stations draw within the cap")

@@ -28,7 +28,7 @@ async def test_a_station_that_boots_late_is_set_up_once_after_its_boot(site: Sit
     late = site.add_station("LATE", boot_delay_s=1.5, plugged_in=False)
     await wait(lambda: late.booted, what="the late boot")
     await wait_steered(bridge, "LATE")
-    await wait(lambda: bridge.dispatcher.stations["LATE"].verified,
+    await wait(lambda: bridge.dispatcher.stations["LATE"].life.phase == "verified",
                      what="its profile verified by its composite schedule")
     assert late.calls_before_boot == []
     assert count(late, "GetConfiguration") == 1
@@ -58,14 +58,16 @@ async def test_a_station_that_reboots_is_set_up_again_once(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=20)
     cycling = site.add_station("CYCLE", plugged_in=False, boot_delay_s=0.5)
     await wait_steered(bridge, "CYCLE")
-    await wait(lambda: bridge.dispatcher.stations["CYCLE"].verified, what="verified")
+    await wait(lambda: bridge.dispatcher.stations["CYCLE"].life.phase == "verified",
+               what="verified")
     link = bridge.ocpp.links["CYCLE"]
     cycling.installed_profiles.clear()  # a reboot that loses its profiles
     await cycling.reboot()
     await wait(lambda: bridge.ocpp.links.get("CYCLE") not in (None, link)
                      and cycling.booted, what="the station back after its boot")
     await wait_steered(bridge, "CYCLE")
-    await wait(lambda: bridge.dispatcher.stations["CYCLE"].verified, what="verified")
+    await wait(lambda: bridge.dispatcher.stations["CYCLE"].life.phase == "verified",
+               what="verified")
     assert cycling.calls_before_boot == []
     assert count(cycling, "GetConfiguration") == 2  # once per boot
     assert count(cycling, "SetChargingProfile") == 2
@@ -76,8 +78,9 @@ async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site:
     bridge = await site.start_bridge(capacity_kw=20)
     late = add_201(site, "LATE201", boot_delay_s=1.5, plugged_in=False)
     await wait_steered(bridge, "LATE201")
-    await wait(lambda: bridge.dispatcher.stations["LATE201"].verified,
+    await wait(lambda: bridge.dispatcher.stations["LATE201"].life.phase == "verified",
                      what="its profile verified by its composite schedule")
     assert late.calls_before_boot == []
     assert [a for a, _ in late.received].count("GetVariables") == 1
     assert [a for a, _ in late.received].count("SetChargingProfile") == 1
+

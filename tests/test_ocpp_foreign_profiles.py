@@ -78,9 +78,9 @@ async def test_a_profile_of_the_station_that_is_lower_later_stays_in_force(site:
     station = site.add_station("FUSE", max_stack_level=5,
                                factory_schedule=((0, 32.0), (60, 8.0)))
     await wait(lambda: "FUSE" in bridge.dispatcher.stations
-                     and bridge.dispatcher.stations["FUSE"].cap_outranked,
+                     and bridge.dispatcher.stations["FUSE"].handling.cap_outranked,
                      what="its own profile found above ours")
-    await wait(lambda: bridge.dispatcher.stations["FUSE"].verified,
+    await wait(lambda: bridge.dispatcher.stations["FUSE"].life.phase == "verified",
                      what="the limit per connector verified by its composite schedule")
     await wait_steered(bridge, "FUSE")
     own = station.installed_profiles.get((0, "ChargePointMaxProfile", 5))
@@ -103,10 +103,10 @@ async def test_201_a_listed_station_limit_of_another_party_is_never_met_nor_hidd
     station = add_201(site, "FUSE201", max_stack_level=5, factory_stack_level=1,
                       factory_schedule=((0, 32.0), (60, 8.0)))
     await wait(lambda: "FUSE201" in bridge.dispatcher.stations
-                     and bridge.dispatcher.stations["FUSE201"].verified,
+                     and bridge.dispatcher.stations["FUSE201"].life.phase == "verified",
                      what="its limit verified by its composite schedule")
     await wait_steered(bridge, "FUSE201")
-    assert bridge.dispatcher.stations["FUSE201"].cap_outranked
+    assert bridge.dispatcher.stations["FUSE201"].handling.cap_outranked
     sent = [payload["chargingProfile"] for action, payload in station.received
             if action == "SetChargingProfile" and payload["evseId"] == 0]
     assert not any(p["stackLevel"] == 1 and p["chargingProfilePurpose"] == STATION_MAX
@@ -124,8 +124,9 @@ async def test_after_a_restart_the_limit_stays_under_the_stations_own_profile(si
     station = site.add_station("KEEP", max_stack_level=5, factory_cap_a=32,
                                boots_on_reconnect=False)
     await wait(lambda: "KEEP" in bridge.dispatcher.stations
-               and bridge.dispatcher.stations["KEEP"].cap_outranked
-               and bridge.dispatcher.stations["KEEP"].verified, what="limited per connector")
+               and bridge.dispatcher.stations["KEEP"].handling.cap_outranked
+               and bridge.dispatcher.stations["KEEP"].life.phase == "verified",
+               what="limited per connector")
     await wait(lambda: 9001 not in bridge.store.installed().get("KEEP", {9001}),
                what="its profile ids stored")
     await site.stop_bridge()
@@ -133,7 +134,8 @@ async def test_after_a_restart_the_limit_stays_under_the_stations_own_profile(si
     bridge = await site.start_bridge()
     await wait(lambda: "KEEP" in bridge.ocpp.links, what="the station back")
     await wait_steered(bridge, "KEEP")
-    await wait(lambda: bridge.dispatcher.stations["KEEP"].verified, what="verified again")
+    await wait(lambda: bridge.dispatcher.stations["KEEP"].life.phase == "verified",
+               what="verified again")
     ids = [p["csChargingProfiles"]["chargingProfileId"] for a, p in station.received[sent:]
            if a == "SetChargingProfile"]
     assert ids and 9001 not in ids

@@ -360,8 +360,8 @@ async def test_profile_of_its_own_at_a_higher_stack_level_is_kept_and_capped_und
     bridge = await site.start_bridge(capacity_kw=8)
     vendor = site.add_station("VENDOR", max_stack_level=5, factory_cap_a=32)
     await wait_until(lambda: "VENDOR" in bridge.dispatcher.stations
-                     and bridge.dispatcher.stations["VENDOR"].cap_outranked
-                     and bridge.dispatcher.stations["VENDOR"].verified,
+                     and bridge.dispatcher.stations["VENDOR"].handling.cap_outranked
+                     and bridge.dispatcher.stations["VENDOR"].life.phase == "verified",
                      what="the limit per connector, confirmed by its composite schedule")
     assert max_profile(vendor)["chargingProfileId"] == 1  # type: ignore[index]
     assert max_profile(vendor)["stackLevel"] == 5  # type: ignore[index]
@@ -378,19 +378,19 @@ async def test_composite_schedule_is_asked_again_after_each_new_limit(site: Site
         return sum(1 for action, _ in first.received if action == "GetCompositeSchedule")
 
     await wait_until(lambda: "FIRST" in bridge.dispatcher.stations
-                     and bridge.dispatcher.stations["FIRST"].verified
+                     and bridge.dispatcher.stations["FIRST"].life.phase == "verified"
                      and first.composite_limit_w() > 6_000, what="FIRST alone, verified")
     before = checks()
     site.add_station("SECOND")  # FIRST's share halves
     await wait_until(lambda: first.composite_limit_w() <= 6_000 and checks() > before
-                     and bridge.dispatcher.stations["FIRST"].verified,
+                     and bridge.dispatcher.stations["FIRST"].life.phase == "verified",
                      what="FIRST's new limit confirmed by a new composite schedule")
 
 
 async def test_station_without_composite_schedules_is_still_steered(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=8)
     plain = site.add_station("PLAIN", supports_composite_schedule=False)
-    await wait_until(lambda: not bridge.dispatcher.stations["PLAIN"].composite_supported
+    await wait_until(lambda: not bridge.dispatcher.stations["PLAIN"].handling.composite_supported
                      if "PLAIN" in bridge.dispatcher.stations else False,
                      what="composite schedules found unsupported")
     await wait_until(lambda: 0 < plain.power_w <= 8_000, what="the EV held to the cap")

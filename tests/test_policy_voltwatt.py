@@ -516,3 +516,31 @@ def test_a_resume_after_a_voltage_pause_waits_for_the_guard_time():
     free = make_plan([], pol, Site(100_000), fleet(1), after, held.state,
                      Conditions(voltages={"CP0": reading(0.93, after)}))
     assert free.stations["CP0"][0].limit_w > 0
+
+
+def test_the_reason_says_where_the_voltage_came_from():
+    """A meter value, a station's monitor event: the reason chain names the one that holds
+    the restriction (its phase's), and with ``scope: site`` the station it came from."""
+    merged = VoltageReading(NOW, (0.99 * V, 0.893 * V, 0.97 * V),
+                            ("meter value 11:59:58", "station's monitor event 12:00:03.4",
+                             "meter value 11:59:58"))
+    hold = respond(RULE, merged, V, MIN_SHARE, None, NOW)
+    assert hold is not None and hold.reason == \
+        "voltage 0.893 pu on L2 (station's monitor event 12:00:03.4): 19% of allowed power"
+    sampled = VoltageReading(NOW, (0.912 * V,), ("meter value 12:00:03",))
+    hold = respond(RULE, sampled, V, MIN_SHARE, None, NOW)
+    assert hold is not None and hold.reason.startswith("voltage 0.912 pu on L1 (meter value "
+                                                       "12:00:03): ")
+    # unsaid: as before
+    hold = respond(RULE, reading(0.912), V, MIN_SHARE, None, NOW)
+    assert hold is not None and hold.reason.startswith("voltage 0.912 pu on L1: ")
+
+    policy = parse_policy("name: t\nvoltage: {scope: site}\n", "t")
+    site = Site(capacity_w=44_000)
+    fleet = Fleet(stations={sid: StationInfo(sid, 3, V, 32) for sid in ("A", "B")},
+                  sessions=(Session("A", 1, NOW), Session("B", 1, NOW)))
+    readings = {"A": VoltageReading(NOW, (0.99 * V,) * 3, ("meter value 12:00:01",) * 3),
+                "B": merged}
+    plan = make_plan((), policy, site, fleet, NOW, conditions=Conditions(voltages=readings))
+    assert "voltage 0.893 pu on L2 (B, station's monitor event 12:00:03.4)" in \
+        plan.stations["A"][0].reason

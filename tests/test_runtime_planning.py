@@ -17,6 +17,7 @@ from bridge.runtime.planning import (
     REPLAN_QUIET_S,
     REPLAN_SETTLE_MAX_S,
     STORM_CHANGES_PER_S,
+    URGENT_GAP_S,
     ReplanLoop,
 )
 
@@ -26,10 +27,12 @@ class Over(Exception):
 
 
 class ScriptedTimer:
-    def __init__(self, changes_at: list[float], until: float) -> None:
+    def __init__(self, changes_at: list[float], until: float,
+                 urgent_at: list[float] | None = None) -> None:
         self.now = 0.0
         self.until = until
-        self._pending = sorted(changes_at)
+        self._pending = sorted([(at, False) for at in changes_at]
+                               + [(at, True) for at in urgent_at or []])
         self.loop: ReplanLoop | None = None
 
     def monotonic(self) -> float:
@@ -37,9 +40,9 @@ class ScriptedTimer:
 
     def _fire_until(self, moment: float) -> None:
         assert self.loop is not None
-        while self._pending and self._pending[0] <= moment:
-            self.now = self._pending.pop(0)
-            self.loop.request()
+        while self._pending and self._pending[0][0] <= moment:
+            self.now, urgent = self._pending.pop(0)
+            self.loop.request(urgent=True) if urgent else self.loop.request()
         if moment > self.until:
             raise Over
         self.now = moment
@@ -48,18 +51,21 @@ class ScriptedTimer:
         self._fire_until(self.now + seconds)
 
     async def wait(self, wake: asyncio.Event, timeout: float) -> bool:
-        if not wake.is_set() and self._pending and self._pending[0] <= self.now + timeout:
-            self._fire_until(self._pending[0])
+        deadline = self.now + timeout
+        while not wake.is_set() and self._pending and self._pending[0][0] <= deadline:
+            self._fire_until(self._pending[0][0])
         if wake.is_set():
             return True
-        self._fire_until(self.now + timeout)
+        self._fire_until(deadline)
         return False
 
 
 async def plans_made(changes_at: list[float], until: float,
-                     plan_fails: bool = False) -> list[float]:
-    """When the loop plans, for changes at these seconds."""
-    timer = ScriptedTimer(changes_at, until)
+                     plan_fails: bool = False, urgent_at: list[float] | None = None
+                     ) -> list[float]:
+    """When the loop plans, for changes at these seconds (``urgent_at``: changes that
+    cannot wait for the coalescing)."""
+    timer = ScriptedTimer(changes_at, until, urgent_at)
     loop = timer.loop = ReplanLoop(timer)
     made: list[float] = []
 
@@ -114,6 +120,18 @@ async def test_fewer_changes_than_a_storm_are_not_held_back():
     changes = [i / per_second for i in range(3 * per_second)]
     made = await plans_made(changes, until=5)
     assert made == [0.0, 1.0, 2.0, 3.0]
+
+
+async def test_a_change_that_cannot_wait_is_planned_at_once():
+    """A voltage monitor's sag is planned at once, not at the end of the coalescing second
+    that followed the plan before; a burst of them (a whole feeder's monitors) makes a few
+    plans, not one each."""
+    assert await plans_made([0.0], until=3, urgent_at=[0.3]) == [0.0, 0.3]
+    assert await plans_made([0.0], until=3, urgent_at=[0.05]) == [0.0, URGENT_GAP_S]
+    burst = [0.4 + i / 1000 for i in range(20)]  # 20 stations' monitors within 20 ms
+    assert await plans_made([0.0], until=3, urgent_at=burst) == [0.0, 0.4, 0.5]
+    # the ordinary changes around them keep their coalescing
+    assert await plans_made([0.0, 0.2, 0.6], until=3) == [0.0, 1.0]
 
 
 async def test_a_failing_plan_does_not_end_the_loop():

@@ -130,13 +130,24 @@ async def test_a_201_station_and_the_201_requests(csms):
             {"component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"},
              "attributeValue": "1"}]})
         assert set_answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
-        # the simulated 2.0.1 station does not do remote starts: its CALLERROR comes back
+        # a remote stop ends the session, a remote start begins the next one
+        tx = started[0].payload["transactionInfo"]["transactionId"]
+        assert (await csms.request("EV1", "RequestStopTransaction", {"transactionId": tx})
+                )["status"] == "Accepted"
+        await wait_until(lambda: station.transaction_id is None, what="the stop")
+        assert (await csms.request("EV1", "RequestStartTransaction", {
+            "idToken": {"idToken": "ALLOWED", "type": "ISO14443"}, "remoteStartId": 7,
+            "evseId": 1}))["status"] == "Accepted"
+        await wait_until(lambda: any(r.payload["transactionInfo"].get("remoteStartId") == 7
+                                     for r in csms.calls("TransactionEvent", "EV1")),
+                         what="the remotely started transaction")
+        # the simulated 2.0.1 station does not reset: its CALLERROR comes back
         with pytest.raises(CsmsCallError, match="NotImplemented"):
-            await csms.request("EV1", "RequestStartTransaction",
-                               {"idToken": {"idToken": "ALLOWED", "type": "ISO14443"},
-                                "remoteStartId": 1})
+            await csms.request("EV1", "Reset", {"type": "Immediate"})
     events = [r.payload for r in csms.calls("TransactionEvent", "EV1")]
     assert events[0]["idToken"]["idToken"] == "ALLOWED"
+    ended = [e for e in events if e["eventType"] == "Ended"]
+    assert ended[0]["transactionInfo"] == {"transactionId": tx, "stoppedReason": "Remote"}
 
 
 async def test_basic_auth_when_configured():

@@ -595,8 +595,8 @@ voltage:
 
 
 async def test_a_station_that_refuses_monitors_gets_the_bridges_central_rule(site):
-    """Today's bridge sets no monitors; a 2.0.1 station on a weak feeder that would refuse
-    them is held back by the central rule from the voltages in its meter values."""
+    """A 2.0.1 station on a weak feeder that refuses the bridge's monitors (it has none) is
+    held back by the central rule from the voltages in its meter values."""
     (site.tmp_path / "feeder.yaml").write_text(FEEDER_POLICY)
     site.config_path.write_text(site_config(site.vtn.url, site.ocpp_port).replace(
         "policy: default", "policy: feeder.yaml"))

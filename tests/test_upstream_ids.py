@@ -7,7 +7,15 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.upstream.message_ids import MAX_ID_LENGTH, Forwarded, LegIds, Own, Unknown, with_id
+from bridge.upstream.message_ids import (
+    MAX_ID_LENGTH,
+    Forwarded,
+    LegIds,
+    Own,
+    Unknown,
+    call_with_id,
+    with_id,
+)
 
 # What a CSMS may use as ids: anything, including ids that look like ours, and repeats.
 foreign_ids = st.one_of(st.sampled_from(["1", "d1", "f1", "f2", "d2"]),
@@ -77,3 +85,15 @@ def test_reframing_keeps_everything_but_the_id():
                                                  {"connectorId": 0, "note": "é"}]
     error = [4, "f1", "NotSupported", "no", {}]
     assert json.loads(with_id(error, "csms-7")) == [4, "csms-7", "NotSupported", "no", {}]
+
+
+def test_a_call_keeps_its_text_under_another_id():
+    raw = '[2, "abc-1" ,"MeterValues",{"connectorId":1,"meterValue":[]}]'
+    assert call_with_id(raw, "abc-1", "f7") == \
+        '[2,"f7" ,"MeterValues",{"connectorId":1,"meterValue":[]}]'
+    assert json.loads(call_with_id(raw, "abc-1", "f7") or "") == \
+        [2, "f7", "MeterValues", {"connectorId": 1, "meterValue": []}]
+    # an id with escapes in its text, or another id, is left to re-encoding
+    assert call_with_id('[2,"a\\u0062",' + '"Heartbeat",{}]', "ab", "f8") is None
+    assert call_with_id('[2,"ab",' + '"Heartbeat",{}]', "a", "f8") is None
+    assert call_with_id('[3,"ab",{}]', "ab", "f8") is None

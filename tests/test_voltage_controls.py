@@ -211,19 +211,30 @@ def test_line_and_volts_are_read_leniently():
 
 def test_merge_folds_a_monitor_voltage_into_the_reading():
     stale = timedelta(seconds=120)
-    previous = VoltageReading(NOW - timedelta(seconds=10), (229.0, 228.0, 227.0))
-    dip = VoltageObservation("CP1", NOW, "monitor", 205.0, 2)
-    assert merge(previous, dip, (1, 2, 3), stale) == VoltageReading(NOW, (229.0, 205.0, 227.0))
+    sampled = ("meter value 11:59:50",) * 3
+    previous = VoltageReading(NOW - timedelta(seconds=10), (229.0, 228.0, 227.0), sampled)
+
+    def merged(*args):
+        reading = merge(*args)
+        return reading if reading is None else (reading.at, reading.phases_v)
+
+    dip = VoltageObservation("CP1", NOW + timedelta(milliseconds=400), "monitor", 205.0, 2)
+    at = dip.at
+    folded = merge(previous, dip, (1, 2, 3), stale)
+    assert folded is not None and (folded.at, folded.phases_v) == (at, (229.0, 205.0, 227.0))
+    # each phase says where its value came from, for the reason chain
+    assert folded.sources == ("meter value 11:59:50", "station's monitor event 12:00:00.4",
+                              "meter value 11:59:50")
     whole = VoltageObservation("CP1", NOW, "monitor", 206.0, None)
-    assert merge(previous, whole, (1, 2, 3), stale) == VoltageReading(NOW, (206.0,) * 3)
-    assert merge(previous, whole, (2,), stale) == VoltageReading(NOW, (229.0, 206.0, 227.0))
+    assert merged(previous, whole, (1, 2, 3), stale) == (NOW, (206.0,) * 3)
+    assert merged(previous, whole, (2,), stale) == (NOW, (229.0, 206.0, 227.0))
     old = VoltageReading(NOW - timedelta(minutes=5), (229.0, 228.0, 227.0))
-    assert merge(old, dip, (1, 2, 3), stale) == VoltageReading(NOW, (None, 205.0, None))
+    assert merged(old, dip, (1, 2, 3), stale) == (at, (None, 205.0, None))
     late = VoltageObservation("CP1", NOW - timedelta(minutes=1), "monitor", 200.0, 1)
     assert merge(previous, late, (1, 2, 3), stale) is previous
     notice = VoltageObservation("CP1", NOW, "der-control", detail="x")
     assert merge(previous, notice, (1, 2, 3), stale) is previous
-    assert merge(None, dip, (1, 2, 3), stale) == VoltageReading(NOW, (None, 205.0, None))
+    assert merged(None, dip, (1, 2, 3), stale) == (at, (None, 205.0, None))
 
 
 # -- DER control -------------------------------------------------------------------------

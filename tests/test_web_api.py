@@ -10,6 +10,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import fastjsonschema
 import pytest
 from conftest import SiteHarness, wait_until
 from test_ocpp_201 import add_201
@@ -119,6 +120,11 @@ async def test_api_shows_site_event_and_stations(site: SiteHarness):
             assert row["limit_w"] is not None and row["limit_w"] <= 11_000
             assert f"event {event_id}" in row["limit_reason"]
             assert row["profile_state"] in ("accepted", "unverified")
+            # where it is in its life: steered since it acknowledged its limit
+            life = row["life"]
+            assert life["phase"] in ("acknowledged", "verified")
+            assert datetime.fromisoformat(life["since"]) <= datetime.now(UTC)
+            assert life["counted_as"] == "share"
             [connector] = row["connectors"]
             assert connector["connector_id"] == 1
             assert connector["session"] is not None
@@ -135,6 +141,9 @@ async def test_api_shows_site_event_and_stations(site: SiteHarness):
 
         spec = await get_json(http, f"{url}/api/openapi.json")
         assert spec["openapi"].startswith("3.")
+        life_schema = spec["components"]["schemas"]["Station"]["properties"]["life"]
+        for row in rows.values():
+            fastjsonschema.validate(life_schema, row["life"])
         refs = set()
 
         def collect(node: object) -> None:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import SiteHarness, wait_until
+from lc_helpers import upstream_config
 from test_web_api import PASSWORD, start
 from test_web_security import start as start_with_web_keys
 
+from bridge.sim.csms import UpstreamCsms
 from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3
 
@@ -91,6 +93,12 @@ async def test_dashboard_shows_event_limits_and_opts_out(site: SiteHarness, page
     limit_text = await page.inner_text(f"{station_row} td.limit")
     assert limit_text.endswith("kW") and float(limit_text.split()[0]) <= 11.0
     assert "SIMPLE level 2" in await page.inner_text(f"{station_row} td.reason")
+    # its profile cell: the phase of its life, and since when
+    await page.wait_for_function(
+        f"/^(acknowledged|verified) since /"
+        f".test(document.querySelector('{station_row} td.profile .life')?.textContent)",
+        timeout=10_000)
+    assert "share" in await page.get_attribute(f"{station_row} td.profile .life", "title")
     if SCREENSHOT:
         await page.screenshot(path=SCREENSHOT, full_page=True)
 
@@ -152,6 +160,41 @@ async def test_dashboard_offers_the_login_when_reading_needs_one(site: SiteHarne
     assert await page.is_visible("#logged-in")
 
 
+async def test_dashboard_shows_the_operators_csms_and_limits(site: SiteHarness, page):
+    """Local-controller mode: the CSMS's links in the header, and per station its link and
+    the operator's own limit beside drbridge's."""
+    csms = UpstreamCsms(id_tags=["ALLOWED"])
+    await csms.start()
+    try:
+        url = await start(site, capacity_kw=44, ocpp_extra=upstream_config(csms))
+        station = site.add_station("CP1", id_tag="ALLOWED")
+        await csms.wait_for("StartTransaction", station_id="CP1")
+        profile = {"chargingProfileId": 3, "stackLevel": 0,
+                   "chargingProfilePurpose": "ChargePointMaxProfile",
+                   "chargingProfileKind": "Absolute", "chargingSchedule": {
+                       "chargingRateUnit": "A",
+                       "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 8.0}]}}
+        assert (await csms.request("CP1", "SetChargingProfile", {
+            "connectorId": 0, "csChargingProfiles": profile}))["status"] == "Accepted"
+        await page.goto(url)
+        await page.wait_for_selector('#stations tr[data-station="CP1"] .operator-limit')
+        assert await page.inner_text("#upstream") == "CSMS 1 up"
+        row = '#stations tr[data-station="CP1"]'
+        assert await page.inner_text(f"{row} .operator-limit") == "operator 5.5 kW"
+        assert await page.inner_text(f"{row} .upstream") == "CSMS up"
+        # the CSMS goes away: the link down, and the messages kept for it waiting
+        await csms.stop(abort=True)
+        station.unplug()
+        await page.wait_for_function(
+            "document.querySelector('#upstream').textContent.includes('queued')"
+            f" && document.querySelector('{row} .upstream').textContent.includes('queued')",
+            timeout=20_000)
+        assert (await page.inner_text("#upstream")).startswith("CSMS 0 up, 1 down, ")
+        assert (await page.inner_text(f"{row} .upstream")).startswith("CSMS down, ")
+    finally:
+        await csms.stop()
+
+
 async def test_dashboard_shows_the_openadr_3_vtn_and_its_programs(
         tmp_path: Path, page, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DRBRIDGE_TEST_OADR3_SECRET", "secret-a")
@@ -178,3 +221,40 @@ async def test_dashboard_shows_the_openadr_3_vtn_and_its_programs(
     finally:
         await site.close()
         await vtn3.stop()
+
+
+async def test_dashboard_says_where_each_station_s_voltage_comes_from(site: SiteHarness, page):
+    """Each station's row names how the volt-watt rule reaches it (its monitors, its own DER
+    control, or its meter values) and, on hover, why: a refusal keeps the central rule."""
+    from test_voltage_wiring import add, state_of
+    from test_voltage_wiring import start as start_with_rule
+
+    from bridge.sim.feeder import Feeder
+    from bridge.sim.station21 import SimulatedStation21
+    from bridge.sim.station201_monitors import MonitoringStation201
+
+    bridge = await start_with_rule(site)
+    feeder = Feeder(source_v=230.0, impedance_ohm=0.05)
+    add(site, MonitoringStation201, "MON201", feeder)
+    add(site, MonitoringStation201, "REF201", feeder, monitors="rejected")
+    add(site, SimulatedStation21, "DER21", feeder)
+    site.add_station("CP16")
+    await wait_until(lambda: state_of(bridge, "MON201", "monitors") == "installed"
+                     and state_of(bridge, "REF201", "monitors") == "refused"
+                     and state_of(bridge, "DER21", "der") == "in-force"
+                     and state_of(bridge, "CP16", "monitors") == "not-supported", timeout=30,
+                     what="the voltage controls settled")
+    assert bridge.web is not None
+    await page.goto(f"http://127.0.0.1:{bridge.web.port}/")
+    expected = {"MON201": "monitors", "REF201": "meter values", "DER21": "der-control",
+                "CP16": "meter values"}
+    for station_id, source in expected.items():
+        cell = f'#stations tr[data-station="{station_id}"] .voltage-source'
+        await page.wait_for_function(
+            f"document.querySelector('{cell}')?.textContent === 'voltage from {source}'",
+            timeout=15_000)
+    refused = await page.get_attribute(
+        '#stations tr[data-station="REF201"] .voltage-source', "title")
+    assert "monitors: refused (the station refused them (Rejected))" in (refused or "")
+    own = await page.get_attribute('#stations tr[data-station="DER21"] .voltage-source', "title")
+    assert "DER control: in-force (VoltWatt curve" in (own or "")

@@ -22,8 +22,9 @@ terms; they never await a call to the station (that would stall the station's me
 loop); the dispatcher makes those from its own tasks.
 
 What happens to a CALL the station makes (:meth:`OcppJLink._on_call`) and to a reply it
-sends (:meth:`OcppJLink._on_reply`) are one method each: a link that also relays frames
-to another central system replaces those two, and keeps the rest.
+sends (:meth:`OcppJLink._on_reply`) are one method each, and the id of each call we make
+comes from :meth:`OcppJLink._new_call_id`: a link that also relays frames to another
+central system (:mod:`bridge.ocpp.upstream_link`) replaces those three, and keeps the rest.
 """
 
 from __future__ import annotations
@@ -218,6 +219,12 @@ class OcppJLink:
         await self._connection.close(code, reason)
 
     # calls to the station ----------------------------------------------------------------
+    def _new_call_id(self, action: str) -> str:
+        """The message id of our next call to the station (a link that shares the station's
+        websocket with another central system's calls issues ids that cannot collide)."""
+        self._call_seq += 1
+        return str(self._call_seq)
+
     async def _request(self, action: str, payload: Payload, lenient: bool = False) -> Payload:
         """One call to the station and its validated answer; raises CallFailed.
 
@@ -227,8 +234,7 @@ class OcppJLink:
         validated.
         """
         async with self._call_lock:  # OCPP-J: one call at a time in each direction
-            self._call_seq += 1
-            unique_id = str(self._call_seq)
+            unique_id = self._new_call_id(action)
             answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             self._pending = (unique_id, answer)
             try:

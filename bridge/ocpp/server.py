@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -62,12 +62,20 @@ class OcppServer:
         on_close: Callable[[str, AnyStationLink], None],
         call_timeout_s: float = 10.0,
         security: EdgeSecurity | None = None,
+        make_link: Callable[[str, ServerConnection, str], AnyStationLink | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._listener = listener
         self._accepts = accepts
         self._on_open, self._on_close = on_open, on_close
         self._call_timeout_s = call_timeout_s
+        # local-controller mode: a link that forwards to the operator's CSMS (None: the
+        # version's own link, a central system's)
+        self._make_link = make_link
+        # the subprotocols offered, the preferred first (local-controller mode: the ones it
+        # forwards before the others)
+        self._subprotocols = tuple(subprotocols or SUBPROTOCOLS)
         self.security = security or EdgeSecurity()
         self.gatekeeper = Gatekeeper(
             self.security.profile, accepts, self.security.password_hashes,
@@ -88,7 +96,7 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            subprotocols=[Subprotocol(name) for name in SUBPROTOCOLS],
+            subprotocols=[Subprotocol(name) for name in self._subprotocols],
             process_request=self._check_request,
             create_connection=self._limited_connection_class(),
             ssl=self.security.ssl_context,
@@ -190,7 +198,10 @@ class OcppServer:
         if previous is not None:
             # A station that reconnects before we noticed the old link died: keep the new one.
             await previous.close(1000, "replaced by a new connection")
-        link = link_class(station_id, connection, self._listener, self._call_timeout_s)
+        link = self._make_link(station_id, connection, str(connection.subprotocol)) \
+            if self._make_link is not None else None
+        if link is None:
+            link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)

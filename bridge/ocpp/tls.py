@@ -41,3 +41,16 @@ def common_names(peer_certificate: dict[str, Any] | None) -> list[str]:
         for key, value in rdn
         if key == "commonName"
     ]
+
+
+def client_context(ca_file: Path | None, certificate: Path | None,
+                   private_key: Path | None) -> ssl.SSLContext:
+    """A TLS client context towards an operator's CSMS (local controller): its certificate is
+    checked against ``ca_file`` (else the system's CAs) and its host name; with
+    ``certificate`` drbridge presents that client certificate (security profile 3). Raises
+    OSError or ssl.SSLError on unusable files."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certificate is not None and private_key is not None:
+        context.load_cert_chain(certificate, private_key)
+    return context

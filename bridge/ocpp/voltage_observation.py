@@ -93,9 +93,24 @@ def merge(previous: VoltageReading | None, observation: VoltageObservation,
         return previous
     covered = (observation.line,) if observation.line is not None else lines
     phases: list[float | None] = [None, None, None]  # L1, L2, L3
+    sources: list[str | None] = [None, None, None]
     if previous is not None and observation.at - previous.at <= stale_after:
         for index, volts in enumerate(previous.phases_v[:3]):
             phases[index] = volts
+            sources[index] = previous.source_of(index)
     for line in covered:
         phases[line - 1] = observation.volts
-    return VoltageReading(observation.at, tuple(phases))
+        sources[line - 1] = observation_source(observation)
+    return VoltageReading(observation.at, tuple(phases), tuple(sources))
+
+
+def observation_source(observation: VoltageObservation) -> str:
+    """Where a voltage came from, for the reason chain: ``station's monitor event
+    12:00:03.4`` (to the tenth of a second: it is acted on within one)."""
+    at = observation.at
+    return f"station's monitor event {at:%H:%M:%S}.{at.microsecond // 100_000}"
+
+
+def meter_value_source(at: datetime) -> str:
+    """Where a voltage in a meter value came from: ``meter value 12:00:03``."""
+    return f"meter value {at:%H:%M:%S}"

@@ -7,8 +7,12 @@
   VEN ─────────> dr.DrEvents               events decided and stored, opts applied and
                    (events, baselines)        sent to the VTN; plans at once
   web ─────────> operator.Operator         holds, opt-outs, unavailability
-  planning.ReplanLoop ─> planning.Planner  when to plan (coalesced, storms settled);
-                                            fleet + events + holds -> plan -> dispatcher
+  planning.ReplanLoop ─> planning.Planner  when to plan (coalesced, storms settled, a
+                                            voltage monitor's sag at once); fleet +
+                                            events + holds -> plan -> dispatcher
+  dispatcher ──> voltage_controls.VoltageControls  per station, once its capabilities are
+                   (monitors, DER control)    known and the limits are out: its voltage
+                                              monitors and VoltWatt curve as the rule asks
   reports.Reports                          the VEN's report values; samples and site-load
                                             rows into the store
   view.RuntimeView ──> web                 read-only copies (bridge.web.port)

@@ -20,12 +20,14 @@ from typing import Protocol
 from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.external_ceilings import station_ceiling
 from bridge.holds import plan_with_holds
+from bridge.ocpp.external_limits import ExternalLimit
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
 from bridge.timings import PLAN_BUCKETS_S, Histogram
-from policies.fleet import Fleet, Plan, PlanState, Step, value_at
+from policies.fleet import Fleet, Plan, PlanState, StationInfo, Step, value_at
 from policies.plan import Conditions
 from ven.interface import VenDriver
 
@@ -42,6 +44,10 @@ REPLAN_COALESCE_S = 1.0
 STORM_CHANGES_PER_S = 50
 REPLAN_QUIET_S = 0.5
 REPLAN_SETTLE_MAX_S = 5.0
+# A change that must not wait for the coalescing (a station's voltage monitor saw a sag)
+# is planned at once, but no sooner than this after the plan before: a sag that sets off
+# the monitors of a whole feeder makes a few plans, not one per station.
+URGENT_GAP_S = 0.1
 # How often the VTN's silence is compared with the policy's fail-safe time.
 FAILSAFE_CHECK_S = 1.0
 
@@ -76,18 +82,23 @@ class AsyncioTimer:
 
 
 class ReplanLoop:
-    """When to plan: soon after a change (coalesced), once per storm, at least periodically."""
+    """When to plan: soon after a change (coalesced), at once after one that cannot wait,
+    once per storm, at least periodically."""
 
     def __init__(self, timer: Timer | None = None) -> None:
         self._timer = timer or AsyncioTimer()
         self._monotonic = self._timer.monotonic
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._changes: deque[float] = deque()  # when plans were asked, the last second
 
-    def request(self) -> None:
-        """Something the plan depends on changed: plan soon."""
+    def request(self, urgent: bool = False) -> None:
+        """Something the plan depends on changed: plan soon; ``urgent``: without waiting
+        for the coalescing (at most :data:`URGENT_GAP_S` after the plan before)."""
         self._changes.append(self._monotonic())
         self._wake.set()
+        if urgent:
+            self._urgent.set()
 
     def _changes_last_second(self) -> int:
         now = self._monotonic()
@@ -102,11 +113,14 @@ class ReplanLoop:
             self._wake.clear()
             if self._changes_last_second() >= STORM_CHANGES_PER_S:
                 await self._settle(timer.monotonic() + REPLAN_SETTLE_MAX_S)
+            self._urgent.clear()  # this plan covers it
             try:
                 plan()
             except Exception:  # a planning bug must not stop the bridge; the stations keep limits
                 log.exception("planning failed; stations keep their current profiles")
-            await timer.sleep(REPLAN_COALESCE_S)
+            # changes meanwhile share the next plan, unless one cannot wait
+            await timer.sleep(URGENT_GAP_S)
+            await timer.wait(self._urgent, REPLAN_COALESCE_S - URGENT_GAP_S)
 
     async def _settle(self, deadline: float) -> None:
         """Wait until changes pause (or the deadline passes), so a burst makes one plan."""
@@ -117,6 +131,12 @@ class ReplanLoop:
             self._wake.clear()
 
 
+# The stations as the planner counts them, from their configured details, the sessions
+# (station -> connector -> transaction) and the time: see LocalController.with_ceilings.
+OperatorCeilings = Callable[[Mapping[str, StationInfo], Mapping[str, Mapping[int, int]], datetime],
+                    dict[str, StationInfo]]
+
+
 class Planner:
     """Makes the plan from the runtime's state, hands the dispatcher each station's
     schedule, and stores a plan that changed."""
@@ -124,7 +144,9 @@ class Planner:
     def __init__(self, config: Config, store: Store, clock: Clock, dispatcher: Dispatcher,
                  fleet: StationEvents, dr: DrEvents, holds: Mapping[str, Hold], ven: VenDriver,
                  resumed_state: PlanState | None, started_at: datetime,
-                 request_replan: Callable[[], None]) -> None:
+                 request_replan: Callable[[], None],
+                 replan_urgently: Callable[[], None] | None = None,
+                 operator_ceilings: OperatorCeilings | None = None) -> None:
         self.config = config
         self._store = store
         self._clock = clock
@@ -135,6 +157,9 @@ class Planner:
         self._ven = ven
         self._started_at = started_at  # the fail-safe counts the VTN's silence from here
         self._request_replan = request_replan
+        self._replan_urgently = replan_urgently or request_replan
+        # local-controller mode: no station counted above what the operator lets it draw
+        self._operator_ceilings = operator_ceilings
         self.plan: Plan | None = None
         self.resumed_state = resumed_state  # the allocation state of the last run
         # how long each plan held the event loop, and when the last one ended (/metrics)
@@ -166,10 +191,27 @@ class Planner:
             if self._vtn_silent(self._clock()) != self._planned_silent:
                 self._request_replan()
 
-    def voltage_changed(self, station_id: str) -> None:
-        """A station's voltage reading is newer: plan soon if it may change a restriction."""
-        if self._fleet.grid.worth_a_plan(self.config.policy.voltage, station_id, self.plan):
-            self._request_replan()
+    def voltage_changed(self, station_id: str, at_once: bool = False) -> None:
+        """A station's voltage reading is newer: plan soon if it may change a restriction.
+
+        ``at_once``: the station reported it the moment it crossed a threshold (a variable
+        monitor's event); where it tightens the restriction, the plan does not wait for
+        the coalescing, so the station's limit drops within a second of the crossing.
+        """
+        rule = self.config.policy.voltage
+        grid = self._fleet.grid
+        if not grid.worth_a_plan(rule, station_id, self.plan):
+            return
+        if at_once and rule is not None:
+            min_share = 0.0  # the site's minimum depends on the sessions: asked loosely
+            if rule.scope == "station":
+                info = self.config.station_info(station_id)
+                min_w = info.watts(self.config.policy.allocation.min_current_a)
+                min_share = min(1.0, min_w / info.max_w) if info.max_w > 0 else 1.0
+            if grid.tightens(rule, station_id, self.plan, min_share):
+                self._replan_urgently()
+                return
+        self._request_replan()
 
     def replan_now(self) -> None:
         began = time.perf_counter()
@@ -185,6 +227,11 @@ class Planner:
         fleet_state = self._fleet
         sessions = fleet_state.sessions
         stations = {sid: self.config.station_info(sid) for sid in dispatcher.stations}
+        running: dict[str, dict[int, int]] = {}  # station -> connector -> transaction
+        for tx_id, session in sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        if self._operator_ceilings is not None:
+            stations = self._operator_ceilings(stations, running, now)
         with_session = {s.station_id for s in sessions.values()}
         measured: dict[str, float] = {}
         reported: dict[str, datetime] = {}
@@ -201,6 +248,7 @@ class Planner:
             last_report=reported,
             # as fresh as the newest reading while EVs charge (failsafe.fleet_stale_after_s)
             taken_at=max(reported.values()) if reported and sessions else None,
+            ceilings=self._ceilings(stations, now),
         )
         holds = {sid: hold[0] for sid, hold in self._holds.items()}
         planned = self._dr.planned_events(now)
@@ -217,15 +265,34 @@ class Planner:
                                conditions)
         previous = self.plan
         self.plan = plan
-        running: dict[str, dict[int, int]] = {}
-        for tx_id, session in sessions.items():
-            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
         dispatcher.set_desired(plan.stations, running)
         if previous is None or _changed(previous, plan, now):
             self._store.save_plan(plan.made_at, plan.site, plan.stations)
             if plan.state is not None:
                 self._dr.prune_baselines()
                 self._store.save_plan_state(plan.state, self._dr.baselines)
+
+
+    def _ceilings(self, stations: Mapping[str, StationInfo], now: datetime
+                  ) -> dict[str, tuple[Step, ...]]:
+        """The limits other parties hold stations to (their external constraints), as the
+        ceilings the plan gives them no more than."""
+        by_station: dict[str, list[ExternalLimit]] = {}
+        for (station_id, _, _), limit in self._fleet.external_limits.items():
+            if station_id in stations:
+                by_station.setdefault(station_id, []).append(limit)
+        if not by_station:
+            return {}
+        connectors: dict[str, list[int]] = {}
+        for session in self._fleet.sessions.values():
+            connectors.setdefault(session.station_id, []).append(session.connector_id)
+        ceilings = {}
+        for station_id, limits in by_station.items():
+            steps = station_ceiling(limits, stations[station_id],
+                                    connectors.get(station_id, []), now)
+            if steps:
+                ceilings[station_id] = steps
+        return ceilings
 
 
 def _changed(old: Plan, new: Plan, now: datetime) -> bool:

@@ -6,7 +6,8 @@ when each station was last heard and counts of what went in and out. Sessions an
 transactions are persisted before they count; meter samples wait in :attr:`samples` for
 the telemetry flush. A change that may change the plan asks for one
 (``request_replan``); what to do with a new voltage is the planner's to say
-(``on_voltage``).
+(``on_voltage``; ``on_voltage_event`` for one a station reported the moment it crossed a
+threshold, a variable monitor's event).
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ log = logging.getLogger(__name__)
 class StationEvents:
     def __init__(self, config: Config, store: Store, dispatcher: Dispatcher, clock: Clock,
                  request_replan: Callable[[], None],
-                 on_voltage: Callable[[str], None]) -> None:
+                 on_voltage: Callable[[str], None],
+                 on_voltage_event: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._store = store
         self._dispatcher = dispatcher
         self._clock = clock
         self._request_replan = request_replan
         self._on_voltage = on_voltage
+        self._on_voltage_event = on_voltage_event or on_voltage
         self._stale = timedelta(seconds=config.model.telemetry.stale_after_s)
         self.sessions: dict[int, Session] = {
             row["id"]: Session(row["station_id"], row["connector_id"],
@@ -73,6 +76,8 @@ class StationEvents:
         # notice (a monitor's event, their own DER control acting), and the limits other
         # parties put on them, by (station, source, EVSE).
         self.voltage_notices: dict[str, VoltageObservation] = {}
+        self.der_notices: dict[str, VoltageObservation] = {}  # the latest of its DER control
+        self.voltage_events: Counter[str] = Counter()  # such notices, by source
         self.external_limits: dict[tuple[str, str, int], ExternalLimit] = {}
         # Sessions an earlier run left open for ids that never booted and hold no profile
         # of ours are closed, as they would have been when the id disconnected.
@@ -130,6 +135,7 @@ class StationEvents:
         self.last_seen.pop(station_id, None)
         self.grid.latest.pop(station_id, None)
         self.voltage_notices.pop(station_id, None)
+        self.der_notices.pop(station_id, None)
         for key in [k for k in self.external_limits if k[0] == station_id]:
             del self.external_limits[key]
         self.config.forget_station(station_id)
@@ -257,9 +263,12 @@ class StationEvents:
         """A monitor's voltage counts as a fresh reading at once (the volt-watt rule need
         not wait for the next meter sample); a DER notice is kept for the dashboard."""
         self.voltage_notices[station_id] = observation
+        self.voltage_events[observation.source] += 1
+        if observation.source == "der-control":
+            self.der_notices[station_id] = observation
         lines = tuple(range(1, self.config.station_info(station_id).phases + 1))
         if self.grid.observe_event(observation, lines):
-            self._on_voltage(station_id)
+            self._on_voltage_event(station_id)
 
     def external_limit(self, station_id: str, limit: ExternalLimit) -> None:
         """A limit another party set on the station (ChargingStationExternalConstraints),

@@ -13,27 +13,38 @@ from itertools import chain
 from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher, StationRecord
+from bridge.ocpp.voltage_observation import VoltageObservation
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner
 from bridge.runtime.stations import StationEvents
+from bridge.runtime.voltage_controls import VoltageControls
+from bridge.station_life import Phase
 from bridge.store import Store
 from bridge.timings import Histogram
+from bridge.upstream.controller import ADDED_BUCKETS_S, LocalController
 from bridge.web.port import (
+    NO_VOLTAGE_CONTROL,
     ConnectorView,
     Counted,
     Counters,
     HistogramView,
     Hold,
     KnownEvent,
+    Life,
     LoadRow,
+    OperatorProfile,
     OptOut,
     SiteVoltages,
     Snapshot,
     StationCounts,
+    StationUpstream,
     StationView,
     Steering,
     Timings,
+    Upstream,
+    VoltageControl,
+    VoltageNotice,
     VtnLink,
 )
 from policies.fleet import value_at
@@ -43,7 +54,9 @@ from ven.interface import VenDriver
 class RuntimeView:
     def __init__(self, config: Config, store: Store, clock: Clock, started_at: datetime,
                  dispatcher: Dispatcher, fleet: StationEvents, dr: DrEvents, planner: Planner,
-                 operator: Operator, ven: VenDriver, loop_lag: Histogram) -> None:
+                 operator: Operator, ven: VenDriver, loop_lag: Histogram,
+                 voltage_controls: VoltageControls | None = None,
+                 upstream: LocalController | None = None) -> None:
         self._config = config
         self._store = store
         self._clock = clock
@@ -55,6 +68,8 @@ class RuntimeView:
         self._operator = operator
         self._ven = ven
         self._loop_lag = loop_lag
+        self._voltage_controls = voltage_controls
+        self._upstream = upstream  # local-controller mode
 
     @property
     def config(self) -> Config:
@@ -136,7 +151,37 @@ class RuntimeView:
         return Counters(started_at=self._started_at, messages_in=dict(fleet.messages_in),
                         calls_out=dict(fleet.calls_out),
                         lenient=dict(fleet.near_misses.repaired),
-                        samples_ignored=dict(fleet.near_misses.ignored_samples))
+                        samples_ignored=dict(fleet.near_misses.ignored_samples),
+                        voltage_events=dict(fleet.voltage_events))
+
+    def upstream(self) -> Upstream | None:
+        controller = self._upstream
+        if controller is None:
+            return None
+        stats = controller.stats
+        total, buckets = 0, []
+        for bound, count in zip(ADDED_BUCKETS_S, stats.added_buckets, strict=True):
+            total += count
+            buckets.append((bound, total))
+        return Upstream(url=controller.url, links=dict(controller.link_states()),
+                        queue=controller.queue_length(),
+                        offline_authorization=controller.policy.value,
+                        messages=dict(stats.messages), added_buckets=tuple(buckets),
+                        added_sum_s=stats.added_sum_s, added_count=stats.added_count)
+
+    def _station_upstream(self, station_id: str,
+                          sessions: Mapping[int, int]) -> StationUpstream | None:
+        controller = self._upstream
+        if controller is None:
+            return None
+        now = self._clock()
+        info = self._config.station_info(station_id)
+        return StationUpstream(
+            link=controller.link_state(station_id), queue=controller.backlog(station_id),
+            limit=controller.operator_limit(station_id, info, sessions, now),
+            profiles=tuple(OperatorProfile(p.upstream_id, p.purpose, p.connector,
+                                           p.upstream_level, p.station_id, p.station_level)
+                           for p in controller.operator_profiles(station_id)))
 
     def timings(self) -> Timings:
         return Timings(loop_lag=_histogram(self._loop_lag),
@@ -170,14 +215,35 @@ class RuntimeView:
                     transaction_id=session[0] if session else None,
                     session_started_at=session[1].started_at if session else None))
             hold = holds.get(station_id)
+            running = {c: tx for (sid, c), (tx, _) in sessions.items() if sid == station_id}
             views.append(StationView(
                 station_id=station_id,
                 steering=_steering(record) if record is not None else None,
                 last_seen=fleet.last_seen.get(station_id),
                 hold=Hold(*hold) if hold else None,
                 voltage=fleet.grid.latest.get(station_id),
-                connectors=tuple(rows)))
+                connectors=tuple(rows),
+                voltage_control=self._voltage_control(station_id),
+                voltage_event=_notice(fleet.voltage_notices.get(station_id)),
+                der_notice=_notice(fleet.der_notices.get(station_id)),
+                upstream=self._station_upstream(station_id, running)))
         return views
+
+    def _voltage_control(self, station_id: str) -> VoltageControl:
+        controls = self._voltage_controls
+        found = controls.view(station_id) if controls is not None else None
+        if found is None:
+            return NO_VOLTAGE_CONTROL
+        return VoltageControl(found.source, found.monitors, found.monitors_detail,
+                              found.monitors_held, found.der, found.der_detail)
+
+
+def _notice(observation: VoltageObservation | None) -> VoltageNotice | None:
+    if observation is None:
+        return None
+    return VoltageNotice(observation.at, observation.source, observation.volts,
+                         observation.phase, observation.detail,
+                         observation.returned_to_normal)
 
 
 def _histogram(histogram: Histogram) -> HistogramView:
@@ -187,18 +253,21 @@ def _histogram(histogram: Histogram) -> HistogramView:
 
 def _steering(record: StationRecord) -> Steering:
     counted = record.counted
+    life = record.life
     return Steering(
         connected=record.link is not None,
         status=record.status,
         applied=record.applied,
         desired=record.desired,
-        confirmed=record.confirmed,
-        refused=record.refused,
-        unmanageable=record.unmanageable,
+        confirmed=life.confirmed,
+        refused=life.refuses,
+        unmanageable=life.unmanageable,
         awaiting_answer=record.in_flight is not None or record.uncertain is not None,
-        non_compliant=record.compliance.flagged,
+        non_compliant=life.non_compliant,
         compliance_detail=record.compliance.detail,
         counted=Counted(counted.watts, counted.reason) if counted is not None else None,
-        verified=record.verified,
+        verified=life.phase is Phase.VERIFIED,
         max_w=record.info.max_w if record.info.max_current_a else None,
+        life=Life(phase=life.phase.value, since=life.since,
+                  counted_as=record.counting.value if record.counting is not None else None),
     )

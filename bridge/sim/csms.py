@@ -13,9 +13,13 @@ behaves like an operator's back office in the ways that matter to drbridge:
 - it assigns its own 1.6 transaction ids from its own counter (5000 up by default), so
   they differ from any id a station got from someone else;
 - it records every frame it receives, with the time it arrived;
-- it checks HTTP Basic credentials (security profile 1) when given passwords;
+- it checks HTTP Basic credentials (security profile 1) when given passwords, and over
+  TLS may ask for client certificates (records the names they carry);
 - it sends requests to a named station on demand and returns the answer;
-- it can go down (stop listening, drop its connections) and come back on the same port.
+- it can go down (stop listening, drop its connections) and come back on the same port;
+- it can stop reading one station's link (:meth:`UpstreamCsms.stall`), as a back office
+  whose process hangs or whose network stops delivering: the TCP connection stays open, and
+  nothing sent on it is read or answered, a close frame neither.
 
 Tests may also hold the answer to an action (:meth:`UpstreamCsms.hold`): the message is
 recorded on arrival, its answer waits until released, as a slow or stalled back office.
@@ -53,6 +57,8 @@ from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from bridge.ocpp.tls import common_names
+
 log = logging.getLogger(__name__)
 
 ocpp.messages.ASYNC_VALIDATION = False  # see bridge.sim.station
@@ -63,12 +69,16 @@ SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
 REQUESTS_16 = frozenset({
     "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
     "RemoteStartTransaction", "RemoteStopTransaction", "ChangeConfiguration",
-    "GetConfiguration", "TriggerMessage", "Reset",
+    "GetConfiguration", "TriggerMessage", "Reset", "ChangeAvailability", "UnlockConnector",
+    "ClearCache", "DataTransfer", "GetLocalListVersion", "SendLocalList", "ReserveNow",
+    "CancelReservation", "UpdateFirmware", "GetDiagnostics",
 })
 REQUESTS_201 = frozenset({
     "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "GetChargingProfiles",
     "RequestStartTransaction", "RequestStopTransaction", "SetVariables", "GetVariables",
-    "TriggerMessage", "Reset",
+    "TriggerMessage", "Reset", "ChangeAvailability", "UnlockConnector", "ClearCache",
+    "DataTransfer", "GetLocalListVersion", "SendLocalList", "ReserveNow", "CancelReservation",
+    "UpdateFirmware", "GetLog", "GetTransactionStatus", "CustomerInformation", "GetBaseReport",
 })
 FIRST_TRANSACTION_ID = 5000
 HEARTBEAT_INTERVAL_S = 300
@@ -141,10 +151,13 @@ class UpstreamCsms:
         # 1.6 transactions it assigned: id -> (station id, connector id, id tag)
         self.transactions: dict[int, tuple[str, int, str]] = {}
         self.refused_logins = 0
+        # the subject common names of the client certificate each station presented (TLS)
+        self.client_certificates: dict[str, list[str]] = {}
         self._transaction_ids = itertools.count(first_transaction_id)
         self._held: dict[str, asyncio.Event] = {}
         self._server: Server | None = None
         self._connections: set[ServerConnection] = set()
+        self._connection_of: dict[str, ServerConnection] = {}  # station id -> its link
         self._arrived = asyncio.Condition()
 
     @property
@@ -213,6 +226,10 @@ class UpstreamCsms:
             return
         self._connections.add(connection)
         self.stations[station_id] = station
+        self._connection_of[station_id] = connection
+        peer = connection.transport.get_extra_info("peercert")
+        if peer:
+            self.client_certificates[station_id] = common_names(peer)
         try:
             await station.start()
         except Exception as error:  # the connection closed, or went down with us
@@ -221,6 +238,13 @@ class UpstreamCsms:
             self._connections.discard(connection)
             if self.stations.get(station_id) is station:
                 del self.stations[station_id]
+            if self._connection_of.get(station_id) is connection:
+                del self._connection_of[station_id]
+
+    def stall(self, station_id: str) -> None:
+        """Stop reading the station's link: what arrives on it waits in the socket, unread
+        and unanswered (a close frame too), while the connection stays open."""
+        self._connection_of[station_id].transport.pause_reading()
 
     # ---- what stations said ------------------------------------------------------------------
     async def _record(self, station_id: str, raw: str | bytes) -> str | None:

@@ -16,12 +16,13 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ocpp.messages
 import websockets
+from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.routing import after, on
@@ -89,6 +90,9 @@ class StationSpec:
     # Installs the first this many SetChargingProfile but never answers them (a reply lost
     # on a flaky mobile link, or firmware busy elsewhere).
     unanswered_profiles: int = 0
+    # Installs the first this many SetChargingProfile at once but holds its answers back
+    # until release_answers() (firmware that queues its replies while busy elsewhere).
+    held_profile_answers: int = 0
     supports_get_configuration: bool = True  # else GetConfiguration gets a CALLERROR
     # Waits this long after its websocket opens before its BootNotification (firmware
     # still starting up).
@@ -192,6 +196,7 @@ class SimulatedStation(ChargePoint):
         self.connect_options: dict[str, Any] = {}
         self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.local_list_version = 0  # the authorization list a central system sent
         # Absolute profiles without startSchedule start when they arrive, as most chargers do.
         self._received_at: dict[int, datetime] = {}
         self._raw: dict[str, Any] = {}  # camelCase payload of the CALL being handled
@@ -219,9 +224,11 @@ class SimulatedStation(ChargePoint):
         self._meter_interval = spec.meter_interval_s
         self._integrated_at = time.monotonic()
         self._unanswered = spec.unanswered_profiles
+        self._to_hold = spec.held_profile_answers
+        self._held_answers: list[tuple[str, str]] = []  # (message id, status) not sent yet
         self.feeder: Feeder | None = None  # see attach_feeder
         self.measurands = "Energy.Active.Import.Register,Power.Active.Import"
-        factory = factory_profile(spec, "chargingProfileId")
+        factory = self._factory = factory_profile(spec, "chargingProfileId")
         if factory is not None:
             level = factory["stackLevel"]
             self.installed_profiles[(0, "ChargePointMaxProfile", level)] = factory
@@ -322,6 +329,13 @@ class SimulatedStation(ChargePoint):
         if self._ws is not None:
             self._ws.transport.abort()
 
+    async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one CALL of any 1.6 action (its payload as on the wire, camelCase) and return
+        the answer as on the wire; raises OCPPError on a CALLERROR."""
+        message = getattr(call, action)(**camel_to_snake_case(dict(payload)))
+        answer = await self.call(message, suppress=False)
+        return snake_to_camel_case(remove_nones(asdict(answer)))
+
     @property
     def _boots_now(self) -> bool:
         """Whether this connection starts with a BootNotification."""
@@ -334,6 +348,19 @@ class SimulatedStation(ChargePoint):
             self._end_transaction(connector, reason)
             connector.want_tx = connector.plugged
         await self.drop_connection()
+
+    async def restart_in_place(self) -> None:
+        """Its charge controller restarts while its modem keeps the websocket open: the
+        profiles it held are gone, and a BootNotification goes over the same connection."""
+        self.installed_profiles = {k: p for k, p in self.installed_profiles.items()
+                                   if p is self._factory}  # the vendor's own is kept
+        await self._call(self._boot_payload())
+
+    async def release_answers(self) -> None:
+        """Send the answers it held back (see StationSpec.held_profile_answers), in order."""
+        held, self._held_answers = self._held_answers, []
+        for message_id, status in held:
+            await self._connection.send(json.dumps([3, message_id, {"status": status}]))
 
     def unplug(self, connector_id: int = 1) -> None:
         connector = self.connectors[connector_id]
@@ -402,6 +429,11 @@ class SimulatedStation(ChargePoint):
             if msg[2] == "SetChargingProfile" and self._unanswered > 0:
                 self._unanswered -= 1
                 self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
+                return
+            if msg[2] == "SetChargingProfile" and self._to_hold > 0:
+                self._to_hold -= 1
+                status = self._install(msg[3]["connectorId"], msg[3]["csChargingProfiles"])
+                self._held_answers.append((str(msg[1]), status))
                 return
             sloppy = self._sloppy_reply(str(msg[2]), msg[3]) if self.spec.sloppy_replies else None
             if sloppy is not None:
@@ -874,6 +906,52 @@ class SimulatedStation(ChargePoint):
             return call_result.RemoteStopTransaction(status="Rejected")
         self._end_transaction(running[0], "Remote")
         return call_result.RemoteStopTransaction(status="Accepted")
+
+    # The rest of what a central system may ask (availability, unlocking, the authorization
+    # cache and local list, reservations, firmware, diagnostics, data transfer): answered as
+    # a compliant charger would, without acting on it beyond the local list's version; the
+    # request is in ``received`` like every other.
+    @on(Action.change_availability)
+    def on_change_availability(self, **_: Any) -> call_result.ChangeAvailability:
+        return call_result.ChangeAvailability(status="Accepted")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, connector_id: int, **_: Any) -> call_result.UnlockConnector:
+        return call_result.UnlockConnector(
+            status="Unlocked" if connector_id in self.connectors else "NotSupported")
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self, **_: Any) -> call_result.ClearCache:
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self, **_: Any) -> call_result.GetLocalListVersion:
+        return call_result.GetLocalListVersion(list_version=self.local_list_version)
+
+    @on(Action.send_local_list)
+    def on_send_local_list(self, list_version: int, **_: Any) -> call_result.SendLocalList:
+        self.local_list_version = list_version
+        return call_result.SendLocalList(status="Accepted")
+
+    @on(Action.reserve_now)
+    def on_reserve_now(self, **_: Any) -> call_result.ReserveNow:
+        return call_result.ReserveNow(status="Accepted")
+
+    @on(Action.cancel_reservation)
+    def on_cancel_reservation(self, **_: Any) -> call_result.CancelReservation:
+        return call_result.CancelReservation(status="Accepted")
+
+    @on(Action.update_firmware)
+    def on_update_firmware(self, **_: Any) -> call_result.UpdateFirmware:
+        return call_result.UpdateFirmware()
+
+    @on(Action.get_diagnostics)
+    def on_get_diagnostics(self, **_: Any) -> call_result.GetDiagnostics:
+        return call_result.GetDiagnostics(file_name=f"{self.id}-diagnostics.log")
 
     @on(Action.reset)
     def on_reset(self, type: str, **_: Any) -> call_result.Reset:

@@ -25,11 +25,12 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import websockets
+from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
@@ -75,6 +76,9 @@ class Evse:
     connector_in_use: int = 1
     named: bool = False  # an event of this transaction named the EVSE (the first one must)
     energy_wh: float = 0.0
+    remote_start_id: int | None = None  # the RequestStartTransaction that began it
+    # why its transaction ends at the next turn (RemoteStop, Deauthorized), when not unplugged
+    stop_trigger: str | None = None
 
 
 class SimulatedStation201(ChargePoint):
@@ -88,6 +92,7 @@ class SimulatedStation201(ChargePoint):
         self.installed_profiles: dict[tuple[int, str, int], dict[str, Any]] = {}
         self._sources: dict[int, str] = {}  # profile id -> who installed it
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.local_list_version = 0  # the authorization list a CSMS sent
         # calls the central system sent before this connection's boot was answered
         self.calls_before_boot: list[str] = []
         self._raw: dict[str, Any] = {}
@@ -99,6 +104,7 @@ class SimulatedStation201(ChargePoint):
                       for e in range(1, max(spec.connectors, 1) + 1)}
         self._tx_count = 0
         self._seq = 0
+        self.id_token_answers: list[str] = []  # the central system's idTokenInfo statuses
         self._integrated_at = time.monotonic()
         self._meter_interval = spec.meter_interval_s
         self._registered = False  # accepted since it powered up
@@ -250,6 +256,13 @@ class SimulatedStation201(ChargePoint):
     def unplug(self, evse_id: int = 1) -> None:
         self.evses[evse_id].plugged = False
 
+    async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one CALL of any 2.0.1 action (its payload as on the wire, camelCase) and
+        return the answer as on the wire; raises OCPPError on a CALLERROR."""
+        message = getattr(call, action)(**camel_to_snake_case(dict(payload)))
+        answer = await self.call(message, suppress=False)
+        return snake_to_camel_case(remove_nones(asdict(answer)))
+
     def plug_in(self, evse_id: int = 1) -> None:
         self.evses[evse_id].plugged = True
 
@@ -315,10 +328,12 @@ class SimulatedStation201(ChargePoint):
             for evse in self.evses.values():
                 if evse.plugged and evse.tx_id is None:
                     self._new_transaction(evse)
-                    await self._transaction_event(evse, "Started", "CablePluggedIn")
-                elif evse.tx_id is not None and not evse.plugged:
-                    await self._transaction_event(evse, "Ended", "EVCommunicationLost")
-                    evse.tx_id = None
+                    await self._transaction_event(evse, "Started", "RemoteStart"
+                                                  if evse.remote_start_id else "CablePluggedIn")
+                elif evse.tx_id is not None and (not evse.plugged or evse.stop_trigger):
+                    await self._transaction_event(evse, "Ended",
+                                                  evse.stop_trigger or "EVCommunicationLost")
+                    evse.tx_id, evse.stop_trigger, evse.remote_start_id = None, None, None
                 elif evse.tx_id is not None:
                     await self._transaction_event(evse, "Updated", "MeterValuePeriodic")
             await asyncio.sleep(self._meter_interval or 1.0)
@@ -349,15 +364,27 @@ class SimulatedStation201(ChargePoint):
               for line, volts in enumerate(self.voltages_v(), start=1)),
         ]}]
         extra: dict[str, Any] = {}
+        info: dict[str, Any] = {"transaction_id": evse.tx_id}
         if event_type == "Started":
             extra["id_token"] = {"id_token": self.spec.id_tag, "type": "ISO14443"}
+            if evse.remote_start_id is not None:
+                info["remote_start_id"] = evse.remote_start_id
         if not evse.named or trigger == "Trigger":  # the first event, and one asked for
             extra["evse"] = {"id": evse.id, "connector_id": evse.connector_in_use}
             evse.named = True
-        await self.call(call.TransactionEvent(
+        if event_type == "Ended":
+            info["stopped_reason"] = {"RemoteStop": "Remote", "Deauthorized": "DeAuthorized"
+                                      }.get(trigger, "EVDisconnected")
+        answer = await self.call(call.TransactionEvent(
             event_type=event_type, timestamp=_iso(_now()), trigger_reason=trigger,
-            seq_no=self._seq, transaction_info={"transaction_id": evse.tx_id},
-            meter_value=meter, **extra))
+            seq_no=self._seq, transaction_info=info, meter_value=meter, **extra))
+        status = (answer.id_token_info or {}).get("status")
+        if status is not None:
+            self.id_token_answers.append(status)
+            if status != "Accepted" and event_type != "Ended":
+                # StopTxOnInvalidId: a session the central system does not authorize ends,
+                # and the driver takes the EV away
+                evse.stop_trigger, evse.plugged = "Deauthorized", False
 
     # ---- handlers ----------------------------------------------------------------------------
     def _variables(self) -> dict[str, str]:
@@ -536,6 +563,73 @@ class SimulatedStation201(ChargePoint):
                 request_id=request_id, charging_limit_source=source, evse_id=evse,
                 charging_profile=profiles, tbc=index < len(groups) - 1))
 
+    # The rest of what a CSMS may ask (availability, unlocking, the authorization cache and
+    # local list, reservations, firmware, logs, transactions, customer data, data transfer,
+    # the base report): answered as a compliant station would, without acting on it beyond
+    # the local list's version and the report; the request is in ``received`` like every
+    # other.
+    @on(Action.change_availability)
+    def on_change_availability(self, **_: Any) -> call_result.ChangeAvailability:
+        return call_result.ChangeAvailability(status="Accepted")
+
+    @on(Action.unlock_connector)
+    def on_unlock_connector(self, evse_id: int, **_: Any) -> call_result.UnlockConnector:
+        return call_result.UnlockConnector(
+            status="Unlocked" if evse_id in self.evses else "UnknownConnector")
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self, **_: Any) -> call_result.ClearCache:
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, **_: Any) -> call_result.DataTransfer:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self, **_: Any) -> call_result.GetLocalListVersion:
+        return call_result.GetLocalListVersion(version_number=self.local_list_version)
+
+    @on(Action.send_local_list)
+    def on_send_local_list(self, version_number: int, **_: Any) -> call_result.SendLocalList:
+        self.local_list_version = version_number
+        return call_result.SendLocalList(status="Accepted")
+
+    @on(Action.reserve_now)
+    def on_reserve_now(self, **_: Any) -> call_result.ReserveNow:
+        return call_result.ReserveNow(status="Accepted")
+
+    @on(Action.cancel_reservation)
+    def on_cancel_reservation(self, **_: Any) -> call_result.CancelReservation:
+        return call_result.CancelReservation(status="Accepted")
+
+    @on(Action.update_firmware)
+    def on_update_firmware(self, **_: Any) -> call_result.UpdateFirmware:
+        return call_result.UpdateFirmware(status="Accepted")
+
+    @on(Action.get_log)
+    def on_get_log(self, **_: Any) -> call_result.GetLog:
+        return call_result.GetLog(status="Accepted", filename=f"{self.id}.log")
+
+    @on(Action.get_transaction_status)
+    def on_get_transaction_status(self, transaction_id: str | None = None,
+                                  **_: Any) -> call_result.GetTransactionStatus:
+        ongoing = any(e.tx_id == transaction_id for e in self.evses.values()) \
+            if transaction_id is not None else None
+        return call_result.GetTransactionStatus(messages_in_queue=False,
+                                                ongoing_indicator=ongoing)
+
+    @on(Action.customer_information)
+    def on_customer_information(self, **_: Any) -> call_result.CustomerInformation:
+        return call_result.CustomerInformation(status="Rejected")
+
+    @on(Action.get_base_report)
+    def on_get_base_report(self, **_: Any) -> call_result.GetBaseReport:
+        return call_result.GetBaseReport(status="Accepted")
+
+    @after(Action.get_base_report)
+    def after_get_base_report(self, request_id: int, **_: Any) -> None:
+        self._spawn(self._notify_report(request_id, self._device_model()))
+
     @on(Action.trigger_message)
     def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None,
                            **_: Any) -> call_result.TriggerMessage:
@@ -552,6 +646,29 @@ class SimulatedStation201(ChargePoint):
             for running in self.evses.values():
                 if running.tx_id is not None and (evse is None or running.id == evse["id"]):
                     self._spawn(self._transaction_event(running, "Updated", "Trigger"))
+
+    @on(Action.request_start_transaction)
+    def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int,
+                                     evse_id: int | None = None,
+                                     **_: Any) -> call_result.RequestStartTransaction:
+        free = [e for e in self.evses.values()
+                if e.tx_id is None and evse_id in (None, e.id)]
+        if not free:
+            return call_result.RequestStartTransaction(status="Rejected")
+        evse = free[0]
+        # the EV is there (or arrives): its transaction starts at the next turn
+        evse.plugged, evse.remote_start_id = True, remote_start_id
+        return call_result.RequestStartTransaction(status="Accepted")
+
+    @on(Action.request_stop_transaction)
+    def on_request_stop_transaction(self, transaction_id: str,
+                                    **_: Any) -> call_result.RequestStopTransaction:
+        running = [e for e in self.evses.values() if e.tx_id == transaction_id]
+        if not running:
+            return call_result.RequestStopTransaction(status="Rejected")
+        running[0].stop_trigger = "RemoteStop"
+        running[0].plugged = False
+        return call_result.RequestStopTransaction(status="Accepted")
 
     @on(Action.get_composite_schedule)
     def on_get_composite_schedule(self, duration: int, evse_id: int,

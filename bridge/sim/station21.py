@@ -12,7 +12,9 @@ schemas, and:
   that is itself superseded is answered with its own id in ``supersededIds``); default
   controls have no start time nor duration; a scheduled control is in force in its window,
   over the default, and NotifyDERStartStop tells when it starts and stops. ``der=
-  "not-supported"`` answers every control ``NotSupported``.
+  "not-supported"`` answers every control ``NotSupported``; ``der="rejected"`` offers
+  VoltWatt in its device model but refuses every control set from the central system
+  (``Rejected``: only its grid operator may set them), and holds none.
 - VoltWatt, carried out: many times a second the station reads the curve at its own
   voltage (percent of nominal; the lowest line, the most restrictive); ``-y`` (PctMaxW,
   negative = charging) is the share of its maximum power its EVs may draw together (a
@@ -48,7 +50,7 @@ from bridge.sim.station201_monitors import (
     VoltageVariables,
 )
 
-DerSupport = Literal["supported", "not-supported"]
+DerSupport = Literal["supported", "not-supported", "rejected"]
 _SETTINGS = {"curve", "enterService", "fixedPFAbsorb", "fixedPFInject", "fixedVar",
              "freqDroop", "gradient", "limitMaxDischarge"}
 _SETTING_OF = {"EnterService": "enterService", "FixedPFAbsorb": "fixedPFAbsorb",
@@ -218,7 +220,7 @@ class SimulatedStation21(MonitoringStation201):
 
     # ---- handlers ----------------------------------------------------------------------------
     def _der_variables(self) -> dict[str, str]:
-        on = str(self.der_support == "supported").lower()
+        on = str(self.der_support != "not-supported").lower()
         return {"available": on, "enabled": on, "modessupported": ",".join(self.der_modes)}
 
     @on(Action.get_variables)
@@ -238,7 +240,7 @@ class SimulatedStation21(MonitoringStation201):
         return answer
 
     def _supported(self, control_type: str) -> bool:
-        return self.der_support == "supported" and control_type in self.der_modes
+        return self.der_support != "not-supported" and control_type in self.der_modes
 
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, evse_id: int, **kwargs: Any) -> Any:
@@ -253,6 +255,10 @@ class SimulatedStation21(MonitoringStation201):
         raw = self._raw
         if not self._supported(control_type):
             return result21.SetDERControl(status="NotSupported")
+        if self.der_support == "rejected":
+            return result21.SetDERControl(status="Rejected", status_info={
+                "reason_code": "NotAuthorized",
+                "additional_info": "only the grid operator sets DER controls"})
         given = _SETTINGS & raw.keys()
         setting_name = _SETTING_OF.get(control_type, "curve")
         if given != {setting_name}:

@@ -16,6 +16,7 @@ Prefixes ("f" forwarded, "d" drbridge's own) are for the log only: the map decid
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,22 @@ class LegIds:
             self._pending.popitem(last=False)
             self.evicted += 1
         return wire_id
+
+
+_CALL_HEAD = re.compile(r'\s*\[\s*2\s*,\s*"')
+
+
+def call_with_id(raw: str, origin_id: str, message_id: str) -> str | None:
+    """A CALL as its sender encoded it, under another message id; None when the id cannot
+    be swapped in the text (escaped characters in it): then re-encode with :func:`with_id`.
+    Forwarding a station's meter values this way spares encoding them again."""
+    head = _CALL_HEAD.match(raw)
+    if head is None:
+        return None
+    end = head.end() + len(origin_id)
+    if raw[head.end():end] != origin_id or raw[end:end + 1] != '"':
+        return None
+    return f'[2,"{message_id}' + raw[end:]
 
 
 def with_id(frame: list[Any], message_id: str) -> str:

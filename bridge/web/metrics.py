@@ -20,9 +20,11 @@ EVENT_STATES = ("upcoming", "active", "completed", "cancelled")
 @dataclass(frozen=True)
 class Metric:
     name: str
-    kind: Literal["gauge", "counter"]
+    kind: Literal["gauge", "counter", "histogram"]
     help: str
     samples: tuple[tuple[Mapping[str, str], float], ...] = field(default=())
+    # a histogram's samples: (name suffix, labels, value), _bucket{le=...}, _sum, _count
+    parts: tuple[tuple[str, Mapping[str, str], float], ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,45 @@ def format_metrics(metrics: Iterable[Metric | HistogramMetric]) -> str:
             lines.append(f"{metric.name}_count {view.count}")
             continue
         lines.append(f"# TYPE {metric.name} {metric.kind}")
-        for labels, value in metric.samples:
+        samples = [("", labels, value) for labels, value in metric.samples] + list(metric.parts)
+        for suffix, labels, value in samples:
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            name = f"{metric.name}{{{label_text}}}" if label_text else metric.name
+            name = metric.name + suffix + (f"{{{label_text}}}" if label_text else "")
             lines.append(f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"
 
 
 def _one(name: str, kind: Literal["gauge", "counter"], help_text: str, value: float) -> Metric:
     return Metric(name, kind, help_text, (({}, value),))
+
+
+MONITOR_STATES = ("off", "pending", "installed", "refused", "not-supported")
+DER_STATES = ("off", "pending", "in-force", "superseded", "mismatch", "refused",
+              "not-supported", "unexpressible")
+
+
+def _voltage_controls(reader: SiteReader) -> list[Metric]:
+    """Voltage notices by source; stations by the state of their monitors and DER control."""
+    monitors = dict.fromkeys(MONITOR_STATES, 0)
+    controls = dict.fromkeys(DER_STATES, 0)
+    for station in reader.stations():
+        control = station.voltage_control
+        monitors[control.monitors] = monitors.get(control.monitors, 0) + 1
+        controls[control.der] = controls.get(control.der, 0) + 1
+    events = reader.counters().voltage_events
+    return [
+        Metric("drbridge_voltage_events_total", "counter",
+               "Voltages stations reported outside their meter values, by source (monitor: "
+               "a variable monitor's event; der-control: a notice of their own DER control).",
+               tuple(({"source": source}, float(events.get(source, 0)))
+                     for source in sorted({"monitor", "der-control", *events}))),
+        Metric("drbridge_voltage_monitors", "gauge",
+               "Stations by the state of drbridge's voltage monitors on them.",
+               tuple(({"state": state}, float(n)) for state, n in monitors.items())),
+        Metric("drbridge_der_controls", "gauge",
+               "Stations by the state of drbridge's VoltWatt DER control on them.",
+               tuple(({"state": state}, float(n)) for state, n in controls.items())),
+    ]
 
 
 def collect(reader: SiteReader) -> list[Metric | HistogramMetric]:
@@ -170,8 +202,38 @@ def collect(reader: SiteReader) -> list[Metric | HistogramMetric]:
         _one("drbridge_plan_last_end_timestamp_seconds", "gauge",
              "Unix time the last plan ended (0: none yet).",
              last_plan.timestamp() if last_plan else 0.0),
+        *_voltage_controls(reader),
+    ]
+
+
+def upstream_metrics(reader: SiteReader) -> list[Metric]:
+    """Local-controller mode: the links to the operator's CSMS, the replay queue, and the
+    time a forwarded message spends in drbridge (a histogram)."""
+    upstream = reader.upstream()
+    if upstream is None:
+        return []
+    parts: list[tuple[str, Mapping[str, str], float]] = [
+        ("_bucket", {"le": repr(bound)}, float(count)) for bound, count in upstream.added_buckets]
+    parts += [("_bucket", {"le": "+Inf"}, float(upstream.added_count)),
+              ("_sum", {}, upstream.added_sum_s), ("_count", {}, float(upstream.added_count))]
+    return [
+        Metric("drbridge_upstream_links", "gauge",
+               "Stations' links to the operator's CSMS, by state.",
+               tuple(({"state": state}, float(upstream.links.get(state, 0)))
+                     for state in ("connecting", "up", "replaying", "down"))),
+        _one("drbridge_upstream_queue_length", "gauge",
+             "Station messages kept for the operator's CSMS, not yet delivered.",
+             float(upstream.queue)),
+        Metric("drbridge_upstream_messages_total", "counter",
+               "Messages between stations and the operator's CSMS, by direction and how "
+               "they went (forwarded, answered_locally, queued, replayed).",
+               tuple(({"direction": direction, "how": how}, float(n))
+                     for (direction, how), n in sorted(upstream.messages.items()))),
+        Metric("drbridge_upstream_forward_added_seconds", "histogram",
+               "Time a station's message forwarded to the operator spent in drbridge, on its "
+               "way up and its answer's way back.", parts=tuple(parts)),
     ]
 
 
 def render_metrics(reader: SiteReader) -> str:
-    return format_metrics(collect(reader))
+    return format_metrics([*collect(reader), *upstream_metrics(reader)])

@@ -7,6 +7,11 @@ from typing import Any
 NUM = {"type": ["number", "null"]}
 STR = {"type": ["string", "null"]}
 TIME = {"type": ["string", "null"], "format": "date-time"}
+# The phases a station may be seen in (a forgotten one is no longer listed) and how the
+# planner may count it (bridge.station_life; the web does not import it).
+PHASES = ("offline", "connected", "registered", "reading", "limit_in_flight", "refusing",
+          "acknowledged", "verified", "unmanageable")
+COUNTINGS = ("share", "last_acknowledged", "hardware_maximum", "measured_draw")
 ERROR = {"description": "error", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Error"}}}}
 
@@ -39,6 +44,15 @@ SCHEMAS: dict[str, Any] = {
         "vtn": {"$ref": "#/components/schemas/Vtn"},
         "stations_connected": {"type": "integer"}, "stations_known": {"type": "integer"},
         "sessions": {"type": "integer"},
+        "upstream": {
+            "type": ["object", "null"], "description": "local-controller mode: the operator's"
+            " CSMS behind drbridge (null: drbridge is the central system)", "properties": {
+                "url": {"type": "string"},
+                "links": {"type": "object", "description": "stations' upstream links by state",
+                          "additionalProperties": {"type": "integer"}},
+                "queue": {"type": "integer",
+                          "description": "messages waiting to be sent to the operator"},
+                "offline_authorization": {"enum": ["cache", "accept", "reject"]}}},
         "voltage": _obj({
             "nominal_v": NUM,
             "phases": {"type": "object", "description": "L1..L3 with fresh readings",
@@ -83,6 +97,21 @@ SCHEMAS: dict[str, Any] = {
                            "description": "the station's state in words, and why"},
         "verified": {"type": "boolean",
                      "description": "GetCompositeSchedule confirmed the limit"},
+        "life": {"type": ["object", "null"], "description":
+                 "where the station is in its life as the bridge follows it (null: not "
+                 "connected since the bridge started)", "properties": {
+                     "phase": {"enum": list(PHASES), "description":
+                               "offline; connected (no call before its boot is accepted); "
+                               "registered; reading (its capabilities); limit_in_flight "
+                               "(its first limit on this connection); refusing (that limit "
+                               "rejected or unanswered, retried); acknowledged (steered); "
+                               "verified (its composite schedule confirms the limit); "
+                               "unmanageable (no smart charging)"},
+                     "since": {**TIME, "description": "null: since before the bridge started"},
+                     "counted_as": {"enum": [*COUNTINGS, None], "description":
+                                    "how the planner counts it: the share it gives it, the "
+                                    "schedule it last acknowledged, its hardware maximum or "
+                                    "its measured draw (null: not planned yet)"}}},
         "max_w": NUM,
         "counted": {"type": ["object", "null"], "description":
                     "while the bridge cannot steer it: what the planner counts it at, and why "
@@ -93,12 +122,46 @@ SCHEMAS: dict[str, Any] = {
         "voltage_v": {"type": ["object", "null"], "description":
                       "latest line-to-neutral voltage per phase (L1..L3), while fresh",
                       "additionalProperties": NUM},
+        "voltage_source": {"enum": ["meter values", "monitors", "der-control"],
+                           "description": "how the volt-watt rule reaches the station: its "
+                                          "meter values, its voltage monitors' events (at "
+                                          "once), or its own DER control (it backs off by "
+                                          "itself)"},
+        "voltage_control": _obj({
+            "monitors": _obj({"state": {"enum": ["off", "pending", "installed", "refused",
+                                                 "not-supported"]},
+                              "detail": {"type": "string"}, "held": {"type": "integer"}}),
+            "der": _obj({"state": {"enum": ["off", "pending", "in-force", "superseded",
+                                            "mismatch", "refused", "not-supported",
+                                            "unexpressible"]},
+                         "detail": {"type": "string"},
+                         "notice": {"$ref": "#/components/schemas/VoltageNotice"}}),
+            "last_event": {"$ref": "#/components/schemas/VoltageNotice"}}),
+        "upstream": {
+            "type": ["object", "null"], "description": "local-controller mode: the station's"
+            " link to the operator's CSMS, its messages waiting for it, and the operator's own"
+            " limit beside drbridge's", "properties": {
+                "link": {"enum": ["connecting", "up", "replaying", "down", "closed"]},
+                "queue": {"type": "integer"},
+                "limit_w": {**NUM, "description": "what the operator's profiles alone let it"
+                            " draw now"},
+                "limit_reason": STR,
+                "profiles": {"type": "array", "items": _obj({
+                    "id": {"type": "integer"}, "purpose": {"type": "string"},
+                    "connector": {"type": "integer"}, "stack_level": {"type": "integer"},
+                    "installed_as": {"type": "integer"},
+                    "installed_level": {"type": "integer"}})}}},
         "connectors": {"type": "array", "items": _obj({
             "connector_id": {"type": "integer"}, "status": STR, "status_since": TIME,
             "power_w": NUM, "limit_w": {**NUM, "description": "its own profile's limit, if any"},
             "profile_purpose": STR, "session": {"type": ["object", "null"], "properties": {
                 "transaction_id": {"type": "integer"}, "started_at": TIME}}})},
     }),
+    "VoltageNotice": {"type": ["object", "null"], "description":
+                      "a voltage the station told outside its meter values",
+                      "properties": {"at": TIME, "source": {"enum": ["monitor", "der-control"]},
+                                     "volts": NUM, "phase": STR, "detail": {"type": "string"},
+                                     "returned_to_normal": {"type": "boolean"}}},
     "Stations": _obj({"at": TIME, "stations": {"type": "array", "items": {
         "$ref": "#/components/schemas/Station"}}}),
     "Session": _obj({"logged_in": {"type": "boolean"}, "login_enabled": {"type": "boolean"},

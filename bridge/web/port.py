@@ -108,6 +108,20 @@ class Counted:
 
 
 @dataclass(frozen=True)
+class Life:
+    """Where a station is in its life as the dispatcher follows it (see
+    :mod:`bridge.station_life`)."""
+
+    # offline, connected, registered, reading, limit_in_flight, refusing, acknowledged,
+    # verified or unmanageable
+    phase: str
+    since: datetime | None  # None: since before the bridge started
+    # how the planner counted it last: share, last_acknowledged, hardware_maximum or
+    # measured_draw (None: not planned yet)
+    counted_as: str | None
+
+
+@dataclass(frozen=True)
 class Steering:
     """What the bridge holds of a station's limits since it started."""
 
@@ -124,6 +138,7 @@ class Steering:
     counted: Counted | None
     verified: bool  # its composite schedule confirms the limit
     max_w: float | None  # its hardware maximum, where known
+    life: Life
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,55 @@ class ConnectorView:
 
 
 @dataclass(frozen=True)
+class VoltageNotice:
+    """What a station told of its voltage outside its meter values."""
+
+    at: datetime
+    source: str  # monitor (a variable monitor's event) or der-control (its own DER control)
+    volts: float | None  # None for a DER notice
+    phase: str | None  # L1..L3, where the station named one
+    detail: str
+    returned_to_normal: bool
+
+
+@dataclass(frozen=True)
+class VoltageControl:
+    """How the volt-watt rule reaches a station (see bridge.runtime.voltage_controls)."""
+
+    source: str  # where the rule gets its voltage: meter values, monitors or der-control
+    monitors: str  # off, pending, installed, refused, not-supported
+    monitors_detail: str
+    monitors_held: int
+    der: str  # off, pending, in-force, superseded, mismatch, refused, not-supported, ...
+    der_detail: str
+
+
+NO_VOLTAGE_CONTROL = VoltageControl("meter values", "off", "", 0, "off", "")
+
+
+@dataclass(frozen=True)
+class OperatorProfile:
+    """Local-controller mode: one of the operator's charging profiles a station holds."""
+
+    profile_id: int  # as the operator knows it
+    purpose: str
+    connector_id: int
+    stack_level: int  # as the operator set it
+    installed_as: int  # its id on the station
+    installed_level: int  # its stack level on the station
+
+
+@dataclass(frozen=True)
+class StationUpstream:
+    """Local-controller mode: a station's link to the operator's CSMS."""
+
+    link: str  # connecting, up, replaying, down, or closed (the station is not connected)
+    queue: int  # its messages waiting to be delivered to the operator
+    limit: Step | None  # what the operator's profiles alone let it draw now, and whose
+    profiles: tuple[OperatorProfile, ...]
+
+
+@dataclass(frozen=True)
 class StationView:
     station_id: str
     steering: Steering | None  # None: not connected since the bridge started
@@ -146,6 +210,26 @@ class StationView:
     hold: Hold | None
     voltage: VoltageReading | None  # the latest, fresh or not
     connectors: tuple[ConnectorView, ...]
+    voltage_control: VoltageControl = NO_VOLTAGE_CONTROL
+    voltage_event: VoltageNotice | None = None  # the latest monitor event or DER notice
+    der_notice: VoltageNotice | None = None  # the latest notice of its own DER control
+    upstream: StationUpstream | None = None  # None: drbridge is the central system
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Local-controller mode: the operator's CSMS behind drbridge, for the whole site."""
+
+    url: str
+    links: Mapping[str, int]  # the stations' links by state
+    queue: int  # messages waiting to be delivered to the operator
+    offline_authorization: str  # cache, accept or reject
+    messages: Mapping[tuple[str, str], int]  # (direction, how) -> messages
+    # the time a forwarded message spent in drbridge: (upper bound s, messages), cumulative,
+    # and their sum (s) and count
+    added_buckets: tuple[tuple[float, int], ...]
+    added_sum_s: float
+    added_count: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +239,8 @@ class Counters:
     calls_out: Mapping[str, int]  # OCPP calls to stations, by action
     lenient: Mapping[tuple[str, str], int]  # requests read after a repair: (action, kind)
     samples_ignored: Mapping[tuple[str, str], int]  # meter samples left out: (measurand, why)
+    # voltage notices outside meter values, by source (monitor, der-control)
+    voltage_events: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,6 +309,11 @@ class SiteReader(Protocol):
     def counters(self) -> Counters: ...
 
     def timings(self) -> Timings: ...
+
+    def upstream(self) -> Upstream | None:
+        """Local-controller mode: the operator's CSMS; None when drbridge is the central
+        system."""
+        ...
 
 
 class OperatorControls(Protocol):

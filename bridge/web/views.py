@@ -16,7 +16,15 @@ from policies.voltwatt import VoltageReading
 
 if TYPE_CHECKING:
     from bridge.config import Config
-    from bridge.web.port import OptOut, SiteReader, Steering
+    from bridge.web.port import (
+        OptOut,
+        SiteReader,
+        StationUpstream,
+        StationView,
+        Steering,
+        Upstream,
+        VoltageNotice,
+    )
 
 # The VTN is considered reachable while it answered within this time (polls are more often).
 VTN_SILENT_AFTER = timedelta(minutes=2)
@@ -86,7 +94,32 @@ def site_view(reader: SiteReader) -> dict[str, Any]:
         "stations_connected": counts.connected,
         "stations_known": counts.known,
         "sessions": counts.sessions,
+        "upstream": upstream_view(reader.upstream()),
         "voltage": voltage_view(reader, now),
+    }
+
+
+def upstream_view(upstream: Upstream | None) -> dict[str, Any] | None:
+    """Local-controller mode: the operator's CSMS behind drbridge (None: there is none)."""
+    if upstream is None:
+        return None
+    return {"url": upstream.url, "links": dict(sorted(upstream.links.items())),
+            "queue": upstream.queue, "offline_authorization": upstream.offline_authorization}
+
+
+def station_upstream_view(upstream: StationUpstream | None) -> dict[str, Any] | None:
+    """Local-controller mode: the station's link, its messages waiting for the operator, and
+    the operator's own limit and profiles."""
+    if upstream is None:
+        return None
+    limit = upstream.limit
+    return {
+        "link": upstream.link, "queue": upstream.queue,
+        "limit_w": _watts(limit.limit_w) if limit is not None else None,
+        "limit_reason": limit.reason if limit is not None else None,
+        "profiles": [{"id": p.profile_id, "purpose": p.purpose, "connector": p.connector_id,
+                      "stack_level": p.stack_level, "installed_as": p.installed_as,
+                      "installed_level": p.installed_level} for p in upstream.profiles],
     }
 
 
@@ -279,6 +312,35 @@ def _station_voltage(reading: VoltageReading | None, now: datetime,
             if volts is not None}
 
 
+def _notice_view(notice: VoltageNotice | None) -> dict[str, Any] | None:
+    if notice is None:
+        return None
+    return {"at": notice.at.isoformat(), "source": notice.source, "volts": notice.volts,
+            "phase": notice.phase, "detail": notice.detail,
+            "returned_to_normal": notice.returned_to_normal}
+
+
+def _voltage_control_view(station: StationView) -> dict[str, Any]:
+    """How the volt-watt rule reaches the station, and what it last told of its voltage."""
+    control = station.voltage_control
+    return {
+        "monitors": {"state": control.monitors, "detail": control.monitors_detail,
+                     "held": control.monitors_held},
+        "der": {"state": control.der, "detail": control.der_detail,
+                "notice": _notice_view(station.der_notice)},
+        "last_event": _notice_view(station.voltage_event),
+    }
+
+
+def _der_note(station: StationView) -> str:
+    """The station's own DER control holding it back now, for its limit's reason."""
+    notice = station.der_notice
+    if station.voltage_control.der != "in-force" or notice is None \
+            or notice.returned_to_normal:
+        return ""
+    return f"; {notice.detail} at {notice.at:%H:%M:%S}: it draws less by itself"
+
+
 def stations_view(reader: SiteReader) -> dict[str, Any]:
     now = reader.now()
     stale = timedelta(seconds=reader.config.model.telemetry.stale_after_s)
@@ -314,11 +376,14 @@ def stations_view(reader: SiteReader) -> dict[str, Any]:
             "last_seen": _iso(station.last_seen),
             "power_w": _watts(station_power),
             "limit_w": _watts(applied.limit_w) if applied else None,
-            "limit_reason": _limit_reason(applied, desired, state),
+            "limit_reason": _limit_reason(applied, desired, state) + _der_note(station),
             "planned": _step_view(desired),
             "profile_state": profile_state(state) if state else "unverified",
             "profile_detail": _profile_detail(state),
             "verified": bool(state and state.verified),
+            # where it is in its life: its phase, since when, and how the planner counts it
+            "life": {"phase": state.life.phase, "since": _iso(state.life.since),
+                     "counted_as": state.life.counted_as} if state else None,
             "max_w": _watts(state.max_w) if state and state.max_w is not None else None,
             # while it cannot be steered: what the planner counts it at, and why
             "counted": {"watts": _watts(state.counted.watts), "reason": state.counted.reason}
@@ -326,6 +391,10 @@ def stations_view(reader: SiteReader) -> dict[str, Any]:
             "hold": {"mode": hold.mode, "reason": hold.reason, "since": hold.since.isoformat()}
             if hold else None,
             "voltage_v": _station_voltage(station.voltage, now, stale),
+            # where the volt-watt rule gets the voltage: meter values, monitors, der-control
+            "voltage_source": station.voltage_control.source,
+            "voltage_control": _voltage_control_view(station),
+            "upstream": station_upstream_view(station.upstream),
             "connectors": connectors,
         })
     return {"at": now.isoformat(), "stations": stations}

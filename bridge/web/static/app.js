@@ -65,6 +65,16 @@ function renderSite(site) {
   const programs = $("programs");
   programs.hidden = site.vtn.programs.length === 0;
   programs.textContent = `programs: ${site.vtn.programs.join(", ")}`;
+  const upstream = $("upstream");
+  upstream.hidden = !site.upstream;
+  if (site.upstream) {
+    const links = site.upstream.links;
+    const down = (links.down || 0) + (links.connecting || 0);
+    upstream.className = "pill " + (down ? "unreachable" : "online");
+    upstream.textContent = `CSMS ${links.up || 0} up` + (links.replaying ? `, ${links.replaying} replaying` : "") +
+      (down ? `, ${down} down` : "") + (site.upstream.queue ? `, ${site.upstream.queue} queued` : "");
+    upstream.title = `${site.upstream.url} (offline authorization: ${site.upstream.offline_authorization})`;
+  }
 }
 
 // chart: load as a line, limit as steps, both against time -------------------------------------
@@ -178,6 +188,14 @@ async function hold(stationId, mode) {
   refresh();
 }
 
+// how the volt-watt rule reaches a station: its monitors, its DER control, its last notice
+function voltageDetail(vc) {
+  const parts = [`monitors: ${vc.monitors.state}${vc.monitors.detail ? ` (${vc.monitors.detail})` : ""}`,
+    `DER control: ${vc.der.state}${vc.der.detail ? ` (${vc.der.detail})` : ""}`];
+  if (vc.last_event) parts.push(`last: ${time(vc.last_event.at)} ${vc.last_event.detail}`);
+  return parts.join("\n");
+}
+
 function renderStations(data) {
   const body = $("stations").tBodies[0];
   const rows = data.stations.map((s) => {
@@ -189,18 +207,27 @@ function renderStations(data) {
         el("button", { type: "button", class: "exempt", onclick: () => hold(s.station_id, "exempt") }, "Exempt")));
     return el("tr", { "data-station": s.station_id },
       el("td", {}, s.station_id, s.connected ? "" : " (offline)",
-        s.hold ? el("div", {}, el("span", { class: "hold" }, s.hold.mode)) : null),
+        s.hold ? el("div", {}, el("span", { class: "hold" }, s.hold.mode)) : null,
+        s.upstream ? el("div", { class: "muted small upstream" },
+          `CSMS ${s.upstream.link}` + (s.upstream.queue ? `, ${s.upstream.queue} queued` : "")) : null),
       el("td", {}, ...lines((c) => c.connector_id)),
       el("td", {}, ...lines((c) => c.status || "–")),
       el("td", {}, ...lines((c) => (c.session ? `tx ${c.session.transaction_id} since ${time(c.session.started_at)}` : "–"))),
       el("td", { class: "num power" }, kw(s.power_w)),
       el("td", { class: "num limit" }, kw(s.limit_w),
         ...s.connectors.filter((c) => c.limit_w !== null).map((c) =>
-          el("div", { class: "muted small", title: c.profile_purpose }, `#${c.connector_id} ${kw(c.limit_w)}`))),
+          el("div", { class: "muted small", title: c.profile_purpose }, `#${c.connector_id} ${kw(c.limit_w)}`)),
+        s.upstream && s.upstream.limit_w !== null
+          ? el("div", { class: "muted small operator-limit", title: s.upstream.limit_reason }, `operator ${kw(s.upstream.limit_w)}`)
+          : null),
       el("td", { class: `profile state-${s.profile_state}`, title: s.profile_detail },
-        s.profile_state + (s.verified ? " ✓" : "")),
+        s.profile_state + (s.verified ? " ✓" : ""),
+        s.life ? el("div", { class: "life muted small", title: s.life.counted_as ? `counted at: ${s.life.counted_as.replaceAll("_", " ")}` : "" },
+          s.life.phase.replaceAll("_", " ") + (s.life.since ? ` since ${time(s.life.since)}` : "")) : null),
       el("td", {}, time(s.last_seen)),
-      el("td", { class: "reason small" }, s.limit_reason),
+      el("td", { class: "reason small" }, s.limit_reason,
+        el("div", { class: "muted voltage-source", title: voltageDetail(s.voltage_control) },
+          `voltage from ${s.voltage_source}`)),
       el("td", { class: "actions" }, actions));
   });
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "muted" }, "no stations yet"))]));
