@@ -26,6 +26,7 @@ from bridge.ocpp.external_limits import ExternalLimit
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
+from bridge.timings import PLAN_BUCKETS_S, Histogram
 from policies.fleet import Fleet, Plan, PlanState, StationInfo, Step, value_at
 from policies.plan import Conditions
 from ven.interface import VenDriver
@@ -161,6 +162,9 @@ class Planner:
         self._operator_ceilings = operator_ceilings
         self.plan: Plan | None = None
         self.resumed_state = resumed_state  # the allocation state of the last run
+        # how long each plan held the event loop, and when the last one ended (/metrics)
+        self.durations = Histogram(PLAN_BUCKETS_S)
+        self.last_ended_at: datetime | None = None
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
 
     def site_step(self, now: datetime) -> Step | None:
@@ -210,6 +214,14 @@ class Planner:
         self._request_replan()
 
     def replan_now(self) -> None:
+        began = time.perf_counter()
+        try:
+            self._replan()
+        finally:
+            self.durations.observe(time.perf_counter() - began)
+            self.last_ended_at = self._clock()
+
+    def _replan(self) -> None:
         now = self._clock()
         dispatcher = self._dispatcher
         fleet_state = self._fleet
