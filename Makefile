@@ -27,10 +27,14 @@ chromium:
 	    && apt-get update -qq && apt-get install -y -qq chromium; } \
 	    || echo "note: no /usr/bin/chromium: the dashboard's browser test will be skipped"
 
-# Benchmarks (loopback only, about fifteen minutes); results in docs/benchmarks.md.
+# Benchmarks (loopback only, about twenty minutes: the fleet runs and throughput rounds,
+# then the local-controller scenario): the run's figures in docs/benchmarks.json,
+# docs/benchmarks.md and the README's results paragraph generated from them.
+# WORKERS: OCPP worker processes of the bridge (recorded with the results).
+WORKERS ?= 1
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --workers $(WORKERS)
 
 lint: venv
 	$(BIN)/ruff check ven policies bridge tests examples

@@ -17,19 +17,30 @@ library: frames are f-strings, ids a per-station counter, and replies are matche
 Permessage-deflate is off unless ``--deflate`` is given (chargers rarely negotiate it and it
 would dominate both sides' CPU).
 
-The simulated EV draws 16 A per phase (3 x 230 V) or less when a charging profile limits it,
-and the energy register integrates that power. At the end every station closes its connection
-and the process writes one JSON file (``--out``):
+The simulated EV draws 16 A per phase (3 x 230 V) or less when the charging profiles it
+holds limit it (:mod:`bench.profiles`: OCPP 1.6's stacking, purposes and replacement
+rules), and the energy register integrates that power. At the end every station closes
+its connection and the process writes one JSON file (``--out``):
 
     {"prefix", "count", "mode", "started" (the start_at timestamp), "duration",
      "meter_interval", "connect_spread", "finished",
+     "cpu_s" (this process's CPU seconds), "lag" ([[unix second, the generator's worst
+        event-loop lag in it (s)]], seconds with a lag above 5 ms only: when the
+        generator itself was late, its latencies are too),
      "stations": {station id: {
         "t_connect_start", "t_open", "t_booted", "t_tx", "t_closed"  (unix time, first
             occurrence; t_closed the last; null when it never happened),
-        "connects" (websocket opens), "boot_status",
+        "connects" (websocket opens), "boot_status", "tx_id",
         "meter_sent", "meter_replies", "meter_errors" (CALLERRORs answered to MeterValues),
         "meter_latency" (seconds, a uniform sample of at most 200; from --record-after on),
-        "profiles": [{"t", "connector", "purpose", "start", "unit", "periods": [[s, limit]]}],
+        "meter_log" ([[sent at, seconds to the reply]] of every MeterValues answered, in
+            storm/steady mode, from --record-after on; at most 2,000),
+        "charging": [what the central system said about profiles, in order:
+            {"t" (received), "t_answered" (our answer handed to the socket), "op": "set",
+             "connector", "profile" (csChargingProfiles as received)} or
+            {"t", "t_answered", "op": "clear", "request"}],
+        "limits" ([[t, A per phase or null]]: the composite limit on connector 1 from the
+            first connection to the end, as change points; null: no profile limits it),
         "cleared" (ClearChargingProfile calls), "n_errors", "errors" (the first 5)}}}
 """
 
@@ -43,7 +54,6 @@ import resource
 import signal
 import sys
 import time
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -51,6 +61,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from bench.fd_limit import raise_fd_limit
+from bench.profiles import (
+    PHASES,
+    VOLTAGE_V,
+    ProfileStack,
+    Transaction,
+    composite_periods,
+    limit_timeline,
+    parse_profile,
+)
 
 SUBPROTOCOLS = [Subprotocol("ocpp1.6")]
 OPEN_TIMEOUT_S = 60.0
@@ -59,15 +78,16 @@ CALL_TIMEOUT_S = 60.0
 MAX_QUEUE = 8
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 4.0
 MAX_LATENCIES = 200
+MAX_METER_LOG = 2_000
 MAX_ERRORS = 5
+LAG_SAMPLE_S = 0.1
+LAG_WORTH_RECORDING_S = 0.005
 # Past the last station's end: time for the closing handshakes before the stragglers are cut.
 FINISH_GRACE_S = CLOSE_TIMEOUT_S + 10.0
 
 EV_MAX_A = 16.0
-VOLTAGE_V = 230.0
-PHASES = 3
 DEFAULT_LIMIT_A = 32.0
-RECURRENCE_S = {"Daily": 86400.0, "Weekly": 604800.0}
+CONNECTOR = 1
 
 BOOT = '"BootNotification",{"chargePointVendor":"bench","chargePointModel":"lg"}]'
 STATUS = '"StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging"}]'
@@ -94,62 +114,6 @@ def iso(t: float) -> str:
 
 def _r4(t: float | None) -> float | None:
     return None if t is None else round(t, 4)
-
-
-class Profile(NamedTuple):
-    profile_id: int | None
-    connector: int
-    purpose: str
-    stack_level: int | None
-    start: float | None  # unix time of startSchedule; None: relative to reception
-    received: float
-    duration: float | None
-    recurrence: float | None
-    periods: tuple[tuple[float, float], ...]  # (startPeriod s, limit A per phase)
-
-    def limit_a(self, now: float) -> float | None:
-        """The limit in force at ``now``; None outside the schedule."""
-        elapsed = now - (self.received if self.start is None else self.start)
-        if elapsed < 0:
-            return None
-        if self.recurrence:
-            elapsed %= self.recurrence
-        if self.duration is not None and elapsed >= self.duration:
-            return None
-        limit = None
-        for start, value in self.periods:
-            if start > elapsed:
-                break
-            limit = value
-        return limit
-
-
-def parse_profile(connector: int, profile: dict[str, Any], received: float) -> Profile:
-    schedule = profile.get("chargingSchedule") or {}
-    unit = schedule.get("chargingRateUnit", "A")
-    periods = []
-    for period in schedule.get("chargingSchedulePeriod") or []:
-        limit = float(period["limit"])
-        if unit == "W":
-            limit /= VOLTAGE_V * int(period.get("numberPhases") or PHASES)
-        periods.append((float(period["startPeriod"]), limit))
-    start_text = schedule.get("startSchedule")
-    start = None
-    if start_text and profile.get("chargingProfileKind") != "Relative":
-        start = datetime.fromisoformat(str(start_text).replace("Z", "+00:00")).timestamp()
-    duration = schedule.get("duration")
-    return Profile(
-        profile_id=profile.get("chargingProfileId"),
-        connector=connector,
-        purpose=str(profile.get("chargingProfilePurpose")),
-        stack_level=profile.get("stackLevel"),
-        start=start,
-        received=received,
-        duration=float(duration) if duration is not None else None,
-        recurrence=RECURRENCE_S.get(str(profile.get("recurrencyKind")))
-        if profile.get("chargingProfileKind") == "Recurring" else None,
-        periods=tuple(sorted(periods)),
-    )
 
 
 class Options(NamedTuple):
@@ -182,15 +146,17 @@ class Station:
         self.t_begin, self.t_end = t_begin, t_end
         self.rec: dict[str, Any] = {
             "t_connect_start": None, "t_open": None, "t_booted": None, "t_tx": None,
-            "t_closed": None, "connects": 0, "boot_status": None,
+            "t_closed": None, "connects": 0, "boot_status": None, "tx_id": None,
             "meter_sent": 0, "meter_replies": 0, "meter_errors": 0, "meter_latency": [],
-            "profiles": [], "cleared": 0, "n_errors": 0, "errors": [],
+            "meter_log": [], "charging": [], "limits": [], "cleared": 0, "n_errors": 0,
+            "errors": [],
         }
         self._counter = 0
         self._pending_id: str | None = None
         self._waiter: asyncio.Future[list[Any] | None] | None = None
-        self._active: dict[Any, Profile] = {}  # by chargingProfileId
-        self._latest: Profile | None = None
+        self._stack = ProfileStack()
+        self._tx: Transaction | None = None
+        self._answered: dict[str, Any] | None = None  # the record of the call being answered
         self._tx_head = ""
         self._energy_wh = 0.0
         self._last_sample: float | None = None
@@ -206,7 +172,9 @@ class Station:
         if self.rec[key] is None:
             self.rec[key] = time.time()
 
-    def _latency(self, seconds: float) -> None:
+    def _latency(self, sent_at: float, seconds: float) -> None:
+        if self.opts.mode != "flood" and len(self.rec["meter_log"]) < MAX_METER_LOG:
+            self.rec["meter_log"].append([round(sent_at, 4), round(seconds, 5)])
         sample = self.rec["meter_latency"]
         n = self.rec["meter_replies"]  # replies so far, this one included
         if len(sample) < MAX_LATENCIES:
@@ -218,6 +186,10 @@ class Station:
 
     def result(self) -> dict[str, Any]:
         rec = self.rec
+        if rec["t_open"] is not None:
+            rec["limits"] = [[round(t, 4), None if a is None else round(a, 3)]
+                             for t, a in limit_timeline(rec["charging"], rec["t_open"],
+                                                        time.time(), CONNECTOR, self._tx)]
         for key in ("t_connect_start", "t_open", "t_booted", "t_tx", "t_closed"):
             rec[key] = _r4(rec[key])
         return rec
@@ -276,6 +248,8 @@ class Station:
             )
             transaction_id = int(started["transactionId"])
             self._first("t_tx")
+            self.rec["tx_id"] = transaction_id
+            self._tx = Transaction(transaction_id, CONNECTOR, time.time())
             self._tx_head = (f'"MeterValues",{{"connectorId":1,"transactionId":{transaction_id},'
                              '"meterValue":[{"timestamp":"')
             if self.opts.mode == "flood":
@@ -344,15 +318,11 @@ class Station:
             return
         self.rec["meter_replies"] += 1
         if now >= self.opts.record_after:
-            self._latency(time.perf_counter() - sent)
+            self._latency(now, time.perf_counter() - sent)
 
     def _amps(self, now: float) -> float:
-        amps = EV_MAX_A
-        for profile in self._active.values():
-            limit = profile.limit_a(now)
-            if limit is not None and limit < amps:
-                amps = max(limit, 0.0)
-        return amps
+        limit = self._stack.limit_a(now, CONNECTOR, self._tx)
+        return EV_MAX_A if limit is None else max(min(limit, EV_MAX_A), 0.0)
 
     # the central system's calls --------------------------------------------------------------
     async def _read(self, ws: ClientConnection) -> None:
@@ -371,6 +341,9 @@ class Station:
                         waiter.set_result(frame)
                 elif kind == 2:
                     await ws.send(self._answer(frame))
+                    if self._answered is not None:  # the answer is with the kernel now
+                        self._answered["t_answered"] = round(time.time(), 4)
+                        self._answered = None
                 else:
                     self.error(f"unexpected frame {str(text)[:80]!r}")
         except ConnectionClosed:
@@ -381,6 +354,7 @@ class Station:
                 waiter.set_result(None)  # the connection dropped: _call raises Dropped
 
     def _answer(self, frame: list[Any]) -> str:
+        self._answered = None
         unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else "-1"
         try:
             action = frame[2]
@@ -399,62 +373,50 @@ class Station:
             now = time.time()
             connector = int(payload["connectorId"])
             profile = payload["csChargingProfiles"]
-            schedule = profile.get("chargingSchedule") or {}
-            self.rec["profiles"].append({
-                "t": round(now, 4),
-                "connector": connector,
-                "purpose": profile.get("chargingProfilePurpose"),
-                "start": schedule.get("startSchedule"),
-                "unit": schedule.get("chargingRateUnit"),
-                "periods": [[p.get("startPeriod"), p.get("limit")]
-                            for p in schedule.get("chargingSchedulePeriod") or []],
-            })
+            record = {"t": round(now, 4), "t_answered": None, "op": "set",
+                      "connector": connector, "profile": profile}
             try:
-                parsed = parse_profile(connector, profile, now)
+                self._stack.install(parse_profile(connector, profile, now))
             except (KeyError, TypeError, ValueError) as error:
                 self.error(f"unreadable profile: {type(error).__name__}: {error}")
-            else:
-                self._active[parsed.profile_id] = parsed
-                self._latest = parsed
+                return {"status": "Rejected"}
+            self.rec["charging"].append(record)
+            self._answered = record
             return {"status": "Accepted"}
         if action == "ClearChargingProfile":
+            record = {"t": round(time.time(), 4), "t_answered": None, "op": "clear",
+                      "request": payload}
             self.rec["cleared"] += 1
-            self._clear(payload)
-            return {"status": "Accepted"}
+            self.rec["charging"].append(record)
+            self._answered = record
+            removed = self._stack.clear(payload)
+            return {"status": "Accepted" if removed else "Unknown"}
         if action == "ChangeConfiguration":
             # its keys are read-only: it keeps the meter interval and measurands it was given
             return {"status": "Rejected"}
         if action == "GetConfiguration":
             return self._configuration(payload.get("key"))
         if action == "GetCompositeSchedule":
-            now = time.time()
-            limit = self._latest.limit_a(now) if self._latest is not None else None
+            start = float(int(time.time()))  # whole seconds: the periods' offsets are
+            connector = int(payload.get("connectorId", 0)) or CONNECTOR
+            periods = composite_periods(self._stack, start, float(payload.get("duration", 0)),
+                                        connector, self._tx, DEFAULT_LIMIT_A)
+            unit = "W" if payload.get("chargingRateUnit") == "W" else "A"
+            scale = VOLTAGE_V * PHASES if unit == "W" else 1.0
             return {
                 "status": "Accepted",
                 "connectorId": payload.get("connectorId", 0),
-                "scheduleStart": iso(now),
+                "scheduleStart": iso(start),
                 "chargingSchedule": {
-                    "chargingRateUnit": "A",
-                    "chargingSchedulePeriod": [{
-                        "startPeriod": 0,
-                        "limit": round(limit if limit is not None else DEFAULT_LIMIT_A, 1),
-                    }],
+                    "duration": int(payload.get("duration", 0)),
+                    "startSchedule": iso(start),
+                    "chargingRateUnit": unit,
+                    "chargingSchedulePeriod": [{"startPeriod": offset,
+                                                "limit": round(limit * scale, 1)}
+                                               for offset, limit in periods],
                 },
             }
         return None
-
-    def _clear(self, payload: dict[str, Any]) -> None:
-        if payload.get("id") is not None:
-            self._active.pop(payload["id"], None)
-            return
-        for key, profile in list(self._active.items()):
-            if payload.get("connectorId") not in (None, profile.connector):
-                continue
-            if payload.get("chargingProfilePurpose") not in (None, profile.purpose):
-                continue
-            if payload.get("stackLevel") not in (None, profile.stack_level):
-                continue
-            del self._active[key]
 
     def _configuration(self, keys: list[str] | None) -> dict[str, Any]:
         known = {
@@ -473,7 +435,22 @@ class Station:
         }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def watch_lag(worst: dict[int, float]) -> None:
+    """Forever: how late this process's event loop wakes a task, worst per second (only the
+    seconds above LAG_WORTH_RECORDING_S). A late generator sends late and reads replies
+    late: the benchmark checks its windows against this."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LAG_SAMPLE_S
+        await asyncio.sleep(LAG_SAMPLE_S)
+        lag = loop.time() - due
+        if lag > LAG_WORTH_RECORDING_S:
+            second = int(time.time())
+            worst[second] = max(worst.get(second, 0.0), lag)
+
+
+async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run the stations; ``stop`` (by default SIGTERM) ends them early, results kept."""
     started = float(args.start_at) if args.start_at is not None else time.time()
     options = Options(args.url, args.mode, args.meter_interval, args.rate_unit, args.deflate,
                       args.record_after)
@@ -482,11 +459,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         offset = args.connect_spread * i / args.count if args.connect_spread > 0 else 0.0
         stations.append(Station(f"{args.prefix}{i:05d}", options, started + offset,
                                 started + offset + args.duration))
+    lag: dict[int, float] = {}
+    watcher = asyncio.create_task(watch_lag(lag))
     tasks = [asyncio.create_task(s.run()) for s in stations]
     # SIGTERM ends the run early (a harness that measured what it wanted): the stations are
     # cut, and the results written as usual.
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     stopped = asyncio.create_task(stop.wait())
     everyone = asyncio.gather(*tasks, return_exceptions=True)
     last_end = started + args.connect_spread + args.duration
@@ -507,6 +487,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         elif task.exception() is not None:
             error = task.exception()
             station.error(f"crashed: {type(error).__name__}: {error}")
+    watcher.cancel()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "prefix": args.prefix,
         "count": args.count,
@@ -516,6 +498,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "meter_interval": args.meter_interval,
         "connect_spread": args.connect_spread,
         "finished": round(time.time(), 4),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "lag": [[second, round(worst, 4)] for second, worst in sorted(lag.items())],
         "stations": {s.id: s.result() for s in stations},
     }
 

@@ -8,7 +8,9 @@ bridge's own planner makes ``--plans`` plans, one after the other (the first, wh
 starts from no state, is a warm-up and not counted), while a task measures the loop's lag
 as ``/metrics`` does (:func:`bridge.timings.sample_loop_lag`), here every
 ``--interval`` seconds: how much later than asked it woke up. Any stall of the loop, by
-the plan or by anything else the loop runs meanwhile, shows up in it. The collector is
+the plan or by anything else the loop runs meanwhile, shows up in it. With ``--event``, a
+SIMPLE level 1 event (half the capacity: sessions pause and take turns) is in force, as
+in ``bench.plan_cost``. The collector is
 tuned as ``drbridge run`` tunes it (:mod:`bridge.gc_tuning`), before the fleet is built.
 
 Prints, per plan, its wall time and the lag samples taken during it (count, median, p99,
@@ -16,7 +18,7 @@ max), and the lag over all plans; with ``--json``, also the raw figures. Runs on
 planner the checkout has (on the loop: ``replan_now``; in its thread: ``replan``), so the
 same script compares two checkouts (``PYTHONPATH=<checkout> python -m bench.plan_lag``).
 
-    python -m bench.plan_lag [--stations 10000] [--plans 4] [--interval 0.01]
+    python -m bench.plan_lag [--stations 10000] [--plans 4] [--interval 0.01] [--event]
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
-
+from bench.plan_cost import simple_event
 from bridge.app import Bridge
 from bridge.config import load_config
 from bridge.gc_tuning import tune_for_many_connections
+from bridge.store import StoredEvent
+from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
 
 MAX_STATIONS = 20_000  # keeps a run bounded in time and memory
 MAX_PLANS = 10
@@ -112,13 +115,17 @@ def summary(samples: list[float]) -> dict[str, float]:
             "max_ms": ordered[-1] * 1000}
 
 
-async def measure(stations: int, plans: int, interval: float) -> dict[str, Any]:
+async def measure(stations: int, plans: int, interval: float,
+                  event: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "site.yaml"
         path.write_text(config_text(stations))
         bridge = Bridge(load_config(path))
         try:
             fleet(bridge, stations)
+            if event:
+                dr = simple_event(1).model_copy(update={"start": datetime.now(UTC)})
+                bridge.dr.events[dr.event_id] = StoredEvent(dr, "optIn", "bench")
             await asyncio.sleep(0)  # the workers start, and wait on their links
             await plan_once(bridge)  # warm-up: the first plan starts from no state
             lag = RecordedHistogram(LAG_BUCKETS_S)
@@ -134,7 +141,8 @@ async def measure(stations: int, plans: int, interval: float) -> dict[str, Any]:
                 results.append({"wall_s": wall, **summary(lag.samples[first:])})
                 await asyncio.sleep(5 * interval)
             sampler.cancel()
-            return {"stations": stations, "interval_s": interval, "plans": results,
+            return {"stations": stations, "event": event, "interval_s": interval,
+                    "plans": results,
                     "all": summary(lag.samples), "lag_sum_s": lag.total}
         finally:
             await bridge.dispatcher.close()
@@ -150,17 +158,19 @@ def main() -> None:
     parser.add_argument("--plans", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.01,
                         help="seconds between lag samples (/metrics samples every 0.1)")
+    parser.add_argument("--event", action="store_true", help="a SIMPLE level 1 event in force")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args()
     stations = min(max(args.stations, 1), MAX_STATIONS)
     plans = min(max(args.plans, 1), MAX_PLANS)
     interval = min(max(args.interval, 0.001), 1.0)
     tune_for_many_connections()  # as drbridge run does at start
-    result = asyncio.run(measure(stations, plans, interval))
+    result = asyncio.run(measure(stations, plans, interval, args.event))
     if args.json:
         print(json.dumps(result))
         return
-    print(f"Loop lag while a plan for {stations:,} stations runs; "
+    during = ", a SIMPLE level 1 event in force" if args.event else ""
+    print(f"Loop lag while a plan for {stations:,} stations runs{during}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}; "
           f"a lag sample every {interval * 1000:g} ms\n")

@@ -1,14 +1,25 @@
-"""drbridge benchmarks: connect storm, dispatch latency, steady state, throughput,
+"""drbridge benchmarks: connect storm, steady state, replans, DR dispatch, throughput,
 forwarding in local-controller mode.
 
-    python -m bench.run            # every scenario, default sizes (make bench)
-    python -m bench.run --quick    # small sizes, one run each: a smoke test of the harness
+    python -m bench.run                 # every scenario, three runs each (make bench)
+    python -m bench.run --quick         # small sizes, one run each: a smoke test of the harness
+    python -m bench.run --workers N     # the OCPP edge in N processes (recorded in the results)
     python -m bench.run --only local-controller [--quick]   # that scenario alone, printed
 
-Everything runs on loopback in separate processes: the bridge (``drbridge run``),
-the load generators (``bench.loadgen``, up to 2,500 stations each) and, for the
-dispatch scenario, an openleadr VTN in this process. Results go to
-``docs/benchmarks.md`` and ``docs/benchmarks-dispatch.png``.
+Everything runs on loopback in separate processes: the bridge (``drbridge run``), the load
+generators (``bench.loadgen``, up to 2,500 stations each), the reference central system
+(``bench.ocpp_example_cs``), the lean operator CSMS (``bench.upstream_cs``) and, in this
+process, an openleadr VTN.
+
+One *fleet run* per size and run: the stations connect (all at once, or spread), the bridge
+settles, then three windows are measured (see ``WINDOWS``): *steady* (no plan inside),
+*replan* (a periodic plan inside) and *event* (a DR event handed on and dispatched, and its
+first seconds). The *throughput* rounds flood drbridge and the reference with MeterValues.
+The *local controller* runs put drbridge between the stations and an operator's CSMS
+(``ocpp.upstream``) and compare with the same stations talking to that CSMS straight.
+
+The run's figures go to ``docs/benchmarks.json``, and :mod:`bench.report` writes
+``docs/benchmarks.md`` (and the README's results paragraph) from that file alone.
 """
 
 from __future__ import annotations
@@ -20,7 +31,6 @@ import os
 import platform
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,131 +44,136 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import analysis
 from bench.fd_limit import raise_fd_limit
+from bridge.runtime.planning import REPLAN_COALESCE_S, REPLAN_PERIOD_S
 from bridge.sim.vtn import DemoVtn, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_GENERATOR = 2_500
 KW_PER_STATION = 7.0  # site capacity per station: every EV gets 7 kW until an event
+VOLTS, PHASES = 230.0, 3
+MIN_CURRENT_A = 6.0  # the default policy's
+BACKLOG = 2048  # drbridge's listen backlog (bridge/ocpp/server.py); the reference gets it too
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# (stations, how they connect): "storm" all at once, "spread" evenly over SPREAD_S
+FLEETS = [(1_000, "storm"), (5_000, "storm"), (10_000, "spread")]
+QUICK_FLEETS = [(50, "storm"), (200, "storm"), (300, "spread")]
+SPREAD_S = 20.0
+STEADY_WINDOW_S = 15.0
+QUIET_S, QUIET_LIMIT_S = 5.0, 90.0  # the boot storm is over: no call to a station for 5 s
+EVENT_LEAD_S = 8.0  # the DR event starts this long after the VTN has it
+EVENT_WINDOW_S = 16.0  # from the VEN handing it on: dispatch, then the event's first seconds
+EVENT_LEVEL = 1  # SIMPLE level 1: half the capacity under the default policy
+PLAN_DUE_S = REPLAN_PERIOD_S + REPLAN_COALESCE_S  # a periodic plan comes this long after the last
+REPLAN_WINDOW = (-3.0, 9.0)  # around when the next periodic plan is due
+FLOOD_STATIONS, FLOOD_S = 200, 10.0
+SERVERS = ("drbridge", "example_defaults", "example_sync")
+WINDOWS = {
+    "steady": "MeterValues only: opens once the boot storm is over and between two plans",
+    "replan": "around a periodic plan (every 30 s, with nothing else changing)",
+    "event": "from the VEN handing a DR event on: the plan, the profile wave, the event's"
+             " first seconds",
+}
+# local controller: stations, latency window (s), flood (s); one run per CSMS in a full run
+LC_SIZES = {False: (1_000, 30.0, 15.0), True: (100, 10.0, 5.0)}  # by --quick
+LC_CSMS = ("reference", "lean")
 
-def machine() -> str:
+
+# the machine -------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    return (f"{os.cpu_count()} cores, {model}; Linux {platform.release()}; "
-            f"Python {platform.python_version()}")
+    memory_gb = 0.0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_gb = int(line.split()[1]) / 1024 / 1024
+    import ocpp
+    import websockets
+    return {"cores": os.cpu_count(), "cpu": model, "memory_gb": round(memory_gb, 1),
+            "linux": platform.release(), "python": platform.python_version(),
+            "ocpp": getattr(ocpp, "__version__", _version("ocpp")),
+            "websockets": websockets.version.version,
+            "somaxconn": int(Path("/proc/sys/net/core/somaxconn").read_text())}
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _version(package: str) -> str:
+    from importlib.metadata import version
+    return version(package)
 
 
-# processes ----------------------------------------------------------------------------------
+def load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def git_state() -> tuple[str, bool]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    changed = [line for line in git("status", "--porcelain").splitlines()
+               if not line[3:].startswith("docs/benchmarks")]
+    return git("rev-parse", "--short=10", "HEAD") or "unknown", bool(changed)
+
+
+def process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 @dataclass
-class BridgeProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    db: Path
-    web_port: int | None = None
+class MachineSample:
+    """What the whole machine and the benchmark's own processes had used by one moment."""
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    at: float
+    busy_s: float  # user + nice + system, every core (softirq left out: loopback's own)
+    steal_s: float
+    ours_s: float
+    load1: float
 
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-
-@contextmanager
-def bridge(workdir: Path, stations: int, vtn_url: str | None = None,
-           metrics: bool = False, upstream_url: str | None = None) -> Iterator[BridgeProcess]:
-    """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics);
-    ``upstream_url``: in local-controller mode, forwarding to that CSMS."""
-    port = free_port()
-    web_port = free_port() if metrics else None
-    web = f"{{host: 127.0.0.1, port: {web_port}}}" if metrics else "{enabled: false}"
-    db = workdir / f"bridge-{port}.db"
-    config = workdir / f"bridge-{port}.yaml"
-    # Without a VTN the URL points at a closed port: the VEN keeps retrying, stations are served.
-    url = vtn_url or f"http://127.0.0.1:{free_port()}/OpenADR2/Simple/2.0b"
-    # a CSMS slow under load is not an outage here: drbridge waits for it as a station would
-    upstream = f", upstream: {{url: '{upstream_url}', call_timeout_s: 30}}" if upstream_url \
-        else ""
-    config.write_text(textwrap.dedent(f"""\
-        ven: {{vtn_url: "{url}", ven_name: bench-site}}
-        ocpp: {{host: 127.0.0.1, port: {port}, call_timeout_s: 30, retry_s: 2{upstream}}}
-        site: {{capacity_kw: {max(stations, 1) * KW_PER_STATION}}}
-        storage: {{path: {db}}}
-        telemetry: {{interval_s: 60, stale_after_s: 60}}
-        web: {web}
-        """))
-    log = (workdir / f"bridge-{port}.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
-                               stdout=log, stderr=log, preexec_fn=raise_fd_limit)
-    wait_for_port(port)
-    try:
-        if web_port is not None:
-            wait_for_port(web_port)
-        yield BridgeProcess(process, port, db, web_port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    @classmethod
+    def take(cls, pids: list[int]) -> MachineSample:
+        values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        user, nice, system = values[0], values[1], values[2]
+        steal = values[7] if len(values) > 7 else 0
+        return cls(at=time.monotonic(), busy_s=(user + nice + system) / CLK_TCK,
+                   steal_s=steal / CLK_TCK,
+                   ours_s=sum(process_cpu_s(pid) for pid in pids), load1=load_average()[0])
 
 
-@contextmanager
-def example_cs(workdir: Path) -> Iterator[int]:
-    port = free_port()
-    log = (workdir / f"example-cs-{port}.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "bench.ocpp_example_cs", "--port",
-                                str(port)], stdout=log, stderr=log, preexec_fn=raise_fd_limit)
-    wait_for_port(port)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.wait(30)
+def noise(first: MachineSample, last: MachineSample) -> dict[str, float]:
+    """Others' CPU (% of one core: the machine's busy time less ours) and steal, between two
+    samples."""
+    elapsed = max(last.at - first.at, 1e-6)
+    others = (last.busy_s - first.busy_s) - (last.ours_s - first.ours_s)
+    return {"others_cpu_pct": round(max(100 * others / elapsed, 0.0), 1),
+            "steal_pct": round(100 * (last.steal_s - first.steal_s) / elapsed, 1),
+            "load1": last.load1}
 
 
-@contextmanager
-def upstream_cs(workdir: Path, kind: str) -> Iterator[int]:
-    """An operator's CSMS in its own process: ``reference`` (the ``ocpp`` library's example,
-    written the usual way) or ``lean`` (``bench.upstream_cs``: raw frames, so that what is
-    measured through drbridge is drbridge)."""
-    if kind == "reference":
-        with example_cs(workdir) as port:
-            yield port
-        return
-    port = free_port()
-    log = (workdir / f"upstream-cs-{port}.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "bench.upstream_cs", "--port", str(port)],
-                               stdout=log, stderr=log, preexec_fn=raise_fd_limit)
-    wait_for_port(port)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
+# processes ---------------------------------------------------------------------------------------
+def wait_for_port(port: int, timeout: float = 30, process: subprocess.Popen[bytes] | None = None,
+                  log: Path | None = None) -> None:
     import socket
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"the process exited with {process.returncode}:\n{tail}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -167,484 +182,604 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
 
 
 @dataclass
-class LoadGenerators:
+class Server:
+    """A central system under test, in its own process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    db: Path | None = None  # drbridge's store
+    web_port: int | None = None  # drbridge's /metrics
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def scrape(self) -> dict[str, float]:
+        assert self.web_port is not None
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return analysis.parse_metrics(response.read().decode())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def bridge_config(workdir: Path, stations: int, port: int, vtn_url: str | None,
+                  web_port: int | None, workers: int, upstream_url: str | None = None) -> Path:
+    db = workdir / f"bridge-{port}.db"
+    web = f"{{host: 127.0.0.1, port: {web_port}}}" if web_port else "{enabled: false}"
+    # Without a VTN the URL points at a closed port: the VEN keeps retrying, stations are served.
+    url = vtn_url or f"http://127.0.0.1:{free_port()}/OpenADR2/Simple/2.0b"
+    more = f", workers: {workers}" if workers > 1 else ""
+    # a CSMS slow under load is not an outage here: drbridge waits for it as a station would
+    if upstream_url:
+        more += f", upstream: {{url: '{upstream_url}', call_timeout_s: 30}}"
+    config = workdir / f"bridge-{port}.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        ven: {{vtn_url: "{url}", ven_name: bench-site}}
+        ocpp: {{host: 127.0.0.1, port: {port}, call_timeout_s: 30, retry_s: 2{more}}}
+        site: {{capacity_kw: {max(stations, 1) * KW_PER_STATION}}}
+        storage: {{path: {db}}}
+        telemetry: {{interval_s: 60, stale_after_s: 60}}
+        web: {web}
+        """))
+    return config
+
+
+@contextmanager
+def drbridge(workdir: Path, stations: int, workers: int, vtn_url: str | None = None,
+             metrics: bool = True, upstream_url: str | None = None) -> Iterator[Server]:
+    """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics);
+    ``upstream_url``: in local-controller mode, forwarding to that CSMS."""
+    port = free_port()
+    web_port = free_port() if metrics else None
+    config = bridge_config(workdir, stations, port, vtn_url, web_port, workers, upstream_url)
+    log_path = workdir / f"bridge-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config",
+                                    str(config)], stdout=log, stderr=log,
+                                   preexec_fn=raise_fd_limit)
+    try:
+        wait_for_port(port, process=process, log=log_path)
+        if web_port is not None:
+            wait_for_port(web_port, process=process, log=log_path)
+        yield Server(process, port, workdir / f"bridge-{port}.db", web_port)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def example_cs(workdir: Path, variant: str) -> Iterator[Server]:
+    """The reference: ``defaults`` as documented, or ``sync`` (validation on the event loop,
+    drbridge's listen backlog)."""
+    port = free_port()
+    extra = ["--sync-validation", "--backlog", str(BACKLOG)] if variant == "sync" else []
+    log_path = workdir / f"example-{variant}-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bench.ocpp_example_cs", "--port",
+                                    str(port), *extra], stdout=log, stderr=log,
+                                   preexec_fn=raise_fd_limit)
+    try:
+        wait_for_port(port, process=process, log=log_path)
+        yield Server(process, port)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def upstream_cs(workdir: Path, kind: str) -> Iterator[Server]:
+    """An operator's CSMS in its own process: ``reference`` (the ``ocpp`` library's example
+    with its defaults, written the usual way) or ``lean`` (``bench.upstream_cs``: raw
+    frames, so that what is measured through drbridge is drbridge)."""
+    if kind == "reference":
+        with example_cs(workdir, "defaults") as server:
+            yield server
+        return
+    port = free_port()
+    log_path = workdir / f"upstream-cs-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bench.upstream_cs", "--port",
+                                    str(port)], stdout=log, stderr=log,
+                                   preexec_fn=raise_fd_limit)
+    try:
+        wait_for_port(port, process=process, log=log_path)
+        yield Server(process, port)
+    finally:
+        _stop(process)
+
+
+@dataclass
+class Generators:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
 
     def stop(self) -> None:
         """End the stations now; each generator still writes its results."""
         for process in self.processes:
-            process.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
 
-    def wait(self, timeout: float) -> dict[str, dict[str, Any]]:
+    def wait(self, timeout: float) -> list[dict[str, Any]]:
         for process in self.processes:
             process.wait(timeout)
-        stations: dict[str, dict[str, Any]] = {}
-        for out in self.outputs:
-            stations.update(json.loads(out.read_text())["stations"])
-        return stations
+        return [json.loads(out.read_text()) for out in self.outputs]
 
 
-def fleet(workdir: Path, port: int, count: int, mode: str, start_at: float, duration: float,
-          meter_interval: float = 10.0, spread: float = 0.0,
-          record_after: float = 0.0) -> LoadGenerators:
-    result = LoadGenerators()
-    generators = max(1, -(-count // PER_GENERATOR))
-    for g in range(generators):
-        share = count // generators + (1 if g < count % generators else 0)
+def generators(workdir: Path, port: int, count: int, mode: str, start_at: float,
+               duration: float, spread: float = 0.0, record_after: float = 0.0) -> Generators:
+    result = Generators()
+    n = max(1, -(-count // PER_GENERATOR))
+    for g in range(n):
+        share = count // n + (1 if g < count % n else 0)
         out = workdir / f"loadgen-{port}-{mode}-{g}.json"
         result.outputs.append(out)
-        result.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{port}",
-             "--prefix", f"G{g}-", "--count", str(share), "--mode", mode,
-             "--meter-interval", str(meter_interval), "--duration", str(duration),
-             "--start-at", str(start_at), "--connect-spread", str(spread), "--out", str(out),
-             "--record-after", str(record_after)],
-            stdout=subprocess.DEVNULL, stderr=(workdir / f"loadgen-{port}-{g}.log").open("w"),
-            preexec_fn=raise_fd_limit,
-        ))
+        with (workdir / f"loadgen-{port}-{g}.log").open("w") as log:
+            result.processes.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{port}",
+                 "--prefix", f"G{g}-", "--count", str(share), "--mode", mode,
+                 "--meter-interval", "10", "--duration", str(duration),
+                 "--start-at", str(start_at), "--connect-spread", str(spread * share / count),
+                 "--out", str(out), "--record-after", str(record_after)],
+                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=raise_fd_limit))
     return result
 
 
-# what the stations recorded ------------------------------------------------------------------
-def first_limit(profile: dict[str, Any]) -> float:
-    periods = profile.get("periods") or []
-    return float(periods[0][1]) if periods else float("nan")
+def merged(outputs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    stations: dict[str, dict[str, Any]] = {}
+    for out in outputs:
+        stations.update(out["stations"])
+    return stations
 
 
-def holding_times(stations: dict[str, dict[str, Any]], start_at: float) -> list[float]:
-    """Per station: from start_at until it held the limit it ended with."""
-    times = []
-    for record in stations.values():
-        profiles = record.get("profiles") or []
-        if not profiles:
-            continue
-        final = first_limit(profiles[-1])
-        first_final = next(p for p in profiles if first_limit(p) == final)
-        times.append(first_final["t"] - start_at)
-    return times
+# windows -----------------------------------------------------------------------------------------
+async def sleep_until(t: float) -> None:
+    await asyncio.sleep(max(t - time.time(), 0.0))
 
 
-# scenarios ------------------------------------------------------------------------------------
 @dataclass
-class Row:
-    values: dict[str, str]
+class Mark:
+    """One edge of a window: the bridge's /metrics, its CPU, the machine."""
+
+    t: float
+    metrics: dict[str, float]
+    cpu_s: float
+    machine: MachineSample
 
 
-async def storm_and_dispatch(workdir: Path, count: int, with_storm: bool) -> dict[str, float]:
-    """Stations connect at once; then a DR event reaches the VEN and must reach every station."""
-    vtn = DemoVtn(poll_interval=timedelta(seconds=1))
-    await vtn.start()
-    try:
-        with bridge(workdir, count, vtn.url) as running:
-            start_at = time.time() + 3
-            settle = 8 + count / 400
-            duration = settle + 10
-            gens = fleet(workdir, running.port, count, "steady", start_at, duration)
-            await asyncio.sleep(start_at + settle - time.time())
-            deadline = time.time() + 30
-            while vtn.ven_id("bench-site") is None and time.time() < deadline:
-                await asyncio.sleep(0.2)
-            ven_id = vtn.ven_id("bench-site")
-            assert ven_id is not None, "the bridge did not register with the VTN"
-            event_start = datetime.now(UTC) + timedelta(seconds=60)
-            vtn.add_simple_event(ven_id, event_start, [(timedelta(minutes=10), 1)],
-                                 event_id="bench-event")
-            stations = await asyncio.to_thread(gens.wait, duration + 60)
-            received = event_received_at(running.db)
-    finally:
-        await vtn.stop()
-    result: dict[str, float] = {"stations": float(len(stations))}
-    if with_storm:
-        holding = holding_times({k: v for k, v in stations.items()}, start_at) or [float("nan")]
-        result["storm_s"] = max(holding) if len(holding) == count else float("inf")
-    latencies = []
-    for record in stations.values():
-        after = [p["t"] for p in record.get("profiles") or [] if p["t"] >= received]
-        if after:
-            latencies.append(after[0] - received)
-    result["acked"] = float(len(latencies))
-    if len(latencies) == count:
-        result.update(p50=pct(latencies, 0.5), p99=pct(latencies, 0.99), max=max(latencies))
-    else:
-        result.update(p50=float("nan"), p99=float("nan"), max=float("inf"))
-    return result
+async def mark(server: Server, pids: list[int]) -> Mark:
+    """Scrape first, then read the clocks: the scrape's own cost stays outside the window."""
+    metrics = await asyncio.to_thread(server.scrape)
+    return Mark(time.time(), metrics, process_cpu_s(server.pid), MachineSample.take(pids))
 
 
-def event_received_at(db: Path) -> float:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("select received_at from events where event_id = 'bench-event'") \
-            .fetchone()
-    if row is None:
-        raise RuntimeError("the event never reached the bridge")
-    return datetime.fromisoformat(row[0]).timestamp()
+def window(first: Mark, last: Mark, stations: dict[str, dict[str, Any]],
+           outputs: list[dict[str, Any]], replies_from: float | None = None,
+           replies_until: float | None = None) -> dict[str, Any]:
+    begin = replies_from if replies_from is not None else first.t
+    end = replies_until if replies_until is not None else last.t
+    latencies = analysis.reply_latencies(stations, begin, end)
+    lag, lag_sum, lag_count = analysis.histogram_delta(
+        first.metrics, last.metrics, "drbridge_event_loop_lag_seconds")
+    _, plan_sum, plans = analysis.histogram_delta(
+        first.metrics, last.metrics, "drbridge_plan_duration_seconds")
+    worst_lag = max((bound for bound, n in _per_bucket(lag) if n > 0), default=0.0)
+    lags = [row for out in outputs for row in out.get("lag") or ()]
+    return {
+        "begin": round(begin, 3), "seconds": round(end - begin, 2),
+        "cpu_pct": round(100 * (last.cpu_s - first.cpu_s) / max(last.t - first.t, 1e-6), 1),
+        "replies": len(latencies),
+        "reply_p50_ms": round(1000 * analysis.pct(latencies, 0.5), 1),
+        "reply_p99_ms": round(1000 * analysis.pct(latencies, 0.99), 1),
+        "reply_max_ms": round(1000 * max(latencies, default=float("nan")), 1),
+        "loop_lag_p99_s": analysis.histogram_quantile(lag, 0.99),
+        "loop_lag_worst_bucket_s": worst_lag,
+        "loop_held_s": round(lag_sum, 3), "loop_lag_samples": lag_count,
+        "plans": int(plans), "plan_s": round(plan_sum, 3),
+        "generator_lag_max_ms": round(1000 * analysis.generator_lag(lags, begin, end), 1),
+        **noise(first.machine, last.machine),
+    }
 
 
-def activity(running: BridgeProcess) -> tuple[float, float]:
-    """(sessions open, calls sent to stations so far), from the bridge's /metrics."""
-    url = f"http://127.0.0.1:{running.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        text = response.read().decode()
-    sessions = calls = 0.0
-    for line in text.splitlines():
-        if line.startswith("drbridge_sessions_active "):
-            sessions = float(line.split()[-1])
-        elif line.startswith("drbridge_ocpp_calls_sent_total{"):
-            calls += float(line.split()[-1])
-    return sessions, calls
+def _per_bucket(cumulative: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Cumulative buckets -> (upper bound, count in that bucket alone)."""
+    out, before = [], 0.0
+    for bound, n in cumulative:
+        out.append((bound, n - before))
+        before = n
+    return out
 
 
-def wait_until_quiet(running: BridgeProcess, count: int, quiet_s: float, limit_s: float) -> float:
-    """Wait until every session has started and no call went to a station for ``quiet_s``
-    (profiles, configuration, checks: the boot storm's work). Returns the seconds waited
-    (``limit_s`` when the bridge never went quiet)."""
+async def wait_until_quiet(server: Server, count: int, quiet_s: float, limit_s: float) -> float:
+    """Until every session has started and no call went to a station for ``quiet_s``
+    (profiles, configuration, checks: the joins' work). Seconds waited (``limit_s`` when
+    the bridge never went quiet)."""
     began = time.monotonic()
-    last, since = (-1.0, -1.0), time.monotonic()
+    last: tuple[float, float] = (-1.0, -1.0)
+    since = time.monotonic()
     while time.monotonic() - began < limit_s:
-        now = activity(running)
+        try:
+            metrics = await asyncio.to_thread(server.scrape)
+        except OSError:  # too busy to answer /metrics (a timeout): not quiet yet
+            if server.process.poll() is not None:
+                raise RuntimeError(f"the bridge exited with {server.process.returncode}"
+                                   " while the fleet settled") from None
+            since = time.monotonic()
+            await asyncio.sleep(0.5)
+            continue
+        now = (metrics.get("drbridge_sessions_active", 0.0),
+               sum(v for k, v in metrics.items()
+                   if k.startswith("drbridge_ocpp_calls_sent_total{")))
         if now != last:
             last, since = now, time.monotonic()
         elif now[0] >= count and time.monotonic() - since >= quiet_s:
             break
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     return time.monotonic() - began
 
 
-def steady_state(workdir: Path, count: int) -> dict[str, float]:
-    """Stations send MeterValues every 10 s; the bridge's CPU and memory over a window.
-
-    The window opens once the boot storm is over: every session started and no call sent
-    to a station for a while (the joins' work is the connect storm's cost, measured there).
-    The web server is on for /metrics and idle during the window.
-    """
-    spread = min(20.0, count / 500)
-    window = 10.0
-    quiet_s, quiet_limit_s = 5.0, 90.0
-    with bridge(workdir, count, metrics=True) as running:
-        start_at = time.time() + 2
-        gens = fleet(workdir, running.port, count, "steady", start_at,
-                     spread + quiet_limit_s + window + 5, meter_interval=10.0, spread=spread)
-        time.sleep(max(start_at + spread - time.time(), 0.0))
-        settled_after = spread + wait_until_quiet(running, count, quiet_s, quiet_limit_s)
-        cpu0, t0 = running.cpu_seconds(), time.monotonic()
-        time.sleep(window)
-        cpu1, t1 = running.cpu_seconds(), time.monotonic()
-        rss = running.rss_mb()
-        gens.stop()
-        stations = gens.wait(60)
-    latencies = [x for r in stations.values() for x in r.get("meter_latency") or []]
-    booted = sum(1 for r in stations.values() if r.get("t_booted"))
-    return {"stations": float(booted), "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-            "rss_mb": rss, "reply_p99_ms": 1000 * pct(latencies, 0.99),
-            "settled_s": settled_after}
+def event_handed_on(db: Path, event_id: str) -> float | None:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        row = conn.execute("select received_at from events where event_id = ?",
+                           (event_id,)).fetchone()
+    return datetime.fromisoformat(row[0]).timestamp() if row else None
 
 
-def throughput(workdir: Path, port: int, count: int = 200, seconds: float = 10.0) -> float:
-    start_at = time.time() + 2
-    gens = fleet(workdir, port, count, "flood", start_at, seconds)
-    stations = gens.wait(seconds + 60)
-    # only what was answered within the window counts
-    return sum(r.get("meter_replies", 0) for r in stations.values()) / seconds
+def event_plan(db: Path, handed_on: float, probe: float) -> tuple[dict[str, float], float]:
+    """(each station's watts at ``probe``, the site's) in the first plan made after the event
+    was handed on and holding it."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        rows = conn.execute("select made_at, site, stations from plans order by id").fetchall()
+    for made_at, site, stations in rows:
+        if datetime.fromisoformat(made_at).timestamp() < handed_on - 1e-3:
+            continue
+        site_w = _steps_at(json.loads(site), probe)
+        per_station = {sid: _steps_at(steps, probe) for sid, steps in json.loads(stations).items()}
+        return per_station, site_w
+    raise RuntimeError("no plan was stored after the event was handed on")
 
 
-def forward_buckets(running: BridgeProcess) -> list[tuple[float, float]]:
-    """drbridge's histogram of the time a forwarded message spent in it (/metrics): the
-    cumulative (upper bound in s, messages) of each bucket."""
-    url = f"http://127.0.0.1:{running.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        text = response.read().decode()
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith("drbridge_upstream_forward_added_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound),
-                            float(line.split()[-1])))
-    return buckets
+def _steps_at(steps: list[list[Any]], t: float) -> float:
+    value = float("nan")
+    for start, watts, *_ in steps:
+        if datetime.fromisoformat(start).timestamp() > t:
+            break
+        value = float(watts)
+    return value
 
 
-def histogram_quantiles(before: list[tuple[float, float]], after: list[tuple[float, float]],
-                        ) -> tuple[float, float, float]:
-    """Between two readings of the histogram: (messages, p50 bound, p99 bound), the bounds
-    in ms (the bucket the quantile falls in)."""
-    counts = [(bound, n - dict(before).get(bound, 0.0)) for bound, n in after]
-    total = counts[-1][1] if counts else 0.0
-
-    def bound(q: float) -> float:
-        return next((b * 1000 for b, n in counts if total and n >= q * total), float("nan"))
-    return total, bound(0.5), bound(0.99)
-
-
-def steady_latencies(workdir: Path, port: int, count: int, spread: float, settle: float,
-                     window: float, running: BridgeProcess | None = None,
-                     ) -> tuple[float, list[float], tuple[float, float, float] | None]:
-    """Each station a MeterValues every 10 s, connecting over ``spread``; latencies kept for
-    ``window`` seconds once ``settle`` more have passed (the joins' work done): (stations
-    booted, the answers' latencies in ms, drbridge's histogram over the window if
-    ``running``)."""
-    start_at = time.time() + 2
-    record_after = start_at + spread + settle
-    gens = fleet(workdir, port, count, "steady", start_at, spread + settle + window,
-                 meter_interval=10.0, spread=spread, record_after=record_after)
-    time.sleep(max(record_after - time.time(), 0.0))
-    before = forward_buckets(running) if running is not None else []
-    stations = gens.wait(spread + settle + window + 90)
-    in_bridge = histogram_quantiles(before, forward_buckets(running)) \
-        if running is not None else None
-    latencies = [1000 * x for r in stations.values() for x in r.get("meter_latency") or []]
-    return float(sum(1 for r in stations.values() if r.get("t_booted"))), latencies, in_bridge
-
-
-def local_controller(workdir: Path, count: int, kind: str, window: float,
-                     flood_s: float) -> dict[str, float]:
-    """Stations to a CSMS directly, then through drbridge in local-controller mode to the
-    same CSMS: the latency drbridge adds to a forwarded message, and the forwarded
-    MeterValues throughput against the direct one."""
-    spread = min(10.0, count / 100)
-    settle = max(5.0, count / 100)
-    result: dict[str, float] = {"stations": float(count)}
-    with upstream_cs(workdir, kind) as csms:
-        url = f"ws://127.0.0.1:{csms}"
-        booted, direct, _ = steady_latencies(workdir, csms, count, spread, settle, window)
-        with bridge(workdir, count, metrics=True, upstream_url=url) as running:
-            booted_fwd, forwarded, in_bridge = steady_latencies(
-                workdir, running.port, count, spread, settle, window, running)
-            assert in_bridge is not None
-            messages, in_p50, in_p99 = in_bridge
-        direct_flood = throughput(workdir, csms, count, flood_s)
-        with bridge(workdir, count, upstream_url=url) as running:
-            forwarded_flood = throughput(workdir, running.port, count, flood_s)
-    result.update(
-        booted_direct=booted, booted_forwarded=booted_fwd,
-        direct_p50=pct(direct, 0.5), direct_p99=pct(direct, 0.99),
-        forwarded_p50=pct(forwarded, 0.5), forwarded_p99=pct(forwarded, 0.99),
-        in_bridge_messages=messages, in_bridge_p50=in_p50, in_bridge_p99=in_p99,
-        direct_flood=direct_flood, forwarded_flood=forwarded_flood,
-        ratio=forwarded_flood / direct_flood if direct_flood else float("nan"))
+# a fleet run -------------------------------------------------------------------------------------
+async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, workers: int,
+                    steady_s: float, number: int) -> dict[str, Any]:
+    spread = SPREAD_S * min(1.0, size / 10_000) if connect == "spread" else 0.0
+    event_id = f"bench-{size}-{number}"
+    result: dict[str, Any] = {"stations": size, "connect": connect, "spread_s": spread}
+    with drbridge(workdir, size, workers, vtn.url) as server:
+        start_at = time.time() + 3
+        budget = spread + QUIET_LIMIT_S + 2 * PLAN_DUE_S + EVENT_WINDOW_S + 60
+        gens = generators(workdir, server.port, size, "steady", start_at, budget, spread)
+        pids = [server.pid, *gens.pids, os.getpid()]
+        try:
+            await sleep_until(start_at + spread)
+            result["settled_s"] = round(spread + await wait_until_quiet(
+                server, size, QUIET_S, QUIET_LIMIT_S), 1)
+            marks: dict[str, tuple[Mark, Mark]] = {}
+            first = await mark(server, pids)
+            last_plan = first.metrics.get("drbridge_plan_last_end_timestamp_seconds", 0.0)
+            due = last_plan + PLAN_DUE_S
+            if due - first.t >= steady_s + 2:  # room for the steady window before the plan
+                marks["steady"] = (first, await _after(server, pids, first.t + steady_s))
+                marks["replan"] = await _around_plan(server, pids, due)
+            else:
+                marks["replan"] = await _around_plan(server, pids, due)
+                ended = marks["replan"][1].metrics.get(
+                    "drbridge_plan_last_end_timestamp_seconds", 0.0)
+                await sleep_until(ended + 1.0)
+                opened = await mark(server, pids)
+                marks["steady"] = (opened, await _after(server, pids, opened.t + steady_s))
+            result["rss_mb"] = round(rss_mb(server.pid), 1)
+            ven_id = vtn.ven_id("bench-site")
+            assert ven_id is not None, "the bridge did not register with the VTN"
+            before = await mark(server, pids)
+            event_start = datetime.now(UTC) + timedelta(seconds=EVENT_LEAD_S)
+            vtn.add_simple_event(ven_id, event_start, [(timedelta(minutes=10), EVENT_LEVEL)],
+                                 event_id=event_id)
+            handed_on = None
+            while handed_on is None and time.time() < before.t + 30:
+                await asyncio.sleep(0.2)
+                handed_on = await asyncio.to_thread(event_handed_on, server.db, event_id)
+            if handed_on is None:
+                raise RuntimeError("the DR event never reached the bridge")
+            marks["event"] = (before, await _after(server, pids, handed_on + EVENT_WINDOW_S))
+            result["rss_end_mb"] = round(rss_mb(server.pid), 1)
+        finally:
+            gens.stop()
+        outputs = await asyncio.to_thread(gens.wait, 120)
+        assert server.db is not None
+        probe = event_start.timestamp() + 2.0
+        planned_w, event_limit_w = event_plan(server.db, handed_on, probe)
+    stations = merged(outputs)
+    result["booted"] = sum(1 for r in stations.values() if r.get("t_booted"))
+    result["errors"] = sum(r.get("n_errors", 0) for r in stations.values())
+    result["generator_cpu_s"] = round(sum(out.get("cpu_s", 0.0) for out in outputs), 1)
+    result["windows"] = {}
+    for name, (first_mark, last_mark) in marks.items():
+        span = (handed_on, handed_on + EVENT_WINDOW_S) if name == "event" else (None, None)
+        result["windows"][name] = window(first_mark, last_mark, stations, outputs,
+                                         *span)
+    result["storm"] = analysis.storm(stations, size * KW_PER_STATION * 1000, handed_on).as_dict()
+    result["dispatch"] = analysis.dispatch(stations, handed_on, probe, planned_w, event_limit_w,
+                                           MIN_CURRENT_A, VOLTS, PHASES).as_dict()
     return result
 
 
-def local_controller_lines(results: dict[str, list[dict[str, float]]], window: float,
-                           flood_s: float) -> list[str]:
-    count = int(next(iter(results.values()))[0]["stations"])
-    lines = [
-        "",
-        "## 5. Local controller: forwarding to the operator's CSMS",
-        "",
-        f"{count:,} stations, first straight to a CSMS, then through drbridge in"
-        " local-controller mode (`ocpp.upstream`) to the same CSMS, each in its own process."
-        " Latency: every station sends MeterValues every 10 s; once they have all joined"
-        " (connections spread over up to 10 s, then as many seconds as stations / 100, at"
-        f" least 5), for {window:.0f} s, the answers' latency as the stations measure it,"
-        " straight and forwarded, and drbridge's own account of the time a forwarded message"
-        " spends in it, on its way up and its answer's way back"
-        " (`drbridge_upstream_forward_added_seconds` in /metrics, over the same window: the"
-        " bucket the quantile falls in). Throughput: the same stations send MeterValues back"
-        f" to back for {flood_s:.0f} s; answered MeterValues per second, straight and"
-        " forwarded. Two"
-        " CSMSs: `reference`, the `ocpp` library's example (`bench/ocpp_example_cs.py`), a"
-        " CSMS written the usual way; and `lean` (`bench/upstream_cs.py`), raw frames and"
-        " template answers, so that the forwarded figures show drbridge's own ceiling."
-        " Targets: p99 added latency under 5 ms; forwarded MeterValues/s at least 70 % of"
-        " straight.",
-        "",
-        "| CSMS | run | straight p50 / p99 (ms) | forwarded p50 / p99 (ms) |"
-        " in drbridge p50 / p99 (ms) | straight (msg/s) | forwarded (msg/s) | forwarded/straight |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for kind, runs in results.items():
-        for i, r in enumerate(runs, 1):
-            lines.append(
-                f"| {kind} | {i} | {fmt(r['direct_p50'], 1)} / {fmt(r['direct_p99'], 1)}"
-                f" | {fmt(r['forwarded_p50'], 1)} / {fmt(r['forwarded_p99'], 1)}"
-                f" | ≤ {fmt(r['in_bridge_p50'], 1)} / ≤ {fmt(r['in_bridge_p99'], 1)}"
-                f" | {r['direct_flood']:,.0f} | {r['forwarded_flood']:,.0f}"
-                f" | {100 * r['ratio']:.0f} % |")
-    return lines
+async def _after(server: Server, pids: list[int], end: float) -> Mark:
+    await sleep_until(end)
+    return await mark(server, pids)
 
 
-# report ---------------------------------------------------------------------------------------
-def fmt(value: float, digits: int = 2) -> str:
-    return "—" if value != value or value == float("inf") else f"{value:.{digits}f}"
+async def _around_plan(server: Server, pids: list[int], due: float) -> tuple[Mark, Mark]:
+    await sleep_until(due + REPLAN_WINDOW[0])
+    opened = await mark(server, pids)
+    return opened, await _after(server, pids, due + REPLAN_WINDOW[1])
 
 
-def median_worst(runs: list[dict[str, float]], key: str, worst: str = "max") -> tuple[float, float]:
-    values = [r[key] for r in runs]
-    pick = max if worst == "max" else min
-    return statistics.median(values), pick(values)
+# throughput --------------------------------------------------------------------------------------
+async def flood(workdir: Path, server: Server, seconds: float,
+                stations_n: int = FLOOD_STATIONS, behind: Server | None = None
+                ) -> dict[str, float]:
+    """``behind``: the CSMS ``server`` forwards to (its CPU is the benchmark's, not others')."""
+    start_at = time.time() + 2
+    gens = generators(workdir, server.port, stations_n, "flood", start_at, seconds)
+    pids = [server.pid, *gens.pids, os.getpid(), *([behind.pid] if behind else [])]
+    await sleep_until(start_at)
+    cpu0, machine0 = process_cpu_s(server.pid), MachineSample.take(pids)
+    await sleep_until(start_at + seconds)
+    cpu1, machine1 = process_cpu_s(server.pid), MachineSample.take(pids)
+    outputs = await asyncio.to_thread(gens.wait, seconds + 60)
+    stations = merged(outputs)
+    replies = sum(r.get("meter_replies", 0) for r in stations.values())
+    cpu = cpu1 - cpu0
+    return {"per_s": round(replies / seconds, 1), "cpu_pct": round(100 * cpu / seconds, 1),
+            "per_cpu_s": round(replies / cpu, 1) if cpu > 0 else float("nan"),
+            "generator_cpu_s": round(sum(out.get("cpu_s", 0.0) for out in outputs), 1),
+            "booted": sum(1 for r in stations.values() if r.get("t_booted")),
+            **noise(machine0, machine1)}
 
 
-def plot(dispatch: dict[int, list[dict[str, float]]], path: Path) -> None:
-    import matplotlib
+async def throughput_round(workdir: Path, workers: int, seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name in SERVERS:
+        if name == "drbridge":
+            with drbridge(workdir, FLOOD_STATIONS, workers, metrics=False) as server:
+                result[name] = await flood(workdir, server, seconds)
+        else:
+            with example_cs(workdir, name.removeprefix("example_")) as server:
+                result[name] = await flood(workdir, server, seconds)
+    return result
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    sizes = sorted(dispatch)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("p50", "p50 per station"), ("p99", "p99 per station"),
-                       ("max", "all stations acknowledged")):
-        ax.plot(sizes, [statistics.median(r[key] for r in dispatch[n]) for n in sizes],
-                marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("stations")
-    ax.set_ylabel("seconds after the VEN hands the event on")
-    ax.set_title("drbridge dispatch latency (median of runs)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+# local controller --------------------------------------------------------------------------------
+FORWARD_HISTOGRAM = "drbridge_upstream_forward_added_seconds"
+
+
+async def replies_in_window(workdir: Path, server: Server, count: int, spread: float,
+                            settle: float, window_s: float, behind: Server | None = None,
+                            ) -> dict[str, float]:
+    """Each station a MeterValues every 10 s, connecting over ``spread``; once ``settle``
+    more seconds have passed (the joins' work done), the replies to what was sent in the
+    next ``window_s`` seconds, as the stations measured them. ``behind``: ``server`` is
+    drbridge in local-controller mode forwarding to that CSMS; its histogram of the time a
+    forwarded message spent in it, over the same window, too."""
+    start_at = time.time() + 2
+    opens = start_at + spread + settle
+    gens = generators(workdir, server.port, count, "steady", start_at,
+                      spread + settle + window_s + 5, spread, record_after=opens)
+    forwarding = behind is not None
+    pids = [server.pid, *gens.pids, os.getpid(), *([behind.pid] if behind else [])]
+    try:
+        await sleep_until(opens)
+        before = await asyncio.to_thread(server.scrape) if forwarding else {}
+        first = MachineSample.take(pids)
+        await sleep_until(opens + window_s)
+        last = MachineSample.take(pids)
+        after = await asyncio.to_thread(server.scrape) if forwarding else {}
+        await asyncio.sleep(2.0)  # the window's last replies come in
+    finally:
+        gens.stop()
+    stations = merged(await asyncio.to_thread(gens.wait, 120))
+    latencies = [1000 * s for s in analysis.reply_latencies(stations, opens, opens + window_s)]
+    result = {"booted": float(sum(1 for r in stations.values() if r.get("t_booted"))),
+              "replies": float(len(latencies)),
+              "p50_ms": analysis.pct(latencies, 0.5), "p99_ms": analysis.pct(latencies, 0.99),
+              **noise(first, last)}
+    if forwarding:
+        buckets, _, messages = analysis.histogram_delta(before, after, FORWARD_HISTOGRAM)
+        result.update(in_bridge_messages=messages,
+                      in_bridge_p50_ms=1000 * analysis.histogram_quantile(buckets, 0.5),
+                      in_bridge_p99_ms=1000 * analysis.histogram_quantile(buckets, 0.99))
+    return result
+
+
+async def local_controller(workdir: Path, count: int, kind: str, window_s: float,
+                           flood_s: float, workers: int = 1) -> dict[str, Any]:
+    """Stations to a CSMS straight, then through drbridge in local-controller mode to the
+    same CSMS: the latency drbridge adds to a forwarded message, and the forwarded
+    MeterValues throughput against the straight one."""
+    spread = min(10.0, count / 100)
+    settle = max(5.0, count / 100)
+    result: dict[str, Any] = {"csms": kind, "stations": count}
+    with upstream_cs(workdir, kind) as csms:
+        url = f"ws://127.0.0.1:{csms.port}"
+        result["straight"] = await replies_in_window(workdir, csms, count, spread, settle,
+                                                     window_s)
+        with drbridge(workdir, count, workers, upstream_url=url) as running:
+            result["forwarded"] = await replies_in_window(workdir, running, count, spread,
+                                                          settle, window_s, behind=csms)
+        result["straight_flood"] = await flood(workdir, csms, flood_s, count)
+        with drbridge(workdir, count, workers, metrics=False, upstream_url=url) as running:
+            result["forwarded_flood"] = await flood(workdir, running, flood_s, count, csms)
+    straight, forwarded = result["straight_flood"]["per_s"], result["forwarded_flood"]["per_s"]
+    result["ratio"] = forwarded / straight if straight else float("nan")
+    return result
+
+
+def _lc_brief(outcome: dict[str, Any]) -> str:
+    straight, forwarded = outcome["straight"], outcome["forwarded"]
+    return (f"straight p50/p99 {straight['p50_ms']:.1f}/{straight['p99_ms']:.1f} ms,"
+            f" forwarded {forwarded['p50_ms']:.1f}/{forwarded['p99_ms']:.1f} ms (in drbridge"
+            f" ≤ {forwarded['in_bridge_p50_ms']:.1f}/≤ {forwarded['in_bridge_p99_ms']:.1f} ms);"
+            f" flood straight {outcome['straight_flood']['per_s']:.0f}/s, forwarded"
+            f" {outcome['forwarded_flood']['per_s']:.0f}/s ({100 * outcome['ratio']:.0f} %)")
+
+
+async def local_controller_runs(workdir: Path, quick: bool, runs: int, workers: int = 1
+                                ) -> dict[str, Any]:
+    """``runs`` runs per CSMS, in turn; the figures as ``results["local_controller"]``."""
+    count, window_s, flood_s = LC_SIZES[quick]
+    found: dict[str, Any] = {"stations": count, "window_s": window_s, "flood_s": flood_s,
+                             "runs": {kind: [] for kind in LC_CSMS}}
+    for number in range(1, runs + 1):
+        for kind in LC_CSMS:
+            outcome = await local_controller(workdir, count, kind, window_s, flood_s, workers)
+            found["runs"][kind].append(outcome)
+            print(f"local controller ({kind}) run {number}: {_lc_brief(outcome)}", flush=True)
+    return found
+
+
+# the run -----------------------------------------------------------------------------------------
+def check_workers(workers: int) -> None:
+    from bridge.config import OcppSection
+
+    if workers < 1:
+        sys.exit("WORKERS must be at least 1")
+    if workers > 1 and "workers" not in OcppSection.model_fields:
+        sys.exit(f"WORKERS={workers}: this drbridge serves OCPP from one process (its config"
+                 " has no ocpp.workers yet); run with WORKERS=1")
 
 
 async def main(args: argparse.Namespace) -> None:
     raise_fd_limit()
     runs = 1 if args.quick else args.runs
-    lc_count = 100 if args.quick else 1_000
-    lc_window, lc_flood_s = (10.0, 5.0) if args.quick else (30.0, 15.0)
-    if args.only == "local-controller":
+    check_workers(args.workers)
+    if args.only == "local-controller":  # printed only: the committed figures stay as they are
         with tempfile.TemporaryDirectory(prefix="drbridge-bench-") as tmp:
-            found = {kind: [local_controller(Path(tmp), lc_count, kind, lc_window, lc_flood_s)
-                            for _ in range(runs)] for kind in ("reference", "lean")}
-        for kind, results in found.items():
-            for result in results:
-                print(f"local controller ({kind}): {result}", flush=True)
-        print("\n".join(local_controller_lines(found, lc_window, lc_flood_s)))
+            found = await local_controller_runs(Path(tmp), args.quick, runs, args.workers)
+        from bench import report
+        print(json.dumps(found, indent=1, allow_nan=True))
+        print(report.local_controller_table({"local_controller": found}))
         return
-    storm_sizes = [50, 200] if args.quick else [1_000, 5_000]
-    dispatch_sizes = [20, 50, 200] if args.quick else [100, 1_000, 5_000]
-    steady_sizes = [100, 300] if args.quick else [1_000, 5_000, 10_000]
+    fleets = QUICK_FLEETS if args.quick else FLEETS
+    if args.sizes:
+        fleets = [f for f in fleets if f[0] in args.sizes] or \
+            [(n, "storm" if n <= 5_000 else "spread") for n in args.sizes]
+    steady_s = 8.0 if args.quick else STEADY_WINDOW_S
+    commit, dirty = git_state()
+    started = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "run_id": f"{started:%Y%m%dT%H%MZ}-{commit}{'-dirty' if dirty else ''}",
+        "started": started.isoformat(timespec="seconds"),
+        "commit": commit, "dirty": dirty, "quick": args.quick, "runs": runs,
+        "workers": args.workers, "machine": machine(), "load_before": load_average(),
+        "settings": {"kw_per_station": KW_PER_STATION, "spread_s": SPREAD_S,
+                     "steady_window_s": steady_s, "event_lead_s": EVENT_LEAD_S,
+                     "event_window_s": EVENT_WINDOW_S, "event_level": EVENT_LEVEL,
+                     "quiet_s": QUIET_S, "flood_stations": FLOOD_STATIONS, "flood_s": FLOOD_S,
+                     "backlog": BACKLOG, "replan_period_s": REPLAN_PERIOD_S,
+                     "replan_before_s": -REPLAN_WINDOW[0], "replan_after_s": REPLAN_WINDOW[1]},
+        "fleets": {}, "throughput": [],
+    }
     began = time.monotonic()
-    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="drbridge-bench-") as tmp:
         workdir = Path(tmp)
-        dispatch: dict[int, list[dict[str, float]]] = {}
-        for n in sorted(set(storm_sizes) | set(dispatch_sizes)):
-            dispatch[n] = []
-            for run in range(runs):
-                result = await storm_and_dispatch(workdir, n, with_storm=n in storm_sizes)
-                print(f"storm+dispatch n={n} run {run + 1}: {result}", flush=True)
-                dispatch[n].append(result)
-        steady = {}
-        for n in steady_sizes:
-            steady[n] = steady_state(workdir, n)
-            print(f"steady n={n}: {steady[n]}", flush=True)
-        flood: list[tuple[float, float]] = []
-        for run in range(runs):
-            with bridge(workdir, 200) as running:
-                ours = throughput(workdir, running.port)
-            with example_cs(workdir) as port:
-                theirs = throughput(workdir, port)
-            print(f"throughput run {run + 1}: drbridge {ours:.0f}/s, example {theirs:.0f}/s",
-                  flush=True)
-            flood.append((ours, theirs))
-        # one run per CSMS (about five minutes for both), as for the steady state
-        forwarding: dict[str, list[dict[str, float]]] = {"reference": [], "lean": []}
-        for kind, results in forwarding.items():
-            result = local_controller(workdir, lc_count, kind, lc_window, lc_flood_s)
-            print(f"local controller ({kind}): {result}", flush=True)
-            results.append(result)
-
+        vtn = DemoVtn(poll_interval=timedelta(seconds=1))
+        await vtn.start()
+        try:
+            for size, connect in fleets:
+                runs_of_size = results["fleets"].setdefault(str(size), [])
+                for number in range(1, runs + 1):
+                    outcome = await fleet_run(workdir, vtn, size, connect, args.workers,
+                                              steady_s, number)
+                    runs_of_size.append(outcome)
+                    print(f"fleet {size} run {number}: {_brief(outcome)}", flush=True)
+        finally:
+            await vtn.stop()
+        if not args.skip_throughput:
+            for number in range(1, runs + 1):
+                rates = await throughput_round(workdir, args.workers, FLOOD_S)
+                results["throughput"].append(rates)
+                print(f"throughput round {number}: " + ", ".join(
+                    f"{name} {r['per_s']:.0f}/s ({r['cpu_pct']:.0f} % CPU)"
+                    for name, r in rates.items()), flush=True)
+        if not args.skip_local_controller:
+            # one run per CSMS (about five minutes for both at 1,000 stations)
+            results["local_controller"] = await local_controller_runs(workdir, args.quick, 1,
+                                                                      args.workers)
+        if args.keep:
+            keep = Path(args.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            for path in workdir.iterdir():
+                if path.suffix in (".json", ".log", ".db"):
+                    path.replace(keep / path.name)
+    results["seconds"] = round(time.monotonic() - began)
+    results["load_after"] = load_average()
     out = ROOT / args.out
-    lines += [
-        "# Benchmarks",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}, by `make bench`"
-        f" ({'--quick, ' if args.quick else ''}{runs} run(s) per size; median and worst of"
-        f" the runs; {time.monotonic() - began:.0f} s in all).",
-        "",
-        "Method: the bridge runs as `drbridge run` in its own process; simulated OCPP 1.6J"
-        f" stations come from `bench/loadgen.py` processes (raw websockets, up to {PER_GENERATOR:,}"
-        " stations each), all on loopback. Each station boots, starts a transaction and sends"
-        " MeterValues (power, energy, current per phase); it accepts every charging profile and"
-        " records when it arrived, and refuses ChangeConfiguration (its keys are read-only, so"
-        " it keeps its 10 s meter interval). The site capacity is 7 kW per station. Timings"
-        " are wall-clock"
-        " (`time.time()`) across processes on one machine.",
-        "",
-        "## 1. Connect storm",
-        "",
-        "All stations connect at once; time until every one holds the limit it ends with"
-        " (its share once everybody has joined). Target: 5,000 within 10 s.",
-        "",
-        "| stations | median (s) | worst (s) |",
-        "|---:|---:|---:|",
-    ]
-    for n in storm_sizes:
-        median, worst = median_worst(dispatch[n], "storm_s")
-        lines.append(f"| {n:,} | {fmt(median)} | {fmt(worst)} |")
-    lines += [
-        "",
-        "## 2. Dispatch latency",
-        "",
-        "A SIMPLE level 1 event (50 % of capacity, so some sessions pause) reaches the VEN from"
-        " an openleadr VTN; measured from the moment the VEN hands it on (the event's"
-        " `received_at` in the store, written before the bridge answers the VTN) until each"
-        " station has received its new profile. Targets: 1,000 stations in ≤ 0.5 s, 5,000 in"
-        " ≤ 3 s.",
-        "",
-        "| stations | p50 (s) | p99 (s) | all acknowledged, median (s) | worst (s) |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for n in dispatch_sizes:
-        p50, _ = median_worst(dispatch[n], "p50")
-        p99, _ = median_worst(dispatch[n], "p99")
-        median, worst = median_worst(dispatch[n], "max")
-        lines.append(f"| {n:,} | {fmt(p50, 3)} | {fmt(p99, 3)} | {fmt(median, 3)} |"
-                     f" {fmt(worst, 3)} |")
-    lines += [
-        "",
-        "![dispatch latency vs stations](benchmarks-dispatch.png)",
-        "",
-        "## 3. Steady state",
-        "",
-        "MeterValues every 10 s from each station (connections spread over up to 20 s); the"
-        " bridge's CPU (share of one core, from /proc over 10 s) and RSS. The window opens"
-        " when the boot storm is over: every session started and no call sent to a station for"
-        " 5 s, per the bridge's /metrics"
-        " (at most 90 s after the last connection; the time it took is in the table). Target:"
-        " 10,000 stations in < 50 % of one core and < 1 GB.",
-        "",
-        "| stations | settled after (s) | CPU (% of one core) | RSS (MB) |"
-        " MeterValues reply p99, whole run (ms) |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for n in steady_sizes:
-        r = steady[n]
-        lines.append(f"| {int(r['stations']):,} | {fmt(r['settled_s'], 0)}"
-                     f" | {fmt(r['cpu_pct'], 0)} | {fmt(r['rss_mb'], 0)}"
-                     f" | {fmt(r['reply_p99_ms'], 1)} |")
-    ratios = [ours / theirs for ours, theirs in flood]
-    lines += [
-        "",
-        "## 4. Throughput ceiling",
-        "",
-        "200 stations send MeterValues back to back (the next as soon as the last is answered)"
-        " for 10 s; answered MeterValues per second. Side by side in the same run with a"
-        " minimal central system written like the `ocpp` library's documented example, with"
-        " its default settings (`bench/ocpp_example_cs.py`). drbridge validates every request"
-        " against the OCPP 1.6 schemas too. Target: ≥ 3.5×.",
-        "",
-        "| run | drbridge (msg/s) | ocpp example (msg/s) | ratio |",
-        "|---:|---:|---:|---:|",
-    ]
-    for i, (ours, theirs) in enumerate(flood, 1):
-        lines.append(f"| {i} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f} |")
-    lines += ["", f"Median ratio: **{statistics.median(ratios):.2f}×**.", ""]
-    lines += local_controller_lines(forwarding, lc_window, lc_flood_s) + [""]
     out.parent.mkdir(parents=True, exist_ok=True)
-    notes = out.parent / "benchmarks-notes.md"
-    if notes.exists():
-        lines += [notes.read_text()]
-    out.write_text("\n".join(lines))
-    plot({n: dispatch[n] for n in dispatch_sizes}, out.parent / "benchmarks-dispatch.png")
-    print(f"wrote {out}")
+    out.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    print(f"wrote {out} ({results['seconds']} s)")
+    if not args.no_report:
+        from bench import report
+        for path in report.write(out, ROOT / args.markdown,
+                                 ROOT / "README.md" if args.readme else None):
+            print(f"wrote {path}")
 
 
-if __name__ == "__main__":
+def _brief(outcome: dict[str, Any]) -> str:
+    windows = outcome["windows"]
+    storm, dispatch = outcome["storm"], outcome["dispatch"]
+    return (f"settled {outcome['settled_s']} s; held {storm['hold_max_s']:.2f} s, over share"
+            f" {storm['over_share_max_s']:.2f} s; steady {windows['steady']['cpu_pct']} % CPU,"
+            f" {outcome['rss_mb']} MB, p99 {windows['steady']['reply_p99_ms']} ms"
+            f" (replan {windows['replan']['reply_p99_ms']} ms, event"
+            f" {windows['event']['reply_p99_ms']} ms); dispatch all {dispatch['all_s']:.3f} s"
+            f" ({int(dispatch['counted'])}/{int(dispatch['stations'])}); others"
+            f" {max(w['others_cpu_pct'] for w in windows.values())} % CPU")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--runs", type=int, default=3, help="runs per size (default 3)")
-    parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--sizes", type=int, nargs="+", help="only these fleet sizes")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
+                        help="OCPP worker processes of the bridge (default 1; $WORKERS)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-local-controller", action="store_true")
     parser.add_argument("--only", choices=("local-controller",),
-                        help="run this scenario alone and print its table (docs untouched)")
-    asyncio.run(main(parser.parse_args()))
+                        help="run this scenario alone (--runs runs per CSMS) and print its"
+                             " figures and table (docs untouched)")
+    parser.add_argument("--out", default="docs/benchmarks.json", help="the run's figures")
+    parser.add_argument("--markdown", default="docs/benchmarks.md")
+    parser.add_argument("--no-report", action="store_true", help="write the JSON only")
+    parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=True,
+                        help="update the README's results paragraph too (default yes)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the generators' records, logs and stores here")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.runs > 10:
+        parser.error("--runs must be 1..10")
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

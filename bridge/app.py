@@ -34,6 +34,7 @@ from bridge.runtime.view import RuntimeView
 from bridge.runtime.voltage_controls import VoltageControls
 from bridge.store import Store
 from bridge.telemetry import GRID_MEASURANDS
+from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
 from bridge.upstream.controller import LocalController
 from policies.events import DrEvent, OptType
 from policies.fleet import value_at
@@ -101,11 +102,12 @@ class Bridge:
                                replan_urgently=lambda: self.replans.request(urgent=True),
                                operator_ceilings=self.upstream.with_ceilings
                                if self.upstream else None)
+        self.loop_lag = Histogram(LAG_BUCKETS_S)  # filled while the bridge runs
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
         self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
-                                self.ven, self.voltage_controls, self.upstream)
+                                self.ven, self.loop_lag, self.voltage_controls, self.upstream)
         self.ocpp = OcppServer(
             model.ocpp.host, model.ocpp.port, self.station_events,
             accepts=config.accepts_station,
@@ -205,6 +207,7 @@ class Bridge:
             asyncio.create_task(self.planner.watch_vtn_silence(), name="failsafe"),
             asyncio.create_task(self.reports.run(), name="telemetry"),
             asyncio.create_task(self.dr.run_operator_opts(), name="operator"),
+            asyncio.create_task(sample_loop_lag(self.loop_lag), name="loop-lag"),
         ]
         try:
             await self._stop.wait()

@@ -340,7 +340,7 @@ async def test_an_external_limit_lowers_that_station_and_the_others_get_the_rest
     assert step.limit_w == pytest.approx(ext_w, abs=1)
     assert "station's external constraint (EMS): 4.6 kW" in step.reason
     # lower than ours is no fault: none flagged, all steered and verified
-    await wait_until(lambda: bridge.dispatcher.stations["EX0"].verified, timeout=15,
+    await wait_until(lambda: bridge.dispatcher.stations["EX0"].life.phase == "verified", timeout=15,
                      what="its composite schedule checked")
     assert all(bridge.view.snapshot().station_status[sid] == "steered" for sid in ids)
 

@@ -11,9 +11,13 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from policies.events import DrEvent
+
+if TYPE_CHECKING:
+    from ven.interface import VenState
 
 
 class MemoryState:
@@ -69,3 +73,16 @@ def implicitly_cancelled(known: Mapping[str, DrEvent], listed: Iterable[str],
     present = set(listed)
     return [event_id for event_id, event in known.items()
             if event_id not in present and not event.is_over(now)]
+
+
+def random_offset(event: DrEvent, state: VenState, rng: random.Random) -> timedelta:
+    """The event's random start offset (2.0b ``startafter``, 3.x ``randomizeStart``): drawn
+    once per event and kept in ``state``, so a restart does not draw again."""
+    if not event.start_after:
+        return timedelta(0)
+    offset = state.random_offset(event.event_id)
+    if offset is None:
+        seconds = rng.uniform(0, event.start_after.total_seconds())
+        offset = timedelta(seconds=round(seconds, 3))
+        state.save_random_offset(event.event_id, offset)
+    return offset

@@ -30,6 +30,7 @@ from bridge.ocpp.external_limits import ExternalLimit
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
+from bridge.timings import PLAN_BUCKETS_S, Histogram
 from policies.events import DrEvent
 from policies.fleet import Fleet, Plan, PlanState, Site, StationInfo, Step, value_at
 from policies.model import Policy
@@ -196,6 +197,10 @@ class Planner:
         self._operator_ceilings = operator_ceilings
         self.plan: Plan | None = None
         self.resumed_state = resumed_state  # the allocation state of the last run
+        # how long each plan took, from its inputs taken to its schedules handed over, and
+        # when the last one ended (/metrics)
+        self.durations = Histogram(PLAN_BUCKETS_S)
+        self.last_ended_at: datetime | None = None
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
         # A plan for 10,000 stations is about a second of pure-Python CPU; made on the
         # event loop, it would hold every station's replies that long. It runs in this one
@@ -272,17 +277,21 @@ class Planner:
             if self._covered >= asked:
                 return  # a plan that began after this call was applied meanwhile
             covers = self._asked
-            inputs = self._inputs(self._clock())
+            began = time.perf_counter()
             try:
+                inputs = self._inputs(self._clock())
                 plan, changed = await asyncio.get_running_loop().run_in_executor(
                     self._thread, inputs.plan)
+                self._apply(plan, changed)
+                self._covered = covers
             except asyncio.CancelledError:
                 # the caller gave up (shutting down, or its request was dropped); what it
                 # asked a plan for is planned by the loop soon after
                 self._request_replan()
                 raise
-            self._apply(plan, changed)
-            self._covered = covers
+            finally:
+                self.durations.observe(time.perf_counter() - began)
+                self.last_ended_at = self._clock()
 
     def close(self) -> None:
         """Stop the planning thread (a plan under way is finished and dropped)."""

@@ -21,12 +21,14 @@ from bridge.runtime.stations import StationEvents
 from bridge.runtime.voltage_controls import VoltageControls
 from bridge.station_life import Phase
 from bridge.store import Store
+from bridge.timings import Histogram
 from bridge.upstream.controller import ADDED_BUCKETS_S, LocalController
 from bridge.web.port import (
     NO_VOLTAGE_CONTROL,
     ConnectorView,
     Counted,
     Counters,
+    HistogramView,
     Hold,
     KnownEvent,
     Life,
@@ -39,6 +41,7 @@ from bridge.web.port import (
     StationUpstream,
     StationView,
     Steering,
+    Timings,
     Upstream,
     VoltageControl,
     VoltageNotice,
@@ -51,7 +54,7 @@ from ven.interface import VenDriver
 class RuntimeView:
     def __init__(self, config: Config, store: Store, clock: Clock, started_at: datetime,
                  dispatcher: Dispatcher, fleet: StationEvents, dr: DrEvents, planner: Planner,
-                 operator: Operator, ven: VenDriver,
+                 operator: Operator, ven: VenDriver, loop_lag: Histogram,
                  voltage_controls: VoltageControls | None = None,
                  upstream: LocalController | None = None) -> None:
         self._config = config
@@ -64,6 +67,7 @@ class RuntimeView:
         self._planner = planner
         self._operator = operator
         self._ven = ven
+        self._loop_lag = loop_lag
         self._voltage_controls = voltage_controls
         self._upstream = upstream  # local-controller mode
 
@@ -179,6 +183,11 @@ class RuntimeView:
                                            p.upstream_level, p.station_id, p.station_level)
                            for p in controller.operator_profiles(station_id)))
 
+    def timings(self) -> Timings:
+        return Timings(loop_lag=_histogram(self._loop_lag),
+                       plan_seconds=_histogram(self._planner.durations),
+                       last_plan_ended_at=self._planner.last_ended_at)
+
     def stations(self) -> list[StationView]:
         fleet = self._fleet
         records = self._dispatcher.stations
@@ -235,6 +244,11 @@ def _notice(observation: VoltageObservation | None) -> VoltageNotice | None:
     return VoltageNotice(observation.at, observation.source, observation.volts,
                          observation.phase, observation.detail,
                          observation.returned_to_normal)
+
+
+def _histogram(histogram: Histogram) -> HistogramView:
+    return HistogramView(bounds=histogram.bounds, cumulative=histogram.buckets(),
+                         total=histogram.total, count=histogram.count)
 
 
 def _steering(record: StationRecord) -> Steering:

@@ -1,5 +1,6 @@
 """Prometheus metrics in the text exposition format (0.0.4), written by hand: a few
-gauges and counters read from the bridge at scrape time need no client library."""
+gauges, counters and histograms read from the bridge at scrape time need no client
+library."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from bridge.web import views
 
 if TYPE_CHECKING:
-    from bridge.web.port import SiteReader
+    from bridge.web.port import HistogramView, SiteReader
 
 EVENT_STATES = ("upcoming", "active", "completed", "cancelled")
 
@@ -26,6 +27,15 @@ class Metric:
     parts: tuple[tuple[str, Mapping[str, str], float], ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class HistogramMetric:
+    """A histogram: ``<name>_bucket{le=...}`` (cumulative), ``<name>_sum``, ``<name>_count``."""
+
+    name: str
+    help: str
+    view: HistogramView
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -38,10 +48,22 @@ def _number(value: float) -> str:
     return repr(float(value)) if value != int(value) else str(int(value))
 
 
-def format_metrics(metrics: Iterable[Metric]) -> str:
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def format_metrics(metrics: Iterable[Metric | HistogramMetric]) -> str:
     lines: list[str] = []
     for metric in metrics:
         lines.append(f"# HELP {metric.name} {metric.help.replace(chr(10), ' ')}")
+        if isinstance(metric, HistogramMetric):
+            view = metric.view
+            lines.append(f"# TYPE {metric.name} histogram")
+            for bound, n in zip((*view.bounds, math.inf), view.cumulative, strict=True):
+                lines.append(f'{metric.name}_bucket{{le="{_le(bound)}"}} {n}')
+            lines.append(f"{metric.name}_sum {_number(view.total)}")
+            lines.append(f"{metric.name}_count {view.count}")
+            continue
         lines.append(f"# TYPE {metric.name} {metric.kind}")
         samples = [("", labels, value) for labels, value in metric.samples] + list(metric.parts)
         for suffix, labels, value in samples:
@@ -84,7 +106,7 @@ def _voltage_controls(reader: SiteReader) -> list[Metric]:
     ]
 
 
-def collect(reader: SiteReader) -> list[Metric]:
+def collect(reader: SiteReader) -> list[Metric | HistogramMetric]:
     snapshot = reader.snapshot()
     now = snapshot.at
     capacity = reader.config.site.capacity_w
@@ -104,6 +126,8 @@ def collect(reader: SiteReader) -> list[Metric]:
     counters = reader.counters()
     voltage = views.voltage_view(reader, now)
     dr_active = snapshot.site_limit_w < capacity and bool(snapshot.active_events)
+    timings = reader.timings()
+    last_plan = timings.last_plan_ended_at
     return [
         _one("drbridge_site_load_watts", "gauge", "Measured EV charging load of the site.",
              snapshot.load_w),
@@ -168,6 +192,17 @@ def collect(reader: SiteReader) -> list[Metric]:
                tuple(({"phase": phase, "stat": stat}, values[stat + "_v"])
                      for phase, values in voltage["phases"].items()
                      for stat in ("min", "mean"))),
+        HistogramMetric("drbridge_event_loop_lag_seconds",
+                  "How late a task asking to wake every 0.1 s woke: the time every station's"
+                  " replies waited on whatever held the event loop (the sum is about the"
+                  " time it was held).", timings.loop_lag),
+        HistogramMetric("drbridge_plan_duration_seconds",
+                  "How long each plan took, from its inputs taken to its schedules handed to"
+                  " the dispatcher and stored (the policy runs in the planning thread: what"
+                  " held the event loop shows in the loop lag).", timings.plan_seconds),
+        _one("drbridge_plan_last_end_timestamp_seconds", "gauge",
+             "Unix time the last plan ended (0: none yet).",
+             last_plan.timestamp() if last_plan else 0.0),
         *_voltage_controls(reader),
     ]
 
@@ -202,4 +237,4 @@ def upstream_metrics(reader: SiteReader) -> list[Metric]:
 
 
 def render_metrics(reader: SiteReader) -> str:
-    return format_metrics(collect(reader) + upstream_metrics(reader))
+    return format_metrics([*collect(reader), *upstream_metrics(reader)])

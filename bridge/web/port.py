@@ -243,6 +243,25 @@ class Counters:
     voltage_events: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class HistogramView:
+    """A histogram as Prometheus shows it: cumulative counts per upper bound, then +Inf."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]  # len(bounds) + 1: observations <= each bound, then all
+    total: float  # the sum of the observations
+    count: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long the bridge kept its stations waiting (see :mod:`bridge.timings`)."""
+
+    loop_lag: HistogramView  # seconds the event loop woke a sampling task late
+    plan_seconds: HistogramView  # how long each plan took (inputs taken to schedules out)
+    last_plan_ended_at: datetime | None
+
+
 class SiteReader(Protocol):
     """What the web may read."""
 
@@ -288,6 +307,8 @@ class SiteReader(Protocol):
         ...
 
     def counters(self) -> Counters: ...
+
+    def timings(self) -> Timings: ...
 
     def upstream(self) -> Upstream | None:
         """Local-controller mode: the operator's CSMS; None when drbridge is the central

@@ -46,7 +46,13 @@ from ven.oadr20b.reports import (
     update_report_payload,
 )
 from ven.oadr20b.signatures import canonical_pin, fingerprint_matches, signed_payload
-from ven.shared import MemoryState, backoff_delays, implicitly_cancelled, is_loopback_url
+from ven.shared import (
+    MemoryState,
+    backoff_delays,
+    implicitly_cancelled,
+    is_loopback_url,
+    random_offset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -688,7 +694,7 @@ class Ven:
             return "optOut"
         event = event.model_copy(update={"matched_resources": targeting.resources,
                                          "matched_groups": targeting.groups})
-        event = event.randomised(self._random_offset(event))
+        event = event.randomised(random_offset(event, self._state, self._rng))
         log.info("event %s: %s (modification %d, %s)", event_id, change.value,
                  event.modification_number, event.status_at(now).value)
         opt = await self._listener.on_event(event)
@@ -696,16 +702,6 @@ class Ven:
         self.opts[event_id] = opt
         return opt
 
-    def _random_offset(self, event: DrEvent) -> timedelta:
-        """One draw within startafter per event, kept so a restart does not draw again."""
-        if not event.start_after:
-            return timedelta(0)
-        offset = self._state.random_offset(event.event_id)
-        if offset is None:
-            seconds = self._rng.uniform(0, event.start_after.total_seconds())
-            offset = timedelta(seconds=round(seconds, 3))
-            self._state.save_random_offset(event.event_id, offset)
-        return offset
 
     # EiOpt ----------------------------------------------------------------------------------
     async def opt_out_of_event(self, opt_id: str, event_id: str, modification_number: int,

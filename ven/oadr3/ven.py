@@ -60,7 +60,7 @@ from ven.oadr3.wire import (
     VenObject,
     target_strings,
 )
-from ven.shared import MemoryState, backoff_delays, implicitly_cancelled
+from ven.shared import MemoryState, backoff_delays, implicitly_cancelled, random_offset
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +498,8 @@ class Ven3:
             return
         mapped = mapped.model_copy(update={"matched_resources": targeting.resources,
                                            "matched_groups": targeting.groups})
-        await self._take_event(mapped.randomised(self._random_offset(mapped)), now)
+        offset = random_offset(mapped, self._state, self._rng)
+        await self._take_event(mapped.randomised(offset), now)
         if event.id in self.known:
             self._anchors.setdefault(event.id, anchor)
             self._sources[event.id] = (event, intervals)  # what its reports refer to
@@ -536,16 +537,6 @@ class Ven3:
         self.known[event_id] = cancelled
         await self._listener.on_event(cancelled)
 
-    def _random_offset(self, event: DrEvent) -> timedelta:
-        """One draw within randomizeStart per event, kept so a restart does not draw again."""
-        if not event.start_after:
-            return timedelta(0)
-        offset = self._state.random_offset(event.event_id)
-        if offset is None:
-            seconds = self._rng.uniform(0, event.start_after.total_seconds())
-            offset = timedelta(seconds=round(seconds, 3))
-            self._state.save_random_offset(event.event_id, offset)
-        return offset
 
     # reports ---------------------------------------------------------------------------------
     def _sample(self) -> Sample:
