@@ -5,8 +5,8 @@
     python -m bench.probe --stations 5000 --connect storm --out /tmp/storm   # a timeline
 
 The bridge runs as ``drbridge run`` would (the same parts, the collector tuned the same
-way), with hooks: every plan is timed (and, with ``--profile-plans``, profiled with
-cProfile once the fleet is large), and on SIGUSR1 it writes a memory report: RSS, the
+way), with hooks: every plan's policy part (in the planning thread) is timed (and, with
+``--profile-plans``, profiled with cProfile once the fleet is large), and on SIGUSR1 it writes a memory report: RSS, the
 objects the collector tracks by type (count and shallow size), the asyncio tasks by
 coroutine and, with ``--memory``, tracemalloc's largest allocation sites and the growth
 since start-up. Load comes from ``bench.loadgen`` processes. Everything it writes lands
@@ -96,24 +96,24 @@ async def serve(args: argparse.Namespace) -> None:
     from bridge.app import Bridge
     from bridge.config import load_config
     from bridge.gc_tuning import tune_for_many_connections
-    from bridge.runtime.planning import Planner
+    from bridge.runtime.planning import PlanInputs
 
     out = Path(args.out)
     if args.memory:
         tracemalloc.start(1)  # more frames slow a large fleet to a crawl
     plans: list[dict[str, Any]] = []
-    original = Planner.replan_now
+    original = PlanInputs.plan  # the policy's part of a plan, in the planning thread
 
-    def timed(planner: Planner) -> None:
-        stations = len(planner._dispatcher.stations)
+    def timed(inputs: PlanInputs) -> Any:
+        stations = len(inputs.fleet.stations)
         began, wall = time.perf_counter(), time.time()
         profile = args.profile_plans and stations >= args.profile_from and \
             sum(1 for p in plans if p.get("profile")) < MAX_PROFILES
         if profile:
             profiler = cProfile.Profile()
-            profiler.runcall(original, planner)
+            result = profiler.runcall(original, inputs)
         else:
-            original(planner)
+            result = original(inputs)
         entry: dict[str, Any] = {"start": round(wall, 4), "seconds": round(
             time.perf_counter() - began, 4), "stations": stations}
         if profile:
@@ -121,8 +121,9 @@ async def serve(args: argparse.Namespace) -> None:
             profiler.dump_stats(path)
             entry["profile"] = path.name
         plans.append(entry)
+        return result
 
-    Planner.replan_now = timed  # type: ignore[method-assign]
+    PlanInputs.plan = timed  # type: ignore[method-assign]
     bridge = Bridge(load_config(Path(args.config)))
     tune_for_many_connections()
     baseline = tracemalloc.take_snapshot() if args.memory else None

@@ -176,8 +176,8 @@ class Bridge:
                                limits_changed, self.config.model.ocpp.call_timeout_s)
 
     # connections between the parts -------------------------------------------------------
-    def _replan_now(self) -> None:
-        self.planner.replan_now()
+    async def _replan_now(self) -> None:
+        await self.planner.replan()
 
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)
@@ -200,10 +200,10 @@ class Bridge:
         await self.ocpp.start()
         if self.web is not None:
             await self.web.start()
-        self.planner.replan_now()
+        await self.planner.replan()
         tasks = [
             asyncio.create_task(self.ven.run(), name="ven"),
-            asyncio.create_task(self.replans.run(self.planner.replan_now), name="replan"),
+            asyncio.create_task(self.replans.run(self.planner.replan), name="replan"),
             asyncio.create_task(self.planner.watch_vtn_silence(), name="failsafe"),
             asyncio.create_task(self.reports.run(), name="telemetry"),
             asyncio.create_task(self.dr.run_operator_opts(), name="operator"),
@@ -219,6 +219,7 @@ class Bridge:
             await self.ocpp.close()
             await self.voltage_controls.close()
             await self.dispatcher.close()
+            self.planner.close()
             self.reports.flush()
             self.store.close()
 

@@ -10,8 +10,10 @@ as long. Two histograms show it in ``/metrics``:
   (the samples are not evenly spread over stalled time), and the histogram's sum grows by
   about ``s``: the sum over an interval is the time the loop was held in it, to within a
   sample interval;
-- the *plan duration*: the CPU-bound part of each plan (:class:`bridge.runtime.planning.
-  Planner`), timed on the monotonic clock.
+- the *plan duration*: each plan (:class:`bridge.runtime.planning.Planner`), from its
+  inputs taken to its schedules handed to the dispatcher and stored, timed on the
+  monotonic clock. The policy runs in the planning thread meanwhile, so most of it no
+  longer holds the loop; what does shows in the lag.
 
 A :class:`Histogram` is cumulative in the Prometheus way only when read
 (:meth:`Histogram.buckets`); observing a value is one bisection and two additions.

@@ -161,7 +161,7 @@ async def test_a_remote_start_on_a_paused_station_draws_nothing(
     bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
     station = site.add_station("CP1", id_tag="ALLOWED", plugged_in=False)
     await wait_steered(bridge, "CP1")
-    bridge.operator.set_hold("CP1", "pause", "cable check")
+    await bridge.operator.set_hold("CP1", "pause", "cable check")
     await wait_until(lambda: station.composite_limit_w() == 0, what="the pause")
     station.connectors[1].plugged = True  # the EV is there; the operator starts it remotely
     assert (await csms.request("CP1", "RemoteStartTransaction", {

@@ -59,7 +59,7 @@ class DrParts:
         self.dr = listener.dr = DrEvents(config, parts.store, parts.clock, self.ven, parts.fleet,
                                          baselines={}, replan_now=self.plan)
 
-    def plan(self) -> None:
+    async def plan(self) -> None:
         self.plans += 1
 
 
@@ -105,17 +105,17 @@ async def test_an_operator_opt_out_in_the_store_is_applied_and_withdrawn(dr_part
     await dr.on_event(simple("ev-1", 1))
     # as the CLI writes it, from another process
     opt = store.request_opt_out("ev-1", "the car park is closed", T0)
-    dr.apply_operator_opts()
+    await dr.apply_operator_opts()
     assert dr.events["ev-1"].opt == "optOut"
     assert dr.events["ev-1"].opt_reason == f"{OPERATOR_OPT_OUT}: the car park is closed"
     assert dr_parts.ven.opts["ev-1"] == "optOut"  # what the VEN answers if it comes again
     assert store.operator_opts("applied_at IS NULL") == []
     assert dr_parts.plans == 2
-    dr.apply_operator_opts()  # nothing new: no plan
+    await dr.apply_operator_opts()  # nothing new: no plan
     assert dr_parts.plans == 2
 
     assert store.request_opt_cancel(opt.opt_id, T0)
-    dr.apply_operator_opts()
+    await dr.apply_operator_opts()
     assert dr.events["ev-1"].opt == "optIn"  # the policy's decision again
     assert dr_parts.ven.opts["ev-1"] == "optIn"
     assert dr_parts.plans == 3

@@ -61,16 +61,18 @@ class ScriptedTimer:
 
 
 async def plans_made(changes_at: list[float], until: float,
-                     plan_fails: bool = False, urgent_at: list[float] | None = None
-                     ) -> list[float]:
+                     plan_fails: bool = False, urgent_at: list[float] | None = None,
+                     plan_s: float = 0.0) -> list[float]:
     """When the loop plans, for changes at these seconds (``urgent_at``: changes that
-    cannot wait for the coalescing)."""
+    cannot wait for the coalescing); each plan takes ``plan_s`` (in its thread)."""
     timer = ScriptedTimer(changes_at, until, urgent_at)
     loop = timer.loop = ReplanLoop(timer)
     made: list[float] = []
 
-    def plan() -> None:
+    async def plan() -> None:
         made.append(round(timer.now, 3))
+        if plan_s:
+            await timer.sleep(plan_s)
         if plan_fails:
             raise RuntimeError("a planning bug")
 
@@ -136,3 +138,12 @@ async def test_a_change_that_cannot_wait_is_planned_at_once():
 
 async def test_a_failing_plan_does_not_end_the_loop():
     assert await plans_made([0.0, 1.5, 3.5], until=6, plan_fails=True) == [0.0, 1.5, 3.5]
+
+
+async def test_a_change_while_a_plan_is_made_gets_the_next_plan():
+    """A plan takes a while (in its own thread); what changes meanwhile is not lost."""
+    made = await plans_made([0.0, 0.5], until=5, plan_s=1.5)
+    assert made == [0.0, 1.5 + REPLAN_COALESCE_S]
+    # one that cannot wait is planned as soon as the plan under way is done
+    made = await plans_made([0.0], until=5, urgent_at=[0.5], plan_s=1.5)
+    assert made == [0.0, 1.5 + URGENT_GAP_S]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from bridge.clock import Clock
@@ -35,7 +35,7 @@ OPT_REASONS: frozenset[str] = frozenset(OptReason.__args__)  # type: ignore[attr
 class DrEvents:
     def __init__(self, config: Config, store: Store, clock: Clock, ven: VenDriver,
                  fleet: StationEvents, baselines: dict[str, float],
-                 replan_now: Callable[[], None]) -> None:
+                 replan_now: Callable[[], Awaitable[None]]) -> None:
         self.config = config
         self._store = store
         self._clock = clock
@@ -67,7 +67,7 @@ class DrEvents:
         self.events[event.event_id] = StoredEvent(event, opt, reason)
         log.info("event %s (%s, modification %d) %s: %s", event.event_id, event.status.value,
                  event.modification_number, opt, reason)
-        self._replan_now()
+        await self._replan_now()
         return opt
 
     def on_registration(self, registration: Registration) -> None:
@@ -137,7 +137,7 @@ class DrEvents:
                                   f"{window.window_end:%Y-%m-%d %H:%M} UTC ({window.reason})")
         return None
 
-    def apply_operator_opts(self) -> None:
+    async def apply_operator_opts(self) -> None:
         """Bring each pending or active event's opt in line with the operator's standing
         opt-outs and unavailability windows."""
         now = self._clock()
@@ -163,7 +163,7 @@ class DrEvents:
         for pending in self._store.operator_opts("applied_at IS NULL"):
             self._store.mark_opt(pending.opt_id, "applied_at", now)
         if changed:
-            self._replan_now()
+            await self._replan_now()
 
     async def send_operator_opts(self) -> None:
         """Send the VTN every operator opt (or withdrawal) it has not acknowledged yet."""
@@ -202,7 +202,7 @@ class DrEvents:
         last_send = loop.time()
         while True:
             try:
-                self.apply_operator_opts()
+                await self.apply_operator_opts()
                 unsent = {o.opt_id for o in self._store.operator_opts(
                     "(sent_at IS NULL AND cancelled_at IS NULL)"
                     " OR (cancelled_at IS NOT NULL AND cancel_sent_at IS NULL)")}

@@ -9,7 +9,7 @@ and then at the VTN (:class:`~bridge.runtime.dr.DrEvents` applies and sends opts
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from bridge.clock import Clock
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 class Operator:
     def __init__(self, store: Store, clock: Clock, dr: DrEvents,
-                 replan_now: Callable[[], None]) -> None:
+                 replan_now: Callable[[], Awaitable[None]]) -> None:
         self._store = store
         self._clock = clock
         self._dr = dr
@@ -31,19 +31,19 @@ class Operator:
         self.holds = store.holds()  # station id -> (mode, reason, since)
 
     # holds ------------------------------------------------------------------------------------
-    def set_hold(self, station_id: str, mode: HoldMode, reason: str) -> None:
+    async def set_hold(self, station_id: str, mode: HoldMode, reason: str) -> None:
         """Pause a station (0 W) or exempt it from DR, until :meth:`clear_hold`."""
         now = self._clock()
         self._store.set_hold(station_id, mode, reason, now)
         self.holds[station_id] = (mode, reason, now)
         log.info("%s: %s by the operator (%s)", station_id, mode, reason)
-        self._replan_now()
+        await self._replan_now()
 
-    def clear_hold(self, station_id: str) -> None:
+    async def clear_hold(self, station_id: str) -> None:
         self._store.clear_hold(station_id, self._clock())
         if self.holds.pop(station_id, None) is not None:
             log.info("%s: operator hold lifted", station_id)
-        self._replan_now()
+        await self._replan_now()
 
     # opts -------------------------------------------------------------------------------------
     async def opt_out_event(self, event_id: str, reason: str) -> None:
@@ -56,7 +56,7 @@ class Operator:
         if known.event.is_over(self._clock()):
             raise EventOver(f"event {event_id} is over")
         self._store.request_opt_out(event_id, reason, self._clock())
-        self._dr.apply_operator_opts()
+        await self._dr.apply_operator_opts()
         await self._dr.send_operator_opts()
 
     async def declare_unavailable(self, start: datetime, end: datetime, reason: str) -> str:
@@ -65,7 +65,7 @@ class Operator:
         if end <= start:
             raise ValueError("the window must end after it starts")
         opt = self._store.request_unavailability(start, end, reason, self._clock())
-        self._dr.apply_operator_opts()
+        await self._dr.apply_operator_opts()
         await self._dr.send_operator_opts()
         return opt.opt_id
 
@@ -74,7 +74,7 @@ class Operator:
         policy's decision. Raises KeyError for an unknown or already withdrawn opt."""
         if not self._store.request_opt_cancel(opt_id, self._clock()):
             raise KeyError(opt_id)
-        self._dr.apply_operator_opts()
+        await self._dr.apply_operator_opts()
         await self._dr.send_operator_opts()
 
     def operator_opts(self) -> list[OperatorOpt]:

@@ -3,8 +3,10 @@
 :class:`ReplanLoop` decides when: a change asks for a plan, changes within a second share
 one, a boot storm makes one once it pauses, and a plan is made at least every
 :data:`REPLAN_PERIOD_S`. :class:`Planner` makes it: the fleet as observed, the events the
-plan follows, the operator's holds and the grid's conditions go into
-:func:`~bridge.holds.plan_with_holds`, and each station's schedule to the dispatcher.
+plan follows, the operator's holds and the grid's conditions are taken on the event loop
+(:class:`PlanInputs`), :func:`~bridge.holds.plan_with_holds` runs on them in a planning
+thread while the loop goes on serving the stations, and each station's schedule goes to
+the dispatcher back on the loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -21,13 +25,15 @@ from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.external_ceilings import station_ceiling
-from bridge.holds import plan_with_holds
+from bridge.holds import HoldMode, plan_with_holds
 from bridge.ocpp.external_limits import ExternalLimit
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.stations import StationEvents
 from bridge.store import Store
 from bridge.timings import PLAN_BUCKETS_S, Histogram
-from policies.fleet import Fleet, Plan, PlanState, StationInfo, Step, value_at
+from policies.events import DrEvent
+from policies.fleet import Fleet, Plan, PlanState, Site, StationInfo, Step, value_at
+from policies.model import Policy
 from policies.plan import Conditions
 from ven.interface import VenDriver
 
@@ -106,7 +112,7 @@ class ReplanLoop:
             self._changes.popleft()
         return len(self._changes)
 
-    async def run(self, plan: Callable[[], None]) -> None:
+    async def run(self, plan: Callable[[], Awaitable[None]]) -> None:
         timer = self._timer
         while True:
             await timer.wait(self._wake, REPLAN_PERIOD_S)
@@ -115,7 +121,7 @@ class ReplanLoop:
                 await self._settle(timer.monotonic() + REPLAN_SETTLE_MAX_S)
             self._urgent.clear()  # this plan covers it
             try:
-                plan()
+                await plan()
             except Exception:  # a planning bug must not stop the bridge; the stations keep limits
                 log.exception("planning failed; stations keep their current profiles")
             # changes meanwhile share the next plan, unless one cannot wait
@@ -129,6 +135,35 @@ class ReplanLoop:
             if not await timer.wait(self._wake, min(REPLAN_QUIET_S, left)):
                 return
             self._wake.clear()
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything one plan is made from, taken on the event loop.
+
+    The planning thread reads these while the loop goes on changing the runtime's own
+    state, so each is a snapshot nothing else mutates meanwhile: containers made for this
+    plan alone (dicts, tuples, the :class:`Fleet`, the :class:`Conditions`) holding frozen
+    values (sessions, station infos, steps, readings, limits, the events, the policy, the
+    previous plan's state), never a dict the runtime keeps (``baselines`` is copied).
+    """
+
+    events: Sequence[DrEvent]
+    policy: Policy
+    site: Site
+    fleet: Fleet
+    now: datetime
+    holds: Mapping[str, HoldMode]
+    state: PlanState | None
+    conditions: Conditions
+    previous: Plan | None  # the plan this one replaces (immutable once made)
+
+    def plan(self) -> tuple[Plan, bool]:
+        """The plan, and whether it differs from the previous one (pure; in the planning
+        thread)."""
+        plan = plan_with_holds(self.events, self.policy, self.site, self.fleet, self.now,
+                               self.holds, self.state, self.conditions)
+        return plan, self.previous is None or _changed(self.previous, plan, self.now)
 
 
 # The stations as the planner counts them, from their configured details, the sessions
@@ -162,10 +197,27 @@ class Planner:
         self._operator_ceilings = operator_ceilings
         self.plan: Plan | None = None
         self.resumed_state = resumed_state  # the allocation state of the last run
-        # how long each plan held the event loop, and when the last one ended (/metrics)
+        # how long each plan took, from its inputs taken to its schedules handed over, and
+        # when the last one ended (/metrics)
         self.durations = Histogram(PLAN_BUCKETS_S)
         self.last_ended_at: datetime | None = None
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
+        # A plan for 10,000 stations is about a second of pure-Python CPU; made on the
+        # event loop, it would hold every station's replies that long. It runs in this one
+        # thread instead, one plan at a time. A thread is enough because the loop still gets
+        # the interpreter: a thread waiting for the GIL asks the running one to drop it,
+        # which it does within the switch interval (sys.getswitchinterval(), 5 ms), so
+        # while a plan runs the loop answers stations within a few milliseconds, as it
+        # does when it blocks in select. The CPU a plan costs is not reduced, nor spread
+        # over a second core: the GIL lets one thread run Python at a time, so the plan
+        # takes longer in wall time when the loop is busy. A planning process would add
+        # that second core, and keep the plan's allocations (and the collector's passes
+        # over them) out of the loop's process, at the price of pickling the fleet and
+        # the plan across (tens of milliseconds at 10,000 stations) and a process to run.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
+        self._one_plan = asyncio.Lock()
+        self._asked = 0  # plans asked for so far
+        self._covered = 0  # of those, how many the last applied plan took its inputs after
 
     def site_step(self, now: datetime) -> Step | None:
         """The site limit the plan holds now (None before the first plan)."""
@@ -213,16 +265,39 @@ class Planner:
                 return
         self._request_replan()
 
-    def replan_now(self) -> None:
-        began = time.perf_counter()
-        try:
-            self._replan()
-        finally:
-            self.durations.observe(time.perf_counter() - began)
-            self.last_ended_at = self._clock()
+    async def replan(self) -> None:
+        """Plan from the runtime's state as it is now, and apply the plan.
 
-    def _replan(self) -> None:
-        now = self._clock()
+        Returns once a plan whose inputs were taken after this call has been applied. One
+        plan is made at a time; calls made while one is made share the next one.
+        """
+        self._asked += 1
+        asked = self._asked
+        async with self._one_plan:
+            if self._covered >= asked:
+                return  # a plan that began after this call was applied meanwhile
+            covers = self._asked
+            began = time.perf_counter()
+            try:
+                inputs = self._inputs(self._clock())
+                plan, changed = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, inputs.plan)
+                self._apply(plan, changed)
+                self._covered = covers
+            except asyncio.CancelledError:
+                # the caller gave up (shutting down, or its request was dropped); what it
+                # asked a plan for is planned by the loop soon after
+                self._request_replan()
+                raise
+            finally:
+                self.durations.observe(time.perf_counter() - began)
+                self.last_ended_at = self._clock()
+
+    def close(self) -> None:
+        """Stop the planning thread (a plan under way is finished and dropped)."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    def _inputs(self, now: datetime) -> PlanInputs:
         dispatcher = self._dispatcher
         fleet_state = self._fleet
         sessions = fleet_state.sessions
@@ -251,27 +326,32 @@ class Planner:
             ceilings=self._ceilings(stations, now),
         )
         holds = {sid: hold[0] for sid, hold in self._holds.items()}
-        planned = self._dr.planned_events(now)
+        planned = tuple(self._dr.planned_events(now))
         scopes = {event.event_id: targeted for event in planned
                   if (targeted := self._dr.event_stations(event)) is not None}
         self._planned_silent = self._vtn_silent(now)
-        conditions = Conditions(baselines_w=self._dr.baselines,
+        conditions = Conditions(baselines_w=dict(self._dr.baselines),  # a DR event adds one
                                 vtn_last_heard=self._ven.last_contact or self._started_at,
                                 event_stations=scopes,
                                 voltages=fleet_state.grid.readings(stations))
-        plan = plan_with_holds(planned, self.config.policy, self.config.site,
-                               fleet, now, holds,  # type: ignore[arg-type]
-                               self.plan.state if self.plan else self.resumed_state,
-                               conditions)
-        previous = self.plan
+        return PlanInputs(planned, self.config.policy, self.config.site, fleet, now,
+                          holds, self.plan.state if self.plan else self.resumed_state,  # type: ignore[arg-type]
+                          conditions, self.plan)
+
+    def _apply(self, plan: Plan, changed: bool) -> None:
+        """Hand the dispatcher each station's schedule; store a plan that changed."""
         self.plan = plan
-        dispatcher.set_desired(plan.stations, running)
-        if previous is None or _changed(previous, plan, now):
+        # The sessions as they are now, not as the plan saw them: profiles go to live
+        # transactions. A session that began or ended meanwhile asked for the next plan.
+        running: dict[str, dict[int, int]] = {}
+        for tx_id, session in self._fleet.sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        self._dispatcher.set_desired(plan.stations, running)
+        if changed:
             self._store.save_plan(plan.made_at, plan.site, plan.stations)
             if plan.state is not None:
                 self._dr.prune_baselines()
                 self._store.save_plan_state(plan.state, self._dr.baselines)
-
 
     def _ceilings(self, stations: Mapping[str, StationInfo], now: datetime
                   ) -> dict[str, tuple[Step, ...]]:

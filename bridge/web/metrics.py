@@ -197,8 +197,9 @@ def collect(reader: SiteReader) -> list[Metric | HistogramMetric]:
                   " replies waited on whatever held the event loop (the sum is about the"
                   " time it was held).", timings.loop_lag),
         HistogramMetric("drbridge_plan_duration_seconds",
-                  "How long each plan held the event loop (the policy, the hand-over to the"
-                  " dispatcher, the stored plan).", timings.plan_seconds),
+                  "How long each plan took, from its inputs taken to its schedules handed to"
+                  " the dispatcher and stored (the policy runs in the planning thread: what"
+                  " held the event loop shows in the loop lag).", timings.plan_seconds),
         _one("drbridge_plan_last_end_timestamp_seconds", "gauge",
              "Unix time the last plan ended (0: none yet).",
              last_plan.timestamp() if last_plan else 0.0),

@@ -258,7 +258,7 @@ class Timings:
     """How long the bridge kept its stations waiting (see :mod:`bridge.timings`)."""
 
     loop_lag: HistogramView  # seconds the event loop woke a sampling task late
-    plan_seconds: HistogramView  # how long each plan held the event loop
+    plan_seconds: HistogramView  # how long each plan took (inputs taken to schedules out)
     last_plan_ended_at: datetime | None
 
 
@@ -325,6 +325,6 @@ class OperatorControls(Protocol):
 
     async def cancel_opt(self, opt_id: str) -> None: ...
 
-    def set_hold(self, station_id: str, mode: HoldMode, reason: str) -> None: ...
+    async def set_hold(self, station_id: str, mode: HoldMode, reason: str) -> None: ...
 
-    def clear_hold(self, station_id: str) -> None: ...
+    async def clear_hold(self, station_id: str) -> None: ...

@@ -296,11 +296,11 @@ class WebServer:
         if mode not in HOLD_MODES:
             return _error(400, f"mode must be one of {', '.join(HOLD_MODES)}")
         reason = _reason(body)
-        self.operator.set_hold(station_id, mode, reason)
+        await self.operator.set_hold(station_id, mode, reason)
         return _json({"station_id": station_id, "mode": mode, "reason": reason})
 
     async def clear_hold(self, request: web.Request) -> web.Response:
         self._require_login(request)
         station_id = self._station(request)
-        self.operator.clear_hold(station_id)
+        await self.operator.clear_hold(station_id)
         return _json({"station_id": station_id, "mode": None})
