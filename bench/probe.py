@@ -6,7 +6,8 @@
 
 The bridge runs as ``drbridge run`` would (the same parts, the collector tuned the same
 way), with hooks: every plan's policy part (in the planning thread) is timed (and, with
-``--profile-plans``, profiled with cProfile once the fleet is large), and on SIGUSR1 it writes a memory report: RSS, the
+``--profile-plans``, profiled with cProfile once the fleet is large), and on SIGUSR1 it
+writes a memory report: RSS, the
 objects the collector tracks by type (count and shallow size), the asyncio tasks by
 coroutine and, with ``--memory``, tracemalloc's largest allocation sites and the growth
 since start-up. Load comes from ``bench.loadgen`` processes. Everything it writes lands
