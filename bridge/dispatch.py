@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bridge.aio import cancel_and_wait
+from bridge.aio import Wake, cancel_and_wait
 from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import Capabilities
@@ -178,7 +179,8 @@ class StationRecord:
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
     follow_ups: FollowUps = field(default_factory=FollowUps)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # set when its worker has something to do; the worker runs only until nothing is left
+    wake: Wake = field(default_factory=Wake)
     task: asyncio.Task[None] | None = None
 
     @property
@@ -315,10 +317,8 @@ class Dispatcher:
             self._use_caps(state, self._cached_caps[info.station_id])
         if state.caps.known and self._on_capabilities is not None:
             self._on_capabilities(info.station_id, link, state.caps)
-        if state.task is None or state.task.done():
-            state.task = asyncio.create_task(
-                self._worker(state), name=f"dispatch {info.station_id}"
-            )
+        if state.wake.on_set is None:
+            state.wake.on_set = functools.partial(self._serve, state)
         state.wake.set()
         self._refresh(state)
         self._on_change()
@@ -586,12 +586,31 @@ class Dispatcher:
                 woken.cancel()
         return True
 
+    def _serve(self, state: StationRecord) -> None:
+        """Start the station's worker unless it runs: woken, it has something to do.
+
+        A worker per connected station that waited for its next wake would cost a task and
+        its frame for each of thousands of idle stations; one runs only while there is work,
+        and there is never more than one per station (its calls go one at a time)."""
+        if state.task is None and self.stations.get(state.info.station_id) is state:
+            state.task = asyncio.create_task(self._worker(state),
+                                             name=f"dispatch {state.info.station_id}")
+
     async def _worker(self, state: StationRecord) -> None:
+        try:
+            await self._work(state)
+        finally:
+            if state.task is asyncio.current_task():
+                state.task = None
+
+    async def _work(self, state: StationRecord) -> None:
+        """Until it is not woken and has no follow-up call it may make now."""
         while True:
             if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due:
                 await self._follow_up(state)
                 continue
-            await state.wake.wait()
+            if not state.wake.is_set():
+                return  # woken again later: a new worker
             state.wake.clear()
             link = state.link
             if link is None:
