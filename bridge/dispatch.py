@@ -53,6 +53,7 @@ from typing import Protocol
 from bridge.aio import Wake, cancel_and_wait
 from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
+from bridge.ocpp.capabilities import UNKNOWN as UNKNOWN_CAPS
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
 from bridge.ocpp.profiles import (
@@ -97,6 +98,8 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 # at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
 BOOT_WAIT_S = 5.0
 
+UNDECLARED = Declared()  # the configuration states nothing of the station (shared: frozen)
+
 # Told each time a station's capabilities are known on a connection (read after its boot,
 # or kept from before when it reconnects without one), so that what depends on them (its
 # voltage monitors, its DER control) can follow without living here.
@@ -117,7 +120,7 @@ class OperatorLimits(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class ProfileHandling:
     """What the station showed of how it takes our profiles; learnt anew after each boot
     (new firmware may take what the old one refused, and may follow its profiles)."""
@@ -134,7 +137,7 @@ class ProfileHandling:
     composite_supported: bool = True  # it answers GetCompositeSchedule
 
 
-@dataclass
+@dataclass(slots=True)
 class FollowUps:
     """Calls that do not change what it may draw, left until no station waits for a limit
     (so that a fleet booting at once gets its limits first)."""
@@ -149,7 +152,7 @@ class FollowUps:
         return self.meter_setup or self.verify is not None or self.rating
 
 
-@dataclass
+@dataclass(slots=True)
 class StationRecord:
     """What the dispatcher keeps of one station: its link, where it is in its life (see
     :mod:`bridge.station_life`), what it should hold and what it has acknowledged."""
@@ -157,12 +160,12 @@ class StationRecord:
     info: StationInfo
     link: ChargerLink | None = None
     life: StationLife = field(default_factory=StationLife)
-    declared: Declared = field(default_factory=Declared)  # what the configuration states
+    declared: Declared = UNDECLARED  # what the configuration states
     # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
     told: Told = field(default_factory=Told)
     counted: Count | None = None  # what the planner counts it at while it is not steered
     counting: Counting | None = None  # how the planner counted it last (None: not yet)
-    caps: Capabilities = field(default_factory=Capabilities)
+    caps: Capabilities = UNKNOWN_CAPS
     handling: ProfileHandling = field(default_factory=ProfileHandling)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -311,7 +314,7 @@ class Dispatcher:
             state = self.stations[info.station_id] = StationRecord(info=info)
         state.info, state.link = info, link
         self._fire(state, Event.CONNECTED)
-        state.declared = declared or Declared()
+        state.declared = declared or UNDECLARED
         state.slots = {}
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
@@ -330,7 +333,7 @@ class Dispatcher:
             if state.life.non_compliant:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             self._fire(state, Event.BOOTED)
-            state.caps = Capabilities()
+            state.caps = UNKNOWN_CAPS
             state.slots = {}
             # new firmware may take what the old one refused, and may follow its profiles;
             # others' profiles may have changed too: asked again
