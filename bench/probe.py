@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import types
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,24 +104,28 @@ def memory_report(bridge: Any, baseline: tracemalloc.Snapshot | None) -> str:
     return out.getvalue()
 
 
-def held_by(type_name: str, sample: int = 200) -> str:
-    """The types of what refers to objects of one type (a sample of them), most first."""
+def held_by(type_name: str, sample: int = 100) -> str:
+    """The types of what refers to objects of one type (a sample of them), most first; an
+    instance's attributes are named by the instance's type and the attribute."""
     objects = [o for o in gc.get_objects()
                if f"{type(o).__module__}.{type(o).__qualname__}" == type_name][::97][:sample]
+    ids = {id(o) for o in objects}
+    skip = (type(sys._getframe()), types.CellType)
+    referrers = [r for r in gc.get_referrers(*objects) if r is not objects
+                 and not isinstance(r, skip)]  # one pass over the heap, not one per object
+    dicts = [r for r in referrers if isinstance(r, dict)]
+    owners = {id(o.__dict__): o for o in gc.get_referrers(*dicts)
+              if getattr(o, "__dict__", None) is not None and id(o.__dict__)
+              in {id(d) for d in dicts}} if dicts else {}
     holders: Counter[str] = Counter()
-    for obj in objects:
-        for ref in gc.get_referrers(obj):
-            if ref is objects or isinstance(ref, type(sys._getframe())):
-                continue
-            what = f"{type(ref).__module__}.{type(ref).__qualname__}"
-            if isinstance(ref, dict):  # an instance's attributes: name the instance
-                owners = [o for o in gc.get_referrers(ref) if getattr(o, "__dict__", None)
-                          is ref]
-                if owners:
-                    key = next((k for k, v in ref.items() if v is obj), "?")
-                    what = f"{type(owners[0]).__qualname__}.{key}"
-            holders[what] += 1
-    del objects
+    for ref in referrers:
+        owner = owners.get(id(ref)) if isinstance(ref, dict) else None
+        if owner is not None:
+            keys = [k for k, v in ref.items() if id(v) in ids]
+            holders[f"{type(owner).__qualname__}.{keys[0] if keys else '?'}"] += 1
+        else:
+            holders[f"{type(ref).__module__}.{type(ref).__qualname__}"] += 1
+    del objects, referrers, dicts, owners
     return ", ".join(f"{name} {n}" for name, n in holders.most_common(6))
 
 
@@ -267,6 +272,13 @@ def timeline(stations: dict[str, dict[str, Any]], plans: list[dict[str, Any]], f
     return "\n".join(out)
 
 
+async def until_written(path: Path, limit_s: float = 600.0) -> None:
+    """Until the bridge has written a report (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+
+
 async def drive(args: argparse.Namespace) -> None:
     from bridge.sim.vtn import DemoVtn, free_port
 
@@ -301,6 +313,7 @@ async def drive(args: argparse.Namespace) -> None:
             summary.append(f"settled after {settled:.0f} s; RSS {bench.rss_mb(process.pid):.0f} MB")
             await asyncio.sleep(2)
             process.send_signal(signal.SIGUSR1)
+            await until_written(out / "memory-1.txt")  # slow under tracemalloc
             await asyncio.sleep(args.hold)
             if args.event:
                 ven_id = vtn.ven_id("bench-site")
@@ -309,7 +322,7 @@ async def drive(args: argparse.Namespace) -> None:
                                      [(timedelta(minutes=10), 1)], event_id="probe")
                 await asyncio.sleep(20)
                 process.send_signal(signal.SIGUSR1)
-                await asyncio.sleep(3)
+                await until_written(out / "memory-2.txt")
             summary.append(f"RSS at the end {bench.rss_mb(process.pid):.0f} MB;"
                            f" load {bench.load_average()}")
         finally:
