@@ -311,7 +311,7 @@ async def drive(args: argparse.Namespace) -> None:
             await bench.sleep_until(start_at + spread)
             settled = spread + await bench.wait_until_quiet(server, args.stations, 5.0, 180.0)
             summary.append(f"settled after {settled:.0f} s; RSS {bench.rss_mb(process.pid):.0f} MB")
-            await asyncio.sleep(2)
+            await asyncio.sleep(args.wait)
             process.send_signal(signal.SIGUSR1)
             await until_written(out / "memory-1.txt")  # slow under tracemalloc
             await asyncio.sleep(args.hold)
@@ -362,6 +362,8 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--connect", choices=("storm", "spread"), default="storm")
     parser.add_argument("--event", action="store_true", help="a DR event after settling")
+    parser.add_argument("--wait", type=float, default=2.0,
+                        help="seconds from settled to the report")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds after the report")
     parser.add_argument("--timeline-s", type=float, default=30.0)
     args = parser.parse_args()
