@@ -73,11 +73,14 @@ class Keepalive:
     async def _ping(self, connection: Connection) -> asyncio.Future[Any] | None:
         # A peer that does not read (writing is paused) is left alone: a ping would wait for
         # it, as websockets' own would; its last ping still times out.
-        if connection.protocol.state is not State.OPEN or connection.paused:
+        if connection.protocol.state is not State.OPEN or getattr(connection, "paused", False):
             return None
         try:
             return await connection.ping()  # type: ignore[return-value]
         except ConnectionClosed:
+            return None
+        except Exception:  # one connection's trouble must not end the pings of all
+            log.exception("keepalive ping failed")
             return None
 
     def _expire(self, now: float) -> None:
