@@ -13,6 +13,7 @@ from functools import partial
 from conftest import SiteHarness, wait_steered, wait_until
 from websockets.asyncio.server import ServerConnection, serve
 
+from bridge.aio import Wake
 from bridge.ocpp.keepalive import Keepalive
 from bridge.sim.station import SimulatedStation
 
@@ -103,3 +104,22 @@ async def test_keepalive_closes_a_connection_without_pongs_and_keeps_one_that_an
                 writer.close()
         finally:
             task.cancel()
+
+
+async def test_a_wake_tells_each_set_wakes_its_waiters_and_keeps_none_after():
+    told: list[int] = []
+    wake = Wake(on_set=lambda: told.append(1))
+    waiter = asyncio.ensure_future(wake.wait())
+    cancelled = asyncio.ensure_future(wake.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    assert not waiter.done() and wake._waiters is not None and len(wake._waiters) == 1
+    wake.set()
+    await asyncio.wait_for(waiter, 1)
+    assert wake.is_set() and wake._waiters is None and told == [1]
+    wake.set()  # set again while set: told again (a worker may have ended meanwhile)
+    assert told == [1, 1]
+    await asyncio.wait_for(wake.wait(), 1)  # set: returns at once
+    wake.clear()
+    assert not wake.is_set()
