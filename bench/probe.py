@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import ctypes
 import gc
 import io
 import json
@@ -28,8 +29,10 @@ import pstats
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
+import types
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +65,9 @@ def memory_report(bridge: Any, baseline: tracemalloc.Snapshot | None) -> str:
     for name, size in sizes.most_common(40):
         print(f"{name[:60]:60} {counts[name]:>10,} {counts[name] / stations:>11.2f}"
               f" {size / 2**20:>10.1f}", file=out)
+    print("\nwho holds them (the types of their referrers, of up to 200 of each):", file=out)
+    for name, _ in sizes.most_common(12):
+        print(f"  {name}: {held_by(name)}", file=out)
     tasks: Counter[str] = Counter()
     for task in asyncio.all_tasks():
         coro = task.get_coro()
@@ -69,6 +75,11 @@ def memory_report(bridge: Any, baseline: tracemalloc.Snapshot | None) -> str:
     print(f"\nasyncio tasks: {sum(tasks.values()):,}", file=out)
     for name, n in tasks.most_common(20):
         print(f"  {n:>8,} {n / stations:6.2f}/station  {name}", file=out)
+    print("\nasyncio tasks by where they wait:", file=out)
+    for where, n in Counter(waiting_at(task.get_coro()) for task in asyncio.all_tasks()
+                            ).most_common(12):
+        print(f"  {n:>8,} {n / stations:6.2f}/station  {where}", file=out)
+    print(f"\n{allocators()}", file=out)
     if tracemalloc.is_tracing():
         snapshot = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)])
@@ -91,6 +102,84 @@ def memory_report(bridge: Any, baseline: tracemalloc.Snapshot | None) -> str:
                 print(f"  {stat.size_diff / 2**20:+8.1f} MB {stat.size_diff / stations:>+9,.0f}"
                       f" {stat.count_diff:>+9,}  {frame.filename}:{frame.lineno}", file=out)
     return out.getvalue()
+
+
+def held_by(type_name: str, sample: int = 100) -> str:
+    """The types of what refers to objects of one type (a sample of them), most first; an
+    instance's attributes are named by the instance's type and the attribute."""
+    objects = [o for o in gc.get_objects()
+               if f"{type(o).__module__}.{type(o).__qualname__}" == type_name][::97][:sample]
+    ids = {id(o) for o in objects}
+    skip = (type(sys._getframe()), types.CellType)
+    referrers = [r for r in gc.get_referrers(*objects) if r is not objects
+                 and not isinstance(r, skip)]  # one pass over the heap, not one per object
+    dicts = [r for r in referrers if isinstance(r, dict)]
+    owners = {id(o.__dict__): o for o in gc.get_referrers(*dicts)
+              if getattr(o, "__dict__", None) is not None and id(o.__dict__)
+              in {id(d) for d in dicts}} if dicts else {}
+    holders: Counter[str] = Counter()
+    for ref in referrers:
+        owner = owners.get(id(ref)) if isinstance(ref, dict) else None
+        if owner is not None:
+            keys = [k for k, v in ref.items() if id(v) in ids]
+            holders[f"{type(owner).__qualname__}.{keys[0] if keys else '?'}"] += 1
+        else:
+            holders[f"{type(ref).__module__}.{type(ref).__qualname__}"] += 1
+    del objects, referrers, dicts, owners
+    return ", ".join(f"{name} {n}" for name, n in holders.most_common(6))
+
+
+def waiting_at(coro: Any) -> str:
+    """The chain of coroutines a task is suspended in, innermost last, with their lines."""
+    chain = []
+    while coro is not None and hasattr(coro, "cr_frame"):
+        frame = coro.cr_frame
+        line = frame.f_lineno if frame is not None else 0
+        chain.append(f"{getattr(coro, '__qualname__', '?')}:{line}")
+        coro = coro.cr_await
+    return " > ".join(chain)
+
+
+def allocators() -> str:
+    """Where RSS goes beyond live objects: pymalloc's arenas (from
+    ``sys._debugmallocstats``, which writes to the C stderr) and glibc's heap (mallinfo2),
+    then RSS once glibc has returned what it can (malloc_trim: what the process keeps but
+    does not use)."""
+    lines = []
+    with tempfile.TemporaryFile("w+") as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        wanted = ("arenas allocated current", "arenas highwater mark",
+                  "bytes in allocated blocks", "bytes in available blocks",
+                  "unused pools", "bytes lost to")
+        lines += [f"  pymalloc {line.strip()}" for line in capture
+                  if any(w in line for w in wanted)]
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return "\n".join(lines)
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    lines.append(f"  glibc heap {info.arena / 2**20:.1f} MB: {info.uordblks / 2**20:.1f} MB in"
+                 f" use, {info.fordblks / 2**20:.1f} MB free; mmapped {info.hblkhd / 2**20:.1f}"
+                 f" MB in {info.hblks} blocks")
+    before = bench.rss_mb(os.getpid())
+    libc.malloc_trim(0)
+    lines.append(f"  RSS {before:.1f} MB, after malloc_trim {bench.rss_mb(os.getpid()):.1f} MB")
+    return "\n".join(lines)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -183,6 +272,13 @@ def timeline(stations: dict[str, dict[str, Any]], plans: list[dict[str, Any]], f
     return "\n".join(out)
 
 
+async def until_written(path: Path, limit_s: float = 600.0) -> None:
+    """Until the bridge has written a report (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+
+
 async def drive(args: argparse.Namespace) -> None:
     from bridge.sim.vtn import DemoVtn, free_port
 
@@ -215,8 +311,9 @@ async def drive(args: argparse.Namespace) -> None:
             await bench.sleep_until(start_at + spread)
             settled = spread + await bench.wait_until_quiet(server, args.stations, 5.0, 180.0)
             summary.append(f"settled after {settled:.0f} s; RSS {bench.rss_mb(process.pid):.0f} MB")
-            await asyncio.sleep(2)
+            await asyncio.sleep(args.wait)
             process.send_signal(signal.SIGUSR1)
+            await until_written(out / "memory-1.txt")  # slow under tracemalloc
             await asyncio.sleep(args.hold)
             if args.event:
                 ven_id = vtn.ven_id("bench-site")
@@ -225,7 +322,7 @@ async def drive(args: argparse.Namespace) -> None:
                                      [(timedelta(minutes=10), 1)], event_id="probe")
                 await asyncio.sleep(20)
                 process.send_signal(signal.SIGUSR1)
-                await asyncio.sleep(3)
+                await until_written(out / "memory-2.txt")
             summary.append(f"RSS at the end {bench.rss_mb(process.pid):.0f} MB;"
                            f" load {bench.load_average()}")
         finally:
@@ -265,6 +362,8 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--connect", choices=("storm", "spread"), default="storm")
     parser.add_argument("--event", action="store_true", help="a DR event after settling")
+    parser.add_argument("--wait", type=float, default=2.0,
+                        help="seconds from settled to the report")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds after the report")
     parser.add_argument("--timeline-s", type=float, default=30.0)
     args = parser.parse_args()

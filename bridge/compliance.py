@@ -52,7 +52,7 @@ def _highest(steps: tuple[Step, ...], start: datetime, end: datetime) -> float:
     return best
 
 
-@dataclass
+@dataclass(slots=True)
 class Holdings:
     """What a station may have been applying lately: from each moment on, a schedule.
 
@@ -91,7 +91,7 @@ class Holdings:
         return best
 
 
-@dataclass
+@dataclass(slots=True)
 class Compliance:
     over_since: datetime | None = None  # the first of the readings in a row above the limit
     within_since: datetime | None = None  # flagged, but following its limit since

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -49,9 +50,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bridge.aio import cancel_and_wait
+from bridge.aio import Wake, cancel_and_wait
 from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
+from bridge.ocpp.capabilities import UNKNOWN as UNKNOWN_CAPS
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
 from bridge.ocpp.profiles import (
@@ -96,6 +98,8 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 # at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
 BOOT_WAIT_S = 5.0
 
+UNDECLARED = Declared()  # the configuration states nothing of the station (shared: frozen)
+
 # Told each time a station's capabilities are known on a connection (read after its boot,
 # or kept from before when it reconnects without one), so that what depends on them (its
 # voltage monitors, its DER control) can follow without living here.
@@ -116,7 +120,7 @@ class OperatorLimits(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class ProfileHandling:
     """What the station showed of how it takes our profiles; learnt anew after each boot
     (new firmware may take what the old one refused, and may follow its profiles)."""
@@ -133,7 +137,7 @@ class ProfileHandling:
     composite_supported: bool = True  # it answers GetCompositeSchedule
 
 
-@dataclass
+@dataclass(slots=True)
 class FollowUps:
     """Calls that do not change what it may draw, left until no station waits for a limit
     (so that a fleet booting at once gets its limits first)."""
@@ -148,7 +152,7 @@ class FollowUps:
         return self.meter_setup or self.verify is not None or self.rating
 
 
-@dataclass
+@dataclass(slots=True)
 class StationRecord:
     """What the dispatcher keeps of one station: its link, where it is in its life (see
     :mod:`bridge.station_life`), what it should hold and what it has acknowledged."""
@@ -156,12 +160,12 @@ class StationRecord:
     info: StationInfo
     link: ChargerLink | None = None
     life: StationLife = field(default_factory=StationLife)
-    declared: Declared = field(default_factory=Declared)  # what the configuration states
+    declared: Declared = UNDECLARED  # what the configuration states
     # what it told of its hardware and its EV (its meter, a key): counted by it when unsteered
     told: Told = field(default_factory=Told)
     counted: Count | None = None  # what the planner counts it at while it is not steered
     counting: Counting | None = None  # how the planner counted it last (None: not yet)
-    caps: Capabilities = field(default_factory=Capabilities)
+    caps: Capabilities = UNKNOWN_CAPS
     handling: ProfileHandling = field(default_factory=ProfileHandling)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -178,7 +182,8 @@ class StationRecord:
     # on most stations, so one we no longer send is cleared rather than left to apply.
     installed: set[int] = field(default_factory=set)
     follow_ups: FollowUps = field(default_factory=FollowUps)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # set when its worker has something to do; the worker runs only until nothing is left
+    wake: Wake = field(default_factory=Wake)
     task: asyncio.Task[None] | None = None
 
     @property
@@ -309,16 +314,14 @@ class Dispatcher:
             state = self.stations[info.station_id] = StationRecord(info=info)
         state.info, state.link = info, link
         self._fire(state, Event.CONNECTED)
-        state.declared = declared or Declared()
+        state.declared = declared or UNDECLARED
         state.slots = {}
         if not state.caps.known and info.station_id in self._cached_caps:
             self._use_caps(state, self._cached_caps[info.station_id])
         if state.caps.known and self._on_capabilities is not None:
             self._on_capabilities(info.station_id, link, state.caps)
-        if state.task is None or state.task.done():
-            state.task = asyncio.create_task(
-                self._worker(state), name=f"dispatch {info.station_id}"
-            )
+        if state.wake.on_set is None:
+            state.wake.on_set = functools.partial(self._serve, state)
         state.wake.set()
         self._refresh(state)
         self._on_change()
@@ -330,7 +333,7 @@ class Dispatcher:
             if state.life.non_compliant:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             self._fire(state, Event.BOOTED)
-            state.caps = Capabilities()
+            state.caps = UNKNOWN_CAPS
             state.slots = {}
             # new firmware may take what the old one refused, and may follow its profiles;
             # others' profiles may have changed too: asked again
@@ -586,12 +589,31 @@ class Dispatcher:
                 woken.cancel()
         return True
 
+    def _serve(self, state: StationRecord) -> None:
+        """Start the station's worker unless it runs: woken, it has something to do.
+
+        A worker per connected station that waited for its next wake would cost a task and
+        its frame for each of thousands of idle stations; one runs only while there is work,
+        and there is never more than one per station (its calls go one at a time)."""
+        if state.task is None and self.stations.get(state.info.station_id) is state:
+            state.task = asyncio.create_task(self._worker(state),
+                                             name=f"dispatch {state.info.station_id}")
+
     async def _worker(self, state: StationRecord) -> None:
+        try:
+            await self._work(state)
+        finally:
+            if state.task is asyncio.current_task():
+                state.task = None
+
+    async def _work(self, state: StationRecord) -> None:
+        """Until it is not woken and has no follow-up call it may make now."""
         while True:
             if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due:
                 await self._follow_up(state)
                 continue
-            await state.wake.wait()
+            if not state.wake.is_set():
+                return  # woken again later: a new worker
             state.wake.clear()
             link = state.link
             if link is None:

@@ -158,7 +158,7 @@ class IllegalTransition(Exception):
         self.phase, self.event = phase, event
 
 
-@dataclass
+@dataclass(slots=True)
 class StationLife:
     """One station's phase, since when, and what outlives its connections."""
 

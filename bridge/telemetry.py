@@ -35,7 +35,14 @@ UNREADABLE, NOT_FINITE, NEGATIVE, OUT_OF_RANGE = "unreadable", "not_finite", "ne
     "out_of_range"
 
 
-@dataclass(frozen=True)
+# The lines a reading names a current on, one instance of each (a station keeps the last).
+NO_LINES: frozenset[int] = frozenset()
+LINE_SETS: dict[tuple[bool, ...], frozenset[int]] = {
+    (l1, l2, l3): frozenset(n for n, named in ((1, l1), (2, l2), (3, l3)) if named)
+    for l1 in (False, True) for l2 in (False, True) for l3 in (False, True)}
+
+
+@dataclass(frozen=True, slots=True)
 class Reading:
     """What one MeterValue element says about a connector."""
 
@@ -155,13 +162,12 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
         line = _line(phase)
         if line is not None:
             amps[line] = value
-    lines = frozenset() if phaseless else frozenset(i + 1 for i, a in enumerate(amps)
-                                                     if a is not None)
+    lines = NO_LINES if phaseless else LINE_SETS[tuple(a is not None for a in amps)]
     return Reading(at, power, energy, tuple(volts), tuple(amps),  # type: ignore[arg-type]
                    frequency, tuple(ignored), lines)
 
 
-@dataclass
+@dataclass(slots=True)
 class ConnectorMeter:
     """The latest power of one connector, deriving it from energy when power is missing."""
 

@@ -35,7 +35,7 @@ PEAK_MARGIN_RATIO = 0.25
 PEAK_MARGIN_A = 2.0  # per phase, at least
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Declared:
     """Which of a station's hardware limits the configuration states (the others are
     defaults: ``site.phases``, ``ocpp.default_max_current_a``)."""
@@ -44,7 +44,7 @@ class Declared:
     max_current: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rated:
     """A maximum a station states of itself: a current per phase, or a power."""
 
@@ -53,7 +53,7 @@ class Rated:
     watts: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Told:
     """What a station has told of its hardware and of its EV's draw."""
 
@@ -72,7 +72,8 @@ class Told:
         if measured_w > DRAWING_W and self.drawing_since is None:
             self.drawing_since = at
         if lines:
-            self.lines |= lines
+            if not lines <= self.lines:  # mostly the lines it named before: kept as they are
+                self.lines = lines if not self.lines else self.lines | lines
             if len(lines) == 1:
                 self.single_line_readings += 1
 
@@ -95,7 +96,7 @@ class Told:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Count:
     """What the planner counts a station at, the station's shape (lines), and why."""
 

@@ -33,7 +33,7 @@ class Site:
 PHASES = (1, 2, 3)  # L1, L2, L3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StationInfo:
     station_id: str
     phases: int
@@ -81,7 +81,7 @@ class Session:
     departure: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Why:
     """One link of a reason chain: ``event``, ``signal``, ``rule``, ``allocation``, ``voltage``,
     ``external`` (another party's limit on a station)."""
@@ -90,7 +90,7 @@ class Why:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """A limit holding from ``start`` until the next step of its series.
 
@@ -153,7 +153,7 @@ def lower_envelope(*series: Sequence[Step]) -> tuple[Step, ...]:
             result.append(Step(at, least.limit_w, least.reason, least.chain))
     return tuple(result)
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """A station the bridge cannot steer right now, counted at what it may draw.
 

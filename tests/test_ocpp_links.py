@@ -2,12 +2,12 @@
 nothing else: no probing for what a version can do."""
 
 import ast
-import asyncio
 import inspect
 from pathlib import Path
 
 import pytest
 
+from bridge.aio import Wake
 from bridge.ocpp import der_control as der
 from bridge.ocpp import voltage_monitors as vm
 from bridge.ocpp.framing import OcppJLink
@@ -41,7 +41,7 @@ def test_every_version_link_does_all_a_charger_link_does(link_class):
             list(inspect.signature(declared).parameters), name
     link = link_class("CP", connection=None, listener=None, call_timeout_s=1.0)
     assert link.id == "CP"
-    assert isinstance(link.registered, asyncio.Event)
+    assert isinstance(link.registered, Wake)
 
 
 def test_each_version_link_stands_on_the_framing_alone():

@@ -4,7 +4,7 @@ on (no call before registration; no share for a station known not to follow one)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import product
 from pathlib import Path
@@ -196,7 +196,7 @@ def test_random_lives_keep_what_the_bridge_relies_on(choices, strays):
         life.fire(event, T0 + timedelta(seconds=step))
         model.follow(event)
         if step < len(strays):
-            before = StationLife(**vars(life))
+            before = replace(life)
             try:
                 stray = strays[step]
                 life.fire(stray, T1)
@@ -247,7 +247,7 @@ def test_every_reachable_life_keeps_what_the_bridge_relies_on():
         for (phase, event) in TRANSITIONS:
             if phase is not life.phase or (event is Event.FORGOTTEN and model.acknowledged):
                 continue
-            after, remembered = StationLife(**vars(life)), Model(**vars(model))
+            after, remembered = replace(life), Model(**vars(model))
             after.fire(event, T1)
             after.since, after.epoch = None, 0  # neither bears on what is checked
             remembered.follow(event)

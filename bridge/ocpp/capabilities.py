@@ -29,7 +29,7 @@ CONNECTORS_KEY = "NumberOfConnectors"
 KEYS = (RATE_UNIT_KEY, STACK_LEVEL_KEY, PERIODS_KEY, PROFILES_KEY, FEATURES_KEY, CONNECTORS_KEY)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     rate_units: frozenset[str] = frozenset({"A"})  # "A" and/or "W"
     max_stack_level: int = 0
@@ -61,7 +61,7 @@ class Capabilities:
         """What :meth:`to_json` wrote; None for anything else (an older format, junk)."""
         try:
             data = json.loads(text)
-            return cls(
+            return shared(cls(
                 rate_units=frozenset(data["rate_units"]),
                 max_stack_level=int(data["max_stack_level"]),
                 max_periods=int(data["max_periods"]),
@@ -69,7 +69,7 @@ class Capabilities:
                 features=frozenset(data["features"]),
                 connectors=int(data["connectors"]),
                 known=True,
-            )
+            ))
         except (TypeError, ValueError, KeyError):
             return None
 
@@ -77,6 +77,25 @@ class Capabilities:
     def preferred_unit(self) -> str:
         # Amps are what the EV's pilot signal carries; use them where possible.
         return "A" if "A" in self.rate_units or not self.rate_units else "W"
+
+
+UNKNOWN = Capabilities()  # a station's until it answers (one instance for all)
+
+# Stations of one model answer alike: each gets the one instance of what it answered, not
+# a copy of its own (with its sets) for each of thousands of stations. Bounded: a fleet of
+# many odd answers keeps its own copies beyond this many kinds.
+MAX_SHARED = 1024
+_shared: dict[Capabilities, Capabilities] = {}
+
+
+def shared(caps: Capabilities) -> Capabilities:
+    """The instance equal to ``caps`` that other stations hold already, if any."""
+    found = _shared.get(caps)
+    if found is not None:
+        return found
+    if len(_shared) < MAX_SHARED:
+        _shared[caps] = caps
+    return caps
 
 
 def parse_rate_units(text: str) -> frozenset[str]:
@@ -106,7 +125,7 @@ def parse_configuration(keys: Iterable[Mapping[str, Any]]) -> Capabilities:
         w.strip() for w in re.split(r"[,;\s]+", str(values.get(FEATURES_KEY) or "")) if w.strip()
     )
     profiles = values.get(PROFILES_KEY)
-    return Capabilities(
+    return shared(Capabilities(
         rate_units=units or default.rate_units,
         max_stack_level=max(_int(values.get(STACK_LEVEL_KEY), default.max_stack_level), 0),
         max_periods=max(_int(values.get(PERIODS_KEY), default.max_periods), 1),
@@ -114,7 +133,7 @@ def parse_configuration(keys: Iterable[Mapping[str, Any]]) -> Capabilities:
         features=features,
         connectors=max(_int(values.get(CONNECTORS_KEY), 1), 1),
         known=True,
-    )
+    ))
 
 
 # A vendor key states the station's maximum current when its name (letters and digits

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import fastjsonschema
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
+from bridge.aio import Wake
 from bridge.ocpp.leniency import Repair, validate_leniently
 from bridge.ocpp.link import CallFailed, StationListener
 from bridge.ocpp.wire import Payload, SchemaSet, schema, validator
@@ -125,8 +126,13 @@ class OcppJLink:
         # Set once the station may be sent calls: its BootNotification was answered, or it
         # sent another request first, so it holds itself accepted from an earlier
         # connection (OCPP forbids a station any other request before its boot is accepted).
-        self.registered = asyncio.Event()
+        self.registered = Wake()
         self._handlers: Mapping[str, Handler] = self.handlers()
+
+    @property
+    def connection(self) -> Any:
+        """The station's websocket."""
+        return self._connection
 
     def handlers(self) -> Mapping[str, Handler]:
         """Action -> its handler, for the CALLs the station may make (the others are
@@ -207,9 +213,14 @@ class OcppJLink:
 
     async def start(self) -> None:
         """Serve the station's frames until its connection closes."""
-        async for message in self._connection:
+        # recv() rather than ``async for``: between frames nothing here holds the last one
+        # (thousands of idle stations would each keep theirs).
+        receive = self._connection.recv
+        while True:
             try:
-                await self.route_message(message)
+                await self.route_message(await receive())
+            except ConnectionClosedOK:
+                return
             except ConnectionClosed:
                 raise
             except Exception:  # whatever a frame does, it must not cost the station its link

@@ -8,12 +8,12 @@ these.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bridge.aio import Wake
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.external_limits import ExternalLimit
@@ -100,7 +100,7 @@ class ChargerLink(Protocol):
     id: str
     # Set once the station may be sent calls (its boot answered, or it spoke first without
     # one); OCPP wants no call to a station before its BootNotification is accepted.
-    registered: asyncio.Event
+    registered: Wake
 
     async def read_capabilities(self) -> Capabilities: ...
 

@@ -32,7 +32,7 @@ START_LEAD = timedelta(seconds=5)
 DECREASE_LEAD = timedelta(seconds=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuiltProfile:
     """One limit profile in domain terms; :attr:`payload` is its OCPP 1.6 form."""
 

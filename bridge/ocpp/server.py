@@ -19,7 +19,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from bridge.aio import cancel_and_wait
 from bridge.ocpp.auth import Gatekeeper
+from bridge.ocpp.keepalive import Keepalive
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.link import ChargerLink, StationListener
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
@@ -85,6 +87,9 @@ class OcppServer:
         self._refusals_logged: dict[str, float] = {}
         self._server: Server | None = None
         self.links: dict[str, AnyStationLink] = {}
+        self.keepalive = Keepalive(
+            lambda: [(station_id, link.connection) for station_id, link in self.links.items()])
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -107,11 +112,12 @@ class OcppServer:
             # A site reboot brings every station back at once; asyncio's default of 100
             # pending connections would make the kernel drop some of them.
             backlog=2048,
-            ping_interval=60,
+            # one task pings every connection (bridge.ocpp.keepalive), not one per connection
+            ping_interval=None,
             # Meter values are small; deflating each frame costs more CPU than it saves.
             compression=None,
-            ping_timeout=60,
         )
+        self._keepalive_task = asyncio.create_task(self.keepalive.run(), name="keepalive")
         log.info("OCPP 1.6J/2.0.1/2.1 central system listening on %s://%s:%d/<station id>"
                  " (security profile %d)", self.security.scheme, self._host, self.port,
                  self.security.profile)
@@ -120,6 +126,8 @@ class OcppServer:
                         " use it on a trusted network or VPN only (profile 2 adds TLS)")
 
     async def close(self) -> None:
+        if self._keepalive_task is not None:
+            await cancel_and_wait([self._keepalive_task])
         if self._server is not None:
             self._server.close()
             try:
@@ -202,6 +210,12 @@ class OcppServer:
             if self._make_link is not None else None
         if link is None:
             link = link_class(station_id, connection, self._listener, self._call_timeout_s)
+        # The handshake is read: its headers, kept, would cost each connection a few
+        # kilobytes for as long as it lasts (websockets keeps the request itself: it tells
+        # the handshake from later frames by it).
+        if connection.request is not None:
+            connection.request.headers.clear()
+        connection.response = None
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)

@@ -42,7 +42,7 @@ from typing import Any
 from ocpp.v201.enums import Action
 
 from bridge.ocpp import voltage_monitors as vm
-from bridge.ocpp.capabilities import Capabilities, parse_rate_units
+from bridge.ocpp.capabilities import Capabilities, parse_rate_units, shared
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.external_limits import read_cleared_charging_limit, read_notify_charging_limit
 from bridge.ocpp.framing import Dialect, Handler, OcppJLink
@@ -168,7 +168,7 @@ def parse_variables(results: Any, connectors: int) -> Capabilities:
 
     enabled = values.get("Enabled", "true").strip().lower() not in ("false", "0")
     entries = number("Entries", 0)
-    return Capabilities(
+    return shared(Capabilities(
         rate_units=parse_rate_units(values.get("RateUnit", "")) or default.rate_units,
         max_stack_level=max(number("ProfileStackLevel", default.max_stack_level), 0),
         max_periods=max(number("PeriodsPerSchedule", default.max_periods), 1),
@@ -176,7 +176,7 @@ def parse_variables(results: Any, connectors: int) -> Capabilities:
         features=frozenset({"Core", "SmartCharging"} if enabled else {"Core"}),
         connectors=max(connectors, 1),
         known=True,
-    )
+    ))
 
 
 def parse_rated_power(results: Any) -> Rated | None:

@@ -1,0 +1,125 @@
+"""What an idle station costs the bridge: no task of its own waiting for something to do
+(its dispatcher worker runs only while there is work; one keepalive task pings every
+connection), and a connection that stops answering pings is still closed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections import Counter
+from functools import partial
+
+from conftest import SiteHarness, wait_steered, wait_until
+from websockets.asyncio.server import ServerConnection, serve
+
+from bridge.aio import Wake
+from bridge.ocpp.keepalive import Keepalive
+from bridge.sim.station import SimulatedStation
+
+wait = partial(wait_until, timeout=30)
+
+
+def count(station: SimulatedStation, action: str) -> int:
+    return sum(1 for a, _ in station.received if a == action)
+
+
+def tasks_by_coroutine() -> Counter[str]:
+    """The tasks running, by coroutine; websockets' keepalive tasks of the simulated
+    stations' (client) connections left out."""
+    counts: Counter[str] = Counter()
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", "?")
+        owner = coro.cr_frame.f_locals.get("self") if getattr(coro, "cr_frame", None) else None
+        if name != "Connection.keepalive" or isinstance(owner, ServerConnection):
+            counts[name] += 1
+    return counts
+
+
+async def test_a_steered_idle_station_has_only_its_connection_handler_task(site: SiteHarness):
+    bridge = await site.start_bridge(capacity_kw=40)
+    for n in range(4):
+        site.add_station(f"IDLE{n}", plugged_in=n % 2 == 0)
+    await wait_steered(bridge, *(f"IDLE{n}" for n in range(4)))
+    await wait(lambda: all(s.life.phase == "verified" for s in bridge.dispatcher.stations.values()),
+               what="every limit verified by its composite schedule")
+    await wait(lambda: all(s.task is None for s in bridge.dispatcher.stations.values()),
+               what="no dispatcher worker left running")
+    tasks = tasks_by_coroutine()
+    assert tasks["Dispatcher._worker"] == 0
+    assert tasks["Connection.keepalive"] == 0  # websockets' own: one task per connection
+    assert tasks["Keepalive.run"] == 1
+    assert tasks["serve.<locals>.protocol_handler"] == 4  # each connection's frames
+
+    # woken again (an EV plugged in: a new share), a worker comes, sends it and ends
+    station = site.stations[1]
+    sets = count(station, "SetChargingProfile")
+    station.plug_in()
+    await wait(lambda: count(station, "SetChargingProfile") > sets, what="its new limit")
+    await wait_steered(bridge, "IDLE1")
+    await wait(lambda: all(s.task is None for s in bridge.dispatcher.stations.values()),
+               what="the workers done again")
+
+
+async def _silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that completes the websocket handshake and then reads nothing more: as a
+    station whose network vanished, it never answers a ping."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /SILENT HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    await writer.drain()
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    return reader, writer
+
+
+async def test_keepalive_closes_a_connection_without_pongs_and_keeps_one_that_answers():
+    from websockets.asyncio.client import connect
+
+    connections: dict[str, ServerConnection] = {}
+    closed: dict[str, int | None] = {}
+
+    async def handler(connection: ServerConnection) -> None:
+        name = connection.request.path.strip("/") if connection.request else "?"
+        connections[name] = connection
+        await connection.wait_closed()
+        sent = connection.protocol.close_sent
+        closed[name] = sent.code if sent is not None else None
+
+    keepalive = Keepalive(lambda: list(connections.items()), interval_s=0.3, timeout_s=0.6,
+                          tick_s=0.1)
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=1) as server:
+        port = server.sockets[0].getsockname()[1]
+        task = asyncio.create_task(keepalive.run())
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/LIVE", ping_interval=None):
+                _, writer = await _silent_client(port)
+                await wait(lambda: "SILENT" in closed, what="the silent connection closed")
+                assert closed["SILENT"] == 1011  # keepalive ping timeout, as websockets closes
+                assert keepalive.timed_out == 1
+                assert "LIVE" not in closed  # it answered every ping meanwhile
+                assert connections["LIVE"].latency > 0  # and it was pinged
+                writer.close()
+        finally:
+            task.cancel()
+
+
+async def test_a_wake_tells_each_set_wakes_its_waiters_and_keeps_none_after():
+    told: list[int] = []
+    wake = Wake(on_set=lambda: told.append(1))
+    waiter = asyncio.ensure_future(wake.wait())
+    cancelled = asyncio.ensure_future(wake.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    assert not waiter.done() and wake._waiters is not None and len(wake._waiters) == 1
+    wake.set()
+    await asyncio.wait_for(waiter, 1)
+    assert wake.is_set() and wake._waiters is None and told == [1]
+    wake.set()  # set again while set: told again (a worker may have ended meanwhile)
+    assert told == [1, 1]
+    await asyncio.wait_for(wake.wait(), 1)  # set: returns at once
+    wake.clear()
+    assert not wake.is_set()
