@@ -32,6 +32,7 @@ its connection and the process writes one JSON file (``--out``):
             occurrence; t_closed the last; null when it never happened),
         "connects" (websocket opens), "boot_status", "tx_id",
         "meter_sent", "meter_replies", "meter_errors" (CALLERRORs answered to MeterValues),
+        "meter_replies_after" (replies to MeterValues sent from --record-after on),
         "meter_latency" (seconds, a uniform sample of at most 200; from --record-after on),
         "meter_log" ([[sent at, seconds to the reply]] of every MeterValues answered, in
             storm/steady mode, from --record-after on; at most 2,000),
@@ -147,7 +148,8 @@ class Station:
         self.rec: dict[str, Any] = {
             "t_connect_start": None, "t_open": None, "t_booted": None, "t_tx": None,
             "t_closed": None, "connects": 0, "boot_status": None, "tx_id": None,
-            "meter_sent": 0, "meter_replies": 0, "meter_errors": 0, "meter_latency": [],
+            "meter_sent": 0, "meter_replies": 0, "meter_replies_after": 0, "meter_errors": 0,
+            "meter_latency": [],
             "meter_log": [], "charging": [], "limits": [], "cleared": 0, "n_errors": 0,
             "errors": [],
         }
@@ -318,6 +320,7 @@ class Station:
             return
         self.rec["meter_replies"] += 1
         if now >= self.opts.record_after:
+            self.rec["meter_replies_after"] += 1
             self._latency(now, time.perf_counter() - sent)
 
     def _amps(self, now: float) -> float:

@@ -535,11 +535,14 @@ async def _around_plan(server: Server, pids: list[int], due: float) -> tuple[Mar
 
 # throughput --------------------------------------------------------------------------------------
 async def flood(workdir: Path, server: Server, seconds: float,
-                stations_n: int = FLOOD_STATIONS, behind: Server | None = None
-                ) -> dict[str, float]:
-    """``behind``: the CSMS ``server`` forwards to (its CPU is the benchmark's, not others')."""
+                stations_n: int = FLOOD_STATIONS, behind: Server | None = None,
+                joined_s: float | None = None) -> dict[str, float]:
+    """``behind``: the CSMS ``server`` forwards to (its CPU is the benchmark's, not others').
+    ``joined_s``: also the rate of what was sent from this long after the start on (the
+    stations' joins done), as ``per_s_joined``."""
     start_at = time.time() + 2
-    gens = generators(workdir, server.port, stations_n, "flood", start_at, seconds)
+    gens = generators(workdir, server.port, stations_n, "flood", start_at, seconds,
+                      record_after=start_at + (joined_s or 0.0))
     pids = [server.pid, *gens.pids, os.getpid(), *([behind.pid] if behind else [])]
     await sleep_until(start_at)
     cpu0, machine0 = process_cpu_s(server.pid), MachineSample.take(pids)
@@ -549,11 +552,15 @@ async def flood(workdir: Path, server: Server, seconds: float,
     stations = merged(outputs)
     replies = sum(r.get("meter_replies", 0) for r in stations.values())
     cpu = cpu1 - cpu0
+    joined = {}
+    if joined_s is not None:
+        after = sum(r.get("meter_replies_after", 0) for r in stations.values())
+        joined["per_s_joined"] = round(after / max(seconds - joined_s, 1e-6), 1)
     return {"per_s": round(replies / seconds, 1), "cpu_pct": round(100 * cpu / seconds, 1),
             "per_cpu_s": round(replies / cpu, 1) if cpu > 0 else float("nan"),
             "generator_cpu_s": round(sum(out.get("cpu_s", 0.0) for out in outputs), 1),
             "booted": sum(1 for r in stations.values() if r.get("t_booted")),
-            **noise(machine0, machine1)}
+            **joined, **noise(machine0, machine1)}
 
 
 async def throughput_round(workdir: Path, workers: int, seconds: float) -> dict[str, Any]:
@@ -570,6 +577,7 @@ async def throughput_round(workdir: Path, workers: int, seconds: float) -> dict[
 
 # local controller --------------------------------------------------------------------------------
 FORWARD_HISTOGRAM = "drbridge_upstream_forward_added_seconds"
+LAG_HISTOGRAM = "drbridge_event_loop_lag_seconds"
 
 
 async def replies_in_window(workdir: Path, server: Server, count: int, spread: float,
@@ -590,7 +598,12 @@ async def replies_in_window(workdir: Path, server: Server, count: int, spread: f
         await sleep_until(opens)
         before = await asyncio.to_thread(server.scrape) if forwarding else {}
         first = MachineSample.take(pids)
+        cpu = [process_cpu_s(server.pid), *([process_cpu_s(behind.pid)] if behind else [])]
+        began = time.time()
         await sleep_until(opens + window_s)
+        cpu = [process_cpu_s(server.pid) - cpu[0],
+               *([process_cpu_s(behind.pid) - cpu[1]] if behind else [])]
+        spent = time.time() - began
         last = MachineSample.take(pids)
         after = await asyncio.to_thread(server.scrape) if forwarding else {}
         await asyncio.sleep(2.0)  # the window's last replies come in
@@ -601,12 +614,19 @@ async def replies_in_window(workdir: Path, server: Server, count: int, spread: f
     result = {"booted": float(sum(1 for r in stations.values() if r.get("t_booted"))),
               "replies": float(len(latencies)),
               "p50_ms": analysis.pct(latencies, 0.5), "p99_ms": analysis.pct(latencies, 0.99),
-              **noise(first, last)}
+              # the CPU of the process the stations talk to (the CSMS, or drbridge)
+              "cpu_pct": round(100 * cpu[0] / spent, 1), **noise(first, last)}
     if forwarding:
         buckets, _, messages = analysis.histogram_delta(before, after, FORWARD_HISTOGRAM)
+        # how long frames waited for drbridge's event loop: the loop's lag over the window
+        lag, held, samples = analysis.histogram_delta(before, after, LAG_HISTOGRAM)
         result.update(in_bridge_messages=messages,
                       in_bridge_p50_ms=1000 * analysis.histogram_quantile(buckets, 0.5),
-                      in_bridge_p99_ms=1000 * analysis.histogram_quantile(buckets, 0.99))
+                      in_bridge_p99_ms=1000 * analysis.histogram_quantile(buckets, 0.99),
+                      loop_lag_p50_ms=1000 * analysis.histogram_quantile(lag, 0.5),
+                      loop_lag_p99_ms=1000 * analysis.histogram_quantile(lag, 0.99),
+                      loop_held_s=round(held, 3), loop_lag_samples=samples,
+                      csms_cpu_pct=round(100 * cpu[1] / spent, 1))
     return result
 
 
@@ -625,21 +645,35 @@ async def local_controller(workdir: Path, count: int, kind: str, window_s: float
         with drbridge(workdir, count, workers, upstream_url=url) as running:
             result["forwarded"] = await replies_in_window(workdir, running, count, spread,
                                                           settle, window_s, behind=csms)
-        result["straight_flood"] = await flood(workdir, csms, flood_s, count)
+        # the second half of a flood: the 1,000 joins through drbridge are behind it
+        joined_s = flood_s / 2
+        result["straight_flood"] = await flood(workdir, csms, flood_s, count,
+                                               joined_s=joined_s)
         with drbridge(workdir, count, workers, metrics=False, upstream_url=url) as running:
-            result["forwarded_flood"] = await flood(workdir, running, flood_s, count, csms)
+            result["forwarded_flood"] = await flood(workdir, running, flood_s, count, csms,
+                                                    joined_s)
     straight, forwarded = result["straight_flood"]["per_s"], result["forwarded_flood"]["per_s"]
     result["ratio"] = forwarded / straight if straight else float("nan")
+    straight, forwarded = (result[f"{part}_flood"].get("per_s_joined", float("nan"))
+                           for part in ("straight", "forwarded"))
+    result["ratio_joined"] = forwarded / straight if straight else float("nan")
     return result
 
 
 def _lc_brief(outcome: dict[str, Any]) -> str:
     straight, forwarded = outcome["straight"], outcome["forwarded"]
+    floods = outcome["straight_flood"], outcome["forwarded_flood"]
     return (f"straight p50/p99 {straight['p50_ms']:.1f}/{straight['p99_ms']:.1f} ms,"
             f" forwarded {forwarded['p50_ms']:.1f}/{forwarded['p99_ms']:.1f} ms (in drbridge"
-            f" ≤ {forwarded['in_bridge_p50_ms']:.1f}/≤ {forwarded['in_bridge_p99_ms']:.1f} ms);"
-            f" flood straight {outcome['straight_flood']['per_s']:.0f}/s, forwarded"
-            f" {outcome['forwarded_flood']['per_s']:.0f}/s ({100 * outcome['ratio']:.0f} %)")
+            f" ≤ {forwarded['in_bridge_p50_ms']:.1f}/≤ {forwarded['in_bridge_p99_ms']:.1f} ms;"
+            f" loop lag p99 ≤ {forwarded['loop_lag_p99_ms']:.1f} ms, held"
+            f" {forwarded['loop_held_s']:.2f} s; CPU {forwarded['cpu_pct']:.0f} %, CSMS"
+            f" {forwarded['csms_cpu_pct']:.0f} %); flood straight {floods[0]['per_s']:.0f}/s,"
+            f" forwarded {floods[1]['per_s']:.0f}/s ({100 * outcome['ratio']:.0f} %); joined"
+            f" half: {floods[0].get('per_s_joined', float('nan')):.0f}/s,"
+            f" {floods[1].get('per_s_joined', float('nan')):.0f}/s"
+            f" ({100 * outcome.get('ratio_joined', float('nan')):.0f} %); drbridge CPU"
+            f" {floods[1]['cpu_pct']:.0f} %, {floods[1]['per_cpu_s']:.0f} msg per CPU-s")
 
 
 async def local_controller_runs(workdir: Path, quick: bool, runs: int, workers: int = 1

@@ -14,6 +14,7 @@ from bridge.upstream.message_ids import (
     Own,
     Unknown,
     call_with_id,
+    reply_with_id,
     with_id,
 )
 
@@ -97,3 +98,28 @@ def test_a_call_keeps_its_text_under_another_id():
     assert call_with_id('[2,"a\\u0062",' + '"Heartbeat",{}]', "ab", "f8") is None
     assert call_with_id('[2,"ab",' + '"Heartbeat",{}]', "a", "f8") is None
     assert call_with_id('[3,"ab",{}]', "ab", "f8") is None
+
+
+def test_an_answer_keeps_its_text_under_the_senders_id():
+    raw = '[3, "f12",{"idTagInfo":{"status":"Accepted","note":"\\u00e9"}}]'
+    assert reply_with_id(raw, "f12", "st-1") == \
+        '[3,"st-1",{"idTagInfo":{"status":"Accepted","note":"\\u00e9"}}]'
+    error = '[4,"f12","NotSupported","no",{}]'
+    assert json.loads(reply_with_id(error, "f12", "st-1") or "") == \
+        [4, "st-1", "NotSupported", "no", {}]
+    # the station's id is written as JSON, whatever it holds
+    assert json.loads(reply_with_id('[3,"f12",{}]', "f12", 'a"b\\') or "") == \
+        [3, 'a"b\\', {}]
+    # another id, an id with escapes in its text, or no answer at all: re-encoded instead
+    assert reply_with_id('[3,"f1",{}]', "f12", "st-1") is None
+    assert reply_with_id('[3,"f123",{}]', "f12", "st-1") is None
+    assert reply_with_id('[3,"f\\u0031",{}]', "f1", "st-1") is None
+    assert reply_with_id('[2,"f12","Heartbeat",{}]', "f12", "st-1") is None
+
+
+@given(st.text(max_size=36), st.dictionaries(st.text(max_size=5), st.text(max_size=5)))
+def test_an_answer_under_the_senders_id_reads_as_the_reencoded_one(origin, payload):
+    raw = json.dumps([3, "f9", payload])
+    swapped = reply_with_id(raw, "f9", origin)
+    assert swapped is not None
+    assert json.loads(swapped) == json.loads(with_id([3, "f9", payload], origin))

@@ -101,8 +101,12 @@ class Dialect:
         return "PropertyConstraintViolation"
 
 
+# one encoder for every frame: json.dumps with any option set builds a new one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _encoded(frame: list[Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
+    return _ENCODER.encode(frame)
 
 
 class OcppJLink:

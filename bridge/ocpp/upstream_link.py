@@ -65,7 +65,7 @@ from bridge.upstream.composition import (
     remote_start,
 )
 from bridge.upstream.connection import UpstreamConnection, UpstreamUnavailable
-from bridge.upstream.message_ids import Forwarded, LegIds, Own, with_id
+from bridge.upstream.message_ids import Forwarded, LegIds, Own
 from bridge.upstream.offline import kept_for_replay, local_answer
 from bridge.upstream.outage import LOCAL_TX_BASE, QueuedMessage, UpstreamRefused, replay
 
@@ -84,8 +84,11 @@ OWN_REQUEST_ID_BASE = 1_000_000_000
 MAX_WAITING = 64
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once, not per frame
+
+
 def _encoded(frame: list[Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
+    return _ENCODER.encode(frame)
 
 
 @dataclass(frozen=True)
@@ -252,9 +255,9 @@ class Forwarding(OcppJLink):
             return
         sent = time.perf_counter()
         try:
-            frame = await self.upstream.forward(call.unique_id,
-                                                [CALL, call.unique_id, action, outgoing],
-                                                call.raw if outgoing is payload else None)
+            frame, reply = await self.upstream.forward(call.unique_id,
+                                                       [CALL, call.unique_id, action, outgoing],
+                                                       call.raw if outgoing is payload else None)
         except UpstreamUnavailable:
             await self._answer_here(call, kept, maybe_delivered=True)
             return
@@ -266,7 +269,7 @@ class Forwarding(OcppJLink):
                 self._read_answer(action, call.read, answer)
             except Exception:
                 log.exception("%s: failed to read the operator's answer to %s", self.id, action)
-        await self._send(with_id(frame, call.unique_id))
+        await self._send(reply)
         self._answered(action, answer)
         self._site.stats.forwarded(sent - started + time.perf_counter() - answered)
 

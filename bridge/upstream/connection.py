@@ -30,13 +30,22 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from bridge.ocpp.security import RedactCredentials
-from bridge.upstream.message_ids import Forwarded, LegIds, Own, call_with_id, with_id
+from bridge.upstream.message_ids import (
+    Forwarded,
+    LegIds,
+    Own,
+    call_with_id,
+    reply_with_id,
+    with_id,
+)
 
 log = logging.getLogger(__name__)
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 CLOSE_TIMEOUT_S = 1.0
 OperatorCall = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # id, action, payload
+# an answer of the operator's: the frame as read, and its text when it came as text
+Answer = tuple[list[Any], str | None]
 
 
 def _websockets_logger() -> logging.Logger:
@@ -53,8 +62,11 @@ class UpstreamUnavailable(Exception):
     """The operator cannot be asked now: the link is down, dropped, or the answer is late."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once
+
+
 def _encoded(frame: list[Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(frame)
 
 
 class UpstreamConnection:
@@ -83,7 +95,7 @@ class UpstreamConnection:
         self.first_attempt_done = asyncio.Event()
         self._connection: ClientConnection | None = None
         self._lock = asyncio.Lock()  # one CALL of ours in flight at a time
-        self._waiting: set[asyncio.Future[list[Any]]] = set()
+        self._waiting: set[asyncio.Future[Answer]] = set()
         self._kick = asyncio.Event()
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -202,7 +214,7 @@ class UpstreamConnection:
         entry = self.ids.resolve(frame[1])
         if isinstance(entry, Forwarded | Own) and isinstance(entry.tag, asyncio.Future) \
                 and not entry.tag.done():
-            entry.tag.set_result(frame)
+            entry.tag.set_result((frame, message if isinstance(message, str) else None))
         else:
             log.debug("%s: dropped an answer of the operator's to no pending call: %.200r",
                       self.station_id, frame)
@@ -238,33 +250,43 @@ class UpstreamConnection:
         await self._send(_encoded(frame))
 
     async def forward(self, origin_id: str, frame: list[Any],
-                      raw: str | None = None) -> list[Any]:
+                      raw: str | None = None) -> tuple[list[Any], str]:
         """A station's CALL (``frame`` as it sent it, ``raw`` its text when unchanged): sent
-        under a fresh id, and the operator's answer frame handed back (CALLRESULT or
-        CALLERROR, under the operator's id: the caller answers the station under
-        ``origin_id``)."""
-        return await self._exchange(lambda future: self.ids.forward(origin_id, future), frame,
-                                    raw, origin_id)
+        under a fresh id; the operator's answer frame (CALLRESULT or CALLERROR, under the
+        operator's id) and the text to answer the station with (that frame under
+        ``origin_id``, the operator's own text where the id could be swapped in it)."""
+        answer, text = await self._exchange(lambda future: self.ids.forward(origin_id, future),
+                                            frame, raw, origin_id)
+        return answer, text or with_id(answer, origin_id)
 
     async def call(self, action: str, payload: dict[str, Any]) -> list[Any]:
         """One CALL of drbridge's own (the replay, a boot sent again); the answer frame."""
-        return await self._exchange(lambda future: self.ids.own(future),
-                                    [CALL, "", action, payload])
+        answer, _ = await self._exchange(lambda future: self.ids.own(future),
+                                         [CALL, "", action, payload])
+        return answer
 
-    async def _exchange(self, issue: Callable[[asyncio.Future[list[Any]]], str],
+    async def _exchange(self, issue: Callable[[asyncio.Future[Answer]], str],
                         frame: list[Any], raw: str | None = None,
-                        origin_id: str = "") -> list[Any]:
+                        origin_id: str = "") -> Answer:
+        """Send ``frame`` under the id ``issue`` gives and wait for the answer; the answer
+        frame, and for a forwarded CALL its text under ``origin_id`` when the id could be
+        swapped in it."""
         async with self._lock:
             if self._connection is None:
                 raise UpstreamUnavailable("the upstream link is down")
-            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Answer] = loop.create_future()
             wire_id = issue(future)
             self._waiting.add(future)
+            # a plain timer on the future: asyncio.timeout() costs twice as much, per message
+            timer = loop.call_later(self.call_timeout_s, self._expired, future)
             try:
                 text = call_with_id(raw, origin_id, wire_id) if raw is not None else None
                 await self._send(text or with_id(frame, wire_id))
-                async with asyncio.timeout(self.call_timeout_s):
-                    return await future
+                answer, answered = await future
+                if answered is None or not origin_id:
+                    return answer, None
+                return answer, reply_with_id(answered, wire_id, origin_id)
             except TimeoutError:
                 self.ids.forget(wire_id)
                 log.warning("%s: the operator did not answer %s in %.1f s; treated as "
@@ -272,4 +294,14 @@ class UpstreamConnection:
                 self.abort()
                 raise UpstreamUnavailable("no answer in time") from None
             finally:
+                timer.cancel()
                 self._waiting.discard(future)
+                if future.done() and not future.cancelled():
+                    future.exception()  # seen, also when the send failed first
+
+    def _expired(self, future: asyncio.Future[Answer]) -> None:
+        """No answer in time: the waiting call ends; a send still stuck behind a full
+        socket ends with the link, which is dropped anyway."""
+        if not future.done():
+            future.set_exception(TimeoutError())
+            self.abort()

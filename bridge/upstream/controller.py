@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import ssl
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -88,10 +89,9 @@ class ForwardStats:
         self.messages["to_operator", "forwarded"] += 1
         self.added_count += 1
         self.added_sum_s += added_s
-        for index, bound in enumerate(ADDED_BUCKETS_S):
-            if added_s <= bound:
-                self.added_buckets[index] += 1
-                break
+        index = bisect_left(ADDED_BUCKETS_S, added_s)  # the first bound not below it
+        if index < len(ADDED_BUCKETS_S):
+            self.added_buckets[index] += 1
 
 
 class LocalController:

@@ -89,6 +89,8 @@ class LegIds:
 
 
 _CALL_HEAD = re.compile(r'\s*\[\s*2\s*,\s*"')
+_REPLY_HEAD = re.compile(r'\s*\[\s*([34])\s*,\s*"')
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once
 
 
 def call_with_id(raw: str, origin_id: str, message_id: str) -> str | None:
@@ -104,8 +106,21 @@ def call_with_id(raw: str, origin_id: str, message_id: str) -> str | None:
     return f'[2,"{message_id}' + raw[end:]
 
 
+def reply_with_id(raw: str, wire_id: str, origin_id: str) -> str | None:
+    """A CALLRESULT or CALLERROR as its sender encoded it (``raw``, already read as JSON),
+    under ``origin_id`` in place of ``wire_id``; None when the id is not written plainly
+    in the text: then re-encode with :func:`with_id`. The operator's answers to forwarded
+    meter values go back to the station this way, without being encoded again."""
+    head = _REPLY_HEAD.match(raw)
+    if head is None:
+        return None
+    end = head.end() + len(wire_id)
+    if raw[head.end():end] != wire_id or raw[end:end + 1] != '"':
+        return None
+    return f"[{head.group(1)},{_ENCODER.encode(origin_id)}{raw[end + 1:]}"
+
+
 def with_id(frame: list[Any], message_id: str) -> str:
     """A CALL, CALLRESULT or CALLERROR frame re-encoded under another message id; the rest
     of the frame (action, payload, error) unchanged."""
-    return json.dumps([frame[0], message_id, *frame[2:]], separators=(",", ":"),
-                      ensure_ascii=False)
+    return _ENCODER.encode([frame[0], message_id, *frame[2:]])
