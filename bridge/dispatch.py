@@ -610,10 +610,7 @@ class Dispatcher:
 
     async def _worker(self, state: StationRecord) -> None:
         while True:
-            # a station that joined has its capabilities read before the plan gives it a
-            # limit; its follow-up calls wait for that limit
-            if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due \
-                    and self._target(state) is not None:
+            if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due:
                 await self._follow_up(state)
                 continue
             await state.wake.wait()
@@ -627,23 +624,17 @@ class Dispatcher:
                     continue  # gone meanwhile; a new link wakes the worker again
             if state.life.phase is Phase.CONNECTED:
                 self._registered(state, link)
-            must_read = state.life.phase is Phase.REGISTERED \
-                and (not state.caps.known or state.handling.foreign is None)
-            if not must_read and self._target(state) is None:
+            if self._target(state) is None:
                 continue
             self._limiting += 1
             self._limits_sent.clear()
             try:
-                if must_read:
-                    # Read at once, without waiting for the plan to give it a limit: in a
-                    # boot storm the reads then overlap the joins, and the plan's wave is
-                    # one call per station rather than two in a row.
+                if state.life.phase is Phase.REGISTERED \
+                        and (not state.caps.known or state.handling.foreign is None):
                     epoch = state.life.epoch
                     await self._read(state, link)
                     if state.life.epoch != epoch:
                         continue  # reconnected or rebooted meanwhile: woken again
-                    if self._target(state) is None:
-                        continue  # the plan wakes it with its limit
                 await self._dispatch(state, link)
             finally:
                 self._limiting -= 1
