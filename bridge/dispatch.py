@@ -395,7 +395,8 @@ class Dispatcher:
         none: Mapping[int, int] = {}
         # A plan gives most stations schedules made of the same step objects (the same
         # share for the same reason), as did the plan before: each pair of old and new
-        # schedule is compared once, not once per station (10,000 stations: 60 -> 20 ms).
+        # schedule is compared once, not once per station (10,000 stations, every schedule
+        # changed: about 68 -> 27 ms of the loop, bench.plan_apply).
         compared: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[bool, bool]] = {}
         # the old schedules stay referenced until the end, so their steps' ids stay theirs
         replaced: list[tuple[Step, ...]] = []
