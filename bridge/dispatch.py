@@ -394,24 +394,47 @@ class Dispatcher:
                     sessions: Mapping[str, Mapping[int, int]] | None = None) -> None:
         """Each station's share, and its sessions (connector id -> transaction id)."""
         now = self._clock()
+        sessions = sessions or {}
+        none: Mapping[int, int] = {}
+        # A plan gives most stations schedules made of the same step objects (the same
+        # share for the same reason), as did the plan before: each pair of old and new
+        # schedule is compared once, not once per station (10,000 stations, every schedule
+        # changed: about 68 -> 27 ms of the loop, bench.plan_apply).
+        compared: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[bool, bool]] = {}
+        # the old schedules stay referenced until the end, so their steps' ids stay theirs
+        replaced: list[tuple[Step, ...]] = []
         for station_id, steps in schedules.items():
             state = self.stations.get(station_id)
             if state is None:
                 continue
-            running = dict((sessions or {}).get(station_id, {}))
-            if state.desired != steps or state.sessions != running:
-                # A new plan mostly gives a station the same limits with a newer start (and
-                # reason): it is booked, but its worker has nothing to send, so it sleeps on.
-                quiet = state.sessions == running and state.desired is not None \
-                    and station_id not in self._above \
-                    and _limits_from(state.desired, now) == _limits_from(steps, now)
-                state.desired, state.sessions = steps, running
+            running = sessions.get(station_id, none)
+            same_sessions = state.sessions == running
+            desired = state.desired
+            if desired is None:
+                same = same_limits = False
+            else:
+                key = (tuple(map(id, desired)), tuple(map(id, steps)))
+                found = compared.get(key)
+                if found is None:
+                    found = compared[key] = (
+                        desired == steps, _limits_from(desired, now) == _limits_from(steps, now))
+                same, same_limits = found
+            if same and same_sessions:
+                continue
+            # A new plan mostly gives a station the same limits with a newer start (and
+            # reason): it is booked, but its worker has nothing to send, so it sleeps on.
+            quiet = same_sessions and same_limits and station_id not in self._above
+            if desired is not None:
+                replaced.append(desired)
+            state.desired = steps
+            if not same_sessions:
+                state.sessions = dict(running)
                 if state.told.sessions(frozenset(running.values())) \
                         and state.counted is not None:
                     self._on_change()  # a new EV: counted at the hardware again
-                if not quiet:
-                    state.wake.set()
-                    self._refresh(state)
+            if not quiet:
+                state.wake.set()
+                self._refresh(state)
 
     def reservations(self, with_session: set[str]) -> tuple[Reservation, ...]:
         """Stations the planner must count at what they may draw, not at what it would give."""

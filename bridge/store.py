@@ -69,6 +69,13 @@ def _opt_time(text: str | None) -> datetime | None:
 
 
 def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
+    return with_baselines(encode_plan_state(state), baselines)
+
+
+def encode_plan_state(state: PlanState) -> str:
+    """The state as :func:`plan_state_to_json` stores it, but for the event baselines
+    (:func:`with_baselines` adds them). Pure: a planning thread may call it, while the
+    baselines, which the event loop keeps, are added there."""
     return json.dumps({
         "at": _iso(state.at), "site_limit_w": state.site_limit_w,
         "ramp_from": None if state.ramp_from is None
@@ -76,13 +83,48 @@ def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
         "rises": [_iso(at) for at in state.rises],
         "restore_began": _opt_iso(state.restore_began),
         "stations": {sid: _station_to_json(s) for sid, s in state.stations.items()},
-        "baselines": dict(baselines),
         "voltage": {key: [h.share, _iso(h.since), h.reason, h.step, h.eased_from]
                     for key, h in state.voltage.items()},
         "absorb": None if state.absorb is None else [
             state.absorb.share, _iso(state.absorb.since), state.absorb.reason,
             state.absorb.step, state.absorb.fell_from],
     })
+
+
+def with_baselines(encoded_state: str, baselines: Mapping[str, float]) -> str:
+    """An encoded state (a JSON object, see :func:`encode_plan_state`) with the baselines."""
+    return f'{encoded_state[:-1]}, "baselines": {json.dumps(dict(baselines))}}}'
+
+
+@dataclass(frozen=True)
+class EncodedPlan:
+    """A plan as the store keeps it, encoded ahead of the write (see :func:`encode_plan`)."""
+
+    made_at: str
+    site: str
+    stations: str
+    state: str | None  # without the baselines (see :func:`encode_plan_state`)
+
+
+def encode_plan(made_at: datetime, site: Iterable[Step],
+                stations: Mapping[str, Iterable[Step]], state: PlanState | None = None
+                ) -> EncodedPlan:
+    """Pure, so that a planning thread encodes a large plan (at 10,000 stations, about a
+    tenth of a second) and the event loop only writes it."""
+    # a plan shares one step object among the stations given the same share: each
+    # is turned into JSON items once
+    items: dict[int, list[Any]] = {}
+
+    def item(step: Step) -> list[Any]:
+        made = items.get(id(step))
+        if made is None:
+            made = items[id(step)] = _step_item(step)
+        return made
+
+    return EncodedPlan(
+        _iso(made_at), steps_to_json(site),
+        json.dumps({k: [item(s) for s in v] for k, v in stations.items()}),
+        None if state is None else encode_plan_state(state))
 
 
 def _opt_float(value: float | None) -> float | None:
@@ -556,20 +598,17 @@ class Store:
     # plans and telemetry ----------------------------------------------------------------
     def save_plan(self, made_at: datetime, site: Iterable[Step],
                   stations: Mapping[str, Iterable[Step]]) -> None:
-        # a plan shares one step object among the stations given the same share: each
-        # is turned into JSON items once
-        items: dict[int, list[Any]] = {}
+        self.save_encoded_plan(encode_plan(made_at, site, stations))
 
-        def item(step: Step) -> list[Any]:
-            made = items.get(id(step))
-            if made is None:
-                made = items[id(step)] = _step_item(step)
-            return made
-
-        self.db["plans"].insert(
-            {"made_at": _iso(made_at), "site": steps_to_json(site),
-             "stations": json.dumps({k: [item(s) for s in v] for k, v in stations.items()})}
-        )
+    def save_encoded_plan(self, plan: EncodedPlan,
+                          baselines: Mapping[str, float] | None = None) -> None:
+        """The plan, and with ``baselines`` its state (when it has one), in one commit."""
+        with self.db.conn:
+            self.db.conn.execute("INSERT INTO plans (made_at, site, stations) VALUES (?, ?, ?)",
+                                 [plan.made_at, plan.site, plan.stations])
+            if baselines is not None and plan.state is not None:
+                self.db.conn.execute("INSERT OR REPLACE INTO plan_state (id, state) VALUES (1, ?)",
+                                     [with_baselines(plan.state, baselines)])
 
     def last_plan(self) -> tuple[datetime, tuple[Step, ...], dict[str, tuple[Step, ...]]] | None:
         """The newest stored plan (made at, site steps, each station's steps), reasons included."""

@@ -103,6 +103,24 @@ def test_store_keeps_the_allocation_state_and_baselines(tmp_path):
         store.close()
 
 
+def test_a_plan_encoded_ahead_is_stored_as_the_plan_and_its_state(tmp_path):
+    """The planning thread encodes the plan; the store writes it, adding the events'
+    baselines as they are when it is written."""
+    from bridge.store import encode_plan
+
+    plan = make_plan([level_event(1)], POLICY, Site(40_000), fleet(2, 2), NOW)
+    assert plan.state is not None
+    encoded = encode_plan(plan.made_at, plan.site, plan.stations, plan.state)
+    store = Store(tmp_path / "plans.db")
+    try:
+        store.save_encoded_plan(encoded, {"ev-7": 33_000.0})
+        made_at, site, stations = store.last_plan()
+        assert store.plan_state() == (plan.state, {"ev-7": 33_000.0})
+    finally:
+        store.close()
+    assert (made_at, site, stations) == (NOW, plan.site, dict(plan.stations))
+
+
 def test_a_stored_state_from_before_resumes_and_holds_reads_as_without_them():
     from bridge.store import plan_state_from_json
 

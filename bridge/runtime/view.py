@@ -234,6 +234,19 @@ class RuntimeView:
                 upstream=self._station_upstream(station_id, running)))
         return views
 
+    def voltage_control_states(self) -> tuple[dict[str, int], dict[str, int]]:
+        # Counted without the stations' views: /metrics asks on every scrape, and building
+        # every view of a 5,000-station fleet costs the loop about 0.1 s.
+        monitors: dict[str, int] = {}
+        der: dict[str, int] = {}
+        controls = self._voltage_controls
+        for station_id in set(self._dispatcher.stations) | set(self._operator.holds):
+            found = controls.view(station_id) if controls is not None else None
+            state = found or NO_VOLTAGE_CONTROL
+            monitors[state.monitors] = monitors.get(state.monitors, 0) + 1
+            der[state.der] = der.get(state.der, 0) + 1
+        return monitors, der
+
     def _voltage_control(self, station_id: str) -> VoltageControl:
         controls = self._voltage_controls
         found = controls.view(station_id) if controls is not None else None

@@ -86,10 +86,11 @@ def _voltage_controls(reader: SiteReader) -> list[Metric]:
     """Voltage notices by source; stations by the state of their monitors and DER control."""
     monitors = dict.fromkeys(MONITOR_STATES, 0)
     controls = dict.fromkeys(DER_STATES, 0)
-    for station in reader.stations():
-        control = station.voltage_control
-        monitors[control.monitors] = monitors.get(control.monitors, 0) + 1
-        controls[control.der] = controls.get(control.der, 0) + 1
+    by_monitors, by_der = reader.voltage_control_states()
+    for state, n in by_monitors.items():
+        monitors[state] = monitors.get(state, 0) + n
+    for state, n in by_der.items():
+        controls[state] = controls.get(state, 0) + n
     events = reader.counters().voltage_events
     return [
         Metric("drbridge_voltage_events_total", "counter",

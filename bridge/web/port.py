@@ -302,6 +302,11 @@ class SiteReader(Protocol):
         """Known to the bridge, or held by the operator."""
         ...
 
+    def voltage_control_states(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """How many of :meth:`stations` are in each state of their voltage monitors, and of
+        their DER control (as each :class:`StationView`'s ``voltage_control`` tells)."""
+        ...
+
     def profile_counts(self) -> Mapping[str, int]:
         """Charging profiles sent, by the station's answer."""
         ...
