@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.config import Config, load_config
+from bridge.upstream.address import station_url
 from policies.validation import InvalidDocument
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  security   {_PROFILES[model.ocpp.security.profile]}")
     upstream = model.ocpp.upstream
     if upstream is not None:
-        print(f"  upstream   local controller: forwards to {upstream.url}/<station id>; "
+        print(f"  upstream   local controller: forwards to "
+              f"{station_url(upstream.url, '<station id>')}; "
               f"offline authorization {upstream.offline_authorization}")
     print(f"  site       {model.site.capacity_kw:g} kW, {model.site.phases} phases, "
           f"{model.site.voltage_v:g} V")

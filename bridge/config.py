@@ -24,6 +24,7 @@ from pydantic import (
 from bridge.loopback import is_loopback_host
 from bridge.ocpp.tls import client_context, server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
+from bridge.upstream.address import STATION_ID_FIELD
 from bridge.web.transport import tls_context
 from bridge.worst_case import Declared
 from policies.fleet import Circuit, Site, StationInfo
@@ -152,7 +153,9 @@ class SecuritySection(_Section):
 class UpstreamSection(_Section):
     """Local-controller mode: the operator's CSMS behind drbridge (README "Local controller")."""
 
-    url: str  # drbridge connects to <url>/<station id>, with the station's subprotocol
+    # drbridge connects to <url>/<station id> (or to the url with {station_id} replaced, for
+    # a CSMS whose path goes on after the id), with the station's subprotocol
+    url: str
     # While the operator is unreachable: an id it answered before gets that answer (cache),
     # unknown ids are refused (cache, reject) or accepted (accept); reject refuses all.
     offline_authorization: Literal["cache", "accept", "reject"] = "cache"
@@ -173,7 +176,10 @@ class UpstreamSection(_Section):
     def _websocket(cls, value: str) -> str:
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must start with ws:// or wss://")
-        return value.rstrip("/")
+        if value.count(STATION_ID_FIELD) > 1:
+            raise ValueError(f"name {STATION_ID_FIELD} once at most")
+        # with the placeholder the url is the CSMS's own path, trailing slash and all
+        return value if STATION_ID_FIELD in value else value.rstrip("/")
 
     @model_validator(mode="after")
     def _consistent(self) -> UpstreamSection:

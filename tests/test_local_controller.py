@@ -20,6 +20,7 @@ from lc_helpers import add_station201, upstream_config
 from ocpp.exceptions import OCPPError
 
 from bridge.sim.csms import CsmsCallError, UpstreamCsms
+from bridge.upstream.outage import LOCAL_TX_BASE
 
 TOKEN = {"idToken": "ALLOWED", "type": "ISO14443"}
 
@@ -228,6 +229,47 @@ async def test_the_operators_authorization_is_the_stations(site: SiteHarness, cs
     ended = await csms.wait_for("TransactionEvent", 2, station_id="EV2")
     assert ended[-1].payload["eventType"] == "Ended"
     assert ended[-1].payload["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+
+
+async def test_16_a_refusal_without_transaction_id_reaches_the_station_with_a_local_id(
+        site: SiteHarness):
+    """The operator refuses a 1.6 start without the transactionId 1.6 requires in the
+    answer, as some central systems do. A strict station (the simulated one checks the
+    schema) takes that for no answer and sends the start again, every second. drbridge
+    passes the refusal on with a transaction id of its own, and answers what the station
+    sends about that transaction itself: the operator never had it."""
+    csms = UpstreamCsms(id_tags={"ALLOWED": "Accepted"},
+                        start_refusal_without_transaction_id=True)
+    async with csms:
+        # call_timeout_s: the start must be answered by the CSMS, not in its place
+        bridge = await site.start_bridge(ocpp_extra=upstream_config(csms, call_timeout_s=5))
+        upstream = bridge.upstream
+        assert upstream is not None
+        # plugged in once the link is up: a start before it is answered in the CSMS's place
+        station = site.add_station("CP2", id_tag="STOLEN", plugged_in=False)
+        await csms.wait_for("BootNotification", station_id="CP2", timeout=20)
+        station.plug_in()
+        await csms.wait_for("StartTransaction", station_id="CP2")
+        # the station took the refusal and stopped the transaction (StopTransactionOnInvalidId)
+        await wait_until(lambda: upstream.stats.messages[
+            "to_operator", "answered_locally"] >= 1, what="drbridge answering the stop")
+        given = [(row["local_tx"], row["started_seq"], row["upstream_tx"]) for row in
+                 upstream.db["upstream_transactions"].rows_where("station_id = ?", ["CP2"])]
+        assert len(given) == 1 and given[0][0] >= LOCAL_TX_BASE and given[0][1:] == (None, None)
+        # a late reading about that transaction is answered by drbridge too
+        assert await station.request("MeterValues", {
+            "connectorId": 1, "transactionId": given[0][0], "meterValue": [{
+                "timestamp": "2026-01-01T00:00:00Z",
+                "sampledValue": [{"value": "0", "measurand": "Energy.Active.Import.Register",
+                                  "unit": "Wh"}]}]}) == {}
+        await asyncio.sleep(2)  # time for a start sent again, which must not come
+        assert [r.payload["idTag"] for r in csms.calls("StartTransaction", "CP2")] == ["STOLEN"]
+        assert csms.calls("StopTransaction", "CP2") == []
+        assert csms.calls("MeterValues", "CP2") == []
+        assert csms.transactions == {}
+        assert station.transaction_id is None and station.power_w == 0
+        assert upstream.stats.messages["to_operator", "answered_locally"] == 2
+        assert upstream.backlog("CP2") == 0
 
 
 async def test_a_station_that_does_not_wait_for_its_answers_is_held_to_a_bound(

@@ -402,3 +402,103 @@ async def test_the_operator_sees_the_outage_and_the_queue_on_the_api_and_metrics
     assert row["link"] == "up" and row["queue"] == 0
     assert metrics["drbridge_upstream_queue_length"] == 0
     assert metrics['drbridge_upstream_links{state="up"}'] == 1
+
+
+async def test_a_minute_long_outage_with_sessions_starting_and_stopping_replays_exactly(
+        site: SiteHarness, csms: UpstreamCsms):
+    """The operator's CSMS is down for a full minute (not compressed: the server stopped,
+    every link refused) while two stations stop and start sessions. When it is back, each
+    station's messages reach it once, in order, as sent, with drbridge's local transaction
+    ids replaced by the ones the CSMS itself gave out on the replayed starts. The test
+    mostly waits: about 75 s of wall time, little CPU."""
+    outage_s = 60.0
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms, reconnect_max_s=2))
+    assert bridge.upstream is not None
+    upstream = bridge.upstream
+    cp1 = site.add_station("CP1", id_tag="ALLOWED", meter_interval_s=4)
+    cp2 = site.add_station("CP2", id_tag="ALLOWED", meter_interval_s=4)
+    await wait_steered(bridge, "CP1", "CP2")
+    for station_id in ("CP1", "CP2"):
+        await csms.wait_for("MeterValues", station_id=station_id)
+    live = {cp1.transaction_id, cp2.transaction_id}
+    assert live == {5000, 5001}
+    given_before = set(csms.transactions)
+
+    loop = asyncio.get_running_loop()
+    await csms.stop(abort=True)
+    down_at = loop.time()
+    await wait_until(lambda: upstream.link_states() == {"down": 2}, what="both links down")
+
+    async def at(offset_s: float) -> None:
+        await asyncio.sleep(max(0.0, down_at + offset_s - loop.time()))
+
+    # during the minute: CP1 stops, starts, stops and starts again; CP2 stops and starts
+    await at(5)
+    cp1.unplug()
+    await wait_until(lambda: cp1.transaction_id is None, what="CP1's first stop")
+    await at(12)
+    cp1.plug_in()
+    await wait_until(lambda: cp1.transaction_id is not None, what="CP1's second session")
+    await at(20)
+    cp2.unplug()
+    await wait_until(lambda: cp2.transaction_id is None, what="CP2's stop")
+    await at(28)
+    cp2.plug_in()
+    await wait_until(lambda: cp2.transaction_id is not None, what="CP2's second session")
+    await at(38)
+    cp1.unplug()
+    await wait_until(lambda: cp1.transaction_id is None, what="CP1's second stop")
+    await at(46)
+    cp1.plug_in()
+    await wait_until(lambda: cp1.transaction_id is not None, what="CP1's third session")
+    assert min(cp1.transaction_id or 0, cp2.transaction_id or 0) >= LOCAL_TX_BASE  # drbridge's
+    await at(outage_s)
+    # still down after the whole minute: all of it is kept
+    assert upstream.link_states() == {"down": 2}
+    kept = {sid: queued(bridge, sid) for sid in ("CP1", "CP2")}
+    assert [r["action"] for r in kept["CP1"]].count("StartTransaction") == 2
+    assert [r["action"] for r in kept["CP2"]].count("StartTransaction") == 1
+    assert [r["action"] for r in kept["CP1"]].count("StopTransaction") == 2
+    assert [r["action"] for r in kept["CP2"]].count("StopTransaction") == 1
+    assert all(upstream.backlog(sid) == len(rows) for sid, rows in kept.items())
+
+    back = datetime.now(UTC)
+    await csms.start()
+    assert loop.time() - down_at >= outage_s
+    await wait_until(lambda: upstream.backlog("CP1") == upstream.backlog("CP2") == 0,
+                     timeout=30, what="the replay")
+
+    for station_id, rows in kept.items():
+        # the ids the CSMS gave this station's replayed starts, in the order it gave them
+        given = sorted(t for t, (sid, _, _) in csms.transactions.items()
+                       if sid == station_id and t not in given_before)
+        local_ids = [row["local_tx"] for row in rows if row["action"] == "StartTransaction"]
+        assert len(given) == len(local_ids)
+        mapping = dict(zip(local_ids, given, strict=True)) | {t: t for t in live}
+        expected = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            if "transactionId" in payload:
+                payload["transactionId"] = mapping[payload["transactionId"]]
+            expected.append((row["action"], payload))
+        # what the CSMS received after it came back: the kept messages first, each once,
+        # in the order the station sent them, ids mapped; every id one the CSMS gave this
+        # station
+        replayed = kept_calls(csms, station_id, back)[:len(rows)]
+        assert replayed == expected
+        assert {(row["state"], row["attempts"]) for row in queued(bridge, station_id)} == \
+            {("acked", 1)}
+        for _, payload in replayed:
+            if "transactionId" in payload:
+                assert csms.transactions[payload["transactionId"]][0] == station_id
+    # live again: the sessions running since the outage report under the CSMS's ids
+    for station, station_id in ((cp1, "CP1"), (cp2, "CP2")):
+        count = len(csms.calls("MeterValues", station_id))
+        await csms.wait_for("MeterValues", count + 1, station_id=station_id, timeout=15)
+        last = csms.calls("MeterValues", station_id)[-1].payload["transactionId"]
+        assert csms.transactions[last][0] == station_id and last not in live
+        assert station.transaction_id is not None and station.transaction_id >= LOCAL_TX_BASE
+    starts = csms.calls("StartTransaction")
+    assert len(starts) == 2 + 3  # two live before the outage, three replayed: none twice
+    # and no id of drbridge's own ever reached the CSMS
+    assert all(r.payload.get("transactionId", 0) < LOCAL_TX_BASE for r in csms.calls())

@@ -15,6 +15,7 @@ from test_process import check
 from bridge.config import load_config
 from bridge.ocpp.tls import server_context
 from bridge.sim.csms import UpstreamCsms
+from bridge.upstream.address import station_url
 from policies.validation import InvalidDocument
 
 
@@ -97,6 +98,8 @@ def test_upstream_configuration_errors_name_the_key_and_the_fix(tmp_path: Path):
                   f"client_private_key: {key}}}\n")
     assert "ocpp.upstream.ca_file: no such file" in config_problems(
         tmp_path, "upstream: {url: 'wss://csms', ca_file: nowhere.pem}\n")
+    assert "ocpp.upstream.url: name {station_id} once at most" in config_problems(
+        tmp_path, "upstream: {url: 'ws://csms/{station_id}/{station_id}'}\n")
     assert "ocpp.upstream.reconect_max_s: unknown key" in config_problems(
         tmp_path, "upstream: {url: 'ws://csms', reconect_max_s: 5}\n")
     text = config_problems(tmp_path, "", stations=textwrap.dedent(f"""\
@@ -121,6 +124,13 @@ def test_a_config_without_upstream_runs_as_a_central_system(tmp_path: Path):
     upstream = load_config(path).model.ocpp.upstream
     assert upstream is not None and upstream.url == "ws://csms.example/ocpp"
     assert upstream.offline_authorization == "cache"
+    assert station_url(upstream.url, "CP 1") == "ws://csms.example/ocpp/CP 1"
+    # a CSMS that routes on a path going on after the id: the url says where the id goes
+    path.write_text(path.read_text().replace("ws://csms.example/ocpp/",
+                                             "ws://csms.example/ws/ocpp/{station_id}/"))
+    upstream = load_config(path).model.ocpp.upstream
+    assert upstream is not None
+    assert station_url(upstream.url, "CP1") == "ws://csms.example/ws/ocpp/CP1/"
 
 
 def test_check_names_the_operators_csms(tmp_path: Path):

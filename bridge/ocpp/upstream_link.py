@@ -12,7 +12,9 @@ not used) and then *answered* in order, by one worker per station:
 - link open, nothing waiting in the outage queue: sent upstream under an id of drbridge's
   (1.6 transaction ids of sessions begun offline mapped to the operator's), and the
   operator's answer goes back to the station unchanged. Its authorization answers are
-  learnt; a 1.6 StartTransaction is read with the transaction id the operator gave.
+  learnt; a 1.6 StartTransaction is read with the transaction id the operator gave. (One
+  exception: a 1.6 StartTransaction answer without the transaction id 1.6 requires gets
+  a local id, and the station's messages about that transaction are answered here.)
 - link down, or messages waiting: a transaction message is written to the outage queue
   (committed) and only then answered in the operator's place
   (:func:`~bridge.upstream.offline.local_answer`, authorizations from the cache); others
@@ -238,6 +240,9 @@ class Forwarding(OcppJLink):
 
     async def _relay(self, call: _StationCall) -> None:
         action, payload = call.action, call.payload
+        if call.read is not None and self._about_refused_start(action, call.read):
+            await self._answer_here(call, kept=False)  # the operator has no such transaction
+            return
         kept = call.read is not None and kept_for_replay(self.VERSION, action, call.read)
         if kept and self._site.backlog(self.id):
             await self._answer_here(call, kept)  # behind the messages waiting to go up
@@ -263,13 +268,18 @@ class Forwarding(OcppJLink):
             return
         answered = time.perf_counter()
         answer = frame[2] if frame[0] == CALLRESULT and len(frame) > 2 else None
+        completed = self._completed(action, answer) if isinstance(answer, dict) else None
+        if completed is not None:
+            answer = completed
         if isinstance(answer, dict) and call.read is not None:
             try:
                 self._learn(action, call.read, answer)
                 self._read_answer(action, call.read, answer)
             except Exception:
                 log.exception("%s: failed to read the operator's answer to %s", self.id, action)
-        await self._send(reply)
+        # the operator's own text goes back, unless drbridge had to complete its answer
+        await self._send(_encoded([CALLRESULT, call.unique_id, completed])
+                         if completed is not None else reply)
         self._answered(action, answer)
         self._site.stats.forwarded(sent - started + time.perf_counter() - answered)
 
@@ -336,6 +346,15 @@ class Forwarding(OcppJLink):
     def _from_operator(self, action: str, payload: Payload) -> Payload:
         """The operator's request as the station must see it."""
         return payload
+
+    def _completed(self, action: str, answer: Payload) -> Payload | None:
+        """The operator's answer made whole where the station cannot take it as it is; None
+        to pass it on unchanged (as nearly always)."""
+        return None
+
+    def _about_refused_start(self, action: str, read: Payload) -> bool:
+        """Whether the station's message is about a start :meth:`_completed` answered."""
+        return False
 
     def _learn(self, action: str, read: Payload, answer: Payload) -> None:
         """Keep the operator's authorization answers (refusals too) for an outage."""
@@ -542,6 +561,24 @@ class ForwardingLink16(Forwarding, StationLink16):
         self._listener.transaction_started(
             self.id, read["connectorId"], read["idTag"], read["meterStart"],
             parse_time(read["timestamp"]) or self._site.now(), str(answer["transactionId"]))
+
+    def _completed(self, action: str, answer: Payload) -> Payload | None:
+        if action != "StartTransaction" or isinstance(answer.get("transactionId"), int):
+            return None
+        # Some central systems leave the id out of a refusal, which 1.6 requires in every
+        # answer: a strict station takes such an answer for none and sends the start again,
+        # for ever. It gets an id of drbridge's, which the operator never sees.
+        local_tx = self._site.queue.refused_start(self.id)
+        log.warning("%s: the operator answered StartTransaction without a transaction id "
+                    "(%s); the station gets drbridge's id %d, and its messages about that "
+                    "transaction are answered by drbridge", self.id,
+                    (answer.get("idTagInfo") or {}).get("status"), local_tx)
+        return {**answer, "transactionId": local_tx}
+
+    def _about_refused_start(self, action: str, read: Payload) -> bool:
+        transaction = read.get("transactionId")
+        return action in ("StopTransaction", "MeterValues") and isinstance(transaction, int) \
+            and transaction >= LOCAL_TX_BASE and self._site.queue.refused(self.id, transaction)
 
     def _learn(self, action: str, read: Payload, answer: Payload) -> None:
         if action in ("Authorize", "StartTransaction", "StopTransaction"):

@@ -19,7 +19,9 @@ behaves like an operator's back office in the ways that matter to drbridge:
 - it can go down (stop listening, drop its connections) and come back on the same port;
 - it can stop reading one station's link (:meth:`UpstreamCsms.stall`), as a back office
   whose process hangs or whose network stops delivering: the TCP connection stays open, and
-  nothing sent on it is read or answered, a close frame neither.
+  nothing sent on it is read or answered, a close frame neither;
+- it can answer a refused 1.6 StartTransaction without its transactionId
+  (``start_refusal_without_transaction_id``), as some central systems do.
 
 Tests may also hold the answer to an action (:meth:`UpstreamCsms.hold`): the message is
 recorded on arrival, its answer waits until released, as a slow or stalled back office.
@@ -45,6 +47,7 @@ from urllib.parse import unquote
 import ocpp.messages
 from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
 from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, unpack, validate_payload
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
@@ -135,6 +138,7 @@ class UpstreamCsms:
         auth_valid_for: timedelta | None = None,
         call_timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        start_refusal_without_transaction_id: bool = False,
     ) -> None:
         self.host, self.port = host, port
         # id tag -> the status it gets ("Accepted", "Blocked", ...); unlisted: "Invalid"
@@ -146,6 +150,12 @@ class UpstreamCsms:
         self.boot_status = "Accepted"
         self.call_timeout_s = call_timeout_s
         self.ssl_context = ssl_context
+        # A lenient-peer quirk: refuse a 1.6 start with idTagInfo only, leaving out the
+        # transactionId 1.6 requires in every StartTransaction answer. This CSMS stands in
+        # for the operator's, and some operators' central systems answer a refusal so; the
+        # local controller has to cope with that answer, so the test peer must be able to
+        # send it (nothing else here breaks the protocol on purpose).
+        self.start_refusal_without_transaction_id = start_refusal_without_transaction_id
         self.received: list[Received] = []
         self.stations: dict[str, ChargePoint16 | ChargePoint201] = {}
         # 1.6 transactions it assigned: id -> (station id, connector id, id tag)
@@ -340,7 +350,29 @@ class _Station16(ChargePoint16):
     async def route_message(self, raw_msg: str | bytes) -> None:
         action = await self.csms._record(self.id, raw_msg)
         await self.csms._gate(action)
+        if action == "StartTransaction" and self.csms.start_refusal_without_transaction_id \
+                and await self._refused_without_transaction_id(raw_msg):
+            return
         await super().route_message(raw_msg)
+
+    async def _refused_without_transaction_id(self, raw_msg: str | bytes) -> bool:
+        """Answer a valid StartTransaction whose id tag is refused with idTagInfo alone
+        (see ``start_refusal_without_transaction_id``); False, having sent nothing, for a
+        start to handle as usual. Sent past the library, whose handlers may not answer
+        against the schema."""
+        try:
+            message = unpack(raw_msg)
+            if not isinstance(message, Call):
+                return False
+            await validate_payload(message, self._ocpp_version)
+        except OCPPError:
+            return False  # the library's handling answers it with the CALLERROR it warrants
+        info = self._id_tag_info(message.payload["idTag"])
+        if info["status"] == "Accepted":
+            return False
+        await self._send(message.create_call_result(
+            {"idTagInfo": snake_to_camel_case(info)}).to_json())
+        return True
 
     def _id_tag_info(self, id_tag: str) -> dict[str, Any]:
         info: dict[str, Any] = {"status": self.csms.id_tag_status(id_tag)}

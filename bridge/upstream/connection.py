@@ -1,11 +1,11 @@
 """One station's websocket to the operator's CSMS (local-controller mode): the transport.
 
-drbridge opens ``<ocpp.upstream.url>/<station id>`` when the station connects, with the
-subprotocol the station negotiated and the ``Authorization`` header it sent (kept in
-memory only), and again with jittered exponential backoff whenever the link drops or the
-operator refuses it (a 401 too: the station stays connected to drbridge and keeps its DR
-limits). Frames only: what they mean is the forwarding link's business
-(:mod:`bridge.ocpp.upstream_link`).
+drbridge opens ``<ocpp.upstream.url>/<station id>`` (or the url with ``{station_id}``
+filled in: :mod:`bridge.upstream.address`) when the station connects, with the subprotocol
+the station negotiated and the ``Authorization`` header it sent (kept in memory only), and
+again with jittered exponential backoff whenever the link drops or the operator refuses
+it (a 401 too: the station stays connected to drbridge and keeps its DR limits).
+Frames only: what they mean is the forwarding link's business (:mod:`bridge.ocpp.upstream_link`).
 
 On this leg drbridge issues every message id itself (:class:`~bridge.upstream.message_ids.
 LegIds`): the station's CALLs go out under fresh ids and their answers are handed back
@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from bridge.ocpp.security import RedactCredentials
+from bridge.upstream.address import station_url
 from bridge.upstream.message_ids import (
     Forwarded,
     LegIds,
@@ -78,7 +79,7 @@ class UpstreamConnection:
                  on_open: Callable[[], Awaitable[None]],
                  on_close: Callable[[], None] = lambda: None,
                  max_size: int | None = 2**20) -> None:
-        self.url = f"{url}/{station_id}"
+        self.url = station_url(url, station_id)
         self.station_id = station_id
         self._subprotocol = subprotocol
         self._authorization = authorization

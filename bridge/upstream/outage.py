@@ -144,6 +144,26 @@ class OutageQueue:
                     " VALUES (?, ?, ?)", [station_id, local_tx, seq])
         return Queued(seq, local_tx)
 
+    def refused_start(self, station_id: str) -> int:
+        """A local id for a start the operator refused live without naming a transaction
+        (1.6 requires an id in every StartTransaction answer): the station gets it, and
+        what it sends about it is answered by drbridge and not forwarded. Kept as a
+        transaction with no queued start (``started_seq`` NULL) and no operator id."""
+        with self._commit(durable=True):
+            last = self.db.execute(f"SELECT max(local_tx) FROM {TRANSACTIONS}").fetchone()[0]
+            local_tx = max(int(last or 0) + 1, self.local_tx_base)
+            self.db.conn.execute(
+                f"INSERT INTO {TRANSACTIONS} (station_id, local_tx, started_seq)"
+                " VALUES (?, ?, NULL)", [station_id, local_tx])
+        return local_tx
+
+    def refused(self, station_id: str, transaction_id: int) -> bool:
+        """Whether ``transaction_id`` is one :meth:`refused_start` gave the station."""
+        return self.db.execute(
+            f"SELECT 1 FROM {TRANSACTIONS} WHERE station_id = ? AND local_tx = ?"
+            " AND started_seq IS NULL AND upstream_tx IS NULL",
+            [station_id, transaction_id]).fetchone() is not None
+
     def length(self, station_id: str) -> int:
         """Messages of the station not yet delivered (what the operator's view shows)."""
         return int(self.db.execute(
