@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import SiteHarness, wait_until
 
 from bridge.sim.station import SimulatedStation
@@ -34,6 +35,7 @@ def event_rows(db: Path) -> list[tuple[str, str]]:
         return conn.execute("select event_id, opt from events").fetchall()
 
 
+@pytest.mark.xdist_group("heavy")  # see the Makefile
 async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: SiteHarness):
     """kill -9 mid-event, VTN gone: the restarted bridge rebuilds the limits from its store."""
     try:
