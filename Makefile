@@ -16,9 +16,13 @@ venv: $(BIN)/drbridge
 demo: venv
 	$(BIN)/drbridge demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist): they mostly wait on protocols, so two
+# share two cores well. The heaviest tests (their own processes, large fleets, a browser)
+# carry the xdist group "heavy" and run one after another on one worker, beside the rest.
+TEST_WORKERS ?= 2
 test: venv chromium
 	$(BIN)/ruff check ven policies bridge tests examples bench
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The dashboard's browser test drives Debian's Chromium (never a downloaded browser build);
 # installed here when this is a Debian machine and we may, else that one test is skipped.

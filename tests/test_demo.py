@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DRBRIDGE = [sys.executable, "-m", "bridge.cli"]
 
 
+@pytest.mark.xdist_group("heavy")  # see the Makefile
 def test_the_demo_runs_against_a_local_openadr_3_vtn(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k != "DRBRIDGE_DEMO_OADR3_SECRET"}
     result = subprocess.run(

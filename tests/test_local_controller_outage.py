@@ -304,6 +304,7 @@ def queue_rows(db: Any) -> list[tuple[int, str, str, str, int]]:
                             " WHERE station_id = 'CP1' ORDER BY seq").fetchall()
 
 
+@pytest.mark.xdist_group("heavy")  # see the Makefile
 async def test_kill_9_during_an_outage_loses_nothing_and_replays_exactly_once(
         site: SiteHarness, csms: UpstreamCsms):
     """A real ``drbridge run`` killed with SIGKILL while the CSMS is away: restarted, its

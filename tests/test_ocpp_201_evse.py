@@ -129,7 +129,9 @@ async def test_a_transaction_unknown_to_the_bridge_is_not_guessed_onto_an_evse(s
         assert station_tx_of(bridge, sessions[evse]) == station.evses[evse].tx_id
     asked = [p["evse"]["id"] for a, p in station.received if a == "TriggerMessage"
              and p["requestedMessage"] == "TransactionEvent"]
-    assert sorted(asked) == [1, 2]
+    # one round asks every EVSE once; the second transaction's first event starts another
+    # round when it comes after the first round ended (on a slow machine)
+    assert asked in ([1, 2], [1, 2, 1, 2]), asked
     assert bridge.ocpp.links["ELSE"].unattributed_events > 0  # type: ignore[attr-defined]
     assert ("ELSE", UNKNOWN_EVSE) in bridge.station_events.meters  # their draw counted meanwhile
 

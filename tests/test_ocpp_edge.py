@@ -140,6 +140,7 @@ async def test_sum_of_station_limits_never_exceeds_the_cap_in_transitions(site: 
     assert await watcher <= 30_000
 
 
+@pytest.mark.xdist_group("heavy")  # see the Makefile
 async def test_the_cap_holds_while_a_boot_storm_settles(site: SiteHarness):
     """Dozens of stations join within seconds, which the bridge plans once the joins pause:
     the stations it commands stay within the cap all along, and every one gets a share."""
@@ -151,8 +152,9 @@ async def test_the_cap_holds_while_a_boot_storm_settles(site: SiteHarness):
         for wave in range(10):  # 60 stations over two seconds
             stations += [site.add_station(f"S{wave}{i}", rate_unit="Current") for i in range(6)]
             await asyncio.sleep(0.2)
+        # a deadline, not a wait: 60 stations' boots and calls on a loaded machine
         await wait_until(lambda: all(s.composite_limit_w() >= 2_400 for s in stations),
-                         timeout=30, what="every station's share")
+                         timeout=60, what="every station's share")
     finally:
         stop.set()
     assert await watcher <= 150_000

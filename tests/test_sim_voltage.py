@@ -610,7 +610,11 @@ async def test_a_station_that_refuses_monitors_gets_the_bridges_central_rule(sit
         site.stations.append(station)
         site._station_tasks.append(asyncio.create_task(station.run()))
         stations.append(station)
-    await wait_until(lambda: all(0 < s.composite_limit_a() < 16 for s in stations),
+    # Held back together below what the two EVs draw (16 A each), and neither paused. Not
+    # each below 16 A: a station whose restriction came from a reading taken while the other
+    # drew less may keep a limit above its EV's draw, with the feeder above the floor.
+    await wait_until(lambda: all(s.composite_limit_a() > 0 for s in stations)
+                     and sum(s.composite_limit_a() for s in stations) < 32,
                      timeout=30, what="volt-watt limits from the central rule")
     assert min(feeder.voltages_v()) > 0.88 * V
     for name in ("M1", "M2"):

@@ -20,6 +20,7 @@ from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3
 
 playwright_api = pytest.importorskip("playwright.async_api")
+pytestmark = pytest.mark.xdist_group("heavy")  # see the Makefile
 
 CHROMIUM = os.environ.get("DRBRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Set to a path (docs/dashboard.png) to keep a screenshot of the dashboard during the event.
