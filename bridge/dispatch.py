@@ -632,7 +632,10 @@ class Dispatcher:
     async def _work(self, state: StationRecord) -> None:
         """Until it is not woken and has no follow-up call it may make now."""
         while True:
-            if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due:
+            # a station that joined has its capabilities read before the plan gives it a
+            # limit; its follow-up calls wait for that limit
+            if state.life.allows.calls and not state.wake.is_set() and state.follow_ups.due \
+                    and self._target(state) is not None:
                 await self._follow_up(state)
                 continue
             if not state.wake.is_set():
@@ -647,17 +650,23 @@ class Dispatcher:
                     continue  # gone meanwhile; a new link wakes the worker again
             if state.life.phase is Phase.CONNECTED:
                 self._registered(state, link)
-            if self._target(state) is None:
+            must_read = state.life.phase is Phase.REGISTERED \
+                and (not state.caps.known or state.handling.foreign is None)
+            if not must_read and self._target(state) is None:
                 continue
             self._limiting += 1
             self._limits_sent.clear()
             try:
-                if state.life.phase is Phase.REGISTERED \
-                        and (not state.caps.known or state.handling.foreign is None):
+                if must_read:
+                    # Read at once, without waiting for the plan to give it a limit: in a
+                    # boot storm the reads then overlap the joins, and the plan's wave is
+                    # one call per station rather than two in a row.
                     epoch = state.life.epoch
                     await self._read(state, link)
                     if state.life.epoch != epoch:
                         continue  # reconnected or rebooted meanwhile: woken again
+                    if self._target(state) is None:
+                        continue  # the plan wakes it with its limit
                 await self._dispatch(state, link)
             finally:
                 self._limiting -= 1

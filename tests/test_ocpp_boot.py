@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from conftest import SiteHarness, wait_steered, wait_until
@@ -84,3 +85,25 @@ async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site:
     assert [a for a, _ in late.received].count("GetVariables") == 1
     assert [a for a, _ in late.received].count("SetChargingProfile") == 1
 
+
+
+async def test_a_joining_station_is_read_before_the_plan_gives_it_a_limit(site: SiteHarness):
+    """In a boot storm the plan waits for the joins to pause; meanwhile each joined station's
+    capabilities are read, so that the plan's wave is one call per station. Its follow-up
+    calls (meter interval, composite check) wait for its limit."""
+    bridge = await site.start_bridge(capacity_kw=20)
+    async with bridge.planner._one_plan:  # no plan is applied meanwhile
+        joining = site.add_station("JOIN", plugged_in=False)
+        await wait(lambda: "JOIN" in bridge.dispatcher.stations
+                   and bridge.dispatcher.stations["JOIN"].caps.known,
+                   what="its capabilities read before any plan covers it")
+        await asyncio.sleep(0.5)  # room for a call that should not go
+        assert bridge.dispatcher.stations["JOIN"].desired is None
+        assert count(joining, "GetConfiguration") == 1
+        assert count(joining, "SetChargingProfile") == 0
+        assert count(joining, "ChangeConfiguration") == 0  # after its limit
+    await wait_steered(bridge, "JOIN")
+    await wait(lambda: bridge.dispatcher.stations["JOIN"].life.phase == "verified",
+               what="its profile verified by its composite schedule")
+    assert count(joining, "GetConfiguration") == 1
+    assert count(joining, "SetChargingProfile") == 1
