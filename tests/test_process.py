@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SiteHarness, wait_until
+from conftest import SiteHarness, sent_limit_w, wait_until
 
-from bridge.sim.station import SimulatedStation, schedule_limit_a
+from bridge.sim.station import SimulatedStation
 
 DRBRIDGE = [sys.executable, "-m", "bridge.cli"]
 
@@ -157,16 +157,6 @@ def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path):
     assert not (tmp_path / "var").exists()  # nothing started, nothing written
 
 
-def _profile_limit_w(station: SimulatedStation, payload: dict, at: datetime) -> float | None:
-    """What a SetChargingProfile payload lets the station draw at ``at`` (None: nothing then)."""
-    profile = payload["csChargingProfiles"]
-    schedule = profile["chargingSchedule"]
-    start = datetime.fromisoformat(schedule["startSchedule"])
-    amps = schedule_limit_a(schedule, (at - start).total_seconds(), station.spec.voltage_v,
-                            station.spec.phases)
-    return None if amps is None else amps * station.spec.voltage_v * station.spec.phases
-
-
 @pytest.mark.xdist_group("heavy")  # see the Makefile
 async def test_restart_after_a_kill_before_the_event_limit_was_stored(site: SiteHarness):
     """Killed after a station took the event's lower limit but before its answer was stored:
@@ -209,7 +199,7 @@ async def test_restart_after_a_kill_before_the_event_limit_was_stored(site: Site
         for station, before in zip(stations, sent_before, strict=True):
             for action, payload in station.received[before:]:
                 if action == "SetChargingProfile":
-                    limit = _profile_limit_w(station, payload, later)
+                    limit = sent_limit_w(station, payload, later)
                     assert limit is None or limit <= 11_000, (station.id, payload)
         assert sum(s.composite_limit_w(later) for s in stations) <= 11_000
     finally:
