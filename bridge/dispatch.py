@@ -171,6 +171,7 @@ class StationRecord:
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
     in_flight: tuple[Step, ...] | None = None  # sent, no answer yet: it may already apply
     uncertain: tuple[Step, ...] | None = None  # sent, answer lost: it may apply
+    last_sent: tuple[Step, ...] | None = None  # the newest schedule sent, answered or not
     retry_s: float = 0.0  # the next retry's delay, doubled after each failure
     sessions: dict[int, int] = field(default_factory=dict)  # connector id -> transaction id
     # What the station accepted on this connection, by profile id.
@@ -274,6 +275,11 @@ class Dispatcher:
             self.stations[station_id] = StationRecord(
                 info=StationInfo(station_id, 3, 230.0, 0.0), applied=steps
             )
+        # Sent before the last run ended, its answer never stored: the station may hold it
+        # (counted at the higher of both) or the one before (re-confirmed at the lower).
+        for station_id, steps in store.sent().items():
+            if station_id in self.stations:
+                self.stations[station_id].uncertain = self.stations[station_id].last_sent = steps
         for station_id, profile_ids in store.installed().items():
             if station_id in self.stations:
                 state = self.stations[station_id]
@@ -496,6 +502,11 @@ class Dispatcher:
         it 0 W; re-sending its own schedule avoids pausing its EV for nothing.
         """
         if not state.life.confirmed and state.applied is not None:
+            # It may hold a later schedule than the one it acknowledged (its answer was
+            # lost, or the bridge died before storing it), lower at some moments: an
+            # event's drop. Re-sending the acknowledged one would raise it there.
+            if state.uncertain is not None and state.last_sent is not None:
+                return lower_envelope(state.applied, state.last_sent)
             return state.applied
         return state.desired
 
@@ -889,8 +900,11 @@ class Dispatcher:
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
         epoch = state.life.epoch
-        # From here until the last answer, the station may already apply the new schedule.
-        state.in_flight = cap.applied
+        # From here until the last answer, the station may already apply the new schedule;
+        # stored first, so that a bridge killed before the answer knows it too.
+        if state.applied is None or not same_schedule(cap.applied, state.applied, now):
+            self._store.save_sent(station_id, cap.applied, now)
+        state.in_flight = state.last_sent = cap.applied
         self._fire(state, Event.SENT)
         self._refresh(state)
         failed: tuple[BuiltProfile, str, str] | None = None

@@ -325,6 +325,10 @@ class Store:
             {"station_id": str, "schedule": str, "acked_at": str},
             pk="station_id", if_not_exists=True,
         )
+        # a schedule sent to a station whose answer was not stored yet (the bridge may have
+        # died meanwhile): the station may hold it rather than the one in `applied`
+        db["sent"].create({"station_id": str, "schedule": str, "sent_at": str},
+                          pk="station_id", if_not_exists=True)
         # ids of our profiles each station accepted and may still hold (cleared when unused)
         db["installed_profiles"].create({"station_id": str, "ids": str}, pk="station_id",
                                         if_not_exists=True)
@@ -558,16 +562,34 @@ class Store:
              "status": status, "detail": detail}
         )
 
-    def save_applied(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
+    def save_sent(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
+        """A schedule about to go to a station, written before it goes: killed before its
+        answer is stored, a restarted bridge knows the station may hold it."""
         self._write(
-            "INSERT INTO applied (station_id, schedule, acked_at) VALUES (?, ?, ?) ON CONFLICT"
-            "(station_id) DO UPDATE SET schedule = excluded.schedule, acked_at = excluded.acked_at",
+            "INSERT INTO sent (station_id, schedule, sent_at) VALUES (?, ?, ?) ON CONFLICT"
+            "(station_id) DO UPDATE SET schedule = excluded.schedule, sent_at = excluded.sent_at",
             [station_id, steps_to_json(steps), _iso(at)],
         )
+
+    def save_applied(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
+        """The schedule a station accepted; what was sent before it is answered."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT INTO applied (station_id, schedule, acked_at) VALUES (?, ?, ?) ON CONFLICT"
+                "(station_id) DO UPDATE SET schedule = excluded.schedule,"
+                " acked_at = excluded.acked_at",
+                [station_id, steps_to_json(steps), _iso(at)],
+            )
+            self.db.conn.execute("DELETE FROM sent WHERE station_id = ?", [station_id])
 
     def applied(self) -> dict[str, tuple[Step, ...]]:
         return {row["station_id"]: steps_from_json(row["schedule"])
                 for row in self.db["applied"].rows}
+
+    def sent(self) -> dict[str, tuple[Step, ...]]:
+        """Schedules sent whose answer was never stored (see :meth:`save_sent`)."""
+        return {row["station_id"]: steps_from_json(row["schedule"])
+                for row in self.db["sent"].rows}
 
     def save_installed(self, station_id: str, profile_ids: Iterable[int]) -> None:
         """Queue the ids of our profiles a station holds for the next flush (within a

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from bridge.aio import cancel_and_wait
 from bridge.app import Bridge
 from bridge.config import Config, load_config
-from bridge.sim.station import SimulatedStation, StationSpec
+from bridge.sim.station import SimulatedStation, StationSpec, schedule_limit_a
 from bridge.sim.vtn import DemoVtn, free_port
 
 
@@ -146,6 +146,16 @@ class SiteHarness:
         await cancel_and_wait(self._station_tasks)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.stop_bridge(), 30)
+
+
+def sent_limit_w(station: SimulatedStation, payload: dict, at: datetime) -> float | None:
+    """What a SetChargingProfile the station received lets it draw at ``at`` (None: nothing
+    then), whether it still holds it or not."""
+    schedule = payload["csChargingProfiles"]["chargingSchedule"]
+    start = datetime.fromisoformat(schedule["startSchedule"])
+    amps = schedule_limit_a(schedule, (at - start).total_seconds(), station.spec.voltage_v,
+                            station.spec.phases)
+    return None if amps is None else amps * station.spec.voltage_v * station.spec.phases
 
 
 @pytest.fixture

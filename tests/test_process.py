@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SiteHarness, wait_until
+from conftest import SiteHarness, sent_limit_w, wait_until
 
 from bridge.sim.station import SimulatedStation
 
@@ -155,3 +155,54 @@ def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path):
     assert result.returncode == 2
     assert "ven.vtn_url" in result.stderr and "http://" in result.stderr
     assert not (tmp_path / "var").exists()  # nothing started, nothing written
+
+
+@pytest.mark.xdist_group("heavy")  # see the Makefile
+async def test_restart_after_a_kill_before_the_event_limit_was_stored(site: SiteHarness):
+    """Killed after a station took the event's lower limit but before its answer was stored:
+    the restarted bridge must not give it back the limit from before the event."""
+    site.write_config(capacity_kw=44)
+    db = site.tmp_path / "var" / "bridge.db"
+    process = await spawn_bridge(site.config_path)
+    try:
+        stations = [site.add_station(f"CP{i}", rate_unit="Current") for i in range(2)]
+        await wait_until(lambda: all(s.installed_profiles and s.composite_limit_w() >= 4_140
+                                     for s in stations),
+                         timeout=30, what="stations under the bridge's profiles")
+        await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+        ven_id = site.vtn.ven_id("test-site")
+        # CP0 takes the event's limit, and its answer is still on the way when the bridge dies
+        stations[0].hold_profile_answers(10)
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=10), 2)])
+        during = start + timedelta(seconds=5)
+        await wait_until(lambda: event_rows(db) == [(event_id, "optIn")], what="stored event")
+        await wait_until(lambda: sum(s.composite_limit_w(during) for s in stations) <= 11_000,
+                         what="the event's limits")
+    finally:
+        process.kill()
+        await process.wait()
+    await site.vtn.stop()
+
+    wiped = stations[0]  # and it lost its profiles while the bridge was down
+    wiped.hold_profile_answers(0)  # answers again on its next connection
+    wiped.installed_profiles.clear()
+    await wiped.drop_connection()
+    sent_before = [len(s.received) for s in stations]
+    process = await spawn_bridge(site.config_path)
+    try:
+        await wait_until(lambda: wiped.installed_profiles != {}, timeout=20,
+                         what="the restarted bridge re-applying limits")
+        later = max(during, datetime.now(UTC) + timedelta(seconds=1))
+        # every profile the restarted bridge sent: none lets a station draw more than the
+        # event's site limit, nor do the limits in force add up to more
+        for station, before in zip(stations, sent_before, strict=True):
+            for action, payload in station.received[before:]:
+                if action == "SetChargingProfile":
+                    limit = sent_limit_w(station, payload, later)
+                    assert limit is None or limit <= 11_000, (station.id, payload)
+        assert sum(s.composite_limit_w(later) for s in stations) <= 11_000
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    await site.vtn.start()  # the fixture stops it

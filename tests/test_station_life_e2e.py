@@ -6,10 +6,11 @@ station without smart charging is asked its rated current again after each boot.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from conftest import SiteHarness, wait_steered, wait_until
+from conftest import SiteHarness, sent_limit_w, wait_steered, wait_until
 
 from bridge.ocpp.profiles import STATION_MAX_PROFILE_ID
 from bridge.sim.station import SimulatedStation
@@ -119,3 +120,29 @@ async def test_a_station_without_smart_charging_is_asked_its_rating_after_each_b
                in counted(), what="counted at the 10 A it states now")
     assert rated.calls_before_boot == []
     assert count(rated, "SetChargingProfile") == 0
+
+
+async def test_a_lost_answer_to_an_events_drop_is_not_undone_on_reconnection(
+        site: SiteHarness):
+    """A station takes an event's lower limit, and the link drops before its answer comes:
+    when it is back, what the bridge re-confirms is not the limit from before the event."""
+    bridge = await site.start_bridge(capacity_kw=44)
+    stations = [site.add_station(f"CP{i}", rate_unit="Current") for i in range(2)]
+    await wait(lambda: all(s.installed_profiles and s.composite_limit_w() >= 4_140
+                           for s in stations), what="stations under the bridge's profiles")
+    await wait(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    first = stations[0]
+    first.hold_profile_answers(1)
+    start = datetime.now(UTC) + timedelta(seconds=2)
+    site.vtn.add_simple_event(site.vtn.ven_id("test-site"), start, [(timedelta(minutes=10), 2)])
+    during = start + timedelta(seconds=5)
+    await wait(lambda: first.composite_limit_w(during) <= 11_000, what="CP0 under the event")
+    sent_before = count(first, "SetChargingProfile")
+    await first.drop_connection()  # the answer it held is lost with the link
+    await wait(lambda: count(first, "SetChargingProfile") > sent_before and first.connected,
+               what="a profile after the reconnection")
+    later = max(during, datetime.now(UTC) + timedelta(seconds=1))
+    offered = [sent_limit_w(first, payload, later)
+               for action, payload in first.received if action == "SetChargingProfile"]
+    assert all(w is None or w <= 11_000 for w in offered[sent_before:]), offered
+    assert bridge.dr.active_events(later)

@@ -356,6 +356,11 @@ class SimulatedStation(ChargePoint):
                                    if p is self._factory}  # the vendor's own is kept
         await self._call(self._boot_payload())
 
+    def hold_profile_answers(self, count: int) -> None:
+        """From now on, install the next ``count`` SetChargingProfile at once but hold their
+        answers back (as StationSpec.held_profile_answers does from the start)."""
+        self._to_hold = count
+
     async def release_answers(self) -> None:
         """Send the answers it held back (see StationSpec.held_profile_answers), in order."""
         held, self._held_answers = self._held_answers, []
