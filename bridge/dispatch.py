@@ -246,6 +246,9 @@ class Dispatcher:
         operator: OperatorLimits | None = None,
     ) -> None:
         self._store = store
+        # schedules about to be sent, written in one commit per turn of the loop
+        self._sent_pending: dict[str, tuple[tuple[Step, ...], datetime]] = {}
+        self._sent_written: asyncio.Future[None] | None = None
         self._on_capabilities = on_capabilities
         self._operator = operator  # local-controller mode: the operator's limits
         self._boot_wait_s = boot_wait_s
@@ -896,6 +899,33 @@ class Dispatcher:
         if status != "Accepted":
             log.info("%s: keeps its own measurands (%s)", station_id, status)
 
+    async def _record_sent(self, station_id: str, steps: tuple[Step, ...],
+                           at: datetime) -> None:
+        """Store a schedule about to go to a station, and return once it is committed.
+
+        The workers a plan wakes all reach their send in the same turn of the event loop;
+        their records are written together in one commit at the start of the next turn
+        (a commit each, for thousands of stations, held the loop for a large part of a
+        second)."""
+        self._sent_pending[station_id] = (steps, at)
+        if self._sent_written is None:
+            self._sent_written = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._write_sent)
+        # shielded: one worker cancelled (its station gone) leaves the others' wait alone
+        await asyncio.shield(self._sent_written)
+
+    def _write_sent(self) -> None:
+        written, self._sent_written = self._sent_written, None
+        pending, self._sent_pending = self._sent_pending, {}
+        assert written is not None
+        try:
+            self._store.save_sent_many((sid, steps, at) for sid, (steps, at) in pending.items())
+        except Exception as error:  # each waiting worker fails as its own write would have
+            written.set_exception(error)
+            written.exception()  # seen here; the waiters raise it themselves
+        else:
+            written.set_result(None)
+
     async def _send(self, state: StationRecord, link: ChargerLink, cap: BuiltProfile,
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
@@ -903,7 +933,9 @@ class Dispatcher:
         # From here until the last answer, the station may already apply the new schedule;
         # stored first, so that a bridge killed before the answer knows it too.
         if state.applied is None or not same_schedule(cap.applied, state.applied, now):
-            self._store.save_sent(station_id, cap.applied, now)
+            await self._record_sent(station_id, cap.applied, now)
+            if state.life.epoch != epoch or state.link is not link:
+                return  # it went away or rebooted while the record was written
         state.in_flight = state.last_sent = cap.applied
         self._fire(state, Event.SENT)
         self._refresh(state)

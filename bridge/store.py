@@ -565,11 +565,19 @@ class Store:
     def save_sent(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
         """A schedule about to go to a station, written before it goes: killed before its
         answer is stored, a restarted bridge knows the station may hold it."""
-        self._write(
-            "INSERT INTO sent (station_id, schedule, sent_at) VALUES (?, ?, ?) ON CONFLICT"
-            "(station_id) DO UPDATE SET schedule = excluded.schedule, sent_at = excluded.sent_at",
-            [station_id, steps_to_json(steps), _iso(at)],
-        )
+        self.save_sent_many([(station_id, tuple(steps), at)])
+
+    def save_sent_many(self, sent: Iterable[tuple[str, Iterable[Step], datetime]]) -> None:
+        """Several schedules about to go (see :meth:`save_sent`), in one commit: a plan's
+        wave sends to thousands of stations at once, and a commit each held the event loop
+        for about 0.1 ms apiece."""
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT INTO sent (station_id, schedule, sent_at) VALUES (?, ?, ?) ON CONFLICT"
+                "(station_id) DO UPDATE SET schedule = excluded.schedule,"
+                " sent_at = excluded.sent_at",
+                [(station_id, steps_to_json(steps), _iso(at)) for station_id, steps, at in sent],
+            )
 
     def save_applied(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
         """The schedule a station accepted; what was sent before it is answered."""

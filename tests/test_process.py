@@ -45,7 +45,12 @@ async def test_restart_after_kill_resumes_the_event_without_the_vtn(site: SiteHa
         raise
 
 
-async def restart_scenario(site: SiteHarness) -> None:
+async def kill_mid_event(site: SiteHarness, answer_late: bool = False,
+                         ) -> tuple[list[SimulatedStation], datetime, datetime]:
+    """Two stations under a `drbridge run` process at 44 kW, an 11 kW event in force, then
+    SIGKILL and the VTN gone. With ``answer_late``, CP0 takes the event's limit but holds
+    back its answers, so the bridge dies before it hears of it. The stations, the event's
+    start and a moment during it."""
     site.write_config(capacity_kw=44)
     db = site.tmp_path / "var" / "bridge.db"
     process = await spawn_bridge(site.config_path)
@@ -57,6 +62,8 @@ async def restart_scenario(site: SiteHarness) -> None:
                          timeout=30, what="stations under the bridge's profiles")
         await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
         ven_id = site.vtn.ven_id("test-site")
+        if answer_late:
+            stations[0].hold_profile_answers(10)
         start = datetime.now(UTC) + timedelta(seconds=2)
         event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=10), 2)])
         during = start + timedelta(seconds=5)
@@ -67,6 +74,11 @@ async def restart_scenario(site: SiteHarness) -> None:
         process.kill()  # SIGKILL: no chance to save anything more
         await process.wait()
     await site.vtn.stop()
+    return stations, start, during
+
+
+async def restart_scenario(site: SiteHarness) -> None:
+    _, start, during = await kill_mid_event(site)
 
     # A station that lost its profiles while the bridge was down (a power cut, say)
     wiped: SimulatedStation = site.stations[0]
@@ -161,28 +173,7 @@ def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path):
 async def test_restart_after_a_kill_before_the_event_limit_was_stored(site: SiteHarness):
     """Killed after a station took the event's lower limit but before its answer was stored:
     the restarted bridge must not give it back the limit from before the event."""
-    site.write_config(capacity_kw=44)
-    db = site.tmp_path / "var" / "bridge.db"
-    process = await spawn_bridge(site.config_path)
-    try:
-        stations = [site.add_station(f"CP{i}", rate_unit="Current") for i in range(2)]
-        await wait_until(lambda: all(s.installed_profiles and s.composite_limit_w() >= 4_140
-                                     for s in stations),
-                         timeout=30, what="stations under the bridge's profiles")
-        await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
-        ven_id = site.vtn.ven_id("test-site")
-        # CP0 takes the event's limit, and its answer is still on the way when the bridge dies
-        stations[0].hold_profile_answers(10)
-        start = datetime.now(UTC) + timedelta(seconds=2)
-        event_id = site.vtn.add_simple_event(ven_id, start, [(timedelta(minutes=10), 2)])
-        during = start + timedelta(seconds=5)
-        await wait_until(lambda: event_rows(db) == [(event_id, "optIn")], what="stored event")
-        await wait_until(lambda: sum(s.composite_limit_w(during) for s in stations) <= 11_000,
-                         what="the event's limits")
-    finally:
-        process.kill()
-        await process.wait()
-    await site.vtn.stop()
+    stations, _, during = await kill_mid_event(site, answer_late=True)
 
     wiped = stations[0]  # and it lost its profiles while the bridge was down
     wiped.hold_profile_answers(0)  # answers again on its next connection
