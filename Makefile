@@ -34,7 +34,7 @@ chromium:
 # Benchmarks (loopback only, about twenty minutes: the fleet runs and throughput rounds,
 # then the local-controller scenario): the run's figures in docs/benchmarks.json,
 # docs/benchmarks.md and the README's results paragraph generated from them.
-# WORKERS: OCPP worker processes of the bridge (recorded with the results).
+# WORKERS: OCPP worker processes of the bridge; only 1 is built (bench.run refuses more).
 WORKERS ?= 1
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'

@@ -280,6 +280,34 @@ def throughput_table(run: Run) -> str:
                   "rrrrrrrrr", rows)
 
 
+def one_process_table(run: Run) -> str:
+    """What a station costs the one bridge process at each size, steady, and how many
+    stations a core would carry at that rate (a straight line: an estimate, not a run)."""
+    sizes = sorted(run["fleets"].items(), key=lambda kv: int(kv[0]))
+    if not sizes:
+        return "Not measured in this run."
+    base_size = int(sizes[0][0])
+    base_rss, _ = median_worst([r["rss_mb"] for r in sizes[0][1]])
+    rows = []
+    for size, runs in sizes:
+        stations = int(size)
+        cpu, _ = median_worst(_windows(runs, "steady", "cpu_pct"))
+        rss, _ = median_worst([r["rss_mb"] for r in runs])
+        event_cpu, _ = median_worst(_windows(runs, "event", "cpu_pct"))
+        # memory above the smallest fleet's: the process's own base is not per station
+        added = (fmt(1000 * (rss - base_rss) / (stations - base_size), 0)
+                 if stations > base_size else "—")
+        rows.append((
+            f"{stations:,}", fmt(cpu, 0), fmt(event_cpu, 0), fmt(rss, 0), added,
+            fmt(1000 * cpu / stations, 2) if cpu > 0 else "—",
+            fmt(100 * stations / cpu, 0, thousands=True) if cpu > 0 else "—",
+        ))
+    return _table(("stations", "steady CPU (% of a core)", "event window CPU (%)", "RSS (MB)",
+                   f"RSS per 1,000 more than {base_size:,} (MB)",
+                   "steady CPU per 1,000 stations (%)",
+                   "stations one core would carry at this rate (estimate)"), "rrrrrrr", rows)
+
+
 def _bound_ms(value: Any) -> str:
     """A histogram quantile's bucket bound, in ms."""
     number = _num(value)
@@ -348,6 +376,7 @@ def render(run: Run, template: str) -> str:
         "dispatch": dispatch_table(run),
         "throughput": throughput_table(run),
         "local_controller": local_controller_table(run),
+        "one_process": one_process_table(run),
         **{f"lc_{k}": fmt((run.get("local_controller") or {}).get(k), 0, thousands=True)
            for k in ("stations", "window_s", "flood_s")},
         "run_id": run["run_id"],

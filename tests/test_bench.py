@@ -269,6 +269,18 @@ def test_the_whole_file_comes_from_the_run_and_says_when_the_run_was_noisy():
         report.render(noisy, report.TEMPLATE.read_text())
 
 
+def test_the_cost_per_station_of_one_process_comes_from_the_steady_windows():
+    text = report.render(RUN, report.TEMPLATE.read_text())
+    # 20 % of a core for 10,000 stations: 2 % per 1,000, 50,000 at that rate
+    assert "| 10,000 | 20 | 20 | 250 | 0 | 2.00 | 50,000 |" in text
+    assert "| 1,000 | 20 | 20 | 250 | — | 20.00 | 5,000 |" in text
+    bigger = copy.deepcopy(RUN)
+    for record in bigger["fleets"]["10000"]:
+        record["rss_mb"] = 340.0  # 90 MB more for 9,000 more stations
+    assert "| 10,000 | 20 | 20 | 340 | 10 | 2.00 | 50,000 |" in \
+        report.render(bigger, report.TEMPLATE.read_text())
+
+
 def test_the_readme_paragraph_is_replaced_between_its_markers(tmp_path: Path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Performance\n\n{report.README_BEGIN}\nold figures\n"
@@ -340,6 +352,14 @@ def test_the_local_controller_scenario_runs_alone_or_is_skipped():
     assert bench_run.parse_args([]).only is None
     with pytest.raises(SystemExit):
         bench_run.parse_args(["--only", "storm"])
+
+
+def test_several_worker_processes_are_refused_before_anything_runs(
+        capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--workers", "2"])
+    assert "not built" in capsys.readouterr().err
+    assert bench_run.parse_args(["--workers", "1"]).workers == 1
 
 
 # the load generator against the bridge ----------------------------------------------------------
