@@ -1,0 +1,107 @@
+"""Boot shares: a station that joins holding nothing of ours gets a limit at once, and the
+limits of every station never add up to more than the site limit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from conftest import SiteHarness, wait_until
+from hypothesis import given
+from hypothesis import strategies as st
+
+from policies.boot_shares import Joiner, highest_within, lowest_within, split_room
+from policies.fleet import Step
+
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def test_the_room_is_split_evenly_among_the_stations_joining():
+    joining = {f"S{i}": Joiner(22_080, 4_140) for i in range(10)}
+    assert split_room(70_000, joining) == {f"S{i}": 7_000 for i in range(10)}
+
+
+def test_stations_still_booting_keep_their_part_for_a_later_batch():
+    joining = {"A": Joiner(22_080), "B": Joiner(22_080)}
+    assert split_room(40_000, joining, waiting=2) == {"A": 10_000, "B": 10_000}
+
+
+def test_a_station_that_draws_less_leaves_the_rest_to_the_others():
+    joining = {"small": Joiner(3_680), "A": Joiner(22_080), "B": Joiner(22_080)}
+    shares = split_room(30_000, joining)
+    assert shares["small"] == 3_680
+    assert shares["A"] == shares["B"] == (30_000 - 3_680) / 2
+
+
+def test_no_room_or_a_part_below_the_minimum_pauses():
+    joining = {"A": Joiner(22_080, 4_140), "B": Joiner(22_080, 4_140)}
+    assert split_room(-5_000, joining) == {"A": 0.0, "B": 0.0}  # others hold more already
+    assert split_room(8_000, joining) == {"A": 0.0, "B": 0.0}  # 4,000 W each: below 6 A
+    assert split_room(10_000, {}) == {}
+
+
+@given(room=st.floats(-1e6, 1e7, allow_nan=False),
+       maxima=st.lists(st.tuples(st.floats(0, 1e5), st.floats(0, 1e4)), max_size=40),
+       waiting=st.integers(0, 100))
+def test_the_shares_never_add_up_to_more_than_the_room(room, maxima, waiting):
+    joining = {f"S{i}": Joiner(m, lo) for i, (m, lo) in enumerate(maxima)}
+    shares = split_room(room, joining, waiting)
+    assert shares.keys() == joining.keys()
+    assert sum(shares.values()) <= max(room, 0.0) * (1 + 1e-9) + 1e-6
+    for sid, watts in shares.items():
+        assert 0 <= watts <= joining[sid].max_w
+        assert watts == 0 or watts >= joining[sid].min_w
+
+
+def test_schedules_are_judged_over_the_horizon_from_now():
+    steps = (Step(T0, 9_000, "a"), Step(T0 + 5 * MINUTE, 4_000, "b"),
+             Step(T0 + 10 * MINUTE, 11_000, "c"))
+    assert lowest_within(steps, T0, MINUTE) == 9_000  # the drop is beyond the horizon
+    assert lowest_within(steps, T0, 6 * MINUTE) == 4_000
+    assert highest_within(steps, T0, 20 * MINUTE) == 11_000
+    assert highest_within(steps, T0 + 6 * MINUTE, MINUTE) == 4_000
+    assert lowest_within((), T0, MINUTE) is None and highest_within(None, T0, MINUTE) == 0
+
+
+async def _worst_site_draw_w(site: SiteHarness, stop: asyncio.Event) -> float:
+    """The highest sum of what the stations draw (as they report applying it), sampled
+    every 5 ms until ``stop``; from before the first station connects."""
+    worst = 0.0
+    while not stop.is_set():
+        worst = max(worst, sum(s.power_w for s in site.stations))
+        await asyncio.sleep(0.005)
+    return worst
+
+
+async def test_stations_joining_at_once_never_draw_more_than_the_cap(site: SiteHarness):
+    """A dozen stations join at once, each with an EV that would draw 22 kW against a cap
+    of 7 kW a station, while the plan waits (as it does in a boot storm): what they draw
+    never adds up to more than the cap, from the first connection on; each ends at its
+    share, with a single profile where its boot share was already its share."""
+    count, share_w = 12, 7_000.0
+    bridge = await site.start_bridge(capacity_kw=count * share_w / 1000)
+    await wait_until(lambda: bridge.planner.plan is not None, what="the first plan")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    try:
+        async with bridge.planner._one_plan:  # the storm's plan waits
+            stations = [site.add_station(f"J{i:02d}", ev_max_current_a=32.0,
+                                         rate_unit="Power") for i in range(count)]
+            await wait_until(lambda: len(bridge.station_events.sessions) == count
+                             and all(s.installed_profiles for s in stations),
+                             timeout=60, what="every station charging, holding a limit")
+            await asyncio.sleep(0.5)
+        await bridge.planner.replan()  # the storm's plan
+        await wait_until(lambda: all(abs(s.composite_limit_w() - share_w) < 50
+                                     and s.power_w > 0 for s in stations),
+                         timeout=60, what="every station at its share, charging")
+        await asyncio.sleep(1.5)  # room for a profile that should not go
+    finally:
+        stop.set()
+    assert await watcher <= count * share_w + 1
+    assert all(abs(s.composite_limit_w() - share_w) < 50 for s in stations)
+    assert bridge.admission.admitted == count
+    sets = {s.spec.station_id: sum(1 for a, _ in s.received if a == "SetChargingProfile")
+            for s in stations}
+    print(sets, bridge.admission.batches)
