@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from conftest import SiteHarness, wait_until
+from test_ocpp_201 import add_201
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,10 +76,10 @@ async def _worst_site_draw_w(site: SiteHarness, stop: asyncio.Event) -> float:
 
 
 async def test_stations_joining_at_once_never_draw_more_than_the_cap(site: SiteHarness):
-    """A dozen stations join at once, each with an EV that would draw 22 kW against a cap
-    of 7 kW a station, while the plan waits (as it does in a boot storm): what they draw
-    never adds up to more than the cap, from the first connection on; each ends at its
-    share, with a single profile where its boot share was already its share."""
+    """A dozen stations (OCPP 1.6 and 2.0.1) join at once, each with an EV that would
+    draw 22 kW against a cap of 7 kW a station, while the plan waits (as it does in a boot
+    storm): what they draw never adds up to more than the cap, from the first connection
+    on; each ends at its share, with a single profile since its boot share was its share."""
     count, share_w = 12, 7_000.0
     bridge = await site.start_bridge(capacity_kw=count * share_w / 1000)
     await wait_until(lambda: bridge.planner.plan is not None, what="the first plan")
@@ -87,7 +88,9 @@ async def test_stations_joining_at_once_never_draw_more_than_the_cap(site: SiteH
     try:
         async with bridge.planner._one_plan:  # the storm's plan waits
             stations = [site.add_station(f"J{i:02d}", ev_max_current_a=32.0,
-                                         rate_unit="Power") for i in range(count)]
+                                         rate_unit="Power") for i in range(count - 4)]
+            stations += [add_201(site, f"K{i:02d}", ev_max_current_a=32.0)
+                         for i in range(4)]
             await wait_until(lambda: len(bridge.station_events.sessions) == count,
                              timeout=60, what="every station charging")
             await asyncio.sleep(1.0)
@@ -106,3 +109,29 @@ async def test_stations_joining_at_once_never_draw_more_than_the_cap(site: SiteH
     sets = {s.spec.station_id: sum(1 for a, _ in s.received if a == "SetChargingProfile")
             for s in stations}
     assert sets == dict.fromkeys(sets, 1)  # the boot share was the plan's share
+
+
+async def test_with_the_room_taken_a_station_joining_waits_for_the_plan(site: SiteHarness):
+    """Stations hold the whole cap; one more joins while the plan waits: its boot share is
+    0 W, and the plan then lowers the others before it raises the newcomer. What the
+    stations draw never adds up to more than the cap."""
+    bridge = await site.start_bridge(capacity_kw=28)
+    first = [site.add_station(f"F{i}", ev_max_current_a=32.0) for i in range(4)]
+    await wait_until(lambda: all(abs(s.composite_limit_w() - 7_000) < 50 and s.power_w > 0
+                                 for s in first), timeout=30, what="the first stations' shares")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    try:
+        async with bridge.planner._one_plan:  # the plan waits
+            late = site.add_station("LATE", ev_max_current_a=32.0)
+            await wait_until(lambda: late.installed_profiles and late.transaction_id,
+                             timeout=30, what="the late station charging, holding a limit")
+            await asyncio.sleep(0.5)
+            assert late.composite_limit_w() == 0 and late.power_w == 0
+        await bridge.planner.replan()
+        await wait_until(lambda: all(abs(s.composite_limit_w() - 5_600) < 50 and s.power_w > 0
+                                     for s in [*first, late]),
+                         timeout=30, what="every station at its new share")
+    finally:
+        stop.set()
+    assert await watcher <= 28_000 + 1
