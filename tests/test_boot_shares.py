@@ -7,9 +7,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from conftest import SiteHarness, wait_until
-from test_ocpp_201 import add_201
 from hypothesis import given
 from hypothesis import strategies as st
+from test_ocpp_201 import add_201
 
 from policies.boot_shares import Joiner, highest_within, lowest_within, split_room
 from policies.fleet import Step
@@ -124,10 +124,10 @@ async def test_with_the_room_taken_a_station_joining_waits_for_the_plan(site: Si
     try:
         async with bridge.planner._one_plan:  # the plan waits
             late = site.add_station("LATE", ev_max_current_a=32.0)
-            await wait_until(lambda: late.installed_profiles and late.transaction_id,
-                             timeout=30, what="the late station charging, holding a limit")
+            await wait_until(lambda: late.transaction_id is not None,
+                             timeout=30, what="the late station charging")
             await asyncio.sleep(0.5)
-            assert late.composite_limit_w() == 0 and late.power_w == 0
+            paused = bool(late.installed_profiles) and late.composite_limit_w() == 0
         await bridge.planner.replan()
         await wait_until(lambda: all(abs(s.composite_limit_w() - 5_600) < 50 and s.power_w > 0
                                      for s in [*first, late]),
@@ -135,3 +135,4 @@ async def test_with_the_room_taken_a_station_joining_waits_for_the_plan(site: Si
     finally:
         stop.set()
     assert await watcher <= 28_000 + 1
+    assert paused  # its boot share: 0 W
