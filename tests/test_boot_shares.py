@@ -11,8 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_ocpp_201 import add_201
 
+from bridge.dispatch import Dispatcher, StationRecord
+from bridge.runtime.admission import Admission
+from bridge.station_life import Event
+from bridge.store import Store
 from policies.boot_shares import Joiner, highest_within, lowest_within, split_room
-from policies.fleet import Step
+from policies.fleet import Plan, Site, StationInfo, Step
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -136,3 +140,40 @@ async def test_with_the_room_taken_a_station_joining_waits_for_the_plan(site: Si
         stop.set()
     assert await watcher <= 28_000 + 1
     assert paused  # its boot share: 0 W
+
+
+def _admission(tmp_path, capacity_w: float) -> tuple[Admission, Dispatcher, list[Plan]]:
+    dispatcher = Dispatcher(Store(tmp_path / "bridge.db"), min_current_a=6, retry_s=1,
+                            on_change=lambda: None, clock=lambda: T0)
+    plans = [Plan(T0, (Step(T0, capacity_w, "capacity"),))]
+    admission = Admission(Site(capacity_w), 6, dispatcher, lambda: plans[-1], {}, dict,
+                          lambda now: False, lambda: T0)
+    return admission, dispatcher, plans
+
+
+def _joined(dispatcher: Dispatcher, station_id: str, registered: bool = True) -> None:
+    record = dispatcher.stations[station_id] = StationRecord(
+        info=StationInfo(station_id, 3, 230.0, 32.0), link=object())  # type: ignore[arg-type]
+    record.life.fire(Event.CONNECTED, T0)
+    if registered:
+        record.life.fire(Event.REGISTERED, T0)
+
+
+async def test_a_batch_shares_the_room_others_leave_and_keeps_a_part_for_stations_booting(
+        tmp_path):
+    admission, dispatcher, plans = _admission(tmp_path, 50_000)
+    for station_id in ("A", "C"):
+        _joined(dispatcher, station_id)
+    _joined(dispatcher, "D", registered=False)  # booting: keeps its part
+    _joined(dispatcher, "B")
+    dispatcher.set_desired({"B": (Step(T0, 20_000, "plan"),)})  # about to be sent
+    assert admission.admit({"A", "C", "B"}, T0) == 2  # B has its plan's limit
+    assert [dispatcher.stations[s].desired[0].limit_w for s in "AC"] == [10_000, 10_000]
+    # a plan whose inputs were taken before A and C joined gives B 30 kW: A and C are
+    # fitted into the 20 kW it leaves (D still booting keeps a third)
+    plans.append(Plan(T0, plans[0].site, {"B": (Step(T0, 30_000, "plan"),)}))
+    dispatcher.set_desired(plans[-1].stations)
+    assert admission.after_plan(plans[-1]) == 2
+    assert [round(dispatcher.stations[s].desired[0].limit_w) for s in "AC"] == [6_667, 6_667]
+    total = sum(r.desired[0].limit_w for r in dispatcher.stations.values() if r.desired)
+    assert total <= 50_000
