@@ -177,3 +177,29 @@ async def test_a_batch_shares_the_room_others_leave_and_keeps_a_part_for_station
     assert [round(dispatcher.stations[s].desired[0].limit_w) for s in "AC"] == [6_667, 6_667]
     total = sum(r.desired[0].limit_w for r in dispatcher.stations.values() if r.desired)
     assert total <= 50_000
+
+
+async def test_under_a_dr_event_the_boot_shares_fit_the_events_limit(site: SiteHarness):
+    """An event holds the site to 11 kW (of 44 kW); two stations join while the plan
+    waits: their boot shares split the event's limit, not the site's capacity."""
+    bridge = await site.start_bridge(capacity_kw=44)
+    await wait_until(lambda: site.vtn.ven_id("test-site") is not None, what="registration")
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    site.vtn.add_simple_event(site.vtn.ven_id("test-site"), start,  # type: ignore[arg-type]
+                              [(timedelta(minutes=5), 2)])
+    await wait_until(lambda: datetime.now(UTC) > start and (step := bridge.planner.site_step(
+        datetime.now(UTC))) is not None and step.limit_w == 11_000,
+        timeout=20, what="the event's limit in force")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    try:
+        async with bridge.planner._one_plan:  # the plan waits
+            joined = [site.add_station(f"E{i}", ev_max_current_a=32.0) for i in range(2)]
+            await wait_until(lambda: all(s.transaction_id is not None for s in joined),
+                             timeout=30, what="both charging")
+            await asyncio.sleep(0.5)
+            limits = [s.composite_limit_w() for s in joined]
+    finally:
+        stop.set()
+    assert await watcher <= 11_000 + 1
+    assert all(5_400 < w <= 5_500 for w in limits)  # in amps, rounded down
