@@ -182,6 +182,13 @@ class Admission:
         """Fit the boot shares a plan did not cover (its inputs were taken before those
         stations joined) into the room it leaves: lowered where they no longer fit.
         How many were lowered."""
+        try:
+            return self._fit(plan)
+        except Exception:  # a bug here must not cost the plan its storing; the next covers them
+            log.exception("boot shares not fitted to the plan")
+            return 0
+
+    def _fit(self, plan: Plan) -> int:
         records = self._dispatcher.stations
         uncovered = {sid for sid, r in records.items()
                      if sid not in plan.stations and _is_boot_share(r.desired)}
