@@ -25,6 +25,7 @@ from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
 from bridge.ocpp.server import SUBPROTOCOLS, OcppServer
+from bridge.runtime.admission import Admission
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner, ReplanLoop
@@ -80,6 +81,7 @@ class Bridge:
             peak_after=timedelta(seconds=model.ocpp.learn_peak_after_s),
             on_capabilities=self._capabilities_known,
             operator=self.upstream,
+            on_registered=lambda station_id: self.admission.registered(station_id),
         )
         # voltage monitors and DER control in the stations, after their limits
         self.voltage_controls = VoltageControls(config, self.store, self.dispatcher.limits_sent,
@@ -101,7 +103,13 @@ class Bridge:
                                started_at, request_replan=self.replans.request,
                                replan_urgently=lambda: self.replans.request(urgent=True),
                                operator_ceilings=self.upstream.with_ceilings
-                               if self.upstream else None)
+                               if self.upstream else None,
+                               after_apply=lambda plan: self.admission.after_plan(plan))
+        # a station that joins holding nothing of ours gets a boot share before the plan
+        self.admission = Admission(
+            config.site, config.policy.allocation.min_current_a, self.dispatcher,
+            lambda: self.planner.plan, self.operator.holds, self._sessions_now,
+            self._aimed_event_applies, clock)
         self.loop_lag = Histogram(LAG_BUCKETS_S)  # filled while the bridge runs
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
                                self.planner, self.dispatcher)
@@ -189,6 +197,17 @@ class Bridge:
                             caps: Capabilities) -> None:
         self.voltage_controls.capabilities_known(station_id, link, caps)
 
+    def _sessions_now(self) -> dict[str, dict[int, int]]:
+        """Station -> connector -> transaction, as they are now."""
+        running: dict[str, dict[int, int]] = {}
+        for tx_id, session in self.station_events.sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        return running
+
+    def _aimed_event_applies(self, now: datetime) -> bool:
+        """Whether an event aimed at some of the stations only is planned now."""
+        return any(self.dr.event_stations(e) is not None for e in self.dr.planned_events(now))
+
     def _station_left(self, station_id: str, link: ChargerLink) -> None:
         self.voltage_controls.disconnected(station_id, link)
         self.station_events.disconnected(station_id, link,
@@ -218,6 +237,7 @@ class Bridge:
                 await self.web.close()
             await self.ocpp.close()
             await self.voltage_controls.close()
+            self.admission.close()
             await self.dispatcher.close()
             self.planner.close()
             self.reports.flush()

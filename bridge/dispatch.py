@@ -104,6 +104,9 @@ UNDECLARED = Declared()  # the configuration states nothing of the station (shar
 # or kept from before when it reconnects without one), so that what depends on them (its
 # voltage monitors, its DER control) can follow without living here.
 CapabilitiesKnown = Callable[[str, ChargerLink, Capabilities], None]
+# Told each time a station's boot is accepted (or its boot wait is over), so that a station
+# that joins holding nothing of ours can be given a limit before the plan covers it.
+Registered = Callable[[str], None]
 
 
 class OperatorLimits(Protocol):
@@ -244,8 +247,10 @@ class Dispatcher:
         peak_after: timedelta = timedelta(minutes=10),
         on_capabilities: CapabilitiesKnown | None = None,
         operator: OperatorLimits | None = None,
+        on_registered: Registered | None = None,
     ) -> None:
         self._store = store
+        self._on_registered = on_registered
         # schedules about to be sent, written in one commit per turn of the loop
         self._sent_pending: dict[str, tuple[tuple[Step, ...], datetime]] = {}
         self._sent_written: asyncio.Future[None] | None = None
@@ -701,6 +706,8 @@ class Dispatcher:
             return
         if state.caps.known and state.life.unmanageable:
             self._fire(state, Event.NO_SMART_CHARGING)  # known from an earlier connection
+        elif self._on_registered is not None:
+            self._on_registered(state.info.station_id)
 
     async def _read(self, state: StationRecord, link: ChargerLink) -> None:
         """Read what it can do and which profiles of others it holds, where not known yet."""

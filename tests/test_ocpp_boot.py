@@ -87,21 +87,22 @@ async def test_a_201_station_that_boots_late_is_set_up_once_after_its_boot(site:
 
 
 
-async def test_a_joining_station_is_read_before_the_plan_gives_it_a_limit(site: SiteHarness):
+async def test_a_joining_station_is_read_then_given_its_boot_share_before_the_plan(
+        site: SiteHarness):
     """In a boot storm the plan waits for the joins to pause; meanwhile each joined station's
-    capabilities are read, so that the plan's wave is one call per station. Its follow-up
-    calls (meter interval, composite check) wait for its limit."""
+    capabilities are read and its boot share sent (here the whole site limit: no other
+    station), one call each. Its follow-up calls (meter interval, composite check) wait for
+    that limit; the plan that gives it the same limit sends nothing more."""
     bridge = await site.start_bridge(capacity_kw=20)
     async with bridge.planner._one_plan:  # no plan is applied meanwhile
         joining = site.add_station("JOIN", plugged_in=False)
         await wait(lambda: "JOIN" in bridge.dispatcher.stations
-                   and bridge.dispatcher.stations["JOIN"].caps.known,
-                   what="its capabilities read before any plan covers it")
+                   and bridge.dispatcher.stations["JOIN"].applied is not None,
+                   what="its boot share accepted before any plan covers it")
         await asyncio.sleep(0.5)  # room for a call that should not go
-        assert bridge.dispatcher.stations["JOIN"].desired is None
+        assert 19_900 < joining.composite_limit_w() <= 20_000  # in amps, rounded down
         assert count(joining, "GetConfiguration") == 1
-        assert count(joining, "SetChargingProfile") == 0
-        assert count(joining, "ChangeConfiguration") == 0  # after its limit
+        assert count(joining, "SetChargingProfile") == 1
     await wait_steered(bridge, "JOIN")
     await wait(lambda: bridge.dispatcher.stations["JOIN"].life.phase == "verified",
                what="its profile verified by its composite schedule")

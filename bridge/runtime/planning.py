@@ -185,8 +185,11 @@ class Planner:
                  resumed_state: PlanState | None, started_at: datetime,
                  request_replan: Callable[[], None],
                  replan_urgently: Callable[[], None] | None = None,
-                 operator_ceilings: OperatorCeilings | None = None) -> None:
+                 operator_ceilings: OperatorCeilings | None = None,
+                 after_apply: Callable[[Plan], object] | None = None) -> None:
         self.config = config
+        # told each plan once its schedules are handed over (boot shares it did not cover)
+        self._after_apply = after_apply
         self._store = store
         self._clock = clock
         self._dispatcher = dispatcher
@@ -352,6 +355,8 @@ class Planner:
         for tx_id, session in self._fleet.sessions.items():
             running.setdefault(session.station_id, {})[session.connector_id] = tx_id
         self._dispatcher.set_desired(plan.stations, running)
+        if self._after_apply is not None:
+            self._after_apply(plan)
         if encoded is not None:
             self._store_changed(encoded)
 
