@@ -85,10 +85,11 @@ class TurnGate:
     first come first served, for a later turn.
 
     The loop polls its sockets once per turn and then runs every callback that was ready
-    before the poll. Thousands of tasks woken at once (a plan's wave to every station) would
-    all run in one turn, and a reply to a station's request that arrived meanwhile waits
-    for the last of them. Through the gate they run a few dozen a turn, with the sockets
-    polled between. A task that finds room passes without yielding.
+    before the poll. Thousands of tasks that come due at once (every station's follow-up
+    calls after a plan's wave) would all run in one turn, and a reply to a station's request
+    that arrived meanwhile waits for the last of them. Through the gate they run a few
+    dozen a turn, with the sockets polled between. A task that finds room passes without
+    yielding.
     """
 
     __slots__ = ("per_turn", "_used", "_waiting", "_turn_ends")

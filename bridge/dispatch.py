@@ -97,11 +97,13 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 # request shows that, and a silent one is served after this long. Meanwhile it is counted
 # at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
 BOOT_WAIT_S = 5.0
-# How many stations' workers go on with a plan's wave per turn of the event loop. Each costs
-# the loop about a millisecond (its profiles built, recorded, encoded and sent, its answer
-# read and recorded); between turns the loop reads the stations' own requests, so their
-# replies wait for a few dozen of these rather than for the whole fleet's.
-WAVE_PER_TURN = 64
+# How many stations' follow-up calls (the composite check after a new limit, the meter
+# interval, the rating) start per turn of the event loop. They come due together once a
+# wave is answered; a turn holding thousands of them held every station's replies. Between
+# turns the loop reads the stations' own requests. The wave itself is not held back this
+# way: at 5,000 stations that doubled the time until every station held an event's limit
+# (docs/benchmarks-notes.md), and the limits matter more than a MeterValues reply.
+FOLLOW_UPS_PER_TURN = 64
 
 UNDECLARED = Declared()  # the configuration states nothing of the station (shared: frozen)
 
@@ -261,8 +263,8 @@ class Dispatcher:
             functools.partial(_write_schedules, store.save_sent_many))
         self._applied_records: TurnBatch[str, tuple[tuple[Step, ...], datetime]] = TurnBatch(
             functools.partial(_write_schedules, store.save_applied_many))
-        # a plan's wave goes out a few dozen stations per turn of the loop (see TurnGate)
-        self._wave = TurnGate(WAVE_PER_TURN)
+        # follow-up calls start a few dozen stations per turn of the loop (see TurnGate)
+        self._follow_ups_gate = TurnGate(FOLLOW_UPS_PER_TURN)
         self._on_capabilities = on_capabilities
         self._operator = operator  # local-controller mode: the operator's limits
         self._boot_wait_s = boot_wait_s
@@ -804,7 +806,7 @@ class Dispatcher:
         if not state.life.allows.calls:
             return  # it reconnected meanwhile: after its boot
         # the fleet's follow-ups come due together, once its wave is answered
-        await self._wave.enter()
+        await self._follow_ups_gate.enter()
         if state.link is not link or not state.life.allows.calls or state.wake.is_set():
             return  # it left, rebooted or has a new limit to take first
         if follow.verify is not None:
@@ -824,9 +826,6 @@ class Dispatcher:
         station_id = state.info.station_id
         if not state.life.allows.profiles:
             return
-        await self._wave.enter()
-        if state.link is not link or not state.life.allows.profiles:
-            return  # it left or rebooted while it waited: woken again when it can be served
         epoch = state.life.epoch
         now = self._clock()
         cap, profiles = self._built(state, now)
@@ -854,8 +853,6 @@ class Dispatcher:
                 return
             if not await self._wait_for_decreases(state):
                 return  # its plan changed while it waited: start over with the new one
-            # the raises a wave held back all go on at once, as its last decrease is answered
-            await self._wave.enter()
             if state.life.epoch != epoch or state.link is not link:
                 return  # it went offline or rebooted meanwhile
             # the plan may have moved while we waited: send what it says now

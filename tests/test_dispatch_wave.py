@@ -1,6 +1,7 @@
-"""A plan's wave to many stations: it goes out a few dozen stations per turn of the event
-loop (so the loop reads the stations' own requests between), and the schedules it records
-go to the store in one commit per turn, each on record before its worker goes on."""
+"""A plan's wave to many stations: the schedules it records go to the store in one commit
+per turn of the event loop, each on record before its worker goes on; the follow-up calls
+that come due together after it start a few dozen stations per turn (so the loop reads the
+stations' own requests between)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.aio import TurnBatch, TurnGate
-from bridge.dispatch import WAVE_PER_TURN, Dispatcher, StationRecord
+from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
 from bridge.station_life import Event
 from bridge.store import Store, steps_from_json
@@ -72,6 +73,10 @@ class Link:
         self._sent_in[self._turns.count] += 1
         return "Accepted"
 
+    async def set_meter_interval(self, seconds: int) -> str:
+        self._sent_in[self._turns.count] += 1
+        return "Rejected"
+
     async def clear_charging_profile(self, profile_id: int) -> str:
         # what relies on the accepted schedule: it must be on disk by now (read as a
         # restarted bridge would, through a connection of its own)
@@ -84,11 +89,11 @@ class Link:
         return "Accepted"
 
 
-def fleet(tmp_path: Path, turns: Turns, sent_in: Counter[int]
+def fleet(tmp_path: Path, turns: Turns, sent_in: Counter[int], meter_interval_s: int = 0
           ) -> tuple[Dispatcher, CountingStore, dict[str, Link]]:
     store = CountingStore(tmp_path / "bridge.db")
     dispatch = Dispatcher(store, min_current_a=6, retry_s=1, on_change=lambda: None,
-                          clock=lambda: T0)
+                          clock=lambda: T0, meter_interval_s=meter_interval_s)
     links = {}
     for n in range(STATIONS):
         sid = f"CP{n}"
@@ -105,7 +110,7 @@ def fleet(tmp_path: Path, turns: Turns, sent_in: Counter[int]
     return dispatch, store, links
 
 
-async def test_a_wave_goes_out_a_few_dozen_stations_per_turn_of_the_loop(tmp_path: Path):
+async def test_a_wave_records_its_schedules_in_a_commit_per_turn_of_the_loop(tmp_path: Path):
     turns, sent_in = Turns(), Counter[int]()
     dispatch, store, links = fleet(tmp_path, turns, sent_in)
     turns.start()
@@ -116,12 +121,10 @@ async def test_a_wave_goes_out_a_few_dozen_stations_per_turn_of_the_loop(tmp_pat
     finally:
         turns.stop()
     assert sum(sent_in.values()) == STATIONS  # every station got its limit
-    # before: all 200 in one turn, and no request of a station read until the last
-    assert max(sent_in.values()) <= WAVE_PER_TURN
-    assert len(sent_in) >= math.ceil(STATIONS / WAVE_PER_TURN)
-    # a commit per turn of the loop for the records, not one per station
+    # a commit per turn of the loop for the records, not one per station (before: 200
+    # commits of accepted schedules)
     assert store.sent_commits <= len(sent_in) + 1
-    assert store.applied_commits <= len(sent_in) + 1
+    assert store.applied_commits <= len(sent_in) + 1 < STATIONS
     with contextlib.closing(Store(tmp_path / "bridge.db")) as after:
         assert {sid: steps[0].limit_w for sid, steps in after.applied().items()} \
             == {sid: 5520.0 for sid in dispatch.stations}
@@ -130,6 +133,24 @@ async def test_a_wave_goes_out_a_few_dozen_stations_per_turn_of_the_loop(tmp_pat
     assert all(link.on_record_when_cleared == [True] for link in links.values())
     assert all(state.applied is not None and state.applied[0].limit_w == 5520.0
                and state.in_flight is None for state in dispatch.stations.values())
+    store.db.close()
+
+
+async def test_follow_up_calls_due_together_start_a_few_dozen_per_turn(tmp_path: Path):
+    turns, asked_in = Turns(), Counter[int]()
+    dispatch, store, _ = fleet(tmp_path, turns, asked_in, meter_interval_s=60)
+    for state in dispatch.stations.values():
+        state.follow_ups.meter_setup = True
+    turns.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(
+            *(dispatch._follow_up(state) for state in dispatch.stations.values())), 10)
+    finally:
+        turns.stop()
+    assert sum(asked_in.values()) == STATIONS  # every station was asked
+    # before: all 200 in one turn, and no request of a station read until the last
+    assert max(asked_in.values()) <= FOLLOW_UPS_PER_TURN
+    assert len(asked_in) >= math.ceil(STATIONS / FOLLOW_UPS_PER_TURN)
     store.db.close()
 
 
