@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +78,102 @@ class Wake:
                 self._waiters.remove(waiter)
                 if not self._waiters:
                     self._waiters = None
+
+
+class TurnGate:
+    """Lets at most ``per_turn`` tasks through per turn of the event loop; the others wait,
+    first come first served, for a later turn.
+
+    The loop polls its sockets once per turn and then runs every callback that was ready
+    before the poll. Thousands of tasks that come due at once (every station's follow-up
+    calls after a plan's wave) would all run in one turn, and a reply to a station's request
+    that arrived meanwhile waits for the last of them. Through the gate they run a few
+    dozen a turn, with the sockets polled between. A task that finds room passes without
+    yielding.
+    """
+
+    __slots__ = ("per_turn", "_used", "_waiting", "_turn_ends")
+
+    def __init__(self, per_turn: int) -> None:
+        if per_turn < 1:
+            raise ValueError("per_turn must be at least 1")
+        self.per_turn = per_turn
+        self._used = 0  # passed in this turn
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._turn_ends = False  # the callback that starts the next turn is scheduled
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def enter(self) -> None:
+        if self._used < self.per_turn and not self._waiting:
+            self._used += 1
+            self._end_turn_soon()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self._end_turn_soon()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):  # still waiting (not let through)
+                self._waiting.remove(waiter)
+            raise
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_ends:
+            self._turn_ends = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Run as the next turn starts: the waiters let through now run in the turn after
+        it, which polls the sockets first."""
+        self._turn_ends = False
+        self._used = 0
+        while self._waiting and self._used < self.per_turn:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._used += 1
+        if self._used or self._waiting:
+            self._end_turn_soon()
+
+
+class TurnBatch(Generic[K, V]):
+    """Writes that many tasks ask for in the same turn of the event loop, made together in
+    one call at the start of the next turn; each task's :meth:`add` returns once that call
+    has returned (or raises what it raised).
+
+    A plan's wave wakes thousands of stations' workers at once, and each has a record to
+    commit before it goes on: a commit each held the loop for a large part of a second.
+    Keyed: a second value for a key in the same turn replaces the first.
+    """
+
+    __slots__ = ("_write", "_pending", "_written")
+
+    def __init__(self, write: Callable[[Iterable[tuple[K, V]]], object]) -> None:
+        self._write = write
+        self._pending: dict[K, V] = {}
+        self._written: asyncio.Future[None] | None = None
+
+    async def add(self, key: K, value: V) -> None:
+        self._pending[key] = value
+        if self._written is None:
+            loop = asyncio.get_running_loop()
+            self._written = loop.create_future()
+            loop.call_soon(self._flush)
+        # shielded: one task cancelled (its station gone) leaves the others' wait alone
+        await asyncio.shield(self._written)
+
+    def _flush(self) -> None:
+        written, self._written = self._written, None
+        pending, self._pending = self._pending, {}
+        assert written is not None
+        try:
+            self._write(pending.items())
+        except Exception as error:  # each waiting task fails as its own write would have
+            written.set_exception(error)
+            written.exception()  # seen here; the waiters raise it themselves
+        else:
+            written.set_result(None)

@@ -45,12 +45,12 @@ import contextlib
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bridge.aio import Wake, cancel_and_wait
+from bridge.aio import TurnBatch, TurnGate, Wake, cancel_and_wait
 from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import UNKNOWN as UNKNOWN_CAPS
@@ -97,6 +97,13 @@ FOLLOW_UP_MAX_WAIT_S = 10.0
 # request shows that, and a silent one is served after this long. Meanwhile it is counted
 # at the schedule it holds, so waiting costs its re-confirmation a few seconds, no more.
 BOOT_WAIT_S = 5.0
+# How many stations' follow-up calls (the composite check after a new limit, the meter
+# interval, the rating) start per turn of the event loop. They come due together once a
+# wave is answered; a turn holding thousands of them held every station's replies. Between
+# turns the loop reads the stations' own requests. The wave itself is not held back this
+# way: at 5,000 stations that doubled the time until every station held an event's limit
+# (docs/benchmarks-notes.md), and the limits matter more than a MeterValues reply.
+FOLLOW_UPS_PER_TURN = 64
 
 UNDECLARED = Declared()  # the configuration states nothing of the station (shared: frozen)
 
@@ -251,9 +258,13 @@ class Dispatcher:
     ) -> None:
         self._store = store
         self._on_registered = on_registered
-        # schedules about to be sent, written in one commit per turn of the loop
-        self._sent_pending: dict[str, tuple[tuple[Step, ...], datetime]] = {}
-        self._sent_written: asyncio.Future[None] | None = None
+        # schedules about to be sent, and schedules accepted: one commit per turn of the loop
+        self._sent_records: TurnBatch[str, tuple[tuple[Step, ...], datetime]] = TurnBatch(
+            functools.partial(_write_schedules, store.save_sent_many))
+        self._applied_records: TurnBatch[str, tuple[tuple[Step, ...], datetime]] = TurnBatch(
+            functools.partial(_write_schedules, store.save_applied_many))
+        # follow-up calls start a few dozen stations per turn of the loop (see TurnGate)
+        self._follow_ups_gate = TurnGate(FOLLOW_UPS_PER_TURN)
         self._on_capabilities = on_capabilities
         self._operator = operator  # local-controller mode: the operator's limits
         self._boot_wait_s = boot_wait_s
@@ -794,6 +805,10 @@ class Dispatcher:
             return
         if not state.life.allows.calls:
             return  # it reconnected meanwhile: after its boot
+        # the fleet's follow-ups come due together, once its wave is answered
+        await self._follow_ups_gate.enter()
+        if state.link is not link or not state.life.allows.calls or state.wake.is_set():
+            return  # it left, rebooted or has a new limit to take first
         if follow.verify is not None:
             cap, follow.verify = follow.verify, None
             if state.applied == cap.applied and state.life.phase is Phase.ACKNOWLEDGED \
@@ -838,7 +853,7 @@ class Dispatcher:
                 return
             if not await self._wait_for_decreases(state):
                 return  # its plan changed while it waited: start over with the new one
-            if state.life.epoch != epoch:
+            if state.life.epoch != epoch or state.link is not link:
                 return  # it went offline or rebooted meanwhile
             # the plan may have moved while we waited: send what it says now
             now = self._clock()
@@ -908,30 +923,9 @@ class Dispatcher:
 
     async def _record_sent(self, station_id: str, steps: tuple[Step, ...],
                            at: datetime) -> None:
-        """Store a schedule about to go to a station, and return once it is committed.
-
-        The workers a plan wakes all reach their send in the same turn of the event loop;
-        their records are written together in one commit at the start of the next turn
-        (a commit each, for thousands of stations, held the loop for a large part of a
-        second)."""
-        self._sent_pending[station_id] = (steps, at)
-        if self._sent_written is None:
-            self._sent_written = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._write_sent)
-        # shielded: one worker cancelled (its station gone) leaves the others' wait alone
-        await asyncio.shield(self._sent_written)
-
-    def _write_sent(self) -> None:
-        written, self._sent_written = self._sent_written, None
-        pending, self._sent_pending = self._sent_pending, {}
-        assert written is not None
-        try:
-            self._store.save_sent_many((sid, steps, at) for sid, (steps, at) in pending.items())
-        except Exception as error:  # each waiting worker fails as its own write would have
-            written.set_exception(error)
-            written.exception()  # seen here; the waiters raise it themselves
-        else:
-            written.set_result(None)
+        """Store a schedule about to go to a station, and return once it is committed (with
+        the others of this turn of the loop: see :class:`~bridge.aio.TurnBatch`)."""
+        await self._sent_records.add(station_id, (steps, at))
 
     async def _send(self, state: StationRecord, link: ChargerLink, cap: BuiltProfile,
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
@@ -970,6 +964,10 @@ class Dispatcher:
                 if built.profile_id not in state.installed:
                     state.installed.add(built.profile_id)
                     new_ids = True
+            if failed is None:
+                # on record before anything goes on from it, in one commit with the other
+                # answers of this turn of the loop (still counted in flight meanwhile)
+                await self._applied_records.add(station_id, (cap.applied, now))
         finally:
             state.in_flight = None
             if new_ids:
@@ -985,8 +983,8 @@ class Dispatcher:
             same = state.applied is not None and state.life.confirmed \
                 and same_schedule(cap.applied, state.applied, now)
             state.applied, state.uncertain, state.retry_s = cap.applied, None, 0.0
-            self._store.save_applied(station_id, cap.applied, now)
-            log.debug("%s: profiles accepted (%s)", station_id, _describe(cap.applied))
+            if log.isEnabledFor(logging.DEBUG):  # the description costs more than the rest
+                log.debug("%s: profiles accepted (%s)", station_id, _describe(cap.applied))
             if late:
                 state.life.late_answer(accepted=True)
                 self._on_change()
@@ -1210,3 +1208,8 @@ def _limits_from(steps: tuple[Step, ...], now: datetime) -> list[tuple[datetime,
 
 def _describe(steps: tuple[Step, ...]) -> str:
     return ", ".join(f"{s.start:%H:%M:%S} {s.limit_w / 1000:.1f} kW" for s in steps)
+
+
+def _write_schedules(write: Callable[[list[tuple[str, tuple[Step, ...], datetime]]], None],
+                     items: Iterable[tuple[str, tuple[tuple[Step, ...], datetime]]]) -> None:
+    write([(station_id, steps, at) for station_id, (steps, at) in items])

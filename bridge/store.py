@@ -581,14 +581,20 @@ class Store:
 
     def save_applied(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
         """The schedule a station accepted; what was sent before it is answered."""
+        self.save_applied_many([(station_id, steps, at)])
+
+    def save_applied_many(self, applied: Iterable[tuple[str, Iterable[Step], datetime]]
+                          ) -> None:
+        """Several stations' accepted schedules (see :meth:`save_applied`), in one commit:
+        the answers to a plan's wave come back by the hundred at a time."""
+        rows = [(station_id, steps_to_json(steps), _iso(at)) for station_id, steps, at in applied]
         with self.db.conn:
-            self.db.conn.execute(
+            self.db.conn.executemany(
                 "INSERT INTO applied (station_id, schedule, acked_at) VALUES (?, ?, ?) ON CONFLICT"
                 "(station_id) DO UPDATE SET schedule = excluded.schedule,"
-                " acked_at = excluded.acked_at",
-                [station_id, steps_to_json(steps), _iso(at)],
-            )
-            self.db.conn.execute("DELETE FROM sent WHERE station_id = ?", [station_id])
+                " acked_at = excluded.acked_at", rows)
+            self.db.conn.executemany("DELETE FROM sent WHERE station_id = ?",
+                                     [(row[0],) for row in rows])
 
     def applied(self) -> dict[str, tuple[Step, ...]]:
         return {row["station_id"]: steps_from_json(row["schedule"])

@@ -13,6 +13,7 @@ step waits for the state it asserts.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -159,3 +160,25 @@ async def test_a_plan_given_up_on_is_asked_for_again(dr_parts: DrParts,
         assert planner.plan is not None
     finally:
         planner.close()
+
+
+async def test_the_interpreter_switches_threads_often_while_a_plan_runs(
+        dr_parts: DrParts, monkeypatch: pytest.MonkeyPatch):
+    """The loop's thread gives the interpreter up at each frame it sends; with the default
+    5 ms switch interval it then waited up to that long per frame while a plan ran."""
+    seen: list[float] = []
+    real = planning.plan_with_holds
+
+    def recording(*args: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        return real(*args)
+
+    monkeypatch.setattr(planning, "plan_with_holds", recording)
+    planner, _ = planner_over(dr_parts)
+    before = sys.getswitchinterval()
+    try:
+        await asyncio.wait_for(planner.replan(), 30)
+    finally:
+        planner.close()
+    assert seen == [planning.PLANNING_SWITCH_INTERVAL_S] and seen[0] < before
+    assert sys.getswitchinterval() == before  # the default again between plans

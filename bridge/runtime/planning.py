@@ -12,10 +12,12 @@ the dispatcher back on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +41,9 @@ from ven.interface import VenDriver
 
 log = logging.getLogger(__name__)
 
+# While a plan runs in its thread, the interpreter switches threads after this long rather
+# than the default 5 ms (see Planner.replan).
+PLANNING_SWITCH_INTERVAL_S = 0.0005
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 # Changes within this window share one plan: each plan may re-send a profile to every
 # station. (A DR event is planned at once, without waiting.)
@@ -213,14 +218,15 @@ class Planner:
         # event loop, it would hold every station's replies that long. It runs in this one
         # thread instead, one plan at a time. A thread is enough because the loop still gets
         # the interpreter: a thread waiting for the GIL asks the running one to drop it,
-        # which it does within the switch interval (sys.getswitchinterval(), 5 ms), so
-        # while a plan runs the loop answers stations within a few milliseconds, as it
-        # does when it blocks in select. The CPU a plan costs is not reduced, nor spread
-        # over a second core: the GIL lets one thread run Python at a time, so the plan
-        # takes longer in wall time when the loop is busy. A planning process would add
-        # that second core, and keep the plan's allocations (and the collector's passes
-        # over them) out of the loop's process, at the price of pickling the fleet and
-        # the plan across (tens of milliseconds at 10,000 stations) and a process to run.
+        # which it does within the switch interval. The loop's thread drops it at every
+        # frame it sends and then waits that long to have it back, so the interval is
+        # lowered while a plan runs (see _switching_often). The CPU a plan costs is not
+        # reduced, nor spread over a second core: the GIL lets one thread run Python at a
+        # time, so the plan takes longer in wall time when the loop is busy. A planning
+        # process would add that second core, and keep the plan's allocations (and the
+        # collector's passes over them) out of the loop's process, at the price of pickling
+        # the fleet and the plan across (tens of milliseconds at 10,000 stations) and a
+        # process to run.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
         self._one_plan = asyncio.Lock()
         self._asked = 0  # plans asked for so far
@@ -287,9 +293,15 @@ class Planner:
             began = time.perf_counter()
             try:
                 inputs = self._inputs(self._clock())
-                plan, encoded = await asyncio.get_running_loop().run_in_executor(
-                    self._thread, inputs.plan)
-                self._apply(plan, encoded)
+                with _switching_often():
+                    plan, encoded = await asyncio.get_running_loop().run_in_executor(
+                        self._thread, inputs.plan)
+                if encoded is not None:
+                    # stored in a turn of the loop of its own: at 5,000 stations storing
+                    # and handing over each hold the loop for about a tenth of a second
+                    self._store_changed(encoded)
+                    await asyncio.sleep(0)
+                self._apply(plan)
                 self._covered = covers
             except asyncio.CancelledError:
                 # the caller gave up (shutting down, or its request was dropped); what it
@@ -345,9 +357,8 @@ class Planner:
                           holds, self.plan.state if self.plan else self.resumed_state,  # type: ignore[arg-type]
                           conditions, self.plan)
 
-    def _apply(self, plan: Plan, encoded: EncodedPlan | None) -> None:
-        """Hand the dispatcher each station's schedule; store a plan that changed (``encoded``:
-        None when it did not)."""
+    def _apply(self, plan: Plan) -> None:
+        """Hand the dispatcher each station's schedule."""
         self.plan = plan
         # The sessions as they are now, not as the plan saw them: profiles go to live
         # transactions. A session that began or ended meanwhile asked for the next plan.
@@ -357,8 +368,6 @@ class Planner:
         self._dispatcher.set_desired(plan.stations, running)
         if self._after_apply is not None:
             self._after_apply(plan)
-        if encoded is not None:
-            self._store_changed(encoded)
 
     def _store_changed(self, encoded: EncodedPlan) -> None:
         """The plan, and its state with the events' baselines, in one commit."""
@@ -396,3 +405,17 @@ def _changed(old: Plan, new: Plan, now: datetime) -> bool:
     if future(old.site) != future(new.site) or old.stations.keys() != new.stations.keys():
         return True
     return any(future(old.stations[k]) != future(new.stations[k]) for k in new.stations)
+
+
+@contextlib.contextmanager
+def _switching_often() -> Iterator[None]:
+    """While a plan runs in its thread: the event loop's thread gives the interpreter up at
+    each call into the system (each frame it sends), the planning thread takes it, and the
+    loop's thread waits the switch interval to have it back. At the default 5 ms, a loop
+    answering a few hundred stations a second spent most of a plan waiting."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, PLANNING_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)

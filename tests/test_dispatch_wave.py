@@ -1,0 +1,209 @@
+"""A plan's wave to many stations: the schedules it records go to the store in one commit
+per turn of the event loop, each on record before its worker goes on; the follow-up calls
+that come due together after it start a few dozen stations per turn (so the loop reads the
+stations' own requests between)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.aio import TurnBatch, TurnGate
+from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
+from bridge.ocpp.capabilities import Capabilities
+from bridge.station_life import Event
+from bridge.store import Store, steps_from_json
+from policies.fleet import StationInfo, Step
+
+T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+STATIONS = 200
+
+
+class Turns:
+    """Counts the turns of the running loop: a callback that schedules itself again runs
+    once in each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._handle: asyncio.Handle | None = None
+
+    def start(self) -> None:
+        self.count += 1
+        self._handle = asyncio.get_running_loop().call_soon(self.start)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+class CountingStore(Store):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.applied_commits = 0
+        self.sent_commits = 0
+
+    def save_applied_many(self, applied: Iterable[tuple[str, Iterable[Step], datetime]]
+                          ) -> None:
+        self.applied_commits += 1
+        super().save_applied_many(applied)
+
+    def save_sent_many(self, sent: Iterable[tuple[str, Iterable[Step], datetime]]) -> None:
+        self.sent_commits += 1
+        super().save_sent_many(sent)
+
+
+class Link:
+    """A station that accepts whatever it is sent, and notes in which turn of the loop."""
+
+    def __init__(self, station_id: str, turns: Turns, sent_in: Counter[int],
+                 db: Path | None = None) -> None:
+        self.id = station_id
+        self._turns, self._sent_in, self._db = turns, sent_in, db
+        self.on_record_when_cleared: list[bool] = []
+
+    async def set_profile(self, profile: object) -> str:
+        self._sent_in[self._turns.count] += 1
+        return "Accepted"
+
+    async def set_meter_interval(self, seconds: int) -> str:
+        self._sent_in[self._turns.count] += 1
+        return "Rejected"
+
+    async def clear_charging_profile(self, profile_id: int) -> str:
+        # what relies on the accepted schedule: it must be on disk by now (read as a
+        # restarted bridge would, through a connection of its own)
+        assert self._db is not None
+        with contextlib.closing(sqlite3.connect(self._db)) as conn:
+            row = conn.execute("SELECT schedule FROM applied WHERE station_id = ?",
+                               [self.id]).fetchone()
+        self.on_record_when_cleared.append(row is not None and bool(steps_from_json(row[0]))
+                                           and steps_from_json(row[0])[0].limit_w == 5520.0)
+        return "Accepted"
+
+
+def fleet(tmp_path: Path, turns: Turns, sent_in: Counter[int], meter_interval_s: int = 0
+          ) -> tuple[Dispatcher, CountingStore, dict[str, Link]]:
+    store = CountingStore(tmp_path / "bridge.db")
+    dispatch = Dispatcher(store, min_current_a=6, retry_s=1, on_change=lambda: None,
+                          clock=lambda: T0, meter_interval_s=meter_interval_s)
+    links = {}
+    for n in range(STATIONS):
+        sid = f"CP{n}"
+        state = dispatch.stations[sid] = StationRecord(info=StationInfo(sid, 3, 230.0, 32.0))
+        links[sid] = link = Link(sid, turns, sent_in, tmp_path / "bridge.db")
+        state.link = link  # type: ignore[assignment]
+        state.caps = Capabilities(known=True)
+        state.applied = (Step(T0 - timedelta(minutes=1), 11040.0, "before"),)
+        state.installed = {99}  # a profile of ours the new strategy no longer sends
+        for event in (Event.CONNECTED, Event.REGISTERED, Event.SENT, Event.ACCEPTED):
+            state.life.fire(event, T0)
+        state.desired = (Step(T0, 5520.0, "event"),)  # 8 A: a decrease, out at once
+        dispatch._refresh(state)
+    return dispatch, store, links
+
+
+async def test_a_wave_records_its_schedules_in_a_commit_per_turn_of_the_loop(tmp_path: Path):
+    turns, sent_in = Turns(), Counter[int]()
+    dispatch, store, links = fleet(tmp_path, turns, sent_in)
+    turns.start()
+    try:
+        workers = [asyncio.create_task(dispatch._dispatch(state, state.link))  # type: ignore[arg-type]
+                   for state in dispatch.stations.values()]
+        await asyncio.wait_for(asyncio.gather(*workers), 10)
+    finally:
+        turns.stop()
+    assert sum(sent_in.values()) == STATIONS  # every station got its limit
+    # a commit per turn of the loop for the records, not one per station (before: 200
+    # commits of accepted schedules)
+    assert store.sent_commits <= len(sent_in) + 1
+    assert store.applied_commits <= len(sent_in) + 1 < STATIONS
+    with contextlib.closing(Store(tmp_path / "bridge.db")) as after:
+        assert {sid: steps[0].limit_w for sid, steps in after.applied().items()} \
+            == {sid: 5520.0 for sid in dispatch.stations}
+        assert after.sent() == {}  # answered: nothing left uncertain
+    # each accepted schedule was on disk before the stale profile was cleared after it
+    assert all(link.on_record_when_cleared == [True] for link in links.values())
+    assert all(state.applied is not None and state.applied[0].limit_w == 5520.0
+               and state.in_flight is None for state in dispatch.stations.values())
+    store.db.close()
+
+
+async def test_follow_up_calls_due_together_start_a_few_dozen_per_turn(tmp_path: Path):
+    turns, asked_in = Turns(), Counter[int]()
+    dispatch, store, _ = fleet(tmp_path, turns, asked_in, meter_interval_s=60)
+    for state in dispatch.stations.values():
+        state.follow_ups.meter_setup = True
+    turns.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(
+            *(dispatch._follow_up(state) for state in dispatch.stations.values())), 10)
+    finally:
+        turns.stop()
+    assert sum(asked_in.values()) == STATIONS  # every station was asked
+    # before: all 200 in one turn, and no request of a station read until the last
+    assert max(asked_in.values()) <= FOLLOW_UPS_PER_TURN
+    assert len(asked_in) >= math.ceil(STATIONS / FOLLOW_UPS_PER_TURN)
+    store.db.close()
+
+
+async def test_the_gate_lets_per_turn_through_in_order_and_forgets_a_cancelled_waiter():
+    gate = TurnGate(2)
+    turns = Turns()
+    passed: list[tuple[int, int]] = []
+
+    async def through(n: int) -> None:
+        await gate.enter()
+        passed.append((n, turns.count))
+
+    turns.start()
+    try:
+        tasks = [asyncio.create_task(through(n)) for n in range(7)]
+        await asyncio.sleep(0)  # every task has tried once: two went through at once
+        assert [n for n, _ in passed] == [0, 1] and gate.waiting == 5
+        tasks[3].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        turns.stop()
+    assert [n for n, _ in passed] == [0, 1, 2, 4, 5, 6]  # first come, first served
+    per_turn = Counter(turn for _, turn in passed)
+    assert max(per_turn.values()) <= 2
+    assert gate.waiting == 0
+    with pytest.raises(ValueError):
+        TurnGate(0)
+
+
+async def test_a_batch_writes_once_per_turn_and_each_waiter_sees_its_failure():
+    writes: list[dict[str, int]] = []
+
+    def write(items: Iterable[tuple[str, int]]) -> None:
+        batch = dict(items)
+        writes.append(batch)
+        if "bad" in batch:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    batch: TurnBatch[str, int] = TurnBatch(write)
+    await asyncio.gather(*(batch.add(f"CP{n}", n) for n in range(5)))
+    assert writes == [{f"CP{n}": n for n in range(5)}]
+    outcomes = await asyncio.gather(batch.add("CP9", 9), batch.add("bad", 0),
+                                    return_exceptions=True)
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
+    assert writes[-1] == {"CP9": 9, "bad": 0}
+
+
+def test_accepted_schedules_in_one_commit_clear_what_was_sent(tmp_path: Path):
+    store = Store(tmp_path / "bridge.db")
+    low, high = (Step(T0, 5520.0, "event"),), (Step(T0, 11040.0, "before"),)
+    store.save_sent_many([("CP1", low, T0), ("CP2", low, T0), ("CP3", low, T0)])
+    store.save_applied_many([("CP1", low, T0), ("CP2", high, T0)])
+    with contextlib.closing(Store(tmp_path / "bridge.db")) as after:
+        assert after.applied() == {"CP1": low, "CP2": high}
+        assert after.sent() == {"CP3": low}  # still unanswered
+    store.db.close()
