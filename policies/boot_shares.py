@@ -47,25 +47,24 @@ def split_room(room_w: float, joining: Mapping[str, Joiner],
     return {sid: (w if w >= joining[sid].min_w else 0.0) for sid, w in shares.items()}
 
 
-def lowest_within(steps: Iterable[Step], now: datetime, horizon: timedelta) -> float | None:
-    """The lowest limit a schedule gives from ``now`` to ``now + horizon`` (None: none)."""
+def _limits_within(steps: Iterable[Step], now: datetime, horizon: timedelta) -> list[float]:
+    """Every limit a schedule gives from ``now`` to ``now + horizon``."""
     steps = tuple(steps)
     end = now + horizon
     limits = [s.limit_w for s in steps if now < s.start <= end]
     current = value_at(steps, now)
     if current is not None:
         limits.append(current.limit_w)
-    return min(limits, default=None)
+    return limits
+
+
+def lowest_within(steps: Iterable[Step], now: datetime, horizon: timedelta) -> float | None:
+    """The lowest limit a schedule gives from ``now`` to ``now + horizon`` (None: none)."""
+    return min(_limits_within(steps, now, horizon), default=None)
 
 
 def highest_within(steps: Iterable[Step] | None, now: datetime, horizon: timedelta) -> float:
     """The highest limit a schedule gives from ``now`` to ``now + horizon`` (0: none)."""
     if not steps:
         return 0.0
-    steps = tuple(steps)
-    end = now + horizon
-    limits = [s.limit_w for s in steps if now < s.start <= end]
-    current = value_at(steps, now)
-    if current is not None:
-        limits.append(current.limit_w)
-    return max(limits, default=0.0)
+    return max(_limits_within(steps, now, horizon), default=0.0)
