@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -241,6 +242,9 @@ class Store:
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._profile_log: list[dict[str, Any]] = []
+        # profiles sent, by answer: counted once from the table, then kept up as they are
+        # recorded (the table only grows; /metrics asks every scrape)
+        self._profile_totals: Counter[str] | None = None
         self._station_updates: dict[str, dict[str, Any]] = {}
         self._installed_updates: dict[str, str] = {}
         self._create()
@@ -561,6 +565,8 @@ class Store:
              "payload": json.dumps(payload), "schedule": steps_to_json(steps),
              "status": status, "detail": detail}
         )
+        if self._profile_totals is not None:
+            self._profile_totals[status] += 1
 
     def save_sent(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
         """A schedule about to go to a station, written before it goes: killed before its
@@ -720,8 +726,12 @@ class Store:
     # profiles sent, for the operator --------------------------------------------------------
     def profile_counts(self) -> dict[str, int]:
         """How many profiles were sent, by the station's answer (Accepted, Rejected, Failed)."""
-        return {row[0]: int(row[1]) for row in self.db.execute(
-            "SELECT status, count(*) FROM profiles GROUP BY status").fetchall()}
+        if self._profile_totals is None:
+            totals: Counter[str] = Counter({row[0]: int(row[1]) for row in self.db.execute(
+                "SELECT status, count(*) FROM profiles GROUP BY status").fetchall()})
+            totals.update(row["status"] for row in self._profile_log)  # not yet written
+            self._profile_totals = totals
+        return dict(self._profile_totals)
 
     def accepted_schedules(self, station_id: str, until: datetime
                            ) -> list[tuple[datetime, tuple[Step, ...]]]:

@@ -35,6 +35,7 @@ from bridge.web.port import (
     LoadRow,
     OperatorProfile,
     OptOut,
+    SiteNow,
     SiteVoltages,
     Snapshot,
     StationCounts,
@@ -79,8 +80,8 @@ class RuntimeView:
         return self._clock()
 
     def snapshot(self) -> Snapshot:
-        now = self._clock()
-        site_step = self._planner.site_step(now)
+        site = self.site_now()
+        now = site.at
         records = self._dispatcher.stations
         limits = {}
         for station_id, record in records.items():
@@ -93,14 +94,25 @@ class RuntimeView:
                 power[station_id] = power.get(station_id, 0.0) + meter.latest[1]
         return Snapshot(
             at=now,
+            site_limit_w=site.site_limit_w,
+            site_limit_reason=site.site_limit_reason,
+            load_w=site.load_w,
+            station_limits_w=limits,
+            station_power_w=power,
+            active_events=site.active_events,
+            station_status={sid: r.status for sid, r in records.items()},
+            station_detail={sid: r.detail for sid, r in records.items() if r.detail},
+        )
+
+    def site_now(self) -> SiteNow:
+        now = self._clock()
+        site_step = self._planner.site_step(now)
+        return SiteNow(
+            at=now,
             site_limit_w=site_step.limit_w if site_step else self._config.site.capacity_w,
             site_limit_reason=site_step.reason if site_step else "site capacity",
             load_w=self._fleet.load_w(),
-            station_limits_w=limits,
-            station_power_w=power,
             active_events=[e.event_id for e in self._dr.active_events(now) if e.start <= now],
-            station_status={sid: r.status for sid, r in records.items()},
-            station_detail={sid: r.detail for sid, r in records.items() if r.detail},
         )
 
     def vtn(self) -> VtnLink:

@@ -108,7 +108,7 @@ def _voltage_controls(reader: SiteReader) -> list[Metric]:
 
 
 def collect(reader: SiteReader) -> list[Metric | HistogramMetric]:
-    snapshot = reader.snapshot()
+    snapshot = reader.site_now()  # not the per-station views: this runs every scrape
     now = snapshot.at
     capacity = reader.config.site.capacity_w
     counts = reader.counts()

@@ -50,6 +50,18 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class SiteNow:
+    """The site's own figures at one moment, without any per-station ones: what /metrics
+    reads every scrape, at the same cost for any number of stations."""
+
+    at: datetime
+    site_limit_w: float
+    site_limit_reason: str
+    load_w: float
+    active_events: list[str]
+
+
+@dataclass(frozen=True)
 class VtnLink:
     url: str
     registered: bool
@@ -271,6 +283,8 @@ class SiteReader(Protocol):
     def now(self) -> datetime: ...
 
     def snapshot(self) -> Snapshot: ...
+
+    def site_now(self) -> SiteNow: ...
 
     def vtn(self) -> VtnLink: ...
 
