@@ -108,7 +108,7 @@ class Bridge:
         # a station that joins holding nothing of ours gets a boot share before the plan
         self.admission = Admission(
             config.site, config.policy.allocation.min_current_a, self.dispatcher,
-            lambda: self.planner.plan, self.operator.holds, self._sessions_now,
+            lambda: self.planner.plan, self.operator.holds, self.station_events.running,
             self._aimed_event_applies, clock)
         self.loop_lag = Histogram(LAG_BUCKETS_S)  # filled while the bridge runs
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
@@ -196,13 +196,6 @@ class Bridge:
     def _capabilities_known(self, station_id: str, link: ChargerLink,
                             caps: Capabilities) -> None:
         self.voltage_controls.capabilities_known(station_id, link, caps)
-
-    def _sessions_now(self) -> dict[str, dict[int, int]]:
-        """Station -> connector -> transaction, as they are now."""
-        running: dict[str, dict[int, int]] = {}
-        for tx_id, session in self.station_events.sessions.items():
-            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
-        return running
 
     def _aimed_event_applies(self, now: datetime) -> bool:
         """Whether an event aimed at some of the stations only is planned now."""

@@ -434,24 +434,17 @@ async def test_a_minute_long_outage_with_sessions_starting_and_stopping_replays_
         await asyncio.sleep(max(0.0, down_at + offset_s - loop.time()))
 
     # during the minute: CP1 stops, starts, stops and starts again; CP2 stops and starts
-    await at(5)
-    cp1.unplug()
-    await wait_until(lambda: cp1.transaction_id is None, what="CP1's first stop")
-    await at(12)
-    cp1.plug_in()
-    await wait_until(lambda: cp1.transaction_id is not None, what="CP1's second session")
-    await at(20)
-    cp2.unplug()
-    await wait_until(lambda: cp2.transaction_id is None, what="CP2's stop")
-    await at(28)
-    cp2.plug_in()
-    await wait_until(lambda: cp2.transaction_id is not None, what="CP2's second session")
-    await at(38)
-    cp1.unplug()
-    await wait_until(lambda: cp1.transaction_id is None, what="CP1's second stop")
-    await at(46)
-    cp1.plug_in()
-    await wait_until(lambda: cp1.transaction_id is not None, what="CP1's third session")
+    for offset_s, station, plugged, what in (
+            (5, cp1, False, "CP1's first stop"), (12, cp1, True, "CP1's second session"),
+            (20, cp2, False, "CP2's stop"), (28, cp2, True, "CP2's second session"),
+            (38, cp1, False, "CP1's second stop"), (46, cp1, True, "CP1's third session")):
+        await at(offset_s)
+        if plugged:
+            station.plug_in()
+        else:
+            station.unplug()
+        await wait_until(lambda s=station, p=plugged: (s.transaction_id is not None) == p,
+                         what=what)
     assert min(cp1.transaction_id or 0, cp2.transaction_id or 0) >= LOCAL_TX_BASE  # drbridge's
     await at(outage_s)
     # still down after the whole minute: all of it is kept

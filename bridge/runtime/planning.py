@@ -321,9 +321,7 @@ class Planner:
         fleet_state = self._fleet
         sessions = fleet_state.sessions
         stations = {sid: self.config.station_info(sid) for sid in dispatcher.stations}
-        running: dict[str, dict[int, int]] = {}  # station -> connector -> transaction
-        for tx_id, session in sessions.items():
-            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        running = fleet_state.running()  # station -> connector -> transaction
         if self._operator_ceilings is not None:
             stations = self._operator_ceilings(stations, running, now)
         with_session = {s.station_id for s in sessions.values()}
@@ -362,10 +360,7 @@ class Planner:
         self.plan = plan
         # The sessions as they are now, not as the plan saw them: profiles go to live
         # transactions. A session that began or ended meanwhile asked for the next plan.
-        running: dict[str, dict[int, int]] = {}
-        for tx_id, session in self._fleet.sessions.items():
-            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
-        self._dispatcher.set_desired(plan.stations, running)
+        self._dispatcher.set_desired(plan.stations, self._fleet.running())
         if self._after_apply is not None:
             self._after_apply(plan)
 

@@ -85,6 +85,14 @@ class StationEvents:
             if station_id not in dispatcher.stations and not store.booted(station_id):
                 self._forget(station_id)
 
+    def running(self) -> dict[str, dict[int, int]]:
+        """The sessions as they are now: station -> connector -> transaction (where the
+        dispatcher sends each station's profiles)."""
+        running: dict[str, dict[int, int]] = {}
+        for tx_id, session in self.sessions.items():
+            running.setdefault(session.station_id, {})[session.connector_id] = tx_id
+        return running
+
     # what the fleet draws ---------------------------------------------------------------------
     def load_w(self) -> float:
         """The site's measured load: the connectors' fresh readings."""
