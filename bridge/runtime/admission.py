@@ -85,7 +85,6 @@ class Admission:
         self._due: asyncio.Handle | asyncio.TimerHandle | None = None
         self._last_batch = float("-inf")  # monotonic
         self.admitted = 0  # stations given a boot share so far
-        self.batches = 0
 
     def registered(self, station_id: str) -> None:
         """The station's boot is accepted (the dispatcher tells): admit it with its batch."""
@@ -173,7 +172,6 @@ class Admission:
         shares = split_room(room_w, joining, waiting=booting)
         self._give(shares, now)
         self.admitted += len(shares)
-        self.batches += 1
         log.info("boot shares for %d stations: %.0f W of room, %d more booting",
                  len(shares), room_w, booting)
         return len(shares)
