@@ -324,7 +324,9 @@ class Planner:
         running = fleet_state.running()  # station -> connector -> transaction
         if self._operator_ceilings is not None:
             stations = self._operator_ceilings(stations, running, now)
-        with_session = {s.station_id for s in sessions.values()}
+        # an EV plugged in whose transaction has not started is planned as a session
+        planned_sessions = [*sessions.values(), *fleet_state.plugged_in()]
+        with_session = {s.station_id for s in planned_sessions}
         measured: dict[str, float] = {}
         reported: dict[str, datetime] = {}
         for (station_id, _), meter in fleet_state.meters.items():
@@ -334,7 +336,7 @@ class Planner:
                 reported[station_id] = max(at, reported.get(station_id, at))
         fleet = Fleet(
             stations=stations,
-            sessions=tuple(s for s in sessions.values() if s.station_id in stations),
+            sessions=tuple(s for s in planned_sessions if s.station_id in stations),
             reservations=dispatcher.reservations(with_session),
             measured_w=measured,
             last_report=reported,

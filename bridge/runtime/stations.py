@@ -33,6 +33,12 @@ from policies.fleet import Session
 
 log = logging.getLogger(__name__)
 
+# Connector statuses that say an EV is plugged in: in OCPP 1.6 before its session starts,
+# while it charges or is paused; in 2.0.1 the connector is Occupied. Where no transaction is
+# open there yet, one is about to start: the plan counts it as a session now rather than
+# give the station nothing and raise it a moment later (see :meth:`StationEvents.plugged_in`).
+PLUGGED_IN = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Occupied"})
+
 
 class StationEvents:
     def __init__(self, config: Config, store: Store, dispatcher: Dispatcher, clock: Clock,
@@ -68,6 +74,9 @@ class StationEvents:
         self.grid = GridMonitor(config.site.voltage_v, config.model.telemetry.stale_after_s)
         # what the operator's dashboard and metrics show beyond the plan
         self.connector_status: dict[tuple[str, int], tuple[str, datetime]] = {}
+        # connectors whose transaction ended after their last status: that status (Charging,
+        # say) is of the session that ended, until the station reports the next
+        self._ended_since_status: set[tuple[str, int]] = set()
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
@@ -92,6 +101,20 @@ class StationEvents:
         for tx_id, session in self.sessions.items():
             running.setdefault(session.station_id, {})[session.connector_id] = tx_id
         return running
+
+    def plugged_in(self) -> list[Session]:
+        """Connectors with an EV plugged in and no transaction open on them yet, as sessions
+        from when the station said so. Planned like any session: an EV that waits for its
+        driver's authorization, or whose StartTransaction is on its way, gets its share at
+        once; the sum of the shares stays within the site limit either way."""
+        return [Session(station_id, connector_id, at)
+                for (station_id, connector_id), (status, at) in self.connector_status.items()
+                if self._waiting(station_id, connector_id, status)]
+
+    def _waiting(self, station_id: str, connector_id: int, status: str) -> bool:
+        key = (station_id, connector_id)
+        return status in PLUGGED_IN and key not in self._open_tx \
+            and key not in self._ended_since_status
 
     # what the fleet draws ---------------------------------------------------------------------
     def load_w(self) -> float:
@@ -139,6 +162,7 @@ class StationEvents:
             del self.meters[key]
         for key in [k for k in self.connector_status if k[0] == station_id]:
             del self.connector_status[key]
+            self._ended_since_status.discard(key)
         self._connector_power.pop(station_id, None)
         self.last_seen.pop(station_id, None)
         self.grid.latest.pop(station_id, None)
@@ -171,8 +195,14 @@ class StationEvents:
 
     def status_changed(self, station_id: str, connector_id: int, status: str) -> None:
         self._heard(station_id, "StatusNotification")
-        self.connector_status[(station_id, connector_id)] = (status, self._clock())
+        key = (station_id, connector_id)
+        before = self.connector_status.get(key)
+        was_waiting = before is not None and self._waiting(station_id, connector_id, before[0])
+        self._ended_since_status.discard(key)
+        self.connector_status[key] = (status, self._clock())
         log.debug("%s/%d: %s", station_id, connector_id, status)
+        if self._waiting(station_id, connector_id, status) != was_waiting:
+            self._request_replan()  # an EV plugged in before its session, or left without one
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
                             meter_start: int, at: datetime,
@@ -208,6 +238,7 @@ class StationEvents:
                 meter.latest = (now, 0.0)
             self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
+            self._ended_since_status.add((session.station_id, session.connector_id))
         self._forget_name(transaction_id)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
