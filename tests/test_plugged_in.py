@@ -6,11 +6,11 @@ when it leaves without a session."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from conftest import SiteHarness, wait_until
 
-from bridge.runtime.stations import PLUGGED_IN
+from bridge.runtime.plugged import HOLD, LONGEST, PLUGGED_IN, PluggedConnectors
 
 SHARE_W = 7_000.0  # half the 14 kW cap
 
@@ -66,24 +66,96 @@ async def test_an_ev_that_leaves_without_a_session_frees_its_share(site: SiteHar
     assert bridge.station_events.plugged_in() == []
 
 
-async def test_a_status_of_the_session_that_ended_is_not_an_ev_waiting(site: SiteHarness):
-    """A station may report its transaction's end before the connector's next status: the
-    last status (Charging) is of the session that ended, not of an EV waiting for one."""
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+def counted(plugged: PluggedConnectors, at: datetime) -> list[tuple[str, int]]:
+    return [(sid, cid) for sid, cid, _ in plugged.counted(at)]
+
+
+def test_an_ev_counts_once_it_has_waited_a_moment_and_not_for_ever():
+    plugged = PluggedConnectors()
+    assert plugged.status("S1", 1, "Preparing", T0, tx_open=False)  # began to wait
+    assert counted(plugged, T0) == []  # a flapping connector changes no plan
+    assert counted(plugged, T0 + HOLD) == [("S1", 1)]
+    # the same status again, or another plugged-in one, keeps when it began
+    assert not plugged.status("S1", 1, "SuspendedEV", T0 + HOLD, tx_open=False)
+    assert counted(plugged, T0 + LONGEST - SECOND) == [("S1", 1)]
+    assert counted(plugged, T0 + LONGEST) == []  # no tag after all this time: released
+
+
+def test_the_status_of_a_session_that_ended_is_not_an_ev_waiting():
+    """A station may report its transaction's end before the connector's next status, and
+    a 2.0.1 station repeats an EVSE's Occupied whenever one of its connectors reports."""
+    plugged = PluggedConnectors()
+    plugged.status("S1", 1, "Occupied", T0, tx_open=False)
+    plugged.transaction("S1", 1, True, T0 + SECOND)
+    assert counted(plugged, T0 + 10 * SECOND) == []  # a session of its own now
+    plugged.transaction("S1", 1, False, T0 + 20 * SECOND)
+    assert not plugged.status("S1", 1, "Occupied", T0 + 21 * SECOND, tx_open=False)
+    assert counted(plugged, T0 + 30 * SECOND) == []  # parked after its session
+    plugged.status("S1", 1, "Available", T0 + 40 * SECOND, tx_open=False)
+    assert plugged.status("S1", 1, "Occupied", T0 + 50 * SECOND, tx_open=False)  # the next EV
+    assert counted(plugged, T0 + 60 * SECOND) == [("S1", 1)]
+
+
+def test_only_stations_of_one_connector_and_never_connector_zero():
+    plugged = PluggedConnectors()
+    assert not plugged.status("S1", 0, "Charging", T0, tx_open=False)  # the station itself
+    plugged.status("S1", 1, "Preparing", T0, tx_open=False)
+    plugged.status("TWO", 1, "Preparing", T0, tx_open=False)
+    plugged.status("TWO", 2, "Available", T0, tx_open=False)
+    assert counted(plugged, T0 + HOLD) == [("S1", 1)]
+    plugged.forget("S1")  # rebooted: its connectors report afresh
+    assert counted(plugged, T0 + HOLD) == []
+
+
+def test_an_open_transaction_the_caller_knows_of_is_a_session_not_a_wait():
+    """After a reboot the station's connectors report afresh, while its transactions are
+    still open: Charging there is that session, not a second one."""
+    plugged = PluggedConnectors()
+    plugged.forget("S1")
+    assert not plugged.status("S1", 1, "Charging", T0, tx_open=True)
+    assert counted(plugged, T0 + HOLD) == []
+
+
+async def test_statuses_and_transactions_through_the_bridge(site: SiteHarness):
     bridge = await site.start_bridge()
     events = bridge.station_events
     at = datetime.now(UTC)
     events.status_changed("S1", 1, "Preparing")
-    assert [(s.station_id, s.connector_id) for s in events.plugged_in()] == [("S1", 1)]
+    await wait_until(lambda: [(s.station_id, s.connector_id) for s in events.plugged_in()]
+                     == [("S1", 1)], what="the waiting EV counted after its hold")
     tx = events.transaction_started("S1", 1, "TAG", 0, at)
     events.status_changed("S1", 1, "Charging")
     assert events.plugged_in() == []  # a session of its own now
     events.transaction_stopped("S1", tx, 1_000, at)
-    assert events.plugged_in() == []  # Charging was of the session that ended
-    events.status_changed("S1", 1, "Finishing")
-    events.status_changed("S1", 1, "Preparing")  # the next EV
-    assert [(s.station_id, s.connector_id) for s in events.plugged_in()] == [("S1", 1)]
-    events.status_changed("S1", 1, "Available")
     assert events.plugged_in() == []
+
+
+async def test_two_connectors_that_each_take_the_cap_never_draw_above_it(site: SiteHarness):
+    """A station that applies a cap to each connector and does not say how many it has
+    (no GetConfiguration), an EV waiting on each: the cap must not rise for them before
+    their sessions start, or both would draw it once they do."""
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    try:
+        await site.start_bridge(capacity_kw=22)
+        station = site.add_station("TWO", connectors=2, cp_max_per_connector=True,
+                                   supports_get_configuration=False, waits_for_tag=True,
+                                   ev_max_current_a=32.0)
+        await wait_until(lambda: station.connectors[2].last_status == "Preparing",
+                         what="both EVs waiting")
+        await asyncio.sleep(HOLD.total_seconds() + 2.0)  # a plan after they count
+        station.present_tag(1)
+        station.present_tag(2)
+        await wait_until(lambda: all(c.tx_id is not None for c in station.connectors.values()),
+                         what="both sessions started")
+        await asyncio.sleep(3.0)
+    finally:
+        stop.set()
+    assert await watcher <= 22_000 + 1
 
 
 def test_the_statuses_that_mean_an_ev_is_plugged_in():

@@ -12,6 +12,7 @@ threshold, a variable monitor's event).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,17 +28,14 @@ from bridge.ocpp.external_limits import ExternalLimit
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.voltage_observation import VoltageObservation
+from bridge.runtime.plugged import HOLD as PLUGGED_HOLD
+from bridge.runtime.plugged import LONGEST, PluggedConnectors
 from bridge.store import MeterSample, Store
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Session
 
 log = logging.getLogger(__name__)
 
-# Connector statuses that say an EV is plugged in: in OCPP 1.6 before its session starts,
-# while it charges or is paused; in 2.0.1 the connector is Occupied. Where no transaction is
-# open there yet, one is about to start: the plan counts it as a session now rather than
-# give the station nothing and raise it a moment later (see :meth:`StationEvents.plugged_in`).
-PLUGGED_IN = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Occupied"})
 
 
 class StationEvents:
@@ -74,9 +72,11 @@ class StationEvents:
         self.grid = GridMonitor(config.site.voltage_v, config.model.telemetry.stale_after_s)
         # what the operator's dashboard and metrics show beyond the plan
         self.connector_status: dict[tuple[str, int], tuple[str, datetime]] = {}
-        # connectors whose transaction ended after their last status: that status (Charging,
-        # say) is of the session that ended, until the station reports the next
-        self._ended_since_status: set[tuple[str, int]] = set()
+        # EVs plugged in before their sessions start (see bridge.runtime.plugged), and the
+        # timers that ask for a plan when one comes to count and when it no longer does
+        self.plugged = PluggedConnectors()
+        self._plugged_timers: dict[tuple[str, int],
+                                   tuple[asyncio.TimerHandle, asyncio.TimerHandle, datetime]] = {}
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
@@ -103,18 +103,38 @@ class StationEvents:
         return running
 
     def plugged_in(self) -> list[Session]:
-        """Connectors with an EV plugged in and no transaction open on them yet, as sessions
-        from when the station said so. Planned like any session: an EV that waits for its
-        driver's authorization, or whose StartTransaction is on its way, gets its share at
-        once; the sum of the shares stays within the site limit either way."""
-        return [Session(station_id, connector_id, at)
-                for (station_id, connector_id), (status, at) in self.connector_status.items()
-                if self._waiting(station_id, connector_id, status)]
+        """The EVs plugged in that the plan counts as sessions before their transactions
+        start (see :mod:`bridge.runtime.plugged`), from when they began to wait."""
+        return [Session(station_id, connector_id, since)
+                for station_id, connector_id, since in self.plugged.counted(self._clock())
+                if (station_id, connector_id) not in self._open_tx]
 
-    def _waiting(self, station_id: str, connector_id: int, status: str) -> bool:
-        key = (station_id, connector_id)
-        return status in PLUGGED_IN and key not in self._open_tx \
-            and key not in self._ended_since_status
+    def _plugged_changed(self, key: tuple[str, int], began: bool) -> None:
+        """Ask for a plan when an EV that began to wait comes to count (after HOLD), when
+        it no longer does (after LONGEST), and when it leaves or starts its session having
+        counted; one that stopped waiting before it counted changes no plan."""
+        since = self.plugged.waiting_since(*key)
+        old = self._plugged_timers.get(key)
+        if old is not None and (began or since is None):
+            del self._plugged_timers[key]
+            old[0].cancel()
+            old[1].cancel()
+            if since is None and old[2] + PLUGGED_HOLD <= self._clock() < old[2] + LONGEST:
+                self._request_replan()  # it counted: its share goes back to the others
+        if began and since is not None:
+            loop = asyncio.get_running_loop()
+            self._plugged_timers[key] = (
+                loop.call_later(PLUGGED_HOLD.total_seconds(), self._request_replan),
+                loop.call_later(LONGEST.total_seconds(), self._plugged_over, key), since)
+
+    def _plugged_over(self, key: tuple[str, int]) -> None:
+        self._plugged_timers.pop(key, None)
+        self._request_replan()
+
+    def _plugged_forget(self, station_id: str) -> None:
+        self.plugged.forget(station_id)
+        for key in [k for k in self._plugged_timers if k[0] == station_id]:
+            self._plugged_changed(key, began=False)
 
     # what the fleet draws ---------------------------------------------------------------------
     def load_w(self) -> float:
@@ -162,7 +182,7 @@ class StationEvents:
             del self.meters[key]
         for key in [k for k in self.connector_status if k[0] == station_id]:
             del self.connector_status[key]
-            self._ended_since_status.discard(key)
+        self._plugged_forget(station_id)
         self._connector_power.pop(station_id, None)
         self.last_seen.pop(station_id, None)
         self.grid.latest.pop(station_id, None)
@@ -192,17 +212,17 @@ class StationEvents:
         now = self._clock().isoformat()
         self._store.save_station(station_id, {**info, "last_boot": now, "last_seen": now})
         self._dispatcher.booted(station_id)
+        self._plugged_forget(station_id)  # its connectors report afresh after a boot
 
     def status_changed(self, station_id: str, connector_id: int, status: str) -> None:
         self._heard(station_id, "StatusNotification")
         key = (station_id, connector_id)
-        before = self.connector_status.get(key)
-        was_waiting = before is not None and self._waiting(station_id, connector_id, before[0])
-        self._ended_since_status.discard(key)
-        self.connector_status[key] = (status, self._clock())
+        now = self._clock()
+        self.connector_status[key] = (status, now)
         log.debug("%s/%d: %s", station_id, connector_id, status)
-        if self._waiting(station_id, connector_id, status) != was_waiting:
-            self._request_replan()  # an EV plugged in before its session, or left without one
+        self._dispatcher.connector_seen(station_id, connector_id)
+        began = self.plugged.status(station_id, connector_id, status, now, key in self._open_tx)
+        self._plugged_changed(key, began)
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
                             meter_start: int, at: datetime,
@@ -219,6 +239,8 @@ class StationEvents:
                                               now, station_tx)
         self.sessions[tx_id] = Session(station_id, connector_id, now)
         self._open_tx[(station_id, connector_id)] = tx_id
+        self.plugged.transaction(station_id, connector_id, True, now)
+        self._plugged_changed((station_id, connector_id), began=False)
         if station_tx is not None:
             self._name_transaction(tx_id, station_id, station_tx)
         log.info("%s/%d: transaction %d started", station_id, connector_id, tx_id)
@@ -238,7 +260,7 @@ class StationEvents:
                 meter.latest = (now, 0.0)
             self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
-            self._ended_since_status.add((session.station_id, session.connector_id))
+            self.plugged.transaction(session.station_id, session.connector_id, False, now)
         self._forget_name(transaction_id)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)
