@@ -176,6 +176,9 @@ class StationRecord:
     counted: Count | None = None  # what the planner counts it at while it is not steered
     counting: Counting | None = None  # how the planner counted it last (None: not yet)
     caps: Capabilities = UNKNOWN_CAPS
+    # the highest connector id it reported a status or session for: a station that does
+    # not say how many it has (or says too few) still has each it reports
+    connectors_seen: int = 0
     handling: ProfileHandling = field(default_factory=ProfileHandling)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -372,6 +375,18 @@ class Dispatcher:
             self._refresh(state)
             self._on_change()
 
+    def connector_seen(self, station_id: str, connector_id: int) -> None:
+        """The station reported on this connector: where it has more connectors than it
+        said, each gets its profiles from now on (a connector without a session must be
+        held at 0 W on a station that applies its cap to each connector)."""
+        state = self.stations.get(station_id)
+        if state is None or connector_id <= state.connectors_seen:
+            return
+        grew = connector_id > max(state.caps.connectors, state.connectors_seen, 1)
+        state.connectors_seen = connector_id
+        if grew and state.desired is not None:
+            state.wake.set()
+
     def disconnected(self, station_id: str, link: ChargerLink) -> None:
         state = self.stations.get(station_id)
         if state is not None and state.link is link:
@@ -549,13 +564,14 @@ class Dispatcher:
         per_connector = handling.per_connector_only or handling.cap_outranked
         profiles = [] if per_connector else [cap]
         room = state.caps.max_profiles
-        connectors = max(state.caps.connectors, *state.sessions, 1)
+        known = max(state.caps.connectors, state.connectors_seen)
+        connectors = max(known, *state.sessions, 1)
         own = 0 if per_connector else 1  # the station cap's place
         # Too few places for a default and a session limit on every connector: a session
         # limit takes its connector's default's place.
         one_place_each = room is not None and room < own + 2 * connectors
-        if per_connector or state.caps.connectors > 1 or len(state.sessions) > 1:
-            profiles += connector_profiles(target, state.sessions, state.caps.connectors,
+        if per_connector or known > 1 or len(state.sessions) > 1:
+            profiles += connector_profiles(target, state.sessions, known,
                                            state.info, state.caps, now, self._min_current_a,
                                            level, one_place_each)
         if room is not None and room < own + connectors:

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from bridge.clock import Clock
 from bridge.config import Config
-from bridge.dispatch import Dispatcher
+from bridge.dispatch import Dispatcher, StationRecord
 from bridge.external_ceilings import station_ceiling
 from bridge.holds import HoldMode, plan_with_holds
 from bridge.ocpp.external_limits import ExternalLimit
@@ -324,7 +324,12 @@ class Planner:
         running = fleet_state.running()  # station -> connector -> transaction
         if self._operator_ceilings is not None:
             stations = self._operator_ceilings(stations, running, now)
-        with_session = {s.station_id for s in sessions.values()}
+        # an EV plugged in whose transaction has not started is planned as a session, where
+        # the station's cap is what lets it draw (see bridge.runtime.plugged)
+        plugged = [s for s in fleet_state.plugged_in()
+                   if _capped_as_one(dispatcher.stations.get(s.station_id))]
+        planned_sessions = [*sessions.values(), *plugged]
+        with_session = {s.station_id for s in planned_sessions}
         measured: dict[str, float] = {}
         reported: dict[str, datetime] = {}
         for (station_id, _), meter in fleet_state.meters.items():
@@ -334,7 +339,7 @@ class Planner:
                 reported[station_id] = max(at, reported.get(station_id, at))
         fleet = Fleet(
             stations=stations,
-            sessions=tuple(s for s in sessions.values() if s.station_id in stations),
+            sessions=tuple(s for s in planned_sessions if s.station_id in stations),
             reservations=dispatcher.reservations(with_session),
             measured_w=measured,
             last_report=reported,
@@ -390,6 +395,13 @@ class Planner:
             if steps:
                 ceilings[station_id] = steps
         return ceilings
+
+
+def _capped_as_one(record: StationRecord | None) -> bool:
+    """One connector as far as it said, limited by our cap on connector 0 (not per
+    connector, where a connector without a session is held at 0 W until it has one)."""
+    return record is not None and record.caps.connectors <= 1 \
+        and not record.handling.per_connector_only and not record.handling.cap_outranked
 
 
 def _changed(old: Plan, new: Plan, now: datetime) -> bool:

@@ -12,6 +12,7 @@ threshold, a variable monitor's event).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,11 +28,14 @@ from bridge.ocpp.external_limits import ExternalLimit
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.voltage_observation import VoltageObservation
+from bridge.runtime.plugged import HOLD as PLUGGED_HOLD
+from bridge.runtime.plugged import LONGEST, PluggedConnectors
 from bridge.store import MeterSample, Store
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 from policies.fleet import Session
 
 log = logging.getLogger(__name__)
+
 
 
 class StationEvents:
@@ -68,6 +72,11 @@ class StationEvents:
         self.grid = GridMonitor(config.site.voltage_v, config.model.telemetry.stale_after_s)
         # what the operator's dashboard and metrics show beyond the plan
         self.connector_status: dict[tuple[str, int], tuple[str, datetime]] = {}
+        # EVs plugged in before their sessions start (see bridge.runtime.plugged), and the
+        # timers that ask for a plan when one comes to count and when it no longer does
+        self.plugged = PluggedConnectors()
+        self._plugged_timers: dict[tuple[str, int],
+                                   tuple[asyncio.TimerHandle, asyncio.TimerHandle, datetime]] = {}
         self.last_seen: dict[str, datetime] = {}
         self.messages_in: Counter[str] = Counter()  # OCPP requests from stations, by action
         self.calls_out: Counter[str] = Counter()  # OCPP calls to stations, by action
@@ -92,6 +101,40 @@ class StationEvents:
         for tx_id, session in self.sessions.items():
             running.setdefault(session.station_id, {})[session.connector_id] = tx_id
         return running
+
+    def plugged_in(self) -> list[Session]:
+        """The EVs plugged in that the plan counts as sessions before their transactions
+        start (see :mod:`bridge.runtime.plugged`), from when they began to wait."""
+        return [Session(station_id, connector_id, since)
+                for station_id, connector_id, since in self.plugged.counted(self._clock())
+                if (station_id, connector_id) not in self._open_tx]
+
+    def _plugged_changed(self, key: tuple[str, int], began: bool) -> None:
+        """Ask for a plan when an EV that began to wait comes to count (after HOLD), when
+        it no longer does (after LONGEST), and when it leaves or starts its session having
+        counted; one that stopped waiting before it counted changes no plan."""
+        since = self.plugged.waiting_since(*key)
+        old = self._plugged_timers.get(key)
+        if old is not None and (began or since is None):
+            del self._plugged_timers[key]
+            old[0].cancel()
+            old[1].cancel()
+            if since is None and old[2] + PLUGGED_HOLD <= self._clock() < old[2] + LONGEST:
+                self._request_replan()  # it counted: its share goes back to the others
+        if began and since is not None:
+            loop = asyncio.get_running_loop()
+            self._plugged_timers[key] = (
+                loop.call_later(PLUGGED_HOLD.total_seconds(), self._request_replan),
+                loop.call_later(LONGEST.total_seconds(), self._plugged_over, key), since)
+
+    def _plugged_over(self, key: tuple[str, int]) -> None:
+        self._plugged_timers.pop(key, None)
+        self._request_replan()
+
+    def _plugged_forget(self, station_id: str) -> None:
+        self.plugged.forget(station_id)
+        for key in [k for k in self._plugged_timers if k[0] == station_id]:
+            self._plugged_changed(key, began=False)
 
     # what the fleet draws ---------------------------------------------------------------------
     def load_w(self) -> float:
@@ -139,6 +182,7 @@ class StationEvents:
             del self.meters[key]
         for key in [k for k in self.connector_status if k[0] == station_id]:
             del self.connector_status[key]
+        self._plugged_forget(station_id)
         self._connector_power.pop(station_id, None)
         self.last_seen.pop(station_id, None)
         self.grid.latest.pop(station_id, None)
@@ -168,11 +212,17 @@ class StationEvents:
         now = self._clock().isoformat()
         self._store.save_station(station_id, {**info, "last_boot": now, "last_seen": now})
         self._dispatcher.booted(station_id)
+        self._plugged_forget(station_id)  # its connectors report afresh after a boot
 
     def status_changed(self, station_id: str, connector_id: int, status: str) -> None:
         self._heard(station_id, "StatusNotification")
-        self.connector_status[(station_id, connector_id)] = (status, self._clock())
+        key = (station_id, connector_id)
+        now = self._clock()
+        self.connector_status[key] = (status, now)
         log.debug("%s/%d: %s", station_id, connector_id, status)
+        self._dispatcher.connector_seen(station_id, connector_id)
+        began = self.plugged.status(station_id, connector_id, status, now, key in self._open_tx)
+        self._plugged_changed(key, began)
 
     def transaction_started(self, station_id: str, connector_id: int, id_tag: str,
                             meter_start: int, at: datetime,
@@ -189,6 +239,8 @@ class StationEvents:
                                               now, station_tx)
         self.sessions[tx_id] = Session(station_id, connector_id, now)
         self._open_tx[(station_id, connector_id)] = tx_id
+        self.plugged.transaction(station_id, connector_id, True, now)
+        self._plugged_changed((station_id, connector_id), began=False)
         if station_tx is not None:
             self._name_transaction(tx_id, station_id, station_tx)
         log.info("%s/%d: transaction %d started", station_id, connector_id, tx_id)
@@ -208,6 +260,7 @@ class StationEvents:
                 meter.latest = (now, 0.0)
             self._connector_power.get(session.station_id, {}).pop(session.connector_id, None)
             self._open_tx.pop((session.station_id, session.connector_id), None)
+            self.plugged.transaction(session.station_id, session.connector_id, False, now)
         self._forget_name(transaction_id)
         if self.sessions.pop(transaction_id, None) is not None:
             log.info("%s: transaction %d stopped", station_id, transaction_id)

@@ -57,6 +57,9 @@ class StationSpec:
     meter_interval_s: float = 1.0
     plugged_in: bool = True
     id_tag: str = "SIMTAG"
+    # Its driver presents a tag before a session starts: plugged in, a connector stays
+    # Preparing until present_tag() (else the session starts as soon as it is plugged in).
+    waits_for_tag: bool = False
     max_stack_level: int = 8
     max_periods: int = 24
     max_profiles: int = 8
@@ -116,6 +119,7 @@ class Connector:
     tx_id: int | None = None
     tx_start: datetime | None = None
     remote_profile: dict[str, Any] | None = None
+    tag_presented: bool = False  # see StationSpec.waits_for_tag
     last_status: str | None = None
     last_meter: float = 0.0
     energy_wh: float = 0.0
@@ -370,8 +374,13 @@ class SimulatedStation(ChargePoint):
     def unplug(self, connector_id: int = 1) -> None:
         connector = self.connectors[connector_id]
         self._end_transaction(connector, "EVDisconnected")
-        connector.plugged = connector.want_tx = False
+        connector.plugged = connector.want_tx = connector.tag_presented = False
         connector.id_tag = self.spec.id_tag
+        self._wake.set()
+
+    def present_tag(self, connector_id: int = 1) -> None:
+        """The driver presents a tag: the session waiting on that connector starts."""
+        self.connectors[connector_id].tag_presented = True
         self._wake.set()
 
     def plug_in(self, connector_id: int = 1) -> None:
@@ -506,7 +515,8 @@ class SimulatedStation(ChargePoint):
             for connector in self.connectors.values():
                 if connector.plugged and connector.want_tx and connector.tx_id is None:
                     await self._send_status(connector, "Preparing")
-                    await self._start_transaction(connector)
+                    if connector.tag_presented or not self.spec.waits_for_tag:
+                        await self._start_transaction(connector)
                 await self._send_status(connector, self._status(connector))
                 metering = connector.tx_id is not None and self._meter_interval > 0
                 if metering and time.monotonic() >= connector.last_meter + self._meter_interval:
@@ -899,6 +909,7 @@ class SimulatedStation(ChargePoint):
             return call_result.RemoteStartTransaction(status="Rejected")
         connector = free[0]
         connector.id_tag, connector.remote_profile, connector.want_tx = id_tag, profile, True
+        connector.tag_presented = True  # a remote start authorizes the session
         self._wake.set()
         return call_result.RemoteStartTransaction(status="Accepted")
 
