@@ -106,13 +106,13 @@ def test_a_pass_walks_back_from_the_cutoff_in_bounded_batches(store: Store):
 
     store.prune(run)
 
-    assert run.before == 801  # from the cut-off (row 1,001 is the first young one), 200 rows
-    assert run.deleted == 190 and not run.done
+    assert run.before == 701  # from the cut-off (row 1,001 is the first young one), 300 rows
+    assert run.deleted == 290 and not run.done
     batches = 1
     while not run.done:
         store.prune(run)
         batches += 1
-    assert batches == 6  # five of 200 rows, and the one that found the table's start
+    assert batches == 4  # three of 300 rows, and the 100 at the table's start
     assert run.deleted == 990
     assert store.db.execute("SELECT count(*) FROM profiles").fetchone()[0] == 510
 
@@ -133,6 +133,28 @@ def test_a_batch_finds_its_rows_by_rowid_alone(store: Store):
         [1, 2, "x"]).fetchall()
     assert [row[-1] for row in plan] == [
         "SEARCH samples USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"], plan
+
+
+def test_the_readings_carry_no_index_nothing_reads(tmp_path: Path):
+    """Their readers take a time window; an index by station only cost every write and
+    every delete. A file from before loses it once."""
+    def indexes(store: Store) -> set[str]:
+        return {name for (name,) in store.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN"
+            " ('samples', 'grid_samples')")}
+
+    path = tmp_path / "bridge.db"
+    with contextlib.closing(Store(path)) as store:
+        assert indexes(store) == set()
+        store.db.execute("CREATE INDEX idx_samples_station_id_at ON samples (station_id, at)")
+        store.db.execute("CREATE INDEX idx_grid_samples_station_id_at ON grid_samples"
+                         " (station_id, at)")
+        store.add_samples([MeterSample("CP1", 1, NOW, 7_000.0, 1_000.0, (230.0,))])
+    with contextlib.closing(Store(path)) as store:
+        assert indexes(store) == set()
+        assert [s.at for s in store.samples_between(NOW, NOW + timedelta(1))] == [NOW]
+        assert [s.voltages_v[0] for s in store.grid_samples_between(
+            NOW, NOW + timedelta(1))] == [230.0]
 
 
 def test_which_profiles_go_walking_the_log_back():
