@@ -876,9 +876,20 @@ class Store:
                     f" AND {aged.at} < :cutoff AND {aged.deletable}",
                     {"lowest": lowest or 0, "before": run.before, "cutoff": cutoff}).rowcount \
                     if walked else 0
-        run.deleted += deleted
-        run.before = lowest or 0
-        run.done = walked < aged.batch
+            run.deleted += deleted
+            run.before = lowest or 0
+            run.done = walked < aged.batch
+            if run.done and run.deleted:  # what is older may be gone: reports say so
+                self.db.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                    " SET value = max(value, excluded.value)",
+                    [f"pruned_before:{run.table}", cutoff])
+
+    def pruned_before(self, table: str) -> datetime | None:
+        """The latest cut-off retention deleted rows of the table before (None: never)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?",
+                              [f"pruned_before:{table}"]).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
 
     def _young_from(self, table: str, at: str, cutoff: str) -> int:
         """The rowid from which the table's rows are younger than the cut-off (a binary
