@@ -4,9 +4,10 @@ Each part has one job (see :mod:`bridge.runtime`): the station events in
 (:attr:`Bridge.station_events`), the DR events and opts (:attr:`Bridge.dr`), the
 operator's actions (:attr:`Bridge.operator`), the planning loop (:attr:`Bridge.planner`,
 :attr:`Bridge.replans`), the voltage monitors and DER control in the stations
-(:attr:`Bridge.voltage_controls`), telemetry and reports (:attr:`Bridge.reports`) and the
-read view the web and the demo show (:attr:`Bridge.view`); the dispatcher, the OCPP server,
-the VEN and the store are theirs to use. Only this module knows them all.
+(:attr:`Bridge.voltage_controls`), telemetry and reports (:attr:`Bridge.reports`), the
+store's retention (:attr:`Bridge.retention`) and the read view the web and the demo show
+(:attr:`Bridge.view`); the dispatcher, the OCPP server, the VEN and the store are theirs
+to use. Only this module knows them all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bridge.runtime.dr import DrEvents
 from bridge.runtime.operator import Operator
 from bridge.runtime.planning import Planner, ReplanLoop
 from bridge.runtime.reports import Reports
+from bridge.runtime.retention import Pruner
 from bridge.runtime.stations import StationEvents
 from bridge.runtime.view import RuntimeView
 from bridge.runtime.voltage_controls import VoltageControls
@@ -111,8 +113,10 @@ class Bridge:
             lambda: self.planner.plan, self.operator.holds, self.station_events.running,
             self._aimed_event_applies, clock)
         self.loop_lag = Histogram(LAG_BUCKETS_S)  # filled while the bridge runs
+        # the store's growing tables kept within storage.retention, on the reports' timer
+        self.retention = Pruner(self.store, config.retention, clock)
         self.reports = Reports(config, self.store, clock, self.station_events, self.dr,
-                               self.planner, self.dispatcher)
+                               self.planner, self.dispatcher, prune=self.retention.tick)
         self.view = RuntimeView(config, self.store, clock, started_at, self.dispatcher,
                                 self.station_events, self.dr, self.planner, self.operator,
                                 self.ven, self.loop_lag, self.voltage_controls, self.upstream)

@@ -124,6 +124,12 @@ def cmd_check(args: argparse.Namespace) -> int:
               + (f"; over-voltage: price signals give way from {rule.over_voltage.start:g} "
                  f"to {rule.over_voltage.full:g} pu" if rule.over_voltage else ""))
     print(f"  storage    {config.storage_path}")
+    kept = model.storage.retention
+    print("  retention  " + ", ".join(
+        f"{what} {'for good' if days is None else f'{days} d'}" for what, days in (
+            ("profile log", kept.profiles_days), ("meter samples", kept.samples_days),
+            ("plans", kept.plans_days), ("site load", kept.site_load_days),
+            ("closed transactions", kept.transactions_days))))
     web = model.web
     if web.enabled:
         access = ("login required to read" if web.login_required

@@ -24,6 +24,8 @@ from pydantic import (
 from bridge.loopback import is_loopback_host
 from bridge.ocpp.tls import client_context, server_context
 from bridge.passwords import NotAPasswordHash, parse_hash
+from bridge.performance import BaselineSettings, baseline_reach
+from bridge.retention import DEFAULT_DAYS, Retention
 from bridge.upstream.address import STATION_ID_FIELD
 from bridge.web.transport import tls_context
 from bridge.worst_case import Declared
@@ -245,8 +247,28 @@ class SiteSection(_Section):
         return found
 
 
+class RetentionSection(_Section):
+    """Days each growing table of the store is kept (null: for good); the defaults and why
+    they are what they are: :mod:`bridge.retention`."""
+
+    profiles_days: int | None = Field(default=DEFAULT_DAYS["profiles"], ge=1)
+    samples_days: int | None = Field(default=DEFAULT_DAYS["samples"], ge=1)
+    plans_days: int | None = Field(default=DEFAULT_DAYS["plans"], ge=1)
+    site_load_days: int | None = Field(default=DEFAULT_DAYS["site_load"], ge=1)
+    transactions_days: int | None = Field(default=DEFAULT_DAYS["transactions"], ge=1)
+
+    def retention(self) -> Retention:
+        def days(value: int | None) -> timedelta | None:
+            return None if value is None else timedelta(days=value)
+
+        return Retention(profiles=days(self.profiles_days), samples=days(self.samples_days),
+                         plans=days(self.plans_days), site_load=days(self.site_load_days),
+                         transactions=days(self.transactions_days))
+
+
 class StorageSection(_Section):
     path: str = "var/drbridge.db"
+    retention: RetentionSection = Field(default_factory=RetentionSection)
 
 
 class TelemetrySection(_Section):
@@ -480,6 +502,10 @@ class Config:
 
     def accepts_station(self, station_id: str) -> bool:
         return not self._listed or station_id in self._listed
+
+    @property
+    def retention(self) -> Retention:
+        return self.model.storage.retention.retention()
 
     def resolve(self, path: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -789,6 +815,26 @@ def _check_tls_files(model: ConfigModel, base: Path, source: str, lines: dict) -
         raise InvalidDocument(source, problems)
 
 
+def _storage_problems(model: ConfigModel, lines: dict) -> list[Problem]:
+    """A site-load history too short for the baseline the reports are set to compute."""
+    kept = model.storage.retention.site_load_days
+    report = model.report
+    settings = BaselineSettings(days=report.baseline_days, min_days=report.baseline_min_days,
+                                comparable=report.comparable_days,
+                                pre_event=timedelta(seconds=report.pre_event_s))
+    reach = baseline_reach(settings)
+    if kept is None or timedelta(days=kept) > reach:
+        return []
+    needed = reach.days + 1
+    kind = "days" if report.comparable_days == "all" else "weekdays or weekend days"
+    return [_at(lines, ("storage", "retention", "site_load_days"), (
+        f"{kept} days of site load cannot hold an event's baseline: report.baseline_days "
+        f"asks for the {report.baseline_days} previous {kind}, which reach up to "
+        f"{reach.days} days back, and every report would fall back to the load before the "
+        f"event. Fix: set it to at least {needed} ({DEFAULT_DAYS['site_load']}, the "
+        "default, keeps the past year's events reportable), or lower report.baseline_days"))]
+
+
 def _tree_problems(model: ConfigModel, lines: dict[KeyPath, int]) -> list[Problem]:
     """What a valid schema can still get wrong about the site's tree."""
     problems: list[Problem] = []
@@ -819,7 +865,8 @@ def load_config_text(text: str, source: Path) -> Config:
         raise InvalidDocument(str(source), problems)
     base = source.resolve().parent
     problems = _security_problems(model.ocpp, base, lines) + _web_problems(model.web, base, lines) \
-        + _upstream_problems(model.ocpp, base, lines) + _protocol_problems(model, base, lines)
+        + _upstream_problems(model.ocpp, base, lines) + _protocol_problems(model, base, lines) \
+        + _storage_problems(model, lines)
     if problems:
         raise InvalidDocument(str(source), problems)
     policy = _load_policy(model.policy, base, str(source), lines)

@@ -98,6 +98,15 @@ def comparable_days(start: datetime, settings: BaselineSettings) -> list[int]:
     return offsets
 
 
+def baseline_reach(settings: BaselineSettings) -> timedelta:
+    """How far before an event's start its baseline may read the site's load, whatever the
+    day it starts on: the furthest comparable day, or the pre-event window."""
+    monday = datetime(2024, 1, 1)  # any week: only the day types of the days before matter
+    furthest = max(max(comparable_days(monday + timedelta(days=d), settings), default=0)
+                   for d in range(7))
+    return max(timedelta(days=furthest), settings.pre_event + PRE_EVENT_GAP)
+
+
 def history_windows(start: datetime, end: datetime, settings: BaselineSettings
                     ) -> list[tuple[datetime, datetime]]:
     """The load the baseline may need: the event's window on each comparable day, and the

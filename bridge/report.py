@@ -59,7 +59,17 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} %"
 
 
-def summary_text(perf: Performance, stored: StoredEvent) -> str:
+def compliance_data_gone(store: Store, perf: Performance) -> datetime | None:
+    """When retention deleted meter samples or profiles from before the event's end: what
+    the stations are judged by may be gone (the site load, kept longer, still holds the
+    rest). The latest such cut-off, or None."""
+    gone = [at for table in ("samples", "profiles")
+            if (at := store.pruned_before(table)) is not None and perf.start < at]
+    return max(gone, default=None)
+
+
+def summary_text(perf: Performance, stored: StoredEvent,
+                 compliance_gone_before: datetime | None = None) -> str:
     lines = [
         f"DR event {perf.event_id}",
         f"  window              {perf.start:%Y-%m-%d %H:%M:%S} – {perf.end:%H:%M:%S} UTC "
@@ -74,9 +84,13 @@ def summary_text(perf: Performance, stored: StoredEvent) -> str:
         "  stations opted out  " + (", ".join(perf.stations_opted_out)
                                     + " (exempt from DR by the operator)"
                                     if perf.stations_opted_out else "none"),
-        "  non-compliant       " + (", ".join(perf.stations_non_compliant)
-                                    + " (measured above the limit they accepted)"
-                                    if perf.stations_non_compliant else "none"),
+        "  non-compliant       " + (
+            f"unknown: the meter samples and profiles from before "
+            f"{compliance_gone_before:%Y-%m-%d %H:%M} UTC are no longer kept "
+            "(storage.retention)" if compliance_gone_before is not None
+            else ", ".join(perf.stations_non_compliant)
+            + " (measured above the limit they accepted)"
+            if perf.stations_non_compliant else "none"),
         f"  baseline method     {perf.method}",
     ]
     return "\n".join(lines) + "\n"
@@ -148,12 +162,13 @@ def write_report(config: Config, event_id: str, out: Path | None,
                   f"(latest: {known})", file=sys.stderr)
             return 1
         perf = performance_of(config, store, stored, now or datetime.now(UTC))
+        gone = compliance_data_gone(store, perf)
     finally:
         store.close()
     folder = out or config.storage_path.parent / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / _file_stem(event_id)
-    text = summary_text(perf, stored)
+    text = summary_text(perf, stored, gone)
     write_csv(perf, Path(f"{stem}.csv"))
     write_plot(perf, Path(f"{stem}.png"))
     Path(f"{stem}.txt").write_text(text, encoding="utf-8")

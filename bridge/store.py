@@ -13,11 +13,22 @@ stations makes thousands of commits. Registration and DR events, which
 arrive rarely and which the VTN will not send again, are written with a full
 fsync. The profile log and meter samples are written in batches by
 :meth:`Store.flush` and :meth:`Store.add_samples`.
+
+Retention: the tables that only grow (the profile log, meter samples and grid readings,
+the site load, plans, closed transactions) lose their rows older than the retention in
+bounded batches (:meth:`Store.prune`, driven by :mod:`bridge.runtime.retention`), except
+those something still reads: each station's newest profile of each answer (the schedule in
+force when the kept log begins, for reports), the newest plan, open transactions. The
+event records, operator opts and holds, and the OpenADR 3 reports outbox are written per
+DR event or operator action, are read whole (reports, the VEN's known events, holds still
+in force) and are not pruned. The counts of profiles sent by answer are cumulative since
+the file was made: what a batch deletes is added to ``profiles_pruned`` in its commit.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,12 +40,17 @@ from typing import Any
 
 import sqlite_utils
 
+from bridge.retention import PROBE_SIDE, Pass, median_around, profiles_to_delete, young_from
 from policies.events import DrEvent
 from policies.fleet import PlanState, StationState, Step, Why
 from policies.voltwatt import Floor, VoltHold
 from ven.interface import Registration
 
 SCHEMA_VERSION = 1
+# indexes of files written before, which nothing reads (see Store._drop_unread_indexes)
+UNREAD_INDEXES = ("idx_samples_station_id_at", "idx_grid_samples_station_id_at")
+
+log = logging.getLogger(__name__)
 STATION_COLUMNS = frozenset({"vendor", "model", "firmware", "capabilities", "last_boot",
                              "last_seen"})
 
@@ -235,6 +251,34 @@ def _three(values: tuple[float | None, ...]) -> list[float | None]:
     return [*values, None, None, None][:3]
 
 
+@dataclass(frozen=True)
+class _Aged:
+    """How a growing table is pruned: ``at`` is the column whose age places a row before or
+    after the cut-off (its order follows the rowid's, near enough); ``deletable`` the further
+    condition a row older than the cut-off (``:cutoff``) must meet to go; ``batch`` how many
+    rows a batch walks: a few milliseconds' work (measured with bench.retention_cost; a plan
+    holds every station's schedule, ~0.65 MB at 1,000 stations, and goes alone)."""
+
+    at: str
+    deletable: str = "1"
+    batch: int = 2000
+
+
+_AGED_TABLES: Mapping[str, _Aged] = {
+    # which profiles stay is decided by retention.profiles_to_delete, not in SQL
+    "profiles": _Aged("sent_at", batch=300),
+    "samples": _Aged("at"),
+    "grid_samples": _Aged("at"),
+    "site_load": _Aged("at"),
+    # the newest plan stays whatever its age: the last one made
+    "plans": _Aged("made_at", "rowid < (SELECT max(rowid) FROM plans)", batch=1),
+    # a session goes once closed before the cut-off; the newest row stays so that the next
+    # id is never one a station was given before
+    "transactions": _Aged("started_at", "stopped_at IS NOT NULL AND stopped_at < :cutoff"
+                          " AND rowid < (SELECT max(rowid) FROM transactions)"),
+}
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -359,7 +403,6 @@ class Store:
              "v_l3": float, "i_l1": float, "i_l2": float, "i_l3": float, "frequency_hz": float},
             if_not_exists=True,
         )
-        db["grid_samples"].create_index(["station_id", "at"], if_not_exists=True)
         db["site_load"].create({"at": str, "load_w": float, "limit_w": float},
                                if_not_exists=True)
         db["operator_opts"].create(
@@ -375,8 +418,29 @@ class Store:
                               if_not_exists=True)
         db["random_offsets"].create({"event_id": str, "offset_s": float}, pk="event_id",
                                     if_not_exists=True)
-        db["samples"].create_index(["station_id", "at"], if_not_exists=True)
+        # profiles sent and since pruned, by answer: the counts stay cumulative
+        db["profiles_pruned"].create({"status": str, "count": int}, pk="status",
+                                     if_not_exists=True)
         db["site_load"].create_index(["at"], if_not_exists=True)
+        self._drop_unread_indexes()
+
+    def _drop_unread_indexes(self) -> None:
+        """Meter samples and grid readings were indexed by station and time, and nothing
+        reads them by station (reports read a time window, which that index cannot serve:
+        EXPLAIN QUERY PLAN scans the table either way). The readings of a round, one per
+        station, each land on their own page of such an index: at 1,000 stations it took
+        nearly half the CPU of writing a round, and deleting readings by age took 17 times
+        as long with it, most of it waiting for the WAL checkpoints of the pages it
+        dirtied. Dropped once, in a file written before; this takes about a second per two
+        million readings."""
+        for index in UNREAD_INDEXES:
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                               [index]).fetchone() is None:
+                continue
+            log.info("dropping the index %s, which nothing reads (once; about a second per "
+                     "two million rows)", index)
+            with self.db.conn:
+                self.db.conn.execute(f"DROP INDEX {index}")
 
     # registration -----------------------------------------------------------------------
     def registration(self, vtn_url: str) -> Registration | None:
@@ -725,10 +789,14 @@ class Store:
 
     # profiles sent, for the operator --------------------------------------------------------
     def profile_counts(self) -> dict[str, int]:
-        """How many profiles were sent, by the station's answer (Accepted, Rejected, Failed)."""
+        """How many profiles were sent, by the station's answer (Accepted, Rejected, Failed),
+        since the file was made: those retention deleted are counted too, so the counts
+        never go down (they are Prometheus counters)."""
         if self._profile_totals is None:
             totals: Counter[str] = Counter({row[0]: int(row[1]) for row in self.db.execute(
                 "SELECT status, count(*) FROM profiles GROUP BY status").fetchall()})
+            totals.update({row[0]: int(row[1]) for row in self.db.execute(
+                "SELECT status, count FROM profiles_pruned").fetchall()})
             totals.update(row["status"] for row in self._profile_log)  # not yet written
             self._profile_totals = totals
         return dict(self._profile_totals)
@@ -771,3 +839,78 @@ class Store:
         return [(r["station_id"], r["mode"], datetime.fromisoformat(r["at"]))
                 for r in self.db["hold_log"].rows_where("at < ?", [_iso(until)],
                                                         order_by="at, rowid")]
+
+    # retention ------------------------------------------------------------------------------
+    def prune(self, run: Pass) -> None:
+        """One batch of a pruning pass (updated): of the next rows back towards the table's
+        start, delete in one commit those older than the cut-off that nothing reads any more
+        (see :data:`_AGED_TABLES`). A batch reads and deletes at most a few hundred rows by
+        rowid, so that the event loop is never held for long however large the table;
+        nothing but the rowid is needed to find them (EXPLAIN QUERY PLAN: a search of the
+        table's own b-tree), so the tables written on the hot paths carry no index for it."""
+        aged = _AGED_TABLES[run.table]
+        cutoff = _iso(run.cutoff)
+        if run.before is None:
+            run.before = self._young_from(run.table, aged.at, cutoff)
+        with self.db.conn:
+            if run.table == "profiles":
+                rows = self.db.conn.execute(
+                    "SELECT id, station_id, status, sent_at FROM profiles WHERE id < ?"
+                    " ORDER BY id DESC LIMIT ?", [run.before, aged.batch]).fetchall()
+                gone = profiles_to_delete(rows, cutoff, run.newer)
+                self.db.conn.executemany("DELETE FROM profiles WHERE id = ?",
+                                         [(row_id,) for row_id, _ in gone])
+                # counted as sent for good: the counts /metrics reads never go down
+                self.db.conn.executemany(
+                    "INSERT INTO profiles_pruned (status, count) VALUES (?, ?) ON CONFLICT"
+                    "(status) DO UPDATE SET count = count + excluded.count",
+                    sorted(Counter(status for _, status in gone).items()))
+                walked, lowest, deleted = len(rows), rows[-1][0] if rows else 0, len(gone)
+            else:
+                walked, lowest = self.db.conn.execute(
+                    f"SELECT count(*), min(rowid) FROM (SELECT rowid FROM {run.table}"
+                    " WHERE rowid < ? ORDER BY rowid DESC LIMIT ?)",
+                    [run.before, aged.batch]).fetchone()
+                deleted = self.db.conn.execute(
+                    f"DELETE FROM {run.table} WHERE rowid >= :lowest AND rowid < :before"
+                    f" AND {aged.at} < :cutoff AND {aged.deletable}",
+                    {"lowest": lowest or 0, "before": run.before, "cutoff": cutoff}).rowcount \
+                    if walked else 0
+            run.deleted += deleted
+            run.before = lowest or 0
+            run.done = walked < aged.batch
+            if run.done and run.deleted:  # what is older may be gone: reports say so
+                self.db.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                    " SET value = max(value, excluded.value)",
+                    [f"pruned_before:{run.table}", cutoff])
+
+    def pruned_before(self, table: str) -> datetime | None:
+        """The latest cut-off retention deleted rows of the table before (None: never)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?",
+                              [f"pruned_before:{table}"]).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def _young_from(self, table: str, at: str, cutoff: str) -> int:
+        """The rowid from which the table's rows are younger than the cut-off (a binary
+        search: :func:`~bridge.retention.young_from`)."""
+        # apart: SQLite finds a lone min() or max() at the b-tree's edge, both together by a scan
+        first = self.db.conn.execute(f"SELECT min(rowid) FROM {table}").fetchone()[0]
+        if first is None:
+            return 0
+        last = self.db.conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
+
+        def probe(rowid: int) -> tuple[int, str] | None:
+            after = self.db.conn.execute(
+                f"SELECT rowid, {at} FROM {table} WHERE rowid >= ? ORDER BY rowid LIMIT ?",
+                [rowid, PROBE_SIDE + 1]).fetchall()
+            if not after:
+                return None
+            before = self.db.conn.execute(
+                f"SELECT {at} FROM {table} WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+                [rowid, PROBE_SIDE]).fetchall()
+            # a row without a time is never deleted: taken for a young one
+            return after[0][0], median_around([str(r[0] or "~") for r in before],
+                                              [str(r[1] or "~") for r in after])
+
+        return young_from(first, last, probe, cutoff)

@@ -1,9 +1,12 @@
 """`drbridge report`: CSV, PNG and summary from a real SQLite store."""
 
+import contextlib
 import csv
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from bridge.cli import main
+from bridge.retention import Pass
 from bridge.store import MeterSample, Store
 from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Step
@@ -36,7 +39,9 @@ def fill(store: Store, start: datetime, end: datetime, load_w: float, limit_w: f
         at += timedelta(minutes=1)
 
 
-def test_report_writes_csv_png_and_summary(tmp_path, capsys):
+def site_with_event(tmp_path: Path) -> Path:
+    """A config, and a store with the event, its load and baseline days, profiles, samples
+    and holds; the config's path."""
     config = tmp_path / "site.yaml"
     config.write_text(CONFIG)
     store = Store(tmp_path / "var" / "site.db")
@@ -57,6 +62,11 @@ def test_report_writes_csv_png_and_summary(tmp_path, capsys):
     store.set_hold("CP8", "exempt", "fleet car", START - timedelta(hours=1))
     store.clear_hold("CP8", START - timedelta(minutes=1))  # lifted before the event
     store.close()
+    return config
+
+
+def test_report_writes_csv_png_and_summary(tmp_path, capsys):
+    config = site_with_event(tmp_path)
 
     assert main(["report", "evt-7", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
@@ -77,6 +87,22 @@ def test_report_writes_csv_png_and_summary(tmp_path, capsys):
     png = (tmp_path / "out" / "event-evt-7.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert (tmp_path / "out" / "event-evt-7.txt").read_text().startswith("DR event evt-7")
+
+
+def test_a_report_says_when_retention_took_what_stations_are_judged_by(tmp_path, capsys):
+    config = site_with_event(tmp_path)
+    cutoff = END + timedelta(days=1)
+    with contextlib.closing(Store(tmp_path / "var" / "site.db")) as store:
+        for table in ("samples", "profiles"):
+            run = Pass(table, cutoff)
+            while not run.done:
+                store.prune(run)
+
+    assert main(["report", "evt-7", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "non-compliant       unknown: the meter samples and profiles from before " \
+           f"{cutoff:%Y-%m-%d %H:%M} UTC are no longer kept (storage.retention)" in printed
+    assert "achieved shed       21.00 kW" in printed  # from the site load, kept longer
 
 
 def test_report_on_unknown_event_and_bad_config(tmp_path, capsys):

@@ -16,6 +16,8 @@
                                               monitors and VoltWatt curve as the rule asks
   reports.Reports                          the VEN's report values; samples and site-load
                                             rows into the store
+  retention.Pruner                         on the reports' timer: rows older than
+                                            storage.retention out of the store, in batches
   view.RuntimeView ──> web                 read-only copies (bridge.web.port)
 ```
 """

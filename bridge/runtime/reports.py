@@ -5,12 +5,15 @@ The VEN's :class:`~ven.interface.ReportSource` (and
 group's load, the site's status, its voltages and its load history. The flush loop
 stores the meter samples every :data:`FLUSH_PERIOD_S` and a site-load row (load and
 limit) every telemetry interval, at most every 10 s: the history reports, the dashboard's
-chart and the event reports read them.
+chart and the event reports read them. After each flush the store's retention gets its
+turn (``prune``, :class:`bridge.runtime.retention.Pruner`): the same timer, off the paths
+stations and the VTN wait on.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from bridge.clock import Clock
@@ -27,8 +30,10 @@ FLUSH_PERIOD_S = 1.0
 
 class Reports:
     def __init__(self, config: Config, store: Store, clock: Clock, fleet: StationEvents,
-                 dr: DrEvents, planner: Planner, dispatcher: Dispatcher) -> None:
+                 dr: DrEvents, planner: Planner, dispatcher: Dispatcher,
+                 prune: Callable[[], Awaitable[None]] | None = None) -> None:
         self.config = config
+        self._prune = prune
         self._store = store
         self._clock = clock
         self._fleet = fleet
@@ -77,12 +82,15 @@ class Reports:
             self._store.add_samples(self._fleet.take_samples())
 
     async def run(self) -> None:
-        """Flush every FLUSH_PERIOD_S; a site-load row every telemetry interval (10 s at most)."""
+        """Flush every FLUSH_PERIOD_S, then prune; a site-load row every telemetry interval
+        (10 s at most)."""
         last_site_row = self._clock() - timedelta(days=1)
         every_s = min(self.config.model.telemetry.interval_s, 10)
         while True:
             await asyncio.sleep(FLUSH_PERIOD_S)
             self.flush()
+            if self._prune is not None:
+                await self._prune()
             now = self._clock()
             if (now - last_site_row).total_seconds() >= every_s:
                 self._store.add_site_load(now, self.measured_load_w(), self.site_limit_w(now))
