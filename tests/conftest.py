@@ -148,6 +148,16 @@ class SiteHarness:
             await asyncio.wait_for(self.stop_bridge(), 30)
 
 
+async def worst_site_draw_w(site: SiteHarness, stop: asyncio.Event) -> float:
+    """The highest sum of what the stations draw (as they report applying it), sampled
+    every 5 ms until ``stop``; from before the first station connects."""
+    worst = 0.0
+    while not stop.is_set():
+        worst = max(worst, sum(s.power_w for s in site.stations))
+        await asyncio.sleep(0.005)
+    return worst
+
+
 def sent_limit_w(station: SimulatedStation, payload: dict, at: datetime) -> float | None:
     """What a SetChargingProfile the station received lets it draw at ``at`` (None: nothing
     then), whether it still holds it or not."""

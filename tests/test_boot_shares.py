@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from conftest import SiteHarness, wait_until
+from conftest import SiteHarness, wait_until, worst_site_draw_w
 from hypothesis import given
 from hypothesis import strategies as st
 from test_ocpp_201 import add_201
@@ -69,16 +69,6 @@ def test_schedules_are_judged_over_the_horizon_from_now():
     assert lowest_within((), T0, MINUTE) is None and highest_within(None, T0, MINUTE) == 0
 
 
-async def _worst_site_draw_w(site: SiteHarness, stop: asyncio.Event) -> float:
-    """The highest sum of what the stations draw (as they report applying it), sampled
-    every 5 ms until ``stop``; from before the first station connects."""
-    worst = 0.0
-    while not stop.is_set():
-        worst = max(worst, sum(s.power_w for s in site.stations))
-        await asyncio.sleep(0.005)
-    return worst
-
-
 async def test_stations_joining_at_once_never_draw_more_than_the_cap(site: SiteHarness):
     """A dozen stations (OCPP 1.6 and 2.0.1) join at once, each with an EV that would
     draw 22 kW against a cap of 7 kW a station, while the plan waits (as it does in a boot
@@ -88,7 +78,7 @@ async def test_stations_joining_at_once_never_draw_more_than_the_cap(site: SiteH
     bridge = await site.start_bridge(capacity_kw=count * share_w / 1000)
     await wait_until(lambda: bridge.planner.plan is not None, what="the first plan")
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    watcher = asyncio.create_task(worst_site_draw_w(site, stop))
     try:
         async with bridge.planner._one_plan:  # the storm's plan waits
             stations = [site.add_station(f"J{i:02d}", ev_max_current_a=32.0,
@@ -124,7 +114,7 @@ async def test_with_the_room_taken_a_station_joining_waits_for_the_plan(site: Si
     await wait_until(lambda: all(abs(s.composite_limit_w() - 7_000) < 50 and s.power_w > 0
                                  for s in first), timeout=30, what="the first stations' shares")
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    watcher = asyncio.create_task(worst_site_draw_w(site, stop))
     try:
         async with bridge.planner._one_plan:  # the plan waits
             late = site.add_station("LATE", ev_max_current_a=32.0)
@@ -191,7 +181,7 @@ async def test_under_a_dr_event_the_boot_shares_fit_the_events_limit(site: SiteH
         datetime.now(UTC))) is not None and step.limit_w == 11_000,
         timeout=20, what="the event's limit in force")
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    watcher = asyncio.create_task(worst_site_draw_w(site, stop))
     try:
         async with bridge.planner._one_plan:  # the plan waits
             joined = [site.add_station(f"E{i}", ev_max_current_a=32.0) for i in range(2)]

@@ -8,26 +8,17 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from conftest import SiteHarness, wait_until
+from conftest import SiteHarness, wait_until, worst_site_draw_w
 
 from bridge.runtime.plugged import HOLD, LONGEST, PLUGGED_IN, PluggedConnectors
 
 SHARE_W = 7_000.0  # half the 14 kW cap
 
 
-async def _worst_site_draw_w(site: SiteHarness, stop: asyncio.Event) -> float:
-    """The highest sum of what the stations draw, sampled every 5 ms until ``stop``."""
-    worst = 0.0
-    while not stop.is_set():
-        worst = max(worst, sum(s.power_w for s in site.stations))
-        await asyncio.sleep(0.005)
-    return worst
-
-
 async def test_a_station_with_an_ev_waiting_for_its_tag_gets_its_share(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=2 * SHARE_W / 1000)
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    watcher = asyncio.create_task(worst_site_draw_w(site, stop))
     try:
         charging = site.add_station("CHARGING", ev_max_current_a=32.0)
         waiting = site.add_station("WAITING", ev_max_current_a=32.0, waits_for_tag=True)
@@ -139,7 +130,7 @@ async def test_two_connectors_that_each_take_the_cap_never_draw_above_it(site: S
     (no GetConfiguration), an EV waiting on each: the cap must not rise for them before
     their sessions start, or both would draw it once they do."""
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_worst_site_draw_w(site, stop))
+    watcher = asyncio.create_task(worst_site_draw_w(site, stop))
     try:
         await site.start_bridge(capacity_kw=22)
         station = site.add_station("TWO", connectors=2, cp_max_per_connector=True,
