@@ -10,7 +10,8 @@ comes from ``--connect-spread``) or back to back (``flood``: the next one as soo
 previous one is answered). A station has one call of its own outstanding at a time, as OCPP-J
 requires, while a single reader per connection answers the central system's calls at once
 (GetConfiguration, SetChargingProfile, ClearChargingProfile, GetCompositeSchedule;
-ChangeConfiguration is refused: its keys are read-only).
+ChangeConfiguration is refused: its keys are read-only, the meter interval and measurands
+among them, which it reports as it samples them).
 
 The generator must cost much less than the server it loads, so it does not use the ``ocpp``
 library: frames are f-strings, ids a per-station counter, and replies are matched by id only.
@@ -42,7 +43,9 @@ its connection and the process writes one JSON file (``--out``):
             {"t", "t_answered", "op": "clear", "request"}],
         "limits" ([[t, A per phase or null]]: the composite limit on connector 1 from the
             first connection to the end, as change points; null: no profile limits it),
-        "cleared" (ClearChargingProfile calls), "n_errors", "errors" (the first 5)}}}
+        "cleared" (ClearChargingProfile calls), "calls" ({action: how many of the central
+            system's calls of it came, over all connections}), "n_errors",
+            "errors" (the first 5)}}}
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ MV_L1 = '"},' + _SV + '"Current.Import","phase":"L1","unit":"A","value":"'
 MV_L2 = '"},' + _SV + '"Current.Import","phase":"L2","unit":"A","value":"'
 MV_L3 = '"},' + _SV + '"Current.Import","phase":"L3","unit":"A","value":"'
 MV_END = '"}]}]}]'
+MEASURANDS = "Power.Active.Import,Energy.Active.Import.Register,Current.Import"  # as sent
 
 
 _iso_second = [-1, ""]  # the last whole second formatted, and its text
@@ -150,8 +154,8 @@ class Station:
             "t_closed": None, "connects": 0, "boot_status": None, "tx_id": None,
             "meter_sent": 0, "meter_replies": 0, "meter_replies_after": 0, "meter_errors": 0,
             "meter_latency": [],
-            "meter_log": [], "charging": [], "limits": [], "cleared": 0, "n_errors": 0,
-            "errors": [],
+            "meter_log": [], "charging": [], "limits": [], "cleared": 0, "calls": {},
+            "n_errors": 0, "errors": [],
         }
         self._counter = 0
         self._pending_id: str | None = None
@@ -361,6 +365,8 @@ class Station:
         unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else "-1"
         try:
             action = frame[2]
+            calls = self.rec["calls"]
+            calls[str(action)] = calls.get(str(action), 0) + 1
             payload = frame[3] if isinstance(frame[3], dict) else {}
             reply = self._handle(action, payload)
         except (IndexError, KeyError, TypeError, ValueError) as error:
@@ -429,6 +435,8 @@ class Station:
             "MaxChargingProfilesInstalled": "8",
             "SupportedFeatureProfiles": "Core,SmartCharging",
             "NumberOfConnectors": "1",
+            "MeterValueSampleInterval": f"{self.opts.meter_interval:g}",
+            "MeterValuesSampledData": MEASURANDS,
         }
         asked = list(known) if not keys else [str(k) for k in keys]
         return {

@@ -200,7 +200,8 @@ class OcppSection(_Section):
     call_timeout_s: float = Field(default=10, gt=0)
     retry_s: float = Field(default=5, gt=0)
     default_max_current_a: float = Field(default=32, gt=0, le=500)
-    # Asked of every station at boot (MeterValueSampleInterval); 0 keeps the station's own.
+    # Asked of every station at boot (MeterValueSampleInterval) unless it holds it already;
+    # 0 keeps the station's own.
     # Many ship with 60 s or more, which leaves the measured load a minute behind.
     meter_interval_s: int = Field(default=10, ge=0, le=3600)
     security: SecuritySection = Field(default_factory=SecuritySection)

@@ -55,7 +55,13 @@ from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import UNKNOWN as UNKNOWN_CAPS
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.link import ACCEPTED, CallFailed, ChargerLink, CompositeSchedule
+from bridge.ocpp.link import (
+    ACCEPTED,
+    CallFailed,
+    CapabilitiesRead,
+    ChargerLink,
+    CompositeSchedule,
+)
 from bridge.ocpp.profiles import (
     PREFERRED_STACK_LEVEL,
     STATION_MAX,
@@ -70,6 +76,10 @@ from bridge.ocpp.profiles import (
     same_schedule,
     station_max_profile,
 )
+from bridge.ocpp.sampling import NOT_READ as SAMPLING_NOT_READ
+from bridge.ocpp.sampling import Sampling
+from bridge.ocpp.sampling import changes as sampling_changes
+from bridge.ocpp.sampling import kept as sampling_kept
 from bridge.station_life import Counting, Event, IllegalTransition, Phase, StationLife
 from bridge.store import Store
 from bridge.worst_case import Count, Declared, Told, count
@@ -152,7 +162,8 @@ class FollowUps:
     """Calls that do not change what it may draw, left until no station waits for a limit
     (so that a fleet booting at once gets its limits first)."""
 
-    meter_setup: bool = False  # the meter interval and measurands, once its capabilities are read
+    # the meter interval and measurands it does not hold yet, once its capabilities are read
+    meter_setup: bool = False
     verify: BuiltProfile | None = None  # the composite check of the limit it accepted
     rating: bool = False  # its rated current, asked of a station that cannot be steered
     rating_asked: bool = False  # once per boot
@@ -179,6 +190,10 @@ class StationRecord:
     # the highest connector id it reported a status or session for: a station that does
     # not say how many it has (or says too few) still has each it reports
     connectors_seen: int = 0
+    # How its meter sampled when read (with its capabilities, or alone when they are known
+    # from an earlier run); None until read in this run. Not kept with the capabilities: a
+    # setting of the station's, which the bridge changes.
+    sampling: Sampling | None = None
     handling: ProfileHandling = field(default_factory=ProfileHandling)
     desired: tuple[Step, ...] | None = None
     applied: tuple[Step, ...] | None = None  # last schedule the station accepted
@@ -362,6 +377,7 @@ class Dispatcher:
                 self._store.save_compliance(station_id, "compliant", "rebooted", self._clock())
             self._fire(state, Event.BOOTED)
             state.caps = UNKNOWN_CAPS
+            state.sampling = None  # read again with its capabilities
             state.slots = {}
             # new firmware may take what the old one refused, and may follow its profiles;
             # others' profiles may have changed too: asked again
@@ -742,6 +758,11 @@ class Dispatcher:
         self._fire(state, Event.READING)
         if not state.caps.known:
             await self._read_capabilities(state, link, epoch)
+        elif state.sampling is None:
+            # Its capabilities are kept from an earlier run, its sampling is not (this run may
+            # want another, or the last one stopped before setting it): read once, after the
+            # limits. It stays known while this run lasts; a reboot reads both again.
+            state.follow_ups.meter_setup = True
         if state.life.phase is Phase.READING and state.handling.foreign is None:
             await self._read_installed(state, link, epoch)
         if state.life.phase is Phase.READING and state.life.epoch == epoch:
@@ -755,21 +776,24 @@ class Dispatcher:
                                  epoch: int) -> None:
         station_id = state.info.station_id
         try:
-            caps: Capabilities | CallFailed = await link.read_capabilities()
+            read: CapabilitiesRead | CallFailed = await link.read_capabilities()
         except CallFailed as error:
-            caps = error
+            read = error
         if state.life.epoch != epoch:
             return  # it rebooted or reconnected meanwhile: asked again
-        if isinstance(caps, CallFailed):
+        if isinstance(read, CallFailed):
             # Not asked again before its next boot: a station that cannot answer
             # would otherwise delay every profile by a timeout.
             log.warning("%s: capabilities not read (%s); assuming amps, stack level 0, "
-                        "24 periods until its next boot", station_id, caps)
+                        "24 periods until its next boot", station_id, read)
             self._use_caps(state, Capabilities(known=True))
+            state.sampling = SAMPLING_NOT_READ
         else:
+            caps = read.capabilities
             self._cached_caps[station_id] = caps
             self._store.save_station(station_id, {"capabilities": caps.to_json()})
             self._use_caps(state, caps)
+            state.sampling = read.sampling
         state.follow_ups.meter_setup = True
         if self._on_capabilities is not None:
             self._on_capabilities(station_id, link, state.caps)
@@ -832,7 +856,7 @@ class Dispatcher:
                 await self._verify_composite(state, link, cap)
         elif follow.meter_setup:
             follow.meter_setup = False
-            await self._ask_meter_interval(state.info.station_id, link)
+            await self._set_up_sampling(state, link)
         elif follow.rating:
             follow.rating = False
             await self._ask_rating(state, link)
@@ -914,28 +938,34 @@ class Dispatcher:
             state.told.rated = rated
             self._on_change()
 
-    async def _ask_meter_interval(self, station_id: str, link: ChargerLink) -> None:
-        if not self._meter_interval_s:
-            await self._ask_measurands(station_id, link)
+    async def _set_up_sampling(self, state: StationRecord, link: ChargerLink) -> None:
+        """Ask for the meter interval and the measurands the bridge wants, where the station
+        does not hold them already (see :mod:`bridge.ocpp.sampling`)."""
+        station_id = state.info.station_id
+        if not self._meter_interval_s and not self._measurands:
             return
-        try:
-            status = await link.set_meter_interval(self._meter_interval_s)
-        except CallFailed as error:
-            status = str(error)
-        if status != "Accepted":
-            log.info("%s: keeps its own meter interval (%s)", station_id, status)
-        await self._ask_measurands(station_id, link)
-
-    async def _ask_measurands(self, station_id: str, link: ChargerLink) -> None:
-        """Ask for the grid measurands; a station that refuses keeps reporting what it did."""
-        if not self._measurands:
+        held = state.sampling
+        if held is None:  # its capabilities are from an earlier run (see _read)
+            epoch = state.life.epoch
+            try:
+                held = await link.read_sampling()
+            except CallFailed as error:
+                log.info("%s: meter settings not read (%s)", station_id, error)
+                held = SAMPLING_NOT_READ
+            if state.life.epoch != epoch or state.link is not link:
+                state.follow_ups.meter_setup = True  # gone or rebooted: asked again
+                return
+            state.sampling = held
+        for what in sampling_kept(held, self._meter_interval_s, self._measurands):
+            log.info("%s: keeps its own %s (read-only)", station_id, what)
+        change = sampling_changes(held, self._meter_interval_s, self._measurands)
+        if change.empty:
             return
-        try:
-            status = await link.set_measurands(self._measurands)
-        except CallFailed as error:
-            status = str(error)
-        if status != "Accepted":
-            log.info("%s: keeps its own measurands (%s)", station_id, status)
+        reply = await link.set_sampling(change)
+        if change.interval_s is not None and reply.interval != ACCEPTED:
+            log.info("%s: keeps its own meter interval (%s)", station_id, reply.interval)
+        if change.measurands is not None and reply.measurands != ACCEPTED:
+            log.info("%s: keeps its own measurands (%s)", station_id, reply.measurands)
 
     async def _record_sent(self, station_id: str, steps: tuple[Step, ...],
                            at: datetime) -> None:

@@ -385,6 +385,11 @@ async def test_load_generator_stations_record_profiles_answers_and_replies(site:
         # 14 kW for two EVs: 7 kW each, 10.1 A per phase (rounded down)
         assert record["limits"][-1][1] == pytest.approx(10.1)
         assert record["n_errors"] == 0, record["errors"]
+        # the bridge's calls by action; it read the meter keys, which are read-only here,
+        # and asked no change of them
+        assert record["calls"]["GetConfiguration"] == 1
+        assert record["calls"]["SetChargingProfile"] == len(sets)
+        assert "ChangeConfiguration" not in record["calls"]
     # the composite schedule the stations answer agrees with what the bridge set
     assert all(not s.steering.non_compliant for s in bridge.view.stations() if s.steering)
 

@@ -19,6 +19,7 @@ import pytest
 from bridge.aio import TurnBatch, TurnGate
 from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.sampling import NOT_READ, SamplingChange, SamplingReply
 from bridge.station_life import Event
 from bridge.store import Store, steps_from_json
 from policies.fleet import StationInfo, Step
@@ -73,9 +74,9 @@ class Link:
         self._sent_in[self._turns.count] += 1
         return "Accepted"
 
-    async def set_meter_interval(self, seconds: int) -> str:
+    async def set_sampling(self, change: SamplingChange) -> SamplingReply:
         self._sent_in[self._turns.count] += 1
-        return "Rejected"
+        return SamplingReply(interval="Rejected")
 
     async def clear_charging_profile(self, profile_id: int) -> str:
         # what relies on the accepted schedule: it must be on disk by now (read as a
@@ -141,6 +142,7 @@ async def test_follow_up_calls_due_together_start_a_few_dozen_per_turn(tmp_path:
     dispatch, store, _ = fleet(tmp_path, turns, asked_in, meter_interval_s=60)
     for state in dispatch.stations.values():
         state.follow_ups.meter_setup = True
+        state.sampling = NOT_READ  # read with its capabilities: nothing readable
     turns.start()
     try:
         await asyncio.wait_for(asyncio.gather(

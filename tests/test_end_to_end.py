@@ -24,8 +24,10 @@ def profile_unit(station: SimulatedStation) -> str:
     return profile["chargingSchedule"]["chargingRateUnit"]
 
 
-async def start_fleet(site: SiteHarness, units: list[str]) -> list[SimulatedStation]:
-    stations = [site.add_station(f"CP{i}", rate_unit=unit) for i, unit in enumerate(units)]
+async def start_fleet(site: SiteHarness, units: list[str], **spec: object
+                      ) -> list[SimulatedStation]:
+    stations = [site.add_station(f"CP{i}", rate_unit=unit, **spec)
+                for i, unit in enumerate(units)]
     # Each station is held at 0 W until it has acknowledged a limit, then gets its share.
     await wait_until(
         lambda: all(s.transaction_id and has_profile(s) and s.composite_limit_w() >= 4_140
@@ -54,7 +56,9 @@ async def test_registration_is_persisted(site: SiteHarness):
 
 async def test_cap_holds_without_event_for_amp_and_watt_stations(site: SiteHarness):
     await site.start_bridge(capacity_kw=20)
-    stations = await start_fleet(site, ["Current", "Current", "Power", "Power"])
+    # stations that sample every 10 s of their own
+    stations = await start_fleet(site, ["Current", "Current", "Power", "Power"],
+                                 meter_interval_s=10)
     # Four EVs of 11 kW under a 20 kW cap: each station must be held to its share.
     await wait_until(lambda: all(4_140 <= s.composite_limit_w() <= 5_000 for s in stations),
                      what="an equal share of the cap for each station")

@@ -264,7 +264,8 @@ async def test_a_201_station_is_asked_for_the_measurands_and_a_refusal_is_harmle
     site.config_path.write_text(site_config(site.vtn.url, site.ocpp_port).replace(
         "policy: default", "policy: feeder.yaml"))
     await site.start_bridge()
-    station = SimulatedStation201(StationSpec(station_id="CP201"), site.url)
+    station = SimulatedStation201(StationSpec(station_id="CP201", measurands_setting=False),
+                                  site.url)
     site.stations.append(station)  # type: ignore[arg-type]
     site._station_tasks.append(asyncio.create_task(station.run()))
 

@@ -19,6 +19,7 @@ from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.external_limits import ExternalLimit
 from bridge.ocpp.leniency import Repair
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.ocpp.sampling import NOT_READ, Sampling, SamplingChange, SamplingReply
 from bridge.ocpp.voltage_monitors import InstalledMonitor, MonitorOutcome, MonitorSpec
 from bridge.ocpp.voltage_observation import VoltageObservation
 from bridge.worst_case import Rated
@@ -102,7 +103,9 @@ class ChargerLink(Protocol):
     # one); OCPP wants no call to a station before its BootNotification is accepted.
     registered: Wake
 
-    async def read_capabilities(self) -> Capabilities: ...
+    async def read_capabilities(self) -> CapabilitiesRead:
+        """What its smart charging can take, and (in the same read) how its meter samples."""
+        ...
 
     async def set_profile(self, profile: BuiltProfile) -> str:
         """Install a profile; "Accepted" or why not."""
@@ -111,18 +114,19 @@ class ChargerLink(Protocol):
     async def composite_schedule(self, connector_id: int, duration_s: int,
                                  unit: str) -> CompositeSchedule | None: ...
 
-    async def set_meter_interval(self, seconds: int) -> str:
-        """How often a transaction's MeterValues come; "Accepted" or the station's answer."""
-        ...
-
     async def read_rated_current(self) -> Rated | None:
         """The maximum current or power the station states of itself, if any (read, never
         written: 1.6 a configuration key of its own, 2.0.1 its device model)."""
         ...
 
-    async def set_measurands(self, measurands: Sequence[str]) -> str:
-        """What a transaction's MeterValues carry; "Accepted" or the station's answer (a
-        station may refuse, or know fewer)."""
+    async def read_sampling(self) -> Sampling:
+        """How its meter samples a transaction (read alone: for a station whose capabilities
+        are known from before)."""
+        ...
+
+    async def set_sampling(self, change: SamplingChange) -> SamplingReply:
+        """Set what ``change`` names, as few calls as the protocol allows; each setting's
+        answer. Raises nothing: a call without an answer is told in the reply."""
         ...
 
     async def installed_profiles(self) -> list[InstalledProfile] | None:
@@ -185,6 +189,16 @@ def reply_status(reply: dict[str, Any]) -> str:
     if not isinstance(status, str):
         return "Unreadable"
     return ACCEPTED if status.strip().lower() == "accepted" else status
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilitiesRead:
+    """One read of a station's configuration: its capabilities (kept from one connection to
+    the next, see :class:`~bridge.ocpp.capabilities.Capabilities`) and how its meter samples
+    (a setting of its own, which the bridge may change: not kept with them)."""
+
+    capabilities: Capabilities
+    sampling: Sampling = NOT_READ
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from bridge.upstream.offline import kept_for_replay, local_answer
 from bridge.upstream.outage import LOCAL_TX_BASE, QueuedMessage, UpstreamRefused, replay
 
 if TYPE_CHECKING:
-    from bridge.ocpp.capabilities import Capabilities
+    from bridge.ocpp.link import CapabilitiesRead
     from bridge.upstream.controller import LocalController
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Forwarding(OcppJLink):
             on_open=self._opened, on_close=self._ready.clear)
 
     if TYPE_CHECKING:  # the version's link, mixed after this one, has it
-        async def read_capabilities(self) -> Capabilities: ...
+        async def read_capabilities(self) -> CapabilitiesRead: ...
 
     @property
     def upstream_state(self) -> str:
@@ -469,7 +469,7 @@ class Forwarding(OcppJLink):
         level = self._site.top_level(self.id)
         if level is None and self._top_level is None:
             # the operator asks before the dispatcher has read the station: read it now
-            self._top_level = (await self.read_capabilities()).max_stack_level
+            self._top_level = (await self.read_capabilities()).capabilities.max_stack_level
         return self._site.profiles_of(self.id, self.VERSION,
                                       level if level is not None else self._top_level or 0)
 

@@ -14,16 +14,19 @@ from datetime import UTC, datetime
 
 from ocpp.v16.enums import Action
 
-from bridge.ocpp.capabilities import KEYS, Capabilities, parse_configuration, parse_rated_current
+from bridge.ocpp.capabilities import KEYS, parse_configuration, parse_rated_current
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.framing import Dialect, Handler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
+    CallFailed,
+    CapabilitiesRead,
     CompositeSchedule,
     InstalledProfile,
     reply_status,
 )
 from bridge.ocpp.profiles import BuiltProfile
+from bridge.ocpp.sampling import Sampling, SamplingChange, SamplingReply, sampling_from
 from bridge.ocpp.voltage_monitors import (
     NOT_SUPPORTED,
     InstalledMonitor,
@@ -46,6 +49,9 @@ OCPP16 = Dialect(
 # OCPP 1.6 has no standard way to set voltage boundaries in the charger: no variable
 # monitors, no DER control. Its stations get the bridge's central rule only.
 NO_DER_CONTROL = DerReply("not-supported", "OCPP 1.6 has no DER control")
+INTERVAL_KEY = "MeterValueSampleInterval"
+MEASURANDS_KEY = "MeterValuesSampledData"
+SAMPLING_KEYS = (INTERVAL_KEY, MEASURANDS_KEY)
 
 
 class StationLink16(OcppJLink):
@@ -69,10 +75,27 @@ class StationLink16(OcppJLink):
         }
 
     # calls to the station ----------------------------------------------------------------
-    async def read_capabilities(self) -> Capabilities:
-        reply = await self._request("GetConfiguration", {"key": list(KEYS)}, lenient=True)
+    async def read_capabilities(self) -> CapabilitiesRead:
+        try:
+            reply = await self._request("GetConfiguration", {"key": [*KEYS, *SAMPLING_KEYS]},
+                                        lenient=True)
+        except CallFailed as error:
+            if error.error_code is None or error.unsupported:
+                raise
+            # A station that takes fewer keys a request (its GetConfigurationMaxKeys) may
+            # refuse them all: its capabilities matter more than its sampling.
+            log.info("%s: GetConfiguration of %d keys refused (%s); asking for fewer", self.id,
+                     len(KEYS) + len(SAMPLING_KEYS), error)
+            reply = await self._request("GetConfiguration", {"key": list(KEYS)}, lenient=True)
         keys = reply.get("configurationKey")
-        return parse_configuration(keys if isinstance(keys, list) else [])
+        keys = keys if isinstance(keys, list) else []
+        return CapabilitiesRead(parse_configuration(keys), parse_sampling(keys))
+
+    async def read_sampling(self) -> Sampling:
+        reply = await self._request("GetConfiguration", {"key": list(SAMPLING_KEYS)},
+                                    lenient=True)
+        keys = reply.get("configurationKey")
+        return parse_sampling(keys if isinstance(keys, list) else [])
 
     async def read_rated_current(self) -> Rated | None:
         """The maximum current a station states in a key of its own, if any (all its keys
@@ -90,19 +113,27 @@ class StationLink16(OcppJLink):
         )
         return reply_status(reply)
 
-    async def set_meter_interval(self, seconds: int) -> str:
-        return await self.change_configuration("MeterValueSampleInterval", str(seconds))
-
     async def installed_profiles(self) -> list[InstalledProfile] | None:
         return None  # OCPP 1.6 has no call that lists them: the composite schedule tells
 
-    async def set_measurands(self, measurands: Sequence[str]) -> str:
-        """What a transaction's MeterValues carry (a station may refuse, or know fewer)."""
-        return await self.change_configuration("MeterValuesSampledData", ",".join(measurands))
+    async def set_sampling(self, change: SamplingChange) -> SamplingReply:
+        """A ChangeConfiguration for each key (1.6 changes one a call), each asked whatever
+        the station answered to the other."""
+        interval = measurands = None
+        if change.interval_s is not None:
+            interval = await self.change_configuration(INTERVAL_KEY, str(change.interval_s))
+        if change.measurands is not None:
+            measurands = await self.change_configuration(MEASURANDS_KEY,
+                                                         ",".join(change.measurands))
+        return SamplingReply(interval, measurands)
 
     async def change_configuration(self, key: str, value: str) -> str:
-        reply = await self._request("ChangeConfiguration", {"key": key, "value": value},
-                                    lenient=True)
+        """The station's answer ("Accepted" in any case reads as such), or why there was none."""
+        try:
+            reply = await self._request("ChangeConfiguration", {"key": key, "value": value},
+                                        lenient=True)
+        except CallFailed as error:
+            return str(error)
         return reply_status(reply)
 
     async def clear_charging_profile(self, profile_id: int) -> str:
@@ -189,6 +220,24 @@ class StationLink16(OcppJLink):
     def on_data_transfer(self, payload: Payload) -> Payload:
         # No vendor extensions: drbridge stays with what every compliant station speaks.
         return {"status": "UnknownVendorId"}
+
+
+def parse_sampling(keys: Sequence[object]) -> Sampling:
+    """The meter's sampling from GetConfiguration.conf's configurationKey list (names in any
+    case); a key not listed, or listed without a value, is not read. A key listed read-only
+    cannot be set with ChangeConfiguration (OCPP 1.6 KeyValue.readonly)."""
+    items = {item["key"].strip().lower(): item for item in keys
+             if isinstance(item, Mapping) and isinstance(item.get("key"), str)}
+    interval = items.get(INTERVAL_KEY.lower(), {})
+    measurands = items.get(MEASURANDS_KEY.lower(), {})
+    return sampling_from(interval.get("value"), measurands.get("value"),
+                         read_only(interval.get("readonly")),
+                         read_only(measurands.get("readonly")))
+
+
+def read_only(flag: object) -> bool:
+    """KeyValue.readonly as stations send it: true, or "true" in any case."""
+    return flag is True or (isinstance(flag, str) and flag.strip().lower() == "true")
 
 
 def parse_composite_schedule(reply: Payload, unit: str) -> CompositeSchedule | None:

@@ -50,12 +50,14 @@ from bridge.ocpp.link import (
     ACCEPTED,
     UNKNOWN_EVSE,
     CallFailed,
+    CapabilitiesRead,
     CompositeSchedule,
     InstalledProfile,
     StationListener,
     reply_status,
 )
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
+from bridge.ocpp.sampling import Sampling, SamplingChange, SamplingReply, sampling_from
 from bridge.ocpp.wire import HEARTBEAT_INTERVAL_S, Payload, format_time, now_iso, parse_time
 from bridge.telemetry import ENERGY, implausible
 from bridge.worst_case import Rated
@@ -79,6 +81,12 @@ RATED_EVSES = 4  # EVSEs asked for their maximum power, at least
 # (variable, instance) read from SmartChargingCtrlr at boot
 _VARIABLES = (("Enabled", None), ("RateUnit", None), ("PeriodsPerSchedule", None),
               ("ProfileStackLevel", None), ("Entries", "ChargingProfiles"))
+# How a transaction's meter values are sampled (read with the above, set after the limits)
+SAMPLED_DATA = "SampledDataCtrlr"
+INTERVAL_VARIABLE = "TxUpdatedInterval"
+MEASURANDS_VARIABLE = "TxUpdatedMeasurands"
+_SAMPLING = [{"component": {"name": SAMPLED_DATA}, "variable": {"name": name}}
+             for name in (INTERVAL_VARIABLE, MEASURANDS_VARIABLE)]
 
 
 # A power of ten beyond this is no unit prefix (OCPP uses -3..6 in practice); 10 ** 10**9
@@ -177,6 +185,45 @@ def parse_variables(results: Any, connectors: int) -> Capabilities:
         connectors=max(connectors, 1),
         known=True,
     ))
+
+
+def _named(item: Any, key: str) -> str:
+    """The name of an item's component or variable, for comparing ("" when it has none)."""
+    named = item.get(key) if isinstance(item, dict) else None
+    name = named.get("name") if isinstance(named, dict) else None
+    return name.strip().lower() if isinstance(name, str) else ""
+
+
+def parse_sampling(results: Any) -> Sampling:
+    """SampledDataCtrlr's TxUpdatedInterval and TxUpdatedMeasurands from a
+    GetVariablesResponse.getVariableResult (names in any case); one the station did not
+    accept to give is not read."""
+    values: dict[str, Any] = {}
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or _named(result, "component") != SAMPLED_DATA.lower() \
+                or str(result.get("attributeStatus")).strip().lower() != "accepted":
+            continue
+        values[_named(result, "variable")] = result.get("attributeValue")
+    return sampling_from(values.get(INTERVAL_VARIABLE.lower()),
+                         values.get(MEASURANDS_VARIABLE.lower()))
+
+
+def set_statuses(results: Any, names: Sequence[str]) -> list[str]:
+    """Each asked variable's attributeStatus in a SetVariablesResponse.setVariableResult:
+    the result naming it, or else the one in its place if that names no variable;
+    "Unreadable" when there is none ("Accepted" in any case reads as such)."""
+    results = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+    statuses = []
+    for index, name in enumerate(names):
+        found = next((r for r in results if _named(r, "variable") == name.lower()), None)
+        if found is None and index < len(results) and not _named(results[index], "variable"):
+            found = results[index]
+        status = found.get("attributeStatus") if found is not None else None
+        if not isinstance(status, str):
+            statuses.append("Unreadable")
+        else:
+            statuses.append(ACCEPTED if status.strip().lower() == "accepted" else status)
+    return statuses
 
 
 def parse_rated_power(results: Any) -> Rated | None:
@@ -310,7 +357,7 @@ class StationLink2(OcppJLink):
         }
 
     # calls to the station ----------------------------------------------------------------
-    async def read_capabilities(self) -> Capabilities:
+    async def read_capabilities(self) -> CapabilitiesRead:
         # Its EVSEs from its device model: the EVSE and Connector components, whose every
         # instance a station has (GetReport is lighter than a whole base report). The report
         # comes in NotifyReport calls while we ask for the smart charging variables.
@@ -323,7 +370,18 @@ class StationLink2(OcppJLink):
         wanted = [{"component": {"name": SMART_CHARGING},
                    "variable": {"name": name, **({"instance": inst} if inst else {})}}
                   for name, inst in _VARIABLES]
-        reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
+        try:
+            reply = await self._request("GetVariables", {"getVariableData": wanted + _SAMPLING},
+                                        lenient=True)
+        except CallFailed as error:
+            if error.error_code is None or error.unsupported:
+                raise
+            # A station that takes fewer items a request (its ItemsPerMessageGetVariables) may
+            # refuse them all: its smart charging matters more than its sampling.
+            log.info("%s: GetVariables of %d items refused (%s); asking for fewer", self.id,
+                     len(wanted) + len(_SAMPLING), error)
+            reply = await self._request("GetVariables", {"getVariableData": wanted},
+                                        lenient=True)
         evses = device_evses(await self._collected(report)) if report else {}
         if evses:
             self._evse_count = max(evses)
@@ -331,8 +389,15 @@ class StationLink2(OcppJLink):
         else:
             log.info("%s: its device model names no EVSE; counting those it reports status "
                      "of (%s)", self.id, sorted(self._evses) or "none yet")
-        return parse_variables(reply.get("getVariableResult"),
-                               self._evse_count or max(self._evses, default=1))
+        results = reply.get("getVariableResult")
+        return CapabilitiesRead(
+            parse_variables(results, self._evse_count or max(self._evses, default=1)),
+            parse_sampling(results))
+
+    async def read_sampling(self) -> Sampling:
+        reply = await self._request("GetVariables", {"getVariableData": _SAMPLING},
+                                    lenient=True)
+        return parse_sampling(reply.get("getVariableResult"))
 
     async def installed_profiles(self) -> list[InstalledProfile] | None:
         """GetChargingProfiles for all; the ReportChargingProfiles that follow list them."""
@@ -438,24 +503,24 @@ class StationLink2(OcppJLink):
             return None
         return CompositeSchedule(start, unit, periods)
 
-    async def set_meter_interval(self, seconds: int) -> str:
-        return await self._set_sampled_data("TxUpdatedInterval", str(seconds))
-
-    async def set_measurands(self, measurands: Sequence[str]) -> str:
-        """SampledDataCtrlr.TxUpdatedMeasurands: what a transaction's MeterValues carry."""
-        return await self._set_sampled_data("TxUpdatedMeasurands", ",".join(measurands))
-
-    async def _set_sampled_data(self, variable: str, value: str) -> str:
-        """SetVariables on SampledDataCtrlr; the station's attributeStatus for it."""
-        reply = await self._request("SetVariables", {"setVariableData": [{
-            "attributeValue": value,
-            "component": {"name": "SampledDataCtrlr"},
-            "variable": {"name": variable},
-        }]}, lenient=True)
-        results = reply.get("setVariableResult")
-        if isinstance(results, list) and results and isinstance(results[0], dict):
-            return str(results[0].get("attributeStatus"))
-        return "Unreadable"
+    async def set_sampling(self, change: SamplingChange) -> SamplingReply:
+        """One SetVariables for whatever is asked; each variable has its own answer."""
+        asked: dict[str, str] = {}
+        if change.interval_s is not None:
+            asked[INTERVAL_VARIABLE] = str(change.interval_s)
+        if change.measurands is not None:
+            asked[MEASURANDS_VARIABLE] = ",".join(change.measurands)
+        if not asked:
+            return SamplingReply()
+        try:
+            reply = await self._request("SetVariables", {"setVariableData": [
+                {"attributeValue": value, "component": {"name": SAMPLED_DATA},
+                 "variable": {"name": name}} for name, value in asked.items()]}, lenient=True)
+            statuses = dict(zip(asked, set_statuses(reply.get("setVariableResult"),
+                                                    list(asked)), strict=True))
+        except CallFailed as error:
+            statuses = dict.fromkeys(asked, str(error))
+        return SamplingReply(statuses.get(INTERVAL_VARIABLE), statuses.get(MEASURANDS_VARIABLE))
 
     async def clear_charging_profile(self, profile_id: int) -> str:
         reply = await self._request("ClearChargingProfile", {"chargingProfileId": profile_id},

@@ -24,7 +24,7 @@ import ocpp.messages
 import websockets
 from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
-from ocpp.exceptions import NotSupportedError, OCPPError
+from ocpp.exceptions import NotSupportedError, OccurenceConstraintViolationError, OCPPError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
@@ -106,6 +106,17 @@ class StationSpec:
     boots_on_reconnect: bool = True
     # Keys of the vendor's own in its configuration (read-only), e.g. {"MaxCurrent": "16"}.
     vendor_keys: dict[str, str] = field(default_factory=dict)
+    # False: no setting of what its meter samples (1.6 MeterValuesSampledData, 2.0.1
+    # SampledDataCtrlr.TxUpdatedMeasurands), unknown to GetConfiguration/GetVariables and
+    # refused when set. Either way it samples its own fixed set.
+    measurands_setting: bool = True
+    # Its meter interval and measurands cannot be changed: 1.6 lists the keys read-only and
+    # rejects ChangeConfiguration of them, 2.0.1 rejects SetVariables of them.
+    sampling_read_only: bool = False
+    # Refuses a GetConfiguration (2.0.1: GetVariables) of more keys than this with an
+    # OccurrenceConstraintViolation, as one with a low GetConfigurationMaxKeys
+    # (ItemsPerMessageGetVariables) may.
+    max_keys_per_read: int | None = None
 
 
 @dataclass
@@ -784,8 +795,10 @@ class SimulatedStation(ChargePoint):
             "MaxChargingProfilesInstalled": (str(self.spec.max_profiles), True),
             "SupportedFeatureProfiles": (self.spec.feature_profiles, True),
             "NumberOfConnectors": (str(len(self.connectors)), True),
-            "MeterValueSampleInterval": (f"{self._meter_interval:g}", False),
-            "MeterValuesSampledData": (self.measurands, False),
+            "MeterValueSampleInterval": (f"{self._meter_interval:g}",
+                                         self.spec.sampling_read_only),
+            **({"MeterValuesSampledData": (self.measurands, self.spec.sampling_read_only)}
+               if self.spec.measurands_setting else {}),
             **{key: (value, True) for key, value in self.spec.vendor_keys.items()},
         }
 
@@ -795,6 +808,9 @@ class SimulatedStation(ChargePoint):
     ) -> call_result.GetConfiguration:
         if not self.spec.supports_get_configuration:
             raise OcppNotImplemented(description="GetConfiguration is not implemented")
+        limit = self.spec.max_keys_per_read
+        if key and limit is not None and len(key) > limit:
+            raise OccurenceConstraintViolationError(description=f"at most {limit} keys")
         config = self._configuration()
         wanted = key or list(config)
         return call_result.GetConfiguration(
@@ -810,13 +826,14 @@ class SimulatedStation(ChargePoint):
     def on_change_configuration(
         self, key: str, value: str, **_: Any
     ) -> call_result.ChangeConfiguration:
+        config = self._configuration()
+        # 1.6: a known read-only key is Rejected, an unknown one NotSupported.
+        if key not in config or config[key][1]:
+            return call_result.ChangeConfiguration(
+                status="Rejected" if key in config else "NotSupported")
         if key == "MeterValuesSampledData":
             self.measurands = value  # it reports its fixed set whatever is asked
             return call_result.ChangeConfiguration(status="Accepted")
-        if key != "MeterValueSampleInterval":
-            # 1.6: a known read-only key is Rejected, an unknown one NotSupported.
-            status = "Rejected" if key in self._configuration() else "NotSupported"
-            return call_result.ChangeConfiguration(status=status)
         try:
             seconds = int(value)
         except ValueError:

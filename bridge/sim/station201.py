@@ -31,6 +31,7 @@ from typing import Any
 
 import websockets
 from ocpp.charge_point import camel_to_snake_case, remove_nones, snake_to_camel_case
+from ocpp.exceptions import OccurrenceConstraintViolationError
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
@@ -107,6 +108,8 @@ class SimulatedStation201(ChargePoint):
         self.id_token_answers: list[str] = []  # the central system's idTokenInfo statuses
         self._integrated_at = time.monotonic()
         self._meter_interval = spec.meter_interval_s
+        # SampledDataCtrlr.TxUpdatedMeasurands as set (its TransactionEvents carry its own set)
+        self.measurands = "Energy.Active.Import.Register,Power.Active.Import"
         self._registered = False  # accepted since it powered up
         self._boot_answered = False
         self._boot_seq = 0
@@ -396,14 +399,23 @@ class SimulatedStation201(ChargePoint):
                 "ProfileStackLevel": str(self.spec.max_stack_level),
                 "Entries": str(self.spec.max_profiles)}
 
+    def _sampled_data(self) -> dict[str, str]:
+        """SampledDataCtrlr's variables that say how a transaction's meter values come."""
+        return {"TxUpdatedInterval": f"{self._meter_interval:g}",
+                **({"TxUpdatedMeasurands": self.measurands}
+                   if self.spec.measurands_setting else {})}
+
     @on(Action.get_variables)
     def on_get_variables(self, get_variable_data: list[dict[str, Any]],
                          **_: Any) -> call_result.GetVariables:
-        values = self._variables()
+        limit = self.spec.max_keys_per_read
+        if limit is not None and len(get_variable_data) > limit:
+            raise OccurrenceConstraintViolationError(description=f"at most {limit} items")
+        values = {"SmartChargingCtrlr": self._variables(), "SampledDataCtrlr": self._sampled_data()}
         results = []
         for item in get_variable_data:
             name, component = item["variable"]["name"], item["component"]["name"]
-            value = values.get(name) if component == "SmartChargingCtrlr" else None
+            value = values.get(component, {}).get(name)
             this = component == "ChargingStation" or (
                 component == "EVSE" and (item["component"].get("evse") or {}).get("id")
                 in self.evses)
@@ -479,12 +491,28 @@ class SimulatedStation201(ChargePoint):
                          **_: Any) -> call_result.SetVariables:
         results = []
         for item in set_variable_data:
-            ok = item["variable"]["name"] == "TxUpdatedInterval"
-            if ok:
-                self._meter_interval = float(item["attribute_value"])
-            results.append({"attribute_status": "Accepted" if ok else "UnknownVariable",
-                            "component": item["component"], "variable": item["variable"]})
+            status = self._set_sampled_data(item["component"]["name"], item["variable"]["name"],
+                                            item["attribute_value"])
+            results.append({"attribute_status": status, "component": item["component"],
+                            "variable": item["variable"]})
         return call_result.SetVariables(set_variable_result=results)
+
+    def _set_sampled_data(self, component: str, variable: str, value: str) -> str:
+        if component != "SampledDataCtrlr" or variable not in self._sampled_data():
+            return "UnknownVariable"
+        if self.spec.sampling_read_only:
+            return "Rejected"
+        if variable == "TxUpdatedMeasurands":
+            self.measurands = value
+            return "Accepted"
+        try:
+            seconds = int(value)
+        except ValueError:
+            return "Rejected"
+        if seconds < 0:
+            return "Rejected"
+        self._meter_interval = seconds
+        return "Accepted"
 
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, evse_id: int, **_: Any) -> call_result.SetChargingProfile:
