@@ -31,9 +31,6 @@ PLUGGED_IN = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE",
 HOLD = timedelta(seconds=2)
 LONGEST = timedelta(minutes=3)
 
-Key = tuple[str, int]  # station id, connector id
-
-
 @dataclass(slots=True)
 class _Connector:
     status: str = ""
@@ -46,16 +43,18 @@ class PluggedConnectors:
     """Each connector's status and transaction, as far as they tell whether an EV waits."""
 
     def __init__(self) -> None:
-        self._connectors: dict[Key, _Connector] = {}
+        # by station, then connector: a station's boot forgets its own without a scan of
+        # every station's (thousands boot at once in a storm)
+        self._stations: dict[str, dict[int, _Connector]] = {}
         self._highest: dict[str, int] = {}  # the highest connector id each station showed
 
     def _of(self, station_id: str, connector_id: int) -> _Connector:
         if connector_id > self._highest.get(station_id, 0):
             self._highest[station_id] = connector_id
-        key = (station_id, connector_id)
-        found = self._connectors.get(key)
+        connectors = self._stations.setdefault(station_id, {})
+        found = connectors.get(connector_id)
         if found is None:
-            found = self._connectors[key] = _Connector()
+            found = connectors[connector_id] = _Connector()
         return found
 
     def _update(self, connector: _Connector, at: datetime) -> bool:
@@ -93,22 +92,25 @@ class PluggedConnectors:
             connector.ended = True
         self._update(connector, at)
 
-    def forget(self, station_id: str) -> None:
-        """It rebooted or was forgotten: its connectors report afresh."""
-        for key in [k for k in self._connectors if k[0] == station_id]:
-            del self._connectors[key]
+    def forget(self, station_id: str) -> list[int]:
+        """It rebooted or was forgotten: its connectors report afresh. Those that were
+        waiting."""
+        connectors = self._stations.pop(station_id, {})
         self._highest.pop(station_id, None)
+        return [cid for cid, connector in connectors.items() if connector.since is not None]
 
     def waiting_since(self, station_id: str, connector_id: int) -> datetime | None:
-        connector = self._connectors.get((station_id, connector_id))
+        connector = self._stations.get(station_id, {}).get(connector_id)
         return connector.since if connector is not None else None
 
     def counted(self, now: datetime) -> list[tuple[str, int, datetime]]:
         """(station, connector, since when) of each EV the plan counts as a session now."""
         found = []
-        for (station_id, connector_id), connector in self._connectors.items():
-            since = connector.since
-            if since is not None and since + HOLD <= now < since + LONGEST \
-                    and self._highest.get(station_id, 0) <= 1:
-                found.append((station_id, connector_id, since))
+        for station_id, connectors in self._stations.items():
+            if self._highest.get(station_id, 0) > 1:
+                continue
+            for connector_id, connector in connectors.items():
+                since = connector.since
+                if since is not None and since + HOLD <= now < since + LONGEST:
+                    found.append((station_id, connector_id, since))
         return found

@@ -132,9 +132,8 @@ class StationEvents:
         self._request_replan()
 
     def _plugged_forget(self, station_id: str) -> None:
-        self.plugged.forget(station_id)
-        for key in [k for k in self._plugged_timers if k[0] == station_id]:
-            self._plugged_changed(key, began=False)
+        for connector_id in self.plugged.forget(station_id):
+            self._plugged_changed((station_id, connector_id), began=False)
 
     # what the fleet draws ---------------------------------------------------------------------
     def load_w(self) -> float:
