@@ -400,9 +400,9 @@ def _per_bucket(cumulative: list[tuple[float, float]]) -> list[tuple[float, floa
 
 
 async def wait_until_quiet(server: Server, count: int, quiet_s: float, limit_s: float) -> float:
-    """Until every session has started and no call went to a station for ``quiet_s``
-    (profiles, configuration, checks: the joins' work). Seconds waited (``limit_s`` when
-    the bridge never went quiet)."""
+    """Until every session has started, no call went to a station for ``quiet_s``
+    (profiles, configuration, checks: the joins' work) and the dispatcher works on none.
+    Seconds waited (``limit_s`` when the bridge never went quiet)."""
     began = time.monotonic()
     last: tuple[float, float] = (-1.0, -1.0)
     since = time.monotonic()
@@ -419,7 +419,10 @@ async def wait_until_quiet(server: Server, count: int, quiet_s: float, limit_s: 
         now = (metrics.get("drbridge_sessions_active", 0.0),
                sum(v for k, v in metrics.items()
                    if k.startswith("drbridge_ocpp_calls_sent_total{")))
-        if now != last:
+        # no call for a while is not enough: a wave whose raises wait for lowers may pause
+        # its calls for longer; every station must hold what the plan says
+        busy = metrics.get("drbridge_stations_dispatching", 0.0) > 0
+        if now != last or busy:
             last, since = now, time.monotonic()
         elif now[0] >= count and time.monotonic() - since >= quiet_s:
             break

@@ -418,6 +418,45 @@ class _BusyThenQuietMetrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _DispatchingMetrics(http.server.BaseHTTPRequestHandler):
+    """/metrics of a fleet whose calls have stopped while the dispatcher still works on a
+    station (a raise held until others are lower), for the first ``busy`` scrapes."""
+
+    scrapes = 0
+    busy = 6
+
+    def do_GET(self) -> None:
+        type(self).scrapes += 1
+        dispatching = 1 if type(self).scrapes <= type(self).busy else 0
+        body = (b"drbridge_sessions_active 3\n"
+                b'drbridge_ocpp_calls_sent_total{action="SetChargingProfile"} 5\n'
+                + f"drbridge_stations_dispatching {dispatching}\n".encode())
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_settling_waits_until_the_dispatcher_works_on_no_station():
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DispatchingMetrics)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        server = bench_run.Server(stand_in, port=0, web_port=web.server_address[1])
+        await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
+        # not quiet while a station is dispatched to, though no call went out meanwhile
+        assert _DispatchingMetrics.scrapes > _DispatchingMetrics.busy
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+        web.shutdown()
+        web.server_close()
+
+
 async def test_settling_waits_through_metrics_the_bridge_is_too_busy_to_answer():
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenQuietMetrics)
     threading.Thread(target=web.serve_forever, daemon=True).start()

@@ -179,6 +179,7 @@ async def test_api_shows_site_event_and_stations(site: SiteHarness):
         assert metrics["drbridge_site_capacity_watts"] == 44_000
         assert metrics["drbridge_dr_limit_active"] == 1
         assert metrics["drbridge_stations_connected"] == 2
+        assert 0 <= metrics["drbridge_stations_dispatching"] <= 2
         assert metrics["drbridge_vtn_registered"] == 1
         assert metrics["drbridge_vtn_last_contact_timestamp_seconds"] > start_at.timestamp() - 60
         assert metrics[f'drbridge_event_info{{event_id="{event_id}",state="active",'

@@ -126,7 +126,8 @@ class RuntimeView:
     def counts(self) -> StationCounts:
         records = self._dispatcher.stations
         return StationCounts(connected=sum(1 for r in records.values() if r.link is not None),
-                             known=len(records), sessions=len(self._fleet.sessions))
+                             known=len(records), sessions=len(self._fleet.sessions),
+                             dispatching=sum(1 for r in records.values() if r.task is not None))
 
     def voltages(self, now: datetime) -> SiteVoltages:
         site = self._fleet.grid.site(now, self._dispatcher.stations)

@@ -76,6 +76,9 @@ class StationCounts:
     connected: int  # with an open OCPP connection
     known: int  # seen since the bridge started (or holding a profile of ours from before)
     sessions: int  # open charging transactions
+    # stations the dispatcher works on now: sending a limit, waiting to raise one until
+    # others are lower, or a follow-up call (0 once every station holds what the plan says)
+    dispatching: int = 0
 
 
 @dataclass(frozen=True)
