@@ -395,19 +395,13 @@ async def test_load_generator_stations_record_profiles_answers_and_replies(site:
 
 
 # the harness against a busy bridge --------------------------------------------------------------
-class _BusyThenQuietMetrics(http.server.BaseHTTPRequestHandler):
-    """/metrics that drops the first requests unanswered (a bridge too busy to answer), then
-    shows a settled fleet: every session up, no new call to a station."""
+# every session up, no new call to a station
+SETTLED = (b"drbridge_sessions_active 3\n"
+           b'drbridge_ocpp_calls_sent_total{action="SetChargingProfile"} 5\n')
 
-    dropped = 0
 
-    def do_GET(self) -> None:
-        if type(self).dropped < 2:
-            type(self).dropped += 1
-            self.close_connection = True
-            return  # no status line: the client sees the connection end unanswered
-        body = (b"drbridge_sessions_active 3\n"
-                b'drbridge_ocpp_calls_sent_total{action="SetChargingProfile"} 5\n')
+class _Metrics(http.server.BaseHTTPRequestHandler):
+    def answer(self, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -418,7 +412,21 @@ class _BusyThenQuietMetrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _DispatchingMetrics(http.server.BaseHTTPRequestHandler):
+class _BusyThenQuietMetrics(_Metrics):
+    """/metrics that drops the first requests unanswered (a bridge too busy to answer), then
+    shows a settled fleet."""
+
+    dropped = 0
+
+    def do_GET(self) -> None:
+        if type(self).dropped < 2:
+            type(self).dropped += 1
+            self.close_connection = True
+            return  # no status line: the client sees the connection end unanswered
+        self.answer(SETTLED)
+
+
+class _DispatchingMetrics(_Metrics):
     """/metrics of a fleet whose calls have stopped while the dispatcher still works on a
     station (a raise held until others are lower), for the first ``busy`` scrapes."""
 
@@ -428,17 +436,7 @@ class _DispatchingMetrics(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         type(self).scrapes += 1
         dispatching = 1 if type(self).scrapes <= type(self).busy else 0
-        body = (b"drbridge_sessions_active 3\n"
-                b'drbridge_ocpp_calls_sent_total{action="SetChargingProfile"} 5\n'
-                + f"drbridge_stations_dispatching {dispatching}\n".encode())
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(SETTLED + f"drbridge_stations_dispatching {dispatching}\n".encode())
 
 
 async def test_settling_waits_until_the_dispatcher_works_on_no_station():
