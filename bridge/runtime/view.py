@@ -125,9 +125,12 @@ class RuntimeView:
 
     def counts(self) -> StationCounts:
         records = self._dispatcher.stations
-        return StationCounts(connected=sum(1 for r in records.values() if r.link is not None),
-                             known=len(records), sessions=len(self._fleet.sessions),
-                             dispatching=sum(1 for r in records.values() if r.task is not None))
+        connected = dispatching = 0
+        for record in records.values():  # one pass: /metrics asks every scrape
+            connected += record.link is not None
+            dispatching += record.task is not None
+        return StationCounts(connected=connected, known=len(records),
+                             sessions=len(self._fleet.sessions), dispatching=dispatching)
 
     def voltages(self, now: datetime) -> SiteVoltages:
         site = self._fleet.grid.site(now, self._dispatcher.stations)
