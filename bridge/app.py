@@ -13,6 +13,7 @@ to use. Only this module knows them all.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -129,6 +130,8 @@ class Bridge:
             security=EdgeSecurity.from_config(config),
             make_link=self.upstream.make_link if self.upstream is not None else None,
             subprotocols=self.upstream.preferred(SUBPROTOCOLS) if self.upstream else None,
+            workers=model.ocpp.workers,
+            log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
         self.web: WebServer | None = None
         if model.web.enabled:

@@ -205,6 +205,10 @@ class OcppSection(_Section):
     # Many ship with 60 s or more, which leaves the measured load a minute behind.
     meter_interval_s: int = Field(default=10, ge=0, le=3600)
     security: SecuritySection = Field(default_factory=SecuritySection)
+    # 0: the stations' websockets end in the bridge's own process. N: in N edge worker
+    # processes on the same port, which relay every frame to the bridge: past one core for
+    # the handshakes, TLS and framing of thousands of stations (see the README).
+    workers: int = Field(default=0, ge=0, le=64)
     # A station measured above the limit it may hold (the highest over the grace time
     # before the reading: meter lag, the EV's ramp) by more than the tolerance, two readings
     # in a row, is flagged non-compliant and counted at its measured draw. Two meter

@@ -121,7 +121,7 @@ class SiteHarness:
             else load_config(self.config_path)
         self.bridge = Bridge(config)
         self._bridge_task = asyncio.create_task(self.bridge.run())
-        await wait_until(lambda: self.bridge is not None and self.bridge.ocpp._server is not None,
+        await wait_until(lambda: self.bridge is not None and self.bridge.ocpp.listening,
                          what="the OCPP server")
         return self.bridge
 

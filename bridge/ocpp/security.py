@@ -6,6 +6,7 @@ import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 class EdgeSecurity:
     profile: int = 0
     ssl_context: ssl.SSLContext | None = None
+    # the files it was made of (certificate, private key, client CA): edge workers make
+    # their own from them
+    tls_files: tuple[Path, Path, Path | None] | None = None
     password_hashes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     failures: FailurePolicy = FailurePolicy()

@@ -3,6 +3,10 @@ ocpp1.6, ocpp2.0.1 or ocpp2.1 (negotiated per station).
 
 Before a station's handshake is answered: the per-address connection limits, then the
 station id and its credentials (security profiles 0-3, see bridge.ocpp.auth).
+
+The websockets end in this process, or (``workers`` above 0) in edge worker processes that
+relay every frame here (:mod:`bridge.ocpp.edge_workers`); the judging of each handshake and
+everything after it is the same code either way.
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from bridge.aio import cancel_and_wait
-from bridge.ocpp.auth import Gatekeeper
+from bridge.ocpp.auth import Gatekeeper, Refusal
+from bridge.ocpp.edge_workers import (
+    EdgeWorkers,
+    Handshake,
+    RelayedConnection,
+    Verdict,
+    WorkerOptions,
+)
 from bridge.ocpp.keepalive import Keepalive
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.link import ChargerLink, StationListener
+from bridge.ocpp.relay import ABORT, ACCEPT
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.v16 import StationLink16
 from bridge.ocpp.v21 import StationLink21
@@ -42,6 +54,9 @@ SUBPROTOCOLS: dict[str, type[AnyStationLink]] = {SUBPROTOCOL: StationLink16,
 # Every version's link is a ChargerLink (checked by type checkers here, and by the tests).
 _LINKS: tuple[type[ChargerLink], ...] = tuple(SUBPROTOCOLS.values())
 CLOSE_TIMEOUT_S = 10.0
+# A site reboot brings every station back at once; asyncio's default of 100 pending
+# connections would make the kernel drop some of them.
+BACKLOG = 2048
 # A refused flood must not flood the log: one line per address and this many seconds.
 REFUSAL_LOG_PERIOD_S = 60.0
 
@@ -66,6 +81,8 @@ class OcppServer:
         security: EdgeSecurity | None = None,
         make_link: Callable[[str, ServerConnection, str], AnyStationLink | None] | None = None,
         subprotocols: Sequence[str] | None = None,
+        workers: int = 0,
+        log_level: str = "INFO",
     ) -> None:
         self._host, self._port = host, port
         self._listener = listener
@@ -86,17 +103,51 @@ class OcppServer:
         self.connection_limiter = ConnectionLimiter(self.security.connections)
         self._refusals_logged: dict[str, float] = {}
         self._server: Server | None = None
+        self._workers = workers
+        self._log_level = log_level
+        self.edge: EdgeWorkers | None = None
         self.links: dict[str, AnyStationLink] = {}
         self.keepalive = Keepalive(
             lambda: [(station_id, link.connection) for station_id, link in self.links.items()])
         self._keepalive_task: asyncio.Task[None] | None = None
 
     @property
+    def listening(self) -> bool:
+        """Whether stations can connect (start has returned)."""
+        return self._server is not None or self.edge is not None
+
+    @property
     def port(self) -> int:
+        if self.edge is not None:
+            return self.edge.port
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
+        if self._workers > 0:
+            await self._start_workers()
+        else:
+            await self._start_here()
+        log.info("OCPP 1.6J/2.0.1/2.1 central system listening on %s://%s:%d/<station id>"
+                 " (security profile %d%s)", self.security.scheme, self._host, self.port,
+                 self.security.profile,
+                 f", {self._workers} edge worker processes" if self._workers else "")
+        if self.security.profile == 1:
+            log.warning("security profile 1: station passwords cross the network unencrypted;"
+                        " use it on a trusted network or VPN only (profile 2 adds TLS)")
+
+    async def _start_workers(self) -> None:
+        edge = EdgeWorkers(
+            self._workers,
+            WorkerOptions(self._host, self._port, self._subprotocols,
+                          self.security.max_message_bytes, BACKLOG, self.security.tls_files,
+                          self._log_level),
+            judge=self._judge, serve=self._serve_relayed,
+            released=self.connection_limiter.release)
+        await edge.start()
+        self.edge = edge
+
+    async def _start_here(self) -> None:
         self._server = await serve(
             self._handle,
             self._host,
@@ -109,23 +160,17 @@ class OcppServer:
             # more of a frame than this; see the README for why not a CALLERROR.
             max_size=self.security.max_message_bytes,
             logger=websockets_logger(),
-            # A site reboot brings every station back at once; asyncio's default of 100
-            # pending connections would make the kernel drop some of them.
-            backlog=2048,
+            backlog=BACKLOG,
             # one task pings every connection (bridge.ocpp.keepalive), not one per connection
             ping_interval=None,
             # Meter values are small; deflating each frame costs more CPU than it saves.
             compression=None,
         )
         self._keepalive_task = asyncio.create_task(self.keepalive.run(), name="keepalive")
-        log.info("OCPP 1.6J/2.0.1/2.1 central system listening on %s://%s:%d/<station id>"
-                 " (security profile %d)", self.security.scheme, self._host, self.port,
-                 self.security.profile)
-        if self.security.profile == 1:
-            log.warning("security profile 1: station passwords cross the network unencrypted;"
-                        " use it on a trusted network or VPN only (profile 2 adds TLS)")
 
     async def close(self) -> None:
+        if self.edge is not None:
+            await self.edge.close()
         if self._keepalive_task is not None:
             await cancel_and_wait([self._keepalive_task])
         if self._server is not None:
@@ -137,17 +182,9 @@ class OcppServer:
 
     async def _check_request(self, connection: ServerConnection,
                              request: Request) -> Response | None:
-        station_id = station_id_from_path(request.path)
-        if station_id is None:
-            log.warning("refused a connection without station id from %s",
-                        connection.remote_address)
-            return connection.respond(HTTPStatus.NOT_FOUND, "unknown station\n")
-        refusal = await self.gatekeeper.check(
-            station_id,
-            _host_of(connection.remote_address),
-            request.headers.get("Authorization"),
-            connection.transport.get_extra_info("peercert"),
-        )
+        refusal = await self._refusal(request.path, _host_of(connection.remote_address),
+                                      request.headers.get("Authorization"),
+                                      connection.transport.get_extra_info("peercert"))
         if refusal is None:
             return None
         # The reason is for our log; the station learns only the status.
@@ -155,6 +192,33 @@ class OcppServer:
         for name, value in refusal.headers:
             response.headers[name] = value
         return response
+
+    async def _refusal(self, path: str, host: str, authorization: str | None,
+                       peercert: dict[str, Any] | None) -> Refusal | None:
+        station_id = station_id_from_path(path)
+        if station_id is None:
+            log.warning("refused a connection without station id from %s", host)
+            return Refusal(HTTPStatus.NOT_FOUND, "unknown station")
+        return await self.gatekeeper.check(station_id, host, authorization, peercert)
+
+    async def _judge(self, handshake: Handshake) -> tuple[Verdict, str | None]:
+        """A handshake an edge worker relays: the per-address limits (counted here, for
+        all workers together), then as any other."""
+        host = handshake.host
+        admission = self.connection_limiter.admit(host, time.monotonic())
+        if admission is not Admission.ADMITTED:
+            self._log_refusal(host, admission)
+            return Verdict(ABORT), None
+        refusal = await self._refusal(handshake.path, host, handshake.authorization,
+                                      handshake.peercert)
+        if refusal is None:
+            return Verdict(ACCEPT), host
+        return Verdict(int(refusal.status), tuple(refusal.headers)), host
+
+    async def _serve_relayed(self, handshake: Handshake, connection: RelayedConnection) -> None:
+        station_id = station_id_from_path(handshake.path)
+        if station_id is not None:
+            await self._serve(station_id, connection.subprotocol, connection)
 
     def _limited_connection_class(self) -> type[ServerConnection]:
         """A connection class that applies the per-address limits as soon as a socket is
@@ -196,9 +260,13 @@ class OcppServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         station_id = station_id_from_path(connection.request.path if connection.request else "")
-        if station_id is None:
-            return
-        link_class = SUBPROTOCOLS.get(str(connection.subprotocol))
+        if station_id is not None:
+            await self._serve(station_id, str(connection.subprotocol), connection)
+
+    async def _serve(self, station_id: str, subprotocol: str, connection: Any) -> None:
+        """Serve one station's accepted connection (a websocket here, or relayed by an edge
+        worker) until it closes."""
+        link_class = SUBPROTOCOLS.get(subprotocol)
         if link_class is None:
             await connection.close(1002, "subprotocol ocpp1.6, ocpp2.0.1 or ocpp2.1 required")
             return
@@ -206,7 +274,7 @@ class OcppServer:
         if previous is not None:
             # A station that reconnects before we noticed the old link died: keep the new one.
             await previous.close(1000, "replaced by a new connection")
-        link = self._make_link(station_id, connection, str(connection.subprotocol)) \
+        link = self._make_link(station_id, connection, subprotocol) \
             if self._make_link is not None else None
         if link is None:
             link = link_class(station_id, connection, self._listener, self._call_timeout_s)
