@@ -34,8 +34,9 @@ chromium:
 # Benchmarks (loopback only, about twenty minutes: the fleet runs and throughput rounds,
 # then the local-controller scenario): the run's figures in docs/benchmarks.json,
 # docs/benchmarks.md and the README's results paragraph generated from them.
-# WORKERS: OCPP worker processes of the bridge; only 1 is built (bench.run refuses more).
-WORKERS ?= 1
+# WORKERS: the bridge's OCPP edge worker processes (ocpp.workers); 0, the default, keeps the
+# edge in the bridge's own process.
+WORKERS ?= 0
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run --workers $(WORKERS)

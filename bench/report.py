@@ -339,6 +339,14 @@ def local_controller_table(run: Run) -> str:
                    "forwarded/straight", "others' CPU (%)"), "lrrrrrrrr", rows)
 
 
+def edge_workers(run: Run) -> str:
+    """Where the run's OCPP edge was (runs before edge workers existed name none, and had it
+    in the bridge's process)."""
+    count = run.get("edge_workers", 0)
+    return f"WORKERS={count} (" + ("the OCPP edge in the bridge's own process)" if not count
+                                   else f"the OCPP edge in {count} worker processes)")
+
+
 def header(run: Run) -> str:
     m = run["machine"]
     others, steal = noise(run)
@@ -346,7 +354,7 @@ def header(run: Run) -> str:
     lines = [
         f"Run `{run['run_id']}`: started {run['started']}, {fmt(run['seconds'] / 60, 1)} min;"
         f" commit `{run['commit']}`{' with uncommitted changes' if run['dirty'] else ''};"
-        f" WORKERS={run['workers']}; {run['runs']} run(s) per size"
+        f" {edge_workers(run)}; {run['runs']} run(s) per size"
         f"{'; --quick (small sizes)' if run['quick'] else ''}.",
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {fmt(m['memory_gb'], 0)} GB; Linux"

@@ -8,6 +8,7 @@ import copy
 import http.server
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from bench.profiles import (
     limit_timeline,
     parse_profile,
 )
+from bridge.config import load_config
 
 T0 = 1_800_000_000.0  # a whole second
 
@@ -354,12 +356,28 @@ def test_the_local_controller_scenario_runs_alone_or_is_skipped():
         bench_run.parse_args(["--only", "storm"])
 
 
-def test_several_worker_processes_are_refused_before_anything_runs(
-        capsys: pytest.CaptureFixture[str]):
+def test_workers_name_the_bridges_edge_processes(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("WORKERS", raising=False)
+    assert bench_run.parse_args([]).workers == 0
+    assert bench_run.parse_args(["--workers", "2"]).workers == 2
     with pytest.raises(SystemExit):
-        bench_run.parse_args(["--workers", "2"])
-    assert "not built" in capsys.readouterr().err
-    assert bench_run.parse_args(["--workers", "1"]).workers == 1
+        bench_run.parse_args(["--workers", "-1"])
+    # the bridge's config carries them (0: none, the edge in the bridge's process)
+    config = bench_run.bridge_config(tmp_path, 10, 9999, None, None, 2)
+    assert load_config(config).model.ocpp.workers == 2
+    config = bench_run.bridge_config(tmp_path, 10, 9998, None, None, 0)
+    assert load_config(config).model.ocpp.workers == 0
+
+
+def test_the_bridges_cpu_counts_its_worker_processes():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in bench_run.with_children(os.getpid())
+        assert bench_run.with_children(child.pid) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
 
 
 # the load generator against the bridge ----------------------------------------------------------

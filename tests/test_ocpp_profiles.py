@@ -15,7 +15,7 @@ from bridge.ocpp.profiles import (
     station_max_profile,
     to_unit,
 )
-from bridge.ocpp.server import station_id_from_path
+from bridge.ocpp.station_path import station_id_from_path
 from policies.fleet import StationInfo, Step, value_at
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, 400_000, tzinfo=UTC)

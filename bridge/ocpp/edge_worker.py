@@ -32,7 +32,7 @@ from bridge.ocpp.keepalive import Keepalive
 from bridge.ocpp.relay import ABORT, ACCEPT, Kind, Message, encode, encode_json
 from bridge.ocpp.relay_stream import RelayStream
 from bridge.ocpp.security import websockets_logger
-from bridge.ocpp.server import station_id_from_path
+from bridge.ocpp.station_path import station_id_from_path
 from bridge.ocpp.tls import server_context
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -37,6 +36,7 @@ from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.link import ChargerLink, StationListener
 from bridge.ocpp.relay import ABORT, ACCEPT
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
+from bridge.ocpp.station_path import station_id_from_path
 from bridge.ocpp.v16 import StationLink16
 from bridge.ocpp.v21 import StationLink21
 from bridge.ocpp.v201 import StationLink201
@@ -59,13 +59,6 @@ CLOSE_TIMEOUT_S = 10.0
 BACKLOG = 2048
 # A refused flood must not flood the log: one line per address and this many seconds.
 REFUSAL_LOG_PERIOD_S = 60.0
-
-
-def station_id_from_path(path: str) -> str | None:
-    """The last path segment, URL-decoded; None when empty."""
-    segment = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    station_id = unquote(segment)
-    return station_id or None
 
 
 class OcppServer:
