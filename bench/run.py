@@ -376,14 +376,16 @@ class Mark:
 
     t: float
     metrics: dict[str, float]
-    cpu_s: float
+    cpu_s: float  # the bridge's, with its OCPP edge workers
     machine: MachineSample
+    main_cpu_s: float = 0.0  # the bridge's own process alone
 
 
 async def mark(server: Server, pids: list[int]) -> Mark:
     """Scrape first, then read the clocks: the scrape's own cost stays outside the window."""
     metrics = await asyncio.to_thread(server.scrape)
-    return Mark(time.time(), metrics, tree_cpu_s(server.pid), MachineSample.take(pids))
+    return Mark(time.time(), metrics, tree_cpu_s(server.pid), MachineSample.take(pids),
+                process_cpu_s(server.pid))
 
 
 def window(first: Mark, last: Mark, stations: dict[str, dict[str, Any]],
@@ -401,6 +403,10 @@ def window(first: Mark, last: Mark, stations: dict[str, dict[str, Any]],
     return {
         "begin": round(begin, 3), "seconds": round(end - begin, 2),
         "cpu_pct": round(100 * (last.cpu_s - first.cpu_s) / max(last.t - first.t, 1e-6), 1),
+        # with edge workers: the part of cpu_pct in the bridge's own process (the planner,
+        # the store, every frame's OCPP; the workers have the websockets)
+        "main_cpu_pct": round(100 * (last.main_cpu_s - first.main_cpu_s)
+                              / max(last.t - first.t, 1e-6), 1),
         "replies": len(latencies),
         "reply_p50_ms": round(1000 * analysis.pct(latencies, 0.5), 1),
         "reply_p99_ms": round(1000 * analysis.pct(latencies, 0.99), 1),
@@ -496,9 +502,15 @@ async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, worker
         gens = generators(workdir, server.port, size, "steady", start_at, budget, spread)
         pids = [server.pid, *gens.pids, os.getpid()]
         try:
+            await sleep_until(start_at)
+            joining = (tree_cpu_s(server.pid), process_cpu_s(server.pid))
             await sleep_until(start_at + spread)
             result["settled_s"] = round(spread + await wait_until_quiet(
                 server, size, QUIET_S, QUIET_LIMIT_S), 1)
+            # CPU seconds from the first connection until settled: the bridge with its edge
+            # workers, and its own process alone
+            result["join_cpu_s"] = round(tree_cpu_s(server.pid) - joining[0], 2)
+            result["join_main_cpu_s"] = round(process_cpu_s(server.pid) - joining[1], 2)
             marks: dict[str, tuple[Mark, Mark]] = {}
             first = await mark(server, pids)
             last_plan = first.metrics.get("drbridge_plan_last_end_timestamp_seconds", 0.0)
