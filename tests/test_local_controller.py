@@ -37,9 +37,11 @@ def answers_received(csms: UpstreamCsms) -> int:
     return sum(1 for r in csms.received if r.kind in ("CALLRESULT", "CALLERROR"))
 
 
+# workers 1: the station's websocket ends in an edge worker, relayed to the bridge
+@pytest.mark.parametrize("workers", [0, 1])
 async def test_16_every_message_family_goes_both_ways_and_drbridge_reads_it(
-        site: SiteHarness, csms: UpstreamCsms):
-    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+        site: SiteHarness, csms: UpstreamCsms, workers: int):
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms) + f"workers: {workers}\n")
     station = site.add_station("CP1", id_tag="ALLOWED", meter_interval_s=0.2)
     # station -> CSMS, the station's own flow: boot, statuses, a session with the CSMS's id
     await csms.wait_for("MeterValues", station_id="CP1")
@@ -121,9 +123,11 @@ async def test_16_every_message_family_goes_both_ways_and_drbridge_reads_it(
     assert answers_received(csms) == 9
 
 
+# workers 1: the station's websocket ends in an edge worker, relayed to the bridge
+@pytest.mark.parametrize("workers", [0, 1])
 async def test_201_every_message_family_goes_both_ways_and_drbridge_reads_it(
-        site: SiteHarness, csms: UpstreamCsms):
-    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms))
+        site: SiteHarness, csms: UpstreamCsms, workers: int):
+    bridge = await site.start_bridge(ocpp_extra=upstream_config(csms) + f"workers: {workers}\n")
     station = add_station201(site, "EV1", id_tag="ALLOWED", meter_interval_s=0.2)
     started = (await csms.wait_for("TransactionEvent", station_id="EV1"))[0].payload
     assert started["eventType"] == "Started" and started["idToken"] == TOKEN
