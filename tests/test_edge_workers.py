@@ -20,6 +20,7 @@ from test_ocpp_security import (
     heartbeat_works,
     refused_status,
     start_station,
+    with_workers,
 )
 
 from bridge.sim.station import SimulatedStation, StationSpec
@@ -42,13 +43,6 @@ async def test_stations_of_each_version_are_steered_through_two_workers(site: Si
     await wait_until(lambda: all(s.transaction_id for s in stations), what="sessions")
     await wait_steered(bridge, *(s.spec.station_id for s in stations))
     assert sum(s.composite_limit_w() for s in stations) <= 22_000
-
-
-def with_workers(site: SiteHarness, count: int) -> None:
-    """Add ``workers`` to a site config already written."""
-    text = site.config_path.read_text()
-    site.config_path.write_text(text.replace("  meter_interval_s: 1\n",
-                                             f"  meter_interval_s: 1\n  workers: {count}\n", 1))
 
 
 async def test_a_malformed_frame_gets_a_callerror_through_a_worker_and_the_link_lives(

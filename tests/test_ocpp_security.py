@@ -49,6 +49,14 @@ def configure(site: SiteHarness, security: str, stations: str | None = None) -> 
     site.config_path.write_text(text)
 
 
+def with_workers(site: SiteHarness, count: int) -> None:
+    """Add ``ocpp.workers`` to the site config written (0: leave it as it is)."""
+    if count:
+        text = site.config_path.read_text()
+        site.config_path.write_text(text.replace(
+            "  meter_interval_s: 1\n", f"  meter_interval_s: 1\n  workers: {count}\n", 1))
+
+
 def tls_keys(pki: Pki, client_ca: bool = False) -> str:
     keys = f"tls_certificate: {pki.server_cert}\ntls_private_key: {pki.server_key}\n"
     return keys + (f"tls_client_ca: {pki.ca_file}\n" if client_ca else "")
@@ -155,8 +163,11 @@ async def test_repeated_failures_are_refused_for_a_while(site: SiteHarness):
 
 
 # ---- profile 2: TLS and Basic auth ------------------------------------------------------------
-async def test_profile_2_tls_with_basic_auth(site: SiteHarness, pki: Pki):
+# workers 2: TLS ends in the edge workers, which relay the certificate to the bridge
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_profile_2_tls_with_basic_auth(site: SiteHarness, pki: Pki, workers: int):
     configure(site, "profile: 2\n" + tls_keys(pki))
+    with_workers(site, workers)
     await site.start_bridge()
     station = start_station(site, "CP-1", wss(site), ssl=pki.client_context(),
                             additional_headers=basic("CP-1", PASSWORDS["CP-1"]))
@@ -197,8 +208,11 @@ def _profile_3_stations() -> str:
     return "    - id: CP-1\n    - id: CP-2\n"
 
 
-async def test_profile_3_client_certificate_must_name_the_station(site: SiteHarness, pki: Pki):
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_profile_3_client_certificate_must_name_the_station(site: SiteHarness, pki: Pki,
+                                                                  workers: int):
     configure(site, "profile: 3\n" + tls_keys(pki, client_ca=True), _profile_3_stations())
+    with_workers(site, workers)
     bridge = await site.start_bridge()
     station = start_station(site, "CP-1", wss(site), ssl=pki.client_context("CP-1"))
     await wait_until(lambda: station.booted, what="CP-1 booted with its certificate")

@@ -1,12 +1,13 @@
 """An OCPP edge worker: one process that holds station websockets for the bridge.
 
 Started by the bridge (:mod:`bridge.ocpp.edge_workers`) with ``ocpp.workers`` above 0, never
-by hand. Each worker listens on the stations' port itself (``SO_REUSEPORT``: the kernel
-spreads new connections over the workers), and does per connection what costs the most
-CPU and knows nothing of OCPP: TLS, the HTTP handshake, websocket framing, keepalive pings.
-It asks the bridge to judge each handshake, and relays every text frame to the bridge and
-back (:mod:`bridge.ocpp.relay`). It holds no state a restart would lose: a worker that dies
-drops its connections, and the stations connect again.
+by hand. The bridge opens the stations' listening socket and hands it to every worker; each
+accepts from it, and does per connection what costs the most CPU and knows nothing of
+OCPP: TLS, the HTTP handshake, websocket framing, keepalive pings. The bridge decides
+everything else (:mod:`bridge.ocpp.relay`): whether an address may open another socket
+(asked before anything is read from it), whether a handshake is accepted, and every
+frame's answer. A worker holds no state a restart would lose: one that dies drops its
+connections, and the stations connect again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections import deque
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -31,7 +33,7 @@ from websockets.typing import Subprotocol
 
 from bridge.gc_tuning import tune_for_many_connections
 from bridge.ocpp.keepalive import Keepalive
-from bridge.ocpp.relay import ABORT, ACCEPT, Kind, Message, encode, encode_json
+from bridge.ocpp.relay import ACCEPT, Kind, Message, encode, encode_json
 from bridge.ocpp.relay_stream import RelayStream
 from bridge.ocpp.security import websockets_logger
 from bridge.ocpp.station_path import station_id_from_path
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 # gone; the station tries again).
 VERDICT_TIMEOUT_S = 30.0
 ABNORMAL_CLOSURE = 1006
+# Frames and closes the bridge sent that wait for a station that does not read. OCPP-J has
+# one call in flight each way, so a reading station never has more than a few; past this
+# many it is dropped (it connects again; nothing of its session is lost).
+MAX_OUTBOX = 256
 _CLOSE = object()  # in a connection's outbox: close it once what came before is sent
 
 
@@ -51,13 +57,15 @@ class _Relayed(ServerConnection):
 
     relay_id: int = 0
     station = ""  # as the request path names it, for the log
+    reading: asyncio.Event | None = None  # cleared while the bridge asks for a pause
 
 
 class EdgeWorker:
     def __init__(self) -> None:
         self.stream: RelayStream | None = None
         self._next_id = 0
-        self.connections: dict[int, _Relayed] = {}  # open websockets, by relay id
+        self.sockets: dict[int, _Relayed] = {}  # every accepted socket, by relay id
+        self.connections: dict[int, _Relayed] = {}  # those whose websocket is open
         self._verdicts: dict[int, asyncio.Future[tuple[int, list[list[str]]]]] = {}
         self._outboxes: dict[int, deque[Any]] = {}
         self._senders: set[asyncio.Task[None]] = set()
@@ -66,40 +74,62 @@ class EdgeWorker:
 
     # messages from the bridge -------------------------------------------------------------------
     def on_message(self, message: Message) -> None:
-        if message.kind is Kind.SEND:
-            self._queue(message.connection, message.body)
-        elif message.kind is Kind.VERDICT:
-            verdict = self._verdicts.pop(message.connection, None)
+        kind, relay_id = message.kind, message.connection
+        if kind is Kind.SEND:
+            self._queue(relay_id, message.body)
+        elif kind is Kind.ADMISSION:
+            connection = self.sockets.get(relay_id)
+            if connection is not None:
+                if message.json().get("admitted"):
+                    connection.transport.resume_reading()
+                else:
+                    connection.transport.abort()
+        elif kind is Kind.VERDICT:
+            verdict = self._verdicts.pop(relay_id, None)
             if verdict is not None and not verdict.done():
                 value = message.json()
                 verdict.set_result((int(value["status"]), value.get("headers", [])))
-        elif message.kind is Kind.CLOSE:
+        elif kind is Kind.CLOSE:
             value = message.json()
-            self._queue(message.connection, (_CLOSE, int(value["code"]), str(value["reason"])))
+            self._queue(relay_id, (_CLOSE, int(value["code"]), str(value["reason"])))
+        elif kind is Kind.PAUSE:
+            connection = self.connections.get(relay_id)
+            if connection is not None and connection.reading is None:
+                connection.reading = asyncio.Event()
+        elif kind is Kind.RESUME:
+            connection = self.connections.get(relay_id)
+            if connection is not None and connection.reading is not None:
+                connection.reading.set()
+                connection.reading = None
         else:
-            log.warning("edge worker: unexpected %s from the bridge", message.kind.name)
+            log.warning("edge worker: unexpected %s from the bridge", kind.name)
 
-    def _queue(self, connection_id: int, item: Any) -> None:
-        """Frames and the close go out in the order the bridge sent them, one at a time."""
-        connection = self.connections.get(connection_id)
+    def _queue(self, relay_id: int, item: Any) -> None:
+        """Frames and the close go out in the order the bridge sent them."""
+        connection = self.connections.get(relay_id)
         if connection is None:
             return  # gone already; its CLOSED is on its way to the bridge
-        outbox = self._outboxes.get(connection_id)
+        outbox = self._outboxes.get(relay_id)
         if outbox is not None:
+            if len(outbox) >= MAX_OUTBOX:
+                log.warning("station %s reads nothing of what it is sent; dropping its"
+                            " connection", connection.station)
+                connection.transport.abort()
+                return
             outbox.append(item)
             return
         if isinstance(item, bytes) and _write_now(connection, item):
             return
-        self._outboxes[connection_id] = deque((item,))
-        task = asyncio.create_task(self._send_all(connection_id))
+        self._outboxes[relay_id] = deque((item,))
+        task = asyncio.create_task(self._send_all(relay_id))
         self._senders.add(task)
         task.add_done_callback(self._senders.discard)
 
-    async def _send_all(self, connection_id: int) -> None:
-        outbox = self._outboxes[connection_id]
+    async def _send_all(self, relay_id: int) -> None:
+        outbox = self._outboxes[relay_id]
         try:
             while outbox:
-                connection = self.connections.get(connection_id)
+                connection = self.connections.get(relay_id)
                 if connection is None:
                     return
                 item = outbox[0]
@@ -112,7 +142,7 @@ class EdgeWorker:
                     return
                 outbox.popleft()
         finally:
-            del self._outboxes[connection_id]
+            del self._outboxes[relay_id]
 
     # the stations' side --------------------------------------------------------------------------
     def connection_class(self) -> type[ServerConnection]:
@@ -123,16 +153,30 @@ class EdgeWorker:
                 super().connection_made(transport)
                 worker._next_id = worker._next_id % 0xFFFF_FFFF + 1
                 self.relay_id = worker._next_id
+                worker.sockets[self.relay_id] = self
+                # Nothing is read until the bridge admits the address (its per-address
+                # limits count every worker's sockets).
+                transport.pause_reading()
+                peer = transport.get_extra_info("peername")
+                host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+                if worker.stream is None:
+                    transport.abort()
+                    return
+                worker.stream.send(encode_json(Kind.CONNECTED, self.relay_id, {"host": host}))
 
             def connection_lost(self, exc: Exception | None) -> None:
                 super().connection_lost(exc)
-                worker.connections.pop(self.relay_id, None)
-                verdict = worker._verdicts.pop(self.relay_id, None)
+                relay_id = self.relay_id
+                worker.sockets.pop(relay_id, None)
+                worker.connections.pop(relay_id, None)
+                verdict = worker._verdicts.pop(relay_id, None)
                 if verdict is not None:
                     verdict.cancel()
+                if self.reading is not None:
+                    self.reading.set()  # the reader is waiting: let it see the close
                 if worker.stream is not None:
                     code = self.close_code if self.close_code is not None else ABNORMAL_CLOSURE
-                    worker.stream.send(encode_json(Kind.CLOSED, self.relay_id, {
+                    worker.stream.send(encode_json(Kind.CLOSED, relay_id, {
                         "code": code, "reason": self.close_reason or ""}))
 
         return Connection
@@ -143,13 +187,11 @@ class EdgeWorker:
         assert isinstance(connection, _Relayed)
         if self.stream is None:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "starting\n")
+        connection.station = station_id_from_path(request.path) or "?"
         verdict = asyncio.get_running_loop().create_future()
         self._verdicts[connection.relay_id] = verdict
-        connection.station = station_id_from_path(request.path) or "?"
-        peername = connection.transport.get_extra_info("peername")
         self.stream.send(encode_json(Kind.HELLO, connection.relay_id, {
             "path": request.path,
-            "host": str(peername[0]) if isinstance(peername, tuple) and peername else "",
             "authorization": request.headers.get("Authorization"),
             "peercert": connection.transport.get_extra_info("peercert"),
         }))
@@ -160,8 +202,6 @@ class EdgeWorker:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "try again\n")
         if status == ACCEPT:
             return None
-        if status == ABORT:
-            connection.transport.abort()
         refusal = HTTPStatus(status)
         response = connection.respond(refusal, refusal.phrase + "\n")
         for name, value in headers:
@@ -181,6 +221,10 @@ class EdgeWorker:
         receive, stream = connection.recv, self.stream
         with contextlib.suppress(ConnectionClosed):
             while True:
+                if connection.reading is not None:
+                    # The bridge has enough of this station's frames unread: leave the next
+                    # in websockets' queue, which stops reading the socket once it is full.
+                    await connection.reading.wait()
                 # bytes as they came: the bridge reads them (a text frame is not decoded twice)
                 stream.send(encode(Kind.FRAME, relay_id, await receive(decode=False)))
 
@@ -200,27 +244,25 @@ def _write_now(connection: ServerConnection, frame: bytes) -> bool:
     return True
 
 
-async def run(relay_path: Path, host: str, port: int, subprotocols: Sequence[str],
-              max_size: int, backlog: int, tls: tuple[Path, Path, Path | None] | None) -> None:
+async def run(relay_name: str, listen_fd: int, subprotocols: Sequence[str], max_size: int,
+              tls: tuple[Path, Path, Path | None] | None) -> None:
     loop = asyncio.get_running_loop()
     worker = EdgeWorker()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     _, stream = await loop.create_unix_connection(
-        lambda: RelayStream(worker.on_message, lambda _: stop.set()), str(relay_path))
+        lambda: RelayStream(worker.on_message, lambda _: stop.set()), relay_name)
     worker.stream = stream
     ssl_context = server_context(*tls) if tls is not None else None
+    listening = socket.socket(fileno=listen_fd)
     async with serve(
-        worker.serve_connection, host, port,
-        reuse_port=True,
+        worker.serve_connection, sock=listening,
         subprotocols=[Subprotocol(name) for name in subprotocols],
         process_request=worker.check_request,
         create_connection=worker.connection_class(),
         ssl=ssl_context,
         max_size=max_size,
         logger=websockets_logger(),
-        backlog=backlog,
         ping_interval=None,  # one task pings them all (bridge.ocpp.keepalive)
         compression=None,
     ) as server:
@@ -236,12 +278,10 @@ async def run(relay_path: Path, host: str, port: int, subprotocols: Sequence[str
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bridge.ocpp.edge_worker")
-    parser.add_argument("--relay", type=Path, required=True)
-    parser.add_argument("--host", required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--relay", required=True, help="the bridge's relay socket")
+    parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--subprotocols", required=True)
     parser.add_argument("--max-size", type=int, required=True)
-    parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--tls-certificate", type=Path)
     parser.add_argument("--tls-private-key", type=Path)
     parser.add_argument("--tls-client-ca", type=Path)
@@ -257,8 +297,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     tls = None
     if args.tls_certificate is not None:
         tls = (args.tls_certificate, args.tls_private_key, args.tls_client_ca)
-    asyncio.run(run(args.relay, args.host, args.port, args.subprotocols.split(","),
-                    args.max_size, args.backlog, tls))
+    # An abstract Unix socket's name starts with a NUL byte, which no argument can hold.
+    relay = "\0" + args.relay[1:] if args.relay.startswith("@") else args.relay
+    asyncio.run(run(relay, args.listen_fd, args.subprotocols.split(","), args.max_size, tls))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The bridge's end of its OCPP edge workers (``ocpp.workers`` above 0).
 
-:class:`EdgeWorkers` keeps the worker processes (:mod:`bridge.ocpp.edge_worker`) running,
-each listening on the stations' port with ``SO_REUSEPORT``; the bridge itself holds the
-port bound without listening, so that it stays the bridge's while a worker restarts. It
-judges each handshake a worker relays (the callback ``judge``) and hands each accepted
-station to ``serve`` as a :class:`RelayedConnection`: what a link needs of a websocket
-(``recv``, ``send``, ``close``), over the relay. The station links, and everything after
-them, do not know the difference.
+:class:`EdgeWorkers` opens the stations' listening socket (so that a second bridge on the
+same port fails to start, as it would without workers) and keeps the worker processes
+(:mod:`bridge.ocpp.edge_worker`) running, each accepting from that socket: a busy worker
+accepts fewer, and while one restarts the others accept all. The bridge decides, through
+callbacks, whether an address may open another socket (``admit``, before anything is read
+from it) and whether a handshake is accepted (``judge``), and hands each accepted station
+to ``serve`` as a :class:`RelayedConnection`: what a link needs of a websocket (``recv``,
+``send``, ``close``), over the relay. The station links, and everything after them, do not
+know the difference.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import socket
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +36,18 @@ from bridge.ocpp.relay_stream import RelayStream
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
-RESTART_AFTER_S = 1.0
+RESTART_AFTER_S = 1.0  # doubled after each failed start, up to RESTART_MAX_S
+RESTART_MAX_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 _OK_CODES = (1000, 1001)
 ABNORMAL_CLOSURE = 1006
+# A station's frames the bridge holds unread: at PAUSE_AT the worker stops reading them (as
+# websockets' own queue of 16 does in-process), at RESUME_AT it reads them again.
+PAUSE_AT = 16
+RESUME_AT = 4
+# the folder the bridge package is in
+_CODE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
@@ -45,19 +56,20 @@ class Handshake:
 
     path: str
     host: str
-    authorization: str | None
-    peercert: dict[str, Any] | None
+    authorization: str | None = field(repr=False)
+    peercert: dict[str, Any] | None = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    status: int  # relay.ACCEPT, relay.ABORT, or an HTTP status
+    status: int  # relay.ACCEPT, or the HTTP status of a refusal
     headers: Sequence[tuple[str, str]] = ()
 
 
 @dataclass
 class WorkerOptions:
-    """How each worker listens: what the in-process edge would be given."""
+    """How the stations' socket is opened and each worker serves it: what the in-process
+    edge would be given."""
 
     host: str
     port: int
@@ -79,33 +91,52 @@ class _Request:
             self.headers["Authorization"] = authorization
 
 
+class _Lifetime:
+    """One run of one worker process: its relay, and the sockets it holds by relay id (a
+    worker started again numbers them afresh, so nothing here outlives its run)."""
+
+    __slots__ = ("worker", "stream", "hosts", "admitted", "judging", "accepted", "connections")
+
+    def __init__(self, worker: _Worker, stream: RelayStream) -> None:
+        self.worker, self.stream = worker, stream
+        self.hosts: dict[int, str] = {}  # every socket, with its peer's address
+        self.admitted: set[int] = set()  # those counted in the per-address limits
+        self.judging: set[int] = set()  # handshakes being judged
+        self.accepted: dict[int, Handshake] = {}  # handshakes accepted, not yet open
+        self.connections: dict[int, RelayedConnection] = {}
+
+
 class RelayedConnection:
     """A station's websocket as seen through a worker: frames in order, then the close."""
 
-    __slots__ = ("_worker", "_id", "subprotocol", "request", "response", "remote_address",
-                 "_inbox", "_waiter", "_closed", "_closed_event")
+    __slots__ = ("_lifetime", "_id", "subprotocol", "request", "response", "remote_address",
+                 "_inbox", "_waiter", "_paused", "_closed", "_closed_event")
 
-    def __init__(self, worker: _Worker, relay_id: int, subprotocol: str, host: str,
+    def __init__(self, lifetime: _Lifetime, relay_id: int, subprotocol: str, host: str,
                  authorization: str | None) -> None:
-        self._worker, self._id = worker, relay_id
+        self._lifetime, self._id = lifetime, relay_id
         self.subprotocol = subprotocol
         self.request: _Request | None = _Request(authorization)
         self.response: Any = None
         self.remote_address = (host, 0)
         self._inbox: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
         self._closed: ConnectionClosed | None = None
         self._closed_event: asyncio.Event | None = None
 
     @property
     def worker_pid(self) -> int | None:
         """The process of the worker that holds this connection."""
-        process = self._worker.process
+        process = self._lifetime.worker.process
         return process.pid if process is not None else None
 
     # what the worker relays --------------------------------------------------------------------
     def deliver(self, frame: str | bytes) -> None:
         self._inbox.append(frame)
+        if len(self._inbox) >= PAUSE_AT and not self._paused:
+            self._paused = True
+            self._lifetime.stream.send(encode(Kind.PAUSE, self._id, b""))
         self._wake()
 
     def lost(self, code: int, reason: str) -> None:
@@ -136,12 +167,15 @@ class RelayedConnection:
                 await self._waiter
             finally:
                 self._waiter = None
+        if self._paused and len(self._inbox) <= RESUME_AT and self._closed is None:
+            self._paused = False
+            self._lifetime.stream.send(encode(Kind.RESUME, self._id, b""))
         return self._inbox.popleft()
 
     async def send(self, message: str) -> None:
         if self._closed is not None:
             raise self._closed
-        stream = self._worker.stream
+        stream = self._lifetime.stream
         stream.send(encode(Kind.SEND, self._id, message.encode()))
         await stream.drain()
 
@@ -150,110 +184,138 @@ class RelayedConnection:
             return
         if self._closed_event is None:
             self._closed_event = asyncio.Event()
-            self._worker.stream.send(encode_json(Kind.CLOSE, self._id,
-                                                 {"code": code, "reason": reason}))
+            self._lifetime.stream.send(encode_json(Kind.CLOSE, self._id,
+                                                   {"code": code, "reason": reason}))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed_event.wait(), CLOSE_TIMEOUT_S)
 
 
 @dataclass(eq=False)
 class _Worker:
-    """One worker process and its relay."""
+    """One worker: its process, and its current run's relay once it has said READY."""
 
     name: str
     process: asyncio.subprocess.Process | None = None
-    stream: RelayStream = field(default=None)  # type: ignore[assignment]
-    ready: asyncio.Future[None] | None = None
-    # handshakes judged and not yet closed: relay id -> (its handshake, admitted address)
-    pending: dict[int, tuple[Handshake, str | None]] = field(default_factory=dict)
-    connections: dict[int, RelayedConnection] = field(default_factory=dict)
+    ready: asyncio.Future[_Lifetime] | None = None
+    lifetime: _Lifetime | None = None
 
 
 class EdgeWorkers:
     def __init__(self, count: int, options: WorkerOptions,
-                 judge: Callable[[Handshake], Awaitable[tuple[Verdict, str | None]]],
-                 serve: Callable[[Handshake, RelayedConnection], Awaitable[None]],
-                 released: Callable[[str], None]) -> None:
-        """``judge``: the verdict on a handshake, and the address admitted under the
-        per-address limits (None when none was); ``released``: called with that address
-        once its connection is gone; ``serve``: serves an accepted station until its
-        connection closes."""
+                 admit: Callable[[str], bool],
+                 released: Callable[[str], None],
+                 judge: Callable[[Handshake], Awaitable[Verdict]],
+                 serve: Callable[[Handshake, RelayedConnection], Awaitable[None]]) -> None:
+        """``admit``: whether an address may open another socket (counted until
+        ``released`` is called with it); ``judge``: the verdict on a handshake; ``serve``:
+        serves an accepted station until its connection closes."""
         self._count, self._options = count, options
-        self._judge, self._serve, self._released = judge, serve, released
+        self._admit, self._released = admit, released
+        self._judge, self._serve = judge, serve
         self._workers: list[_Worker] = []
-        self._relay_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._relay_name = f"drbridge-edge-{os.getpid()}-{secrets.token_hex(6)}"
         self._relay_server: asyncio.AbstractServer | None = None
-        self._reserved: socket.socket | None = None
+        self._listening: socket.socket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.port = options.port
         self.restarts = 0
 
     async def start(self) -> None:
-        self._reserve_port()
-        self._relay_dir = tempfile.TemporaryDirectory(prefix="drbridge-edge-")
-        path = Path(self._relay_dir.name) / "relay.sock"
-        loop = asyncio.get_running_loop()
-        self._relay_server = await loop.create_unix_server(self._new_stream, str(path))
-        for number in range(self._count):
-            worker = _Worker(f"edge{number + 1}")
-            self._workers.append(worker)
-            await self._spawn(worker)
+        """Open the stations' socket and start every worker; raises OSError when the port
+        is taken, RuntimeError when a worker does not start."""
         try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                await asyncio.gather(*(w.ready for w in self._workers if w.ready is not None))
+            self._listening = self._listen()
+            self.port = self._listening.getsockname()[1]
+            loop = asyncio.get_running_loop()
+            # abstract (Linux): no file to leave behind, whatever ends the bridge
+            self._relay_server = await loop.create_unix_server(
+                self._new_stream, "\0" + self._relay_name)
+            self._workers = [_Worker(f"edge{n + 1}") for n in range(self._count)]
+            await asyncio.gather(*(self._spawn(worker) for worker in self._workers))
         except BaseException:
             await self.close()
             raise
+        for worker in self._workers:
+            self._track(asyncio.create_task(self._keep_running(worker),
+                                            name=f"{worker.name}-watch"))
 
-    def _reserve_port(self) -> None:
-        """Bind the stations' port (not listening: only the workers accept on it)."""
+    def _listen(self) -> socket.socket:
         options = self._options
         family, kind, proto, _, address = socket.getaddrinfo(
-            options.host, options.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        reserved = socket.socket(family, kind, proto)
-        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        reserved.bind(address)
-        self._reserved = reserved
-        self.port = reserved.getsockname()[1]
+            options.host or None, options.port, type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE)[0]
+        listening = socket.socket(family, kind, proto)
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+            listening.listen(options.backlog)
+        except BaseException:
+            listening.close()
+            raise
+        return listening
 
     async def _spawn(self, worker: _Worker) -> None:
-        assert self._relay_dir is not None
+        """Start the worker's process and wait until it accepts; raises RuntimeError."""
+        assert self._listening is not None
         options = self._options
+        fd = self._listening.fileno()
         argv = [sys.executable, "-m", "bridge.ocpp.edge_worker",
-                "--relay", str(Path(self._relay_dir.name) / "relay.sock"),
-                "--host", options.host, "--port", str(self.port),
+                "--relay", "@" + self._relay_name, "--listen-fd", str(fd),
                 "--subprotocols", ",".join(options.subprotocols),
-                "--max-size", str(options.max_size), "--backlog", str(options.backlog),
+                "--max-size", str(options.max_size),
                 "--log-level", options.log_level, "--name", worker.name]
         if options.tls is not None:
             certificate, private_key, client_ca = options.tls
             argv += ["--tls-certificate", str(certificate), "--tls-private-key", str(private_key)]
             if client_ca is not None:
                 argv += ["--tls-client-ca", str(client_ca)]
-        worker.ready = asyncio.get_running_loop().create_future()
-        worker.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL)
-        self._track(asyncio.create_task(self._supervise(worker), name=f"{worker.name}-watch"))
+        log.debug("starting OCPP edge worker: %s", " ".join(argv))
+        loop = asyncio.get_running_loop()
+        worker.ready = loop.create_future()
+        # The same code as the bridge's, wherever it was imported from.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, (_CODE_ROOT, os.environ.get("PYTHONPATH")))))
+        # its own session: a Ctrl-C at the terminal stops the bridge, which stops its workers
+        process = worker.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(fd,), start_new_session=True,
+            env=env)
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            done, _ = await asyncio.wait({worker.ready, exited}, timeout=START_TIMEOUT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if worker.ready in done:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        raise RuntimeError(f"OCPP edge worker {worker.name} did not start (exit status"
+                           f" {process.returncode}; its errors are in the log above)")
 
-    async def _supervise(self, worker: _Worker) -> None:
+    async def _keep_running(self, worker: _Worker) -> None:
         """A worker that exits while the bridge runs is started again; its stations
         reconnect (to the other workers meanwhile)."""
-        process = worker.process
-        assert process is not None
-        code = await process.wait()
-        if worker.ready is not None and not worker.ready.done():
-            worker.ready.set_exception(RuntimeError(
-                f"OCPP edge worker {worker.name} exited with {code} before it listened"))
-            return
-        if self._closing:
-            return
-        log.error("OCPP edge worker %s exited with %s; its stations reconnect; restarting it",
-                  worker.name, code)
-        self.restarts += 1
-        await asyncio.sleep(RESTART_AFTER_S)
-        if not self._closing:
-            await self._spawn(worker)
+        delay = RESTART_AFTER_S
+        while not self._closing:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self._closing:
+                return
+            log.error("OCPP edge worker %s exited with status %s; its stations reconnect;"
+                      " starting it again in %.0f s", worker.name, code, delay)
+            self.restarts += 1
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            try:
+                await self._spawn(worker)
+                delay = RESTART_AFTER_S
+            except RuntimeError as error:
+                log.error("%s", error)
+                delay = min(2 * delay, RESTART_MAX_S)
 
     # the relays ----------------------------------------------------------------------------------
     def _new_stream(self) -> RelayStream:
@@ -264,15 +326,10 @@ class EdgeWorkers:
         return stream
 
     def _on_message(self, stream: RelayStream, message: Message) -> None:
-        kind = message.kind
-        if kind is Kind.READY:
-            self._claim(stream, int(message.body))
-            return
-        worker: _Worker | None = stream.owner
-        if worker is None:
-            return
-        if kind is Kind.FRAME:
-            connection = worker.connections.get(message.connection)
+        kind, relay_id = message.kind, message.connection
+        lifetime: _Lifetime | None = stream.owner
+        if kind is Kind.FRAME:  # the most frequent by far
+            connection = lifetime.connections.get(relay_id) if lifetime is not None else None
             if connection is not None:
                 body = message.body
                 try:
@@ -280,67 +337,86 @@ class EdgeWorkers:
                 except UnicodeDecodeError:
                     connection.deliver(body)  # read as ever: refused as not valid JSON
             return
-        if kind is Kind.HELLO:
+        if kind is Kind.READY:
+            self._claim(stream, int(message.body))
+            return
+        if lifetime is None:
+            log.warning("edge relay: a %s before READY; dropped", kind.name)
+            return
+        if kind is Kind.CONNECTED:
+            host = str(message.json().get("host") or "")
+            lifetime.hosts[relay_id] = host
+            admitted = self._admit(host)
+            if admitted:
+                lifetime.admitted.add(relay_id)
+            stream.send(encode_json(Kind.ADMISSION, relay_id, {"admitted": admitted}))
+        elif kind is Kind.HELLO:
             value = message.json()
-            handshake = Handshake(str(value.get("path") or ""), str(value.get("host") or ""),
+            handshake = Handshake(str(value.get("path") or ""), lifetime.hosts.get(relay_id, ""),
                                   value.get("authorization"), value.get("peercert"))
-            self._track(asyncio.create_task(self._answer(worker, message.connection, handshake)))
+            lifetime.judging.add(relay_id)
+            self._track(asyncio.create_task(self._answer(lifetime, relay_id, handshake)))
         elif kind is Kind.OPENED:
-            self._opened(worker, message.connection, str(message.json().get("subprotocol", "")))
+            self._opened(lifetime, relay_id, str(message.json().get("subprotocol", "")))
         elif kind is Kind.CLOSED:
             value = message.json()
-            self._closed(worker, message.connection, int(value.get("code", ABNORMAL_CLOSURE)),
+            self._closed(lifetime, relay_id, int(value.get("code", ABNORMAL_CLOSURE)),
                          str(value.get("reason", "")))
         else:
-            log.warning("edge relay: unexpected %s from %s", kind.name, worker.name)
+            log.warning("edge relay: unexpected %s from %s", kind.name, lifetime.worker.name)
 
     def _claim(self, stream: RelayStream, pid: int) -> None:
         for worker in self._workers:
             if worker.process is not None and worker.process.pid == pid:
-                worker.stream = stream
-                stream.owner = worker
+                worker.lifetime = stream.owner = _Lifetime(worker, stream)
                 if worker.ready is not None and not worker.ready.done():
-                    worker.ready.set_result(None)
-                log.debug("OCPP edge worker %s (pid %d) listens", worker.name, pid)
+                    worker.ready.set_result(worker.lifetime)
+                log.debug("OCPP edge worker %s (pid %d) accepts", worker.name, pid)
                 return
-        log.warning("edge relay: a worker of process %d is not ours; dropped", pid)
+        log.warning("edge relay: process %d is not one of the bridge's workers; dropped", pid)
         stream.close()
 
-    async def _answer(self, worker: _Worker, relay_id: int, handshake: Handshake) -> None:
-        verdict, admitted = await self._judge(handshake)
-        if worker.stream.lost.is_set():
-            if admitted is not None:
-                self._released(admitted)
-            return
-        worker.pending[relay_id] = (handshake, admitted)
-        worker.stream.send(encode_json(Kind.VERDICT, relay_id, {
-            "status": verdict.status, "headers": [list(h) for h in verdict.headers]}))
+    async def _answer(self, lifetime: _Lifetime, relay_id: int, handshake: Handshake) -> None:
+        try:
+            verdict = await self._judge(handshake)
+        except Exception:  # a bug of ours: the station is refused, the bridge goes on
+            log.exception("judging the handshake of %s failed", handshake.path)
+            verdict = Verdict(HTTPStatus.INTERNAL_SERVER_ERROR)
+        if relay_id not in lifetime.judging or lifetime.stream.lost.is_set():
+            return  # the socket closed meanwhile (CLOSED has released what it held)
+        lifetime.judging.discard(relay_id)
+        if verdict.status == 0:
+            lifetime.accepted[relay_id] = handshake
+        lifetime.stream.send(encode_json(Kind.VERDICT, relay_id, {
+            "status": int(verdict.status), "headers": [list(h) for h in verdict.headers]}))
 
-    def _opened(self, worker: _Worker, relay_id: int, subprotocol: str) -> None:
-        pending = worker.pending.get(relay_id)
-        if pending is None:  # not a handshake we judged: close it
-            worker.stream.send(encode_json(Kind.CLOSE, relay_id, {"code": 1008, "reason": ""}))
+    def _opened(self, lifetime: _Lifetime, relay_id: int, subprotocol: str) -> None:
+        handshake = lifetime.accepted.pop(relay_id, None)
+        if handshake is None:  # not a handshake we accepted: close it
+            lifetime.stream.send(encode_json(Kind.CLOSE, relay_id, {"code": 1008, "reason": ""}))
             return
-        handshake = pending[0]
-        connection = RelayedConnection(worker, relay_id, subprotocol, handshake.host,
+        connection = RelayedConnection(lifetime, relay_id, subprotocol, handshake.host,
                                        handshake.authorization)
-        worker.connections[relay_id] = connection
+        lifetime.connections[relay_id] = connection
         self._track(asyncio.create_task(self._serve(handshake, connection)))
 
-    def _closed(self, worker: _Worker, relay_id: int, code: int, reason: str) -> None:
-        pending = worker.pending.pop(relay_id, None)
-        if pending is not None and pending[1] is not None:
-            self._released(pending[1])
-        connection = worker.connections.pop(relay_id, None)
+    def _closed(self, lifetime: _Lifetime, relay_id: int, code: int, reason: str) -> None:
+        lifetime.judging.discard(relay_id)
+        lifetime.accepted.pop(relay_id, None)
+        host = lifetime.hosts.pop(relay_id, None)
+        if relay_id in lifetime.admitted:
+            lifetime.admitted.discard(relay_id)
+            self._released(host or "")
+        connection = lifetime.connections.pop(relay_id, None)
         if connection is not None:
             connection.lost(code, reason)
 
     def _stream_lost(self, stream: RelayStream) -> None:
-        worker = stream.owner
-        if worker is None or worker.stream is not stream:
+        lifetime: _Lifetime | None = stream.owner
+        if lifetime is None:
             return
-        for relay_id in list(worker.pending) + list(worker.connections):
-            self._closed(worker, relay_id, ABNORMAL_CLOSURE, "edge worker gone")
+        for relay_id in list(lifetime.hosts) + list(lifetime.connections):
+            self._closed(lifetime, relay_id, ABNORMAL_CLOSURE, "edge worker gone")
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -368,14 +444,13 @@ class EdgeWorkers:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.kill()
                 await worker.process.wait()
-            if worker.stream is not None:
-                await worker.stream.lost.wait()
+            if worker.lifetime is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker.lifetime.stream.lost.wait(), STOP_TIMEOUT_S)
         if self._relay_server is not None:
             self._relay_server.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._reserved is not None:
-            self._reserved.close()
-        if self._relay_dir is not None:
-            self._relay_dir.cleanup()
+        if self._listening is not None:
+            self._listening.close()

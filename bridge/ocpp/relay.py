@@ -32,21 +32,23 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 class Kind(IntEnum):
     # worker -> bridge
-    READY = 1  # the worker listens (connection 0; body: its process id)
-    HELLO = 2  # a handshake to judge: JSON {path, host, authorization, peercert}
-    OPENED = 3  # the handshake was answered 101: JSON {subprotocol}
-    FRAME = 4  # a text frame from the station (UTF-8)
-    CLOSED = 5  # the connection is gone: JSON {code, reason}
+    READY = 1  # the worker accepts connections (connection 0; body: its process id)
+    CONNECTED = 2  # a socket was accepted, nothing read from it yet: JSON {host}
+    HELLO = 3  # its handshake request, to judge: JSON {path, authorization, peercert}
+    OPENED = 4  # the handshake was answered 101: JSON {subprotocol}
+    FRAME = 5  # a text frame from the station (UTF-8)
+    CLOSED = 6  # the connection is gone, at whatever stage: JSON {code, reason}
     # bridge -> worker
-    VERDICT = 6  # the answer to HELLO: JSON {status, headers}
-    SEND = 7  # a text frame to the station (UTF-8)
-    CLOSE = 8  # close the websocket: JSON {code, reason}
+    ADMISSION = 7  # the answer to CONNECTED: JSON {admitted}; refused: the socket is dropped
+    VERDICT = 8  # the answer to HELLO: JSON {status, headers}; status 0 lets it go on
+    SEND = 9  # a text frame to the station (UTF-8)
+    CLOSE = 10  # close the websocket: JSON {code, reason}
+    PAUSE = 11  # stop reading the station's frames: the bridge holds enough of them unread
+    RESUME = 12  # read them again
 
 
-# VERDICT status: 0 lets the handshake go on; ABORT drops the socket without an answer (the
-# per-address limits); anything else is the HTTP status of a refusal.
+# VERDICT status: 0 lets the handshake go on; anything else is the HTTP status of a refusal.
 ACCEPT = 0
-ABORT = -1
 
 
 class RelayError(Exception):

@@ -40,19 +40,19 @@ class EdgeSecurity:
     def from_config(cls, config: Config) -> EdgeSecurity:
         ocpp = config.model.ocpp
         section = ocpp.security
-        context = None
+        context, files = None, None
         if section.profile in (2, 3):
             # load_config has checked these are present and loadable
             assert section.tls_certificate is not None and section.tls_private_key is not None
-            context = server_context(
-                config.resolve(section.tls_certificate),
-                config.resolve(section.tls_private_key),
-                config.resolve(section.tls_client_ca)
-                if section.profile == 3 and section.tls_client_ca else None,
-            )
+            files = (config.resolve(section.tls_certificate),
+                     config.resolve(section.tls_private_key),
+                     config.resolve(section.tls_client_ca)
+                     if section.profile == 3 and section.tls_client_ca else None)
+            context = server_context(*files)
         return cls(
             profile=section.profile,
             ssl_context=context,
+            tls_files=files,
             password_hashes=MappingProxyType({
                 s.id: s.password_hash for s in ocpp.stations if s.password_hash is not None
             }),

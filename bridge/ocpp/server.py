@@ -34,7 +34,7 @@ from bridge.ocpp.edge_workers import (
 from bridge.ocpp.keepalive import Keepalive
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.link import ChargerLink, StationListener
-from bridge.ocpp.relay import ABORT, ACCEPT
+from bridge.ocpp.relay import ACCEPT
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.station_path import station_id_from_path
 from bridge.ocpp.v16 import StationLink16
@@ -135,8 +135,8 @@ class OcppServer:
             WorkerOptions(self._host, self._port, self._subprotocols,
                           self.security.max_message_bytes, BACKLOG, self.security.tls_files,
                           self._log_level),
-            judge=self._judge, serve=self._serve_relayed,
-            released=self.connection_limiter.release)
+            admit=self._admit, released=self.connection_limiter.release,
+            judge=self._judge, serve=self._serve_relayed)
         await edge.start()
         self.edge = edge
 
@@ -194,19 +194,22 @@ class OcppServer:
             return Refusal(HTTPStatus.NOT_FOUND, "unknown station")
         return await self.gatekeeper.check(station_id, host, authorization, peercert)
 
-    async def _judge(self, handshake: Handshake) -> tuple[Verdict, str | None]:
-        """A handshake an edge worker relays: the per-address limits (counted here, for
-        all workers together), then as any other."""
-        host = handshake.host
+    def _admit(self, host: str) -> bool:
+        """A socket an edge worker accepted, before it reads anything: the per-address
+        limits, counted here for every worker together."""
         admission = self.connection_limiter.admit(host, time.monotonic())
-        if admission is not Admission.ADMITTED:
-            self._log_refusal(host, admission)
-            return Verdict(ABORT), None
-        refusal = await self._refusal(handshake.path, host, handshake.authorization,
+        if admission is Admission.ADMITTED:
+            return True
+        self._log_refusal(host, admission)
+        return False
+
+    async def _judge(self, handshake: Handshake) -> Verdict:
+        """A handshake an edge worker relays, judged as any other."""
+        refusal = await self._refusal(handshake.path, handshake.host, handshake.authorization,
                                       handshake.peercert)
         if refusal is None:
-            return Verdict(ACCEPT), host
-        return Verdict(int(refusal.status), tuple(refusal.headers)), host
+            return Verdict(ACCEPT)
+        return Verdict(int(refusal.status), tuple(refusal.headers))
 
     async def _serve_relayed(self, handshake: Handshake, connection: RelayedConnection) -> None:
         station_id = station_id_from_path(handshake.path)
