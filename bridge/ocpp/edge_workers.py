@@ -219,7 +219,8 @@ class EdgeWorkers:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.port = options.port
-        self.restarts = 0
+        self.restarts = 0  # workers that exited while the bridge ran
+        self.failed_starts = 0  # starts of those that failed (each tried again)
 
     async def start(self) -> None:
         """Open the stations' socket and start every worker; raises OSError when the port
@@ -293,29 +294,33 @@ class EdgeWorkers:
                 process.kill()
             await process.wait()
         raise RuntimeError(f"OCPP edge worker {worker.name} did not start (exit status"
-                           f" {process.returncode}; its errors are in the log above)")
+                           f" {process.returncode}; its own errors are logged above)")
 
     async def _keep_running(self, worker: _Worker) -> None:
         """A worker that exits while the bridge runs is started again; its stations
-        reconnect (to the other workers meanwhile)."""
-        delay = RESTART_AFTER_S
+        reconnect (to the other workers meanwhile). A start that fails is tried again, less
+        and less often."""
         while not self._closing:
             assert worker.process is not None
             code = await worker.process.wait()
             if self._closing:
                 return
-            log.error("OCPP edge worker %s exited with status %s; its stations reconnect;"
-                      " starting it again in %.0f s", worker.name, code, delay)
             self.restarts += 1
-            await asyncio.sleep(delay)
-            if self._closing:
-                return
-            try:
-                await self._spawn(worker)
-                delay = RESTART_AFTER_S
-            except RuntimeError as error:
-                log.error("%s", error)
-                delay = min(2 * delay, RESTART_MAX_S)
+            log.error("OCPP edge worker %s exited with status %s; its stations reconnect;"
+                      " starting it again", worker.name, code)
+            delay = RESTART_AFTER_S
+            while True:
+                await asyncio.sleep(delay)
+                if self._closing:
+                    return
+                try:
+                    await self._spawn(worker)
+                    break
+                except Exception as error:  # RuntimeError, or OSError from the system
+                    self.failed_starts += 1
+                    delay = min(2 * delay, RESTART_MAX_S)
+                    log.error("OCPP edge worker %s did not start (%s); trying again in"
+                              " %.0f s", worker.name, error, delay)
 
     # the relays ----------------------------------------------------------------------------------
     def _new_stream(self) -> RelayStream:
