@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import SiteHarness, wait_until
 
-from bench import analysis, loadgen, report
+from bench import analysis, compare, loadgen, report
 from bench import run as bench_run
 from bench.profiles import (
     ProfileStack,
@@ -491,3 +491,22 @@ async def test_settling_waits_through_metrics_the_bridge_is_too_busy_to_answer()
         stand_in.wait()
         web.shutdown()
         web.server_close()
+
+
+def test_compare_puts_the_bridge_process_beside_its_workers(tmp_path: Path):
+    with_workers = copy.deepcopy(RUN)
+    with_workers["edge_workers"] = 2
+    [run] = with_workers["fleets"]["5000"][:1]
+    run.update(join_cpu_s=30.0, join_main_cpu_s=20.0)
+    run["windows"]["steady"] = dict(run["windows"]["steady"], cpu_pct=45.0, main_cpu_pct=25.0)
+    with_workers["fleets"] = {"5000": [run]}
+    before = copy.deepcopy(RUN)
+    before["fleets"] = {"5000": before["fleets"]["5000"][:1]}  # a run from before: no split
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, data in zip(paths, (before, with_workers), strict=True):
+        path.write_text(json.dumps(data))
+    lines = compare.table(paths).splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("| 1 | 5,000 | 0 | `abc` |") and "| — |" in lines[2]
+    assert lines[3].startswith("| 2 | 5,000 | 2 |")
+    assert "| 30.0 / 20.0 |" in lines[3] and "| 45 / 25 |" in lines[3]
