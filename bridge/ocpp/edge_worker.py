@@ -244,8 +244,8 @@ def _write_now(connection: ServerConnection, frame: bytes) -> bool:
     return True
 
 
-async def run(relay_name: str, listen_fd: int, subprotocols: Sequence[str], max_size: int,
-              tls: tuple[Path, Path, Path | None] | None) -> None:
+async def run(relay_name: str, listen_fds: Sequence[int], subprotocols: Sequence[str],
+              max_size: int, tls: tuple[Path, Path, Path | None] | None) -> None:
     loop = asyncio.get_running_loop()
     worker = EdgeWorker()
     stop = asyncio.Event()
@@ -254,32 +254,31 @@ async def run(relay_name: str, listen_fd: int, subprotocols: Sequence[str], max_
         lambda: RelayStream(worker.on_message, lambda _: stop.set()), relay_name)
     worker.stream = stream
     ssl_context = server_context(*tls) if tls is not None else None
-    listening = socket.socket(fileno=listen_fd)
-    async with serve(
-        worker.serve_connection, sock=listening,
-        subprotocols=[Subprotocol(name) for name in subprotocols],
-        process_request=worker.check_request,
-        create_connection=worker.connection_class(),
-        ssl=ssl_context,
-        max_size=max_size,
-        logger=websockets_logger(),
-        ping_interval=None,  # one task pings them all (bridge.ocpp.keepalive)
-        compression=None,
-    ) as server:
+    async with contextlib.AsyncExitStack() as servers:
+        for fd in listen_fds:  # one per address the bridge listens on
+            await servers.enter_async_context(serve(
+                worker.serve_connection, sock=socket.socket(fileno=fd),
+                subprotocols=[Subprotocol(name) for name in subprotocols],
+                process_request=worker.check_request,
+                create_connection=worker.connection_class(),
+                ssl=ssl_context,
+                max_size=max_size,
+                logger=websockets_logger(),
+                ping_interval=None,  # one task pings them all (bridge.ocpp.keepalive)
+                compression=None,
+            ))
         keepalive = asyncio.create_task(worker.keepalive.run(), name="keepalive")
         stream.send(encode(Kind.READY, 0, str(os.getpid()).encode()))
         await stop.wait()
         keepalive.cancel()
-        server.close()  # closes the stations' websockets (1001 going away)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 5)
+        # leaving the servers closes the stations' websockets (1001 going away)
     stream.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bridge.ocpp.edge_worker")
     parser.add_argument("--relay", required=True, help="the bridge's relay socket")
-    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--listen-fds", required=True, help="comma-separated")
     parser.add_argument("--subprotocols", required=True)
     parser.add_argument("--max-size", type=int, required=True)
     parser.add_argument("--tls-certificate", type=Path)
@@ -299,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tls = (args.tls_certificate, args.tls_private_key, args.tls_client_ca)
     # An abstract Unix socket's name starts with a NUL byte, which no argument can hold.
     relay = "\0" + args.relay[1:] if args.relay.startswith("@") else args.relay
-    asyncio.run(run(relay, args.listen_fd, args.subprotocols.split(","), args.max_size, tls))
+    fds = [int(fd) for fd in args.listen_fds.split(",")]
+    asyncio.run(run(relay, fds, args.subprotocols.split(","), args.max_size, tls))
 
 
 if __name__ == "__main__":

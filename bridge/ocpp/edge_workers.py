@@ -215,7 +215,7 @@ class EdgeWorkers:
         self._workers: list[_Worker] = []
         self._relay_name = f"drbridge-edge-{os.getpid()}-{secrets.token_hex(6)}"
         self._relay_server: asyncio.AbstractServer | None = None
-        self._listening: socket.socket | None = None
+        self._listening: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.port = options.port
@@ -227,7 +227,7 @@ class EdgeWorkers:
         is taken, RuntimeError when a worker does not start."""
         try:
             self._listening = self._listen()
-            self.port = self._listening.getsockname()[1]
+            self.port = self._listening[0].getsockname()[1]
             loop = asyncio.get_running_loop()
             # abstract (Linux): no file to leave behind, whatever ends the bridge
             self._relay_server = await loop.create_unix_server(
@@ -241,28 +241,37 @@ class EdgeWorkers:
             self._track(asyncio.create_task(self._keep_running(worker),
                                             name=f"{worker.name}-watch"))
 
-    def _listen(self) -> socket.socket:
+    def _listen(self) -> list[socket.socket]:
+        """A listening socket on every address the host names ("localhost" may name two),
+        all on one port (the first's, when the port is 0)."""
         options = self._options
-        family, kind, proto, _, address = socket.getaddrinfo(
-            options.host or None, options.port, type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE)[0]
-        listening = socket.socket(family, kind, proto)
+        port = options.port
+        addresses = socket.getaddrinfo(options.host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        sockets: list[socket.socket] = []
         try:
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listening.bind(address)
-            listening.listen(options.backlog)
+            for family, kind, proto, _, address in addresses:
+                listening = socket.socket(family, kind, proto)
+                sockets.append(listening)
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # each family its own socket, as asyncio does
+                    listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listening.bind((address[0], port, *address[2:]))
+                listening.listen(options.backlog)
+                port = listening.getsockname()[1]
         except BaseException:
-            listening.close()
+            for listening in sockets:
+                listening.close()
             raise
-        return listening
+        return sockets
 
     async def _spawn(self, worker: _Worker) -> None:
         """Start the worker's process and wait until it accepts; raises RuntimeError."""
-        assert self._listening is not None
         options = self._options
-        fd = self._listening.fileno()
+        fds = tuple(listening.fileno() for listening in self._listening)
         argv = [sys.executable, "-m", "bridge.ocpp.edge_worker",
-                "--relay", "@" + self._relay_name, "--listen-fd", str(fd),
+                "--relay", "@" + self._relay_name,
+                "--listen-fds", ",".join(str(fd) for fd in fds),
                 "--subprotocols", ",".join(options.subprotocols),
                 "--max-size", str(options.max_size),
                 "--log-level", options.log_level, "--name", worker.name]
@@ -279,7 +288,7 @@ class EdgeWorkers:
             filter(None, (_CODE_ROOT, os.environ.get("PYTHONPATH")))))
         # its own session: a Ctrl-C at the terminal stops the bridge, which stops its workers
         process = worker.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(fd,), start_new_session=True,
+            *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=fds, start_new_session=True,
             env=env)
         exited = asyncio.ensure_future(process.wait())
         try:
@@ -457,5 +466,5 @@ class EdgeWorkers:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listening is not None:
-            self._listening.close()
+        for listening in self._listening:
+            listening.close()
