@@ -326,6 +326,8 @@ class EdgeWorkers:
                     await self._spawn(worker)
                     break
                 except Exception as error:  # RuntimeError, or OSError from the system
+                    if self._closing:
+                        return  # stopped by close() while it started
                     self.failed_starts += 1
                     delay = min(2 * delay, RESTART_MAX_S)
                     log.error("OCPP edge worker %s did not start (%s); trying again in"
