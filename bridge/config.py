@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -209,6 +210,14 @@ class OcppSection(_Section):
     # processes on the same port, which relay every frame to the bridge: past one core for
     # the handshakes, TLS and framing of thousands of stations (see the README).
     workers: int = Field(default=0, ge=0, le=64)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_on_linux(cls, value: int) -> int:
+        if value and not sys.platform.startswith("linux"):
+            raise ValueError("edge workers need Linux (an abstract Unix socket joins them to"
+                             " the bridge); set 0 on this system")
+        return value
     # A station measured above the limit it may hold (the highest over the grace time
     # before the reading: meter lag, the EV's ramp) by more than the tolerance, two readings
     # in a row, is flagged non-compliant and counted at its measured draw. Two meter

@@ -7,6 +7,9 @@ import asyncio
 import json
 import os
 import signal
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import websockets
@@ -23,8 +26,10 @@ from test_ocpp_security import (
     with_workers,
 )
 
+from bridge.config import load_config
 from bridge.sim.station import SimulatedStation, StationSpec
 from bridge.sim.station201 import SimulatedStation201
+from policies.validation import InvalidDocument
 
 
 def add_201(site: SiteHarness, station_id: str, **spec: object) -> SimulatedStation201:
@@ -148,3 +153,20 @@ async def test_stopping_the_bridge_stops_its_workers(site: SiteHarness):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_off_linux_are_refused_with_the_key_and_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "site.yaml"
+    path.write_text(textwrap.dedent("""\
+        ven: {vtn_url: "http://127.0.0.1:8080/OpenADR2/Simple/2.0b", ven_name: site}
+        site: {capacity_kw: 22}
+        ocpp:
+          workers: 2
+        """))
+    assert load_config(path).model.ocpp.workers == 2
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(InvalidDocument) as refused:
+        load_config(path)
+    assert "site.yaml:4: ocpp.workers:" in str(refused.value)
+    assert "need Linux" in str(refused.value) and "set 0" in str(refused.value)
