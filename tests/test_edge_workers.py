@@ -78,26 +78,6 @@ async def test_passwords_and_unknown_stations_are_judged_by_the_bridge(site: Sit
     assert await heartbeat_works(url, additional_headers=basic("CP-1", PASSWORDS["CP-1"]))
 
 
-async def test_the_per_address_limit_counts_the_connections_of_every_worker(
-        site: SiteHarness):
-    configure(site, "max_connections_per_address: 3\nlimit_loopback: true", "")
-    with_workers(site, 2)
-    bridge = await site.start_bridge()
-    limiter = bridge.ocpp.connection_limiter
-    # enough that both workers hold some (the kernel spreads them by address and port)
-    held = [await websockets.connect(f"{site.url}/F{i}", subprotocols=OCPP16) for i in range(3)]
-    try:
-        with pytest.raises((websockets.InvalidMessage, websockets.InvalidHandshake, OSError)):
-            await websockets.connect(f"{site.url}/F3", subprotocols=OCPP16, open_timeout=5)
-        await held.pop().close()
-        await wait_until(lambda: limiter._open.get("127.0.0.1") == 2, what="a slot released")
-        held.append(await websockets.connect(f"{site.url}/F4", subprotocols=OCPP16))
-    finally:
-        for ws in held:
-            await ws.close()
-    await wait_until(lambda: not limiter._open.get("127.0.0.1"), what="every slot released")
-
-
 async def test_a_station_that_connects_again_replaces_its_old_connection(site: SiteHarness):
     bridge = await site.start_bridge(ocpp_extra="workers: 2")
     first = await websockets.connect(f"{site.url}/TWICE", subprotocols=OCPP16)

@@ -263,8 +263,11 @@ async def test_oversized_frames_close_the_connection_with_1009(site: SiteHarness
     assert await heartbeat_works(url)
 
 
-async def test_a_connection_flood_from_one_address_is_capped(site: SiteHarness):
+# workers 2: the bridge counts the sockets every worker accepts, before they are read
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_a_connection_flood_from_one_address_is_capped(site: SiteHarness, workers: int):
     configure(site, "max_connections_per_address: 3\nlimit_loopback: true", "")
+    with_workers(site, workers)
     bridge = await site.start_bridge()
     limiter = bridge.ocpp.connection_limiter
     held = [await websockets.connect(f"{site.url}/F{i}", subprotocols=OCPP16) for i in range(3)]
@@ -277,6 +280,7 @@ async def test_a_connection_flood_from_one_address_is_capped(site: SiteHarness):
     finally:
         for ws in held:
             await ws.close()
+    await wait_until(lambda: not limiter._open.get("127.0.0.1"), what="every slot released")
 
 
 async def test_loopback_is_not_limited_by_default(site: SiteHarness):
