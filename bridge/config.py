@@ -213,10 +213,10 @@ class OcppSection(_Section):
 
     @field_validator("workers")
     @classmethod
-    def _workers_on_linux(cls, value: int) -> int:
-        if value and not sys.platform.startswith("linux"):
-            raise ValueError("edge workers need Linux (an abstract Unix socket joins them to"
-                             " the bridge); set 0 on this system")
+    def _workers_on_posix(cls, value: int) -> int:
+        if value and sys.platform == "win32":
+            raise ValueError("edge workers need Linux or another POSIX system (they share"
+                             " the bridge's sockets); set 0 on Windows")
         return value
     # A station measured above the limit it may hold (the highest over the grace time
     # before the reading: meter lag, the EV's ramp) by more than the tolerance, two readings

@@ -41,9 +41,10 @@ from bridge.ocpp.tls import server_context
 
 log = logging.getLogger(__name__)
 
-# A handshake the bridge has not judged in this long is refused (the bridge is stalled or
-# gone; the station tries again).
-VERDICT_TIMEOUT_S = 30.0
+# A handshake the bridge has not judged in this long is refused with 503 (the bridge is
+# stalled; the station tries again); within websockets' own limit for a whole handshake.
+OPEN_TIMEOUT_S = 10.0
+VERDICT_TIMEOUT_S = 8.0
 ABNORMAL_CLOSURE = 1006
 # Frames and closes the bridge sent that wait for a station that does not read. OCPP-J has
 # one call in flight each way, so a reading station never has more than a few; past this
@@ -114,6 +115,7 @@ class EdgeWorker:
             if len(outbox) >= MAX_OUTBOX:
                 log.warning("station %s reads nothing of what it is sent; dropping its"
                             " connection", connection.station)
+                del self.connections[relay_id]  # nothing more is queued for it
                 connection.transport.abort()
                 return
             outbox.append(item)
@@ -227,6 +229,7 @@ class EdgeWorker:
                     await connection.reading.wait()
                 # bytes as they came: the bridge reads them (a text frame is not decoded twice)
                 stream.send(encode(Kind.FRAME, relay_id, await receive(decode=False)))
+                await stream.drain()  # the bridge reads slower than the stations send
 
 
 def _write_now(connection: ServerConnection, frame: bytes) -> bool:
@@ -244,14 +247,16 @@ def _write_now(connection: ServerConnection, frame: bytes) -> bool:
     return True
 
 
-async def run(relay_name: str, listen_fds: Sequence[int], subprotocols: Sequence[str],
-              max_size: int, tls: tuple[Path, Path, Path | None] | None) -> None:
+async def run(relay_fd: int, listen_fds: Sequence[int], backlog: int,
+              subprotocols: Sequence[str], max_size: int,
+              tls: tuple[Path, Path, Path | None] | None) -> None:
     loop = asyncio.get_running_loop()
     worker = EdgeWorker()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     _, stream = await loop.create_unix_connection(
-        lambda: RelayStream(worker.on_message, lambda _: stop.set()), relay_name)
+        lambda: RelayStream(worker.on_message, lambda _: stop.set()),
+        sock=socket.socket(fileno=relay_fd))
     worker.stream = stream
     ssl_context = server_context(*tls) if tls is not None else None
     async with contextlib.AsyncExitStack() as servers:
@@ -262,6 +267,8 @@ async def run(relay_name: str, listen_fds: Sequence[int], subprotocols: Sequence
                 process_request=worker.check_request,
                 create_connection=worker.connection_class(),
                 ssl=ssl_context,
+                backlog=backlog,  # (asyncio listens again on the socket, with this)
+                open_timeout=OPEN_TIMEOUT_S,
                 max_size=max_size,
                 logger=websockets_logger(),
                 ping_interval=None,  # one task pings them all (bridge.ocpp.keepalive)
@@ -277,8 +284,10 @@ async def run(relay_name: str, listen_fds: Sequence[int], subprotocols: Sequence
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bridge.ocpp.edge_worker")
-    parser.add_argument("--relay", required=True, help="the bridge's relay socket")
+    parser.add_argument("--relay-fd", type=int, required=True,
+                        help="this worker's end of its relay to the bridge")
     parser.add_argument("--listen-fds", required=True, help="comma-separated")
+    parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--subprotocols", required=True)
     parser.add_argument("--max-size", type=int, required=True)
     parser.add_argument("--tls-certificate", type=Path)
@@ -296,10 +305,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     tls = None
     if args.tls_certificate is not None:
         tls = (args.tls_certificate, args.tls_private_key, args.tls_client_ca)
-    # An abstract Unix socket's name starts with a NUL byte, which no argument can hold.
-    relay = "\0" + args.relay[1:] if args.relay.startswith("@") else args.relay
     fds = [int(fd) for fd in args.listen_fds.split(",")]
-    asyncio.run(run(relay, fds, args.subprotocols.split(","), args.max_size, tls))
+    asyncio.run(run(args.relay_fd, fds, args.backlog, args.subprotocols.split(","),
+                    args.max_size, tls))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import socket
 import sys
 from collections import deque
@@ -95,10 +94,13 @@ class _Lifetime:
     """One run of one worker process: its relay, and the sockets it holds by relay id (a
     worker started again numbers them afresh, so nothing here outlives its run)."""
 
-    __slots__ = ("worker", "stream", "hosts", "admitted", "judging", "accepted", "connections")
+    __slots__ = ("worker", "stream", "ready", "hosts", "admitted", "judging", "accepted",
+                 "connections")
 
-    def __init__(self, worker: _Worker, stream: RelayStream) -> None:
+    def __init__(self, worker: _Worker, stream: RelayStream,
+                 ready: asyncio.Future[None]) -> None:
         self.worker, self.stream = worker, stream
+        self.ready = ready  # set when the worker says it accepts
         self.hosts: dict[int, str] = {}  # every socket, with its peer's address
         self.admitted: set[int] = set()  # those counted in the per-address limits
         self.judging: set[int] = set()  # handshakes being judged
@@ -192,11 +194,10 @@ class RelayedConnection:
 
 @dataclass(eq=False)
 class _Worker:
-    """One worker: its process, and its current run's relay once it has said READY."""
+    """One worker: its process, and its current run's relay once it accepts."""
 
     name: str
     process: asyncio.subprocess.Process | None = None
-    ready: asyncio.Future[_Lifetime] | None = None
     lifetime: _Lifetime | None = None
 
 
@@ -213,8 +214,6 @@ class EdgeWorkers:
         self._admit, self._released = admit, released
         self._judge, self._serve = judge, serve
         self._workers: list[_Worker] = []
-        self._relay_name = f"drbridge-edge-{os.getpid()}-{secrets.token_hex(6)}"
-        self._relay_server: asyncio.AbstractServer | None = None
         self._listening: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -228,10 +227,6 @@ class EdgeWorkers:
         try:
             self._listening = self._listen()
             self.port = self._listening[0].getsockname()[1]
-            loop = asyncio.get_running_loop()
-            # abstract (Linux): no file to leave behind, whatever ends the bridge
-            self._relay_server = await loop.create_unix_server(
-                self._new_stream, "\0" + self._relay_name)
             self._workers = [_Worker(f"edge{n + 1}") for n in range(self._count)]
             await asyncio.gather(*(self._spawn(worker) for worker in self._workers))
         except BaseException:
@@ -266,12 +261,17 @@ class EdgeWorkers:
         return sockets
 
     async def _spawn(self, worker: _Worker) -> None:
-        """Start the worker's process and wait until it accepts; raises RuntimeError."""
+        """Start the worker's process and wait until it accepts; raises RuntimeError or
+        OSError (and on any of them, or cancelled, leaves no process of it running)."""
         options = self._options
-        fds = tuple(listening.fileno() for listening in self._listening)
+        # The relay is one end of a socket pair that only this worker is given: no name for
+        # another process to find and join.
+        ours, theirs = socket.socketpair()
+        fds = (theirs.fileno(), *(listening.fileno() for listening in self._listening))
         argv = [sys.executable, "-m", "bridge.ocpp.edge_worker",
-                "--relay", "@" + self._relay_name,
-                "--listen-fds", ",".join(str(fd) for fd in fds),
+                "--relay-fd", str(theirs.fileno()),
+                "--listen-fds", ",".join(str(fd) for fd in fds[1:]),
+                "--backlog", str(options.backlog),
                 "--subprotocols", ",".join(options.subprotocols),
                 "--max-size", str(options.max_size),
                 "--log-level", options.log_level, "--name", worker.name]
@@ -282,28 +282,44 @@ class EdgeWorkers:
                 argv += ["--tls-client-ca", str(client_ca)]
         log.debug("starting OCPP edge worker: %s", " ".join(argv))
         loop = asyncio.get_running_loop()
-        worker.ready = loop.create_future()
+        ready: asyncio.Future[None] = loop.create_future()
         # The same code as the bridge's, wherever it was imported from.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, (_CODE_ROOT, os.environ.get("PYTHONPATH")))))
-        # its own session: a Ctrl-C at the terminal stops the bridge, which stops its workers
-        process = worker.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=fds, start_new_session=True,
-            env=env)
-        exited = asyncio.ensure_future(process.wait())
+        process, stream = None, None
         try:
-            done, _ = await asyncio.wait({worker.ready, exited}, timeout=START_TIMEOUT_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            exited.cancel()
-        if worker.ready in done:
-            return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-        raise RuntimeError(f"OCPP edge worker {worker.name} did not start (exit status"
-                           f" {process.returncode}; its own errors are logged above)")
+            try:
+                # its own session: a Ctrl-C at the terminal stops the bridge, which stops its
+                # workers
+                process = worker.process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=fds,
+                    start_new_session=True, env=env)
+            finally:
+                theirs.close()  # the worker has its own copy
+            stream = RelayStream(lambda message: self._on_message(stream, message),
+                                 self._stream_lost)
+            lifetime = stream.owner = _Lifetime(worker, stream, ready)
+            await loop.connect_accepted_socket(lambda: stream, ours)
+            exited = asyncio.ensure_future(process.wait())
+            try:
+                done, _ = await asyncio.wait({ready, exited}, timeout=START_TIMEOUT_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                exited.cancel()
+            if ready not in done:
+                raise RuntimeError(f"OCPP edge worker {worker.name} did not start (exit status"
+                                   f" {process.returncode}; its own errors are logged above)")
+            worker.lifetime = lifetime
+        except BaseException:
+            if stream is not None and stream.connected:
+                stream.close()
+            else:
+                ours.close()
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await asyncio.shield(process.wait())
+            raise
 
     async def _keep_running(self, worker: _Worker) -> None:
         """A worker that exits while the bridge runs is started again; its stations
@@ -334,13 +350,6 @@ class EdgeWorkers:
                               " %.0f s", worker.name, error, delay)
 
     # the relays ----------------------------------------------------------------------------------
-    def _new_stream(self) -> RelayStream:
-        holder: list[RelayStream] = []
-        stream = RelayStream(lambda message: self._on_message(holder[0], message),
-                             self._stream_lost)
-        holder.append(stream)
-        return stream
-
     def _on_message(self, stream: RelayStream, message: Message) -> None:
         kind, relay_id = message.kind, message.connection
         lifetime: _Lifetime | None = stream.owner
@@ -353,11 +362,13 @@ class EdgeWorkers:
                 except UnicodeDecodeError:
                     connection.deliver(body)  # read as ever: refused as not valid JSON
             return
-        if kind is Kind.READY:
-            self._claim(stream, int(message.body))
-            return
         if lifetime is None:
-            log.warning("edge relay: a %s before READY; dropped", kind.name)
+            return
+        if kind is Kind.READY:
+            if not lifetime.ready.done():
+                lifetime.ready.set_result(None)
+            log.debug("OCPP edge worker %s (pid %s) accepts", lifetime.worker.name,
+                      message.body.decode(errors="replace"))
             return
         if kind is Kind.CONNECTED:
             host = str(message.json().get("host") or "")
@@ -380,17 +391,6 @@ class EdgeWorkers:
                          str(value.get("reason", "")))
         else:
             log.warning("edge relay: unexpected %s from %s", kind.name, lifetime.worker.name)
-
-    def _claim(self, stream: RelayStream, pid: int) -> None:
-        for worker in self._workers:
-            if worker.process is not None and worker.process.pid == pid:
-                worker.lifetime = stream.owner = _Lifetime(worker, stream)
-                if worker.ready is not None and not worker.ready.done():
-                    worker.ready.set_result(worker.lifetime)
-                log.debug("OCPP edge worker %s (pid %d) accepts", worker.name, pid)
-                return
-        log.warning("edge relay: process %d is not one of the bridge's workers; dropped", pid)
-        stream.close()
 
     async def _answer(self, lifetime: _Lifetime, relay_id: int, handshake: Handshake) -> None:
         try:
@@ -446,6 +446,11 @@ class EdgeWorkers:
     async def close(self) -> None:
         """Stop the workers (their stations' websockets close with 1001) and the relays."""
         self._closing = True
+        # first the watchers, so that no worker is started again meanwhile (a start under
+        # way kills its process when cancelled)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for worker in self._workers:
             if worker.process is not None and worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -463,10 +468,5 @@ class EdgeWorkers:
             if worker.lifetime is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker.lifetime.stream.lost.wait(), STOP_TIMEOUT_S)
-        if self._relay_server is not None:
-            self._relay_server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         for listening in self._listening:
             listening.close()

@@ -57,6 +57,10 @@ class RelayStream(asyncio.Protocol):
         self.lost.set()
         self._on_lost(self)
 
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
     def pause_writing(self) -> None:
         self._writable.clear()
 
