@@ -137,16 +137,26 @@ def rss_mb(pid: int) -> float:
 def with_children(pid: int) -> list[int]:
     """``pid`` and its processes still running, the children's children too (the bridge's
     OCPP edge workers)."""
+    children = _children_by_parent()
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
         found.append(parent)
-        for task in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                todo += [int(child) for child in task.read_text().split()]
-            except (FileNotFoundError, ProcessLookupError):
-                continue
+        todo += children.get(parent, [])
     return found
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every running process by its parent, from /proc/<pid>/stat (which every Linux has;
+    /proc/<pid>/task/<tid>/children needs a kernel option)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
 
 
 def tree_cpu_s(pid: int) -> float:

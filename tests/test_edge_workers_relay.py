@@ -20,6 +20,7 @@ import websockets
 from conftest import wait_until
 from websockets.typing import Subprotocol
 
+from bench.run import with_children
 from bridge.ocpp import edge_workers
 from bridge.ocpp.edge_workers import (
     EdgeWorkers,
@@ -239,8 +240,7 @@ def test_workers_exit_when_the_bridge_is_killed(tmp_path: Path):
         workers: list[int] = []
         while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-            workers = [int(p) for t in Path(f"/proc/{bridge.pid}/task").glob("*/children")
-                       for p in t.read_text().split()]
+            workers = with_children(bridge.pid)[1:]
         assert len(workers) == 2, "the bridge did not start its two workers"
         bridge.kill()
         bridge.wait()
