@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import http.server
 import json
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -457,15 +459,15 @@ class _DispatchingMetrics(_Metrics):
         self.answer(SETTLED + f"drbridge_stations_dispatching {dispatching}\n".encode())
 
 
-async def test_settling_waits_until_the_dispatcher_works_on_no_station():
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DispatchingMetrics)
+@contextlib.contextmanager
+def stand_in_bridge(metrics: type[http.server.BaseHTTPRequestHandler]
+                    ) -> Iterator[tuple[bench_run.Server, subprocess.Popen[bytes]]]:
+    """A process standing in for the bridge, and ``metrics`` answering its /metrics."""
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), metrics)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        server = bench_run.Server(stand_in, port=0, web_port=web.server_address[1])
-        await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
-        # not quiet while a station is dispatched to, though no call went out meanwhile
-        assert _DispatchingMetrics.scrapes > _DispatchingMetrics.busy
+        yield bench_run.Server(stand_in, port=0, web_port=web.server_address[1]), stand_in
     finally:
         stand_in.kill()
         stand_in.wait()
@@ -473,12 +475,15 @@ async def test_settling_waits_until_the_dispatcher_works_on_no_station():
         web.server_close()
 
 
+async def test_settling_waits_until_the_dispatcher_works_on_no_station():
+    with stand_in_bridge(_DispatchingMetrics) as (server, _):
+        await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
+        # not quiet while a station is dispatched to, though no call went out meanwhile
+        assert _DispatchingMetrics.scrapes > _DispatchingMetrics.busy
+
+
 async def test_settling_waits_through_metrics_the_bridge_is_too_busy_to_answer():
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenQuietMetrics)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        server = bench_run.Server(stand_in, port=0, web_port=web.server_address[1])
+    with stand_in_bridge(_BusyThenQuietMetrics) as (server, stand_in):
         waited = await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
         assert _BusyThenQuietMetrics.dropped == 2 and waited < 30
         stand_in.kill()
@@ -486,11 +491,6 @@ async def test_settling_waits_through_metrics_the_bridge_is_too_busy_to_answer()
         _BusyThenQuietMetrics.dropped = 0  # unanswered again, and now nobody runs
         with pytest.raises(RuntimeError, match="exited"):
             await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
-    finally:
-        stand_in.kill()
-        stand_in.wait()
-        web.shutdown()
-        web.server_close()
 
 
 def test_compare_puts_the_bridge_process_beside_its_workers(tmp_path: Path):

@@ -111,16 +111,15 @@ class _Lifetime:
 class RelayedConnection:
     """A station's websocket as seen through a worker: frames in order, then the close."""
 
-    __slots__ = ("_lifetime", "_id", "subprotocol", "request", "response", "remote_address",
-                 "_inbox", "_waiter", "_paused", "_closed", "_closed_event")
+    __slots__ = ("_lifetime", "_id", "subprotocol", "request", "response", "_inbox",
+                 "_waiter", "_paused", "_closed", "_closed_event")
 
-    def __init__(self, lifetime: _Lifetime, relay_id: int, subprotocol: str, host: str,
+    def __init__(self, lifetime: _Lifetime, relay_id: int, subprotocol: str,
                  authorization: str | None) -> None:
         self._lifetime, self._id = lifetime, relay_id
         self.subprotocol = subprotocol
         self.request: _Request | None = _Request(authorization)
-        self.response: Any = None
-        self.remote_address = (host, 0)
+        self.response: Any = None  # (the server clears what websockets keeps of it)
         self._inbox: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
@@ -411,7 +410,7 @@ class EdgeWorkers:
         if handshake is None:  # not a handshake we accepted: close it
             lifetime.stream.send(encode_json(Kind.CLOSE, relay_id, {"code": 1008, "reason": ""}))
             return
-        connection = RelayedConnection(lifetime, relay_id, subprotocol, handshake.host,
+        connection = RelayedConnection(lifetime, relay_id, subprotocol,
                                        handshake.authorization)
         lifetime.connections[relay_id] = connection
         self._track(asyncio.create_task(self._serve(handshake, connection)))
