@@ -51,6 +51,14 @@ def test_a_timed_out_call_answer_is_dropped():
     assert ids.resolve(12) == Unknown()  # not even a string
 
 
+def test_a_closed_leg_gives_up_every_pending_call_and_answers_none_later():
+    ids = LegIds()
+    forwarded, own = ids.forward("op-1", tag="Reset"), ids.own(tag="GetConfiguration")
+    assert ids.drop_pending() == [Forwarded("op-1", "Reset"), Own("GetConfiguration")]
+    assert len(ids) == 0
+    assert ids.resolve(forwarded) == Unknown() and ids.resolve(own) == Unknown()
+
+
 def test_bounded():
     ids = LegIds(max_pending=3)
     wires = [ids.forward(str(i)) for i in range(5)]

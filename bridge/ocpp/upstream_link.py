@@ -93,6 +93,10 @@ def _encoded(frame: list[Any]) -> str:
     return _ENCODER.encode(frame)
 
 
+class StationLeft(Exception):
+    """The station's link closed before it answered one of the operator's calls."""
+
+
 @dataclass(frozen=True)
 class _StationCall:
     unique_id: str
@@ -149,11 +153,20 @@ class Forwarding(OcppJLink):
         try:
             await super().start()
         finally:
-            await self.upstream.close()
+            self._station_left()
+            await self.upstream.close()  # after the answers the station already gave
             for task in [*tasks, *self._tasks]:
                 task.cancel()
             await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
             self._site.detach(self)
+
+    def _station_left(self) -> None:
+        """The operator's calls still waiting for the station's answer end now, unanswered
+        (the operator's own timeout tells it so); those it answered go on up."""
+        for entry in self._station_ids.drop_pending():
+            if isinstance(entry, Forwarded) and isinstance(entry.tag, asyncio.Future) \
+                    and not entry.tag.done():
+                entry.tag.set_exception(StationLeft())
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -462,7 +475,7 @@ class Forwarding(OcppJLink):
                 self._station_ids.forget(wire_id)
                 log.warning("%s: no answer to the operator's %s in time", self.id, action)
                 return None
-            except ConnectionClosed:
+            except (ConnectionClosed, StationLeft):
                 return None
 
     async def _reserved_profiles(self) -> UpstreamProfiles:

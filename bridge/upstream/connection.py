@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 CLOSE_TIMEOUT_S = 1.0
+# How long close() lets the answers to the operator's calls still under way go out first:
+# a station that answers a Reset and reboots at once has its "Accepted" reach the operator.
+ANSWERS_GRACE_S = 2.0
 OperatorCall = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # id, action, payload
 # an answer of the operator's: the frame as read, and its text when it came as text
 Answer = tuple[list[Any], str | None]
@@ -100,6 +103,7 @@ class UpstreamConnection:
         self._kick = asyncio.Event()
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._answering: set[asyncio.Task[Any]] = set()  # the operator's calls under way
         self.was_up = False  # for the log: one line per change, not per attempt
         self.refused_login = False  # the operator answered 401/403 to the last attempt
 
@@ -155,8 +159,12 @@ class UpstreamConnection:
         self._kick.set()
 
     async def close(self) -> None:
+        """Close the link for good, once the answers to the operator's calls that are under
+        way have gone out (for at most :data:`ANSWERS_GRACE_S`)."""
         self._closing = True
         self._kick.set()
+        if self._answering:
+            await asyncio.wait(set(self._answering), timeout=ANSWERS_GRACE_S)
         connection = self._connection
         if connection is not None:
             await connection.close()
@@ -210,7 +218,9 @@ class UpstreamConnection:
                     [CALLERROR, frame[1] if isinstance(frame[1], str) else "-1",
                      "ProtocolError", "a CALL has four elements", {}])))
                 return
-            self._spawn(self._on_call(frame[1], frame[2], frame[3]))
+            task = self._spawn(self._on_call(frame[1], frame[2], frame[3]))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
             return
         entry = self.ids.resolve(frame[1])
         if isinstance(entry, Forwarded | Own) and isinstance(entry.tag, asyncio.Future) \
@@ -220,10 +230,11 @@ class UpstreamConnection:
             log.debug("%s: dropped an answer of the operator's to no pending call: %.200r",
                       self.station_id, frame)
 
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+    def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

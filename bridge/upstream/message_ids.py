@@ -78,6 +78,12 @@ class LegIds:
         """A CALL that timed out: its late answer will be Unknown."""
         self._pending.pop(wire_id, None)
 
+    def drop_pending(self) -> list[Forwarded | Own]:
+        """Every CALL still pending, forgotten (the leg closed: no answer will come)."""
+        entries = list(self._pending.values())
+        self._pending.clear()
+        return entries
+
     def _issue(self, prefix: str, entry: Forwarded | Own) -> str:
         self._counter += 1
         wire_id = f"{prefix}{self._counter}"
