@@ -92,7 +92,9 @@ class Bridge:
         self.station_events = StationEvents(config, self.store, self.dispatcher, clock,
                                             request_replan=self.replans.request,
                                             on_voltage=self._voltage_changed,
-                                            on_voltage_event=self._voltage_event)
+                                            on_voltage_event=self._voltage_event,
+                                            on_session_started=lambda station_id:
+                                            self.admission.session_started(station_id))
         if self.upstream is not None:  # what is forwarded is read as ever
             self.upstream.listener = self.station_events
         default = self._openadr_3 if config.openadr3 else self._openadr_20b

@@ -4,6 +4,7 @@ limits of every station never add up to more than the site limit."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from conftest import SiteHarness, wait_until, worst_site_draw_w
@@ -16,7 +17,7 @@ from bridge.runtime.admission import Admission
 from bridge.station_life import Event
 from bridge.store import Store
 from policies.boot_shares import Joiner, highest_within, lowest_within, split_room
-from policies.fleet import Plan, Site, StationInfo, Step
+from policies.fleet import Plan, PlanState, Site, StationInfo, StationState, Step
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -193,3 +194,66 @@ async def test_under_a_dr_event_the_boot_shares_fit_the_events_limit(site: SiteH
         stop.set()
     assert await watcher <= 11_000 + 1
     assert all(5_400 < w <= 5_500 for w in limits)  # in amps, rounded down
+
+
+async def test_a_session_that_begins_while_the_plan_waits_gets_its_share_at_once(
+        site: SiteHarness):
+    """A station that joined without an EV was given 0 W by the plan; its EV arrives while
+    the next plan waits (as it does in a boot storm): it gets the room the others leave at
+    once, not after that plan, and the site's draw never goes above the cap."""
+    bridge = await site.start_bridge(capacity_kw=60)
+    full = [site.add_station(f"S{i}", ev_max_current_a=32.0) for i in range(2)]
+    idle = site.add_station("IDLE", ev_max_current_a=32.0, plugged_in=False)
+    await wait_until(lambda: (plan := bridge.planner.plan) is not None
+                     and plan.state is not None and {"S0", "S1"} <= plan.state.stations.keys()
+                     and all(s.composite_limit_w() == 22_080 and s.power_w > 0 for s in full)
+                     and idle.installed_profiles and idle.composite_limit_w() == 0,
+                     timeout=30, what="two stations charging at their maximum, one at 0 W")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(worst_site_draw_w(site, stop))
+    try:
+        async with bridge.planner._one_plan:  # the plan waits
+            idle.plug_in()
+            await wait_until(lambda: idle.power_w > 0, timeout=30,
+                             what="the new session charging before the plan")
+            share_w = idle.composite_limit_w()
+        await bridge.planner.replan()
+        await wait_until(lambda: all(abs(s.composite_limit_w() - 20_000) < 100
+                                     for s in [*full, idle]),
+                         timeout=30, what="the plan's three shares")
+    finally:
+        stop.set()
+    assert await watcher <= 60_000 + 1
+    # the room the two others leave (60 kW - 2 x 22,080 W), in amps rounded down
+    assert 15_700 < share_w <= 60_000 - 2 * 22_080
+
+
+async def test_a_session_the_plan_did_not_see_is_given_the_room_left(tmp_path):
+    capacity_w = 30_000.0
+    dispatcher = Dispatcher(Store(tmp_path / "bridge.db"), min_current_a=6, retry_s=1,
+                            on_change=lambda: None, clock=lambda: T0)
+    sessions: dict[str, dict[int, int]] = {}
+    for station_id in ("NEW", "KNOWN", "OTHER"):
+        _joined(dispatcher, station_id)
+    nothing = (Step(T0, 0.0, "no session"),)
+    # the plan saw a session at OTHER (10 kW) and at KNOWN (paused), none at NEW
+    plan = Plan(T0, (Step(T0, capacity_w, "capacity"),),
+                {"NEW": nothing, "KNOWN": nothing, "OTHER": (Step(T0, 10_000, "share"),)},
+                state=PlanState(T0, capacity_w, {"OTHER": StationState(10_000, True, T0)}),
+                paused=("KNOWN",))
+    plans = [plan]
+    admission = Admission(Site(capacity_w), 6, dispatcher, lambda: plans[-1], {},
+                          lambda: sessions, lambda now: False, lambda: T0)
+    dispatcher.set_desired(plan.stations)
+    sessions.update({"NEW": {1: 1}, "KNOWN": {1: 2}, "OTHER": {1: 3}})
+    assert admission.admit({"NEW", "KNOWN", "OTHER"}, T0) == 1  # NEW only
+    assert dispatcher.stations["NEW"].desired[0].limit_w == 20_000
+    assert dispatcher.stations["KNOWN"].desired == nothing
+    # a plan made from inputs taken before NEW's session began gives it 0 W again: its
+    # share is given back, fitted into the room that plan leaves
+    plans.append(replace(plan, stations={**plan.stations, "OTHER": (Step(T0, 25_000, "s"),)},
+                         state=PlanState(T0, capacity_w,
+                                         {"OTHER": StationState(25_000, True, T0)})))
+    dispatcher.set_desired(plans[-1].stations)
+    admission.after_plan(plans[-1])
+    assert dispatcher.stations["NEW"].desired[0].limit_w == 5_000

@@ -7,7 +7,7 @@ nothing of ours is given a *boot share* at once, through the dispatcher's usual 
 same profile, id and stack level as the plan's, which then replaces it).
 
 The stations that registered in the same turn of the event loop (during a storm: within
-:data:`BATCH_GAP_S`) form one batch, for which the boot share is computed once
+a gap ten times as long as the last batch took, at most :data:`BATCH_GAP_S`) form one batch, for which the boot share is computed once
 (:func:`~policies.boot_shares.split_room`): the room under the site limit the plan holds
 now (an event's, while one is in force), less what every other station may draw (the
 highest of what it accepted, was last sent and is about to be sent; a station that cannot
@@ -19,6 +19,11 @@ before it raises it (the dispatcher sends raises once no station is above its li
 
 A plan made from inputs taken before a station joined gives it nothing: its boot share is
 fitted again into the room that plan leaves (lowered where it no longer fits).
+
+A station that joined early in a storm may have had a plan already: 0 W, for it had no
+session then. When its session starts while the next plan waits for the storm, it is
+admitted with the next batch like a joiner (a *session share*), rather than waiting at
+0 W for that plan and then for the others to lower.
 
 Only where one share fits every station: not on a site with circuits or a rated
 connection, nor while an event aimed at some stations applies, nor for a station under
@@ -41,8 +46,11 @@ from policies.fleet import Plan, Site, Step
 log = logging.getLogger(__name__)
 
 BOOT_SHARE_REASON = "boot share: the room under the site limit split among the stations joining"
-# During a storm a batch is admitted at most this often: each batch reads every station.
+# Each batch reads every station: the next waits ten times as long as the last took (at
+# most BATCH_GAP_S), so that in a storm admission takes at most a tenth of the loop,
+# while on a small site a station is admitted at once.
 BATCH_GAP_S = 0.1
+BATCH_GAP_PER_COST = 10.0
 # A boot share holds until the next plan (at most REPLAN_PERIOD_S away, with the storm's
 # wait): the site limit and the others' schedules are judged over this long from now.
 HORIZON = timedelta(seconds=60)
@@ -59,6 +67,22 @@ def _never_limited(record: StationRecord) -> bool:
         and record.uncertain is None and not record.installed \
         and life.phase in BOOTING \
         and not (life.unmanageable or life.non_compliant or life.refuses)
+
+
+def _session_after_plan(record: StationRecord, plan: Plan | None, now: datetime) -> bool:
+    """Held at 0 W by the plan in force for want of a session that plan did not see (it
+    began after the plan's inputs were taken): a share of the room is due now."""
+    station_id = record.info.station_id
+    if plan is None or plan.state is None or station_id in plan.state.stations \
+            or station_id in plan.paused:  # the plan knew of its session
+        return False
+    life = record.life
+    if record.link is None or not life.allows.calls or life.unmanageable \
+            or life.non_compliant or life.refuses:
+        return False
+    steps = plan.stations.get(station_id)
+    return steps is not None and record.desired == steps \
+        and highest_within(steps, now, HORIZON) == 0.0
 
 
 def _is_boot_share(steps: tuple[Step, ...] | None) -> bool:
@@ -81,20 +105,32 @@ class Admission:
         self._sessions = sessions  # station -> connector -> transaction, as they are now
         self._aimed_events = aimed_events  # whether an event aimed at some stations applies
         self._clock = clock
-        self._ready: set[str] = set()  # registered since the last batch
+        # registered, or began a session at 0 W (see _session_after_plan), since the last batch
+        self._ready: set[str] = set()
         self._due: asyncio.Handle | asyncio.TimerHandle | None = None
         self._last_batch = float("-inf")  # monotonic
+        self._gap_s = 0.0  # between batches: see BATCH_GAP_PER_COST
         self.admitted = 0  # stations given a boot share so far
 
     def registered(self, station_id: str) -> None:
         """The station's boot is accepted (the dispatcher tells): admit it with its batch."""
         record = self._dispatcher.stations.get(station_id)
-        if record is None or not _never_limited(record):
-            return
+        if record is not None and _never_limited(record):
+            self._queue(station_id)
+
+    def session_started(self, station_id: str) -> None:
+        """A session began at the station: admitted with the next batch where the plan in
+        force gave it nothing for want of one."""
+        record = self._dispatcher.stations.get(station_id)
+        if record is not None and station_id not in self._holds \
+                and _session_after_plan(record, self._plan(), self._clock()):
+            self._queue(station_id)
+
+    def _queue(self, station_id: str) -> None:
         self._ready.add(station_id)
         if self._due is None:
             loop = asyncio.get_running_loop()
-            wait = self._last_batch + BATCH_GAP_S - time.monotonic()
+            wait = self._last_batch + self._gap_s - time.monotonic()
             self._due = loop.call_later(wait, self._batch) if wait > 0 \
                 else loop.call_soon(self._batch)
 
@@ -105,12 +141,14 @@ class Admission:
 
     def _batch(self) -> None:
         self._due = None
-        self._last_batch = time.monotonic()
+        began = time.monotonic()
         ready, self._ready = self._ready, set()
         try:
             self.admit(ready, self._clock())
         except Exception:  # a bug here must not stop the loop: the plan gives the limits
             log.exception("boot shares not given; the plan gives the limits")
+        self._last_batch = time.monotonic()
+        self._gap_s = min(BATCH_GAP_S, BATCH_GAP_PER_COST * (self._last_batch - began))
 
     def _room(self, now: datetime, leave_out: set[str]) -> tuple[float, int] | None:
         """The site limit less what every station not in ``leave_out`` and not joining may
@@ -157,11 +195,13 @@ class Admission:
         return limit_w - committed_w, booting
 
     def admit(self, ready: set[str], now: datetime) -> int:
-        """Give the stations in ``ready`` that still joined with nothing of ours their boot
-        share; how many were given one."""
+        """Give the stations in ``ready`` that still joined with nothing of ours, or began a
+        session at 0 W after the plan, their share; how many were given one."""
         records = self._dispatcher.stations
-        ready = {sid for sid in ready if sid in records and _never_limited(records[sid])
-                 and records[sid].life.phase in READY and sid not in self._holds}
+        plan = self._plan()
+        ready = {sid for sid in ready if sid in records and sid not in self._holds
+                 and ((_never_limited(records[sid]) and records[sid].life.phase in READY)
+                      or _session_after_plan(records[sid], plan, now))}
         if not ready:
             return 0
         found = self._room(now, ready)
@@ -188,11 +228,16 @@ class Admission:
 
     def _fit(self, plan: Plan) -> int:
         records = self._dispatcher.stations
+        now = self._clock()
+        # sessions that began while the plan was made: it gave them 0 W, their share is due
+        started = {sid for sid in self._sessions() if sid in records
+                   and _session_after_plan(records[sid], plan, now)}
+        if started:
+            self.admit(started, now)
         uncovered = {sid for sid, r in records.items()
                      if sid not in plan.stations and _is_boot_share(r.desired)}
         if not uncovered:
             return 0
-        now = self._clock()
         found = self._room(now, uncovered)
         if found is None:
             room_w, booting = 0.0, 0  # no longer given: nothing until the next plan

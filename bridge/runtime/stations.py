@@ -42,7 +42,8 @@ class StationEvents:
     def __init__(self, config: Config, store: Store, dispatcher: Dispatcher, clock: Clock,
                  request_replan: Callable[[], None],
                  on_voltage: Callable[[str], None],
-                 on_voltage_event: Callable[[str], None] | None = None) -> None:
+                 on_voltage_event: Callable[[str], None] | None = None,
+                 on_session_started: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._store = store
         self._dispatcher = dispatcher
@@ -50,6 +51,7 @@ class StationEvents:
         self._request_replan = request_replan
         self._on_voltage = on_voltage
         self._on_voltage_event = on_voltage_event or on_voltage
+        self._on_session_started = on_session_started
         self._stale = timedelta(seconds=config.model.telemetry.stale_after_s)
         self.sessions: dict[int, Session] = {
             row["id"]: Session(row["station_id"], row["connector_id"],
@@ -244,6 +246,8 @@ class StationEvents:
             self._name_transaction(tx_id, station_id, station_tx)
         log.info("%s/%d: transaction %d started", station_id, connector_id, tx_id)
         self._request_replan()
+        if self._on_session_started is not None:
+            self._on_session_started(station_id)
         return tx_id
 
     def transaction_stopped(self, station_id: str, transaction_id: int, meter_stop: int,
