@@ -18,6 +18,7 @@ from bridge.station_life import Event
 from bridge.store import Store
 from policies.boot_shares import Joiner, highest_within, lowest_within, split_room
 from policies.fleet import Plan, PlanState, Site, StationInfo, StationState, Step
+from policies.voltwatt import VoltHold
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -230,30 +231,58 @@ async def test_a_session_that_begins_while_the_plan_waits_gets_its_share_at_once
 
 async def test_a_session_the_plan_did_not_see_is_given_the_room_left(tmp_path):
     capacity_w = 30_000.0
+    inputs_at, began_at = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    clock = [began_at]
     dispatcher = Dispatcher(Store(tmp_path / "bridge.db"), min_current_a=6, retry_s=1,
-                            on_change=lambda: None, clock=lambda: T0)
+                            on_change=lambda: None, clock=lambda: clock[0])
     sessions: dict[str, dict[int, int]] = {}
-    for station_id in ("NEW", "KNOWN", "OTHER"):
+    names = ("NEW", "EARLY", "KNOWN", "OTHER", "HELD", "LOW_VOLTAGE")
+    for station_id in names:
         _joined(dispatcher, station_id)
-    nothing = (Step(T0, 0.0, "no session"),)
-    # the plan saw a session at OTHER (10 kW) and at KNOWN (paused), none at NEW
-    plan = Plan(T0, (Step(T0, capacity_w, "capacity"),),
-                {"NEW": nothing, "KNOWN": nothing, "OTHER": (Step(T0, 10_000, "share"),)},
-                state=PlanState(T0, capacity_w, {"OTHER": StationState(10_000, True, T0)}),
+    nothing = (Step(inputs_at, 0.0, "no session"),)
+    # HELD reconnected holding a limit it accepted before: counted at it until confirmed
+    dispatcher.stations["HELD"].applied = (Step(T0, 10_000, "earlier"),)
+    assert dispatcher.stations["HELD"].reserved
+    # the plan saw a session at OTHER (10 kW) and at KNOWN (paused); LOW_VOLTAGE is held
+    # down for its voltage; NEW's session began after the plan's inputs were taken
+    plan = Plan(inputs_at, (Step(inputs_at, capacity_w, "capacity"),),
+                {**dict.fromkeys(names, nothing), "OTHER": (Step(inputs_at, 10_000, "s"),)},
+                state=PlanState(inputs_at, capacity_w,
+                                {"OTHER": StationState(10_000, True, inputs_at)},
+                                voltage={"LOW_VOLTAGE": VoltHold(0.0, T0, "under-voltage")}),
                 paused=("KNOWN",))
     plans = [plan]
     admission = Admission(Site(capacity_w), 6, dispatcher, lambda: plans[-1], {},
-                          lambda: sessions, lambda now: False, lambda: T0)
+                          lambda: sessions, lambda now: False, lambda: clock[0])
     dispatcher.set_desired(plan.stations)
-    sessions.update({"NEW": {1: 1}, "KNOWN": {1: 2}, "OTHER": {1: 3}})
-    assert admission.admit({"NEW", "KNOWN", "OTHER"}, T0) == 1  # NEW only
-    assert dispatcher.stations["NEW"].desired[0].limit_w == 20_000
-    assert dispatcher.stations["KNOWN"].desired == nothing
-    # a plan made from inputs taken before NEW's session began gives it 0 W again: its
-    # share is given back, fitted into the room that plan leaves
-    plans.append(replace(plan, stations={**plan.stations, "OTHER": (Step(T0, 25_000, "s"),)},
-                         state=PlanState(T0, capacity_w,
-                                         {"OTHER": StationState(25_000, True, T0)})))
+    sessions.update({sid: {1: n} for n, sid in enumerate(names)})
+    clock[0] = T0  # EARLY's session began before the plan's inputs were taken
+    admission.session_started("EARLY")
+    clock[0] = began_at
+    for station_id in names:
+        if station_id != "EARLY":
+            admission.session_started(station_id)
+    assert admission.admit(set(names), began_at) == 1  # NEW only
+    # the room OTHER (10 kW) and HELD (the 10 kW it may still hold) leave
+    assert dispatcher.stations["NEW"].desired[0].limit_w == 10_000
+    assert all(dispatcher.stations[sid].desired == nothing
+               for sid in names if sid not in ("NEW", "OTHER"))
+    # a plan made from the same inputs gives NEW 0 W again: its share is given back,
+    # fitted into the room that plan leaves
+    plans.append(replace(plan, stations={**plan.stations,
+                                         "OTHER": (Step(inputs_at, 15_000, "s"),)},
+                         state=replace(plan.state, stations={
+                             "OTHER": StationState(15_000, True, inputs_at)})))
     dispatcher.set_desired(plans[-1].stations)
     admission.after_plan(plans[-1])
     assert dispatcher.stations["NEW"].desired[0].limit_w == 5_000
+    # a plan that saw its session: its share is the plan's, nothing more is given
+    later = began_at + timedelta(seconds=1)
+    plans.append(Plan(later, plan.site, {"NEW": (Step(later, 7_000, "s"),)},
+                      state=PlanState(later, capacity_w,
+                                      {"NEW": StationState(7_000, True, later)})))
+    dispatcher.set_desired(plans[-1].stations)
+    admitted = admission.admitted
+    admission.after_plan(plans[-1])
+    assert admission.admitted == admitted
+    assert dispatcher.stations["NEW"].desired[0].limit_w == 7_000

@@ -130,6 +130,7 @@ class Forwarding(OcppJLink):
         self._top_level: int | None = None  # read here when the dispatcher has not yet
         self._raw_frame: str | None = None  # the text of the frame being read
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._left = False  # the station's link closed
         low, high = site.reconnect_s
         self.upstream = UpstreamConnection(
             site.url, station_id, subprotocol, authorization, site.ssl_for(station_id),
@@ -163,10 +164,15 @@ class Forwarding(OcppJLink):
     def _station_left(self) -> None:
         """The operator's calls still waiting for the station's answer end now, unanswered
         (the operator's own timeout tells it so); those it answered go on up."""
+        self._left = True
         for entry in self._station_ids.drop_pending():
             if isinstance(entry, Forwarded) and isinstance(entry.tag, asyncio.Future) \
                     and not entry.tag.done():
                 entry.tag.set_exception(StationLeft())
+        # drbridge's own call under way ends too: an operator's call may wait for its lock
+        pending = self._pending
+        if pending is not None and not pending[1].done():
+            pending[1].set_exception(StationLeft())
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -465,6 +471,8 @@ class Forwarding(OcppJLink):
         """One of the operator's CALLs to the station under an id of drbridge's; the
         station's answer frame, or None when none came in time."""
         async with self._call_lock:
+            if self._left:
+                return None
             future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             wire_id = self._station_ids.forward(origin_id, future)
             try:

@@ -7,15 +7,16 @@ nothing of ours is given a *boot share* at once, through the dispatcher's usual 
 same profile, id and stack level as the plan's, which then replaces it).
 
 The stations that registered in the same turn of the event loop (during a storm: within
-a gap ten times as long as the last batch took, at most :data:`BATCH_GAP_S`) form one batch, for which the boot share is computed once
-(:func:`~policies.boot_shares.split_room`): the room under the site limit the plan holds
-now (an event's, while one is in force), less what every other station may draw (the
-highest of what it accepted, was last sent and is about to be sent; a station that cannot
-be steered at what the planner counts it), split among the batch and the stations still
-booting, who keep their part for a later batch. The sum of what every station may draw so
-never exceeds the site limit, whatever the order in which they boot. Where the room is
-gone the boot share is 0 W: the station waits for the plan, which lowers the others
-before it raises it (the dispatcher sends raises once no station is above its limit).
+:data:`BATCH_GAP_S` of the last batch) form one batch, for which the boot share is
+computed once (:func:`~policies.boot_shares.split_room`): the room under the site limit
+the plan holds now (an event's, while one is in force), less what every other station may
+draw (the highest of what it accepted, was last sent and is about to be sent; a station
+that cannot be steered at what the planner counts it), split among the batch and the
+stations still booting, who keep their part for a later batch. The sum of what every
+station may draw so never exceeds the site limit, whatever the order in which they boot.
+Where the room is gone the boot share is 0 W: the station waits for the plan, which lowers
+the others before it raises it (the dispatcher sends raises once no station is above its
+limit).
 
 A plan made from inputs taken before a station joined gives it nothing: its boot share is
 fitted again into the room that plan leaves (lowered where it no longer fits).
@@ -46,11 +47,11 @@ from policies.fleet import Plan, Site, Step
 log = logging.getLogger(__name__)
 
 BOOT_SHARE_REASON = "boot share: the room under the site limit split among the stations joining"
-# Each batch reads every station: the next waits ten times as long as the last took (at
-# most BATCH_GAP_S), so that in a storm admission takes at most a tenth of the loop,
-# while on a small site a station is admitted at once.
+# Each batch reads every station: while stations join in numbers (the last batch had
+# STORM_BATCH or more), the next waits BATCH_GAP_S, so that the shares are computed a few
+# times in a storm rather than once per station; otherwise a station is admitted at once.
 BATCH_GAP_S = 0.1
-BATCH_GAP_PER_COST = 10.0
+STORM_BATCH = 10
 # A boot share holds until the next plan (at most REPLAN_PERIOD_S away, with the storm's
 # wait): the site limit and the others' schedules are judged over this long from now.
 HORIZON = timedelta(seconds=60)
@@ -69,16 +70,20 @@ def _never_limited(record: StationRecord) -> bool:
         and not (life.unmanageable or life.non_compliant or life.refuses)
 
 
-def _session_after_plan(record: StationRecord, plan: Plan | None, now: datetime) -> bool:
-    """Held at 0 W by the plan in force for want of a session that plan did not see (it
-    began after the plan's inputs were taken): a share of the room is due now."""
+def _session_after_plan(record: StationRecord, plan: Plan | None, began: datetime | None,
+                        now: datetime) -> bool:
+    """Its session began (at ``began``) after the inputs of the plan in force were taken,
+    that plan gave it 0 W for want of one, and nothing else holds it down: a share of the
+    room is due now."""
     station_id = record.info.station_id
-    if plan is None or plan.state is None or station_id in plan.state.stations \
-            or station_id in plan.paused:  # the plan knew of its session
+    if plan is None or plan.state is None or began is None or began < plan.made_at:
+        return False
+    if station_id in plan.state.stations or station_id in plan.paused \
+            or station_id in plan.state.voltage:  # planned with a session, or held down
         return False
     life = record.life
-    if record.link is None or not life.allows.calls or life.unmanageable \
-            or life.non_compliant or life.refuses:
+    if record.link is None or not life.allows.calls or record.reserved \
+            or life.unmanageable or life.non_compliant or life.refuses:
         return False
     steps = plan.stations.get(station_id)
     return steps is not None and record.desired == steps \
@@ -107,9 +112,11 @@ class Admission:
         self._clock = clock
         # registered, or began a session at 0 W (see _session_after_plan), since the last batch
         self._ready: set[str] = set()
+        # sessions begun since the inputs of the plan in force were taken: station -> when
+        self._began: dict[str, datetime] = {}
         self._due: asyncio.Handle | asyncio.TimerHandle | None = None
         self._last_batch = float("-inf")  # monotonic
-        self._gap_s = 0.0  # between batches: see BATCH_GAP_PER_COST
+        self._gap_s = 0.0  # between batches: see STORM_BATCH
         self.admitted = 0  # stations given a boot share so far
 
     def registered(self, station_id: str) -> None:
@@ -121,10 +128,15 @@ class Admission:
     def session_started(self, station_id: str) -> None:
         """A session began at the station: admitted with the next batch where the plan in
         force gave it nothing for want of one."""
-        record = self._dispatcher.stations.get(station_id)
-        if record is not None and station_id not in self._holds \
-                and _session_after_plan(record, self._plan(), self._clock()):
-            self._queue(station_id)
+        try:
+            now = self._clock()
+            self._began[station_id] = now
+            record = self._dispatcher.stations.get(station_id)
+            if record is not None and station_id not in self._holds \
+                    and _session_after_plan(record, self._plan(), now, now):
+                self._queue(station_id)
+        except Exception:  # a bug here must not cost the station its StartTransaction
+            log.exception("%s: no session share; the plan gives its limit", station_id)
 
     def _queue(self, station_id: str) -> None:
         self._ready.add(station_id)
@@ -141,14 +153,13 @@ class Admission:
 
     def _batch(self) -> None:
         self._due = None
-        began = time.monotonic()
+        self._last_batch = time.monotonic()
         ready, self._ready = self._ready, set()
+        self._gap_s = BATCH_GAP_S if len(ready) >= STORM_BATCH else 0.0
         try:
             self.admit(ready, self._clock())
         except Exception:  # a bug here must not stop the loop: the plan gives the limits
             log.exception("boot shares not given; the plan gives the limits")
-        self._last_batch = time.monotonic()
-        self._gap_s = min(BATCH_GAP_S, BATCH_GAP_PER_COST * (self._last_batch - began))
 
     def _room(self, now: datetime, leave_out: set[str]) -> tuple[float, int] | None:
         """The site limit less what every station not in ``leave_out`` and not joining may
@@ -199,9 +210,13 @@ class Admission:
         session at 0 W after the plan, their share; how many were given one."""
         records = self._dispatcher.stations
         plan = self._plan()
+        began = self._began
         ready = {sid for sid in ready if sid in records and sid not in self._holds
                  and ((_never_limited(records[sid]) and records[sid].life.phase in READY)
-                      or _session_after_plan(records[sid], plan, now))}
+                      or _session_after_plan(records[sid], plan, began.get(sid), now))}
+        if any(sid in began for sid in ready):  # a session may have ended meanwhile
+            running = self._sessions()
+            ready = {sid for sid in ready if sid not in began or sid in running}
         if not ready:
             return 0
         found = self._room(now, ready)
@@ -230,10 +245,9 @@ class Admission:
         records = self._dispatcher.stations
         now = self._clock()
         # sessions that began while the plan was made: it gave them 0 W, their share is due
-        started = {sid for sid in self._sessions() if sid in records
-                   and _session_after_plan(records[sid], plan, now)}
-        if started:
-            self.admit(started, now)
+        self._began = {sid: at for sid, at in self._began.items() if at >= plan.made_at}
+        if self._began:
+            self.admit(set(self._began), now)
         uncovered = {sid for sid, r in records.items()
                      if sid not in plan.stations and _is_boot_share(r.desired)}
         if not uncovered:

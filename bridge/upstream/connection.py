@@ -168,8 +168,10 @@ class UpstreamConnection:
         connection = self._connection
         if connection is not None:
             await connection.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _went_down(self, why: str) -> None:
         if self._closing:
