@@ -126,9 +126,9 @@ async def test_201_transaction_survives_a_reconnection(site: SiteHarness):
     await station.drop_connection()
     await wait_until(lambda: bridge.ocpp.links.get("NEW-FLAKY") not in (None, link),
                      what="the station back on a new link")
-    await wait_until(lambda: station.received.count(("GetCompositeSchedule", {
-        "duration": 300, "evseId": 0, "chargingRateUnit": "A"})) >= 2,
-        what="its profile confirmed again")
+    await wait_until(lambda: bridge.dispatcher.stations["NEW-FLAKY"].link is not link
+                     and bridge.dispatcher.stations["NEW-FLAKY"].life.confirmed,
+                     what="its limit confirmed again on the new link")
     seq = station._seq
     await wait_until(lambda: station._seq >= seq + 2, what="TransactionEvents on the new link")
     assert bridge.station_events.sessions == before  # the same transaction, not a new one

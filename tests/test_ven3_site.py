@@ -293,6 +293,10 @@ async def test_reports_carry_the_measured_load_of_the_site_and_its_groups(site3:
     stations = await start_fleet(site3, FULL)
     await registered(site3)
     await wait_until(lambda: draw(stations) > 20_000, timeout=30, what="full power")
+    # and measured: the stations' meters have told the bridge before the event begins
+    await wait_until(lambda: site3.bridge is not None
+                     and site3.bridge.station_events.load_w() > 20_000,
+                     timeout=30, what="full power measured")
     program = vtn3.add_program("measured")
     start = now() + timedelta(seconds=1)
     event_id = await vtn3.add_event({
