@@ -117,7 +117,7 @@ class Admission:
         self._due: asyncio.Handle | asyncio.TimerHandle | None = None
         self._last_batch = float("-inf")  # monotonic
         self._gap_s = 0.0  # between batches: see STORM_BATCH
-        self.admitted = 0  # stations given a boot share so far
+        self.admitted = 0  # boot and session shares given so far
 
     def registered(self, station_id: str) -> None:
         """The station's boot is accepted (the dispatcher tells): admit it with its batch."""
@@ -232,9 +232,10 @@ class Admission:
         return len(shares)
 
     def after_plan(self, plan: Plan) -> int:
-        """Fit the boot shares a plan did not cover (its inputs were taken before those
-        stations joined) into the room it leaves: lowered where they no longer fit.
-        How many were lowered."""
+        """Give the sessions the plan did not see (they began after its inputs were
+        taken) their session share again, and fit the boot shares it did not cover (those
+        stations joined after its inputs) into the room it leaves: lowered where they no
+        longer fit. How many boot shares were lowered."""
         try:
             return self._fit(plan)
         except Exception:  # a bug here must not cost the plan its storing; the next covers them
