@@ -266,10 +266,11 @@ class EdgeWorkers:
         # The relay is one end of a socket pair that only this worker is given: no name for
         # another process to find and join.
         ours, theirs = socket.socketpair()
-        fds = (theirs.fileno(), *(listening.fileno() for listening in self._listening))
+        listen_fds = [listening.fileno() for listening in self._listening]
+        fds = (theirs.fileno(), *listen_fds)
         argv = [sys.executable, "-m", "bridge.ocpp.edge_worker",
                 "--relay-fd", str(theirs.fileno()),
-                "--listen-fds", ",".join(str(fd) for fd in fds[1:]),
+                "--listen-fds", ",".join(map(str, listen_fds)),
                 "--backlog", str(options.backlog),
                 "--subprotocols", ",".join(options.subprotocols),
                 "--max-size", str(options.max_size),

@@ -234,6 +234,13 @@ class OcppJLink:
         await self._connection.close(code, reason)
 
     # calls to the station ----------------------------------------------------------------
+    def _end_call_under_way(self, error: Exception) -> None:
+        """Our call waiting for the station's answer ends now with ``error`` (the caller
+        gets :class:`CallFailed`)."""
+        pending = self._pending
+        if pending is not None and not pending[1].done():
+            pending[1].set_exception(error)
+
     def _new_call_id(self, action: str) -> str:
         """The message id of our next call to the station (a link that shares the station's
         websocket with another central system's calls issues ids that cannot collide)."""

@@ -170,9 +170,7 @@ class Forwarding(OcppJLink):
                     and not entry.tag.done():
                 entry.tag.set_exception(StationLeft())
         # drbridge's own call under way ends too: an operator's call may wait for its lock
-        pending = self._pending
-        if pending is not None and not pending[1].done():
-            pending[1].set_exception(StationLeft())
+        self._end_call_under_way(StationLeft())
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
