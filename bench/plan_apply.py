@@ -99,7 +99,9 @@ async def measure(stations: int, runs: int) -> dict[str, list[float]]:
             await bridge.dispatcher.close()
             close = getattr(planner, "close", None)
             if close is not None:
-                close()
+                closed = close()
+                if asyncio.iscoroutine(closed):  # the planner with a planning process
+                    await closed
             bridge.store.close()
 
 

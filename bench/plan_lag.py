@@ -148,7 +148,9 @@ async def measure(stations: int, plans: int, interval: float,
             await bridge.dispatcher.close()
             close = getattr(bridge.planner, "close", None)
             if close is not None:
-                close()
+                closed = close()
+                if asyncio.iscoroutine(closed):  # the planner with a planning process
+                    await closed
             bridge.store.close()
 
 

@@ -5,7 +5,8 @@
     python -m bench.probe --stations 5000 --connect storm --out /tmp/storm   # a timeline
 
 The bridge runs as ``drbridge run`` would (the same parts, the collector tuned the same
-way), with hooks: every plan's policy part (in the planning thread) is timed (and, with
+way, but every plan made in its planning thread, never in the planning process, so that
+the hooks see it), with hooks: every plan's policy part is timed (and, with
 ``--profile-plans``, profiled with cProfile once the fleet is large), and on SIGUSR1 it
 writes a memory report: RSS, the
 objects the collector tracks by type (count and shallow size), the asyncio tasks by
@@ -186,12 +187,14 @@ async def serve(args: argparse.Namespace) -> None:
     from bridge.app import Bridge
     from bridge.config import load_config
     from bridge.gc_tuning import tune_for_many_connections
-    from bridge.runtime.planning import PlanInputs
+    from bridge.runtime import planning
+    from bridge.runtime.plan_inputs import PlanInputs
 
     out = Path(args.out)
     if args.memory:
         tracemalloc.start(1)  # more frames slow a large fleet to a crawl
     plans: list[dict[str, Any]] = []
+    planning.PROCESS_FROM_STATIONS = sys.maxsize  # in the thread, where the hooks are
     original = PlanInputs.plan  # the policy's part of a plan, in the planning thread
 
     def timed(inputs: PlanInputs) -> Any:

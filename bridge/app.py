@@ -109,7 +109,9 @@ class Bridge:
                                replan_urgently=lambda: self.replans.request(urgent=True),
                                operator_ceilings=self.upstream.with_ceilings
                                if self.upstream else None,
-                               after_apply=lambda plan: self.admission.after_plan(plan))
+                               after_apply=lambda plan: self.admission.after_plan(plan),
+                               log_level=logging.getLevelName(
+                                   logging.getLogger().getEffectiveLevel()))
         # a station that joins holding nothing of ours gets a boot share before the plan
         self.admission = Admission(
             config.site, config.policy.allocation.min_current_a, self.dispatcher,
@@ -241,7 +243,7 @@ class Bridge:
             await self.voltage_controls.close()
             self.admission.close()
             await self.dispatcher.close()
-            self.planner.close()
+            await self.planner.close()
             self.reports.flush()
             self.store.close()
 

@@ -34,12 +34,20 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from bridge.plan_json import (
+    EncodedPlan,
+    encode_plan,
+    encode_plan_state,
+    steps_to_json,
+    with_baselines,
+)
+from bridge.plan_json import iso as _iso
 from bridge.retention import PROBE_SIDE, Pass, median_around, profiles_to_delete, young_from
 from policies.events import DrEvent
 from policies.fleet import PlanState, StationState, Step, Why
@@ -55,20 +63,6 @@ STATION_COLUMNS = frozenset({"vendor", "model", "firmware", "capabilities", "las
                              "last_seen"})
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def steps_to_json(steps: Iterable[Step]) -> str:
-    return json.dumps([_step_item(s) for s in steps])
-
-
-def _step_item(s: Step) -> list[Any]:
-    # a step's reason chain, when it has one, as a fourth item: [[kind, text], ...]
-    return [_iso(s.start), s.limit_w, s.reason,
-            *([[[w.kind, w.text] for w in s.chain]] if s.chain else [])]
-
-
 def steps_from_json(text: str) -> tuple[Step, ...]:
     return tuple(
         Step(datetime.fromisoformat(a), float(w), r,
@@ -77,71 +71,12 @@ def steps_from_json(text: str) -> tuple[Step, ...]:
     )
 
 
-def _opt_iso(value: datetime | None) -> str | None:
-    return None if value is None else _iso(value)
-
-
 def _opt_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
 def plan_state_to_json(state: PlanState, baselines: Mapping[str, float]) -> str:
     return with_baselines(encode_plan_state(state), baselines)
-
-
-def encode_plan_state(state: PlanState) -> str:
-    """The state as :func:`plan_state_to_json` stores it, but for the event baselines
-    (:func:`with_baselines` adds them). Pure: a planning thread may call it, while the
-    baselines, which the event loop keeps, are added there."""
-    return json.dumps({
-        "at": _iso(state.at), "site_limit_w": state.site_limit_w,
-        "ramp_from": None if state.ramp_from is None
-        else [_iso(state.ramp_from[0]), state.ramp_from[1]],
-        "rises": [_iso(at) for at in state.rises],
-        "restore_began": _opt_iso(state.restore_began),
-        "stations": {sid: _station_to_json(s) for sid, s in state.stations.items()},
-        "voltage": {key: [h.share, _iso(h.since), h.reason, h.step, h.eased_from]
-                    for key, h in state.voltage.items()},
-        "absorb": None if state.absorb is None else [
-            state.absorb.share, _iso(state.absorb.since), state.absorb.reason,
-            state.absorb.step, state.absorb.fell_from],
-    })
-
-
-def with_baselines(encoded_state: str, baselines: Mapping[str, float]) -> str:
-    """An encoded state (a JSON object, see :func:`encode_plan_state`) with the baselines."""
-    return f'{encoded_state[:-1]}, "baselines": {json.dumps(dict(baselines))}}}'
-
-
-@dataclass(frozen=True)
-class EncodedPlan:
-    """A plan as the store keeps it, encoded ahead of the write (see :func:`encode_plan`)."""
-
-    made_at: str
-    site: str
-    stations: str
-    state: str | None  # without the baselines (see :func:`encode_plan_state`)
-
-
-def encode_plan(made_at: datetime, site: Iterable[Step],
-                stations: Mapping[str, Iterable[Step]], state: PlanState | None = None
-                ) -> EncodedPlan:
-    """Pure, so that a planning thread encodes a large plan (at 10,000 stations, about a
-    tenth of a second) and the event loop only writes it."""
-    # a plan shares one step object among the stations given the same share: each
-    # is turned into JSON items once
-    items: dict[int, list[Any]] = {}
-
-    def item(step: Step) -> list[Any]:
-        made = items.get(id(step))
-        if made is None:
-            made = items[id(step)] = _step_item(step)
-        return made
-
-    return EncodedPlan(
-        _iso(made_at), steps_to_json(site),
-        json.dumps({k: [item(s) for s in v] for k, v in stations.items()}),
-        None if state is None else encode_plan_state(state))
 
 
 def _opt_float(value: float | None) -> float | None:
@@ -160,12 +95,6 @@ def _floor_from_json(data: list[Any] | None) -> Floor | None:
     share, since, reason, step, fell_from = data
     return Floor(float(share), datetime.fromisoformat(since), str(reason), _opt_float(step),
                  float(fell_from))
-
-
-def _station_to_json(s: StationState) -> list[Any]:
-    return [s.limit_w, s.charging, _iso(s.since), _opt_iso(s.restore_at), s.switched,
-            s.paused_at_limit_w, _opt_iso(s.resume_until), s.hard_pause,
-            None if s.then is None else _station_to_json(s.then)]
 
 
 def _station_from_json(limit_w: float, on: bool, since: str, restore: str | None,

@@ -12,8 +12,8 @@ as long. Two histograms show it in ``/metrics``:
   sample interval;
 - the *plan duration*: each plan (:class:`bridge.runtime.planning.Planner`), from its
   inputs taken to its schedules handed to the dispatcher and stored, timed on the
-  monotonic clock. The policy runs in the planning thread meanwhile, so most of it no
-  longer holds the loop; what does shows in the lag.
+  monotonic clock. The policy runs in the planning process or thread meanwhile, so
+  most of it does not hold the loop; what does shows in the lag.
 
 A :class:`Histogram` is cumulative in the Prometheus way only when read
 (:meth:`Histogram.buckets`); observing a value is one bisection and two additions.

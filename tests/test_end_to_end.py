@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from conftest import SiteHarness, wait_until
 
+from bridge.runtime import planning
 from bridge.sim.station import SimulatedStation
 
 MAX_PROFILE = (0, "ChargePointMaxProfile")
@@ -76,10 +78,18 @@ async def test_cap_holds_without_event_for_amp_and_watt_stations(site: SiteHarne
     assert sum(s.power_w for s in stations) <= 20_000
 
 
-async def test_event_lowers_limits_by_its_start_and_restores_after(site: SiteHarness):
+@pytest.mark.parametrize("planned_in", ["thread", "process"])
+async def test_event_lowers_limits_by_its_start_and_restores_after(
+        site: SiteHarness, planned_in: str, monkeypatch: pytest.MonkeyPatch):
+    if planned_in == "process":  # as for a fleet of hundreds
+        monkeypatch.setattr(planning, "PROCESS_FROM_STATIONS", 0)
     bridge = await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Power", "Current,Power", "Current"])
     ven_id = await registered(site)
+    process = bridge.planner.process
+    if planned_in == "process":
+        await wait_until(lambda: process.ready, timeout=30, what="the planning process")
+    plans_there = process.plans
     # 10 s ahead: room for a 1 s poll and the profiles on a slow machine
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
     end = start + timedelta(seconds=6)
@@ -89,6 +99,8 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: SiteHar
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
                      timeout=9.5, what="profiles carrying the event")
     assert datetime.now(UTC) < start
+    # the event's plan was made where the fleet's size says
+    assert (process.plans > plans_there) == (planned_in == "process")
     # not in force before its time (a lower limit takes effect a second early)
     assert total_limit_w(stations, start - timedelta(seconds=2)) > 11_000
     await wait_until(lambda: (ven_id, event_id, "optIn") in site.vtn.received.opts,
@@ -110,6 +122,9 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(site: SiteHar
     assert total_limit_w(stations, end + timedelta(seconds=61)) > 40_000
     stored = {e.event.event_id: e for e in bridge.store.events()}
     assert stored[event_id].opt == "optIn"
+    child = process._process
+    await site.stop_bridge()
+    assert child is None or child.returncode is not None  # stopped with the bridge
 
 
 async def test_cancelled_event_gives_capacity_back(site: SiteHarness):

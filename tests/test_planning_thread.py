@@ -4,7 +4,7 @@ A plan for a large fleet is a second or more of CPU. It runs in the planner's ow
 on inputs taken on the event loop, so the stations keep being answered meanwhile; one
 plan is made at a time, and what changes during a plan is in the next one.
 
-A plan is made slow on purpose through one seam: ``bridge.runtime.planning``'s
+A plan is made slow on purpose through one seam: ``bridge.runtime.plan_inputs``'s
 ``plan_with_holds``, wrapped so that it spins (pure Python, holding the interpreter as a
 real plan's arithmetic does) until the test lets it go. Nothing waits a fixed time: each
 step waits for the state it asserts.
@@ -27,7 +27,7 @@ from ocpp.v16 import call
 from test_runtime_dr import DrParts, simple
 from test_runtime_stations import Parts, site_config
 
-from bridge.runtime import planning
+from bridge.runtime import plan_inputs, planning
 from bridge.runtime.planning import Planner
 from policies.plan import Conditions
 
@@ -65,8 +65,8 @@ class HeldPlans:
 
 @pytest.fixture
 def held_plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldPlans]:
-    held = HeldPlans(planning.plan_with_holds)
-    monkeypatch.setattr(planning, "plan_with_holds", held)
+    held = HeldPlans(plan_inputs.plan_with_holds)
+    monkeypatch.setattr(plan_inputs, "plan_with_holds", held)
     yield held
     held.release()  # never leave the planning thread spinning
 
@@ -82,8 +82,8 @@ async def test_a_station_is_answered_while_a_plan_is_made(site: SiteHarness,
     bridge = await site.start_bridge()
     station = site.add_station("CP0")
     await wait_steered(bridge, "CP0")
-    held = HeldPlans(planning.plan_with_holds)
-    monkeypatch.setattr(planning, "plan_with_holds", held)
+    held = HeldPlans(plan_inputs.plan_with_holds)
+    monkeypatch.setattr(plan_inputs, "plan_with_holds", held)
     try:
         bridge.replans.request()  # a change: the planning loop makes a plan soon
         await wait_until(held.started.is_set, timeout=30, what="a plan under way")
@@ -141,7 +141,7 @@ async def test_plans_are_made_one_at_a_time_and_calls_meanwhile_share_the_next(
         assert dict(conditions[1].baselines_w) == {"ev-1": 0.0}
         assert planner.plan is not None
     finally:
-        planner.close()
+        await planner.close()
 
 
 async def test_a_plan_given_up_on_is_asked_for_again(dr_parts: DrParts,
@@ -159,7 +159,7 @@ async def test_a_plan_given_up_on_is_asked_for_again(dr_parts: DrParts,
         await asyncio.wait_for(planner.replan(), 30)  # the next plan is not held up
         assert planner.plan is not None
     finally:
-        planner.close()
+        await planner.close()
 
 
 async def test_the_interpreter_switches_threads_often_while_a_plan_runs(
@@ -167,18 +167,18 @@ async def test_the_interpreter_switches_threads_often_while_a_plan_runs(
     """The loop's thread gives the interpreter up at each frame it sends; with the default
     5 ms switch interval it then waited up to that long per frame while a plan ran."""
     seen: list[float] = []
-    real = planning.plan_with_holds
+    real = plan_inputs.plan_with_holds
 
     def recording(*args: Any) -> Any:
         seen.append(sys.getswitchinterval())
         return real(*args)
 
-    monkeypatch.setattr(planning, "plan_with_holds", recording)
+    monkeypatch.setattr(plan_inputs, "plan_with_holds", recording)
     planner, _ = planner_over(dr_parts)
     before = sys.getswitchinterval()
     try:
         await asyncio.wait_for(planner.replan(), 30)
     finally:
-        planner.close()
+        await planner.close()
     assert seen == [planning.PLANNING_SWITCH_INTERVAL_S] and seen[0] < before
     assert sys.getswitchinterval() == before  # the default again between plans

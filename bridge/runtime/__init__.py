@@ -10,7 +10,8 @@
   planning.ReplanLoop ─> planning.Planner  when to plan (coalesced, storms settled, a
                                             voltage monitor's sag at once); fleet +
                                             events + holds -> plan (in the planning
-                                            thread) -> dispatcher
+                                            process, or thread for a small fleet)
+                                            -> dispatcher
   dispatcher ──> voltage_controls.VoltageControls  per station, once its capabilities are
                    (monitors, DER control)    known and the limits are out: its voltage
                                               monitors and VoltWatt curve as the rule asks

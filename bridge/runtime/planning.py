@@ -4,9 +4,10 @@
 one, a boot storm makes one once it pauses, and a plan is made at least every
 :data:`REPLAN_PERIOD_S`. :class:`Planner` makes it: the fleet as observed, the events the
 plan follows, the operator's holds and the grid's conditions are taken on the event loop
-(:class:`PlanInputs`), :func:`~bridge.holds.plan_with_holds` runs on them in a planning
-thread while the loop goes on serving the stations, and each station's schedule goes to
-the dispatcher back on the loop.
+(:class:`~bridge.runtime.plan_inputs.PlanInputs`), :func:`~bridge.holds.plan_with_holds`
+runs on them in the planning process (:mod:`bridge.runtime.plan_process`; a thread for a
+small fleet) while the loop goes on serving the stations, and each station's schedule
+goes to the dispatcher back on the loop.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -27,15 +27,14 @@ from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher, StationRecord
 from bridge.external_ceilings import station_ceiling
-from bridge.holds import HoldMode, plan_with_holds
 from bridge.ocpp.external_limits import ExternalLimit
 from bridge.runtime.dr import DrEvents
+from bridge.runtime.plan_inputs import PlanInputs
+from bridge.runtime.plan_process import PlanningProcess, PlanningProcessLost
 from bridge.runtime.stations import StationEvents
-from bridge.store import EncodedPlan, Store, encode_plan
+from bridge.store import EncodedPlan, Store
 from bridge.timings import PLAN_BUCKETS_S, Histogram
-from policies.events import DrEvent
-from policies.fleet import Fleet, Plan, PlanState, Site, StationInfo, Step, value_at
-from policies.model import Policy
+from policies.fleet import Fleet, Plan, PlanState, StationInfo, Step, value_at
 from policies.plan import Conditions
 from ven.interface import VenDriver
 
@@ -44,6 +43,9 @@ log = logging.getLogger(__name__)
 # While a plan runs in its thread, the interpreter switches threads after this long rather
 # than the default 5 ms (see Planner.replan).
 PLANNING_SWITCH_INTERVAL_S = 0.0005
+# From this many stations on, plans are made in the planning process: below it a plan
+# is a few milliseconds, and a thread makes it as fast as a process would.
+PROCESS_FROM_STATIONS = 200
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 # Changes within this window share one plan: each plan may re-send a profile to every
 # station. (A DR event is planned at once, without waiting.)
@@ -142,39 +144,6 @@ class ReplanLoop:
             self._wake.clear()
 
 
-@dataclass(frozen=True)
-class PlanInputs:
-    """Everything one plan is made from, taken on the event loop.
-
-    The planning thread reads these while the loop goes on changing the runtime's own
-    state, so each is a snapshot nothing else mutates meanwhile: containers made for this
-    plan alone (dicts, tuples, the :class:`Fleet`, the :class:`Conditions`) holding frozen
-    values (sessions, station infos, steps, readings, limits, the events, the policy, the
-    previous plan's state), never a dict the runtime keeps (``baselines`` is copied).
-    """
-
-    events: Sequence[DrEvent]
-    policy: Policy
-    site: Site
-    fleet: Fleet
-    now: datetime
-    holds: Mapping[str, HoldMode]
-    state: PlanState | None
-    conditions: Conditions
-    previous: Plan | None  # the plan this one replaces (immutable once made)
-
-    def plan(self) -> tuple[Plan, EncodedPlan | None]:
-        """The plan, and where it differs from the previous one, the plan as the store
-        keeps it (pure; in the planning thread)."""
-        plan = plan_with_holds(self.events, self.policy, self.site, self.fleet, self.now,
-                               self.holds, self.state, self.conditions)
-        if self.previous is not None and not _changed(self.previous, plan, self.now):
-            return plan, None
-        # encoded here rather than where it is stored: at 10,000 stations the encoding
-        # is about a tenth of a second the event loop would stall for
-        return plan, encode_plan(plan.made_at, plan.site, plan.stations, plan.state)
-
-
 # The stations as the planner counts them, from their configured details, the sessions
 # (station -> connector -> transaction) and the time: see LocalController.with_ceilings.
 OperatorCeilings = Callable[[Mapping[str, StationInfo], Mapping[str, Mapping[int, int]], datetime],
@@ -191,7 +160,8 @@ class Planner:
                  request_replan: Callable[[], None],
                  replan_urgently: Callable[[], None] | None = None,
                  operator_ceilings: OperatorCeilings | None = None,
-                 after_apply: Callable[[Plan], object] | None = None) -> None:
+                 after_apply: Callable[[Plan], object] | None = None,
+                 log_level: str = "INFO") -> None:
         self.config = config
         # told each plan once its schedules are handed over (boot shares it did not cover)
         self._after_apply = after_apply
@@ -214,20 +184,16 @@ class Planner:
         self.durations = Histogram(PLAN_BUCKETS_S)
         self.last_ended_at: datetime | None = None
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
-        # A plan for 10,000 stations is about a second of pure-Python CPU; made on the
-        # event loop, it would hold every station's replies that long. It runs in this one
-        # thread instead, one plan at a time. A thread is enough because the loop still gets
-        # the interpreter: a thread waiting for the GIL asks the running one to drop it,
-        # which it does within the switch interval. The loop's thread drops it at every
-        # frame it sends and then waits that long to have it back, so the interval is
-        # lowered while a plan runs (see _switching_often). The CPU a plan costs is not
-        # reduced, nor spread over a second core: the GIL lets one thread run Python at a
-        # time, so the plan takes longer in wall time when the loop is busy. A planning
-        # process would add that second core, and keep the plan's allocations (and the
-        # collector's passes over them) out of the loop's process, at the price of pickling
-        # the fleet and the plan across (tens of milliseconds at 10,000 stations) and a
-        # process to run.
+        # A plan for 10,000 stations is about half a second of pure-Python CPU; made on the
+        # event loop, it would hold every station's replies that long. For a fleet of
+        # PROCESS_FROM_STATIONS or more it is made in a process of its own (see
+        # bridge.runtime.plan_process for why a thread is not enough there), and in this
+        # one thread for a smaller fleet, or while that process is not running. In the
+        # thread the loop still gets the interpreter: it drops it at every frame it sends
+        # and waits the switch interval to have it back, so the interval is lowered while a
+        # plan runs (see _switching_often).
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
+        self.process = PlanningProcess(log_level)
         self._one_plan = asyncio.Lock()
         self._asked = 0  # plans asked for so far
         self._covered = 0  # of those, how many the last applied plan took its inputs after
@@ -292,10 +258,7 @@ class Planner:
             covers = self._asked
             began = time.perf_counter()
             try:
-                inputs = self._inputs(self._clock())
-                with _switching_often():
-                    plan, encoded = await asyncio.get_running_loop().run_in_executor(
-                        self._thread, inputs.plan)
+                plan, encoded = await self._make(self._inputs(self._clock()))
                 if encoded is not None:
                     # stored in a turn of the loop of its own: at 5,000 stations storing
                     # and handing over each hold the loop for about a tenth of a second
@@ -312,9 +275,24 @@ class Planner:
                 self.durations.observe(time.perf_counter() - began)
                 self.last_ended_at = self._clock()
 
-    def close(self) -> None:
-        """Stop the planning thread (a plan under way is finished and dropped)."""
+    async def _make(self, inputs: PlanInputs) -> tuple[Plan, EncodedPlan | None]:
+        """The plan, made in the planning process where it runs, else in the thread."""
+        process = self.process
+        if len(inputs.fleet.stations) >= PROCESS_FROM_STATIONS:
+            process.start_soon()  # once it runs, it makes every plan, whatever the size
+        if process.ready:
+            try:
+                return await process.plan(inputs)
+            except PlanningProcessLost:
+                pass  # logged; this plan is made in the thread
+        with _switching_often():
+            return await asyncio.get_running_loop().run_in_executor(self._thread, inputs.plan)
+
+    async def close(self) -> None:
+        """Stop the planning process and thread (a plan under way is finished and
+        dropped)."""
         self._thread.shutdown(wait=False, cancel_futures=True)
+        await self.process.close()
 
     def _inputs(self, now: datetime) -> PlanInputs:
         dispatcher = self._dispatcher
@@ -402,16 +380,6 @@ def _capped_as_one(record: StationRecord | None) -> bool:
     connector, where a connector without a session is held at 0 W until it has one)."""
     return record is not None and record.caps.connectors <= 1 \
         and not record.handling.per_connector_only and not record.handling.cap_outranked
-
-
-def _changed(old: Plan, new: Plan, now: datetime) -> bool:
-    def future(steps: tuple[Step, ...]) -> list[tuple[float, float]]:
-        current = value_at(steps, now)
-        return [(max(s.start, now).timestamp(), round(s.limit_w)) for s in steps
-                if s.start >= now or s is current]
-    if future(old.site) != future(new.site) or old.stations.keys() != new.stations.keys():
-        return True
-    return any(future(old.stations[k]) != future(new.stations[k]) for k in new.stations)
 
 
 @contextlib.contextmanager

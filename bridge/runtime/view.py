@@ -202,7 +202,10 @@ class RuntimeView:
     def timings(self) -> Timings:
         return Timings(loop_lag=_histogram(self._loop_lag),
                        plan_seconds=_histogram(self._planner.durations),
-                       last_plan_ended_at=self._planner.last_ended_at)
+                       last_plan_ended_at=self._planner.last_ended_at,
+                       plans_in_process=self._planner.process.plans,
+                       planning_process_up=self._planner.process.ready,
+                       planning_process_failures=self._planner.process.failures)
 
     def stations(self) -> list[StationView]:
         fleet = self._fleet

@@ -202,8 +202,20 @@ def collect(reader: SiteReader) -> list[Metric | HistogramMetric]:
                   " time it was held).", timings.loop_lag),
         HistogramMetric("drbridge_plan_duration_seconds",
                   "How long each plan took, from its inputs taken to its schedules handed to"
-                  " the dispatcher and stored (the policy runs in the planning thread: what"
-                  " held the event loop shows in the loop lag).", timings.plan_seconds),
+                  " the dispatcher and stored (the policy runs in the planning process or"
+                  " thread: what held the event loop shows in the loop lag).",
+                  timings.plan_seconds),
+        _one("drbridge_plans_in_process_total", "counter",
+             "Plans made in the planning process (the others in the bridge's planning"
+             " thread: a small fleet's, or while the process was not running).",
+             timings.plans_in_process),
+        _one("drbridge_planning_process_up", "gauge",
+             "1 while the planning process runs and takes plans.",
+             1.0 if timings.planning_process_up else 0.0),
+        _one("drbridge_planning_process_failures_total", "counter",
+             "Times the planning process failed or could not start (plans were made in the"
+             " thread meanwhile; it is started again after a growing wait).",
+             timings.planning_process_failures),
         _one("drbridge_plan_last_end_timestamp_seconds", "gauge",
              "Unix time the last plan ended (0: none yet).",
              last_plan.timestamp() if last_plan else 0.0),

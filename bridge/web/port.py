@@ -275,6 +275,9 @@ class Timings:
     loop_lag: HistogramView  # seconds the event loop woke a sampling task late
     plan_seconds: HistogramView  # how long each plan took (inputs taken to schedules out)
     last_plan_ended_at: datetime | None
+    plans_in_process: int = 0  # plans the planning process made (the rest: the thread)
+    planning_process_up: bool = False
+    planning_process_failures: int = 0  # times it failed or could not start
 
 
 class SiteReader(Protocol):

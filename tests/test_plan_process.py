@@ -1,0 +1,181 @@
+"""Planning in a process of its own: the same plan as the thread makes, and the bridge
+goes on planning when that process fails.
+
+Every test runs the real process (``python -m bridge.runtime.plan_process``) on a socket
+pair; nothing stands in for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+from test_planning_thread import dr_parts, planner_over  # noqa: F401 (a fixture)
+from test_runtime_dr import DrParts
+
+from bridge.runtime import plan_process, planning
+from bridge.runtime.plan_inputs import PlanInputs
+from bridge.runtime.plan_process import (
+    PlanFailed,
+    PlanningProcess,
+    PlanningProcessLost,
+    request_for,
+)
+from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
+from policies.fleet import Fleet, Plan, Session, Site, StationInfo
+from policies.model import parse_policy, preset_text
+from policies.plan import Conditions
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+POLICY = parse_policy(preset_text("default"), "default")
+
+
+def inputs(count: int = 30, now: datetime = NOW, previous: Plan | None = None,
+           level: float | None = 1) -> PlanInputs:
+    """A flat site of ``count`` 3-phase 32 A stations, each with a session; with a SIMPLE
+    event of ``level`` in force (half the capacity at level 1: sessions take turns)."""
+    stations = {f"CP{i:03d}": StationInfo(f"CP{i:03d}", 3, 230.0, 32.0) for i in range(count)}
+    sessions = tuple(Session(sid, 1, NOW - timedelta(minutes=i))
+                     for i, sid in enumerate(stations))
+    events = []
+    if level is not None:
+        start = NOW - timedelta(minutes=5)
+        events.append(DrEvent(
+            event_id="ev", modification_number=0, status=EventStatus.ACTIVE, start=start,
+            duration=timedelta(hours=1), signals=(EventSignal(
+                name="SIMPLE", type="level", intervals=(SignalInterval(
+                    start=start, duration=timedelta(hours=1), value=level),)),)))
+    return PlanInputs(events, POLICY, Site(capacity_w=count * 7_000.0),
+                      Fleet(stations, sessions), now, {},
+                      previous.state if previous is not None else None, Conditions(), previous)
+
+
+@pytest.fixture
+async def process() -> AsyncIterator[PlanningProcess]:
+    running = PlanningProcess()
+    running.start_soon()
+    await wait_until(lambda: running.ready, timeout=30, what="the planning process")
+    yield running
+    await running.close()
+
+
+async def test_the_process_makes_the_plan_the_thread_makes(process: PlanningProcess):
+    first = inputs()
+    made, encoded = await process.plan(first)
+    assert (made, encoded) == first.plan()
+    assert encoded is not None and len(made.stations) == 30
+    # the next plan follows the one the process made: named, not sent again
+    second = inputs(now=NOW + timedelta(minutes=10), previous=made)
+    request = request_for(second, made)
+    assert request.previous_is_last and request.state_is_last
+    assert request.inputs.previous is None and request.inputs.state is None
+    assert await process.plan(second) == second.plan()
+    # the event over: a changed plan, from the state the process holds
+    third = inputs(now=NOW + timedelta(minutes=20), level=None,
+                   previous=(await process.plan(second))[0])
+    assert await process.plan(third) == third.plan()
+    assert process.plans == 4 and process.starts == 1
+
+
+async def test_a_plan_following_one_the_process_did_not_make_carries_it_in_full(
+        process: PlanningProcess):
+    made_here, _ = inputs().plan()  # in the thread, as while the process was starting
+    made_there, _ = await process.plan(inputs(level=None))
+    following = inputs(now=NOW + timedelta(minutes=10), previous=made_here)
+    request = request_for(following, made_there)
+    assert not request.previous_is_last and request.inputs.previous is made_here
+    assert await process.plan(following) == following.plan()
+
+
+class FailingInputs(PlanInputs):
+    """Inputs whose planning raises (a bug in the policy, as far as the bridge can tell)."""
+
+    def plan(self):  # type: ignore[no-untyped-def]
+        raise ArithmeticError("a planning bug")
+
+
+async def test_a_planning_error_is_raised_here_and_the_process_goes_on(
+        monkeypatch: pytest.MonkeyPatch):
+    # the process imports this module to read the failing inputs
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, (str(Path(__file__).parent), os.environ.get("PYTHONPATH")))))
+    running = PlanningProcess()
+    running.start_soon()
+    try:
+        await wait_until(lambda: running.ready, timeout=30, what="the planning process")
+        good = inputs()
+        bad = FailingInputs(*(getattr(good, name) for name in good.__dataclass_fields__))
+        with pytest.raises(PlanFailed, match="a planning bug"):
+            await running.plan(bad)
+        assert running.ready and await running.plan(good) == good.plan()
+        assert running.starts == 1 and running.failures == 0
+    finally:
+        await running.close()
+
+
+async def test_a_process_that_dies_is_started_again(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(plan_process, "RESTART_AFTER_S", 0.0)
+    process = PlanningProcess()
+    process.start_soon()
+    try:
+        await wait_until(lambda: process.ready, timeout=30, what="the planning process")
+        await _dies_and_starts_again(process)
+    finally:
+        await process.close()
+
+
+async def _dies_and_starts_again(process: PlanningProcess) -> None:
+    first, _ = await process.plan(inputs())
+    assert process._process is not None
+    process._process.kill()
+    with pytest.raises(PlanningProcessLost):
+        await process.plan(inputs(now=NOW + timedelta(minutes=10), previous=first))
+    assert not process.ready and process.failures == 1
+    process.start_soon()
+    await wait_until(lambda: process.ready, timeout=30, what="the process started again")
+    # the new process holds nothing: the plan it follows is sent in full
+    following = inputs(now=NOW + timedelta(minutes=10), previous=first)
+    assert await process.plan(following) == following.plan()
+    assert process.starts == 2
+
+
+async def test_closing_ends_the_process():
+    running = PlanningProcess()
+    running.start_soon()
+    await wait_until(lambda: running.ready, timeout=30, what="the planning process")
+    child = running._process
+    assert child is not None
+    await running.close()
+    assert child.returncode is not None and not running.ready
+    running.start_soon()  # closed: never started again
+    assert running._starting is not None and running._starting.done()
+
+
+async def test_the_planner_plans_in_the_thread_while_the_process_is_away(
+        dr_parts: DrParts, monkeypatch: pytest.MonkeyPatch):  # noqa: F811 (the fixture)
+    monkeypatch.setattr(planning, "PROCESS_FROM_STATIONS", 0)
+    monkeypatch.setattr(plan_process, "RESTART_AFTER_S", 60.0)
+    planner, _ = planner_over(dr_parts)
+    try:
+        await planner.replan()  # in the thread, while the process starts
+        assert planner.plan is not None and planner.process.plans == 0
+        await wait_until(lambda: planner.process.ready, timeout=30,
+                         what="the planning process")
+        dr_parts.parts.now += timedelta(seconds=5)
+        await planner.replan()
+        assert planner.process.plans == 1
+        made_there = planner.plan
+        child = planner.process._process
+        assert child is not None
+        child.kill()
+        await child.wait()
+        dr_parts.parts.now += timedelta(seconds=5)
+        await planner.replan()  # the process is gone: the thread makes it
+        assert planner.plan is not made_there and planner.process.failures == 1
+        assert not planner.process.ready and planner.process.plans == 1
+    finally:
+        await planner.close()
