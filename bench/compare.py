@@ -16,9 +16,10 @@ HEADER = (
     "| run | stations | WORKERS | commit | settled (s) | hold, worst station (s)"
     " | over share, worst (s) | join CPU: all / bridge process (CPU-s)"
     " | steady CPU: all / bridge process (% of a core) | RSS, all (MB) | steady p99 (ms)"
-    " | event window p99 (ms) | event window CPU: all / bridge process (%)"
+    " | replan window p99 (ms) | event window p99 (ms)"
+    " | event window CPU: all / bridge process (%) | event window plans: count, time (s)"
     " | dispatch, all stations (s) | others' CPU, worst window (%) |\n"
-    "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -39,8 +40,9 @@ def row(number: int, run: dict[str, Any], size: str, fleet: dict[str, Any]) -> s
             f" | {pair(fleet.get('join_cpu_s'), fleet.get('join_main_cpu_s'), 1)}"
             f" | {pair(steady['cpu_pct'], steady.get('main_cpu_pct'), 0)}"
             f" | {fleet['rss_mb']:.0f} | {steady['reply_p99_ms']:.0f}"
-            f" | {event['reply_p99_ms']:.0f}"
+            f" | {windows['replan']['reply_p99_ms']:.0f} | {event['reply_p99_ms']:.0f}"
             f" | {pair(event['cpu_pct'], event.get('main_cpu_pct'), 0)}"
+            f" | {event['plans']}, {event['plan_s']:.2f}"
             f" | {fleet['dispatch']['all_s']:.1f} | {others:.1f} |")
 
 

@@ -81,7 +81,7 @@ async def test_cap_holds_without_event_for_amp_and_watt_stations(site: SiteHarne
 @pytest.mark.parametrize("planned_in", ["thread", "process"])
 async def test_event_lowers_limits_by_its_start_and_restores_after(
         site: SiteHarness, planned_in: str, monkeypatch: pytest.MonkeyPatch):
-    if planned_in == "process":  # as for a fleet of hundreds
+    if planned_in == "process":  # as for a fleet of thousands
         monkeypatch.setattr(planning, "PROCESS_FROM_STATIONS", 0)
     bridge = await site.start_bridge(capacity_kw=44)
     stations = await start_fleet(site, ["Current", "Power", "Current,Power", "Current"])

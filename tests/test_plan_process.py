@@ -1,13 +1,16 @@
 """Planning in a process of its own: the same plan as the thread makes, and the bridge
 goes on planning when that process fails.
 
-Every test runs the real process (``python -m bridge.runtime.plan_process``) on a socket
+Every test runs the real process (``python -m bridge.runtime.plan_child``) on a socket
 pair; nothing stands in for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,12 +22,8 @@ from test_runtime_dr import DrParts
 
 from bridge.runtime import plan_process, planning
 from bridge.runtime.plan_inputs import PlanInputs
-from bridge.runtime.plan_process import (
-    PlanFailed,
-    PlanningProcess,
-    PlanningProcessLost,
-    request_for,
-)
+from bridge.runtime.plan_process import PlanFailed, PlanningProcess, PlanningProcessLost
+from bridge.runtime.plan_wire import request_for
 from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Plan, Session, Site, StationInfo
 from policies.model import parse_policy, preset_text
@@ -52,6 +51,13 @@ def inputs(count: int = 30, now: datetime = NOW, previous: Plan | None = None,
     return PlanInputs(events, POLICY, Site(capacity_w=count * 7_000.0),
                       Fleet(stations, sessions), now, {},
                       previous.state if previous is not None else None, Conditions(), previous)
+
+
+@pytest.fixture(autouse=True)
+def importable_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process imports this module to read the inputs of the classes below."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, (str(Path(__file__).parent), os.environ.get("PYTHONPATH")))))
 
 
 @pytest.fixture
@@ -91,6 +97,96 @@ async def test_a_plan_following_one_the_process_did_not_make_carries_it_in_full(
     assert await process.plan(following) == following.plan()
 
 
+async def test_a_fleet_that_changes_between_plans_is_planned_as_the_thread_plans_it(
+        process: PlanningProcess):
+    # the same station and session objects from plan to plan, as the bridge's are: sent
+    # once, then by reference; a session ends, another begins, a station leaves
+    stations = {f"CP{i:03d}": StationInfo(f"CP{i:03d}", 3, 230.0, 32.0) for i in range(40)}
+    sessions = {sid: Session(sid, 1, NOW - timedelta(minutes=i))
+                for i, sid in enumerate(stations)}
+    site = Site(capacity_w=150_000.0)
+    previous: Plan | None = None
+    for step in range(6):
+        now = NOW + timedelta(minutes=step)
+        if step == 2:
+            del sessions["CP005"]
+        if step == 3:
+            sessions["CP005"] = Session("CP005", 1, now)
+        if step == 4:
+            del stations["CP010"], sessions["CP010"]
+        taken = PlanInputs([], POLICY, site, Fleet(dict(stations), tuple(sessions.values())),
+                           now, {}, previous.state if previous else None, Conditions(),
+                           previous)
+        made, encoded = await process.plan(taken)
+        assert (made, encoded) == taken.plan(), f"plan {step}"
+        previous = made
+    assert previous is not None and "CP010" not in previous.stations
+    assert process.plans == 6
+
+
+async def test_a_plan_given_up_on_ends_the_process_which_starts_again_at_once(
+        process: PlanningProcess):
+    under_way = asyncio.create_task(process.plan(SlowInputs(*_fields(inputs()))))
+    await wait_until(lambda: process.requests == 1, what="the request with the process")
+    under_way.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await under_way
+    assert not process.started and process.failures == 0  # not a failure of the process
+    process.start_soon()
+    await wait_until(lambda: process.ready, timeout=30, what="the process started again")
+    assert await process.plan(inputs()) == inputs().plan()
+
+
+async def test_a_plan_that_takes_too_long_stops_the_process(
+        process: PlanningProcess, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(plan_process, "PLAN_TIMEOUT_S", 0.5)
+    with pytest.raises(PlanningProcessLost):
+        await process.plan(SlowInputs(*_fields(inputs())))
+    assert not process.started and process.failures == 1
+    process.start_soon()  # not before its wait
+    assert process._starting is None or process._starting.done()
+
+
+async def test_a_process_that_cannot_start_is_tried_again_after_a_growing_wait(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    monkeypatch.setattr(plan_process, "PYTHON", "/nonexistent/python")
+    monkeypatch.setattr(plan_process, "RESTART_AFTER_S", 0.0)
+    running = PlanningProcess()
+    try:
+        for attempt in range(1, 5):
+            running.start_soon()
+            starting = running._starting
+            assert starting is not None
+            await starting
+            assert running.failures == attempt and not running.started
+        # warnings, then one error, then quiet
+        levels = [r.levelname for r in caplog.records
+                  if r.name == plan_process.__name__ and r.levelno >= logging.WARNING]
+        assert levels == ["WARNING", "WARNING", "ERROR"]
+    finally:
+        await running.close()
+    monkeypatch.setattr(plan_process, "RESTART_AFTER_S", 30.0)
+    waiting = PlanningProcess()
+    waiting.start_soon()
+    assert waiting._starting is not None
+    await waiting._starting
+    waiting.start_soon()  # within the wait: no new attempt
+    assert waiting._starting.done() and waiting.failures == 1
+    await waiting.close()
+
+
+def _fields(taken: PlanInputs) -> list[object]:
+    return [getattr(taken, name) for name in taken.__dataclass_fields__]
+
+
+class SlowInputs(PlanInputs):
+    """Inputs whose planning takes two seconds."""
+
+    def plan(self):  # type: ignore[no-untyped-def]
+        time.sleep(2.0)
+        return super().plan()
+
+
 class FailingInputs(PlanInputs):
     """Inputs whose planning raises (a bug in the policy, as far as the bridge can tell)."""
 
@@ -99,22 +195,12 @@ class FailingInputs(PlanInputs):
 
 
 async def test_a_planning_error_is_raised_here_and_the_process_goes_on(
-        monkeypatch: pytest.MonkeyPatch):
-    # the process imports this module to read the failing inputs
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        filter(None, (str(Path(__file__).parent), os.environ.get("PYTHONPATH")))))
-    running = PlanningProcess()
-    running.start_soon()
-    try:
-        await wait_until(lambda: running.ready, timeout=30, what="the planning process")
-        good = inputs()
-        bad = FailingInputs(*(getattr(good, name) for name in good.__dataclass_fields__))
-        with pytest.raises(PlanFailed, match="a planning bug"):
-            await running.plan(bad)
-        assert running.ready and await running.plan(good) == good.plan()
-        assert running.starts == 1 and running.failures == 0
-    finally:
-        await running.close()
+        process: PlanningProcess):
+    good = inputs()
+    with pytest.raises(PlanFailed, match="a planning bug"):
+        await process.plan(FailingInputs(*_fields(good)))
+    assert process.ready and await process.plan(good) == good.plan()
+    assert process.starts == 1 and process.failures == 0
 
 
 async def test_a_process_that_dies_is_started_again(monkeypatch: pytest.MonkeyPatch):

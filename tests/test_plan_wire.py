@@ -84,3 +84,23 @@ def test_any_sequence_of_messages_decodes_to_what_was_sent(messages: list[list[i
     for picks in messages:
         message = {"kept": [POOL[i] for i in picks], "other": [Other(str(i)) for i in picks]}
         assert receiver.decode(sender.encode(message)) == message
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=10),
+                min_size=1, max_size=10))
+def test_objects_made_anew_and_dropped_are_never_mistaken_for_others(
+        messages: list[list[tuple[int, bool]]]):
+    # Objects the sender no longer holds are freed, and new ones may get their id(): a
+    # decoded message must still hold the objects sent, never an old one of the same id.
+    sender, receiver = Sender([Kept]), Receiver()
+    made = iter(range(1_000_000))
+    live: dict[int, Kept] = {}
+    for picks in messages:
+        for slot, renew in picks:
+            if renew or slot not in live:
+                live[slot] = Kept(f"{slot}-{next(made)}")
+        message = [live[slot] for slot, _ in picks]
+        assert receiver.decode(sender.encode(message)) == message
+        live = {slot: live[slot] for slot, _ in picks}  # the rest is freed
+        del message

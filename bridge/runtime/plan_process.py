@@ -5,42 +5,34 @@ bridge's own process it competes with the event loop for the interpreter, and lo
 loop gives the interpreter up at every call into the system (every frame it sends or
 reads) and takes it straight back before the waiting thread wakes, which then waits again
 (CPython's lock hands over fairly only when a holder keeps it a whole switch interval).
-With 10,000 stations connected, such a plan took 8 to 22 s of wall time in the
+With 10,000 stations connected, such a plan took 8 to 13 s of wall time in the
 benchmark, and a DR event reached the last station after as long. In a process, the plan
 runs on another core as fast as it would alone; the loop pays for sending its inputs and
 reading the plan back (:mod:`bridge.runtime.plan_wire`: each station's details, sessions
 and the policy go once, not with every plan).
 
-:class:`PlanningProcess` is the bridge's side: it starts the process when asked (the
-planner asks once the fleet is large enough to gain from it) and sends it one plan at a
-time. If the process fails or cannot start, the planner plans in its thread meanwhile,
-and the process is started again later. The process is this module run as a program; it
-exits when the bridge closes its end of the socket, or dies.
+:class:`PlanningProcess` is the bridge's side of the process (:mod:`bridge.runtime.plan_child`):
+it starts the process when asked (the planner asks once the fleet is large enough to gain
+from it) and sends it one plan at a time. If the process fails or cannot start, the
+planner plans in its thread meanwhile, and the process is started again after a wait
+that doubles with each failure in a row.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import pickle
-import signal
 import socket
-import struct
 import sys
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from bridge.gc_tuning import tune_for_many_connections
 from bridge.plan_json import EncodedPlan
 from bridge.runtime.plan_inputs import PlanInputs
-from bridge.runtime.plan_wire import PROTOCOL, Receiver, Sender
+from bridge.runtime.plan_wire import FRAME_LENGTH, READY, Sender, frame, request_for
 from policies.events import DrEvent
 from policies.fleet import Plan, Session, Site, StationInfo
 from policies.model import Policy
@@ -49,16 +41,18 @@ log = logging.getLogger(__name__)
 
 # Immutable objects that stay the same from one plan to the next: sent once, then named.
 KEPT_KINDS = (StationInfo, Session, Site, Policy, DrEvent)
+PYTHON = sys.executable  # the process runs the bridge's own interpreter
 START_TIMEOUT_S = 30.0
-# A plan that takes longer than this is taken for a process that hangs: it is stopped,
-# and the plan made in the thread.
-PLAN_TIMEOUT_S = 60.0
-RESTART_AFTER_S = 1.0  # doubled after each failure, up to RESTART_MAX_S
+# A plan that takes longer than this (20 times a 10,000-station plan) is taken for a
+# process that hangs: it is stopped, and the plan made in the thread.
+PLAN_TIMEOUT_S = 10.0
+RESTART_AFTER_S = 1.0  # doubled after each failure in a row, up to RESTART_MAX_S
 RESTART_MAX_S = 60.0
+# After this many failures in a row, one error says the process keeps failing; the
+# attempts go on, logged at debug level only.
+LOUD_FAILURES = 3
 CLOSE_TIMEOUT_S = 5.0
 READ_LIMIT = 1 << 22  # the stream's buffer before it stops reading: a plan's size
-_LENGTH = struct.Struct("!Q")
-_READY = b"ready"
 _CODE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder the bridge package is in
 
 
@@ -69,99 +63,6 @@ class PlanningProcessLost(Exception):
 class PlanFailed(Exception):
     """Planning itself raised, in the process (the traceback is the message)."""
 
-
-@dataclass(frozen=True)
-class PlanRequest:
-    """A plan's inputs as sent: where the plan they follow (``previous``, and the state in
-    ``state``) is the one the process made last, it is named rather than sent."""
-
-    inputs: PlanInputs
-    previous_is_last: bool = False
-    state_is_last: bool = False
-
-    def resolved(self, last: Plan | None) -> PlanInputs:
-        """The inputs, with the plan the process made last put back where named."""
-        if not (self.previous_is_last or self.state_is_last):
-            return self.inputs
-        if last is None:
-            raise PlanningProcessLost("the request names a last plan this process never made")
-        return dataclasses.replace(
-            self.inputs,
-            previous=last if self.previous_is_last else self.inputs.previous,
-            state=last.state if self.state_is_last else self.inputs.state)
-
-
-def request_for(inputs: PlanInputs, last: Plan | None) -> PlanRequest:
-    """What to send for these inputs to a process whose last plan is ``last``."""
-    if last is None:
-        return PlanRequest(inputs)
-    previous_is_last = inputs.previous is last
-    state_is_last = inputs.state is not None and inputs.state is last.state
-    if not (previous_is_last or state_is_last):
-        return PlanRequest(inputs)
-    return PlanRequest(
-        dataclasses.replace(inputs, previous=None if previous_is_last else inputs.previous,
-                            state=None if state_is_last else inputs.state),
-        previous_is_last, state_is_last)
-
-
-# the process -----------------------------------------------------------------------------
-
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None  # the bridge closed its end
-    (length,) = _LENGTH.unpack(head)
-    body = stream.read(length)
-    if len(body) < length:
-        return None
-    return body
-
-
-def _frame(data: bytes) -> bytes:
-    return _LENGTH.pack(len(data)) + data
-
-
-def serve(connection: socket.socket) -> None:
-    """Answer plan requests until the other end closes."""
-    receiver = Receiver()
-    last: Plan | None = None
-    with connection, connection.makefile("rb") as stream:
-        connection.sendall(_frame(_READY))
-        while (data := _read_frame(stream)) is not None:
-            request: PlanRequest = receiver.decode(data)  # a broken request ends the process
-            try:
-                plan, encoded = request.resolved(last).plan()
-            except Exception:
-                reply: tuple[Plan | None, EncodedPlan | None, str | None] = (
-                    None, None, traceback.format_exc())
-            else:
-                reply = (plan, encoded, None)
-                last = plan
-            connection.sendall(_frame(pickle.dumps(reply, protocol=PROTOCOL)))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="drbridge's planning process (started by"
-                                     " the bridge; not to be run by hand)")
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s planner-process %(message)s")
-    # the bridge stops it (by closing the socket); a Ctrl-C is the bridge's to handle
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # a plan for a large fleet allocates objects by the hundred thousand, most of them
-    # freed by reference counting: the collector need not walk them all every 700
-    tune_for_many_connections()
-    try:
-        serve(socket.socket(fileno=args.fd))
-    except (ConnectionError, pickle.UnpicklingError, EOFError) as error:
-        log.error("stopped: %s", error)
-        sys.exit(1)
-
-
-# the bridge's side -------------------------------------------------------------------------
 
 class PlanningProcess:
     """The planning process as the bridge uses it: :meth:`start_soon`, then :meth:`plan`
@@ -176,33 +77,45 @@ class PlanningProcess:
         self._last: Plan | None = None  # the plan the process made last (and holds)
         self._starting: asyncio.Task[None] | None = None
         self._not_before = 0.0  # monotonic: no start before this, after a failure
-        self._restart_after = RESTART_AFTER_S
+        self._failed_in_a_row = 0  # failures since the last plan made there
         self._closed = False
         self.starts = 0  # processes started
         self.failures = 0  # processes that failed or could not start
+        self.requests = 0  # plans asked of it
         self.plans = 0  # plans made there
 
     @property
-    def ready(self) -> bool:
+    def started(self) -> bool:
+        """Whether a process was started and not found ended since: plans go to it."""
         return self._writer is not None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the process runs and takes plans (as far as the bridge knows: one that
+        died meanwhile is found out by the next plan)."""
+        return self._writer is not None and self._process is not None \
+            and self._process.returncode is None
 
     def start_soon(self) -> None:
         """Start the process in the background, unless it runs, starts, or failed a
         moment ago."""
-        if self._closed or self.ready or (self._starting and not self._starting.done()) \
+        if self._closed or self.started \
+                or (self._starting is not None and not self._starting.done()) \
                 or time.monotonic() < self._not_before:
             return
         self._starting = asyncio.create_task(self._start(), name="planning-process-start")
 
     async def _start(self) -> None:
-        ours, theirs = socket.socketpair()
-        argv = [sys.executable, "-m", "bridge.runtime.plan_process",
-                "--fd", str(theirs.fileno()), "--log-level", self._log_level]
-        # the same code as the bridge's, wherever it was imported from
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, (_CODE_ROOT, os.environ.get("PYTHONPATH")))))
-        process = None
+        process: asyncio.subprocess.Process | None = None
+        ours: socket.socket | None = None
+        writer: asyncio.StreamWriter | None = None
         try:
+            ours, theirs = socket.socketpair()
+            argv = [PYTHON, "-m", "bridge.runtime.plan_child",
+                    "--fd", str(theirs.fileno()), "--log-level", self._log_level]
+            # the same code as the bridge's, wherever it was imported from
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                filter(None, (_CODE_ROOT, os.environ.get("PYTHONPATH")))))
             try:
                 process = await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
@@ -212,33 +125,42 @@ class PlanningProcess:
             reader, writer = await asyncio.open_connection(sock=ours, limit=READ_LIMIT)
             async with asyncio.timeout(START_TIMEOUT_S):
                 hello = await _read(reader)
-            if hello != _READY:
+            if hello != READY:
                 raise PlanningProcessLost(f"it said {hello[:20]!r} instead of being ready")
-        except (OSError, EOFError, TimeoutError, PlanningProcessLost,
-                asyncio.IncompleteReadError) as error:
-            ours.close()
+        except BaseException as error:
+            # the stream owns the socket once made: closed through it, so that the loop
+            # stops watching the descriptor before it is closed
+            if writer is not None:
+                writer.close()
+            elif ours is not None:
+                ours.close()
             if process is not None:
                 await _stop(process)
-            self._failed(f"the planning process did not start ({error or type(error)})")
-            return
-        except BaseException:
-            ours.close()
-            if process is not None:
-                await _stop(process)
+            if isinstance(error, Exception):
+                self._failed(f"the planning process did not start ({_said(error)})")
+                return
             raise
         self._process, self._reader, self._writer = process, reader, writer
         self._sender.forget()
         self._last = None
-        self._restart_after = RESTART_AFTER_S
         self.starts += 1
         log.info("planning in a process of its own (pid %d)", process.pid)
 
     def _failed(self, why: str) -> None:
         self.failures += 1
-        log.warning("%s; planning in the bridge's thread, the process started again in"
-                    " %.0f s", why, self._restart_after)
-        self._not_before = time.monotonic() + self._restart_after
-        self._restart_after = min(2 * self._restart_after, RESTART_MAX_S)
+        self._failed_in_a_row += 1
+        wait = min(RESTART_AFTER_S * 2 ** (self._failed_in_a_row - 1), RESTART_MAX_S)
+        self._not_before = time.monotonic() + wait
+        if self._failed_in_a_row < LOUD_FAILURES:
+            log.warning("%s; planning in the bridge's thread, the process started again in"
+                        " %.0f s", why, wait)
+        elif self._failed_in_a_row == LOUD_FAILURES:
+            log.error("%s; the planning process failed %d times in a row: plans are made in"
+                      " the bridge's thread (slower for a large fleet), and it is tried"
+                      " again every %.0f s at most (logged at debug level)",
+                      why, self._failed_in_a_row, RESTART_MAX_S)
+        else:
+            log.debug("%s; the process started again in %.0f s", why, wait)
 
     async def plan(self, inputs: PlanInputs) -> tuple[Plan, EncodedPlan | None]:
         """The plan from these inputs, made in the process. Raises PlanningProcessLost
@@ -248,31 +170,33 @@ class PlanningProcess:
         # 10,000 stations) waits for the next, so that the two do not add up to one stall
         await asyncio.sleep(0)
         reader, writer = self._reader, self._writer
-        if reader is None or writer is None:
+        if reader is None or writer is None or not self.ready:
+            if writer is not None:
+                await self._lost("the planning process ended")
             raise PlanningProcessLost("the planning process is not running")
         try:
             data = self._sender.encode(request_for(inputs, self._last))
-            writer.write(_LENGTH.pack(len(data)))
-            writer.write(data)
+            writer.write(frame(data))
+            self.requests += 1
             async with asyncio.timeout(PLAN_TIMEOUT_S):
                 await writer.drain()
                 answer = await _read(reader)
             plan, encoded, failure = pickle.loads(answer)
-        except (OSError, EOFError, TimeoutError, pickle.UnpicklingError,
-                asyncio.IncompleteReadError) as error:
-            await self._lost(f"the planning process failed ({error or type(error).__name__})")
-            raise PlanningProcessLost(str(error)) from error
-        except BaseException:
-            # cancelled (the bridge stops, or the plan was given up on) with the answer on
-            # its way: the next request would read this one's answer, so this process is
-            # done with; not a failure of it, so it may start again at once
+        except asyncio.CancelledError:
+            # the bridge stops, or the plan was given up on, with the answer on its way: the
+            # next request would read this one's answer, so this process is done with; not
+            # a failure of it, so it may start again at once
             await asyncio.shield(self._lost(None))
             raise
+        except Exception as error:  # its end closed, a timeout, a broken answer, ...
+            await self._lost(f"the planning process failed ({_said(error)})")
+            raise PlanningProcessLost(_said(error)) from error
         if failure is not None:
             # the process keeps the inputs it was sent, and the plan it made last
             raise PlanFailed(failure)
         self._last = plan
         self.plans += 1
+        self._failed_in_a_row = 0
         return plan, encoded
 
     async def _lost(self, why: str | None) -> None:
@@ -288,12 +212,14 @@ class PlanningProcess:
             self._failed(why)
 
     async def close(self) -> None:
-        """Stop the process (closing the socket ends it; stopped after a while if not)."""
+        """Stop the process (closing the socket ends it; killed after a while if not)."""
         self._closed = True
-        if self._starting is not None:
-            self._starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
+        starting = self._starting
+        if starting is not None and not starting.done():
+            starting.cancel()
+            # waited for without taking its outcome, so that a cancellation of this
+            # caller still reaches it
+            await asyncio.wait([starting])
         process, writer = self._process, self._writer
         self._process = self._reader = self._writer = None
         if writer is not None:
@@ -302,8 +228,12 @@ class PlanningProcess:
             await _stop(process, gently=True)
 
 
+def _said(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
 async def _read(reader: asyncio.StreamReader) -> bytes:
-    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    (length,) = FRAME_LENGTH.unpack(await reader.readexactly(FRAME_LENGTH.size))
     return await reader.readexactly(length)
 
 
@@ -320,7 +250,3 @@ async def _stop(process: asyncio.subprocess.Process, gently: bool = False) -> No
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-
-
-if __name__ == "__main__":
-    main()

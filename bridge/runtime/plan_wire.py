@@ -11,20 +11,72 @@ which to drop: an object no longer in the inputs (a session that ended) is forgo
 both after the next message. The numbers are ``id()`` of the sender's object, which the
 sender keeps alive for as long as the number may be used.
 
-A message is two pickles in a frame: the objects sent for the first time, in full, then
-the message with every kept object as a reference (``persistent_id``).
+A message is two pickles: the objects sent for the first time, in full, then the message
+with every kept object as a reference (``persistent_id``). On the socket, each message
+goes in a frame: its length, then its bytes. The bridge sends a :class:`PlanRequest`; the
+process answers with a plain pickle of the plan (new objects every time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 import struct
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
+
+from bridge.runtime.plan_inputs import PlanInputs
+from policies.fleet import Plan
 
 PROTOCOL = 5
 _HEAD = struct.Struct("!QQ")  # the lengths of the two pickles
+FRAME_LENGTH = struct.Struct("!Q")  # a frame's length, before its bytes
+READY = b"ready"  # the process's first frame, once it can take requests
+
+
+def frame(data: bytes) -> bytes:
+    return FRAME_LENGTH.pack(len(data)) + data
+
+
+class UnknownLastPlan(Exception):
+    """A request names a last plan the process never made: the two sides disagree."""
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """A plan's inputs as sent: where the plan they follow (``previous``, and the state in
+    ``state``) is the one the process made last, it is named rather than sent."""
+
+    inputs: PlanInputs
+    previous_is_last: bool = False
+    state_is_last: bool = False
+
+    def resolved(self, last: Plan | None) -> PlanInputs:
+        """The inputs, with the plan the process made last put back where named."""
+        if not (self.previous_is_last or self.state_is_last):
+            return self.inputs
+        if last is None:
+            raise UnknownLastPlan("the request names a last plan this process never made")
+        return dataclasses.replace(
+            self.inputs,
+            previous=last if self.previous_is_last else self.inputs.previous,
+            state=last.state if self.state_is_last else self.inputs.state)
+
+
+def request_for(inputs: PlanInputs, last: Plan | None) -> PlanRequest:
+    """What to send for these inputs to a process whose last plan is ``last``."""
+    if last is None:
+        return PlanRequest(inputs)
+    previous_is_last = inputs.previous is last
+    state_is_last = inputs.state is not None and inputs.state is last.state
+    if not (previous_is_last or state_is_last):
+        return PlanRequest(inputs)
+    return PlanRequest(
+        dataclasses.replace(inputs, previous=None if previous_is_last else inputs.previous,
+                            state=None if state_is_last else inputs.state),
+        previous_is_last, state_is_last)
 
 
 class Sender:

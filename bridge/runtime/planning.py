@@ -43,9 +43,11 @@ log = logging.getLogger(__name__)
 # While a plan runs in its thread, the interpreter switches threads after this long rather
 # than the default 5 ms (see Planner.replan).
 PLANNING_SWITCH_INTERVAL_S = 0.0005
-# From this many stations on, plans are made in the planning process: below it a plan
-# is a few milliseconds, and a thread makes it as fast as a process would.
-PROCESS_FROM_STATIONS = 200
+# From this many stations on, plans are made in the planning process. Below it a plan is
+# under a tenth of a second of CPU and the event loop is seldom busy enough to keep it
+# from the thread: at 1,000 stations a process made dispatch no faster in the benchmark,
+# and cost 40 MB (docs/benchmarks-notes.md).
+PROCESS_FROM_STATIONS = 2_000
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 # Changes within this window share one plan: each plan may re-send a profile to every
 # station. (A DR event is planned at once, without waiting.)
@@ -280,19 +282,21 @@ class Planner:
         process = self.process
         if len(inputs.fleet.stations) >= PROCESS_FROM_STATIONS:
             process.start_soon()  # once it runs, it makes every plan, whatever the size
-        if process.ready:
+        if process.started:
             try:
                 return await process.plan(inputs)
             except PlanningProcessLost:
-                pass  # logged; this plan is made in the thread
+                # logged; made in the thread, from inputs as they are now (the process
+                # may have taken seconds to fail)
+                inputs = self._inputs(self._clock())
         with _switching_often():
             return await asyncio.get_running_loop().run_in_executor(self._thread, inputs.plan)
 
     async def close(self) -> None:
-        """Stop the planning process and thread (a plan under way is finished and
-        dropped)."""
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        """Stop the planning process, then the thread (a plan under way in the thread is
+        finished and dropped)."""
         await self.process.close()
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     def _inputs(self, now: datetime) -> PlanInputs:
         dispatcher = self._dispatcher
