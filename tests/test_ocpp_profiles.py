@@ -8,6 +8,8 @@ from ocpp.messages import MessageType, get_validator
 
 from bridge.ocpp.capabilities import Capabilities, parse_configuration, parse_rate_units
 from bridge.ocpp.profiles import (
+    _build,
+    build_profile,
     connector_profiles,
     is_raise,
     same_schedule,
@@ -165,3 +167,25 @@ def test_connector_profiles_carry_the_transaction_and_pause_idle_connectors():
         get_validator(MessageType.Call, "SetChargingProfile", "1.6", parse_float=Decimal).validate(
             json.loads(json.dumps({"connectorId": b.connector_id, "csChargingProfiles": b.payload}),
                        parse_float=Decimal))
+
+
+SHARED = [steps((0, 11_000)), steps((0, 7_000), (600, 3_500), (3_600, 11_000)),
+          steps((-60, 0), (30, 4_140))]
+
+
+@given(st.lists(st.tuples(st.integers(0, len(SHARED) - 1), st.sampled_from([1, 3]),
+                          st.sampled_from([frozenset({"A"}), frozenset({"W"})]),
+                          st.integers(0, 2), st.integers(1, 3), st.integers(0, 3),
+                          st.sampled_from([230.0, 240.0])),
+                min_size=1, max_size=30))
+def test_a_profile_built_again_from_the_same_schedule_is_what_building_it_gives(calls):
+    # A wave builds the same profile for thousands of stations and keeps the first it
+    # built; whatever the order of the calls, each must be what building it anew gives.
+    for which, phases, units, seconds, periods, connector, volts in calls:
+        station = StationInfo(f"CP{connector}", phases, volts, 32.0)
+        caps = Capabilities(rate_units=units, max_stack_level=1, max_periods=periods)
+        now = NOW + timedelta(seconds=seconds)
+        got = build_profile(SHARED[which], station, caps, now, 6.0, connector_id=connector)
+        start = now.replace(microsecond=0) - timedelta(seconds=5)
+        assert got == _build(SHARED[which], station, caps, start, 6.0,
+                             "ChargePointMaxProfile", connector, None, 1, None)
