@@ -17,6 +17,8 @@ Prints, per plan, its wall time and the lag samples taken during it (count, medi
 max), and the lag over all plans; with ``--json``, also the raw figures. Runs on whichever
 planner the checkout has (on the loop: ``replan_now``; in its thread: ``replan``), so the
 same script compares two checkouts (``PYTHONPATH=<checkout> python -m bench.plan_lag``).
+From 2,000 stations on, a planner with a planning process makes its plans there once the
+process runs (the first plan, while it starts, in the thread).
 
     python -m bench.plan_lag [--stations 10000] [--plans 4] [--interval 0.01] [--event]
 """
