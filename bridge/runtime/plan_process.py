@@ -52,7 +52,9 @@ RESTART_MAX_S = 60.0
 # attempts go on, logged at debug level only.
 LOUD_FAILURES = 3
 CLOSE_TIMEOUT_S = 5.0
-READ_LIMIT = 1 << 22  # the stream's buffer before it stops reading: a plan's size
+# A frame's bytes move in one go once its first bytes are there (see _Channel); the
+# process is then writing or reading it, so this is only reached if it stops mid-frame.
+TRANSFER_TIMEOUT_S = 5.0
 _CODE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder the bridge package is in
 
 
@@ -71,8 +73,7 @@ class PlanningProcess:
     def __init__(self, log_level: str = "INFO") -> None:
         self._log_level = log_level
         self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._channel: _Channel | None = None
         self._sender = Sender(KEPT_KINDS)
         self._last: Plan | None = None  # the plan the process made last (and holds)
         self._starting: asyncio.Task[None] | None = None
@@ -87,13 +88,13 @@ class PlanningProcess:
     @property
     def started(self) -> bool:
         """Whether a process was started and not found ended since: plans go to it."""
-        return self._writer is not None
+        return self._channel is not None
 
     @property
     def ready(self) -> bool:
         """Whether the process runs and takes plans (as far as the bridge knows: one that
         died meanwhile is found out by the next plan)."""
-        return self._writer is not None and self._process is not None \
+        return self._channel is not None and self._process is not None \
             and self._process.returncode is None
 
     def start_soon(self) -> None:
@@ -108,7 +109,6 @@ class PlanningProcess:
     async def _start(self) -> None:
         process: asyncio.subprocess.Process | None = None
         ours: socket.socket | None = None
-        writer: asyncio.StreamWriter | None = None
         try:
             ours, theirs = socket.socketpair()
             argv = [PYTHON, "-m", "bridge.runtime.plan_child",
@@ -122,17 +122,13 @@ class PlanningProcess:
                     start_new_session=True, env=env)
             finally:
                 theirs.close()  # the process has its own copy
-            reader, writer = await asyncio.open_connection(sock=ours, limit=READ_LIMIT)
+            channel = _Channel(ours)
             async with asyncio.timeout(START_TIMEOUT_S):
-                hello = await _read(reader)
+                hello = await channel.receive()
             if hello != READY:
                 raise PlanningProcessLost(f"it said {hello[:20]!r} instead of being ready")
         except BaseException as error:
-            # the stream owns the socket once made: closed through it, so that the loop
-            # stops watching the descriptor before it is closed
-            if writer is not None:
-                writer.close()
-            elif ours is not None:
+            if ours is not None:
                 ours.close()
             if process is not None:
                 await _stop(process)
@@ -140,7 +136,7 @@ class PlanningProcess:
                 self._failed(f"the planning process did not start ({_said(error)})")
                 return
             raise
-        self._process, self._reader, self._writer = process, reader, writer
+        self._process, self._channel = process, channel
         self._sender.forget()
         self._last = None
         self.starts += 1
@@ -169,18 +165,16 @@ class PlanningProcess:
         # the inputs were taken in this turn of the loop; encoding them (about 30 ms at
         # 10,000 stations) waits for the next, so that the two do not add up to one stall
         await asyncio.sleep(0)
-        reader, writer = self._reader, self._writer
-        if reader is None or writer is None or not self.ready:
-            if writer is not None:
+        channel = self._channel
+        if channel is None or not self.ready:
+            if channel is not None:
                 await self._lost("the planning process ended")
             raise PlanningProcessLost("the planning process is not running")
         try:
-            data = self._sender.encode(request_for(inputs, self._last))
-            writer.write(frame(data))
+            channel.send(self._sender.encode(request_for(inputs, self._last)))
             self.requests += 1
             async with asyncio.timeout(PLAN_TIMEOUT_S):
-                await writer.drain()
-                answer = await _read(reader)
+                answer = await channel.receive()
             plan, encoded, failure = pickle.loads(answer)
         except asyncio.CancelledError:
             # the bridge stops, or the plan was given up on, with the answer on its way: the
@@ -201,11 +195,11 @@ class PlanningProcess:
 
     async def _lost(self, why: str | None) -> None:
         """Stop the process; ``why`` it failed (None: it did not)."""
-        process, writer = self._process, self._writer
-        self._process = self._reader = self._writer = None
+        process, channel = self._process, self._channel
+        self._process = self._channel = None
         self._last = None
-        if writer is not None:
-            writer.close()
+        if channel is not None:
+            channel.close()
         if process is not None:
             await _stop(process)
         if why is not None and not self._closed:
@@ -220,10 +214,10 @@ class PlanningProcess:
             # waited for without taking its outcome, so that a cancellation of this
             # caller still reaches it
             await asyncio.wait([starting])
-        process, writer = self._process, self._writer
-        self._process = self._reader = self._writer = None
-        if writer is not None:
-            writer.close()
+        process, channel = self._process, self._channel
+        self._process = self._channel = None
+        if channel is not None:
+            channel.close()
         if process is not None:
             await _stop(process, gently=True)
 
@@ -232,9 +226,55 @@ def _said(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-async def _read(reader: asyncio.StreamReader) -> bytes:
-    (length,) = FRAME_LENGTH.unpack(await reader.readexactly(FRAME_LENGTH.size))
-    return await reader.readexactly(length)
+class _Channel:
+    """Frames to and from the process over its socket.
+
+    A frame moves in one go: sent whole at once (the process, one plan at a time, is
+    waiting for it), and read whole once its first bytes are there (the process writes its
+    answer at once). Through the event loop a 12 MB answer (a DR event's plan for 10,000
+    stations, with its encoding for the store) would take a turn of the loop per 256 kB;
+    while the loop sends a wave of profiles, a turn takes tens of milliseconds.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+
+    def send(self, data: bytes) -> None:
+        sock = self._sock
+        sock.settimeout(TRANSFER_TIMEOUT_S)
+        try:
+            sock.sendall(frame(data))
+        finally:
+            sock.setblocking(False)
+
+    async def receive(self) -> bytearray:
+        """The next frame (EOFError: the process closed its end)."""
+        head = bytearray(FRAME_LENGTH.size)
+        got = await asyncio.get_running_loop().sock_recv_into(self._sock, head)
+        if got == 0:
+            raise EOFError("the planning process closed its socket")
+        sock = self._sock
+        sock.settimeout(TRANSFER_TIMEOUT_S)
+        try:
+            _read_into(sock, memoryview(head)[got:])
+            (length,) = FRAME_LENGTH.unpack(head)
+            body = bytearray(length)
+            _read_into(sock, memoryview(body))
+        finally:
+            sock.setblocking(False)
+        return body
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _read_into(sock: socket.socket, view: memoryview) -> None:
+    while view:
+        got = sock.recv_into(view)
+        if got == 0:
+            raise EOFError("the planning process closed its socket mid-frame")
+        view = view[got:]
 
 
 async def _stop(process: asyncio.subprocess.Process, gently: bool = False) -> None:
