@@ -101,7 +101,7 @@ def _fit_periods(periods: list[tuple[int, float]], max_periods: int) -> list[tup
     return periods
 
 
-class _Built:
+class _RecentProfiles:
     """Profiles built lately, by what they are built from.
 
     A plan gives most stations the same schedule (the same step objects): in a DR event
@@ -133,7 +133,7 @@ class _Built:
         self._kept[key] = (steps, built)
 
 
-_built = _Built()
+_recent = _RecentProfiles()
 
 
 def build_profile(
@@ -158,11 +158,11 @@ def build_profile(
     key = (tuple(map(id, steps)), station.voltage_v, station.phases, caps.preferred_unit,
            caps.max_periods, caps.max_stack_level, min_current_a, purpose, connector_id,
            transaction_id, stack_level, profile_id)
-    built = _built.get(start, key)
+    built = _recent.get(start, key)
     if built is None:
         built = _build(steps, station, caps, start, min_current_a, purpose, connector_id,
                        transaction_id, stack_level, profile_id)
-        _built.keep(key, steps, built)
+        _recent.keep(key, steps, built)
     return built
 
 

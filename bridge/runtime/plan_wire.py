@@ -3,8 +3,9 @@
 A plan's inputs for 10,000 stations pickle to about 2.5 MB, and most of it is the same
 objects every time: each station's details, each session, the policy. Pickling them again
 for every plan would cost the event loop about a tenth of a second. :class:`Sender` sends
-an object of a kind it is told to keep (immutable ones: see :data:`KEPT_KINDS`) once; after
-that, a message names it by a number the other side looks up in its :class:`Receiver`.
+an object of a kind it is told to keep (immutable ones: see
+:data:`bridge.runtime.plan_process.KEPT_KINDS`) once; after that, a message names it by a
+number the other side looks up in its :class:`Receiver`.
 
 Both sides keep exactly the objects the last message used, so they agree without saying
 which to drop: an object no longer in the inputs (a session that ended) is forgotten by
