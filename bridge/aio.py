@@ -38,14 +38,16 @@ class Wake:
     time it is set (so that the task that serves it can be started on demand).
 
     Kept per station: slotted, and its waiters' futures exist only while someone waits
-    (``asyncio.Event`` holds a deque from its start).
+    (``asyncio.Event`` holds a deque from its start). A future of the caller's may wait on
+    several flags at once (:meth:`notify`), without a task per flag.
     """
 
     __slots__ = ("_set", "_waiters", "on_set")
 
     def __init__(self, on_set: Callable[[], object] | None = None) -> None:
         self._set = False
-        self._waiters: list[asyncio.Future[None]] | None = None
+        # a dict, not a list: thousands may wait on one flag, each leaving on its own
+        self._waiters: dict[asyncio.Future[None], None] | None = None
         self.on_set = on_set
 
     def is_set(self) -> bool:
@@ -64,20 +66,59 @@ class Wake:
     def clear(self) -> None:
         self._set = False
 
+    def notify(self, waiter: asyncio.Future[None]) -> None:
+        """Complete ``waiter`` when the flag is set (at once if it is); see :meth:`forget`."""
+        if self._set:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        if self._waiters is None:
+            self._waiters = {}
+        self._waiters[waiter] = None
+
+    def forget(self, waiter: asyncio.Future[None]) -> None:
+        """``waiter`` no longer waits for the flag."""
+        if self._waiters is not None:
+            self._waiters.pop(waiter, None)
+            if not self._waiters:
+                self._waiters = None
+
     async def wait(self) -> None:
         if self._set:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        self.notify(waiter)
         try:
             await waiter
         finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
-                if not self._waiters:
-                    self._waiters = None
+            self.forget(waiter)
+
+
+async def first_of(flags: Iterable[Wake], timeout: float) -> None:
+    """Until one of ``flags`` is set, or ``timeout`` seconds have passed: one future and
+    one timer (``asyncio.wait`` on each flag's ``wait()`` costs a task per flag, and
+    thousands of stations' workers wait so after a wave)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    flags = tuple(flags)
+    for flag in flags:
+        flag.notify(ready)
+    if ready.done():
+        for flag in flags:
+            flag.forget(ready)
+        return
+    timer = loop.call_later(timeout, _complete, ready)
+    try:
+        await ready
+    finally:
+        timer.cancel()
+        for flag in flags:
+            flag.forget(ready)
+
+
+def _complete(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class TurnGate:
@@ -150,30 +191,35 @@ class TurnBatch(Generic[K, V]):
     Keyed: a second value for a key in the same turn replaces the first.
     """
 
-    __slots__ = ("_write", "_pending", "_written")
+    __slots__ = ("_write", "_pending", "_waiters")
 
     def __init__(self, write: Callable[[Iterable[tuple[K, V]]], object]) -> None:
         self._write = write
         self._pending: dict[K, V] = {}
-        self._written: asyncio.Future[None] | None = None
+        # a future per waiting task, not one they share: a task cancelled (its station
+        # gone) cancels its own only (cheaper than shielding a shared one for each)
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     async def add(self, key: K, value: V) -> None:
         self._pending[key] = value
-        if self._written is None:
-            loop = asyncio.get_running_loop()
-            self._written = loop.create_future()
+        loop = asyncio.get_running_loop()
+        if self._waiters is None:
+            self._waiters = []
             loop.call_soon(self._flush)
-        # shielded: one task cancelled (its station gone) leaves the others' wait alone
-        await asyncio.shield(self._written)
+        written: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(written)
+        await written
 
     def _flush(self) -> None:
-        written, self._written = self._written, None
+        waiters, self._waiters = self._waiters or [], None
         pending, self._pending = self._pending, {}
-        assert written is not None
         try:
             self._write(pending.items())
         except Exception as error:  # each waiting task fails as its own write would have
-            written.set_exception(error)
-            written.exception()  # seen here; the waiters raise it themselves
+            for written in waiters:
+                if not written.done():
+                    written.set_exception(error)
         else:
-            written.set_result(None)
+            for written in waiters:
+                if not written.done():
+                    written.set_result(None)

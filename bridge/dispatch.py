@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bridge.aio import TurnBatch, TurnGate, Wake, cancel_and_wait
+from bridge.aio import TurnBatch, TurnGate, Wake, cancel_and_wait, first_of
 from bridge.clock import utcnow
 from bridge.compliance import Compliance, ComplianceRule, Holdings, taken_at
 from bridge.ocpp.capabilities import UNKNOWN as UNKNOWN_CAPS
@@ -301,7 +301,7 @@ class Dispatcher:
         self._settle_event = asyncio.Event()
         # Workers reading capabilities or sending limits; follow-up calls wait for none.
         self._limiting = 0
-        self._limits_sent = asyncio.Event()
+        self._limits_sent = Wake()
         self._limits_sent.set()
         # Events a station's life had no transition for, by (phase, event): each is logged
         # once per station and kept here (a bug of ours: the station is served on).
@@ -528,10 +528,11 @@ class Dispatcher:
         """Keep the set of stations above their planned limits, and what each may have
         applied lately, up to date."""
         station_id = state.info.station_id
-        state.holdings.note(self._clock(), state.bounded_by(), self._rule.grace * 2)
+        now = self._clock()
+        state.holdings.note(now, state.bounded_by(), self._rule.grace * 2)
         held = state.held()
         above = (not state.reserved and state.desired is not None and held is not None
-                 and is_raise(held, state.desired, self._clock()))
+                 and is_raise(held, state.desired, now))
         if above:
             self._above.add(station_id)
         elif station_id in self._above:
@@ -828,14 +829,7 @@ class Dispatcher:
 
     async def _follow_up(self, state: StationRecord) -> None:
         """The calls that may wait, once no worker is sending limits (or after a while)."""
-        woken = asyncio.ensure_future(state.wake.wait())
-        sent = asyncio.ensure_future(self._limits_sent.wait())
-        try:
-            await asyncio.wait({woken, sent}, timeout=FOLLOW_UP_MAX_WAIT_S,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            sent.cancel()
+        await first_of((state.wake, self._limits_sent), FOLLOW_UP_MAX_WAIT_S)
         link = state.link
         follow = state.follow_ups
         if state.wake.is_set():
@@ -997,7 +991,7 @@ class Dispatcher:
                     status, detail = "Failed", str(error)
                     if error.unsupported:  # no smart charging, although it did not say so
                         status = "NotSupported"
-                self._store.record_profile(station_id, now, built.unit, built.payload,
+                self._store.record_profile(station_id, now, built.unit, built.payload_json,
                                            built.applied, status, detail)
                 if status != ACCEPTED:
                     failed = (built, status, detail)

@@ -23,6 +23,32 @@ def steps_to_json(steps: Iterable[Step]) -> str:
     return json.dumps([step_item(s) for s in steps])
 
 
+class ScheduleText:
+    """:func:`steps_to_json` for schedules a plan shares among stations (one tuple of steps
+    for every station given the same share): each tuple is encoded once while it is among
+    the last :data:`KEPT` seen. Keyed by identity; each tuple is kept with its text, so its
+    id cannot be another's meanwhile."""
+
+    KEPT = 256
+
+    __slots__ = ("_texts",)
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[tuple[Step, ...], str]] = {}
+
+    def __call__(self, steps: Iterable[Step]) -> str:
+        if not isinstance(steps, tuple):
+            return steps_to_json(steps)
+        kept = self._texts.get(id(steps))
+        if kept is not None and kept[0] is steps:
+            return kept[1]
+        text = steps_to_json(steps)
+        if len(self._texts) >= self.KEPT:
+            self._texts.clear()  # a new plan's schedules replace the last one's
+        self._texts[id(steps)] = (steps, text)
+        return text
+
+
 def step_item(s: Step) -> list[Any]:
     # a step's reason chain, when it has one, as a fourth item: [[kind, text], ...]
     return [iso(s.start), s.limit_w, s.reason,

@@ -42,9 +42,9 @@ import sqlite_utils
 
 from bridge.plan_json import (
     EncodedPlan,
+    ScheduleText,
     encode_plan,
     encode_plan_state,
-    steps_to_json,
     with_baselines,
 )
 from bridge.plan_json import iso as _iso
@@ -220,6 +220,8 @@ class Store:
         self._profile_totals: Counter[str] | None = None
         self._station_updates: dict[str, dict[str, Any]] = {}
         self._installed_updates: dict[str, str] = {}
+        # a wave stores one schedule for thousands of stations, three times each
+        self._schedule_json = ScheduleText()
         self._create()
 
     @contextmanager
@@ -551,11 +553,12 @@ class Store:
         return list(self.db["transactions"].rows_where("stopped_at is null", order_by="id"))
 
     # profiles ---------------------------------------------------------------------------
-    def record_profile(self, station_id: str, at: datetime, unit: str, payload: Mapping,
-                       steps: Iterable[Step], status: str, detail: str = "") -> None:
+    def record_profile(self, station_id: str, at: datetime, unit: str, payload_json: str,
+                       steps: tuple[Step, ...], status: str, detail: str = "") -> None:
+        """A profile sent (its OCPP 1.6 payload as JSON text) and the station's answer."""
         self._profile_log.append(
             {"station_id": station_id, "sent_at": _iso(at), "unit": unit,
-             "payload": json.dumps(payload), "schedule": steps_to_json(steps),
+             "payload": payload_json, "schedule": self._schedule_json(steps),
              "status": status, "detail": detail}
         )
         if self._profile_totals is not None:
@@ -575,7 +578,8 @@ class Store:
                 "INSERT INTO sent (station_id, schedule, sent_at) VALUES (?, ?, ?) ON CONFLICT"
                 "(station_id) DO UPDATE SET schedule = excluded.schedule,"
                 " sent_at = excluded.sent_at",
-                [(station_id, steps_to_json(steps), _iso(at)) for station_id, steps, at in sent],
+                [(station_id, self._schedule_json(steps), _iso(at))
+                 for station_id, steps, at in sent],
             )
 
     def save_applied(self, station_id: str, steps: Iterable[Step], at: datetime) -> None:
@@ -586,7 +590,8 @@ class Store:
                           ) -> None:
         """Several stations' accepted schedules (see :meth:`save_applied`), in one commit:
         the answers to a plan's wave come back by the hundred at a time."""
-        rows = [(station_id, steps_to_json(steps), _iso(at)) for station_id, steps, at in applied]
+        rows = [(station_id, self._schedule_json(steps), _iso(at))
+                for station_id, steps, at in applied]
         with self.db.conn:
             self.db.conn.executemany(
                 "INSERT INTO applied (station_id, schedule, acked_at) VALUES (?, ?, ?) ON CONFLICT"

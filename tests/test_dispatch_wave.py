@@ -209,3 +209,15 @@ def test_accepted_schedules_in_one_commit_clear_what_was_sent(tmp_path: Path):
         assert after.applied() == {"CP1": low, "CP2": high}
         assert after.sent() == {"CP3": low}  # still unanswered
     store.db.close()
+
+
+async def test_a_batch_waiter_cancelled_leaves_the_others_and_the_write_alone():
+    writes: list[dict[str, int]] = []
+    batch: TurnBatch[str, int] = TurnBatch(lambda items: writes.append(dict(items)))
+    tasks = [asyncio.ensure_future(batch.add(f"CP{n}", n)) for n in range(3)]
+    await asyncio.sleep(0)  # each has added its record and waits for the write
+    tasks[1].cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    assert writes == [{"CP0": 0, "CP1": 1, "CP2": 2}]  # added before it was cancelled

@@ -13,7 +13,7 @@ from functools import partial
 from conftest import SiteHarness, wait_steered, wait_until
 from websockets.asyncio.server import ServerConnection, serve
 
-from bridge.aio import Wake
+from bridge.aio import Wake, first_of
 from bridge.ocpp.keepalive import Keepalive
 from bridge.sim.station import SimulatedStation
 
@@ -123,3 +123,40 @@ async def test_a_wake_tells_each_set_wakes_its_waiters_and_keeps_none_after():
     await asyncio.wait_for(wake.wait(), 1)  # set: returns at once
     wake.clear()
     assert not wake.is_set()
+
+
+async def test_first_of_returns_at_the_first_flag_or_the_timeout_and_leaves_no_waiter():
+    one, other = Wake(), Wake()
+    waiting = asyncio.ensure_future(first_of((one, other), 10))
+    await asyncio.sleep(0)
+    assert not waiting.done() and one._waiters and other._waiters
+    other.set()
+    await asyncio.wait_for(waiting, 1)
+    assert one._waiters is None and other._waiters is None
+    await asyncio.wait_for(first_of((one, other), 10), 1)  # one is set already: at once
+    assert other._waiters is None
+    other.clear()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await first_of((one, other), 0.05)  # neither is set: the timeout
+    assert loop.time() - began >= 0.04 and one._waiters is None and other._waiters is None
+    cancelled = asyncio.ensure_future(first_of((one, other), 10))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert one._waiters is None and other._waiters is None
+
+
+async def test_thousands_wait_on_one_flag_and_leave_it_one_by_one():
+    shared = Wake()
+    own = [Wake() for _ in range(2_000)]
+    tasks = [asyncio.ensure_future(first_of((wake, shared), 10)) for wake in own]
+    await asyncio.sleep(0)
+    assert len(shared._waiters or ()) == 2_000
+    for wake in own[:1_000]:
+        wake.set()
+    await asyncio.gather(*tasks[:1_000])
+    assert len(shared._waiters or ()) == 1_000
+    shared.set()
+    await asyncio.gather(*tasks[1_000:])
+    assert shared._waiters is None and all(w._waiters is None for w in own)

@@ -189,3 +189,11 @@ def test_a_profile_built_again_from_the_same_schedule_is_what_building_it_gives(
         start = now.replace(microsecond=0) - timedelta(seconds=5)
         assert got == _build(SHARED[which], station, caps, start, 6.0,
                              "ChargePointMaxProfile", connector, None, 1, None)
+
+
+def test_a_profile_is_encoded_once_and_as_its_payload():
+    built = station_max_profile(steps((0, 11_040), (600, 5_520)), THREE, AMPS, NOW, 6)
+    text = built.payload_json
+    assert json.loads(text) == built.payload
+    assert built.payload_json is text  # encoded once, then kept
+    assert built == station_max_profile(steps((0, 11_040), (600, 5_520)), THREE, AMPS, NOW, 6)

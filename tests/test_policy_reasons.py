@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
-from bridge.store import Store, steps_from_json, steps_to_json
+from bridge.plan_json import ScheduleText, steps_to_json
+from bridge.store import Store, steps_from_json
 from policies.events import DrEvent, EventSignal, EventStatus, SignalInterval
 from policies.fleet import Fleet, Reservation, Session, Site, StationInfo, Step, Why
 from policies.model import parse_policy, preset_text
@@ -131,3 +132,19 @@ def test_a_stored_state_from_before_resumes_and_holds_reads_as_without_them():
     cp0 = state.stations["CP0"]
     assert (cp0.resume_until, cp0.hard_pause, cp0.then) == (None, False, None)
     assert cp0.paused_at_limit_w == 9_000.0 and not cp0.charging
+
+
+def test_a_shared_schedule_is_encoded_once_and_as_steps_to_json_would():
+    text_of = ScheduleText()
+    at = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    shared = (Step(at, 7_000.0, "plan"), Step(at + timedelta(hours=1), 3_500.0, "event"))
+    first = text_of(shared)
+    assert first == steps_to_json(shared) and text_of(shared) is first
+    equal = tuple(shared)  # the same tuple (tuple() of a tuple is itself)
+    assert text_of(equal) is first
+    other = (Step(at, 5_000.0, "plan"),)
+    assert text_of(other) == steps_to_json(other)
+    assert text_of(list(other)) == steps_to_json(other)  # not a tuple: encoded each time
+    for n in range(ScheduleText.KEPT + 5):  # many schedules: the oldest are dropped
+        fresh = (Step(at, float(n), "plan"),)
+        assert text_of(fresh) == steps_to_json(fresh)

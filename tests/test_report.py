@@ -52,7 +52,7 @@ def site_with_event(tmp_path: Path) -> Path:
     fill(store, START, END, 9_000, 10_000)
     schedule = (Step(START, 5_000, "event evt-7"),)
     for sid in ("CP1", "CP2"):
-        store.record_profile(sid, START - timedelta(minutes=1), "W", {}, schedule, "Accepted")
+        store.record_profile(sid, START - timedelta(minutes=1), "W", "{}", schedule, "Accepted")
     store.add_samples(
         MeterSample(sid, 1, START + timedelta(seconds=s), power, None)
         for s in range(0, 1800, 30)

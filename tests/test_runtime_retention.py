@@ -19,7 +19,7 @@ def seed(path: Path, now: datetime) -> None:
     """What months of an earlier run left: profiles, samples and plans, old and recent."""
     def send(station_id: str, days: float, status: str, limit_w: float) -> None:
         at = now - timedelta(days=days)
-        store.record_profile(station_id, at, "W", {"chargingProfileId": 9001},
+        store.record_profile(station_id, at, "W", '{"chargingProfileId":9001}',
                              (Step(at, limit_w, "plan"),), status)
 
     with contextlib.closing(Store(path)) as store:

@@ -16,7 +16,7 @@ SCHEDULE = (Step(NOW, 7_000.0, "plan"),)
 
 def _sent(store: Store, *statuses: str) -> None:
     for status in statuses:
-        store.record_profile("CP1", NOW, "W", {"chargingProfileId": 9001}, SCHEDULE, status)
+        store.record_profile("CP1", NOW, "W", '{"chargingProfileId":9001}', SCHEDULE, status)
 
 
 def test_profile_counts_are_read_once_then_kept_up_without_scanning_the_log(tmp_path: Path):

@@ -34,7 +34,7 @@ def schedule(limit_w: float, at: datetime) -> tuple[Step, ...]:
 
 def send(store: Store, station_id: str, at: datetime, status: str, limit_w: float = 7_000.0
          ) -> None:
-    store.record_profile(station_id, at, "W", {"chargingProfileId": 9001},
+    store.record_profile(station_id, at, "W", '{"chargingProfileId":9001}',
                          schedule(limit_w, at), status)
 
 

@@ -109,6 +109,20 @@ def _encoded(frame: list[Any]) -> str:
     return _ENCODER.encode(frame)
 
 
+class EncodedPayload(str):
+    """A request's payload as JSON text the caller encoded already (a profile that a DR
+    wave sends to thousands of stations is encoded once): it goes into the frame as is."""
+
+    __slots__ = ()
+
+
+def call_frame(unique_id: str, action: str, payload: Payload | EncodedPayload) -> str:
+    """An OCPP-J CALL, as sent."""
+    if isinstance(payload, EncodedPayload):
+        return f"[{CALL},{_ENCODER.encode(unique_id)},{_ENCODER.encode(action)},{payload}]"
+    return _encoded([CALL, unique_id, action, payload])
+
+
 class OcppJLink:
     """The central system's end of one station's websocket: frames in and out.
 
@@ -247,7 +261,8 @@ class OcppJLink:
         self._call_seq += 1
         return str(self._call_seq)
 
-    async def _request(self, action: str, payload: Payload, lenient: bool = False) -> Payload:
+    async def _request(self, action: str, payload: Payload | EncodedPayload,
+                       lenient: bool = False) -> Payload:
         """One call to the station and its validated answer; raises CallFailed.
 
         ``lenient``: an answer that breaks the version's schema is still read
@@ -260,7 +275,7 @@ class OcppJLink:
             answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             self._pending = (unique_id, answer)
             try:
-                await self._send(_encoded([CALL, unique_id, action, payload]))
+                await self._send(call_frame(unique_id, action, payload))
                 self._listener.call_sent(self.id, action)
                 async with asyncio.timeout(self._call_timeout_s):
                     frame = await answer

@@ -8,9 +8,10 @@ time and an increase on the second after, for the same reason.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bridge.ocpp.capabilities import Capabilities
@@ -46,6 +47,18 @@ class BuiltProfile:
     start: datetime
     periods: tuple[tuple[int, float], ...]  # (seconds from start, limit in unit)
     applied: tuple[Step, ...]  # what the station will apply, in W, at absolute times
+    # the payload's JSON text, made on first use: a DR wave sends one profile to thousands
+    # of stations and stores it for each (see _RecentProfiles)
+    _payload_json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def payload_json(self) -> str:
+        """:attr:`payload` as JSON text, encoded once."""
+        text = self._payload_json
+        if text is None:
+            text = json.dumps(self.payload, separators=(",", ":"))
+            object.__setattr__(self, "_payload_json", text)  # a cache, not a change
+        return text
 
     @property
     def payload(self) -> dict:
@@ -312,6 +325,8 @@ def _reason_at(steps: Sequence[Step], at: datetime) -> str:
 
 def same_schedule(a: Sequence[Step], b: Sequence[Step], now: datetime) -> bool:
     """Whether two applied schedules give the same limits from ``now`` on (within 1 W)."""
+    if a is b:
+        return True  # a plan gives one tuple to every station with the same share
     times = {now} | {s.start for s in (*a, *b) if s.start > now}
     for at in times:
         x, y = value_at(a, at), value_at(b, at)
@@ -324,6 +339,8 @@ def is_raise(new: Sequence[Step], old: Sequence[Step] | None, now: datetime) -> 
     """Whether ``new`` allows more than ``old`` at any time from ``now`` on."""
     if old is None:
         return True
+    if new is old:
+        return False
     times = {now} | {s.start for s in (*new, *old) if s.start > now}
     for at in times:
         x, y = value_at(new, at), value_at(old, at)

@@ -16,7 +16,7 @@ from ocpp.v16.enums import Action
 
 from bridge.ocpp.capabilities import KEYS, parse_configuration, parse_rated_current
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
-from bridge.ocpp.framing import Dialect, Handler, OcppJLink
+from bridge.ocpp.framing import Dialect, EncodedPayload, Handler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
     CallFailed,
@@ -106,11 +106,11 @@ class StationLink16(OcppJLink):
 
     async def set_profile(self, profile: BuiltProfile) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
-        reply = await self._request(
-            "SetChargingProfile",
-            {"connectorId": profile.connector_id, "csChargingProfiles": profile.payload},
-            lenient=True,
-        )
+        # the profile's JSON is made once for all the stations a wave gives it to
+        payload = f'{{"connectorId":{int(profile.connector_id)},' \
+                  f'"csChargingProfiles":{profile.payload_json}}}'
+        reply = await self._request("SetChargingProfile", EncodedPayload(payload),
+                                    lenient=True)
         return reply_status(reply)
 
     async def installed_profiles(self) -> list[InstalledProfile] | None:

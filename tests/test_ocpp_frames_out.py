@@ -1,0 +1,64 @@
+"""What a link puts on the wire for a charging profile: the frame a station reads, whether
+its payload was encoded with the frame or before (a DR wave encodes a profile once for all
+the stations it goes to)."""
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+from ocpp.messages import MessageType, get_validator
+
+from bench.link_cost import QuietListener
+from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.framing import EncodedPayload, call_frame
+from bridge.ocpp.profiles import station_max_profile
+from bridge.ocpp.v16 import StationLink16
+from policies.fleet import StationInfo, Step
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+class Answering:
+    """A station's websocket that keeps each frame sent and accepts each call."""
+
+    def __init__(self) -> None:
+        self.link: StationLink16 | None = None
+        self.sent: list[str] = []
+
+    async def send(self, message: str) -> None:
+        self.sent.append(message)
+        unique_id = json.loads(message)[1]
+        assert self.link is not None
+        asyncio.get_running_loop().call_soon(
+            asyncio.ensure_future,
+            self.link.route_message(json.dumps([3, unique_id, {"status": "Accepted"}])))
+
+
+@given(st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8),
+                                                      st.floats(allow_nan=False)), max_size=4),
+       st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=20))
+def test_an_encoded_payload_makes_the_frame_the_payload_would(payload, unique_id, action):
+    encoded = EncodedPayload(json.dumps(payload))
+    assert json.loads(call_frame(unique_id, action, encoded)) \
+        == json.loads(call_frame(unique_id, action, payload)) \
+        == [2, unique_id, action, payload]
+
+
+async def test_a_16_link_sends_a_profile_as_a_valid_set_charging_profile():
+    connection = Answering()
+    link = StationLink16("CP1", connection, QuietListener(), 5.0)
+    connection.link = link
+    schedule = (Step(NOW, 11_040.0, "plan"), Step(NOW.replace(hour=13), 5_520.0, "event"))
+    caps = Capabilities(rate_units=frozenset({"A"}), known=True)
+    built = station_max_profile(schedule, StationInfo("CP1", 3, 230.0, 32.0), caps, NOW, 6)
+    for _ in range(2):  # the second time from the text kept with the profile
+        assert await link.set_profile(built) == "Accepted"
+    first, second = (json.loads(frame, parse_float=Decimal) for frame in connection.sent)
+    assert first[0] == 2 and first[2] == "SetChargingProfile" and first[1] != second[1]
+    assert first[3] == second[3] == json.loads(json.dumps(
+        {"connectorId": 0, "csChargingProfiles": built.payload}), parse_float=Decimal)
+    get_validator(MessageType.Call, "SetChargingProfile", "1.6",
+                  parse_float=Decimal).validate(first[3])
