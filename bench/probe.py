@@ -291,7 +291,7 @@ async def drive(args: argparse.Namespace) -> None:
     vtn = DemoVtn(poll_interval=timedelta(seconds=1))
     await vtn.start()
     port, web_port = free_port(), free_port()
-    config = bench.bridge_config(out, args.stations, port, vtn.url, web_port, 1)
+    config = bench.bridge_config(out, args.stations, port, vtn.url, web_port, args.workers)
     log = (out / "bridge.log").open("w")
     command = [sys.executable, "-m", "bench.probe", "serve", "--config", str(config),
                "--out", str(out)]
@@ -369,6 +369,9 @@ def main() -> None:
                         help="seconds from settled to the report")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds after the report")
     parser.add_argument("--timeline-s", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="OCPP edge worker processes (ocpp.workers; default 0, as in"
+                             " bench.run)")
     args = parser.parse_args()
     if args.command == "serve":
         asyncio.run(serve(args))
