@@ -16,7 +16,8 @@ from policies.fleet import PlanState, StationState, Step
 
 
 def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
+    # most times are UTC already (the clock's, and stations' "Z" times as read)
+    return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat()
 
 
 def steps_to_json(steps: Iterable[Step]) -> str:
