@@ -56,7 +56,7 @@ def record_wave(store: Store, plan: Plan, age: timedelta, offset: timedelta) -> 
     for station_id, steps in plan.stations.items():
         info = StationInfo(station_id, 3, 230.0, 32.0)
         built = build_profile(steps, info, CAPS, at, 6.0, purpose=TX_DEFAULT, connector_id=1)
-        store.record_profile(station_id, at, built.unit, built.payload, built.applied,
+        store.record_profile(station_id, at, built.unit, built.payload_json, built.applied,
                              "Accepted")
     began = time.thread_time()
     store.flush()

@@ -221,3 +221,16 @@ async def test_a_batch_waiter_cancelled_leaves_the_others_and_the_write_alone():
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], asyncio.CancelledError)
     assert writes == [{"CP0": 0, "CP1": 1, "CP2": 2}]  # added before it was cancelled
+
+
+async def test_a_failed_write_reaches_each_waiter_still_waiting_not_a_cancelled_one():
+    def write(items: Iterable[tuple[str, int]]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    batch: TurnBatch[str, int] = TurnBatch(write)
+    tasks = [asyncio.ensure_future(batch.add(f"CP{n}", n)) for n in range(3)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes[1:])

@@ -133,7 +133,7 @@ async def test_first_of_returns_at_the_first_flag_or_the_timeout_and_leaves_no_w
     other.set()
     await asyncio.wait_for(waiting, 1)
     assert one._waiters is None and other._waiters is None
-    await asyncio.wait_for(first_of((one, other), 10), 1)  # one is set already: at once
+    await asyncio.wait_for(first_of((one, other), 10), 1)  # other is set already: at once
     assert other._waiters is None
     other.clear()
     loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ocpp.messages import MessageType, get_validator
@@ -14,7 +15,7 @@ from ocpp.messages import MessageType, get_validator
 from bench.link_cost import QuietListener
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.framing import EncodedPayload, call_frame
-from bridge.ocpp.profiles import station_max_profile
+from bridge.ocpp.profiles import TX, BuiltProfile, build_profile, station_max_profile
 from bridge.ocpp.v16 import StationLink16
 from policies.fleet import StationInfo, Step
 
@@ -47,18 +48,26 @@ def test_an_encoded_payload_makes_the_frame_the_payload_would(payload, unique_id
         == [2, unique_id, action, payload]
 
 
-async def test_a_16_link_sends_a_profile_as_a_valid_set_charging_profile():
+def _profiles() -> list[BuiltProfile]:
+    schedule = (Step(NOW, 11_040.0, "plan"), Step(NOW.replace(hour=13), 5_520.0, "event"))
+    caps = Capabilities(rate_units=frozenset({"A"}), known=True)
+    info = StationInfo("CP1", 3, 230.0, 32.0)
+    return [station_max_profile(schedule, info, caps, NOW, 6),
+            build_profile(schedule, info, caps, NOW, 6, purpose=TX, connector_id=2,
+                          transaction_id=77)]
+
+
+@pytest.mark.parametrize("built", _profiles(), ids=lambda b: b.purpose)
+async def test_a_16_link_sends_a_profile_as_a_valid_set_charging_profile(built):
     connection = Answering()
     link = StationLink16("CP1", connection, QuietListener(), 5.0)
     connection.link = link
-    schedule = (Step(NOW, 11_040.0, "plan"), Step(NOW.replace(hour=13), 5_520.0, "event"))
-    caps = Capabilities(rate_units=frozenset({"A"}), known=True)
-    built = station_max_profile(schedule, StationInfo("CP1", 3, 230.0, 32.0), caps, NOW, 6)
     for _ in range(2):  # the second time from the text kept with the profile
         assert await link.set_profile(built) == "Accepted"
     first, second = (json.loads(frame, parse_float=Decimal) for frame in connection.sent)
     assert first[0] == 2 and first[2] == "SetChargingProfile" and first[1] != second[1]
     assert first[3] == second[3] == json.loads(json.dumps(
-        {"connectorId": 0, "csChargingProfiles": built.payload}), parse_float=Decimal)
+        {"connectorId": built.connector_id, "csChargingProfiles": built.payload}),
+        parse_float=Decimal)
     get_validator(MessageType.Call, "SetChargingProfile", "1.6",
                   parse_float=Decimal).validate(first[3])

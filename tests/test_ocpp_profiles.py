@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -197,3 +198,15 @@ def test_a_profile_is_encoded_once_and_as_its_payload():
     assert json.loads(text) == built.payload
     assert built.payload_json is text  # encoded once, then kept
     assert built == station_max_profile(steps((0, 11_040), (600, 5_520)), THREE, AMPS, NOW, 6)
+    # a profile changed from it (the dispatcher places one at another stack level) is
+    # encoded anew, not with the text kept for the one it came from
+    placed = dataclasses.replace(built, stack_level=built.stack_level + 3)
+    assert json.loads(placed.payload_json)["stackLevel"] == built.stack_level + 3
+    assert json.loads(built.payload_json)["stackLevel"] == built.stack_level
+
+
+def test_a_schedule_is_the_same_as_itself_only_where_it_says_something_now():
+    assert same_schedule(steps((0, 7_000)), steps((0, 7_000)), NOW)
+    later = steps((60, 7_000))
+    assert not same_schedule(later, later, NOW)  # nothing applies now: as for two alike
+    assert not same_schedule((), (), NOW)

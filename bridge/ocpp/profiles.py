@@ -325,8 +325,8 @@ def _reason_at(steps: Sequence[Step], at: datetime) -> str:
 
 def same_schedule(a: Sequence[Step], b: Sequence[Step], now: datetime) -> bool:
     """Whether two applied schedules give the same limits from ``now`` on (within 1 W)."""
-    if a is b:
-        return True  # a plan gives one tuple to every station with the same share
+    if a is b:  # a plan gives one tuple to every station with the same share
+        return value_at(a, now) is not None  # as the comparison below would find
     times = {now} | {s.start for s in (*a, *b) if s.start > now}
     for at in times:
         x, y = value_at(a, at), value_at(b, at)
