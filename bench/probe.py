@@ -319,7 +319,7 @@ async def drive(args: argparse.Namespace) -> None:
             await until_written(out / "memory-1.txt")  # slow under tracemalloc
             await asyncio.sleep(args.hold)
             if args.event:
-                ven_id = vtn.ven_id("bench-site")
+                ven_id = vtn.ven_id(bench.VEN_NAME)
                 assert ven_id is not None
                 vtn.add_simple_event(ven_id, datetime.now(UTC) + timedelta(seconds=8),
                                      [(timedelta(minutes=10), 1)], event_id="probe")

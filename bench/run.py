@@ -51,6 +51,7 @@ from bridge.sim.vtn import DemoVtn, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_GENERATOR = 2_500
+VEN_NAME = "bench-site"  # the VEN the bridge registers as (one per fleet run: fleet_run)
 KW_PER_STATION = 7.0  # site capacity per station: every EV gets 7 kW until an event
 VOLTS, PHASES = 230.0, 3
 MIN_CURRENT_A = 6.0  # the default policy's
@@ -245,7 +246,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def bridge_config(workdir: Path, stations: int, port: int, vtn_url: str | None,
-                  web_port: int | None, workers: int, upstream_url: str | None = None) -> Path:
+                  web_port: int | None, workers: int, upstream_url: str | None = None,
+                  ven_name: str = VEN_NAME) -> Path:
     db = workdir / f"bridge-{port}.db"
     web = f"{{host: 127.0.0.1, port: {web_port}}}" if web_port else "{enabled: false}"
     # Without a VTN the URL points at a closed port: the VEN keeps retrying, stations are served.
@@ -256,7 +258,7 @@ def bridge_config(workdir: Path, stations: int, port: int, vtn_url: str | None,
         more += f", upstream: {{url: '{upstream_url}', call_timeout_s: 30}}"
     config = workdir / f"bridge-{port}.yaml"
     config.write_text(textwrap.dedent(f"""\
-        ven: {{vtn_url: "{url}", ven_name: bench-site}}
+        ven: {{vtn_url: "{url}", ven_name: {ven_name}}}
         ocpp: {{host: 127.0.0.1, port: {port}, call_timeout_s: 30, retry_s: 2{more}}}
         site: {{capacity_kw: {max(stations, 1) * KW_PER_STATION}}}
         storage: {{path: {db}}}
@@ -268,12 +270,15 @@ def bridge_config(workdir: Path, stations: int, port: int, vtn_url: str | None,
 
 @contextmanager
 def drbridge(workdir: Path, stations: int, workers: int, vtn_url: str | None = None,
-             metrics: bool = True, upstream_url: str | None = None) -> Iterator[Server]:
+             metrics: bool = True, upstream_url: str | None = None,
+             ven_name: str = VEN_NAME) -> Iterator[Server]:
     """``drbridge run`` in its own process; ``metrics``: with its web server (for /metrics);
-    ``upstream_url``: in local-controller mode, forwarding to that CSMS."""
+    ``upstream_url``: in local-controller mode, forwarding to that CSMS; ``ven_name``: the
+    VEN it registers as."""
     port = free_port()
     web_port = free_port() if metrics else None
-    config = bridge_config(workdir, stations, port, vtn_url, web_port, workers, upstream_url)
+    config = bridge_config(workdir, stations, port, vtn_url, web_port, workers, upstream_url,
+                           ven_name)
     log_path = workdir / f"bridge-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config",
@@ -505,8 +510,12 @@ async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, worker
                     steady_s: float, number: int) -> dict[str, Any]:
     spread = SPREAD_S * min(1.0, size / 10_000) if connect == "spread" else 0.0
     event_id = f"bench-{size}-{number}"
+    # A VEN of its own for each run: the VTN keeps a VEN's events (ten minutes long), and a
+    # later run registered under the same name would be sent the events of the runs before
+    # it, still in force (its storm and its event's plan then under several events).
+    ven_name = f"{VEN_NAME}-{size}-{number}"
     result: dict[str, Any] = {"stations": size, "connect": connect, "spread_s": spread}
-    with drbridge(workdir, size, workers, vtn.url) as server:
+    with drbridge(workdir, size, workers, vtn.url, ven_name=ven_name) as server:
         start_at = time.time() + 3
         budget = spread + QUIET_LIMIT_S + 2 * PLAN_DUE_S + EVENT_WINDOW_S + 60
         gens = generators(workdir, server.port, size, "steady", start_at, budget, spread)
@@ -536,7 +545,7 @@ async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, worker
                 opened = await mark(server, pids)
                 marks["steady"] = (opened, await _after(server, pids, opened.t + steady_s))
             result["rss_mb"] = round(tree_rss_mb(server.pid), 1)
-            ven_id = vtn.ven_id("bench-site")
+            ven_id = vtn.ven_id(ven_name)
             assert ven_id is not None, "the bridge did not register with the VTN"
             before = await mark(server, pids)
             event_start = datetime.now(UTC) + timedelta(seconds=EVENT_LEAD_S)
