@@ -103,15 +103,13 @@ async def first_of(flags: Iterable[Wake], timeout: float) -> None:
     flags = tuple(flags)
     for flag in flags:
         flag.notify(ready)
-    if ready.done():
-        for flag in flags:
-            flag.forget(ready)
-        return
-    timer = loop.call_later(timeout, _complete, ready)
+    # a flag set already completed it: awaiting it then returns without yielding
+    timer = None if ready.done() else loop.call_later(timeout, _complete, ready)
     try:
         await ready
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         for flag in flags:
             flag.forget(ready)
 
