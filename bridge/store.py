@@ -43,6 +43,7 @@ import sqlite_utils
 from bridge.plan_json import (
     EncodedPlan,
     ScheduleText,
+    decode_schedules,
     encode_plan,
     encode_plan_state,
     with_baselines,
@@ -64,10 +65,14 @@ STATION_COLUMNS = frozenset({"vendor", "model", "firmware", "capabilities", "las
 
 
 def steps_from_json(text: str) -> tuple[Step, ...]:
+    return steps_from_items(json.loads(text))
+
+
+def steps_from_items(items: Iterable[list[Any]]) -> tuple[Step, ...]:
     return tuple(
         Step(datetime.fromisoformat(a), float(w), r,
              tuple(Why(kind, why) for kind, why in rest[0]) if rest else ())
-        for a, w, r, *rest in json.loads(text)
+        for a, w, r, *rest in items
     )
 
 
@@ -320,8 +325,13 @@ class Store:
             {"station_id": str, "status": str, "detail": str, "at": str},
             pk="station_id", if_not_exists=True,
         )
-        db["plans"].create({"id": int, "made_at": str, "site": str, "stations": str},
-                           pk="id", if_not_exists=True)
+        # stations: each station's schedule as an index into schedules, the plan's distinct
+        # schedules (see bridge.plan_json.encode_plan); a plan stored before schedules was
+        # a column has each station's steps in stations itself
+        db["plans"].create({"id": int, "made_at": str, "site": str, "stations": str,
+                            "schedules": str}, pk="id", if_not_exists=True)
+        if "schedules" not in db["plans"].columns_dict:  # a database of an older run
+            db["plans"].add_column("schedules", str)
         # the allocation state the next plan starts from (turns, guard times, restores)
         db["plan_state"].create({"id": int, "state": str}, pk="id", if_not_exists=True)
         db["samples"].create(
@@ -644,8 +654,9 @@ class Store:
                           baselines: Mapping[str, float] | None = None) -> None:
         """The plan, and with ``baselines`` its state (when it has one), in one commit."""
         with self.db.conn:
-            self.db.conn.execute("INSERT INTO plans (made_at, site, stations) VALUES (?, ?, ?)",
-                                 [plan.made_at, plan.site, plan.stations])
+            self.db.conn.execute(
+                "INSERT INTO plans (made_at, site, stations, schedules) VALUES (?, ?, ?, ?)",
+                [plan.made_at, plan.site, plan.stations, plan.schedules])
             if baselines is not None and plan.state is not None:
                 self.db.conn.execute("INSERT OR REPLACE INTO plan_state (id, state) VALUES (1, ?)",
                                      [with_baselines(plan.state, baselines)])
@@ -657,7 +668,8 @@ class Store:
             return None
         row = rows[0]
         return (datetime.fromisoformat(row["made_at"]), steps_from_json(row["site"]),
-                {k: steps_from_json(json.dumps(v)) for k, v in json.loads(row["stations"]).items()})
+                {k: steps_from_items(v)
+                 for k, v in decode_schedules(row["stations"], row["schedules"]).items()})
 
     def save_plan_state(self, state: PlanState, baselines: Mapping[str, float]) -> None:
         self._write("INSERT OR REPLACE INTO plan_state (id, state) VALUES (1, ?)",

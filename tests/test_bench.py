@@ -183,6 +183,27 @@ def test_dispatch_counts_a_station_once_it_answered_a_profile_with_its_event_lim
     assert result.held_sum_w == pytest.approx((6.0 + 6.0) * 690)
 
 
+def test_the_event_plan_is_read_from_the_bridges_store_as_it_wrote_it(tmp_path: Path):
+    """The first plan stored after the event was handed on, each station's watts at the
+    probe time taken from the schedule it names."""
+    from bridge.store import Store
+    from policies.fleet import Step
+
+    at = datetime.fromtimestamp(T0, UTC)
+    before = {"A": (Step(at, 7_000.0, "site"),)}
+    shared = (Step(at, 7_000.0, "site"), Step(datetime.fromtimestamp(T0 + 5, UTC), 4_140.0,
+                                                "event"))
+    store = Store(tmp_path / "bridge.db")
+    try:
+        store.save_plan(datetime.fromtimestamp(T0 - 1, UTC), (Step(at, 70_000.0, "s"),), before)
+        store.save_plan(datetime.fromtimestamp(T0 + 1, UTC), (Step(at, 35_000.0, "s"),),
+                        {"A": shared, "B": shared, "C": before["A"]})
+    finally:
+        store.close()
+    stations, site_w = bench_run.event_plan(tmp_path / "bridge.db", T0, T0 + 6)
+    assert stations == {"A": 4_140.0, "B": 4_140.0, "C": 7_000.0} and site_w == 35_000.0
+
+
 def test_reply_latencies_and_histograms_over_a_window():
     stations = {"A": station(T0, [], meter_log=[[T0 - 1, 0.5], [T0 + 1, 0.01], [T0 + 9, 0.2]])}
     assert analysis.reply_latencies(stations, T0, T0 + 9) == [0.01]
