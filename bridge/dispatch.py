@@ -140,6 +140,9 @@ class OperatorLimits(Protocol):
         ...
 
 
+NONE_FOREIGN: frozenset[tuple[str, int, int]] = frozenset()  # one object for every station
+
+
 @dataclass(slots=True)
 class ProfileHandling:
     """What the station showed of how it takes our profiles; learnt anew after each boot
@@ -813,7 +816,8 @@ class Dispatcher:
             return  # it rebooted or reconnected meanwhile: asked again
         handling = state.handling
         others = [p for p in installed or () if not is_ours(p.profile_id)]
-        handling.foreign = frozenset((p.purpose, p.connector_id, p.stack_level) for p in others)
+        handling.foreign = frozenset((p.purpose, p.connector_id, p.stack_level)
+                                     for p in others) if others else NONE_FOREIGN
         for profile in others:
             log.info("%s: holds profile %d of another party (%s, %s, connector %d, stack "
                      "level %d); left as it is", station_id, profile.profile_id, profile.source,

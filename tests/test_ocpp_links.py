@@ -69,6 +69,20 @@ def test_each_version_link_stands_on_the_framing_alone():
 
 
 @pytest.mark.parametrize("link_class", LINKS, ids=lambda cls: cls.__name__)
+def test_links_of_a_class_share_one_handler_table_and_each_answers_for_itself(link_class):
+    """A handler table per class, not a dict of bound methods per connection; a handler
+    looked up is bound to the link it was looked up on."""
+    one, other = (link_class(sid, connection=None, listener=None, call_timeout_s=1.0)
+                  for sid in ("CP1", "CP2"))
+    assert one._handlers._table is other._handlers._table
+    assert set(one._handlers) == set(link_class.handlers())
+    heartbeat = one._handlers.get("Heartbeat")
+    assert heartbeat is not None and heartbeat.__self__ is one
+    assert other._handlers.get("Heartbeat").__self__ is other
+    assert one._handlers.get("NoSuchAction") is None
+
+
+@pytest.mark.parametrize("link_class", LINKS, ids=lambda cls: cls.__name__)
 async def test_what_a_version_cannot_do_is_answered_without_a_call(link_class):
     """1.6 has no voltage monitors nor DER control, 2.0.1 no DER control: the link says so
     itself (the connection here is none: any call would fail)."""

@@ -56,6 +56,19 @@ def test_measurands_are_read_as_a_set_in_any_order_case_and_separator():
     assert read_measurands(None) is None and read_measurands(5) is None  # not read
 
 
+def test_stations_that_read_alike_share_one_set_and_the_shared_sets_are_bounded(monkeypatch):
+    from bridge.ocpp import sampling
+
+    assert read_measurands(GRID_WRITTEN_BACK) is read_measurands(GRID_WRITTEN_BACK.upper())
+    monkeypatch.setattr(sampling, "_SHARED_SETS", {})
+    monkeypatch.setattr(sampling, "SHARED_SETS_MAX", 2)
+    odd = [read_measurands(f"Voltage,SoC.{n}") for n in range(4)]
+    assert len(sampling._SHARED_SETS) == 2
+    again = [read_measurands(f"Voltage,SoC.{n}") for n in range(4)]
+    assert again == odd  # past the bound, equal still: only not the same object
+    assert [a is b for a, b in zip(again, odd, strict=True)] == [True, True, False, False]
+
+
 def test_only_what_the_station_does_not_hold_is_set():
     held = Sampling(INTERVAL_S, read_measurands(GRID_WRITTEN_BACK))
     assert changes(held, INTERVAL_S, GRID_MEASURANDS).empty

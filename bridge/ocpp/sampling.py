@@ -79,9 +79,22 @@ def read_interval(value: Any) -> int | None:
     return int(number)
 
 
+# One object for each set of measurands stations report alike: a fleet holds a handful of
+# distinct sets, and a frozenset costs 216 bytes or more a station. Bounded: past it, a set
+# is its own.
+_SHARED_SETS: dict[frozenset[str], frozenset[str]] = {}
+SHARED_SETS_MAX = 256
+
+
 def measurand_set(names: Iterable[str]) -> frozenset[str]:
     """The names as compared: without surrounding spaces, case-folded, blanks left out."""
-    return frozenset(n.strip().casefold() for n in names if n.strip())
+    made = frozenset(n.strip().casefold() for n in names if n.strip())
+    shared = _SHARED_SETS.get(made)
+    if shared is not None:
+        return shared
+    if len(_SHARED_SETS) < SHARED_SETS_MAX:
+        _SHARED_SETS[made] = made
+    return made
 
 
 def read_measurands(value: Any) -> frozenset[str] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -254,10 +254,14 @@ class OcppServer:
         log.warning("refusing connections from %s: %s (logged once a minute)",
                     address, admission.value)
 
-    async def _handle(self, connection: ServerConnection) -> None:
+    def _handle(self, connection: ServerConnection) -> Awaitable[None]:
+        """What websockets awaits for the connection: :meth:`_serve` itself, not a
+        coroutine that awaits it (whose frame each connection would hold, about 250
+        bytes, for as long as it lasts)."""
         station_id = station_id_from_path(connection.request.path if connection.request else "")
-        if station_id is not None:
-            await self._serve(station_id, str(connection.subprotocol), connection)
+        if station_id is None:  # refused in the handshake: not reached
+            return asyncio.sleep(0)
+        return self._serve(station_id, str(connection.subprotocol), connection)
 
     async def _serve(self, station_id: str, subprotocol: str, connection: Any) -> None:
         """Serve one station's accepted connection (a websocket here, or relayed by an edge

@@ -16,7 +16,7 @@ from ocpp.v16.enums import Action
 
 from bridge.ocpp.capabilities import KEYS, parse_configuration, parse_rated_current
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
-from bridge.ocpp.framing import Dialect, EncodedPayload, Handler, OcppJLink
+from bridge.ocpp.framing import Dialect, EncodedPayload, LinkHandler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
     CallFailed,
@@ -59,19 +59,20 @@ class StationLink16(OcppJLink):
 
     DIALECT = OCPP16
 
-    def handlers(self) -> Mapping[str, Handler]:
+    @classmethod
+    def handlers(cls) -> Mapping[str, LinkHandler]:
         return {
-            "BootNotification": self.on_boot,
-            "Heartbeat": self.on_heartbeat,
-            "StatusNotification": self.on_status,
-            "Authorize": self.on_authorize,
-            "StartTransaction": self.on_start_transaction,
-            "StopTransaction": self.on_stop_transaction,
-            "MeterValues": self.on_meter_values,
-            "DataTransfer": self.on_data_transfer,
+            "BootNotification": cls.on_boot,
+            "Heartbeat": cls.on_heartbeat,
+            "StatusNotification": cls.on_status,
+            "Authorize": cls.on_authorize,
+            "StartTransaction": cls.on_start_transaction,
+            "StopTransaction": cls.on_stop_transaction,
+            "MeterValues": cls.on_meter_values,
+            "DataTransfer": cls.on_data_transfer,
             # status reports that need no action: acknowledged, so the station moves on
-            "FirmwareStatusNotification": self.on_notice,
-            "DiagnosticsStatusNotification": self.on_notice,
+            "FirmwareStatusNotification": cls.on_notice,
+            "DiagnosticsStatusNotification": cls.on_notice,
         }
 
     # calls to the station ----------------------------------------------------------------

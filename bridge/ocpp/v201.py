@@ -45,7 +45,7 @@ from bridge.ocpp import voltage_monitors as vm
 from bridge.ocpp.capabilities import Capabilities, parse_rate_units, shared
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.external_limits import read_cleared_charging_limit, read_notify_charging_limit
-from bridge.ocpp.framing import Dialect, Handler, OcppJLink
+from bridge.ocpp.framing import Dialect, LinkHandler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
     UNKNOWN_EVSE,
@@ -309,6 +309,13 @@ class _Report:
 _Asked = tuple[tuple[str, int], _Report]  # a report under way: its key, and what came
 
 
+def report_part(action: str) -> LinkHandler:
+    """The handler of one kind of report part (``action``), for a link class's table."""
+    def handle(link: StationLink2, payload: Payload) -> Payload:
+        return link._take_report_part(action, payload)
+    return handle
+
+
 class StationLink2(OcppJLink):
     """The central system's end of one OCPP 2.x station's websocket: what 2.0.1 and 2.1
     share. A version's link names its :attr:`DIALECT` (and adds its own messages)."""
@@ -334,26 +341,27 @@ class StationLink2(OcppJLink):
         self._monitors: dict[int, vm.MonitorSpec] = {}
         self._unreadable_voltage_logged = False
 
-    def handlers(self) -> Mapping[str, Handler]:
+    @classmethod
+    def handlers(cls) -> Mapping[str, LinkHandler]:
         return {
-            "BootNotification": self.on_boot,
-            "Heartbeat": self.on_heartbeat,
-            "StatusNotification": self.on_status,
-            "Authorize": self.on_authorize,
-            "TransactionEvent": self.on_transaction_event,
-            "MeterValues": self.on_meter_values,
-            "DataTransfer": self.on_data_transfer,
-            "NotifyEvent": self.on_notify_event,
-            "NotifyChargingLimit": self.on_notify_charging_limit,
-            "ClearedChargingLimit": self.on_cleared_charging_limit,
+            "BootNotification": cls.on_boot,
+            "Heartbeat": cls.on_heartbeat,
+            "StatusNotification": cls.on_status,
+            "Authorize": cls.on_authorize,
+            "TransactionEvent": cls.on_transaction_event,
+            "MeterValues": cls.on_meter_values,
+            "DataTransfer": cls.on_data_transfer,
+            "NotifyEvent": cls.on_notify_event,
+            "NotifyChargingLimit": cls.on_notify_charging_limit,
+            "ClearedChargingLimit": cls.on_cleared_charging_limit,
             # reports and notices that need no action: acknowledged, so the station moves on
-            **{action: self.on_notice for action in (
+            **{action: cls.on_notice for action in (
                 "SecurityEventNotification", "FirmwareStatusNotification",
                 "LogStatusNotification")},
             # parts of reports we asked for (acknowledged too when we did not)
-            "NotifyReport": self._on_report_part("NotifyReport"),
-            "ReportChargingProfiles": self._on_report_part("ReportChargingProfiles"),
-            "NotifyMonitoringReport": self._on_report_part("NotifyMonitoringReport"),
+            "NotifyReport": report_part("NotifyReport"),
+            "ReportChargingProfiles": report_part("ReportChargingProfiles"),
+            "NotifyMonitoringReport": report_part("NotifyMonitoringReport"),
         }
 
     # calls to the station ----------------------------------------------------------------
@@ -449,15 +457,14 @@ class StationLink2(OcppJLink):
             self._reports.pop(key, None)
         return report.parts
 
-    def _on_report_part(self, action: str) -> Handler:
-        def handle(payload: Payload) -> Payload:
-            report = self._reports.get((action, payload.get("requestId", -1)))
-            if report is not None:
-                report.parts.append(payload)
-                if not payload.get("tbc"):
-                    report.done.set()
-            return {}
-        return handle
+    def _take_report_part(self, action: str, payload: Payload) -> Payload:
+        """A part of a report we asked for (acknowledged too when we did not)."""
+        report = self._reports.get((action, payload.get("requestId", -1)))
+        if report is not None:
+            report.parts.append(payload)
+            if not payload.get("tbc"):
+                report.done.set()
+        return {}
 
     async def read_rated_current(self) -> Rated | None:
         """The station's maximum power from its device model: ``Power``'s MaxSet (its

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from ocpp.v21.enums import Action
 
 from bridge.ocpp import der_control as der
-from bridge.ocpp.framing import Dialect, Handler
+from bridge.ocpp.framing import Dialect, LinkHandler
 from bridge.ocpp.link import CallFailed
-from bridge.ocpp.v201 import StationLink2
+from bridge.ocpp.v201 import StationLink2, report_part
 from bridge.ocpp.wire import Payload
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,13 @@ class StationLink21(StationLink2):
 
     DIALECT = OCPP21
 
-    def handlers(self) -> Mapping[str, Handler]:
+    @classmethod
+    def handlers(cls) -> Mapping[str, LinkHandler]:
         return {
             **super().handlers(),
-            "NotifyDERAlarm": self.on_der_alarm,
-            "NotifyDERStartStop": self.on_der_start_stop,
-            "ReportDERControl": self._on_report_part("ReportDERControl"),
+            "NotifyDERAlarm": cls.on_der_alarm,
+            "NotifyDERStartStop": cls.on_der_start_stop,
+            "ReportDERControl": report_part("ReportDERControl"),
         }
 
     # DER control -------------------------------------------------------------------------
