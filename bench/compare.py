@@ -18,8 +18,9 @@ HEADER = (
     " | steady CPU: all / bridge process (% of a core) | RSS, all (MB) | steady p99 (ms)"
     " | replan window p99 (ms) | event window p99 (ms)"
     " | event window CPU: all / bridge process (%) | event window plans: count, time (s)"
-    " | dispatch, all stations (s) | others' CPU, worst window (%) |\n"
-    "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    " | dispatch, all stations (s) | others' CPU, worst window (%)"
+    " | listen overflows while joining |\n"
+    "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -43,7 +44,13 @@ def row(number: int, run: dict[str, Any], size: str, fleet: dict[str, Any]) -> s
             f" | {windows['replan']['reply_p99_ms']:.0f} | {event['reply_p99_ms']:.0f}"
             f" | {pair(event['cpu_pct'], event.get('main_cpu_pct'), 0)}"
             f" | {event['plans']}, {event['plan_s']:.2f}"
-            f" | {fleet['dispatch']['all_s']:.1f} | {others:.1f} |")
+            f" | {fleet['dispatch']['all_s']:.2f} | {others:.1f}"
+            f" | {_or_dash(fleet.get('listen_overflows'))} |")
+
+
+def _or_dash(value: int | None) -> str:
+    """A figure runs before it was recorded do not have."""
+    return "—" if value is None else f"{value:,}"
 
 
 def table(paths: list[Path]) -> str:

@@ -1,7 +1,7 @@
 """The reference central system: OCPP 1.6J the way the ``ocpp`` library documents it.
 
     python -m bench.ocpp_example_cs --host 127.0.0.1 --port 9100
-    python -m bench.ocpp_example_cs --port 9100 --sync-validation --backlog 2048
+    python -m bench.ocpp_example_cs --port 9100 --sync-validation --backlog 4096
 
 A ``ocpp.v16.ChargePoint`` subclass with one ``@on`` handler per action, served by
 ``websockets.serve(on_connect, host, port, subprotocols=["ocpp1.6"])`` with every other
@@ -14,7 +14,7 @@ OCPP 1.6 JSON schema, and every answer it sends against the answer's schema, wit
 ``jsonschema``'s ``Draft4Validator`` and no format checker (so a ``date-time`` is only
 checked to be a string). By default (``ocpp.messages.ASYNC_VALIDATION``) each validation
 runs in the event loop's default thread pool. Two switches make the fairest comparison
-with drbridge, which validates on the event loop and listens with a backlog of 2,048:
+with drbridge, which validates on the event loop and listens with a backlog of 4,096:
 ``--sync-validation`` validates on the event loop, ``--backlog`` sets the listen backlog.
 
 One deliberate difference from the documented example: logging is at WARNING, not INFO. At

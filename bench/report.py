@@ -274,8 +274,9 @@ def throughput_table(run: Run) -> str:
         ))
     if not rows:
         return "Not measured in this run."
+    backlog = run["settings"]["backlog"]
     return _table(("round", "drbridge, msg/s (server CPU)", "example, defaults",
-                   "example, sync validation, backlog 2,048", "× defaults", "× sync",
+                   f"example, sync validation, backlog {backlog:,}", "× defaults", "× sync",
                    "× defaults per CPU-second", "× sync per CPU-second", "others' CPU (%)"),
                   "rrrrrrrrr", rows)
 

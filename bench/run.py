@@ -46,6 +46,7 @@ from typing import Any
 
 from bench import analysis
 from bench.fd_limit import raise_fd_limit
+from bridge.ocpp.listening import BACKLOG
 from bridge.plan_json import decode_schedules
 from bridge.runtime.planning import REPLAN_COALESCE_S, REPLAN_PERIOD_S
 from bridge.sim.vtn import DemoVtn, free_port
@@ -56,7 +57,6 @@ VEN_NAME = "bench-site"  # the VEN the bridge registers as (one per fleet run: f
 KW_PER_STATION = 7.0  # site capacity per station: every EV gets 7 kW until an event
 VOLTS, PHASES = 230.0, 3
 MIN_CURRENT_A = 6.0  # the default policy's
-BACKLOG = 2048  # drbridge's listen backlog (bridge/ocpp/server.py); the reference gets it too
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # (stations, how they connect): "storm" all at once, "spread" evenly over SPREAD_S
@@ -110,6 +110,28 @@ def _version(package: str) -> str:
 
 def load_average() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def listen_overflows() -> int | None:
+    """Connections the kernel dropped because a listener's queue was full, since boot, on
+    the whole machine (a connection dropped there comes back 1 or 3 s later); None where
+    /proc does not tell."""
+    try:
+        return overflows_in(Path("/proc/net/netstat").read_text())
+    except OSError:
+        return None
+
+
+def overflows_in(netstat: str) -> int | None:
+    """TcpExt's ListenOverflows from the text of /proc/net/netstat (pairs of lines: the
+    counters' names, then their values)."""
+    lines = netstat.splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            counters = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            found = counters.get("ListenOverflows")
+            return int(found) if found is not None else None
+    return None
 
 
 def git_state() -> tuple[str, bool]:
@@ -520,6 +542,7 @@ async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, worker
     # it, still in force (its storm and its event's plan then under several events).
     ven_name = f"{VEN_NAME}-{size}-{number}"
     result: dict[str, Any] = {"stations": size, "connect": connect, "spread_s": spread}
+    overflows_before = listen_overflows()
     with drbridge(workdir, size, workers, vtn.url, ven_name=ven_name) as server:
         start_at = time.time() + 3
         budget = spread + QUIET_LIMIT_S + 2 * PLAN_DUE_S + EVENT_WINDOW_S + 60
@@ -535,6 +558,10 @@ async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, worker
             # workers, and its own process alone
             result["join_cpu_s"] = round(tree_cpu_s(server.pid) - joining[0], 2)
             result["join_main_cpu_s"] = round(process_cpu_s(server.pid) - joining[1], 2)
+            # dropped while the stations connected (the harness's own connections too)
+            overflows = listen_overflows()
+            result["listen_overflows"] = None if overflows is None or overflows_before is None \
+                else overflows - overflows_before
             marks: dict[str, tuple[Mark, Mark]] = {}
             first = await mark(server, pids)
             last_plan = first.metrics.get("drbridge_plan_last_end_timestamp_seconds", 0.0)
@@ -838,7 +865,8 @@ def _brief(outcome: dict[str, Any]) -> str:
             f" (replan {windows['replan']['reply_p99_ms']} ms, event"
             f" {windows['event']['reply_p99_ms']} ms); dispatch all {dispatch['all_s']:.3f} s"
             f" ({int(dispatch['counted'])}/{int(dispatch['stations'])}); others"
-            f" {max(w['others_cpu_pct'] for w in windows.values())} % CPU")
+            f" {max(w['others_cpu_pct'] for w in windows.values())} % CPU; listen overflows"
+            f" {outcome.get('listen_overflows')}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

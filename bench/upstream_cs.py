@@ -27,6 +27,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from bench.fd_limit import raise_fd_limit
+from bridge.ocpp.listening import BACKLOG
 
 _transaction_ids = itertools.count(1)
 ACCEPTED = '{"idTagInfo":{"status":"Accepted"}}'
@@ -73,7 +74,7 @@ async def main_async(host: str, port: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with serve(station, host, port, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-                     compression=None, backlog=2048, ping_interval=None) as server:
+                     compression=None, backlog=BACKLOG, ping_interval=None) as server:
         print("ready", flush=True)
         await stop.wait()
         server.close()

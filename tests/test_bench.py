@@ -514,11 +514,21 @@ async def test_settling_waits_through_metrics_the_bridge_is_too_busy_to_answer()
             await bench_run.wait_until_quiet(server, 3, quiet_s=0.5, limit_s=30)
 
 
+def test_listen_overflows_are_read_from_the_kernels_tcp_counters():
+    netstat = ("TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops\n"
+               "TcpExt: 181 0 5690 5690\n"
+               "IpExt: InNoRoutes InTruncatedPkts\n"
+               "IpExt: 0 0\n")
+    assert bench_run.overflows_in(netstat) == 5690
+    assert bench_run.overflows_in("IpExt: InNoRoutes\nIpExt: 0\n") is None
+    assert isinstance(bench_run.listen_overflows(), int | None)
+
+
 def test_compare_puts_the_bridge_process_beside_its_workers(tmp_path: Path):
     with_workers = copy.deepcopy(RUN)
     with_workers["edge_workers"] = 2
     [run] = with_workers["fleets"]["5000"][:1]
-    run.update(join_cpu_s=30.0, join_main_cpu_s=20.0)
+    run.update(join_cpu_s=30.0, join_main_cpu_s=20.0, listen_overflows=286)
     run["windows"]["steady"] = dict(run["windows"]["steady"], cpu_pct=45.0, main_cpu_pct=25.0)
     with_workers["fleets"] = {"5000": [run]}
     before = copy.deepcopy(RUN)
@@ -531,3 +541,4 @@ def test_compare_puts_the_bridge_process_beside_its_workers(tmp_path: Path):
     assert lines[2].startswith("| 1 | 5,000 | 0 | `abc` |") and "| — |" in lines[2]
     assert lines[3].startswith("| 2 | 5,000 | 2 |")
     assert "| 30.0 / 20.0 |" in lines[3] and "| 45 / 25 |" in lines[3]
+    assert lines[2].endswith("| — |") and lines[3].endswith("| 286 |")  # not recorded before

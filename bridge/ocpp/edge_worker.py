@@ -33,6 +33,7 @@ from websockets.typing import Subprotocol
 
 from bridge.gc_tuning import tune_for_many_connections
 from bridge.ocpp.keepalive import Keepalive
+from bridge.ocpp.listening import BACKLOG
 from bridge.ocpp.relay import ACCEPT, Kind, Message, encode, encode_json
 from bridge.ocpp.relay_stream import RelayStream
 from bridge.ocpp.security import websockets_logger
@@ -287,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--relay-fd", type=int, required=True,
                         help="this worker's end of its relay to the bridge")
     parser.add_argument("--listen-fds", required=True, help="comma-separated")
-    parser.add_argument("--backlog", type=int, default=2048)
+    parser.add_argument("--backlog", type=int, default=BACKLOG)
     parser.add_argument("--subprotocols", required=True)
     parser.add_argument("--max-size", type=int, required=True)
     parser.add_argument("--tls-certificate", type=Path)

@@ -29,6 +29,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import Close
 
+from bridge.ocpp.listening import BACKLOG
 from bridge.ocpp.relay import Kind, Message, encode, encode_json
 from bridge.ocpp.relay_stream import RelayStream
 
@@ -74,7 +75,7 @@ class WorkerOptions:
     port: int
     subprotocols: Sequence[str]
     max_size: int
-    backlog: int = 2048
+    backlog: int = BACKLOG
     tls: tuple[Path, Path, Path | None] | None = None
     log_level: str = "INFO"
 

@@ -34,6 +34,7 @@ from bridge.ocpp.edge_workers import (
 from bridge.ocpp.keepalive import Keepalive
 from bridge.ocpp.limits import Admission, ConnectionLimiter, FailureLimiter
 from bridge.ocpp.link import ChargerLink, StationListener
+from bridge.ocpp.listening import BACKLOG
 from bridge.ocpp.relay import ACCEPT
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.station_path import station_id_from_path
@@ -54,9 +55,6 @@ SUBPROTOCOLS: dict[str, type[AnyStationLink]] = {SUBPROTOCOL: StationLink16,
 # Every version's link is a ChargerLink (checked by type checkers here, and by the tests).
 _LINKS: tuple[type[ChargerLink], ...] = tuple(SUBPROTOCOLS.values())
 CLOSE_TIMEOUT_S = 10.0
-# A site reboot brings every station back at once; asyncio's default of 100 pending
-# connections would make the kernel drop some of them.
-BACKLOG = 2048
 # A refused flood must not flood the log: one line per address and this many seconds.
 REFUSAL_LOG_PERIOD_S = 60.0
 
