@@ -58,12 +58,12 @@ def test_measurands_are_read_as_a_set_in_any_order_case_and_separator():
 
 def test_stations_that_read_alike_share_one_set_and_the_shared_sets_are_bounded(monkeypatch):
     from bridge.ocpp import sampling
+    from bridge.shared_values import SharedValues
 
     assert read_measurands(GRID_WRITTEN_BACK) is read_measurands(GRID_WRITTEN_BACK.upper())
-    monkeypatch.setattr(sampling, "_SHARED_SETS", {})
-    monkeypatch.setattr(sampling, "SHARED_SETS_MAX", 2)
+    monkeypatch.setattr(sampling, "shared_sets", SharedValues(2))
     odd = [read_measurands(f"Voltage,SoC.{n}") for n in range(4)]
-    assert len(sampling._SHARED_SETS) == 2
+    assert len(sampling.shared_sets) == 2
     again = [read_measurands(f"Voltage,SoC.{n}") for n in range(4)]
     assert again == odd  # past the bound, equal still: only not the same object
     assert [a is b for a, b in zip(again, odd, strict=True)] == [True, True, False, False]

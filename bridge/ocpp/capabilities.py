@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.shared_values import SharedValues
 from bridge.worst_case import Rated
 
 RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
@@ -85,17 +86,7 @@ UNKNOWN = Capabilities()  # a station's until it answers (one instance for all)
 # a copy of its own (with its sets) for each of thousands of stations. Bounded: a fleet of
 # many odd answers keeps its own copies beyond this many kinds.
 MAX_SHARED = 1024
-_shared: dict[Capabilities, Capabilities] = {}
-
-
-def shared(caps: Capabilities) -> Capabilities:
-    """The instance equal to ``caps`` that other stations hold already, if any."""
-    found = _shared.get(caps)
-    if found is not None:
-        return found
-    if len(_shared) < MAX_SHARED:
-        _shared[caps] = caps
-    return caps
+shared: SharedValues[Capabilities] = SharedValues(MAX_SHARED)
 
 
 def parse_rate_units(text: str) -> frozenset[str]:

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.shared_values import SharedValues
+
 
 @dataclass(frozen=True, slots=True)
 class Sampling:
@@ -80,21 +82,13 @@ def read_interval(value: Any) -> int | None:
 
 
 # One object for each set of measurands stations report alike: a fleet holds a handful of
-# distinct sets, and a frozenset costs 216 bytes or more a station. Bounded: past it, a set
-# is its own.
-_SHARED_SETS: dict[frozenset[str], frozenset[str]] = {}
-SHARED_SETS_MAX = 256
+# distinct sets, and a frozenset costs 216 bytes or more a station.
+shared_sets: SharedValues[frozenset[str]] = SharedValues(256)
 
 
 def measurand_set(names: Iterable[str]) -> frozenset[str]:
     """The names as compared: without surrounding spaces, case-folded, blanks left out."""
-    made = frozenset(n.strip().casefold() for n in names if n.strip())
-    shared = _SHARED_SETS.get(made)
-    if shared is not None:
-        return shared
-    if len(_SHARED_SETS) < SHARED_SETS_MAX:
-        _SHARED_SETS[made] = made
-    return made
+    return shared_sets(frozenset(n.strip().casefold() for n in names if n.strip()))
 
 
 def read_measurands(value: Any) -> frozenset[str] | None:
