@@ -19,7 +19,7 @@ HEADER = (
     " | replan window p99 (ms) | event window p99 (ms)"
     " | event window CPU: all / bridge process (%) | event window plans: count, time (s)"
     " | dispatch, all stations (s) | others' CPU, worst window (%)"
-    " | listen overflows while joining |\n"
+    " | listen overflows, start to settled |\n"
     "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 

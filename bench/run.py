@@ -113,9 +113,9 @@ def load_average() -> list[float]:
 
 
 def listen_overflows() -> int | None:
-    """Connections the kernel dropped because a listener's queue was full, since boot, on
-    the whole machine (a connection dropped there comes back 1 or 3 s later); None where
-    /proc does not tell."""
+    """Connections the kernel dropped because a listener's queue was full, so far, for every
+    listener in this network namespace (the machine's, or a container's own; a connection
+    dropped there comes back 1 or 3 s later); None where /proc does not tell."""
     try:
         return overflows_in(Path("/proc/net/netstat").read_text())
     except OSError:
@@ -558,7 +558,8 @@ async def fleet_run(workdir: Path, vtn: DemoVtn, size: int, connect: str, worker
             # workers, and its own process alone
             result["join_cpu_s"] = round(tree_cpu_s(server.pid) - joining[0], 2)
             result["join_main_cpu_s"] = round(process_cpu_s(server.pid) - joining[1], 2)
-            # dropped while the stations connected (the harness's own connections too)
+            # dropped from the bridge's start until the fleet settled (every listener here,
+            # the harness's VTN too)
             overflows = listen_overflows()
             result["listen_overflows"] = None if overflows is None or overflows_before is None \
                 else overflows - overflows_before

@@ -186,7 +186,8 @@ class OcppJLink:
     def handlers(cls) -> Mapping[str, LinkHandler]:
         """Action -> its handler (a method as the class holds it, called with the link
         first), for the CALLs the station may make (the others are refused: NotImplemented
-        if the version has them, NotSupported if not). Read once per class."""
+        if the version has them, NotSupported if not). Read once per class, when its first
+        link is made: a method replaced on the class afterwards is not what its links call."""
         raise NotImplementedError
 
     # frames in -----------------------------------------------------------------------------
