@@ -104,7 +104,7 @@ def encode_plan(made_at: datetime, site: Iterable[Step],
     Each distinct schedule is written once, and each station names its schedule by
     index: a plan gives every station with the same share the same steps, so a DR
     event's plan for 10,000 stations has a handful of schedules, and written out per
-    station (each step with its reasons) it took 9 MB of JSON rather than 0.2 MB.
+    station (each step with its reasons) it took 9.2 MB of JSON rather than 0.15 MB.
     """
     index_of_text: dict[str, int] = {}
     # schedules by the identity of their steps (a plan shares step objects among the
