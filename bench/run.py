@@ -509,16 +509,14 @@ def event_plan(db: Path, handed_on: float, probe: float) -> tuple[dict[str, floa
     """(each station's watts at ``probe``, the site's) in the first plan made after the event
     was handed on and holding it."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("select * from plans order by id").fetchall()
-    for row in rows:
-        if datetime.fromisoformat(row["made_at"]).timestamp() < handed_on - 1e-3:
+        rows = conn.execute("select made_at, site, stations, schedules from plans"
+                            " order by id").fetchall()
+    for made_at, site, stations, schedules in rows:
+        if datetime.fromisoformat(made_at).timestamp() < handed_on - 1e-3:
             continue
-        site_w = _steps_at(json.loads(row["site"]), probe)
-        # the schedules column is newer than some checkouts this may be run from
-        schedules = row["schedules"] if "schedules" in row.keys() else None  # noqa: SIM118
+        site_w = _steps_at(json.loads(site), probe)
         per_station = {sid: _steps_at(steps, probe) for sid, steps
-                       in decode_schedules(row["stations"], schedules).items()}
+                       in decode_schedules(stations, schedules).items()}
         return per_station, site_w
     raise RuntimeError("no plan was stored after the event was handed on")
 
