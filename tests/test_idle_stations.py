@@ -50,7 +50,7 @@ async def test_a_steered_idle_station_has_only_its_connection_handler_task(site:
     assert tasks["Dispatcher._worker"] == 0
     assert tasks["Connection.keepalive"] == 0  # websockets' own: one task per connection
     assert tasks["Keepalive.run"] == 1
-    assert tasks["serve.<locals>.protocol_handler"] == 4  # each connection's frames
+    assert tasks["StationSocket._open"] == 4  # each connection's frames
 
     # woken again (an EV plugged in: a new share), a worker comes, sends it and ends
     station = site.stations[1]

@@ -112,7 +112,7 @@ class _Lifetime:
 class RelayedConnection:
     """A station's websocket as seen through a worker: frames in order, then the close."""
 
-    __slots__ = ("_lifetime", "_id", "subprotocol", "request", "response", "_inbox",
+    __slots__ = ("_lifetime", "_id", "subprotocol", "request", "_inbox",
                  "_waiter", "_paused", "_closed", "_closed_event")
 
     def __init__(self, lifetime: _Lifetime, relay_id: int, subprotocol: str,
@@ -120,7 +120,6 @@ class RelayedConnection:
         self._lifetime, self._id = lifetime, relay_id
         self.subprotocol = subprotocol
         self.request: _Request | None = _Request(authorization)
-        self.response: Any = None  # (the server clears what websockets keeps of it)
         self._inbox: deque[str | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False

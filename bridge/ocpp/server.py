@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
 
 from bridge.aio import cancel_and_wait
 from bridge.ocpp.auth import Gatekeeper, Refusal
@@ -38,6 +36,7 @@ from bridge.ocpp.listening import BACKLOG
 from bridge.ocpp.relay import ACCEPT
 from bridge.ocpp.security import EdgeSecurity, websockets_logger
 from bridge.ocpp.station_path import station_id_from_path
+from bridge.ocpp.station_socket import StationSocket, StationSockets
 from bridge.ocpp.v16 import StationLink16
 from bridge.ocpp.v21 import StationLink21
 from bridge.ocpp.v201 import StationLink201
@@ -70,7 +69,7 @@ class OcppServer:
         on_close: Callable[[str, AnyStationLink], None],
         call_timeout_s: float = 10.0,
         security: EdgeSecurity | None = None,
-        make_link: Callable[[str, ServerConnection, str], AnyStationLink | None] | None = None,
+        make_link: Callable[[str, Any, str], AnyStationLink | None] | None = None,
         subprotocols: Sequence[str] | None = None,
         workers: int = 0,
         log_level: str = "INFO",
@@ -93,7 +92,7 @@ class OcppServer:
         )
         self.connection_limiter = ConnectionLimiter(self.security.connections)
         self._refusals_logged: dict[str, float] = {}
-        self._server: Server | None = None
+        self._sockets: StationSockets | None = None
         self._workers = workers
         self._log_level = log_level
         self.edge: EdgeWorkers | None = None
@@ -105,14 +104,14 @@ class OcppServer:
     @property
     def listening(self) -> bool:
         """Whether stations can connect (start has returned)."""
-        return self._server is not None or self.edge is not None
+        return self._sockets is not None or self.edge is not None
 
     @property
     def port(self) -> int:
         if self.edge is not None:
             return self.edge.port
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        assert self._sockets is not None
+        return self._sockets.port
 
     async def start(self) -> None:
         if self._workers > 0:
@@ -139,24 +138,16 @@ class OcppServer:
         self.edge = edge
 
     async def _start_here(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self._host,
-            self._port,
-            subprotocols=[Subprotocol(name) for name in self._subprotocols],
-            process_request=self._check_request,
-            create_connection=self._limited_connection_class(),
-            ssl=self.security.ssl_context,
-            # websockets closes the connection with 1009 (message too big) before reading
-            # more of a frame than this; see the README for why not a CALLERROR.
-            max_size=self.security.max_message_bytes,
-            logger=websockets_logger(),
-            backlog=BACKLOG,
-            # one task pings every connection (bridge.ocpp.keepalive), not one per connection
-            ping_interval=None,
-            # Meter values are small; deflating each frame costs more CPU than it saves.
-            compression=None,
-        )
+        # No compression (meter values are small; deflating each frame costs more CPU than
+        # it saves), and one task pings every connection (bridge.ocpp.keepalive). A message
+        # larger than max_message_bytes closes the connection with 1009 (message too big)
+        # before more of it is read; see the README for why not a CALLERROR.
+        sockets = StationSockets(
+            judge=self._judge_request, serve=self._serve_socket, admit=self._admit,
+            release=self.connection_limiter.release, subprotocols=self._subprotocols,
+            max_size=self.security.max_message_bytes, logger=websockets_logger())
+        await sockets.start(self._host, self._port, self.security.ssl_context, BACKLOG)
+        self._sockets = sockets
         self._keepalive_task = asyncio.create_task(self.keepalive.run(), name="keepalive")
 
     async def close(self) -> None:
@@ -164,22 +155,17 @@ class OcppServer:
             await self.edge.close()
         if self._keepalive_task is not None:
             await cancel_and_wait([self._keepalive_task])
-        if self._server is not None:
-            self._server.close()
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning("some station connections did not close in time")
+        if self._sockets is not None and not await self._sockets.close(CLOSE_TIMEOUT_S):
+            log.warning("some station connections did not close in time")
 
-    async def _check_request(self, connection: ServerConnection,
-                             request: Request) -> Response | None:
-        refusal = await self._refusal(request.path, _host_of(connection.remote_address),
+    async def _judge_request(self, socket: StationSocket, request: Request) -> Response | None:
+        refusal = await self._refusal(request.path, _host_of(socket.remote_address),
                                       request.headers.get("Authorization"),
-                                      connection.transport.get_extra_info("peercert"))
+                                      socket.transport.get_extra_info("peercert"))
         if refusal is None:
             return None
         # The reason is for our log; the station learns only the status.
-        response = connection.respond(refusal.status, refusal.status.phrase + "\n")
+        response = socket.protocol.reject(refusal.status, refusal.status.phrase + "\n")
         for name, value in refusal.headers:
             response.headers[name] = value
         return response
@@ -214,32 +200,6 @@ class OcppServer:
         if station_id is not None:
             await self._serve(station_id, connection.subprotocol, connection)
 
-    def _limited_connection_class(self) -> type[ServerConnection]:
-        """A connection class that applies the per-address limits as soon as a socket is
-        accepted (after the TLS handshake, with TLS), before any HTTP is read."""
-        server = self
-
-        class LimitedConnection(ServerConnection):
-            _admitted: str | None = None
-
-            def connection_made(self, transport: Any) -> None:
-                super().connection_made(transport)
-                address = _host_of(transport.get_extra_info("peername"))
-                admission = server.connection_limiter.admit(address, time.monotonic())
-                if admission is Admission.ADMITTED:
-                    self._admitted = address
-                else:
-                    server._log_refusal(address, admission)
-                    transport.abort()
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                super().connection_lost(exc)
-                if self._admitted is not None:
-                    server.connection_limiter.release(self._admitted)
-                    self._admitted = None
-
-        return LimitedConnection
-
     def _log_refusal(self, address: str, admission: Admission) -> None:
         now = time.monotonic()
         last = self._refusals_logged.get(address)
@@ -252,14 +212,10 @@ class OcppServer:
         log.warning("refusing connections from %s: %s (logged once a minute)",
                     address, admission.value)
 
-    def _handle(self, connection: ServerConnection) -> Awaitable[None]:
-        """What websockets awaits for the connection: :meth:`_serve` itself, not a
-        coroutine that awaits it (whose frame each connection would hold, about 250
-        bytes, for as long as it lasts)."""
-        station_id = station_id_from_path(connection.request.path if connection.request else "")
-        if station_id is None:  # refused in the handshake: not reached
-            return asyncio.sleep(0)
-        return self._serve(station_id, str(connection.subprotocol), connection)
+    async def _serve_socket(self, socket: StationSocket) -> None:
+        station_id = station_id_from_path(socket.request.path if socket.request else "")
+        if station_id is not None:  # (one without is refused in its handshake)
+            await self._serve(station_id, str(socket.subprotocol), socket)
 
     async def _serve(self, station_id: str, subprotocol: str, connection: Any) -> None:
         """Serve one station's accepted connection (a websocket here, or relayed by an edge
@@ -277,11 +233,9 @@ class OcppServer:
         if link is None:
             link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         # The handshake is read: its headers, kept, would cost each connection a few
-        # kilobytes for as long as it lasts (websockets keeps the request itself: it tells
-        # the handshake from later frames by it).
+        # kilobytes for as long as it lasts.
         if connection.request is not None:
             connection.request.headers.clear()
-        connection.response = None
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)
