@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -212,10 +212,13 @@ class OcppServer:
         log.warning("refusing connections from %s: %s (logged once a minute)",
                     address, admission.value)
 
-    async def _serve_socket(self, socket: StationSocket) -> None:
+    def _serve_socket(self, socket: StationSocket) -> Awaitable[None]:
+        """:meth:`_serve` itself, not a coroutine that awaits it (whose frame each
+        connection would hold for as long as it lasts)."""
         station_id = station_id_from_path(socket.request.path if socket.request else "")
-        if station_id is not None:  # (one without is refused in its handshake)
-            await self._serve(station_id, str(socket.subprotocol), socket)
+        if station_id is None:  # refused in the handshake: not reached
+            return asyncio.sleep(0)
+        return self._serve(station_id, str(socket.subprotocol), socket)
 
     async def _serve(self, station_id: str, subprotocol: str, connection: Any) -> None:
         """Serve one station's accepted connection (a websocket here, or relayed by an edge
@@ -232,10 +235,9 @@ class OcppServer:
             if self._make_link is not None else None
         if link is None:
             link = link_class(station_id, connection, self._listener, self._call_timeout_s)
-        # The handshake is read: its headers, kept, would cost each connection a few
-        # kilobytes for as long as it lasts.
-        if connection.request is not None:
-            connection.request.headers.clear()
+        # The handshake is read: kept, it would cost each connection a few kilobytes for as
+        # long as it lasts.
+        connection.request = None
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)

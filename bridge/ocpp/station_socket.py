@@ -71,7 +71,7 @@ class StationSocket(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.protocol = ServerProtocol(subprotocols=sockets.subprotocols,
                                        max_size=sockets.max_size, logger=sockets.logger)
-        self.request: Request | None = None
+        self.request: Request | None = None  # the handshake's (the server lets go of it)
         self.subprotocol: Subprotocol | None = None
         self._admitted: str | None = None  # the host counted against the per-address limits
         # a fragmented message so far: its first frame's opcode, the frames' data
@@ -180,7 +180,7 @@ class StationSocket(asyncio.Protocol):
         for event in events:
             if isinstance(event, Request):
                 self.request = event
-                self._task = asyncio.get_running_loop().create_task(self._open(event))
+                self._task = asyncio.get_running_loop().create_task(self._open())
             else:
                 self._frame(event.opcode, event.data, event.fin)
 
@@ -287,27 +287,10 @@ class StationSocket(asyncio.Protocol):
             log.debug("dropped a connection whose handshake took over %.0f s", OPEN_TIMEOUT_S)
             self.transport.abort()
 
-    async def _open(self, request: Request) -> None:
+    async def _open(self) -> None:
         """Answer the handshake; once open, serve the station in this same task."""
-        protocol = self.protocol
-        try:
-            response = await self._sockets.judge(self, request)
-        except Exception:
-            log.exception("failed to judge a station's handshake")
-            response = protocol.reject(500, "Internal Server Error\n")
-        if response is None:
-            response = protocol.accept(request)
-        if self.transport.is_closing():
+        if not await self._handshake():
             return
-        protocol.send_response(response)
-        self._write()
-        if protocol.state is not OPEN:
-            self._closing()
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.subprotocol = protocol.subprotocol
         code = 1000
         try:
             await self._sockets.serve(self)
@@ -317,6 +300,32 @@ class StationSocket(asyncio.Protocol):
         finally:
             self._task = None
         await self.close(code)
+
+    async def _handshake(self) -> bool:
+        """Judge the handshake and send the answer; whether the websocket is open. (A
+        coroutine of its own: the request and response it holds go with its frame, not
+        kept by the one that serves the station for as long as it is connected.)"""
+        protocol, request = self.protocol, self.request
+        assert request is not None
+        try:
+            response = await self._sockets.judge(self, request)
+        except Exception:
+            log.exception("failed to judge a station's handshake")
+            response = protocol.reject(500, "Internal Server Error\n")
+        if response is None:
+            response = protocol.accept(request)
+        if self._gone:
+            return False
+        protocol.send_response(response)
+        self._write()
+        if protocol.state is not OPEN:
+            self._closing()
+            return False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.subprotocol = protocol.subprotocol
+        return True
 
 
 class StationSockets:
