@@ -236,8 +236,10 @@ class OcppServer:
         if link is None:
             link = link_class(station_id, connection, self._listener, self._call_timeout_s)
         # The handshake is read: kept, it would cost each connection a few kilobytes for as
-        # long as it lasts.
-        connection.request = None
+        # long as it lasts (websockets' parser holds on to the request: its headers go).
+        if connection.request is not None:
+            connection.request.headers.clear()
+            connection.request = None
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)
