@@ -23,6 +23,7 @@ from bridge.clock import Clock, utcnow
 from bridge.compliance import ComplianceRule
 from bridge.config import Config
 from bridge.dispatch import Dispatcher
+from bridge.heap import give_back_periodically
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import ChargerLink
 from bridge.ocpp.security import EdgeSecurity
@@ -231,6 +232,7 @@ class Bridge:
             asyncio.create_task(self.reports.run(), name="telemetry"),
             asyncio.create_task(self.dr.run_operator_opts(), name="operator"),
             asyncio.create_task(sample_loop_lag(self.loop_lag), name="loop-lag"),
+            asyncio.create_task(give_back_periodically(), name="give-back-memory"),
         ]
         try:
             await self._stop.wait()

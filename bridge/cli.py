@@ -145,9 +145,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 async def _run(config: Config) -> None:
     from bridge.app import Bridge
     from bridge.gc_tuning import tune_for_many_connections
+    from bridge.heap import map_large_blocks_apart
 
     bridge = Bridge(config)
     tune_for_many_connections()
+    map_large_blocks_apart()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, bridge.stop)

@@ -19,6 +19,7 @@ import traceback
 from typing import BinaryIO
 
 from bridge.gc_tuning import tune_for_many_connections
+from bridge.heap import give_back, map_large_blocks_apart
 from bridge.plan_json import EncodedPlan
 from bridge.runtime.plan_wire import (
     FRAME_LENGTH,
@@ -62,6 +63,7 @@ def serve(connection: socket.socket) -> None:
                 reply = (plan, encoded, None)
                 last = plan
             connection.sendall(frame(pickle.dumps(reply, protocol=PROTOCOL)))
+            give_back()  # what making the plan freed (bridge.heap), before the next one
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     # a plan for a large fleet allocates objects by the hundred thousand, most of them
     # freed by reference counting: the collector need not walk them all every 700
     tune_for_many_connections()
+    map_large_blocks_apart()
     try:
         serve(socket.socket(fileno=args.fd))
     except BrokenPipeError:

@@ -1,0 +1,74 @@
+"""Memory the process has freed, given back to the system (glibc's malloc; elsewhere a no-op).
+
+glibc keeps what a process frees for its own next allocations, and gives back only the
+free space at the top of its heap. A bridge with thousands of stations frees a great deal
+at once after a plan or a DR wave (the planning process's answer, a few MB; the frames and
+futures of a wave), and the holes that leaves in the middle of the heap stay in its
+resident memory until something of the same size is allocated there again. Two settings
+keep that small:
+
+- :func:`map_large_blocks_apart`: blocks of at least :data:`MMAP_THRESHOLD` bytes are
+  mapped on their own and unmapped when freed. glibc's default starts there too, but
+  raises the threshold (up to 32 MB) each time such a block is freed, after which the
+  next plan's buffers come from the heap and leave holes there;
+- :func:`give_back`: ``malloc_trim(0)``, which hands every free page of the heap back to
+  the system (the holes included, with ``madvise``). The bridge calls it every
+  :data:`GIVE_BACK_EVERY_S` from one task; it takes a few milliseconds.
+
+Neither changes what the process may use at its peak; the resident memory between peaks
+is what falls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+MMAP_THRESHOLD = 256 * 1024  # bytes
+GIVE_BACK_EVERY_S = 30.0
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, if it has glibc's malloc_trim and mallopt (musl and others do not)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (only whether they exist)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
+
+
+def map_large_blocks_apart() -> bool:
+    """Blocks of :data:`MMAP_THRESHOLD` bytes or more mapped apart, for good; whether the C
+    library took the setting."""
+    return _LIBC is not None and _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+
+
+def give_back() -> float:
+    """Hand the heap's free pages back to the system; the seconds it took (0 without
+    glibc)."""
+    if _LIBC is None:
+        return 0.0
+    started = time.perf_counter()
+    _LIBC.malloc_trim(0)
+    return time.perf_counter() - started
+
+
+async def give_back_periodically(every_s: float = GIVE_BACK_EVERY_S) -> None:
+    """:func:`give_back` every ``every_s`` seconds, until cancelled."""
+    while True:
+        await asyncio.sleep(every_s)
+        took = give_back()
+        log.debug("freed memory given back to the system in %.1f ms", took * 1000)
