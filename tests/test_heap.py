@@ -25,11 +25,11 @@ import sys
 from bridge import heap
 if sys.argv[1] == "apart":
     assert heap.map_large_blocks_apart()
-block = bytearray(300_000); del block  # glibc's own threshold rises past this size
+block = bytearray(1_500_000); del block  # glibc's own threshold rises past this size
 before = rss()
 large, small = [], []
-for _ in range(200):  # each large block with a small one after it on the heap
-    large.append(bytearray(300_000))
+for _ in range(60):  # each large block with a small one after it on the heap
+    large.append(bytearray(1_500_000))
     small.append(bytearray(2_000))
 large.clear()
 print(rss() - before)
@@ -55,7 +55,7 @@ def run(code: str, *args: str) -> list[float]:
 def test_large_blocks_mapped_apart_are_given_back_when_freed():
     kept_by_default = run(LARGE_BLOCKS, "default")[0]
     kept_apart = run(LARGE_BLOCKS, "apart")[0]
-    assert kept_by_default > 40  # MB: 200 blocks of 300 KB left in the heap's middle
+    assert kept_by_default > 40  # MB: 60 blocks of 1.5 MB left in the heap's middle
     assert kept_apart < 10
 
 
