@@ -4,11 +4,16 @@ own client as the station."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import websockets
+from pki import Pki
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from bridge.ocpp import station_socket
@@ -22,6 +27,7 @@ class Harness:
         self.admitted: list[str] = []
         self.released: list[str] = []
         self.refuse = False
+        self.judging: asyncio.Event | None = None  # set: the judge waits for it
         self.serve: Serve = self._echo
         self.served: list[StationSocket] = []
         self.sockets = StationSockets(self._judge, self._serve, self._admit,
@@ -37,6 +43,8 @@ class Harness:
         return True
 
     async def _judge(self, socket: StationSocket, request: Request) -> Response | None:
+        if self.judging is not None:
+            await self.judging.wait()
         return socket.protocol.reject(403, "no\n") if self.refuse else None
 
     async def _serve(self, socket: StationSocket) -> None:
@@ -56,6 +64,16 @@ async def harness() -> AsyncIterator[Harness]:
     await harness.sockets.start("127.0.0.1", 0, None, 16)
     yield harness
     await harness.sockets.close(5)
+    assert not harness.sockets.sockets
+
+
+HANDSHAKE = (b"GET /CP-1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n")
+
+
+def frame(opcode: Opcode, data: bytes) -> bytes:
+    return Frame(opcode, data).serialize(mask=True, extensions=[])
 
 
 def station(harness: Harness, path: str = "/CP-1") -> websockets.connect:
@@ -177,3 +195,94 @@ async def test_closing_closes_every_station_with_1001_and_waits_for_its_handler(
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_sending_while_the_connection_closes_waits_for_the_close(harness: Harness):
+    outcome: list[BaseException] = []
+
+    async def closes_then_sends(socket: StationSocket) -> None:
+        await socket.recv()
+        closing = asyncio.ensure_future(socket.close(1000))
+        await asyncio.sleep(0)  # our close frame is sent
+        try:
+            await socket.send("too late")
+        except BaseException as error:
+            outcome.append(error)
+        await closing
+
+    harness.serve = closes_then_sends
+    async with station(harness) as ws:
+        await ws.send("x")
+        with pytest.raises(websockets.ConnectionClosedOK):
+            await ws.recv()
+    await asyncio.wait_for(_until(lambda: bool(outcome)), 5)
+    assert isinstance(outcome[0], websockets.ConnectionClosedOK)
+
+
+async def test_a_station_that_keeps_sending_after_our_close_is_cut_off_in_time(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(station_socket, "CLOSE_TIMEOUT_S", 0.5)
+
+    async def closes(socket: StationSocket) -> None:
+        await socket.close(1000)
+
+    harness.serve = closes
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.sockets.port)
+    writer.write(HANDSHAKE)
+    assert b"101" in await reader.readuntil(b"\r\n\r\n")
+    began = asyncio.get_running_loop().time()
+    while not reader.at_eof() and asyncio.get_running_loop().time() - began < 5:
+        writer.write(frame(Opcode.PING, b"hi"))  # never our close frame back
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.read(4096), 0.05)
+    assert reader.at_eof()
+    assert asyncio.get_running_loop().time() - began < 2
+    writer.close()
+
+
+async def test_a_station_that_breaks_the_protocol_before_its_handshake_is_answered(
+        harness: Harness, caplog: pytest.LogCaptureFixture):
+    harness.judging = asyncio.Event()
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.sockets.port)
+    writer.write(HANDSHAKE + b"\xff\xff\xff\xff")  # a frame with a reserved opcode
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    harness.judging.set()  # the judge answers after the protocol gave up on the station
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # no 101: closed
+    assert harness.served == []
+    writer.close()
+    await asyncio.wait_for(_until(lambda: not harness.sockets.sockets), 5)
+    await asyncio.sleep(0.1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_once_closing_new_connections_are_dropped(harness: Harness):
+    harness.judging = asyncio.Event()
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.sockets.port)
+    writer.write(HANDSHAKE)
+    await asyncio.wait_for(_until(lambda: bool(harness.sockets.sockets)), 5)
+    closing = asyncio.ensure_future(harness.sockets.close(5))
+    await asyncio.sleep(0.05)
+    harness.judging.set()
+    assert await closing
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 503")
+    assert harness.served == [] and not harness.sockets.sockets
+    writer.close()
+
+
+async def test_a_tls_handshake_that_never_comes_is_dropped_as_a_websocket_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(station_socket, "OPEN_TIMEOUT_S", 0.3)
+    pki = Pki.create(tmp_path / "pki")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    harness = Harness()
+    await harness.sockets.start("127.0.0.1", 0, context, 16)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.sockets.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # no TLS hello sent: dropped
+        writer.close()
+    finally:
+        await harness.sockets.close(5)

@@ -24,13 +24,13 @@ closes every connection with 1001 (going away).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN, State
@@ -64,7 +64,7 @@ class StationSocket(asyncio.Protocol):
 
     __slots__ = ("_sockets", "transport", "protocol", "request", "subprotocol", "_admitted",
                  "_message", "_inbox", "_waiter", "_reading_paused", "_writing_paused",
-                 "_drained", "_pings", "_timer", "_task", "_lost", "_gone")
+                 "_drained", "_pings", "_timer", "_close_timer", "_task", "_lost", "_gone")
 
     def __init__(self, sockets: StationSockets) -> None:
         self._sockets = sockets
@@ -82,7 +82,8 @@ class StationSocket(asyncio.Protocol):
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._pings: dict[bytes, asyncio.Future[float]] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the open or the close deadline
+        self._timer: asyncio.TimerHandle | None = None  # the handshake's deadline
+        self._close_timer: asyncio.TimerHandle | None = None  # the TCP close's deadline
         self._task: asyncio.Task[None] | None = None  # the handshake, then the serving
         self._lost: asyncio.Future[None] | None = None  # close() waits on it
         self._gone = False  # the TCP connection is closed
@@ -118,23 +119,27 @@ class StationSocket(asyncio.Protocol):
         """Send one text message; waits while the station is slow to read."""
         protocol = self.protocol
         if protocol.state is not OPEN:
-            raise protocol.close_exc
+            raise await self._closed()
         protocol.send_text(message.encode())
         self._write()
         if self._writing_paused:
             if self._drained is None:
                 self._drained = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._drained)
+            await asyncio.shield(self._drained)  # (done when writing resumes, or is lost)
+            if self._gone:
+                raise protocol.close_exc
 
     async def ping(self) -> asyncio.Future[float]:
         """Send a ping; the future returned is done when its pong arrives."""
         protocol = self.protocol
         if protocol.state is not OPEN:
-            raise protocol.close_exc
-        data = os.urandom(4)
-        pong: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            raise await self._closed()
         if self._pings is None:
             self._pings = {}
+        data = os.urandom(4)
+        while data in self._pings:  # each ping its own payload, or its pong is lost
+            data = os.urandom(4)
+        pong: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[data] = pong
         protocol.send_ping(data)
         self._write()
@@ -152,17 +157,27 @@ class StationSocket(asyncio.Protocol):
             self._closing()
         elif protocol.state is State.CONNECTING:
             self.transport.abort()
-        if self._lost is None:
-            self._lost = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT_S + 1)
+        await self._closed()
+
+    async def _closed(self) -> ConnectionClosed:
+        """The close, once the TCP connection is closed: at most :data:`CLOSE_TIMEOUT_S`
+        after our close frame, or it is aborted."""
+        if not self._gone:
+            if self._lost is None:
+                self._lost = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT_S + 1)
+            except TimeoutError:
+                self.transport.abort()  # (connection_lost follows in the next turn)
+                await asyncio.shield(self._lost)
+        return self.protocol.close_exc
 
     # asyncio's callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         host = _host_of(transport.get_extra_info("peername"))
-        if not self._sockets.admit(host):
+        if self._sockets.closing or not self._sockets.admit(host):
             transport.abort()
             return
         self._admitted = host
@@ -189,10 +204,12 @@ class StationSocket(asyncio.Protocol):
         self._write()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        handshaking = self.protocol.state is State.CONNECTING
         self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED now
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._close_timer = None
         if self._admitted is not None:
             self._sockets.closed(self, self._admitted)
             self._admitted = None
@@ -200,14 +217,14 @@ class StationSocket(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(closed)
         if self._drained is not None and not self._drained.done():
-            self._drained.set_exception(closed)
+            self._drained.set_result(None)  # the sender finds the connection gone
         for pong in (self._pings or {}).values():
             pong.cancel()
         self._pings = None
         self._gone = True
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
-        if self._task is not None and self.subprotocol is None:
+        if self._task is not None and handshaking:
             self._task.cancel()  # a handshake still being judged: nobody to answer
 
     def pause_writing(self) -> None:
@@ -265,21 +282,25 @@ class StationSocket(asyncio.Protocol):
                 break
 
     def _write(self) -> None:
-        for data in self.protocol.data_to_send():
-            if data:
-                self.transport.write(data)
-            elif self.transport.can_write_eof():
-                with contextlib.suppress(OSError, RuntimeError):
-                    self.transport.write_eof()
-            else:  # TLS cannot half-close
-                self.transport.close()
+        transport = self.transport
+        try:
+            for data in self.protocol.data_to_send():
+                if data:
+                    transport.write(data)
+                elif transport.can_write_eof():
+                    transport.write_eof()
+                else:  # TLS cannot half-close
+                    transport.close()
+        except (OSError, RuntimeError) as error:  # the transport is closed, or half-closed
+            log.debug("could not write to a station's socket (%s); dropping it", error)
+            transport.abort()
 
     def _closing(self) -> None:
-        """The TCP connection is to close soon: abort it if it has not, in time."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S,
-                                                            self.transport.abort)
+        """The TCP connection is to close soon: abort it if it has not by the deadline
+        (set once: a station that keeps sending does not put it off)."""
+        if self._close_timer is None and not self._gone:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT_S, self.transport.abort)
 
     def _not_opened(self) -> None:
         self._timer = None
@@ -313,8 +334,12 @@ class StationSocket(asyncio.Protocol):
             log.exception("failed to judge a station's handshake")
             response = protocol.reject(500, "Internal Server Error\n")
         if response is None:
-            response = protocol.accept(request)
-        if self._gone:
+            response = protocol.accept(request) if not self._sockets.closing \
+                else protocol.reject(503, "Service Unavailable\n")  # (shutting down)
+        if self._gone or protocol.state is not State.CONNECTING or protocol.close_expected():
+            # the station failed its side meanwhile (a frame before our answer that broke
+            # the protocol, say): the protocol has given up on it
+            self.transport.abort()
             return False
         protocol.send_response(response)
         self._write()
@@ -343,13 +368,18 @@ class StationSockets:
         self.max_size = max_size
         self.logger = logger
         self.sockets: set[StationSocket] = set()
+        self.closing = False  # new connections are dropped, new handshakes refused (503)
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None,
                     backlog: int) -> None:
         loop = asyncio.get_running_loop()
+        # a TLS handshake gets the time a websocket handshake gets (asyncio's defaults are
+        # 60 s and 30 s, and a socket counts against its address's limits only after it)
+        tls = {"ssl_handshake_timeout": OPEN_TIMEOUT_S, "ssl_shutdown_timeout": CLOSE_TIMEOUT_S} \
+            if ssl_context is not None else {}
         self._server = await loop.create_server(lambda: StationSocket(self), host, port,
-                                                ssl=ssl_context, backlog=backlog)
+                                                ssl=ssl_context, backlog=backlog, **tls)
 
     @property
     def port(self) -> int:
@@ -365,19 +395,28 @@ class StationSockets:
 
     async def close(self, timeout_s: float) -> bool:
         """Stop listening, close every connection with 1001 and wait until they are
-        closed and served; False if some were not within ``timeout_s``."""
+        closed and served; False if some were not within ``timeout_s`` (those are
+        aborted)."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
         sockets = list(self.sockets)
-        tasks = [socket._task for socket in sockets if socket._task is not None]
-        closing = [asyncio.ensure_future(socket.close(GOING_AWAY)) for socket in sockets]
+        work = [asyncio.ensure_future(socket.close(GOING_AWAY)) for socket in sockets]
+        work += [socket._task for socket in sockets if socket._task is not None]
         pending: set[asyncio.Future[Any]] = set()
-        if closing or tasks:
-            _, pending = await asyncio.wait([*closing, *tasks], timeout=timeout_s)
-        for future in pending:
-            future.cancel()
+        if work:
+            _, pending = await asyncio.wait(work, timeout=timeout_s)
+            for future in pending:
+                future.cancel()
+            for outcome in await asyncio.gather(*work, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("a station's connection failed to close: %r", outcome)
         for socket in list(self.sockets):
             socket.transport.abort()
+        for _ in range(10):  # an aborted socket's connection_lost comes in the next turn
+            if not self.sockets:
+                break
+            await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
         return not pending
