@@ -27,6 +27,7 @@ from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher, StationRecord
 from bridge.external_ceilings import station_ceiling
+from bridge.gc_tuning import CollectorPause
 from bridge.ocpp.external_limits import ExternalLimit
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.plan_inputs import PlanInputs
@@ -48,6 +49,9 @@ PLANNING_SWITCH_INTERVAL_S = 0.0005
 # from the thread: at 1,000 stations a process made dispatch no faster in the benchmark,
 # and cost 40 MB (docs/benchmarks-notes.md).
 PROCESS_FROM_STATIONS = 2_000
+# No collection from a large fleet's plan asked for until this long after it was handed
+# over (bridge.gc_tuning.CollectorPause)
+WAVE_S = 3.0
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 # Changes within this window share one plan: each plan may re-send a profile to every
 # station. (A DR event is planned at once, without waiting.)
@@ -184,6 +188,7 @@ class Planner:
         # how long each plan took, from its inputs taken to its schedules handed over, and
         # when the last one ended (/metrics)
         self.durations = Histogram(PLAN_BUCKETS_S)
+        self.collector = CollectorPause()  # no collection around a large fleet's plan
         self.last_ended_at: datetime | None = None
         self._planned_silent = False  # whether the last plan saw the VTN silent too long
         # A plan for 10,000 stations is about half a second of pure-Python CPU; made on the
@@ -259,8 +264,12 @@ class Planner:
                 return  # a plan that began after this call was applied meanwhile
             covers = self._asked
             began = time.perf_counter()
+            inputs = self._inputs(self._clock())
+            large = len(inputs.fleet.stations) >= PROCESS_FROM_STATIONS
+            if large:
+                self.collector.hold()
             try:
-                plan, encoded = await self._make(self._inputs(self._clock()))
+                plan, encoded = await self._make(inputs)
                 if encoded is not None:
                     # stored in a turn of the loop of its own: at 5,000 stations storing
                     # and handing over each hold the loop for about a tenth of a second
@@ -274,6 +283,9 @@ class Planner:
                 self._request_replan()
                 raise
             finally:
+                if large:
+                    # the wave of profiles the plan set off: at 10,000 stations about 1.5 s
+                    self.collector.release_after(WAVE_S)
                 self.durations.observe(time.perf_counter() - began)
                 self.last_ended_at = self._clock()
 
