@@ -56,6 +56,12 @@ class CollectorPause:
         if self._resume is not None:  # (otherwise not held: nothing to release)
             self._resume_in(seconds)
 
+    def release(self) -> None:
+        """Collections run again now (the bridge stops: no timer is left to do it)."""
+        if self._resume is not None:
+            self._resume.cancel()
+            self._release()
+
     def _resume_in(self, seconds: float) -> None:
         if self._resume is not None:
             self._resume.cancel()

@@ -309,6 +309,7 @@ class Planner:
         finished and dropped)."""
         await self.process.close()
         self._thread.shutdown(wait=False, cancel_futures=True)
+        self.collector.release()
 
     def _inputs(self, now: datetime) -> PlanInputs:
         dispatcher = self._dispatcher
