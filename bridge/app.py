@@ -237,6 +237,7 @@ class Bridge:
         try:
             await self._stop.wait()
         finally:
+            self.planner.collector.release()  # whatever fails below, collections run
             await self.ven.stop()
             await cancel_and_wait(tasks)
             if self.web is not None:

@@ -13,7 +13,7 @@ keep that small:
   next plan's buffers come from the heap and leave holes there;
 - :func:`give_back`: ``malloc_trim(0)``, which hands every free page of the heap back to
   the system (the holes included, with ``madvise``). The bridge calls it every
-  :data:`GIVE_BACK_EVERY_S` from one task; it takes a few milliseconds.
+  :data:`GIVE_BACK_EVERY_S` in a thread, when the heap holds enough free to be worth it.
 
 Neither changes what the process may use at its peak; the resident memory between peaks
 is what falls.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import time
 
@@ -34,23 +33,42 @@ log = logging.getLogger(__name__)
 # points more of a core in the 10,000-station steady state).
 MMAP_THRESHOLD = 1024 * 1024  # bytes
 GIVE_BACK_EVERY_S = 30.0
+WORTH_TRIMMING = 4 * 1024 * 1024  # bytes free in the heap, below which no trim is made
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33 on): what its heap holds, in bytes."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
 def _glibc() -> ctypes.CDLL | None:
-    """The C library, if it has glibc's malloc_trim and mallopt (musl and others do not)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library the process runs on, if it has glibc's malloc_trim and mallopt
+    (musl and others do not)."""
     try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim, libc.mallopt  # noqa: B018 (only whether they exist)
+        libc = ctypes.CDLL(None)  # the process's own symbols, the C library's among them
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
         return None
+    try:
+        libc.mallinfo2.argtypes, libc.mallinfo2.restype = [], _MallInfo2
+    except AttributeError:  # glibc before 2.33: every trim is made
+        pass
     return libc
 
 
 _LIBC = _glibc()
+
+
+def free_in_heap() -> int | None:
+    """Bytes the heap holds free (None when the C library does not tell)."""
+    if _LIBC is None or not hasattr(_LIBC, "mallinfo2"):
+        return None
+    return int(_LIBC.mallinfo2().fordblks)
 
 
 def map_large_blocks_apart() -> bool:
@@ -70,8 +88,14 @@ def give_back() -> float:
 
 
 async def give_back_periodically(every_s: float = GIVE_BACK_EVERY_S) -> None:
-    """:func:`give_back` every ``every_s`` seconds, until cancelled."""
+    """:func:`give_back` every ``every_s`` seconds when the heap holds at least
+    :data:`WORTH_TRIMMING` free, until cancelled. In a thread: a trim walks every free
+    block of the heap (14-28 ms with a few hundred MB, measured), and the C call lets the
+    event loop run meanwhile."""
     while True:
         await asyncio.sleep(every_s)
-        took = give_back()
+        free = free_in_heap()
+        if free is not None and free < WORTH_TRIMMING:
+            continue
+        took = await asyncio.to_thread(give_back)
         log.debug("freed memory given back to the system in %.1f ms", took * 1000)

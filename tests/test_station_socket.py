@@ -219,25 +219,29 @@ async def test_sending_while_the_connection_closes_waits_for_the_close(harness: 
     assert isinstance(outcome[0], websockets.ConnectionClosedOK)
 
 
-async def test_a_station_that_keeps_sending_after_our_close_is_cut_off_in_time(
+async def test_a_station_that_keeps_sending_after_its_close_is_cut_off_in_time(
         harness: Harness, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(station_socket, "CLOSE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(station_socket, "CLOSE_TIMEOUT_S", 0.3)
+    ended: list[float] = []
 
-    async def closes(socket: StationSocket) -> None:
-        await socket.close(1000)
+    async def reads(socket: StationSocket) -> None:  # nothing waits on the close but this
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await socket.recv()
+        ended.append(asyncio.get_running_loop().time())
 
-    harness.serve = closes
+    harness.serve = reads
     reader, writer = await asyncio.open_connection("127.0.0.1", harness.sockets.port)
     writer.write(HANDSHAKE)
     assert b"101" in await reader.readuntil(b"\r\n\r\n")
+    writer.write(frame(Opcode.CLOSE, b"\x03\xe8"))  # 1000, and then it keeps talking
     began = asyncio.get_running_loop().time()
-    while not reader.at_eof() and asyncio.get_running_loop().time() - began < 5:
-        writer.write(frame(Opcode.PING, b"hi"))  # never our close frame back
-        await asyncio.sleep(0.1)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader.read(4096), 0.05)
-    assert reader.at_eof()
-    assert asyncio.get_running_loop().time() - began < 2
+    with contextlib.suppress(ConnectionError):
+        while not ended and asyncio.get_running_loop().time() - began < 10:
+            writer.write(frame(Opcode.PING, b"hi"))
+            await asyncio.sleep(0.05)
+    # cut off by the close deadline, once (each ping put it off before, for ever)
+    assert ended and ended[0] - began < 5
     writer.close()
 
 
@@ -257,7 +261,7 @@ async def test_a_station_that_breaks_the_protocol_before_its_handshake_is_answer
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-async def test_once_closing_new_connections_are_dropped(harness: Harness):
+async def test_closing_drops_a_connection_whose_handshake_is_being_judged(harness: Harness):
     harness.judging = asyncio.Event()
     reader, writer = await asyncio.open_connection("127.0.0.1", harness.sockets.port)
     writer.write(HANDSHAKE)
@@ -266,10 +270,22 @@ async def test_once_closing_new_connections_are_dropped(harness: Harness):
     await asyncio.sleep(0.05)
     harness.judging.set()
     assert await closing
-    answer = await asyncio.wait_for(reader.read(), 5)
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 503")
+    with contextlib.suppress(ConnectionError):  # dropped: reset, or closed
+        assert await asyncio.wait_for(reader.read(), 5) == b""
     assert harness.served == [] and not harness.sockets.sockets
     writer.close()
+
+
+async def test_every_ping_has_its_own_payload(harness: Harness,
+                                             monkeypatch: pytest.MonkeyPatch):
+    payloads = iter([b"same", b"same", b"diff"])
+    monkeypatch.setattr(station_socket, "_ping_payload", lambda: next(payloads))
+    async with station(harness) as ws:
+        await ws.send("x")
+        await ws.recv()
+        first = await harness.served[0].ping()
+        second = await harness.served[0].ping()
+        assert await asyncio.wait_for(first, 5) and await asyncio.wait_for(second, 5)
 
 
 async def test_a_tls_handshake_that_never_comes_is_dropped_as_a_websocket_one(

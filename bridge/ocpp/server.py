@@ -21,6 +21,7 @@ from typing import Any
 from websockets.http11 import Request, Response
 
 from bridge.aio import cancel_and_wait
+from bridge.ocpp import station_socket
 from bridge.ocpp.auth import Gatekeeper, Refusal
 from bridge.ocpp.edge_workers import (
     EdgeWorkers,
@@ -155,7 +156,9 @@ class OcppServer:
             await self.edge.close()
         if self._keepalive_task is not None:
             await cancel_and_wait([self._keepalive_task])
-        if self._sockets is not None and not await self._sockets.close(CLOSE_TIMEOUT_S):
+        # (each connection's own close deadline first, then a second for its handler)
+        if self._sockets is not None and \
+                not await self._sockets.close(station_socket.CLOSE_TIMEOUT_S + 1):
             log.warning("some station connections did not close in time")
 
     async def _judge_request(self, socket: StationSocket, request: Request) -> Response | None:

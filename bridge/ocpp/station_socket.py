@@ -64,7 +64,8 @@ class StationSocket(asyncio.Protocol):
 
     __slots__ = ("_sockets", "transport", "protocol", "request", "subprotocol", "_admitted",
                  "_message", "_inbox", "_waiter", "_reading_paused", "_writing_paused",
-                 "_drained", "_pings", "_timer", "_close_timer", "_task", "_lost", "_gone")
+                 "_drained", "_pings", "_timer", "_close_timer", "_task", "_lost", "_gone",
+                 "_answered")
 
     def __init__(self, sockets: StationSockets) -> None:
         self._sockets = sockets
@@ -87,6 +88,7 @@ class StationSocket(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # the handshake, then the serving
         self._lost: asyncio.Future[None] | None = None  # close() waits on it
         self._gone = False  # the TCP connection is closed
+        self._answered = False  # the handshake was answered (or given up on)
 
     # what the link asks of its connection ------------------------------------------------
     @property
@@ -136,9 +138,9 @@ class StationSocket(asyncio.Protocol):
             raise await self._closed()
         if self._pings is None:
             self._pings = {}
-        data = os.urandom(4)
+        data = _ping_payload()
         while data in self._pings:  # each ping its own payload, or its pong is lost
-            data = os.urandom(4)
+            data = _ping_payload()
         pong: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[data] = pong
         protocol.send_ping(data)
@@ -204,7 +206,6 @@ class StationSocket(asyncio.Protocol):
         self._write()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        handshaking = self.protocol.state is State.CONNECTING
         self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED now
         for timer in (self._timer, self._close_timer):
             if timer is not None:
@@ -224,7 +225,7 @@ class StationSocket(asyncio.Protocol):
         self._gone = True
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
-        if self._task is not None and handshaking:
+        if self._task is not None and not self._answered:
             self._task.cancel()  # a handshake still being judged: nobody to answer
 
     def pause_writing(self) -> None:
@@ -334,8 +335,8 @@ class StationSocket(asyncio.Protocol):
             log.exception("failed to judge a station's handshake")
             response = protocol.reject(500, "Internal Server Error\n")
         if response is None:
-            response = protocol.accept(request) if not self._sockets.closing \
-                else protocol.reject(503, "Service Unavailable\n")  # (shutting down)
+            response = protocol.accept(request)
+        self._answered = True
         if self._gone or protocol.state is not State.CONNECTING or protocol.close_expected():
             # the station failed its side meanwhile (a frame before our answer that broke
             # the protocol, say): the protocol has given up on it
@@ -368,7 +369,7 @@ class StationSockets:
         self.max_size = max_size
         self.logger = logger
         self.sockets: set[StationSocket] = set()
-        self.closing = False  # new connections are dropped, new handshakes refused (503)
+        self.closing = False  # new connections are dropped
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None,
@@ -420,6 +421,10 @@ class StationSockets:
         if self._server is not None:
             await self._server.wait_closed()
         return not pending
+
+
+def _ping_payload() -> bytes:
+    return os.urandom(4)
 
 
 def _message_of(opcode: Opcode, data: bytes) -> str | bytes:

@@ -307,9 +307,9 @@ class Planner:
     async def close(self) -> None:
         """Stop the planning process, then the thread (a plan under way in the thread is
         finished and dropped)."""
+        self.collector.release()  # first: whatever else fails, collections run again
         await self.process.close()
         self._thread.shutdown(wait=False, cancel_futures=True)
-        self.collector.release()
 
     def _inputs(self, now: datetime) -> PlanInputs:
         dispatcher = self._dispatcher
