@@ -197,7 +197,8 @@ class Bridge:
 
     # connections between the parts -------------------------------------------------------
     async def _replan_now(self) -> None:
-        await self.planner.replan()
+        """A plan someone waits for: a DR event's, an operator's action's."""
+        await self.planner.replan(urgent=True)
 
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)

@@ -54,7 +54,6 @@ SUBPROTOCOLS: dict[str, type[AnyStationLink]] = {SUBPROTOCOL: StationLink16,
                                                  "ocpp2.0.1": StationLink201}
 # Every version's link is a ChargerLink (checked by type checkers here, and by the tests).
 _LINKS: tuple[type[ChargerLink], ...] = tuple(SUBPROTOCOLS.values())
-CLOSE_TIMEOUT_S = 10.0
 # A refused flood must not flood the log: one line per address and this many seconds.
 REFUSAL_LOG_PERIOD_S = 60.0
 
