@@ -197,8 +197,7 @@ class Bridge:
 
     # connections between the parts -------------------------------------------------------
     async def _replan_now(self) -> None:
-        """A plan someone waits for: a DR event's, an operator's action's."""
-        await self.planner.replan(urgent=True)
+        await self.planner.replan()
 
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)

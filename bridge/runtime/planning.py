@@ -251,16 +251,11 @@ class Planner:
                 return
         self._request_replan()
 
-    async def replan(self, urgent: bool = False) -> None:
+    async def replan(self) -> None:
         """Plan from the runtime's state as it is now, and apply the plan.
 
         Returns once a plan whose inputs were taken after this call has been applied. One
         plan is made at a time; calls made while one is made share the next one.
-        ``urgent``: a DR event or an operator's action waits for it; for a large fleet, no
-        collection then until its wave is out (:class:`CollectorPause`). Not for the
-        periodic plans, nor for those a connect storm asks for: there a pause of seconds
-        ends in one collection of everything the storm allocated meanwhile, which held
-        the last stations' limits back (about a second at 5,000 stations).
         """
         self._asked += 1
         asked = self._asked
@@ -270,8 +265,8 @@ class Planner:
             covers = self._asked
             began = time.perf_counter()
             inputs = self._inputs(self._clock())
-            pausing = urgent and len(inputs.fleet.stations) >= PROCESS_FROM_STATIONS
-            if pausing:
+            large = len(inputs.fleet.stations) >= PROCESS_FROM_STATIONS
+            if large:
                 self.collector.hold()
             try:
                 plan, encoded = await self._make(inputs)
@@ -288,7 +283,7 @@ class Planner:
                 self._request_replan()
                 raise
             finally:
-                if pausing:
+                if large:
                     # the wave of profiles the plan set off: at 10,000 stations about 1.5 s
                     self.collector.release_after(WAVE_S)
                 self.durations.observe(time.perf_counter() - began)
