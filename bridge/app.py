@@ -42,6 +42,7 @@ from bridge.telemetry import GRID_MEASURANDS
 from bridge.timings import LAG_BUCKETS_S, Histogram, sample_loop_lag
 from bridge.upstream.controller import LocalController
 from policies.events import DrEvent, OptType
+from policies.events import build_validators as build_event_validators
 from policies.fleet import value_at
 from ven.interface import Registration, SiteStatus, VenDriver, VenListener
 from ven.oadr3 import Ven3
@@ -221,6 +222,7 @@ class Bridge:
     # lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve until :meth:`stop`; then persist and close."""
+        build_event_validators()
         await self.ocpp.start()
         if self.web is not None:
             await self.web.start()

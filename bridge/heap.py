@@ -21,7 +21,6 @@ is what falls.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import time
@@ -92,6 +91,8 @@ async def give_back_periodically(every_s: float = GIVE_BACK_EVERY_S) -> None:
     :data:`WORTH_TRIMMING` free, until cancelled. In a thread: a trim walks every free
     block of the heap (14-28 ms with a few hundred MB, measured), and the C call lets the
     event loop run meanwhile."""
+    import asyncio  # here: the planning process imports this module, and never asyncio
+
     while True:
         await asyncio.sleep(every_s)
         free = free_in_heap()

@@ -38,7 +38,7 @@ class EventStatus(StrEnum):
 
 
 class SignalInterval(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     start: datetime
     duration: timedelta
@@ -51,7 +51,7 @@ class SignalInterval(BaseModel):
 
 
 class EventSignal(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str  # SIMPLE, ELECTRICITY_PRICE, LOAD_DISPATCH, LOAD_CONTROL, ...
     type: str  # level, price, setpoint, delta, x-loadControlCapacity, ...
@@ -88,7 +88,7 @@ class EventSignal(BaseModel):
 class DrEvent(BaseModel):
     """One OpenADR event as the rest of drbridge sees it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     event_id: str
     modification_number: int
@@ -159,3 +159,14 @@ class DrEvent(BaseModel):
         )
         return self.model_copy(update={"start": self.start + shift, "signals": signals,
                                        "random_offset": offset})
+
+
+def build_validators() -> None:
+    """Build the event models' validators now, not when the first event is validated.
+
+    They are built lazily (``defer_build``) so that the planning process, which only
+    unpickles events, never builds them; the bridge calls this at start-up, or its first
+    DR event would wait about 20 ms for them.
+    """
+    for model in (SignalInterval, EventSignal, DrEvent):
+        model.model_rebuild(force=True)

@@ -20,8 +20,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from policies.validation import validate_yaml
-
 
 def _share(value: object) -> object:
     """Accept ``50%`` as well as ``0.5``: site owners write percentages."""
@@ -91,7 +89,7 @@ LimitSpec = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _level_limit(levels: dict[int, Limit], level: float) -> Limit:
@@ -450,4 +448,8 @@ def preset_text(name: str) -> str:
 
 
 def parse_policy(text: str, source: str) -> Policy:
+    # imported here: the planning process receives policies already parsed, and the YAML
+    # parser is a few MB of its memory
+    from policies.validation import validate_yaml
+
     return validate_yaml(text, source, Policy)

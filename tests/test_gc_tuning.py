@@ -1,12 +1,8 @@
 import asyncio
 import gc
 
-from bridge.gc_tuning import (
-    OLDER_EVERY,
-    YOUNG_THRESHOLD,
-    CollectorPause,
-    tune_for_many_connections,
-)
+from bridge.gc_tuning import OLDER_EVERY, YOUNG_THRESHOLD, tune_for_many_connections
+from bridge.runtime.collector_pause import CollectorPause
 
 
 def test_start_up_objects_are_frozen_and_collections_are_rarer():

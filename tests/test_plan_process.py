@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -265,3 +267,14 @@ async def test_the_planner_plans_in_the_thread_while_the_process_is_away(
         assert not planner.process.ready and planner.process.plans == 1
     finally:
         await planner.close()
+
+
+def test_the_planning_process_loads_no_event_loop_nor_yaml_parser():
+    # what it imports is most of its memory: asyncio and the YAML parser are about 10 MB
+    # it never uses, and the policy models' validators are built only where they validate
+    probe = ("import sys, bridge.runtime.plan_child; from policies.model import Policy; "
+             "print([m for m in ('asyncio', 'yaml') if m in sys.modules], "
+             "Policy.__pydantic_complete__)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.split() == ["[]", "False"]

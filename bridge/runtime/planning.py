@@ -27,8 +27,8 @@ from bridge.clock import Clock
 from bridge.config import Config
 from bridge.dispatch import Dispatcher, StationRecord
 from bridge.external_ceilings import station_ceiling
-from bridge.gc_tuning import CollectorPause
 from bridge.ocpp.external_limits import ExternalLimit
+from bridge.runtime.collector_pause import CollectorPause
 from bridge.runtime.dr import DrEvents
 from bridge.runtime.plan_inputs import PlanInputs
 from bridge.runtime.plan_process import PlanningProcess, PlanningProcessLost
@@ -50,7 +50,7 @@ PLANNING_SWITCH_INTERVAL_S = 0.0005
 # and cost 40 MB (docs/benchmarks-notes.md).
 PROCESS_FROM_STATIONS = 2_000
 # No collection from a large fleet's plan asked for until this long after it was handed
-# over (bridge.gc_tuning.CollectorPause)
+# over (bridge.runtime.collector_pause)
 WAVE_S = 3.0
 REPLAN_PERIOD_S = 30.0  # also replans on every change; this only catches event boundaries
 # Changes within this window share one plan: each plan may re-send a profile to every
