@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -92,6 +93,26 @@ async def test_messages_in_order_whole_fragmented_and_binary(harness: Harness):
         assert await ws.recv() == "bytes b'\\x01\\x02'"
     assert harness.admitted == ["127.0.0.1"]
     await asyncio.wait_for(_until(lambda: harness.released == ["127.0.0.1"]), 5)
+
+
+async def test_a_frame_read_is_not_held_until_the_next_one(harness: Harness):
+    # websockets' parser keeps the last frame it read as a variable of its generator
+    payload = "x" * 900
+    async with station(harness) as ws:
+        await ws.send(payload)
+        assert await ws.recv() == payload
+        (served,) = harness.served
+        held = [value for generator in _yielding_from(served.protocol.parser)
+                for value in generator.gi_frame.f_locals.values() if isinstance(value, Frame)]
+        assert [frame.opcode for frame in held] == [Opcode.TEXT]  # the variable is there
+        assert held[0].data == b""  # its payload is not
+
+
+def _yielding_from(generator: Any) -> Iterator[Any]:
+    """A suspended generator and each it is suspended in (``yield from``)."""
+    while generator is not None and generator.gi_frame is not None:
+        yield generator
+        generator = generator.gi_yieldfrom
 
 
 async def test_text_that_is_not_utf8_is_handed_on_as_bytes_and_the_link_lives(harness: Harness):

@@ -63,6 +63,11 @@ def serve(connection: socket.socket) -> None:
                 reply = (plan, encoded, None)
                 last = plan
             connection.sendall(frame(pickle.dumps(reply, protocol=PROTOCOL)))
+            # until the next request only the last plan and the objects sent by reference
+            # stay: the request's bytes, its inputs (with the plan before the last) and the
+            # answer would otherwise live on as this loop's variables
+            del data, request, inputs, reply
+            plan = encoded = None
             give_back()  # what making the plan freed (bridge.heap), before the next one
 
 
