@@ -9,6 +9,7 @@ import base64
 import os
 from collections import Counter
 from functools import partial
+from typing import Any
 
 from conftest import SiteHarness, wait_steered, wait_until
 from websockets.asyncio.server import ServerConnection, serve
@@ -37,6 +38,15 @@ def tasks_by_coroutine() -> Counter[str]:
     return counts
 
 
+def awaiting(coroutine: Any) -> list[str]:
+    """A suspended coroutine, each it awaits in turn, and what the last one awaits."""
+    chain = []
+    while getattr(coroutine, "cr_frame", None) is not None:
+        chain.append(coroutine.__qualname__)
+        coroutine = coroutine.cr_await
+    return [*chain, type(coroutine).__name__]
+
+
 async def test_a_steered_idle_station_has_only_its_connection_handler_task(site: SiteHarness):
     bridge = await site.start_bridge(capacity_kw=40)
     for n in range(4):
@@ -51,6 +61,10 @@ async def test_a_steered_idle_station_has_only_its_connection_handler_task(site:
     assert tasks["Connection.keepalive"] == 0  # websockets' own: one task per connection
     assert tasks["Keepalive.run"] == 1
     assert tasks["StationSocket._open"] == 4  # each connection's frames
+    # and no deeper than these, the last waiting on a plain future (a frame is about 0.2 KB)
+    assert {tuple(awaiting(task.get_coro())) for task in asyncio.all_tasks()
+            if task.get_coro().__qualname__ == "StationSocket._open"} == {
+        ("StationSocket._open", "OcppServer._serve", "OcppJLink.start", "FutureIter")}
 
     # woken again (an EV plugged in: a new share), a worker comes, sends it and ends
     station = site.stations[1]
