@@ -253,11 +253,14 @@ class StationRecord:
         return series[0] if len(series) == 1 else upper_envelope(*series)
 
     def bounded_by(self) -> tuple[Step, ...] | None:
-        """What bounds its draw now; None when nothing does for sure (it has not confirmed
-        a schedule on this connection, so after a reboot its profiles may be gone)."""
-        if not self.life.confirmed or self.life.unmanageable:
-            return None
-        return self.held()
+        """What bounds its draw now; None when nothing does for sure."""
+        return self.held() if self.draw_bounded else None
+
+    @property
+    def draw_bounded(self) -> bool:
+        """Whether what it holds bounds its draw for sure: not before it has confirmed a
+        schedule on this connection (after a reboot its profiles may be gone)."""
+        return self.life.confirmed and not self.life.unmanageable
 
 
 class Dispatcher:
@@ -532,8 +535,8 @@ class Dispatcher:
         applied lately, up to date."""
         station_id = state.info.station_id
         now = self._clock()
-        state.holdings.note(now, state.bounded_by(), self._rule.grace * 2)
         held = state.held()
+        state.holdings.note(now, held if state.draw_bounded else None, self._rule.grace * 2)
         above = (not state.reserved and state.desired is not None and held is not None
                  and is_raise(held, state.desired, now))
         if above:
