@@ -53,22 +53,24 @@ def serve(connection: socket.socket) -> None:
     with connection, connection.makefile("rb") as stream:
         connection.sendall(frame(READY))
         while (data := _read_frame(stream)) is not None:
-            request: PlanRequest = receiver.decode(data)
-            inputs = request.resolved(last)
-            try:
-                plan, encoded = inputs.plan()
-            except Exception:  # the policy's bug: the bridge logs it, this process goes on
-                reply: Reply = (None, None, traceback.format_exc())
-            else:
-                reply = (plan, encoded, None)
-                last = plan
-            connection.sendall(frame(pickle.dumps(reply, protocol=PROTOCOL)))
+            answer, last = _answer(receiver.decode(data), last)
+            connection.sendall(answer)
             # until the next request only the last plan and the objects sent by reference
-            # stay: the request's bytes, its inputs (with the plan before the last) and the
-            # answer would otherwise live on as this loop's variables
-            del data, request, inputs, reply
-            plan = encoded = None
+            # stay (the request's inputs, with the plan before the last, went with _answer)
+            del data, answer
             give_back()  # what making the plan freed (bridge.heap), before the next one
+
+
+def _answer(request: PlanRequest, last: Plan | None) -> tuple[bytes, Plan | None]:
+    """The framed answer to one request, and the plan the next may name."""
+    inputs = request.resolved(last)  # (a plan never made: UnknownLastPlan ends the process)
+    try:
+        plan, encoded = inputs.plan()
+    except Exception:  # the policy's bug: the bridge logs it, this process goes on
+        reply: Reply = (None, None, traceback.format_exc())
+        return frame(pickle.dumps(reply, protocol=PROTOCOL)), last
+    reply = (plan, encoded, None)
+    return frame(pickle.dumps(reply, protocol=PROTOCOL)), plan
 
 
 def main(argv: list[str] | None = None) -> None:
