@@ -683,6 +683,8 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
     # one is made once, as steps are immutable.
     made: dict[tuple, Step] = {}
     held: Step | None = None
+    priority = rule.strategy == "priority"
+    voltages = voltage or {}
     for sid in fleet.stations:
         if sid in chosen:
             continue
@@ -700,15 +702,22 @@ def _allocate_at(at: datetime, site_step: Step, site: Site, fleet: Fleet, policy
                             f"{last / 1000:g} kW")))
             continue
         share = shares.get(sid)
-        watts, resume_link = _resumed(share, resuming.get(sid)) if share else (0.0, ())
-        why = share.reason if share else "no charging session"
+        if share is None:
+            watts, why, resume_link, external = 0.0, "no charging session", (), ()
+        else:
+            # (most stations neither resume nor have another party's limit: no call)
+            resumed = resuming.get(sid)
+            watts, resume_link = (share.watts, ()) if resumed is None \
+                else _resumed(share, resumed)
+            why = share.reason
+            ceiling = ceilings.get(sid)
+            external = () if ceiling is None else _held_by_ceiling(share, ceiling)
         entry = charging.get(sid)
-        group = entry.group if entry is not None and rule.strategy == "priority" else None
+        group = entry.group if entry is not None and priority else None
         scoped = caps[sid][1] if sid in caps else ()
-        volts = (voltage or {}).get(sid)
+        volts = voltages.get(sid)
         volt_why = Why("voltage", volts.reason) \
             if entry is not None and volts is not None and volts.share < 1.0 else None
-        external = _held_by_ceiling(share, ceilings.get(sid)) if share is not None else ()
         key = (watts, why, group.name if group is not None else None, scoped, volt_why,
                resume_link, external)
         step = made.get(key)
@@ -745,7 +754,9 @@ def _advance(state: StationState, at: datetime) -> StationState:
     """A session's state at ``at``: the last switch its schedule made by then."""
     while state.then is not None and state.then.since <= at:
         state = state.then
-    return replace(state, then=None)
+    # most sessions switch nothing later: kept as they are (dataclasses.replace costs a
+    # few microseconds a station, and every plan advances every station)
+    return state if state.then is None else replace(state, then=None)
 
 
 def _resume_until(old: StationState | None, at: datetime, resume: timedelta) -> datetime | None:
@@ -828,7 +839,9 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
         group = charging[sid].group
         return group.rank if group is not None and rule.strategy == "priority" else 0
 
-    fcfs = sorted(steered, key=lambda sid: (rank(sid), charging[sid].started, sid))
+    # ``steered`` comes in the order of ``charging``: by session start, then station id
+    # (see make_plan), so ranking keeps first come, first served within a rank
+    fcfs = sorted(steered, key=rank) if rule.strategy == "priority" else steered
     # how many fit at their minimum, if all of them asked
     fit = count_fitting(available_w, [loads[s] for s in fcfs], site, fixed) \
         if rotation.enabled else 0
