@@ -198,7 +198,8 @@ class Bridge:
 
     # connections between the parts -------------------------------------------------------
     async def _replan_now(self) -> None:
-        await self.planner.replan()
+        """A DR event or an operator's limit changed: its limits go out at once."""
+        await self.planner.replan(urgent=True)
 
     def _voltage_changed(self, station_id: str) -> None:
         self.planner.voltage_changed(station_id)

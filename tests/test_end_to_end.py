@@ -90,6 +90,9 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(
     if planned_in == "process":
         await wait_until(lambda: process.ready, timeout=30, what="the planning process")
     plans_there = process.plans
+    # which plans pause the collector as urgent ones (see CollectorPause)
+    urgent_holds: list[bool] = []
+    monkeypatch.setattr(bridge.planner.collector, "hold", urgent_holds.append)
     # 10 s ahead: room for a 1 s poll and the profiles on a slow machine
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
     end = start + timedelta(seconds=6)
@@ -99,8 +102,9 @@ async def test_event_lowers_limits_by_its_start_and_restores_after(
     await wait_until(lambda: total_limit_w(stations, start + timedelta(seconds=1)) <= 11_000,
                      timeout=9.5, what="profiles carrying the event")
     assert datetime.now(UTC) < start
-    # the event's plan was made where the fleet's size says
+    # the event's plan was made where the fleet's size says, as an urgent one
     assert (process.plans > plans_there) == (planned_in == "process")
+    assert (True in urgent_holds) == (planned_in == "process")
     # not in force before its time (a lower limit takes effect a second early)
     assert total_limit_w(stations, start - timedelta(seconds=2)) > 11_000
     await wait_until(lambda: (ven_id, event_id, "optIn") in site.vtn.received.opts,

@@ -63,6 +63,27 @@ async def test_plans_without_rest_still_let_the_collector_run(monkeypatch):
         gc.enable()
 
 
+async def test_an_urgent_plan_may_pause_once_inside_the_rest(monkeypatch):
+    monkeypatch.setattr(CollectorPause, "ON_S", 600.0)  # nothing below waits for it
+    pause = CollectorPause()
+    try:
+        pause.hold()  # a periodic plan
+        pause.release_after(0.0)
+        await asyncio.sleep(0.02)  # (its release is due first)
+        assert gc.isenabled() and not pause.holding
+        pause.hold()  # another periodic plan: the collector runs first
+        assert gc.isenabled() and not pause.holding
+        pause.hold(urgent=True)  # a DR event's plan: paused all the same
+        assert not gc.isenabled() and pause.holding and pause.held == 2
+        pause.release_after(0.0)
+        await asyncio.sleep(0.02)
+        pause.hold(urgent=True)  # a second one in a row: the collector runs first
+        assert gc.isenabled() and not pause.holding and pause.held == 2
+    finally:
+        pause.release()
+        gc.enable()
+
+
 async def test_once_released_for_good_no_pause_follows():
     pause = CollectorPause()
     try:

@@ -24,7 +24,10 @@ class CollectorPause:
     :meth:`hold` pauses collections; :meth:`release_after` lets them run ``seconds``
     later. However many plans follow one another, a pause ends at the latest
     :data:`LONGEST_S` after it began, and the next begins no sooner than :data:`ON_S`
-    after that: cycles are still collected on a fleet that plans without rest.
+    after that: cycles are still collected on a fleet that plans without rest. An urgent
+    plan (a DR event's) may begin one pause inside that time, not two in a row: a
+    periodic plan a few seconds before an event would otherwise leave the event's plan and
+    wave to the collections (about 0.3 s of the loop at 10,000 stations, measured).
     """
 
     LONGEST_S = 10.0
@@ -35,18 +38,24 @@ class CollectorPause:
         self._latest = 0.0  # (loop time) the pause under way ends by then
         self._next = 0.0  # (loop time) no pause before then
         self._closed = False
+        self._early = False  # the pause under way (or the last) began inside ON_S
         self.held = 0  # pauses begun
 
     @property
     def holding(self) -> bool:
         return self._resume is not None
 
-    def hold(self) -> None:
-        """Pause collections, unless paused already, stopped, or they only just resumed."""
+    def hold(self, urgent: bool = False) -> None:
+        """Pause collections, unless paused already, stopped, or they only just resumed
+        (``urgent``: unless the pause before began early too)."""
         now = asyncio.get_running_loop().time()
-        if self._closed or self._resume is not None or now < self._next or \
+        if self._closed or self._resume is not None or \
                 not gc.isenabled():  # (someone else turned them off: theirs to turn on)
             return
+        early = now < self._next
+        if early and (not urgent or self._early):
+            return
+        self._early = early
         gc.disable()
         self.held += 1
         self._latest = now + self.LONGEST_S

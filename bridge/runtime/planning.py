@@ -251,11 +251,12 @@ class Planner:
                 return
         self._request_replan()
 
-    async def replan(self) -> None:
+    async def replan(self, urgent: bool = False) -> None:
         """Plan from the runtime's state as it is now, and apply the plan.
 
         Returns once a plan whose inputs were taken after this call has been applied. One
         plan is made at a time; calls made while one is made share the next one.
+        ``urgent``: a DR signal or an operator's limit changed (see :class:`CollectorPause`).
         """
         self._asked += 1
         asked = self._asked
@@ -267,7 +268,7 @@ class Planner:
             inputs = self._inputs(self._clock())
             large = len(inputs.fleet.stations) >= PROCESS_FROM_STATIONS
             if large:
-                self.collector.hold()
+                self.collector.hold(urgent)
             try:
                 plan, encoded = await self._make(inputs)
                 if encoded is not None:
