@@ -21,6 +21,16 @@ from bridge.sim.station import SimulatedStation
 wait = partial(wait_until, timeout=30)
 
 
+class _AnyString(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str)
+
+    __hash__ = str.__hash__
+
+
+ANY_STRING = _AnyString()
+
+
 def count(station: SimulatedStation, action: str) -> int:
     return sum(1 for a, _ in station.received if a == action)
 
@@ -74,6 +84,20 @@ async def test_a_steered_idle_station_has_only_its_connection_handler_task(site:
     await wait_steered(bridge, "IDLE1")
     await wait(lambda: all(s.task is None for s in bridge.dispatcher.stations.values()),
                what="the workers done again")
+
+
+async def test_a_station_request_is_answered_in_the_socket_callback_not_its_task(
+        site: SiteHarness):
+    bridge = await site.start_bridge(capacity_kw=40)
+    station = site.add_station("QUICK")
+    await wait_steered(bridge, "QUICK")
+    socket = bridge.ocpp.links["QUICK"].connection
+    waiter = socket._waiter
+    assert waiter is not None and not waiter.done()  # its link's task waits for a message
+    assert await station.request("Heartbeat", {}) == {"currentTime": ANY_STRING}
+    assert await station.request("DataTransfer", {"vendorId": "x"}) == {"status": "UnknownVendorId"}
+    # answered without waking the task: it still waits on the same future
+    assert socket._waiter is waiter and not waiter.done()
 
 
 async def _silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -65,7 +65,7 @@ class StationSocket(asyncio.Protocol):
     __slots__ = ("_sockets", "transport", "protocol", "request", "subprotocol", "_admitted",
                  "_message", "_inbox", "_waiter", "_reading_paused", "_writing_paused",
                  "_drained", "_pings", "_timer", "_close_timer", "_task", "_lost", "_gone",
-                 "_answered")
+                 "_answered", "_at_once")
 
     def __init__(self, sockets: StationSockets) -> None:
         self._sockets = sockets
@@ -89,6 +89,7 @@ class StationSocket(asyncio.Protocol):
         self._lost: asyncio.Future[None] | None = None  # close() waits on it
         self._gone = False  # the TCP connection is closed
         self._answered = False  # the handshake was answered (or given up on)
+        self._at_once: Callable[[str | bytes], None] | None = None  # see answer_at_once
 
     # what the link asks of its connection ------------------------------------------------
     @property
@@ -122,6 +123,28 @@ class StationSocket(asyncio.Protocol):
             # is done, so the next message goes to the inbox instead
             self._waiter = waiter
         return waiter
+
+    def answer_at_once(self, route: Callable[[str | bytes], None] | None) -> None:
+        """Hand each message to ``route`` as it is read, in the socket's callback, while
+        the link waits in :meth:`recv` (None: never).
+
+        A message handed to the link's task is handled a turn of the event loop later, and
+        a turn lasts as long as its busiest moment: while a DR wave goes out, a station's
+        MeterValues waited for two turns of thousands of profiles before it was answered.
+        ``route`` must answer synchronously (:meth:`send_now`) and never raise. Messages go
+        to the task as before whenever it is not waiting (it handles one already, so the
+        order holds) or the station is not reading what we send (the task's :meth:`send`
+        waits for it).
+        """
+        self._at_once = route
+
+    def send_now(self, message: str) -> None:
+        """Send one text message without waiting for the station to read (the caller reads
+        no more from it until it does: see :meth:`answer_at_once`); nothing once closing."""
+        protocol = self.protocol
+        if protocol.state is OPEN:
+            protocol.send_text(message.encode())
+            self._write()
 
     async def send(self, message: str) -> None:
         """Send one text message; waits while the station is slow to read."""
@@ -269,6 +292,9 @@ class StationSocket(asyncio.Protocol):
     def _deliver(self, message: str | bytes) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
+            if self._at_once is not None and not self._writing_paused:
+                self._at_once(message)  # the link's task waits on for the next one
+                return
             waiter.set_result(message)
             self._waiter = None
             return
