@@ -16,6 +16,9 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.aio import Wake, first_of
 from bridge.ocpp.keepalive import Keepalive
+from bridge.ocpp.upstream_link import ForwardingLink16
+from bridge.ocpp.v16 import StationLink16
+from bridge.ocpp.v201 import StationLink201
 from bridge.sim.station import SimulatedStation
 
 wait = partial(wait_until, timeout=30)
@@ -98,6 +101,17 @@ async def test_a_station_request_is_answered_in_the_socket_callback_not_its_task
     assert await station.request("DataTransfer", {"vendorId": "x"}) == {"status": "UnknownVendorId"}
     # answered without waking the task: it still waits on the same future
     assert socket._waiter is waiter and not waiter.done()
+
+
+def test_a_link_that_replaces_a_routing_step_is_routed_in_its_task_only():
+    assert StationLink16.ANSWERS_AT_ONCE and StationLink201.ANSWERS_AT_ONCE
+    assert not ForwardingLink16.ANSWERS_AT_ONCE  # it relays: its calls wait their turn
+
+    class Counting(StationLink16):
+        async def _on_call(self, unique_id: str, action: str, payload: Any) -> None:
+            await super()._on_call(unique_id, action, payload)
+
+    assert not Counting.ANSWERS_AT_ONCE
 
 
 async def _silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -9,6 +9,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -104,7 +105,7 @@ async def test_messages_are_answered_at_once_while_the_link_waits_and_in_order_w
             routed.append(message)
             socket.send_now(f"at once: {message!s}")
 
-        socket.answer_at_once(at_once)
+        socket.answer_at_once(SimpleNamespace(route_now=at_once))
         while True:  # what reaches the task: answered in order, after the one it has
             message = await socket.recv()
             await socket.send(f"in the task: {message!s}")

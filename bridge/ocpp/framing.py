@@ -25,6 +25,11 @@ What happens to a CALL the station makes (:meth:`OcppJLink._on_call`) and to a r
 sends (:meth:`OcppJLink._on_reply`) are one method each, and the id of each call we make
 comes from :meth:`OcppJLink._new_call_id`: a link that also relays frames to another
 central system (:mod:`bridge.ocpp.upstream_link`) replaces those three, and keeps the rest.
+
+A frame is usually routed in the station socket's own callback, as it is read
+(:meth:`OcppJLink.route_now`, synchronous), not a turn of the event loop later in the
+link's task (:meth:`OcppJLink.route_message`); both take the same steps. A link class that
+replaces one of them is routed in its task only (:attr:`OcppJLink.ANSWERS_AT_ONCE`).
 """
 
 from __future__ import annotations
@@ -153,6 +158,10 @@ def call_frame(unique_id: str, action: str, payload: Payload | EncodedPayload) -
     return _encoded([CALL, unique_id, action, payload])
 
 
+# what route_message does with a frame, step by step (see OcppJLink.ANSWERS_AT_ONCE)
+_ROUTING_STEPS = ("route_message", "_on_call", "_on_reply", "_send")
+
+
 class OcppJLink:
     """The central system's end of one station's websocket: frames in and out.
 
@@ -161,9 +170,15 @@ class OcppJLink:
     """
 
     DIALECT: ClassVar[Dialect]
-    # Whether a frame may be handled in the socket's own callback (:meth:`route_now`): a
-    # link that replaces a step of :meth:`route_message` (one that relays) may not.
+    # Whether a frame may be handled in the socket's own callback (:meth:`route_now`):
+    # worked out for each subclass, False for one that replaces a step of
+    # :meth:`route_message` (one that relays), which route_now would bypass.
     ANSWERS_AT_ONCE: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.ANSWERS_AT_ONCE = all(getattr(cls, step) is getattr(OcppJLink, step)
+                                  for step in _ROUTING_STEPS)
 
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
@@ -218,9 +233,8 @@ class OcppJLink:
                 self._take_reply(frame)
             else:
                 answer, accepted = self._answer_frame(frame[1], frame[2], frame[3])
-                self._connection.send_now(answer)
-                if accepted:
-                    self.registered.set()
+                if self._connection.send_now(answer) and accepted:
+                    self.registered.set()  # (as in _on_call: once the answer is sent)
         except Exception:  # as start() does: whatever a frame does, the link lives on
             log.exception("%s: failed to handle a frame", self.id)
 

@@ -243,7 +243,7 @@ class OcppServer:
             connection.request.headers.clear()
             connection.request = None
         if isinstance(connection, StationSocket) and getattr(link, "ANSWERS_AT_ONCE", False):
-            connection.answer_at_once(link.route_now)
+            connection.answer_at_once(link)
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)

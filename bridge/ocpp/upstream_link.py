@@ -191,8 +191,6 @@ class Forwarding(OcppJLink):
         else:  # a late answer (its call timed out), or to no call at all: never forwarded
             log.debug("%s: dropped reply %.200r", self.id, frame)
 
-    ANSWERS_AT_ONCE = False  # its calls wait their turn to be forwarded (in its task)
-
     async def route_message(self, raw_msg: str | bytes) -> None:
         self._raw_frame = raw_msg if isinstance(raw_msg, str) else None
         await super().route_message(raw_msg)
