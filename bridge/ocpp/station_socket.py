@@ -54,6 +54,7 @@ WRITE_HIGH, WRITE_LOW = 32 * 1024, 8 * 1024
 GOING_AWAY = 1001
 INTERNAL_ERROR = 1011
 
+
 class Router(Protocol):
     """What handles a station's messages as they are read (see answer_at_once)."""
 
