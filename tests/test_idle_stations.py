@@ -16,9 +16,22 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.aio import Wake, first_of
 from bridge.ocpp.keepalive import Keepalive
+from bridge.ocpp.upstream_link import ForwardingLink16
+from bridge.ocpp.v16 import StationLink16
+from bridge.ocpp.v201 import StationLink201
 from bridge.sim.station import SimulatedStation
 
 wait = partial(wait_until, timeout=30)
+
+
+class _AnyString(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str)
+
+    __hash__ = str.__hash__
+
+
+ANY_STRING = _AnyString()
 
 
 def count(station: SimulatedStation, action: str) -> int:
@@ -74,6 +87,56 @@ async def test_a_steered_idle_station_has_only_its_connection_handler_task(site:
     await wait_steered(bridge, "IDLE1")
     await wait(lambda: all(s.task is None for s in bridge.dispatcher.stations.values()),
                what="the workers done again")
+
+
+async def test_a_station_routine_report_is_answered_in_the_socket_callback_not_its_task(
+        site: SiteHarness):
+    bridge = await site.start_bridge(capacity_kw=40)
+    station = site.add_station("QUICK")
+    await wait_steered(bridge, "QUICK")
+    socket = bridge.ocpp.links["QUICK"].connection
+    waiter = socket._waiter
+    assert waiter is not None and not waiter.done()  # its link's task waits for a message
+    assert await station.request("Heartbeat", {}) == {"currentTime": ANY_STRING}
+    assert await station.request("MeterValues", {"connectorId": 1, "meterValue": [
+        {"timestamp": "2026-12-04T12:00:00Z", "sampledValue": [{"value": "10"}]}]}) == {}
+    # answered without waking the task: it still waits on the same future
+    assert socket._waiter is waiter and not waiter.done()
+    # any other request goes through the task, in turn with the limits it may lead to
+    assert await station.request("DataTransfer", {"vendorId": "x"}) == {"status": "UnknownVendorId"}
+    assert socket._waiter is not waiter and waiter.done()
+
+
+def test_which_requests_are_routine_reports():
+    link16 = StationLink16("A", None, None, 30.0)  # type: ignore[arg-type]
+    assert link16._routine("MeterValues", {}) and link16._routine("Heartbeat", {})
+    for action in ("BootNotification", "StartTransaction", "StopTransaction",
+                   "StatusNotification", "Authorize", "DataTransfer"):
+        assert not link16._routine(action, {})
+    link201 = StationLink201("B", None, None, 30.0)  # type: ignore[arg-type]
+    link201._transactions["tx-1"] = (7, 1)
+    periodic = {"eventType": "Updated", "triggerReason": "MeterValuePeriodic",
+                "transactionInfo": {"transactionId": "tx-1"}}
+    assert link201._routine("TransactionEvent", periodic)
+    assert link201._routine("MeterValues", {})
+    for changed in ({"eventType": "Started"}, {"eventType": "Ended"},
+                    {"triggerReason": "ChargingStateChanged"},
+                    {"transactionInfo": {"transactionId": "tx-2"}},  # one it does not know
+                    {"transactionInfo": {"transactionId": ["tx-1"]}},
+                    {"transactionInfo": "tx-1"}):
+        assert not link201._routine("TransactionEvent", {**periodic, **changed})
+    assert not link201._routine("TransactionEvent", ["not", "an", "object"])
+
+
+def test_a_link_that_replaces_a_routing_step_is_routed_in_its_task_only():
+    assert StationLink16.ANSWERS_AT_ONCE and StationLink201.ANSWERS_AT_ONCE
+    assert not ForwardingLink16.ANSWERS_AT_ONCE  # it relays: its calls wait their turn
+
+    class Counting(StationLink16):
+        async def _on_call(self, unique_id: str, action: str, payload: Any) -> None:
+            await super()._on_call(unique_id, action, payload)
+
+    assert not Counting.ANSWERS_AT_ONCE
 
 
 async def _silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

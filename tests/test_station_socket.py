@@ -9,6 +9,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -93,6 +94,43 @@ async def test_messages_in_order_whole_fragmented_and_binary(harness: Harness):
         assert await ws.recv() == "bytes b'\\x01\\x02'"
     assert harness.admitted == ["127.0.0.1"]
     await asyncio.wait_for(_until(lambda: harness.released == ["127.0.0.1"]), 5)
+
+
+async def test_messages_are_answered_at_once_while_the_link_waits_and_in_order_when_not(
+        harness: Harness):
+    routed: list[str | bytes] = []
+
+    async def serve(socket: StationSocket) -> None:
+        def at_once(message: str | bytes) -> bool:
+            if message == "task's":
+                return False  # left to the task
+            routed.append(message)
+            socket.send_now(f"at once: {message!s}")
+            return True
+
+        socket.answer_at_once(SimpleNamespace(route_now=at_once))
+        while True:  # what reaches the task: answered in order, after the one it has
+            message = await socket.recv()
+            await socket.send(f"in the task: {message!s}")
+
+    harness.serve = serve
+    async with station(harness) as ws:
+        await ws.send("a")
+        assert await ws.recv() == "at once: a"
+        socket = harness.served[0]
+        socket.pause_writing()  # the station stops reading what we send
+        await ws.send("b")
+        await ws.send("c")
+        await asyncio.sleep(0.05)
+        socket.resume_writing()
+        assert [await ws.recv(), await ws.recv()] == ["in the task: b", "in the task: c"]
+        await ws.send("d")  # the task waits again: answered at once
+        assert await ws.recv() == "at once: d"
+        await ws.send("task's")  # one the router leaves
+        assert await ws.recv() == "in the task: task's"
+        await ws.send("e")
+        assert await ws.recv() == "at once: e"
+    assert routed == ["a", "d", "e"]
 
 
 async def test_a_frame_read_is_not_held_until_the_next_one(harness: Harness):

@@ -25,6 +25,12 @@ What happens to a CALL the station makes (:meth:`OcppJLink._on_call`) and to a r
 sends (:meth:`OcppJLink._on_reply`) are one method each, and the id of each call we make
 comes from :meth:`OcppJLink._new_call_id`: a link that also relays frames to another
 central system (:mod:`bridge.ocpp.upstream_link`) replaces those three, and keeps the rest.
+
+A station's routine reports (:meth:`OcppJLink._routine`) and its replies to our calls are
+usually routed in the station socket's own callback, as they are read
+(:meth:`OcppJLink.route_now`, synchronous), not a turn of the event loop later in the
+link's task (:meth:`OcppJLink.route_message`); both take the same steps. A link class that
+replaces one of them is routed in its task only (:attr:`OcppJLink.ANSWERS_AT_ONCE`).
 """
 
 from __future__ import annotations
@@ -153,6 +159,16 @@ def call_frame(unique_id: str, action: str, payload: Payload | EncodedPayload) -
     return _encoded([CALL, unique_id, action, payload])
 
 
+# what route_message does with a frame, step by step (see OcppJLink.ANSWERS_AT_ONCE)
+_ROUTING_STEPS = ("route_message", "_on_call", "_on_reply", "_send")
+# The requests route_now answers. The others (a boot, a session's start or end, a status)
+# change what the station may draw, and go through the link's task, in turn with the
+# dispatcher's tasks that send the limits they lead to: answered ahead of those, in a
+# 5,000-station storm, stations started charging sooner than their shares reached them,
+# and stayed above their share two to four times longer (docs/benchmarks-notes.md).
+ROUTINE_ACTIONS = frozenset({"MeterValues", "Heartbeat"})
+
+
 class OcppJLink:
     """The central system's end of one station's websocket: frames in and out.
 
@@ -161,6 +177,15 @@ class OcppJLink:
     """
 
     DIALECT: ClassVar[Dialect]
+    # Whether a frame may be handled in the socket's own callback (:meth:`route_now`):
+    # worked out for each subclass, False for one that replaces a step of
+    # :meth:`route_message` (one that relays), which route_now would bypass.
+    ANSWERS_AT_ONCE: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.ANSWERS_AT_ONCE = all(getattr(cls, step) is getattr(OcppJLink, step)
+                                  for step in _ROUTING_STEPS)
 
     def __init__(self, station_id: str, connection: Any, listener: StationListener,
                  call_timeout_s: float) -> None:
@@ -193,41 +218,79 @@ class OcppJLink:
     # frames in -----------------------------------------------------------------------------
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Every frame gets an answer; a bad one a CALLERROR, and the link lives on."""
-        try:
-            frame = json.loads(raw_msg)
-        except RecursionError:  # nested deeper than the decoder goes (50,000 "[")
-            await self._send_call_error("-1", self.DIALECT.format_violation,
-                                        "JSON nested too deep")
-            return
-        except (ValueError, TypeError):  # also bad UTF-8, and integers of 4,300+ digits
-            await self._send_call_error("-1", self.DIALECT.format_violation, "not valid JSON")
-            return
-        if not isinstance(frame, list) or not frame or frame[0] not in (2, 3, 4):
-            await self._send_call_error("-1", "ProtocolError", "not an OCPP-J message")
-            return
-        if frame[0] != CALL:
+        frame, refusal = self._parse(raw_msg)
+        if refusal is not None:
+            await self._send(refusal)
+        elif frame[0] != CALL:
             await self._on_reply(frame)
-        elif len(frame) != 4 or not isinstance(frame[1], str) or not isinstance(frame[2], str):
-            unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else "-1"
-            await self._send_call_error(unique_id, "ProtocolError", "a CALL has four elements:"
-                                        " 2, a message id, an action name, a payload")
         else:
             await self._on_call(frame[1], frame[2], frame[3])
 
+    def route_now(self, raw_msg: str | bytes) -> bool:
+        """:meth:`route_message` within the current turn of the event loop, its answer
+        written without waiting for the station to read it (only where
+        :attr:`ANSWERS_AT_ONCE`: see :meth:`StationSocket.answer_at_once
+        <bridge.ocpp.station_socket.StationSocket.answer_at_once>`); whether it took the
+        frame: a request that is not :meth:`_routine` is left to :meth:`route_message`.
+        Never raises: it runs in the socket's callback, where an exception would cost the
+        station its connection."""
+        try:
+            frame, refusal = self._parse(raw_msg)
+            if refusal is not None:
+                self._connection.send_now(refusal)
+            elif frame[0] != CALL:
+                self._take_reply(frame)
+            elif not self._routine(frame[2], frame[3]):
+                return False
+            else:
+                answer, accepted = self._answer_frame(frame[1], frame[2], frame[3])
+                if self._connection.send_now(answer) and accepted:
+                    self.registered.set()  # (as in _on_call: once the answer is sent)
+        except Exception:  # as start() does: whatever a frame does, the link lives on
+            log.exception("%s: failed to handle a frame", self.id)
+        return True
+
+    def _routine(self, action: str, payload: Any) -> bool:
+        """Whether a request is a routine report, answered in the socket's callback (see
+        :data:`ROUTINE_ACTIONS`)."""
+        return action in ROUTINE_ACTIONS
+
+    def _parse(self, raw_msg: str | bytes) -> tuple[list[Any], str | None]:
+        """The frame read, or the CALLERROR that answers it when it is not one."""
+        try:
+            frame = json.loads(raw_msg)
+        except RecursionError:  # nested deeper than the decoder goes (50,000 "[")
+            return [], self._call_error("-1", self.DIALECT.format_violation,
+                                        "JSON nested too deep")
+        except (ValueError, TypeError):  # also bad UTF-8, and integers of 4,300+ digits
+            return [], self._call_error("-1", self.DIALECT.format_violation, "not valid JSON")
+        if not isinstance(frame, list) or not frame or frame[0] not in (2, 3, 4):
+            return [], self._call_error("-1", "ProtocolError", "not an OCPP-J message")
+        if frame[0] == CALL and (len(frame) != 4 or not isinstance(frame[1], str)
+                                 or not isinstance(frame[2], str)):
+            unique_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else "-1"
+            return [], self._call_error(unique_id, "ProtocolError", "a CALL has four elements:"
+                                        " 2, a message id, an action name, a payload")
+        return frame, None
+
     async def _on_call(self, unique_id: str, action: str, payload: Any) -> None:
         """A CALL from the station: answered here, from the handlers."""
+        answer, accepted = self._answer_frame(unique_id, action, payload)
+        await self._send(answer)
+        if accepted:
+            self.registered.set()  # only after our answer: a boot is accepted once it is sent
+
+    def _answer_frame(self, unique_id: str, action: str, payload: Any) -> tuple[str, bool]:
+        """The frame that answers a CALL, and whether it is a CALLRESULT."""
         try:
             reply = self._answer(action, payload)
         except CallRefused as refusal:
             log.warning("%s: refused %s: %s", self.id, action, refusal.description)
-            await self._send_call_error(unique_id, refusal.code, refusal.description)
-            return
+            return self._call_error(unique_id, refusal.code, refusal.description), False
         except Exception:  # a bug of ours must not cost the station its connection
             log.exception("%s: failed to handle %s", self.id, action)
-            await self._send_call_error(unique_id, "InternalError", "")
-            return
-        await self._send(_encoded([CALLRESULT, unique_id, reply]))
-        self.registered.set()  # only after our answer: a boot is accepted once it is sent
+            return self._call_error(unique_id, "InternalError", ""), False
+        return _encoded([CALLRESULT, unique_id, reply]), True
 
     def _answer(self, action: str, payload: Any) -> Payload:
         """The answer to a request: its handler's, once the request is read; raises
@@ -247,6 +310,9 @@ class OcppJLink:
 
     async def _on_reply(self, frame: list[Any]) -> None:
         """A CALLRESULT or CALLERROR from the station: the answer to our call under way."""
+        self._take_reply(frame)
+
+    def _take_reply(self, frame: list[Any]) -> None:
         pending = self._pending
         if pending is not None and len(frame) >= 3 and frame[1] == pending[0] \
                 and not pending[1].done():
@@ -257,7 +323,11 @@ class OcppJLink:
 
     # frames out ----------------------------------------------------------------------------
     async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
-        await self._send(_encoded([CALLERROR, unique_id, code, description[:500], {}]))
+        await self._send(self._call_error(unique_id, code, description))
+
+    @staticmethod
+    def _call_error(unique_id: str, code: str, description: str) -> str:
+        return _encoded([CALLERROR, unique_id, code, description[:500], {}])
 
     async def _send(self, message: str) -> None:
         await self._connection.send(message)

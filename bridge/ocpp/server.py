@@ -242,6 +242,8 @@ class OcppServer:
         if connection.request is not None:
             connection.request.headers.clear()
             connection.request = None
+        if isinstance(connection, StationSocket) and getattr(link, "ANSWERS_AT_ONCE", False):
+            connection.answer_at_once(link)
         self.links[station_id] = link
         log.info("station %s connected", station_id)
         self._on_open(station_id, link)
@@ -250,6 +252,8 @@ class OcppServer:
         except Exception as error:  # ConnectionClosed and anything the link did not handle
             log.info("station %s disconnected (%s)", station_id, type(error).__name__)
         finally:
+            if isinstance(connection, StationSocket):
+                connection.answer_at_once(None)
             if self.links.get(station_id) is link:
                 del self.links[station_id]
             self._on_close(station_id, link)

@@ -28,7 +28,7 @@ import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
@@ -54,6 +54,13 @@ WRITE_HIGH, WRITE_LOW = 32 * 1024, 8 * 1024
 GOING_AWAY = 1001
 INTERNAL_ERROR = 1011
 
+
+class Router(Protocol):
+    """What handles a station's messages as they are read (see answer_at_once)."""
+
+    def route_now(self, message: str | bytes) -> bool: ...
+
+
 # (the socket, its handshake request) -> a response refusing it, or None to accept it
 Judge = Callable[["StationSocket", Request], Awaitable[Response | None]]
 Serve = Callable[["StationSocket"], Awaitable[None]]
@@ -65,7 +72,7 @@ class StationSocket(asyncio.Protocol):
     __slots__ = ("_sockets", "transport", "protocol", "request", "subprotocol", "_admitted",
                  "_message", "_inbox", "_waiter", "_reading_paused", "_writing_paused",
                  "_drained", "_pings", "_timer", "_close_timer", "_task", "_lost", "_gone",
-                 "_answered")
+                 "_answered", "_at_once")
 
     def __init__(self, sockets: StationSockets) -> None:
         self._sockets = sockets
@@ -89,6 +96,7 @@ class StationSocket(asyncio.Protocol):
         self._lost: asyncio.Future[None] | None = None  # close() waits on it
         self._gone = False  # the TCP connection is closed
         self._answered = False  # the handshake was answered (or given up on)
+        self._at_once: Router | None = None  # see answer_at_once
 
     # what the link asks of its connection ------------------------------------------------
     @property
@@ -122,6 +130,32 @@ class StationSocket(asyncio.Protocol):
             # is done, so the next message goes to the inbox instead
             self._waiter = waiter
         return waiter
+
+    def answer_at_once(self, router: Router | None) -> None:
+        """Hand each message to ``router.route_now`` as it is read, in the socket's
+        callback, while the link waits in :meth:`recv` (None: never). (The router itself
+        is kept, not its bound method: one object less per connection.)
+
+        A message handed to the link's task is handled a turn of the event loop later, and
+        a turn lasts as long as its busiest moment: while a DR wave goes out, a station's
+        MeterValues waited for two turns of thousands of profiles before it was answered.
+        ``route_now`` must answer synchronously (:meth:`send_now`), never raise, and say
+        whether it took the message: one it leaves goes to the task. Messages go to the task
+        as well whenever it is not waiting (it handles one already, so the order holds) or
+        the station is not reading what we send (the task's :meth:`send` waits for it).
+        """
+        self._at_once = router
+
+    def send_now(self, message: str) -> bool:
+        """Send one text message without waiting for the station to read (the caller reads
+        no more from it until it does: see :meth:`answer_at_once`); whether it was sent
+        (not once the connection closes)."""
+        protocol = self.protocol
+        if protocol.state is not OPEN:
+            return False
+        protocol.send_text(message.encode())
+        self._write()
+        return True
 
     async def send(self, message: str) -> None:
         """Send one text message; waits while the station is slow to read."""
@@ -269,6 +303,9 @@ class StationSocket(asyncio.Protocol):
     def _deliver(self, message: str | bytes) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
+            if self._at_once is not None and not self._writing_paused \
+                    and self._at_once.route_now(message):
+                return  # answered; the link's task waits on for the next one
             waiter.set_result(message)
             self._waiter = None
             return

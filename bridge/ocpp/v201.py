@@ -316,6 +316,10 @@ def report_part(action: str) -> LinkHandler:
     return handle
 
 
+# a TransactionEvent's triggers that only report readings
+PERIODIC_TRIGGERS = frozenset({"MeterValuePeriodic", "MeterValueClock"})
+
+
 class StationLink2(OcppJLink):
     """The central system's end of one OCPP 2.x station's websocket: what 2.0.1 and 2.1
     share. A version's link names its :attr:`DIALECT` (and adds its own messages)."""
@@ -340,6 +344,18 @@ class StationLink2(OcppJLink):
         # our voltage monitors the station holds, by the id it gave (for their events' text)
         self._monitors: dict[int, vm.MonitorSpec] = {}
         self._unreadable_voltage_logged = False
+
+    def _routine(self, action: str, payload: Any) -> bool:
+        # a transaction's periodic readings too (2.x's MeterValues within a transaction);
+        # not an event that may start, end or change one
+        if action == "TransactionEvent":
+            if not isinstance(payload, dict) or payload.get("eventType") != "Updated" \
+                    or payload.get("triggerReason") not in PERIODIC_TRIGGERS:
+                return False
+            info = payload.get("transactionInfo")
+            known = isinstance(info, dict) and isinstance(info.get("transactionId"), str)
+            return known and info["transactionId"] in self._transactions
+        return super()._routine(action, payload)
 
     @classmethod
     def handlers(cls) -> Mapping[str, LinkHandler]:
