@@ -45,8 +45,8 @@ from policies.events import DrEvent, OptType
 from policies.events import build_validators as build_event_validators
 from policies.fleet import value_at
 from ven.interface import Registration, SiteStatus, VenDriver, VenListener
-from ven.oadr3 import Ven3
 from ven.oadr3.outbox import SqliteOutbox
+from ven.oadr3.ven import Ven3
 from ven.oadr20b.client import Ven, VenSettings
 
 if TYPE_CHECKING:

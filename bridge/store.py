@@ -38,8 +38,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from bridge.plan_json import (
     EncodedPlan,
     ScheduleText,
@@ -50,6 +48,7 @@ from bridge.plan_json import (
 )
 from bridge.plan_json import iso as _iso
 from bridge.retention import PROBE_SIDE, Pass, median_around, profiles_to_delete, young_from
+from bridge.sqlite_db import sqlite_utils
 from policies.events import DrEvent
 from policies.fleet import PlanState, StationState, Step, Why
 from policies.voltwatt import Floor, VoltHold

@@ -18,10 +18,10 @@ from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3, iso
 from policies.events import DrEvent, EventStatus, OptType
 from ven.interface import Registration, SiteStatus
-from ven.oadr3 import Oadr3Keys, Ven3, Ven3Settings
 from ven.oadr3.auth import ClientCredentials
 from ven.oadr3.outbox import SqliteOutbox
-from ven.oadr3.settings import MissingSecret, WebhookKeys
+from ven.oadr3.settings import MissingSecret, Oadr3Keys, Ven3Settings, WebhookKeys
+from ven.oadr3.ven import Ven3
 
 
 class Listener:

@@ -15,8 +15,9 @@ from bridge.sim.vtn import free_port
 from bridge.sim.vtn3 import Vtn3, iso
 from bridge.store import Store
 from ven.interface import VenDriver, VenListener
-from ven.oadr3 import Ven3, Ven3Settings
 from ven.oadr3.outbox import SqliteOutbox
+from ven.oadr3.settings import Ven3Settings
+from ven.oadr3.ven import Ven3
 
 
 async def test_an_import_cap_from_an_openadr_3_vtn_holds_at_the_stations(site: SiteHarness):

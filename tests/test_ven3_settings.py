@@ -3,8 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from ven.oadr3 import MissingSecret, Oadr3Keys
-from ven.oadr3.settings import version_of
+from ven.oadr3.settings import MissingSecret, Oadr3Keys, version_of
 
 
 def keys(**ven):

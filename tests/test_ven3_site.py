@@ -24,7 +24,7 @@ from bridge.config import load_config
 from bridge.sim.station import SimulatedStation
 from bridge.sim.vtn import DemoVtn, free_port
 from bridge.sim.vtn3 import Vtn3, iso
-from ven.oadr3 import Ven3
+from ven.oadr3.ven import Ven3
 from ven.oadr20b.client import Ven
 
 SECRET_ENV = "DRBRIDGE_TEST_OADR3_SECRET"

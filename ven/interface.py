@@ -1,6 +1,6 @@
 """What the bridge and a VEN know of each other, whatever OpenADR version the VEN speaks.
 
-Both :class:`ven.oadr20b.client.Ven` (2.0b) and :class:`ven.oadr3.Ven3` (3.0.1, 3.1.0)
+Both :class:`ven.oadr20b.client.Ven` (2.0b) and :class:`ven.oadr3.ven.Ven3` (3.0.1, 3.1.0)
 satisfy :class:`VenDriver`; the bridge picks one by ``ven.protocol`` and talks to it
 through this. Each calls the bridge back through a :class:`VenListener`, which decides on
 events and supplies report values, and keeps what must survive a restart in a

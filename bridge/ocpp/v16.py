@@ -12,8 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from ocpp.v16.enums import Action
-
 from bridge.ocpp.capabilities import KEYS, parse_configuration, parse_rated_current
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.framing import Dialect, EncodedPayload, LinkHandler, OcppJLink
@@ -33,7 +31,7 @@ from bridge.ocpp.voltage_monitors import (
     MonitorOutcome,
     MonitorSpec,
 )
-from bridge.ocpp.wire import HEARTBEAT_INTERVAL_S, Payload, now_iso, parse_time
+from bridge.ocpp.wire import HEARTBEAT_INTERVAL_S, Payload, action_names, now_iso, parse_time
 from bridge.worst_case import Rated
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,7 @@ OCPP16 = Dialect(
     version="1.6",
     schemas="v16",
     request_suffix="",  # a request's schema is the action's name: MeterValues.json
-    actions=frozenset(a.value for a in Action),
+    actions=action_names("v16", ""),
     format_violation="FormationViolation",
     occurrence_violation="OccurenceConstraintViolation",  # so spelt in OCPP 1.6
 )

@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.v201.enums import Action
-
 from bridge.ocpp import voltage_monitors as vm
 from bridge.ocpp.capabilities import Capabilities, parse_rate_units, shared
 from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
@@ -58,7 +56,14 @@ from bridge.ocpp.link import (
 )
 from bridge.ocpp.profiles import STATION_MAX, BuiltProfile
 from bridge.ocpp.sampling import Sampling, SamplingChange, SamplingReply, sampling_from
-from bridge.ocpp.wire import HEARTBEAT_INTERVAL_S, Payload, format_time, now_iso, parse_time
+from bridge.ocpp.wire import (
+    HEARTBEAT_INTERVAL_S,
+    Payload,
+    action_names,
+    format_time,
+    now_iso,
+    parse_time,
+)
 from bridge.telemetry import ENERGY, implausible
 from bridge.worst_case import Rated
 
@@ -68,7 +73,7 @@ OCPP201 = Dialect(
     version="2.0.1",
     schemas="v201",
     request_suffix="Request",  # a request's schema: MeterValuesRequest.json
-    actions=frozenset(a.value for a in Action),
+    actions=action_names("v201", "Request"),
     format_violation="FormatViolation",
     occurrence_violation="OccurrenceConstraintViolation",
 )

@@ -23,13 +23,11 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from ocpp.v21.enums import Action
-
 from bridge.ocpp import der_control as der
 from bridge.ocpp.framing import Dialect, LinkHandler
 from bridge.ocpp.link import CallFailed
 from bridge.ocpp.v201 import StationLink2, report_part
-from bridge.ocpp.wire import Payload
+from bridge.ocpp.wire import Payload, action_names
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ OCPP21 = Dialect(
     version="2.1",
     schemas="v21",
     request_suffix="Request",
-    actions=frozenset(a.value for a in Action),
+    actions=action_names("v21", "Request"),
     format_violation="FormatViolation",
     occurrence_violation="OccurrenceConstraintViolation",
 )

@@ -41,6 +41,20 @@ def schema(schemas: SchemaSet, name: str) -> Payload:
     return bounded_schema(loaded)  # type: ignore[no-any-return]
 
 
+def action_names(schemas: SchemaSet, request_suffix: str) -> frozenset[str]:
+    """Every action of a version (both directions), named as its request schemas are:
+    ``MeterValues.json`` in 1.6 (suffix ""), ``MeterValuesRequest.json`` in 2.x. (The
+    package's ``Action`` enums list the same names, but importing one loads the whole
+    version's message classes and jsonschema: about 11 MB the bridge never uses.)"""
+    folder = resources.files("ocpp").joinpath(schemas, "schemas")
+    names = (entry.name.removesuffix(".json") for entry in folder.iterdir()
+             if entry.name.endswith(".json"))
+    if request_suffix:
+        return frozenset(name.removesuffix(request_suffix) for name in names
+                         if name.endswith(request_suffix))
+    return frozenset(name for name in names if not name.endswith("Response"))
+
+
 @cache
 def validator(schemas: SchemaSet, name: str) -> Callable[[Payload], Any]:
     """The compiled validator of a schema; raises JsonSchemaValueException on a violation."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import sqlite_utils
+from bridge.sqlite_db import sqlite_utils
 
 TABLE = "upstream_auth_cache"
 MAX_ENTRIES = 100_000  # a site sees a few thousand cards; a flood of ids must not grow it

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.link import StationListener
 from bridge.ocpp.profiles import (
@@ -39,6 +37,7 @@ from bridge.ocpp.profiles import (
     build_profile,
 )
 from bridge.ocpp.tls import client_context
+from bridge.sqlite_db import sqlite_utils
 from bridge.upstream.authcache import AuthCache, OfflinePolicy
 from bridge.upstream.composition import (
     STATION_MAX,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
+from bridge.sqlite_db import sqlite_utils
 
 log = logging.getLogger(__name__)
 
