@@ -18,6 +18,8 @@ from policies.fleet import PHASES, Site
 
 SITE_NODE = "site"
 _EPS_W = 1e-6
+# how far below the highest level that fits a settled level may be, relative to it
+_SETTLE_RELATIVE = 1e-12
 _ADMIT_EPS = 1e-9  # float noise allowed when admitting a minimum; never used to raise a share
 
 
@@ -323,10 +325,13 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
 
 
 def _settle(fits: Callable[[float], bool], low: float, top: float) -> float:
-    """The highest float in [low, top) that ``fits`` (``low`` if none), ``top`` not fitting.
+    """A float in [low, top) that ``fits`` (``low`` if none), ``top`` not fitting: the
+    highest, or below it by at most :data:`_SETTLE_RELATIVE` of ``top``.
 
     Bisection; as the answer lies a few floats below ``top``, it first brackets it there
-    in steps growing from one float, then stops once the bracket is two adjacent floats.
+    in steps growing from one float, then halves the bracket until it is that narrow.
+    (Halving down to adjacent floats took 16 trials of about 2 ms each in a 10,000-station
+    plan, against 4 now, for shares that differ in their thirteenth digit.)
     """
     if not low < top:  # the level already passed: halve 64 times, as ever
         for _ in range(64):
@@ -345,7 +350,8 @@ def _settle(fits: Callable[[float], bool], low: float, top: float) -> float:
             low = probe
             break
         top, gap = probe, gap * 16
-    while True:  # a float range halves to adjacent floats in at most ~2100 steps
+    close_enough = _SETTLE_RELATIVE * abs(top)
+    while top - low > close_enough:  # a float range halves to adjacent floats in ~2100 steps
         mid = (low + top) / 2
         if mid == low or mid == top:
             return low
@@ -353,6 +359,7 @@ def _settle(fits: Callable[[float], bool], low: float, top: float) -> float:
             low = mid
         else:
             top = mid
+    return low
 
 
 def _highest_level(members: Sequence[tuple[float, Load]], room: float,

@@ -1,5 +1,6 @@
 """The site as a tree: circuits, lines and stations; every node's limit holds."""
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from policies.fleet import Circuit, Fleet, Session, Site, StationInfo
 from policies.model import parse_policy, preset_text
 from policies.plan import make_plan
 from policies.tree import (
+    _SETTLE_RELATIVE,
     FixedLoad,
     Load,
     TreeError,
+    _settle,
     allocate_tree,
     blocking,
     circuit_paths,
@@ -211,3 +214,23 @@ def test_duplicate_circuit_ids_are_refused(tmp_path: Path):
 def test_time_of_plan_step_is_now():
     plan = make_plan([], POLICY, Site(10_000), Fleet({}), NOW + timedelta(seconds=1))
     assert plan.site[0].start == NOW + timedelta(seconds=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=1.0, max_value=1e7), st.integers(min_value=1, max_value=5000))
+def test_a_settled_level_fits_and_lies_within_a_relative_1e_12_of_the_highest(
+        top: float, ulps_below: int):
+    # the highest level that fits lies a few floats below the exact one that did not
+    highest = top
+    for _ in range(ulps_below):
+        highest = math.nextafter(highest, 0.0)
+    trials: list[float] = []
+
+    def fits(level: float) -> bool:
+        trials.append(level)
+        return level <= highest
+
+    settled = _settle(fits, 0.0, top)
+    assert fits(settled) and settled <= highest
+    assert highest - settled <= _SETTLE_RELATIVE * top
+    assert len(trials) <= 12  # bracketed near the top, not halved down to the last float
