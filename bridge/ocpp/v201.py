@@ -358,8 +358,8 @@ class StationLink2(OcppJLink):
                     or payload.get("triggerReason") not in PERIODIC_TRIGGERS:
                 return False
             info = payload.get("transactionInfo")
-            known = isinstance(info, dict) and isinstance(info.get("transactionId"), str)
-            return known and info["transactionId"] in self._transactions
+            station_tx = info.get("transactionId") if isinstance(info, dict) else None
+            return isinstance(station_tx, str) and station_tx in self._transactions
         return super()._routine(action, payload)
 
     @classmethod
