@@ -179,6 +179,99 @@ class TurnGate:
             self._end_turn_soon()
 
 
+class WaveTurns:
+    """Paces a wave of per-station work over turns of the event loop: at most ``per_turn``
+    stations take a step in one turn, and the wave's sends go before the answers' upkeep.
+
+    A plan that gives every station a new limit wakes thousands of workers at once. Started
+    together, their sends run in one turn (about a second at 10,000 stations), and a
+    station's MeterValues read meanwhile waits for the end of it. A :class:`TurnGate` alone
+    spreads the sends, but the answers that come back between them are then booked first,
+    on the same core, and the last station's limit goes out later by the cost of all of
+    them. Here a worker is started through :meth:`start`, and one that has its answer
+    waits in :meth:`after_answer` until every worker of the wave has been started; then
+    they go on, ``per_turn`` a turn as well. The sockets are polled between turns, so
+    routine reports are answered in between (see
+    :meth:`~bridge.ocpp.station_socket.StationSocket.answer_at_once`).
+
+    Work that finds room in this turn and nothing queued before it passes at once, so a
+    lone station's wake is not delayed by a turn.
+    """
+
+    __slots__ = ("per_turn", "_room", "_starts", "_answered", "_turn_ends")
+
+    def __init__(self, per_turn: int) -> None:
+        if per_turn < 1:
+            raise ValueError("per_turn must be at least 1")
+        self.per_turn = per_turn
+        self._room = per_turn  # steps this turn may still take
+        self._starts: deque[Callable[[], object]] = deque()
+        self._answered: deque[asyncio.Future[None]] = deque()
+        self._turn_ends = False  # the callback that starts the next turn is scheduled
+
+    @property
+    def going_out(self) -> bool:
+        """Whether workers of a wave are still waiting to be started."""
+        return bool(self._starts)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._starts) + len(self._answered)
+
+    def start(self, begin: Callable[[], object]) -> None:
+        """Call ``begin`` (which starts a worker) now if this turn has room, else in a
+        later turn, first come first served."""
+        if self._room > 0 and not self._starts:
+            self._room -= 1
+            begin()
+            # after it: the next turn starts the next few once these took their first step
+            # (and asked for their records' commit, which then holds these alone)
+            self._end_turn_soon()
+            return
+        self._starts.append(begin)
+        self._end_turn_soon()
+
+    async def after_answer(self) -> None:
+        """Return at once, unless a wave is going out or others wait here before us: then
+        wait until every worker of it is started and our turn comes."""
+        if not self._starts and not self._answered:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._answered.append(waiter)
+        self._end_turn_soon()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):  # still waiting (not let through)
+                self._answered.remove(waiter)
+            raise
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_ends:
+            self._turn_ends = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Run as the next turn starts: what it lets through runs in the turn after it,
+        which polls the sockets first."""
+        self._turn_ends = False
+        self._room = self.per_turn
+        starts, answered = self._starts, self._answered
+        while starts and self._room > 0:
+            self._room -= 1
+            try:
+                starts.popleft()()
+            except Exception:  # one station's start must not stop the wave
+                log.exception("starting a worker failed")
+        while answered and not starts and self._room > 0:
+            waiter = answered.popleft()
+            if not waiter.done():
+                self._room -= 1
+                waiter.set_result(None)
+        if self._room < self.per_turn or starts or answered:
+            self._end_turn_soon()
+
+
 class TurnBatch(Generic[K, V]):
     """Writes that many tasks ask for in the same turn of the event loop, made together in
     one call at the start of the next turn; each task's :meth:`add` returns once that call

@@ -1,12 +1,14 @@
 """A plan's wave to many stations: the schedules it records go to the store in one commit
-per turn of the event loop, each on record before its worker goes on; the follow-up calls
-that come due together after it start a few dozen stations per turn (so the loop reads the
-stations' own requests between)."""
+per turn of the event loop, each on record before its worker goes on; its sends go out a
+few hundred stations per turn, all of them before the answers are booked; the follow-up
+calls that come due together after it start a few dozen stations per turn (so the loop reads
+the stations' own requests between)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import sqlite3
 from collections import Counter
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.aio import TurnBatch, TurnGate
+from bridge.aio import TurnBatch, TurnGate, WaveTurns
 from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.sampling import NOT_READ, SamplingChange, SamplingReply
@@ -69,6 +71,9 @@ class Link:
         self.id = station_id
         self._turns, self._sent_in, self._db = turns, sent_in, db
         self.on_record_when_cleared: list[bool] = []
+        self.cleared_in: list[int] = []  # the turns its stale profiles were cleared in
+        self.registered = asyncio.Event()  # (its boot was answered long ago)
+        self.registered.set()
 
     async def set_profile(self, profile: object) -> str:
         self._sent_in[self._turns.count] += 1
@@ -79,6 +84,7 @@ class Link:
         return SamplingReply(interval="Rejected")
 
     async def clear_charging_profile(self, profile_id: int) -> str:
+        self.cleared_in.append(self._turns.count)
         # what relies on the accepted schedule: it must be on disk by now (read as a
         # restarted bridge would, through a connection of its own)
         assert self._db is not None
@@ -135,6 +141,81 @@ async def test_a_wave_records_its_schedules_in_a_commit_per_turn_of_the_loop(tmp
     assert all(state.applied is not None and state.applied[0].limit_w == 5520.0
                and state.in_flight is None for state in dispatch.stations.values())
     store.db.close()
+
+
+async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    per_turn = 16
+    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", per_turn)
+    turns, sent_in = Turns(), Counter[int]()
+    dispatch, store, links = fleet(tmp_path, turns, sent_in)
+    for state in dispatch.stations.values():
+        state.wake.on_set = functools.partial(dispatch._serve, state)
+        state.handling.composite_supported = False  # no follow-up reading after it
+    turns.start()
+    try:
+        # an event lowers every station's limit at once (to 6 A a phase)
+        dispatch.set_desired({sid: (Step(T0, 4140.0, "event"),) for sid in dispatch.stations})
+        async def all_cleared() -> None:
+            while any(not link.cleared_in for link in links.values()):
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(all_cleared(), 10)
+    finally:
+        turns.stop()
+    assert sum(sent_in.values()) == STATIONS
+    # before: all 200 sent in one turn, the loop's sockets unread until the last
+    assert max(sent_in.values()) <= per_turn
+    assert len(sent_in) >= math.ceil(STATIONS / per_turn)
+    # the whole wave was out before the first answer went on to be booked
+    assert max(sent_in) <= min(turn for link in links.values() for turn in link.cleared_in)
+    assert all(state.applied is not None and state.applied[0].limit_w == 4140.0
+               for state in dispatch.stations.values())
+    await dispatch.close()
+    store.db.close()
+
+
+async def test_wave_turns_start_in_order_and_answers_wait_for_the_last_start():
+    wave = WaveTurns(3)
+    turns = Turns()
+    started: list[tuple[int, int]] = []
+    went_on: list[tuple[int, int]] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def worker(n: int) -> None:
+        await wave.after_answer()
+        went_on.append((n, turns.count))
+
+    def begin(n: int) -> None:
+        started.append((n, turns.count))
+        tasks.append(asyncio.create_task(worker(n)))
+
+    turns.start()
+    try:
+        for n in range(10):
+            wave.start(functools.partial(begin, n))
+        assert [n for n, _ in started] == [0, 1, 2]  # room in this turn: at once
+        assert wave.going_out and wave.waiting == 7
+        while len(tasks) < 10:
+            await asyncio.sleep(0)
+        tasks[5].cancel()  # waits for its answer's turn, and is cancelled meanwhile
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        turns.stop()
+    assert [n for n, _ in started] == list(range(10))  # first come, first served
+    assert max(Counter(turn for _, turn in started).values()) <= 3
+    assert max(Counter(turn for _, turn in went_on).values()) <= 3
+    # no worker went on past its answer before the last one was started
+    assert max(turn for _, turn in started) <= min(turn for _, turn in went_on)
+    assert sorted(n for n, _ in went_on) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert wave.waiting == 0 and not wave.going_out
+    for _ in range(3):
+        await asyncio.sleep(0)  # a turn with room again
+    lone: list[int] = []
+    wave.start(functools.partial(lone.append, 1))
+    assert lone == [1]  # nothing queued and room: not a turn later
+    with pytest.raises(ValueError):
+        WaveTurns(0)
 
 
 async def test_follow_up_calls_due_together_start_a_few_dozen_per_turn(tmp_path: Path):
