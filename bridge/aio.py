@@ -218,10 +218,11 @@ class WaveTurns:
     def waiting(self) -> int:
         return len(self._starts) + len(self._answered)
 
-    def start(self, begin: Callable[[], object]) -> None:
+    def start(self, begin: Callable[[], object], at_once: bool = False) -> None:
         """Call ``begin`` (which starts a worker) now if this turn has room, else in a
-        later turn, first come first served."""
-        if self._room > 0 and not self._starts:
+        later turn, first come first served. ``at_once``: now in any case (it still takes
+        its room in the turn), for work that must not wait behind a wave."""
+        if at_once or (self._room > 0 and not self._starts):
             self._room -= 1
             begin()
             # after it: the next turn starts the next few once these took their first step

@@ -110,13 +110,16 @@ BOOT_WAIT_S = 5.0
 # How many stations' follow-up calls (the composite check after a new limit, the meter
 # interval, the rating) start per turn of the event loop. They come due together once a
 # wave is answered; a turn holding thousands of them held every station's replies. Between
-# turns the loop reads the stations' own requests. The wave itself is not held back this
-# way: at 5,000 stations that doubled the time until every station held an event's limit
-# (docs/benchmarks-notes.md), and the limits matter more than a MeterValues reply.
+# turns the loop reads the stations' own requests.
 FOLLOW_UPS_PER_TURN = 64
 # A wave's workers start (and, once answered, go on) this many a turn of the event loop (see
-# WaveTurns): about 50 ms of the loop at a 10,000-station event's ~100 µs per station.
-WAVE_STATIONS_PER_TURN = 500
+# WaveTurns). A gate of this kind alone once made every station wait about a second longer
+# for an event's limit: the answers read between turns were booked before the next sends;
+# now they wait until the whole wave is out. A turn holds one group's first steps, the
+# group before's sends and the answers and reports read in between. At 10,000 stations the
+# event window's reply p99 was 81-108 ms with 300 a turn, 121-127 ms with 500, and the wave
+# took 0.35-0.4 s longer than in one turn (docs/benchmarks-notes.md).
+WAVE_STATIONS_PER_TURN = 300
 
 UNDECLARED = Declared()  # the configuration states nothing of the station (shared: frozen)
 
@@ -698,7 +701,10 @@ class Dispatcher:
         if state.task is None and not state.starting \
                 and self.stations.get(state.info.station_id) is state:
             state.starting = True
-            self._wave.start(functools.partial(self._start, state))
+            # a station whose draw nothing of ours bounds yet (one that just joined, or
+            # reconnected) does not wait behind a wave to the others
+            self._wave.start(functools.partial(self._start, state),
+                             at_once=not state.draw_bounded)
 
     def _start(self, state: StationRecord) -> None:
         state.starting = False

@@ -175,6 +175,29 @@ async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booke
     store.db.close()
 
 
+async def test_a_station_nothing_bounds_yet_does_not_wait_behind_a_wave(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", 16)
+    turns, sent_in = Turns(), Counter[int]()
+    dispatch, store, _ = fleet(tmp_path, turns, sent_in)
+    for state in dispatch.stations.values():
+        state.wake.on_set = functools.partial(dispatch._serve, state)
+        state.handling.composite_supported = False
+    joined = dispatch.stations["NEW"] = StationRecord(info=StationInfo("NEW", 3, 230.0, 32.0))
+    joined.link = Link("NEW", turns, sent_in)  # type: ignore[assignment]
+    joined.wake.on_set = functools.partial(dispatch._serve, joined)
+    for event in (Event.CONNECTED, Event.REGISTERED):
+        joined.life.fire(event, T0)
+    assert not joined.draw_bounded  # no limit of ours confirmed on this connection
+    dispatch.set_desired({sid: (Step(T0, 4140.0, "event"),) for sid in dispatch.stations
+                          if sid != "NEW"})
+    assert dispatch._wave.going_out  # most of the wave waits for later turns
+    joined.wake.set()
+    assert joined.task is not None  # started now, ahead of them
+    await dispatch.close()
+    store.db.close()
+
+
 async def test_wave_turns_start_in_order_and_answers_wait_for_the_last_start():
     wave = WaveTurns(3)
     turns = Turns()
@@ -196,6 +219,9 @@ async def test_wave_turns_start_in_order_and_answers_wait_for_the_last_start():
             wave.start(functools.partial(begin, n))
         assert [n for n, _ in started] == [0, 1, 2]  # room in this turn: at once
         assert wave.going_out and wave.waiting == 7
+        urgent: list[int] = []
+        wave.start(functools.partial(urgent.append, 1), at_once=True)
+        assert urgent == [1] and wave.waiting == 7  # not behind the wave
         while len(tasks) < 10:
             await asyncio.sleep(0)
         tasks[5].cancel()  # waits for its answer's turn, and is cancelled meanwhile
