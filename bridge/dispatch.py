@@ -698,20 +698,31 @@ class Dispatcher:
         A worker per connected station that waited for its next wake would cost a task and
         its frame for each of thousands of idle stations; one runs only while there is work,
         and there is never more than one per station (its calls go one at a time)."""
-        if state.task is None and not state.starting \
-                and self.stations.get(state.info.station_id) is state:
-            state.starting = True
-            # a station whose draw nothing of ours bounds yet (one that just joined, or
-            # reconnected) does not wait behind a wave to the others
-            self._wave.start(functools.partial(self._start, state),
-                             at_once=not state.draw_bounded)
+        if state.task is not None or self.stations.get(state.info.station_id) is not state:
+            return
+        # a station whose draw nothing of ours bounds yet (one that just joined, or
+        # reconnected) does not wait behind a wave to the others
+        unbounded = not state.draw_bounded
+        if state.starting:
+            if unbounded:
+                self._start(state)  # it reconnected while it waited (its place then does nothing)
+            return
+        state.starting = True
+        # counted as limiting while it waits: follow-up calls do not go out mid-wave
+        self._limiting += 1
+        self._limits_sent.clear()
+        self._wave.start(functools.partial(self._start, state), at_once=unbounded)
 
     def _start(self, state: StationRecord) -> None:
-        state.starting = False
         if state.task is None and not self._closed \
                 and self.stations.get(state.info.station_id) is state:
             state.task = asyncio.create_task(self._worker(state),
                                              name=f"dispatch {state.info.station_id}")
+        if state.starting:
+            state.starting = False
+            self._limiting -= 1
+            if not self._limiting:
+                self._limits_sent.set()
 
     async def _worker(self, state: StationRecord) -> None:
         try:
@@ -1000,6 +1011,7 @@ class Dispatcher:
                     todo: list[BuiltProfile], wanted: set[int], now: datetime) -> None:
         station_id = state.info.station_id
         epoch = state.life.epoch
+        bounded = state.draw_bounded  # (before this send: it may confirm it)
         # From here until the last answer, the station may already apply the new schedule;
         # stored first, so that a bridge killed before the answer knows it too.
         if state.applied is None or not same_schedule(cap.applied, state.applied, now):
@@ -1016,8 +1028,6 @@ class Dispatcher:
                 try:
                     status = await link.set_profile(built)
                     detail = ""
-                    # the rest of the wave goes out before its answers are booked
-                    await self._wave.after_answer()
                 except CallFailed as error:
                     status, detail = "Failed", str(error)
                     if error.unsupported:  # no smart charging, although it did not say so
@@ -1035,6 +1045,11 @@ class Dispatcher:
                 if built.profile_id not in state.installed:
                     state.installed.add(built.profile_id)
                     new_ids = True
+            if bounded:
+                # the rest of the wave goes out before its answers are booked (a station
+                # nothing bounded yet is confirmed at once: the plan counts it at its worst
+                # until then)
+                await self._wave.after_answer()
             if failed is None:
                 # on record before anything goes on from it, in one commit with the other
                 # answers of this turn of the loop (still counted in flight meanwhile)

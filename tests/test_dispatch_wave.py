@@ -22,7 +22,7 @@ from bridge.aio import TurnBatch, TurnGate, WaveTurns
 from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.sampling import NOT_READ, SamplingChange, SamplingReply
-from bridge.station_life import Event
+from bridge.station_life import Event, Phase
 from bridge.store import Store, steps_from_json
 from policies.fleet import StationInfo, Step
 
@@ -152,10 +152,24 @@ async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booke
     for state in dispatch.stations.values():
         state.wake.on_set = functools.partial(dispatch._serve, state)
         state.handling.composite_supported = False  # no follow-up reading after it
+    # one station with two connectors: a profile each besides its cap, sent in a row
+    several = dispatch.stations["CP7"]
+    several.caps = Capabilities(known=True, connectors=2)
+    several_sent_in: list[int] = []
+
+    async def set_profile(profile: object) -> str:
+        several_sent_in.append(turns.count)  # (the first one counted with the others)
+        if len(several_sent_in) == 1:
+            return await Link.set_profile(links["CP7"], profile)
+        return "Accepted"
+
+    links["CP7"].set_profile = set_profile  # type: ignore[method-assign]
     turns.start()
     try:
         # an event lowers every station's limit at once (to 6 A a phase)
         dispatch.set_desired({sid: (Step(T0, 4140.0, "event"),) for sid in dispatch.stations})
+        # the stations still to start count as sending limits: no follow-up call goes yet
+        assert dispatch._wave.going_out and not dispatch._limits_sent.is_set()
         async def all_cleared() -> None:
             while any(not link.cleared_in for link in links.values()):
                 await asyncio.sleep(0)
@@ -171,6 +185,9 @@ async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booke
     assert max(sent_in) <= min(turn for link in links.values() for turn in link.cleared_in)
     assert all(state.applied is not None and state.applied[0].limit_w == 4140.0
                for state in dispatch.stations.values())
+    # its profiles went out one after the other, not each behind the others' answers
+    assert len(several_sent_in) >= 2 and len(set(several_sent_in)) == 1
+    assert dispatch._limiting == 0 and dispatch._limits_sent.is_set()
     await dispatch.close()
     store.db.close()
 
@@ -185,15 +202,37 @@ async def test_a_station_nothing_bounds_yet_does_not_wait_behind_a_wave(
         state.handling.composite_supported = False
     joined = dispatch.stations["NEW"] = StationRecord(info=StationInfo("NEW", 3, 230.0, 32.0))
     joined.link = Link("NEW", turns, sent_in)  # type: ignore[assignment]
+    joined.caps, joined.handling.foreign = Capabilities(known=True), frozenset()
+    joined.handling.composite_supported = False
     joined.wake.on_set = functools.partial(dispatch._serve, joined)
     for event in (Event.CONNECTED, Event.REGISTERED):
         joined.life.fire(event, T0)
     assert not joined.draw_bounded  # no limit of ours confirmed on this connection
-    dispatch.set_desired({sid: (Step(T0, 4140.0, "event"),) for sid in dispatch.stations
-                          if sid != "NEW"})
+    # a wave that raises every station (a decrease would have the joiner's first limit,
+    # a raise from nothing, wait until every other station is down)
+    dispatch.set_desired({sid: (Step(T0, 11500.0, "more"),) for sid in dispatch.stations})
     assert dispatch._wave.going_out  # most of the wave waits for later turns
-    joined.wake.set()
     assert joined.task is not None  # started now, ahead of them
+    # a station waiting for its turn that reconnects meanwhile does not wait on
+    last = dispatch.stations[f"CP{STATIONS - 1}"]
+    assert last.starting and last.task is None
+    for event_of_life in (Event.DISCONNECTED, Event.CONNECTED, Event.REGISTERED):
+        last.life.fire(event_of_life, T0)
+    last.handling.foreign = frozenset()  # (what it holds of others' needs no reading here)
+    last.wake.set()
+    assert last.task is not None
+    turns.start()
+    try:
+        async def confirmed() -> None:
+            while joined.applied is None:
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(confirmed(), 10)
+        # its answer was booked at once, not after the wave: the plan counts it steered
+        assert dispatch._wave.going_out
+        assert joined.life.phase is Phase.ACKNOWLEDGED
+    finally:
+        turns.stop()
     await dispatch.close()
     store.db.close()
 

@@ -67,7 +67,8 @@ async def test_a_steered_idle_station_has_only_its_connection_handler_task(site:
     await wait_steered(bridge, *(f"IDLE{n}" for n in range(4)))
     await wait(lambda: all(s.life.phase == "verified" for s in bridge.dispatcher.stations.values()),
                what="every limit verified by its composite schedule")
-    await wait(lambda: all(s.task is None for s in bridge.dispatcher.stations.values()),
+    await wait(lambda: all(s.task is None and not s.starting
+                           for s in bridge.dispatcher.stations.values()),
                what="no dispatcher worker left running")
     tasks = tasks_by_coroutine()
     assert tasks["Dispatcher._worker"] == 0
@@ -85,7 +86,8 @@ async def test_a_steered_idle_station_has_only_its_connection_handler_task(site:
     station.plug_in()
     await wait(lambda: count(station, "SetChargingProfile") > sets, what="its new limit")
     await wait_steered(bridge, "IDLE1")
-    await wait(lambda: all(s.task is None for s in bridge.dispatcher.stations.values()),
+    await wait(lambda: all(s.task is None and not s.starting
+                           for s in bridge.dispatcher.stations.values()),
                what="the workers done again")
 
 

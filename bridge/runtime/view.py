@@ -128,7 +128,7 @@ class RuntimeView:
         connected = dispatching = 0
         for record in records.values():  # one pass: /metrics asks every scrape
             connected += record.link is not None
-            dispatching += record.task is not None
+            dispatching += record.task is not None or record.starting
         return StationCounts(connected=connected, known=len(records),
                              sessions=len(self._fleet.sessions), dispatching=dispatching)
 
