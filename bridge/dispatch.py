@@ -4,7 +4,9 @@ One path for everything: a new plan, a boot, a reconnect, a rejected profile
 all end in :meth:`Dispatcher.wake` for a station, whose worker then reads the
 station's capabilities if needed, builds the profile and sends it until the
 station accepts. Each station has one worker, so one call at a time per
-station and any number of stations in parallel. Nothing goes to a station before
+station and any number of stations in parallel; a plan's wave starts them a few hundred
+per turn of the event loop (:data:`WAVE_STATIONS_PER_TURN`), so that the loop goes on
+answering the stations meanwhile. Nothing goes to a station before
 its boot is accepted (:data:`BOOT_WAIT_S`), and a profile of another party on it
 is never replaced nor outranked (:meth:`Dispatcher._verify_composite`).
 
