@@ -119,7 +119,42 @@ def _complete(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class TurnGate:
+class _EachTurn:
+    """Runs :meth:`_next_turn` at the start of the next turn of the event loop, once however
+    often it is asked for in this one (the subclass asks again while it has work)."""
+
+    __slots__ = ("_turn_ends",)
+
+    def __init__(self) -> None:
+        self._turn_ends = False  # the callback that starts the next turn is scheduled
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_ends:
+            self._turn_ends = True
+            asyncio.get_running_loop().call_soon(self._run_next_turn)
+
+    def _run_next_turn(self) -> None:
+        self._turn_ends = False
+        self._next_turn()
+
+    def _next_turn(self) -> None:
+        raise NotImplementedError
+
+
+async def _wait_in_line(line: deque[asyncio.Future[None]]) -> None:
+    """Wait until the future put at the end of ``line`` is done; a waiter cancelled while
+    still in line leaves it."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    line.append(waiter)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        with contextlib.suppress(ValueError):  # still waiting (not let through)
+            line.remove(waiter)
+        raise
+
+
+class TurnGate(_EachTurn):
     """Lets at most ``per_turn`` tasks through per turn of the event loop; the others wait,
     first come first served, for a later turn.
 
@@ -131,15 +166,15 @@ class TurnGate:
     yielding.
     """
 
-    __slots__ = ("per_turn", "_used", "_waiting", "_turn_ends")
+    __slots__ = ("per_turn", "_used", "_waiting")
 
     def __init__(self, per_turn: int) -> None:
         if per_turn < 1:
             raise ValueError("per_turn must be at least 1")
+        super().__init__()
         self.per_turn = per_turn
         self._used = 0  # passed in this turn
         self._waiting: deque[asyncio.Future[None]] = deque()
-        self._turn_ends = False  # the callback that starts the next turn is scheduled
 
     @property
     def waiting(self) -> int:
@@ -150,25 +185,12 @@ class TurnGate:
             self._used += 1
             self._end_turn_soon()
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
         self._end_turn_soon()
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):  # still waiting (not let through)
-                self._waiting.remove(waiter)
-            raise
-
-    def _end_turn_soon(self) -> None:
-        if not self._turn_ends:
-            self._turn_ends = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+        await _wait_in_line(self._waiting)
 
     def _next_turn(self) -> None:
         """Run as the next turn starts: the waiters let through now run in the turn after
         it, which polls the sockets first."""
-        self._turn_ends = False
         self._used = 0
         while self._waiting and self._used < self.per_turn:
             waiter = self._waiting.popleft()
@@ -179,7 +201,7 @@ class TurnGate:
             self._end_turn_soon()
 
 
-class WaveTurns:
+class WaveTurns(_EachTurn):
     """Paces a wave of per-station work over turns of the event loop: at most ``per_turn``
     stations take a step in one turn, and the wave's sends go before the answers' upkeep.
 
@@ -198,16 +220,16 @@ class WaveTurns:
     lone station's wake is not delayed by a turn.
     """
 
-    __slots__ = ("per_turn", "_room", "_starts", "_answered", "_turn_ends")
+    __slots__ = ("per_turn", "_room", "_starts", "_answered")
 
     def __init__(self, per_turn: int) -> None:
         if per_turn < 1:
             raise ValueError("per_turn must be at least 1")
+        super().__init__()
         self.per_turn = per_turn
         self._room = per_turn  # steps this turn may still take
         self._starts: deque[Callable[[], object]] = deque()
         self._answered: deque[asyncio.Future[None]] = deque()
-        self._turn_ends = False  # the callback that starts the next turn is scheduled
 
     @property
     def going_out(self) -> bool:
@@ -237,25 +259,12 @@ class WaveTurns:
         wait until every worker of it is started and our turn comes."""
         if not self._starts and not self._answered:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._answered.append(waiter)
         self._end_turn_soon()
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):  # still waiting (not let through)
-                self._answered.remove(waiter)
-            raise
-
-    def _end_turn_soon(self) -> None:
-        if not self._turn_ends:
-            self._turn_ends = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+        await _wait_in_line(self._answered)
 
     def _next_turn(self) -> None:
         """Run as the next turn starts: what it lets through runs in the turn after it,
         which polls the sockets first."""
-        self._turn_ends = False
         self._room = self.per_turn
         starts, answered = self._starts, self._answered
         while starts and self._room > 0:
