@@ -1025,10 +1025,16 @@ class Dispatcher:
         self._refresh(state)
         failed: tuple[BuiltProfile, str, str] | None = None
         new_ids = False
+        # The rest of the wave goes out before its answers are booked: the last profile's
+        # answer is taken up once the wave lets it (one that comes meanwhile waits unread,
+        # and wakes nothing). A station nothing bounded yet is confirmed at once: the plan
+        # counts it at its worst until then.
+        hold = self._wave.after_answer if bounded and todo else None
         try:
             for built in todo:
                 try:
-                    status = await link.set_profile(built)
+                    status = await link.set_profile(
+                        built, hold if built is todo[-1] else None)
                     detail = ""
                 except CallFailed as error:
                     status, detail = "Failed", str(error)
@@ -1047,11 +1053,8 @@ class Dispatcher:
                 if built.profile_id not in state.installed:
                     state.installed.add(built.profile_id)
                     new_ids = True
-            if bounded:
-                # the rest of the wave goes out before its answers are booked (a station
-                # nothing bounded yet is confirmed at once: the plan counts it at its worst
-                # until then)
-                await self._wave.after_answer()
+            if bounded and (failed is not None and failed[0] is not todo[-1] or not todo):
+                await self._wave.after_answer()  # (its last call, and the hold, never came)
             if failed is None:
                 # on record before anything goes on from it, in one commit with the other
                 # answers of this turn of the loop (still counted in flight meanwhile)

@@ -97,7 +97,7 @@ async def test_a_drop_then_a_later_rise_goes_out_without_waiting_for_the_others(
         def __init__(self, station_id: str) -> None:
             self.id = station_id
 
-        async def set_profile(self, profile):
+        async def set_profile(self, profile, before_answer=None):
             return "Accepted"
 
         async def clear_charging_profile(self, profile_id):

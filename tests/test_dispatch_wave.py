@@ -21,6 +21,7 @@ import pytest
 from bridge.aio import TurnBatch, TurnGate, WaveTurns
 from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
+from bridge.ocpp.link import BeforeAnswer
 from bridge.ocpp.sampling import NOT_READ, SamplingChange, SamplingReply
 from bridge.station_life import Event, Phase
 from bridge.store import Store, steps_from_json
@@ -75,8 +76,11 @@ class Link:
         self.registered = asyncio.Event()  # (its boot was answered long ago)
         self.registered.set()
 
-    async def set_profile(self, profile: object) -> str:
+    async def set_profile(self, profile: object,
+                          before_answer: BeforeAnswer | None = None) -> str:
         self._sent_in[self._turns.count] += 1
+        if before_answer is not None:  # as a station's link: after the send, before the answer
+            await before_answer()
         return "Accepted"
 
     async def set_sampling(self, change: SamplingChange) -> SamplingReply:
@@ -157,10 +161,12 @@ async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booke
     several.caps = Capabilities(known=True, connectors=2)
     several_sent_in: list[int] = []
 
-    async def set_profile(profile: object) -> str:
+    async def set_profile(profile: object, before_answer: BeforeAnswer | None = None) -> str:
         several_sent_in.append(turns.count)  # (the first one counted with the others)
         if len(several_sent_in) == 1:
-            return await Link.set_profile(links["CP7"], profile)
+            return await Link.set_profile(links["CP7"], profile, before_answer)
+        if before_answer is not None:
+            await before_answer()
         return "Accepted"
 
     links["CP7"].set_profile = set_profile  # type: ignore[method-assign]

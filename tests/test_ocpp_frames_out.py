@@ -3,6 +3,7 @@ its payload was encoded with the frame or before (a DR wave encodes a profile on
 the stations it goes to)."""
 
 import asyncio
+import gc
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ from ocpp.messages import MessageType, get_validator
 from bench.link_cost import QuietListener
 from bridge.ocpp.capabilities import Capabilities
 from bridge.ocpp.framing import EncodedPayload, call_frame
+from bridge.ocpp.link import CallFailed
 from bridge.ocpp.profiles import TX, BuiltProfile, build_profile, station_max_profile
 from bridge.ocpp.v16 import StationLink16
 from policies.fleet import StationInfo, Step
@@ -71,3 +73,68 @@ async def test_a_16_link_sends_a_profile_as_a_valid_set_charging_profile(built):
         parse_float=Decimal)
     get_validator(MessageType.Call, "SetChargingProfile", "1.6",
                   parse_float=Decimal).validate(first[3])
+
+
+class AnswerLater:
+    """A station's websocket that keeps each frame sent; the test answers."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, message: str) -> None:
+        self.sent.append(message)
+
+
+async def test_an_answer_that_comes_while_the_caller_waits_before_it_is_kept_for_it():
+    connection = AnswerLater()
+    link = StationLink16("CP1", connection, QuietListener(), 0.05)
+    released = asyncio.Event()
+    seen_when_held: list[int] = []
+
+    async def hold() -> None:
+        seen_when_held.append(len(connection.sent))
+        await released.wait()
+
+    call = asyncio.create_task(link.set_profile(_profiles()[0], hold))
+    while not seen_when_held:
+        await asyncio.sleep(0)
+    assert seen_when_held == [1]  # held once its frame was sent
+    unique_id = json.loads(connection.sent[0])[1]
+    link.route_now(json.dumps([3, unique_id, {"status": "Accepted"}]))
+    await asyncio.sleep(0.1)  # longer than the call's timeout: it starts after the hold
+    assert not call.done()
+    released.set()
+    assert await call == "Accepted"
+
+
+async def test_a_call_that_ends_while_its_caller_waits_before_the_answer_fails_after_it():
+    connection = AnswerLater()
+    link = StationLink16("CP1", connection, QuietListener(), 5.0)
+    released = asyncio.Event()
+    call = asyncio.create_task(link._request("SetChargingProfile", {}, True, released.wait))
+    while not connection.sent:
+        await asyncio.sleep(0)
+    link._end_call_under_way(ConnectionError("the socket closed"))
+    released.set()
+    with pytest.raises(CallFailed, match="socket closed"):
+        await call
+
+
+async def test_a_caller_cancelled_before_the_answer_leaves_no_unread_failure(caplog):
+    connection = AnswerLater()
+    link = StationLink16("CP1", connection, QuietListener(), 5.0)
+
+    async def cancelled_while_held() -> None:
+        call = asyncio.create_task(link._request("SetChargingProfile", {}, True,
+                                                 asyncio.Event().wait))
+        while not connection.sent:
+            await asyncio.sleep(0)
+        link._end_call_under_way(ConnectionError("the socket closed"))
+        call.cancel()
+        await asyncio.wait([call])
+        assert call.cancelled()
+
+    await cancelled_while_held()
+    gc.collect()  # the call's future goes: unread, its failure would be logged now
+    assert "never retrieved" not in caplog.text
+    assert link._pending is None

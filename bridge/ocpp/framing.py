@@ -47,7 +47,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from bridge.aio import Wake
 from bridge.ocpp.leniency import Repair, validate_leniently
-from bridge.ocpp.link import CallFailed, StationListener
+from bridge.ocpp.link import BeforeAnswer, CallFailed, StationListener
 from bridge.ocpp.wire import Payload, SchemaSet, schema, validator
 
 log = logging.getLogger(__name__)
@@ -365,13 +365,18 @@ class OcppJLink:
         return str(self._call_seq)
 
     async def _request(self, action: str, payload: Payload | EncodedPayload,
-                       lenient: bool = False) -> Payload:
+                       lenient: bool = False, before_answer: BeforeAnswer | None = None,
+                       ) -> Payload:
         """One call to the station and its validated answer; raises CallFailed.
 
         ``lenient``: an answer that breaks the version's schema is still read
         (defensively, by the caller) instead of failing the call. Only for answers whose
         every field is checked where it is used; requests from the station are always
         validated.
+
+        ``before_answer``: awaited once the call is sent, before its answer is taken up
+        (one that arrives meanwhile is kept, and costs no wake-up of the caller). The
+        call's timeout starts after it.
         """
         async with self._call_lock:  # OCPP-J: one call at a time in each direction
             unique_id = self._new_call_id(action)
@@ -380,6 +385,8 @@ class OcppJLink:
             try:
                 await self._send(call_frame(unique_id, action, payload))
                 self._listener.call_sent(self.id, action)
+                if before_answer is not None:
+                    await before_answer()
                 async with asyncio.timeout(self._call_timeout_s):
                     frame = await answer
             except TimeoutError as error:
@@ -388,6 +395,8 @@ class OcppJLink:
                 raise CallFailed(f"{type(error).__name__}: {error}") from error
             finally:
                 self._pending = None
+                if answer.done() and not answer.cancelled():
+                    answer.exception()  # (one that ended the call while we waited: read)
         if frame[0] == CALLERROR:
             raise CallFailed(f"CALLERROR {frame[2]}: {frame[3] if len(frame) > 3 else ''}",
                              str(frame[2]) if len(frame) > 2 else None)

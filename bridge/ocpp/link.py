@@ -8,7 +8,7 @@ these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -25,6 +25,8 @@ from bridge.ocpp.voltage_observation import VoltageObservation
 from bridge.worst_case import Rated
 
 ACCEPTED = "Accepted"
+# awaited between a call sent and its answer taken up (see ChargerLink.set_profile)
+BeforeAnswer = Callable[[], Awaitable[None]]
 # Where the meter values of an OCPP 2.0.1 transaction go while the station has not said
 # which EVSE it runs on: counted in the station's draw, on no EVSE's.
 UNKNOWN_EVSE = -1
@@ -107,8 +109,11 @@ class ChargerLink(Protocol):
         """What its smart charging can take, and (in the same read) how its meter samples."""
         ...
 
-    async def set_profile(self, profile: BuiltProfile) -> str:
-        """Install a profile; "Accepted" or why not."""
+    async def set_profile(self, profile: BuiltProfile,
+                          before_answer: BeforeAnswer | None = None) -> str:
+        """Install a profile; "Accepted" or why not. ``before_answer``: awaited once the
+        profile is sent, before its answer is taken up (a wave's pacing: see
+        :class:`bridge.aio.WaveTurns`)."""
         ...
 
     async def composite_schedule(self, connector_id: int, duration_s: int,

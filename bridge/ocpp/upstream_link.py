@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from websockets.exceptions import ConnectionClosed
 
 from bridge.ocpp.framing import CALL, CALLERROR, CALLRESULT, CallRefused, OcppJLink
-from bridge.ocpp.link import CallFailed, StationListener, reply_status
+from bridge.ocpp.link import BeforeAnswer, CallFailed, StationListener, reply_status
 from bridge.ocpp.profiles import BuiltProfile
 from bridge.ocpp.v16 import StationLink16
 from bridge.ocpp.v201 import StationLink201
@@ -643,9 +643,10 @@ class ForwardingLink16(Forwarding, StationLink16):
         except CallFailed as error:
             log.warning("%s: RemoteStopTransaction %d failed: %s", self.id, transaction_id, error)
 
-    async def set_profile(self, profile: BuiltProfile) -> str:
+    async def set_profile(self, profile: BuiltProfile,
+                          before_answer: BeforeAnswer | None = None) -> str:
         if profile.transaction_id is None:
-            return await super().set_profile(profile)
+            return await super().set_profile(profile, before_answer)
         # the station knows its transaction by the operator's id (or drbridge's offline one)
         named = self._listener.station_transaction(self.id, profile.transaction_id)
         try:
@@ -657,7 +658,7 @@ class ForwardingLink16(Forwarding, StationLink16):
         reply = await self._request("SetChargingProfile", {
             "connectorId": profile.connector_id,
             "csChargingProfiles": {**profile.payload, "transactionId": transaction_id},
-        }, lenient=True)
+        }, lenient=True, before_answer=before_answer)
         return reply_status(reply)
 
 

@@ -17,6 +17,7 @@ from bridge.ocpp.der_control import DerControlReport, DerCurve, DerReply
 from bridge.ocpp.framing import Dialect, EncodedPayload, LinkHandler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
+    BeforeAnswer,
     CallFailed,
     CapabilitiesRead,
     CompositeSchedule,
@@ -103,13 +104,14 @@ class StationLink16(OcppJLink):
         keys = reply.get("configurationKey")
         return parse_rated_current(keys if isinstance(keys, list) else [])
 
-    async def set_profile(self, profile: BuiltProfile) -> str:
+    async def set_profile(self, profile: BuiltProfile,
+                          before_answer: BeforeAnswer | None = None) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
         # the profile's JSON is made once for all the stations a wave gives it to
         payload = f'{{"connectorId":{int(profile.connector_id)},' \
                   f'"csChargingProfiles":{profile.payload_json}}}'
         reply = await self._request("SetChargingProfile", EncodedPayload(payload),
-                                    lenient=True)
+                                    lenient=True, before_answer=before_answer)
         return reply_status(reply)
 
     async def installed_profiles(self) -> list[InstalledProfile] | None:

@@ -47,6 +47,7 @@ from bridge.ocpp.framing import Dialect, LinkHandler, OcppJLink
 from bridge.ocpp.link import (
     ACCEPTED,
     UNKNOWN_EVSE,
+    BeforeAnswer,
     CallFailed,
     CapabilitiesRead,
     CompositeSchedule,
@@ -500,7 +501,8 @@ class StationLink2(OcppJLink):
         reply = await self._request("GetVariables", {"getVariableData": wanted}, lenient=True)
         return parse_rated_power(reply.get("getVariableResult"))
 
-    async def set_profile(self, profile: BuiltProfile) -> str:
+    async def set_profile(self, profile: BuiltProfile,
+                          before_answer: BeforeAnswer | None = None) -> str:
         transaction_id = None
         if profile.transaction_id is not None:
             transaction_id = self._station_tx.get(profile.transaction_id) or \
@@ -510,7 +512,7 @@ class StationLink2(OcppJLink):
         reply = await self._request("SetChargingProfile", {
             "evseId": profile.connector_id,
             "chargingProfile": profile_payload(profile, transaction_id),
-        }, lenient=True)
+        }, lenient=True, before_answer=before_answer)
         return reply_status(reply)
 
     async def composite_schedule(self, connector_id: int, duration_s: int,
