@@ -835,13 +835,15 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
     rotation = rule.rotation
     guard = timedelta(seconds=rotation.guard_s)
 
+    priority = rule.strategy == "priority"
+
     def rank(sid: str) -> int:
         group = charging[sid].group
-        return group.rank if group is not None and rule.strategy == "priority" else 0
+        return group.rank if group is not None and priority else 0
 
     # ``steered`` comes in the order of ``charging``: by session start, then station id
     # (see make_plan), so ranking keeps first come, first served within a rank
-    fcfs = sorted(steered, key=rank) if rule.strategy == "priority" else steered
+    fcfs = sorted(steered, key=rank) if priority else steered
     # how many fit at their minimum, if all of them asked
     fit = count_fitting(available_w, [loads[s] for s in fcfs], site, fixed) \
         if rotation.enabled else 0
@@ -855,16 +857,17 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
         old = states.get(sid)
         on = old is not None and old.charging
         since = old.since if old is not None else charging[sid].started
+        rank_ = rank(sid) if priority else 0
         if on and old is not None and old.switched and at - since < guard:
-            return (0, rank(sid), since, sid)
+            return (0, rank_, since, sid)
         if not rotating:
-            return (1, rank(sid), charging[sid].started, sid)
+            return (1, rank_, charging[sid].started, sid)
         if on and at - since < slot:
             extra.append(since + slot)
-            return (1, rank(sid), 0, since, sid)
+            return (1, rank_, 0, since, sid)
         if not on:
-            return (1, rank(sid), 1, since, sid)  # waited longest first
-        return (1, rank(sid), 2, -since.timestamp(), sid)  # charged longest last
+            return (1, rank_, 1, since, sid)  # waited longest first
+        return (1, rank_, 2, -since.timestamp(), sid)  # charged longest last
 
     return sorted(steered, key=key)
 

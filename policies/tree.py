@@ -146,7 +146,7 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
             paused.append((load, f"paused: {keep_paused[load.key]}"))
         elif blocked is None:
             admitted.append(load)
-            watts[load.key] = min(load.min_w, load.max_w)
+            watts[load.key] = floors[load.key]
         else:
             paused.append((load, f"paused: {blocked} cannot give it the minimum current"))
     # (one paused because its minimum did not fit finds no room after the others' either:
@@ -163,7 +163,7 @@ def allocate_tree(limit_w: float, loads: Sequence[Load], site: Site,
             shares[load.key] = _share(made, 0.0, why)
     if not admitted:
         return shares
-    reasons = _fill(admitted, constraints, watts)
+    reasons = _fill(admitted, constraints, watts, floors)
     text = f"{label}, {len(admitted)} of {len(loads)} charging"
     texts = {why: f"{text}, held by {why}" if why else text for why in set(reasons.values())}
     for load in admitted:
@@ -262,14 +262,11 @@ def _admit(loads: Sequence[Load], constraints: Sequence[_Constraint],
 
 
 def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
-          watts: dict[Hashable, float]) -> dict[Hashable, str]:
-    """Raise every admitted share together until each is held by something; in place."""
+          watts: dict[Hashable, float], floor: Mapping[Hashable, float]) -> dict[Hashable, str]:
+    """Raise every admitted share together until each is held by something; in place.
+    ``floor``: each load's share before it rises (its minimum, at most its maximum)."""
     active = {load.key: load for load in admitted}
     held_by: dict[Hashable, str] = {}
-    floor = {load.key: min(load.min_w, load.max_w) for load in admitted}
-
-    def at_level(load: Load, level: float) -> float:
-        return min(max(level * load.weight, floor[load.key]), load.max_w)
 
     level = 0.0
     for _ in range(len(admitted) + len(constraints) + 1):
@@ -311,10 +308,12 @@ def _fill(admitted: Sequence[Load], constraints: list[_Constraint],
             if room > 1e-6 * max(constraint.cap, 1.0):
                 continue
             for key in constraint.coef:
-                if key in active and key not in frozen and \
-                        at_level(active[key], nudge) > watts[key]:
-                    frozen.add(key)
-                    held_by[key] = constraint.name
+                if key in active and key not in frozen:
+                    load = active[key]
+                    # its share a hair above the level: it would rise, were it not held
+                    if min(max(nudge * load.weight, floor[key]), load.max_w) > watts[key]:
+                        frozen.add(key)
+                        held_by[key] = constraint.name
         if not frozen:  # numerical corner: stop rather than loop
             for key in active:
                 held_by[key] = "the site limit"

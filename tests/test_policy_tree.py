@@ -1,6 +1,9 @@
 """The site as a tree: circuits, lines and stations; every node's limit holds."""
 
+import inspect
 import math
+import pickle
+from dataclasses import MISSING, FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.config import load_config_text
-from policies.fleet import Circuit, Fleet, Session, Site, StationInfo
+from policies.fleet import Circuit, Fleet, Session, Site, StationInfo, StationState
 from policies.model import parse_policy, preset_text
 from policies.plan import make_plan
 from policies.tree import (
@@ -114,6 +117,32 @@ def test_connector_maximum_caps_a_station():
     assert info.max_w_for([2]) == pytest.approx(32 * 3 * V)
     assert info.max_w_for([1, 2]) == info.max_w  # never above the station's own maximum
     assert StationInfo("P", 3, V, 32, max_power_w=11_000).max_w == 11_000
+
+
+@given(st.sampled_from([1, 3]), st.floats(100, 400), st.floats(6, 80),
+       st.one_of(st.none(), st.floats(1_000, 50_000)),
+       st.lists(st.integers(1, 4), max_size=5))
+def test_a_station_without_connector_limits_draws_its_maximum_on_any_connectors(
+        phases, voltage, amps, max_power, connectors):
+    info = StationInfo("A", phases, voltage, amps, max_power_w=max_power)
+    # as with a limit per connector that limits nothing
+    same = StationInfo("A", phases, voltage, amps, max_power_w=max_power,
+                       connector_max_a=tuple((c, amps) for c in range(1, 5)))
+    assert info.max_w_for(connectors) == same.max_w_for(connectors) == info.max_w
+
+
+def test_a_station_state_is_made_with_every_field_and_stays_read_only():
+    # StationState has an __init__ of its own (a faster one): it must take every field,
+    # in order, with the dataclass's defaults
+    parameters = list(inspect.signature(StationState.__init__).parameters.values())[1:]
+    assert [(p.name, p.default) for p in parameters] == [
+        (f.name, inspect.Parameter.empty if f.default is MISSING else f.default)
+        for f in fields(StationState)]
+    state = StationState(5_000.0, True, NOW, then=StationState(0.0, False, NOW))
+    assert replace(state, limit_w=1.0) == StationState(1.0, True, NOW, then=state.then)
+    assert pickle.loads(pickle.dumps(state)) == state
+    with pytest.raises(FrozenInstanceError):
+        state.limit_w = 0.0  # type: ignore[misc]
 
 
 # -- property: random trees, fleets and limits ----------------------------------------------
