@@ -113,7 +113,8 @@ class ChargerLink(Protocol):
                           before_answer: BeforeAnswer | None = None) -> str:
         """Install a profile; "Accepted" or why not. ``before_answer``: awaited once the
         profile is sent, before its answer is taken up (a wave's pacing: see
-        :class:`bridge.aio.WaveTurns`)."""
+        :class:`bridge.aio.WaveTurns`). The call is under way until then: another call to
+        the station (in local-controller mode, one of the operator's) waits for it."""
         ...
 
     async def composite_schedule(self, connector_id: int, duration_s: int,
