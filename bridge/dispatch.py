@@ -1029,12 +1029,18 @@ class Dispatcher:
         # answer is taken up once the wave lets it (one that comes meanwhile waits unread,
         # and wakes nothing). A station nothing bounded yet is confirmed at once: the plan
         # counts it at its worst until then.
-        hold = self._wave.after_answer if bounded and todo else None
+        held = False
+
+        async def hold() -> None:
+            nonlocal held
+            held = True
+            await self._wave.after_answer()
+
         try:
             for built in todo:
                 try:
                     status = await link.set_profile(
-                        built, hold if built is todo[-1] else None)
+                        built, hold if bounded and built is todo[-1] else None)
                     detail = ""
                 except CallFailed as error:
                     status, detail = "Failed", str(error)
@@ -1053,8 +1059,10 @@ class Dispatcher:
                 if built.profile_id not in state.installed:
                     state.installed.add(built.profile_id)
                     new_ids = True
-            if bounded and (failed is not None and failed[0] is not todo[-1] or not todo):
-                await self._wave.after_answer()  # (its last call, and the hold, never came)
+            if bounded and not held:
+                # its last call never reached the hold (an earlier one failed, or it was
+                # refused before it went out): it waits for the wave all the same
+                await self._wave.after_answer()
             if failed is None:
                 # on record before anything goes on from it, in one commit with the other
                 # answers of this turn of the loop (still counted in flight meanwhile)

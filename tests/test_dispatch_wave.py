@@ -21,7 +21,7 @@ import pytest
 from bridge.aio import TurnBatch, TurnGate, WaveTurns
 from bridge.dispatch import FOLLOW_UPS_PER_TURN, Dispatcher, StationRecord
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.link import BeforeAnswer
+from bridge.ocpp.link import BeforeAnswer, CallFailed
 from bridge.ocpp.sampling import NOT_READ, SamplingChange, SamplingReply
 from bridge.station_life import Event, Phase
 from bridge.store import Store, steps_from_json
@@ -194,6 +194,47 @@ async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booke
     # its profiles went out one after the other, not each behind the others' answers
     assert len(several_sent_in) >= 2 and len(set(several_sent_in)) == 1
     assert dispatch._limiting == 0 and dispatch._limits_sent.is_set()
+    await dispatch.close()
+    store.db.close()
+
+
+async def test_each_station_of_a_wave_waits_for_it_once_whatever_its_last_call_did(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", 16)
+    turns, sent_in = Turns(), Counter[int]()
+    dispatch, store, links = fleet(tmp_path, turns, sent_in)
+    for state in dispatch.stations.values():
+        state.wake.on_set = functools.partial(dispatch._serve, state)
+        state.handling.composite_supported = False
+
+    async def refused_before_it_went_out(profile: object,
+                                         before_answer: BeforeAnswer | None = None) -> str:
+        return "UnknownTransaction"  # as a 2.0.1 link without the station's transaction
+
+    async def failed_on_the_way(profile: object,
+                                before_answer: BeforeAnswer | None = None) -> str:
+        raise CallFailed("ConnectionClosedError: the socket closed")
+
+    links["CP3"].set_profile = refused_before_it_went_out  # type: ignore[method-assign]
+    links["CP4"].set_profile = failed_on_the_way  # type: ignore[method-assign]
+    waits: Counter[str] = Counter()
+    after_answer = WaveTurns.after_answer
+
+    async def counted(wave: WaveTurns) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        waits[task.get_name()] += 1
+        await after_answer(wave)
+
+    monkeypatch.setattr(WaveTurns, "after_answer", counted)
+    dispatch.set_desired({sid: (Step(T0, 4140.0, "event"),) for sid in dispatch.stations})
+    turns.start()
+    try:
+        await asyncio.wait_for(dispatch.limits_sent(), 10)
+    finally:
+        turns.stop()
+    assert waits == {f"dispatch {sid}": 1 for sid in dispatch.stations}
+    assert dispatch.stations["CP3"].life.refuses and dispatch.stations["CP4"].life.refuses
     await dispatch.close()
     store.db.close()
 
