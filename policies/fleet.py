@@ -186,7 +186,7 @@ class Fleet:
     ceilings: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class StationState:
     """What the last plan decided for one station, carried into the next plan."""
 
@@ -202,19 +202,6 @@ class StationState:
     # the state its schedule switches it to later (on or off, at ``then.since``), and so on:
     # the next plan starts from where the stations' profiles have taken them by its time
     then: StationState | None = None
-
-    def __init__(self, limit_w: float, charging: bool, since: datetime,
-                 restore_at: datetime | None = None, switched: bool = False,
-                 paused_at_limit_w: float = 0.0, resume_until: datetime | None = None,
-                 hard_pause: bool = False, then: StationState | None = None) -> None:
-        # The generated __init__ of a frozen dataclass sets each field through
-        # object.__setattr__: about 1 us a state, and a DR event's plan for 10,000
-        # stations makes some 20,000 of them. Filling the instance's dict at once takes
-        # half that; the fields stay read-only.
-        self.__dict__.update(
-            limit_w=limit_w, charging=charging, since=since, restore_at=restore_at,
-            switched=switched, paused_at_limit_w=paused_at_limit_w,
-            resume_until=resume_until, hard_pause=hard_pause, then=then)
 
 
 @dataclass(frozen=True)

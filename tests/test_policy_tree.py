@@ -1,9 +1,6 @@
 """The site as a tree: circuits, lines and stations; every node's limit holds."""
 
-import inspect
 import math
-import pickle
-from dataclasses import MISSING, FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.config import load_config_text
-from policies.fleet import Circuit, Fleet, Session, Site, StationInfo, StationState
+from policies.fleet import Circuit, Fleet, Session, Site, StationInfo
 from policies.model import parse_policy, preset_text
 from policies.plan import make_plan
 from policies.tree import (
@@ -129,20 +126,6 @@ def test_a_station_without_connector_limits_draws_its_maximum_on_any_connectors(
     same = StationInfo("A", phases, voltage, amps, max_power_w=max_power,
                        connector_max_a=tuple((c, amps) for c in range(1, 5)))
     assert info.max_w_for(connectors) == same.max_w_for(connectors) == info.max_w
-
-
-def test_a_station_state_is_made_with_every_field_and_stays_read_only():
-    # StationState has an __init__ of its own (a faster one): it must take every field,
-    # in order, with the dataclass's defaults
-    parameters = list(inspect.signature(StationState.__init__).parameters.values())[1:]
-    assert [(p.name, p.default) for p in parameters] == [
-        (f.name, inspect.Parameter.empty if f.default is MISSING else f.default)
-        for f in fields(StationState)]
-    state = StationState(5_000.0, True, NOW, then=StationState(0.0, False, NOW))
-    assert replace(state, limit_w=1.0) == StationState(1.0, True, NOW, then=state.then)
-    assert pickle.loads(pickle.dumps(state)) == state
-    with pytest.raises(FrozenInstanceError):
-        state.limit_w = 0.0  # type: ignore[misc]
 
 
 # -- property: random trees, fleets and limits ----------------------------------------------
