@@ -210,9 +210,11 @@ class WaveTurns(_EachTurn):
     station's MeterValues read meanwhile waits for the end of it. A :class:`TurnGate` alone
     spreads the sends, but the answers that come back between them are then booked first,
     on the same core, and the last station's limit goes out later by the cost of all of
-    them. Here a worker is started through :meth:`start`, and one that has its answer
-    waits in :meth:`after_answer` until every worker of the wave has been started; then
-    they go on, ``per_turn`` a turn as well. The sockets are polled between turns, so
+    them. Here a worker is started through :meth:`start`, and one that has sent its last
+    call waits in :meth:`after_send` until every worker of the wave has been started; then
+    they go on, ``per_turn`` a turn as well. Waiting before the answer is taken up, not
+    after (see :meth:`~bridge.ocpp.link.ChargerLink.set_profile`), an answer read between
+    two turns wakes nothing until then. The sockets are polled between turns, so
     routine reports are answered in between (see
     :meth:`~bridge.ocpp.station_socket.StationSocket.answer_at_once`).
 
@@ -254,7 +256,7 @@ class WaveTurns(_EachTurn):
         self._starts.append(begin)
         self._end_turn_soon()
 
-    async def after_answer(self) -> None:
+    async def after_send(self) -> None:
         """Return at once, unless a wave is going out or others wait here before us: then
         wait until every worker of it is started and our turn comes."""
         if not self._starts and not self._answered:

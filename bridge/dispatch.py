@@ -114,13 +114,15 @@ BOOT_WAIT_S = 5.0
 # wave is answered; a turn holding thousands of them held every station's replies. Between
 # turns the loop reads the stations' own requests.
 FOLLOW_UPS_PER_TURN = 64
-# A wave's workers start (and, once answered, go on) this many a turn of the event loop (see
-# WaveTurns). A gate of this kind alone once made every station wait about a second longer
-# for an event's limit: the answers read between turns were booked before the next sends;
-# now they wait until the whole wave is out. A turn holds one group's first steps, the
-# group before's sends and the answers and reports read in between. At 10,000 stations the
-# event window's reply p99 was 81-108 ms with 300 a turn, 121-127 ms with 500, and the wave
-# took 0.35-0.4 s longer than in one turn (docs/benchmarks-notes.md).
+# A wave's workers start (and, their sends out, go on) this many a turn of the event loop
+# (see WaveTurns). A gate of this kind alone once made every station wait about a second
+# longer for an event's limit: the answers read between turns were booked before the next
+# sends; now they wait, unread, until the whole wave is out. A turn holds one group's first
+# steps, the group before's sends and the answers and reports read in between. At 10,000
+# stations the event window's reply p99 was 81-108 ms with 300 a turn and 121-127 ms with
+# 500 (answers then taken up before the wait), 62-96 ms with 300 and 93-118 ms with 400
+# (after it); the wave took 0.35-0.4 s longer than in one turn, then 0.1-0.15 s less
+# (docs/benchmarks-notes.md).
 WAVE_STATIONS_PER_TURN = 300
 
 UNDECLARED = Declared()  # the configuration states nothing of the station (shared: frozen)
@@ -1034,7 +1036,7 @@ class Dispatcher:
         async def hold() -> None:
             nonlocal held
             held = True
-            await self._wave.after_answer()
+            await self._wave.after_send()
 
         try:
             for built in todo:
@@ -1062,7 +1064,7 @@ class Dispatcher:
             if bounded and not held:
                 # its last call never reached the hold (an earlier one failed, or it was
                 # refused before it went out): it waits for the wave all the same
-                await self._wave.after_answer()
+                await self._wave.after_send()
             if failed is None:
                 # on record before anything goes on from it, in one commit with the other
                 # answers of this turn of the loop (still counted in flight meanwhile)

@@ -218,15 +218,15 @@ async def test_each_station_of_a_wave_waits_for_it_once_whatever_its_last_call_d
     links["CP3"].set_profile = refused_before_it_went_out  # type: ignore[method-assign]
     links["CP4"].set_profile = failed_on_the_way  # type: ignore[method-assign]
     waits: Counter[str] = Counter()
-    after_answer = WaveTurns.after_answer
+    after_send = WaveTurns.after_send
 
     async def counted(wave: WaveTurns) -> None:
         task = asyncio.current_task()
         assert task is not None
         waits[task.get_name()] += 1
-        await after_answer(wave)
+        await after_send(wave)
 
-    monkeypatch.setattr(WaveTurns, "after_answer", counted)
+    monkeypatch.setattr(WaveTurns, "after_send", counted)
     dispatch.set_desired({sid: (Step(T0, 4140.0, "event"),) for sid in dispatch.stations})
     turns.start()
     try:
@@ -292,7 +292,7 @@ async def test_wave_turns_start_in_order_and_answers_wait_for_the_last_start():
     tasks: list[asyncio.Task[None]] = []
 
     async def worker(n: int) -> None:
-        await wave.after_answer()
+        await wave.after_send()
         went_on.append((n, turns.count))
 
     def begin(n: int) -> None:
