@@ -121,6 +121,19 @@ def fleet(tmp_path: Path, turns: Turns, sent_in: Counter[int], meter_interval_s:
     return dispatch, store, links
 
 
+def paced_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_turn: int
+                ) -> tuple[Dispatcher, CountingStore, dict[str, Link], Turns, Counter[int]]:
+    """:func:`fleet`, its wave paced at ``per_turn`` stations a turn, each station's worker
+    started by its wakes (as the runtime does), and no follow-up reading after a wave."""
+    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", per_turn)
+    turns, sent_in = Turns(), Counter[int]()
+    dispatch, store, links = fleet(tmp_path, turns, sent_in)
+    for state in dispatch.stations.values():
+        state.wake.on_set = functools.partial(dispatch._serve, state)
+        state.handling.composite_supported = False
+    return dispatch, store, links, turns, sent_in
+
+
 async def test_a_wave_records_its_schedules_in_a_commit_per_turn_of_the_loop(tmp_path: Path):
     turns, sent_in = Turns(), Counter[int]()
     dispatch, store, links = fleet(tmp_path, turns, sent_in)
@@ -150,12 +163,7 @@ async def test_a_wave_records_its_schedules_in_a_commit_per_turn_of_the_loop(tmp
 async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     per_turn = 16
-    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", per_turn)
-    turns, sent_in = Turns(), Counter[int]()
-    dispatch, store, links = fleet(tmp_path, turns, sent_in)
-    for state in dispatch.stations.values():
-        state.wake.on_set = functools.partial(dispatch._serve, state)
-        state.handling.composite_supported = False  # no follow-up reading after it
+    dispatch, store, links, turns, sent_in = paced_fleet(tmp_path, monkeypatch, per_turn)
     # one station with two connectors: a profile each besides its cap, sent in a row
     several = dispatch.stations["CP7"]
     several.caps = Capabilities(known=True, connectors=2)
@@ -200,12 +208,7 @@ async def test_a_wave_goes_out_a_few_hundred_a_turn_before_its_answers_are_booke
 
 async def test_each_station_of_a_wave_waits_for_it_once_whatever_its_last_call_did(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", 16)
-    turns, sent_in = Turns(), Counter[int]()
-    dispatch, store, links = fleet(tmp_path, turns, sent_in)
-    for state in dispatch.stations.values():
-        state.wake.on_set = functools.partial(dispatch._serve, state)
-        state.handling.composite_supported = False
+    dispatch, store, links, turns, _ = paced_fleet(tmp_path, monkeypatch, 16)
 
     async def refused_before_it_went_out(profile: object,
                                          before_answer: BeforeAnswer | None = None) -> str:
@@ -241,12 +244,7 @@ async def test_each_station_of_a_wave_waits_for_it_once_whatever_its_last_call_d
 
 async def test_a_station_nothing_bounds_yet_does_not_wait_behind_a_wave(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("bridge.dispatch.WAVE_STATIONS_PER_TURN", 16)
-    turns, sent_in = Turns(), Counter[int]()
-    dispatch, store, _ = fleet(tmp_path, turns, sent_in)
-    for state in dispatch.stations.values():
-        state.wake.on_set = functools.partial(dispatch._serve, state)
-        state.handling.composite_supported = False
+    dispatch, store, _, turns, sent_in = paced_fleet(tmp_path, monkeypatch, 16)
     joined = dispatch.stations["NEW"] = StationRecord(info=StationInfo("NEW", 3, 230.0, 32.0))
     joined.link = Link("NEW", turns, sent_in)  # type: ignore[assignment]
     joined.caps, joined.handling.foreign = Capabilities(known=True), frozenset()
