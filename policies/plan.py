@@ -837,9 +837,9 @@ def _order(at: datetime, steered: list[str], charging: Mapping[str, _Station],
 
     priority = rule.strategy == "priority"
 
-    def rank(sid: str) -> int:
+    def rank(sid: str) -> int:  # (asked under the priority strategy only)
         group = charging[sid].group
-        return group.rank if group is not None and priority else 0
+        return group.rank if group is not None else 0
 
     # ``steered`` comes in the order of ``charging``: by session start, then station id
     # (see make_plan), so ranking keeps first come, first served within a rank
