@@ -386,6 +386,8 @@ class OcppJLink:
                 await self._send(call_frame(unique_id, action, payload))
                 self._listener.call_sent(self.id, action)
                 if before_answer is not None:
+                    # a wave holds thousands of calls here: what was sent is not kept
+                    del payload
                     await before_answer()
                 async with asyncio.timeout(self._call_timeout_s):
                     frame = await answer

@@ -107,11 +107,12 @@ class StationLink16(OcppJLink):
     async def set_profile(self, profile: BuiltProfile,
                           before_answer: BeforeAnswer | None = None) -> str:
         # Built by bridge.ocpp.profiles, whose tests check it against the 1.6 schema.
-        # the profile's JSON is made once for all the stations a wave gives it to
-        payload = f'{{"connectorId":{int(profile.connector_id)},' \
-                  f'"csChargingProfiles":{profile.payload_json}}}'
-        reply = await self._request("SetChargingProfile", EncodedPayload(payload),
-                                    lenient=True, before_answer=before_answer)
+        # the profile's JSON is made once for all the stations a wave gives it to (and
+        # the payload is no local of this frame: held in a wave, one per station adds up)
+        reply = await self._request("SetChargingProfile", EncodedPayload(
+            f'{{"connectorId":{int(profile.connector_id)},'
+            f'"csChargingProfiles":{profile.payload_json}}}'),
+            lenient=True, before_answer=before_answer)
         return reply_status(reply)
 
     async def installed_profiles(self) -> list[InstalledProfile] | None:
