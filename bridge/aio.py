@@ -222,7 +222,7 @@ class WaveTurns(_EachTurn):
     lone station's wake is not delayed by a turn.
     """
 
-    __slots__ = ("per_turn", "_room", "_starts", "_answered")
+    __slots__ = ("per_turn", "_room", "_starts", "_sent")
 
     def __init__(self, per_turn: int) -> None:
         if per_turn < 1:
@@ -231,7 +231,7 @@ class WaveTurns(_EachTurn):
         self.per_turn = per_turn
         self._room = per_turn  # steps this turn may still take
         self._starts: deque[Callable[[], object]] = deque()
-        self._answered: deque[asyncio.Future[None]] = deque()
+        self._sent: deque[asyncio.Future[None]] = deque()
 
     @property
     def going_out(self) -> bool:
@@ -240,7 +240,7 @@ class WaveTurns(_EachTurn):
 
     @property
     def waiting(self) -> int:
-        return len(self._starts) + len(self._answered)
+        return len(self._starts) + len(self._sent)
 
     def start(self, begin: Callable[[], object], at_once: bool = False) -> None:
         """Call ``begin`` (which starts a worker) now if this turn has room, else in a
@@ -259,28 +259,28 @@ class WaveTurns(_EachTurn):
     async def after_send(self) -> None:
         """Return at once, unless a wave is going out or others wait here before us: then
         wait until every worker of it is started and our turn comes."""
-        if not self._starts and not self._answered:
+        if not self._starts and not self._sent:
             return
         self._end_turn_soon()
-        await _wait_in_line(self._answered)
+        await _wait_in_line(self._sent)
 
     def _next_turn(self) -> None:
         """Run as the next turn starts: what it lets through runs in the turn after it,
         which polls the sockets first."""
         self._room = self.per_turn
-        starts, answered = self._starts, self._answered
+        starts, sent = self._starts, self._sent
         while starts and self._room > 0:
             self._room -= 1
             try:
                 starts.popleft()()
             except Exception:  # one station's start must not stop the wave
                 log.exception("starting a worker failed")
-        while answered and not starts and self._room > 0:
-            waiter = answered.popleft()
+        while sent and not starts and self._room > 0:
+            waiter = sent.popleft()
             if not waiter.done():
                 self._room -= 1
                 waiter.set_result(None)
-        if self._room < self.per_turn or starts or answered:
+        if self._room < self.per_turn or starts or sent:
             self._end_turn_soon()
 
 

@@ -713,8 +713,7 @@ class Dispatcher:
             return
         state.starting = True
         # counted as limiting while it waits: follow-up calls do not go out mid-wave
-        self._limiting += 1
-        self._limits_sent.clear()
+        self._limiting_begins()
         self._wave.start(functools.partial(self._start, state), at_once=unbounded)
 
     def _start(self, state: StationRecord) -> None:
@@ -724,9 +723,17 @@ class Dispatcher:
                                              name=f"dispatch {state.info.station_id}")
         if state.starting:
             state.starting = False
-            self._limiting -= 1
-            if not self._limiting:
-                self._limits_sent.set()
+            self._limiting_ends()
+
+    def _limiting_begins(self) -> None:
+        """A station's limit is on its way (see :meth:`limits_sent`)."""
+        self._limiting += 1
+        self._limits_sent.clear()
+
+    def _limiting_ends(self) -> None:
+        self._limiting -= 1
+        if not self._limiting:
+            self._limits_sent.set()
 
     async def _worker(self, state: StationRecord) -> None:
         try:
@@ -760,8 +767,7 @@ class Dispatcher:
                 and (not state.caps.known or state.handling.foreign is None)
             if not must_read and self._target(state) is None:
                 continue
-            self._limiting += 1
-            self._limits_sent.clear()
+            self._limiting_begins()
             try:
                 if must_read:
                     # Read at once, without waiting for the plan to give it a limit: in a
@@ -775,9 +781,7 @@ class Dispatcher:
                         continue  # the plan wakes it with its limit
                 await self._dispatch(state, link)
             finally:
-                self._limiting -= 1
-                if not self._limiting:
-                    self._limits_sent.set()
+                self._limiting_ends()
 
     async def _until_registered(self, link: ChargerLink) -> None:
         """Until the station's boot is accepted, or it shows it needs none (see BOOT_WAIT_S)."""
