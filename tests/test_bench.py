@@ -435,6 +435,32 @@ async def test_load_generator_stations_record_profiles_answers_and_replies(site:
     assert all(not s.steering.non_compliant for s in bridge.view.stations() if s.steering)
 
 
+async def test_flooding_stations_answer_the_bridges_calls_between_their_own(site: SiteHarness):
+    """In flood mode one task per station sends and reads (no reader beside it): the
+    bridge's calls that arrive while a MeterValues waits for its reply are answered too."""
+    bridge = await site.start_bridge(capacity_kw=14)
+    args = argparse.Namespace(url=site.url, prefix="F", count=2, mode="flood",
+                              meter_interval=10.0, duration=120.0, start_at=None,
+                              connect_spread=0.0, rate_unit="Current", deflate=False,
+                              record_after=0.0)
+    stop = asyncio.Event()
+    run = asyncio.create_task(loadgen.run(args, stop))
+    await wait_until(lambda: all(bridge.view.snapshot().station_status.get(s) == "steered"
+                                 for s in ("F00000", "F00001")), timeout=60, what="steered")
+    stop.set()
+    result = await asyncio.wait_for(run, 60)
+    for record in result["stations"].values():
+        assert record["n_errors"] == 0, record["errors"]
+        # the run is cut while the last MeterValues waits for its reply
+        assert record["meter_replies"] > 0
+        assert record["meter_sent"] - record["meter_replies"] <= 1
+        sets = [op for op in record["charging"] if op["op"] == "set"]
+        assert sets and all(op["t"] <= op["t_answered"] for op in sets)
+        assert record["calls"]["GetConfiguration"] == 1
+        assert record["limits"][-1][1] == pytest.approx(10.1)
+    assert all(not s.steering.non_compliant for s in bridge.view.stations() if s.steering)
+
+
 # the harness against a busy bridge --------------------------------------------------------------
 # every session up, no new call to a station
 SETTLED = (b"drbridge_sessions_active 3\n"
