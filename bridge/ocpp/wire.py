@@ -1,7 +1,8 @@
 """What every OCPP version shares on the wire: payloads, the JSON schemas, times.
 
 - :func:`validator`: the compiled ``fastjsonschema`` validator of one of the JSON schemas
-  the ``ocpp`` package ships, per version folder (``v16``, ``v201``, ``v21``), compiled once;
+  the ``ocpp`` package ships, per version folder (``v16``, ``v201``, ``v21``), compiled once
+  (:func:`~bridge.ocpp.schema_code.compile_validator`: string enums as set lookups);
   integers bounded to 64 bits (:func:`~bridge.ocpp.leniency.bounded_schema`).
 - :func:`format_time`, :func:`now_iso`: times as the wire writes them (RFC 3339, ``Z``);
   :func:`parse_time`: a station's time, read leniently: one without offset is UTC, as
@@ -17,9 +18,8 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-import fastjsonschema
-
 from bridge.ocpp.leniency import bounded_schema
+from bridge.ocpp.schema_code import compile_validator
 
 Payload = dict[str, Any]  # a request's or an answer's payload, as JSON decodes it
 
@@ -58,7 +58,7 @@ def action_names(schemas: SchemaSet, request_suffix: str) -> frozenset[str]:
 @cache
 def validator(schemas: SchemaSet, name: str) -> Callable[[Payload], Any]:
     """The compiled validator of a schema; raises JsonSchemaValueException on a violation."""
-    return fastjsonschema.compile(schema(schemas, name))
+    return compile_validator(schema(schemas, name))
 
 
 def format_time(at: datetime) -> str:
