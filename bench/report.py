@@ -259,6 +259,7 @@ def dispatch_table(run: Run) -> str:
 
 def throughput_table(run: Run) -> str:
     rows = []
+    flood_s = float(run["settings"]["flood_s"])
     for i, r in enumerate(run.get("throughput") or [], 1):
         rows.append((
             str(i),
@@ -270,6 +271,8 @@ def throughput_table(run: Run) -> str:
             fmt(_ratio(r, "example_defaults"), 2), fmt(_ratio(r, "example_sync"), 2),
             fmt(_ratio(r, "example_defaults", "per_cpu_s"), 2),
             fmt(_ratio(r, "example_sync", "per_cpu_s"), 2),
+            # the generator must not be the limit: its CPU while it loaded drbridge
+            fmt(100 * _num(r["drbridge"].get("generator_cpu_s")) / flood_s, 0),
             fmt(max(_num(s["others_cpu_pct"]) for s in r.values()), 0),
         ))
     if not rows:
@@ -277,8 +280,9 @@ def throughput_table(run: Run) -> str:
     backlog = run["settings"]["backlog"]
     return _table(("round", "drbridge, msg/s (server CPU)", "example, defaults",
                    f"example, sync validation, backlog {backlog:,}", "× defaults", "× sync",
-                   "× defaults per CPU-second", "× sync per CPU-second", "others' CPU (%)"),
-                  "rrrrrrrrr", rows)
+                   "× defaults per CPU-second", "× sync per CPU-second",
+                   "generator's CPU loading drbridge (%)", "others' CPU (%)"),
+                  "rrrrrrrrrr", rows)
 
 
 def one_process_table(run: Run) -> str:
