@@ -28,6 +28,8 @@ Validator = Callable[[Any], Any]
 
 _OBJECT_KEYWORDS_ON_NON_OBJECTS = ("additionalProperties",)
 _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean", "null"})
+# keywords whose value is an instance, never a schema to walk into
+_DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
 
 
 def _string_enum_check(self: Any) -> None:
@@ -57,12 +59,15 @@ _GENERATORS = {
 
 
 def without_object_keywords_on_scalars(schema: Any) -> Any:
-    """A copy of ``schema`` without ``additionalProperties`` where the type is a scalar."""
+    """A copy of ``schema`` without ``additionalProperties`` where the type is a scalar.
+    Values that are data, not schemas (``const``, ``default``, ``enum``, ``examples``),
+    are copied as they are."""
     if isinstance(schema, list):
         return [without_object_keywords_on_scalars(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: without_object_keywords_on_scalars(value) for key, value in schema.items()}
+    out = {key: value if key in _DATA_KEYWORDS else without_object_keywords_on_scalars(value)
+           for key, value in schema.items()}
     if isinstance(out.get("type"), str) and out["type"] in _SCALAR_TYPES:
         for keyword in _OBJECT_KEYWORDS_ON_NON_OBJECTS:
             out.pop(keyword, None)
