@@ -8,10 +8,11 @@ Charging, starts a transaction and then sends MeterValues, either every ``--mete
 seconds (``storm``/``steady``; the two differ only in the name recorded, the connect pattern
 comes from ``--connect-spread``) or back to back (``flood``: the next one as soon as the
 previous one is answered). A station has one call of its own outstanding at a time, as OCPP-J
-requires, while a single reader per connection answers the central system's calls at once
-(GetConfiguration, SetChargingProfile, ClearChargingProfile, GetCompositeSchedule;
-ChangeConfiguration is refused: its keys are read-only, the meter interval and measurands
-among them, which it reports as it samples them).
+requires, and answers the central system's calls at once: a reader per connection does
+that, except in a flood, where the station's own task reads until each reply and answers
+what it meets on the way (GetConfiguration, SetChargingProfile, ClearChargingProfile,
+GetCompositeSchedule; ChangeConfiguration is refused: its keys are read-only, the meter
+interval and measurands among them, which it reports as it samples them).
 
 The generator must cost much less than the server it loads, so it does not use the ``ocpp``
 library: frames are f-strings, ids a per-station counter, and replies are matched by id only.
