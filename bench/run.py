@@ -5,6 +5,7 @@ forwarding in local-controller mode.
     python -m bench.run --quick         # small sizes, one run each: a smoke test of the harness
     python -m bench.run --workers N     # the bridge's OCPP edge in N worker processes
     python -m bench.run --only local-controller [--quick]   # that scenario alone, printed
+    python -m bench.run --only throughput [--runs N]        # the throughput rounds alone
 
 Everything runs on loopback in separate processes: the bridge (``drbridge run``), the load
 generators (``bench.loadgen``, up to 2,500 stations each), the reference central system
@@ -664,6 +665,18 @@ async def throughput_round(workdir: Path, workers: int, seconds: float) -> dict[
     return result
 
 
+async def throughput_rounds(workdir: Path, runs: int, workers: int) -> list[dict[str, Any]]:
+    """``runs`` rounds, each printed as it ends."""
+    rounds = []
+    for number in range(1, runs + 1):
+        rates = await throughput_round(workdir, workers, FLOOD_S)
+        rounds.append(rates)
+        print(f"throughput round {number}: " + ", ".join(
+            f"{name} {r['per_s']:.0f}/s ({r['cpu_pct']:.0f} % CPU)"
+            for name, r in rates.items()), flush=True)
+    return rounds
+
+
 # local controller --------------------------------------------------------------------------------
 FORWARD_HISTOGRAM = "drbridge_upstream_forward_added_seconds"
 LAG_HISTOGRAM = "drbridge_event_loop_lag_seconds"
@@ -790,6 +803,14 @@ async def main(args: argparse.Namespace) -> None:
         print(json.dumps(found, indent=1, allow_nan=True))
         print(report.local_controller_table({"local_controller": found}))
         return
+    if args.only == "throughput":  # printed only, as above
+        with tempfile.TemporaryDirectory(prefix="drbridge-bench-") as tmp:
+            rounds = await throughput_rounds(Path(tmp), runs, args.workers)
+        from bench import report
+        print(json.dumps(rounds, indent=1, allow_nan=True))
+        print(report.throughput_table({"throughput": rounds, "settings": {
+            "backlog": BACKLOG, "flood_s": FLOOD_S}}))
+        return
     fleets = QUICK_FLEETS if args.quick else FLEETS
     if args.sizes:
         fleets = [f for f in fleets if f[0] in args.sizes] or \
@@ -826,12 +847,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await vtn.stop()
         if not args.skip_throughput:
-            for number in range(1, runs + 1):
-                rates = await throughput_round(workdir, args.workers, FLOOD_S)
-                results["throughput"].append(rates)
-                print(f"throughput round {number}: " + ", ".join(
-                    f"{name} {r['per_s']:.0f}/s ({r['cpu_pct']:.0f} % CPU)"
-                    for name, r in rates.items()), flush=True)
+            results["throughput"] = await throughput_rounds(workdir, runs, args.workers)
         if not args.skip_local_controller:
             # one run per CSMS (about five minutes for both at 1,000 stations)
             results["local_controller"] = await local_controller_runs(workdir, args.quick, 1,
@@ -879,9 +895,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " the edge in the bridge's own process; $WORKERS)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-local-controller", action="store_true")
-    parser.add_argument("--only", choices=("local-controller",),
-                        help="run this scenario alone (--runs runs per CSMS) and print its"
-                             " figures and table (docs untouched)")
+    parser.add_argument("--only", choices=("local-controller", "throughput"),
+                        help="run this scenario alone (--runs runs per CSMS, or rounds) and"
+                             " print its figures and table (docs untouched)")
     parser.add_argument("--out", default="docs/benchmarks.json", help="the run's figures")
     parser.add_argument("--markdown", default="docs/benchmarks.md")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")

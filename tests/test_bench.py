@@ -379,6 +379,13 @@ def test_the_local_controller_scenario_runs_alone_or_is_skipped():
         bench_run.parse_args(["--only", "storm"])
 
 
+def test_one_scenario_runs_alone():
+    assert bench_run.parse_args(["--only", "throughput"]).only == "throughput"
+    assert bench_run.parse_args(["--only", "local-controller"]).only == "local-controller"
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--only", "storm"])
+
+
 def test_workers_name_the_bridges_edge_processes(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("WORKERS", raising=False)
