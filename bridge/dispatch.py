@@ -1234,19 +1234,21 @@ class Dispatcher:
     # meter values ---------------------------------------------------------------------------
     def observe_draw(self, station_id: str, measured_w: float,
                      stamped: datetime | None = None, lines: frozenset[int] = frozenset(),
-                     ) -> None:
+                     now: datetime | None = None) -> None:
         """The station's total draw just measured (taken at ``stamped`` by its clock, its
         meter naming current on ``lines``): does it follow what it may hold? And for one
         that cannot be steered, what does it tell of what it may draw?
 
         It is judged against the highest limit it may have applied over the grace time
         before the reading, whatever changed meanwhile: waiting for its limits to settle
-        would never judge it in a fleet whose limits change every few seconds.
+        would never judge it in a fleet whose limits change every few seconds. ``now``:
+        when it was received, if the caller read the clock already.
         """
         state = self.stations.get(station_id)
         if state is None:
             return
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         state.told.observe(now, measured_w, lines)
         if state.counted is not None:
             before, after = state.counted, self._count(state, now)

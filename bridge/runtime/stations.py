@@ -197,9 +197,9 @@ class StationEvents:
                  if closed else "")
 
     # the StationListener ----------------------------------------------------------------------
-    def _heard(self, station_id: str, action: str) -> None:
+    def _heard(self, station_id: str, action: str, now: datetime | None = None) -> None:
         self.messages_in[action] += 1
-        self.last_seen[station_id] = self._clock()
+        self.last_seen[station_id] = self._clock() if now is None else now
 
     def call_sent(self, station_id: str, action: str) -> None:
         self.calls_out[action] += 1
@@ -298,7 +298,8 @@ class StationEvents:
 
     def meter_values(self, station_id: str, connector_id: int,
                      meter_values: list[dict[str, Any]]) -> None:
-        self._heard(station_id, "MeterValues")
+        now = self._clock()  # once for the message: it is read thousands of times a second
+        self._heard(station_id, "MeterValues", now)
         info = self.config.station_info(station_id)
         meter = self.meters.setdefault((station_id, connector_id), ConnectorMeter())
         for item in meter_values:
@@ -312,7 +313,7 @@ class StationEvents:
                 MeterSample(station_id, connector_id, reading.at, power, reading.energy_wh,
                             reading.voltages_v, reading.currents_a, reading.frequency_hz)
             )
-            if self.grid.observe(station_id, reading, self._clock()):
+            if self.grid.observe(station_id, reading, now):
                 self._on_voltage(station_id)
             if power is not None:
                 connectors = self._connector_power.setdefault(station_id, {})
@@ -320,7 +321,7 @@ class StationEvents:
                 # connector 0 is the station's own meter where it has one
                 total = connectors[0] if 0 in connectors else sum(connectors.values())
                 self._dispatcher.observe_draw(station_id, total, reading.at,
-                                              reading.current_lines)
+                                              reading.current_lines, now)
 
     # voltage boundaries in the station, limits of other parties -----------------------------
     def voltage_observed(self, station_id: str, observation: VoltageObservation) -> None:
