@@ -15,7 +15,7 @@ from ocpp.messages import MessageType, get_validator
 
 from bench.link_cost import QuietListener
 from bridge.ocpp.capabilities import Capabilities
-from bridge.ocpp.framing import EncodedPayload, call_frame
+from bridge.ocpp.framing import EncodedPayload, call_frame, result_frame
 from bridge.ocpp.link import CallFailed
 from bridge.ocpp.profiles import TX, BuiltProfile, build_profile, station_max_profile
 from bridge.ocpp.v16 import StationLink16
@@ -138,3 +138,12 @@ async def test_a_caller_cancelled_before_the_answer_leaves_no_unread_failure(cap
     gc.collect()  # the call's future goes: unread, its failure would be logged now
     assert "never retrieved" not in caplog.text
     assert link._pending is None
+
+
+@given(st.text(max_size=40), st.sampled_from([{}, {"status": "Accepted"}, {"a": [1, "é"]}]))
+def test_a_result_frame_is_what_the_encoder_writes(unique_id: str, reply: dict):
+    """The empty answer written without the encoder reads the same as the encoder's, for
+    any id (quotes, backslashes, control characters and non-ASCII ones included)."""
+    text = result_frame(unique_id, reply)
+    assert text == json.dumps([3, unique_id, reply], separators=(",", ":"))
+    assert json.loads(text) == [3, unique_id, reply]

@@ -138,6 +138,33 @@ def test_every_enum_of_every_schema_takes_and_refuses_what_the_librarys_does(
             assert outcome(ours, payload) == outcome(library, payload), (path, value)
 
 
+def places(document: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    """Every object in a document with its path, the document first."""
+    found = [(path, document)] if isinstance(document, dict) else []
+    children = (document.items() if isinstance(document, dict)
+                else enumerate(document) if isinstance(document, list) else ())
+    for key, value in children:
+        found += places(value, (*path, key))
+    return found
+
+
+@pytest.mark.parametrize(("folder", "name"), NAMES)
+def test_a_request_without_any_one_of_its_keys_is_judged_as_the_library_does(
+        folder: str, name: str):
+    """Required keys, at any depth: each key of each object of a valid request left out."""
+    root = schema(folder, name)  # type: ignore[arg-type]
+    ours, library = validators(folder, name)
+    valid = instance(root, root, (), [])
+    for path, document in places(valid):
+        for key in document:
+            payload = copy.deepcopy(valid)
+            place = payload
+            for step in path:
+                place = place[step]
+            del place[key]
+            assert outcome(ours, payload) == outcome(library, payload), (path, key)
+
+
 def test_the_enums_walked_include_nested_ones():
     enums: list[tuple[tuple[Any, ...], list[Any]]] = []
     root = schema("v16", "MeterValues")

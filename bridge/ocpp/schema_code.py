@@ -1,15 +1,18 @@
-"""A JSON schema compiled to a validator by ``fastjsonschema``, with two changes to the code
-it writes, both without a change in what is accepted or in the errors raised:
+"""A JSON schema compiled to a validator by ``fastjsonschema``, with three changes to the
+code it writes, none of them a change in what is accepted or in the errors raised:
 
 - An enum of strings is checked as one set lookup (``value in {...}``), not as a chain of
   ``isinstance(value, str) and value == "..."`` comparisons, one per member. OCPP's enums
   are long (22 measurands in 1.6, 40 in 2.0.1) and a MeterValues holds several: the chains
   were a fifth of a 1.6 MeterValues' validation.
+- Required keys are first tested as ``"a" in data and "b" in data``; the library's own
+  code (a set built and subtracted, for every object) runs only when one is missing, and
+  raises its error.
 - ``additionalProperties`` on a schema that is not an object's (the OCPP 1.6 schemas put
   ``"additionalProperties": false`` on every string enum) is dropped before compiling: it
   says nothing of a string, and ``fastjsonschema`` still writes a dict test for it.
 
-Together a 1.6 MeterValues of five samples validates in about 6.3 µs instead of 9.1.
+Together a 1.6 MeterValues of five samples validates in about 4.6 µs instead of 9.1.
 Schemas of a draft other than 4, 6 and 7 are compiled as the library does by default.
 """
 
@@ -44,17 +47,40 @@ def _string_enum_check(self: Any) -> None:
         self.exc("{name} must be one of {}", self.e(enum), rule="enum")
 
 
-def _with_set_enums(base: type[Any]) -> type[Any]:
-    return type(f"SetEnums{base.__name__}", (base,), {
+def _required_check(self: Any) -> None:
+    """generate_required with a test of membership first (``"a" in data and "b" in
+    data``): the library's set difference, and its error, only when a key is missing."""
+    required = self._definition["required"]
+    properties = self._definition.get("properties", {})
+    plain = (isinstance(required, list) and required
+             and all(isinstance(key, str) for key in required)
+             and len(set(required)) == len(required)
+             # what the library refuses as a definition, it refuses itself
+             and (self._definition.get("additionalProperties", True)
+                  or (all(key in properties for key in required)
+                      and not self._definition.get("patternProperties"))))
+    if not plain:
+        self._generate_required_as_library_does()
+        return
+    self.create_variable_is_dict()
+    present = " and ".join(f"{key!r} in {self._variable}" for key in required)
+    with self.l("if {variable}_is_dict and not ({}):", present):
+        self._generate_required_as_library_does()
+
+
+def _faster(base: type[Any]) -> type[Any]:
+    return type(f"Faster{base.__name__}", (base,), {
         "generate_enum": _string_enum_check,
         "_generate_enum_as_library_does": base.generate_enum,
+        "generate_required": _required_check,
+        "_generate_required_as_library_does": base.generate_required,
     })
 
 
 _GENERATORS = {
-    "draft-04": _with_set_enums(CodeGeneratorDraft04),
-    "draft-06": _with_set_enums(CodeGeneratorDraft06),
-    "draft-07": _with_set_enums(CodeGeneratorDraft07),
+    "draft-04": _faster(CodeGeneratorDraft04),
+    "draft-06": _faster(CodeGeneratorDraft06),
+    "draft-07": _faster(CodeGeneratorDraft07),
 }
 
 

@@ -48,7 +48,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from websockets.exceptions import ConnectionClosed
 
-from bridge.ocpp.framing import CALL, CALLERROR, CALLRESULT, CallRefused, OcppJLink
+from bridge.ocpp.framing import (
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CallRefused,
+    OcppJLink,
+    result_frame,
+)
 from bridge.ocpp.link import BeforeAnswer, CallFailed, StationListener, reply_status
 from bridge.ocpp.profiles import BuiltProfile
 from bridge.ocpp.v16 import StationLink16
@@ -200,7 +207,7 @@ class Forwarding(OcppJLink):
         received = time.perf_counter()
         read, refusal, own = self._read(action, payload)
         if own:  # part of a report drbridge asked for: answered here, not the operator's
-            await self._send(_encoded([CALLRESULT, unique_id, {}]))
+            await self._send(result_frame(unique_id, {}))
             return
         if self._inbox.qsize() >= MAX_WAITING:  # OCPP-J: it should wait for each answer
             await self._send_call_error(unique_id, "GenericError",
