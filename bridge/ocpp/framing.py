@@ -149,8 +149,8 @@ def result_frame(unique_id: str, reply: Any) -> str:
     """A CALLRESULT's text. The empty answer of most routine reports, under an id that
     JSON writes as it is, is written without the encoder (0.1 µs against 0.9 µs: a station
     reporting MeterValues gets it every time)."""
-    if (type(reply) is dict and not reply and unique_id.isascii() and unique_id.isprintable()
-            and '"' not in unique_id and "\\" not in unique_id):
+    if (type(reply) is dict and not reply and type(unique_id) is str and unique_id.isascii()
+            and unique_id.isprintable() and '"' not in unique_id and "\\" not in unique_id):
         return f'[{CALLRESULT},"{unique_id}",{{}}]'
     return _encoded([CALLRESULT, unique_id, reply])
 

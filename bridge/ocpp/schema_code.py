@@ -13,6 +13,9 @@ code it writes, none of them a change in what is accepted or in the errors raise
   says nothing of a string, and ``fastjsonschema`` still writes a dict test for it.
 
 Together a 1.6 MeterValues of five samples validates in about 4.6 µs instead of 9.1.
+"The same" holds for what JSON decodes to (plain dicts and lists): a dict subclass that
+answers ``in`` otherwise than its keys could pass the membership test and not the
+library's.
 Schemas of a draft other than 4, 6 and 7 are compiled as the library does by default.
 """
 
