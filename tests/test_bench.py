@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SiteHarness, wait_until
@@ -411,20 +412,27 @@ def test_the_bridges_cpu_counts_its_worker_processes():
 
 
 # the load generator against the bridge ----------------------------------------------------------
-async def test_load_generator_stations_record_profiles_answers_and_replies(site: SiteHarness,
-                                                                         tmp_path: Path):
+async def two_stations_until_steered(site: SiteHarness, mode: str, meter_interval: float,
+                                     more_s: float = 0.0) -> tuple[Any, dict[str, Any]]:
+    """The bridge (14 kW) and the generator's result for two stations of ``mode``, stopped
+    ``more_s`` after the bridge steers both."""
     bridge = await site.start_bridge(capacity_kw=14)
-    args = argparse.Namespace(url=site.url, prefix="L", count=2, mode="steady",
-                              meter_interval=0.5, duration=120.0, start_at=None,
+    prefix = mode[0].upper()
+    args = argparse.Namespace(url=site.url, prefix=prefix, count=2, mode=mode,
+                              meter_interval=meter_interval, duration=120.0, start_at=None,
                               connect_spread=0.0, rate_unit="Current", deflate=False,
                               record_after=0.0)
     stop = asyncio.Event()
     run = asyncio.create_task(loadgen.run(args, stop))
-    await wait_until(lambda: all(bridge.view.snapshot().station_status.get(s) == "steered"
-                                 for s in ("L00000", "L00001")), timeout=60, what="steered")
-    await asyncio.sleep(1.5)  # a few MeterValues more
+    await wait_until(lambda: all(bridge.view.snapshot().station_status.get(f"{prefix}0000{n}")
+                                 == "steered" for n in (0, 1)), timeout=60, what="steered")
+    await asyncio.sleep(more_s)
     stop.set()
-    result = await asyncio.wait_for(run, 60)
+    return bridge, await asyncio.wait_for(run, 60)
+
+
+async def test_load_generator_stations_record_profiles_answers_and_replies(site: SiteHarness):
+    bridge, result = await two_stations_until_steered(site, "steady", 0.5, more_s=1.5)
     for record in result["stations"].values():
         assert record["t_booted"] and record["tx_id"] is not None
         sets = [op for op in record["charging"] if op["op"] == "set"]
@@ -445,17 +453,7 @@ async def test_load_generator_stations_record_profiles_answers_and_replies(site:
 async def test_flooding_stations_answer_the_bridges_calls_between_their_own(site: SiteHarness):
     """In flood mode one task per station sends and reads (no reader beside it): the
     bridge's calls that arrive while a MeterValues waits for its reply are answered too."""
-    bridge = await site.start_bridge(capacity_kw=14)
-    args = argparse.Namespace(url=site.url, prefix="F", count=2, mode="flood",
-                              meter_interval=10.0, duration=120.0, start_at=None,
-                              connect_spread=0.0, rate_unit="Current", deflate=False,
-                              record_after=0.0)
-    stop = asyncio.Event()
-    run = asyncio.create_task(loadgen.run(args, stop))
-    await wait_until(lambda: all(bridge.view.snapshot().station_status.get(s) == "steered"
-                                 for s in ("F00000", "F00001")), timeout=60, what="steered")
-    stop.set()
-    result = await asyncio.wait_for(run, 60)
+    bridge, result = await two_stations_until_steered(site, "flood", 10.0)
     for record in result["stations"].values():
         assert record["n_errors"] == 0, record["errors"]
         # the run is cut while the last MeterValues waits for its reply
