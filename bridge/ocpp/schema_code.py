@@ -32,7 +32,6 @@ from fastjsonschema.ref_resolver import RefResolver
 
 Validator = Callable[[Any], Any]
 
-_OBJECT_KEYWORDS_ON_NON_OBJECTS = ("additionalProperties",)
 _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean", "null"})
 # keywords whose value is an instance, never a schema to walk into
 _DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
@@ -98,8 +97,7 @@ def without_object_keywords_on_scalars(schema: Any) -> Any:
     out = {key: value if key in _DATA_KEYWORDS else without_object_keywords_on_scalars(value)
            for key, value in schema.items()}
     if isinstance(out.get("type"), str) and out["type"] in _SCALAR_TYPES:
-        for keyword in _OBJECT_KEYWORDS_ON_NON_OBJECTS:
-            out.pop(keyword, None)
+        out.pop("additionalProperties", None)
     return out
 
 

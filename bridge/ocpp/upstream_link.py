@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from bridge.ocpp.framing import (
     CALLRESULT,
     CallRefused,
     OcppJLink,
+    call_frame,
     result_frame,
 )
 from bridge.ocpp.link import BeforeAnswer, CallFailed, StationListener, reply_status
@@ -91,13 +91,6 @@ OWN_REQUEST_ID_BASE = 1_000_000_000
 # A station sends one request at a time (OCPP-J); one that does not is held to this many
 # waiting for their answers, so that it cannot grow drbridge's memory
 MAX_WAITING = 64
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once, not per frame
-
-
-def _encoded(frame: list[Any]) -> str:
-    return _ENCODER.encode(frame)
 
 
 class StationLeft(Exception):
@@ -302,7 +295,7 @@ class Forwarding(OcppJLink):
             except Exception:
                 log.exception("%s: failed to read the operator's answer to %s", self.id, action)
         # the operator's own text goes back, unless drbridge had to complete its answer
-        await self._send(_encoded([CALLRESULT, call.unique_id, completed])
+        await self._send(result_frame(call.unique_id, completed)
                          if completed is not None else reply)
         self._answered(action, answer)
         self._site.stats.forwarded(sent - started + time.perf_counter() - answered)
@@ -345,7 +338,7 @@ class Forwarding(OcppJLink):
                                         "unreachable")
             return
         self._read_answer(call.action, call.read, answer)
-        await self._send(_encoded([CALLRESULT, call.unique_id, answer]))
+        await self._send(result_frame(call.unique_id, answer))
         self._answered(call.action, answer)
         self._site.stats.messages["to_operator", "answered_locally"] += 1
 
@@ -481,7 +474,7 @@ class Forwarding(OcppJLink):
             future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             wire_id = self._station_ids.forward(origin_id, future)
             try:
-                await self._send(_encoded([CALL, wire_id, action, payload]))
+                await self._send(call_frame(wire_id, action, payload))
                 async with asyncio.timeout(self._call_timeout_s):
                     return await future
             except TimeoutError:
