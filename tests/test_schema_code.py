@@ -216,3 +216,52 @@ def test_instances_in_a_schema_are_left_as_they_are():
     assert stripped["properties"]["a"] == {"type": "string"}
     draft6 = {"$schema": "http://json-schema.org/draft-06/schema#", "const": data}
     assert outcome(compile_validator(draft6), dict(data)) == ("accepted",)
+
+
+@pytest.mark.parametrize(("folder", "name"), NAMES)
+def test_a_request_with_keys_it_should_not_have_is_judged_as_the_library_does(
+        folder: str, name: str):
+    """additionalProperties at any depth: one stranger, three (the error names them in the
+    library's order), and a stranger next to a known key of the wrong type."""
+    root = schema(folder, name)  # type: ignore[arg-type]
+    ours, library = validators(folder, name)
+    valid = instance(root, root, (), [])
+    for path, _ in places(valid):
+        for extra in ({"zz": 1}, {"zz": 1, "aa": [], "mm": None}):
+            payload = copy.deepcopy(valid)
+            place = payload
+            for step in path:
+                place = place[step]
+            place.update(extra)
+            assert outcome(ours, payload) == outcome(library, payload), (path, extra)
+            for key in list(place):
+                if key not in extra:
+                    place[key] = {"wrong": "type"}
+                    assert outcome(ours, payload) == outcome(library, payload), (path, key)
+                    break
+
+
+SHARING_SCHEMAS = [
+    {"allOf": [{"properties": {"a": {"type": "integer"}}}, {"additionalProperties": False}]},
+    {"type": "object", "properties": {"a": {}}, "patternProperties": {"^x": {}},
+     "additionalProperties": False},
+    {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "string"}},
+    {"anyOf": [{"properties": {"a": {}}, "additionalProperties": False}, {"type": "string"}]},
+]
+
+
+@pytest.mark.parametrize("given_schema", SHARING_SCHEMAS)
+def test_schemas_whose_objects_share_their_keys_keep_the_librarys_code(
+        given_schema: dict[str, Any]):
+    schema_4 = {"$schema": "http://json-schema.org/draft-04/schema#", **given_schema}
+    ours, library = compile_validator(schema_4), fastjsonschema.compile(schema_4)
+    for payload in ({"a": 1}, {"a": 1, "b": 2}, {"x1": 1}, {"b": "s"}, {"a": "s"}, "s", {}):
+        assert outcome(ours, payload) == outcome(library, payload), payload
+
+
+def test_known_keys_are_one_subset_test_in_the_code_written():
+    validate = compile_validator(schema("v16", "MeterValues"))
+    known = [value for name, value in validate.__globals__.items()
+             if name.startswith("KNOWN_KEYS_")]
+    assert frozenset({"value", "context", "format", "measurand", "phase", "location",
+                      "unit"}) in known

@@ -11,8 +11,16 @@ code it writes, none of them a change in what is accepted or in the errors raise
 - ``additionalProperties`` on a schema that is not an object's (the OCPP 1.6 schemas put
   ``"additionalProperties": false`` on every string enum) is dropped before compiling: it
   says nothing of a string, and ``fastjsonschema`` still writes a dict test for it.
+- An object's ``properties`` are read as ``if "a" in data``, and ``"additionalProperties":
+  false`` is one test that its keys are a subset of the known ones (a frozenset). The
+  library copies every object's keys into a set and removes each known one as it goes;
+  that copy, and the same error, are made only when a stranger is there. A schema with
+  ``patternProperties`` or an ``additionalProperties`` schema reads that set for more
+  than this; to stay on the safe side, one with any of those or ``allOf``, ``anyOf``,
+  ``oneOf``, ``not``, ``if``, ``dependencies`` keeps the library's code for both. OCPP's
+  schemas have none of them.
 
-Together a 1.6 MeterValues of five samples validates in about 4.6 µs instead of 9.1.
+Together a 1.6 MeterValues of five samples validates in about 3 µs instead of 9.1.
 "The same" holds for what JSON decodes to (plain dicts and lists): a dict subclass that
 answers ``in`` otherwise than its keys could pass the membership test and not the
 library's.
@@ -21,6 +29,7 @@ Schemas of a draft other than 4, 6 and 7 are compiled as the library does by def
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +37,7 @@ import fastjsonschema
 from fastjsonschema.draft04 import CodeGeneratorDraft04
 from fastjsonschema.draft06 import CodeGeneratorDraft06
 from fastjsonschema.draft07 import CodeGeneratorDraft07
+from fastjsonschema.generator import repr_default
 from fastjsonschema.ref_resolver import RefResolver
 
 Validator = Callable[[Any], Any]
@@ -35,6 +45,10 @@ Validator = Callable[[Any], Any]
 _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean", "null"})
 # keywords whose value is an instance, never a schema to walk into
 _DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
+# keywords that make a schema keep the library's code for properties (patternProperties
+# reads the same set of keys; the combinators are left alone to be safe)
+_SHARING_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf", "not", "if", "then", "else",
+                               "dependencies", "patternProperties"})
 
 
 def _string_enum_check(self: Any) -> None:
@@ -70,12 +84,65 @@ def _required_check(self: Any) -> None:
         self._generate_required_as_library_does()
 
 
+def _properties_check(self: Any) -> None:
+    """generate_properties reading each key from the object itself, not from a copy of its
+    keys (see :func:`_known_keys_check`)."""
+    if not self._plain_objects:
+        self._generate_properties_as_library_does()
+        return
+    self.create_variable_is_dict()
+    with self.l("if {variable}_is_dict:"):
+        self.l("pass")  # (an empty ``properties``)
+        for key, definition in self._definition["properties"].items():
+            if not isinstance(definition, (dict, bool)):
+                # the library's own refusal of such a definition
+                self._generate_properties_as_library_does()
+                return
+            name = re.sub(r"($[^a-zA-Z]|[^a-zA-Z0-9])", "", key)
+            with self.l('if "{}" in {variable}:', self.e(key)):
+                self.l('{variable}__{0} = {variable}["{1}"]', name, self.e(key))
+                self.generate_func_code_block(
+                    definition, f"{self._variable}__{name}",
+                    "{}.{}".format(self._variable_name,
+                                   self.e(key).replace("{", "{{").replace("}", "}}")),
+                    clear_variables=True)
+            if self._use_default and isinstance(definition, dict) and "default" in definition:
+                self.l('else: {variable}["{}"] = {}', self.e(key),
+                       repr_default(definition["default"]))
+
+
+def _known_keys_check(self: Any) -> None:
+    """generate_additional_properties for ``false``: one subset test of the object's keys
+    against a frozenset of the known ones. Only when it fails is the library's set made
+    as it makes it (a copy of the keys, each known one present removed in the schema's
+    order), so the error names the same keys in the same order."""
+    if not self._plain_objects or self._definition["additionalProperties"] is not False:
+        self._generate_additional_properties_as_library_does()
+        return
+    known = list(self._definition.get("properties", {}))
+    constant = f"KNOWN_KEYS_{len(self._extra_imports_objects)}"
+    self._extra_imports_objects[constant] = frozenset(known)
+    self.create_variable_is_dict()
+    with self.l("if {variable}_is_dict and not {variable}.keys() <= {}:", constant):
+        self.l("{variable}_keys = set({variable}.keys())")
+        for key in known:
+            self.l('{variable}_keys.discard("{}")', self.e(key))
+        self.exc('{name} must not contain "+str({variable}_keys)+" properties',
+                 rule="additionalProperties")
+
+
 def _faster(base: type[Any]) -> type[Any]:
     return type(f"Faster{base.__name__}", (base,), {
         "generate_enum": _string_enum_check,
         "_generate_enum_as_library_does": base.generate_enum,
         "generate_required": _required_check,
         "_generate_required_as_library_does": base.generate_required,
+        "generate_properties": _properties_check,
+        "_generate_properties_as_library_does": base.generate_properties,
+        "generate_additional_properties": _known_keys_check,
+        "_generate_additional_properties_as_library_does":
+            base.generate_additional_properties,
+        "_plain_objects": False,
     })
 
 
@@ -101,6 +168,20 @@ def without_object_keywords_on_scalars(schema: Any) -> Any:
     return out
 
 
+def shares_object_keys(schema: Any) -> bool:
+    """Whether ``schema`` has a keyword that makes it keep the library's code for
+    ``properties`` and ``additionalProperties`` (see the module's note)."""
+    if isinstance(schema, list):
+        return any(shares_object_keys(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    if not _SHARING_KEYWORDS.isdisjoint(schema) or isinstance(
+            schema.get("additionalProperties"), dict) and schema["additionalProperties"]:
+        return True
+    return any(shares_object_keys(value) for key, value in schema.items()
+               if key not in _DATA_KEYWORDS)
+
+
 def compile_validator(schema: dict[str, Any]) -> Validator:
     """The validator of ``schema``: raises ``fastjsonschema.JsonSchemaValueException`` on a
     violation, as ``fastjsonschema.compile(schema)`` would, with the same message."""
@@ -112,6 +193,7 @@ def compile_validator(schema: dict[str, Any]) -> Validator:
     schema = without_object_keywords_on_scalars(schema)
     resolver = RefResolver.from_schema(schema, handlers={}, store={})
     generator = generator_class(schema, resolver=resolver)
+    generator._plain_objects = not shares_object_keys(schema)
     namespace = generator.global_state
     exec(generator.func_code, namespace)  # noqa: S102 - code the library wrote from a schema
     return namespace[resolver.get_scope_name()]  # type: ignore[no-any-return]
