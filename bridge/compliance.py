@@ -78,16 +78,22 @@ class Holdings:
     def highest(self, start: datetime, end: datetime) -> float | None:
         """The highest limit the station may have applied at any moment of [start, end];
         None when it may have applied none (nothing known, or not confirmed then)."""
-        if not self.entries or self.entries[0][0] > start:
+        entries = self.entries
+        if not entries or entries[0][0] > start:
             return None
         best = 0.0
-        for index, (since, held) in enumerate(self.entries):
-            until = self.entries[index + 1][0] if index + 1 < len(self.entries) else end
+        last = len(entries) - 1
+        for index, (since, held) in enumerate(entries):
+            until = entries[index + 1][0] if index < last else end
             if until < start or since > end:
                 continue
             if held is None:
                 return None
-            best = max(best, _highest(held, max(since, start), min(until, end)))
+            # (asked for every meter value: comparisons, not max() and min() calls)
+            limit = _highest(held, since if since > start else start,
+                             until if until < end else end)
+            if limit > best:
+                best = limit
         return best
 
 

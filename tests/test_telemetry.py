@@ -1,5 +1,9 @@
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge import telemetry
 from bridge.telemetry import ConnectorMeter, read_meter_value, site_load_w
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -75,3 +79,90 @@ def test_single_phase_voltage_without_a_phase_is_l1():
     assert reading is not None and reading.voltages_v == (212.0, None, None)
     plain = read_meter_value(meter_value(T0, {"value": "1"}), 230)
     assert plain is not None and not plain.has_voltage
+
+
+# -- the reading rules, written plainly, against what the bridge runs ------------------------
+def reference_reading(meter_value: dict, voltage_v: float) -> tuple | None:
+    """The rules of read_meter_value, one at a time: what its result must equal."""
+    at = telemetry.parse_timestamp(meter_value.get("timestamp", ""))
+    if at is None:
+        return None
+    power = energy = frequency = None
+    phase_powers: dict = {}
+    phase_amps: dict = {}
+    volts: list = [None, None, None]
+    ignored = []
+    phaseless = False
+    for sampled in meter_value.get("sampledValue") or []:
+        measurand = sampled.get("measurand", telemetry.ENERGY)
+        if measurand not in telemetry.PLAUSIBLE_MAX:
+            continue
+        try:
+            value = float(sampled.get("value"))
+        except (TypeError, ValueError, OverflowError):
+            ignored.append((measurand, telemetry.UNREADABLE))
+            continue
+        unit = sampled.get("unit")
+        value *= {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0, "V": 1.0,
+                  "kV": 1000.0}.get(unit, 1.0) if unit else 1.0
+        why = telemetry.implausible(measurand, value)
+        if why is not None:
+            ignored.append((measurand, why))
+            continue
+        phase = sampled.get("phase")
+        if measurand == telemetry.POWER:
+            if phase:
+                phase_powers[phase] = value
+            else:
+                power = value
+        elif measurand == telemetry.ENERGY and not phase:
+            energy = value
+        elif measurand == telemetry.CURRENT:
+            phase_amps[phase or "L1"] = value
+            phaseless = phaseless or not phase
+        elif measurand == telemetry.VOLTAGE:
+            line = telemetry._line(phase)
+            if line is not None and value > 0:
+                volts[line] = value
+        elif measurand == telemetry.FREQUENCY and value > 0:
+            frequency = value
+    if power is None and phase_powers:
+        power = sum(phase_powers.values())
+    elif power is None and phase_amps:
+        power = sum(phase_amps.values()) * voltage_v
+    amps: list = [None, None, None]
+    for phase, value in phase_amps.items():
+        line = telemetry._line(phase)
+        if line is not None:
+            amps[line] = value
+    lines = frozenset() if phaseless else frozenset(
+        n + 1 for n, a in enumerate(amps) if a is not None)
+    return (at, power, energy, tuple(volts), tuple(amps), frequency, tuple(ignored), lines)
+
+
+MEASURANDS = [telemetry.POWER, telemetry.ENERGY, telemetry.CURRENT, telemetry.VOLTAGE,
+              telemetry.FREQUENCY, "SoC", "Power.Offered"]
+PHASES = ["L1", "L2", "L3", "l2", "L1-N", "L2-n", "L3-N", "L1-L2", "N", ""]
+sampled_value = st.fixed_dictionaries({}, optional={
+    "measurand": st.sampled_from(MEASURANDS),
+    "value": st.sampled_from(["0", "-0.0", "16", "7.4", "230", "49.98", "1e308", "-1", "nan",
+                              "inf", "-inf", "abc", "", "12500000", "1e13"])
+    | st.floats(allow_nan=True).map(str) | st.integers(-10, 10**7),
+    "unit": st.sampled_from(["W", "kW", "Wh", "kWh", "A", "V", "kV", "Hertz", ""]),
+    "phase": st.sampled_from(PHASES),
+})
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.lists(sampled_value, max_size=8),
+       st.sampled_from(["2026-12-05T01:00:00.123Z", "2026-12-05T01:00:00", "yesterday"]))
+def test_a_meter_value_is_read_as_the_rules_say(samples: list, timestamp: str):
+    meter_value = {"timestamp": timestamp, "sampledValue": samples}
+    got = read_meter_value(meter_value, 230.0)
+    want = reference_reading(meter_value, 230.0)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    # NaN never reaches a reading, so tuples compare by value
+    assert tuple(got) == want

@@ -301,7 +301,9 @@ class StationEvents:
         now = self._clock()  # once for the message: it is read thousands of times a second
         self._heard(station_id, "MeterValues", now)
         info = self.config.station_info(station_id)
-        meter = self.meters.setdefault((station_id, connector_id), ConnectorMeter())
+        meter = self.meters.get((station_id, connector_id))
+        if meter is None:  # (not setdefault: that would make a meter for every message)
+            meter = self.meters[station_id, connector_id] = ConnectorMeter()
         for item in meter_values:
             reading = read_meter_value(item, info.voltage_v)
             if reading is None:
