@@ -685,15 +685,21 @@ class Store:
 
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
         # at 10,000 stations this runs for some thousand samples a second: each time is
-        # formatted once for both tables
+        # formatted once for both tables, and the three-line tuples of a reading (those
+        # read_meter_value makes) go into the row as they are
         rows = []
         grid_rows = []
         for s in samples:
             at = _iso(s.at)
             rows.append((s.station_id, s.connector_id, at, s.power_w, s.energy_wh))
-            if s.has_grid:
-                grid_rows.append((s.station_id, s.connector_id, at, *_three(s.voltages_v),
-                                  *_three(s.currents_a), s.frequency_hz))
+            volts, amps, frequency = s.voltages_v, s.currents_a, s.frequency_hz
+            if len(volts) == 3 == len(amps):
+                if frequency is not None or volts.count(None) + amps.count(None) != 6:
+                    grid_rows.append((s.station_id, s.connector_id, at, *volts, *amps,
+                                      frequency))
+            elif s.has_grid:
+                grid_rows.append((s.station_id, s.connector_id, at, *_three(volts),
+                                  *_three(amps), frequency))
         with self.db.conn:
             self.db.conn.executemany(
                 "INSERT INTO samples (station_id, connector_id, at, power_w, energy_wh)"

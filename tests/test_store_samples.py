@@ -1,0 +1,33 @@
+"""Meter samples into the store: a samples row for each, a grid row beside those with a
+voltage, a current or a frequency."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bridge.store import MeterSample, Store
+
+AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+NONE3 = (None, None, None)
+
+
+def test_a_grid_row_goes_beside_each_sample_that_has_a_grid_measurand(tmp_path: Path):
+    store = Store(tmp_path / "grid.db")
+    try:
+        store.add_samples([
+            MeterSample("A", 1, AT, 7_000.0, 1.0, NONE3, (16.0, None, None)),  # as read
+            MeterSample("B", 1, AT, 7_000.0, 1.0, NONE3, NONE3),  # no grid measurand
+            MeterSample("C", 1, AT, 7_000.0, 1.0, NONE3, NONE3, 50.0),  # frequency alone
+            MeterSample("D", 1, AT, 7_000.0, 1.0, (231.0,)),  # a shorter tuple
+            MeterSample("E", 1, AT, 7_000.0, 1.0),  # none at all
+        ])
+        window = (AT, AT + timedelta(seconds=1))
+        grid = {s.station_id: s for s in store.grid_samples_between(*window)}
+        assert sorted(grid) == ["A", "C", "D"]
+        assert grid["A"].currents_a == (16.0, None, None)
+        assert grid["C"].frequency_hz == 50.0
+        assert grid["D"].voltages_v == (231.0, None, None)
+        assert [s.station_id for s in store.samples_between(*window)] == list("ABCDE")
+    finally:
+        store.close()
