@@ -1,10 +1,12 @@
-"""A JSON schema compiled to a validator by ``fastjsonschema``, with three changes to the
+"""A JSON schema compiled to a validator by ``fastjsonschema``, with four changes to the
 code it writes, none of them a change in what is accepted or in the errors raised:
 
 - An enum of strings is checked as one set lookup (``value in {...}``), not as a chain of
   ``isinstance(value, str) and value == "..."`` comparisons, one per member. OCPP's enums
   are long (22 measurands in 1.6, 40 in 2.0.1) and a MeterValues holds several: the chains
-  were a fifth of a 1.6 MeterValues' validation.
+  were a fifth of a 1.6 MeterValues' validation. Where the schema's type is ``string``,
+  the check of the type written before it has refused anything else, so the lookup is
+  all there is.
 - Required keys are first tested as ``"a" in data and "b" in data``; the library's own
   code (a set built and subtracted, for every object) runs only when one is missing, and
   raises its error.
@@ -20,7 +22,7 @@ code it writes, none of them a change in what is accepted or in the errors raise
   ``oneOf``, ``not``, ``if``, ``dependencies`` keeps the library's code for both. OCPP's
   schemas have none of them.
 
-Together a 1.6 MeterValues of five samples validates in about 3 µs instead of 9.1.
+Together a 1.6 MeterValues of five samples validates in about 3.6 µs instead of 9.1.
 "The same" holds for what JSON decodes to (plain dicts and lists): a dict subclass that
 answers ``in`` otherwise than its keys could pass the membership test and not the
 library's.
@@ -59,7 +61,12 @@ def _string_enum_check(self: Any) -> None:
         return
     # a set display of constants after ``in`` is compiled into a frozenset constant
     members = "{" + ", ".join(repr(value) for value in enum) + "}"
-    with self.l("if not (isinstance({variable}, str) and {variable} in {}):", members):
+    if self._definition.get("type") == "string":
+        # the type's check, written just before, has refused anything but a string
+        test = "if {variable} not in {}:"
+    else:
+        test = "if not (isinstance({variable}, str) and {variable} in {}):"
+    with self.l(test, members):
         self.exc("{name} must be one of {}", self.e(enum), rule="enum")
 
 
