@@ -67,9 +67,10 @@ class Holdings:
         """From ``at`` on the station may hold ``held`` (and no longer what it held before);
         what it held more than ``keep`` ago is forgotten."""
         if self.entries:
-            last = self.entries[-1][1]
+            since, last = self.entries[-1]
             if last is held or (last is not None and held is not None and last == held):
                 return
+            at = max(at, since)  # in time order, even if the clock stepped back
         self.entries.append((at, held))
         # the entry in force at the oldest moment still asked about stays
         while len(self.entries) > 1 and self.entries[1][0] <= at - keep:
@@ -81,6 +82,9 @@ class Holdings:
         entries = self.entries
         if not entries or entries[0][0] > start:
             return None
+        since, held = entries[-1]
+        if since < start <= end:  # the newest began before: it alone was in force (most)
+            return None if held is None else _highest(held, start, end)
         best = 0.0
         last = len(entries) - 1
         for index, (since, held) in enumerate(entries):
@@ -150,4 +154,7 @@ def taken_at(rule: ComplianceRule, now: datetime, stamped: datetime | None) -> d
     """When a reading received ``now`` was taken: its time stamp, trusted up to a grace
     time back (a station's clock may be off; a reading older than that is still judged,
     against a window that reaches further back)."""
-    return now if stamped is None else min(max(stamped, now - rule.grace), now)
+    if stamped is None or stamped >= now:
+        return now
+    earliest = now - rule.grace
+    return stamped if stamped > earliest else earliest

@@ -258,9 +258,10 @@ class StationRecord:
 
     def held(self) -> tuple[Step, ...] | None:
         """Everything the station may be applying now: acknowledged, in flight or unanswered."""
-        series = [s for s in (self.applied, self.in_flight, self.uncertain) if s is not None]
-        if not series:
-            return None
+        applied, in_flight, uncertain = self.applied, self.in_flight, self.uncertain
+        if in_flight is None and uncertain is None:
+            return applied  # most of the time (asked for every meter value)
+        series = [s for s in (applied, in_flight, uncertain) if s is not None]
         return series[0] if len(series) == 1 else upper_envelope(*series)
 
     def bounded_by(self) -> tuple[Step, ...] | None:

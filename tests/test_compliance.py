@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bridge.compliance import ComplianceRule, Holdings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.compliance import ComplianceRule, Holdings, taken_at
 from bridge.dispatch import Dispatcher, StationRecord
 from bridge.station_life import Event
 from bridge.store import Store
@@ -122,3 +125,54 @@ def test_a_raise_in_flight_may_already_apply(tmp_path):
         clock[0] = at(second)
         dispatch.observe_draw("RAISING", 10_500.0, clock[0])
     assert not state.compliance.flagged
+
+
+def reference_highest(entries: list, start: datetime, end: datetime) -> float | None:
+    """Holdings.highest by its definition: every entry in force at some moment of
+    [start, end], each schedule's highest step over the part it was in force."""
+    if not entries or entries[0][0] > start:
+        return None
+    best = 0.0
+    for index, (since, held) in enumerate(entries):
+        until = entries[index + 1][0] if index + 1 < len(entries) else end
+        if until < start or since > end:
+            continue
+        if held is None:
+            return None
+        lo, hi = max(since, start), min(until, end)
+        in_force = [s for s in held if s.start <= lo][-1:] or list(held[:1])
+        best = max([best, *(s.limit_w for s in in_force),
+                    *(s.limit_w for s in held if lo < s.start <= hi)])
+    return best
+
+
+seconds = st.integers(0, 60).map(lambda s: T0 + timedelta(seconds=s))
+schedules = st.none() | st.lists(
+    st.tuples(seconds, st.sampled_from([0.0, 1_400.0, 7_000.0, 11_000.0])), max_size=3,
+).map(lambda steps: tuple(Step(at, w, "") for at, w in sorted(steps, key=lambda x: x[0])))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(seconds, schedules), max_size=5), seconds, seconds)
+def test_holdings_answer_as_their_definition_says(noted: list, start: datetime,
+                                                  end: datetime):
+    start, end = min(start, end), max(start, end)
+    holdings = Holdings()
+    for at, held in sorted(noted, key=lambda x: x[0]):
+        holdings.note(at, held, timedelta(hours=1))
+    assert holdings.highest(start, end) == reference_highest(holdings.entries, start, end)
+
+
+def test_holdings_stay_in_time_order_when_the_clock_steps_back():
+    holdings = Holdings()
+    holdings.note(T0, None, timedelta(hours=1))
+    holdings.note(T0 - timedelta(seconds=30), (Step(T0, 7_000.0, ""),), timedelta(hours=1))
+    assert [at for at, _ in holdings.entries] == [T0, T0]
+    assert holdings.highest(T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)) == 7_000.0
+
+
+@given(st.none() | st.integers(-100, 100).map(lambda s: T0 + timedelta(seconds=s)))
+def test_a_reading_is_taken_at_its_stamp_trusted_up_to_the_grace_time(stamped):
+    rule = ComplianceRule(tolerance_w=500, grace=timedelta(seconds=20))
+    want = T0 if stamped is None else min(max(stamped, T0 - rule.grace), T0)
+    assert taken_at(rule, T0, stamped) == want
