@@ -318,7 +318,9 @@ class StationEvents:
             if self.grid.observe(station_id, reading, now):
                 self._on_voltage(station_id)
             if power is not None:
-                connectors = self._connector_power.setdefault(station_id, {})
+                connectors = self._connector_power.get(station_id)
+                if connectors is None:
+                    connectors = self._connector_power[station_id] = {}
                 connectors[connector_id] = power
                 # connector 0 is the station's own meter where it has one
                 total = connectors[0] if 0 in connectors else sum(connectors.values())
