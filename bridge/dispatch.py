@@ -266,7 +266,8 @@ class StationRecord:
 
     def bounded_by(self) -> tuple[Step, ...] | None:
         """What bounds its draw now; None when nothing does for sure."""
-        return self.held() if self.draw_bounded else None
+        life = self.life  # (draw_bounded, read once: asked for every meter value)
+        return self.held() if life.confirmed and not life.unmanageable else None
 
     @property
     def draw_bounded(self) -> bool:
@@ -317,6 +318,8 @@ class Dispatcher:
         self._on_change = on_change  # the steerable set changed: the plan must be redone
         self._clock = clock
         self._rule = compliance or ComplianceRule(tolerance_w=500, grace=timedelta(seconds=20))
+        # how far back a station's holdings are kept: two grace times (see observe_draw)
+        self._holdings_kept = self._rule.grace * 2
         # Stations that may hold more than the plan now gives them; raises wait for none.
         self._above: set[str] = set()
         self._settle_event = asyncio.Event()
@@ -552,7 +555,7 @@ class Dispatcher:
         station_id = state.info.station_id
         now = self._clock()
         held = state.held()
-        state.holdings.note(now, held if state.draw_bounded else None, self._rule.grace * 2)
+        state.holdings.note(now, held if state.draw_bounded else None, self._holdings_kept)
         above = (not state.reserved and state.desired is not None and held is not None
                  and is_raise(held, state.desired, now))
         if above:
@@ -1257,7 +1260,7 @@ class Dispatcher:
                     or abs(after.watts - before.watts) > self._rule.tolerance_w:
                 self._on_change()  # counted otherwise now
         rule = self._rule
-        state.holdings.note(now, state.bounded_by(), rule.grace * 2)
+        state.holdings.note(now, state.bounded_by(), self._holdings_kept)
         taken = taken_at(rule, now, stamped)
         limit = state.holdings.highest(taken, now)
         # the grace time before matters only to a reading above the limit (most are not)

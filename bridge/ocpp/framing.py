@@ -40,7 +40,7 @@ import json
 import json.scanner
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import fastjsonschema
@@ -126,6 +126,9 @@ class Dialect:
     # "OccurrenceConstraintViolation"
     format_violation: str
     occurrence_violation: str
+    # each action's request validator, once looked up (a request costs one dict lookup)
+    _request_validators: dict[str, Callable[[Payload], Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def request_validator(self, action: str) -> Callable[[Payload], Any]:
         return validator(self.schemas, action + self.request_suffix)
@@ -137,10 +140,17 @@ class Dialect:
                          payload: Payload) -> tuple[Payload, tuple[Repair, ...]]:
         """The request as read (repaired where its meaning is unambiguous) and the repairs;
         :class:`CallRefused` with the version's code when it cannot be understood."""
+        validate = self._request_validators.get(action)
+        if validate is None:
+            validate = self._request_validators[action] = self.request_validator(action)
+        try:  # most requests are valid as they come: one call, before any leniency
+            validate(payload)
+            return payload, ()
+        except fastjsonschema.JsonSchemaValueException:
+            pass
         name = action + self.request_suffix
         try:
-            return validate_leniently(validator(self.schemas, name), payload,
-                                      lambda: schema(self.schemas, name))
+            return validate_leniently(validate, payload, lambda: schema(self.schemas, name))
         except fastjsonschema.JsonSchemaValueException as error:
             raise CallRefused(self.violation_code(error.rule),
                               f"{action}: {error.message}") from None
