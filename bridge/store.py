@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -685,12 +685,19 @@ class Store:
 
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
         # at 10,000 stations this runs for some thousand samples a second: each time is
-        # formatted once for both tables, and the three-line tuples of a reading (those
-        # read_meter_value makes) go into the row as they are
+        # formatted once for both tables, and once for all the samples taken at that same
+        # moment (stations sampling on the clock's minute send the same time stamp); the
+        # three-line tuples of a reading (those read_meter_value makes) go into the row as
+        # they are
         rows = []
         grid_rows = []
+        formatted: dict[datetime, str] = {}  # UTC times only: equal ones read the same
         for s in samples:
-            at = _iso(s.at)
+            at = formatted.get(s.at)
+            if at is None:
+                at = _iso(s.at)
+                if s.at.tzinfo is UTC:
+                    formatted[s.at] = at
             rows.append((s.station_id, s.connector_id, at, s.power_w, s.energy_wh))
             volts, amps, frequency = s.voltages_v, s.currents_a, s.frequency_hz
             if len(volts) == 3 == len(amps):

@@ -68,7 +68,8 @@ class Told:
     def observe(self, at: datetime, measured_w: float, lines: frozenset[int]) -> None:
         """A reading of the station's total draw, and the lines its meter named."""
         self.latest_w = measured_w
-        self.peak_w = max(self.peak_w, measured_w)
+        if measured_w > self.peak_w:  # (not max(): called for every meter value)
+            self.peak_w = measured_w
         if measured_w > DRAWING_W and self.drawing_since is None:
             self.drawing_since = at
         if lines:

@@ -3,7 +3,7 @@ voltage, a current or a frequency."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from bridge.store import MeterSample, Store
@@ -29,5 +29,26 @@ def test_a_grid_row_goes_beside_each_sample_that_has_a_grid_measurand(tmp_path: 
         assert grid["C"].frequency_hz == 50.0
         assert grid["D"].voltages_v == (231.0, None, None)
         assert [s.station_id for s in store.samples_between(*window)] == list("ABCDE")
+    finally:
+        store.close()
+
+
+def test_samples_taken_at_one_moment_are_stored_at_that_moment_whatever_their_offset(
+        tmp_path: Path):
+    """Times are formatted once per moment: the same instant written with another offset
+    reads the same, and the next moment its own."""
+    paris = timezone(timedelta(hours=1))
+    later = AT + timedelta(microseconds=1)
+    store = Store(tmp_path / "times.db")
+    try:
+        store.add_samples([
+            MeterSample("A", 1, AT, 1.0, 1.0),
+            MeterSample("B", 1, AT.astimezone(paris), 1.0, 1.0),
+            MeterSample("C", 1, later, 1.0, 1.0),
+            MeterSample("D", 1, later.astimezone(paris), 1.0, 1.0),
+        ])
+        rows = store.db.execute("SELECT station_id, at FROM samples ORDER BY rowid").fetchall()
+        assert rows == [("A", AT.isoformat()), ("B", AT.isoformat()),
+                        ("C", later.isoformat()), ("D", later.isoformat())]
     finally:
         store.close()
