@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -180,6 +181,24 @@ class MeterSample(NamedTuple):
     def has_grid(self) -> bool:
         values = (*self.voltages_v, *self.currents_a, self.frequency_hz)
         return values.count(None) != len(values)  # (count runs in C: asked of every sample)
+
+
+# Which of a grid row's measurands it has: its three voltages, its three currents, its
+# frequency (each group whole). None: any mix, every column bound (None where missing).
+_GridShape = tuple[bool, bool, bool]
+_GRID_GROUPS = (("v_l1", "v_l2", "v_l3"), ("i_l1", "i_l2", "i_l3"), ("frequency_hz",))
+
+
+@cache
+def _grid_insert(shape: _GridShape | None) -> str:
+    """The INSERT of a grid row of this shape, naming only the columns it has values for
+    (the others are NULL)."""
+    present = (True, True, True) if shape is None else shape
+    columns = ["station_id", "connector_id", "at",
+               *(name for group, there in zip(_GRID_GROUPS, present, strict=True) if there
+                 for name in group)]
+    return (f"INSERT INTO grid_samples ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})")
 
 
 def _three(values: tuple[float | None, ...]) -> list[float | None]:
@@ -686,11 +705,12 @@ class Store:
     def add_samples(self, samples: Iterable[MeterSample]) -> None:
         # at 10,000 stations this runs for some thousand samples a second: each time is
         # formatted once for both tables, and once for all the samples taken at that same
-        # moment (stations sampling on the clock's minute send the same time stamp); the
-        # three-line tuples of a reading (those read_meter_value makes) go into the row as
-        # they are
+        # moment (stations sampling on the clock's minute send the same time stamp). A grid
+        # row names only the columns it has values for, where its lines are all there or
+        # all missing (see _GridShape): binding None costs Python's sqlite3 an adapter
+        # lookup each, more than the rest of the row.
         rows = []
-        grid_rows = []
+        grid_rows: dict[_GridShape | None, list[tuple[Any, ...]]] = {}
         formatted: dict[datetime, str] = {}  # UTC times only: equal ones read the same
         for s in samples:
             at = formatted.get(s.at)
@@ -700,21 +720,34 @@ class Store:
                     formatted[s.at] = at
             rows.append((s.station_id, s.connector_id, at, s.power_w, s.energy_wh))
             volts, amps, frequency = s.voltages_v, s.currents_a, s.frequency_hz
+            shape: _GridShape | None = None
+            row: tuple[Any, ...]
             if len(volts) == 3 == len(amps):
-                if frequency is not None or volts.count(None) + amps.count(None) != 6:
-                    grid_rows.append((s.station_id, s.connector_id, at, *volts, *amps,
-                                      frequency))
+                volts_missing, amps_missing = volts.count(None), amps.count(None)
+                if volts_missing + amps_missing == 6 and frequency is None:
+                    continue  # nothing of the grid in it
+                if volts_missing in (0, 3) and amps_missing in (0, 3):
+                    shape = (volts_missing == 0, amps_missing == 0, frequency is not None)
+                    row = (s.station_id, s.connector_id, at) \
+                        + (volts if shape[0] else ()) + (amps if shape[1] else ()) \
+                        + ((frequency,) if shape[2] else ())
+                else:
+                    row = (s.station_id, s.connector_id, at, *volts, *amps, frequency)
             elif s.has_grid:
-                grid_rows.append((s.station_id, s.connector_id, at, *_three(volts),
-                                  *_three(amps), frequency))
+                row = (s.station_id, s.connector_id, at, *_three(volts), *_three(amps),
+                       frequency)
+            else:
+                continue
+            same_shape = grid_rows.get(shape)
+            if same_shape is None:
+                same_shape = grid_rows[shape] = []
+            same_shape.append(row)
         with self.db.conn:
             self.db.conn.executemany(
                 "INSERT INTO samples (station_id, connector_id, at, power_w, energy_wh)"
                 " VALUES (?, ?, ?, ?, ?)", rows)
-            self.db.conn.executemany(
-                "INSERT INTO grid_samples (station_id, connector_id, at, v_l1, v_l2, v_l3,"
-                " i_l1, i_l2, i_l3, frequency_hz) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                grid_rows)
+            for shape, same_shape in grid_rows.items():
+                self.db.conn.executemany(_grid_insert(shape), same_shape)
 
     def add_site_load(self, at: datetime, load_w: float, limit_w: float) -> None:
         self.db["site_load"].insert({"at": _iso(at), "load_w": load_w, "limit_w": limit_w})

@@ -52,3 +52,26 @@ def test_samples_taken_at_one_moment_are_stored_at_that_moment_whatever_their_of
                         ("C", later.isoformat()), ("D", later.isoformat())]
     finally:
         store.close()
+
+
+def test_every_shape_of_grid_row_reads_back_as_it_was_written(tmp_path: Path):
+    """Lines all there or all missing, mixed, with and without a frequency."""
+    volts, amps = (231.0, 229.5, 230.2), (16.0, 15.5, 16.1)
+    written = [
+        MeterSample("I", 1, AT, 1.0, 1.0, NONE3, amps),
+        MeterSample("V", 1, AT, 1.0, 1.0, volts, NONE3),
+        MeterSample("VIF", 1, AT, 1.0, 1.0, volts, amps, 49.98),
+        MeterSample("IF", 2, AT, 1.0, 1.0, NONE3, amps, 50.01),
+        MeterSample("mixed", 1, AT, 1.0, 1.0, (231.0, None, None), (None, 15.5, 16.1), 50.0),
+    ]
+    store = Store(tmp_path / "shapes.db")
+    try:
+        store.add_samples(written)
+        read = {s.station_id: s for s in store.grid_samples_between(
+            AT, AT + timedelta(seconds=1))}
+        assert {sid: (s.connector_id, s.voltages_v, s.currents_a, s.frequency_hz)
+                for sid, s in read.items()} == {
+            s.station_id: (s.connector_id, s.voltages_v, s.currents_a, s.frequency_hz)
+            for s in written}
+    finally:
+        store.close()
