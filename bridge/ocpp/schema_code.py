@@ -1,4 +1,4 @@
-"""A JSON schema compiled to a validator by ``fastjsonschema``, with four changes to the
+"""A JSON schema compiled to a validator by ``fastjsonschema``, with five changes to the
 code it writes, none of them a change in what is accepted or in the errors raised:
 
 - An enum of strings is checked as one set lookup (``value in {...}``), not as a chain of
@@ -22,7 +22,13 @@ code it writes, none of them a change in what is accepted or in the errors raise
   ``oneOf``, ``not``, ``if``, ``dependencies`` keeps the library's code for both. OCPP's
   schemas have none of them.
 
-Together a 1.6 MeterValues of five samples validates in about 3.6 µs instead of 9.1.
+- Where a definition's ``type`` is ``object`` (or ``array``) alone, the library's
+  ``isinstance`` test behind each object keyword is ``True``: the type's check, written
+  first, raised for anything else. (This, and the enum's plain lookup, rely on errors
+  raising at once, the library's default ``fast_fail``; without it the library's code is
+  kept.)
+
+Together a 1.6 MeterValues of five samples validates in about 3.5 µs instead of 9.1.
 "The same" holds for what JSON decodes to (plain dicts and lists): a dict subclass that
 answers ``in`` otherwise than its keys could pass the membership test and not the
 library's.
@@ -61,7 +67,7 @@ def _string_enum_check(self: Any) -> None:
         return
     # a set display of constants after ``in`` is compiled into a frozenset constant
     members = "{" + ", ".join(repr(value) for value in enum) + "}"
-    if self._definition.get("type") == "string":
+    if self._definition.get("type") == "string" and self._fast_fail:
         # the type's check, written just before, has refused anything but a string
         test = "if {variable} not in {}:"
     else:
@@ -138,6 +144,22 @@ def _known_keys_check(self: Any) -> None:
                  rule="additionalProperties")
 
 
+def _checked_type_variable(kind: str, suffix: str, library: str) -> Callable[[Any], None]:
+    """create_variable_is_dict / _is_list that, in a definition whose ``type`` is ``kind``
+    alone, sets the variable to True: the type's check (written first, and raising) has
+    refused anything else. Elsewhere, the library's own."""
+    def create(self: Any) -> None:
+        if self._definition.get("type") != kind or not self._fast_fail:
+            getattr(self, library)()
+            return
+        name = f"{self._variable}{suffix}"
+        if self._is_variable_in_scope(name):
+            return
+        self._variables[name] = tuple(self._scope_stack)
+        self.l(f"{{variable}}{suffix} = True")
+    return create
+
+
 def _faster(base: type[Any]) -> type[Any]:
     return type(f"Faster{base.__name__}", (base,), {
         "generate_enum": _string_enum_check,
@@ -150,6 +172,12 @@ def _faster(base: type[Any]) -> type[Any]:
         "_generate_additional_properties_as_library_does":
             base.generate_additional_properties,
         "_plain_objects": False,
+        "create_variable_is_dict": _checked_type_variable(
+            "object", "_is_dict", "_create_variable_is_dict_as_library_does"),
+        "_create_variable_is_dict_as_library_does": base.create_variable_is_dict,
+        "create_variable_is_list": _checked_type_variable(
+            "array", "_is_list", "_create_variable_is_list_as_library_does"),
+        "_create_variable_is_list_as_library_does": base.create_variable_is_list,
     })
 
 
