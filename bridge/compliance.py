@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from policies.fleet import Step, value_at
 
@@ -62,6 +63,9 @@ class Holdings:
     """
 
     entries: list[tuple[datetime, tuple[Step, ...] | None]] = field(default_factory=list)
+    # whether the entries are in time order (they are unless the clock stepped back while
+    # one of them was kept): highest() answers from the newest alone only then
+    in_order: bool = True
 
     def note(self, at: datetime, held: tuple[Step, ...] | None, keep: timedelta) -> None:
         """From ``at`` on the station may hold ``held`` (and no longer what it held before);
@@ -70,11 +74,14 @@ class Holdings:
             since, last = self.entries[-1]
             if last is held or (last is not None and held is not None and last == held):
                 return
-            at = max(at, since)  # in time order, even if the clock stepped back
+            if at < since:  # the clock stepped back
+                self.in_order = False
         self.entries.append((at, held))
         # the entry in force at the oldest moment still asked about stays
         while len(self.entries) > 1 and self.entries[1][0] <= at - keep:
             del self.entries[0]
+        if not self.in_order:
+            self.in_order = all(a[0] <= b[0] for a, b in pairwise(self.entries))
 
     def highest(self, start: datetime, end: datetime) -> float | None:
         """The highest limit the station may have applied at any moment of [start, end];
@@ -83,8 +90,12 @@ class Holdings:
         if not entries or entries[0][0] > start:
             return None
         since, held = entries[-1]
-        if since < start <= end:  # the newest began before: it alone was in force (most)
-            return None if held is None else _highest(held, start, end)
+        if since < start <= end and self.in_order:
+            # the newest began before the window: it alone was in force (most readings)
+            if held is None:
+                return None
+            limit = _highest(held, start, end)
+            return limit if limit > 0.0 else 0.0
         best = 0.0
         last = len(entries) - 1
         for index, (since, held) in enumerate(entries):

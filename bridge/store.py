@@ -708,7 +708,8 @@ class Store:
         # moment (stations sampling on the clock's minute send the same time stamp). A grid
         # row names only the columns it has values for, where its lines are all there or
         # all missing (see _GridShape): binding None costs Python's sqlite3 an adapter
-        # lookup each, more than the rest of the row.
+        # lookup each, more than the rest of the row. (So a flush's grid rows go in by
+        # shape: their rowids follow arrival within a shape, and the flush's span overall.)
         rows = []
         grid_rows: dict[_GridShape | None, list[tuple[Any, ...]]] = {}
         formatted: dict[datetime, str] = {}  # UTC times only: equal ones read the same

@@ -79,9 +79,10 @@ def _line(phase: str | None) -> int | None:
     return None
 
 
-# the phase names most meters use, to their line (others go through _line)
-_LINE_OF: dict[str | None, int] = {None: 0, "": 0, "L1": 0, "L2": 1, "L3": 2, "L1-N": 0,
-                                   "L2-N": 1, "L3-N": 2}
+# the phase names meters use, to their line (None: not a line's; others go through _line)
+_LINE_OF: dict[str | None, int | None] = {
+    None: 0, "": 0, "L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2,
+    "N": None, "L1-L2": None, "L2-L3": None, "L3-L1": None}
 
 
 def implausible(measurand: str, value: float) -> str | None:
@@ -153,7 +154,10 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
             phase_amps[phase or "L1"] = value
             phaseless = phaseless or not phase
         elif measurand == VOLTAGE:
-            line = _LINE_OF[phase] if phase in _LINE_OF else _line(phase)
+            try:
+                line = _LINE_OF[phase]
+            except (KeyError, TypeError):  # a phase name of another spelling, or no name
+                line = _line(phase)
             if line is not None and value > 0:
                 volts[line] = value
         elif measurand == FREQUENCY and value > 0:

@@ -163,12 +163,35 @@ def test_holdings_answer_as_their_definition_says(noted: list, start: datetime,
     assert holdings.highest(start, end) == reference_highest(holdings.entries, start, end)
 
 
-def test_holdings_stay_in_time_order_when_the_clock_steps_back():
+def test_holdings_answer_by_their_definition_when_the_clock_steps_back():
+    """An entry noted at an earlier time than the one before it is kept as noted, and the
+    answer is the definition's (not the newest entry's alone) until it is forgotten."""
+    eleven, four = (Step(T0, 11_000.0, ""),), (Step(T0, 4_000.0, ""),)
     holdings = Holdings()
-    holdings.note(T0, None, timedelta(hours=1))
-    holdings.note(T0 - timedelta(seconds=30), (Step(T0, 7_000.0, ""),), timedelta(hours=1))
-    assert [at for at, _ in holdings.entries] == [T0, T0]
-    assert holdings.highest(T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)) == 7_000.0
+    holdings.note(at(10), eleven, timedelta(hours=1))
+    holdings.note(at(5), four, timedelta(hours=1))
+    assert not holdings.in_order
+    assert holdings.highest(at(10), at(12)) == reference_highest(
+        holdings.entries, at(10), at(12)) == 4_000.0
+    holdings.note(at(9_000), eleven, timedelta(hours=1))  # the two old ones are forgotten
+    assert holdings.in_order and len(holdings.entries) == 2
+    # the newest began before the window, but an older one noted later reaches into it
+    stepped = Holdings()
+    for when, held in ((0, eleven), (20, None), (5, four)):
+        stepped.note(at(when), held, timedelta(hours=1))
+    assert stepped.highest(at(10), at(12)) == reference_highest(
+        stepped.entries, at(10), at(12)) == 11_000.0
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(seconds, schedules), max_size=5), seconds, seconds)
+def test_holdings_noted_out_of_order_answer_as_their_definition_says(
+        noted: list, start: datetime, end: datetime):
+    start, end = min(start, end), max(start, end)
+    holdings = Holdings()
+    for when, held in noted:  # as noted, not sorted: the clock may step back
+        holdings.note(when, held, timedelta(hours=1))
+    assert holdings.highest(start, end) == reference_highest(holdings.entries, start, end)
 
 
 @given(st.none() | st.integers(-100, 100).map(lambda s: T0 + timedelta(seconds=s)))

@@ -265,3 +265,38 @@ def test_known_keys_are_one_subset_test_in_the_code_written():
              if name.startswith("KNOWN_KEYS_")]
     assert frozenset({"value", "context", "format", "measurand", "phase", "location",
                       "unit"}) in known
+
+
+def test_an_object_whose_defaults_are_filled_in_names_its_strangers_as_the_library_does():
+    """2.0.1's UnitOfMeasure has defaults (unit, multiplier): the library copies the keys
+    before filling them in, and its error lists the strangers in that set's order."""
+    ours, library = validators("v201", "MeterValuesRequest")
+    for n in range(60):
+        extra = {f"x{n}": 1, f"vendor{n}": 2, f"y{n}": 3}
+        payload = {"evseId": 1, "meterValue": [{"timestamp": "2026-12-05T01:00:00Z",
+                                                "sampledValue": [{"value": 1.0,
+                                                                  "unitOfMeasure": extra}]}]}
+        assert outcome(ours, payload) == outcome(library, payload), extra
+
+
+@pytest.mark.parametrize("given_schema", [
+    # a property named as a keyword whose value is data: its schema is a schema all the same
+    {"type": "object", "properties": {"default": {
+        "type": "object", "properties": {"a": {}}, "patternProperties": {"^x": {}},
+        "additionalProperties": False}}},
+    {"type": "object", "definitions": {"enum": {"type": "object", "properties": {"a": {}},
+                                                "patternProperties": {"^x": {}},
+                                                "additionalProperties": False}},
+     "properties": {"enum": {"$ref": "#/definitions/enum"}}},
+    # additionalProperties false in other words, and allowed in other words
+    *({"type": "object", "properties": {"a": {}}, "additionalProperties": falsy}
+      for falsy in (None, 0, "", [], {}, True)),
+])
+@pytest.mark.parametrize("draft", ["draft-04", "draft-07"])
+def test_schemas_the_library_reads_its_own_way_are_judged_as_it_judges(
+        given_schema: dict[str, Any], draft: str):
+    full = {"$schema": f"http://json-schema.org/{draft}/schema#", **given_schema}
+    ours, library = compile_validator(full), fastjsonschema.compile(full)
+    for payload in ({"a": 1}, {"a": 1, "b": 2}, {"default": {"x1": 1}},
+                    {"default": {"a": 1, "b": 1}}, {"enum": {"x1": 1}}, {"enum": {"b": 1}}):
+        assert outcome(ours, payload) == outcome(library, payload), payload

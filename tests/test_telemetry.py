@@ -142,7 +142,7 @@ def reference_reading(meter_value: dict, voltage_v: float) -> tuple | None:
 
 MEASURANDS = [telemetry.POWER, telemetry.ENERGY, telemetry.CURRENT, telemetry.VOLTAGE,
               telemetry.FREQUENCY, "SoC", "Power.Offered"]
-PHASES = ["L1", "L2", "L3", "l2", "L1-N", "L2-n", "L3-N", "L1-L2", "N", ""]
+PHASES = ["L1", "L2", "L3", "l2", "L1-N", "L2-n", "L3-N", "L1-L2", "N", "", []]  # [] unhashable
 sampled_value = st.fixed_dictionaries({}, optional={
     "measurand": st.sampled_from(MEASURANDS),
     "value": st.sampled_from(["0", "-0.0", "16", "7.4", "230", "49.98", "1e308", "-1", "nan",

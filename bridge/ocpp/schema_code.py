@@ -16,7 +16,9 @@ code it writes, none of them a change in what is accepted or in the errors raise
 - An object's ``properties`` are read as ``if "a" in data``, and ``"additionalProperties":
   false`` is one test that its keys are a subset of the known ones (a frozenset). The
   library copies every object's keys into a set and removes each known one as it goes;
-  that copy, and the same error, are made only when a stranger is there. A schema with
+  that copy, and the same error, are made only when a stranger is there. An object with
+  a property whose default the validator fills in keeps the library's code (its error
+  lists the strangers in the order of a set copied before the filling). A schema with
   ``patternProperties`` or an ``additionalProperties`` schema reads that set for more
   than this; to stay on the safe side, one with any of those or ``allOf``, ``anyOf``,
   ``oneOf``, ``not``, ``if``, ``dependencies`` keeps the library's code for both. OCPP's
@@ -53,6 +55,10 @@ Validator = Callable[[Any], Any]
 _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean", "null"})
 # keywords whose value is an instance, never a schema to walk into
 _DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
+# keywords whose value maps names to schemas: a name there ("default", "enum") is a
+# property's or a definition's, not a keyword
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "definitions", "$defs",
+                          "dependencies"})
 # keywords that make a schema keep the library's code for properties (patternProperties
 # reads the same set of keys; the combinators are left alone to be safe)
 _SHARING_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf", "not", "if", "then", "else",
@@ -97,10 +103,20 @@ def _required_check(self: Any) -> None:
         self._generate_required_as_library_does()
 
 
+def _reads_object_plainly(self: Any) -> bool:
+    """Whether this object's ``properties`` and ``additionalProperties`` are written
+    without the library's set of keys. Not where a property has a default the validator
+    fills in: the library copies the keys before filling, and the set's order, which its
+    error shows, depends on that."""
+    return bool(self._plain_objects) and not (self._use_default and any(
+        isinstance(definition, dict) and "default" in definition
+        for definition in self._definition.get("properties", {}).values()))
+
+
 def _properties_check(self: Any) -> None:
     """generate_properties reading each key from the object itself, not from a copy of its
     keys (see :func:`_known_keys_check`)."""
-    if not self._plain_objects:
+    if not _reads_object_plainly(self):
         self._generate_properties_as_library_does()
         return
     self.create_variable_is_dict()
@@ -129,7 +145,12 @@ def _known_keys_check(self: Any) -> None:
     against a frozenset of the known ones. Only when it fails is the library's set made
     as it makes it (a copy of the keys, each known one present removed in the schema's
     order), so the error names the same keys in the same order."""
-    if not self._plain_objects or self._definition["additionalProperties"] is not False:
+    extra = self._definition["additionalProperties"]
+    forbidden = extra is not True and extra != {} and not extra  # false, as the library reads
+    if not (forbidden and _reads_object_plainly(self)):
+        # (with properties read plainly, the library's code here makes a set of all the
+        # keys: it reads that set only where strangers are allowed, and checks each against
+        # the known names itself)
         self._generate_additional_properties_as_library_does()
         return
     known = list(self._definition.get("properties", {}))
@@ -196,8 +217,15 @@ def without_object_keywords_on_scalars(schema: Any) -> Any:
         return [without_object_keywords_on_scalars(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: value if key in _DATA_KEYWORDS else without_object_keywords_on_scalars(value)
-           for key, value in schema.items()}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            out[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: without_object_keywords_on_scalars(sub)
+                        for name, sub in value.items()}
+        else:
+            out[key] = without_object_keywords_on_scalars(value)
     if isinstance(out.get("type"), str) and out["type"] in _SCALAR_TYPES:
         out.pop("additionalProperties", None)
     return out
@@ -213,8 +241,15 @@ def shares_object_keys(schema: Any) -> bool:
     if not _SHARING_KEYWORDS.isdisjoint(schema) or isinstance(
             schema.get("additionalProperties"), dict) and schema["additionalProperties"]:
         return True
-    return any(shares_object_keys(value) for key, value in schema.items()
-               if key not in _DATA_KEYWORDS)
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            if any(shares_object_keys(sub) for sub in value.values()):
+                return True
+        elif shares_object_keys(value):
+            return True
+    return False
 
 
 def compile_validator(schema: dict[str, Any]) -> Validator:
