@@ -23,7 +23,6 @@ code it writes, none of them a change in what is accepted or in the errors raise
   than this; to stay on the safe side, one with any of those or ``allOf``, ``anyOf``,
   ``oneOf``, ``not``, ``if``, ``dependencies`` keeps the library's code for both. OCPP's
   schemas have none of them.
-
 - Where a definition's ``type`` is ``object`` (or ``array``) alone, the library's
   ``isinstance`` test behind each object keyword is ``True``: the type's check, written
   first, raised for anything else. (This, and the enum's plain lookup, rely on errors
