@@ -177,11 +177,6 @@ class MeterSample(NamedTuple):
     currents_a: tuple[float | None, ...] = ()
     frequency_hz: float | None = None
 
-    @property
-    def has_grid(self) -> bool:
-        values = (*self.voltages_v, *self.currents_a, self.frequency_hz)
-        return values.count(None) != len(values)  # (count runs in C: asked of every sample)
-
 
 # Which of a grid row's measurands it has: its three voltages, its three currents, its
 # frequency (each group whole). None: any mix, every column bound (None where missing).
@@ -201,8 +196,9 @@ def _grid_insert(shape: _GridShape | None) -> str:
             f" VALUES ({', '.join('?' * len(columns))})")
 
 
-def _three(values: tuple[float | None, ...]) -> list[float | None]:
-    return [*values, None, None, None][:3]
+def _three(values: tuple[float | None, ...]) -> tuple[float | None, ...]:
+    """Per line L1..L3, missing lines None (a reading's tuples have three already)."""
+    return values if len(values) == 3 else (*values, None, None, None)[:3]
 
 
 @dataclass(frozen=True)
@@ -720,25 +716,17 @@ class Store:
                 if s.at.tzinfo is UTC:
                     formatted[s.at] = at
             rows.append((s.station_id, s.connector_id, at, s.power_w, s.energy_wh))
-            volts, amps, frequency = s.voltages_v, s.currents_a, s.frequency_hz
+            volts, amps, frequency = _three(s.voltages_v), _three(s.currents_a), s.frequency_hz
+            volts_missing, amps_missing = volts.count(None), amps.count(None)
+            if volts_missing + amps_missing == 6 and frequency is None:
+                continue  # nothing of the grid in it
             shape: _GridShape | None = None
-            row: tuple[Any, ...]
-            if len(volts) == 3 == len(amps):
-                volts_missing, amps_missing = volts.count(None), amps.count(None)
-                if volts_missing + amps_missing == 6 and frequency is None:
-                    continue  # nothing of the grid in it
-                if volts_missing in (0, 3) and amps_missing in (0, 3):
-                    shape = (volts_missing == 0, amps_missing == 0, frequency is not None)
-                    row = (s.station_id, s.connector_id, at) \
-                        + (volts if shape[0] else ()) + (amps if shape[1] else ()) \
-                        + ((frequency,) if shape[2] else ())
-                else:
-                    row = (s.station_id, s.connector_id, at, *volts, *amps, frequency)
-            elif s.has_grid:
-                row = (s.station_id, s.connector_id, at, *_three(volts), *_three(amps),
-                       frequency)
+            if volts_missing in (0, 3) and amps_missing in (0, 3):
+                shape = (volts_missing == 0, amps_missing == 0, frequency is not None)
+                row = (s.station_id, s.connector_id, at) + (volts if shape[0] else ()) \
+                    + (amps if shape[1] else ()) + ((frequency,) if shape[2] else ())
             else:
-                continue
+                row = (s.station_id, s.connector_id, at, *volts, *amps, frequency)
             same_shape = grid_rows.get(shape)
             if same_shape is None:
                 same_shape = grid_rows[shape] = []

@@ -85,6 +85,14 @@ _LINE_OF: dict[str | None, int | None] = {
     "N": None, "L1-L2": None, "L2-L3": None, "L3-L1": None}
 
 
+def _line_of(phase: Any) -> int | None:
+    """:func:`_line`, looked up for the usual names."""
+    try:
+        return _LINE_OF[phase]
+    except (KeyError, TypeError):  # another spelling, or not a name at all
+        return _line(phase)
+
+
 def implausible(measurand: str, value: float) -> str | None:
     """Why a value (in W, Wh, A, V or Hz) cannot be a reading of this measurand; None when
     it can. Voltage and frequency of 0 are left to the caller (a meter without them)."""
@@ -154,10 +162,7 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
             phase_amps[phase or "L1"] = value
             phaseless = phaseless or not phase
         elif measurand == VOLTAGE:
-            try:
-                line = _LINE_OF[phase]
-            except (KeyError, TypeError):  # a phase name of another spelling, or no name
-                line = _line(phase)
+            line = _line_of(phase)
             if line is not None and value > 0:
                 volts[line] = value
         elif measurand == FREQUENCY and value > 0:
@@ -168,7 +173,7 @@ def read_meter_value(meter_value: Mapping[str, Any], voltage_v: float) -> Readin
         power = sum(phase_amps.values()) * voltage_v
     amps: list[float | None] = [None, None, None]
     for phase, value in phase_amps.items():
-        line = _LINE_OF[phase] if phase in _LINE_OF else _line(phase)
+        line = _line_of(phase)
         if line is not None:
             amps[line] = value
     lines = NO_LINES if phaseless else LINE_SETS[
